@@ -1,0 +1,157 @@
+"""What every command shares: the context object, shared options and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import LoyaltyMailError
+from ..runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliContext:
+    """Global options, and the runtime built from them on first use."""
+
+    project_dir: Path
+    database_url: str | None = None
+    verbose: int = 0
+    _runtime: Runtime | None = field(default=None, repr=False)
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime.load(self.project_dir, database_url=self.database_url)
+        return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+def stdout() -> Console:
+    return Console(soft_wrap=True, highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
+    """`--format` for commands whose output is data."""
+    return click.option("--format", "output_format", type=click.Choice(choices), default=default,
+                        show_default=True, help="Output format.")
+
+
+def at_option(func: F) -> F:
+    """`--at ISO-TIME`: evaluate as of this instant instead of now."""
+    return click.option(
+        "--at", "at", metavar="ISO-TIME", default=None,
+        help="Act as if it were this instant (ISO 8601; without an offset, the program's time zone).",
+    )(func)
+
+
+def resolve_at(runtime: Runtime, at: str | None) -> datetime:
+    """The instant a command acts at: --at if given, else the runtime clock."""
+    if at is None:
+        return runtime.now()
+    try:
+        value = datetime.fromisoformat(at)
+    except ValueError:
+        raise click.BadParameter(f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)",
+                                 param_hint="--at") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(runtime.settings.program.default_timezone))
+    return value
+
+
+@contextmanager
+def byte_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over bytes read, on a terminal only; yields the advance callback."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                        TimeRemainingColumn(), console=stderr(), transient=True)
+    with progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def count_progress(label: str, total: int) -> Iterator[Callable[[], None] | None]:
+    """A progress bar over a known number of steps, on a terminal only."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed:,}/{task.total:,}"), TimeRemainingColumn(),
+                        console=stderr(), transient=True)
+    with progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task, 1)
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                *, numeric: Sequence[str] = ()) -> None:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    stdout().print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, Decimal):
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def fail(message: str) -> LoyaltyMailError:
+    """A user-facing error raised from a command."""
+    return LoyaltyMailError(message)

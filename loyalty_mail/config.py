@@ -1,0 +1,280 @@
+"""config.yaml -> frozen, validated settings.
+
+Precedence, lowest first: built-in defaults < config.yaml < environment variables < CLI flags.
+Secrets are never written in the file: a value may reference `${ENV_VAR}` (or
+`${ENV_VAR:-fallback}`), resolved when the file is loaded. Every problem is reported at once,
+each with file, line and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import babel
+import babel.numbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, Problem
+from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
+
+CONFIG_FILE = "config.yaml"
+DEFAULT_DATABASE_URL = "sqlite:///loyalty_mail.db"
+DATABASE_URL_ENV = "LOYALTY_MAIL_DATABASE_URL"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_known_timezone(name: str) -> bool:
+    """True for IANA zone names such as Asia/Ho_Chi_Minh (and UTC)."""
+    return name in _known_timezones()
+
+
+@cache
+def normalize_locale(value: str) -> str | None:
+    """`vi`, `vi-VN`, `vi_VN` -> Babel's canonical identifier; None when Babel does not know it."""
+    try:
+        return str(babel.Locale.parse(value.replace("-", "_")))
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        return None
+
+
+class ProgramSettings(_Strict):
+    """Who the program is: name, money, language and clock defaults, earning rate."""
+
+    name: str = "Loyalty Program"
+    currency: str = "USD"
+    default_locale: str = "en"
+    locales: tuple[str, ...] = ()
+    default_timezone: str = "UTC"
+    points_per_currency_unit: Decimal = Field(default=Decimal(1), ge=0)
+    sender_name: str = ""
+    sender_email: str = "loyalty@example.com"
+    postal_address: str = ""
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not babel.numbers.is_currency(value):
+            raise ValueError(f"'{value}' is not an ISO 4217 currency code (e.g. VND, USD, EUR)")
+        return value
+
+    @field_validator("default_locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        canonical = normalize_locale(value)
+        if canonical is None:
+            raise ValueError(f"unknown locale '{value}' (e.g. en, vi, en_US, vi_VN)")
+        return canonical
+
+    @field_validator("locales")
+    @classmethod
+    def _locales(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for value in values:
+            canonical = normalize_locale(value)
+            if canonical is None:
+                raise ValueError(f"unknown locale '{value}' (e.g. en, vi, en_US, vi_VN)")
+            out.append(canonical)
+        return tuple(out)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if not is_known_timezone(value):
+            raise ValueError(f"unknown time zone '{value}' (an IANA name such as Asia/Ho_Chi_Minh)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_locale_is_offered(self) -> ProgramSettings:
+        if not self.locales:
+            object.__setattr__(self, "locales", (self.default_locale,))
+        elif self.default_locale not in self.locales:
+            object.__setattr__(self, "locales", (self.default_locale, *self.locales))
+        return self
+
+
+class TierLevel(_Strict):
+    """One rung of the tier ladder."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    threshold: Decimal = Field(ge=0)
+    perks: tuple[str, ...] = ()
+
+
+class TierSettings(_Strict):
+    """The ordered tier ladder and what it is measured in."""
+
+    basis: Literal["points", "spend"] = "points"
+    levels: tuple[TierLevel, ...] = (TierLevel(name="member", threshold=Decimal(0)),)
+
+    @field_validator("levels")
+    @classmethod
+    def _ordered(cls, levels: tuple[TierLevel, ...]) -> tuple[TierLevel, ...]:
+        if not levels:
+            raise ValueError("at least one tier is needed")
+        if levels[0].threshold != 0:
+            raise ValueError(f"the first tier ('{levels[0].name}') must have threshold 0")
+        names = [level.name for level in levels]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tier names must be unique; repeated: {', '.join(duplicates)}")
+        for lower, upper in zip(levels, levels[1:]):
+            if upper.threshold <= lower.threshold:
+                raise ValueError(
+                    f"thresholds must increase: '{upper.name}' ({upper.threshold}) is not above "
+                    f"'{lower.name}' ({lower.threshold})"
+                )
+        return levels
+
+
+class DatabaseSettings(_Strict):
+    """Where members, events and the send ledger live."""
+
+    url: str = DEFAULT_DATABASE_URL
+
+
+class Settings(_Strict):
+    """The whole validated configuration of one program."""
+
+    program: ProgramSettings = ProgramSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    tiers: TierSettings = TierSettings()
+    # Validated by the stages that use them (flows, delivery, tracking).
+    sending: dict[str, Any] = Field(default_factory=dict)
+    tracking: dict[str, Any] = Field(default_factory=dict)
+    flows: dict[str, Any] | list[Any] = Field(default_factory=dict)
+
+    # Not part of the file: where it came from.
+    project_dir: Path = Field(default=Path("."), exclude=True)
+
+
+def load_settings(
+    project_dir: Path,
+    *,
+    environ: dict[str, str] | None = None,
+    database_url: str | None = None,
+) -> Settings:
+    """Load `project_dir/config.yaml`, apply environment overrides and flags, validate everything.
+
+    A missing config.yaml is an error: run `loyalty-mail init` to create one.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = project_dir / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {project_dir.resolve()}. Run `loyalty-mail init {project_dir}` to "
+            "create a program there, or pass --project DIR."
+        )
+    doc = load_yaml_file(path, display_name=_display_name(path))
+    return settings_from_document(doc, project_dir, environ=environ, database_url=database_url)
+
+
+def settings_from_document(
+    doc: YamlDocument,
+    project_dir: Path,
+    *,
+    environ: dict[str, str],
+    database_url: str | None = None,
+) -> Settings:
+    """Validate a loaded YAML document as settings (see load_settings)."""
+    data = doc.value if doc.value is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(Problem(doc.locate(()), "the top level must be a mapping of sections"))
+    problems: list[Problem] = []
+    data = _resolve_env(data, (), doc, environ, problems)
+    if environ.get(DATABASE_URL_ENV):
+        data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
+    if database_url:
+        data = {**data, "database": {**data.get("database", {}), "url": database_url}}
+    try:
+        settings = Settings.model_validate({**data, "project_dir": project_dir})
+    except ValidationError as exc:
+        problems += [_problem_from(error, doc) for error in exc.errors()]
+    if problems:
+        problems.sort(key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
+        raise ConfigError(problems)
+    return settings
+
+
+def _display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_env(value: Any, path: PathKey, doc: YamlDocument, environ: dict[str, str],
+                 problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, path + (k,), doc, environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, path + (i,), doc, environ, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, fallback = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if fallback is not None:
+            return fallback
+        problems.append(Problem(
+            doc.locate(path),
+            f"{format_path(path)}: environment variable {name} is not set "
+            f"(set it, or write ${{{name}:-fallback}})",
+        ))
+        return ""
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _problem_from(error: Any, doc: YamlDocument) -> Problem:
+    """Turn one pydantic error into a Problem at the YAML position it concerns."""
+    loc = tuple(part for part in error["loc"] if part != "project_dir")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent, key = loc[:-1], loc[-1]
+        allowed = ", ".join(_allowed_keys(parent))
+        where = format_path(parent) or "the top level"
+        return Problem(doc.locate(loc, key=True), f"unknown key '{key}' in {where} (allowed: {allowed})")
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind == "missing":
+        return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
+    found = error.get("input")
+    suffix = f" (found {found!r})" if kind not in ("value_error",) and not isinstance(found, dict) else ""
+    return Problem(doc.locate(loc), f"{format_path(loc)}: {message}{suffix}")
+
+
+def _allowed_keys(path: PathKey) -> list[str]:
+    """The keys a mapping at `path` of the settings may hold."""
+    model: Any = Settings
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+        if model is None:
+            return []
+    return [name for name in model.model_fields if name != "project_dir"]

@@ -1,0 +1,141 @@
+"""Engine factory and schema management for SQLite and PostgreSQL.
+
+SQLite is tuned for one writer and many readers (WAL, synchronous=NORMAL, a busy timeout);
+PostgreSQL connections are checked before use. The schema is created and upgraded only through
+the Alembic migrations, so a database made today can be upgraded tomorrow.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from .errors import DatabaseError
+
+SQLITE_BUSY_TIMEOUT_S = 30
+_json_serializer = partial(json.dumps, ensure_ascii=False)
+
+
+def resolve_url(url: str, project_dir: Path) -> str:
+    """Make a relative SQLite path relative to the project directory, not the shell's."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            parsed = parsed.set(database=str((project_dir / path).resolve()))
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_db_engine(url: str) -> sa.Engine:
+    """An engine for `url` with the settings loyalty-mail relies on."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(
+            f"'{url}' is not a database URL (expected e.g. sqlite:///loyalty_mail.db or "
+            "postgresql://user@host/dbname)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                                  json_serializer=_json_serializer)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a
+        # transaction really spans every statement in it (see SQLAlchemy's pysqlite notes).
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    if backend == "postgresql":
+        try:
+            return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_serializer)
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(f"the PostgreSQL driver is missing ({exc.name}): pip install 'psycopg[binary]'") from None
+    raise DatabaseError(f"unsupported database '{backend}' in {display_url(url)} (use sqlite or postgresql)")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see create_db_engine)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.close()
+
+
+def _alembic_config(connection: sa.Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of loyalty-mail knows."""
+    script = ScriptDirectory(str(Path(__file__).parent / "migrations"))
+    head = script.get_current_head()
+    assert head is not None, "migrations folder has no revisions"
+    return head
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The database's schema revision; None for an empty database."""
+    with _connect(engine) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations up to `revision`; returns (before, after)."""
+    before = current_revision(engine)
+    with _connect(engine) as connection, connection.begin():
+        command.upgrade(_alembic_config(connection), revision)
+    return before, current_revision(engine) or ""
+
+
+def ensure_schema(engine: sa.Engine, *, create_if_empty: bool = True) -> None:
+    """Make sure the schema is current: create it in an empty database, refuse an outdated one."""
+    revision = current_revision(engine)
+    head = head_revision()
+    if revision == head:
+        return
+    if revision is None and create_if_empty:
+        if _has_foreign_tables(engine):
+            raise DatabaseError(
+                f"{display_url(str(engine.url))} already holds tables that are not loyalty-mail's. "
+                "Point LOYALTY_MAIL_DATABASE_URL at an empty database."
+            )
+        upgrade(engine)
+        return
+    raise DatabaseError(
+        f"the database schema is at revision {revision or 'none'}, this version of loyalty-mail "
+        f"needs {head}. Run `loyalty-mail db upgrade` (back up the database first)."
+    )
+
+
+def _has_foreign_tables(engine: sa.Engine) -> bool:
+    with _connect(engine) as connection:
+        names = set(sa.inspect(connection).get_table_names())
+    return bool(names - {"alembic_version"})
+
+
+def _connect(engine: sa.Engine) -> sa.Connection:
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"cannot open the database {display_url(str(engine.url))}: {reason}") from None

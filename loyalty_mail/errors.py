@@ -1,0 +1,102 @@
+"""Every error a user can cause, in one tree.
+
+    LoyaltyMailError             anything the user can fix; the CLI prints it and exits 1
+    ├── ConfigError              config.yaml is missing, malformed or invalid
+    ├── DatabaseError            the database is unreachable or its schema is out of date
+    ├── ImportRejected           an import found bad rows and wrote nothing
+    ├── InputFileError           a data file cannot be read at all (format, encoding, header)
+    └── NotFound                 a member, segment or template that does not exist
+
+Anything else that escapes the library is a bug: the CLI reports it and exits 2.
+Messages say what is wrong and, where it helps, what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file, 1-based, as editors show it."""
+
+    file: str
+    line: int
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.column:
+            return f"{self.file}:{self.line}:{self.column}"
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding in a source file: where, and what is wrong there."""
+
+    location: Location | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class LoyaltyMailError(Exception):
+    """Base class of every error that is the user's to fix."""
+
+
+class ConfigError(LoyaltyMailError):
+    """The configuration (or another YAML source) has one or more problems."""
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        if isinstance(problems, str):
+            problems = [Problem(None, problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class DatabaseError(LoyaltyMailError):
+    """The database cannot be used as it is."""
+
+
+class InputFileError(LoyaltyMailError):
+    """A data file cannot be read at all."""
+
+
+class NotFound(LoyaltyMailError):
+    """Something the user named does not exist."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One rejected row of an import: its row number and every (column, reason) found in it."""
+
+    row: int
+    problems: tuple[tuple[str, str], ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{column}: {message}" if column else message
+                         for column, message in self.problems)
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.reason}"
+
+
+class ImportRejected(LoyaltyMailError):
+    """An all-or-nothing import found bad rows; nothing was written."""
+
+    def __init__(self, source: str, errors: list[RowError], total_bad: int):
+        self.source = source
+        self.errors = errors
+        self.total_bad = total_bad
+        lines = [f"{source}: {e}" for e in errors]
+        if total_bad > len(errors):
+            lines.append(f"... and {total_bad - len(errors)} more bad rows")
+        lines.append(
+            f"{total_bad} bad row(s); nothing was imported. Fix them, or use --skip-invalid "
+            "to import the good rows and write the rejects to a file."
+        )
+        super().__init__("\n".join(lines))

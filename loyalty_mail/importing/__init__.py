@@ -1,0 +1,58 @@
+"""Member and event import: from a file (or generated rows) to the database, all or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..config import Settings
+from .batch import ImportSummary, Rejects, rejects_source
+from .events import import_events
+from .members import import_members
+from .readers import InputFile, SourceRow
+
+__all__ = ["ImportSummary", "InputFile", "import_file", "import_rows"]
+
+_KINDS = {"members": import_members, "events": import_events}
+
+
+def import_rows(
+    engine: sa.Engine,
+    settings: Settings,
+    kind: str,
+    rows: Iterable[SourceRow],
+    *,
+    source: str,
+    now: datetime,
+    skip_invalid: bool = False,
+) -> tuple[ImportSummary, Rejects]:
+    """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none."""
+    run = _KINDS[kind]
+    with engine.begin() as connection:
+        return run(connection, settings, rows, source=source, now=now, skip_invalid=skip_invalid)
+
+
+def import_file(
+    engine: sa.Engine,
+    settings: Settings,
+    kind: str,
+    input_file: InputFile,
+    *,
+    now: datetime,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Import a CSV or JSON Lines file; with skip_invalid, bad rows go to `rejects_path`."""
+    summary, rejects = import_rows(
+        engine, settings, kind, input_file.rows(on_bytes),
+        source=str(input_file.path), now=now, skip_invalid=skip_invalid,
+    )
+    if len(rejects):
+        path = rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv")
+        rejects.write(path, rejects_source(input_file))
+        summary.rejects_file = path
+    return summary

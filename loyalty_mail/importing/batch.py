@@ -1,0 +1,157 @@
+"""What every import shares: bad-row bookkeeping, the rejects file, the summary, staging tables.
+
+An import validates each row in Python, stages the good ones in a temporary table, checks what
+needs the whole file (duplicates, unknown members) in SQL, and applies everything set-based in
+one transaction: either all of it lands or none of it does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import ImportRejected, RowError
+from .readers import InputFile, SourceRow
+
+BATCH_ROWS = 5000
+MAX_ERRORS_SHOWN = 100
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    source: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    tier_changes: int = 0
+    rejects_file: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "rows_read": self.rows_read, "inserted": self.inserted,
+            "updated": self.updated, "skipped": self.skipped, "rejected": self.rejected,
+            "tier_changes": self.tier_changes,
+            "rejects_file": str(self.rejects_file) if self.rejects_file else None,
+        }
+
+
+class Rejects:
+    """Bad rows found so far: all their reasons by row number, in row order when reported."""
+
+    def __init__(self) -> None:
+        self.by_row: dict[int, list[tuple[str, str]]] = {}
+
+    def add(self, row: int, column: str, message: str) -> None:
+        self.by_row.setdefault(row, []).append((column, message))
+
+    def extend(self, row: int, problems: list[tuple[str, str]]) -> None:
+        self.by_row.setdefault(row, []).extend(problems)
+
+    def __len__(self) -> int:
+        return len(self.by_row)
+
+    def __contains__(self, row: int) -> bool:
+        return row in self.by_row
+
+    def errors(self) -> list[RowError]:
+        return [RowError(row, tuple(self.by_row[row])) for row in sorted(self.by_row)]
+
+    def raise_if_any(self, source: str) -> None:
+        if self.by_row:
+            raise ImportRejected(source, self.errors()[:MAX_ERRORS_SHOWN], len(self.by_row))
+
+    def write(self, path: Path, rows: Iterable[SourceRow]) -> None:
+        """Write the rejected rows, each with its reason, as CSV (re-reading the source)."""
+        wanted = self.by_row
+        picked: list[tuple[int, dict[str, Any]]] = [(n, r) for n, r in rows if n in wanted]
+        columns: list[str] = []
+        for _, row in picked:
+            columns += [k for k in row if k not in columns and k != "__shape__"]
+        with path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["row", "error", *columns])
+            for number, row in picked:
+                reason = RowError(number, tuple(wanted[number])).reason
+                writer.writerow([number, reason, *(_cell(row.get(c)) for c in columns)])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def rejects_source(input_file: InputFile | None) -> Iterator[SourceRow]:
+    return input_file.rows() if input_file else iter(())
+
+
+def create_staging(connection: sa.Connection, table: sa.Table) -> None:
+    """(Re)create a temporary staging table on this connection."""
+    connection.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+    table.create(connection)
+
+
+def index_staging(connection: sa.Connection, table: sa.Table, *columns: str) -> None:
+    """Index a staging table after it is loaded (cheaper than maintaining it while loading)."""
+    name = f"ix_{table.name}_{'_'.join(columns)}"
+    connection.execute(sa.text(f"CREATE INDEX {name} ON {table.name} ({', '.join(columns)})"))
+
+
+def drop_staging(connection: sa.Connection, table: sa.Table) -> None:
+    connection.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+
+
+def insert_in_batches(connection: sa.Connection, table: sa.Table, rows: Iterable[dict[str, Any]]) -> int:
+    """executemany in batches of BATCH_ROWS; returns how many rows were inserted."""
+    batch: list[dict[str, Any]] = []
+    count = 0
+    insert = table.insert()
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH_ROWS:
+            connection.execute(insert, batch)
+            count += len(batch)
+            batch = []
+    if batch:
+        connection.execute(insert, batch)
+        count += len(batch)
+    return count
+
+
+def later_duplicates(connection: sa.Connection, table: sa.Table, key: str) -> list[tuple[int, str, int]]:
+    """(row, key value, first row) for every row whose key already appeared in an earlier row."""
+    s = table.alias("s")
+    firsts = (
+        sa.select(table.c[key].label("k"), sa.func.min(table.c.row_no).label("first_row"))
+        .where(table.c[key].is_not(None))
+        .group_by(table.c[key])
+        .having(sa.func.count() > 1)
+        .subquery()
+    )
+    query = (
+        sa.select(s.c.row_no, s.c[key], firsts.c.first_row)
+        .join(firsts, firsts.c.k == s.c[key])
+        .where(s.c.row_no > firsts.c.first_row)
+        .order_by(s.c.row_no)
+    )
+    return [(r, str(k), f) for r, k, f in connection.execute(query)]
+
+
+def delete_rows(connection: sa.Connection, table: sa.Table, row_numbers: Iterable[int]) -> None:
+    numbers = list(row_numbers)
+    for start in range(0, len(numbers), 900):
+        chunk = numbers[start:start + 900]
+        connection.execute(table.delete().where(table.c.row_no.in_(chunk)))

@@ -1,0 +1,320 @@
+"""Event import: what members did, applied to their aggregates, points and tiers.
+
+Per member, the file's events are applied in time order on top of the member's current state:
+- `purchase` (needs `amount`): purchase_count + 1, total_spend + amount, last_purchase_at, and
+  points: the row's `points` if given, else floor(amount x program.points_per_currency_unit);
+- `points_redeemed` (needs `points` > 0): subtracts points; redeeming more than the balance is an
+  error for that row;
+- `signup`: sets joined_at when the member has none;
+- any other type (`points_earned`, `review_written`, ...): adds its `points`, if any.
+Every tier change is recorded with the causing event's time. An `event_id` column makes
+re-importing a file safe: events already imported are skipped, not doubled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from functools import partial
+from itertools import groupby
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from ..config import Settings
+from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
+from ..tiers import TierLadder
+from . import fields
+from .batch import (
+    BATCH_ROWS,
+    ImportSummary,
+    Rejects,
+    create_staging,
+    delete_rows,
+    drop_staging,
+    index_staging,
+    insert_in_batches,
+    later_duplicates,
+)
+from .readers import SourceRow
+
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NEEDS_POINTS = {"points_redeemed", "points_earned"}
+MEMBERS_PER_PAGE = 2000
+
+_metadata = sa.MetaData()
+STAGING = sa.Table(
+    "lm_staging_events", _metadata,
+    sa.Column("row_no", sa.Integer, nullable=False),
+    sa.Column("event_id", sa.String(128)),
+    sa.Column("member_id", sa.String(64), nullable=False),
+    sa.Column("member_ref", sa.Integer),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("amount", MONEY),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("points", sa.Integer),
+    sa.Column("properties", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    prefixes=["TEMPORARY"],
+)
+
+
+class EventRowValidator:
+    """Turns one source row into a staging row, or into a list of (column, problem)."""
+
+    def __init__(self, settings: Settings):
+        self.currency = settings.program.currency
+        self.parsers: dict[str, Callable[[Any], Any]] = {
+            "event_id": partial(fields.text, max_length=128),
+            "member_id": fields.member_id,
+            "type": self._type,
+            "occurred_at": partial(fields.instant, default_zone=ZoneInfo(settings.program.default_timezone)),
+            "amount": fields.money,
+            "currency": self._currency,
+            "points": partial(fields.whole_number, minimum=0, maximum=2**31 - 1),
+        }
+
+    def _type(self, value: Any) -> str:
+        value = str(value).strip()
+        if not EVENT_TYPE.match(value):
+            raise ValueError(f"'{value}' is not an event type (lowercase letters, digits and _)")
+        return value
+
+    def _currency(self, value: Any) -> str:
+        value = str(value).strip().upper()
+        if value != self.currency:
+            raise ValueError(f"'{value}' is not the program currency {self.currency}; convert amounts "
+                             "before importing")
+        return value
+
+    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+        if "__shape__" in row:
+            return None, [("", row["__shape__"])]
+        staged: dict[str, Any] = {"row_no": row_no, "member_ref": None, **dict.fromkeys(self.parsers)}
+        properties: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        for key, value in row.items():
+            parser = self.parsers.get(key)
+            if parser is None:
+                if key == "properties" and isinstance(value, dict):
+                    properties.update(value)
+                elif not fields.is_blank(value):
+                    properties[key] = fields.custom_value(value)
+                continue
+            if fields.is_blank(value):
+                continue
+            try:
+                staged[key] = parser(value)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        bad = {column for column, _ in problems}
+        for key in ("member_id", "type", "occurred_at"):
+            if staged[key] is None and key not in bad:
+                problems.append((key, "is required"))
+        if staged["type"] == "purchase" and staged["amount"] is None and "amount" not in bad:
+            problems.append(("amount", "is required for a purchase"))
+        if staged["type"] in NEEDS_POINTS and not staged["points"] and "points" not in bad:
+            problems.append(("points", f"a {staged['type']} event needs points above 0"))
+        if staged["amount"] is not None and staged["currency"] is None:
+            staged["currency"] = self.currency
+        staged["properties"] = properties
+        return (None if problems else staged), problems
+
+
+@dataclass
+class _MemberState:
+    ref: int
+    member_id: str
+    points: int
+    tier: str
+    total_spend: Decimal
+    purchase_count: int
+    last_purchase_at: datetime | None
+    joined_at: datetime | None
+    changed: bool = False
+
+
+def import_events(
+    connection: sa.Connection,
+    settings: Settings,
+    rows: Iterable[SourceRow],
+    *,
+    source: str,
+    now: datetime,
+    skip_invalid: bool = False,
+) -> tuple[ImportSummary, Rejects]:
+    """Import event rows inside the caller's transaction (see import_members for the contract)."""
+    summary = ImportSummary(source=source)
+    rejects = Rejects()
+    validate = EventRowValidator(settings)
+    create_staging(connection, STAGING)
+
+    def good_rows() -> Iterator[dict[str, Any]]:
+        for row_no, row in rows:
+            summary.rows_read += 1
+            staged, problems = validate(row_no, row)
+            if problems:
+                rejects.extend(row_no, problems)
+            else:
+                yield staged  # type: ignore[misc]
+
+    insert_in_batches(connection, STAGING, good_rows())
+    _check_whole_file(connection, rejects, summary)
+    ladder = TierLadder.from_settings(settings.tiers)
+    rate = settings.program.points_per_currency_unit
+    applied = _Applier(connection, ladder, rate, now, rejects, summary)
+    applied.run()
+    if not skip_invalid:
+        rejects.raise_if_any(source)
+    summary.rejected = len(rejects)
+    drop_staging(connection, STAGING)
+    return summary, rejects
+
+
+def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: ImportSummary) -> None:
+    """Resolve members and find what only the whole file shows: unknown members, duplicates."""
+    s, m = STAGING, members_table
+    connection.execute(s.update().values(
+        member_ref=sa.select(m.c.id).where(m.c.member_id == s.c.member_id).scalar_subquery()
+    ))
+    index_staging(connection, s, "member_ref", "occurred_at", "row_no")
+    index_staging(connection, s, "event_id")
+    unknown = connection.execute(
+        sa.select(s.c.row_no, s.c.member_id).where(s.c.member_ref.is_(None)).order_by(s.c.row_no)
+    ).all()
+    for row_no, member_id in unknown:
+        rejects.add(row_no, "member_id", f"unknown member '{member_id}' (import members first)")
+    duplicates = later_duplicates(connection, s, "event_id")
+    for row_no, event_id, first_row in duplicates:
+        rejects.add(row_no, "event_id", f"'{event_id}' already appears in row {first_row}")
+    already = [row for (row,) in connection.execute(
+        sa.select(s.c.row_no).where(sa.exists().where(events_table.c.event_id == s.c.event_id))
+    )]
+    summary.skipped = len(already)
+    delete_rows(connection, s, [r for r, _ in unknown] + [r for r, _, _ in duplicates] + already)
+
+
+class _Applier:
+    """Walks the staged events member by member, in time order, and writes their effects."""
+
+    def __init__(self, connection: sa.Connection, ladder: TierLadder, rate: Decimal, now: datetime,
+                 rejects: Rejects, summary: ImportSummary):
+        self.connection = connection
+        self.ladder = ladder
+        self.rate = rate
+        self.now = now
+        self.rejects = rejects
+        self.summary = summary
+        m = members_table
+        self.update_member = m.update().where(m.c.id == sa.bindparam("b_id")).values(
+            points=sa.bindparam("b_points"), tier=sa.bindparam("b_tier"),
+            total_spend=sa.bindparam("b_spend", type_=MONEY),
+            purchase_count=sa.bindparam("b_count"),
+            last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
+            joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
+            updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
+        )
+        self.insert_events = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
+
+    def run(self) -> None:
+        last_ref = -1
+        while True:
+            refs = self.connection.execute(
+                sa.select(STAGING.c.member_ref).distinct().where(STAGING.c.member_ref > last_ref)
+                .order_by(STAGING.c.member_ref).limit(MEMBERS_PER_PAGE)
+            ).scalars().all()
+            if not refs:
+                return
+            self._page(refs[0], refs[-1])
+            last_ref = refs[-1]
+
+    def _page(self, first: int, last: int) -> None:
+        s, m = STAGING, members_table
+        states = {
+            row.id: _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend,
+                                 row.purchase_count, row.last_purchase_at, row.joined_at)
+            for row in self.connection.execute(
+                sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend,
+                          m.c.purchase_count, m.c.last_purchase_at, m.c.joined_at)
+                .where(m.c.id.between(first, last))
+            )
+        }
+        staged = self.connection.execute(
+            sa.select(s).where(s.c.member_ref.between(first, last))
+            .order_by(s.c.member_ref, s.c.occurred_at, s.c.row_no)
+        ).mappings().all()
+        events: list[dict[str, Any]] = []
+        changes: list[tuple[int, dict[str, Any]]] = []  # (index into events, tier change)
+        for ref, group in groupby(staged, key=lambda r: r["member_ref"]):
+            state = states[ref]
+            for row in group:
+                event = self._apply(state, row, changes, len(events))
+                if event is not None:
+                    events.append(event)
+        self._write(events, changes, [st for st in states.values() if st.changed])
+
+    def _apply(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
+               index: int) -> dict[str, Any] | None:
+        kind, points, amount = row["type"], row["points"], row["amount"]
+        if kind == "purchase" and points is None:
+            points = int((amount * self.rate).to_integral_value(rounding=ROUND_FLOOR))
+        delta = -points if kind == "points_redeemed" else (points or 0)
+        if state.points + delta < 0:
+            self.rejects.add(row["row_no"], "points",
+                             f"redeems {points} points but member '{state.member_id}' has "
+                             f"{state.points} at {row['occurred_at']:%Y-%m-%d %H:%M} UTC")
+            return None
+        state.points += delta
+        state.changed = True
+        if kind == "purchase":
+            state.purchase_count += 1
+            state.total_spend += amount
+            if state.last_purchase_at is None or row["occurred_at"] > state.last_purchase_at:
+                state.last_purchase_at = row["occurred_at"]
+        elif kind == "signup" and state.joined_at is None:
+            state.joined_at = row["occurred_at"]
+        new_tier = self.ladder.tier_for(state.points, state.total_spend)
+        if new_tier != state.tier:
+            changes.append((index, {
+                "member_ref": state.ref, "from_tier": state.tier, "to_tier": new_tier,
+                "changed_at": row["occurred_at"], "reason": _reason(kind, amount, row["currency"], delta),
+            }))
+            state.tier = new_tier
+        return {
+            "event_id": row["event_id"], "member_ref": state.ref, "type": kind,
+            "occurred_at": row["occurred_at"], "amount": amount,
+            "currency": row["currency"] if amount is not None else None,
+            "points": delta if delta else None, "properties": row["properties"] or {},
+            "created_at": self.now,
+        }
+
+    def _write(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
+               states: list[_MemberState]) -> None:
+        ids: list[int] = []
+        for start in range(0, len(events), BATCH_ROWS):
+            result = self.connection.execute(self.insert_events, events[start:start + BATCH_ROWS])
+            ids += result.scalars().all()
+        self.summary.inserted += len(events)
+        if changes:
+            self.connection.execute(tier_changes_table.insert(),
+                                    [{**change, "event_ref": ids[i]} for i, change in changes])
+            self.summary.tier_changes += len(changes)
+        if states:
+            self.connection.execute(self.update_member, [{
+                "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
+                "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
+                "b_now": self.now,
+            } for st in states])
+            self.summary.updated += len(states)
+
+
+def _reason(kind: str, amount: Decimal | None, currency: str | None, delta: int) -> str:
+    points = f"{delta:+,} points"
+    if kind == "purchase" and amount is not None:
+        return f"purchase of {amount:,} {currency or ''}".rstrip() + f" ({points})"
+    return f"{kind} ({points})"

@@ -1,0 +1,256 @@
+"""Member import: validate rows, stage them, then upsert by member_id in one transaction.
+
+Upsert rules: a row for a new member_id inserts; a row for a known one updates the columns the
+row gives a value for and keeps the rest (a blank cell or a missing key never erases data).
+`subscribed: false` unsubscribes; `subscribed: true` never re-subscribes someone who left.
+Columns that are not member fields become custom attributes, merged into the existing ones.
+Points (or spend) that move a member to another tier record the change in the tier history.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from ..config import Settings
+from ..errors import InputFileError
+from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
+from ..tiers import TierLadder
+from . import fields
+from .batch import (
+    ImportSummary,
+    Rejects,
+    create_staging,
+    delete_rows,
+    drop_staging,
+    index_staging,
+    insert_in_batches,
+    later_duplicates,
+)
+from .readers import SourceRow
+
+MEMBER_COLUMNS = (
+    "member_id", "email", "first_name", "last_name", "locale", "timezone", "joined_at", "birthday",
+    "points", "total_spend", "purchase_count", "last_purchase_at", "nps_score", "subscribed",
+)
+REQUIRED = ("member_id", "email")
+# Columns a file must not set: they are computed, or belong to the database.
+COMPUTED = {"tier": "the tier follows from points (or spend) and the tier ladder in config.yaml",
+            "id": "ids are assigned by the database", "created_at": "set by loyalty-mail",
+            "updated_at": "set by loyalty-mail", "unsubscribed_at": "set when subscribed becomes false"}
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_INT = 2**31 - 1
+
+_metadata = sa.MetaData()
+STAGING = sa.Table(
+    "lm_staging_members", _metadata,
+    sa.Column("row_no", sa.Integer, nullable=False),
+    sa.Column("member_id", sa.String(64), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("locale", sa.String(16)),
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("joined_at", UTCDateTime()),
+    sa.Column("birthday", sa.Date()),
+    sa.Column("points", sa.Integer()),
+    sa.Column("total_spend", MONEY),
+    sa.Column("purchase_count", sa.Integer()),
+    sa.Column("last_purchase_at", UTCDateTime()),
+    sa.Column("nps_score", sa.SmallInteger()),
+    sa.Column("subscribed", sa.Boolean()),
+    sa.Column("attributes", sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql")),
+    prefixes=["TEMPORARY"],
+)
+
+
+class MemberRowValidator:
+    """Turns one source row into a staging row, or into a list of (column, problem)."""
+
+    def __init__(self, settings: Settings):
+        zone = ZoneInfo(settings.program.default_timezone)
+        self.parsers: dict[str, Callable[[Any], Any]] = {
+            "member_id": fields.member_id,
+            "email": fields.email,
+            "first_name": partial(fields.text, max_length=100),
+            "last_name": partial(fields.text, max_length=100),
+            "locale": fields.locale,
+            "timezone": fields.timezone_name,
+            "joined_at": partial(fields.instant, default_zone=zone),
+            "birthday": fields.calendar_date,
+            "points": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
+            "total_spend": fields.money,
+            "purchase_count": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
+            "last_purchase_at": partial(fields.instant, default_zone=zone),
+            "nps_score": partial(fields.whole_number, minimum=0, maximum=10),
+            "subscribed": fields.boolean,
+        }
+        self._checked_keys: set[str] = set()
+
+    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+        if "__shape__" in row:
+            return None, [("", row["__shape__"])]
+        staged: dict[str, Any] = dict.fromkeys(MEMBER_COLUMNS)
+        staged["row_no"] = row_no
+        attributes: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        for key, value in row.items():
+            parser = self.parsers.get(key)
+            if parser is None:
+                self._check_attribute_key(key, row_no)
+                if key == "attributes" and isinstance(value, dict):
+                    for name, item in value.items():
+                        self._check_attribute_key(name, row_no)
+                        attributes[name] = item
+                elif not fields.is_blank(value):
+                    attributes[key] = fields.custom_value(value)
+                continue
+            if fields.is_blank(value):
+                continue
+            try:
+                staged[key] = parser(value)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        for key in REQUIRED:
+            if staged[key] is None and not any(column == key for column, _ in problems):
+                problems.append((key, "is required" if key not in row else "is empty"))
+        staged["attributes"] = attributes or None
+        return (None if problems else staged), problems
+
+    def _check_attribute_key(self, key: str, row_no: int) -> None:
+        if key in self._checked_keys:
+            return
+        if key in COMPUTED:
+            raise InputFileError(f"row {row_no}: column '{key}' cannot be imported: {COMPUTED[key]}. "
+                                 "Remove the column.")
+        if key != "attributes" and not ATTRIBUTE_NAME.match(key):
+            raise InputFileError(
+                f"row {row_no}: column '{key}' is not a member field ({', '.join(MEMBER_COLUMNS)}) "
+                "and cannot be a custom attribute name (letters, digits and _, not starting with a digit)"
+            )
+        self._checked_keys.add(key)
+
+
+def import_members(
+    connection: sa.Connection,
+    settings: Settings,
+    rows: Iterable[SourceRow],
+    *,
+    source: str,
+    now: datetime,
+    skip_invalid: bool = False,
+) -> tuple[ImportSummary, Rejects]:
+    """Import member rows inside the caller's transaction.
+
+    Raises ImportRejected (and the caller rolls back) when any row is bad and skip_invalid is
+    off; otherwise returns the summary and the rejected rows for the caller to report.
+    """
+    summary = ImportSummary(source=source)
+    rejects = Rejects()
+    validate = MemberRowValidator(settings)
+    create_staging(connection, STAGING)
+
+    def good_rows() -> Iterator[dict[str, Any]]:
+        for row_no, row in rows:
+            summary.rows_read += 1
+            staged, problems = validate(row_no, row)
+            if problems:
+                rejects.extend(row_no, problems)
+            else:
+                yield staged  # type: ignore[misc]
+
+    insert_in_batches(connection, STAGING, good_rows())
+    index_staging(connection, STAGING, "member_id")
+    duplicates = later_duplicates(connection, STAGING, "member_id")
+    for row_no, member_id, first_row in duplicates:
+        rejects.add(row_no, "member_id", f"'{member_id}' already appears in row {first_row}")
+    if not skip_invalid:
+        rejects.raise_if_any(source)
+    delete_rows(connection, STAGING, (row for row, _, _ in duplicates))
+    summary.rejected = len(rejects)
+
+    _apply(connection, TierLadder.from_settings(settings.tiers), now, summary)
+    drop_staging(connection, STAGING)
+    return summary, rejects
+
+
+def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary) -> None:
+    m, s = members_table, STAGING
+    now_value = sa.literal(now, UTCDateTime())
+    matched = m.c.member_id == s.c.member_id
+    existing = sa.select(sa.func.count()).select_from(s.join(m, matched))
+    summary.updated = connection.execute(existing).scalar_one()
+    staged = connection.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
+    summary.inserted = staged - summary.updated
+
+    new_tier = ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
+                               sa.func.coalesce(s.c.total_spend, m.c.total_spend))
+    changes = (
+        sa.select(m.c.id, m.c.tier, new_tier, now_value, sa.literal("members import"))
+        .select_from(m.join(s, matched))
+        .where(new_tier != m.c.tier)
+    )
+    # Counted, not read from rowcount: drivers disagree on rowcount for INSERT ... SELECT.
+    summary.tier_changes = connection.execute(
+        sa.select(sa.func.count()).select_from(changes.subquery())).scalar_one()
+    connection.execute(tier_changes_table.insert().from_select(
+        ["member_ref", "from_tier", "to_tier", "changed_at", "reason"], changes))
+
+    keep = {c: sa.func.coalesce(s.c[c], m.c[c])
+            for c in MEMBER_COLUMNS if c not in ("member_id", "email", "subscribed")}
+    unsubscribing = sa.and_(s.c.subscribed == sa.false(), m.c.subscribed == sa.true())
+    connection.execute(
+        m.update().where(matched).values(
+            email=s.c.email,
+            **keep,
+            tier=new_tier,
+            attributes=_merged_attributes(connection, m.c.attributes, s.c.attributes),
+            # An import may unsubscribe a member but never re-subscribe one: a stale export
+            # must not undo an unsubscribe (re-subscribing is an explicit operator action).
+            subscribed=sa.case((s.c.subscribed == sa.false(), sa.false()), else_=m.c.subscribed),
+            unsubscribed_at=sa.case((unsubscribing, now_value), else_=m.c.unsubscribed_at),
+            updated_at=now_value,
+        )
+    )
+
+    zero = sa.literal(0)
+    insert_columns = {
+        "member_id": s.c.member_id, "email": s.c.email, "first_name": s.c.first_name,
+        "last_name": s.c.last_name, "locale": s.c.locale, "timezone": s.c.timezone,
+        "joined_at": s.c.joined_at, "birthday": s.c.birthday,
+        "points": sa.func.coalesce(s.c.points, zero),
+        "total_spend": sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY)),
+        "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
+        "last_purchase_at": s.c.last_purchase_at, "nps_score": s.c.nps_score,
+        "subscribed": sa.func.coalesce(s.c.subscribed, sa.true()),
+        "tier": ladder.sql_tier(sa.func.coalesce(s.c.points, zero),
+                                sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
+        "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
+        "created_at": now_value, "updated_at": now_value,
+    }
+    new_rows = sa.select(*insert_columns.values()).where(
+        ~sa.exists().where(m.c.member_id == s.c.member_id)
+    )
+    connection.execute(m.insert().from_select(list(insert_columns), new_rows))
+
+
+def _empty_json(connection: sa.Connection) -> sa.ColumnElement[Any]:
+    if connection.dialect.name == "postgresql":
+        return sa.cast(sa.literal("{}"), postgresql.JSONB)
+    return sa.literal("{}")
+
+
+def _merged_attributes(connection: sa.Connection, current: sa.ColumnElement[Any],
+                       incoming: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """Existing attributes with the incoming keys set (SQL JSON merge on either database)."""
+    if connection.dialect.name == "postgresql":
+        return current.op("||")(sa.func.coalesce(incoming, _empty_json(connection)))
+    return sa.func.json_patch(current, sa.func.coalesce(incoming, "{}"))

@@ -1,0 +1,42 @@
+"""Reading members: one member's profile with their recent events and tier history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import NotFound
+from .models import events_table, members_table, tier_changes_table
+
+
+@dataclass(frozen=True)
+class MemberProfile:
+    """A member as stored, plus what happened to them most recently."""
+
+    member: dict[str, Any]
+    recent_events: list[dict[str, Any]]
+    tier_history: list[dict[str, Any]]
+    event_count: int
+
+
+def member_profile(connection: sa.Connection, member_id: str, *, recent: int = 10) -> MemberProfile:
+    """Look a member up by their loyalty id; NotFound names the id when there is none."""
+    m, e, t = members_table, events_table, tier_changes_table
+    row = connection.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` adds members.")
+    ref = row["id"]
+    events = connection.execute(
+        sa.select(e.c.type, e.c.occurred_at, e.c.amount, e.c.currency, e.c.points, e.c.properties,
+                  e.c.event_id)
+        .where(e.c.member_ref == ref).order_by(e.c.occurred_at.desc(), e.c.id.desc()).limit(recent)
+    ).mappings().all()
+    count = connection.execute(sa.select(sa.func.count()).where(e.c.member_ref == ref)).scalar_one()
+    history = connection.execute(
+        sa.select(t.c.from_tier, t.c.to_tier, t.c.changed_at, t.c.reason)
+        .where(t.c.member_ref == ref).order_by(t.c.changed_at, t.c.id)
+    ).mappings().all()
+    member = {k: v for k, v in row.items() if k != "id"}
+    return MemberProfile(member, [dict(x) for x in events], [dict(x) for x in history], count)

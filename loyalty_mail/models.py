@@ -1,0 +1,143 @@
+"""The tables: members, their events, and their tier history.
+
+One definition serves SQLite and PostgreSQL. Every timestamp is stored in UTC (`UTCDateTime`
+refuses naive datetimes, so a local time can never slip in unconverted). Schema changes go
+through the migrations in `loyalty_mail/migrations/`; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+MONEY = sa.Numeric(18, 2)
+JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware datetime stored as UTC: `timestamptz` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: attach a time zone before storing it")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _utc(nullable: bool = True, **kwargs: Any) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, **kwargs))
+
+
+class Member(SQLModel, table=True):
+    """A loyalty member, with the aggregates segments read most."""
+
+    __tablename__ = "members"
+    __table_args__ = (
+        sa.Index("ix_members_tier", "tier"),
+        sa.Index("ix_members_last_purchase_at", "last_purchase_at"),
+        sa.Index("ix_members_joined_at", "joined_at"),
+        sa.Index("ix_members_email", "email"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    email: str = Field(sa_column=sa.Column(sa.String(254), nullable=False))
+    first_name: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    last_name: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    locale: str | None = Field(default=None, sa_column=sa.Column(sa.String(16)))
+    timezone: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    joined_at: datetime | None = _utc()
+    birthday: date | None = Field(default=None, sa_column=sa.Column(sa.Date()))
+    points: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
+    tier: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    total_spend: Decimal = Field(
+        default=Decimal(0), sa_column=sa.Column(MONEY, nullable=False, server_default="0")
+    )
+    purchase_count: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
+    last_purchase_at: datetime | None = _utc()
+    nps_score: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger()))
+    subscribed: bool = Field(
+        default=True, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.true())
+    )
+    unsubscribed_at: datetime | None = _utc()
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
+    )
+    created_at: datetime | None = _utc(nullable=False)
+    updated_at: datetime | None = _utc(nullable=False)
+
+
+class Event(SQLModel, table=True):
+    """Something a member did: signed up, purchased, earned or redeemed points, or a custom type."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        # Event-window segments ("3+ purchases in 30 days") read only this index.
+        sa.Index("ix_events_type_time_member", "type", "occurred_at", "member_ref"),
+        sa.Index("ix_events_member_type_time", "member_ref", "type", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    event_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), unique=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    type: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    occurred_at: datetime | None = _utc(nullable=False)
+    amount: Decimal | None = Field(default=None, sa_column=sa.Column(MONEY))
+    currency: str | None = Field(default=None, sa_column=sa.Column(sa.String(3)))
+    points: int | None = Field(default=None, sa_column=sa.Column(sa.Integer()))
+    properties: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
+    )
+    created_at: datetime | None = _utc(nullable=False)
+
+
+class TierChange(SQLModel, table=True):
+    """One move on the tier ladder: from, to, when (the causing event's time) and why."""
+
+    __tablename__ = "tier_changes"
+    __table_args__ = (
+        sa.Index("ix_tier_changes_changed_at", "changed_at"),
+        sa.Index("ix_tier_changes_member_time", "member_ref", "changed_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    from_tier: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))
+    to_tier: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    changed_at: datetime | None = _utc(nullable=False)
+    reason: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    event_ref: int | None = Field(
+        default=None,
+        sa_column=sa.Column(BIG_ID, sa.ForeignKey("events.id", ondelete="SET NULL")),
+    )
+
+
+members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
+events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
+tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,60 @@
+"""Composition root: builds settings, the database engine and the clock once, for one program.
+
+Nothing else in the package holds global state; the CLI, the daemon and tests each build a
+Runtime and pass what it holds down to the library functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import db
+from .config import Settings, load_settings
+
+
+def utc_now() -> datetime:
+    """The real clock, read only at the edge of the program."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Runtime:
+    """One program (a project directory) wired to its database."""
+
+    settings: Settings
+    clock: Callable[[], datetime] = utc_now
+    _engine: sa.Engine | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, project_dir: Path, *, database_url: str | None = None,
+             clock: Callable[[], datetime] = utc_now) -> Runtime:
+        return cls(load_settings(project_dir, database_url=database_url), clock=clock)
+
+    @property
+    def project_dir(self) -> Path:
+        return self.settings.project_dir
+
+    @property
+    def database_url(self) -> str:
+        return db.resolve_url(self.settings.database.url, self.project_dir)
+
+    def engine(self, *, ensure_schema: bool = True) -> sa.Engine:
+        """The database engine; by default the schema is created if empty and checked if not."""
+        if self._engine is None:
+            self._engine = db.create_db_engine(self.database_url)
+            if ensure_schema:
+                db.ensure_schema(self._engine)
+        return self._engine
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -1,0 +1,62 @@
+"""The tier ladder from config: which tier a points (or spend) figure earns, and tier order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from .config import TierLevel, TierSettings
+
+
+@dataclass(frozen=True)
+class TierLadder:
+    """Ordered tiers, lowest first; a member holds the highest tier whose threshold they reach."""
+
+    basis: str
+    levels: tuple[TierLevel, ...]
+
+    @classmethod
+    def from_settings(cls, settings: TierSettings) -> TierLadder:
+        return cls(basis=settings.basis, levels=settings.levels)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(level.name for level in self.levels)
+
+    def tier_for(self, points: int | Decimal, spend: Decimal) -> str:
+        """The tier earned by this many points and this much spend (one of them is the basis)."""
+        value = Decimal(points) if self.basis == "points" else spend
+        chosen = self.levels[0].name
+        for level in self.levels:
+            if value >= level.threshold:
+                chosen = level.name
+        return chosen
+
+    def rank(self, name: str) -> int:
+        """0 for the lowest tier; raises KeyError for a name not on the ladder."""
+        return self.names.index(name) if name in self.names else _unknown(name, self.names)
+
+    def next_level(self, name: str) -> TierLevel | None:
+        """The tier above `name`, or None at the top."""
+        rank = self.rank(name)
+        return self.levels[rank + 1] if rank + 1 < len(self.levels) else None
+
+    def level(self, name: str) -> TierLevel:
+        return self.levels[self.rank(name)]
+
+    def sql_tier(self, points: sa.ColumnElement, spend: sa.ColumnElement) -> sa.ColumnElement[str]:
+        """A SQL expression computing the tier from points/spend columns (thresholds bound)."""
+        value = points if self.basis == "points" else spend
+        whens = [
+            (value >= sa.bindparam(None, level.threshold, type_=sa.Numeric(18, 2)), level.name)
+            for level in reversed(self.levels[1:])
+        ]
+        if not whens:
+            return sa.literal(self.levels[0].name)
+        return sa.case(*whens, else_=self.levels[0].name)
+
+
+def _unknown(name: str, names: tuple[str, ...]) -> int:
+    raise KeyError(f"unknown tier '{name}' (tiers: {', '.join(names)})")
