@@ -107,6 +107,14 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]
     return before, current_revision(engine) or ""
 
 
+def downgrade(engine: sa.Engine, revision: str) -> tuple[str | None, str]:
+    """Revert migrations down to `revision` ("base" empties the schema); returns (before, after)."""
+    before = current_revision(engine)
+    with _connect(engine) as connection, connection.begin():
+        command.downgrade(_alembic_config(connection), revision)
+    return before, current_revision(engine) or ""
+
+
 def ensure_schema(engine: sa.Engine, *, create_if_empty: bool = True) -> None:
     """Make sure the schema is current: create it in an empty database, refuse an outdated one."""
     revision = current_revision(engine)

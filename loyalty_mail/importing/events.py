@@ -62,6 +62,7 @@ STAGING = sa.Table(
     sa.Column("properties", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
     prefixes=["TEMPORARY"],
 )
+STAGING_COLUMNS = [column.name for column in STAGING.columns]
 
 
 class EventRowValidator:
@@ -92,7 +93,8 @@ class EventRowValidator:
                              "before importing")
         return value
 
-    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[list[Any] | None, list[tuple[str, str]]]:
+        """A staging row (a list in STAGING's column order), or the row's problems."""
         if "__shape__" in row:
             return None, [("", row["__shape__"])]
         staged: dict[str, Any] = {"row_no": row_no, "member_ref": None, **dict.fromkeys(self.parsers)}
@@ -123,7 +125,9 @@ class EventRowValidator:
         if staged["amount"] is not None and staged["currency"] is None:
             staged["currency"] = self.currency
         staged["properties"] = properties
-        return (None if problems else staged), problems
+        if problems:
+            return None, problems
+        return [staged[column] for column in STAGING_COLUMNS], problems
 
 
 @dataclass
@@ -154,7 +158,7 @@ def import_events(
     validate = EventRowValidator(settings)
     create_staging(connection, STAGING)
 
-    def good_rows() -> Iterator[dict[str, Any]]:
+    def good_rows() -> Iterator[list[Any]]:
         for row_no, row in rows:
             summary.rows_read += 1
             staged, problems = validate(row_no, row)

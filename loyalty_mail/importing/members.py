@@ -70,6 +70,8 @@ STAGING = sa.Table(
         postgresql.JSONB(none_as_null=True), "postgresql")),
     prefixes=["TEMPORARY"],
 )
+STAGING_COLUMNS = [column.name for column in STAGING.columns]
+MEMBER_ID, EMAIL, ATTRIBUTES = (STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes"))
 
 
 class MemberRowValidator:
@@ -93,41 +95,60 @@ class MemberRowValidator:
             "nps_score": partial(fields.whole_number, minimum=0, maximum=10),
             "subscribed": fields.boolean,
         }
-        self._checked_keys: set[str] = set()
+        self._plans: dict[tuple[str, ...], list[tuple[str, int, Any]]] = {}
 
-    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[list[Any] | None, list[tuple[str, str]]]:
+        """A staging row (a list in STAGING's column order), or the row's problems."""
         if "__shape__" in row:
             return None, [("", row["__shape__"])]
-        staged: dict[str, Any] = dict.fromkeys(MEMBER_COLUMNS)
-        staged["row_no"] = row_no
+        signature = tuple(row)
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._compile(signature, row_no)
+        staged: list[Any] = [None] * len(STAGING_COLUMNS)
+        staged[0] = row_no
         attributes: dict[str, Any] = {}
         problems: list[tuple[str, str]] = []
-        for key, value in row.items():
+        for (key, index, parser), value in zip(plan, row.values()):
+            if value is None or (value.__class__ is str and (not value or value.isspace())):
+                continue  # blank: keep what is stored (fields.is_blank, inlined for speed)
+            if parser is None:
+                if key == "attributes" and isinstance(value, dict):
+                    for name in value:
+                        self._check_attribute_key(name, row_no)
+                    attributes.update(value)
+                else:
+                    attributes[key] = fields.custom_value(value)
+                continue
+            try:
+                staged[index] = parser(value)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        if staged[MEMBER_ID] is None or staged[EMAIL] is None:
+            for key, index in (("member_id", MEMBER_ID), ("email", EMAIL)):
+                if staged[index] is None and not any(c == key for c, _ in problems):
+                    problems.append((key, "is required" if key not in row else "is empty"))
+        if problems:
+            return None, problems
+        staged[ATTRIBUTES] = attributes or None
+        return staged, problems
+
+    def _compile(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
+        """For one set of columns, in order: (column, staging index, parser or None for attributes)."""
+        plan = []
+        for key in signature:
             parser = self.parsers.get(key)
             if parser is None:
                 self._check_attribute_key(key, row_no)
-                if key == "attributes" and isinstance(value, dict):
-                    for name, item in value.items():
-                        self._check_attribute_key(name, row_no)
-                        attributes[name] = item
-                elif not fields.is_blank(value):
-                    attributes[key] = fields.custom_value(value)
-                continue
-            if fields.is_blank(value):
-                continue
-            try:
-                staged[key] = parser(value)
-            except ValueError as exc:
-                problems.append((key, str(exc)))
-        for key in REQUIRED:
-            if staged[key] is None and not any(column == key for column, _ in problems):
-                problems.append((key, "is required" if key not in row else "is empty"))
-        staged["attributes"] = attributes or None
-        return (None if problems else staged), problems
+                plan.append((key, ATTRIBUTES, None))
+            else:
+                plan.append((key, STAGING_COLUMNS.index(key), parser))
+        if len(self._plans) > 1000:  # JSON Lines rows may vary; keep the cache bounded
+            self._plans.clear()
+        self._plans[signature] = plan
+        return plan
 
     def _check_attribute_key(self, key: str, row_no: int) -> None:
-        if key in self._checked_keys:
-            return
         if key in COMPUTED:
             raise InputFileError(f"row {row_no}: column '{key}' cannot be imported: {COMPUTED[key]}. "
                                  "Remove the column.")
@@ -136,7 +157,6 @@ class MemberRowValidator:
                 f"row {row_no}: column '{key}' is not a member field ({', '.join(MEMBER_COLUMNS)}) "
                 "and cannot be a custom attribute name (letters, digits and _, not starting with a digit)"
             )
-        self._checked_keys.add(key)
 
 
 def import_members(
@@ -158,7 +178,7 @@ def import_members(
     validate = MemberRowValidator(settings)
     create_staging(connection, STAGING)
 
-    def good_rows() -> Iterator[dict[str, Any]]:
+    def good_rows() -> Iterator[list[Any]]:
         for row_no, row in rows:
             summary.rows_read += 1
             staged, problems = validate(row_no, row)

@@ -1,0 +1,153 @@
+"""The command line as a user meets it: help, exit codes, init, check, seed, demo, members show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from loyalty_mail.cli import LoyaltyGroup, cli
+from loyalty_mail.errors import LoyaltyMailError
+from loyalty_mail.models import events_table, members_table
+
+from .conftest import FIXED_NOW, REPO
+
+
+def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        path = prefix + (name,)
+        if isinstance(command, click.Group):
+            found += all_commands(command, path)
+        else:
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(cli, [*path, "-h"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and f"loyalty-mail {' '.join(path)}" in result.output
+
+
+def test_usage_mistakes_exit_1_without_traceback(run):
+    result = run("members", "import")
+    assert result.exit_code == 1
+    assert "Missing argument 'FILE'" in result.stderr and "Traceback" not in result.output
+    unknown = run("frobnicate")
+    assert unknown.exit_code == 1 and "No such command 'frobnicate'" in unknown.stderr
+
+
+def test_bugs_exit_2_and_ask_for_a_report():
+    @click.group(cls=LoyaltyGroup)
+    @click.option("-v", "--verbose", count=True)
+    def app(verbose: int) -> None:
+        """App."""
+
+    @app.command()
+    def broken() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    @app.command()
+    def mistake() -> None:
+        raise LoyaltyMailError("the segment 'vip' does not exist")
+
+    result = CliRunner().invoke(app, ["broken"])
+    assert result.exit_code == 2
+    assert "Internal error: ZeroDivisionError: division by zero" in result.stderr
+    assert "This is a bug in loyalty-mail" in result.stderr
+    assert "Traceback" not in result.stderr
+    verbose = CliRunner().invoke(app, ["-v", "broken"])
+    assert verbose.exit_code == 2
+    assert "Traceback" in verbose.stderr and 'raise ZeroDivisionError("division by zero")' in verbose.stderr
+    mistake = CliRunner().invoke(app, ["mistake"])
+    assert mistake.exit_code == 1 and mistake.stderr == "Error: the segment 'vip' does not exist\n"
+
+
+def test_config_errors_exit_1_with_file_and_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("program:\n  currency: XYZ\n")
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: config.yaml:2:13: program.currency: 'XYZ' is not an ISO 4217 "
+                             "currency code (e.g. VND, USD, EUR)\n")
+
+
+def test_init_scaffolds_a_program_that_checks(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOYALTY_MAIL_DATABASE_URL", raising=False)
+    target = tmp_path / "new-program"
+    result = CliRunner().invoke(cli, ["init", str(target)])
+    assert result.exit_code == 0, result.output
+    assert (target / "config.yaml").read_text() == (REPO / "config.yaml").read_text()
+    assert (target / "segments").is_dir() and (target / "templates").is_dir()
+    checked = CliRunner().invoke(cli, ["--project", str(target), "check"])
+    assert checked.exit_code == 0 and "config.yaml: ok (program 'Sen Vàng Rewards'" in checked.stdout
+    again = CliRunner().invoke(cli, ["init", str(target)])
+    assert again.exit_code == 1 and "already exist(s); use --force to overwrite" in again.stderr
+
+
+def test_seed_is_deterministic_and_realistic(run, runtime):
+    assert run("seed", "--members", "300", "--seed", "7", "--at", FIXED_NOW.isoformat()).exit_code == 0
+    with runtime.engine().connect() as connection:
+        first = connection.execute(sa.select(members_table.c.member_id, members_table.c.email,
+                                             members_table.c.points, members_table.c.tier,
+                                             members_table.c.timezone).order_by(members_table.c.id)).all()
+        purchases = connection.execute(sa.select(sa.func.count()).where(events_table.c.type == "purchase")).scalar_one()
+        locales = dict(connection.execute(sa.select(members_table.c.locale, sa.func.count())
+                                          .group_by(members_table.c.locale)).all())
+        late = connection.execute(sa.select(sa.func.count()).where(events_table.c.occurred_at > FIXED_NOW)).scalar_one()
+    assert len(first) == 300 and set(locales) == {"vi", "en"}
+    assert late == 0  # no history from the future
+    assert 1.5 < purchases / 300 < 4.5  # CDNOW customers average about 2.5 orders in 18 months
+    assert {row.tier for row in first} >= {"member", "silver"}
+
+    # Seeding again with the same seed into a fresh database gives the same program.
+    other = Path(str(runtime.project_dir)) / "again.db"
+    result = CliRunner().invoke(cli, ["--project", str(runtime.project_dir), "--database", f"sqlite:///{other}",
+                                      "seed", "--members", "300", "--seed", "7", "--at", FIXED_NOW.isoformat()])
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(f"sqlite:///{other}")
+    with engine.connect() as connection:
+        second = connection.execute(sa.text(
+            "SELECT member_id, email, points, tier, timezone FROM members ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in second] == [tuple(r) for r in first]
+
+
+def test_members_show_table_and_json(run, tmp_path):
+    (tmp_path / "m.csv").write_text("member_id,email,first_name,points,city\nV1,v1@example.com,Vy,1200,Huế\n",
+                                    encoding="utf-8")
+    assert run("members", "import", str(tmp_path / "m.csv")).exit_code == 0
+    table = run("members", "show", "V1")
+    assert table.exit_code == 0
+    assert "v1@example.com" in table.stdout and "attributes.city" in table.stdout and "silver" in table.stdout
+    shown = json.loads(run("members", "show", "V1", "--format", "json").stdout)
+    assert shown["member_id"] == "V1" and shown["tier"] == "silver" and shown["attributes"] == {"city": "Huế"}
+    assert shown["tier_history"] == [] and shown["event_count"] == 0
+    missing = run("members", "show", "NOPE")
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("Error: no member with id 'NOPE'.")
+
+
+def test_demo_seeds_its_own_database_and_summarises(tmp_path):
+    project = tmp_path / "p"
+    CliRunner().invoke(cli, ["init", str(project)])
+    result = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "400"])
+    assert result.exit_code == 0, result.output
+    assert (project / "demo.db").exists() and not (project / "loyalty_mail.db").exists()
+    assert "Sen Vàng Rewards: 400 members" in result.stdout and "Members by tier" in result.stdout
+    again = CliRunner().invoke(cli, ["--project", str(project), "demo"])
+    assert "already holds 400 members" in again.stdout
+
+
+def test_python_dash_m_and_version():
+    result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--version"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0 and result.stdout.startswith("loyalty-mail, version ")

@@ -1,0 +1,111 @@
+"""config.yaml: defaults, precedence, env references, and errors that point at file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loyalty_mail.config import load_settings
+from loyalty_mail.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _in_program_dir(tmp_path, monkeypatch):
+    """Errors name files relative to the working directory, as the user typed them."""
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def problems(tmp_path: Path, text: str, environ: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=environ or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_example_program_config_is_valid():
+    settings = load_settings(REPO, environ={})
+    assert settings.program.currency == "VND"
+    assert settings.program.locales == ("vi", "en")
+    assert [t.name for t in settings.tiers.levels] == ["member", "silver", "gold", "platinum"]
+    assert settings.database.url == "sqlite:///loyalty_mail.db"
+
+
+def test_defaults_for_an_empty_file(tmp_path):
+    settings = load_settings(write(tmp_path, ""), environ={})
+    assert settings.database.url == "sqlite:///loyalty_mail.db"
+    assert settings.program.default_timezone == "UTC"
+    assert [t.name for t in settings.tiers.levels] == ["member"]
+
+
+def test_every_problem_is_reported_with_line_column_and_what_is_allowed(tmp_path):
+    found = problems(tmp_path, """\
+program:
+  currency: DONG
+  colour: red
+  default_timezone: Asia/Saigon_City
+  default_locale: klingon
+tiers:
+  basis: visits
+  levels:
+    - {name: member, threshold: 0}
+    - {name: gold, threshold: lots}
+""")
+    assert found == [
+        "config.yaml:2:13: program.currency: 'DONG' is not an ISO 4217 currency code (e.g. VND, USD, EUR)",
+        "config.yaml:3:3: unknown key 'colour' in program (allowed: name, currency, default_locale, "
+        "locales, default_timezone, points_per_currency_unit, sender_name, sender_email, postal_address)",
+        "config.yaml:4:21: program.default_timezone: unknown time zone 'Asia/Saigon_City' "
+        "(an IANA name such as Asia/Ho_Chi_Minh)",
+        "config.yaml:5:19: program.default_locale: unknown locale 'klingon' (e.g. en, vi, en_US, vi_VN)",
+        "config.yaml:7:10: tiers.basis: Input should be 'points' or 'spend' (found 'visits')",
+        "config.yaml:10:31: tiers.levels[1].threshold: Input should be a valid decimal (found 'lots')",
+    ]
+
+
+def test_tier_ladder_rules(tmp_path):
+    assert problems(tmp_path, "tiers:\n  levels:\n    - {name: silver, threshold: 100}\n") == [
+        "config.yaml:3:5: tiers.levels: the first tier ('silver') must have threshold 0"]
+    assert problems(tmp_path, "tiers:\n  levels:\n    - {name: a, threshold: 0}\n"
+                              "    - {name: b, threshold: 50}\n    - {name: c, threshold: 50}\n") == [
+        "config.yaml:3:5: tiers.levels: thresholds must increase: 'c' (50) is not above 'b' (50)"]
+    assert problems(tmp_path, "tiers:\n  levels:\n    - {name: a, threshold: 0}\n"
+                              "    - {name: a, threshold: 5}\n") == [
+        "config.yaml:3:5: tiers.levels: tier names must be unique; repeated: a"]
+
+
+def test_yaml_syntax_errors_and_duplicate_keys(tmp_path):
+    assert problems(tmp_path, "program:\n  name: [unclosed\n") == [
+        "config.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>'"]
+    assert problems(tmp_path, "program:\n  name: A\n  name: B\n") == [
+        "config.yaml:3:3: duplicate key 'name' (first given at line 2)"]
+    assert problems(tmp_path, "- just\n- a list\n") == [
+        "config.yaml:1:1: the top level must be a mapping of sections"]
+
+
+def test_secrets_come_from_the_environment(tmp_path):
+    text = "sending:\n  api_key: ${SENDGRID_API_KEY}\n  region: ${REGION:-global}\n"
+    settings = load_settings(write(tmp_path, text), environ={"SENDGRID_API_KEY": "SG.secret"})
+    assert settings.sending == {"api_key": "SG.secret", "region": "global"}
+    assert problems(tmp_path, text) == [
+        "config.yaml:2:12: sending.api_key: environment variable SENDGRID_API_KEY is not set "
+        "(set it, or write ${SENDGRID_API_KEY:-fallback})"]
+
+
+def test_precedence_defaults_file_environment_flag(tmp_path):
+    write(tmp_path, "database:\n  url: sqlite:///from-file.db\n")
+    assert load_settings(tmp_path, environ={}).database.url == "sqlite:///from-file.db"
+    env = {"LOYALTY_MAIL_DATABASE_URL": "sqlite:///from-env.db"}
+    assert load_settings(tmp_path, environ=env).database.url == "sqlite:///from-env.db"
+    assert load_settings(tmp_path, environ=env, database_url="sqlite:///flag.db").database.url == "sqlite:///flag.db"
+
+
+def test_missing_config_says_how_to_create_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"no config.yaml in .*Run `loyalty-mail init"):
+        load_settings(tmp_path, environ={})

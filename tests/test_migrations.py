@@ -1,0 +1,73 @@
+"""The schema comes from migrations, matches the models, and outdated databases are refused."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from loyalty_mail import db
+from loyalty_mail.errors import DatabaseError
+from loyalty_mail.models import SQLModel
+
+
+def test_migrations_build_exactly_the_models(database_url):
+    engine = db.create_db_engine(database_url)
+    assert db.current_revision(engine) == db.head_revision()
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    engine.dispose()
+
+
+def test_downgrade_to_empty_and_upgrade_again(database_url):
+    engine = db.create_db_engine(database_url)
+    assert db.downgrade(engine, "base") == (db.head_revision(), "")
+    with engine.connect() as connection:
+        assert set(sa.inspect(connection).get_table_names()) <= {"alembic_version"}
+    assert db.upgrade(engine) == (None, db.head_revision())
+    engine.dispose()
+
+
+def test_db_upgrade_and_status_commands(run, database_url):
+    engine = db.create_db_engine(database_url)
+    db.downgrade(engine, "base")
+    engine.dispose()
+    status = run("db", "status")
+    assert status.exit_code == 1 and "revision none (empty)" in status.stdout
+    assert "run `loyalty-mail db upgrade`" in status.stderr
+    upgraded = run("db", "upgrade")
+    assert upgraded.exit_code == 0 and f"upgraded from an empty database to revision {db.head_revision()}" in upgraded.stdout
+    assert "already at revision" in run("db", "upgrade").stdout
+    assert run("db", "status").exit_code == 0
+
+
+def test_an_outdated_schema_is_refused_with_advice(database_url):
+    engine = db.create_db_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0000_older'"))
+    with pytest.raises(DatabaseError, match=r"schema is at revision 0000_older.*Run `loyalty-mail db upgrade`"):
+        db.ensure_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE alembic_version SET version_num = '{db.head_revision()}'"))
+    engine.dispose()
+
+
+def test_a_foreign_database_is_not_taken_over(tmp_path):
+    engine = db.create_db_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE invoices (id integer)"))
+    with pytest.raises(DatabaseError, match="already holds tables that are not loyalty-mail's"):
+        db.ensure_schema(engine)
+    engine.dispose()
+
+
+def test_unreachable_and_malformed_urls_are_user_errors(tmp_path):
+    with pytest.raises(DatabaseError, match="is not a database URL"):
+        db.create_db_engine("not a url")
+    with pytest.raises(DatabaseError, match="unsupported database 'mysql'"):
+        db.create_db_engine("mysql://localhost/x")
+    engine = db.create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError, match=r"cannot open the database postgresql\+psycopg://nobody@127.0.0.1:1/none"):
+        db.ensure_schema(engine)
