@@ -1,0 +1,53 @@
+"""The README stays true: every command and every configuration key is documented there."""
+
+from __future__ import annotations
+
+import re
+import typing
+
+from pydantic import BaseModel
+
+from loyalty_mail.config import Settings
+
+from .conftest import REPO
+from .test_cli import all_commands
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Every documented key: leaves and lists; a section (a nested model) is named by its keys."""
+    keys = []
+    for name, field in model.model_fields.items():
+        if name == "project_dir":
+            continue
+        key, annotation = f"{prefix}{name}", field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += config_keys(annotation, f"{key}.")
+            continue
+        keys.append(key)
+        if typing.get_origin(annotation) is tuple:
+            item = typing.get_args(annotation)[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                keys += config_keys(item, f"{key}[].")
+    return keys
+
+
+def test_every_command_is_in_the_readme():
+    missing = [" ".join(path) for path in all_commands()
+               if not re.search(rf"`loyalty-mail {re.escape(' '.join(path))}\b", README)]
+    assert missing == []
+
+
+def test_every_config_key_is_in_the_configuration_reference():
+    reference = README.split("## Configuration reference", 1)[1]
+    keys = config_keys()
+    assert "tiers.levels[].threshold" in keys and "program.currency" in keys
+    missing = [key for key in keys if f"`{key}`" not in reference]
+    assert missing == []
+
+
+def test_quick_start_has_exactly_the_two_commands():
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"```sh\n(.*?)\n```", quick, re.S) == [
+        "pip install -e . && loyalty-mail demo", "pip install -e '.[test]' && pytest"]
