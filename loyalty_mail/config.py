@@ -142,6 +142,12 @@ class TierSettings(_Strict):
         return levels
 
 
+class SegmentSettings(_Strict):
+    """Parameters of the segment language's derived fields."""
+
+    clv_years: Decimal = Field(default=Decimal(3), gt=0, le=50)
+
+
 class DatabaseSettings(_Strict):
     """Where members, events and the send ledger live."""
 
@@ -154,6 +160,7 @@ class Settings(_Strict):
     program: ProgramSettings = ProgramSettings()
     database: DatabaseSettings = DatabaseSettings()
     tiers: TierSettings = TierSettings()
+    segments: SegmentSettings = SegmentSettings()
     # Validated by the stages that use them (flows, delivery, tracking).
     sending: dict[str, Any] = Field(default_factory=dict)
     tracking: dict[str, Any] = Field(default_factory=dict)

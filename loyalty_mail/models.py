@@ -80,6 +80,9 @@ class Member(SQLModel, table=True):
     locale: str | None = Field(default=None, sa_column=sa.Column(sa.String(16)))
     timezone: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
     joined_at: datetime | None = _utc()
+    # The calendar date of joined_at in the member's own time zone, kept by the imports, so that
+    # membership anniversaries can be matched in SQL on databases without time zone support.
+    joined_on: date | None = Field(default=None, sa_column=sa.Column(sa.Date()))
     birthday: date | None = Field(default=None, sa_column=sa.Column(sa.Date()))
     points: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
     tier: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))

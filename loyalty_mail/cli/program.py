@@ -8,10 +8,12 @@ from pathlib import Path
 import click
 
 from .. import db
+from ..errors import ConfigError
 from ..overview import Overview, program_overview
 from ..runtime import Runtime
 from ..scaffold import init_program
 from ..seeding import seed_program
+from ..segments import load_catalog
 from ..tiers import TierLadder
 from . import cli
 from .common import CliContext, count_progress, pass_cli, print_table
@@ -37,7 +39,7 @@ def init(directory: Path, force: bool) -> None:
 @cli.command()
 @pass_cli
 def check(obj: CliContext) -> None:
-    """Validate config.yaml and report every problem with its file and line.
+    """Validate config.yaml and every segment; report every problem with its file and line.
 
     Exits 0 when all is well, 1 when there is anything to fix.
 
@@ -47,9 +49,13 @@ def check(obj: CliContext) -> None:
       loyalty-mail --project my-program check
     """
     settings = obj.runtime.settings
+    catalog, problems = load_catalog(settings)
+    if problems:
+        raise ConfigError(problems)
     tiers = ", ".join(level.name for level in settings.tiers.levels)
     click.echo(f"config.yaml: ok (program '{settings.program.name}', tiers: {tiers}; "
                f"database {db.display_url(obj.runtime.database_url)})")
+    click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
 
 
 @cli.group("db")

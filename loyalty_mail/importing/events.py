@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 from itertools import groupby
@@ -30,6 +30,7 @@ from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
 from . import fields
+from .members import local_date
 from .batch import (
     BATCH_ROWS,
     ImportSummary,
@@ -140,6 +141,8 @@ class _MemberState:
     purchase_count: int
     last_purchase_at: datetime | None
     joined_at: datetime | None
+    joined_on: date | None
+    timezone: str
     changed: bool = False
 
 
@@ -171,7 +174,7 @@ def import_events(
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit
-    applied = _Applier(connection, ladder, rate, now, rejects, summary)
+    applied = _Applier(connection, ladder, rate, now, rejects, summary, settings.program.default_timezone)
     applied.run()
     if not skip_invalid:
         rejects.raise_if_any(source)
@@ -207,8 +210,9 @@ class _Applier:
     """Walks the staged events member by member, in time order, and writes their effects."""
 
     def __init__(self, connection: sa.Connection, ladder: TierLadder, rate: Decimal, now: datetime,
-                 rejects: Rejects, summary: ImportSummary):
+                 rejects: Rejects, summary: ImportSummary, default_zone: str):
         self.connection = connection
+        self.default_zone = default_zone
         self.ladder = ladder
         self.rate = rate
         self.now = now
@@ -221,6 +225,7 @@ class _Applier:
             purchase_count=sa.bindparam("b_count"),
             last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
             joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
+            joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
             updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
         )
         self.insert_events = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
@@ -241,10 +246,12 @@ class _Applier:
         s, m = STAGING, members_table
         states = {
             row.id: _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend,
-                                 row.purchase_count, row.last_purchase_at, row.joined_at)
+                                 row.purchase_count, row.last_purchase_at, row.joined_at, row.joined_on,
+                                 row.timezone or self.default_zone)
             for row in self.connection.execute(
                 sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend,
-                          m.c.purchase_count, m.c.last_purchase_at, m.c.joined_at)
+                          m.c.purchase_count, m.c.last_purchase_at, m.c.joined_at, m.c.joined_on,
+                          m.c.timezone)
                 .where(m.c.id.between(first, last))
             )
         }
@@ -282,6 +289,7 @@ class _Applier:
                 state.last_purchase_at = row["occurred_at"]
         elif kind == "signup" and state.joined_at is None:
             state.joined_at = row["occurred_at"]
+            state.joined_on = local_date(state.joined_at, state.timezone)
         new_tier = self.ladder.tier_for(state.points, state.total_spend)
         if new_tier != state.tier:
             changes.append((index, {
@@ -312,6 +320,7 @@ class _Applier:
             self.connection.execute(self.update_member, [{
                 "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
                 "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
+                "b_joined_on": st.joined_on,
                 "b_now": self.now,
             } for st in states])
             self.summary.updated += len(states)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,6 +59,7 @@ STAGING = sa.Table(
     sa.Column("locale", sa.String(16)),
     sa.Column("timezone", sa.String(64)),
     sa.Column("joined_at", UTCDateTime()),
+    sa.Column("joined_on", sa.Date()),
     sa.Column("birthday", sa.Date()),
     sa.Column("points", sa.Integer()),
     sa.Column("total_spend", MONEY),
@@ -71,14 +72,15 @@ STAGING = sa.Table(
     prefixes=["TEMPORARY"],
 )
 STAGING_COLUMNS = [column.name for column in STAGING.columns]
-MEMBER_ID, EMAIL, ATTRIBUTES = (STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes"))
+MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE = (
+    STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes", "joined_at", "joined_on", "timezone"))
 
 
 class MemberRowValidator:
     """Turns one source row into a staging row, or into a list of (column, problem)."""
 
     def __init__(self, settings: Settings):
-        zone = ZoneInfo(settings.program.default_timezone)
+        zone = self.zone = ZoneInfo(settings.program.default_timezone)
         self.parsers: dict[str, Callable[[Any], Any]] = {
             "member_id": fields.member_id,
             "email": fields.email,
@@ -131,6 +133,9 @@ class MemberRowValidator:
         if problems:
             return None, problems
         staged[ATTRIBUTES] = attributes or None
+        if staged[JOINED_AT] is not None:
+            zone = ZoneInfo(staged[TIMEZONE]) if staged[TIMEZONE] else self.zone
+            staged[JOINED_ON] = staged[JOINED_AT].astimezone(zone).date()
         return staged, problems
 
     def _compile(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
@@ -224,8 +229,16 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     connection.execute(tier_changes_table.insert().from_select(
         ["member_ref", "from_tier", "to_tier", "changed_at", "reason"], changes))
 
+    # joined_on is the join date in the member's zone; where the zone in force comes from the
+    # stored row rather than this file, it is recomputed below, in Python (zones need tzdata).
+    recompute = [member_ref for (member_ref,) in connection.execute(
+        sa.select(m.c.id).select_from(m.join(s, matched)).where(sa.or_(
+            sa.and_(s.c.joined_at.is_not(None), s.c.timezone.is_(None), m.c.timezone.is_not(None)),
+            sa.and_(s.c.timezone.is_not(None), s.c.joined_at.is_(None), m.c.joined_at.is_not(None)),
+        )))]
     keep = {c: sa.func.coalesce(s.c[c], m.c[c])
             for c in MEMBER_COLUMNS if c not in ("member_id", "email", "subscribed")}
+    keep["joined_on"] = sa.case((s.c.joined_at.is_not(None), s.c.joined_on), else_=m.c.joined_on)
     unsubscribing = sa.and_(s.c.subscribed == sa.false(), m.c.subscribed == sa.true())
     connection.execute(
         m.update().where(matched).values(
@@ -241,11 +254,13 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
         )
     )
 
+    _recompute_joined_on(connection, recompute)
+
     zero = sa.literal(0)
     insert_columns = {
         "member_id": s.c.member_id, "email": s.c.email, "first_name": s.c.first_name,
         "last_name": s.c.last_name, "locale": s.c.locale, "timezone": s.c.timezone,
-        "joined_at": s.c.joined_at, "birthday": s.c.birthday,
+        "joined_at": s.c.joined_at, "joined_on": s.c.joined_on, "birthday": s.c.birthday,
         "points": sa.func.coalesce(s.c.points, zero),
         "total_spend": sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY)),
         "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
@@ -260,6 +275,22 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
         ~sa.exists().where(m.c.member_id == s.c.member_id)
     )
     connection.execute(m.insert().from_select(list(insert_columns), new_rows))
+
+
+def _recompute_joined_on(connection: sa.Connection, member_refs: list[int]) -> None:
+    m = members_table
+    for start in range(0, len(member_refs), 900):
+        chunk = member_refs[start:start + 900]
+        rows = connection.execute(sa.select(m.c.id, m.c.joined_at, m.c.timezone).where(m.c.id.in_(chunk))).all()
+        updates = [{"b_id": r.id, "b_on": local_date(r.joined_at, r.timezone)} for r in rows if r.timezone]
+        if updates:
+            connection.execute(m.update().where(m.c.id == sa.bindparam("b_id"))
+                               .values(joined_on=sa.bindparam("b_on")), updates)
+
+
+def local_date(instant: datetime, zone: str) -> date:
+    """The calendar date of `instant` in the IANA zone `zone`."""
+    return instant.astimezone(ZoneInfo(zone)).date()
 
 
 def _empty_json(connection: sa.Connection) -> sa.ColumnElement[Any]:

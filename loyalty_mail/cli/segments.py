@@ -1,0 +1,207 @@
+"""Commands about segments: list, show, count, members."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import click
+
+from ..errors import ConfigError
+from ..segments import (
+    SegmentCatalog,
+    context_for,
+    count_members,
+    list_members,
+    load_catalog,
+    segment_sql,
+)
+from ..segments.spec import Segment
+from . import cli
+from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at, to_jsonable
+
+
+def _catalog(obj: CliContext) -> SegmentCatalog:
+    """The program's segments; any problem in any segment file stops the command."""
+    catalog, problems = load_catalog(obj.runtime.settings)
+    if problems:
+        raise ConfigError(problems)
+    return catalog
+
+
+def _segment(obj: CliContext, name: str) -> tuple[SegmentCatalog, Segment]:
+    catalog = _catalog(obj)
+    return catalog, catalog.get(name)
+
+
+@cli.group()
+def segments() -> None:
+    """Audiences defined as YAML rules in segments/."""
+
+
+@segments.command("list")
+@click.option("--count", "with_count", is_flag=True, help="Also count each segment's members.")
+@at_option
+@format_option("table", "json")
+@pass_cli
+def segments_list(obj: CliContext, with_count: bool, at: str | None, output_format: str) -> None:
+    """List the segments with their descriptions (and member counts with --count).
+
+    \b
+    Example:
+      loyalty-mail segments list --count
+    """
+    catalog = _catalog(obj)
+    rows = []
+    if with_count:
+        runtime = obj.runtime
+        engine = runtime.engine()
+        ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+        with engine.connect() as connection:
+            rows = [(s.name, s.description, count_members(connection, s, ctx))
+                    for s in sorted(catalog.segments.values(), key=lambda s: s.name)]
+    else:
+        rows = [(s.name, s.description) for s in sorted(catalog.segments.values(), key=lambda s: s.name)]
+    columns = ["segment", "description"] + (["members"] if with_count else [])
+    if output_format == "json":
+        print_json([dict(zip(columns, row)) for row in rows])
+    else:
+        print_table(None, columns, rows, numeric=["members"])
+
+
+@segments.command("show")
+@click.argument("name")
+@at_option
+@pass_cli
+def segments_show(obj: CliContext, name: str, at: str | None) -> None:
+    """Show a segment's rules as understood and the SQL it compiles to (with its parameters).
+
+    \b
+    Example:
+      loyalty-mail segments show lapsed_vip
+    """
+    runtime = obj.runtime
+    catalog, segment = _segment(obj, name)
+    engine = runtime.engine()
+    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    compiled = segment_sql(segment, ctx, engine.dialect)
+    click.echo(f"{segment.name}: {segment.description}")
+    click.echo(f"defined in {segment.file}, evaluated at {ctx.at.isoformat()}")
+    click.echo()
+    click.echo("Rules:")
+    for line in describe(segment.rule):
+        click.echo(f"  {line}")
+    click.echo()
+    click.echo(f"SQL ({engine.dialect.name}):")
+    click.echo(compiled.sql)
+    click.echo()
+    click.echo("Parameters:")
+    for key, value in compiled.params.items():
+        shown = to_jsonable(value)
+        if isinstance(shown, list) and len(shown) > 8:
+            shown = f"{shown[:3]} ... ({len(shown)} values)"
+        click.echo(f"  {key} = {shown}")
+
+
+@segments.command("count")
+@click.argument("name")
+@at_option
+@pass_cli
+def segments_count(obj: CliContext, name: str, at: str | None) -> None:
+    """Print how many members are in a segment (a bare number, for scripts).
+
+    \b
+    Example:
+      loyalty-mail segments count vip --at 2026-12-24T09:00:00
+    """
+    runtime = obj.runtime
+    catalog, segment = _segment(obj, name)
+    engine = runtime.engine()
+    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    with engine.connect() as connection:
+        click.echo(count_members(connection, segment, ctx))
+
+
+@segments.command("members")
+@click.argument("name")
+@at_option
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many members.")
+@format_option("table", "csv", "json")
+@pass_cli
+def segments_members(obj: CliContext, name: str, at: str | None, limit: int | None, output_format: str) -> None:
+    """List the members of a segment, ordered by member_id.
+
+    \b
+    Example:
+      loyalty-mail segments members promoters --limit 20
+      loyalty-mail segments members lapsed_vip --format csv > lapsed_vip.csv
+    """
+    runtime = obj.runtime
+    catalog, segment = _segment(obj, name)
+    engine = runtime.engine()
+    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    with engine.connect() as connection:
+        rows = list_members(connection, segment, ctx, limit=limit)
+    if output_format == "json":
+        print_json(rows)
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout)
+        columns = list(rows[0]) if rows else ["member_id", "email"]
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row[c] is None else to_jsonable(row[c]) for c in columns])
+    else:
+        shown = ["member_id", "email", "tier", "points", "locale", "last_purchase_at"]
+        print_table(f"{segment.name}: {len(rows):,} member(s)" + (f" (limit {limit})" if limit else ""),
+                    shown, [[row[c] for c in shown] for row in rows], numeric=["points"])
+
+
+def describe(rule: object, depth: int = 0) -> list[str]:
+    """The rule tree as indented lines, as the engine understood it."""
+    from ..segments.spec import All, AnyOf, EventRule, FieldRule, Not, SegmentRef, ValueRule
+
+    pad = "  " * depth
+    if isinstance(rule, (All, AnyOf)):
+        lines = [f"{pad}{'all of' if isinstance(rule, All) else 'any of'}:"]
+        for item in rule.items:
+            lines += describe(item, depth + 1)
+        return lines
+    if isinstance(rule, Not):
+        return [f"{pad}not:"] + describe(rule.item, depth + 1)
+    if isinstance(rule, SegmentRef):
+        return [f"{pad}in segment {rule.name}"]
+    if isinstance(rule, FieldRule):
+        return [f"{pad}{rule.field.name} {_ops(rule.ops)}"]
+    if isinstance(rule, ValueRule):
+        return [f"{pad}attributes.{'.'.join(rule.path)} (as {rule.type}) {_ops(rule.ops)}"]
+    if isinstance(rule, EventRule):
+        parts = [f"event {rule.type}"]
+        if rule.count:
+            parts.append(f"count {_ops(rule.count)}")
+        if rule.sum_ops:
+            parts.append(f"sum of {rule.sum_of} {_ops(rule.sum_ops)}")
+        if rule.within:
+            parts.append(f"within {rule.within}")
+        if rule.since:
+            parts.append(f"since {rule.since}")
+        if rule.until:
+            parts.append(f"until {rule.until}")
+        for condition in rule.where:
+            parts.append(f"where {'.'.join(condition.path)} {_ops(condition.ops)}")
+        return [pad + ", ".join(parts)]
+    return [f"{pad}{rule!r}"]
+
+
+def _ops(ops: tuple) -> str:
+    def show(value: object) -> str:
+        if isinstance(value, tuple):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return str(value)
+
+    def one(op: object) -> str:
+        if op.name == "anniversary":  # type: ignore[attr-defined]
+            days = op.value  # type: ignore[attr-defined]
+            return "anniversary today" if days == 0 else f"anniversary within the next {days} days"
+        return f"{op.name} {show(op.value)}"  # type: ignore[attr-defined]
+
+    return " and ".join(one(op) for op in ops)

@@ -1,0 +1,70 @@
+"""Segments: audiences written as YAML rules, compiled to one SQL query each.
+
+    spec.py       YAML -> typed rules (with file:line:column on every mistake)
+    fields.py     the whitelist of fields and operators
+    timeexpr.py   "90 days ago", "2 weeks", anniversaries
+    compiler.py   rules -> SQL condition over members (pure)
+    reference.py  the same rules evaluated in plain Python (the oracle for tests)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..config import Settings
+from ..errors import Problem
+from ..models import members_table
+from ..tiers import TierLadder
+from .compiler import Context, compile_rule, segment_query
+from .spec import Segment, SegmentCatalog, load_segments
+
+__all__ = ["Context", "Segment", "SegmentCatalog", "SegmentSql", "compile_rule", "context_for",
+           "count_members", "list_members", "load_catalog", "segment_query", "segment_sql"]
+
+SEGMENTS_DIR = "segments"
+MEMBER_COLUMNS = ("member_id", "email", "first_name", "last_name", "locale", "timezone", "tier", "points",
+                  "total_spend", "purchase_count", "last_purchase_at", "nps_score")
+
+
+def load_catalog(settings: Settings) -> tuple[SegmentCatalog, list[Problem]]:
+    """Every segment in the program's segments/ folder, and every problem found in them."""
+    return load_segments(settings.project_dir / SEGMENTS_DIR, TierLadder.from_settings(settings.tiers))
+
+
+def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, dialect: str) -> Context:
+    program = settings.program
+    return Context(at=at, ladder=TierLadder.from_settings(settings.tiers), default_locale=program.default_locale,
+                   default_timezone=program.default_timezone, clv_years=settings.segments.clv_years,
+                   catalog=catalog, dialect=dialect)
+
+
+def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> int:
+    query = sa.select(sa.func.count()).select_from(members_table).where(compile_rule(segment.rule, ctx))
+    return connection.execute(query).scalar_one()
+
+
+def list_members(connection: sa.Connection, segment: Segment, ctx: Context, *,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+    columns = [members_table.c[name] for name in MEMBER_COLUMNS]
+    query = segment_query(segment.rule, ctx, *columns).order_by(members_table.c.member_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(row) for row in connection.execute(query).mappings()]
+
+
+@dataclass(frozen=True)
+class SegmentSql:
+    """The SQL that runs for a segment, with its bound parameters (never inlined)."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def segment_sql(segment: Segment, ctx: Context, dialect: sa.Dialect) -> SegmentSql:
+    compiled = segment_query(segment.rule, ctx, members_table.c.member_id).compile(
+        dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return SegmentSql(str(compiled), dict(compiled.params))

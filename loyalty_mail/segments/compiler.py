@@ -1,0 +1,449 @@
+"""Typed segment rules -> one SQL condition over `members`, evaluated inside the database.
+
+Pure: the output depends only on the rules, the instant `at`, the program settings and the
+database dialect's name. Every value from YAML is a bound parameter; names come only from the
+whitelist in fields.py. Semantics shared with reference.py:
+- a condition on a missing value (NULL) is false, and `not` negates it (so `not: {nps: promoter}`
+  includes members who never answered);
+- relative times resolve against `at`; events after `at` have not happened yet;
+- `locale` and `timezone` read the program default where a member has none;
+- anniversaries compare dates in the member's own time zone; 29 February falls on 28 February
+  in other years.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..models import UTCDateTime, events_table, members_table
+from ..tiers import TierLadder
+from .fields import NPS_CATEGORIES
+from .spec import All, AnyOf, EventRule, FieldRule, Not, Op, Rule, SegmentCatalog, SegmentRef, ValueRule
+from .timeexpr import anniversary_on
+
+DAYS_PER_YEAR = 365.25
+_NUMERIC_TEXT_PG = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything besides the rules that a segment's meaning depends on."""
+
+    at: datetime
+    ladder: TierLadder
+    default_locale: str
+    default_timezone: str
+    clv_years: Decimal
+    catalog: SegmentCatalog
+    dialect: str = "sqlite"
+    zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
+
+    @cached_property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.default_timezone)
+
+    @cached_property
+    def local_dates(self) -> dict[date, list[str]]:
+        """The member-local calendar date at `at`, and which time zones are on it (at most 3)."""
+        groups: dict[date, list[str]] = defaultdict(list)
+        for name in {*self.zones, self.default_timezone}:
+            groups[self.at.astimezone(zoneinfo.ZoneInfo(name)).date()].append(name)
+        return {day: sorted(names) for day, names in sorted(groups.items())}
+
+
+def compile_rule(rule: Rule, ctx: Context) -> sa.ColumnElement[bool]:
+    """The WHERE condition over members_table for `rule` at ctx.at."""
+    return _Compiler(ctx).rule(rule, (), negated=False)
+
+
+def segment_query(rule: Rule, ctx: Context, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """SELECT columns (default: members.id) FROM members WHERE the rule holds."""
+    chosen = columns or (members_table.c.id,)
+    return sa.select(*chosen).where(compile_rule(rule, ctx))
+
+
+class _Compiler:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.m = members_table
+
+    def rule(self, rule: Rule, trail: tuple[str, ...], negated: bool) -> sa.ColumnElement[bool]:
+        """Compile one rule. Under a `not`, conditions are made never-NULL; elsewhere NULL and
+        false filter alike, and the bare comparison keeps indexes usable."""
+        if isinstance(rule, All):
+            return sa.and_(*(self.rule(item, trail, negated) for item in rule.items))
+        if isinstance(rule, AnyOf):
+            return sa.or_(*(self.rule(item, trail, negated) for item in rule.items))
+        if isinstance(rule, Not):
+            return sa.not_(self.rule(rule.item, trail, True))
+        if isinstance(rule, SegmentRef):
+            if rule.name in trail:  # the loader rejects cycles; this is a guard, not a path
+                raise ValueError(f"segment cycle through {rule.name}")
+            return self.rule(self.ctx.catalog.get(rule.name).rule, trail + (rule.name,), negated)
+        strict = _never_null if negated else (lambda condition: condition)
+        if isinstance(rule, FieldRule):
+            return strict(sa.and_(*(self.field_op(rule, op) for op in rule.ops)))
+        if isinstance(rule, ValueRule):
+            column = self.m.c.attributes
+            return strict(sa.and_(*(self.value_op(column, rule, op) for op in rule.ops)))
+        if isinstance(rule, EventRule):
+            return self.event(rule)
+        raise TypeError(f"unknown rule {rule!r}")
+
+    # -- member fields -----------------------------------------------------------------------
+    def field_op(self, rule: FieldRule, op: Op) -> sa.ColumnElement[bool]:
+        spec = rule.field
+        if spec.kind == "days_since":
+            return self.days_since(self.m.c[spec.column], op)
+        if spec.kind == "time":
+            if op.name == "anniversary":
+                return self.anniversary(self.m.c.joined_on, op.value)
+            return self.time_op(self.m.c[spec.column], op)
+        if spec.kind == "date":
+            if op.name == "anniversary":
+                return self.anniversary(self.m.c.birthday, op.value)
+            return self.date_op(self.m.c[spec.column], op)
+        if spec.kind == "tier":
+            return self.tier_op(op)
+        if spec.kind == "category":
+            return self.nps_op(op)
+        column = self.column_for(spec.name)
+        return compare(column, op, self.ctx.dialect)
+
+    def column_for(self, name: str) -> sa.ColumnElement[Any]:
+        m = self.m
+        if name == "locale":
+            return sa.func.coalesce(m.c.locale, sa.literal(self.ctx.default_locale))
+        if name == "timezone":
+            return sa.func.coalesce(m.c.timezone, sa.literal(self.ctx.default_timezone))
+        if name == "average_order_value":
+            return sa.case((m.c.purchase_count > 0, self.money(m.c.total_spend) / m.c.purchase_count))
+        if name == "clv":
+            days = self.days_between(m.c.joined_at)
+            years = sa.case((sa.or_(m.c.joined_at.is_(None), days < DAYS_PER_YEAR), 1.0),
+                            else_=days / DAYS_PER_YEAR)
+            return self.money(m.c.total_spend) * sa.literal(float(self.ctx.clv_years)) / years
+        if name == "points_to_next_tier":
+            value = m.c.points if self.ctx.ladder.basis == "points" else self.money(m.c.total_spend)
+            whens = [(m.c.tier == level.name, sa.literal(upper.threshold, sa.Numeric(18, 2)) - value)
+                     for level, upper in zip(self.ctx.ladder.levels, self.ctx.ladder.levels[1:])]
+            return sa.case(*whens)
+        return m.c[name]
+
+    def money(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # SQLite stores whole amounts as integers; divide as real numbers, not integers.
+        return sa.cast(column, sa.Float) if self.ctx.dialect == "sqlite" else column
+
+    def days_between(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """Days (fractional) from `column` to `at`."""
+        at = sa.literal(self.ctx.at, UTCDateTime())
+        if self.ctx.dialect == "sqlite":
+            return sa.func.julianday(at) - sa.func.julianday(column)
+        return sa.extract("epoch", at - column) / 86400.0
+
+    def days_since(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
+        """Whole days since `column`, as timestamp ranges (index-friendly, no date functions)."""
+        def cut(days: Decimal) -> sa.ColumnElement[Any]:
+            return sa.literal(self.ctx.at - timedelta(days=int(days)), UTCDateTime())
+
+        def at_least(days: Decimal) -> sa.ColumnElement[bool]:
+            return column <= cut(days)
+
+        def below(days: Decimal) -> sa.ColumnElement[bool]:
+            return column > cut(days)
+
+        value = op.value
+        if op.name in ("is_set", "is_null"):
+            return _is_set(column, op)
+        if op.name == "gte":
+            return at_least(_ceil(value))
+        if op.name == "gt":
+            return at_least(_floor(value) + 1)
+        if op.name == "lte":
+            return below(_floor(value) + 1)
+        if op.name == "lt":
+            return below(_ceil(value))
+        if op.name == "eq":
+            return sa.and_(at_least(value), below(value + 1)) if value == int(value) else sa.false()
+        if op.name == "ne":
+            return sa.and_(column.is_not(None), sa.not_(self.days_since(column, Op("eq", value))))
+        if op.name == "between":
+            low, high = value
+            return sa.and_(at_least(_ceil(low)), below(_floor(high) + 1))
+        if op.name == "in":
+            return sa.or_(*(self.days_since(column, Op("eq", v)) for v in value))
+        if op.name == "not_in":
+            return sa.and_(column.is_not(None), *(sa.not_(self.days_since(column, Op("eq", v))) for v in value))
+        raise ValueError(op.name)
+
+    def time_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
+        ctx = self.ctx
+
+        def t(value: Any) -> sa.ColumnElement[Any]:
+            return sa.literal(value.resolve(ctx.at, ctx.zone), UTCDateTime())
+
+        if op.name in ("is_set", "is_null"):
+            return _is_set(column, op)
+        if op.name == "before":
+            return column < t(op.value)
+        if op.name == "after":
+            return column > t(op.value)
+        if op.name == "since":
+            return column >= t(op.value)
+        if op.name == "between":
+            return sa.and_(column >= t(op.value[0]), column <= t(op.value[1]))
+        if op.name == "within":
+            return sa.and_(column >= sa.literal(op.value.before(ctx.at), UTCDateTime()),
+                           column <= sa.literal(ctx.at, UTCDateTime()))
+        if op.name == "older_than":
+            return column < sa.literal(op.value.before(ctx.at), UTCDateTime())
+        raise ValueError(op.name)
+
+    def date_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
+        def d(value: Any) -> sa.ColumnElement[Any]:
+            return sa.literal(as_date(value, self.ctx), sa.Date())
+
+        if op.name in ("is_set", "is_null"):
+            return _is_set(column, op)
+        if op.name == "before":
+            return column < d(op.value)
+        if op.name == "after":
+            return column > d(op.value)
+        if op.name == "since":
+            return column >= d(op.value)
+        if op.name == "between":
+            return sa.and_(column >= d(op.value[0]), column <= d(op.value[1]))
+        raise ValueError(op.name)
+
+    def anniversary(self, column: sa.ColumnElement[Any], days_ahead: int) -> sa.ColumnElement[bool]:
+        """The anniversary of a date column falls on the member's local today (or within N days)."""
+        zone = sa.func.coalesce(self.m.c.timezone, sa.literal(self.ctx.default_timezone))
+        month_day = (sa.func.strftime("%m-%d", column) if self.ctx.dialect == "sqlite"
+                     else sa.func.to_char(column, "MM-DD"))
+        groups = []
+        for today, names in self.ctx.local_dates.items():
+            by_year: dict[int, set[str]] = defaultdict(set)
+            for k in range(days_ahead + 1):
+                target = today + timedelta(days=k)
+                by_year[target.year] |= anniversary_month_days(target)
+            matches = [sa.and_(month_day.in_(sorted(mds)), column < sa.literal(date(year, 1, 1), sa.Date()))
+                       for year, mds in sorted(by_year.items())]
+            groups.append(sa.and_(zone.in_(names), sa.or_(*matches)))
+        return sa.or_(*groups)
+
+    def tier_op(self, op: Op) -> sa.ColumnElement[bool]:
+        names = tiers_matching(self.ctx.ladder, op)
+        return self.m.c.tier.in_(names) if names else sa.false()
+
+    def nps_op(self, op: Op) -> sa.ColumnElement[bool]:
+        score = self.m.c.nps_score
+        if op.name in ("is_set", "is_null"):
+            return _is_set(score, op)
+
+        def category(name: str) -> sa.ColumnElement[bool]:
+            low, high = NPS_CATEGORIES[name]
+            return score.between(low, high)
+
+        if op.name == "eq":
+            return category(op.value)
+        if op.name == "ne":
+            return sa.and_(score.is_not(None), sa.not_(category(op.value)))
+        if op.name == "in":
+            return sa.or_(*(category(v) for v in op.value))
+        if op.name == "not_in":
+            return sa.and_(score.is_not(None), *(sa.not_(category(v)) for v in op.value))
+        raise ValueError(op.name)
+
+    # -- JSON values (custom attributes, event properties) ----------------------------------------
+    def json_value(self, column: sa.ColumnElement[Any], path: tuple[str, ...], kind: str) -> sa.ColumnElement[Any]:
+        """The value at `path` as `kind`, or NULL when it is absent or of another type."""
+        if self.ctx.dialect == "sqlite":
+            where = sa.literal("$." + ".".join(path))
+            json_type = sa.func.json_type(column, where)
+            raw = sa.func.json_extract(column, where)
+            if kind == "text":
+                return sa.case((json_type == "text", raw))
+            if kind == "number":
+                text = sa.cast(raw, sa.String)
+                unsigned = sa.case((sa.func.substr(text, 1, 1) == "-", sa.func.substr(text, 2)), else_=text)
+                numeric_text = sa.and_(
+                    json_type == "text", unsigned != "", unsigned.op("GLOB")("[0-9]*"),
+                    unsigned.op("NOT GLOB")("*[^0-9.]*"), unsigned.op("NOT GLOB")("*.*.*"),
+                    unsigned.op("NOT GLOB")("*."))
+                return sa.case((json_type.in_(["integer", "real"]), sa.cast(raw, sa.Float)),
+                               (numeric_text, sa.cast(raw, sa.Float)))
+            return sa.case((json_type == "true", sa.true()), (json_type == "false", sa.false()),
+                           (sa.and_(json_type == "text", raw == "true"), sa.true()),
+                           (sa.and_(json_type == "text", raw == "false"), sa.false()))
+        keys = sa.literal("{" + ",".join(path) + "}")
+        node = column.op("#>")(sa.cast(keys, sa.ARRAY(sa.Text)))
+        text = column.op("#>>")(sa.cast(keys, sa.ARRAY(sa.Text)))
+        json_type = sa.func.jsonb_typeof(node)
+        if kind == "text":
+            return sa.case((json_type == "string", text))
+        if kind == "number":
+            return sa.case((json_type == "number", sa.cast(text, sa.Numeric)),
+                           (sa.and_(json_type == "string", text.op("~")(_NUMERIC_TEXT_PG)), sa.cast(text, sa.Numeric)))
+        return sa.case((json_type == "boolean", sa.cast(text, sa.Boolean)),
+                       (sa.and_(json_type == "string", text == "true"), sa.true()),
+                       (sa.and_(json_type == "string", text == "false"), sa.false()))
+
+    def value_op(self, column: sa.ColumnElement[Any], rule: ValueRule, op: Op) -> sa.ColumnElement[bool]:
+        value = self.json_value(column, rule.path, rule.type)
+        if self.ctx.dialect == "sqlite" and rule.type == "number":
+            op = Op(op.name, _floats(op.value))
+        return compare(value, op, self.ctx.dialect)
+
+    # -- events ----------------------------------------------------------------------------
+    def event(self, rule: EventRule) -> sa.ColumnElement[bool]:
+        e, ctx = events_table, self.ctx
+        at = sa.literal(ctx.at, UTCDateTime())
+        where = [e.c.type == rule.type, e.c.occurred_at <= at]
+        if rule.within:
+            where.append(e.c.occurred_at >= sa.literal(rule.within.before(ctx.at), UTCDateTime()))
+        if rule.since:
+            where.append(e.c.occurred_at >= sa.literal(rule.since.resolve(ctx.at, ctx.zone), UTCDateTime()))
+        if rule.until:
+            where.append(e.c.occurred_at <= sa.literal(rule.until.resolve(ctx.at, ctx.zone), UTCDateTime()))
+        for condition in rule.where:
+            where.append(_never_null(sa.and_(*(self.event_value_op(condition, op) for op in condition.ops))))
+        parts = []
+        if rule.count:
+            parts.append(self._aggregate_membership(where, sa.func.count(), rule.count))
+        if rule.sum_ops:
+            assert rule.sum_of is not None
+            if rule.sum_of in ("amount", "points"):
+                summed = self.money(e.c[rule.sum_of]) if rule.sum_of == "amount" else e.c.points
+            else:
+                summed = self.json_value(e.c.properties, (rule.sum_of,), "number")
+            total = sa.func.coalesce(sa.func.sum(summed), 0)
+            ops = rule.sum_ops if ctx.dialect != "sqlite" else tuple(Op(o.name, _floats(o.value)) for o in rule.sum_ops)
+            parts.append(self._aggregate_membership(where, total, ops))
+        return sa.and_(*parts)
+
+    def _aggregate_membership(self, where: list[Any], aggregate: sa.ColumnElement[Any],
+                              ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
+        """Members whose aggregate satisfies ops; members with no matching event count as 0."""
+        e = events_table
+        holds = sa.and_(*(compare(aggregate, op, self.ctx.dialect) for op in ops))
+        zero_holds = all(holds_for_number(Decimal(0), op) for op in ops)
+        grouped = sa.select(e.c.member_ref).where(*where).group_by(e.c.member_ref)
+        if zero_holds:
+            return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
+        return self.m.c.id.in_(grouped.having(holds))
+
+    def event_value_op(self, condition: ValueRule, op: Op) -> sa.ColumnElement[bool]:
+        e = events_table
+        name = condition.path[0]
+        if len(condition.path) == 1 and name in ("amount", "points", "currency"):
+            column = self.money(e.c.amount) if name == "amount" else e.c[name]
+            if condition.type == "number" and self.ctx.dialect == "sqlite":
+                op = Op(op.name, _floats(op.value))
+            return compare(column, op, self.ctx.dialect)
+        return self.value_op(e.c.properties, condition, op)
+
+
+# -- shared helpers (also used by the reference evaluator) ----------------------------------------
+
+def compare(column: sa.ColumnElement[Any], op: Op, dialect: str) -> sa.ColumnElement[bool]:
+    """A comparison operator applied to a column expression; values bound as parameters."""
+    value = op.value
+    if op.name in ("is_set", "is_null"):
+        return _is_set(column, op)
+    if op.name == "eq":
+        return column == value
+    if op.name == "ne":
+        return column != value
+    if op.name == "gt":
+        return column > value
+    if op.name == "gte":
+        return column >= value
+    if op.name == "lt":
+        return column < value
+    if op.name == "lte":
+        return column <= value
+    if op.name == "between":
+        return sa.and_(column >= value[0], column <= value[1])
+    if op.name == "in":
+        return column.in_(list(value))
+    if op.name == "not_in":
+        return column.not_in(list(value))
+    if op.name == "contains":  # case-sensitive on both databases (LIKE is not, on SQLite)
+        position = sa.func.instr(column, value) if dialect == "sqlite" else sa.func.strpos(column, value)
+        return position > 0
+    if op.name == "starts_with":
+        return sa.func.substr(column, 1, len(value)) == value
+    raise ValueError(f"operator {op.name} is not a comparison")
+
+
+def holds_for_number(number: Decimal, op: Op) -> bool:
+    value = op.value
+    return {
+        "eq": lambda: number == value, "ne": lambda: number != value, "gt": lambda: number > value,
+        "gte": lambda: number >= value, "lt": lambda: number < value, "lte": lambda: number <= value,
+        "between": lambda: value[0] <= number <= value[1],
+    }[op.name]()
+
+
+def tiers_matching(ladder: TierLadder, op: Op) -> list[str]:
+    names = list(ladder.names)
+    if op.name == "eq":
+        return [op.value]
+    if op.name == "ne":
+        return [n for n in names if n != op.value]
+    if op.name == "in":
+        return list(op.value)
+    if op.name == "not_in":
+        return [n for n in names if n not in op.value]
+    rank = ladder.rank(op.value)
+    pick = {"at_least": lambda r: r >= rank, "at_most": lambda r: r <= rank,
+            "above": lambda r: r > rank, "below": lambda r: r < rank}[op.name]
+    return [n for i, n in enumerate(names) if pick(i)]
+
+
+def anniversary_month_days(day: date) -> set[str]:
+    """The month-days whose anniversary falls on `day` (28 Feb also takes 29 Feb in common years)."""
+    days = {f"{day.month:02d}-{day.day:02d}"}
+    if day.month == 2 and day.day == 28 and anniversary_on(date(2000, 2, 29), day.year) == day:
+        days.add("02-29")
+    return days
+
+
+def as_date(value: Any, ctx: Context) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    return value.resolve(ctx.at, ctx.zone).astimezone(ctx.zone).date()
+
+
+def _is_set(column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
+    wants_set = op.value if op.name == "is_set" else not op.value
+    return column.is_not(None) if wants_set else column.is_(None)
+
+
+def _never_null(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """Turn SQL's unknown (a comparison with NULL) into false, so `not` means what people expect."""
+    return sa.func.coalesce(condition, sa.false())
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, tuple):
+        return tuple(_floats(v) for v in value)
+    return value
+
+
+def _ceil(value: Decimal) -> Decimal:
+    return value.to_integral_value(rounding="ROUND_CEILING")
+
+
+def _floor(value: Decimal) -> Decimal:
+    return value.to_integral_value(rounding="ROUND_FLOOR")

@@ -1,0 +1,500 @@
+"""Segment files -> typed rules, with every mistake reported at its file:line:column.
+
+A segment file holds `name` (optional; the file name), `description`, and one rule. A rule is a
+mapping with one key: `all: [rules]`, `any: [rules]`, `not: rule`, `segment: other`,
+`event: {...}` (or its shorthand `purchases: {...}`), `attributes.PATH: ...`, or a field name
+from fields.FIELDS with either a value (equality; a list means `in`) or a mapping of operators
+that must all hold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Union
+
+from ..errors import ConfigError, Location, Problem
+from ..tiers import TierLadder
+from ..yaml_source import PathKey, YamlDocument, load_yaml_file
+from .fields import (
+    ATTRIBUTE_TYPES,
+    EVENT_COLUMNS,
+    EVENT_KEYS,
+    FIELDS,
+    NPS_CATEGORIES,
+    NUMBER_OPS,
+    TEXT_OPS,
+    FieldSpec,
+)
+from .timeexpr import Duration, TimeValue, parse_date, parse_duration, parse_time
+
+SEGMENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_LIST = 1000
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator and its checked value, e.g. gte 3, within 30 days, in [gold, platinum]."""
+
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    field: FieldSpec
+    ops: tuple[Op, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """A condition on a JSON value: a custom attribute, or an event property/column."""
+
+    path: tuple[str, ...]
+    type: str  # text | number | boolean
+    ops: tuple[Op, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class EventRule:
+    type: str
+    count: tuple[Op, ...]
+    sum_of: str | None  # amount | points | a numeric property
+    sum_ops: tuple[Op, ...]
+    within: Duration | None
+    since: TimeValue | None
+    until: TimeValue | None
+    where: tuple[ValueRule, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    name: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Rule
+
+
+Rule = Union[FieldRule, ValueRule, EventRule, SegmentRef, All, AnyOf, Not]
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    description: str
+    rule: Rule
+    file: str
+
+
+class _Invalid(Exception):
+    """Raised inside the parser to abandon one rule; the problem is already recorded."""
+
+
+class SegmentParser:
+    """Parses one segment file's document; problems accumulate in `problems`."""
+
+    def __init__(self, doc: YamlDocument, ladder: TierLadder):
+        self.doc = doc
+        self.ladder = ladder
+        self.problems: list[Problem] = []
+
+    def fail(self, path: PathKey, message: str, *, key: bool = False) -> _Invalid:
+        self.problems.append(Problem(self.doc.locate(path, key=key), message))
+        return _Invalid()
+
+    def segment(self, stem: str) -> Segment | None:
+        data = self.doc.value
+        if not isinstance(data, dict):
+            self.fail((), "a segment file is a mapping with name, description and one rule")
+            return None
+        name = data.get("name", stem)
+        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+            self.fail(("name",), f"segment names are lowercase letters, digits and _ (found {name!r})")
+        elif name != stem:
+            self.fail(("name",), f"name '{name}' differs from the file name '{stem}'; make them the same")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            self.fail(("description",), "description must be text")
+            description = ""
+        rule_keys = [k for k in data if k not in ("name", "description")]
+        if not rule_keys:
+            self.fail((), "the segment has no rule: add all:, any:, not:, or a condition such as "
+                          "tier: {at_least: gold}")
+            return None
+        if len(rule_keys) > 1:
+            self.fail((rule_keys[1],), "a segment has one rule at the top; combine several with all: "
+                                       f"or any: (found {', '.join(map(str, rule_keys))})", key=True)
+            return None
+        try:
+            rule = self.rule({rule_keys[0]: data[rule_keys[0]]}, (), depth=0, top=True)
+        except _Invalid:
+            return None
+        return Segment(name=str(name), description=description, rule=rule, file=self.doc.file)
+
+    # -- rules -----------------------------------------------------------------------------
+    def rule(self, value: Any, path: PathKey, depth: int, top: bool = False) -> Rule:
+        if depth > MAX_DEPTH:
+            raise self.fail(path, f"rules are nested more than {MAX_DEPTH} deep")
+        if not isinstance(value, dict) or len(value) != 1:
+            raise self.fail(path, "each rule is a mapping with one key, e.g. - tier: {at_least: gold} "
+                                  f"(found {_describe(value)})")
+        (key, body), = value.items()
+        here = path if top else path + (key,)
+        if not isinstance(key, str):
+            raise self.fail(here, f"rule names are text, found {key!r}", key=True)
+        if key in ("all", "any"):
+            if not isinstance(body, list) or not body:
+                raise self.fail(here, f"{key}: takes a non-empty list of rules")
+            items, failed = [], False
+            for i, item in enumerate(body):
+                try:
+                    items.append(self.rule(item, here + (i,), depth + 1))
+                except _Invalid:
+                    failed = True
+            if failed:
+                raise _Invalid()
+            return All(tuple(items)) if key == "all" else AnyOf(tuple(items))
+        if key == "not":
+            return Not(self.rule(body, here, depth + 1))
+        if key == "segment":
+            if not isinstance(body, str) or not SEGMENT_NAME.match(body):
+                raise self.fail(here, f"segment: takes a segment name, found {body!r}")
+            return SegmentRef(body, self.doc.locate(here))
+        if key in ("event", "purchases"):
+            return self.event(body, here, purchases=key == "purchases")
+        if key.startswith("attributes."):
+            parts = tuple(key.split(".")[1:])
+            if not parts or not all(PATH_PART.match(p) for p in parts):
+                raise self.fail(here, f"'{key}' is not an attribute path (attributes.name, letters, "
+                                      "digits and _)", key=True)
+            return self.value_rule(parts, body, here, what=f"attribute '{'.'.join(parts)}'")
+        spec = FIELDS.get(key)
+        if spec is None:
+            raise self.fail(here, f"unknown field '{key}' (expected: all, any, not, segment, event, "
+                                  f"purchases, attributes.NAME, {', '.join(FIELDS)})", key=True)
+        return self.field(spec, body, here)
+
+    def _op_mapping(self, body: Any, path: PathKey, shorthand_ok: bool, allowed: tuple[str, ...],
+                    what: str) -> list[tuple[str, Any, PathKey]]:
+        if isinstance(body, dict):
+            if not body:
+                raise self.fail(path, f"no operator given for {what} (expected: {', '.join(allowed)})")
+            ops = []
+            for name, value in body.items():
+                if name not in allowed:
+                    self.fail(path + (name,), f"unknown operator '{name}' for {what} "
+                                              f"(expected: {', '.join(allowed)})", key=True)
+                    continue
+                ops.append((name, value, path + (name,)))
+            if len(ops) != len(body):
+                raise _Invalid()
+            return ops
+        if not shorthand_ok:
+            raise self.fail(path, f"{what} needs an operator mapping such as {{{allowed[0]}: ...}} "
+                                  f"(expected: {', '.join(allowed)})")
+        return [("in" if isinstance(body, list) else "eq", body, path)]
+
+    def field(self, spec: FieldSpec, body: Any, path: PathKey) -> FieldRule:
+        shorthand = spec.kind in ("text", "number", "bool", "tier", "category", "days_since",
+                                  "derived_number")
+        what = f"field '{spec.name}'"
+        ops = [Op(name, self.operand(spec.kind, name, value, p, what))
+               for name, value, p in self._op_mapping(body, path, shorthand, spec.operators, what)]
+        return FieldRule(spec, tuple(ops), self.doc.locate(path))
+
+    def value_rule(self, parts: tuple[str, ...], body: Any, path: PathKey, what: str) -> ValueRule:
+        declared = body.get("as") if isinstance(body, dict) else None
+        if isinstance(body, dict) and "as" in body:
+            body = {k: v for k, v in body.items() if k != "as"}
+            if declared not in ATTRIBUTE_TYPES:
+                raise self.fail(path + ("as",), f"as: takes one of {', '.join(ATTRIBUTE_TYPES)}, "
+                                                f"found {declared!r}")
+        sample = _first_value(body)
+        kind = declared or ("boolean" if isinstance(sample, bool) else
+                            "number" if isinstance(sample, (int, float)) else "text")
+        allowed = {"text": TEXT_OPS, "number": NUMBER_OPS, "boolean": ("eq", "is_set", "is_null")}[kind]
+        ops = [Op(name, self.operand(_VALUE_KINDS[kind], name, value, p, what))
+               for name, value, p in self._op_mapping(body, path, True, allowed, what)]
+        return ValueRule(parts, kind, tuple(ops), self.doc.locate(path))
+
+    def event(self, body: Any, path: PathKey, purchases: bool) -> EventRule:
+        label = "purchases" if purchases else "event"
+        if not isinstance(body, dict):
+            raise self.fail(path, f"{label}: takes a mapping such as {{count: {{gte: 3}}, within: 30 days}}")
+        allowed = tuple(k for k in EVENT_KEYS if not (purchases and k == "type"))
+        bad = [k for k in body if k not in allowed]
+        for key in bad:
+            self.fail(path + (key,), f"unknown key '{key}' in {label} (expected: {', '.join(allowed)})",
+                      key=True)
+        if bad:
+            raise _Invalid()
+        kind = "purchase" if purchases else body.get("type")
+        if not isinstance(kind, str) or not EVENT_TYPE.match(kind):
+            raise self.fail(path + ("type",) if "type" in body else path,
+                            f"event: needs type: an event type such as purchase (found {kind!r})")
+        count: tuple[Op, ...] = ()
+        if "count" in body:
+            count = tuple(Op(n, self.operand("count", n, v, p, "count"))
+                          for n, v, p in self._op_mapping(body["count"], path + ("count",), True,
+                                                          ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
+                                                          "count"))
+        sum_of, sum_ops = None, ()
+        if "sum" in body:
+            total = body["sum"]
+            if not isinstance(total, dict) or len(total) != 1:
+                raise self.fail(path + ("sum",), "sum: takes one property and a condition, "
+                                                 "e.g. sum: {amount: {gte: 5000000}}")
+            (sum_of, condition), = total.items()
+            if not isinstance(sum_of, str) or not PATH_PART.match(sum_of):
+                raise self.fail(path + ("sum",), f"sum: names a property such as amount, found {sum_of!r}")
+            sum_ops = tuple(Op(n, self.operand("number", n, v, p, f"sum of {sum_of}"))
+                            for n, v, p in self._op_mapping(condition, path + ("sum", sum_of), True,
+                                                            ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
+                                                            f"sum of {sum_of}"))
+        if not count and not sum_ops:
+            count = (Op("gte", Decimal(1)),)
+        within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
+        since = self._try(lambda: parse_time(body["since"]), path + ("since",)) if "since" in body else None
+        until = self._try(lambda: parse_time(body["until"]), path + ("until",)) if "until" in body else None
+        where = []
+        if "where" in body:
+            filters = body["where"]
+            if not isinstance(filters, dict) or not filters:
+                raise self.fail(path + ("where",), "where: takes a mapping of property conditions, "
+                                                   "e.g. where: {store: Q1}")
+            for prop, condition in filters.items():
+                if not isinstance(prop, str) or not PATH_PART.match(prop):
+                    raise self.fail(path + ("where", prop), f"'{prop}' is not a property name", key=True)
+                if prop in EVENT_COLUMNS and isinstance(condition, dict) and "as" not in condition:
+                    condition = {**condition, "as": "number" if EVENT_COLUMNS[prop] == "number" else "text"}
+                where.append(self.value_rule((prop,), condition, path + ("where", prop),
+                                             what=f"event property '{prop}'"))
+        return EventRule(kind, count, sum_of, sum_ops, within, since, until, tuple(where),
+                         self.doc.locate(path))
+
+    def _try(self, parse: Any, path: PathKey) -> Any:
+        try:
+            return parse()
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    # -- operands --------------------------------------------------------------------------
+    def operand(self, kind: str, op: str, value: Any, path: PathKey, what: str) -> Any:
+        try:
+            return self._operand(kind, op, value, what)
+        except ValueError as exc:
+            raise self.fail(path, f"{what}: {op}: {exc}") from None
+
+    def _operand(self, kind: str, op: str, value: Any, what: str) -> Any:
+        if op in ("is_set", "is_null"):
+            if not isinstance(value, bool):
+                raise ValueError(f"takes true or false, found {value!r}")
+            return value
+        if op in ("in", "not_in"):
+            if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+                raise ValueError(f"takes a list of 1 to {MAX_LIST} values, found {_describe(value)}")
+            return tuple(self._scalar(kind, v) for v in value)
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError(f"takes a list of two values [low, high], found {_describe(value)}")
+            low, high = (self._scalar(kind, v) for v in value)
+            if kind in ("number", "count", "days_since", "derived_number", "date") and low > high:
+                raise ValueError(f"the low end {value[0]} is above the high end {value[1]}")
+            return (low, high)
+        if op == "anniversary":
+            return _anniversary(value)
+        if kind == "time":
+            if op in ("within", "older_than"):
+                return parse_duration(value)
+            return parse_time(value)
+        if kind == "tier" and op in ("at_least", "at_most", "above", "below"):
+            return self._scalar(kind, value)
+        return self._scalar(kind, value)
+
+    def _scalar(self, kind: str, value: Any) -> Any:
+        if kind in ("number", "derived_number"):
+            return _number(value)
+        if kind in ("count", "days_since"):
+            number = _number(value)
+            if number != number.to_integral_value() or number < 0:
+                raise ValueError(f"expected a whole number of {'events' if kind == 'count' else 'days'}, "
+                                 f"found {value!r}")
+            return number
+        if kind == "text":
+            if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
+                raise ValueError(f"expected text, found {_describe(value)}")
+            text = str(value)
+            if len(text) > 1000:
+                raise ValueError("text longer than 1000 characters")
+            return text
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, found {value!r}")
+            return value
+        if kind == "tier":
+            if value not in self.ladder.names:
+                raise ValueError(f"unknown tier {value!r} (tiers: {', '.join(self.ladder.names)})")
+            return value
+        if kind == "category":
+            if value not in NPS_CATEGORIES:
+                raise ValueError(f"unknown NPS category {value!r} (expected: {', '.join(NPS_CATEGORIES)})")
+            return value
+        if kind == "time":
+            return parse_time(value)
+        if kind == "date":
+            if isinstance(value, date) or (isinstance(value, str) and value[:1].isdigit()):
+                return parse_date(value)
+            return parse_time(value)
+        raise ValueError(f"unsupported value {value!r}")
+
+
+_VALUE_KINDS = {"text": "text", "number": "number", "boolean": "bool"}
+
+
+def _anniversary(value: Any) -> Any:
+    if value == "today":
+        return 0
+    if isinstance(value, dict) and set(value) == {"within_next"}:
+        duration = parse_duration(value["within_next"])
+        if duration.unit not in ("day", "week") or duration.days_exact() > 366:
+            raise ValueError("within_next: takes days or weeks, at most 366 days")
+        return duration.days_exact()
+    raise ValueError(f"takes today or {{within_next: 7 days}}, found {_describe(value)}")
+
+
+def _number(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError(f"expected a number, found {_describe(value)}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"expected a number, found {value!r}") from None
+    if not number.is_finite() or abs(number) >= Decimal("1e15"):
+        raise ValueError(f"expected a number below 10^15, found {value!r}")
+    return number
+
+
+def _first_value(body: Any) -> Any:
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if name in ("is_set", "is_null"):
+                continue
+            return value[0] if isinstance(value, list) and value else value
+        return None
+    return body[0] if isinstance(body, list) and body else body
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class SegmentCatalog:
+    """All segments of a program, checked for unknown references and cycles."""
+
+    segments: dict[str, Segment]
+
+    def get(self, name: str) -> Segment:
+        from ..errors import NotFound
+
+        if name not in self.segments:
+            known = ", ".join(sorted(self.segments)) or "none"
+            raise NotFound(f"no segment named '{name}' (segments: {known})")
+        return self.segments[name]
+
+
+def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | None = None
+                  ) -> tuple[SegmentCatalog, list[Problem]]:
+    """Parse every segments/*.yaml file; returns the valid segments and every problem found."""
+    problems: list[Problem] = []
+    segments: dict[str, Segment] = {}
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
+    for path in files:
+        display = _display(path, display_root)
+        try:
+            doc = load_yaml_file(path, display_name=display)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        parser = SegmentParser(doc, ladder)
+        segment = parser.segment(path.stem)
+        problems += parser.problems
+        if segment is not None and not parser.problems:
+            segments[segment.name] = segment
+    problems += _check_references(segments, {p.stem for p in files})
+    for problem in problems:
+        bad = Path(problem.location.file).stem if problem.location else None
+        segments.pop(bad, None)  # type: ignore[arg-type]
+    return SegmentCatalog(segments), problems
+
+
+def _display(path: Path, root: Path | None) -> str:
+    try:
+        return str(path.resolve().relative_to((root or Path.cwd()).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def references(rule: Rule) -> list[SegmentRef]:
+    if isinstance(rule, SegmentRef):
+        return [rule]
+    if isinstance(rule, (All, AnyOf)):
+        return [ref for item in rule.items for ref in references(item)]
+    if isinstance(rule, Not):
+        return references(rule.item)
+    return []
+
+
+def _check_references(segments: dict[str, Segment], files: set[str]) -> list[Problem]:
+    problems = []
+    for segment in segments.values():
+        for ref in references(segment.rule):
+            if ref.name not in files:
+                known = ", ".join(sorted(files)) or "none"
+                problems.append(Problem(ref.location, f"unknown segment '{ref.name}' (segments: {known})"))
+    # Cycles: depth-first search over the reference graph.
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for ref in references(segments[name].rule):
+            if ref.name not in segments:
+                continue
+            if state.get(ref.name) == 1:
+                cycle = trail[trail.index(ref.name):] + [ref.name] if ref.name in trail else [name, ref.name]
+                problems.append(Problem(ref.location, f"segments refer to each other in a cycle: "
+                                                      f"{' -> '.join(cycle)}"))
+            elif ref.name not in state:
+                visit(ref.name, trail + [ref.name])
+        state[name] = 2
+
+    for name in sorted(segments):
+        if name not in state:
+            visit(name, [name])
+    return problems
