@@ -148,20 +148,20 @@ class SegmentParser:
                                        f"or any: (found {', '.join(map(str, rule_keys))})", key=True)
             return None
         try:
-            rule = self.rule({rule_keys[0]: data[rule_keys[0]]}, (), depth=0, top=True)
+            rule = self.rule({rule_keys[0]: data[rule_keys[0]]}, (), depth=0)
         except _Invalid:
             return None
         return Segment(name=str(name), description=description, rule=rule, file=self.doc.file)
 
     # -- rules -----------------------------------------------------------------------------
-    def rule(self, value: Any, path: PathKey, depth: int, top: bool = False) -> Rule:
+    def rule(self, value: Any, path: PathKey, depth: int) -> Rule:
         if depth > MAX_DEPTH:
             raise self.fail(path, f"rules are nested more than {MAX_DEPTH} deep")
         if not isinstance(value, dict) or len(value) != 1:
             raise self.fail(path, "each rule is a mapping with one key, e.g. - tier: {at_least: gold} "
                                   f"(found {_describe(value)})")
         (key, body), = value.items()
-        here = path if top else path + (key,)
+        here = path + (key,)
         if not isinstance(key, str):
             raise self.fail(here, f"rule names are text, found {key!r}", key=True)
         if key in ("all", "any"):
@@ -364,9 +364,15 @@ class SegmentParser:
         if kind == "time":
             return parse_time(value)
         if kind == "date":
-            if isinstance(value, date) or (isinstance(value, str) and value[:1].isdigit()):
+            try:
                 return parse_date(value)
-            return parse_time(value)
+            except ValueError:
+                pass
+            try:
+                return parse_time(value)
+            except ValueError:
+                raise ValueError(f"expected a date such as 2026-01-31 or a time such as '18 years ago', "
+                                 f"found {value!r}") from None
         raise ValueError(f"unsupported value {value!r}")
 
 
