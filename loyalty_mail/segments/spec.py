@@ -29,7 +29,7 @@ from .fields import (
     TEXT_OPS,
     FieldSpec,
 )
-from .timeexpr import Duration, TimeValue, parse_date, parse_duration, parse_time
+from .timeexpr import MAX_DAYS, Duration, TimeValue, parse_date, parse_duration, parse_time
 
 SEGMENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -341,6 +341,8 @@ class SegmentParser:
             if number != number.to_integral_value() or number < 0:
                 raise ValueError(f"expected a whole number of {'events' if kind == 'count' else 'days'}, "
                                  f"found {value!r}")
+            if kind == "days_since" and number > MAX_DAYS:
+                raise ValueError(f"expected at most {MAX_DAYS} days (100 years), found {value!r}")
             return number
         if kind == "text":
             if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
@@ -348,17 +350,19 @@ class SegmentParser:
             text = str(value)
             if len(text) > 1000:
                 raise ValueError("text longer than 1000 characters")
+            if "\x00" in text:
+                raise ValueError("text may not contain NUL characters")
             return text
         if kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, found {value!r}")
             return value
         if kind == "tier":
-            if value not in self.ladder.names:
+            if not isinstance(value, str) or value not in self.ladder.names:
                 raise ValueError(f"unknown tier {value!r} (tiers: {', '.join(self.ladder.names)})")
             return value
         if kind == "category":
-            if value not in NPS_CATEGORIES:
+            if not isinstance(value, str) or value not in NPS_CATEGORIES:
                 raise ValueError(f"unknown NPS category {value!r} (expected: {', '.join(NPS_CATEGORIES)})")
             return value
         if kind == "time":

@@ -83,14 +83,26 @@ def parse_duration(value: Any) -> Duration:
     match = _DURATION.match(str(value)) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"expected a duration such as '30 days', '2 weeks' or '1 year', found {value!r}")
-    duration = Duration(int(match.group(1)), match.group(2))
-    if duration.before(datetime(2000, 1, 1)) < datetime(1900, 1, 1) and duration.unit != "minute":
-        raise ValueError(f"duration {value!r} is longer than 100 years")
+    return _bounded(Duration(int(match.group(1)), match.group(2)), value)
+
+
+def _bounded(duration: Duration, text: Any) -> Duration:
+    """Refuse durations over 100 years: they mean nothing here and overflow date arithmetic."""
+    per_unit = {"minute": 1 / 1440, "hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
+    if duration.amount * per_unit[duration.unit] > MAX_DAYS:
+        raise ValueError(f"{text!r} is longer than 100 years")
     return duration
 
 
 def parse_time(value: Any) -> TimeValue:
     """`90 days ago`, `now`, `today`, `2026-01-01` or an ISO date-time -> TimeValue."""
+    parsed = _parse_time(value)
+    if parsed.absolute is not None and not 1900 <= parsed.absolute.year <= 2200:
+        raise ValueError(f"expected a year between 1900 and 2200, found {value!r}")
+    return parsed
+
+
+def _parse_time(value: Any) -> TimeValue:
     if isinstance(value, datetime):
         return TimeValue("absolute", absolute=value, text=value.isoformat())
     if isinstance(value, date):
@@ -101,7 +113,7 @@ def parse_time(value: Any) -> TimeValue:
             return TimeValue(text, text=text)
         match = _AGO.match(text)
         if match:
-            return TimeValue("ago", ago=Duration(int(match.group(1)), match.group(2)), text=text)
+            return TimeValue("ago", ago=_bounded(Duration(int(match.group(1)), match.group(2)), text), text=text)
         try:
             return TimeValue("absolute", absolute=datetime.fromisoformat(text), text=text)
         except ValueError:
@@ -115,13 +127,17 @@ def parse_time(value: Any) -> TimeValue:
 def parse_date(value: Any) -> date:
     """A calendar date (for birthdays)."""
     if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise ValueError(f"expected a date such as 2026-01-31, found {value!r}") from None
+        day = value.date()
+    elif isinstance(value, date):
+        day = value
+    else:
+        try:
+            day = date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a date such as 2026-01-31, found {value!r}") from None
+    if not 1800 <= day.year <= 2200:
+        raise ValueError(f"expected a year between 1800 and 2200, found {value!r}")
+    return day
 
 
 def anniversary_on(original: date, year: int) -> date:
