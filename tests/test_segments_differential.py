@@ -47,7 +47,7 @@ attribute_values = st.one_of(st.none(), st.sampled_from(["Hà Nội", "Huế", "
 def members_and_events(draw):
     at = draw(instants)
     members, events = [], []
-    for ref in range(1, draw(st.integers(1, 9)) + 1):
+    for ref in range(1, draw(st.integers(3, 9)) + 1):
         zone = draw(st.sampled_from(ZONES))
         joined = draw(st.one_of(st.none(), offsets.map(lambda d: at - timedelta(days=abs(d), minutes=draw(
             st.integers(0, 1439))))))
@@ -193,7 +193,7 @@ def test_sql_matches_the_reference(database_url: str, project: Path):
     catalog = SegmentCatalog({})
     seen = {"examples": 0, "partial": 0}
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(data=members_and_events(), rule=rules)
     def check(data, rule):
         at, members, events = data

@@ -93,7 +93,13 @@ def byte_progress(label: str, total: int) -> Iterator[Callable[[int], None] | No
                         TimeRemainingColumn(), console=stderr(), transient=True)
     with progress:
         task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            if progress.tasks[0].completed >= total:  # read it all: now the database work
+                progress.update(task, description=f"{label}: read, writing to the database")
+
+        yield advance
 
 
 @contextmanager

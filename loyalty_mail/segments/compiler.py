@@ -13,6 +13,7 @@ whitelist in fields.py. Semantics shared with reference.py:
 
 from __future__ import annotations
 
+import operator
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import UnaryExpression
 
 from ..models import UTCDateTime, events_table, members_table
 from ..tiers import TierLadder
@@ -30,6 +33,7 @@ from .spec import All, AnyOf, EventRule, FieldRule, Not, Op, Rule, SegmentCatalo
 from .timeexpr import anniversary_on
 
 DAYS_PER_YEAR = 365.25
+NARROW_WINDOW = timedelta(days=31)
 _NUMERIC_TEXT_PG = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
@@ -79,6 +83,13 @@ class _Compiler:
         """Compile one rule. Under a `not`, conditions are made never-NULL; elsewhere NULL and
         false filter alike, and the bare comparison keeps indexes usable."""
         if isinstance(rule, All):
+            # Member conditions first; event conditions beside them become correlated counts,
+            # evaluated only for the members that pass the cheaper conditions.
+            events = [item for item in rule.items if isinstance(item, EventRule)]
+            others = [item for item in rule.items if not isinstance(item, EventRule)]
+            if events and others:
+                return sa.and_(*(self.rule(item, trail, negated) for item in others),
+                               *(self.event(item, correlated=True) for item in events))
             return sa.and_(*(self.rule(item, trail, negated) for item in rule.items))
         if isinstance(rule, AnyOf):
             return sa.or_(*(self.rule(item, trail, negated) for item in rule.items))
@@ -163,6 +174,8 @@ class _Compiler:
         value = op.value
         if op.name in ("is_set", "is_null"):
             return _is_set(column, op)
+        if not (op.name in ("lt", "lte") and value <= NARROW_WINDOW.days):
+            column = self.unindexed(column)
         if op.name == "gte":
             return at_least(_ceil(value))
         if op.name == "gt":
@@ -186,62 +199,60 @@ class _Compiler:
 
     def time_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
         ctx = self.ctx
-
-        def t(value: Any) -> sa.ColumnElement[Any]:
-            return sa.literal(value.resolve(ctx.at, ctx.zone), UTCDateTime())
-
-        if op.name in ("is_set", "is_null"):
-            return _is_set(column, op)
-        if op.name == "before":
-            return column < t(op.value)
-        if op.name == "after":
-            return column > t(op.value)
-        if op.name == "since":
-            return column >= t(op.value)
-        if op.name == "between":
-            return sa.and_(column >= t(op.value[0]), column <= t(op.value[1]))
+        if not self.narrow_window(op):
+            column = self.unindexed(column)
         if op.name == "within":
             return sa.and_(column >= sa.literal(op.value.before(ctx.at), UTCDateTime()),
                            column <= sa.literal(ctx.at, UTCDateTime()))
         if op.name == "older_than":
             return column < sa.literal(op.value.before(ctx.at), UTCDateTime())
-        raise ValueError(op.name)
+        return _ordered(column, op, lambda v: sa.literal(v.resolve(ctx.at, ctx.zone), UTCDateTime()))
+
+    def narrow_window(self, op: Op) -> bool:
+        """Does this time condition select only a recent slice (from at most 31 days before `at`)?"""
+        earliest = self.ctx.at - NARROW_WINDOW
+        if op.name == "within":
+            return op.value.before(self.ctx.at) >= earliest
+        if op.name in ("after", "since"):
+            return op.value.resolve(self.ctx.at, self.ctx.zone) >= earliest
+        if op.name == "between":
+            return op.value[0].resolve(self.ctx.at, self.ctx.zone) >= earliest
+        return False
+
+    def unindexed(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """On SQLite, `+column`: the documented way to keep the planner off an index. Without
+        range statistics SQLite takes any index for a range, and for a wide range (most members)
+        the random row lookups cost several times a plain scan. PostgreSQL estimates well."""
+        if self.ctx.dialect != "sqlite":
+            return column
+        return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
     def date_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
-        def d(value: Any) -> sa.ColumnElement[Any]:
-            return sa.literal(as_date(value, self.ctx), sa.Date())
-
-        if op.name in ("is_set", "is_null"):
-            return _is_set(column, op)
-        if op.name == "before":
-            return column < d(op.value)
-        if op.name == "after":
-            return column > d(op.value)
-        if op.name == "since":
-            return column >= d(op.value)
-        if op.name == "between":
-            return sa.and_(column >= d(op.value[0]), column <= d(op.value[1]))
-        raise ValueError(op.name)
+        return _ordered(column, op, lambda v: sa.literal(as_date(v, self.ctx), sa.Date()))
 
     def anniversary(self, column: sa.ColumnElement[Any], days_ahead: int) -> sa.ColumnElement[bool]:
-        """The anniversary of a date column falls on the member's local today (or within N days)."""
+        """The anniversary of a date column falls on the member's local today (or within N days).
+
+        A member's local date is one of at most three calendar dates at any instant; each is
+        matched with the time zones that are on it. The month-day prefilter comes first and is
+        served by an expression index (migration 0003)."""
         zone = sa.func.coalesce(self.m.c.timezone, sa.literal(self.ctx.default_timezone))
-        month_day = (sa.func.strftime("%m-%d", column) if self.ctx.dialect == "sqlite"
-                     else sa.func.to_char(column, "MM-DD"))
-        groups = []
+        key = month_day_key(column, self.ctx.dialect)
+        groups, every_key = [], set()
         for today, names in self.ctx.local_dates.items():
-            by_year: dict[int, set[str]] = defaultdict(set)
+            by_year: dict[int, set[int]] = defaultdict(set)
             for k in range(days_ahead + 1):
                 target = today + timedelta(days=k)
-                by_year[target.year] |= anniversary_month_days(target)
-            matches = [sa.and_(month_day.in_(sorted(mds)), column < sa.literal(date(year, 1, 1), sa.Date()))
-                       for year, mds in sorted(by_year.items())]
+                by_year[target.year] |= anniversary_keys(target)
+            every_key |= set().union(*by_year.values())
+            matches = [sa.and_(key.in_(sorted(keys)), column < sa.literal(date(year, 1, 1), sa.Date()))
+                       for year, keys in sorted(by_year.items())]
             groups.append(sa.and_(zone.in_(names), sa.or_(*matches)))
-        return sa.or_(*groups)
+        return sa.and_(key.in_(sorted(every_key)), sa.or_(*groups))
 
     def tier_op(self, op: Op) -> sa.ColumnElement[bool]:
         names = tiers_matching(self.ctx.ladder, op)
-        return self.m.c.tier.in_(names) if names else sa.false()
+        return self.unindexed(self.m.c.tier).in_(names) if names else sa.false()
 
     def nps_op(self, op: Op) -> sa.ColumnElement[bool]:
         score = self.m.c.nps_score
@@ -303,7 +314,7 @@ class _Compiler:
         return compare(value, op, self.ctx.dialect)
 
     # -- events ----------------------------------------------------------------------------
-    def event(self, rule: EventRule) -> sa.ColumnElement[bool]:
+    def event(self, rule: EventRule, correlated: bool = False) -> sa.ColumnElement[bool]:
         e, ctx = events_table, self.ctx
         at = sa.literal(ctx.at, UTCDateTime())
         where = [e.c.type == rule.type, e.c.occurred_at <= at]
@@ -316,8 +327,9 @@ class _Compiler:
         for condition in rule.where:
             where.append(_never_null(sa.and_(*(self.event_value_op(condition, op) for op in condition.ops))))
         parts = []
+        membership = self._aggregate_correlated if correlated else self._aggregate_membership
         if rule.count:
-            parts.append(self._aggregate_membership(where, sa.func.count(), rule.count))
+            parts.append(membership(where, sa.func.count(), rule.count))
         if rule.sum_ops:
             assert rule.sum_of is not None
             if rule.sum_of in ("amount", "points"):
@@ -326,8 +338,15 @@ class _Compiler:
                 summed = self.json_value(e.c.properties, (rule.sum_of,), "number")
             total = sa.func.coalesce(sa.func.sum(summed), 0)
             ops = rule.sum_ops if ctx.dialect != "sqlite" else tuple(Op(o.name, _floats(o.value)) for o in rule.sum_ops)
-            parts.append(self._aggregate_membership(where, total, ops))
+            parts.append(membership(where, total, ops))
         return sa.and_(*parts)
+
+    def _aggregate_correlated(self, where: list[Any], aggregate: sa.ColumnElement[Any],
+                              ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
+        """The aggregate over this member's matching events (an index range scan per member)."""
+        e = events_table
+        value = sa.select(aggregate).where(e.c.member_ref == self.m.c.id, *where).scalar_subquery()
+        return sa.and_(*(compare(value, op, self.ctx.dialect) for op in ops))
 
     def _aggregate_membership(self, where: list[Any], aggregate: sa.ColumnElement[Any],
                               ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
@@ -409,18 +428,37 @@ def tiers_matching(ladder: TierLadder, op: Op) -> list[str]:
     return [n for i, n in enumerate(names) if pick(i)]
 
 
-def anniversary_month_days(day: date) -> set[str]:
-    """The month-days whose anniversary falls on `day` (28 Feb also takes 29 Feb in common years)."""
-    days = {f"{day.month:02d}-{day.day:02d}"}
+def anniversary_keys(day: date) -> set[int]:
+    """The month-day keys (month*100 + day) whose anniversary falls on `day`: 28 February also
+    takes 29 February in common years."""
+    keys = {day.month * 100 + day.day}
     if day.month == 2 and day.day == 28 and anniversary_on(date(2000, 2, 29), day.year) == day:
-        days.add("02-29")
-    return days
+        keys.add(229)
+    return keys
+
+
+def month_day_key(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[int]:
+    """month*100 + day of a date column, written exactly as the expression indexes of
+    migration 0003 are, so that the database uses them (constants are literals, not parameters)."""
+    if dialect == "sqlite":
+        return sa.cast(sa.func.strftime(sa.literal_column("'%m%d'"), column), sa.Integer)
+    return sa.extract("month", column) * sa.literal_column("100") + sa.extract("day", column)
 
 
 def as_date(value: Any, ctx: Context) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     return value.resolve(ctx.at, ctx.zone).astimezone(ctx.zone).date()
+
+
+def _ordered(column: sa.ColumnElement[Any], op: Op, bound: Any) -> sa.ColumnElement[bool]:
+    """before / after / since / between (and is_set / is_null) against values made by `bound`."""
+    if op.name in ("is_set", "is_null"):
+        return _is_set(column, op)
+    if op.name == "between":
+        return sa.and_(column >= bound(op.value[0]), column <= bound(op.value[1]))
+    comparisons = {"before": operator.lt, "after": operator.gt, "since": operator.ge}
+    return comparisons[op.name](column, bound(op.value))
 
 
 def _is_set(column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:

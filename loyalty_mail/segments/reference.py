@@ -183,23 +183,11 @@ def _resolve(value: TimeValue, ctx: Context) -> datetime:
 
 
 def _time(moment: datetime | None, op: Op, ctx: Context) -> bool:
-    if op.name in ("is_set", "is_null"):
-        return _compare(moment, op)
-    if moment is None:
-        return False
-    if op.name == "before":
-        return moment < _resolve(op.value, ctx)
-    if op.name == "after":
-        return moment > _resolve(op.value, ctx)
-    if op.name == "since":
-        return moment >= _resolve(op.value, ctx)
-    if op.name == "between":
-        return _resolve(op.value[0], ctx) <= moment <= _resolve(op.value[1], ctx)
-    if op.name == "within":
+    if moment is not None and op.name == "within":
         return op.value.before(ctx.at) <= moment <= ctx.at
-    if op.name == "older_than":
+    if moment is not None and op.name == "older_than":
         return moment < op.value.before(ctx.at)
-    raise ValueError(op.name)
+    return _ordered(moment, op, lambda value: _resolve(value, ctx))
 
 
 def _as_date(value: Any, ctx: Context) -> date:
@@ -210,19 +198,19 @@ def _as_date(value: Any, ctx: Context) -> date:
 
 
 def _date(day: date | None, op: Op, ctx: Context) -> bool:
+    return _ordered(day, op, lambda value: _as_date(value, ctx))
+
+
+def _ordered(value: Any, op: Op, convert: Any) -> bool:
+    """before / after / since / between on a time or date; a missing value satisfies none of them."""
     if op.name in ("is_set", "is_null"):
-        return _compare(day, op)
-    if day is None:
+        return _compare(value, op)
+    if value is None:
         return False
-    if op.name == "before":
-        return day < _as_date(op.value, ctx)
-    if op.name == "after":
-        return day > _as_date(op.value, ctx)
-    if op.name == "since":
-        return day >= _as_date(op.value, ctx)
     if op.name == "between":
-        return _as_date(op.value[0], ctx) <= day <= _as_date(op.value[1], ctx)
-    raise ValueError(op.name)
+        return convert(op.value[0]) <= value <= convert(op.value[1])
+    return {"before": value < convert(op.value), "after": value > convert(op.value),
+            "since": value >= convert(op.value)}[op.name]
 
 
 def _json_value(document: Any, path: tuple[str, ...], kind: str) -> Any:

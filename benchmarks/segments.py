@@ -1,0 +1,259 @@
+"""Segment speed: each example segment as compiled SQL against the naive path (load members and
+events through the ORM, evaluate the plain-Python reference), over the same data in the same run.
+
+    python benchmarks/segments.py                          # 1,000,000 members, ~5,000,000 events, SQLite
+    python benchmarks/segments.py --postgres postgresql://postgres@127.0.0.1/test   # also PostgreSQL (SQL only)
+    python benchmarks/segments.py --members 100000         # a quicker run
+
+The data is generated straight into the tables (not through the import path, which has its own
+benchmark). SQL times are the best of 3 runs of `SELECT count(*) ... WHERE <segment>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from loyalty_mail import db  # noqa: E402
+from loyalty_mail.config import load_settings  # noqa: E402
+from loyalty_mail.models import Event, Member, events_table, members_table  # noqa: E402
+from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
+from loyalty_mail.segments.reference import EventFacts, MemberFacts, evaluate  # noqa: E402
+
+AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+ZONES = ["Asia/Ho_Chi_Minh"] * 6 + ["Asia/Singapore", "America/New_York", "Europe/London", "Australia/Sydney"]
+TIERS = [("platinum", 25000), ("gold", 8000), ("silver", 2000), ("member", 0)]
+
+
+def generate(members: int, seed: int = 7):
+    """Yield (member row, [event rows]) with realistic spreads of recency, frequency and spend."""
+    rng = random.Random(seed)
+    for ref in range(1, members + 1):
+        zone = rng.choice(ZONES)
+        joined = AT - timedelta(days=rng.uniform(0, 1500), seconds=rng.randrange(86400))
+        purchases = min(round(rng.expovariate(1 / 4)), 60)
+        events = [(ref, "signup", joined, None, None, None)]
+        spend = 0
+        last = None
+        for _ in range(purchases):
+            when = joined + (AT - joined) * rng.random()
+            amount = rng.choice([150_000, 450_000, 900_000, 2_500_000, 6_000_000])
+            spend += amount
+            last = when if last is None or when > last else last
+            events.append((ref, "purchase", when, amount, "VND", amount // 1000))
+        points = spend // 1000
+        tier = next(name for name, threshold in TIERS if points >= threshold)
+        row = (ref, f"LM{ref:08d}", f"m{ref}@example.com", rng.choice(["vi", "vi", "en"]), zone, joined,
+               joined.astimezone(ZoneInfo(zone)).date(), AT.date().replace(year=rng.randint(1955, 2006),
+                                                                              day=1) + timedelta(days=rng.randrange(365)),
+               points, tier, spend, purchases, last, rng.choice([None, None] + list(range(11))),
+               rng.random() > 0.03, AT - timedelta(days=rng.uniform(0, 400)) if rng.random() < 0.03 else None)
+        yield row, events
+
+
+MEMBER_COLUMNS = ["id", "member_id", "email", "locale", "timezone", "joined_at", "joined_on", "birthday", "points",
+                  "tier", "total_spend", "purchase_count", "last_purchase_at", "nps_score", "subscribed",
+                  "unsubscribed_at"]
+EVENT_COLUMNS = ["member_ref", "type", "occurred_at", "amount", "currency", "points"]
+
+
+def load_sqlite(engine: sa.Engine, members: int) -> int:
+    utc = lambda t: t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") if t else None  # noqa: E731
+    count = 0
+    with engine.begin() as connection:
+        raw = connection.connection.driver_connection
+        member_sql = (f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}, attributes, created_at, updated_at) "
+                      f"VALUES ({', '.join('?' * (len(MEMBER_COLUMNS) + 3))})")
+        event_sql = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, properties, created_at) "
+                     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 2))})")
+        now = utc(AT)
+        batch_m, batch_e = [], []
+        for row, events in generate(members):
+            m = list(row)
+            m[5], m[6], m[7], m[12], m[15] = utc(m[5]), m[6].isoformat(), m[7].isoformat(), utc(m[12]), utc(m[15])
+            batch_m.append((*m, "{}", now, now))
+            batch_e += [(e[0], e[1], utc(e[2]), e[3], e[4], e[5], "{}", now) for e in events]
+            if len(batch_e) > 50_000:
+                raw.executemany(member_sql, batch_m)
+                raw.executemany(event_sql, batch_e)
+                count += len(batch_e)
+                batch_m, batch_e = [], []
+        raw.executemany(member_sql, batch_m)
+        raw.executemany(event_sql, batch_e)
+        count += len(batch_e)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    return count
+
+
+def load_postgres(engine: sa.Engine, members: int) -> int:
+    """COPY members, then events (the generator runs twice, deterministically, to keep memory flat)."""
+    count = 0
+    with engine.begin() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY members ({', '.join(MEMBER_COLUMNS)}, attributes, created_at, updated_at) "
+                         "FROM STDIN") as copy:
+            for row, _ in generate(members):
+                copy.write_row((*row, "{}", AT, AT))
+        with cursor.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}, properties, created_at) FROM STDIN") as copy:
+            for _, events in generate(members):
+                for event in events:
+                    copy.write_row((*event, "{}", AT))
+                    count += 1
+        cursor.execute("SELECT setval(pg_get_serial_sequence('members', 'id'), (SELECT max(id) FROM members))")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")
+    return count
+
+
+def time_sql(engine: sa.Engine, settings, catalog) -> dict[str, tuple[int, float]]:
+    from loyalty_mail.segments import compile_rule
+
+    ctx = context_for(settings, catalog, AT, engine.dialect.name)
+    results = {}
+    with engine.connect() as connection:
+        for name in sorted(catalog.segments):
+            query = sa.select(sa.func.count()).select_from(members_table).where(
+                compile_rule(catalog.get(name).rule, ctx))
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                count = connection.execute(query).scalar_one()
+                best = min(best, time.perf_counter() - started)
+            results[name] = (count, best)
+    return results
+
+
+def time_naive(engine: sa.Engine, settings, catalog) -> tuple[float, dict[str, tuple[int, float]]]:
+    """Load every member and event through the ORM, then evaluate each segment in Python."""
+    from sqlmodel import Session, select
+
+    started = time.perf_counter()
+    members, events = [], {}
+    with Session(engine) as session:
+        for m in session.exec(select(Member).execution_options(yield_per=20_000)):
+            members.append(MemberFacts(
+                id=m.id, member_id=m.member_id, email=m.email, tier=m.tier, locale=m.locale, timezone=m.timezone,
+                points=m.points, total_spend=Decimal(m.total_spend), purchase_count=m.purchase_count,
+                joined_at=m.joined_at, joined_on=m.joined_on, last_purchase_at=m.last_purchase_at,
+                unsubscribed_at=m.unsubscribed_at, birthday=m.birthday, nps_score=m.nps_score,
+                subscribed=m.subscribed, attributes=m.attributes))
+        session.expunge_all()
+        for e in session.exec(select(Event).execution_options(yield_per=50_000)):
+            events.setdefault(e.member_ref, []).append(EventFacts(
+                member_ref=e.member_ref, type=e.type, occurred_at=e.occurred_at, amount=e.amount,
+                currency=e.currency, points=e.points, properties=e.properties))
+            session.expunge(e)
+    load = time.perf_counter() - started
+    ctx = context_for(settings, catalog, AT, engine.dialect.name)
+    results = {}
+    for name in sorted(catalog.segments):
+        rule = catalog.get(name).rule
+        started = time.perf_counter()
+        count = sum(1 for m in members if evaluate(rule, m, events.get(m.id, []), ctx))
+        results[name] = (count, time.perf_counter() - started)
+    return load, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--postgres", metavar="URL", help="also measure PostgreSQL (an empty scratch database is made)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive path")
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="keep the SQLite database in DIR and reuse it on the next run (same --members)")
+    args = parser.parse_args()
+    settings = load_settings(REPO, environ={})
+    catalog, problems = load_catalog(settings)
+    assert not problems, problems
+    with tempfile.TemporaryDirectory(prefix="lm-seg-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"segments-{args.members}.db"
+        reuse = args.keep is not None and path.exists()
+        engine = db.create_db_engine(f"sqlite:///{path}")
+        db.ensure_schema(engine)
+        if reuse:
+            print(f"SQLite: reusing {path}")
+        else:
+            started = time.perf_counter()
+            n_events = load_sqlite(engine, args.members)
+            print(f"SQLite: {args.members:,} members, {n_events:,} events loaded in "
+                  f"{time.perf_counter() - started:.0f} s")
+        sql = time_sql(engine, settings, catalog)
+        naive_load, naive = (None, {}) if args.no_naive else time_naive(engine, settings, catalog)
+        pg = {}
+        if args.postgres:
+            pg = postgres_figures(args.postgres, args.members, settings, catalog, keep=args.keep is not None)
+        print_table(sql, naive_load, naive, pg)
+        engine.dispose()
+
+
+def postgres_figures(admin_url: str, members: int, settings, catalog, keep: bool = False):
+    """Load a scratch PostgreSQL database (kept, and reused, with --keep) and time the segments."""
+    name = f"lm_bench_segments_{members}"
+    admin = sa.create_engine(db.resolve_url(admin_url, REPO), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        exists = c.exec_driver_sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").first()
+        if exists and not keep:
+            c.exec_driver_sql(f"DROP DATABASE {name}")
+        if not exists or not keep:
+            c.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sa.engine.make_url(db.resolve_url(admin_url, REPO)).set(database=name).render_as_string(hide_password=False)
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine) if not (exists and keep) else db.upgrade(engine)
+    if exists and keep:
+        print(f"PostgreSQL: reusing database {name}")
+    else:
+        started = time.perf_counter()
+        n = load_postgres(engine, members)
+        print(f"PostgreSQL: {members:,} members, {n:,} events loaded in {time.perf_counter() - started:.0f} s")
+    try:
+        return time_sql(engine, settings, catalog)
+    finally:
+        engine.dispose()
+        if not keep:
+            with admin.connect() as c:
+                c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+def print_table(sql, naive_load, naive, pg) -> None:
+    header = f"{'segment':<22}{'members':>10}{'SQLite s':>10}"
+    if naive:
+        header += f"{'naive s':>10}{'speed-up':>10}"
+    if pg:
+        header += f"{'PG s':>8}"
+    print()
+    if naive_load is not None:
+        print(f"naive path: loading members and events through the ORM took {naive_load:.1f} s "
+              "(counted in every segment's naive time)")
+    print(header)
+    for name, (count, seconds) in sql.items():
+        line = f"{name:<22}{count:>10,}{seconds:>10.3f}"
+        if naive:
+            n_count, n_seconds = naive[name]
+            assert n_count == count, f"{name}: SQL {count} != reference {n_count}"
+            total = naive_load + n_seconds
+            line += f"{total:>10.1f}{total / seconds:>9.0f}x"
+        if pg:
+            p_count, p_seconds = pg[name]
+            assert p_count == count, f"{name}: PostgreSQL {p_count} != SQLite {count}"
+            line += f"{p_seconds:>8.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
