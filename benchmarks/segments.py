@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from loyalty_mail import db  # noqa: E402
 from loyalty_mail.config import load_settings  # noqa: E402
-from loyalty_mail.models import Event, Member, events_table, members_table  # noqa: E402
+from loyalty_mail.models import Event, Member, members_table  # noqa: E402
 from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
 from loyalty_mail.segments.reference import EventFacts, MemberFacts, evaluate  # noqa: E402
 

@@ -38,14 +38,6 @@ class TierLadder:
         """0 for the lowest tier; raises KeyError for a name not on the ladder."""
         return self.names.index(name) if name in self.names else _unknown(name, self.names)
 
-    def next_level(self, name: str) -> TierLevel | None:
-        """The tier above `name`, or None at the top."""
-        rank = self.rank(name)
-        return self.levels[rank + 1] if rank + 1 < len(self.levels) else None
-
-    def level(self, name: str) -> TierLevel:
-        return self.levels[self.rank(name)]
-
     def sql_tier(self, points: sa.ColumnElement, spend: sa.ColumnElement) -> sa.ColumnElement[str]:
         """A SQL expression computing the tier from points/spend columns (thresholds bound)."""
         value = points if self.basis == "points" else spend

@@ -67,8 +67,8 @@ def test_bugs_exit_2_and_ask_for_a_report():
     verbose = CliRunner().invoke(app, ["-v", "broken"])
     assert verbose.exit_code == 2
     assert "Traceback" in verbose.stderr and 'raise ZeroDivisionError("division by zero")' in verbose.stderr
-    mistake = CliRunner().invoke(app, ["mistake"])
-    assert mistake.exit_code == 1 and mistake.stderr == "Error: the segment 'vip' does not exist\n"
+    user_error = CliRunner().invoke(app, ["mistake"])
+    assert user_error.exit_code == 1 and user_error.stderr == "Error: the segment 'vip' does not exist\n"
 
 
 def test_config_errors_exit_1_with_file_and_line(tmp_path, monkeypatch):

@@ -9,9 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from loyalty_mail.errors import ConfigError
 from loyalty_mail.models import events_table, members_table
 from loyalty_mail.segments import context_for, count_members, load_catalog, segment_query, segment_sql
 from loyalty_mail.segments.spec import SegmentParser

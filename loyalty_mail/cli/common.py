@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import LoyaltyMailError
 from ..runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -156,8 +155,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M UTC")
     return str(value)
-
-
-def fail(message: str) -> LoyaltyMailError:
-    """A user-facing error raised from a command."""
-    return LoyaltyMailError(message)

@@ -6,9 +6,11 @@ import csv
 import sys
 
 import click
+import sqlalchemy as sa
 
 from ..errors import ConfigError
 from ..segments import (
+    Context,
     SegmentCatalog,
     context_for,
     count_members,
@@ -16,7 +18,6 @@ from ..segments import (
     load_catalog,
     segment_sql,
 )
-from ..segments.spec import Segment
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at, to_jsonable
 
@@ -29,9 +30,11 @@ def _catalog(obj: CliContext) -> SegmentCatalog:
     return catalog
 
 
-def _segment(obj: CliContext, name: str) -> tuple[SegmentCatalog, Segment]:
-    catalog = _catalog(obj)
-    return catalog, catalog.get(name)
+def _evaluation(obj: CliContext, catalog: SegmentCatalog, at: str | None) -> tuple[sa.Engine, Context]:
+    """The database, and the context segments are evaluated in at --at (or now)."""
+    runtime = obj.runtime
+    engine = runtime.engine()
+    return engine, context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
 
 
 @cli.group()
@@ -52,11 +55,8 @@ def segments_list(obj: CliContext, with_count: bool, at: str | None, output_form
       loyalty-mail segments list --count
     """
     catalog = _catalog(obj)
-    rows = []
     if with_count:
-        runtime = obj.runtime
-        engine = runtime.engine()
-        ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+        engine, ctx = _evaluation(obj, catalog, at)
         with engine.connect() as connection:
             rows = [(s.name, s.description, count_members(connection, s, ctx))
                     for s in sorted(catalog.segments.values(), key=lambda s: s.name)]
@@ -80,10 +80,9 @@ def segments_show(obj: CliContext, name: str, at: str | None) -> None:
     Example:
       loyalty-mail segments show lapsed_vip
     """
-    runtime = obj.runtime
-    catalog, segment = _segment(obj, name)
-    engine = runtime.engine()
-    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    catalog = _catalog(obj)
+    segment = catalog.get(name)
+    engine, ctx = _evaluation(obj, catalog, at)
     compiled = segment_sql(segment, ctx, engine.dialect)
     click.echo(f"{segment.name}: {segment.description}")
     click.echo(f"defined in {segment.file}, evaluated at {ctx.at.isoformat()}")
@@ -114,10 +113,9 @@ def segments_count(obj: CliContext, name: str, at: str | None) -> None:
     Example:
       loyalty-mail segments count vip --at 2026-12-24T09:00:00
     """
-    runtime = obj.runtime
-    catalog, segment = _segment(obj, name)
-    engine = runtime.engine()
-    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    catalog = _catalog(obj)
+    segment = catalog.get(name)
+    engine, ctx = _evaluation(obj, catalog, at)
     with engine.connect() as connection:
         click.echo(count_members(connection, segment, ctx))
 
@@ -136,10 +134,9 @@ def segments_members(obj: CliContext, name: str, at: str | None, limit: int | No
       loyalty-mail segments members promoters --limit 20
       loyalty-mail segments members lapsed_vip --format csv > lapsed_vip.csv
     """
-    runtime = obj.runtime
-    catalog, segment = _segment(obj, name)
-    engine = runtime.engine()
-    ctx = context_for(runtime.settings, catalog, resolve_at(runtime, at), engine.dialect.name)
+    catalog = _catalog(obj)
+    segment = catalog.get(name)
+    engine, ctx = _evaluation(obj, catalog, at)
     with engine.connect() as connection:
         rows = list_members(connection, segment, ctx, limit=limit)
     if output_format == "json":

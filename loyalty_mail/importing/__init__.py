@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..config import Settings
-from .batch import ImportSummary, Rejects, rejects_source
+from .batch import ImportSummary, Rejects
 from .events import import_events
 from .members import import_members
 from .readers import InputFile, SourceRow
@@ -53,6 +53,6 @@ def import_file(
     )
     if len(rejects):
         path = rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv")
-        rejects.write(path, rejects_source(input_file))
+        rejects.write(path, input_file.rows())
         summary.rejects_file = path
     return summary

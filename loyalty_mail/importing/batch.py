@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..errors import ImportRejected, RowError
-from .readers import InputFile, SourceRow
+from .readers import SourceRow
 
 BATCH_ROWS = 5000
 MAX_ERRORS_SHOWN = 100
@@ -35,15 +35,6 @@ class ImportSummary:
     rejected: int = 0
     tier_changes: int = 0
     rejects_file: Path | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source, "rows_read": self.rows_read, "inserted": self.inserted,
-            "updated": self.updated, "skipped": self.skipped, "rejected": self.rejected,
-            "tier_changes": self.tier_changes,
-            "rejects_file": str(self.rejects_file) if self.rejects_file else None,
-        }
 
 
 class Rejects:
@@ -60,9 +51,6 @@ class Rejects:
 
     def __len__(self) -> int:
         return len(self.by_row)
-
-    def __contains__(self, row: int) -> bool:
-        return row in self.by_row
 
     def errors(self) -> list[RowError]:
         return [RowError(row, tuple(self.by_row[row])) for row in sorted(self.by_row)]
@@ -94,8 +82,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def rejects_source(input_file: InputFile | None) -> Iterator[SourceRow]:
-    return input_file.rows() if input_file else iter(())
+Validator = Callable[[int, dict[str, Any]], tuple[list[Any] | None, list[tuple[str, str]]]]
+
+
+def validated_rows(rows: Iterable[SourceRow], validate: Validator, summary: ImportSummary,
+                   rejects: Rejects) -> Iterator[list[Any]]:
+    """The staging rows of the good source rows; bad ones go to `rejects`. Counts rows read."""
+    for row_no, row in rows:
+        summary.rows_read += 1
+        staged, problems = validate(row_no, row)
+        if problems:
+            rejects.extend(row_no, problems)
+        else:
+            yield staged  # type: ignore[misc]
 
 
 def create_staging(connection: sa.Connection, table: sa.Table) -> None:

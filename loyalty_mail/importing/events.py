@@ -14,7 +14,7 @@ re-importing a file safe: events already imported are skipped, not doubled.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -41,6 +41,7 @@ from .batch import (
     index_staging,
     insert_in_batches,
     later_duplicates,
+    validated_rows,
 )
 from .readers import SourceRow
 
@@ -161,16 +162,7 @@ def import_events(
     validate = EventRowValidator(settings)
     create_staging(connection, STAGING)
 
-    def good_rows() -> Iterator[list[Any]]:
-        for row_no, row in rows:
-            summary.rows_read += 1
-            staged, problems = validate(row_no, row)
-            if problems:
-                rejects.extend(row_no, problems)
-            else:
-                yield staged  # type: ignore[misc]
-
-    insert_in_batches(connection, STAGING, good_rows())
+    insert_in_batches(connection, STAGING, validated_rows(rows, validate, summary, rejects))
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit

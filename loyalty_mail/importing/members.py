@@ -10,7 +10,7 @@ Points (or spend) that move a member to another tier record the change in the ti
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from functools import partial
 from typing import Any
@@ -33,6 +33,7 @@ from .batch import (
     index_staging,
     insert_in_batches,
     later_duplicates,
+    validated_rows,
 )
 from .readers import SourceRow
 
@@ -183,16 +184,7 @@ def import_members(
     validate = MemberRowValidator(settings)
     create_staging(connection, STAGING)
 
-    def good_rows() -> Iterator[list[Any]]:
-        for row_no, row in rows:
-            summary.rows_read += 1
-            staged, problems = validate(row_no, row)
-            if problems:
-                rejects.extend(row_no, problems)
-            else:
-                yield staged  # type: ignore[misc]
-
-    insert_in_batches(connection, STAGING, good_rows())
+    insert_in_batches(connection, STAGING, validated_rows(rows, validate, summary, rejects))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
     for row_no, member_id, first_row in duplicates:

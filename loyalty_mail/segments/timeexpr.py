@@ -36,13 +36,6 @@ class Duration:
             return add_months(instant, -months)
         return instant - timedelta(**{UNITS[self.unit]: self.amount})
 
-    def after_date(self, day: date) -> date:
-        """`day` plus this duration, for date windows (days and weeks; months/years by calendar)."""
-        if self.unit in ("month", "year"):
-            months = self.amount * (12 if self.unit == "year" else 1)
-            return add_months(datetime.combine(day, time()), months).date()
-        return day + timedelta(days=self.days_exact())
-
     def days_exact(self) -> int:
         return {"minute": 0, "hour": 0, "day": self.amount, "week": 7 * self.amount}.get(self.unit, 0)
 
