@@ -113,7 +113,29 @@ class TierLevel(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     threshold: Decimal = Field(ge=0)
-    perks: tuple[str, ...] = ()
+    # What emails call the tier: one text, or one per locale: {en: Gold, vi: Vàng}.
+    label: str | dict[str, str] | None = None
+    # One list for every locale, or one list per locale: {en: [...], vi: [...]}.
+    perks: tuple[str, ...] | dict[str, tuple[str, ...]] = ()
+
+    def label_for(self, locale: str, default_locale: str) -> str:
+        """The tier's display name in the member's language (the name, capitalised, if none)."""
+        if isinstance(self.label, str):
+            return self.label
+        if isinstance(self.label, dict):
+            for key in (locale, locale.split("_")[0], default_locale):
+                if key in self.label:
+                    return self.label[key]
+        return self.name.replace("_", " ").capitalize()
+
+    def perks_for(self, locale: str, default_locale: str) -> tuple[str, ...]:
+        """The perks in the member's language, else the program's default, else any."""
+        if not isinstance(self.perks, dict):
+            return self.perks
+        for key in (locale, locale.split("_")[0], default_locale):
+            if key in self.perks:
+                return self.perks[key]
+        return next(iter(self.perks.values()), ())
 
 
 class TierSettings(_Strict):
@@ -154,6 +176,27 @@ class DatabaseSettings(_Strict):
     url: str = DEFAULT_DATABASE_URL
 
 
+class TrackingSettings(_Strict):
+    """Where tracking, unsubscribe and view-in-browser links point, and how they are signed."""
+
+    base_url: str = Field(default="http://127.0.0.1:8025", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # Never written in the file: `${LOYALTY_MAIL_SECRET}`. Needed to send, not to preview.
+    secret: str | None = Field(default=None, min_length=16)
+    open_pixel: bool = True
+    click_tracking: bool = True
+    unsubscribe_mailto: str | None = Field(default=None, pattern=r"^mailto:[^\s@]+@[^\s@]+")
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
 class Settings(_Strict):
     """The whole validated configuration of one program."""
 
@@ -163,7 +206,7 @@ class Settings(_Strict):
     segments: SegmentSettings = SegmentSettings()
     # Validated by the stages that use them (flows, delivery, tracking).
     sending: dict[str, Any] = Field(default_factory=dict)
-    tracking: dict[str, Any] = Field(default_factory=dict)
+    tracking: TrackingSettings = TrackingSettings()
     flows: dict[str, Any] | list[Any] = Field(default_factory=dict)
 
     # Not part of the file: where it came from.

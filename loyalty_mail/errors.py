@@ -2,6 +2,7 @@
 
     LoyaltyMailError             anything the user can fix; the CLI prints it and exits 1
     ├── ConfigError              config.yaml is missing, malformed or invalid
+    │   └── TemplateError        an email template does not parse or does not render
     ├── DatabaseError            the database is unreachable or its schema is out of date
     ├── ImportRejected           an import found bad rows and wrote nothing
     ├── InputFileError           a data file cannot be read at all (format, encoding, header)
@@ -55,6 +56,10 @@ class ConfigError(LoyaltyMailError):
             problems = [problems]
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class TemplateError(ConfigError):
+    """An email template has problems; each names the template file and line."""
 
 
 class DatabaseError(LoyaltyMailError):

@@ -15,6 +15,9 @@ import sqlalchemy as sa
 
 from . import db
 from .config import Settings, load_settings
+from .errors import ConfigError
+from .rendering import Renderer
+from .tracking.tokens import TokenSigner
 
 
 def utc_now() -> datetime:
@@ -29,6 +32,7 @@ class Runtime:
     settings: Settings
     clock: Callable[[], datetime] = utc_now
     _engine: sa.Engine | None = field(default=None, repr=False)
+    _renderer: Renderer | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, project_dir: Path, *, database_url: str | None = None,
@@ -50,6 +54,22 @@ class Runtime:
             if ensure_schema:
                 db.ensure_schema(self._engine)
         return self._engine
+
+    def signer(self) -> TokenSigner:
+        """The signer of tracking and unsubscribe links; sending needs the secret to be set."""
+        secret = self.settings.tracking.secret
+        if not secret:
+            raise ConfigError("tracking.secret is not set: export LOYALTY_MAIL_SECRET (at least 16 "
+                              "random characters, e.g. from `python -c \"import secrets; "
+                              "print(secrets.token_urlsafe(32))\"`) before sending")
+        return TokenSigner(secret)
+
+    def renderer(self) -> Renderer:
+        """The program's compiled templates (links signed when the secret is set)."""
+        if self._renderer is None:
+            signer = self.signer() if self.settings.tracking.secret else None
+            self._renderer = Renderer.for_program(self.settings, signer=signer)
+        return self._renderer
 
     def now(self) -> datetime:
         return self.clock()

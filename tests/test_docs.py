@@ -51,3 +51,12 @@ def test_quick_start_has_exactly_the_two_commands():
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"```sh\n(.*?)\n```", quick, re.S) == [
         "pip install -e . && loyalty-mail demo", "pip install -e '.[test]' && pytest"]
+
+
+def test_every_template_name_and_filter_is_documented():
+    from loyalty_mail.rendering.context import CONTEXT_NAMES, MEMBER_FIELDS
+    from loyalty_mail.rendering.formatting import FILTERS
+
+    section = README.split("### Template context", 1)[1].split("\n### ", 1)[0]
+    missing = [name for name in (*CONTEXT_NAMES, *MEMBER_FIELDS, *FILTERS) if f"`{name}" not in section]
+    assert missing == []

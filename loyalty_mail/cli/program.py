@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from .. import db
-from ..errors import ConfigError
+from ..errors import ConfigError, TemplateError
+from ..rendering.checks import check_templates
 from ..overview import Overview, program_overview
 from ..runtime import Runtime
 from ..scaffold import init_program
@@ -39,9 +40,13 @@ def init(directory: Path, force: bool) -> None:
 @cli.command()
 @pass_cli
 def check(obj: CliContext) -> None:
-    """Validate config.yaml and every segment; report every problem with its file and line.
+    """Validate config.yaml, every segment and every template; report each problem with its
+    file and line.
 
-    Exits 0 when all is well, 1 when there is anything to fix.
+    Templates are rendered for every locale against sample members, and the compile-time CSS
+    inlining is compared with inlining after rendering. Warnings (missing translations,
+    templates inlined per email) do not fail the check. Exits 0 when all is well, 1 when there
+    is anything to fix.
 
     \b
     Example:
@@ -56,6 +61,15 @@ def check(obj: CliContext) -> None:
     click.echo(f"config.yaml: ok (program '{settings.program.name}', tiers: {tiers}; "
                f"database {db.display_url(obj.runtime.database_url)})")
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
+    renderer = obj.runtime.renderer()
+    report = check_templates(renderer, obj.runtime.now())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.errors:
+        raise TemplateError(report.errors)
+    emails = renderer.catalog.names
+    click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
+               f"{report.rendered} sample renders, {len(report.warnings)} warnings)")
 
 
 @cli.group("db")

@@ -1,0 +1,136 @@
+"""What every template sees: member, tier, program, flow and occurrence, helpers and links.
+
+The README ("Template context") documents each name; `test_docs` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..config import Settings
+from ..tiers import TierLadder
+
+MEMBER_FIELDS = (
+    "member_id", "email", "first_name", "last_name", "locale", "timezone", "joined_at",
+    "joined_on", "birthday", "points", "tier", "total_spend", "purchase_count",
+    "last_purchase_at", "nps_score", "subscribed", "attributes",
+)
+CONTEXT_NAMES = (
+    "member", "tier", "program", "flow", "occurrence", "coupon", "tier_label", "unsubscribe_url",
+    "preferences_url", "view_in_browser_url", "locale", "timezone", "now", "subject", "preheader",
+)
+_COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: readable on a till
+
+
+@dataclass(frozen=True)
+class Links:
+    """The per-send URLs a template may print (tracking is added by the renderer, not here)."""
+
+    unsubscribe_url: str
+    preferences_url: str
+    view_in_browser_url: str
+
+
+def member_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The member as templates see it: stored fields plus `name` (first and last)."""
+    member = {name: row.get(name) for name in MEMBER_FIELDS}
+    member["attributes"] = dict(row.get("attributes") or {})
+    first, last = member["first_name"] or "", member["last_name"] or ""
+    member["name"] = f"{first} {last}".strip() or None
+    return member
+
+
+def tier_view(settings: Settings, ladder: TierLadder, member: Mapping[str, Any],
+              locale: str) -> dict[str, Any]:
+    """The member's tier, its perks in their language, the next tier and how far it is."""
+    levels = settings.tiers.levels
+    default_locale = settings.program.default_locale
+    name = member.get("tier") or levels[0].name
+    rank = ladder.rank(name) if name in ladder.names else 0
+    level = levels[rank]
+    standing = Decimal(member.get("points") or 0) if ladder.basis == "points" else Decimal(
+        member.get("total_spend") or 0)
+    next_level = levels[rank + 1] if rank + 1 < len(levels) else None
+    to_next = max(next_level.threshold - standing, Decimal(0)) if next_level else None
+    span = (next_level.threshold - level.threshold) if next_level else None
+    return {
+        "name": level.name,
+        "label": level.label_for(locale, default_locale),
+        "rank": rank,
+        "perks": list(level.perks_for(locale, default_locale)),
+        "threshold": level.threshold,
+        "next": None if next_level is None else {
+            "name": next_level.name,
+            "label": next_level.label_for(locale, default_locale),
+            "threshold": next_level.threshold,
+            "perks": list(next_level.perks_for(locale, default_locale)),
+        },
+        "to_next": to_next,
+        "progress": float(min((standing - level.threshold) / span, Decimal(1))) if span else 1.0,
+        "basis": ladder.basis,
+    }
+
+
+def program_view(settings: Settings) -> dict[str, Any]:
+    program = settings.program
+    return {
+        "name": program.name, "currency": program.currency, "sender_name": program.sender_name,
+        "sender_email": program.sender_email, "postal_address": program.postal_address,
+        "default_locale": program.default_locale,
+    }
+
+
+def coupon_code(secret: bytes, member_id: str, scope: str, prefix: str = "", length: int = 8) -> str:
+    """A code that is the same every time for this member and scope, and unguessable without
+    the secret: `coupon('WB')` -> `WB-7KQ2M9XD`."""
+    digest = hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest()
+    code = "".join(_COUPON_ALPHABET[b % len(_COUPON_ALPHABET)] for b in digest[:max(4, min(length, 24))])
+    return f"{prefix}-{code}" if prefix else code
+
+
+def build_context(
+    *,
+    settings: Settings,
+    ladder: TierLadder,
+    member_row: Mapping[str, Any],
+    locale: str,
+    links: Links,
+    now: datetime,
+    coupon_secret: bytes,
+    flow: Mapping[str, Any] | None = None,
+    occurrence: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    member = member_view(member_row)
+    scope = f"{(flow or {}).get('name', '')}:{(occurrence or {}).get('key', '')}"
+
+    def coupon(prefix: str = "", length: int = 8) -> str:
+        return coupon_code(coupon_secret, str(member["member_id"]), scope, prefix, length)
+
+    def tier_label(name: str) -> str:
+        """The display name of any tier (e.g. the old tier of an upgrade) in this locale."""
+        for level in settings.tiers.levels:
+            if level.name == name:
+                return level.label_for(locale, settings.program.default_locale)
+        return str(name)
+
+    return {
+        "member": member,
+        "tier_label": tier_label,
+        "tier": tier_view(settings, ladder, member, locale),
+        "program": program_view(settings),
+        "flow": dict(flow) if flow else None,
+        "occurrence": dict(occurrence) if occurrence else None,
+        "coupon": coupon,
+        "unsubscribe_url": links.unsubscribe_url,
+        "preferences_url": links.preferences_url,
+        "view_in_browser_url": links.view_in_browser_url,
+        "locale": locale,
+        "timezone": member.get("timezone") or settings.program.default_timezone,
+        "now": now,
+    }

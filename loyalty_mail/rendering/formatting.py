@@ -1,0 +1,101 @@
+"""Locale-aware filters for templates, formatted by Babel: money, numbers, points, dates, zones.
+
+Each filter takes the member's locale from the template context (`locale`), so a template writes
+`{{ member.total_spend | money }}` and a Vietnamese member reads `1.250.000 ₫`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import babel
+import babel.dates
+import babel.numbers
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+
+@lru_cache(maxsize=64)
+def babel_locale(identifier: str) -> babel.Locale:
+    return babel.Locale.parse(identifier.replace("-", "_"))
+
+
+def _locale(context: Context) -> babel.Locale:
+    return babel_locale(context.get("locale") or "en")
+
+
+@pass_context
+def money(context: Context, amount: Any, currency: str | None = None) -> str:
+    """`1250000 | money` -> `1.250.000 ₫` (vi) or `₫1,250,000` (en); currency defaults to the program's."""
+    code = currency or context["program"]["currency"]
+    return babel.numbers.format_currency(Decimal(str(amount)), code, locale=_locale(context))
+
+
+@pass_context
+def number(context: Context, value: Any, digits: int | None = None) -> str:
+    """`12500 | number` -> `12.500` (vi) or `12,500` (en)."""
+    if digits is not None:
+        value = round(Decimal(str(value)), digits)
+    return babel.numbers.format_decimal(value, locale=_locale(context))
+
+
+@lru_cache(maxsize=64)
+def _thousands_separator(identifier: str) -> str | None:
+    """The grouping symbol when the locale groups integers by threes (most do), else None."""
+    locale = babel_locale(identifier)
+    pattern = locale.decimal_formats[None]
+    if pattern.grouping != (3, 3):
+        return None
+    return locale.number_symbols["latn"]["group"] if "latn" in locale.number_symbols else \
+        locale.number_symbols["group"]
+
+
+@pass_context
+def points(context: Context, value: Any) -> str:
+    """Whole points, grouped for the locale: `12500 | points` -> `12.500`."""
+    number = int(value)
+    separator = _thousands_separator(context.get("locale") or "en")
+    if separator is None:
+        return babel.numbers.format_decimal(number, locale=_locale(context))
+    return f"{number:,}".replace(",", separator)
+
+
+@pass_context
+def localtime(context: Context, value: datetime, zone: str | None = None) -> datetime:
+    """An aware UTC datetime in the member's time zone (or the zone given)."""
+    name = zone or context.get("timezone") or "UTC"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(ZoneInfo(name))
+
+
+@pass_context
+def format_date(context: Context, value: date | datetime, format: str = "long") -> str:
+    """`member.joined_on | date` -> `23 tháng 11, 2026` (vi) or `November 23, 2026` (en).
+
+    A datetime is first moved to the member's time zone, so the day is the member's day.
+    """
+    if isinstance(value, datetime):
+        value = localtime(context, value).date()
+    return babel.dates.format_date(value, format=format, locale=_locale(context))
+
+
+@pass_context
+def format_datetime(context: Context, value: datetime, format: str = "medium") -> str:
+    """A moment in the member's time zone, e.g. `23 thg 11, 2026 08:00:00`."""
+    return babel.dates.format_datetime(localtime(context, value), format=format,
+                                       locale=_locale(context))
+
+
+FILTERS = {
+    "money": money,
+    "number": number,
+    "points": points,
+    "localtime": localtime,
+    "date": format_date,
+    "datetime": format_datetime,
+}

@@ -1,0 +1,374 @@
+"""CSS inlining with premailer, done once per template with the Jinja syntax protected.
+
+premailer on every email costs milliseconds; a send should only run a compiled Jinja template.
+`compile_inlined(source)` swaps every Jinja construct for an inert placeholder (an HTML comment
+for statements between elements, a plain token elsewhere), runs premailer once, marks the links
+for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
+inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
+a control block that opens and closes tags unevenly, sibling selectors next to loops, macros
+whose elements match context-dependent selectors, or premailer moving a placeholder) it raises
+`NeedsFallback` with the line and the reason, and the template is inlined per email instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lxml.html
+import premailer
+from lxml.cssselect import CSSSelector
+
+PREMAILER_OPTIONS = dict(
+    strip_important=False,       # keep `!important` in mobile @media rules
+    allow_network=False,         # never fetch a stylesheet named by a template
+    allow_loading_external_files=False,
+    keep_style_tags=False,       # leftover rules (@media, :hover) stay in one <style>
+    exclude_pseudoclasses=True,
+    disable_validation=True,
+    cssutils_logging_level=logging.CRITICAL,
+)
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
+_STATEMENT_KEYWORD = re.compile(r"\{%-?\s*(\w+)")
+_OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
+            "filter": ("endfilter",), "with": ("endwith",), "block": ("endblock",),
+            "autoescape": ("endautoescape",)}
+_BRANCHES = {"elif", "else"}
+_CLOSERS = {end for ends in _OPENERS.values() for end in ends}
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+         "track", "wbr", "!doctype"}
+_DATA_ATTRIBUTES = {"class", "id", "style"}
+_HTML_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*|!doctype)\b[^>]*?(/?)>", re.IGNORECASE)
+_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
+_HREF = re.compile(r'(\shref=")([^"]*)(")', re.IGNORECASE)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
+
+OPEN_PIXEL = ('{% if tracking %}<img src="{{ open_pixel_url() }}" width="1" height="1" alt="" '
+              'style="display:block;border:0;width:1px;height:1px">{% endif %}')
+TRACK_FILTER = "{%% filter track_link(%d) %%}%s{%% endfilter %%}"
+
+
+class NeedsFallback(Exception):
+    """Compile-time inlining would not match rendering then inlining; says where and why."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line, self.reason = line, reason
+
+
+@dataclass
+class Protected:
+    """HTML with placeholders, and the Jinja source each placeholder stands for."""
+
+    html: str
+    originals: dict[int, str] = field(default_factory=dict)
+    lines: dict[int, int] = field(default_factory=dict)
+    statements: set[int] = field(default_factory=set)
+    content_expressions: set[int] = field(default_factory=set)
+
+
+def inline_css(document: str) -> str:
+    """premailer with the project's options: the one way CSS is inlined, per email or per template."""
+    return premailer.Premailer(document, **PREMAILER_OPTIONS).transform()
+
+
+def line_of(source: str, offset: int) -> int:
+    return source.count("\n", 0, offset) + 1
+
+
+def protect(source: str) -> Protected:
+    """Replace each Jinja construct by a placeholder that premailer passes through untouched."""
+    out: list[str] = []
+    result = Protected(html="")
+    scanner = _HtmlState()
+    position = 0
+    for number, match in enumerate(_JINJA.finditer(source)):
+        scanner.feed(source[position:match.start()])
+        out.append(source[position:match.start()])
+        position = match.end()
+        code = match.group(0)
+        line = line_of(source, match.start())
+        if code.startswith("{#"):
+            continue
+        is_statement = code.startswith("{%")
+        if scanner.raw_element == "style":
+            raise NeedsFallback(line, "template code inside <style>: the CSS depends on data")
+        if scanner.raw_element == "script":
+            raise NeedsFallback(line, "template code inside <script>")
+        if scanner.in_tag and scanner.attribute is None:
+            raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
+                                "the element's attributes depend on data")
+        if scanner.attribute in _DATA_ATTRIBUTES:
+            raise NeedsFallback(line, f"the {scanner.attribute} attribute depends on data, so "
+                                "which CSS rules apply is only known after rendering")
+        result.originals[number], result.lines[number] = code, line
+        if is_statement and not scanner.in_tag and scanner.raw_element is None:
+            result.statements.add(number)
+            out.append(f"<!--JX{number}X-->")
+        elif not scanner.in_tag and scanner.raw_element is None:
+            result.content_expressions.add(number)
+            out.append(f"JX{number}X")
+        else:
+            out.append(f"JX{number}X")
+    out.append(source[position:])
+    result.html = "".join(out)
+    return result
+
+
+class _HtmlState:
+    """Just enough of an HTML tokenizer to know where a placeholder lands."""
+
+    def __init__(self) -> None:
+        self.in_tag = False
+        self.quote: str | None = None
+        self.attribute: str | None = None
+        self.raw_element: str | None = None
+        self._name = ""
+        self._tag_name = ""
+        self._reading_name = False
+
+    def feed(self, text: str) -> None:
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if self.raw_element is not None and not self.in_tag:
+                end = text.lower().find(f"</{self.raw_element}", i)
+                if end < 0:
+                    return
+                self.raw_element = None
+                i = end
+                continue
+            if not self.in_tag:
+                if ch == "<" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] in "/!"):
+                    self.in_tag, self._tag_name, self._reading_name = True, "", True
+                    self._name, self.attribute = "", None
+                i += 1
+                continue
+            if self.quote is not None:
+                if ch == self.quote:
+                    self.quote, self.attribute = None, None
+            elif self._reading_name:
+                if ch.isalnum() or ch in "/!-":
+                    self._tag_name += ch
+                else:
+                    self._reading_name = False
+                    i -= 1
+            elif ch in "\"'":
+                self.quote = ch
+                self.attribute = self._name.lower()
+            elif ch == ">":
+                self.in_tag = False
+                if self._tag_name.lower() in ("style", "script", "title"):
+                    self.raw_element = self._tag_name.lower()
+            elif ch == "=":
+                pass
+            elif ch.isspace():
+                pass
+            else:
+                if i > 0 and (text[i - 1].isspace()):
+                    self._name = ""
+                self._name += ch
+            i += 1
+
+
+def check_balanced(protected: Protected) -> None:
+    """Every control block must open and close the same elements in each branch."""
+    stream: list[tuple[int, str, str]] = []  # (offset, kind, name)
+    for match in _HTML_TAG.finditer(protected.html):
+        name = match.group(2).lower()
+        if name in _VOID or match.group(3):
+            continue
+        stream.append((match.start(), "close" if match.group(1) else "open", name))
+    for match in _TOKEN.finditer(protected.html):
+        if match.group(1) is None:
+            continue
+        number = int(match.group(1))
+        keyword_match = _STATEMENT_KEYWORD.match(protected.originals[number])
+        keyword = keyword_match.group(1) if keyword_match else ""
+        stream.append((match.start(), "jinja", f"{keyword}:{number}"))
+    stream.sort()
+    stack: list[str] = []
+    for _offset, kind, name in stream:
+        if kind == "open":
+            stack.append(name)
+        elif kind == "close":
+            if name in stack:
+                while stack and stack[-1] != name:
+                    if stack[-1].startswith("jinja:"):
+                        raise _unbalanced(protected, stack[-1])
+                    stack.pop()  # implicitly closed element (e.g. <p>, <li>)
+                stack.pop()
+        else:
+            keyword, number = name.split(":")
+            if keyword in _OPENERS:
+                stack.append(f"jinja:{number}")
+            elif keyword in _BRANCHES or keyword in _CLOSERS:
+                while stack and not stack[-1].startswith("jinja:"):
+                    raise NeedsFallback(protected.lines[int(number)],
+                                        f"<{stack[-1]}> is opened in this control block but "
+                                        "closed outside it, so the page structure depends on data")
+                if keyword in _CLOSERS and stack:
+                    stack.pop()
+
+
+def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
+    number = int(entry.split(":")[1])
+    return NeedsFallback(protected.lines[number],
+                         "this control block closes an element opened before it, so the page "
+                         "structure depends on data")
+
+
+def check_selectors(protected: Protected) -> None:
+    """Refuse selectors whose matches a loop or a macro call would change."""
+    css = "\n".join(_STYLE_BLOCK.findall(protected.html))
+    css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    selectors = [s.strip() for rule in re.findall(r"([^{}]+)\{", css) for s in rule.split(",")]
+    has_control = any(_STATEMENT_KEYWORD.match(protected.originals[n]).group(1) in ("for", "if")
+                      for n in protected.statements if _STATEMENT_KEYWORD.match(protected.originals[n]))
+    for selector in selectors:
+        if ":" in selector or not selector:
+            continue  # pseudo-classes stay in <style>, premailer does not inline them
+        if has_control and re.search(r"[+~]", selector):
+            raise NeedsFallback(1, f"the selector '{selector}' matches siblings, which depend on "
+                                "how many times a loop runs or which branch an if takes")
+    _check_macro_call_sites(protected, [s for s in selectors if ":" not in s and re.search(r"[\s>+~]", s)])
+
+
+_START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
+_CALL = re.compile(r"\{\{-?\s*(\w+)\s*\(")
+
+
+def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
+    """premailer styles a macro's elements where the macro is defined. That is only right if
+    every selector with a combinator matches them the same way at each place it is called:
+    paste each macro's body at its call sites and compare which of those selectors match."""
+    if not selectors:
+        return
+    bodies: dict[str, tuple[int, int]] = {}
+    for start_token, end_token in _macro_regions(protected):
+        number = int(start_token[6:-4])
+        name = re.match(r"\{%-?\s*macro\s+(\w+)", protected.originals[number])
+        if name:
+            bodies[name.group(1)] = (protected.html.index(start_token) + len(start_token),
+                                     protected.html.index(end_token))
+    if not bodies:
+        return
+    document, site = protected.html, 0
+    marks: dict[str, list[str]] = {}
+    for name, (start, end) in sorted(bodies.items(), key=lambda item: -item[1][0]):
+        body = document[start:end]
+        document = document[:start] + _mark(body, f"{name}-def") + document[end:]
+    for number in protected.content_expressions:
+        call = _CALL.match(protected.originals[number])
+        if call and call.group(1) in bodies:
+            start, end = bodies[call.group(1)]
+            mark = f"{call.group(1)}-{site}"
+            site += 1
+            marks.setdefault(call.group(1), []).append(mark)
+            document = document.replace(f"JX{number}X", _mark(protected.html[start:end], mark), 1)
+    tree = lxml.html.document_fromstring(document)
+    for selector in selectors:
+        try:
+            matched = set(CSSSelector(selector)(tree))
+        except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem, not ours
+            continue
+        for name, sites in marks.items():
+            expected = [e in matched for e in tree.xpath(f'//*[@data-jxm="{name}-def"]')]
+            for mark in sites:
+                if [e in matched for e in tree.xpath(f'//*[@data-jxm="{mark}"]')] != expected:
+                    raise NeedsFallback(1, f"the selector '{selector}' styles elements of the macro "
+                                        f"'{name}' differently depending on where it is called")
+
+
+def _mark(html: str, mark: str) -> str:
+    return _START_TAG.sub(lambda m: f'<{m.group(1)} data-jxm="{mark}"', html)
+
+
+def _macro_regions(protected: Protected) -> list[tuple[str, str]]:
+    regions, stack = [], []
+    for number in sorted(protected.statements):
+        keyword = _STATEMENT_KEYWORD.match(protected.originals[number])
+        if not keyword:
+            continue
+        if keyword.group(1) == "macro":
+            stack.append(number)
+        elif keyword.group(1) == "endmacro" and stack:
+            regions.append((f"<!--JX{stack.pop()}X-->", f"<!--JX{number}X-->"))
+    return regions
+
+
+@dataclass(frozen=True)
+class CompiledHtml:
+    """A Jinja HTML source with CSS inlined and links marked for tracking, plus its link count."""
+
+    source: str
+    links: int
+    text_source: str
+
+
+def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
+    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
+    protected = protect(source)
+    check_balanced(protected)
+    check_selectors(protected)
+    inlined = inline_css(protected.html)
+    counts: dict[int, int] = {}
+    for match in _TOKEN.finditer(inlined):
+        number = int(match.group(1) or match.group(2))
+        counts[number] = counts.get(number, 0) + 1
+    for number in protected.originals:
+        if counts.get(number, 0) != 1:
+            raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
+                                "template code (it can only be inlined after rendering)")
+    inlined, links = mark_links(inlined, protected)
+    text = text_of(inlined)
+    inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
+    return CompiledHtml(restore(inlined, protected), links, restore(text, protected))
+
+
+def rewrite_links(document: str, replace: Callable[[int, str], str]) -> tuple[str, int]:
+    """Call `replace(link_number, href_as_written)` for each trackable <a href> and put its
+    answer in place. Left alone: `data-notrack` links, mailto:/tel:/sms: and #anchors."""
+    links = 0
+
+    def anchor(match: re.Match[str]) -> str:
+        nonlocal links
+        tag = match.group(0)
+        href = _HREF.search(tag)
+        if href is None or re.search(r"\sdata-notrack\b", tag, re.IGNORECASE):
+            return tag
+        if re.match(r"(?i)\s*(mailto|tel|sms):|#", href.group(2)):
+            return tag
+        replacement = replace(links, href.group(2))
+        links += 1
+        return f"{tag[:href.start(2)]}{replacement}{tag[href.end(2):]}"
+
+    return _ANCHOR.sub(anchor, document), links
+
+
+def mark_links(document: str, protected: Protected) -> tuple[str, int]:
+    """Compile time: wrap each trackable href in the track_link filter, behind a placeholder."""
+    next_number = max(protected.originals, default=-1) + 1
+
+    def mark(link: int, value: str) -> str:
+        nonlocal next_number
+        protected.originals[next_number] = TRACK_FILTER % (link, value)
+        next_number += 1
+        return f"JX{next_number - 1}X"
+
+    return rewrite_links(document, mark)
+
+
+def restore(document: str, protected: Protected) -> str:
+    """Put the Jinja source back in place of every placeholder (placeholders may nest once)."""
+    def original(match: re.Match[str]) -> str:
+        code = protected.originals[int(match.group(1) or match.group(2))]
+        return _TOKEN.sub(original, code)
+
+    return _TOKEN.sub(original, document)

@@ -1,0 +1,133 @@
+"""A rendered email and its RFC 5322 form: the one object every transport consumes.
+
+The MIME bytes are written directly rather than through `email.generator`: the standard library's
+pure-Python quoted-printable encoder costs several milliseconds for a 30 KB body. The HTML part
+is base64 (binascii, C); the short text part is quoted-printable (binascii.b2a_qp, C) so it stays
+readable. Headers with non-ASCII text (Vietnamese subjects and names) are RFC 2047 encoded;
+everything is UTF-8 with CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.utils
+from dataclasses import dataclass, field
+from datetime import datetime
+
+SEND_ID_HEADER = "X-Loyalty-Mail-Send-Id"
+
+
+@dataclass(frozen=True)
+class Address:
+    email: str
+    name: str | None = None
+
+    def formatted(self) -> str:
+        if not self.name:
+            return self.email
+        if self.name.isascii():
+            return email.utils.formataddr((self.name, self.email))
+        return f"{encode_word(self.name)} <{self.email}>"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """Everything a transport needs to deliver one message."""
+
+    send_id: str
+    sender: Address
+    to: Address
+    subject: str
+    html: str
+    text: str
+    preheader: str = ""
+    template: str = ""
+    locale: str = ""
+    flow: str | None = None
+    date: datetime | None = None
+    message_id: str = ""
+    unsubscribe_url: str | None = None
+    unsubscribe_mailto: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    test: bool = False
+
+    def list_unsubscribe(self) -> str | None:
+        """The List-Unsubscribe value: the one-click https URL first, then a mailto if configured."""
+        targets = [f"<{url}>" for url in (self.unsubscribe_url, self.unsubscribe_mailto) if url]
+        return ", ".join(targets) or None
+
+    def all_headers(self) -> dict[str, str]:
+        """Headers beyond From/To/Subject: unsubscribe (RFC 2369/8058), send id, custom ones."""
+        result = {SEND_ID_HEADER: self.send_id}
+        unsubscribe = self.list_unsubscribe()
+        if unsubscribe:
+            result["List-Unsubscribe"] = unsubscribe
+            if self.unsubscribe_url:
+                result["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return {**result, **self.headers}
+
+    def to_bytes(self) -> bytes:
+        """The complete RFC 5322 message (multipart/alternative, text then HTML)."""
+        boundary = f"=_lm_{self.send_id.replace('-', '')[:32]}"
+        lines = [
+            f"From: {self.sender.formatted()}",
+            f"To: {self.to.formatted()}",
+            f"Subject: {_header_text(self.subject)}",
+            f"Date: {email.utils.format_datetime(self.date) if self.date else email.utils.formatdate()}",
+            f"Message-ID: {self.message_id or email.utils.make_msgid()}",
+            "MIME-Version: 1.0",
+        ]
+        lines += [f"{name}: {_header_text(value)}" for name, value in self.all_headers().items()]
+        lines += [f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
+        head = "\r\n".join(lines).encode("ascii")
+        return b"".join([
+            head, b"\r\n",
+            f"--{boundary}\r\n".encode(), _qp_part("text/plain", self.text),
+            f"--{boundary}\r\n".encode(), _base64_part("text/html", self.html),
+            f"--{boundary}--\r\n".encode(),
+        ])
+
+
+def _header_text(value: str) -> str:
+    value = value.replace("\r", " ").replace("\n", " ")
+    return value if value.isascii() else encode_word(value)
+
+
+def encode_word(value: str) -> str:
+    """RFC 2047 base64 encoded-words of at most 64 characters, folded with CRLF SP. Words break
+    after a space where one is near (some readers put a space between encoded-words), and never
+    inside a UTF-8 character. The standard library's Header does this ten times slower."""
+    words: list[str] = []
+    rest = value
+    while rest:
+        cut, size = 0, 0
+        for index, char in enumerate(rest):
+            size += len(char.encode("utf-8"))
+            if size > 39:  # 39 bytes -> 52 base64 -> 64 with =?utf-8?b?...?=, room for "Subject: "
+                break
+            cut = index + 1
+        if cut < len(rest):
+            space = rest.rfind(" ", 0, cut)
+            cut = space + 1 if space > cut // 2 else cut
+        words.append(rest[:cut])
+        rest = rest[cut:]
+    return "\r\n ".join(
+        f"=?utf-8?b?{binascii.b2a_base64(w.encode(), newline=False).decode()}?=" for w in words)
+
+
+def _base64_part(content_type: str, body: str) -> bytes:
+    """Base64 for the HTML: C-speed (a 30 KB body in ~0.07 ms; quoted-printable takes ~0.5 ms)."""
+    encoded = binascii.b2a_base64(body.encode("utf-8"), newline=False)
+    lines = b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    return (f"Content-Type: {content_type}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + lines + b"\r\n"
+
+
+def _qp_part(content_type: str, body: str) -> bytes:
+    """Quoted-printable for the text part, so it stays readable in the raw message."""
+    data = body.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+    encoded = binascii.b2a_qp(data, istext=True)
+    # The CRLF before the next boundary belongs to the boundary: add one so the body keeps its own.
+    encoded += b"\r\n"
+    return (f"Content-Type: {content_type}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + encoded

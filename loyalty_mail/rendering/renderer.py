@@ -1,0 +1,378 @@
+"""Template + member -> RenderedEmail, through sandboxed Jinja compiled once per variant.
+
+Compile (once per email and locale): flatten the layout chain, inline CSS with premailer, mark
+links for tracking, derive the text body, compile both with Jinja's sandbox and StrictUndefined.
+Render (per email): run the compiled templates with the member's context, sign the links.
+A variant that cannot be inlined at compile time (see `inlining.NeedsFallback`) is rendered from
+its original files and inlined per email; `fallback` on the compiled variant says where and why.
+"""
+
+from __future__ import annotations
+
+import html as html_escape
+import re
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..config import Settings
+from ..errors import Location, NotFound, Problem, TemplateError
+from ..tiers import TierLadder
+from ..tracking.tokens import TokenClaims, TokenSigner
+from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
+from .context import Links, build_context
+from .flatten import Flattener, NotFlattenable
+from .formatting import FILTERS
+from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
+from .message import Address, RenderedEmail
+from .text import html_to_text
+
+_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+PREVIEW_SEND_ID = "preview"
+_SEPARATOR = "\x1e"  # between subject and preheader; stripped from both
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Why a variant is inlined per email: the file and line, and the reason."""
+
+    location: Location
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: CSS is inlined per email (slower): {self.reason}"
+
+
+@dataclass
+class CompiledVariant:
+    variant: Variant
+    headline: jinja2.Template      # subject and preheader, rendered in one pass
+    html: jinja2.Template          # inlined at compile time, or the original file on fallback
+    text: jinja2.Template | None   # None: derived from each rendered HTML (fallback only)
+    fallback: Fallback | None
+
+
+@dataclass
+class _Job:
+    compiled: CompiledVariant
+    context: dict[str, Any]
+    tracker: LinkTracker
+    links: Links
+    where: str
+
+
+class LinkTracker:
+    """Turns a link into a signed click URL for one send (or leaves it, for previews)."""
+
+    def __init__(self, signer: TokenSigner | None, base_url: str, send_id: str,
+                 untracked: frozenset[str], click_tracking: bool) -> None:
+        self._signer, self._base, self._send_id = signer, base_url, send_id
+        self._untracked, self._clicks = untracked, click_tracking and signer is not None
+        self._signed: dict[tuple[int, str], str] = {}  # the HTML and text parts share links
+
+    def click_url(self, link: int, url: str) -> str:
+        if not self._clicks or url in self._untracked or not url.lower().startswith(("http://", "https://")):
+            return url
+        key = (link, url)
+        if key not in self._signed:
+            token = self._signer.sign(TokenClaims("click", self._send_id, link, url))  # type: ignore[union-attr]
+            self._signed[key] = f"{self._base}/c/{token}"
+        return self._signed[key]
+
+    def open_pixel_url(self) -> str:
+        return f"{self._base}/o/{self._signer.sign(TokenClaims('open', self._send_id))}.gif"  # type: ignore[union-attr]
+
+
+@jinja2.pass_context
+def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
+    tracker: LinkTracker = context["_tracker"]
+    if context.eval_ctx.autoescape:
+        url = html_escape.unescape(str(value)).strip()
+        return markupsafe.Markup(markupsafe.escape(tracker.click_url(link, url)))
+    return tracker.click_url(link, str(value).strip())
+
+
+def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool) -> ImmutableSandboxedEnvironment:
+    """Jinja's immutable sandbox, StrictUndefined, our filters: how every template runs."""
+    env = ImmutableSandboxedEnvironment(loader=loader, autoescape=autoescape,
+                                        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(FILTERS)
+    env.filters["track_link"] = _track_link
+    return env
+
+
+class Renderer:
+    """Compiled emails of one program; `render` personalises one for one member."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, *, signer: TokenSigner | None = None,
+                 coupon_secret: bytes | None = None) -> None:
+        self.settings, self.catalog, self.signer = settings, catalog, signer
+        self.ladder = TierLadder.from_settings(settings.tiers)
+        loader = FrontMatterLoader(str(catalog.root))
+        self.html_env = sandboxed_environment(loader, autoescape=True)
+        self.text_env = sandboxed_environment(loader, autoescape=False)
+        self._coupon_secret = coupon_secret or (settings.tracking.secret or settings.program.name).encode()
+        self._compiled: dict[tuple[str, str], CompiledVariant] = {}
+
+    @classmethod
+    def for_program(cls, settings: Settings, *, signer: TokenSigner | None = None) -> Renderer:
+        return cls(settings, load_catalog(settings.project_dir / TEMPLATES_DIR), signer=signer)
+
+    @cached_property
+    def _flattener(self) -> Flattener:
+        def load(name: str) -> str:
+            try:
+                return self.html_env.loader.get_source(self.html_env, name)[0]  # type: ignore[union-attr]
+            except jinja2.TemplateNotFound:
+                raise NotFound(f"template {TEMPLATES_DIR}/{name} does not exist") from None
+        return Flattener(load)
+
+    # -- compile -----------------------------------------------------------------------------
+
+    def variant(self, email: str, locale: str | None = None) -> Variant:
+        if email not in self.catalog.variants:
+            known = ", ".join(self.catalog.names) or "none"
+            raise NotFound(f"no email template '{email}' in {TEMPLATES_DIR}/ (emails: {known})")
+        return self.catalog.select(email, locale, self.settings.program.default_locale)
+
+    def compiled(self, email: str, locale: str | None = None) -> CompiledVariant:
+        variant = self.variant(email, locale)
+        key = (variant.email, variant.locale)
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(variant)
+        return self._compiled[key]
+
+    def _compile(self, variant: Variant) -> CompiledVariant:
+        where = f"{TEMPLATES_DIR}/{variant.html_path}"
+        headline = self._from_string(self.text_env, f"{variant.subject}{_SEPARATOR}{variant.preheader}",
+                                     where, variant.subject_line)
+        original = self._load(self.html_env, variant.html_path)
+        text_own = self._load(self.text_env, variant.text_path) if variant.text_path else None
+        try:
+            source = self._flattener.flatten(variant.html_path)
+            compiled = compile_inlined(source, text_of=html_to_text)
+        except NotFlattenable as exc:
+            fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
+            return CompiledVariant(variant, headline, original, text_own, fallback)
+        except NeedsFallback as exc:
+            fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
+            return CompiledVariant(variant, headline, original, text_own, fallback)
+        html = self._from_string(self.html_env, compiled.source, where, 1)
+        text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
+        return CompiledVariant(variant, headline, html, text, None)
+
+    def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
+        """Map a line of the flattened source back to the file it came from, when it can."""
+        wanted = flattened.splitlines()[line - 1].strip() if 0 < line <= flattened.count("\n") + 1 else ""
+        chain = [name]
+        for candidate in chain:
+            source = self._flattener._load(candidate)
+            for parent in re.findall(r"""\{%-?\s*(?:extends|include)\s+["']([^"']+)["']""", source):
+                chain.append(parent)
+            if wanted:
+                for number, text in enumerate(source.splitlines(), start=1):
+                    if text.strip() == wanted:
+                        return Location(f"{TEMPLATES_DIR}/{candidate}", number)
+        return Location(f"{TEMPLATES_DIR}/{name}", line)
+
+    def _load(self, env: jinja2.Environment, name: str) -> jinja2.Template:
+        try:
+            return env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1),
+                                        f"syntax error: {exc.message}")) from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),
+                                        f"template {exc.name} not found")) from None
+
+    def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int) -> jinja2.Template:
+        try:
+            return env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            at = line if line > 1 else (exc.lineno or 1)
+            raise TemplateError(Problem(Location(where, at), f"syntax error: {exc.message}")) from None
+
+    # -- render ------------------------------------------------------------------------------
+
+    def links_for(self, send_id: str, *, tracked: bool) -> Links:
+        base = self.settings.tracking.base_url
+        if not tracked or self.signer is None:
+            return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview")
+        sign = self.signer.sign
+        return Links(f"{base}/u/{sign(TokenClaims('unsubscribe', send_id))}",
+                     f"{base}/p/{sign(TokenClaims('preferences', send_id))}",
+                     f"{base}/v/{sign(TokenClaims('view', send_id))}")
+
+    def render(
+        self,
+        email: str,
+        member: Mapping[str, Any],
+        *,
+        now: datetime,
+        send_id: str | None = None,
+        flow: Mapping[str, Any] | None = None,
+        occurrence: Mapping[str, Any] | None = None,
+        tracked: bool = True,
+        locale: str | None = None,
+        test: bool = False,
+    ) -> RenderedEmail:
+        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing."""
+        tracked = tracked and self.signer is not None and not test
+        send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
+        job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
+        compiled, context, variant = job.compiled, job.context, job.compiled.variant
+        if compiled.fallback is None:
+            html = self._run(compiled.html, context, job.where, 0, variant)
+            text = self._run(compiled.text, context, job.where, 0, variant) if compiled.text else ""
+            text = _track_text(text, job.tracker) if variant.text_path else tidy_text(text)
+        else:
+            html, text = self._render_per_email(compiled, context, job.tracker, job.where)
+        program, tracking = self.settings.program, self.settings.tracking
+        return RenderedEmail(
+            send_id=send_id,
+            sender=Address(program.sender_email, program.sender_name),
+            to=Address(str(member["email"]), context["member"]["name"]),
+            subject=context["subject"], html=html, text=text, preheader=context["preheader"],
+            template=variant.email, locale=variant.locale,
+            flow=(flow or {}).get("name"), date=now,
+            message_id=f"<{send_id}@{program.sender_email.split('@')[-1]}>",
+            unsubscribe_url=job.links.unsubscribe_url if tracked else None,
+            unsubscribe_mailto=tracking.unsubscribe_mailto if tracked else None,
+            headers={"X-Loyalty-Mail-Test": "yes"} if test else {},
+            test=test,
+        )
+
+    def reference_html(self, email: str, member: Mapping[str, Any], *, now: datetime,
+                       flow: Mapping[str, Any] | None = None,
+                       occurrence: Mapping[str, Any] | None = None,
+                       locale: str | None = None) -> str:
+        """The slow, obviously right way: render the files as written, then run premailer.
+        Untracked; `check` and the tests compare the compiled path against it."""
+        job = self._prepare(email, member, now, PREVIEW_SEND_ID, flow, occurrence, False, locale)
+        original = self._load(self.html_env, job.compiled.variant.html_path)
+        return inline_css(self._run(original, job.context, job.where, 0, job.compiled.variant))
+
+    def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
+                 flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
+                 tracked: bool, locale: str | None) -> _Job:
+        compiled = self.compiled(email, locale or member.get("locale"))
+        variant = compiled.variant
+        links = self.links_for(send_id, tracked=tracked)
+        tracking = self.settings.tracking
+        tracker = LinkTracker(self.signer if tracked else None, tracking.base_url, send_id,
+                              frozenset({links.unsubscribe_url, links.preferences_url,
+                                         links.view_in_browser_url}),
+                              tracking.click_tracking)
+        context = build_context(settings=self.settings, ladder=self.ladder, member_row=member,
+                                locale=variant.locale, links=links, now=now,
+                                coupon_secret=self._coupon_secret, flow=flow, occurrence=occurrence)
+        context["_tracker"] = tracker
+        context["tracking"] = tracked and tracking.open_pixel
+        context["open_pixel_url"] = tracker.open_pixel_url
+        where = f"{TEMPLATES_DIR}/{variant.html_path}"
+        headline = self._run(compiled.headline, context, where, variant.subject_line)
+        subject, preheader = headline.split(_SEPARATOR)
+        context["subject"] = " ".join(subject.split())
+        context["preheader"] = " ".join(preheader.split())
+        return _Job(compiled, context, tracker, links, where)
+
+    def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
+                          tracker: LinkTracker, where: str) -> tuple[str, str]:
+        rendered = self._run(compiled.html, context, where, 0, compiled.variant)
+        inlined = inline_css(rendered)
+
+        def track(link: int, value: str) -> str:
+            url = tracker.click_url(link, html_escape.unescape(value).strip())
+            return html_escape.escape(url)
+
+        text_links: dict[str, str] = {}
+
+        def track_for_text(link: int, value: str) -> str:
+            text_links[html_escape.unescape(value).strip()] = track(link, value)
+            return value
+
+        rewrite_links(inlined, track_for_text)
+        finished, _ = rewrite_links(inlined, track)
+        if context["tracking"]:
+            pixel = (f'<img src="{html_escape.escape(tracker.open_pixel_url())}" width="1" height="1" '
+                     'alt="" style="display:block;border:0;width:1px;height:1px">')
+            finished = _BODY_END.sub(lambda m: pixel + m.group(0), finished, count=1)
+        if compiled.text:
+            text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
+        else:
+            text = html_to_text(inlined)
+            for url, tracked_url in text_links.items():
+                text = text.replace(f"({url})", f"({html_escape.unescape(tracked_url)})")
+        return finished, text
+
+    def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
+             variant: Variant | None = None) -> str:
+        try:
+            return template.render(context)
+        except jinja2.TemplateError as exc:
+            location = _error_location(exc) or (Location(where, line) if line else None)
+            if location is None and variant is not None:
+                location = self._relocate(variant, context) or Location(where, 1)
+            raise TemplateError(Problem(location, _describe(exc))) from None
+
+    def _relocate(self, variant: Variant, context: dict[str, Any]) -> Location | None:
+        """Render the original files to find which file and line fail (compiled sources have no
+        file name of their own)."""
+        try:
+            self._load(self.html_env, variant.html_path).render(context)
+        except jinja2.TemplateError as exc:
+            return _error_location(exc)
+        return None
+
+
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
+_LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+
+
+def tidy_text(text: str) -> str:
+    """Derived text after rendering: no indentation, at most one blank line in a row."""
+    return _BLANK_LINES.sub("\n\n", _LINE_INDENT.sub("", text)).strip() + "\n"
+
+
+def _track_text(text: str, tracker: LinkTracker) -> str:
+    links = iter(range(1000, 100000))
+    return _TEXT_URL.sub(lambda m: tracker.click_url(next(links), m.group(0)), text)
+
+
+def _error_location(exc: BaseException) -> Location | None:
+    if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
+        return Location(_display(exc.filename), exc.lineno or 1)
+    for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        filename = frame.f_code.co_filename
+        if filename.endswith((".html", ".txt")) and Path(filename).exists():
+            return Location(_display(filename), lineno)
+    return None
+
+
+def _display(filename: str) -> str:
+    parts = Path(filename).parts
+    if TEMPLATES_DIR in parts:
+        index = len(parts) - 1 - parts[::-1].index(TEMPLATES_DIR)
+        return "/".join(parts[index:])
+    return filename
+
+
+def _describe(exc: jinja2.TemplateError) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
+    if isinstance(exc, jinja2.sandbox.SecurityError):
+        return f"not allowed in the template sandbox: {exc.message}"
+    return f"{type(exc).__name__}: {exc.message}"
+
+
+Renders = Callable[..., RenderedEmail]

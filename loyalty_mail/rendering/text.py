@@ -1,0 +1,103 @@
+"""HTML email -> readable plain text, for the text/plain part when a template has no .txt twin.
+
+Headings are underlined, paragraphs and table rows become lines, links read `label (url)`,
+list items get bullets, images their alt text; the hidden preheader, <head>, <style> and
+elements marked `data-text="skip"` are left out. Template placeholders that live in HTML
+comments (`<!--JX12X-->`) are kept, so the same converter turns a compiled template into a
+text template.
+"""
+
+from __future__ import annotations
+
+import re
+
+import lxml.html
+from lxml import etree
+
+_BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
+           "blockquote", "section", "header", "footer", "center", "hr"}
+_SKIP = {"head", "style", "script", "title"}
+_PLACEHOLDER = re.compile(r"^JX\d+X$")
+_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
+
+
+def html_to_text(document: str) -> str:
+    """Readable text of an HTML document (see module docstring)."""
+    root = lxml.html.document_fromstring(document)
+    body = root.find("body")
+    parts: list[str] = []
+    _walk(body if body is not None else root, parts)
+    text = "".join(parts)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def _hidden(element: etree._Element) -> bool:
+    style = (element.get("style") or "").replace(" ", "").lower()
+    return ("display:none" in style or element.get("data-text") == "skip"
+            or element.get("aria-hidden") == "true" and element.tag != "img")
+
+
+def _walk(element: etree._Element, parts: list[str]) -> None:
+    for node in element.iterchildren():
+        if isinstance(node, etree._Comment):
+            if _PLACEHOLDER.match(node.text or ""):
+                parts.append(node.text)
+        elif isinstance(node.tag, str) and node.tag not in _SKIP and not _hidden(node):
+            _element(node, parts)
+        if node.tail:
+            parts.append(node.tail)
+
+
+def _element(node: etree._Element, parts: list[str]) -> None:
+    tag = node.tag
+    if tag == "br":
+        parts.append("\n")
+        return
+    if tag == "img":
+        alt = (node.get("alt") or "").strip()
+        if alt:
+            parts.append(alt)
+        return
+    if tag == "hr":
+        parts.append("\n" + "-" * 40 + "\n")
+        return
+    block = tag in _BLOCKS
+    if block:
+        parts.append("\n")
+    if tag == "li":
+        parts.append("- ")
+    if tag in ("td", "th"):
+        parts.append(" ")
+    start = len(parts)
+    if node.text:
+        parts.append(node.text)
+    _walk(node, parts)
+    if tag == "a":
+        _link(node, parts, start)
+    elif tag in ("h1", "h2"):
+        heading = _SPACES.sub(" ", "".join(parts[start:])).strip()
+        parts.append("\n" + ("=" if tag == "h1" else "-") * max(len(heading), 3))
+    if block:
+        parts.append("\n")
+        if tag in ("p", "h1", "h2", "h3", "table", "ul", "ol", "blockquote"):
+            parts.append("\n")
+
+
+def _link(node: etree._Element, parts: list[str], start: int) -> None:
+    href = (node.get("href") or "").strip()
+    label = _SPACES.sub(" ", "".join(parts[start:])).strip()
+    if not href or href.startswith("#"):
+        return
+    if href.lower().startswith("mailto:") and label == href[7:]:
+        return
+    if label == href:
+        return
+    if label:
+        parts.append(f" ({href})")
+    else:
+        parts.append(href)

@@ -1,0 +1,1 @@
+"""Tracking: signed tokens for public URLs (opens, clicks, unsubscribe)."""

@@ -1,0 +1,447 @@
+"""Templates: compile-time inlining equals render-then-premailer, sandbox, locales, tracking, MIME."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from loyalty_mail.config import load_settings
+from loyalty_mail.errors import TemplateError
+from loyalty_mail.rendering import Renderer
+from loyalty_mail.rendering.checks import check_templates, sample_members, sample_occurrences
+from loyalty_mail.rendering.dom import dom_difference
+from loyalty_mail.rendering.inlining import inline_css
+from loyalty_mail.tracking.tokens import BadToken, TokenSigner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+SECRET = "test-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def example() -> Renderer:
+    """The shipped example program's templates, with signing enabled."""
+    settings = load_settings(ROOT, environ={"LOYALTY_MAIL_SECRET": SECRET})
+    return Renderer.for_program(settings, signer=TokenSigner(SECRET))
+
+
+def member(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = dict(
+        member_id="SV000123", email="lan@example.com", first_name="Lan", last_name="Nguyễn",
+        locale="vi", timezone="Asia/Ho_Chi_Minh", joined_at=datetime(2024, 11, 22, 20, tzinfo=timezone.utc),
+        joined_on=date(2024, 11, 23), birthday=None, points=8450, tier="gold",
+        total_spend=Decimal("8450000"), purchase_count=12,
+        last_purchase_at=datetime(2026, 8, 1, tzinfo=timezone.utc), nps_score=9, subscribed=True,
+        attributes={})
+    return {**base, **overrides}
+
+
+def program_with(tmp_path: Path, files: dict[str, str]) -> Renderer:
+    """A copy of the example program plus/overriding the given template files."""
+    project = tmp_path / "program"
+    shutil.copytree(ROOT / "templates", project / "templates")
+    shutil.copy(ROOT / "config.yaml", project / "config.yaml")
+    for name, text in files.items():
+        path = project / "templates" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
+    return Renderer.for_program(settings, signer=TokenSigner(SECRET))
+
+
+# -- compile-time inlining is the same as rendering then inlining ---------------------------
+
+@pytest.mark.parametrize("name", ["welcome", "milestone", "tier_upgrade", "reengagement"])
+@pytest.mark.parametrize("locale", ["vi", "en"])
+def test_example_templates_compile_and_match_per_email_inlining(example, name, locale):
+    compiled = example.compiled(name, locale)
+    assert compiled.fallback is None
+    compared = 0
+    for sample in sample_members(example, locale, NOW):
+        for occurrence in sample_occurrences(example):
+            rendered = example.render(name, sample, now=NOW, occurrence=occurrence, tracked=False,
+                                      locale=locale)
+            reference = example.reference_html(name, sample, now=NOW, occurrence=occurrence,
+                                               locale=locale)
+            assert dom_difference(rendered.html, reference) is None
+            compared += 1
+    assert compared == 4 * 5
+    # The compiled email really is inlined: styles on elements, @media kept with !important.
+    assert 'style="' in rendered.html and "!important" in rendered.html
+
+
+def test_dom_comparison_notices_a_changed_style():
+    a = '<html><body><p style="color:red">x</p></body></html>'
+    assert dom_difference(a, a) is None
+    assert dom_difference(a, a.replace("red", "blue")) is not None
+    assert dom_difference(a, a.replace("x", "y")) is not None
+
+
+CORPUS = ROOT.parent / "shared" / "corpus" / "email-templates"
+
+
+def _port_handlebars(source: str) -> str:
+    """Mustachio/Handlebars -> Jinja, as a marketer porting these emails would write them."""
+    source = re.sub(r"\{\{#each ([\w.]+)\}\}", r"{% for this in \1 %}", source)
+    source = source.replace("{{/each}}", "{% endfor %}")
+    source = re.sub(r"\{\{#if ([\w.]+)\}\}", r"{% if \1 %}", source)
+    source = re.sub(r"\{\{else if ([\w.]+)\}\}", r"{% elif \1 %}", source)
+    source = source.replace("{{else}}", "{% else %}").replace("{{/if}}", "{% endif %}")
+    return re.sub(r"\{\{\s*([\w.]+)\s*\}\}", r"{{ \1 }}", source)
+
+
+def _corpus_data(source: str, name: str) -> dict[str, object]:
+    data_file = CORPUS / "data" / name.replace(".html", "_data.json")
+    if data_file.exists():
+        import json
+        return json.loads(data_file.read_text())
+    fields = set(re.findall(r"\{\{ (\w+) \}\}", source))
+    data: dict[str, object] = {f: (f"https://example.com/{f}" if f.endswith("url") else f"<{f}>")
+                               for f in fields}
+    data["receipt_details"] = [{"description": "Item one", "amount": "$10"},
+                               {"description": "Item two", "amount": "$5"}]
+    return data
+
+
+def test_corpus_templates_ported_to_jinja_match_per_email_inlining():
+    from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined
+    from loyalty_mail.rendering.renderer import LinkTracker, sandboxed_environment
+    from loyalty_mail.rendering.text import html_to_text
+
+    files = sorted(CORPUS.glob("*.html"))
+    assert len(files) == 8
+    env = sandboxed_environment(None, autoescape=True)
+    env.undefined = __import__("jinja2").Undefined  # the corpus data does not fill every field
+    compiled_count = 0
+    for path in files:
+        source = _port_handlebars(path.read_text(encoding="utf-8"))
+        data = _corpus_data(source, path.name)
+        context = {**data, "_tracker": LinkTracker(None, "https://t.example", "preview", frozenset(), False),
+                   "tracking": False, "open_pixel_url": lambda: ""}
+        try:
+            compiled = compile_inlined(source, text_of=html_to_text)
+        except NeedsFallback as exc:
+            pytest.fail(f"{path.name}: unexpected fallback: {exc}")
+        ours = env.from_string(compiled.source).render(context)
+        reference = inline_css(env.from_string(source).render(context))
+        assert dom_difference(ours, reference) is None, path.name
+        compiled_count += 1
+        text = env.from_string(compiled.text_source).render(context)
+        assert len(text.split()) > 10, path.name
+    assert compiled_count == 8
+
+
+def test_known_premailer_pitfalls_are_avoided(tmp_path):
+    page = """---
+subject: "Pitfalls for {{ member.first_name }}"
+---
+<html><head><title>{{ subject }}</title><style>
+a.cta { color: #c8102e }
+td.row { padding: 4px }
+@media only screen and (max-width: 600px) { .wide { width: 100% !important } }
+</style></head><body>
+<table class="wide">
+{% for perk in tier.perks %}
+<tr><td class="row">{{ perk }}</td></tr>
+{% endfor %}
+</table>
+{% if member.points > 0 %}<p>positive</p>{% endif %}
+<a class="cta" href="{{ view_in_browser_url }}">view</a>
+</body></html>
+"""
+    renderer = program_with(tmp_path, {"pitfalls/vi.html": page})
+    compiled = renderer.compiled("pitfalls", "vi")
+    assert compiled.fallback is None
+    rendered = renderer.render("pitfalls", member(), now=NOW, tracked=False)
+    html = rendered.html
+    assert "{{%20" not in html and "%7B%7B" not in html           # href placeholder kept intact
+    assert "&gt; 0" not in html and "positive" in html            # `>` inside {% if %} untouched
+    assert "<title>Pitfalls for Lan</title>" in html               # title holds text, not code
+    assert "width: 100% !important" in html or "width:100% !important" in html
+    rows = re.findall(r'<tr><td class="row" style="padding:4px">([^<]+)</td></tr>', html)
+    assert rows == ["Giảm 10% mọi đơn hàng", "Miễn phí giao hàng", "Mua sớm trong các đợt khuyến mãi"]
+    assert html.index("<table") < html.index("Giảm 10%") < html.index("</table>")
+    assert dom_difference(html, renderer.reference_html("pitfalls", member(), now=NOW)) is None
+
+
+@pytest.mark.parametrize(("body", "line", "reason"), [
+    ('<p class="{{ tier.name }}">x</p>', 6, "class attribute depends on data"),
+    ('<p id="m-{{ member.member_id }}">x</p>', 6, "id attribute depends on data"),
+    ('<td {% if tier.next %}bgcolor="#fff"{% endif %}>x</td>', 6, "inside a tag"),
+    ('{% if tier.next %}<div class="box">{% endif %}<p>x</p>{% if tier.next %}</div>{% endif %}', 6,
+     "closed outside it"),
+    ('<ul>{% for p in tier.perks %}<li>{{ p }}</li>{% endfor %}</ul>', 1, "matches siblings"),
+])
+def test_data_dependent_markup_falls_back_with_line_and_reason(tmp_path, body, line, reason):
+    style = "li + li { color: red } .box p { color: blue }" if "siblings" in reason else ".box { color: blue }"
+    page = (f'---\nsubject: "x"\n---\n<html><head><style>{style}</style></head>\n<body>\n'
+            f"{body}\n</body></html>\n")
+    renderer = program_with(tmp_path, {"odd/vi.html": page})
+    compiled = renderer.compiled("odd", "vi")
+    assert compiled.fallback is not None
+    assert reason in compiled.fallback.reason
+    assert compiled.fallback.location.file == "templates/odd/vi.html"
+    assert compiled.fallback.location.line == line
+    # The fallback still produces exactly what rendering then inlining produces, tracked or not.
+    rendered = renderer.render("odd", member(), now=NOW, tracked=False)
+    assert dom_difference(rendered.html, renderer.reference_html("odd", member(), now=NOW)) is None
+    assert rendered.text.strip()
+
+
+def test_macro_matched_by_context_selector_falls_back(tmp_path):
+    page = """---
+subject: "x"
+---
+{% macro cell(v) %}<span class="v">{{ v }}</span>{% endmacro %}
+<html><head><style>.card .v { color: red } .v { font-weight: bold }</style></head><body>
+<div class="card">{{ cell(1) }}</div><div>{{ cell(2) }}</div>
+</body></html>
+"""
+    renderer = program_with(tmp_path, {"macro/vi.html": page})
+    compiled = renderer.compiled("macro", "vi")
+    assert compiled.fallback is not None and "macro" in compiled.fallback.reason
+    html = renderer.render("macro", member(), now=NOW, tracked=False).html
+    assert dom_difference(html, renderer.reference_html("macro", member(), now=NOW)) is None
+
+
+# -- sandbox and strictness -----------------------------------------------------------------
+
+def test_misspelled_variable_names_template_and_line(tmp_path):
+    renderer = program_with(tmp_path, {"welcome/en.html": (ROOT / "templates/welcome/en.html").read_text()
+                                       .replace("{{ member.points | points }}", "{{ member.pionts | points }}")})
+    with pytest.raises(TemplateError) as info:
+        renderer.render("welcome", member(locale="en"), now=NOW, tracked=False)
+    assert str(info.value).startswith("templates/welcome/en.html:10: undefined variable")
+    assert "pionts" in str(info.value)
+
+
+def test_sandbox_refuses_python_internals(tmp_path):
+    page = '---\nsubject: "x"\n---\n<html><body>\n{{ member.__class__.__mro__ }}\n</body></html>\n'
+    renderer = program_with(tmp_path, {"evil/vi.html": page})
+    with pytest.raises(TemplateError) as info:
+        renderer.render("evil", member(), now=NOW, tracked=False)
+    assert "not allowed in the template sandbox" in str(info.value)
+    assert "templates/evil/vi.html:5" in str(info.value)
+
+
+def test_front_matter_problems_name_file_and_line(tmp_path):
+    with pytest.raises(TemplateError) as info:
+        program_with(tmp_path, {"bad/vi.html": '---\nsubjekt: "x"\n---\n<p>x</p>\n',
+                                "worse/vi.html": "<p>no front matter</p>\n"})
+    message = str(info.value)
+    assert "templates/bad/vi.html:2:1: unknown front matter key 'subjekt'" in message
+    assert "templates/worse/vi.html:1:1: missing front matter" in message
+
+
+def test_check_reports_syntax_error_and_missing_translation(tmp_path):
+    renderer = program_with(tmp_path, {"broken/vi.html": '---\nsubject: "x"\n---\n<p>{% if %}</p>\n',
+                                       "solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'})
+    report = check_templates(renderer, NOW)
+    assert [str(p) for p in report.errors] == [
+        "templates/broken/vi.html:4: syntax error: Expected an expression, got 'end of statement block'"]
+    (tmp_path / "program/templates/broken/vi.html").unlink()
+    renderer = program_with(tmp_path / "again", {"solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'})
+    report = check_templates(renderer, NOW)
+    assert report.errors == []
+    assert any("missing translation: no en.html" in str(w) for w in report.warnings)
+
+
+# -- locales and formatting ---------------------------------------------------------------
+
+def test_locale_variant_selection(example):
+    assert example.variant("welcome", "vi").locale == "vi"
+    assert example.variant("welcome", "vi_VN").locale == "vi"
+    assert example.variant("welcome", "en").locale == "en"
+    assert example.variant("welcome", "fr").locale == "vi"      # program default
+    assert example.variant("welcome", None).locale == "vi"
+
+
+def test_babel_filters_format_for_the_members_locale(example):
+    vi = example.render("milestone", member(total_spend=Decimal(1250000)), now=NOW, tracked=False,
+                        occurrence={"kind": "points", "threshold": 5000, "key": "p"})
+    assert "1.250.000\xa0₫" in vi.html and "8.450" in vi.html and "5.000 điểm" in vi.subject
+    en = example.render("milestone", member(locale="en", total_spend=Decimal(1250000)), now=NOW,
+                        tracked=False, occurrence={"kind": "anniversary", "years": 2, "key": "a"})
+    assert "₫1,250,000" in en.html and "8,450" in en.html
+    assert en.subject == "Happy 2-year anniversary, Lan!"
+    assert "November 23, 2024" in en.html   # joined_on, the member's own day
+
+
+def test_tier_context_and_coupon(example):
+    upgrade = example.render("tier_upgrade", member(), now=NOW, tracked=False,
+                             occurrence={"old_tier": "silver", "new_tier": "gold", "key": "t"})
+    assert upgrade.subject == "Chúc mừng Lan lên hạng Vàng"
+    assert "Giảm 10% mọi đơn hàng" in upgrade.html and "Bạch kim" in upgrade.html
+    top = example.render("tier_upgrade", member(tier="platinum", points=30000, locale="en"), now=NOW,
+                         tracked=False, occurrence={"old_tier": "gold", "new_tier": "platinum", "key": "t"})
+    assert "our highest tier" in top.html
+    first = example.render("welcome", member(), now=NOW, tracked=False)
+    again = example.render("welcome", member(), now=NOW, tracked=False)
+    other = example.render("welcome", member(member_id="SV000999"), now=NOW, tracked=False)
+    code = re.search(r"HELLO-[A-Z0-9]{8}", first.html).group(0)
+    assert code in again.html and code not in other.html
+
+
+# -- tracking -------------------------------------------------------------------------------
+
+def test_links_are_signed_and_the_pixel_added_when_tracked(example):
+    signer = TokenSigner(SECRET)
+    rendered = example.render("welcome", member(), now=NOW, send_id="send-1")
+    hrefs = re.findall(r'href="([^"]+)"', rendered.html)
+    clicks = [h for h in hrefs if "/c/" in h]
+    targets = {signer.verify(urlparse(h).path.split("/c/")[1], "click").url for h in clicks}
+    assert targets == {"https://senvang.example/", "https://senvang.example/account?member=SV000123"}
+    assert all(signer.verify(urlparse(h).path.split("/c/")[1]).send_id == "send-1" for h in clicks)
+    unsubscribe = [h for h in hrefs if "/u/" in h]
+    assert len(unsubscribe) == 1 and signer.verify(unsubscribe[0].split("/u/")[1]).kind == "unsubscribe"
+    pixel = re.search(r'<img src="https://t\.senvang\.example/o/([^"]+)\.gif"', rendered.html)
+    assert pixel and signer.verify(pixel.group(1), "open").send_id == "send-1"
+    assert "/c/" in rendered.text and "senvang.example/account" not in rendered.text
+
+
+def test_previews_and_test_sends_carry_no_countable_urls(example):
+    for rendered in (example.render("welcome", member(), now=NOW, tracked=False),
+                     example.render("welcome", member(), now=NOW, test=True)):
+        assert "/c/" not in rendered.html and "/o/" not in rendered.html and "/c/" not in rendered.text
+        assert "https://senvang.example/account?member=SV000123" in rendered.html
+
+
+def test_mailto_tel_and_opted_out_links_are_left_alone(tmp_path):
+    page = """---
+subject: "x"
+---
+<html><body><a href="mailto:help@senvang.example">mail</a> <a href="tel:+84123">call</a>
+<a href="https://senvang.example/private" data-notrack>private</a>
+<a href="https://senvang.example/shop?a=1&amp;b=2">shop</a></body></html>
+"""
+    renderer = program_with(tmp_path, {"links/vi.html": page})
+    html = renderer.render("links", member(), now=NOW, send_id="s").html
+    assert 'href="mailto:help@senvang.example"' in html and 'href="tel:+84123"' in html
+    assert 'href="https://senvang.example/private"' in html
+    shop = re.search(r'href="(https://t\.senvang\.example/c/[^"]+)">shop', html).group(1)
+    assert TokenSigner(SECRET).verify(shop.split("/c/")[1]).url == "https://senvang.example/shop?a=1&b=2"
+
+
+def test_tokens_cannot_be_forged_or_altered():
+    signer = TokenSigner(SECRET)
+    from loyalty_mail.tracking.tokens import TokenClaims
+    token = signer.sign(TokenClaims("click", "abc", 0, "https://senvang.example/"))
+    body, tag = token.split(".")
+    for bad in (f"{body}.{tag[:-1]}A" if tag[-1] != "A" else f"{body}.{tag[:-1]}B",
+                f"{body[:-2]}xx.{tag}", "", "a.b.c", "..", "%%%.%%%", "x" * 5000):
+        with pytest.raises(BadToken):
+            signer.verify(bad)
+    with pytest.raises(BadToken):
+        TokenSigner("another-secret-0123456789").verify(token)
+    with pytest.raises(BadToken):
+        signer.verify(token, "open")
+
+
+# -- the message ----------------------------------------------------------------------------
+
+def test_message_is_complete_rfc5322_with_one_click_unsubscribe(example):
+    long_name = "Nguyễn Thị Phương Thảo Hoàng Lê Minh Châu"
+    rendered = example.render("welcome", member(first_name=long_name), now=NOW, send_id="abc123")
+    raw = rendered.to_bytes()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")
+    subject = re.search(r"^Subject:.*?(?=\r\n\S)", head, re.MULTILINE | re.DOTALL).group(0)
+    assert subject.count("\r\n ") >= 1                     # folded ...
+    assert all(len(line) <= 78 for line in subject.split("\r\n"))  # ... into short lines
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == f"Chào mừng {long_name} đến với Sen Vàng Rewards!"
+    assert parsed["From"].addresses[0].display_name == "Sen Vàng Rewards"
+    # RFC 2047 drops the folding between encoded-words; Python's address parser keeps a space.
+    assert " ".join(parsed["To"].addresses[0].display_name.split()) == f"{long_name} Nguyễn"
+    assert parsed["Message-ID"] == "<abc123@senvang.example>"
+    assert parsed["X-Loyalty-Mail-Send-Id"] == "abc123"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["List-Unsubscribe"] == f"<{rendered.unsubscribe_url}>"
+    assert parsed.get_content_type() == "multipart/alternative"
+    text, html = parsed.iter_parts()
+    assert text.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
+    assert text.get_content().replace("\r\n", "\n") == rendered.text
+    assert html.get_content() == rendered.html
+    assert not parsed.defects and not text.defects and not html.defects
+
+
+def test_own_text_template_is_used_and_tracked(tmp_path):
+    renderer = program_with(tmp_path, {"welcome/vi.txt": "Chào {{ member.first_name }}!\n"
+                                       "Tài khoản: https://senvang.example/account\n"})
+    rendered = renderer.render("welcome", member(), now=NOW, send_id="s")
+    assert rendered.text.startswith("Chào Lan!\nTài khoản: https://t.senvang.example/c/")
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def example_program(tmp_path, monkeypatch):
+    """The example program in a temporary directory, with 20 seeded members (SQLite)."""
+    from click.testing import CliRunner
+
+    from loyalty_mail.cli import cli
+
+    monkeypatch.delenv("LOYALTY_MAIL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOYALTY_MAIL_SECRET", raising=False)
+    target = tmp_path / "program"
+    assert CliRunner().invoke(cli, ["init", str(target)]).exit_code == 0
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--project", str(target), *args], catch_exceptions=False)
+
+    assert run("seed", "--members", "20", "--at", "2026-11-23T10:00:00+07:00").exit_code == 0
+    return target, run
+
+
+def test_cli_templates_list(example_program):
+    _, run = example_program
+    result = run("templates", "list", "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+    rows = json.loads(result.stdout)
+    assert {(r["email"], r["locale"]) for r in rows} == {
+        (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement") for l in ("vi", "en")}
+    assert all(r["inlining"] == "compiled" for r in rows)
+
+
+def test_cli_preview_html_text_eml(example_program, tmp_path):
+    target, run = example_program
+    import sqlite3
+    member_id, locale = sqlite3.connect(target / "loyalty_mail.db").execute(
+        "select member_id, locale from members order by member_id limit 1").fetchone()
+    html = run("preview", "welcome", "--member", member_id)
+    assert html.exit_code == 0, html.output
+    assert html.stdout.startswith("<!DOCTYPE html>") and f'lang="{locale}"' in html.stdout
+    assert "/c/" not in html.stdout and "/o/" not in html.stdout
+    text = run("preview", "milestone", "--member", member_id, "--locale", "en", "--format", "text",
+               "--set", "kind=anniversary", "--set", "years=3")
+    assert text.exit_code == 0 and text.stdout.startswith("Subject: Happy 3-year anniversary")
+    out = tmp_path / "upgrade.eml"
+    eml = run("preview", "tier_upgrade", "--member", member_id, "--format", "eml", "--out", str(out))
+    assert eml.exit_code == 0 and f"wrote {out}" in eml.stderr
+    parsed = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["List-Unsubscribe"] is None      # previews carry no working unsubscribe
+
+
+def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_program):
+    target, run = example_program
+    unknown = run("preview", "welcom", "--member", "X")
+    assert unknown.exit_code == 1
+    assert "no email template 'welcom' in templates/ (emails: milestone, reengagement, tier_upgrade, welcome)" in unknown.stderr
+    nobody = run("preview", "welcome", "--member", "NOPE")
+    assert nobody.exit_code == 1 and "no member with id 'NOPE'" in nobody.stderr
+    path = target / "templates/welcome/en.html"
+    path.write_text(path.read_text().replace("{{ member.points | points }}", "{{ member.pionts | points }}"))
+    checked = run("check")
+    assert checked.exit_code == 1
+    assert "templates/welcome/en.html:10: undefined variable" in checked.stderr
+    assert "Traceback" not in checked.output
