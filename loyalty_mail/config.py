@@ -11,14 +11,24 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from datetime import time as dtime
+from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import babel
 import babel.numbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, Problem
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
@@ -197,6 +207,100 @@ class TrackingSettings(_Strict):
         return value.rstrip("/")
 
 
+_SPAN = re.compile(r"^\s*(\d{1,5})\s*(minute|hour|day|week)s?\s*$")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _span(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return timedelta(0)
+    match = _SPAN.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a duration such as '30 minutes', '2 hours', '3 days' or "
+                         f"'1 week', found {value!r}")
+    return timedelta(**{f"{match.group(2)}s": int(match.group(1))})
+
+
+def _clock(value: Any) -> dtime:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a time of day as HH:MM (e.g. '21:00'), found {value!r}")
+    return dtime(int(match.group(1)), int(match.group(2)))
+
+
+Span = Annotated[timedelta, BeforeValidator(_span)]
+ClockTime = Annotated[dtime, BeforeValidator(_clock)]
+
+
+class QuietHours(_Strict):
+    """A daily window, in each member's own time zone, when marketing email waits."""
+
+    start: ClockTime = dtime(21, 0)
+    end: ClockTime = dtime(8, 0)
+
+
+class FrequencyCap(_Strict):
+    """At most `max` marketing emails per member in any `per` (rolling)."""
+
+    max: int = Field(default=3, ge=1, le=1000)
+    per: Span = timedelta(days=7)
+
+
+class SendingSettings(_Strict):
+    """How and when email leaves: the transport, quiet hours, the frequency cap, the daemon tick."""
+
+    transport: Literal["directory"] = "directory"
+    directory: str = "outbox"
+    quiet_hours: QuietHours | None = QuietHours()
+    frequency_cap: FrequencyCap | None = FrequencyCap()
+    tick: Span = timedelta(minutes=5)
+    lookback: Span = timedelta(days=7)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class Reentry(_Strict):
+    """How often a member may get a segment-entry email again."""
+
+    max: int = Field(default=1, ge=1, le=1000)
+    cooldown: Span = timedelta(days=90)
+
+
+class FlowSettings(_Strict):
+    """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement"]
+    template: str
+    segment: str | None = None
+    enabled: bool = True
+    priority: int = Field(default=50, ge=0, le=1000)
+    delay: Span = timedelta(0)
+    lateness: Span = timedelta(days=2)
+    quiet_hours: bool = True
+    holdout: Decimal = Field(default=Decimal(0), ge=0, le=100)
+    frequency_cap: bool = True
+    # milestone
+    thresholds: tuple[int, ...] = ()
+    crossings: Literal["each", "highest"] = "highest"
+    anniversaries: bool = False
+    # reengagement
+    reentry: Reentry = Reentry()
+
+    @model_validator(mode="after")
+    def _trigger_needs(self) -> FlowSettings:
+        if self.trigger == "reengagement" and not self.segment:
+            raise ValueError(f"flow '{self.name}': a reengagement flow needs `segment:` (the segment "
+                             "members enter, e.g. lapsed_90_days)")
+        if self.trigger == "milestone" and not self.thresholds and not self.anniversaries:
+            raise ValueError(f"flow '{self.name}': a milestone flow needs `thresholds:` (points) "
+                             "and/or `anniversaries: true`")
+        if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
+            raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
+        return self
+
+
 class Settings(_Strict):
     """The whole validated configuration of one program."""
 
@@ -205,12 +309,21 @@ class Settings(_Strict):
     tiers: TierSettings = TierSettings()
     segments: SegmentSettings = SegmentSettings()
     # Validated by the stages that use them (flows, delivery, tracking).
-    sending: dict[str, Any] = Field(default_factory=dict)
+    sending: SendingSettings = SendingSettings()
     tracking: TrackingSettings = TrackingSettings()
-    flows: dict[str, Any] | list[Any] = Field(default_factory=dict)
+    flows: tuple[FlowSettings, ...] = ()
 
     # Not part of the file: where it came from.
     project_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("flows")
+    @classmethod
+    def _unique_flow_names(cls, flows: tuple[FlowSettings, ...]) -> tuple[FlowSettings, ...]:
+        names = [flow.name for flow in flows]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"flow names must be unique; repeated: {', '.join(repeated)}")
+        return flows
 
 
 def load_settings(

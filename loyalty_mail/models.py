@@ -156,6 +156,62 @@ class TierChange(SQLModel, table=True):
     )
 
 
+SEND_STATES = ("planned", "sending", "sent", "failed", "retry", "unknown", "suppressed",
+               "held_out", "skipped")
+
+
+class Send(SQLModel, table=True):
+    """The send ledger and outbox: one row per (member, flow, occurrence), ever.
+
+    The unique constraint is what makes "never twice" true whatever happens to the processes:
+    an occurrence can be recorded once. `state` moves planned -> sending -> sent (or failed,
+    retry, unknown); held_out, suppressed and skipped rows record decisions not to send.
+    """
+
+    __tablename__ = "sends"
+    __table_args__ = (
+        sa.UniqueConstraint("member_ref", "flow", "occurrence_key", name="uq_sends_occurrence"),
+        sa.Index("ix_sends_due", "state", "scheduled_for"),
+        sa.Index("ix_sends_member_time", "member_ref", "scheduled_for"),
+        sa.Index("ix_sends_flow_time", "flow", "scheduled_for"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    send_id: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, unique=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    flow: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    occurrence_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    template: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    segment: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    reason: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    occurrence: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
+    occurred_at: datetime | None = _utc(nullable=False)
+    scheduled_for: datetime | None = _utc(nullable=False)
+    created_at: datetime | None = _utc(nullable=False)
+    sent_at: datetime | None = _utc()
+    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(1000)))
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must not get marketing email: unsubscribed, bounced, complained, manual."""
+
+    __tablename__ = "suppressions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=sa.Column(sa.String(254), nullable=False, unique=True))
+    reason: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    detail: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    created_at: datetime | None = _utc(nullable=False)
+
+
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
 tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]
+sends_table: sa.Table = Send.__table__  # type: ignore[attr-defined]
+suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-defined]

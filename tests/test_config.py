@@ -90,12 +90,12 @@ def test_yaml_syntax_errors_and_duplicate_keys(tmp_path):
 
 
 def test_secrets_come_from_the_environment(tmp_path):
-    text = "sending:\n  api_key: ${SENDGRID_API_KEY}\n  region: ${REGION:-global}\n"
-    settings = load_settings(write(tmp_path, text), environ={"SENDGRID_API_KEY": "SG.secret"})
-    assert settings.sending == {"api_key": "SG.secret", "region": "global"}
+    text = "tracking:\n  secret: ${TRACKING_SECRET}\n  base_url: ${BASE:-https://t.example}\n"
+    settings = load_settings(write(tmp_path, text), environ={"TRACKING_SECRET": "s" * 20})
+    assert (settings.tracking.secret, settings.tracking.base_url) == ("s" * 20, "https://t.example")
     assert problems(tmp_path, text) == [
-        "config.yaml:2:12: sending.api_key: environment variable SENDGRID_API_KEY is not set "
-        "(set it, or write ${SENDGRID_API_KEY:-fallback})"]
+        "config.yaml:2:11: tracking.secret: environment variable TRACKING_SECRET is not set "
+        "(set it, or write ${TRACKING_SECRET:-fallback})"]
 
 
 def test_precedence_defaults_file_environment_flag(tmp_path):
@@ -109,3 +109,26 @@ def test_precedence_defaults_file_environment_flag(tmp_path):
 def test_missing_config_says_how_to_create_one(tmp_path):
     with pytest.raises(ConfigError, match=r"no config.yaml in .*Run `loyalty-mail init"):
         load_settings(tmp_path, environ={})
+
+
+def test_flow_mistakes_name_the_line_and_what_is_allowed(tmp_path):
+    text = """flows:
+  - name: welcome
+    trigger: signup
+    template: welcome
+  - name: winback
+    trigger: reengagement
+    template: reengagement
+  - name: late
+    trigger: welcome
+    template: welcome
+    lateness: two days
+sending:
+  quiet_hours: {start: "25:00"}
+"""
+    found = problems(tmp_path, text)
+    assert found[0].startswith("config.yaml:3:14: flows[0].trigger: Input should be 'welcome', 'milestone', "
+                               "'tier_upgrade' or 'reengagement'")
+    assert found[1].startswith("config.yaml:5:5: flows[1]: flow 'winback': a reengagement flow needs `segment:`")
+    assert found[2].startswith("config.yaml:11:15: flows[2].lateness: expected a duration such as '30 minutes'")
+    assert found[3].startswith("config.yaml:13:24: sending.quiet_hours.start: expected a time of day as HH:MM")

@@ -9,6 +9,8 @@ import click
 
 from .. import db
 from ..errors import ConfigError, TemplateError
+from ..flows import Planner
+from ..flows.runner import check_flow_templates
 from ..rendering.checks import check_templates
 from ..overview import Overview, program_overview
 from ..runtime import Runtime
@@ -67,7 +69,11 @@ def check(obj: CliContext) -> None:
         click.echo(f"warning: {warning}", err=True)
     if report.errors:
         raise TemplateError(report.errors)
+    Planner(settings, catalog, "sqlite")  # every flow's segment exists
+    check_flow_templates(settings, renderer)
     emails = renderer.catalog.names
+    flows = ", ".join(f.name for f in settings.flows) or "none"
+    click.echo(f"flows: {len(settings.flows)} ok ({flows})")
     click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
                f"{report.rendered} sample renders, {len(report.warnings)} warnings)")
 

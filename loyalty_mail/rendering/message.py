@@ -97,22 +97,18 @@ def encode_word(value: str) -> str:
     """RFC 2047 base64 encoded-words of at most 64 characters, folded with CRLF SP. Words break
     after a space where one is near (some readers put a space between encoded-words), and never
     inside a UTF-8 character. The standard library's Header does this ten times slower."""
-    words: list[str] = []
-    rest = value
-    while rest:
-        cut, size = 0, 0
-        for index, char in enumerate(rest):
-            size += len(char.encode("utf-8"))
-            if size > 39:  # 39 bytes -> 52 base64 -> 64 with =?utf-8?b?...?=, room for "Subject: "
-                break
-            cut = index + 1
-        if cut < len(rest):
-            space = rest.rfind(" ", 0, cut)
-            cut = space + 1 if space > cut // 2 else cut
-        words.append(rest[:cut])
-        rest = rest[cut:]
-    return "\r\n ".join(
-        f"=?utf-8?b?{binascii.b2a_base64(w.encode(), newline=False).decode()}?=" for w in words)
+    data = value.encode("utf-8")
+    words: list[bytes] = []
+    while len(data) > 39:  # 39 bytes -> 52 base64 -> 64 with =?utf-8?b?...?=, room for "Subject: "
+        cut = 39
+        while data[cut] & 0xC0 == 0x80:  # never split a character
+            cut -= 1
+        space = data.rfind(b" ", 0, cut)
+        cut = space + 1 if space > cut // 2 else cut
+        words.append(data[:cut])
+        data = data[cut:]
+    words.append(data)
+    return "\r\n ".join(f"=?utf-8?b?{binascii.b2a_base64(w, newline=False).decode()}?=" for w in words)
 
 
 def _base64_part(content_type: str, body: str) -> bytes:

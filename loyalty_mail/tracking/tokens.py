@@ -10,6 +10,7 @@ query string.
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 from dataclasses import dataclass
 from typing import Literal
@@ -33,8 +34,11 @@ class TokenClaims:
     url: str | None = None
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:

@@ -1,0 +1,220 @@
+"""Commands that run the flows: run (dry-run or once), explain, daemon."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from ..errors import LoyaltyMailError, NotFound
+from ..flows import Plan, build_planner, run_once, write_previews
+from ..flows.runner import check_flow_templates, transport_for
+from ..flows.scheduler import run_daemon
+from ..members import member_profile
+from ..models import sends_table
+from . import cli
+from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
+
+
+def _decisions(plan: Plan) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for send in plan.sends:
+        occ = send.occurrence
+        rows.append({"decision": "send", "flow": occ.flow.name, "member_id": occ.member_id,
+                     "email": occ.email, "template": occ.flow.template, "occurrence": occ.key,
+                     "segment": send.segment, "scheduled_for": send.scheduled_for.isoformat(),
+                     "reason": send.reason, "deferred": send.deferred})
+    for skip in plan.skips:
+        occ = skip.occurrence
+        rows.append({"decision": "skip", "flow": occ.flow.name, "member_id": occ.member_id,
+                     "email": occ.email, "template": occ.flow.template, "occurrence": occ.key,
+                     "segment": occ.flow.segment, "scheduled_for": None, "reason": skip.reason,
+                     "recorded_as": skip.record_as})
+    return rows
+
+
+def _print_plan(plan: Plan, title: str) -> None:
+    counts = plan.counts()
+    columns = ["planned", "deferred", "held_out", "skipped", "already"]
+    segments = {f.name: f.segment or "" for f in [s.occurrence.flow for s in plan.sends] +
+                [s.occurrence.flow for s in plan.skips]}
+    rows = [[flow, segments.get(flow, ""), *[values.get(c, 0) for c in columns]]
+            for flow, values in sorted(counts.items())]
+    print_table(title, ["flow", "segment", *columns], rows)
+    reasons = Counter((s.occurrence.flow.name, _reason_kind(s.reason)) for s in plan.skips)
+    reasons.update((s.occurrence.flow.name, s.deferred.split(" until")[0]) for s in plan.sends if s.deferred)
+    if reasons:
+        print_table("Skipped or deferred, by reason", ["flow", "reason", "members"],
+                    [[flow, reason, n] for (flow, reason), n in sorted(reasons.items())])
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0]
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Plan and show; send and record nothing.")
+@click.option("--once", is_flag=True, help="Plan, record, render and deliver once.")
+@at_option
+@click.option("--flow", "flows", multiple=True, metavar="NAME", help="Only this flow (repeatable).")
+@format_option("table", "json")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --dry-run: write every would-be email (untracked) as .eml and .html here.")
+@pass_cli
+def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple[str, ...],
+        output_format: str, out: Path | None) -> None:
+    """Decide who is due which email now (or --at), and send it (--once) or show it (--dry-run).
+
+    The dry run writes nothing to the database. Its JSON is an array of objects, one per decision,
+    with flow, member_id, email, template, occurrence, scheduled_for, reason and decision
+    (send or skip); already-recorded occurrences are only counted.
+
+    \b
+    Example:
+      loyalty-mail run --dry-run
+      loyalty-mail run --dry-run --at 2026-11-23T09:00 --flow welcome --format json
+      loyalty-mail run --dry-run --out review/
+      loyalty-mail run --once
+    """
+    if dry_run == once:
+        raise click.UsageError("say --dry-run (show what would be sent) or --once (send it)")
+    if out is not None and not dry_run:
+        raise click.UsageError("--out goes with --dry-run")
+    runtime = obj.runtime
+    settings = runtime.settings
+    unknown = sorted(set(flows) - {f.name for f in settings.flows})
+    if unknown:
+        raise click.BadParameter(f"unknown flow {', '.join(unknown)} (flows: "
+                                 f"{', '.join(f.name for f in settings.flows) or 'none'})", param_hint="--flow")
+    engine = runtime.engine()
+    planner = build_planner(settings, engine.dialect.name)
+    renderer = runtime.renderer()
+    check_flow_templates(settings, renderer)
+    now = resolve_at(runtime, at)
+    if dry_run:
+        plan = planner.plan_in(engine, now, flows=list(flows) or None)
+        if out is not None:
+            written = write_previews(plan, renderer, engine, out)
+            click.echo(f"wrote {written} emails to {out}", err=True)
+        if output_format == "json":
+            print_json(_decisions(plan))
+        else:
+            _print_plan(plan, f"Dry run at {now.isoformat()}: nothing was sent or recorded")
+        return
+    if renderer.signer is None:
+        runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
+    transport = transport_for(settings)
+    report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None)
+    if output_format == "json":
+        print_json({"at": now.isoformat(), "counts": report.plan.counts(), "recorded": report.recorded,
+                    "delivered": report.delivered, "failed": report.failed})
+    else:
+        _print_plan(report.plan, f"Run at {now.isoformat()}")
+        click.echo(f"delivered {report.delivered}, failed {report.failed}"
+                   + (f" (messages in {transport.directory})" if hasattr(transport, "directory") else ""))
+    if report.failed:
+        raise LoyaltyMailError(f"{report.failed} sends failed; `loyalty-mail explain MEMBER_ID` or the "
+                               "sends table say why")
+
+
+@cli.command()
+@click.argument("member_id")
+@at_option
+@pass_cli
+def explain(obj: CliContext, member_id: str, at: str | None) -> None:
+    """For each flow: is this member due now (or --at), and if not, exactly why.
+
+    \b
+    Example:
+      loyalty-mail explain SV000042
+      loyalty-mail explain SV000042 --at 2026-12-24T09:00
+    """
+    runtime = obj.runtime
+    settings = runtime.settings
+    engine = runtime.engine()
+    planner = build_planner(settings, engine.dialect.name)
+    now = resolve_at(runtime, at)
+    with engine.connect() as conn:
+        member = member_profile(conn, member_id, recent=0).member
+        ref = conn.execute(sa.text("select id from members where member_id = :m"), {"m": member_id}).scalar_one()
+        history = conn.execute(
+            sa.select(sends_table.c.flow, sends_table.c.occurrence_key, sends_table.c.state,
+                      sends_table.c.scheduled_for, sends_table.c.reason)
+            .where(sends_table.c.member_ref == ref).order_by(sends_table.c.scheduled_for)).all()
+        plan = planner.plan(conn, now, member_ref=ref)
+    click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
+               f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {now.isoformat()}")
+    for flow in settings.flows:
+        lines = []
+        if not flow.enabled:
+            lines.append("flow disabled")
+        for send in plan.sends:
+            if send.occurrence.flow.name == flow.name:
+                when = f"scheduled for {send.scheduled_for.isoformat()}"
+                lines.append(f"DUE {send.occurrence.key}: {send.reason}; {when}"
+                             + (f" ({send.deferred})" if send.deferred else ""))
+        for skip in plan.skips:
+            if skip.occurrence.flow.name == flow.name:
+                lines.append(f"not sent {skip.occurrence.key}: {skip.reason}")
+        for row in history:
+            if row.flow == flow.name:
+                lines.append(f"recorded {row.occurrence_key}: {row.state} "
+                             f"({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}")
+        if not lines:
+            lines.append(_no_occurrence(flow, member))
+        click.echo(f"\n{flow.name} ({flow.trigger} -> {flow.template}):")
+        for line in lines:
+            click.echo(f"  {line}")
+
+
+def _no_occurrence(flow: Any, member: dict[str, Any]) -> str:
+    if flow.trigger == "welcome":
+        return f"no signup in the flow's window (joined {member['joined_at']:%Y-%m-%d %H:%M} UTC)" \
+            if member["joined_at"] else "no join date"
+    if flow.trigger == "milestone":
+        return (f"no threshold ({', '.join(f'{t:,}' for t in flow.thresholds)}) crossed and no "
+                "anniversary in the flow's window")
+    if flow.trigger == "tier_upgrade":
+        return "no upward tier change in the flow's window"
+    return f"not in segment {flow.segment} now (or already sent {flow.reentry.max} time(s) / in cooldown)"
+
+
+@cli.command()
+@click.option("--interval", type=float, default=None, metavar="SECONDS",
+              help="Seconds between ticks (default: sending.tick from config).")
+@click.option("--max-ticks", type=click.IntRange(1), default=None, help="Stop after this many ticks.")
+@pass_cli
+def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> None:
+    """Run the flows forever: a tick (plan, record, render, deliver) every interval.
+
+    SIGTERM or SIGINT finishes the batch in hand, records it and exits 0. After downtime the
+    first tick catches up on what is still within each flow's lateness.
+
+    \b
+    Example:
+      LOYALTY_MAIL_SECRET=... loyalty-mail daemon
+      loyalty-mail daemon --interval 60
+    """
+    runtime = obj.runtime
+    settings = runtime.settings
+    engine = runtime.engine()
+    planner = build_planner(settings, engine.dialect.name)
+    renderer = runtime.renderer()
+    check_flow_templates(settings, renderer)
+    runtime.signer()
+    transport = transport_for(settings)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def tick(should_stop: Any) -> None:
+        run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
+
+    seconds = interval if interval is not None else settings.sending.tick.total_seconds()
+    run_daemon(tick, seconds, max_ticks=max_ticks)
+
+
+__all__ = ["daemon", "explain", "run", "NotFound"]

@@ -1,0 +1,227 @@
+"""Occurrences: the moments a flow's trigger fired for a member, found in the database.
+
+Each trigger is one set-based query over a bounded window (the flow's delay, lateness and the
+sending lookback before `now`); Python only walks the rows the query returns. An occurrence is
+identified by (member, flow, key), the key the send ledger's unique constraint is built on:
+
+    welcome         welcome                   joined_at (+ delay)
+    milestone       points:5000               the event that crossed 5,000 points
+                    anniversary:2026          local midnight of the anniversary (29 Feb -> 28 Feb)
+    tier_upgrade    tier:<tier change id>     each upward move in the tier history
+    reengagement    segment:<name>:<n>        the member is in the segment now (n-th time)
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from ..config import FlowSettings, Settings
+from ..models import events_table, members_table, sends_table, tier_changes_table
+from ..segments.compiler import month_day_key
+from ..tiers import TierLadder
+
+MEMBER_COLUMNS = (members_table.c.id, members_table.c.member_id, members_table.c.email,
+                  members_table.c.timezone, members_table.c.subscribed, members_table.c.unsubscribed_at)
+ACTIVE_STATES = ("planned", "sending", "sent", "retry", "unknown", "failed")
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """A trigger that fired: which member, which flow, which moment, and why."""
+
+    flow: FlowSettings
+    member_ref: int
+    member_id: str
+    email: str
+    timezone: str | None
+    subscribed: bool
+    key: str
+    occurred_at: datetime
+    due_at: datetime
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+    superseded_by: str | None = None  # another occurrence of the same moment wins
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a flow looks at: occurrences due between `since` and `now`."""
+
+    now: datetime
+    since: datetime
+
+    @classmethod
+    def for_flow(cls, flow: FlowSettings, settings: Settings, now: datetime) -> Window:
+        return cls(now, now - flow.lateness - settings.sending.lookback - flow.delay)
+
+
+def _member(row: Any) -> dict[str, Any]:
+    return dict(member_ref=row.id, member_id=row.member_id, email=row.email,
+                timezone=row.timezone, subscribed=bool(row.subscribed))
+
+
+def _fmt(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def welcome(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+            audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
+    m = members_table
+    query = sa.select(*MEMBER_COLUMNS, m.c.joined_at).where(
+        m.c.joined_at >= window.since, m.c.joined_at <= window.now)
+    if audience is not None:
+        query = query.where(audience)
+    for row in conn.execute(query.order_by(m.c.id)):
+        zone = row.timezone or zone_default
+        yield Occurrence(flow=flow, **_member(row), key="welcome", occurred_at=row.joined_at,
+                         due_at=row.joined_at + flow.delay,
+                         reason=f"joined on {_fmt(row.joined_at, zone)} local",
+                         data={"kind": "signup", "key": "welcome"})
+
+
+def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                      audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
+    """Walk each member's point events newest first from today's balance back, so the balance
+    before and after every event is known without reading older history."""
+    e, m = events_table, members_table
+    recent = sa.select(e.c.member_ref).where(e.c.occurred_at >= window.since, e.c.points.is_not(None),
+                                             e.c.points != 0)
+    query = (sa.select(*MEMBER_COLUMNS, m.c.points.label("balance"), e.c.id.label("event_ref"),
+                       e.c.occurred_at, e.c.points)
+             .join(m, m.c.id == e.c.member_ref)
+             .where(e.c.member_ref.in_(recent), e.c.occurred_at >= window.since,
+                    e.c.points.is_not(None), e.c.points != 0)
+             .order_by(e.c.member_ref, e.c.occurred_at.desc(), e.c.id.desc()))
+    if audience is not None:
+        query = query.where(audience)
+    current, balance = None, 0
+    for row in conn.execute(query):
+        if row.id != current:
+            current, balance = row.id, int(row.balance)
+        after, before = balance, balance - int(row.points)
+        balance = before
+        if row.occurred_at > window.now:
+            continue  # later than `now`: only its effect on the balance counts
+        crossed = [t for t in flow.thresholds if before < t <= after]
+        zone = row.timezone or zone_default
+        for threshold in crossed:
+            winner = crossed[-1] if flow.crossings == "highest" and threshold != crossed[-1] else None
+            yield Occurrence(
+                flow=flow, **_member(row), key=f"points:{threshold}", occurred_at=row.occurred_at,
+                due_at=row.occurred_at + flow.delay,
+                reason=f"crossed {threshold:,} points on {_fmt(row.occurred_at, zone)} local",
+                data={"kind": "points", "key": f"points:{threshold}", "threshold": threshold},
+                superseded_by=None if winner is None else f"points:{winner}")
+
+
+def _anniversary(joined: date, year: int) -> date:
+    if joined.month == 2 and joined.day == 29 and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return date(year, joined.month, joined.day)
+
+
+def anniversaries(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                  audience: sa.ColumnElement[bool] | None, zone_default: str,
+                  dialect: str) -> Iterator[Occurrence]:
+    m = members_table
+    first, last = (window.since - timedelta(days=1)).date(), (window.now + timedelta(days=1)).date()
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    keys = sorted({d.month * 100 + d.day for d in days} | ({229} if any(
+        d.month == 2 and d.day == 28 for d in days) else set()))
+    query = sa.select(*MEMBER_COLUMNS, m.c.joined_on).where(
+        month_day_key(m.c.joined_on, dialect).in_(keys), m.c.joined_on.is_not(None))
+    if audience is not None:
+        query = query.where(audience)
+    for row in conn.execute(query.order_by(m.c.id)):
+        zone_name = row.timezone or zone_default
+        zone = ZoneInfo(zone_name)
+        for year in sorted({first.year, last.year}):
+            if year <= row.joined_on.year:
+                continue
+            day = _anniversary(row.joined_on, year)
+            due = datetime.combine(day, time(), tzinfo=zone) + flow.delay
+            if not window.since <= due <= window.now:
+                continue
+            years = year - row.joined_on.year
+            yield Occurrence(
+                flow=flow, **_member(row), key=f"anniversary:{year}", occurred_at=due - flow.delay,
+                due_at=due, reason=f"{years}-year membership anniversary on {day.isoformat()}",
+                data={"kind": "anniversary", "key": f"anniversary:{year}", "years": years})
+
+
+def tier_upgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                  audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
+    """Upward moves only. Several upgrades of one member in the window: the latest wins and the
+    others are superseded (one email about the tier they reached, naming where they started)."""
+    t, m = tier_changes_table, members_table
+    ladder = TierLadder.from_settings(settings.tiers)
+    query = (sa.select(*MEMBER_COLUMNS, t.c.id.label("change_id"), t.c.from_tier, t.c.to_tier,
+                       t.c.changed_at)
+             .join(m, m.c.id == t.c.member_ref)
+             .where(t.c.changed_at >= window.since, t.c.changed_at <= window.now,
+                    t.c.from_tier.is_not(None))
+             .order_by(t.c.member_ref, t.c.changed_at, t.c.id))
+    if audience is not None:
+        query = query.where(audience)
+    pending: list[Any] = []
+
+    def flush() -> Iterator[Occurrence]:
+        if not pending:
+            return
+        latest, start = pending[-1], pending[0]
+        for row in pending:
+            zone = row.timezone or zone_default
+            winner = row is latest
+            yield Occurrence(
+                flow=flow, **_member(row), key=f"tier:{row.change_id}", occurred_at=row.changed_at,
+                due_at=row.changed_at + flow.delay,
+                reason=f"moved up from {row.from_tier} to {row.to_tier} on {_fmt(row.changed_at, zone)} local",
+                data={"kind": "tier_upgrade", "key": f"tier:{row.change_id}",
+                      "old_tier": start.from_tier if winner else row.from_tier, "new_tier": row.to_tier},
+                superseded_by=None if winner else f"tier:{latest.change_id}")
+        pending.clear()
+
+    current = None
+    for row in conn.execute(query):
+        if row.from_tier not in ladder.names or row.to_tier not in ladder.names:
+            continue
+        if ladder.rank(row.to_tier) <= ladder.rank(row.from_tier):
+            continue
+        if row.id != current:
+            yield from flush()
+            current = row.id
+        pending.append(row)
+    yield from flush()
+
+
+def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                    membership: sa.ColumnElement[bool], zone_default: str) -> Iterator[Occurrence]:
+    """Members in the segment now. The n-th occurrence is allowed after n-1 earlier ones, at
+    most `reentry.max` in all and `reentry.cooldown` apart; the rest are not occurrences."""
+    m, s = members_table, sends_table
+    history = (sa.select(s.c.member_ref, sa.func.count().label("times"),
+                         sa.func.max(s.c.scheduled_for).label("last"))
+               .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)))
+               .group_by(s.c.member_ref).subquery())
+    query = (sa.select(*MEMBER_COLUMNS, history.c.times, history.c.last)
+             .outerjoin(history, history.c.member_ref == m.c.id)
+             .where(membership).order_by(m.c.id))
+    for row in conn.execute(query):
+        times = int(row.times or 0)
+        if times >= flow.reentry.max:
+            continue
+        if row.last is not None and row.last + flow.reentry.cooldown > window.now:
+            continue
+        key = f"segment:{flow.segment}:{times + 1}"
+        yield Occurrence(
+            flow=flow, **_member(row), key=key, occurred_at=window.now, due_at=window.now,
+            reason=f"in segment {flow.segment}" + (f" (entry {times + 1} of at most {flow.reentry.max})"
+                                                   if flow.reentry.max > 1 else ""),
+            data={"kind": "segment_entry", "key": key, "segment": flow.segment, "entry": times + 1})

@@ -1,0 +1,251 @@
+"""The planner: at instant `now`, which member is due which email, and why; and every skip.
+
+A pure function of (database state, settings, now). It never reads the clock and never writes:
+`record` (ledger.py) stores the decisions, the dry-run prints them. Policy, in order, for each
+occurrence a flow's trigger produced (flows of higher priority first, per member):
+
+    already recorded    the (member, flow, occurrence) is in the ledger: never again
+    superseded          another occurrence of the same moment wins (highest threshold, latest tier)
+    not due yet         the flow's delay has not passed (not recorded; planned later)
+    too late            due longer ago than the flow's lateness (recorded as skipped)
+    suppressed          unsubscribed, or on the suppression list (recorded)
+    held out            in the flow's deterministic hold-out group (recorded, not sent)
+    frequency cap       too many marketing emails in the period (not recorded; retried later)
+    quiet hours         planned, scheduled for the end of the member's quiet hours
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from ..config import FlowSettings, QuietHours, Settings
+from ..errors import ConfigError
+from ..models import members_table, sends_table, suppressions_table
+from ..segments import SegmentCatalog, context_for
+from ..segments.compiler import compile_rule
+from . import occurrences as triggers
+from .occurrences import ACTIVE_STATES, Occurrence, Window
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    occurrence: Occurrence
+    scheduled_for: datetime
+    segment: str | None
+    reason: str
+    deferred: str | None = None  # "quiet hours until 08:00 local"
+
+
+@dataclass(frozen=True)
+class Skip:
+    occurrence: Occurrence
+    reason: str
+    record_as: str | None  # ledger state to record, or None to decide again next time
+
+
+@dataclass
+class Plan:
+    now: datetime
+    sends: list[PlannedSend] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    already: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per flow: planned, deferred (quiet hours), held out, skipped, already recorded."""
+        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for send in self.sends:
+            table[send.occurrence.flow.name]["deferred" if send.deferred else "planned"] += 1
+        for skip in self.skips:
+            table[skip.occurrence.flow.name]["held_out" if skip.record_as == "held_out" else "skipped"] += 1
+        for flow, count in self.already.items():
+            table[flow]["already"] += count
+        return {flow: dict(values) for flow, values in table.items()}
+
+
+def human(span: timedelta) -> str:
+    """`2 days`, `36 hours`, `90 minutes`: a timedelta as config writes it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
+def in_holdout(flow: str, member_id: str, percent: Any) -> bool:
+    """Deterministic and stable: the same members are held out of a flow on every run."""
+    if not percent:
+        return False
+    digest = hashlib.sha256(f"holdout\x00{flow}\x00{member_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10_000 < float(percent) * 100
+
+
+def quiet_until(moment: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime | None:
+    """The end of the quiet window `moment` falls in (member's local time), or None."""
+    local = moment.astimezone(zone)
+    now_t = local.time().replace(tzinfo=None)
+    start, end = quiet.start, quiet.end
+    inside = (start <= now_t or now_t < end) if start > end else (start <= now_t < end)
+    if not inside:
+        return None
+    day = local.date() if now_t < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone)  # zoneinfo resolves DST gaps and folds
+
+
+class Planner:
+    """Plans for one program: flows resolved against segments once, then `plan(conn, now)`."""
+
+    def __init__(self, settings: Settings, segments: SegmentCatalog, dialect: str) -> None:
+        self.settings, self.segments, self.dialect = settings, segments, dialect
+        problems = [f"flow '{f.name}': unknown segment '{f.segment}' (segments: "
+                    f"{', '.join(sorted(segments.segments)) or 'none'})"
+                    for f in settings.flows if f.segment and f.segment not in segments.segments]
+        if problems:
+            raise ConfigError(problems)
+        self.flows = sorted((f for f in settings.flows if f.enabled), key=lambda f: (-f.priority, f.name))
+
+    def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
+        """`plan` on a connection of its own (read only: nothing is written)."""
+        with engine.connect() as conn:
+            plan = self.plan(conn, now, **kwargs)
+            conn.rollback()
+        return plan
+
+    def plan(self, conn: sa.Connection, now: datetime, *, member_ref: int | None = None,
+             flows: Iterable[str] | None = None) -> Plan:
+        wanted = set(flows) if flows is not None else None
+        chosen = [f for f in self.flows if wanted is None or f.name in wanted]
+        plan = Plan(now)
+        found: list[Occurrence] = []
+        for flow in chosen:
+            found.extend(self._occurrences(conn, flow, now, member_ref))
+        found.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
+        for chunk in _chunks(found, CHUNK):
+            self._decide(conn, chunk, plan)
+        return plan
+
+    # -- occurrences -------------------------------------------------------------------------
+
+    def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
+                     member_ref: int | None) -> Iterator[Occurrence]:
+        window = Window.for_flow(flow, self.settings, now)
+        zone = self.settings.program.default_timezone
+        audience = self._segment_condition(flow.segment, now) if flow.segment else None
+        if member_ref is not None:
+            only = members_table.c.id == member_ref
+            audience = only if audience is None else sa.and_(audience, only)
+        if flow.trigger == "welcome":
+            yield from triggers.welcome(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "milestone":
+            if flow.thresholds:
+                yield from triggers.points_milestones(conn, flow, self.settings, window, audience, zone)
+            if flow.anniversaries:
+                yield from triggers.anniversaries(conn, flow, self.settings, window, audience, zone,
+                                                  self.dialect)
+        elif flow.trigger == "tier_upgrade":
+            yield from triggers.tier_upgrades(conn, flow, self.settings, window, audience, zone)
+        else:
+            assert audience is not None
+            yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)
+
+    def _segment_condition(self, name: str, now: datetime) -> sa.ColumnElement[bool]:
+        ctx = context_for(self.settings, self.segments, now, self.dialect)
+        return compile_rule(self.segments.segments[name].rule, ctx)
+
+    # -- policy ------------------------------------------------------------------------------
+
+    def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan) -> None:
+        refs = sorted({o.member_ref for o in chunk})
+        recorded = self._recorded(conn, refs, {o.flow.name for o in chunk})
+        suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
+        cap = self.settings.sending.frequency_cap
+        capped = self._capped_counts(conn, refs, plan.now) if cap else {}
+        quiet = self.settings.sending.quiet_hours
+        zone_default = self.settings.program.default_timezone
+        for occ in chunk:
+            flow, now = occ.flow, plan.now
+            previous = recorded.get((occ.member_ref, flow.name, occ.key))
+            if previous is not None:
+                plan.already[flow.name] += 1
+                continue
+            if occ.superseded_by:
+                plan.skips.append(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
+                                       "skipped"))
+                continue
+            due = occ.due_at.astimezone(timezone.utc)
+            if occ.due_at > now:
+                plan.skips.append(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
+                                       f"(delay {human(flow.delay)})", None))
+                continue
+            if occ.due_at < now - flow.lateness:
+                plan.skips.append(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
+                                       f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
+                continue
+            if not occ.subscribed:
+                plan.skips.append(Skip(occ, "unsubscribed", "suppressed"))
+                continue
+            if occ.email.lower() in suppressed:
+                plan.skips.append(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
+                continue
+            if in_holdout(flow.name, occ.member_id, flow.holdout):
+                plan.skips.append(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))
+                continue
+            if cap and flow.frequency_cap:
+                sent = capped.get(occ.member_ref, 0)
+                if sent >= cap.max:
+                    plan.skips.append(Skip(occ, f"frequency cap: {sent} marketing emails within "
+                                           f"{human(cap.per)} (max {cap.max})", None))
+                    continue
+                capped[occ.member_ref] = sent + 1
+            scheduled, deferred = now, None
+            if quiet and flow.quiet_hours:
+                zone = ZoneInfo(occ.timezone or zone_default)
+                until = quiet_until(now, zone, quiet)
+                if until is not None:
+                    scheduled = until
+                    deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
+            plan.sends.append(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
+
+    def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str]) -> dict[tuple[int, str, str], str]:
+        s = sends_table
+        rows = conn.execute(sa.select(s.c.member_ref, s.c.flow, s.c.occurrence_key, s.c.state)
+                            .where(s.c.member_ref.in_(refs), s.c.flow.in_(sorted(flows))))
+        return {(r.member_ref, r.flow, r.occurrence_key): r.state for r in rows}
+
+    def _suppressed(self, conn: sa.Connection, emails: set[str]) -> dict[str, str]:
+        sup = suppressions_table
+        rows = conn.execute(sa.select(sup.c.email, sup.c.reason)
+                            .where(sa.func.lower(sup.c.email).in_(sorted(emails))))
+        return {r.email.lower(): r.reason for r in rows}
+
+    def _capped_counts(self, conn: sa.Connection, refs: list[int], now: datetime) -> dict[int, int]:
+        cap = self.settings.sending.frequency_cap
+        assert cap is not None
+        counted = [f.name for f in self.settings.flows if f.frequency_cap]
+        s = sends_table
+        rows = conn.execute(sa.select(s.c.member_ref, sa.func.count())
+                            .where(s.c.member_ref.in_(refs), s.c.flow.in_(counted),
+                                   s.c.state.in_(ACTIVE_STATES), s.c.scheduled_for > now - cap.per)
+                            .group_by(s.c.member_ref))
+        return {ref: count for ref, count in rows}
+
+
+def _chunks(items: list[Occurrence], size: int) -> Iterator[list[Occurrence]]:
+    """Chunks that never split one member's occurrences (the cap is decided per member)."""
+    start = 0
+    while start < len(items):
+        end = min(start + size, len(items))
+        while end < len(items) and items[end].member_ref == items[end - 1].member_ref:
+            end += 1
+        yield items[start:end]
+        start = end

@@ -1,0 +1,63 @@
+"""The daemon: APScheduler runs a tick every `sending.tick`; SIGTERM/SIGINT stop it cleanly.
+
+APScheduler only decides *when*; what a tick does is `runner.run_once`, and the send ledger (not
+APScheduler's job store, which is in memory) is what makes every occurrence go out once. After
+downtime the first tick catches up: the planner looks back over each flow's lateness.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger("loyalty_mail.daemon")
+
+
+def run_daemon(tick: Callable[[Callable[[], bool]], object], interval_seconds: float,
+               *, max_ticks: int | None = None) -> int:
+    """Tick now, then every `interval_seconds` until SIGTERM/SIGINT; returns the ticks run.
+
+    `tick(should_stop)` must check `should_stop()` between batches, so a stop request lets the
+    batch in hand finish and be recorded before the process exits.
+    """
+    stopping = threading.Event()
+    running = threading.Lock()  # held while a tick runs, so exit waits for the batch in hand
+    scheduler = BlockingScheduler(timezone=timezone.utc)
+    ticks = 0
+
+    def job() -> None:
+        nonlocal ticks
+        with running:
+            if stopping.is_set():
+                return
+            try:
+                tick(stopping.is_set)
+            except Exception:  # noqa: BLE001 - the daemon logs a failed tick and keeps its schedule
+                log.exception("tick failed; the next tick will try again")
+            ticks += 1
+        if max_ticks is not None and ticks >= max_ticks:
+            stop(None, None)
+
+    def stop(signum: int | None, _frame: object) -> None:
+        if not stopping.is_set():
+            name = signal.Signals(signum).name if signum else "max ticks"
+            log.info("%s received: finishing the batch in hand, then stopping", name)
+            stopping.set()
+            scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    scheduler.add_job(job, IntervalTrigger(seconds=interval_seconds), id="tick", max_instances=1,
+                      coalesce=True, next_run_time=datetime.now(timezone.utc), misfire_grace_time=None)
+    log.info("daemon started: a tick every %s s", interval_seconds)
+    scheduler.start()
+    with running:  # the tick in progress, if any, has recorded its batch
+        pass
+    log.info("daemon stopped after %d tick(s)", ticks)
+    return ticks

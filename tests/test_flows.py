@@ -1,0 +1,303 @@
+"""Flows: the planner at the edges (time pinned with freezegun), the ledger, the CLI, the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from freezegun import freeze_time
+
+from loyalty_mail.cli import cli
+from loyalty_mail.flows import in_holdout
+from loyalty_mail.models import sends_table
+
+from .conftest import REPO
+
+SECRET = "flow-test-secret-0123456789"
+FLOW_CONFIG = """\
+program:
+  name: Test Rewards
+  currency: VND
+  default_locale: vi
+  locales: [vi, en]
+  default_timezone: Asia/Ho_Chi_Minh
+  points_per_currency_unit: 0.001
+  sender_email: rewards@test.example
+tiers:
+  levels:
+    - {name: member, threshold: 0, perks: [Birthday voucher]}
+    - {name: silver, threshold: 1000, perks: [5% off]}
+    - {name: gold, threshold: 5000, perks: [10% off, Free delivery]}
+    - {name: platinum, threshold: 20000, perks: [15% off]}
+tracking:
+  base_url: https://t.test.example
+  secret: ${LOYALTY_MAIL_SECRET:-}
+sending:
+  directory: outbox
+  quiet_hours: {start: "21:00", end: "08:00"}
+  frequency_cap: {max: 1, per: 1 day}
+flows:
+  - {name: welcome, trigger: welcome, template: welcome, priority: 100, lateness: 2 days,
+     frequency_cap: false}
+  - {name: milestones, trigger: milestone, template: milestone, thresholds: [1000, 5000],
+     crossings: highest, anniversaries: true, priority: 60, lateness: 3 days}
+  - {name: tier_upgrade, trigger: tier_upgrade, template: tier_upgrade, priority: 80, lateness: 3 days}
+  - {name: winback, trigger: reengagement, template: reengagement, segment: lapsed, priority: 20,
+     reentry: {max: 2, cooldown: 30 days}}
+"""
+
+
+class Program:
+    """A flow-test program on one database; `run(...)` is the CLI, `at(...)` pins the clock."""
+
+    def __init__(self, directory: Path, database_url: str):
+        self.dir, self.url = directory, database_url
+
+    def run(self, *args: str, at: str | None = None):
+        runner = CliRunner(env={"LOYALTY_MAIL_SECRET": SECRET})
+        argv = ["--project", str(self.dir), "--database", self.url, *args]
+        if at is None:
+            return runner.invoke(cli, argv, catch_exceptions=False)
+        with freeze_time(at):
+            return runner.invoke(cli, argv, catch_exceptions=False)
+
+    def load(self, kind: str, rows: list[dict], at: str) -> None:
+        path = self.dir / f"{kind}-{len(list(self.dir.glob('*.jsonl')))}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        result = self.run(kind, "import", str(path), at=at)
+        assert result.exit_code == 0, result.output
+
+    def dry(self, at: str, *flows: str) -> list[dict]:
+        args = ["run", "--dry-run", "--format", "json"] + [a for f in flows for a in ("--flow", f)]
+        result = self.run(*args, at=at)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def sends(self) -> list[tuple]:
+        engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(sends_table.c.flow, sends_table.c.occurrence_key, sends_table.c.state)
+                                .order_by(sends_table.c.flow, sends_table.c.occurrence_key)).all()
+        engine.dispose()
+        return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+def program(tmp_path: Path, database_url: str) -> Program:
+    directory = tmp_path / "flows"
+    directory.mkdir()
+    (directory / "config.yaml").write_text(FLOW_CONFIG, encoding="utf-8")
+    shutil.copytree(REPO / "templates", directory / "templates")
+    (directory / "segments").mkdir()
+    (directory / "segments" / "lapsed.yaml").write_text(
+        "name: lapsed\ndescription: no purchase for 90 days\ndays_since_last_purchase: {gte: 90}\n")
+    return Program(directory, database_url)
+
+
+def member(member_id: str, zone: str = "Asia/Ho_Chi_Minh", **extra: object) -> dict:
+    return {"member_id": member_id, "email": f"{member_id.lower()}@example.com", "first_name": "Lan",
+            "locale": "vi", "timezone": zone, **extra}
+
+
+def decisions(plan: list[dict], flow: str | None = None) -> dict[tuple[str, str], dict]:
+    return {(d["member_id"], d["occurrence"]): d for d in plan if flow is None or d["flow"] == flow}
+
+
+# -- edges in time ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("joined_local", "deferred_until"), [
+    ("2026-11-23T20:59:00+07:00", None),
+    ("2026-11-23T21:00:00+07:00", "2026-11-24T08:00:00+07:00"),
+])
+def test_welcome_at_the_edge_of_quiet_hours(program, joined_local, deferred_until):
+    program.load("members", [member("M1", joined_at=joined_local)], at=joined_local)
+    plan = program.dry(joined_local, "welcome")
+    [send] = [d for d in plan if d["decision"] == "send"]
+    assert send["occurrence"] == "welcome" and send["member_id"] == "M1"
+    expected = deferred_until or joined_local
+    assert datetime.fromisoformat(send["scheduled_for"]) == datetime.fromisoformat(expected)
+    assert (send["deferred"] is None) == (deferred_until is None)
+    if deferred_until:
+        assert send["deferred"] == "quiet hours until 08:00 local (Asia/Ho_Chi_Minh)"
+
+
+def test_one_purchase_crossing_two_thresholds_sends_only_the_highest(program):
+    program.load("members", [member("M1", joined_at="2025-01-01T10:00:00+07:00")], at="2025-01-01T10:00:00+07:00")
+    program.load("events", [{"member_id": "M1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00+07:00",
+                             "amount": 6_000_000, "currency": "VND", "event_id": "p1"}], at="2026-11-20T10:00:00+07:00")
+    plan = decisions(program.dry("2026-11-20T11:00:00+07:00", "milestones"))
+    assert plan[("M1", "points:5000")]["decision"] == "send"
+    assert plan[("M1", "points:5000")]["reason"] == "crossed 5,000 points on 2026-11-20 10:00 local"
+    assert plan[("M1", "points:1000")]["decision"] == "skip"
+    assert "superseded by points:5000" in plan[("M1", "points:1000")]["reason"]
+
+
+def test_two_upgrades_in_one_day_give_one_email_and_the_cap_picks_the_higher_priority(program):
+    program.load("members", [member("M1", joined_at="2025-01-01T10:00:00+07:00")], at="2025-01-01T10:00:00+07:00")
+    program.load("events", [
+        {"member_id": "M1", "type": "points_earned", "points": 1500, "occurred_at": "2026-11-20T09:00:00+07:00", "event_id": "e1"},
+        {"member_id": "M1", "type": "points_earned", "points": 4000, "occurred_at": "2026-11-20T15:00:00+07:00", "event_id": "e2"},
+    ], at="2026-11-20T15:00:00+07:00")
+    plan = program.dry("2026-11-20T16:00:00+07:00")
+    sends = [d for d in plan if d["decision"] == "send"]
+    assert [(d["flow"], d["member_id"]) for d in sends] == [("tier_upgrade", "M1")]
+    upgrades = [d for d in plan if d["flow"] == "tier_upgrade"]
+    assert sorted(d["decision"] for d in upgrades) == ["send", "skip"]
+    assert any("superseded" in d["reason"] for d in upgrades if d["decision"] == "skip")
+    milestone = [d for d in plan if d["flow"] == "milestones"]
+    assert milestone and all(d["decision"] == "skip" for d in milestone)
+    assert any(d["reason"].startswith("frequency cap: 0 marketing emails") is False and
+               d["reason"].startswith("frequency cap") for d in milestone)
+    # The email names where the member started and where they are now.
+    out = program.dir / "review"
+    assert program.run("run", "--dry-run", "--flow", "tier_upgrade", "--out", str(out),
+                       at="2026-11-20T16:00:00+07:00").exit_code == 0
+    [html] = list(out.glob("tier_upgrade/*.html"))
+    assert "Thành viên" in html.read_text() or "Member" in html.read_text() or "member" in html.read_text()
+
+
+def test_anniversary_of_29_february(program):
+    program.load("members", [member("M1", joined_at="2024-02-29T12:00:00+07:00")], at="2024-02-29T12:00:00+07:00")
+    plan = decisions(program.dry("2026-02-28T09:00:00+07:00", "milestones"))
+    assert plan[("M1", "anniversary:2026")]["decision"] == "send"
+    assert "2-year membership anniversary on 2026-02-28" in plan[("M1", "anniversary:2026")]["reason"]
+    assert ("M1", "anniversary:2026") not in decisions(program.dry("2026-02-27T09:00:00+07:00", "milestones"))
+    leap = decisions(program.dry("2028-02-29T09:00:00+07:00", "milestones"))
+    assert leap[("M1", "anniversary:2028")]["decision"] == "send"
+
+
+def test_quiet_hours_across_a_dst_change(program):
+    # New York springs forward at 02:00 on 8 March 2026: quiet hours end at 08:00 EDT = 12:00 UTC.
+    program.load("members", [member("NY", "America/New_York", joined_at="2026-03-08T06:30:00Z")], at="2026-03-08T06:30:00Z")
+    [send] = [d for d in program.dry("2026-03-08T06:30:00Z", "welcome") if d["decision"] == "send"]
+    assert datetime.fromisoformat(send["scheduled_for"]) == datetime(2026, 3, 8, 12, 0, tzinfo=timezone.utc)
+
+
+def test_members_in_utc_plus_7_and_utc_minus_5_at_the_same_instant(program):
+    at = "2026-11-23T14:30:00Z"   # 21:30 in Ho Chi Minh City, 09:30 in New York
+    program.load("members", [member("HCM", joined_at=at), member("NY", "America/New_York", joined_at=at)], at=at)
+    plan = decisions(program.dry(at, "welcome"))
+    hcm, ny = plan[("HCM", "welcome")], plan[("NY", "welcome")]
+    assert datetime.fromisoformat(hcm["scheduled_for"]) == datetime(2026, 11, 24, 1, 0, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(ny["scheduled_for"]) == datetime(2026, 11, 23, 14, 30, tzinfo=timezone.utc)
+    assert hcm["deferred"] and not ny["deferred"]
+
+
+def test_reentry_after_the_cooldown_and_not_before(program):
+    program.load("members", [member("M1", joined_at="2025-01-01T10:00:00+07:00",
+                                    last_purchase_at="2026-01-01T10:00:00+07:00")], at="2026-01-01T10:00:00+07:00")
+    first = "2026-06-01T10:00:00+07:00"
+    assert program.run("run", "--once", "--flow", "winback", at=first).exit_code == 0
+    assert program.sends() == [("winback", "segment:lapsed:1", "sent")]
+    day = timedelta(days=1)
+    start = datetime.fromisoformat(first)
+    for days, expected in ((10, None), (29, None), (31, "segment:lapsed:2"), (70, None)):
+        at = (start + days * day).isoformat()
+        plan = [d for d in program.dry(at, "winback") if d["decision"] == "send"]
+        assert [d["occurrence"] for d in plan] == ([expected] if expected else []), days
+        if expected:
+            assert program.run("run", "--once", "--flow", "winback", at=at).exit_code == 0
+    assert program.sends() == [("winback", "segment:lapsed:1", "sent"), ("winback", "segment:lapsed:2", "sent")]
+
+
+def test_holdout_is_deterministic_and_near_its_percentage():
+    ids = [f"SV{n:06d}" for n in range(20000)]
+    held = [i for i in ids if in_holdout("winback", i, 10)]
+    assert 0.09 < len(held) / len(ids) < 0.11
+    assert held == [i for i in ids if in_holdout("winback", i, 10)]
+    assert held != [i for i in ids if in_holdout("other_flow", i, 10)]
+    assert not any(in_holdout("winback", i, 0) for i in ids[:1000])
+
+
+# -- the ledger: never twice ------------------------------------------------------------------
+
+def test_run_once_twice_at_the_same_instant_sends_nothing_twice(program):
+    at = "2026-11-23T10:00:00+07:00"
+    program.load("members", [member(f"M{n}", joined_at="2026-11-23T09:00:00+07:00") for n in range(5)]
+                 + [member("UNSUB", joined_at="2026-11-23T09:00:00+07:00", subscribed=False)], at=at)
+    assert program.run("run", "--dry-run", at=at).exit_code == 0
+    assert program.sends() == []                                   # the dry run recorded nothing
+    first = program.run("run", "--once", at=at)
+    assert first.exit_code == 0, first.output
+    assert "delivered 5, failed 0" in first.stdout
+    outbox = sorted((program.dir / "outbox").glob("*.eml"))
+    assert len(outbox) == 5
+    second = program.run("run", "--once", at=at)
+    assert "delivered 0, failed 0" in second.stdout
+    assert sorted((program.dir / "outbox").glob("*.eml")) == outbox
+    states = program.sends()
+    assert states.count(("welcome", "welcome", "sent")) == 5
+    assert ("welcome", "welcome", "suppressed") in states
+
+
+def test_dry_run_json_and_preview_folder(program, tmp_path):
+    at = "2026-11-23T10:00:00+07:00"
+    program.load("members", [member("M1", joined_at="2026-11-23T09:00:00+07:00")], at=at)
+    plan = program.dry(at)
+    [send] = [d for d in plan if d["decision"] == "send"]
+    assert {"flow", "member_id", "email", "template", "occurrence", "scheduled_for", "reason"} <= set(send)
+    out = tmp_path / "review"
+    assert program.run("run", "--dry-run", "--out", str(out), at=at).exit_code == 0
+    eml = (out / "welcome" / "M1-welcome.eml").read_bytes()
+    assert b"/c/" not in eml and b"Subject:" in eml
+    assert program.sends() == []
+
+
+def test_explain_says_why(program):
+    program.load("members", [member("M1", joined_at="2026-11-23T09:00:00+07:00", subscribed=False),
+                             member("M2", joined_at="2026-10-01T09:00:00+07:00")], at="2026-11-23T10:00:00+07:00")
+    one = program.run("explain", "M1", at="2026-11-23T10:00:00+07:00")
+    assert one.exit_code == 0
+    assert "not sent welcome: unsubscribed" in one.stdout
+    two = program.run("explain", "M2", at="2026-11-23T10:00:00+07:00")
+    assert "welcome (welcome -> welcome):\n  no signup in the flow's window" in two.stdout
+    missing = program.run("explain", "NOPE")
+    assert missing.exit_code == 1 and "no member with id 'NOPE'" in missing.stderr
+
+
+def test_run_needs_a_mode_and_the_secret(program):
+    neither = program.run("run")
+    assert neither.exit_code == 1 and "say --dry-run (show what would be sent) or --once" in neither.stderr
+    result = CliRunner(env={"LOYALTY_MAIL_SECRET": ""}).invoke(
+        cli, ["--project", str(program.dir), "--database", program.url, "run", "--once"])
+    assert result.exit_code == 1 and "LOYALTY_MAIL_SECRET" in result.stderr
+
+
+# -- the daemon, as a real process ------------------------------------------------------------
+
+def test_daemon_ticks_sends_and_stops_cleanly_on_sigterm(program):
+    now = datetime.now(timezone.utc)
+    config = (program.dir / "config.yaml").read_text().replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}', "quiet_hours: null")
+    (program.dir / "config.yaml").write_text(config)
+    program.load("members", [member(f"D{n}", joined_at=(now - timedelta(hours=1)).isoformat())
+                             for n in range(30)], at=now.isoformat())
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    command = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
+               program.url, "daemon", "--interval", "0.5"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outbox = program.dir / "outbox"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(outbox.glob("*.eml"))) < 30:
+        time.sleep(0.2)
+    time.sleep(1.2)  # a few more ticks, which must find nothing new
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM received" in stderr and "daemon stopped after" in stderr
+    assert len(list(outbox.glob("*.eml"))) == 30
+    assert program.sends().count(("welcome", "welcome", "sent")) == 30
+    # A restart ticks again and sends nothing twice.
+    restart = subprocess.run(command + ["--max-ticks", "2"], env=env, capture_output=True, text=True, timeout=60)
+    assert restart.returncode == 0, restart.stderr
+    assert len(list(outbox.glob("*.eml"))) == 30
