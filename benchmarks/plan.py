@@ -1,0 +1,234 @@
+"""Planning and sending at scale: 1,000,000 members, 100,000 of them due across the four flows.
+
+    python benchmarks/plan.py                       # SQLite, 1,000,000 members
+    python benchmarks/plan.py --members 200000 --due 20000
+    python benchmarks/plan.py --postgres postgresql://postgres@127.0.0.1/test
+
+Each phase runs in a child process of its own, so "peak MB" is that phase's maximum resident
+memory: the dry-run plan; then `run --once` end to end (plan, record the ledger, render, write
+one .eml per send with the directory transport). The naive ledger path (one ORM insert and one
+commit per row, SQLite's default journal) is timed on 2,000 rows in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from loyalty_mail import db  # noqa: E402
+
+AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)   # 10:00 in Ho Chi Minh City
+SECRET = "benchmark-secret-0123456789"
+CONFIG = """\
+program: {name: Sen Vàng Rewards, currency: VND, default_locale: vi, locales: [vi, en],
+          default_timezone: Asia/Ho_Chi_Minh, sender_email: rewards@senvang.example}
+tiers:
+  levels:
+    - {name: member, threshold: 0}
+    - {name: silver, threshold: 2000}
+    - {name: gold, threshold: 8000}
+    - {name: platinum, threshold: 25000}
+tracking: {base_url: "https://t.senvang.example", secret: "${LOYALTY_MAIL_SECRET}"}
+sending: {directory: outbox, quiet_hours: null, frequency_cap: {max: 3, per: 7 days}}
+flows:
+  - {name: welcome, trigger: welcome, template: welcome, priority: 100, frequency_cap: false}
+  - {name: milestones, trigger: milestone, template: milestone, thresholds: [1000, 5000, 10000], priority: 60}
+  - {name: tier_upgrade, trigger: tier_upgrade, template: tier_upgrade, priority: 80}
+  - {name: winback, trigger: reengagement, template: reengagement, segment: lapsed_100, priority: 20}
+"""
+SEGMENT = "name: lapsed_100\ndescription: last purchase 100 to 104 days ago\n" \
+          "days_since_last_purchase: {between: [100, 104]}\n"
+
+
+def utc(t: datetime | None) -> str | None:
+    return t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") if t else None
+
+
+def generate(engine: sa.Engine, members: int, due: int) -> dict[str, int]:
+    """Members, with `due` of them due: a quarter each welcome, milestone, upgrade, winback."""
+    rng = random.Random(5)
+    quarter = due // 4
+    kinds = ["welcome"] * quarter + ["milestone"] * quarter + ["upgrade"] * quarter + ["winback"] * quarter
+    kinds += ["quiet"] * (members - len(kinds))
+    rng.shuffle(kinds)
+    now = utc(AT)
+    m_sql = ("INSERT INTO members (id, member_id, email, first_name, locale, timezone, joined_at, joined_on, "
+             "points, tier, total_spend, purchase_count, last_purchase_at, subscribed, attributes, created_at, "
+             "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    e_sql = ("INSERT INTO events (member_ref, type, occurred_at, amount, currency, points, properties, created_at) "
+             "VALUES (?,?,?,?,?,?,?,?)")
+    t_sql = ("INSERT INTO tier_changes (member_ref, from_tier, to_tier, changed_at, reason) VALUES (?,?,?,?,?)")
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        ms, es, ts = [], [], []
+        for ref, kind in enumerate(kinds, start=1):
+            counts[kind] = counts.get(kind, 0) + 1
+            recent = AT - timedelta(hours=rng.uniform(1, 20))
+            joined = recent if kind == "welcome" else AT - timedelta(days=rng.uniform(30, 1400))
+            last = AT - timedelta(days=rng.uniform(100.1, 103.9)) if kind == "winback" else \
+                AT - timedelta(days=rng.uniform(1, 60))
+            points = {"milestone": 5300, "upgrade": 8400}.get(kind, rng.randint(0, 1900))
+            tier = {"milestone": "silver", "upgrade": "gold"}.get(kind, "member")
+            ms.append((ref, f"LM{ref:08d}", f"m{ref}@example.com", "Lan", rng.choice(["vi", "vi", "en"]),
+                       "Asia/Ho_Chi_Minh", utc(joined), joined.date().isoformat(), points, tier, points * 1000,
+                       3, utc(last), 1, "{}", now, now))
+            es.append((ref, "purchase", utc(last), 450000, "VND", 450, "{}", now))
+            if kind == "milestone":
+                es.append((ref, "points_earned", utc(recent), None, None, 600, "{}", now))
+            if kind == "upgrade":
+                es.append((ref, "points_earned", utc(recent), None, None, 900, "{}", now))
+                ts.append((ref, "silver", "gold", utc(recent), "points_earned (+900 points)"))
+            if len(ms) >= 50_000:
+                raw.executemany(m_sql, ms), raw.executemany(e_sql, es), raw.executemany(t_sql, ts)
+                ms, es, ts = [], [], []
+        raw.executemany(m_sql, ms), raw.executemany(e_sql, es), raw.executemany(t_sql, ts)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    return counts
+
+
+def copy_to_postgres(sqlite_url: str, pg_url: str) -> None:
+    """Same rows into PostgreSQL (fresh schema), with COPY."""
+    source, target = db.create_db_engine(sqlite_url), db.create_db_engine(pg_url)
+    with target.begin() as conn:
+        for table in ("sends", "suppressions", "tier_changes", "events", "members"):
+            conn.exec_driver_sql(f"TRUNCATE {table} RESTART IDENTITY CASCADE")
+    with source.connect() as src, target.begin() as dst:
+        cursor = dst.connection.driver_connection.cursor()
+        for table, columns in (("members", "id, member_id, email, first_name, locale, timezone, joined_at, "
+                                "joined_on, points, tier, total_spend, purchase_count, last_purchase_at, "
+                                "subscribed, attributes, created_at, updated_at"),
+                               ("events", "member_ref, type, occurred_at, amount, currency, points, properties, created_at"),
+                               ("tier_changes", "member_ref, from_tier, to_tier, changed_at, reason")):
+            rows = src.exec_driver_sql(f"SELECT {columns} FROM {table}")
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    row = list(row)
+                    if table == "members":
+                        row[13] = bool(row[13])
+                    copy.write_row([f"{v}+00" if isinstance(v, str) and len(v) == 26 and v[10] == " " else v
+                                    for v in row])
+        cursor.execute("SELECT setval(pg_get_serial_sequence('members', 'id'), (SELECT max(id) FROM members))")
+    with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+
+
+def phase(project: Path, url: str, which: str) -> dict[str, float]:
+    """Run one phase in this (child) process; print JSON figures."""
+    from loyalty_mail.flows import build_planner, run_once
+    from loyalty_mail.flows.runner import transport_for
+    from loyalty_mail.runtime import Runtime
+
+    runtime = Runtime.load(project, database_url=url, clock=lambda: AT)
+    engine = runtime.engine()
+    planner = build_planner(runtime.settings, engine.dialect.name)
+    started = time.perf_counter()
+    figures: dict[str, float] = {}
+    if which == "plan":
+        plan = planner.plan_in(engine, AT)
+        figures["planned"] = len(plan.sends)
+        figures["skipped"] = len(plan.skips)
+    else:
+        renderer = runtime.renderer()
+        report = run_once(engine, planner, renderer, transport_for(runtime.settings), AT)
+        figures["planned"] = len(report.plan.sends)
+        figures["delivered"] = report.delivered
+    figures["seconds"] = time.perf_counter() - started
+    figures["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(figures))
+    return figures
+
+
+def naive_ledger(url: str, rows: int) -> float:
+    """One ORM object and one commit per ledger row, on SQLite's default journal."""
+    from sqlmodel import Session
+
+    from loyalty_mail.models import Send
+
+    engine = sa.create_engine(url)
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for n in range(rows):
+            session.add(Send(send_id=f"naive{n:027d}", member_ref=n + 1, flow="naive", occurrence_key="k",
+                             template="welcome", state="planned", reason="naive", occurrence={},
+                             occurred_at=AT, scheduled_for=AT, created_at=AT))
+            session.commit()
+    return time.perf_counter() - started
+
+
+def child(project: Path, url: str, which: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--phase", which, "--project", str(project), "--url", url],
+                         capture_output=True, text=True, check=True, env={"LOYALTY_MAIL_SECRET": SECRET,
+                                                                           "PATH": "/usr/bin:/bin"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--due", type=int, default=100_000)
+    parser.add_argument("--postgres", default=None, help="also run on this PostgreSQL database (emptied!)")
+    parser.add_argument("--phase", choices=["plan", "run"], help=argparse.SUPPRESS)
+    parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        phase(args.project, args.url, args.phase)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        project = Path(scratch)
+        (project / "config.yaml").write_text(CONFIG, encoding="utf-8")
+        shutil.copytree(REPO / "templates", project / "templates")
+        (project / "segments").mkdir()
+        (project / "segments" / "lapsed_100.yaml").write_text(SEGMENT, encoding="utf-8")
+        url = f"sqlite:///{project / 'plan.db'}"
+        engine = db.create_db_engine(url)
+        db.ensure_schema(engine)
+        started = time.perf_counter()
+        counts = generate(engine, args.members, args.due)
+        engine.dispose()
+        print(f"generated {args.members:,} members in {time.perf_counter() - started:.0f} s: {counts}")
+        targets = [("SQLite", url)]
+        if args.postgres:
+            pg = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
+            db.ensure_schema(db.create_db_engine(pg))
+            copy_to_postgres(url, pg)
+            targets.append(("PostgreSQL", pg))
+        print(f"{'database':<12}{'phase':<28}{'sends':>9}{'seconds':>10}{'per s':>10}{'peak MB':>9}")
+        for name, target in targets:
+            plan = child(project, target, "plan")
+            print(f"{name:<12}{'plan (dry run)':<28}{plan['planned']:>9,.0f}{plan['seconds']:>10.1f}"
+                  f"{plan['planned'] / plan['seconds']:>10,.0f}{plan['peak_mb']:>9.0f}")
+            shutil.rmtree(project / "outbox", ignore_errors=True)
+            run = child(project, target, "run")
+            print(f"{name:<12}{'end to end (plan..write)':<28}{run['delivered']:>9,.0f}{run['seconds']:>10.1f}"
+                  f"{run['delivered'] / run['seconds']:>10,.0f}{run['peak_mb']:>9.0f}")
+        naive_url = f"sqlite:///{project / 'naive.db'}"
+        naive_engine = db.create_db_engine(naive_url)
+        db.ensure_schema(naive_engine)
+        with naive_engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        naive_engine.dispose()
+        rows = 2000
+        elapsed = naive_ledger(naive_url + "?", rows)
+        print(f"naive ledger (ORM row + commit each, default journal): {rows / elapsed:,.0f} rows/s "
+              f"({elapsed / rows * 1000:.2f} ms a row; 100,000 rows would take {elapsed / rows * 100000:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
