@@ -173,8 +173,9 @@ def naive_ledger(url: str, rows: int) -> float:
 
 def child(project: Path, url: str, which: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--phase", which, "--project", str(project), "--url", url],
-                         capture_output=True, text=True, check=True, env={"LOYALTY_MAIL_SECRET": SECRET,
-                                                                           "PATH": "/usr/bin:/bin"})
+                         capture_output=True, text=True, env={"LOYALTY_MAIL_SECRET": SECRET, "PATH": "/usr/bin:/bin"})
+    if out.returncode:
+        sys.exit(f"the {which} phase failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -207,7 +207,7 @@ class TrackingSettings(_Strict):
         return value.rstrip("/")
 
 
-_SPAN = re.compile(r"^\s*(\d{1,5})\s*(minute|hour|day|week)s?\s*$")
+_SPAN = re.compile(r"^\s*(\d{1,5})\s*(second|minute|hour|day|week)s?\s*$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -218,8 +218,8 @@ def _span(value: Any) -> timedelta:
         return timedelta(0)
     match = _SPAN.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"expected a duration such as '30 minutes', '2 hours', '3 days' or "
-                         f"'1 week', found {value!r}")
+        raise ValueError(f"expected a duration such as '30 seconds', '30 minutes', '2 hours', "
+                         f"'3 days' or '1 week', found {value!r}")
     return timedelta(**{f"{match.group(2)}s": int(match.group(1))})
 
 
@@ -248,16 +248,45 @@ class FrequencyCap(_Strict):
     per: Span = timedelta(days=7)
 
 
+class SmtpSettings(_Strict):
+    """An SMTP relay. The password comes from the environment: `${SMTP_PASSWORD}`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    timeout: Span = timedelta(minutes=1)
+
+
+class SendGridSettings(_Strict):
+    """SendGrid's v3 Mail Send API through the official client. Key from `${SENDGRID_API_KEY}`."""
+
+    api_key: str | None = None
+    host: str = Field(default="https://api.sendgrid.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    click_tracking: bool = False   # loyalty-mail signs and tracks links itself
+    open_tracking: bool = False
+    sandbox: bool = False
+
+
 class SendingSettings(_Strict):
     """How and when email leaves: the transport, quiet hours, the frequency cap, the daemon tick."""
 
-    transport: Literal["directory"] = "directory"
+    transport: Literal["directory", "smtp", "sendgrid"] = "directory"
     directory: str = "outbox"
+    smtp: SmtpSettings = SmtpSettings()
+    sendgrid: SendGridSettings = SendGridSettings()
+    rate_limit: Decimal = Field(default=Decimal(0), ge=0, le=100_000)   # messages/s, 0: unlimited
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_base: Span = timedelta(minutes=1)
+    pause_after: int = Field(default=20, ge=1, le=100_000)
+    lease: Span = timedelta(minutes=10)
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
     tick: Span = timedelta(minutes=5)
     lookback: Span = timedelta(days=7)
-    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
 
 
 class Reentry(_Strict):

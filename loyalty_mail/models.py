@@ -196,6 +196,8 @@ class Send(SQLModel, table=True):
     sent_at: datetime | None = _utc()
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(1000)))
+    claimed_at: datetime | None = _utc()
+    provider_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
 
 
 class Suppression(SQLModel, table=True):

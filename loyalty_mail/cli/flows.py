@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from ..errors import LoyaltyMailError, NotFound
 from ..flows import Plan, build_planner, run_once, write_previews
-from ..flows.runner import check_flow_templates, transport_for
+from ..flows.runner import check_flow_templates
+from ..transports import transport_for
 from ..flows.scheduler import run_daemon
 from ..members import member_profile
 from ..models import sends_table
@@ -108,14 +109,20 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     if renderer.signer is None:
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
     transport = transport_for(settings)
-    report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None)
+    try:
+        report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None)
+    finally:
+        transport.close()
     if output_format == "json":
         print_json({"at": now.isoformat(), "counts": report.plan.counts(), "recorded": report.recorded,
                     "delivered": report.delivered, "failed": report.failed})
     else:
         _print_plan(report.plan, f"Run at {now.isoformat()}")
-        click.echo(f"delivered {report.delivered}, failed {report.failed}"
+        click.echo(f"delivered {report.delivered}, failed {report.failed}, to retry {report.retrying}, "
+                   f"unknown {report.unknown}"
                    + (f" (messages in {transport.directory})" if hasattr(transport, "directory") else ""))
+        if report.paused:
+            click.echo(report.paused, err=True)
     if report.failed:
         raise LoyaltyMailError(f"{report.failed} sends failed; `loyalty-mail explain MEMBER_ID` or the "
                                "sends table say why")
@@ -214,7 +221,10 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
         run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
-    run_daemon(tick, seconds, max_ticks=max_ticks)
+    try:
+        run_daemon(tick, seconds, max_ticks=max_ticks)
+    finally:
+        transport.close()
 
 
 __all__ = ["daemon", "explain", "run", "NotFound"]

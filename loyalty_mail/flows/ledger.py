@@ -7,14 +7,16 @@ each occurrence once.
 
 from __future__ import annotations
 
+import random
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..models import members_table, sends_table, suppressions_table
+from ..models import UTCDateTime, members_table, sends_table, suppressions_table
 from .planner import Plan
 
 BATCH = 1000
@@ -59,28 +61,44 @@ def _row(occ: Any, state: str, reason: str, scheduled: datetime, segment: str | 
     }
 
 
+def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta) -> int:
+    """Sends claimed longer ago than the lease by a dispatcher that never reported back become
+    `unknown`: the message may or may not have reached the provider, so it is never re-sent
+    automatically (`loyalty-mail outbox retry --state unknown` does it on purpose)."""
+    s = sends_table
+    with engine.begin() as conn:
+        return conn.execute(
+            s.update().where(s.c.state == "sending", s.c.claimed_at < now - lease)
+            .values(state="unknown", last_error="the dispatcher stopped after claiming this send and "
+                    "before recording the provider's answer; not re-sent automatically")).rowcount
+
+
 def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Move up to `limit` planned sends due by `now` to `sending` and return them with their
-    member. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by side."""
+    """Move up to `limit` planned (or retry) sends due by `now` to `sending` and return them with
+    their member. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by
+    side; on SQLite the write transaction serialises them."""
     s, m = sends_table, members_table
     with engine.begin() as conn:
-        pick = (sa.select(s.c.id).where(s.c.state == "planned", s.c.scheduled_for <= now)
+        pick = (sa.select(s.c.id).where(s.c.state.in_(("planned", "retry")), s.c.scheduled_for <= now)
                 .order_by(s.c.scheduled_for, s.c.id).limit(limit))
         if engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
-        ids = [row.id for row in conn.execute(pick)]
+        # One statement: on SQLite it takes the write lock at once, so two dispatchers queue
+        # (busy timeout) instead of both reading the same rows.
+        ids = [row.id for row in conn.execute(
+            s.update().where(s.c.id.in_(pick.scalar_subquery()))
+            .values(state="sending", attempts=s.c.attempts + 1, claimed_at=now).returning(s.c.id))]
         if not ids:
             return []
-        conn.execute(s.update().where(s.c.id.in_(ids), s.c.state == "planned")
-                     .values(state="sending", attempts=s.c.attempts + 1))
         rows = conn.execute(
             sa.select(s, m.c.subscribed.label("m_subscribed"),
                       *[c.label(f"m_{c.name}") for c in m.c if c.name not in ("id", "subscribed")])
-            .join(m, m.c.id == s.c.member_ref).where(s.c.id.in_(ids)).order_by(s.c.scheduled_for, s.c.id)
+            .join(m, m.c.id == s.c.member_ref).where(s.c.id.in_(ids))
+            .order_by(s.c.scheduled_for, s.c.id)
         ).mappings().all()
+        emails = sorted({r["m_email"].lower() for r in rows})
         suppressed = {r.email.lower() for r in conn.execute(
-            sa.select(suppressions_table.c.email).where(
-                sa.func.lower(suppressions_table.c.email).in_(sorted({r["m_email"].lower() for r in rows}))))}
+            sa.select(suppressions_table.c.email).where(sa.func.lower(suppressions_table.c.email).in_(emails)))}
     result = []
     for row in rows:
         member = {k[2:]: v for k, v in row.items() if k.startswith("m_")}
@@ -89,18 +107,38 @@ def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, An
     return result
 
 
-def finish(engine: sa.Engine, results: list[tuple[int, str, str | None]], now: datetime) -> None:
-    """Record outcomes: (ledger id, new state, error or reason)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed send."""
+
+    ref: int
+    state: str                      # sent | failed | retry | suppressed
+    note: str | None = None
+    retry_at: datetime | None = None
+    provider_id: str | None = None
+
+
+def finish(engine: sa.Engine, outcomes: list[Outcome], now: datetime) -> None:
+    """Record outcomes in one short transaction; only rows still `sending` are touched."""
     s = sends_table
+    if not outcomes:
+        return
     with engine.begin() as conn:
-        for state in {state for _, state, _ in results}:
-            chosen = [(ref, note) for ref, st, note in results if st == state]
-            values: dict[str, Any] = {"state": state}
-            if state == "sent":
-                values["sent_at"] = now
-            if any(note for _, note in chosen):
-                conn.execute(s.update().where(s.c.id == sa.bindparam("b_id"))
-                             .values(**values, last_error=sa.bindparam("b_note")),
-                             [{"b_id": ref, "b_note": (note or "")[:1000]} for ref, note in chosen])
-            else:
-                conn.execute(s.update().where(s.c.id.in_([ref for ref, _ in chosen])).values(**values))
+        conn.execute(
+            s.update().where(s.c.id == sa.bindparam("b_id"), s.c.state == "sending")
+            .values(state=sa.bindparam("b_state"), last_error=sa.bindparam("b_note"),
+                    sent_at=sa.bindparam("b_sent"), provider_id=sa.bindparam("b_provider"),
+                    scheduled_for=sa.func.coalesce(sa.bindparam("b_retry", type_=UTCDateTime()),
+                                                   s.c.scheduled_for)),
+            [{"b_id": o.ref, "b_state": o.state, "b_note": (o.note or None) and o.note[:1000],
+              "b_sent": now if o.state == "sent" else None, "b_provider": o.provider_id,
+              "b_retry": o.retry_at} for o in outcomes])
+
+
+def retry_delay(attempts: int, base: timedelta, retry_after: float | None, rng: random.Random) -> timedelta:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    backoff = base.total_seconds() * (2 ** max(attempts - 1, 0))
+    delay = rng.uniform(backoff / 2, backoff)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return timedelta(seconds=min(delay, 86400))

@@ -8,8 +8,10 @@ rendered untracked into a review folder.
 from __future__ import annotations
 
 import logging
+import random
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from ..errors import TemplateError
 from ..members import member_profile
 from ..rendering import Renderer
 from ..segments import load_catalog
-from ..transports import DirectoryTransport, Transport
+from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
 from .planner import Plan, Planner
 
@@ -35,13 +37,17 @@ class TickReport:
     recorded: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
     failed: int = 0
+    retrying: int = 0
+    unknown: int = 0
     suppressed_late: int = 0
+    paused: str | None = None
 
     def summary(self) -> str:
         planned = len(self.plan.sends)
         return (f"tick at {self.now:%Y-%m-%d %H:%M:%S} UTC: {planned} planned, "
                 f"{sum(1 for s in self.plan.skips if s.record_as == 'held_out')} held out, "
-                f"{len(self.plan.skips)} skipped, {self.delivered} delivered, {self.failed} failed")
+                f"{len(self.plan.skips)} skipped, {self.delivered} delivered, {self.failed} failed, "
+                f"{self.retrying} to retry, {self.unknown} unknown")
 
 
 def build_planner(settings: Any, dialect: str) -> Planner:
@@ -61,13 +67,6 @@ def check_flow_templates(settings: Any, renderer: Renderer) -> None:
         raise ConfigError(missing)
 
 
-def transport_for(settings: Any) -> Transport:
-    directory = Path(settings.sending.directory)
-    if not directory.is_absolute():
-        directory = settings.project_dir / directory
-    return DirectoryTransport(directory)
-
-
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
              now: datetime, *, flows: list[str] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> TickReport:
@@ -76,43 +75,91 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     plan = planner.plan_in(engine, now, flows=flows)
     report = TickReport(now, plan)
     report.recorded = ledger.record(engine, plan, now)
-    deliver_due(engine, renderer, transport, now, report, planner.settings.sending.batch_size,
-                should_stop)
+    deliver_due(engine, renderer, transport, now, report, planner.settings.sending, should_stop)
     log.info(report.summary())
     return report
 
 
+class RateLimiter:
+    """At most `per_second` messages a second (0: no limit), paced on the monotonic clock."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1 / per_second if per_second else 0.0
+        self._next = time.monotonic()
+
+    def chunks(self, items: list[Any]) -> Iterator[list[Any]]:
+        """`items` in groups of about a tenth of a second's allowance, each released on time."""
+        if not self.interval:
+            yield items
+            return
+        size = max(1, int(0.1 / self.interval))
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            now = time.monotonic()
+            if self._next > now:
+                time.sleep(self._next - now)
+            self._next = max(self._next, now) + self.interval * len(chunk)
+            yield chunk
+
+
 def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
-                report: TickReport, batch_size: int,
+                report: TickReport, sending: Any,
                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Claim due sends batch by batch, check each member again, render, hand to the transport,
+    record the outcome. Transient failures are retried later with backoff; a provider that keeps
+    failing pauses dispatch until the next tick."""
+    report.unknown += ledger.expire_leases(engine, now, sending.lease)
+    limiter = RateLimiter(float(sending.rate_limit))
+    rng = random.Random()
+    transient_in_a_row = 0
     while not should_stop():
-        claimed = ledger.claim_due(engine, now, batch_size)
+        claimed = ledger.claim_due(engine, now, sending.batch_size)
         if not claimed:
             return
-        results: list[tuple[int, str, str | None]] = []
-        emails = []
-        by_send: dict[str, int] = {}
+        outcomes: list[ledger.Outcome] = []
+        emails, sends = [], {}
         for item in claimed:
             send, member = item["send"], item["member"]
             if not member["subscribed"] or member["suppressed"]:
-                results.append((send["id"], "suppressed", "unsubscribed or suppressed before sending"))
+                outcomes.append(ledger.Outcome(send["id"], "suppressed",
+                                               "unsubscribed or suppressed after it was planned"))
                 report.suppressed_late += 1
                 continue
             try:
                 email = renderer.render(send["template"], member, now=now, send_id=send["send_id"],
                                         flow={"name": send["flow"]}, occurrence=send["occurrence"])
             except TemplateError as exc:
-                results.append((send["id"], "failed", f"template: {exc}"))
+                outcomes.append(ledger.Outcome(send["id"], "failed", f"template: {exc}"))
                 report.failed += 1
                 continue
             emails.append(email)
-            by_send[email.send_id] = send["id"]
-        for result in transport.send(emails) if emails else []:
-            state = "sent" if result.outcome == "sent" else result.outcome
-            results.append((by_send[result.send_id], state, None if state == "sent" else result.detail))
-            report.delivered += state == "sent"
-            report.failed += state == "failed"
-        ledger.finish(engine, results, now)
+            sends[email.send_id] = send
+        results = [result for chunk in limiter.chunks(emails) if chunk for result in transport.send(chunk)]
+        for result in results:
+            send = sends[result.send_id]
+            if result.outcome == "sent":
+                transient_in_a_row = 0
+                outcomes.append(ledger.Outcome(send["id"], "sent", provider_id=result.provider_id))
+                report.delivered += 1
+            elif result.outcome == "failed":
+                transient_in_a_row = 0
+                outcomes.append(ledger.Outcome(send["id"], "failed", result.detail))
+                report.failed += 1
+            elif send["attempts"] >= sending.max_attempts:
+                outcomes.append(ledger.Outcome(send["id"], "failed", f"gave up after {send['attempts']} "
+                                               f"attempts: {result.detail}"))
+                report.failed += 1
+            else:
+                transient_in_a_row += 1
+                delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
+                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=now + delay))
+                report.retrying += 1
+        ledger.finish(engine, outcomes, now)
+        if transient_in_a_row >= sending.pause_after:
+            report.paused = (f"pausing dispatch until the next tick: {transient_in_a_row} transient "
+                             f"failures in a row (last: {result.detail})")
+            log.warning(report.paused)
+            return
 
 
 def write_previews(plan: Plan, renderer: Renderer, engine: sa.Engine, out: Path) -> int:

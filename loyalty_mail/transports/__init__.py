@@ -1,10 +1,33 @@
-"""Transports: where a rendered email goes. One small protocol, chosen in config.
+"""Transports: where a rendered email goes. One small protocol, chosen in `sending.transport`.
 
-    base.py        the protocol: send(batch) -> results
-    directory.py   writes each message as an .eml file (demo, previews, tests)
+    base.py          the protocol: send(batch) -> [DeliveryResult]
+    directory.py     writes each message as an .eml file (demo, previews, tests)
+    smtp.py          an SMTP relay, connection reused
+    sendgrid_api.py  SendGrid's Mail Send API through the official client
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from .base import DeliveryResult, Transport
 from .directory import DirectoryTransport
 
-__all__ = ["DeliveryResult", "DirectoryTransport", "Transport"]
+
+def transport_for(settings: Any) -> Transport:
+    """The configured transport (import of the SMTP and SendGrid code only when chosen)."""
+    sending = settings.sending
+    if sending.transport == "smtp":
+        from .smtp import SmtpTransport
+        return SmtpTransport(sending.smtp)
+    if sending.transport == "sendgrid":
+        from .sendgrid_api import SendGridTransport
+        return SendGridTransport(sending.sendgrid, concurrency=sending.concurrency)
+    directory = Path(sending.directory)
+    if not directory.is_absolute():
+        directory = settings.project_dir / directory
+    return DirectoryTransport(directory)
+
+
+__all__ = ["DeliveryResult", "DirectoryTransport", "Transport", "transport_for"]

@@ -1,0 +1,166 @@
+"""Commands about delivery: the outbox, the suppression list, test sends."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from .. import outbox as outbox_view
+from .. import suppression
+from ..errors import LoyaltyMailError
+from ..members import member_profile
+from ..rendering.checks import sample_members, sample_occurrences
+from ..transports import transport_for
+from . import cli
+from .common import CliContext, format_option, pass_cli, print_json, print_table
+
+
+@cli.group()
+def outbox() -> None:
+    """The send ledger as a queue: what is waiting, sent, failed or unknown."""
+
+
+@outbox.command("status")
+@format_option("table", "json")
+@pass_cli
+def outbox_status(obj: CliContext, output_format: str) -> None:
+    """Counts per state and flow, the oldest due send, and recent failures with reasons.
+
+    \b
+    Example:
+      loyalty-mail outbox status
+      loyalty-mail outbox status --format json
+    """
+    runtime = obj.runtime
+    with runtime.engine().connect() as conn:
+        report = outbox_view.status(conn, runtime.now())
+    if output_format == "json":
+        print_json(report)
+        return
+    print_table("Outbox", ["flow", "state", "count"], [list(r.values()) for r in report["counts"]])
+    oldest = report["oldest_due"]
+    click.echo(f"due now: {report['due_now']}" + (f" (oldest due {oldest:%Y-%m-%d %H:%M} UTC)" if oldest else ""))
+    if report["recent_failures"]:
+        print_table("Recent failures", ["send_id", "flow", "member_id", "state", "attempts", "reason"],
+                    [[r["send_id"], r["flow"], r["member_id"], r["state"], r["attempts"], r["last_error"]]
+                     for r in report["recent_failures"]])
+
+
+@outbox.command("retry")
+@click.option("--state", type=click.Choice(outbox_view.RETRYABLE), default="failed", show_default=True,
+              help="Which sends to queue again.")
+@click.option("--flow", default=None, metavar="NAME", help="Only this flow.")
+@pass_cli
+def outbox_retry(obj: CliContext, state: str, flow: str | None) -> None:
+    """Queue failed (or unknown) sends again; the next `run --once` or daemon tick sends them.
+
+    Sends in state unknown may already have reached the member: retry them only when you know
+    they did not (e.g. the provider's logs).
+
+    \b
+    Example:
+      loyalty-mail outbox retry
+      loyalty-mail outbox retry --state unknown --flow welcome
+    """
+    runtime = obj.runtime
+    with runtime.engine().begin() as conn:
+        count = outbox_view.retry(conn, runtime.now(), state, flow)
+    click.echo(f"queued {count} {state} send(s) again")
+
+
+@cli.group()
+def suppress() -> None:
+    """Addresses that never get marketing email."""
+
+
+@suppress.command("add")
+@click.argument("emails", nargs=-1, required=True)
+@click.option("--reason", type=click.Choice(suppression.REASONS), default="manual", show_default=True)
+@click.option("--detail", default=None, help="A note kept with the entry.")
+@pass_cli
+def suppress_add(obj: CliContext, emails: tuple[str, ...], reason: str, detail: str | None) -> None:
+    """Suppress one or more addresses.
+
+    \b
+    Example:
+      loyalty-mail suppress add lan@example.com --detail "asked by phone"
+    """
+    runtime = obj.runtime
+    with runtime.engine().begin() as conn:
+        added = sum(suppression.add(conn, e, reason, runtime.now(), detail) for e in emails)
+    click.echo(f"suppressed {added} address(es); {len(emails) - added} already were")
+
+
+@suppress.command("remove")
+@click.argument("email")
+@pass_cli
+def suppress_remove(obj: CliContext, email: str) -> None:
+    """Take an address off the suppression list (it does not re-subscribe the member).
+
+    \b
+    Example:
+      loyalty-mail suppress remove lan@example.com
+    """
+    with obj.runtime.engine().begin() as conn:
+        suppression.remove(conn, email)
+    click.echo(f"removed {email}")
+
+
+@suppress.command("list")
+@click.option("--reason", type=click.Choice(suppression.REASONS), default=None)
+@format_option("table", "json")
+@pass_cli
+def suppress_list(obj: CliContext, reason: str | None, output_format: str) -> None:
+    """The suppression list, newest first.
+
+    \b
+    Example:
+      loyalty-mail suppress list --reason hard_bounce
+    """
+    with obj.runtime.engine().connect() as conn:
+        rows = suppression.listing(conn, reason)
+    if output_format == "json":
+        print_json(rows)
+    else:
+        print_table("Suppressed", ["email", "reason", "detail", "since"], [list(r.values()) for r in rows])
+
+
+@cli.command("send-test")
+@click.argument("template")
+@click.option("--to", "to", required=True, metavar="EMAIL", help="Where to send it.")
+@click.option("--member", "member_id", default=None, metavar="ID",
+              help="Personalise for this member (default: a sample member).")
+@click.option("--locale", default=None, help="Which locale's variant.")
+@pass_cli
+def send_test(obj: CliContext, template: str, to: str, member_id: str | None, locale: str | None) -> None:
+    """Send one real message through the configured transport, marked as a test.
+
+    Test sends carry no tracked links, are not recorded in the ledger and never count in reports.
+
+    \b
+    Example:
+      loyalty-mail send-test welcome --to me@example.com
+      loyalty-mail send-test tier_upgrade --to me@example.com --member SV000042 --locale en
+    """
+    runtime = obj.runtime
+    renderer = runtime.renderer()
+    now = runtime.now()
+    variant = renderer.variant(template, locale)
+    if member_id:
+        with runtime.engine().connect() as conn:
+            member = member_profile(conn, member_id, recent=0).member
+    else:
+        member = sample_members(renderer, variant.locale, now)[0]
+    member = {**member, "email": to}
+    email = renderer.render(template, member, now=now, send_id=f"test{uuid.uuid4().hex[:28]}", test=True,
+                            locale=locale, flow={"name": "test"}, occurrence=sample_occurrences(renderer)[1])
+    transport = transport_for(runtime.settings)
+    try:
+        [result] = transport.send([email])
+    finally:
+        transport.close()
+    if result.outcome != "sent":
+        raise LoyaltyMailError(f"the {transport.name} transport did not send it ({result.outcome}): {result.detail}")
+    click.echo(f"sent '{email.subject}' to {to} through {transport.name}"
+               + (f" ({result.detail})" if result.detail else ""))
