@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ class TierLadder:
     def from_settings(cls, settings: TierSettings) -> TierLadder:
         return cls(basis=settings.basis, levels=settings.levels)
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(level.name for level in self.levels)
 

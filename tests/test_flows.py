@@ -301,3 +301,18 @@ def test_daemon_ticks_sends_and_stops_cleanly_on_sigterm(program):
     restart = subprocess.run(command + ["--max-ticks", "2"], env=env, capture_output=True, text=True, timeout=60)
     assert restart.returncode == 0, restart.stderr
     assert len(list(outbox.glob("*.eml"))) == 30
+
+
+def test_render_workers_share_a_batch_across_processes(program):
+    config = (program.dir / "config.yaml").read_text().replace(
+        "sending:\n  directory: outbox\n", "sending:\n  directory: outbox\n  render_workers: 2\n")
+    (program.dir / "config.yaml").write_text(config)
+    at = "2026-11-23T10:00:00+07:00"
+    program.load("members", [member(f"W{n}", joined_at="2026-11-23T09:00:00+07:00") for n in range(7)], at=at)
+    result = program.run("run", "--once", at=at)
+    assert "delivered 7, failed 0" in result.stdout, result.output
+    files = sorted((program.dir / "outbox").glob("*.eml"))
+    assert len(files) == 7
+    sent_ids = {f.stem for f in files}
+    assert program.sends().count(("welcome", "welcome", "sent")) == 7
+    assert all(b"/c/" in f.read_bytes() for f in files) and len(sent_ids) == 7

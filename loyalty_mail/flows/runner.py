@@ -25,6 +25,7 @@ from ..rendering import Renderer
 from ..segments import load_catalog
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
+from .rendering_pool import RenderPool
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -67,7 +68,7 @@ def check_flow_templates(settings: Any, renderer: Renderer) -> None:
         raise ConfigError(missing)
 
 
-def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
+def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer | RenderPool, transport: Transport,
              now: datetime, *, flows: list[str] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> TickReport:
     """Plan, record, then deliver every planned send that is due (including earlier ones).
@@ -75,7 +76,8 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     plan = planner.plan_in(engine, now, flows=flows)
     report = TickReport(now, plan)
     report.recorded = ledger.record(engine, plan, now)
-    deliver_due(engine, renderer, transport, now, report, planner.settings.sending, should_stop)
+    pool = renderer if isinstance(renderer, RenderPool) else RenderPool(renderer, 1)
+    deliver_due(engine, pool, transport, now, report, planner.settings.sending, should_stop)
     log.info(report.summary())
     return report
 
@@ -102,7 +104,7 @@ class RateLimiter:
             yield chunk
 
 
-def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
+def deliver_due(engine: sa.Engine, renderer: RenderPool, transport: Transport, now: datetime,
                 report: TickReport, sending: Any,
                 should_stop: Callable[[], bool] = lambda: False) -> None:
     """Claim due sends batch by batch, check each member again, render, hand to the transport,
@@ -117,7 +119,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
         if not claimed:
             return
         outcomes: list[ledger.Outcome] = []
-        emails, sends = [], {}
+        emails, sends, jobs = [], {}, []
         for item in claimed:
             send, member = item["send"], item["member"]
             if not member["subscribed"] or member["suppressed"]:
@@ -125,15 +127,14 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                                                "unsubscribed or suppressed after it was planned"))
                 report.suppressed_late += 1
                 continue
-            try:
-                email = renderer.render(send["template"], member, now=now, send_id=send["send_id"],
-                                        flow={"name": send["flow"]}, occurrence=send["occurrence"])
-            except TemplateError as exc:
-                outcomes.append(ledger.Outcome(send["id"], "failed", f"template: {exc}"))
+            sends[send["send_id"]] = send
+            jobs.append((send["template"], member, send["send_id"], send["flow"], send["occurrence"]))
+        for job, email in zip(jobs, renderer.render(jobs, now)):
+            if isinstance(email, TemplateError):
+                outcomes.append(ledger.Outcome(sends[job[2]]["id"], "failed", f"template: {email}"))
                 report.failed += 1
-                continue
-            emails.append(email)
-            sends[email.send_id] = send
+            else:
+                emails.append(email)
         results = [result for chunk in limiter.chunks(emails) if chunk for result in transport.send(chunk)]
         for result in results:
             send = sends[result.send_id]
