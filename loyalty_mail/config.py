@@ -195,6 +195,12 @@ class TrackingSettings(_Strict):
     open_pixel: bool = True
     click_tracking: bool = True
     unsubscribe_mailto: str | None = Field(default=None, pattern=r"^mailto:[^\s@]+@[^\s@]+")
+    # SendGrid Event Webhook verification key (Mail Settings > Signed Event Webhook), base64 DER.
+    sendgrid_webhook_key: str | None = None
+    webhook_tolerance: Span = timedelta(minutes=5)
+    max_body_bytes: int = Field(default=1_000_000, ge=1000, le=50_000_000)
+    bot_click_seconds: int = Field(default=10, ge=0, le=3600)
+    flush_interval: Span = timedelta(seconds=1)
 
     @field_validator("secret", mode="before")
     @classmethod

@@ -212,8 +212,36 @@ class Suppression(SQLModel, table=True):
     created_at: datetime | None = _utc(nullable=False)
 
 
+class TrackingEvent(SQLModel, table=True):
+    """Something that happened to a send: delivered, opened, clicked, bounced, complained,
+    unsubscribed. Every hit is kept, with flags instead of being dropped: `machine` (a proxy or
+    prefetch opened it, e.g. Apple Mail Privacy Protection) and `bot` (a link scanner clicked)."""
+
+    __tablename__ = "tracking_events"
+    __table_args__ = (
+        sa.Index("ix_tracking_events_send", "send_id", "kind"),
+        sa.Index("ix_tracking_events_time", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    send_id: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(24), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    occurred_at: datetime | None = _utc(nullable=False)
+    url: str | None = Field(default=None, sa_column=sa.Column(sa.String(2000)))
+    link: int | None = Field(default=None, sa_column=sa.Column(sa.Integer()))
+    user_agent: str | None = Field(default=None, sa_column=sa.Column(sa.String(500)))
+    ip: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    machine: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.false()))
+    bot: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.false()))
+    provider_event_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), unique=True))
+    detail: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
+
+
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
 tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]
 sends_table: sa.Table = Send.__table__  # type: ignore[attr-defined]
 suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
+tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-defined]

@@ -164,3 +164,39 @@ def send_test(obj: CliContext, template: str, to: str, member_id: str | None, lo
         raise LoyaltyMailError(f"the {transport.name} transport did not send it ({result.outcome}): {result.detail}")
     click.echo(f"sent '{email.subject}' to {to} through {transport.name}"
                + (f" ({result.detail})" if result.detail else ""))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8025, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="uvicorn worker processes.")
+@pass_cli
+def serve(obj: CliContext, host: str, port: int, workers: int) -> None:
+    """Run the tracking service: open pixel, click redirects, unsubscribe pages and one-click
+    unsubscribe, SendGrid's Event Webhook, /health.
+
+    Put it behind your HTTPS proxy at `tracking.base_url`. SIGTERM writes every accepted hit
+    before the process exits.
+
+    \b
+    Example:
+      LOYALTY_MAIL_SECRET=... loyalty-mail serve --host 0.0.0.0 --port 8025
+    """
+    import logging
+    import signal
+
+    import uvicorn
+
+    from ..tracking.app import create_app
+
+    runtime = obj.runtime
+    runtime.signer()  # the secret must be set
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(runtime.settings, runtime.engine(), runtime.now)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
+    # there before it started: make that a no-op so a clean stop exits 0 for process managers.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(app, host=host, port=port, workers=None if workers == 1 else workers,
+                log_level="info", access_log=False, timeout_graceful_shutdown=30)

@@ -1,0 +1,182 @@
+"""The tracking service: one route table for opens, clicks, unsubscribes, SendGrid's Event
+Webhook and health. Public endpoints: every token is verified, bad input is a 4xx, never a 500,
+and a click only ever redirects to the URL inside a token we signed.
+
+    GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache); the hit is queued
+    GET  /c/{token}            click: 302 to the signed URL; the hit is queued
+    GET  /u/{token}            unsubscribe confirmation page (vi/en), with a button
+    POST /u/{token}            unsubscribe now (RFC 8058 `List-Unsubscribe=One-Click`, or the button)
+    GET  /p/{token}            preferences: the same page (one list to leave, for now)
+    POST /webhooks/sendgrid    verified, de-duplicated provider events
+    GET  /health               liveness
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings
+from . import store
+from .tokens import BadToken, TokenSigner
+from .webhooks import SendGridWebhook, WebhookRejected
+
+log = logging.getLogger("loyalty_mail.tracking")
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
+            "Expires": "0"}
+PAGES = {
+    "en": {"title": "Unsubscribe", "ask": "Stop receiving marketing email from {program} at {email}?",
+           "button": "Unsubscribe", "done": "You are unsubscribed. {program} will not send you marketing "
+           "email at {email} any more.", "unknown": "This link is not valid."},
+    "vi": {"title": "Hủy đăng ký", "ask": "Ngừng nhận email tiếp thị từ {program} tại {email}?",
+           "button": "Hủy đăng ký", "done": "Bạn đã hủy đăng ký. {program} sẽ không gửi email tiếp thị "
+           "đến {email} nữa.", "unknown": "Liên kết này không hợp lệ."},
+}
+
+
+def _page(locale: str | None, key: str, program: str, email: str = "", form: str | None = None,
+          status: int = 200) -> HTMLResponse:
+    texts = PAGES.get((locale or "").split("_")[0], PAGES["en"])
+    message = html.escape(texts[key].format(program=program, email=email))
+    button = (f'<form method="post" action="{html.escape(form)}"><button type="submit" '
+              f'style="padding:12px 24px;font-size:16px">{html.escape(texts["button"])}</button></form>'
+              if form else "")
+    body = (f'<!DOCTYPE html><html lang="{html.escape(locale or "en")}"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(texts["title"])}'
+            f'</title></head><body style="font-family:Arial,sans-serif;max-width:480px;margin:48px auto;'
+            f'padding:0 16px"><h1>{html.escape(texts["title"])}</h1><p>{message}</p>{button}</body></html>')
+    return HTMLResponse(body, status_code=status, headers=NO_CACHE)
+
+
+def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], datetime]) -> Starlette:
+    tracking = settings.tracking
+    if not tracking.secret:
+        raise ValueError("tracking.secret is not set (export LOYALTY_MAIL_SECRET)")
+    signer = TokenSigner(tracking.secret)
+    webhook = (SendGridWebhook(tracking.sendgrid_webhook_key, tracking.webhook_tolerance)
+               if tracking.sendgrid_webhook_key else None)
+    program = settings.program.name
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # noqa: ANN202
+        state["writer"] = store.HitWriter(engine, tracking.flush_interval, tracking.bot_click_seconds)
+        log.info("tracking service ready")
+        yield
+        await run_in_threadpool(state["writer"].close)
+        log.info("tracking service stopped; %d hits written", state["writer"].written)
+
+    def client(request: Request) -> tuple[str | None, str | None]:
+        agent = request.headers.get("user-agent")
+        return (agent[:500] if agent else None), (request.client.host if request.client else None)
+
+    async def open_pixel(request: Request) -> Response:
+        try:
+            claims = signer.verify(request.path_params["token"], "open")
+        except BadToken:
+            return PlainTextResponse("not found", status_code=404)
+        agent, ip = client(request)
+        state["writer"].add(store.Hit("open", claims.send_id, clock(), user_agent=agent, ip=ip))
+        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+    async def click(request: Request) -> Response:
+        try:
+            claims = signer.verify(request.path_params["token"], "click")
+        except BadToken:
+            return PlainTextResponse("not found", status_code=404)
+        if not claims.url or not claims.url.lower().startswith(("http://", "https://")):
+            return PlainTextResponse("not found", status_code=404)
+        agent, ip = client(request)
+        state["writer"].add(store.Hit("click", claims.send_id, clock(), url=claims.url, link=claims.link,
+                                      user_agent=agent, ip=ip))
+        return RedirectResponse(claims.url, status_code=302, headers=NO_CACHE)
+
+    def unsubscribe_claims(request: Request) -> Any:
+        token = request.path_params["token"]
+        try:
+            return signer.verify(token, "unsubscribe")
+        except BadToken:
+            try:
+                return signer.verify(token, "preferences")
+            except BadToken:
+                return None
+
+    async def unsubscribe_page(request: Request) -> Response:
+        claims = unsubscribe_claims(request)
+        member = claims and await run_in_threadpool(store.member_for_send, engine, claims.send_id)
+        if not member:
+            return _page(None, "unknown", program, status=404)
+        if not member["subscribed"]:
+            return _page(member["locale"], "done", program, member["email"])
+        return _page(member["locale"], "ask", program, member["email"], form=request.url.path)
+
+    async def unsubscribe_now(request: Request) -> Response:
+        claims = unsubscribe_claims(request)
+        if claims is None:
+            return _page(None, "unknown", program, status=404)
+        body = await _limited_body(request, 10_000)
+        one_click = body is not None and b"List-Unsubscribe=One-Click" in body
+        member = await run_in_threadpool(store.unsubscribe, engine, claims.send_id, clock(),
+                                         "one-click" if one_click else "page")
+        if member is None:
+            return _page(None, "unknown", program, status=404)
+        if one_click:
+            return PlainTextResponse("unsubscribed", headers=NO_CACHE)
+        return _page(member["locale"], "done", program, member["email"])
+
+    async def sendgrid_events(request: Request) -> Response:
+        if webhook is None:
+            return JSONResponse({"error": "the SendGrid webhook is not configured"}, status_code=404)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "expected application/json"}, status_code=415)
+        body = await _limited_body(request, tracking.max_body_bytes)
+        if body is None:
+            return JSONResponse({"error": f"body larger than {tracking.max_body_bytes} bytes"}, status_code=413)
+        try:
+            events = webhook.parse({k.lower(): v for k, v in request.headers.items()}, body, clock())
+        except WebhookRejected as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        new, suppressed = await run_in_threadpool(store.record_events, engine, events, clock())
+        return JSONResponse({"received": len(events), "new": new, "suppressed": suppressed})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = [
+        Route("/o/{token}.gif", open_pixel, methods=["GET"]),
+        Route("/c/{token}", click, methods=["GET"]),
+        Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", unsubscribe_now, methods=["POST"]),
+        Route("/p/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/p/{token}", unsubscribe_now, methods=["POST"]),
+        Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _limited_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit` (read no further than that)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

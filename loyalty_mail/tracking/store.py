@@ -1,0 +1,180 @@
+"""Writing what the tracking service sees: hits in batches, webhook events, unsubscribes.
+
+Pixel and click hits are queued and written by one background thread in batches (every
+`tracking.flush_interval` or 500 hits), so the request path never waits for the database;
+`close()` writes everything still queued (graceful shutdown loses no accepted hit). Webhook events
+are written per request, de-duplicated by SendGrid's `sg_event_id`. An unsubscribe is written
+at once, before the page answers, so every later send sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .. import suppression
+from ..models import members_table, sends_table, tracking_events_table
+from .bots import is_machine_open, is_scanner
+from .webhooks import DeliveryEvent
+
+log = logging.getLogger("loyalty_mail.tracking")
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: str            # open | click
+    send_id: str
+    occurred_at: datetime
+    url: str | None = None
+    link: int | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+def _insert(conn: sa.Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(tracking_events_table).on_conflict_do_nothing()
+
+
+class HitWriter:
+    """A queue of hits and the thread that writes them."""
+
+    def __init__(self, engine: sa.Engine, interval: timedelta, bot_click_seconds: int) -> None:
+        self.engine, self.interval = engine, interval.total_seconds()
+        self.bot_click = timedelta(seconds=bot_click_seconds)
+        self._queue: queue.Queue[Hit | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hit-writer", daemon=True)
+        self.written = 0
+        self._thread.start()
+
+    def add(self, hit: Hit) -> None:
+        self._queue.put(hit)
+
+    def close(self) -> None:
+        """Write everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Hit] = []
+            deadline = time.monotonic() + self.interval
+            while len(batch) < BATCH:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.001))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            while stopping and not self._queue.empty():  # drain what arrived before the stop
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                self._write_with_retries(batch)
+
+    def _write_with_retries(self, batch: list[Hit]) -> None:
+        for attempt in range(1, 6):
+            try:
+                self._write(batch)
+                self.written += len(batch)
+                return
+            except sa.exc.OperationalError as exc:  # e.g. SQLite busy beyond its timeout
+                log.warning("writing %d hits failed (attempt %d): %s", len(batch), attempt, exc)
+                time.sleep(0.2 * attempt)
+        log.error("gave up writing %d hits", len(batch))
+
+    def _write(self, batch: list[Hit]) -> None:
+        with self.engine.begin() as conn:
+            sent = dict(conn.execute(sa.select(sends_table.c.send_id, sends_table.c.sent_at)
+                                     .where(sends_table.c.send_id.in_({h.send_id for h in batch}))).all())
+            same_second: dict[tuple[str, int], set[int | None]] = defaultdict(set)
+            for hit in batch:
+                if hit.kind == "click":
+                    same_second[(hit.send_id, int(hit.occurred_at.timestamp()))].add(hit.link)
+            rows = []
+            for hit in batch:
+                delivered = sent.get(hit.send_id)
+                bot = hit.kind == "click" and (
+                    is_scanner(hit.user_agent)
+                    or (delivered is not None and hit.occurred_at - delivered < self.bot_click)
+                    or len(same_second[(hit.send_id, int(hit.occurred_at.timestamp()))]) >= 3)
+                machine = hit.kind == "open" and is_machine_open(hit.user_agent)
+                rows.append({"send_id": hit.send_id, "kind": hit.kind, "source": "tracker",
+                             "occurred_at": hit.occurred_at, "url": hit.url, "link": hit.link,
+                             "user_agent": (hit.user_agent or "")[:500] or None, "ip": hit.ip,
+                             "machine": machine, "bot": bot, "provider_event_id": None, "detail": {}})
+            conn.execute(tracking_events_table.insert(), rows)
+
+
+def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime) -> tuple[int, int]:
+    """Store webhook events (duplicates by sg_event_id ignored) and suppress bounced,
+    complaining and unsubscribing addresses. Returns (new events, suppressions added)."""
+    if not events:
+        return 0, 0
+    rows = [{"send_id": e.send_id or "", "kind": e.kind, "source": "sendgrid", "occurred_at": e.occurred_at,
+             "url": e.url, "link": None, "user_agent": e.user_agent, "ip": e.ip,
+             "machine": e.machine, "bot": e.kind == "click" and is_scanner(e.user_agent),
+             "provider_event_id": e.provider_event_id, "detail": {**e.detail, "email": e.email}}
+            for e in events]
+    new, suppressed = 0, 0
+    with engine.begin() as conn:
+        for row in rows:
+            result = conn.execute(_insert(conn).values(**row).returning(tracking_events_table.c.id))
+            new += result.first() is not None
+        for event in events:
+            if event.suppress_as and event.email:
+                suppressed += suppression.add(conn, event.email, event.suppress_as, now,
+                                              detail=f"SendGrid {event.kind}")
+                if event.suppress_as == "unsubscribe":
+                    _unsubscribe_email(conn, event.email, now)
+    return new, suppressed
+
+
+def _unsubscribe_email(conn: sa.Connection, email: str, now: datetime) -> None:
+    m = members_table
+    conn.execute(m.update().where(sa.func.lower(m.c.email) == email, m.c.subscribed.is_(True))
+                 .values(subscribed=False, unsubscribed_at=now, updated_at=now))
+
+
+def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> dict[str, Any] | None:
+    """Unsubscribe the member a send went to, at once. Returns the member (locale, email) or None
+    when the send is unknown."""
+    s, m = sends_table, members_table
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(m.c.id, m.c.email, m.c.locale, m.c.first_name)
+                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+        if row is None:
+            return None
+        conn.execute(m.update().where(m.c.id == row["id"])
+                     .values(subscribed=False, unsubscribed_at=now, updated_at=now))
+        suppression.add(conn, row["email"], "unsubscribe", now, detail=f"{source} from send {send_id}")
+        conn.execute(tracking_events_table.insert().values(
+            send_id=send_id, kind="unsubscribe", source=source, occurred_at=now, machine=False, bot=False,
+            detail={}))
+        return dict(row)
+
+
+def member_for_send(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
+    s, m = sends_table, members_table
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(m.c.email, m.c.locale, m.c.subscribed)
+                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+    return dict(row) if row else None
+
+
+Clock = Callable[[], datetime]
