@@ -57,7 +57,7 @@ all:
         "or '1 year', found '3 fortnights'",
         "segments/s.yaml:6:24: field 'total_spend': gte: expected a number, found 'lots'",
         "segments/s.yaml:7:5: unknown field 'favourite_colour' (expected: all, any, not, segment, event, purchases, "
-        "attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
+        "emails, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
         "purchase_count, nps_score, joined_at, last_purchase_at, unsubscribed_at, birthday, subscribed, nps, "
         "days_since_last_purchase, membership_days, average_order_value, clv, points_to_next_tier)",
         "segments/s.yaml:8:63: unknown key 'colour' in event (expected: type, count, sum, within, since, until, where)",
@@ -161,6 +161,7 @@ EXPECTED = {
     "frequent_buyers": {"M04"},
     "birthday_this_week": {"M07"},
     "unsubscribed_recently": set(),
+    "disengaged": set(),   # no email sent yet to anyone (tests/test_engagement.py covers it)
 }
 
 

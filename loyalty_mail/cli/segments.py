@@ -155,7 +155,7 @@ def segments_members(obj: CliContext, name: str, at: str | None, limit: int | No
 
 def describe(rule: object, depth: int = 0) -> list[str]:
     """The rule tree as indented lines, as the engine understood it."""
-    from ..segments.spec import All, AnyOf, EventRule, FieldRule, Not, SegmentRef, ValueRule
+    from ..segments.spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, SegmentRef, ValueRule
 
     pad = "  " * depth
     if isinstance(rule, (All, AnyOf)):
@@ -186,6 +186,11 @@ def describe(rule: object, depth: int = 0) -> list[str]:
         for condition in rule.where:
             parts.append(f"where {'.'.join(condition.path)} {_ops(condition.ops)}")
         return [pad + ", ".join(parts)]
+    if isinstance(rule, EmailRule):
+        text = f"emails {rule.action}" + (f" (flow {rule.flow})" if rule.flow else " (any flow)")
+        text += f", count of emails {_ops(rule.count)}" + (f", within {rule.within}" if rule.within else "")
+        text += ", machine opens and bot clicks included" if rule.include_automated else ", people only"
+        return [pad + text]
     return [f"{pad}{rule!r}"]
 
 

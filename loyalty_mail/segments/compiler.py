@@ -26,10 +26,22 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from ..models import UTCDateTime, events_table, members_table
+from ..models import UTCDateTime, events_table, members_table, sends_table, tracking_events_table
 from ..tiers import TierLadder
 from .fields import NPS_CATEGORIES
-from .spec import All, AnyOf, EventRule, FieldRule, Not, Op, Rule, SegmentCatalog, SegmentRef, ValueRule
+from .spec import (
+    All,
+    AnyOf,
+    EmailRule,
+    EventRule,
+    FieldRule,
+    Not,
+    Op,
+    Rule,
+    SegmentCatalog,
+    SegmentRef,
+    ValueRule,
+)
 from .timeexpr import anniversary_on
 
 DAYS_PER_YEAR = 365.25
@@ -107,6 +119,8 @@ class _Compiler:
             return strict(sa.and_(*(self.value_op(column, rule, op) for op in rule.ops)))
         if isinstance(rule, EventRule):
             return self.event(rule)
+        if isinstance(rule, EmailRule):
+            return self.emails(rule)
         raise TypeError(f"unknown rule {rule!r}")
 
     # -- member fields -----------------------------------------------------------------------
@@ -340,6 +354,32 @@ class _Compiler:
             ops = rule.sum_ops if ctx.dialect != "sqlite" else tuple(Op(o.name, _floats(o.value)) for o in rule.sum_ops)
             parts.append(membership(where, total, ops))
         return sa.and_(*parts)
+
+    def emails(self, rule: EmailRule) -> sa.ColumnElement[bool]:
+        """Members by how many of our emails they received, opened or clicked (distinct sends)."""
+        s, t, ctx = sends_table, tracking_events_table, self.ctx
+        at = sa.literal(ctx.at, UTCDateTime())
+        since = sa.literal(rule.within.before(ctx.at), UTCDateTime()) if rule.within else None
+        if rule.action == "received":
+            where = [s.c.state == "sent", s.c.sent_at <= at]
+            if since is not None:
+                where.append(s.c.sent_at >= since)
+            query = sa.select(s.c.member_ref).where(*where)
+        else:
+            where = [t.c.kind == ("open" if rule.action == "opened" else "click"), t.c.occurred_at <= at]
+            if since is not None:
+                where.append(t.c.occurred_at >= since)
+            if not rule.include_automated:
+                where += [t.c.machine.is_(False), t.c.bot.is_(False)]
+            query = sa.select(s.c.member_ref).select_from(t.join(s, s.c.send_id == t.c.send_id)).where(*where)
+        if rule.flow:
+            query = query.where(s.c.flow == rule.flow)
+        emails = sa.func.count(sa.distinct(s.c.send_id))
+        holds = sa.and_(*(compare(emails, op, ctx.dialect) for op in rule.count))
+        grouped = query.group_by(s.c.member_ref)
+        if all(holds_for_number(Decimal(0), op) for op in rule.count):
+            return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
+        return self.m.c.id.in_(grouped.having(holds))
 
     def _aggregate_correlated(self, where: list[Any], aggregate: sa.ColumnElement[Any],
                               ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:

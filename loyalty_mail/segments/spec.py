@@ -76,6 +76,23 @@ class EventRule:
 
 
 @dataclass(frozen=True)
+class EmailRule:
+    """Engagement with our emails: received, opened or clicked (of one flow or any), counted per
+    email, within a window; people only unless `include_automated` (machine opens, bot clicks)."""
+
+    action: str  # received | opened | clicked
+    flow: str | None
+    count: tuple[Op, ...]
+    within: Duration | None
+    include_automated: bool
+    location: Location
+
+
+EMAIL_ACTIONS = ("received", "opened", "clicked")
+EMAIL_KEYS = ("action", "flow", "count", "within", "include_automated")
+
+
+@dataclass(frozen=True)
 class SegmentRef:
     name: str
     location: Location
@@ -96,7 +113,7 @@ class Not:
     item: Rule
 
 
-Rule = Union[FieldRule, ValueRule, EventRule, SegmentRef, All, AnyOf, Not]
+Rule = Union[FieldRule, ValueRule, EventRule, EmailRule, SegmentRef, All, AnyOf, Not]
 
 
 @dataclass(frozen=True)
@@ -183,6 +200,8 @@ class SegmentParser:
             return SegmentRef(body, self.doc.locate(here))
         if key in ("event", "purchases"):
             return self.event(body, here, purchases=key == "purchases")
+        if key == "emails":
+            return self.emails(body, here)
         if key.startswith("attributes."):
             parts = tuple(key.split(".")[1:])
             if not parts or not all(PATH_PART.match(p) for p in parts):
@@ -192,7 +211,7 @@ class SegmentParser:
         spec = FIELDS.get(key)
         if spec is None:
             raise self.fail(here, f"unknown field '{key}' (expected: all, any, not, segment, event, "
-                                  f"purchases, attributes.NAME, {', '.join(FIELDS)})", key=True)
+                                  f"purchases, emails, attributes.NAME, {', '.join(FIELDS)})", key=True)
         return self.field(spec, body, here)
 
     def _op_mapping(self, body: Any, path: PathKey, shorthand_ok: bool, allowed: tuple[str, ...],
@@ -292,6 +311,34 @@ class SegmentParser:
                                              what=f"event property '{prop}'"))
         return EventRule(kind, count, sum_of, sum_ops, within, since, until, tuple(where),
                          self.doc.locate(path))
+
+    def emails(self, body: Any, path: PathKey) -> EmailRule:
+        if not isinstance(body, dict):
+            raise self.fail(path, "emails: takes a mapping such as {action: opened, count: 0, within: 60 days}")
+        bad = [k for k in body if k not in EMAIL_KEYS]
+        for key in bad:
+            self.fail(path + (key,), f"unknown key '{key}' in emails (expected: {', '.join(EMAIL_KEYS)})",
+                      key=True)
+        if bad:
+            raise _Invalid()
+        action = body.get("action")
+        if action not in EMAIL_ACTIONS:
+            raise self.fail(path + ("action",) if "action" in body else path,
+                            f"emails: action: takes one of {', '.join(EMAIL_ACTIONS)} (found {action!r})")
+        flow = body.get("flow")
+        if flow is not None and (not isinstance(flow, str) or not SEGMENT_NAME.match(flow)):
+            raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {flow!r}")
+        automated = body.get("include_automated", False)
+        if not isinstance(automated, bool):
+            raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
+        count: tuple[Op, ...] = (Op("gte", Decimal(1)),)
+        if "count" in body:
+            count = tuple(Op(n, self.operand("count", n, v, p, "count"))
+                          for n, v, p in self._op_mapping(body["count"], path + ("count",), True,
+                                                          ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
+                                                          "count"))
+        within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
+        return EmailRule(action, flow, count, within, automated, self.doc.locate(path))
 
     def _try(self, parse: Any, path: PathKey) -> Any:
         try:

@@ -1,0 +1,76 @@
+"""Segments see engagement: received / opened / clicked our emails, people only by default."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from loyalty_mail.models import members_table, sends_table, tracking_events_table
+from loyalty_mail.segments import context_for, list_members, load_catalog
+
+from .conftest import FIXED_NOW, REPO
+
+
+def _send(conn, ref: int, send_id: str, flow: str, sent_days_ago: int) -> None:
+    at = FIXED_NOW - timedelta(days=sent_days_ago)
+    conn.execute(sends_table.insert().values(
+        send_id=send_id, member_ref=ref, flow=flow, occurrence_key=send_id, template="welcome", state="sent",
+        reason="test", occurrence={}, occurred_at=at, scheduled_for=at, created_at=at, sent_at=at))
+
+
+def _hit(conn, send_id: str, kind: str, days_ago: int, machine: bool = False, bot: bool = False) -> None:
+    conn.execute(tracking_events_table.insert().values(
+        send_id=send_id, kind=kind, source="tracker", occurred_at=FIXED_NOW - timedelta(days=days_ago),
+        machine=machine, bot=bot, detail={}))
+
+
+def test_engagement_conditions_on_both_databases(runtime, project):
+    (project / "segments").mkdir()
+    (project / "segments" / "disengaged.yaml").write_text((REPO / "segments/disengaged.yaml").read_text())
+    (project / "segments" / "clickers.yaml").write_text(
+        "name: clickers\ndescription: x\nemails: {action: clicked, flow: winback, count: {gte: 2}, within: 30 days}\n")
+    (project / "segments" / "any_open.yaml").write_text(
+        "name: any_open\ndescription: x\nemails: {action: opened, include_automated: true, within: 60 days}\n")
+    engine = runtime.engine()
+    lapsed = FIXED_NOW - timedelta(days=120)
+    people = {"IGNORES": 1, "MACHINE_ONLY": 2, "OPENER": 3, "CLICKER": 4, "NEVER_MAILED": 5, "OLD_OPEN": 6}
+    with engine.begin() as conn:
+        for member_id, ref in people.items():
+            conn.execute(members_table.insert().values(
+                id=ref, member_id=member_id, email=f"{member_id.lower()}@example.com", tier="member",
+                points=0, total_spend=0, purchase_count=1, last_purchase_at=lapsed, subscribed=True,
+                attributes={}, created_at=FIXED_NOW, updated_at=FIXED_NOW))
+        for member_id, ref in people.items():
+            if member_id != "NEVER_MAILED":
+                _send(conn, ref, f"s-{member_id}", "winback", 20)
+        _hit(conn, "s-MACHINE_ONLY", "open", 19, machine=True)
+        _hit(conn, "s-OPENER", "open", 19)
+        _send(conn, people["CLICKER"], "s-CLICKER-2", "winback", 10)
+        _hit(conn, "s-CLICKER", "click", 19)
+        _hit(conn, "s-CLICKER-2", "click", 9)
+        _hit(conn, "s-CLICKER-2", "click", 9, bot=True)
+        _hit(conn, "s-OLD_OPEN", "open", 90)
+    catalog, problems = load_catalog(runtime.settings)
+    assert problems == []
+
+    ctx = context_for(runtime.settings, catalog, FIXED_NOW, engine.dialect.name)
+
+    def members(name: str) -> list[str]:
+        with engine.connect() as conn:
+            return [row["member_id"] for row in list_members(conn, catalog.get(name), ctx)]
+
+    assert members("disengaged") == ["CLICKER", "IGNORES", "MACHINE_ONLY", "OLD_OPEN"]
+    assert members("clickers") == ["CLICKER"]
+    assert members("any_open") == ["MACHINE_ONLY", "OPENER"]
+
+
+def test_engagement_mistakes_are_reported_with_line(tmp_path, runtime, project):
+    (project / "segments").mkdir()
+    (project / "segments" / "bad.yaml").write_text(
+        "name: bad\ndescription: x\nemails:\n  action: read\n  within: 2 fortnights\n")
+    _, problems = load_catalog(runtime.settings)
+    [problem] = [str(p) for p in problems]
+    assert problem.endswith("segments/bad.yaml:4:11: emails: action: takes one of received, opened, clicked "
+                            "(found 'read')")
