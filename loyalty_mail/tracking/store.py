@@ -132,10 +132,23 @@ def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime)
              "provider_event_id": e.provider_event_id, "detail": {**e.detail, "email": e.email}}
             for e in events]
     new, suppressed = 0, 0
+    t = tracking_events_table
     with engine.begin() as conn:
+        ids = {r["provider_event_id"] for r in rows if r["provider_event_id"]}
+        known: set[str] = set()
+        for chunk in _chunks(sorted(ids), 500):
+            known |= {i for (i,) in conn.execute(sa.select(t.c.provider_event_id)
+                                                  .where(t.c.provider_event_id.in_(chunk)))}
+        fresh, seen = [], set(known)
         for row in rows:
-            result = conn.execute(_insert(conn).values(**row).returning(tracking_events_table.c.id))
-            new += result.first() is not None
+            key = row["provider_event_id"]
+            if key is None or key not in seen:
+                fresh.append(row)
+                if key is not None:
+                    seen.add(key)
+        if fresh:
+            conn.execute(_insert(conn), fresh)  # a concurrent duplicate is still ignored
+        new = len(fresh)
         for event in events:
             if event.suppress_as and event.email:
                 suppressed += suppression.add(conn, event.email, event.suppress_as, now,
@@ -143,6 +156,10 @@ def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime)
                 if event.suppress_as == "unsubscribe":
                     _unsubscribe_email(conn, event.email, now)
     return new, suppressed
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _unsubscribe_email(conn: sa.Connection, email: str, now: datetime) -> None:
