@@ -23,6 +23,7 @@ from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
 from loyalty_mail.tracking.webhooks import WebhookRejected, parse_events
 
 from .conftest import REPO
+from .test_delivery import sqlite_program  # noqa: F401 - fixture
 from .test_flows import SECRET, Program, member, program  # noqa: F401 - fixture
 
 VECTOR = json.loads((REPO.parent / "shared/corpus/eventwebhook/signature_test_vector.json").read_text())
@@ -247,3 +248,59 @@ def test_webhook_over_http_dedupes_suppresses_and_refuses_bad_input(program):
         reasons = dict(conn.execute(sa.select(suppressions_table.c.email, suppressions_table.c.reason)).all())
     engine.dispose()
     assert reasons["m1@example.com"] == "hard_bounce"
+
+
+def test_unknown_event_types_and_odd_fields_are_kept_not_fatal():
+    body = json.dumps([{"event": "brand_new_kind", "email": "X@Example.com", "timestamp": "not a number",
+                        "sg_event_id": "n1", "custom_args": {"send_id": "abc"}},
+                       {"event": "bounce", "type": "blocked", "email": "b@example.com", "timestamp": 1}]).encode()
+    unknown, blocked = parse_events(body)
+    assert (unknown.kind, unknown.send_id, unknown.email, unknown.occurred_at.year) == ("brand_new_kind", "abc",
+                                                                                        "x@example.com", 1970)
+    assert blocked.kind == "bounce" and blocked.suppress_as is None   # a block is not a dead address
+    for bad in (b"{}", b"[1, 2]", b"not json", "[\"\u00ff\"]".encode("latin-1")):
+        with pytest.raises(WebhookRejected) as info:
+            parse_events(bad)
+        assert info.value.status == 400
+
+
+def test_service_and_daemon_share_one_sqlite_file_without_locking_errors(sqlite_program):
+    """The daemon sends while the service records hits for earlier sends: no 'database is locked'."""
+    program = sqlite_program
+    config = (program.dir / "config.yaml").read_text().replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}', "quiet_hours: null")
+    (program.dir / "config.yaml").write_text(config)
+    now = datetime.now(timezone.utc)
+    program.load("members", [member(f"A{n}", joined_at=(now - timedelta(hours=1)).isoformat()) for n in range(40)],
+                 at=now.isoformat())
+    assert program.run("run", "--once").exit_code == 0
+    outbox = program.dir / "outbox"
+    first = sorted(outbox.glob("*.eml"))
+    assert len(first) == 40
+    pixels = []
+    import email
+    import email.policy
+    for path in first:
+        html = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+        pixels.append(re.search(r'src="https://t\.test\.example(/o/[^"]+)"', html).group(1))
+    program.load("members", [member(f"B{n}", joined_at=(now - timedelta(minutes=30)).isoformat()) for n in range(300)],
+                 at=now.isoformat())
+    service = Service(program)
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    daemon = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
+                               program.url, "daemon", "--interval", "0.2"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        answered = 0
+        deadline = time.monotonic() + 60
+        while (len(list(outbox.glob("*.eml"))) < 340 or answered < 2000) and time.monotonic() < deadline:
+            for path in pixels:
+                answered += service.http.get(path).status_code == 200
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, daemon_log = daemon.communicate(timeout=60)
+        service_log = service.stop()
+    assert daemon.returncode == 0
+    assert "locked" not in daemon_log and "locked" not in service_log and "tick failed" not in daemon_log
+    assert len(list(outbox.glob("*.eml"))) == 340
+    assert len([e for e in events(program) if e["kind"] == "open"]) == answered >= 2000
