@@ -284,7 +284,7 @@ class SendingSettings(_Strict):
     sendgrid: SendGridSettings = SendGridSettings()
     rate_limit: Decimal = Field(default=Decimal(0), ge=0, le=100_000)   # messages/s, 0: unlimited
     concurrency: int = Field(default=4, ge=1, le=64)
-    render_workers: int = Field(default=1, ge=1, le=64)
+    dispatchers: int = Field(default=1, ge=1, le=64)
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base: Span = timedelta(minutes=1)
     pause_after: int = Field(default=20, ge=1, le=100_000)

@@ -303,9 +303,9 @@ def test_daemon_ticks_sends_and_stops_cleanly_on_sigterm(program):
     assert len(list(outbox.glob("*.eml"))) == 30
 
 
-def test_render_workers_share_a_batch_across_processes(program):
+def test_dispatcher_processes_drain_the_outbox_without_overlap(program):
     config = (program.dir / "config.yaml").read_text().replace(
-        "sending:\n  directory: outbox\n", "sending:\n  directory: outbox\n  render_workers: 2\n")
+        "sending:\n  directory: outbox\n", "sending:\n  directory: outbox\n  dispatchers: 3\n  batch_size: 2\n")
     (program.dir / "config.yaml").write_text(config)
     at = "2026-11-23T10:00:00+07:00"
     program.load("members", [member(f"W{n}", joined_at="2026-11-23T09:00:00+07:00") for n in range(7)], at=at)

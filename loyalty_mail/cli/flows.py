@@ -14,7 +14,6 @@ from ..errors import LoyaltyMailError, NotFound
 from ..flows import Plan, build_planner, run_once, write_previews
 from ..flows.runner import check_flow_templates
 from ..transports import transport_for
-from ..flows.rendering_pool import RenderPool
 from ..flows.scheduler import run_daemon
 from ..members import member_profile
 from ..models import sends_table
@@ -110,11 +109,9 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     if renderer.signer is None:
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
     transport = transport_for(settings)
-    pool = RenderPool(renderer, settings.sending.render_workers)
     try:
-        report = run_once(engine, planner, pool, transport, now, flows=list(flows) or None)
+        report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None)
     finally:
-        pool.close()
         transport.close()
     if output_format == "json":
         print_json({"at": now.isoformat(), "counts": report.plan.counts(), "recorded": report.recorded,
@@ -220,16 +217,13 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    pool = RenderPool(renderer, settings.sending.render_workers)
-
     def tick(should_stop: Any) -> None:
-        run_once(engine, planner, pool, transport, runtime.now(), should_stop=should_stop)
+        run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     try:
         run_daemon(tick, seconds, max_ticks=max_ticks)
     finally:
-        pool.close()
         transport.close()
 
 

@@ -37,7 +37,7 @@ from .occurrences import ACTIVE_STATES, Occurrence, Window
 CHUNK = 500
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlannedSend:
     occurrence: Occurrence
     scheduled_for: datetime
@@ -46,7 +46,7 @@ class PlannedSend:
     deferred: str | None = None  # "quiet hours until 08:00 local"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Skip:
     occurrence: Occurrence
     reason: str

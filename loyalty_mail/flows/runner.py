@@ -25,7 +25,6 @@ from ..rendering import Renderer
 from ..segments import load_catalog
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
-from .rendering_pool import RenderPool
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -68,16 +67,21 @@ def check_flow_templates(settings: Any, renderer: Renderer) -> None:
         raise ConfigError(missing)
 
 
-def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer | RenderPool, transport: Transport,
+def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
              now: datetime, *, flows: list[str] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> TickReport:
     """Plan, record, then deliver every planned send that is due (including earlier ones).
-    `should_stop` is asked between batches: a stopping daemon finishes the batch in hand."""
+    `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
+    With `sending.dispatchers` > 1, delivery runs in that many processes."""
     plan = planner.plan_in(engine, now, flows=flows)
     report = TickReport(now, plan)
     report.recorded = ledger.record(engine, plan, now)
-    pool = renderer if isinstance(renderer, RenderPool) else RenderPool(renderer, 1)
-    deliver_due(engine, pool, transport, now, report, planner.settings.sending, should_stop)
+    sending = planner.settings.sending
+    if sending.dispatchers > 1:
+        from .dispatchers import deliver_in_parallel
+        deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop)
+    else:
+        deliver_due(engine, renderer, transport, now, report, sending, should_stop)
     log.info(report.summary())
     return report
 
@@ -104,7 +108,7 @@ class RateLimiter:
             yield chunk
 
 
-def deliver_due(engine: sa.Engine, renderer: RenderPool, transport: Transport, now: datetime,
+def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
                 report: TickReport, sending: Any,
                 should_stop: Callable[[], bool] = lambda: False) -> None:
     """Claim due sends batch by batch, check each member again, render, hand to the transport,
@@ -129,12 +133,13 @@ def deliver_due(engine: sa.Engine, renderer: RenderPool, transport: Transport, n
                 continue
             sends[send["send_id"]] = send
             jobs.append((send["template"], member, send["send_id"], send["flow"], send["occurrence"]))
-        for job, email in zip(jobs, renderer.render(jobs, now)):
-            if isinstance(email, TemplateError):
-                outcomes.append(ledger.Outcome(sends[job[2]]["id"], "failed", f"template: {email}"))
+        for template, member, send_id, flow, occurrence in jobs:
+            try:
+                emails.append(renderer.render(template, member, now=now, send_id=send_id,
+                                              flow={"name": flow}, occurrence=occurrence))
+            except TemplateError as exc:
+                outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
-            else:
-                emails.append(email)
         results = [result for chunk in limiter.chunks(emails) if chunk for result in transport.send(chunk)]
         for result in results:
             send = sends[result.send_id]
