@@ -208,7 +208,7 @@ def main() -> None:
         targets = [("SQLite", url)]
         if args.postgres:
             pg = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
-            db.ensure_schema(db.create_db_engine(pg))
+            db.upgrade(db.create_db_engine(pg), "head")
             copy_to_postgres(url, pg)
             targets.append(("PostgreSQL", pg))
         print(f"{'database':<12}{'phase':<28}{'sends':>9}{'seconds':>10}{'per s':>10}{'peak MB':>9}")

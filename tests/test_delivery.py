@@ -28,7 +28,7 @@ from loyalty_mail.cli import cli
 from loyalty_mail.models import sends_table
 
 from .conftest import REPO
-from .test_flows import FLOW_CONFIG, SECRET, Program, member, program  # noqa: F401 - fixture
+from .test_flows import SECRET, Program, make_program, member, program  # noqa: F401 - fixture
 
 SCHEMA = json.loads((REPO.parent / "shared/corpus/sendgrid/mail_send_schema.patched.json").read_text())
 AT = "2026-11-23T10:00:00+07:00"
@@ -156,21 +156,13 @@ def states(program: Program) -> dict[str, tuple]:
 
 @pytest.fixture
 def sqlite_program(tmp_path):
-    from .test_flows import program as make  # noqa: F401 - same shape, SQLite only
+    """The flow-test program on SQLite only (for tests with several real processes)."""
     from loyalty_mail import db
-    directory = tmp_path / "flows"
-    directory.mkdir()
-    (directory / "config.yaml").write_text(FLOW_CONFIG, encoding="utf-8")
-    import shutil
-    shutil.copytree(REPO / "templates", directory / "templates")
-    (directory / "segments").mkdir()
-    (directory / "segments" / "lapsed.yaml").write_text(
-        "name: lapsed\ndescription: x\ndays_since_last_purchase: {gte: 90}\n")
     url = f"sqlite:///{tmp_path / 'delivery.db'}"
     engine = db.create_db_engine(url)
     db.ensure_schema(engine)
     engine.dispose()
-    return Program(directory, url)
+    return make_program(tmp_path, url)
 
 
 # -- SMTP ---------------------------------------------------------------------------------------

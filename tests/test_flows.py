@@ -94,6 +94,11 @@ class Program:
 
 @pytest.fixture
 def program(tmp_path: Path, database_url: str) -> Program:
+    return make_program(tmp_path, database_url)
+
+
+def make_program(tmp_path: Path, database_url: str) -> Program:
+    """The flow-test program (config, example templates, a `lapsed` segment) on that database."""
     directory = tmp_path / "flows"
     directory.mkdir()
     (directory / "config.yaml").write_text(FLOW_CONFIG, encoding="utf-8")

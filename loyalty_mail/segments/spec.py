@@ -272,12 +272,7 @@ class SegmentParser:
         if not isinstance(kind, str) or not EVENT_TYPE.match(kind):
             raise self.fail(path + ("type",) if "type" in body else path,
                             f"event: needs type: an event type such as purchase (found {kind!r})")
-        count: tuple[Op, ...] = ()
-        if "count" in body:
-            count = tuple(Op(n, self.operand("count", n, v, p, "count"))
-                          for n, v, p in self._op_mapping(body["count"], path + ("count",), True,
-                                                          ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
-                                                          "count"))
+        count = self.count(body["count"], path + ("count",)) if "count" in body else ()
         sum_of, sum_ops = None, ()
         if "sum" in body:
             total = body["sum"]
@@ -312,6 +307,12 @@ class SegmentParser:
         return EventRule(kind, count, sum_of, sum_ops, within, since, until, tuple(where),
                          self.doc.locate(path))
 
+    def count(self, body: Any, path: PathKey) -> tuple[Op, ...]:
+        """`count: 3` or `count: {gte: 3}`: how many, as operators."""
+        return tuple(Op(n, self.operand("count", n, v, p, "count"))
+                     for n, v, p in self._op_mapping(body, path, True,
+                                                     ("eq", "ne", "gt", "gte", "lt", "lte", "between"), "count"))
+
     def emails(self, body: Any, path: PathKey) -> EmailRule:
         if not isinstance(body, dict):
             raise self.fail(path, "emails: takes a mapping such as {action: opened, count: 0, within: 60 days}")
@@ -331,12 +332,7 @@ class SegmentParser:
         automated = body.get("include_automated", False)
         if not isinstance(automated, bool):
             raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
-        count: tuple[Op, ...] = (Op("gte", Decimal(1)),)
-        if "count" in body:
-            count = tuple(Op(n, self.operand("count", n, v, p, "count"))
-                          for n, v, p in self._op_mapping(body["count"], path + ("count",), True,
-                                                          ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
-                                                          "count"))
+        count = self.count(body["count"], path + ("count",)) if "count" in body else (Op("gte", Decimal(1)),)
         within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
         return EmailRule(action, flow, count, within, automated, self.doc.locate(path))
 
