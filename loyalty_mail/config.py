@@ -337,6 +337,12 @@ class FlowSettings(_Strict):
         return self
 
 
+class ReportSettings(_Strict):
+    """How reports attribute purchases to emails."""
+
+    attribution_window: Span = timedelta(days=7)
+
+
 class Settings(_Strict):
     """The whole validated configuration of one program."""
 
@@ -348,6 +354,7 @@ class Settings(_Strict):
     sending: SendingSettings = SendingSettings()
     tracking: TrackingSettings = TrackingSettings()
     flows: tuple[FlowSettings, ...] = ()
+    reports: ReportSettings = ReportSettings()
 
     # Not part of the file: where it came from.
     project_dir: Path = Field(default=Path("."), exclude=True)

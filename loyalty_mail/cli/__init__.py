@@ -87,6 +87,6 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import data, delivery, flows, program, segments, templates  # noqa: E402  (register the commands)
+from . import data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
 
 __all__ = ["cli", "main", "data", "program", "segments"]

@@ -1,0 +1,168 @@
+"""Email performance by flow, segment, tier, locale or period, and lift against hold-out groups.
+
+All figures are SQL aggregates over the send ledger, the tracking events and the members'
+purchases; formatting lives at the edge (the CLI). Definitions:
+
+    sent          sends in state `sent` scheduled in [since, until)
+    bounced       sent with a bounce, dropped or blocked event
+    delivered     sent - bounced
+    opens         sent with an open event (human: not a machine open, not a bot)
+    clicks        sent with a click event (human: not a bot click)
+    unsubscribed  sent with an unsubscribe event; spam: sent with a spam complaint
+    converted     sent followed by a purchase by the member within the attribution window;
+                  revenue is the amount of those purchases
+    rates         open = opens / delivered, click = clicks / delivered, click-to-open =
+                  clicks / opens (human figures), unsubscribe and spam = per delivered
+
+`tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `day`,
+`week` (starting Monday) and `month` are UTC dates of the send.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from .models import events_table, members_table, sends_table, tracking_events_table
+
+GROUPS = ("flow", "segment", "tier", "locale", "day", "week", "month")
+COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
+           "unsubscribed", "spam", "converted", "revenue", "open_rate", "click_rate", "click_to_open_rate",
+           "unsubscribe_rate", "spam_rate", "revenue_per_email")
+SMALL_SAMPLE = 100
+
+
+def _has(send_id: Any, kinds: tuple[str, ...], human: bool | None = None) -> sa.ColumnElement[int]:
+    t = tracking_events_table
+    where = [t.c.send_id == send_id, t.c.kind.in_(kinds)]
+    if human:
+        where += [t.c.machine.is_(False), t.c.bot.is_(False)]
+    return sa.case((sa.exists(sa.select(t.c.id).where(*where)), 1), else_=0)
+
+
+def _period(column: Any, unit: str, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return sa.func.to_char(sa.func.date_trunc(unit, column), "YYYY-MM-DD")
+    formats = {"day": "%Y-%m-%d", "month": "%Y-%m-01"}
+    if unit == "week":  # the Monday of the week
+        return sa.func.date(column, "weekday 0", "-6 days")
+    return sa.func.strftime(formats[unit], column)
+
+
+def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
+             states: tuple[str, ...] = ("sent",)) -> sa.Subquery:
+    """One row per send with its outcome flags: the base of every figure."""
+    s, m, e = sends_table, members_table, events_table
+    moment = sa.func.coalesce(s.c.sent_at, s.c.scheduled_for)
+    purchases = [e.c.member_ref == s.c.member_ref, e.c.type == "purchase", e.c.occurred_at > moment,
+                 e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
+                 else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
+                                                          f"+{int(window.total_seconds())} seconds")]
+    return (sa.select(
+        s.c.send_id, s.c.flow, s.c.segment, s.c.state, m.c.tier, m.c.locale,
+        _period(s.c.scheduled_for, "day", dialect).label("day"),
+        _period(s.c.scheduled_for, "week", dialect).label("week"),
+        _period(s.c.scheduled_for, "month", dialect).label("month"),
+        _has(s.c.send_id, ("bounce", "dropped", "blocked")).label("bounced"),
+        _has(s.c.send_id, ("open",), human=True).label("open_human"),
+        _has(s.c.send_id, ("open",)).label("open_total"),
+        _has(s.c.send_id, ("click",), human=True).label("click_human"),
+        _has(s.c.send_id, ("click",)).label("click_total"),
+        _has(s.c.send_id, ("unsubscribe",)).label("unsubscribed"),
+        _has(s.c.send_id, ("spam_complaint",)).label("spam"),
+        sa.case((sa.exists(sa.select(e.c.id).where(*purchases)), 1), else_=0).label("converted"),
+        sa.select(sa.func.coalesce(sa.func.sum(e.c.amount), 0)).where(*purchases).scalar_subquery().label("revenue"),
+    ).join(m, m.c.id == s.c.member_ref)
+        .where(s.c.state.in_(states), s.c.scheduled_for >= since, s.c.scheduled_for < until)
+        .subquery())
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def performance(conn: sa.Connection, since: datetime, until: datetime, by: list[str],
+                window: timedelta) -> list[dict[str, Any]]:
+    """Figures per group (see module docstring); `by` from GROUPS; no grouping: one total row."""
+    base = per_send(since, until, window, conn.dialect.name)
+    keys = [base.c[name] for name in by]
+    total = sa.func.sum
+    query = sa.select(
+        *keys, sa.func.count().label("sent"), total(base.c.bounced).label("bounced"),
+        total(base.c.open_human).label("opens_human"), total(base.c.open_total).label("opens_total"),
+        total(base.c.click_human).label("clicks_human"), total(base.c.click_total).label("clicks_total"),
+        total(base.c.unsubscribed).label("unsubscribed"), total(base.c.spam).label("spam"),
+        total(base.c.converted).label("converted"), total(base.c.revenue).label("revenue"),
+    ).group_by(*keys).order_by(*keys)
+    rows = []
+    for row in conn.execute(query).mappings():
+        values = {name: row[name] for name in by}
+        counts = {k: int(row[k] or 0) for k in ("sent", "bounced", "opens_human", "opens_total", "clicks_human",
+                                               "clicks_total", "unsubscribed", "spam", "converted")}
+        delivered = counts["sent"] - counts["bounced"]
+        revenue = float(row["revenue"] or 0)
+        rows.append({**values, "sent": counts["sent"], "delivered": delivered, "bounced": counts["bounced"],
+                     "opens_human": counts["opens_human"], "opens_total": counts["opens_total"],
+                     "clicks_human": counts["clicks_human"], "clicks_total": counts["clicks_total"],
+                     "unsubscribed": counts["unsubscribed"], "spam": counts["spam"],
+                     "converted": counts["converted"], "revenue": round(revenue, 2),
+                     "open_rate": _ratio(counts["opens_human"], delivered),
+                     "click_rate": _ratio(counts["clicks_human"], delivered),
+                     "click_to_open_rate": _ratio(counts["clicks_human"], counts["opens_human"]),
+                     "unsubscribe_rate": _ratio(counts["unsubscribed"], delivered),
+                     "spam_rate": _ratio(counts["spam"], delivered),
+                     "revenue_per_email": round(revenue / counts["sent"], 2) if counts["sent"] else None})
+    return rows
+
+
+@dataclass(frozen=True)
+class Lift:
+    flow: str
+    sent: int
+    sent_converted: int
+    held_out: int
+    held_out_converted: int
+
+    @property
+    def sent_rate(self) -> float | None:
+        return self.sent_converted / self.sent if self.sent else None
+
+    @property
+    def held_out_rate(self) -> float | None:
+        return self.held_out_converted / self.held_out if self.held_out else None
+
+    def as_row(self) -> dict[str, Any]:
+        p1, p0 = self.sent_rate, self.held_out_rate
+        row: dict[str, Any] = {"flow": self.flow, "sent": self.sent, "sent_converted": self.sent_converted,
+                               "held_out": self.held_out, "held_out_converted": self.held_out_converted,
+                               "sent_conversion_rate": None if p1 is None else round(p1, 4),
+                               "held_out_conversion_rate": None if p0 is None else round(p0, 4),
+                               "absolute_lift": None, "ci95_low": None, "ci95_high": None, "relative_lift": None}
+        if p1 is not None and p0 is not None:
+            difference = p1 - p0
+            spread = 1.96 * math.sqrt(p1 * (1 - p1) / self.sent + p0 * (1 - p0) / self.held_out)
+            row.update(absolute_lift=round(difference, 4), ci95_low=round(difference - spread, 4),
+                       ci95_high=round(difference + spread, 4),
+                       relative_lift=round(difference / p0, 4) if p0 else None)
+        small = min(self.sent, self.held_out) < SMALL_SAMPLE
+        row["note"] = ("small sample: fewer than 100 members in a group, do not conclude" if small else
+                       "significant" if row["ci95_low"] is not None and (row["ci95_low"] > 0 or row["ci95_high"] < 0)
+                       else "not significant (the interval includes 0)")
+        return row
+
+
+def lift(conn: sa.Connection, since: datetime, until: datetime, window: timedelta) -> list[Lift]:
+    """Conversion of sent against held-out members, per flow that has a hold-out group. A held-out
+    member's clock starts when the email would have gone out (scheduled_for)."""
+    base = per_send(since, until, window, conn.dialect.name, states=("sent", "held_out"))
+    query = (sa.select(base.c.flow, base.c.state, sa.func.count(), sa.func.sum(base.c.converted))
+             .group_by(base.c.flow, base.c.state))
+    figures: dict[str, dict[str, tuple[int, int]]] = {}
+    for flow, state, count, converted in conn.execute(query):
+        figures.setdefault(flow, {})[state] = (int(count), int(converted or 0))
+    return [Lift(flow, *groups.get("sent", (0, 0)), *groups["held_out"])
+            for flow, groups in sorted(figures.items()) if "held_out" in groups]

@@ -1,0 +1,116 @@
+"""Reports: a small history built by hand, every figure checked against values worked out here."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from loyalty_mail.models import events_table, members_table, sends_table, tracking_events_table
+
+from .conftest import FIXED_NOW
+
+T0 = FIXED_NOW - timedelta(days=10)   # 2026-11-13 03:00 UTC: every send goes out then
+
+
+def build(engine) -> None:
+    members = ["A", "B", "C", "D", "E", "F", "G", "H"]
+    tiers = {"A": "gold", "B": "gold", "C": "member", "D": "member", "E": "silver", "F": "silver",
+             "G": "member", "H": "member"}
+    with engine.begin() as conn:
+        for ref, name in enumerate(members, start=1):
+            conn.execute(members_table.insert().values(
+                id=ref, member_id=name, email=f"{name.lower()}@example.com", tier=tiers[name], points=0,
+                total_spend=0, purchase_count=0, subscribed=True, locale="vi" if ref % 2 else "en",
+                attributes={}, created_at=FIXED_NOW, updated_at=FIXED_NOW))
+        sends = [("A", "welcome", "sent"), ("B", "welcome", "sent"), ("C", "welcome", "sent"),
+                 ("D", "winback", "sent"), ("E", "winback", "sent"), ("F", "winback", "sent"),
+                 ("G", "winback", "held_out"), ("H", "winback", "held_out")]
+        for name, flow, state in sends:
+            conn.execute(sends_table.insert().values(
+                send_id=f"s{name}", member_ref=members.index(name) + 1, flow=flow, occurrence_key="k",
+                template=flow, segment="lapsed" if flow == "winback" else None, state=state, reason="t",
+                occurrence={}, occurred_at=T0, scheduled_for=T0, created_at=T0,
+                sent_at=T0 if state == "sent" else None))
+
+        def hit(send: str, kind: str, hours: float, machine: bool = False, bot: bool = False) -> None:
+            conn.execute(tracking_events_table.insert().values(
+                send_id=send, kind=kind, source="tracker", occurred_at=T0 + timedelta(hours=hours),
+                machine=machine, bot=bot, detail={}))
+
+        hit("sA", "open", 1)
+        hit("sA", "open", 2)                  # a second open of the same email: still one
+        hit("sA", "click", 2)
+        hit("sB", "open", 1, machine=True)    # machine open only: total, not human
+        hit("sB", "click", 0.001, bot=True)   # scanner click only: total, not human
+        hit("sC", "bounce", 0.1)
+        hit("sD", "open", 3)
+        hit("sD", "unsubscribe", 3)
+        hit("sE", "spam_complaint", 5)
+
+        def purchase(name: str, days: float, amount: int) -> None:
+            conn.execute(events_table.insert().values(
+                member_ref=members.index(name) + 1, type="purchase", occurred_at=T0 + timedelta(days=days),
+                amount=Decimal(amount), currency="VND", points=0, properties={}, created_at=FIXED_NOW))
+
+        purchase("A", 1, 500_000)             # within 7 days: converts, 500,000
+        purchase("A", 2, 250_000)             # also within: revenue 750,000
+        purchase("B", 9, 100_000)             # after the window: not attributed
+        purchase("B", -1, 100_000)            # before the send: not attributed
+        purchase("D", 3, 300_000)             # winback sent converts
+        purchase("G", 2, 200_000)             # held-out converts too
+
+
+@pytest.fixture
+def history(runtime):
+    build(runtime.engine())
+    return runtime
+
+
+def test_every_figure_by_flow(history, run):
+    result = run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "flow", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    welcome, winback = report["rows"]
+    assert welcome == {
+        "flow": "welcome", "sent": 3, "delivered": 2, "bounced": 1, "opens_human": 1, "opens_total": 2,
+        "clicks_human": 1, "clicks_total": 2, "unsubscribed": 0, "spam": 0, "converted": 1,
+        "revenue": 750000.0, "open_rate": 0.5, "click_rate": 0.5, "click_to_open_rate": 1.0,
+        "unsubscribe_rate": 0.0, "spam_rate": 0.0, "revenue_per_email": 250000.0}
+    assert winback == {
+        "flow": "winback", "sent": 3, "delivered": 3, "bounced": 0, "opens_human": 1, "opens_total": 1,
+        "clicks_human": 0, "clicks_total": 0, "unsubscribed": 1, "spam": 1, "converted": 1,
+        "revenue": 300000.0, "open_rate": round(1 / 3, 4), "click_rate": 0.0, "click_to_open_rate": 0.0,
+        "unsubscribe_rate": round(1 / 3, 4), "spam_rate": round(1 / 3, 4), "revenue_per_email": 100000.0}
+    [lift] = report["lift"]
+    p1, p0 = 1 / 3, 1 / 2
+    spread = 1.96 * math.sqrt(p1 * (1 - p1) / 3 + p0 * (1 - p0) / 2)
+    assert lift["flow"] == "winback" and (lift["sent"], lift["held_out"]) == (3, 2)
+    assert (lift["sent_converted"], lift["held_out_converted"]) == (1, 1)
+    assert lift["absolute_lift"] == round(p1 - p0, 4)
+    assert lift["ci95_low"] == round(p1 - p0 - spread, 4) and lift["ci95_high"] == round(p1 - p0 + spread, 4)
+    assert lift["relative_lift"] == round((p1 - p0) / p0, 4)
+    assert lift["note"].startswith("small sample")
+
+
+def test_groups_and_formats_agree(history, run):
+    by_tier = json.loads(run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "tier",
+                             "--format", "json").stdout)["rows"]
+    assert {r["tier"]: (r["sent"], r["converted"]) for r in by_tier} == {
+        "gold": (2, 1), "member": (2, 1), "silver": (2, 0)}   # A converts; D (member) converts
+    total = json.loads(run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "none",
+                           "--format", "json").stdout)["rows"]
+    assert [(r["sent"], r["revenue"]) for r in total] == [(6, 1050000.0)]
+    csv_text = run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "segment,day",
+                   "--format", "csv").stdout.splitlines()
+    assert csv_text[0].startswith("segment,day,sent,delivered,bounced,opens_human")
+    assert sorted(csv_text[1:]) == sorted([
+        ",2026-11-13,3,2,1,1,2,1,2,0,0,1,750000.0,0.5,0.5,1.0,0.0,0.0,250000.0",
+        "lapsed,2026-11-13,3,3,0,1,1,0,0,1,1,1,300000.0,0.3333,0.0,0.0,0.3333,0.3333,100000.0"])
+    outside = json.loads(run("report", "--since", "2026-11-14", "--until", "2026-11-23", "--format", "json").stdout)
+    assert outside["rows"] == [] and outside["lift"] == []
+    bad = run("report", "--by", "colour")
+    assert bad.exit_code == 1 and "unknown group colour" in bad.stderr
