@@ -14,6 +14,8 @@ from ..errors import LoyaltyMailError, NotFound
 from ..flows import Plan, build_planner, run_once, write_previews
 from ..flows.runner import check_flow_templates
 from ..transports import transport_for
+from ..flows.leadership import PlannerLock
+from ..flows.runner import dispatch_once
 from ..flows.scheduler import run_daemon
 from ..members import member_profile
 from ..models import sends_table
@@ -190,16 +192,32 @@ def _no_occurrence(flow: Any, member: dict[str, Any]) -> str:
     return f"not in segment {flow.segment} now (or already sent {flow.reentry.max} time(s) / in cooldown)"
 
 
+def _interval_option(func: Any) -> Any:
+    return click.option("--interval", type=float, default=None, metavar="SECONDS",
+                        help="Seconds between ticks (default: sending.tick from config).")(func)
+
+
+def _max_ticks_option(func: Any) -> Any:
+    return click.option("--max-ticks", type=click.IntRange(1), default=None,
+                        help="Stop after this many ticks.")(func)
+
+
+def _start_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 @cli.command()
-@click.option("--interval", type=float, default=None, metavar="SECONDS",
-              help="Seconds between ticks (default: sending.tick from config).")
-@click.option("--max-ticks", type=click.IntRange(1), default=None, help="Stop after this many ticks.")
+@_interval_option
+@_max_ticks_option
 @pass_cli
 def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> None:
     """Run the flows forever: a tick (plan, record, render, deliver) every interval.
 
-    SIGTERM or SIGINT finishes the batch in hand, records it and exits 0. After downtime the
-    first tick catches up on what is still within each flow's lateness.
+    Several daemons may run against one database: the one holding the planner lock (a PostgreSQL
+    advisory lock, or a file lock beside a SQLite database) plans; the others only deliver and take
+    over within a tick if it dies. SIGTERM or SIGINT finishes the batch in hand, records it and
+    exits 0. After downtime the first tick catches up within each flow's lateness.
 
     \b
     Example:
@@ -214,11 +232,48 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     check_flow_templates(settings, renderer)
     runtime.signer()
     transport = transport_for(settings)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    lock = PlannerLock(engine)
+    _start_logging()
 
     def tick(should_stop: Any) -> None:
-        run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
+        if lock.try_acquire():
+            run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
+        else:
+            dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop)
+
+    seconds = interval if interval is not None else settings.sending.tick.total_seconds()
+    try:
+        run_daemon(tick, seconds, max_ticks=max_ticks)
+    finally:
+        lock.release()
+        transport.close()
+
+
+@cli.command()
+@_interval_option
+@_max_ticks_option
+@pass_cli
+def worker(obj: CliContext, interval: float | None, max_ticks: int | None) -> None:
+    """Deliver due sends forever, without planning: add workers to drain a large outbox.
+
+    Any number of workers (and daemons) can share one outbox: each claims its own batches. A
+    worker killed mid-batch leaves its claimed sends to the lease (sending.lease), after which they
+    are marked unknown, never re-sent automatically. SIGTERM finishes the batch in hand and exits 0.
+
+    \b
+    Example:
+      LOYALTY_MAIL_SECRET=... loyalty-mail worker --interval 5
+    """
+    runtime = obj.runtime
+    settings = runtime.settings
+    engine = runtime.engine()
+    renderer = runtime.renderer()
+    runtime.signer()
+    transport = transport_for(settings)
+    _start_logging()
+
+    def tick(should_stop: Any) -> None:
+        dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     try:
@@ -227,4 +282,4 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
         transport.close()
 
 
-__all__ = ["daemon", "explain", "run", "NotFound"]
+__all__ = ["daemon", "explain", "run", "worker", "NotFound"]

@@ -82,12 +82,19 @@ def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, An
         pick = (sa.select(s.c.id).where(s.c.state.in_(("planned", "retry")), s.c.scheduled_for <= now)
                 .order_by(s.c.scheduled_for, s.c.id).limit(limit))
         if engine.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        # One statement: on SQLite it takes the write lock at once, so two dispatchers queue
-        # (busy timeout) instead of both reading the same rows.
+            # A CTE is evaluated once; `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
+            # rescanned by the planner and claim more than n rows.
+            picked = pick.with_for_update(skip_locked=True).cte("picked")
+            target = s.c.id == picked.c.id
+        else:
+            # One statement: on SQLite it takes the write lock at once, so two dispatchers queue
+            # (busy timeout) instead of both reading the same rows.
+            target = s.c.id.in_(pick.scalar_subquery())
         ids = [row.id for row in conn.execute(
-            s.update().where(s.c.id.in_(pick.scalar_subquery()))
+            s.update().where(target)
             .values(state="sending", attempts=s.c.attempts + 1, claimed_at=now).returning(s.c.id))]
+        if len(ids) > limit:  # never expected; would mean more claimed than one batch holds
+            raise RuntimeError(f"claimed {len(ids)} sends for a batch of {limit}")
         if not ids:
             return []
         rows = conn.execute(

@@ -86,6 +86,17 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     return report
 
 
+def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transport: Transport,
+                  now: datetime, should_stop: Callable[[], bool] = lambda: False) -> TickReport:
+    """Deliver what is due, without planning: what workers and standby daemons do each tick."""
+    report = TickReport(now, Plan(now))
+    deliver_due(engine, renderer, transport, now, report, settings.sending, should_stop)
+    if report.delivered or report.failed or report.unknown:
+        log.info("dispatch at %s UTC: %d delivered, %d failed, %d to retry, %d unknown",
+                 f"{now:%Y-%m-%d %H:%M:%S}", report.delivered, report.failed, report.retrying, report.unknown)
+    return report
+
+
 class RateLimiter:
     """At most `per_second` messages a second (0: no limit), paced on the monotonic clock."""
 
