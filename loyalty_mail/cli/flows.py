@@ -202,9 +202,16 @@ def _max_ticks_option(func: Any) -> Any:
                         help="Stop after this many ticks.")(func)
 
 
-def _start_logging() -> None:
+def _dispatch_parts(obj: CliContext) -> tuple[Any, Any, Any, Any]:
+    """What a long-running process that delivers needs: runtime, engine, templates, transport
+    (the tracking secret must be set); logging goes to stderr."""
+    runtime = obj.runtime
+    engine = runtime.engine()
+    renderer = runtime.renderer()
+    runtime.signer()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return runtime, engine, renderer, transport_for(runtime.settings)
 
 
 @cli.command()
@@ -224,16 +231,11 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
       LOYALTY_MAIL_SECRET=... loyalty-mail daemon
       loyalty-mail daemon --interval 60
     """
-    runtime = obj.runtime
+    runtime, engine, renderer, transport = _dispatch_parts(obj)
     settings = runtime.settings
-    engine = runtime.engine()
     planner = build_planner(settings, engine.dialect.name)
-    renderer = runtime.renderer()
     check_flow_templates(settings, renderer)
-    runtime.signer()
-    transport = transport_for(settings)
     lock = PlannerLock(engine)
-    _start_logging()
 
     def tick(should_stop: Any) -> None:
         if lock.try_acquire():
@@ -264,13 +266,8 @@ def worker(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     Example:
       LOYALTY_MAIL_SECRET=... loyalty-mail worker --interval 5
     """
-    runtime = obj.runtime
+    runtime, engine, renderer, transport = _dispatch_parts(obj)
     settings = runtime.settings
-    engine = runtime.engine()
-    renderer = runtime.renderer()
-    runtime.signer()
-    transport = transport_for(settings)
-    _start_logging()
 
     def tick(should_stop: Any) -> None:
         dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop)
