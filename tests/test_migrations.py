@@ -57,6 +57,56 @@ def test_anniversary_segments_use_the_month_day_indexes(database_url, project):
     assert "ix_members_joined_on_month_day" in plan, plan
 
 
+@pytest.mark.parametrize("rule", [
+    "purchases: {count: {gte: 3}, within: 30 days}\n",
+    "all:\n  - tier: gold\n  - purchases: {count: 0, within: 90 days}\n",
+])
+def test_event_window_segments_use_the_event_indexes(database_url, project, rule):
+    from datetime import datetime, timezone
+
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.models import members_table
+    from loyalty_mail.segments import context_for, segment_query
+    from loyalty_mail.segments.spec import SegmentCatalog, SegmentParser
+    from loyalty_mail.tiers import TierLadder
+    from loyalty_mail.yaml_source import load_yaml_text
+
+    settings = load_settings(project, environ={})
+    engine = db.create_db_engine(database_url)
+    segment = SegmentParser(load_yaml_text(rule, "s.yaml"), TierLadder.from_settings(settings.tiers)).segment("s")
+    ctx = context_for(settings, SegmentCatalog({}), datetime(2026, 11, 23, tzinfo=timezone.utc), engine.dialect.name)
+    compiled = segment_query(segment.rule, ctx, members_table.c.id).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+        else:
+            connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table: ask whether it *can*
+            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
+    engine.dispose()
+    # (type, occurred_at, member_ref) or (member_ref, type, occurred_at): never a scan of events
+    assert "ix_events_type_time_member" in plan or "ix_events_member_type_time" in plan, plan
+
+
+def test_each_migration_upgrades_from_the_previous_revision(database_url):
+    """Step down one revision at a time to empty, then up one at a time to head."""
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+
+    engine = db.create_db_engine(database_url)
+    script = ScriptDirectory(str(Path(db.__file__).parent / "migrations"))
+    revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    assert revisions[-1] == db.head_revision() and len(revisions) >= 6
+    for previous, revision in reversed(list(zip([None, *revisions[:-1]], revisions))):
+        db.downgrade(engine, previous or "base")
+        assert db.current_revision(engine) == previous
+    for revision in revisions:
+        db.upgrade(engine, revision)
+        assert db.current_revision(engine) == revision
+    engine.dispose()
+
+
 def test_downgrade_to_empty_and_upgrade_again(database_url):
     engine = db.create_db_engine(database_url)
     assert db.downgrade(engine, "base") == (db.head_revision(), "")
