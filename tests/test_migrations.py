@@ -29,6 +29,15 @@ def test_migrations_build_exactly_the_models(database_url):
     engine.dispose()
 
 
+def query_plan(engine: sa.Engine, compiled: object) -> str:
+    """The database's plan for a compiled query, as one line of text."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            return " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+        connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table: ask whether it *can*
+        return " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
+
+
 def test_anniversary_segments_use_the_month_day_indexes(database_url, project):
     from datetime import datetime, timezone
 
@@ -47,12 +56,7 @@ def test_anniversary_segments_use_the_month_day_indexes(database_url, project):
     ctx = context_for(settings, SegmentCatalog({}), datetime(2026, 11, 23, tzinfo=timezone.utc), engine.dialect.name)
     query = segment_query(segment.rule, ctx, members_table.c.id)
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
-        else:
-            connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table: ask whether it *can*
-            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
+    plan = query_plan(engine, compiled)
     engine.dispose()
     assert "ix_members_joined_on_month_day" in plan, plan
 
@@ -77,12 +81,7 @@ def test_event_window_segments_use_the_event_indexes(database_url, project, rule
     ctx = context_for(settings, SegmentCatalog({}), datetime(2026, 11, 23, tzinfo=timezone.utc), engine.dialect.name)
     compiled = segment_query(segment.rule, ctx, members_table.c.id).compile(
         dialect=engine.dialect, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
-        else:
-            connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table: ask whether it *can*
-            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
+    plan = query_plan(engine, compiled)
     engine.dispose()
     # (type, occurred_at, member_ref) or (member_ref, type, occurred_at): never a scan of events
     assert "ix_events_type_time_member" in plan or "ix_events_member_type_time" in plan, plan
