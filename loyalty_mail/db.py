@@ -58,7 +58,7 @@ def create_db_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a
         # transaction really spans every statement in it (see SQLAlchemy's pysqlite notes).
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
         try:
@@ -66,6 +66,17 @@ def create_db_engine(url: str) -> sa.Engine:
         except ModuleNotFoundError as exc:
             raise DatabaseError(f"the PostgreSQL driver is missing ({exc.name}): pip install 'psycopg[binary]'") from None
     raise DatabaseError(f"unsupported database '{backend}' in {display_url(url)} (use sqlite or postgresql)")
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
+
+
+def writer(engine: sa.Engine) -> sa.Engine:
+    """The engine for a transaction that reads, then writes. On SQLite it takes the write lock at
+    BEGIN (IMMEDIATE), waiting its turn under the busy timeout; a plain BEGIN that reads first would
+    get "database is locked" at once when another process has written meanwhile (WAL snapshots)."""
+    return engine.execution_options(writer=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

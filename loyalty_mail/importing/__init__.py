@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .. import db
 from ..config import Settings
 from .batch import ImportSummary, Rejects
 from .events import import_events
@@ -31,7 +32,7 @@ def import_rows(
 ) -> tuple[ImportSummary, Rejects]:
     """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none."""
     run = _KINDS[kind]
-    with engine.begin() as connection:
+    with db.writer(engine).begin() as connection:
         return run(connection, settings, rows, source=source, now=now, skip_invalid=skip_invalid)
 
 

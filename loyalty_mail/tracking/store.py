@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .. import suppression
+from .. import db, suppression
 from ..models import members_table, sends_table, tracking_events_table
 from .bots import is_machine_open, is_scanner
 from .webhooks import DeliveryEvent
@@ -99,7 +99,7 @@ class HitWriter:
         log.error("gave up writing %d hits", len(batch))
 
     def _write(self, batch: list[Hit]) -> None:
-        with self.engine.begin() as conn:
+        with db.writer(self.engine).begin() as conn:
             sent = dict(conn.execute(sa.select(sends_table.c.send_id, sends_table.c.sent_at)
                                      .where(sends_table.c.send_id.in_({h.send_id for h in batch}))).all())
             same_second: dict[tuple[str, int], set[int | None]] = defaultdict(set)
@@ -133,7 +133,7 @@ def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime)
             for e in events]
     new, suppressed = 0, 0
     t = tracking_events_table
-    with engine.begin() as conn:
+    with db.writer(engine).begin() as conn:
         ids = {r["provider_event_id"] for r in rows if r["provider_event_id"]}
         known: set[str] = set()
         for chunk in _chunks(sorted(ids), 500):
@@ -172,7 +172,7 @@ def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> 
     """Unsubscribe the member a send went to, at once. Returns the member (locale, email) or None
     when the send is unknown."""
     s, m = sends_table, members_table
-    with engine.begin() as conn:
+    with db.writer(engine).begin() as conn:
         row = conn.execute(sa.select(m.c.id, m.c.email, m.c.locale, m.c.first_name)
                            .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
         if row is None:
