@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import events_table, members_table, sends_table, tracking_events_table
+from .models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
 
 GROUPS = ("flow", "segment", "tier", "locale", "day", "week", "month")
 COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
@@ -166,3 +166,57 @@ def lift(conn: sa.Connection, since: datetime, until: datetime, window: timedelt
         figures.setdefault(flow, {})[state] = (int(count), int(converted or 0))
     return [Lift(flow, *groups.get("sent", (0, 0)), *groups["held_out"])
             for flow, groups in sorted(figures.items()) if "held_out" in groups]
+
+
+def program_health(conn: sa.Connection, since: datetime, until: datetime, clv_years: float) -> dict[str, Any]:
+    """How the loyalty program itself is doing; all SQL aggregates over members, events and the
+    tier history.
+
+    active: a purchase in [since, until); lapsed: members who have bought before but not in the 90
+    days before `until`; repeat-purchase rate: buyers with 2+ purchases among buyers; retention: of
+    members active in the equally long period before `since`, the share active again in this one;
+    CLV: average order value x purchases per year of membership x `segments.clv_years`;
+    NPS: % promoters (9-10) - % detractors (0-6) among members who answered.
+    """
+    m, e, t = members_table, events_table, tier_changes_table
+    buyers_in = (lambda start, end: sa.select(e.c.member_ref).where(
+        e.c.type == "purchase", e.c.occurred_at >= start, e.c.occurred_at < end).distinct())
+    by_tier = dict(conn.execute(sa.select(m.c.tier, sa.func.count()).group_by(m.c.tier)).all())
+    movements = [{"from": f, "to": to, "members": n} for f, to, n in conn.execute(
+        sa.select(t.c.from_tier, t.c.to_tier, sa.func.count())
+        .where(t.c.changed_at >= since, t.c.changed_at < until, t.c.from_tier.is_not(None))
+        .group_by(t.c.from_tier, t.c.to_tier).order_by(t.c.from_tier, t.c.to_tier))]
+    active = conn.execute(sa.select(sa.func.count()).select_from(buyers_in(since, until).subquery())).scalar_one()
+    lapsed = conn.execute(sa.select(sa.func.count()).where(
+        m.c.last_purchase_at.is_not(None), m.c.last_purchase_at < until - timedelta(days=90))).scalar_one()
+    buyers = conn.execute(sa.select(sa.func.count()).where(m.c.purchase_count >= 1)).scalar_one()
+    repeat = conn.execute(sa.select(sa.func.count()).where(m.c.purchase_count >= 2)).scalar_one()
+    before = buyers_in(since - (until - since), since).subquery()
+    returning = conn.execute(sa.select(sa.func.count()).select_from(before).where(
+        before.c.member_ref.in_(buyers_in(since, until)))).scalar_one()
+    previous = conn.execute(sa.select(sa.func.count()).select_from(before)).scalar_one()
+    spend, orders = conn.execute(sa.select(sa.func.sum(m.c.total_spend), sa.func.sum(m.c.purchase_count))).one()
+    clv_rows = conn.execute(sa.select(m.c.tier, m.c.total_spend, m.c.purchase_count, m.c.joined_at)
+                            .where(m.c.purchase_count >= 1)).all()
+    clv: dict[str, list[float]] = {}
+    for tier, total, count, joined in clv_rows:
+        years = max(((until - joined).days if joined else 365) / 365.25, 1 / 12)
+        clv.setdefault(tier, []).append(float(total) / count * (count / years) * clv_years)
+    scores = dict(conn.execute(sa.select(m.c.nps_score, sa.func.count()).where(m.c.nps_score.is_not(None))
+                               .group_by(m.c.nps_score)).all())
+    answered = sum(scores.values())
+    promoters = sum(n for s, n in scores.items() if s >= 9)
+    detractors = sum(n for s, n in scores.items() if s <= 6)
+    return {
+        "members_by_tier": by_tier,
+        "tier_movements": movements,
+        "active": active,
+        "lapsed": lapsed,
+        "repeat_purchase_rate": _ratio(repeat, buyers),
+        "retention_rate": _ratio(returning, previous),
+        "retention_cohort": previous,
+        "average_order_value": round(float(spend) / int(orders), 2) if orders else None,
+        "clv_by_tier": {tier: round(sum(v) / len(v), 2) for tier, v in sorted(clv.items())},
+        "nps": round(100 * (promoters - detractors) / answered, 1) if answered else None,
+        "nps_distribution": {str(score): scores.get(score, 0) for score in range(11)},
+    }

@@ -114,3 +114,38 @@ def test_groups_and_formats_agree(history, run):
     assert outside["rows"] == [] and outside["lift"] == []
     bad = run("report", "--by", "colour")
     assert bad.exit_code == 1 and "unknown group colour" in bad.stderr
+
+
+def test_program_health(history, run):
+    from loyalty_mail.models import members_table, tier_changes_table
+
+    engine = history.engine()
+    with engine.begin() as conn:
+        # purchases: A 2 orders 750,000; B 1 order 100,000 (plus one before), D 1, G 1
+        for name, count, spend, score in (("A", 2, 750_000, 10), ("B", 2, 200_000, 9), ("D", 1, 300_000, 3),
+                                          ("G", 1, 200_000, None)):
+            conn.execute(members_table.update().where(members_table.c.member_id == name).values(
+                purchase_count=count, total_spend=spend, nps_score=score,
+                joined_at=FIXED_NOW - timedelta(days=365), last_purchase_at=FIXED_NOW - timedelta(days=5)))
+        conn.execute(members_table.update().where(members_table.c.member_id == "C").values(
+            nps_score=7, purchase_count=1, total_spend=50_000, joined_at=FIXED_NOW - timedelta(days=365),
+            last_purchase_at=FIXED_NOW - timedelta(days=200)))
+        conn.execute(tier_changes_table.insert().values(member_ref=1, from_tier="silver", to_tier="gold",
+                                                        changed_at=T0, reason="t"))
+        for ref in (1, 3):  # A and C bought in October; only A buys again in November
+            conn.execute(events_table.insert().values(
+                member_ref=ref, type="purchase", occurred_at=FIXED_NOW - timedelta(days=30), amount=Decimal(1),
+                currency="VND", points=0, properties={}, created_at=FIXED_NOW))
+    report = json.loads(run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--format", "json").stdout)
+    health = report["program"]
+    assert health["members_by_tier"] == {"gold": 2, "member": 4, "silver": 2}
+    assert health["tier_movements"] == [{"from": "silver", "to": "gold", "members": 1}]
+    assert health["active"] == 4                     # A, B, D, G have purchase events between 1 and 23 November
+    assert health["lapsed"] == 1                     # C: last purchase 200 days ago
+    assert health["repeat_purchase_rate"] == round(2 / 5, 4)
+    assert health["average_order_value"] == round(1_500_000 / 7, 2)
+    # One year of membership: CLV = spend per year x 3 years (segments.clv_years default)
+    assert health["clv_by_tier"]["gold"] == round((750_000 + 200_000) / 2 * 3 * 365.25 / 365, 2)
+    assert health["nps"] == round(100 * (2 - 1) / 4, 1)   # promoters A, B; detractor D; passive C
+    assert health["nps_distribution"]["10"] == 1 and health["nps_distribution"]["7"] == 1
+    assert health["retention_cohort"] == 2 and health["retention_rate"] == 0.5   # A came back, C did not

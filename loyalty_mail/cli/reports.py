@@ -35,7 +35,7 @@ def _day(value: str | None, param: str) -> date | None:
 @pass_cli
 def report(obj: CliContext, since: str | None, until: str | None, by: str, output_format: str,
            out: Path | None) -> None:
-    """Email performance per group, and conversion lift against hold-out groups.
+    """Email performance per group, conversion lift against hold-out groups, and program health.
 
     --since/--until are days in the program's time zone; day/week/month groups are UTC. Conversions are purchases within
     reports.attribution_window after a send; see README "Reports" for every definition.
@@ -63,10 +63,12 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, outpu
     with runtime.engine().connect() as conn:
         rows = reports.performance(conn, start, end, groups, window)
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
+        health = reports.program_health(conn, start, end, float(runtime.settings.segments.clv_years))
     columns = [*groups, *reports.COLUMNS]
     if output_format == "json":
         text = None
-        payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups, "rows": rows, "lift": lifts}
+        payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups, "rows": rows, "lift": lifts,
+                   "program": health}
         if out is None:
             print_json(payload)
             return
@@ -87,6 +89,8 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, outpu
             lift_columns = list(lifts[0])
             print_table("Lift against hold-out (conversion within the attribution window, 95% CI)",
                         lift_columns, [[r[c] for c in lift_columns] for r in lifts])
+        print_table("Program health", ["figure", "value"],
+                    [[name, value] for name, value in health.items()])
         return
     assert out is not None and text is not None
     out.write_text(text, encoding="utf-8")
