@@ -51,7 +51,6 @@ def wait_for(url: str) -> None:
 
 def naive_app(url: str):  # noqa: ANN201 - a Starlette app
     """Same token checks, one INSERT and COMMIT per hit before answering."""
-    import sqlalchemy as sa
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route

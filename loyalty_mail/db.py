@@ -68,6 +68,13 @@ def create_db_engine(url: str) -> sa.Engine:
     raise DatabaseError(f"unsupported database '{backend}' in {display_url(url)} (use sqlite or postgresql)")
 
 
+def insert_ignoring_duplicates(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for this dialect: a row whose unique key exists is skipped."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table).on_conflict_do_nothing()
+
+
 def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from . import db
 from .errors import InputFileError, NotFound
 from .models import suppressions_table
 
@@ -26,9 +26,9 @@ def add(conn: sa.Connection, email: str, reason: str, now: datetime, detail: str
     address = email.strip().lower()
     if "@" not in address:
         raise InputFileError(f"'{email}' is not an email address")
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(suppressions_table)
+    insert = db.insert_ignoring_duplicates(suppressions_table, conn.dialect.name)
     result = conn.execute(insert.values(email=address, reason=reason, detail=detail, created_at=now)
-                          .on_conflict_do_nothing().returning(suppressions_table.c.id))
+                          .returning(suppressions_table.c.id))
     return result.first() is not None
 
 

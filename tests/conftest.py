@@ -154,3 +154,21 @@ class Cli:
 @pytest.fixture
 def run(project: Path, database_url: str) -> Cli:
     return Cli(project, database_url)
+
+
+@pytest.fixture
+def program(tmp_path: Path, database_url: str):
+    """The flow-test program (tests/flow_program.py) on SQLite, then PostgreSQL."""
+    from .flow_program import make_program
+    return make_program(tmp_path, database_url)
+
+
+@pytest.fixture
+def sqlite_program(tmp_path: Path):
+    """The flow-test program on SQLite only (for tests with several real processes)."""
+    from .flow_program import make_program
+    url = f"sqlite:///{tmp_path / 'delivery.db'}"
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine)
+    engine.dispose()
+    return make_program(tmp_path, url)

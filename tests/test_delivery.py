@@ -15,20 +15,18 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import jsonschema
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
-from freezegun import freeze_time
 
 from loyalty_mail.cli import cli
 from loyalty_mail.models import sends_table
 
 from .conftest import REPO
-from .test_flows import SECRET, Program, make_program, member, program  # noqa: F401 - fixture
+from .flow_program import SECRET, Program, member
 
 SCHEMA = json.loads((REPO.parent / "shared/corpus/sendgrid/mail_send_schema.patched.json").read_text())
 AT = "2026-11-23T10:00:00+07:00"
@@ -152,17 +150,6 @@ def states(program: Program) -> dict[str, tuple]:
                                       s.c.send_id, s.c.provider_id).join(m, m.c.id == s.c.member_ref)).all()
     engine.dispose()
     return {r[0]: tuple(r[1:]) for r in rows}
-
-
-@pytest.fixture
-def sqlite_program(tmp_path):
-    """The flow-test program on SQLite only (for tests with several real processes)."""
-    from loyalty_mail import db
-    url = f"sqlite:///{tmp_path / 'delivery.db'}"
-    engine = db.create_db_engine(url)
-    db.ensure_schema(engine)
-    engine.dispose()
-    return make_program(tmp_path, url)
 
 
 # -- SMTP ---------------------------------------------------------------------------------------

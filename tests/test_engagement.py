@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta
 
-import sqlalchemy as sa
 
 from loyalty_mail.models import members_table, sends_table, tracking_events_table
 from loyalty_mail.segments import context_for, list_members, load_catalog

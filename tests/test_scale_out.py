@@ -21,7 +21,7 @@ from loyalty_mail.models import sends_table
 
 from .conftest import _empty_postgres
 from .test_delivery import SmtpSink, start_sink
-from .test_flows import SECRET, make_program
+from .flow_program import SECRET, make_program
 
 pytestmark = pytest.mark.postgres
 MEMBERS = 20_000

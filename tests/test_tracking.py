@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,8 +22,7 @@ from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
 from loyalty_mail.tracking.webhooks import WebhookRejected, parse_events
 
 from .conftest import REPO
-from .test_delivery import sqlite_program  # noqa: F401 - fixture
-from .test_flows import SECRET, Program, member, program  # noqa: F401 - fixture
+from .flow_program import SECRET, Program, member
 
 VECTOR = json.loads((REPO.parent / "shared/corpus/eventwebhook/signature_test_vector.json").read_text())
 EVENTS = REPO.parent / "shared/corpus/eventwebhook/events"
@@ -164,7 +162,6 @@ def signed_headers(timestamp: str, signature: str) -> dict[str, str]:
 
 
 def test_webhook_verifies_sendgrids_own_test_vector(program):
-    from freezegun import freeze_time
     from loyalty_mail.tracking.webhooks import SendGridWebhook
     from datetime import datetime, timedelta, timezone
     body = VECTOR["payload"].encode()

@@ -89,4 +89,4 @@ def main() -> None:
 
 from . import data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
 
-__all__ = ["cli", "main", "data", "program", "segments"]
+__all__ = ["cli", "main", "data", "delivery", "flows", "program", "reports", "segments", "templates"]

@@ -14,18 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from .. import db
 from ..models import UTCDateTime, members_table, sends_table, suppressions_table
 from .planner import Plan
 
 BATCH = 1000
-
-
-def _insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(sends_table).on_conflict_do_nothing()
-    return sqlite.insert(sends_table).on_conflict_do_nothing()
 
 
 def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
@@ -40,7 +34,7 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
             occ = skip.occurrence
             rows.append(_row(occ, skip.record_as, skip.reason, occ.due_at, occ.flow.segment, now))
     counts: dict[str, int] = {}
-    statement = _insert(engine.dialect.name)
+    statement = db.insert_ignoring_duplicates(sends_table, engine.dialect.name)
     for start in range(0, len(rows), BATCH):
         batch = rows[start:start + BATCH]
         with engine.begin() as conn:

@@ -165,15 +165,17 @@ class _HtmlState:
                 self.in_tag = False
                 if self._tag_name.lower() in ("style", "script", "title"):
                     self.raw_element = self._tag_name.lower()
-            elif ch == "=":
-                pass
-            elif ch.isspace():
-                pass
-            else:
-                if i > 0 and (text[i - 1].isspace()):
+            elif ch != "=" and not ch.isspace():  # an attribute name's character
+                if i > 0 and text[i - 1].isspace():
                     self._name = ""
                 self._name += ch
             i += 1
+
+
+def _keyword(code: str) -> str:
+    """`{%- if x %}` -> `if`."""
+    match = _STATEMENT_KEYWORD.match(code)
+    return match.group(1) if match else ""
 
 
 def check_balanced(protected: Protected) -> None:
@@ -188,9 +190,7 @@ def check_balanced(protected: Protected) -> None:
         if match.group(1) is None:
             continue
         number = int(match.group(1))
-        keyword_match = _STATEMENT_KEYWORD.match(protected.originals[number])
-        keyword = keyword_match.group(1) if keyword_match else ""
-        stream.append((match.start(), "jinja", f"{keyword}:{number}"))
+        stream.append((match.start(), "jinja", f"{_keyword(protected.originals[number])}:{number}"))
     stream.sort()
     stack: list[str] = []
     for _offset, kind, name in stream:
@@ -229,8 +229,7 @@ def check_selectors(protected: Protected) -> None:
     css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
     selectors = [s.strip() for rule in re.findall(r"([^{}]+)\{", css) for s in rule.split(",")]
-    has_control = any(_STATEMENT_KEYWORD.match(protected.originals[n]).group(1) in ("for", "if")
-                      for n in protected.statements if _STATEMENT_KEYWORD.match(protected.originals[n]))
+    has_control = any(_keyword(protected.originals[n]) in ("for", "if") for n in protected.statements)
     for selector in selectors:
         if ":" in selector or not selector:
             continue  # pseudo-classes stay in <style>, premailer does not inline them
@@ -293,12 +292,10 @@ def _mark(html: str, mark: str) -> str:
 def _macro_regions(protected: Protected) -> list[tuple[str, str]]:
     regions, stack = [], []
     for number in sorted(protected.statements):
-        keyword = _STATEMENT_KEYWORD.match(protected.originals[number])
-        if not keyword:
-            continue
-        if keyword.group(1) == "macro":
+        keyword = _keyword(protected.originals[number])
+        if keyword == "macro":
             stack.append(number)
-        elif keyword.group(1) == "endmacro" and stack:
+        elif keyword == "endmacro" and stack:
             regions.append((f"<!--JX{stack.pop()}X-->", f"<!--JX{number}X-->"))
     return regions
 

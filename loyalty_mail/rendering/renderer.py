@@ -10,10 +10,11 @@ its original files and inlined per email; `fallback` on the compiled variant say
 from __future__ import annotations
 
 import html as html_escape
+import itertools
 import re
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -128,14 +129,16 @@ class Renderer:
     def for_program(cls, settings: Settings, *, signer: TokenSigner | None = None) -> Renderer:
         return cls(settings, load_catalog(settings.project_dir / TEMPLATES_DIR), signer=signer)
 
+    def _source(self, name: str) -> str:
+        """A template file as Jinja sees it (front matter blanked)."""
+        try:
+            return self.html_env.loader.get_source(self.html_env, name)[0]  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound:
+            raise NotFound(f"template {TEMPLATES_DIR}/{name} does not exist") from None
+
     @cached_property
     def _flattener(self) -> Flattener:
-        def load(name: str) -> str:
-            try:
-                return self.html_env.loader.get_source(self.html_env, name)[0]  # type: ignore[union-attr]
-            except jinja2.TemplateNotFound:
-                raise NotFound(f"template {TEMPLATES_DIR}/{name} does not exist") from None
-        return Flattener(load)
+        return Flattener(self._source)
 
     # -- compile -----------------------------------------------------------------------------
 
@@ -176,7 +179,7 @@ class Renderer:
         wanted = flattened.splitlines()[line - 1].strip() if 0 < line <= flattened.count("\n") + 1 else ""
         chain = [name]
         for candidate in chain:
-            source = self._flattener._load(candidate)
+            source = self._source(candidate)
             for parent in re.findall(r"""\{%-?\s*(?:extends|include)\s+["']([^"']+)["']""", source):
                 chain.append(parent)
             if wanted:
@@ -292,27 +295,17 @@ class Renderer:
         inlined = inline_css(rendered)
 
         def track(link: int, value: str) -> str:
-            url = tracker.click_url(link, html_escape.unescape(value).strip())
-            return html_escape.escape(url)
+            return html_escape.escape(tracker.click_url(link, html_escape.unescape(value).strip()))
 
-        text_links: dict[str, str] = {}
-
-        def track_for_text(link: int, value: str) -> str:
-            text_links[html_escape.unescape(value).strip()] = track(link, value)
-            return value
-
-        rewrite_links(inlined, track_for_text)
         finished, _ = rewrite_links(inlined, track)
+        if compiled.text:
+            text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
+        else:
+            text = html_to_text(finished)  # its links are already the tracked ones
         if context["tracking"]:
             pixel = (f'<img src="{html_escape.escape(tracker.open_pixel_url())}" width="1" height="1" '
                      'alt="" style="display:block;border:0;width:1px;height:1px">')
             finished = _BODY_END.sub(lambda m: pixel + m.group(0), finished, count=1)
-        if compiled.text:
-            text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
-        else:
-            text = html_to_text(inlined)
-            for url, tracked_url in text_links.items():
-                text = text.replace(f"({url})", f"({html_escape.unescape(tracked_url)})")
         return finished, text
 
     def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
@@ -344,9 +337,12 @@ def tidy_text(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", _LINE_INDENT.sub("", text)).strip() + "\n"
 
 
+TEXT_LINKS_FROM = 1000  # links of an own .txt part are numbered apart from the HTML part's
+
+
 def _track_text(text: str, tracker: LinkTracker) -> str:
-    links = iter(range(1000, 100000))
-    return _TEXT_URL.sub(lambda m: tracker.click_url(next(links), m.group(0)), text)
+    numbers = itertools.count(TEXT_LINKS_FROM)
+    return _TEXT_URL.sub(lambda m: tracker.click_url(next(numbers), m.group(0)), text)
 
 
 def _error_location(exc: BaseException) -> Location | None:
@@ -374,5 +370,3 @@ def _describe(exc: jinja2.TemplateError) -> str:
         return f"not allowed in the template sandbox: {exc.message}"
     return f"{type(exc).__name__}: {exc.message}"
 
-
-Renders = Callable[..., RenderedEmail]

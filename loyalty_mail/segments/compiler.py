@@ -374,12 +374,8 @@ class _Compiler:
             query = sa.select(s.c.member_ref).select_from(t.join(s, s.c.send_id == t.c.send_id)).where(*where)
         if rule.flow:
             query = query.where(s.c.flow == rule.flow)
-        emails = sa.func.count(sa.distinct(s.c.send_id))
-        holds = sa.and_(*(compare(emails, op, ctx.dialect) for op in rule.count))
-        grouped = query.group_by(s.c.member_ref)
-        if all(holds_for_number(Decimal(0), op) for op in rule.count):
-            return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
-        return self.m.c.id.in_(grouped.having(holds))
+        return self._grouped_membership(query, s.c.member_ref, sa.func.count(sa.distinct(s.c.send_id)),
+                                        rule.count)
 
     def _aggregate_correlated(self, where: list[Any], aggregate: sa.ColumnElement[Any],
                               ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
@@ -392,10 +388,15 @@ class _Compiler:
                               ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
         """Members whose aggregate satisfies ops; members with no matching event count as 0."""
         e = events_table
+        return self._grouped_membership(sa.select(e.c.member_ref).where(*where), e.c.member_ref, aggregate, ops)
+
+    def _grouped_membership(self, query: sa.Select[Any], member_ref: sa.ColumnElement[Any],
+                            aggregate: sa.ColumnElement[Any], ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:
+        """Members whose `aggregate` over `query`'s rows (grouped per member) satisfies `ops`;
+        members with no rows count as 0, so `count: 0` becomes NOT IN the members with some."""
         holds = sa.and_(*(compare(aggregate, op, self.ctx.dialect) for op in ops))
-        zero_holds = all(holds_for_number(Decimal(0), op) for op in ops)
-        grouped = sa.select(e.c.member_ref).where(*where).group_by(e.c.member_ref)
-        if zero_holds:
+        grouped = query.group_by(member_ref)
+        if all(holds_for_number(Decimal(0), op) for op in ops):
             return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
         return self.m.c.id.in_(grouped.having(holds))
 

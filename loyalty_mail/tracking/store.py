@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import db, suppression
 from ..models import members_table, sends_table, tracking_events_table
@@ -40,11 +39,6 @@ class Hit:
     link: int | None = None
     user_agent: str | None = None
     ip: str | None = None
-
-
-def _insert(conn: sa.Connection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(tracking_events_table).on_conflict_do_nothing()
 
 
 class HitWriter:
@@ -147,7 +141,7 @@ def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime)
                 if key is not None:
                     seen.add(key)
         if fresh:
-            conn.execute(_insert(conn), fresh)  # a concurrent duplicate is still ignored
+            conn.execute(db.insert_ignoring_duplicates(tracking_events_table, conn.dialect.name), fresh)  # a concurrent duplicate is still ignored
         new = len(fresh)
         for event in events:
             if event.suppress_as and event.email:
