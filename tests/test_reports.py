@@ -149,3 +149,93 @@ def test_program_health(history, run):
     assert health["nps"] == round(100 * (2 - 1) / 4, 1)   # promoters A, B; detractor D; passive C
     assert health["nps_distribution"]["10"] == 1 and health["nps_distribution"]["7"] == 1
     assert health["retention_cohort"] == 2 and health["retention_rate"] == 0.5   # A came back, C did not
+
+
+def test_segments_membership_at_send_time_or_now(history, run, project):
+    """B's last purchase was 85 days before the send (not lapsed then, lapsed by the end of the
+    period); E's was 100 days before (lapsed both times). --segments groups by that in/out."""
+    (project / "segments").mkdir()
+    (project / "segments" / "lapsed_90_days.yaml").write_text(
+        "name: lapsed_90_days\ndescription: nothing bought for 90 days\ndays_since_last_purchase: {gte: 90}\n")
+    with history.engine().begin() as conn:
+        for name, days in (("B", 85), ("E", 100)):
+            conn.execute(members_table.update().where(members_table.c.member_id == name).values(
+                last_purchase_at=T0 - timedelta(days=days), purchase_count=1))
+
+    def rows(when: str) -> dict[tuple[str, str], tuple[int, int, int, float]]:
+        result = run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "flow",
+                     "--segments", "lapsed_90_days", "--membership", when, "--format", "json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["by"] == ["flow", "in_lapsed_90_days"] and report["membership"] == when
+        return {(r["flow"], r["in_lapsed_90_days"]): (r["sent"], r["delivered"], r["converted"], r["revenue"])
+                for r in report["rows"]}
+
+    assert rows("send") == {("welcome", "out"): (3, 2, 1, 750000.0),        # A, B, C
+                            ("winback", "in"): (1, 1, 0, 0.0),               # E
+                            ("winback", "out"): (2, 2, 1, 300000.0)}         # D, F
+    assert rows("now") == {("welcome", "in"): (1, 1, 0, 0.0),                # B lapsed since
+                           ("welcome", "out"): (2, 1, 1, 750000.0),          # A, C (C bounced)
+                           ("winback", "in"): (1, 1, 0, 0.0),
+                           ("winback", "out"): (2, 2, 1, 300000.0)}
+    unknown = run("report", "--segments", "nope")
+    assert unknown.exit_code == 1 and "unknown segment nope in --segments" in unknown.stderr
+
+
+def _chromium() -> str:
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("Chromium is not installed (.ci/run installs it with apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium) to check the HTML report")
+    return found
+
+
+PROBE = """<script>
+const svgs = [...document.querySelectorAll("svg.chart")];
+const bars = [...document.querySelectorAll("svg.chart rect.bar")].map(r => r.getBBox().width);
+document.body.setAttribute("data-probe", JSON.stringify({
+  charts: svgs.map(s => [s.querySelector("title").textContent, Math.round(s.getBoundingClientRect().width),
+                         Math.round(s.getBoundingClientRect().height)]),
+  bars: bars.length, widest: Math.max(...bars), errorBars: document.querySelectorAll("line.error-bar").length,
+  resources: performance.getEntriesByType("resource").map(e => e.name),
+  overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
+}));
+</script>"""
+
+
+def test_html_report_in_headless_chromium(history, run, tmp_path):
+    """The page is one self-contained file: Chromium lays out every chart with real sizes, draws
+    the bars and the lift error bar, fetches nothing, and shows the same figures as --format json."""
+    import re
+    import subprocess
+
+    import lxml.html
+
+    out = tmp_path / "report.html"
+    result = run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--format", "html", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(|<script|<link""", page, re.I)
+    tree = lxml.html.fromstring(page)
+    by_flow = [[cell.text_content() for cell in row.xpath("td")] for row in tree.xpath('//table[@id="by-flow"]//tr[td]')]
+    assert [row[:5] for row in by_flow] == [["welcome", "3", "2", "1", "1"], ["winback", "3", "3", "0", "1"]]
+    assert tree.xpath('//table[@id="lift-table"]//td/text()')[:5] == ["winback", "3", "1", "2", "1"]
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                          "--dump-dom", probe_page.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    probe = json.loads(lxml.html.fromstring(dom.stdout).xpath("//body/@data-probe")[0])
+    titles = {title for title, width, height in probe["charts"] if width > 300 and height > 50}
+    assert {"Open and click rate by flow", "Open and click rate by targeting segment", "Members by tier",
+            "Conversion lift against hold-out (percentage points, 95% CI)"} <= titles
+    assert probe["bars"] >= 8 and probe["widest"] > 100 and probe["errorBars"] == 1
+    assert probe["resources"] == [] and not probe["overflow"]
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,1600", f"--screenshot={shot}", out.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

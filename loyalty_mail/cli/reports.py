@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from .. import reports
+from ..errors import ConfigError
+from ..reports import page
+from ..segments import load_catalog
 from . import cli
-from .common import CliContext, format_option, pass_cli, print_json, print_table
+from .common import CliContext, format_option, pass_cli, print_table, to_jsonable
 
 
 def _day(value: str | None, param: str) -> date | None:
@@ -24,26 +29,41 @@ def _day(value: str | None, param: str) -> date | None:
         raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint=param) from None
 
 
+TABLE_COLUMNS = ("sent", "delivered", "opens_human", "clicks_human", "open_rate", "click_rate", "click_to_open_rate",
+                 "unsubscribe_rate", "spam_rate", "converted", "revenue", "revenue_per_email")
+TABLE_HEADINGS = {"opens_human": "opens", "clicks_human": "clicks", "open_rate": "open", "click_rate": "click",
+                  "click_to_open_rate": "CTO", "unsubscribe_rate": "unsub", "spam_rate": "spam",
+                  "revenue_per_email": "rev/email"}
+
+
 @cli.command()
 @click.option("--since", default=None, metavar="DATE", help="First day (default: 30 days before --until).")
 @click.option("--until", default=None, metavar="DATE", help="Last day, included (default: today).")
 @click.option("--by", default="flow", show_default=True, metavar="GROUPS",
               help=f"Comma-separated groups: {', '.join(reports.GROUPS)}; 'none' for one total row.")
-@format_option("table", "csv", "json")
+@click.option("--segments", "segment_names", default=None, metavar="NAMES",
+              help="Also group by membership (in/out) of these comma-separated segments.")
+@click.option("--membership", type=click.Choice(reports.WHEN), default="send", show_default=True,
+              help="With --segments: membership when each email was sent, or now (end of the period).")
+@format_option("table", "csv", "json", "html")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
 @pass_cli
-def report(obj: CliContext, since: str | None, until: str | None, by: str, output_format: str,
-           out: Path | None) -> None:
+def report(obj: CliContext, since: str | None, until: str | None, by: str, segment_names: str | None,
+           membership: str, output_format: str, out: Path | None) -> None:
     """Email performance per group, conversion lift against hold-out groups, and program health.
 
     --since/--until are days in the program's time zone; day/week/month groups are UTC. Conversions are purchases within
-    reports.attribution_window after a send; see README "Reports" for every definition.
+    reports.attribution_window after a send; see README "Reports" for every definition. --segments adds one in/out
+    column per segment: membership evaluated at each email's send time (default) or at the end of the period.
+    --format html writes one self-contained page with charts (flows, segments, tiers, lift, trends; --by is ignored).
 
     \b
     Example:
       loyalty-mail report
       loyalty-mail report --since 2026-11-01 --by flow,tier --format csv --out november.csv
+      loyalty-mail report --by flow --segments promoters,vip
+      loyalty-mail report --format html --out report.html
     """
     runtime = obj.runtime
     zone = ZoneInfo(runtime.settings.program.default_timezone)
@@ -57,41 +77,78 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, outpu
     if unknown:
         raise click.BadParameter(f"unknown group {', '.join(unknown)} (groups: {', '.join(reports.GROUPS)})",
                                  param_hint="--by")
+    names = [n.strip() for n in (segment_names or "").split(",") if n.strip()]
     start = datetime.combine(first, time(), tzinfo=zone)
     end = datetime.combine(last + timedelta(days=1), time(), tzinfo=zone)
-    window = runtime.settings.reports.attribution_window
+    settings = runtime.settings
+    window = settings.reports.attribution_window
     with runtime.engine().connect() as conn:
-        rows = reports.performance(conn, start, end, groups, window)
+        table = None
+        if names:
+            catalog, problems = load_catalog(settings)
+            if problems:
+                raise ConfigError(problems)
+            table = reports.membership_table(conn, settings, catalog, names, start, end, ("sent",), membership)
+        if output_format == "html":
+            data = page.collect(conn, program=settings.program.name, currency=settings.program.currency,
+                                since=first, until=last, start=start, end=end, window=window,
+                                clv_years=float(settings.segments.clv_years), generated_at=runtime.now(),
+                                membership=table, segments=names, membership_when=membership,
+                                tier_order=[level.name for level in settings.tiers.levels])
+            _emit(page.render_page(data), out)
+            return
+        groups += [f"in_{name}" for name in names]
+        rows = reports.performance(conn, start, end, groups, window, membership=table)
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
-        health = reports.program_health(conn, start, end, float(runtime.settings.segments.clv_years))
+        health = reports.program_health(conn, start, end, float(settings.segments.clv_years))
     columns = [*groups, *reports.COLUMNS]
     if output_format == "json":
-        text = None
-        payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups, "rows": rows, "lift": lifts,
-                   "program": health}
-        if out is None:
-            print_json(payload)
-            return
-        import json
-        text = json.dumps(payload, indent=2, default=str)
+        payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups,
+                   "membership": membership if names else None, "rows": rows, "lift": lifts, "program": health}
+        _emit(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False) + "\n", out)
     elif output_format == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        text = buffer.getvalue()
-        if out is None:
-            click.echo(text, nl=False)
-            return
+        _emit(buffer.getvalue(), out)
     else:
-        print_table(f"Email performance {first} to {last}", columns, [[r[c] for c in columns] for r in rows])
+        shown = [*groups, *TABLE_COLUMNS]
+        print_table(f"Email performance {first} to {last} (every column: --format csv or json)",
+                    [TABLE_HEADINGS.get(c, c) for c in shown],
+                    [[_percent(r[c]) if c.endswith("_rate") else r[c] for c in shown] for r in rows],
+                    numeric=[TABLE_HEADINGS.get(c, c) for c in TABLE_COLUMNS])
         if lifts:
             lift_columns = list(lifts[0])
             print_table("Lift against hold-out (conversion within the attribution window, 95% CI)",
-                        lift_columns, [[r[c] for c in lift_columns] for r in lifts])
-        print_table("Program health", ["figure", "value"],
-                    [[name, value] for name, value in health.items()])
+                        lift_columns, [[_percent(r[c]) if c in PERCENTS or c.endswith("_rate") else r[c]
+                                        for c in lift_columns] for r in lifts])
+        print_table("Program health", ["figure", "value"], _health_rows(health))
+
+
+PERCENTS = ("absolute_lift", "ci95_low", "ci95_high", "relative_lift")
+
+
+def _health_rows(health: dict[str, Any]) -> list[list[Any]]:
+    """The program-health figures, one per row (dicts and movements spread out, rates as %)."""
+    rows: list[list[Any]] = []
+    for name, value in health.items():
+        if name == "tier_movements":
+            rows += [[f"moved {m['from']} -> {m['to']}", m["members"]] for m in value]
+        elif isinstance(value, dict):
+            rows += [[f"{name} {key}", item] for key, item in value.items()]
+        else:
+            rows.append([name, _percent(value) if name.endswith("_rate") else value])
+    return rows
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value * 100:.1f}%"
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        click.echo(text, nl=False)
         return
-    assert out is not None and text is not None
     out.write_text(text, encoding="utf-8")
     click.echo(f"wrote {out}", err=True)

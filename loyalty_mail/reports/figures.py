@@ -27,7 +27,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
+from ..models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
+from .membership import membership_column
 
 GROUPS = ("flow", "segment", "tier", "locale", "day", "week", "month")
 COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
@@ -54,9 +55,13 @@ def _period(column: Any, unit: str, dialect: str) -> Any:
 
 
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
-             states: tuple[str, ...] = ("sent",)) -> sa.Subquery:
-    """One row per send with its outcome flags: the base of every figure."""
+             states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
+             segments: tuple[str, ...] = ()) -> sa.Subquery:
+    """One row per send with its outcome flags: the base of every figure. With a `membership`
+    table (see membership.py), one more column `in_<segment>` ('in' or 'out') per segment."""
     s, m, e = sends_table, members_table, events_table
+    member_of = ([membership_column(membership, name, s.c.send_id).label(f"in_{name}") for name in segments]
+                 if membership is not None else [])
     moment = sa.func.coalesce(s.c.sent_at, s.c.scheduled_for)
     purchases = [e.c.member_ref == s.c.member_ref, e.c.type == "purchase", e.c.occurred_at > moment,
                  e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
@@ -76,6 +81,7 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
         _has(s.c.send_id, ("spam_complaint",)).label("spam"),
         sa.case((sa.exists(sa.select(e.c.id).where(*purchases)), 1), else_=0).label("converted"),
         sa.select(sa.func.coalesce(sa.func.sum(e.c.amount), 0)).where(*purchases).scalar_subquery().label("revenue"),
+        *member_of,
     ).join(m, m.c.id == s.c.member_ref)
         .where(s.c.state.in_(states), s.c.scheduled_for >= since, s.c.scheduled_for < until)
         .subquery())
@@ -86,9 +92,11 @@ def _ratio(part: float, whole: float) -> float | None:
 
 
 def performance(conn: sa.Connection, since: datetime, until: datetime, by: list[str],
-                window: timedelta) -> list[dict[str, Any]]:
-    """Figures per group (see module docstring); `by` from GROUPS; no grouping: one total row."""
-    base = per_send(since, until, window, conn.dialect.name)
+                window: timedelta, membership: sa.Table | None = None) -> list[dict[str, Any]]:
+    """Figures per group (see module docstring); `by` from GROUPS, or `in_<segment>` for a segment
+    in the `membership` table; no grouping: one total row."""
+    segments = tuple(name[3:] for name in by if name.startswith("in_"))
+    base = per_send(since, until, window, conn.dialect.name, membership=membership, segments=segments)
     keys = [base.c[name] for name in by]
     total = sa.func.sum
     query = sa.select(

@@ -1,0 +1,15 @@
+"""Reports: email performance, hold-out lift and program health, as SQL aggregates.
+
+    figures.py     per-send outcome flags -> rows per group, lift, program health (all SQL)
+    membership.py  who was in which segment at send time or now (`report --segments`)
+    charts.py      small self-contained SVG charts (bars, intervals, lines)
+    page.py        the one-file HTML report (tables and charts, no network needed)
+"""
+
+from __future__ import annotations
+
+from .figures import COLUMNS, GROUPS, SMALL_SAMPLE, Lift, lift, per_send, performance, program_health
+from .membership import WHEN, membership_table
+
+__all__ = ["COLUMNS", "GROUPS", "SMALL_SAMPLE", "WHEN", "Lift", "lift", "membership_table", "per_send",
+           "performance", "program_health"]
