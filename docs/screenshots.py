@@ -1,9 +1,10 @@
 """Render each example email and photograph it in headless Chromium, at desktop and mobile widths.
 
-    python docs/screenshots.py [--chromium PATH] [--out docs/screenshots]
+    python docs/screenshots.py [--chromium PATH] [--out docs/screenshots] [--report demo/report.html]
 
 Needs Chromium (Debian: `apt-get install chromium`). The emails are rendered for a sample member
-of the example program (untracked links), exactly as `loyalty-mail preview` shows them.
+of the example program (untracked links), exactly as `loyalty-mail preview` shows them. With
+--report, the HTML report (e.g. the one `loyalty-mail demo` writes) is photographed too.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--report", type=Path, default=None, help="Also photograph this HTML report.")
     args = parser.parse_args()
     if not args.chromium:
         print("Chromium not found: install it (apt-get install chromium) or pass --chromium PATH",
@@ -65,6 +67,12 @@ def main() -> int:
                      f"--screenshot={target}", page.as_uri()],
                     check=True, capture_output=True, timeout=60)
                 print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    if args.report:
+        target = args.out / "report.png"
+        subprocess.run([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1150,2400", f"--screenshot={target}", args.report.resolve().as_uri()],
+                       check=True, capture_output=True, timeout=60)
+        print(f"wrote {target}")
     return 0
 
 

@@ -136,15 +136,40 @@ def test_members_show_table_and_json(run, tmp_path):
     assert missing.stderr.startswith("Error: no member with id 'NOPE'.")
 
 
-def test_demo_seeds_its_own_database_and_summarises(tmp_path):
+def test_demo_runs_the_pipeline_over_simulated_days(tmp_path):
+    """The demo seeds its own database, walks the days through the real planner, writes .eml files
+    and the HTML report; everything it made up is labelled simulated; a second run starts afresh."""
+    import sqlalchemy as sa
+    from freezegun import freeze_time
+
     project = tmp_path / "p"
     CliRunner().invoke(cli, ["init", str(project)])
-    result = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "400"])
+    with freeze_time("2026-11-23 03:00:00"):
+        result = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "300", "--days", "6"])
     assert result.exit_code == 0, result.output
-    assert (project / "demo.db").exists() and not (project / "loyalty_mail.db").exists()
-    assert "Sen Vàng Rewards: 400 members" in result.stdout and "Members by tier" in result.stdout
-    again = CliRunner().invoke(cli, ["--project", str(project), "demo"])
-    assert "already holds 400 members" in again.stdout
+    folder = project / "demo"
+    assert (folder / "demo.db").exists() and not (project / "loyalty_mail.db").exists()
+    assert "6 simulated days, 2026-11-17 to 2026-11-22" in result.stdout
+    assert "Planner: 24 ticks" in result.stdout and "Members by tier" in result.stdout
+    engine = sa.create_engine(f"sqlite:///{folder / 'demo.db'}")
+    with engine.connect() as conn:
+        sent = set(conn.execute(sa.text("SELECT send_id FROM sends WHERE state = 'sent'")).scalars())
+        sources = set(conn.execute(sa.text("SELECT DISTINCT source FROM tracking_events")).scalars())
+        late = conn.execute(sa.text("SELECT properties FROM events WHERE occurred_at >= '2026-11-16 17:00'")).scalars().all()
+        first_send = conn.execute(sa.text("SELECT min(sent_at) FROM sends WHERE state = 'sent'")).scalar_one()
+    engine.dispose()
+    assert sent and {p.stem for p in (folder / "outbox").glob("*.eml")} == sent
+    assert sources == {"simulated"}
+    assert late and all('"simulated": true' in properties for properties in late)
+    assert first_send >= "2026-11-16 17:00"   # nothing is sent before the first simulated day
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "Demo data." in page and "2026-11-17 to 2026-11-22" in page and page.count("<svg") >= 4
+    (folder / "outbox" / "stray.eml").write_text("left over")
+    with freeze_time("2026-11-23 03:00:00"):
+        again = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "300", "--days", "6"])
+    assert again.exit_code == 0, again.output
+    assert not (folder / "outbox" / "stray.eml").exists()
+    assert len(list((folder / "outbox").glob("*.eml"))) == len(sent)   # same seed, same story
 
 
 def test_python_dash_m_and_version():

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from datetime import time as dt_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
 
 import click
 
@@ -13,15 +20,15 @@ from ..flows import Planner
 from ..flows.runner import check_flow_templates
 from ..rendering.checks import check_templates
 from ..overview import Overview, program_overview
-from ..runtime import Runtime
+from ..demo import run_demo
 from ..scaffold import init_program
-from ..seeding import seed_program
 from ..segments import load_catalog
 from ..tiers import TierLadder
 from . import cli
 from .common import CliContext, count_progress, pass_cli, print_table
 
-DEMO_DATABASE = "demo.db"
+DEMO_FOLDER = "demo"
+TICKS_PER_DAY = 4
 
 
 @cli.command()
@@ -125,53 +132,54 @@ def db_status(obj: CliContext) -> None:
 
 
 @cli.command()
-@click.option("--members", "count", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
-              help="How many members the demo program has.")
+@click.option("--members", "count", type=click.IntRange(1, 1_000_000), default=3000, show_default=True,
+              help="How many members the demo program starts with.")
+@click.option("--days", type=click.IntRange(1, 365), default=90, show_default=True,
+              help="How many days to simulate (ending today).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed for the demo data.")
-@click.option("--reset", is_flag=True, help="Start again from an empty demo database.")
+@click.option("--out", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the demo database, outbox and report (default: demo/ in the project).")
 @pass_cli
-def demo(obj: CliContext, count: int, seed: int, reset: bool) -> None:
-    """Run the demo: an embedded SQLite program seeded with realistic members, then a summary.
+def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None) -> None:
+    """Run the whole pipeline on simulated days: seed a program, plan and send every day, report.
 
-    The demo uses its own database file (demo.db in the project directory), never the
-    configured one, so it is safe to run anywhere.
+    Seeds an embedded SQLite program (demo/demo.db, never the configured database) with members
+    and two years of history, then walks DAYS simulated days up to today through the real planner,
+    four ticks a day: simulated members join, buy, open, click and unsubscribe (labelled as
+    simulated), and every due email is written as an .eml file to demo/outbox/. Ends with the
+    HTML report (demo/report.html) and a summary. Each run starts again from an empty demo folder.
 
     \b
     Example:
       loyalty-mail demo
-      loyalty-mail demo --members 20000 --reset
+      loyalty-mail demo --members 10000 --days 30 --out /tmp/demo
     """
-    path = (obj.project_dir / DEMO_DATABASE).resolve()
-    if reset:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    runtime = Runtime.load(obj.project_dir, database_url=f"sqlite:///{path}")
-    try:
-        _run_demo(runtime, count, seed, path)
-    finally:
-        runtime.close()
-
-
-def _run_demo(runtime: Runtime, count: int, seed: int, path: Path) -> None:
-    engine = runtime.engine()
-    now = runtime.now()
-    ladder = TierLadder.from_settings(runtime.settings.tiers)
-    program = runtime.settings.program
-    with engine.connect() as connection:
-        existing = program_overview(connection, ladder, program.default_locale, now).members
-    if existing:
-        click.echo(f"{path} already holds {existing:,} members (use --reset to start again).")
-    else:
-        click.echo(f"Seeding a demo program of {count:,} members into {path} ...")
-        started = time.perf_counter()
-        with count_progress("Seeding", count * 2) as step:
-            _, events = seed_program(engine, runtime.settings, members=count, seed=seed, now=now,
-                                     on_member=step)
-        click.echo(f"  {events.inserted:,} events and {events.tier_changes:,} tier changes "
-                   f"in {time.perf_counter() - started:.1f} s")
-    with engine.connect() as connection:
-        overview = program_overview(connection, ladder, program.default_locale, now)
-    _print_overview(program.name, program.currency, overview)
+    settings = obj.runtime.settings
+    target = (folder or obj.project_dir / DEMO_FOLDER).resolve()
+    zone = ZoneInfo(settings.program.default_timezone)
+    end = datetime.combine(obj.runtime.now().astimezone(zone).date(), dt_time(), tzinfo=zone).astimezone(timezone.utc)
+    started = time.perf_counter()
+    with count_progress("Simulating days", days * TICKS_PER_DAY) as tick:
+        result = run_demo(settings, target, members=count, days=days, seed=seed, end=end,
+                          ticks_per_day=TICKS_PER_DAY, on_step=lambda text: click.echo(f"demo: {text} ...", err=True),
+                          on_tick=tick)
+    elapsed = time.perf_counter() - started
+    click.echo()
+    click.echo(f"{settings.program.name}: {days} simulated days, {result.first_day} to {result.last_day} "
+               f"({elapsed:.0f} s)")
+    click.echo(f"Members: {result.members:,} ({result.signups:,} joined during the simulation); simulated "
+               f"purchases: {result.purchases + result.converted:,} ({result.converted:,} after an email)")
+    click.echo(f"Planner: {result.ticks:,} ticks; {sum(result.by_flow.values()):,} emails planned, "
+               f"{result.held_out:,} held out, {result.skipped:,} skipped with a reason; "
+               f"{result.sent:,} written to {result.outbox}")
+    print_table("Emails planned by flow", ["flow", "emails"], sorted(result.by_flow.items()), numeric=["emails"])
+    with engine_for(result.database) as connection:
+        overview = program_overview(connection, TierLadder.from_settings(settings.tiers),
+                                    settings.program.default_locale, end)
+    _print_overview(settings.program.name, settings.program.currency, overview)
+    click.echo()
+    click.echo(f"Report: {result.report}")
+    click.echo(f"Database: {result.database} (e.g. loyalty-mail --database sqlite:///{result.database} report)")
 
 
 def _print_overview(name: str, currency: str, o: Overview) -> None:
@@ -189,3 +197,13 @@ def _print_overview(name: str, currency: str, o: Overview) -> None:
     print_table("By locale", ["locale", "members"], o.locales, numeric=["members"])
     click.echo()
     print_table("Top time zones", ["time zone", "members"], o.timezones, numeric=["members"])
+
+
+@contextmanager
+def engine_for(path: Path) -> Iterator[sa.Connection]:
+    engine = db.create_db_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()

@@ -231,11 +231,14 @@ class _Applier:
             ).scalars().all()
             if not refs:
                 return
-            self._page(refs[0], refs[-1])
+            self._page(refs)
             last_ref = refs[-1]
 
-    def _page(self, first: int, last: int) -> None:
+    def _page(self, refs: list[int]) -> None:
         s, m = STAGING, members_table
+        first, last = refs[0], refs[-1]
+        # a dense page reads its range of members; a sparse one (a day's events) only its members
+        wanted = m.c.id.between(first, last) if last - first < 2 * len(refs) else m.c.id.in_(refs)
         states = {
             row.id: _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend,
                                  row.purchase_count, row.last_purchase_at, row.joined_at, row.joined_on,
@@ -244,7 +247,7 @@ class _Applier:
                 sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend,
                           m.c.purchase_count, m.c.last_purchase_at, m.c.joined_at, m.c.joined_on,
                           m.c.timezone)
-                .where(m.c.id.between(first, last))
+                .where(wanted)
             )
         }
         staged = self.connection.execute(

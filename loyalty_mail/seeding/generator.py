@@ -144,7 +144,19 @@ class DemoProgram:
         for number in range(1, self.members + 1):
             yield self._member(rng, number)
 
-    def _member(self, rng: random.Random, number: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def newcomer(self, rng: random.Random, number: int, joined: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A member who signs up at `joined` (the demo's simulated days): member row, signup event."""
+        member, _ = self._member(rng, number, joined=joined.replace(microsecond=0), history=False)
+        signup = {"event_id": f"{member['member_id']}-signup", "member_id": member["member_id"], "type": "signup",
+                  "occurred_at": member["joined_at"]}
+        return member, signup
+
+    def purchase_amount(self, rng: random.Random) -> Decimal:
+        """One order's value in the program's currency, sampled from the real-data profile."""
+        return self._amount(self.profile.order_value_usd(rng))
+
+    def _member(self, rng: random.Random, number: int, joined: datetime | None = None,
+                history: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         member_id = f"LM{number:07d}"
         vietnamese = rng.random() < VI_SHARE
         if vietnamese:
@@ -154,13 +166,14 @@ class DemoProgram:
         else:
             first, last, zone = rng.choice(EN_FIRST), rng.choice(EN_LAST), _weighted(rng, EN_ZONES)
             slug = ascii_slug(f"{first} {last}")
-        if rng.random() < RECENT_SIGNUP_SHARE:
-            joined = self.now - timedelta(days=rng.uniform(0, 7))
-        else:
-            joined = self.now - timedelta(days=rng.uniform(7, HISTORY_DAYS))
-        joined = joined.replace(microsecond=0)
+        if joined is None:
+            if rng.random() < RECENT_SIGNUP_SHARE:
+                joined = self.now - timedelta(days=rng.uniform(0, 7))
+            else:
+                joined = self.now - timedelta(days=rng.uniform(7, HISTORY_DAYS))
+            joined = joined.replace(microsecond=0)
         birthday = date(self.now.year - rng.randint(18, 70), 1, 1) + timedelta(days=rng.randrange(366))
-        events = self._events(rng, member_id, joined)
+        events = self._events(rng, member_id, joined) if history else []
         purchases = sum(1 for e in events if e["type"] == "purchase")
         member = {
             "member_id": member_id,
