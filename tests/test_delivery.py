@@ -332,3 +332,48 @@ def test_kill_9_mid_batch_loses_nothing_and_sends_nothing_twice(sqlite_program):
         assert len(received) >= by_state["sent"]
     finally:
         controller.stop()
+
+
+
+def test_a_tick_that_delivers_longer_than_the_lease_is_not_taken_for_dead(sqlite_program, monkeypatch):
+    """One tick drains 100 sends in batches of 10 while its clock runs 20 s per reading, far past
+    the 1-minute lease; before every hand-over a rival dispatcher expires leases, as its own tick
+    would. Claims carry the clock's time of each batch, so no live batch is taken for abandoned."""
+    from loyalty_mail.flows import build_planner, run_once
+    from loyalty_mail.flows import ledger
+    from loyalty_mail.runtime import Runtime
+    from loyalty_mail.transports import DirectoryTransport
+
+    program = sqlite_program
+    configure(program, "  batch_size: 10\n  lease: 1 minute\n")
+    config = (program.dir / "config.yaml").read_text().replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}', "quiet_hours: null")
+    (program.dir / "config.yaml").write_text(config)
+    start = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+    program.load("members", [member(f"L{n:03d}", joined_at=(start - timedelta(hours=1)).isoformat())
+                             for n in range(100)], at=start.isoformat())
+    monkeypatch.setenv("LOYALTY_MAIL_SECRET", SECRET)
+    readings = iter(start + timedelta(seconds=20 * n) for n in range(10_000))
+    latest = [start]
+
+    def clock() -> datetime:
+        latest[0] = next(readings)
+        return latest[0]
+
+    runtime = Runtime.load(program.dir, database_url=program.url, clock=clock)
+    engine = runtime.engine()
+    expired: list[int] = []
+
+    class BesideARival(DirectoryTransport):
+        def send(self, batch):
+            expired.append(ledger.expire_leases(engine, latest[0], runtime.settings.sending.lease))
+            return super().send(batch)
+
+    planner = build_planner(runtime.settings, engine.dialect.name)
+    report = run_once(engine, planner, runtime.renderer(), BesideARival(program.dir / "outbox"), start,
+                      clock=clock)
+    runtime.close()
+    assert latest[0] - start > timedelta(minutes=5)      # the tick outlived the lease many times over
+    assert len(expired) == 10 and sum(expired) == 0 and report.unknown == 0
+    assert report.delivered == 100
+    assert sorted(v[0] for v in states(program).values()) == ["sent"] * 100

@@ -112,7 +112,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
     transport = transport_for(settings)
     try:
-        report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None)
+        report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None,
+                          clock=runtime.now if at is None else None)
     finally:
         transport.close()
     if output_format == "json":
@@ -239,9 +240,10 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
 
     def tick(should_stop: Any) -> None:
         if lock.try_acquire():
-            run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop)
+            run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop,
+                     clock=runtime.now)
         else:
-            dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop)
+            dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     try:
@@ -270,7 +272,7 @@ def worker(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     settings = runtime.settings
 
     def tick(should_stop: Any) -> None:
-        dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop)
+        dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     try:

@@ -25,7 +25,8 @@ from ..transports import transport_for
 COUNTS = ("delivered", "failed", "retrying", "unknown", "suppressed_late")
 
 
-def _dispatch(settings: Any, url: str, now: datetime, results: Any) -> None:
+def _dispatch(settings: Any, url: str, now: datetime, results: Any,
+              clock: Callable[[], datetime] | None) -> None:
     from .planner import Plan
     from .runner import TickReport, deliver_due
 
@@ -38,7 +39,7 @@ def _dispatch(settings: Any, url: str, now: datetime, results: Any) -> None:
     transport = transport_for(settings)
     report = TickReport(now, Plan(now))
     try:
-        deliver_due(engine, renderer, transport, now, report, settings.sending, stopping.is_set)
+        deliver_due(engine, renderer, transport, now, report, settings.sending, stopping.is_set, clock)
     finally:
         transport.close()
         engine.dispose()
@@ -46,13 +47,14 @@ def _dispatch(settings: Any, url: str, now: datetime, results: Any) -> None:
 
 
 def deliver_in_parallel(engine: sa.Engine, settings: Any, now: datetime, processes: int,
-                        report: Any, should_stop: Callable[[], bool]) -> None:
+                        report: Any, should_stop: Callable[[], bool],
+                        clock: Callable[[], datetime] | None = None) -> None:
     """Run `processes` dispatchers until nothing is due (or a stop is asked); add up their counts."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     url = engine.url.render_as_string(hide_password=False)
     engine.dispose()  # children must not share the parent's connections
-    workers = [context.Process(target=_dispatch, args=(settings, url, now, results), daemon=True)
+    workers = [context.Process(target=_dispatch, args=(settings, url, now, results, clock), daemon=True)
                for _ in range(processes)]
     for worker in workers:
         worker.start()

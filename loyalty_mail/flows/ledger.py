@@ -67,9 +67,10 @@ def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta) -> int:
                     "before recording the provider's answer; not re-sent automatically")).rowcount
 
 
-def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Move up to `limit` planned (or retry) sends due by `now` to `sending` and return them with
-    their member. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by
+def claim_due(engine: sa.Engine, now: datetime, limit: int,
+              claimed_at: datetime | None = None) -> list[dict[str, Any]]:
+    """Move up to `limit` planned (or retry) sends due by `now` to `sending`, with their lease
+    starting at `claimed_at` (default `now`), and return them with their member. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by
     side; on SQLite the write transaction serialises them."""
     s, m = sends_table, members_table
     with engine.begin() as conn:
@@ -86,7 +87,8 @@ def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, An
             target = s.c.id.in_(pick.scalar_subquery())
         ids = [row.id for row in conn.execute(
             s.update().where(target)
-            .values(state="sending", attempts=s.c.attempts + 1, claimed_at=now).returning(s.c.id))]
+            .values(state="sending", attempts=s.c.attempts + 1, claimed_at=claimed_at or now)
+            .returning(s.c.id))]
         if len(ids) > limit:  # never expected; would mean more claimed than one batch holds
             raise RuntimeError(f"claimed {len(ids)} sends for a batch of {limit}")
         if not ids:
@@ -106,6 +108,13 @@ def claim_due(engine: sa.Engine, now: datetime, limit: int) -> list[dict[str, An
         member["suppressed"] = member["email"].lower() in suppressed
         result.append({"send": {k: v for k, v in row.items() if not k.startswith("m_")}, "member": member})
     return result
+
+
+def renew(engine: sa.Engine, refs: list[int], now: datetime) -> None:
+    """Restart the lease of sends this dispatcher still holds (a batch taking long to hand over)."""
+    s = sends_table
+    with engine.begin() as conn:
+        conn.execute(s.update().where(s.c.id.in_(refs), s.c.state == "sending").values(claimed_at=now))
 
 
 @dataclass(frozen=True)

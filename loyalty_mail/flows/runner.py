@@ -69,28 +69,31 @@ def check_flow_templates(settings: Any, renderer: Renderer) -> None:
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
              now: datetime, *, flows: list[str] | None = None,
-             should_stop: Callable[[], bool] = lambda: False) -> TickReport:
+             should_stop: Callable[[], bool] = lambda: False,
+             clock: Callable[[], datetime] | None = None) -> TickReport:
     """Plan, record, then deliver every planned send that is due (including earlier ones).
     `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
-    With `sending.dispatchers` > 1, delivery runs in that many processes."""
+    With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
+    throughout) stamps claims and sends as delivery goes on; see deliver_due."""
     plan = planner.plan_in(engine, now, flows=flows)
     report = TickReport(now, plan)
     report.recorded = ledger.record(engine, plan, now)
     sending = planner.settings.sending
     if sending.dispatchers > 1:
         from .dispatchers import deliver_in_parallel
-        deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop)
+        deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop, clock)
     else:
-        deliver_due(engine, renderer, transport, now, report, sending, should_stop)
+        deliver_due(engine, renderer, transport, now, report, sending, should_stop, clock)
     log.info(report.summary())
     return report
 
 
 def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transport: Transport,
-                  now: datetime, should_stop: Callable[[], bool] = lambda: False) -> TickReport:
+                  now: datetime, should_stop: Callable[[], bool] = lambda: False,
+                  clock: Callable[[], datetime] | None = None) -> TickReport:
     """Deliver what is due, without planning: what workers and standby daemons do each tick."""
     report = TickReport(now, Plan(now))
-    deliver_due(engine, renderer, transport, now, report, settings.sending, should_stop)
+    deliver_due(engine, renderer, transport, now, report, settings.sending, should_stop, clock)
     if report.delivered or report.failed or report.unknown:
         log.info("dispatch at %s UTC: %d delivered, %d failed, %d to retry, %d unknown",
                  f"{now:%Y-%m-%d %H:%M:%S}", report.delivered, report.failed, report.retrying, report.unknown)
@@ -121,18 +124,26 @@ class RateLimiter:
 
 def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
                 report: TickReport, sending: Any,
-                should_stop: Callable[[], bool] = lambda: False) -> None:
+                should_stop: Callable[[], bool] = lambda: False,
+                clock: Callable[[], datetime] | None = None) -> None:
     """Claim due sends batch by batch, check each member again, render, hand to the transport,
     record the outcome. Transient failures are retried later with backoff; a provider that keeps
-    failing pauses dispatch until the next tick."""
-    report.unknown += ledger.expire_leases(engine, now, sending.lease)
+    failing pauses dispatch until the next tick.
+
+    What is due is decided at `now`; each claim, each lease renewal and each result is stamped
+    with `clock()` (the daemon's real clock), so a tick that delivers for longer than the lease
+    never looks abandoned to other dispatchers: its claim is as old as the batch, not the tick,
+    and a batch still being handed over renews its lease every chunk."""
+    clock = clock or (lambda: now)
+    report.unknown += ledger.expire_leases(engine, clock(), sending.lease)
     limiter = RateLimiter(float(sending.rate_limit))
     rng = random.Random()
     transient_in_a_row = 0
     while not should_stop():
-        claimed = ledger.claim_due(engine, now, sending.batch_size)
+        claimed = ledger.claim_due(engine, now, sending.batch_size, claimed_at=clock())
         if not claimed:
             return
+        renewed = clock()
         outcomes: list[ledger.Outcome] = []
         emails, sends, jobs = [], {}, []
         for item in claimed:
@@ -151,7 +162,13 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             except TemplateError as exc:
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
-        results = [result for chunk in limiter.chunks(emails) if chunk for result in transport.send(chunk)]
+        results = []
+        for chunk in limiter.chunks(emails):
+            if chunk:
+                results += transport.send(chunk)
+            if clock() - renewed > sending.lease / 4:  # a slow batch: tell the others it is alive
+                renewed = clock()
+                ledger.renew(engine, [sends[e.send_id]["id"] for e in emails], renewed)
         for result in results:
             send = sends[result.send_id]
             if result.outcome == "sent":
@@ -171,7 +188,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                 delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
                 outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=now + delay))
                 report.retrying += 1
-        ledger.finish(engine, outcomes, now)
+        ledger.finish(engine, outcomes, clock())
         if transient_in_a_row >= sending.pause_after:
             report.paused = (f"pausing dispatch until the next tick: {transient_in_a_row} transient "
                              f"failures in a row (last: {result.detail})")
