@@ -131,7 +131,7 @@ def copy_to_postgres(sqlite_url: str, pg_url: str) -> None:
 
 def phase(project: Path, url: str, which: str) -> dict[str, float]:
     """Run one phase in this (child) process; print JSON figures."""
-    from loyalty_mail.flows import build_planner, run_once
+    from loyalty_mail.flows import Plan, build_planner, run_once
     from loyalty_mail.flows.runner import transport_for
     from loyalty_mail.runtime import Runtime
 
@@ -141,12 +141,12 @@ def phase(project: Path, url: str, which: str) -> dict[str, float]:
     started = time.perf_counter()
     figures: dict[str, float] = {}
     if which == "plan":
-        plan = planner.plan_in(engine, AT)
-        figures["planned"] = len(plan.sends)
-        figures["skipped"] = len(plan.skips)
+        plan = planner.plan_in(engine, AT, plan=Plan(AT, keep=False))   # what `run --dry-run` (table) does
+        figures["planned"] = plan.total("planned") + plan.total("deferred")
+        figures["skipped"] = plan.total("skipped") + plan.total("held_out")
     else:
         report = run_once(engine, planner, runtime.renderer(), transport_for(runtime.settings), AT)
-        figures["planned"] = len(report.plan.sends)
+        figures["planned"] = report.plan.total("planned") + report.plan.total("deferred")
         figures["delivered"] = report.delivered
     figures["seconds"] = time.perf_counter() - started
     figures["peak_mb"] = max(resource.getrusage(who).ru_maxrss for who in

@@ -113,10 +113,11 @@ def run_demo(settings: Settings, folder: Path, *, members: int, days: int, seed:
             simulation.respond(before, now)
             result.ticks += 1
             result.sent += tick.delivered
-            result.held_out += sum(1 for s in tick.plan.skips if s.record_as == "held_out")
-            result.skipped += sum(1 for s in tick.plan.skips if s.record_as != "held_out")
-            for send in tick.plan.sends:
-                result.by_flow[send.occurrence.flow.name] = result.by_flow.get(send.occurrence.flow.name, 0) + 1
+            result.held_out += tick.plan.total("held_out")
+            result.skipped += tick.plan.total("skipped")
+            for (flow, column), count in tick.plan.tally.items():
+                if column in ("planned", "deferred"):
+                    result.by_flow[flow] = result.by_flow.get(flow, 0) + count
             before = now
             if on_tick:
                 on_tick()

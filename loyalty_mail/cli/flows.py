@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from ..flows.runner import check_flow_templates
 from ..transports import transport_for
 from ..flows.leadership import PlannerLock
 from ..flows.runner import dispatch_once
-from ..flows.scheduler import run_daemon
+from ..flows.scheduler import flow_schedules, run_daemon
 from ..members import member_profile
 from ..models import sends_table
 from . import cli
@@ -43,20 +42,12 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
 def _print_plan(plan: Plan, title: str) -> None:
     counts = plan.counts()
     columns = ["planned", "deferred", "held_out", "skipped", "already"]
-    segments = {f.name: f.segment or "" for f in [s.occurrence.flow for s in plan.sends] +
-                [s.occurrence.flow for s in plan.skips]}
-    rows = [[flow, segments.get(flow, ""), *[values.get(c, 0) for c in columns]]
+    rows = [[flow, plan.segments.get(flow, ""), *[values.get(c, 0) for c in columns]]
             for flow, values in sorted(counts.items())]
     print_table(title, ["flow", "segment", *columns], rows)
-    reasons = Counter((s.occurrence.flow.name, _reason_kind(s.reason)) for s in plan.skips)
-    reasons.update((s.occurrence.flow.name, s.deferred.split(" until")[0]) for s in plan.sends if s.deferred)
-    if reasons:
+    if plan.reasons:
         print_table("Skipped or deferred, by reason", ["flow", "reason", "members"],
-                    [[flow, reason, n] for (flow, reason), n in sorted(reasons.items())])
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0].split(" (")[0]
+                    [[flow, reason, n] for (flow, reason), n in sorted(plan.reasons.items())])
 
 
 @cli.command()
@@ -99,7 +90,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     check_flow_templates(settings, renderer)
     now = resolve_at(runtime, at)
     if dry_run:
-        plan = planner.plan_in(engine, now, flows=list(flows) or None)
+        keep = output_format == "json" or out is not None  # the table needs only the counts
+        plan = planner.plan_in(engine, now, flows=list(flows) or None, plan=Plan(now, keep=keep))
         if out is not None:
             written = write_previews(plan, renderer, engine, out)
             click.echo(f"wrote {written} emails to {out}", err=True)
@@ -237,17 +229,20 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     planner = build_planner(settings, engine.dialect.name)
     check_flow_templates(settings, renderer)
     lock = PlannerLock(engine)
+    schedules = flow_schedules({f.name: f.schedule for f in settings.flows}, settings.program.default_timezone)
+    every_tick = [f.name for f in settings.flows if f.name not in schedules]
 
-    def tick(should_stop: Any) -> None:
-        if lock.try_acquire():
-            run_once(engine, planner, renderer, transport, runtime.now(), should_stop=should_stop,
+    def tick(should_stop: Any, flows: list[str] | None) -> None:
+        planned = every_tick if flows is None else flows
+        if planned and lock.try_acquire():
+            run_once(engine, planner, renderer, transport, runtime.now(), flows=planned, should_stop=should_stop,
                      clock=runtime.now)
         else:
             dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     try:
-        run_daemon(tick, seconds, max_ticks=max_ticks)
+        run_daemon(tick, seconds, max_ticks=max_ticks, schedules=schedules)
     finally:
         lock.release()
         transport.close()
@@ -271,7 +266,7 @@ def worker(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     runtime, engine, renderer, transport = _dispatch_parts(obj)
     settings = runtime.settings
 
-    def tick(should_stop: Any) -> None:
+    def tick(should_stop: Any, _flows: list[str] | None) -> None:
         dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()

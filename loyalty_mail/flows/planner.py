@@ -17,8 +17,9 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -55,18 +56,52 @@ class Skip:
 
 @dataclass
 class Plan:
+    """The planner's decisions at `now`. With `keep` (dry runs, explain, tests) every decision is
+    kept; without it (a tick that records as it goes) only the counts, so memory stays flat."""
+
     now: datetime
+    keep: bool = True
     sends: list[PlannedSend] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     already: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)      # (flow, planned|deferred|...)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)    # (flow, kind of skip or deferral)
+    segments: dict[str, str] = field(default_factory=dict)                # flow -> its segment
+
+    def add_send(self, send: PlannedSend) -> None:
+        flow = send.occurrence.flow
+        self.tally[(flow.name, "deferred" if send.deferred else "planned")] += 1
+        if send.deferred:
+            self.reasons[(flow.name, send.deferred.split(" until")[0])] += 1
+        self.segments.setdefault(flow.name, flow.segment or "")
+        if self.keep:
+            self.sends.append(send)
+
+    def add_skip(self, skip: Skip) -> None:
+        flow = skip.occurrence.flow
+        self.tally[(flow.name, "held_out" if skip.record_as == "held_out" else "skipped")] += 1
+        self.reasons[(flow.name, skip.reason.split(":")[0].split(" (")[0])] += 1
+        self.segments.setdefault(flow.name, flow.segment or "")
+        if self.keep:
+            self.skips.append(skip)
+
+    def absorb(self, part: Plan) -> None:
+        """Add the decisions of `part` (one chunk of members) to this plan."""
+        for send in part.sends:
+            self.add_send(send)
+        for skip in part.skips:
+            self.add_skip(skip)
+        for flow, count in part.already.items():
+            self.already[flow] += count
+
+    def total(self, column: str) -> int:
+        return sum(n for (_, name), n in self.tally.items() if name == column)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per flow: planned, deferred (quiet hours), held out, skipped, already recorded."""
         table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for send in self.sends:
-            table[send.occurrence.flow.name]["deferred" if send.deferred else "planned"] += 1
-        for skip in self.skips:
-            table[skip.occurrence.flow.name]["held_out" if skip.record_as == "held_out" else "skipped"] += 1
+        for (flow, column), count in self.tally.items():
+            table[flow][column] += count
         for flow, count in self.already.items():
             table[flow]["already"] += count
         return {flow: dict(values) for flow, values in table.items()}
@@ -105,8 +140,10 @@ def quiet_until(moment: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime
 class Planner:
     """Plans for one program: flows resolved against segments once, then `plan(conn, now)`."""
 
-    def __init__(self, settings: Settings, segments: SegmentCatalog, dialect: str) -> None:
+    def __init__(self, settings: Settings, segments: SegmentCatalog, dialect: str, *,
+                 chunk_size: int = CHUNK) -> None:
         self.settings, self.segments, self.dialect = settings, segments, dialect
+        self.chunk_size = chunk_size
         problems = [f"flow '{f.name}': unknown segment '{f.segment}' (segments: "
                     f"{', '.join(sorted(segments.segments)) or 'none'})"
                     for f in settings.flows if f.segment and f.segment not in segments.segments]
@@ -115,23 +152,33 @@ class Planner:
         self.flows = sorted((f for f in settings.flows if f.enabled), key=lambda f: (-f.priority, f.name))
 
     def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
-        """`plan` on a connection of its own (read only: nothing is written)."""
+        """`plan` on a connection of its own (read only: nothing is written through it)."""
         with engine.connect() as conn:
             plan = self.plan(conn, now, **kwargs)
             conn.rollback()
         return plan
 
     def plan(self, conn: sa.Connection, now: datetime, *, member_ref: int | None = None,
-             flows: Iterable[str] | None = None) -> Plan:
+             flows: Iterable[str] | None = None, plan: Plan | None = None,
+             on_part: Callable[[Plan], None] | None = None) -> Plan:
+        """Decide for every occurrence due at `now`, streaming: each flow's trigger query yields
+        its occurrences in member order, the streams are merged, and members are decided a chunk
+        at a time (a member's occurrences never split). `on_part` receives each chunk's decisions
+        (the tick records them at once); `plan` (default: one that keeps everything) adds them up."""
         wanted = set(flows) if flows is not None else None
         chosen = [f for f in self.flows if wanted is None or f.name in wanted]
-        plan = Plan(now)
-        found: list[Occurrence] = []
-        for flow in chosen:
-            found.extend(self._occurrences(conn, flow, now, member_ref))
-        found.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
-        for chunk in _chunks(found, CHUNK):
-            self._decide(conn, chunk, plan)
+        plan = plan if plan is not None else Plan(now)
+        streaming = conn.execution_options(stream_results=True, yield_per=self.chunk_size) \
+            if conn.dialect.name == "postgresql" else conn
+        streams = [self._occurrences(streaming, flow, now, member_ref) for flow in chosen]
+        merged = heapq.merge(*streams, key=lambda o: o.member_ref)
+        for chunk in _member_chunks(merged, self.chunk_size):
+            chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
+            part = Plan(now)
+            self._decide(conn, chunk, part)
+            if on_part is not None:
+                on_part(part)
+            plan.absorb(part)
         return plan
 
     # -- occurrences -------------------------------------------------------------------------
@@ -179,31 +226,31 @@ class Planner:
                 plan.already[flow.name] += 1
                 continue
             if occ.superseded_by:
-                plan.skips.append(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
+                plan.add_skip(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
                                        "skipped"))
                 continue
             due = occ.due_at.astimezone(timezone.utc)
             if occ.due_at > now:
-                plan.skips.append(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
+                plan.add_skip(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
                                        f"(delay {human(flow.delay)})", None))
                 continue
             if occ.due_at < now - flow.lateness:
-                plan.skips.append(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
+                plan.add_skip(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
                                        f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
                 continue
             if not occ.subscribed:
-                plan.skips.append(Skip(occ, "unsubscribed", "suppressed"))
+                plan.add_skip(Skip(occ, "unsubscribed", "suppressed"))
                 continue
             if occ.email.lower() in suppressed:
-                plan.skips.append(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
+                plan.add_skip(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
                 continue
             if in_holdout(flow.name, occ.member_id, flow.holdout):
-                plan.skips.append(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))
+                plan.add_skip(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))
                 continue
             if cap and flow.frequency_cap:
                 sent = capped.get(occ.member_ref, 0)
                 if sent >= cap.max:
-                    plan.skips.append(Skip(occ, f"frequency cap: {sent} marketing emails within "
+                    plan.add_skip(Skip(occ, f"frequency cap: {sent} marketing emails within "
                                            f"{human(cap.per)} (max {cap.max})", None))
                     continue
                 capped[occ.member_ref] = sent + 1
@@ -214,7 +261,7 @@ class Planner:
                 if until is not None:
                     scheduled = until
                     deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-            plan.sends.append(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
+            plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str]) -> dict[tuple[int, str, str], str]:
         s = sends_table
@@ -240,12 +287,14 @@ class Planner:
         return {ref: count for ref, count in rows}
 
 
-def _chunks(items: list[Occurrence], size: int) -> Iterator[list[Occurrence]]:
-    """Chunks that never split one member's occurrences (the cap is decided per member)."""
-    start = 0
-    while start < len(items):
-        end = min(start + size, len(items))
-        while end < len(items) and items[end].member_ref == items[end - 1].member_ref:
-            end += 1
-        yield items[start:end]
-        start = end
+def _member_chunks(occurrences: Iterable[Occurrence], size: int) -> Iterator[list[Occurrence]]:
+    """Chunks of about `size` that never split one member's occurrences (the cap is decided per
+    member); `occurrences` must come in member order."""
+    chunk: list[Occurrence] = []
+    for occ in occurrences:
+        if len(chunk) >= size and occ.member_ref != chunk[-1].member_ref:
+            yield chunk
+            chunk = []
+        chunk.append(occ)
+    if chunk:
+        yield chunk

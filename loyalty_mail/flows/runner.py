@@ -11,6 +11,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,11 +44,11 @@ class TickReport:
     paused: str | None = None
 
     def summary(self) -> str:
-        planned = len(self.plan.sends)
-        return (f"tick at {self.now:%Y-%m-%d %H:%M:%S} UTC: {planned} planned, "
-                f"{sum(1 for s in self.plan.skips if s.record_as == 'held_out')} held out, "
-                f"{len(self.plan.skips)} skipped, {self.delivered} delivered, {self.failed} failed, "
-                f"{self.retrying} to retry, {self.unknown} unknown")
+        plan = self.plan
+        return (f"tick at {self.now:%Y-%m-%d %H:%M:%S} UTC: {plan.total('planned') + plan.total('deferred')} "
+                f"planned, {plan.total('held_out')} held out, {plan.total('skipped')} skipped, "
+                f"{self.delivered} delivered, {self.failed} failed, {self.retrying} to retry, "
+                f"{self.unknown} unknown")
 
 
 def build_planner(settings: Any, dialect: str) -> Planner:
@@ -75,9 +76,12 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
     throughout) stamps claims and sends as delivery goes on; see deliver_due."""
-    plan = planner.plan_in(engine, now, flows=flows)
+    plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
-    report.recorded = ledger.record(engine, plan, now)
+    recorded: Counter[str] = Counter()
+    planner.plan_in(engine, now, flows=flows, plan=plan,
+                    on_part=lambda part: recorded.update(ledger.record(engine, part, now)))
+    report.recorded = dict(recorded)
     sending = planner.settings.sending
     if sending.dispatchers > 1:
         from .dispatchers import deliver_in_parallel
