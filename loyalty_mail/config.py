@@ -323,6 +323,20 @@ class FlowSettings(_Strict):
     anniversaries: bool = False
     # reengagement
     reentry: Reentry = Reentry()
+    # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"'{value}' is not a crontab schedule (minute hour day month weekday, "
+                                 f"e.g. '0 10 * * *' for 10:00 every day): {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _trigger_needs(self) -> FlowSettings:

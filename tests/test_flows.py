@@ -224,3 +224,98 @@ def test_dispatcher_processes_drain_the_outbox_without_overlap(program):
     sent_ids = {f.stem for f in files}
     assert program.sends().count(("welcome", "welcome", "sent")) == 7
     assert all(b"/c/" in f.read_bytes() for f in files) and len(sent_ids) == 7
+
+
+def test_streamed_planning_in_small_chunks_decides_and_records_like_one_pass(program, monkeypatch, tmp_path):
+    """Members are planned a chunk at a time and each chunk is recorded before the next is read.
+    With chunks of 4 occurrences among 30 members holding up to 3 occurrences each, every decision
+    (including the frequency cap, decided per member) matches planning all at once, and the ledger
+    holds exactly those decisions."""
+    import sqlalchemy as sa
+
+    from loyalty_mail.flows import Plan, Planner, run_once
+    from loyalty_mail.models import members_table, sends_table
+    from loyalty_mail.runtime import Runtime
+    from loyalty_mail.segments import load_catalog
+    from loyalty_mail.transports import DirectoryTransport
+
+    at = "2026-11-20T16:00:00+07:00"
+    program.load("members", [member(f"C{n:02d}", joined_at="2026-11-20T13:00:00+07:00" if n % 3 == 0
+                                    else "2025-01-01T10:00:00+07:00") for n in range(30)], at=at)
+    program.load("events", [{"member_id": f"C{n:02d}", "type": "points_earned", "points": 1500 if n % 2 else 6000,
+                             "occurred_at": "2026-11-20T15:00:00+07:00", "event_id": f"e{n}"}
+                            for n in range(30) if n % 5], at=at)
+    monkeypatch.setenv("LOYALTY_MAIL_SECRET", SECRET)
+    now = datetime.fromisoformat(at)
+    runtime = Runtime.load(program.dir, database_url=program.url, clock=lambda: now)
+    engine = runtime.engine()
+    catalog, _ = load_catalog(runtime.settings)
+
+    def decisions(plan: Plan) -> set[tuple[str, str, str, str | None]]:
+        return ({(s.occurrence.member_id, s.occurrence.flow.name, s.occurrence.key, "send") for s in plan.sends}
+                | {(s.occurrence.member_id, s.occurrence.flow.name, s.occurrence.key, s.record_as)
+                   for s in plan.skips})
+
+    small = Planner(runtime.settings, catalog, engine.dialect.name, chunk_size=4)
+    whole = decisions(Planner(runtime.settings, catalog, engine.dialect.name, chunk_size=10_000).plan_in(engine, now))
+    parts: list[int] = []
+    streamed = small.plan_in(engine, now, on_part=lambda part: parts.append(len(part.sends) + len(part.skips)))
+    assert decisions(streamed) == whole and len(parts) > 5
+    sent = {d[:2] for d in whole if d[3] == "send"}
+    assert ("C01", "tier_upgrade") in sent and ("C01", "milestones") not in sent   # the cap, per member
+    assert ("C00", "welcome") in sent and len(sent) == 10 + 24                     # 10 welcomes, 24 upgrades
+
+    report = run_once(engine, small, runtime.renderer(), DirectoryTransport(tmp_path / "out"), now)
+    with engine.connect() as conn:
+        ledger = set(conn.execute(sa.select(members_table.c.member_id, sends_table.c.flow,
+                                            sends_table.c.occurrence_key, sends_table.c.state)
+                                  .join(members_table, members_table.c.id == sends_table.c.member_ref)).all())
+    runtime.close()
+    assert {(m, f, k, "sent") for m, f, k, d in whole if d == "send"} == {row for row in ledger if row[3] == "sent"}
+    assert {(m, f, k, d) for m, f, k, d in whole if d not in ("send", None)} == {r for r in ledger if r[3] != "sent"}
+    assert report.delivered == len(sent) and not report.plan.sends   # the tick kept counts only
+    assert report.plan.total("planned") == len(sent)
+
+
+def test_a_flow_with_a_schedule_is_planned_on_its_schedule_only(program):
+    """welcome gets `schedule: "0 0 1 1 *"` (midnight on 1 January, program time): the daemon's
+    interval ticks do not plan it; run --dry-run and run --once (an operator's explicit run) do."""
+    now = datetime.now(timezone.utc)
+    config = (program.dir / "config.yaml").read_text().replace(
+        "priority: 100, lateness: 2 days,", 'priority: 100, lateness: 2 days, schedule: "0 0 1 1 *",')
+    (program.dir / "config.yaml").write_text(config)
+    program.load("members", [member("S1", joined_at=(now - timedelta(hours=1)).isoformat(), timezone="UTC")],
+                 at=now.isoformat())
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    daemon = subprocess.run([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
+                             program.url, "daemon", "--interval", "0.2", "--max-ticks", "3"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert daemon.returncode == 0, daemon.stderr
+    assert "flow welcome is planned on its schedule (cron[month='1', day='1', day_of_week='*', hour='0', " \
+           "minute='0'])" in daemon.stderr
+    assert program.sends() == []
+    decisions = program.dry(now.isoformat())
+    assert [(d["flow"], d["decision"]) for d in decisions] == [("welcome", "send")]
+
+
+def test_run_daemon_runs_interval_ticks_and_each_schedule():
+    from apscheduler.triggers.date import DateTrigger
+
+    from loyalty_mail.flows.scheduler import flow_schedules, run_daemon
+
+    calls: list[list[str] | None] = []
+    soon = DateTrigger(datetime.now(timezone.utc) + timedelta(seconds=0.3))
+    ticks = run_daemon(lambda _stop, flows: calls.append(flows), 0.2, max_ticks=4, schedules={"winback": soon})
+    assert ticks == 4 and calls.count(["winback"]) == 1 and calls.count(None) == 3
+    [trigger] = flow_schedules({"winback": "0 10 * * *", "welcome": None}, "Asia/Ho_Chi_Minh").values()
+    after = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
+    assert trigger.get_next_fire_time(None, after) == datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+
+
+def test_a_bad_schedule_names_the_file_and_line(program):
+    config = (program.dir / "config.yaml").read_text().replace(
+        "priority: 100, lateness: 2 days,", 'priority: 100, lateness: 2 days, schedule: "every day",')
+    (program.dir / "config.yaml").write_text(config)
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert "config.yaml:" in result.stderr and "'every day' is not a crontab schedule" in result.stderr

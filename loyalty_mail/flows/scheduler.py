@@ -10,34 +10,45 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("loyalty_mail.daemon")
 
+Tick = Callable[[Callable[[], bool], "list[str] | None"], object]
 
-def run_daemon(tick: Callable[[Callable[[], bool]], object], interval_seconds: float,
-               *, max_ticks: int | None = None) -> int:
+
+def flow_schedules(flows: Mapping[str, str | None], zone: str) -> dict[str, CronTrigger]:
+    """Cron triggers of the flows that have a `schedule:`, in the program's time zone."""
+    return {name: CronTrigger.from_crontab(line, timezone=zone) for name, line in flows.items() if line}
+
+
+def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = None,
+               schedules: Mapping[str, BaseTrigger] | None = None) -> int:
     """Tick now, then every `interval_seconds` until SIGTERM/SIGINT; returns the ticks run.
 
-    `tick(should_stop)` must check `should_stop()` between batches, so a stop request lets the
-    batch in hand finish and be recorded before the process exits.
+    `tick(should_stop, flows)` must check `should_stop()` between batches, so a stop request lets
+    the batch in hand finish and be recorded before the process exits. The interval tick gets
+    `flows=None` (plan the flows without a schedule); each entry of `schedules` adds a job that
+    ticks with `flows=[that flow]` at its trigger's times. Jobs never overlap.
     """
     stopping = threading.Event()
     running = threading.Lock()  # held while a tick runs, so exit waits for the batch in hand
     scheduler = BlockingScheduler(timezone=timezone.utc)
     ticks = 0
 
-    def job() -> None:
+    def job(flows: list[str] | None) -> None:
         nonlocal ticks
         with running:
             if stopping.is_set():
                 return
             try:
-                tick(stopping.is_set)
+                tick(stopping.is_set, flows)
             except Exception:  # noqa: BLE001 - the daemon logs a failed tick and keeps its schedule
                 log.exception("tick failed; the next tick will try again")
             ticks += 1
@@ -53,8 +64,12 @@ def run_daemon(tick: Callable[[Callable[[], bool]], object], interval_seconds: f
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler.add_job(job, IntervalTrigger(seconds=interval_seconds), id="tick", max_instances=1,
+    scheduler.add_job(job, IntervalTrigger(seconds=interval_seconds), args=[None], id="tick", max_instances=1,
                       coalesce=True, next_run_time=datetime.now(timezone.utc), misfire_grace_time=None)
+    for name, trigger in (schedules or {}).items():
+        scheduler.add_job(job, trigger, args=[[name]], id=f"flow:{name}", max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
+        log.info("flow %s is planned on its schedule (%s)", name, trigger)
     log.info("daemon started: a tick every %s s", interval_seconds)
     scheduler.start()
     with running:  # the tick in progress, if any, has recorded its batch
