@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,7 +162,7 @@ def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None)
     started = time.perf_counter()
     with count_progress("Simulating days", days * TICKS_PER_DAY) as tick:
         result = run_demo(settings, target, members=count, days=days, seed=seed, end=end,
-                          ticks_per_day=TICKS_PER_DAY, on_step=lambda text: click.echo(f"demo: {text} ...", err=True),
+                          ticks_per_day=TICKS_PER_DAY, on_step=_step,
                           on_tick=tick)
     elapsed = time.perf_counter() - started
     click.echo()
@@ -180,6 +181,11 @@ def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None)
     click.echo()
     click.echo(f"Report: {result.report}")
     click.echo(f"Database: {result.database} (e.g. loyalty-mail --database sqlite:///{result.database} report)")
+
+
+def _step(text: str) -> None:
+    # print(), not click.echo: on a terminal the progress bar redirects sys.stderr to print above itself
+    print(f"demo: {text} ...", file=sys.stderr, flush=True)
 
 
 def _print_overview(name: str, currency: str, o: Overview) -> None:
