@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
     if unknown:
         raise click.BadParameter(f"unknown group {', '.join(unknown)} (groups: {', '.join(reports.GROUPS)})",
                                  param_hint="--by")
+    if output_format == "html" and out is None and sys.stdout.isatty():
+        raise click.UsageError("--format html writes a whole page: add --out FILE (e.g. --out report.html)")
     names = [n.strip() for n in (segment_names or "").split(",") if n.strip()]
     start = datetime.combine(first, time(), tzinfo=zone)
     end = datetime.combine(last + timedelta(days=1), time(), tzinfo=zone)
