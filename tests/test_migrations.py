@@ -156,3 +156,12 @@ def test_unreachable_and_malformed_urls_are_user_errors(tmp_path):
     engine = db.create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(DatabaseError, match=r"cannot open the database postgresql\+psycopg://nobody@127.0.0.1:1/none"):
         db.ensure_schema(engine)
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_run_without_jit(postgres_url):
+    """JIT compiling (~0.2 s) costs more than sub-second segment and planner queries gain from it."""
+    engine = db.create_db_engine(postgres_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+    engine.dispose()
