@@ -261,6 +261,9 @@ def test_streamed_planning_in_small_chunks_decides_and_records_like_one_pass(pro
     parts: list[int] = []
     streamed = small.plan_in(engine, now, on_part=lambda part: parts.append(len(part.sends) + len(part.skips)))
     assert decisions(streamed) == whole and len(parts) > 5
+    with engine.connect() as conn:   # a caller's connection keeps its options (no streaming left on)
+        assert decisions(small.plan(conn, now)) == whole
+        assert "stream_results" not in conn.get_execution_options()
     sent = {d[:2] for d in whole if d[3] == "send"}
     assert ("C01", "tier_upgrade") in sent and ("C01", "milestones") not in sent   # the cap, per member
     assert ("C00", "welcome") in sent and len(sent) == 10 + 24                     # 10 welcomes, 24 upgrades

@@ -63,6 +63,17 @@ class Window:
         return cls(now, now - flow.lateness - settings.sending.lookback - flow.delay)
 
 
+STREAM_ROWS = 500
+
+
+def _stream(conn: sa.Connection, query: sa.Select[Any]) -> sa.CursorResult[Any]:
+    """Rows in batches from a server-side cursor on PostgreSQL (SQLite's cursor is lazy anyway),
+    so a trigger that fires for many members never holds them all."""
+    if conn.dialect.name == "postgresql":
+        query = query.execution_options(stream_results=True, yield_per=STREAM_ROWS)
+    return conn.execute(query)
+
+
 def _member(row: Any) -> dict[str, Any]:
     return dict(member_ref=row.id, member_id=row.member_id, email=row.email,
                 timezone=row.timezone, subscribed=bool(row.subscribed))
@@ -85,7 +96,7 @@ def welcome(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
         m.c.joined_at >= window.since, m.c.joined_at <= window.now)
     if audience is not None:
         query = query.where(audience)
-    for row in conn.execute(query.order_by(m.c.id)):
+    for row in _stream(conn, query.order_by(m.c.id)):
         zone = row.timezone or zone_default
         yield Occurrence(flow=flow, **_member(row), key="welcome", occurred_at=row.joined_at,
                          due_at=row.joined_at + flow.delay,
@@ -109,7 +120,7 @@ def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Setting
     if audience is not None:
         query = query.where(audience)
     current, balance = None, 0
-    for row in conn.execute(query):
+    for row in _stream(conn, query):
         if row.id != current:
             current, balance = row.id, int(row.balance)
         after, before = balance, balance - int(row.points)
@@ -146,7 +157,7 @@ def anniversaries(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
         month_day_key(m.c.joined_on, dialect).in_(keys), m.c.joined_on.is_not(None))
     if audience is not None:
         query = query.where(audience)
-    for row in conn.execute(query.order_by(m.c.id)):
+    for row in _stream(conn, query.order_by(m.c.id)):
         zone_name = row.timezone or zone_default
         zone = ZoneInfo(zone_name)
         for year in sorted({first.year, last.year}):
@@ -196,7 +207,7 @@ def tier_upgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
         pending.clear()
 
     current = None
-    for row in conn.execute(query):
+    for row in _stream(conn, query):
         if row.from_tier not in ladder.names or row.to_tier not in ladder.names:
             continue
         if ladder.rank(row.to_tier) <= ladder.rank(row.from_tier):
@@ -220,7 +231,7 @@ def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings,
     query = (sa.select(*MEMBER_COLUMNS, history.c.times, history.c.last)
              .outerjoin(history, history.c.member_ref == m.c.id)
              .where(membership).order_by(m.c.id))
-    for row in conn.execute(query):
+    for row in _stream(conn, query):
         times = int(row.times or 0)
         if times >= flow.reentry.max:
             continue

@@ -162,15 +162,14 @@ class Planner:
              flows: Iterable[str] | None = None, plan: Plan | None = None,
              on_part: Callable[[Plan], None] | None = None) -> Plan:
         """Decide for every occurrence due at `now`, streaming: each flow's trigger query yields
-        its occurrences in member order, the streams are merged, and members are decided a chunk
+        its occurrences in member order (from a server-side cursor on PostgreSQL), the streams are
+        merged, and members are decided a chunk
         at a time (a member's occurrences never split). `on_part` receives each chunk's decisions
         (the tick records them at once); `plan` (default: one that keeps everything) adds them up."""
         wanted = set(flows) if flows is not None else None
         chosen = [f for f in self.flows if wanted is None or f.name in wanted]
         plan = plan if plan is not None else Plan(now)
-        streaming = conn.execution_options(stream_results=True, yield_per=self.chunk_size) \
-            if conn.dialect.name == "postgresql" else conn
-        streams = [self._occurrences(streaming, flow, now, member_ref) for flow in chosen]
+        streams = [self._occurrences(conn, flow, now, member_ref) for flow in chosen]
         merged = heapq.merge(*streams, key=lambda o: o.member_ref)
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
