@@ -159,9 +159,10 @@ def test_unreachable_and_malformed_urls_are_user_errors(tmp_path):
 
 
 @pytest.mark.postgres
-def test_postgres_sessions_run_without_jit(postgres_url):
+def test_postgres_sessions_run_without_jit_and_without_stale_generic_plans(postgres_url):
     """JIT compiling (~0.2 s) costs more than sub-second segment and planner queries gain from it."""
     engine = db.create_db_engine(postgres_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
     engine.dispose()

@@ -11,9 +11,8 @@ from datetime import time as dt_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 import click
+import sqlalchemy as sa
 
 from .. import db
 from ..errors import ConfigError, TemplateError

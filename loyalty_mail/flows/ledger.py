@@ -70,8 +70,9 @@ def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta) -> int:
 def claim_due(engine: sa.Engine, now: datetime, limit: int,
               claimed_at: datetime | None = None) -> list[dict[str, Any]]:
     """Move up to `limit` planned (or retry) sends due by `now` to `sending`, with their lease
-    starting at `claimed_at` (default `now`), and return them with their member. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by
-    side; on SQLite the write transaction serialises them."""
+    starting at `claimed_at` (default `now`), and return them with their member. On PostgreSQL
+    `FOR UPDATE SKIP LOCKED` lets several dispatchers claim side by side; on SQLite the write
+    transaction serialises them."""
     s, m = sends_table, members_table
     with engine.begin() as conn:
         pick = (sa.select(s.c.id).where(s.c.state.in_(("planned", "retry")), s.c.scheduled_for <= now)

@@ -190,7 +190,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             else:
                 transient_in_a_row += 1
                 delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
-                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=now + delay))
+                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=clock() + delay))
                 report.retrying += 1
         ledger.finish(engine, outcomes, clock())
         if transient_in_a_row >= sending.pause_after:
