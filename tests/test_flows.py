@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -135,9 +136,11 @@ def test_run_once_twice_at_the_same_instant_sends_nothing_twice(program):
                  + [member("UNSUB", joined_at="2026-11-23T09:00:00+07:00", subscribed=False)], at=at)
     assert program.run("run", "--dry-run", at=at).exit_code == 0
     assert program.sends() == []                                   # the dry run recorded nothing
-    first = program.run("run", "--once", at=at)
+    first = program.run("run", "--once", "--format", "json", at=at)
     assert first.exit_code == 0, first.output
-    assert "delivered 5, failed 0" in first.stdout
+    report = json.loads(first.stdout)
+    assert report["delivered"] == 5 and report["failed"] == 0
+    assert report["recorded"] == {"planned": 5, "suppressed": 1, "inserted": 6}   # rows new to the ledger
     outbox = sorted((program.dir / "outbox").glob("*.eml"))
     assert len(outbox) == 5
     second = program.run("run", "--once", at=at)

@@ -34,14 +34,15 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
             occ = skip.occurrence
             rows.append(_row(occ, skip.record_as, skip.reason, occ.due_at, occ.flow.segment, now))
     counts: dict[str, int] = {}
-    statement = db.insert_ignoring_duplicates(sends_table, engine.dialect.name)
+    # RETURNING counts what was new: executemany's rowcount is -1 on PostgreSQL
+    statement = db.insert_ignoring_duplicates(sends_table, engine.dialect.name).returning(sends_table.c.id)
     for start in range(0, len(rows), BATCH):
         batch = rows[start:start + BATCH]
         with engine.begin() as conn:
-            inserted = conn.execute(statement, batch).rowcount
+            inserted = len(conn.execute(statement, batch).all())
         for row in batch:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
-        counts["inserted"] = counts.get("inserted", 0) + max(inserted, 0)
+        counts["inserted"] = counts.get("inserted", 0) + inserted
     return counts
 
 
