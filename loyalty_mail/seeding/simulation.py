@@ -54,7 +54,7 @@ MACHINE_OPEN = 0.12       # of sends: a mail client prefetches the pixel (Apple 
 BOT_CLICK = 0.02          # of sends: a link scanner follows the links
 SIGNUPS_PER_MEMBER_DAY = 0.0015
 LAPSED_DAYS = 90
-LAPSED_FACTOR = 0.25      # lapsed members buy at this share of their usual rate
+LAPSED_FACTOR = 0.35      # lapsed members buy at this share of their usual rate
 
 
 @dataclass
