@@ -1,8 +1,8 @@
 """Small SVG charts for the HTML report: grouped bars, estimates with intervals, lines over time.
 
-Each function returns one self-contained `<svg>` element (no scripts, no fonts or images to
-fetch), with a `<title>` for screen readers and every value also written as text, so the chart
-reads without colour and prints well. Labels are escaped.
+Each function returns a `<figure>`: a visible caption and one self-contained `<svg>` (no scripts,
+no fonts or images to fetch), with a `<title>` for screen readers and every value also written as
+text, so the chart reads without colour and prints well. Labels are escaped.
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ def percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
+def points(value: float) -> str:
+    """A difference of rates, in percentage points: 0.037 -> '+3.7 pp'."""
+    return f"{value * 100:+.1f} pp"
+
+
 def count(value: float) -> str:
     return f"{value:,.0f}"
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> Markup:
-    return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
+    return Markup(f'<figure class="figure"><figcaption>{escape(title)}</figcaption>'
+                  f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
                   f'height="{height}" viewBox="0 0 {width} {height}" {FONT}>'
-                  f'<title>{escape(title)}</title>{"".join(body)}</svg>')
+                  f'<title>{escape(title)}</title>{"".join(body)}</svg></figure>')
 
 
 def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
@@ -88,10 +94,10 @@ def interval_chart(title: str, rows: Sequence[tuple[str, float, float, float, bo
             f'<line x1="{x(lo):.1f}" y1="{y - 6}" x2="{x(lo):.1f}" y2="{y + 6}" stroke="{PALETTE[0]}" stroke-width="2"/>'
             f'<line x1="{x(hi):.1f}" y1="{y - 6}" x2="{x(hi):.1f}" y2="{y + 6}" stroke="{PALETTE[0]}" stroke-width="2"/>'
             f'<circle class="estimate" cx="{x(estimate):.1f}" cy="{y}" r="5" fill="{fill}" stroke="{PALETTE[0]}" '
-            f'stroke-width="2"><title>{escape(label)}: {percent(estimate)} ({percent(lo)} to {percent(hi)})'
+            f'stroke-width="2"><title>{escape(label)}: {points(estimate)} ({points(lo)} to {points(hi)})'
             f'</title></circle>'
-            f'<text x="{x(estimate):.1f}" y="{y + 18}" text-anchor="middle">{percent(estimate)} '
-            f'[{percent(lo)}, {percent(hi)}]</text>')
+            f'<text x="{x(estimate):.1f}" y="{y + 18}" text-anchor="middle">{points(estimate)} '
+            f'[{points(lo)}, {points(hi)}]</text>')
     return _svg(width, height, title, body)
 
 

@@ -38,6 +38,7 @@ class ReportData:
     membership_when: str | None = None
     notice: str | None = None
     segments: list[str] = field(default_factory=list)
+    settled_weeks_before: date | None = None  # weeks starting later still have conversions to come
 
 
 def collect(conn: sa.Connection, *, program: str, currency: str, since: date, until: date, start: datetime,
@@ -58,7 +59,8 @@ def collect(conn: sa.Connection, *, program: str, currency: str, since: date, un
     return ReportData(program=program, currency=currency, since=since, until=until, generated_at=generated_at,
                       groups=groups, lift=[item.as_row() for item in lift(conn, start, end, window)],
                       health=health, membership_when=membership_when,
-                      notice=notice, segments=list(segments or []))
+                      notice=notice, segments=list(segments or []),
+                      settled_weeks_before=(end - window - timedelta(days=6)).date())
 
 
 def _label(value: Any) -> str:
@@ -94,9 +96,13 @@ def _charts(data: ReportData) -> dict[str, Markup]:
     weeks = g["week"]
     if weeks:
         labels = [str(r["week"]) for r in weeks]
-        made["trend_rates"] = charts.line_chart("Weekly open, click and conversion rate", labels, [
-            *((name, [r[column] for r in weeks]) for name, column in RATES),
-            ("conversion rate", [r["converted"] / r["sent"] if r["sent"] else None for r in weeks])])
+        settled = data.settled_weeks_before
+        made["trend_rates"] = charts.line_chart(
+            "Weekly open, click and conversion rate (conversion: weeks whose attribution window has closed)",
+            labels, [*((name, [r[column] for r in weeks]) for name, column in RATES),
+                     ("conversion rate", [r["converted"] / r["sent"] if r["sent"] and (
+                         settled is None or date.fromisoformat(str(r["week"])) < settled) else None
+                         for r in weeks])])
         made["trend_sent"] = charts.line_chart("Emails sent per week", labels,
                                                [("sent", [r["sent"] for r in weeks])], fmt=charts.count, height=200)
     nps = data.health["nps_distribution"]
@@ -109,7 +115,9 @@ def _charts(data: ReportData) -> dict[str, Markup]:
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return "-"
-    if column.endswith("_rate") or column in ("absolute_lift", "relative_lift", "ci95_low", "ci95_high"):
+    if column in ("absolute_lift", "ci95_low", "ci95_high"):
+        return charts.points(value)
+    if column.endswith("_rate") or column == "relative_lift":
         return charts.percent(value)
     if isinstance(value, float):
         return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
