@@ -21,15 +21,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 
 from . import db
 from .config import Settings
 from .flows.runner import build_planner, check_flow_templates, run_once
+from .overview import Overview, program_overview
 from .rendering import Renderer
 from .reports import page
 from .seeding import DemoProgram, seed_program
-from .seeding.simulation import Simulation
+from .seeding.simulation import Activity, Simulation
+from .tiers import TierLadder
 from .tracking.tokens import TokenSigner
 from .transports import DirectoryTransport
 
@@ -47,15 +48,13 @@ class DemoResult:
     report: Path
     first_day: date
     last_day: date
-    members: int = 0
     ticks: int = 0
     sent: int = 0
     held_out: int = 0
     skipped: int = 0
     by_flow: dict[str, int] = field(default_factory=dict)
-    signups: int = 0
-    purchases: int = 0
-    converted: int = 0
+    activity: Activity = field(default_factory=Activity)   # what the simulated members did
+    overview: Overview | None = None                        # the program at the end
 
 
 def demo_settings(settings: Settings, folder: Path) -> Settings:
@@ -122,10 +121,10 @@ def run_demo(settings: Settings, folder: Path, *, members: int, days: int, seed:
             if on_tick:
                 on_tick()
         transport.close()
-        result.signups, result.purchases = simulation.totals.signups, simulation.totals.purchases
-        result.converted = simulation.totals.converted
+        result.activity = simulation.totals
         with engine.connect() as conn:
-            result.members = conn.execute(sa.text("SELECT count(*) FROM members")).scalar_one()
+            result.overview = program_overview(conn, TierLadder.from_settings(settings.tiers),
+                                               settings.program.default_locale, end)
         step(f"writing the report to {result.report}")
         with engine.connect() as conn:
             data = page.collect(

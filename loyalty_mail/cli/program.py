@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from datetime import time as dt_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
-import sqlalchemy as sa
 
 from .. import db
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
 from ..flows.runner import check_flow_templates
 from ..rendering.checks import check_templates
-from ..overview import Overview, program_overview
+from ..overview import Overview
 from ..demo import run_demo
 from ..scaffold import init_program
 from ..segments import load_catalog
-from ..tiers import TierLadder
 from . import cli
 from .common import CliContext, count_progress, pass_cli, print_table
 
@@ -167,16 +163,15 @@ def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None)
     click.echo()
     click.echo(f"{settings.program.name}: {days} simulated days, {result.first_day} to {result.last_day} "
                f"({elapsed:.0f} s)")
-    click.echo(f"Members: {result.members:,} ({result.signups:,} joined during the simulation); simulated "
-               f"purchases: {result.purchases + result.converted:,} ({result.converted:,} after an email)")
+    assert result.overview is not None
+    did = result.activity
+    click.echo(f"Members: {result.overview.members:,} ({did.signups:,} joined during the simulation); simulated "
+               f"purchases: {did.purchases + did.converted:,} ({did.converted:,} after an email)")
     click.echo(f"Planner: {result.ticks:,} ticks; {sum(result.by_flow.values()):,} emails planned, "
                f"{result.held_out:,} held out, {result.skipped:,} skipped with a reason; "
                f"{result.sent:,} written to {result.outbox}")
     print_table("Emails planned by flow", ["flow", "emails"], sorted(result.by_flow.items()), numeric=["emails"])
-    with engine_for(result.database) as connection:
-        overview = program_overview(connection, TierLadder.from_settings(settings.tiers),
-                                    settings.program.default_locale, end)
-    _print_overview(settings.program.name, settings.program.currency, overview)
+    _print_overview(settings.program.name, settings.program.currency, result.overview)
     click.echo()
     click.echo(f"Report: {result.report}")
     click.echo(f"Database: {result.database} (e.g. loyalty-mail --database sqlite:///{result.database} report)")
@@ -202,13 +197,3 @@ def _print_overview(name: str, currency: str, o: Overview) -> None:
     print_table("By locale", ["locale", "members"], o.locales, numeric=["members"])
     click.echo()
     print_table("Top time zones", ["time zone", "members"], o.timezones, numeric=["members"])
-
-
-@contextmanager
-def engine_for(path: Path) -> Iterator[sa.Connection]:
-    engine = db.create_db_engine(f"sqlite:///{path}")
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()

@@ -15,7 +15,7 @@ import click
 
 from .. import reports
 from ..errors import ConfigError
-from ..reports import page
+from ..reports import charts, page
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, format_option, pass_cli, print_table, to_jsonable
@@ -146,7 +146,7 @@ def _health_rows(health: dict[str, Any]) -> list[list[Any]]:
 
 
 def _percent(value: float | None) -> str | None:
-    return None if value is None else f"{value * 100:.1f}%"
+    return None if value is None else charts.percent(value)
 
 
 def _emit(text: str, out: Path | None) -> None:

@@ -86,13 +86,17 @@ class Plan:
             self.skips.append(skip)
 
     def absorb(self, part: Plan) -> None:
-        """Add the decisions of `part` (one chunk of members) to this plan."""
-        for send in part.sends:
-            self.add_send(send)
-        for skip in part.skips:
-            self.add_skip(skip)
+        """Add the decisions of `part` (one chunk of members) to this plan: its counts, and its
+        decisions themselves when this plan keeps them."""
+        self.tally.update(part.tally)
+        self.reasons.update(part.reasons)
+        for flow, segment in part.segments.items():
+            self.segments.setdefault(flow, segment)
         for flow, count in part.already.items():
             self.already[flow] += count
+        if self.keep:
+            self.sends += part.sends
+            self.skips += part.skips
 
     def total(self, column: str) -> int:
         return sum(n for (_, name), n in self.tally.items() if name == column)
@@ -163,9 +167,9 @@ class Planner:
              on_part: Callable[[Plan], None] | None = None) -> Plan:
         """Decide for every occurrence due at `now`, streaming: each flow's trigger query yields
         its occurrences in member order (from a server-side cursor on PostgreSQL), the streams are
-        merged, and members are decided a chunk
-        at a time (a member's occurrences never split). `on_part` receives each chunk's decisions
-        (the tick records them at once); `plan` (default: one that keeps everything) adds them up."""
+        merged, and members are decided a chunk at a time (a member's occurrences never split).
+        `on_part` receives each chunk's decisions (the tick records them at once); `plan` (default:
+        one that keeps everything) adds them up."""
         wanted = set(flows) if flows is not None else None
         chosen = [f for f in self.flows if wanted is None or f.name in wanted]
         plan = plan if plan is not None else Plan(now)
@@ -226,16 +230,16 @@ class Planner:
                 continue
             if occ.superseded_by:
                 plan.add_skip(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
-                                       "skipped"))
+                                   "skipped"))
                 continue
             due = occ.due_at.astimezone(timezone.utc)
             if occ.due_at > now:
                 plan.add_skip(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
-                                       f"(delay {human(flow.delay)})", None))
+                                   f"(delay {human(flow.delay)})", None))
                 continue
             if occ.due_at < now - flow.lateness:
                 plan.add_skip(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
-                                       f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
+                                   f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
                 continue
             if not occ.subscribed:
                 plan.add_skip(Skip(occ, "unsubscribed", "suppressed"))
@@ -250,7 +254,7 @@ class Planner:
                 sent = capped.get(occ.member_ref, 0)
                 if sent >= cap.max:
                     plan.add_skip(Skip(occ, f"frequency cap: {sent} marketing emails within "
-                                           f"{human(cap.per)} (max {cap.max})", None))
+                                       f"{human(cap.per)} (max {cap.max})", None))
                     continue
                 capped[occ.member_ref] = sent + 1
             scheduled, deferred = now, None

@@ -144,10 +144,10 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
     rng = random.Random()
     transient_in_a_row = 0
     while not should_stop():
-        claimed = ledger.claim_due(engine, now, sending.batch_size, claimed_at=clock())
+        renewed = clock()
+        claimed = ledger.claim_due(engine, now, sending.batch_size, claimed_at=renewed)
         if not claimed:
             return
-        renewed = clock()
         outcomes: list[ledger.Outcome] = []
         emails, sends, jobs = [], {}, []
         for item in claimed:
@@ -170,9 +170,11 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
         for chunk in limiter.chunks(emails):
             if chunk:
                 results += transport.send(chunk)
-            if clock() - renewed > sending.lease / 4:  # a slow batch: tell the others it is alive
-                renewed = clock()
+            moment = clock()
+            if moment - renewed > sending.lease / 4:  # a slow batch: tell the others it is alive
+                renewed = moment
                 ledger.renew(engine, [sends[e.send_id]["id"] for e in emails], renewed)
+        answered = clock()
         for result in results:
             send = sends[result.send_id]
             if result.outcome == "sent":
@@ -190,9 +192,9 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             else:
                 transient_in_a_row += 1
                 delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
-                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=clock() + delay))
+                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=answered + delay))
                 report.retrying += 1
-        ledger.finish(engine, outcomes, clock())
+        ledger.finish(engine, outcomes, answered)
         if transient_in_a_row >= sending.pause_after:
             report.paused = (f"pausing dispatch until the next tick: {transient_in_a_row} transient "
                              f"failures in a row (last: {result.detail})")

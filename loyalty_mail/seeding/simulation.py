@@ -59,9 +59,16 @@ LAPSED_FACTOR = 0.35      # lapsed members buy at this share of their usual rate
 
 @dataclass
 class Activity:
+    """What simulated members did: joined, bought on their own, bought after an email."""
+
     signups: int = 0
     purchases: int = 0
     converted: int = 0
+
+    def add(self, other: Activity) -> None:
+        self.signups += other.signups
+        self.purchases += other.purchases
+        self.converted += other.converted
 
 
 class Simulation:
@@ -105,8 +112,7 @@ class Simulation:
             import_rows(self.engine, self.settings, "members", enumerate(newcomers, 1), source=source, now=until)
         if events:
             import_rows(self.engine, self.settings, "events", enumerate(events, 1), source=source, now=until)
-        for name in ("signups", "purchases", "converted"):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(activity, name))
+        self.totals.add(activity)
         return activity
 
     def respond(self, since: datetime, until: datetime) -> int:
