@@ -12,13 +12,21 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loyalty_mail.config import load_settings
 from loyalty_mail.errors import TemplateError
 from loyalty_mail.rendering import Renderer
-from loyalty_mail.rendering.checks import check_templates, sample_members, sample_occurrences
+from loyalty_mail.rendering.checks import (
+    check_templates,
+    sample_members,
+    sample_occurrences,
+)
+from loyalty_mail.rendering.context import coupon_code
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.inlining import inline_css
+from loyalty_mail.rendering.renderer import tidy_text
 from loyalty_mail.tracking.tokens import BadToken, TokenSigner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +296,17 @@ def test_tier_context_and_coupon(example):
     other = example.render("welcome", member(member_id="SV000999"), now=NOW, tracked=False)
     code = re.search(r"HELLO-[A-Z0-9]{8}", first.html).group(0)
     assert code in again.html and code not in other.html
+    assert code in first.text  # the text part prints the same code
+    assert code == coupon_code(SECRET.encode(), "SV000123", ":", "HELLO")  # flow and occurrence: none
+
+
+@given(st.text(alphabet="\n\r\t ab", max_size=40))
+def test_tidy_text_strips_indentation_and_collapses_blank_lines(text):
+    lines = [line.lstrip(" \t") for line in text.split("\n")]
+    expected = "\n".join(lines)
+    while "\n\n\n" in expected:
+        expected = expected.replace("\n\n\n", "\n\n")
+    assert tidy_text(text) == expected.strip() + "\n"
 
 
 # -- tracking -------------------------------------------------------------------------------

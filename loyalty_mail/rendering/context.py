@@ -46,35 +46,51 @@ def member_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return member
 
 
-def tier_view(settings: Settings, ladder: TierLadder, member: Mapping[str, Any],
-              locale: str) -> dict[str, Any]:
-    """The member's tier, its perks in their language, the next tier and how far it is."""
-    levels = settings.tiers.levels
-    default_locale = settings.program.default_locale
-    name = member.get("tier") or levels[0].name
-    rank = ladder.rank(name) if name in ladder.names else 0
-    level = levels[rank]
-    standing = Decimal(member.get("points") or 0) if ladder.basis == "points" else Decimal(
-        member.get("total_spend") or 0)
-    next_level = levels[rank + 1] if rank + 1 < len(levels) else None
-    to_next = max(next_level.threshold - standing, Decimal(0)) if next_level else None
-    span = (next_level.threshold - level.threshold) if next_level else None
-    return {
-        "name": level.name,
-        "label": level.label_for(locale, default_locale),
-        "rank": rank,
-        "perks": list(level.perks_for(locale, default_locale)),
-        "threshold": level.threshold,
-        "next": None if next_level is None else {
-            "name": next_level.name,
-            "label": next_level.label_for(locale, default_locale),
-            "threshold": next_level.threshold,
-            "perks": list(next_level.perks_for(locale, default_locale)),
-        },
-        "to_next": to_next,
-        "progress": float(min((standing - level.threshold) / span, Decimal(1))) if span else 1.0,
-        "basis": ladder.basis,
-    }
+class TierViews:
+    """The member's tier, its perks in their language, the next tier and how far it is. What
+    depends only on the tier and the locale is built once; a member adds their standing."""
+
+    def __init__(self, settings: Settings, ladder: TierLadder) -> None:
+        self._levels, self._ladder = settings.tiers.levels, ladder
+        self._default_locale = settings.program.default_locale
+        self._fixed: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def _fixed_part(self, rank: int, locale: str) -> dict[str, Any]:
+        key = (rank, locale)
+        if key not in self._fixed:
+            level, default = self._levels[rank], self._default_locale
+            next_level = self._levels[rank + 1] if rank + 1 < len(self._levels) else None
+            self._fixed[key] = {
+                "name": level.name,
+                "label": level.label_for(locale, default),
+                "rank": rank,
+                "perks": list(level.perks_for(locale, default)),
+                "threshold": level.threshold,
+                "next": None if next_level is None else {
+                    "name": next_level.name,
+                    "label": next_level.label_for(locale, default),
+                    "threshold": next_level.threshold,
+                    "perks": list(next_level.perks_for(locale, default)),
+                },
+                "basis": self._ladder.basis,
+            }
+        return self._fixed[key]
+
+    def __call__(self, member: Mapping[str, Any], locale: str) -> dict[str, Any]:
+        ladder = self._ladder
+        name = member.get("tier") or self._levels[0].name
+        rank = ladder.rank(name) if name in ladder.names else 0
+        level = self._levels[rank]
+        standing = Decimal(member.get("points") or 0) if ladder.basis == "points" else Decimal(
+            member.get("total_spend") or 0)
+        next_level = self._levels[rank + 1] if rank + 1 < len(self._levels) else None
+        to_next = max(next_level.threshold - standing, Decimal(0)) if next_level else None
+        span = (next_level.threshold - level.threshold) if next_level else None
+        return {
+            **self._fixed_part(rank, locale),
+            "to_next": to_next,
+            "progress": float(min((standing - level.threshold) / span, Decimal(1))) if span else 1.0,
+        }
 
 
 def program_view(settings: Settings) -> dict[str, Any]:
@@ -89,48 +105,57 @@ def program_view(settings: Settings) -> dict[str, Any]:
 def coupon_code(secret: bytes, member_id: str, scope: str, prefix: str = "", length: int = 8) -> str:
     """A code that is the same every time for this member and scope, and unguessable without
     the secret: `coupon('WB')` -> `WB-7KQ2M9XD`."""
-    digest = hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest()
+    return _coupon_text(hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest(),
+                        prefix, length)
+
+
+def _coupon_text(digest: bytes, prefix: str, length: int) -> str:
     code = "".join(_COUPON_ALPHABET[b % len(_COUPON_ALPHABET)] for b in digest[:max(4, min(length, 24))])
     return f"{prefix}-{code}" if prefix else code
 
 
-def build_context(
-    *,
-    settings: Settings,
-    ladder: TierLadder,
-    member_row: Mapping[str, Any],
-    locale: str,
-    links: Links,
-    now: datetime,
-    coupon_secret: bytes,
-    flow: Mapping[str, Any] | None = None,
-    occurrence: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    member = member_view(member_row)
-    scope = f"{(flow or {}).get('name', '')}:{(occurrence or {}).get('key', '')}"
+class ContextBuilder:
+    """Builds the context of one email; what is the same for every member is made once."""
 
-    def coupon(prefix: str = "", length: int = 8) -> str:
-        return coupon_code(coupon_secret, str(member["member_id"]), scope, prefix, length)
+    def __init__(self, settings: Settings, ladder: TierLadder, coupon_secret: bytes) -> None:
+        self._settings = settings
+        self._program = program_view(settings)  # templates cannot change it: the sandbox is immutable
+        self._tiers = TierViews(settings, ladder)
+        self._coupon_key = hmac.new(coupon_secret, digestmod=hashlib.sha256)
+        self._labels = {level.name: level for level in settings.tiers.levels}
 
-    def tier_label(name: str) -> str:
-        """The display name of any tier (e.g. the old tier of an upgrade) in this locale."""
-        for level in settings.tiers.levels:
-            if level.name == name:
-                return level.label_for(locale, settings.program.default_locale)
-        return str(name)
+    def build(self, *, member_row: Mapping[str, Any], locale: str, links: Links, now: datetime,
+              flow: Mapping[str, Any] | None = None,
+              occurrence: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        settings = self._settings
+        member = member_view(member_row)
+        scope = f"{(flow or {}).get('name', '')}:{(occurrence or {}).get('key', '')}"
+        issued: dict[tuple[str, int], str] = {}  # the HTML and text parts print the same codes
 
-    return {
-        "member": member,
-        "tier_label": tier_label,
-        "tier": tier_view(settings, ladder, member, locale),
-        "program": program_view(settings),
-        "flow": dict(flow) if flow else None,
-        "occurrence": dict(occurrence) if occurrence else None,
-        "coupon": coupon,
-        "unsubscribe_url": links.unsubscribe_url,
-        "preferences_url": links.preferences_url,
-        "view_in_browser_url": links.view_in_browser_url,
-        "locale": locale,
-        "timezone": member.get("timezone") or settings.program.default_timezone,
-        "now": now,
-    }
+        def coupon(prefix: str = "", length: int = 8) -> str:
+            if (prefix, length) not in issued:
+                mac = self._coupon_key.copy()
+                mac.update(f"{member['member_id']}\x00{scope}".encode())
+                issued[(prefix, length)] = _coupon_text(mac.digest(), prefix, length)
+            return issued[(prefix, length)]
+
+        def tier_label(name: str) -> str:
+            """The display name of any tier (e.g. the old tier of an upgrade) in this locale."""
+            level = self._labels.get(name)
+            return level.label_for(locale, settings.program.default_locale) if level else str(name)
+
+        return {
+            "member": member,
+            "tier_label": tier_label,
+            "tier": self._tiers(member, locale),
+            "program": self._program,
+            "flow": dict(flow) if flow else None,
+            "occurrence": dict(occurrence) if occurrence else None,
+            "coupon": coupon,
+            "unsubscribe_url": links.unsubscribe_url,
+            "preferences_url": links.preferences_url,
+            "view_in_browser_url": links.view_in_browser_url,
+            "locale": locale,
+            "timezone": member.get("timezone") or settings.program.default_timezone,
+            "now": now,
+        }

@@ -13,6 +13,7 @@ import binascii
 import email.utils
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property, lru_cache
 
 SEND_ID_HEADER = "X-Loyalty-Mail-Send-Id"
 
@@ -23,6 +24,10 @@ class Address:
     name: str | None = None
 
     def formatted(self) -> str:
+        return self._formatted
+
+    @cached_property
+    def _formatted(self) -> str:  # the sender's is the same on every message of a run
         if not self.name:
             return self.email
         if self.name.isascii():
@@ -73,7 +78,7 @@ class RenderedEmail:
             f"From: {self.sender.formatted()}",
             f"To: {self.to.formatted()}",
             f"Subject: {_header_text(self.subject)}",
-            f"Date: {email.utils.format_datetime(self.date) if self.date else email.utils.formatdate()}",
+            f"Date: {_date_header(self.date) if self.date else email.utils.formatdate()}",
             f"Message-ID: {self.message_id or email.utils.make_msgid()}",
             "MIME-Version: 1.0",
         ]
@@ -86,6 +91,11 @@ class RenderedEmail:
             f"--{boundary}\r\n".encode(), _base64_part("text/html", self.html),
             f"--{boundary}--\r\n".encode(),
         ])
+
+
+@lru_cache(maxsize=256)
+def _date_header(moment: datetime) -> str:
+    return email.utils.format_datetime(moment)  # a batch shares one `now`
 
 
 def _header_text(value: str) -> str:
@@ -114,7 +124,7 @@ def encode_word(value: str) -> str:
 def _base64_part(content_type: str, body: str) -> bytes:
     """Base64 for the HTML: C-speed (a 30 KB body in ~0.07 ms; quoted-printable takes ~0.5 ms)."""
     encoded = binascii.b2a_base64(body.encode("utf-8"), newline=False)
-    lines = b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    lines = b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)])
     return (f"Content-Type: {content_type}; charset=utf-8\r\n"
             "Content-Transfer-Encoding: base64\r\n\r\n").encode() + lines + b"\r\n"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Literal
@@ -52,10 +53,12 @@ class TokenSigner:
         key = secret.encode() if isinstance(secret, str) else secret
         if len(key) < 16:
             raise ValueError("the tracking secret must be at least 16 characters long")
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: no key setup each time
 
     def _tag(self, payload: bytes) -> bytes:
-        return hmac.digest(self._key, payload, "sha256")[:_TAG_BYTES]
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return mac.digest()[:_TAG_BYTES]
 
     def sign(self, claims: TokenClaims) -> str:
         """`kind LF send_id [LF link LF url]`, base64url, then a dot and the tag."""
