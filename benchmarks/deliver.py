@@ -3,12 +3,20 @@ to a local SMTP sink, our transports against a naive one-at-a-time, one-connecti
 path, in the same run.
 
     python benchmarks/deliver.py                 # 20,000 messages each way; naive on 1,000
-    python benchmarks/deliver.py --messages 5000
+    python benchmarks/deliver.py --messages 5000 --latency 0,20,50 --concurrency 8
 
 The stand-in and the sink run in child processes of their own (so they do not share our GIL).
 The stand-in parses each JSON body but does not run the schema check here (the tests do, on
 every request); the sink is aiosmtpd. Messages are the example welcome email rendered for 500
 members, each sent under its own send id.
+
+`--latency` runs the whole comparison once per value (milliseconds): the stand-in waits that
+long before it answers each request, the sink before it accepts each message's DATA. 0 is
+loopback, where both paths are bound by the CPU of this machine; a real provider answers after
+a network round trip and its own work, which is what concurrency and reused connections overlap.
+With latency the naive path runs on a tenth of `--naive` (it would take minutes otherwise).
+"server" and "client" are the CPU time the server process and this process used during each
+path, as a share of the wall time (100%: one core busy all along).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import smtplib
 import socket
 import sys
@@ -47,9 +56,12 @@ def free_port() -> int:
 
 class StandIn(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    latency = 0.0
 
     def do_POST(self):  # noqa: N802
         json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.latency:
+            time.sleep(self.latency)
         self.send_response(202)
         self.send_header("Content-Length", "0")
         self.send_header("X-Message-Id", "bench")
@@ -59,16 +71,22 @@ class StandIn(BaseHTTPRequestHandler):
         pass
 
 
-def serve_http(port: int) -> None:
+def serve_http(port: int, latency: float) -> None:
     ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 128  # the default backlog of 5 drops concurrent connects
+    StandIn.latency = latency
     ThreadingHTTPServer(("127.0.0.1", port), StandIn).serve_forever()
 
 
-def serve_smtp(port: int, counter) -> None:  # noqa: ANN001
+def serve_smtp(port: int, counter, latency: float) -> None:  # noqa: ANN001
+    import asyncio
+
     from aiosmtpd.controller import Controller
 
     class Sink:
         async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            if latency:
+                await asyncio.sleep(latency)
             with counter.get_lock():
                 counter.value += 1
             return "250 OK"
@@ -109,55 +127,76 @@ def naive_smtp(batch: list, port: int) -> None:
             connection.sendmail(email.sender.email, [email.to.email], email.to_bytes())
 
 
-def timed(label: str, count: int, run) -> float:  # noqa: ANN001
-    started = time.perf_counter()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(label: str, count: int, run, server: int) -> float:  # noqa: ANN001
+    """Messages/s of `run`, and how busy the server process was meanwhile (100%: one core)."""
+    started, server_cpu, own_cpu = time.perf_counter(), cpu_seconds(server), time.process_time()
     run()
-    rate = count / (time.perf_counter() - started)
-    print(f"{label:<52}{count:>8,}{rate:>12,.0f}")
+    elapsed = time.perf_counter() - started
+    server_busy = (cpu_seconds(server) - server_cpu) / elapsed
+    own_busy = (time.process_time() - own_cpu) / elapsed
+    rate = count / elapsed
+    print(f"{label:<52}{count:>8,}{rate:>12,.0f}{server_busy:>10.0%}{own_busy:>10.0%}")
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--naive", type=int, default=1_000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    args = parser.parse_args()
-    batch = messages(args.messages)
+def compare(batch: list, latency_ms: float, naive_count: int, concurrency: int) -> None:
+    latency = latency_ms / 1000
     http_port, smtp_port = free_port(), free_port()
     counter = multiprocessing.Value("i", 0)
-    servers = [multiprocessing.Process(target=serve_http, args=(http_port,), daemon=True),
-               multiprocessing.Process(target=serve_smtp, args=(smtp_port, counter), daemon=True)]
+    servers = [multiprocessing.Process(target=serve_http, args=(http_port, latency), daemon=True),
+               multiprocessing.Process(target=serve_smtp, args=(smtp_port, counter, latency), daemon=True)]
     for server in servers:
         server.start()
     wait_for(http_port), wait_for(smtp_port)
     host = f"http://127.0.0.1:{http_port}"
-    print(f"{'path':<52}{'messages':>8}{'msgs/s':>12}")
-    sendgrid = SendGridTransport(SendGridSettings(api_key="SG.bench", host=host), concurrency=args.concurrency)
+    print(f"\n{latency_ms:g} ms latency")
+    print(f"{'path':<52}{'messages':>8}{'msgs/s':>12}{'server':>10}{'client':>10}")
+    sendgrid = SendGridTransport(SendGridSettings(api_key="SG.bench", host=host), concurrency=concurrency)
 
     def ours_sendgrid() -> None:
         for start in range(0, len(batch), 100):
             results = sendgrid.send(batch[start:start + 100])
             assert all(r.outcome == "sent" for r in results), results[0]
 
-    ours_sg = timed(f"sendgrid: ours ({args.concurrency} concurrent requests)", len(batch), ours_sendgrid)
+    ours_sg = timed(f"sendgrid: ours ({concurrency} concurrent requests)", len(batch), ours_sendgrid,
+                   servers[0].pid)
     sendgrid.close()
-    naive_sg = timed("sendgrid: naive (one at a time, new client each)", args.naive,
-                     lambda: naive_sendgrid(batch[:args.naive], host))
-    smtp = SmtpTransport(SmtpSettings(host="127.0.0.1", port=smtp_port, security="none"))
+    naive_sg = timed("sendgrid: naive (one at a time, new client each)", naive_count,
+                     lambda: naive_sendgrid(batch[:naive_count], host), servers[0].pid)
+    smtp = SmtpTransport(SmtpSettings(host="127.0.0.1", port=smtp_port, security="none"),
+                         concurrency=concurrency)
 
     def ours_smtp() -> None:
         for start in range(0, len(batch), 100):
             assert all(r.outcome == "sent" for r in smtp.send(batch[start:start + 100]))
 
-    ours_mail = timed("smtp: ours (one connection reused)", len(batch), ours_smtp)
+    ours_mail = timed(f"smtp: ours ({concurrency} connections, each reused)", len(batch), ours_smtp,
+                      servers[1].pid)
     smtp.close()
-    naive_mail = timed("smtp: naive (new connection per message)", args.naive,
-                       lambda: naive_smtp(batch[:args.naive], smtp_port))
+    naive_mail = timed("smtp: naive (new connection per message)", naive_count,
+                       lambda: naive_smtp(batch[:naive_count], smtp_port), servers[1].pid)
     print(f"speed-up: sendgrid {ours_sg / naive_sg:.1f}x, smtp {ours_mail / naive_mail:.1f}x; "
           f"the sink received {counter.value:,} messages")
     for server in servers:
         server.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--naive", type=int, default=1_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", default="0,20", help="provider latency in ms, comma-separated")
+    args = parser.parse_args()
+    batch = messages(args.messages)
+    for latency in (float(value) for value in args.latency.split(",")):
+        compare(batch, latency, args.naive if not latency else max(args.naive // 10, 20), args.concurrency)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class SmtpSink:
         self.messages: list[EmailMessage] = []
         self.sessions: set[int] = set()
         self.delay = delay
+        self.in_data = self.peak_in_data = 0  # messages being accepted at once
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         local = address.split("@")[0]
@@ -55,8 +56,11 @@ class SmtpSink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         import asyncio
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.in_data += 1
+        self.peak_in_data = max(self.peak_in_data, self.in_data)
+        if self.delay:  # slept in a thread: a test may have frozen the clock asyncio.sleep reads
+            await asyncio.get_running_loop().run_in_executor(None, time.sleep, self.delay)
+        self.in_data -= 1
         self.sessions.add(id(session))
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 Message accepted"
@@ -156,7 +160,7 @@ def states(program: Program) -> dict[str, tuple]:
 
 def test_smtp_delivers_over_one_connection_and_sorts_4xx_from_5xx(program, smtp_sink):
     configure(program, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {smtp_sink.port}, security: none}}\n"
-                       "  max_attempts: 2\n  retry_base: 10 minutes\n")
+                       "  max_attempts: 2\n  retry_base: 10 minutes\n  concurrency: 1\n")
     people = [member(f"M{n}", joined_at=JOINED) for n in range(6)]
     people += [dict(member("BOUNCE", joined_at=JOINED), email="bounce@example.com"),
                dict(member("LATER", joined_at=JOINED), email="later@example.com")]
@@ -180,6 +184,19 @@ def test_smtp_delivers_over_one_connection_and_sorts_4xx_from_5xx(program, smtp_
     message = smtp_sink.messages[0]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.get_content_type() == "multipart/alternative"
+
+
+def test_smtp_spreads_a_batch_over_concurrent_reused_connections(program, smtp_sink):
+    smtp_sink.delay = 0.2  # the relay takes its time over each message, as real ones queue to disk
+    configure(program, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {smtp_sink.port}, security: none}}\n"
+                       "  concurrency: 3\n")
+    program.load("members", [member(f"M{n}", joined_at=JOINED) for n in range(12)], at=AT)
+    result = program.run("run", "--once", at=AT)
+    assert result.exit_code == 0, result.output
+    assert "delivered 12" in result.stdout
+    assert sorted(smtp_sink.send_ids()) == sorted(states(program)[f"M{n}"][4] for n in range(12))
+    assert len(smtp_sink.sessions) == 3                     # three connections, each carrying four
+    assert smtp_sink.peak_in_data == 3                      # ... at the same time, never more
 
 
 def test_unsubscribe_between_planning_and_sending_wins(program, smtp_sink):

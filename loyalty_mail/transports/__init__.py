@@ -2,7 +2,7 @@
 
     base.py          the protocol: send(batch) -> [DeliveryResult]
     directory.py     writes each message as an .eml file (demo, previews, tests)
-    smtp.py          an SMTP relay, connection reused
+    smtp.py          an SMTP relay, connections reused
     sendgrid_api.py  SendGrid's Mail Send API through the official client
 """
 
@@ -20,7 +20,7 @@ def transport_for(settings: Any) -> Transport:
     sending = settings.sending
     if sending.transport == "smtp":
         from .smtp import SmtpTransport
-        return SmtpTransport(sending.smtp)
+        return SmtpTransport(sending.smtp, concurrency=sending.concurrency)
     if sending.transport == "sendgrid":
         from .sendgrid_api import SendGridTransport
         return SendGridTransport(sending.sendgrid, concurrency=sending.concurrency)

@@ -1,14 +1,19 @@
-"""SMTP: one connection reused across messages, STARTTLS or implicit TLS, optional login.
+"""SMTP: up to `concurrency` connections, each reused across messages; STARTTLS or implicit
+TLS, optional login.
 
+A batch is spread over the connections (one thread each), so a relay's per-message wait (its
+reply to the end of DATA comes after it has queued the message) overlaps instead of adding up.
 4xx replies and connection trouble are transient (retry); 5xx replies are permanent (failed).
 """
 
 from __future__ import annotations
 
+import queue
 import smtplib
 import socket
 import ssl
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..config import SmtpSettings
 from ..rendering import RenderedEmail
@@ -18,14 +23,18 @@ from .base import DeliveryResult
 class SmtpTransport:
     name = "smtp"
 
-    def __init__(self, settings: SmtpSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, settings: SmtpSettings, *, concurrency: int = 1,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self._context = ssl_context or ssl.create_default_context()
-        self._connection: smtplib.SMTP | None = None
+        self._idle: queue.SimpleQueue[smtplib.SMTP | None] = queue.SimpleQueue()
+        for _ in range(concurrency):
+            self._idle.put(None)  # a slot: connects on first use, then stays open
+        self._concurrency = concurrency
+        self._pool = (ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="smtp")
+                      if concurrency > 1 else None)
 
     def _connect(self) -> smtplib.SMTP:
-        if self._connection is not None:
-            return self._connection
         s = self.settings
         timeout = s.timeout.total_seconds()
         if s.security == "tls":
@@ -36,52 +45,68 @@ class SmtpTransport:
                 connection.starttls(context=self._context)
         if s.username:
             connection.login(s.username, s.password or "")
-        self._connection = connection
         return connection
 
-    def _drop(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            finally:
-                self._connection = None
-
     def send(self, batch: Sequence[RenderedEmail]) -> list[DeliveryResult]:
-        return [self._send_one(email) for email in batch]
+        if self._pool is None or len(batch) < 2:
+            return [self._send_one(email) for email in batch]
+        return list(self._pool.map(self._send_one, batch))
 
     def _send_one(self, email: RenderedEmail) -> DeliveryResult:
+        connection = self._idle.get()  # this thread's alone until it is put back
+        try:
+            connection, result = self._deliver(connection, email)
+        finally:
+            self._idle.put(connection)
+        return result
+
+    def _deliver(self, connection: smtplib.SMTP | None,
+                 email: RenderedEmail) -> tuple[smtplib.SMTP | None, DeliveryResult]:
+        """Send on `connection` (or a new one); the connection to keep, None when it is gone."""
         for attempt in (1, 2):  # a reused connection may have been closed by the server: reconnect once
             try:
-                connection = self._connect()
+                connection = connection or self._connect()
                 refused = connection.sendmail(email.sender.email, [email.to.email], email.to_bytes())
             except smtplib.SMTPServerDisconnected as exc:
-                self._drop()
+                connection = _drop(connection)
                 if attempt == 2:
-                    return DeliveryResult(email.send_id, "retry", f"SMTP server disconnected: {exc}")
+                    return None, DeliveryResult(email.send_id, "retry", f"SMTP server disconnected: {exc}")
                 continue
             except smtplib.SMTPRecipientsRefused as exc:
                 code, message = next(iter(exc.recipients.values()))
-                return _reply(email.send_id, code, message)
+                return connection, _reply(email.send_id, code, message)
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code in (421,):
-                    self._drop()
-                return _reply(email.send_id, exc.smtp_code, exc.smtp_error)
+                    connection = _drop(connection)
+                return connection, _reply(email.send_id, exc.smtp_code, exc.smtp_error)
             except (OSError, socket.timeout, smtplib.SMTPException) as exc:
-                self._drop()
-                return DeliveryResult(email.send_id, "retry", f"SMTP connection: {exc}")
+                return _drop(connection), DeliveryResult(email.send_id, "retry", f"SMTP connection: {exc}")
             if refused:
                 code, message = next(iter(refused.values()))
-                return _reply(email.send_id, code, message)
-            return DeliveryResult(email.send_id, "sent")
+                return connection, _reply(email.send_id, code, message)
+            return connection, DeliveryResult(email.send_id, "sent")
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
-            self._connection = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for _ in range(self._concurrency):
+            connection = self._idle.get()
+            if connection is not None:
+                try:
+                    connection.quit()
+                except (OSError, smtplib.SMTPException):
+                    pass
+            self._idle.put(None)
+
+
+def _drop(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        try:
+            connection.close()
+        except OSError:
+            pass
+    return None
 
 
 def _reply(send_id: str, code: int, message: bytes | str) -> DeliveryResult:
