@@ -240,6 +240,30 @@ def test_counts_that_zero_satisfies_include_members_without_events(runtime, exam
         assert ids("q1_shoppers") == {"M04"}
 
 
+def test_clv_at_its_exact_boundary(runtime, example_program, project):
+    # M02 joined 8 days ago (a member counts as at least a year) with 4,700,000 spent: clv is
+    # exactly 4,700,000 x 3 = 14,100,000, where the total_spend floor the compiler adds is tightest.
+    write_segments(project, {
+        "clv_gte": "clv: {gte: 14100000}\n",
+        "clv_gt": "clv: {gt: 14100000}\n",
+        "clv_exactly": "clv: {between: [14100000, 14100000]}\n",
+        "clv_not_gte": "not: {clv: {gte: 14100000}}\n",
+    })
+    catalog, problems = load_catalog(runtime.settings)
+    assert problems == []
+    engine = runtime.engine()
+    ctx = context_for(runtime.settings, catalog, AT, engine.dialect.name)
+    with engine.connect() as connection:
+        def ids(name: str) -> set[str]:
+            query = segment_query(catalog.get(name).rule, ctx, members_table.c.member_id)
+            return {row[0] for row in connection.execute(query)}
+
+        assert ids("clv_gte") == {"M02", "M03", "M04", "M07"}
+        assert ids("clv_gt") == {"M03", "M04", "M07"}
+        assert ids("clv_exactly") == {"M02"}
+        assert ids("clv_not_gte") == {"M01", "M05", "M06"}
+
+
 def test_segments_commands(run, runtime, example_program):
     listed = run("segments", "list", "--count", "--at", AT.isoformat(), "--format", "json")
     assert listed.exit_code == 0, listed.output

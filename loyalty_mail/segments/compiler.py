@@ -141,7 +141,24 @@ class _Compiler:
         if spec.kind == "category":
             return self.nps_op(op)
         column = self.column_for(spec.name)
+        if spec.name == "clv":
+            return sa.and_(*self.clv_floor(op), compare(column, op, self.ctx.dialect))
         return compare(column, op, self.ctx.dialect)
+
+    def clv_floor(self, op: Op) -> list[sa.ColumnElement[bool]]:
+        """A cheap condition every member with `clv <op>` meets: membership counts as at least a
+        year, so clv <= total_spend x clv_years, and clv >= X needs total_spend >= X / clv_years.
+        Evaluated first, it spares the date arithmetic for most members (high_lifetime_value:
+        0.56 -> 0.40 s on SQLite, 0.65 -> 0.46 s on PostgreSQL over 1,000,000 members)."""
+        lower = {"gt": op.value, "gte": op.value, "eq": op.value}.get(op.name)
+        if op.name == "between":
+            lower = op.value[0]
+        years = self.ctx.clv_years
+        if lower is None or Decimal(lower) <= 0 or years <= 0:
+            return []
+        floor = Decimal(lower) / years * (1 - Decimal("1e-9"))  # the slack covers float rounding
+        bound = sa.literal(float(floor)) if self.ctx.dialect == "sqlite" else sa.literal(floor, sa.Numeric())
+        return [self.m.c.total_spend >= bound]
 
     def column_for(self, name: str) -> sa.ColumnElement[Any]:
         m = self.m
@@ -398,6 +415,11 @@ class _Compiler:
         grouped = query.group_by(member_ref)
         if all(holds_for_number(Decimal(0), op) for op in ops):
             return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
+        if self.ctx.dialect == "postgresql":
+            # `= ANY(ARRAY(...))`: the grouped members are computed once. As `IN (subquery)`,
+            # PostgreSQL may put the aggregate under a parallel hash join whose every process
+            # builds it again (frequent_buyers: 0.83 s, and 0.30 s this way; benchmarks/README.md).
+            return self.m.c.id == sa.any_(sa.func.array(grouped.having(holds).scalar_subquery()))
         return self.m.c.id.in_(grouped.having(holds))
 
     def event_value_op(self, condition: ValueRule, op: Op) -> sa.ColumnElement[bool]:
