@@ -217,51 +217,41 @@ def test_sql_binds_every_value(runtime, example_program):
     assert Decimal(10_000_000) in compiled.params.values()
 
 
+def members_of(runtime, project: Path, files: dict[str, str]) -> dict[str, set[str]]:
+    """Write these segment files, then the member ids each selects at AT."""
+    write_segments(project, files)
+    catalog, problems = load_catalog(runtime.settings)
+    assert problems == []
+    engine = runtime.engine()
+    ctx = context_for(runtime.settings, catalog, AT, engine.dialect.name)
+    with engine.connect() as connection:
+        return {name: {row[0] for row in connection.execute(
+                    segment_query(catalog.get(name).rule, ctx, members_table.c.member_id))}
+                for name in files}
+
+
 def test_counts_that_zero_satisfies_include_members_without_events(runtime, example_program, project):
-    write_segments(project, {
+    ids = members_of(runtime, project, {
         "never_bought": "purchases: {count: 0}\n",
         "at_most_two": "purchases: {count: {lte: 2}, within: 365 days}\n",
         "big_spenders": "purchases: {sum: {amount: {gte: 15000000}}}\n",
         "q1_shoppers": "event: {type: purchase, where: {store: Q1}, count: {gte: 3}}\n",
     })
-    catalog, problems = load_catalog(runtime.settings)
-    assert problems == []
-    engine = runtime.engine()
-    ctx = context_for(runtime.settings, catalog, AT, engine.dialect.name)
     everyone = {m["member_id"] for m in MEMBERS}
-    with engine.connect() as connection:
-        def ids(name: str) -> set[str]:
-            query = segment_query(catalog.get(name).rule, ctx, members_table.c.member_id)
-            return {row[0] for row in connection.execute(query)}
-
-        assert ids("never_bought") == everyone - {"M04", "M07"}
-        assert ids("at_most_two") == everyone - {"M04", "M07"}
-        assert ids("big_spenders") == {"M07"}
-        assert ids("q1_shoppers") == {"M04"}
+    assert ids["never_bought"] == everyone - {"M04", "M07"}
+    assert ids["at_most_two"] == everyone - {"M04", "M07"}
+    assert ids["big_spenders"] == {"M07"}
+    assert ids["q1_shoppers"] == {"M04"}
 
 
 def test_clv_at_its_exact_boundary(runtime, example_program, project):
     # M02 joined 8 days ago (a member counts as at least a year) with 4,700,000 spent: clv is
     # exactly 4,700,000 x 3 = 14,100,000, where the total_spend floor the compiler adds is tightest.
-    write_segments(project, {
-        "clv_gte": "clv: {gte: 14100000}\n",
-        "clv_gt": "clv: {gt: 14100000}\n",
-        "clv_exactly": "clv: {between: [14100000, 14100000]}\n",
-        "clv_not_gte": "not: {clv: {gte: 14100000}}\n",
-    })
-    catalog, problems = load_catalog(runtime.settings)
-    assert problems == []
-    engine = runtime.engine()
-    ctx = context_for(runtime.settings, catalog, AT, engine.dialect.name)
-    with engine.connect() as connection:
-        def ids(name: str) -> set[str]:
-            query = segment_query(catalog.get(name).rule, ctx, members_table.c.member_id)
-            return {row[0] for row in connection.execute(query)}
-
-        assert ids("clv_gte") == {"M02", "M03", "M04", "M07"}
-        assert ids("clv_gt") == {"M03", "M04", "M07"}
-        assert ids("clv_exactly") == {"M02"}
-        assert ids("clv_not_gte") == {"M01", "M05", "M06"}
+    rules = {"gte": "clv: {gte: 14100000}", "gt": "clv: {gt: 14100000}",
+             "exactly": "clv: {between: [14100000, 14100000]}", "not_gte": "not: {clv: {gte: 14100000}}"}
+    assert members_of(runtime, project, {f"clv_{name}": f"{rule}\n" for name, rule in rules.items()}) == {
+        "clv_gte": {"M02", "M03", "M04", "M07"}, "clv_gt": {"M03", "M04", "M07"},
+        "clv_exactly": {"M02"}, "clv_not_gte": {"M01", "M05", "M06"}}
 
 
 def test_segments_commands(run, runtime, example_program):
