@@ -105,11 +105,7 @@ def program_view(settings: Settings) -> dict[str, Any]:
 def coupon_code(secret: bytes, member_id: str, scope: str, prefix: str = "", length: int = 8) -> str:
     """A code that is the same every time for this member and scope, and unguessable without
     the secret: `coupon('WB')` -> `WB-7KQ2M9XD`."""
-    return _coupon_text(hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest(),
-                        prefix, length)
-
-
-def _coupon_text(digest: bytes, prefix: str, length: int) -> str:
+    digest = hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest()
     code = "".join(_COUPON_ALPHABET[b % len(_COUPON_ALPHABET)] for b in digest[:max(4, min(length, 24))])
     return f"{prefix}-{code}" if prefix else code
 
@@ -121,7 +117,7 @@ class ContextBuilder:
         self._settings = settings
         self._program = program_view(settings)  # templates cannot change it: the sandbox is immutable
         self._tiers = TierViews(settings, ladder)
-        self._coupon_key = hmac.new(coupon_secret, digestmod=hashlib.sha256)
+        self._coupon_secret = coupon_secret
         self._labels = {level.name: level for level in settings.tiers.levels}
 
     def build(self, *, member_row: Mapping[str, Any], locale: str, links: Links, now: datetime,
@@ -134,9 +130,8 @@ class ContextBuilder:
 
         def coupon(prefix: str = "", length: int = 8) -> str:
             if (prefix, length) not in issued:
-                mac = self._coupon_key.copy()
-                mac.update(f"{member['member_id']}\x00{scope}".encode())
-                issued[(prefix, length)] = _coupon_text(mac.digest(), prefix, length)
+                issued[(prefix, length)] = coupon_code(self._coupon_secret, str(member["member_id"]), scope,
+                                                       prefix, length)
             return issued[(prefix, length)]
 
         def tier_label(name: str) -> str:

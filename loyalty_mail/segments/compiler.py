@@ -148,8 +148,7 @@ class _Compiler:
     def clv_floor(self, op: Op) -> list[sa.ColumnElement[bool]]:
         """A cheap condition every member with `clv <op>` meets: membership counts as at least a
         year, so clv <= total_spend x clv_years, and clv >= X needs total_spend >= X / clv_years.
-        Evaluated first, it spares the date arithmetic for most members (high_lifetime_value:
-        0.56 -> 0.40 s on SQLite, 0.65 -> 0.46 s on PostgreSQL over 1,000,000 members)."""
+        Evaluated first, it spares the date arithmetic for most members (benchmarks/README.md)."""
         lower = {"gt": op.value, "gte": op.value, "eq": op.value}.get(op.name)
         if op.name == "between":
             lower = op.value[0]
@@ -418,7 +417,7 @@ class _Compiler:
         if self.ctx.dialect == "postgresql":
             # `= ANY(ARRAY(...))`: the grouped members are computed once. As `IN (subquery)`,
             # PostgreSQL may put the aggregate under a parallel hash join whose every process
-            # builds it again (frequent_buyers: 0.83 s, and 0.30 s this way; benchmarks/README.md).
+            # builds it again (frequent_buyers in benchmarks/README.md).
             return self.m.c.id == sa.any_(sa.func.array(grouped.having(holds).scalar_subquery()))
         return self.m.c.id.in_(grouped.having(holds))
 
