@@ -392,6 +392,16 @@ def test_message_is_complete_rfc5322_with_one_click_unsubscribe(example):
     assert not parsed.defects and not text.defects and not html.defects
 
 
+@pytest.mark.parametrize(("locale", "encoding"), [("en", "quoted-printable"), ("vi", "base64")])
+def test_text_part_is_readable_when_ascii_and_compact_when_not(example, locale, encoding):
+    rendered = example.render("welcome", member(locale=locale), now=NOW, send_id="abc123")
+    parsed = email.message_from_bytes(rendered.to_bytes(), policy=email.policy.default)
+    text, _ = parsed.iter_parts()
+    assert text["Content-Transfer-Encoding"] == encoding
+    assert text.get_content().replace("\r\n", "\n") == rendered.text
+    assert not text.defects
+
+
 def test_own_text_template_is_used_and_tracked(tmp_path):
     renderer = program_with(tmp_path, {"welcome/vi.txt": "Chào {{ member.first_name }}!\n"
                                        "Tài khoản: https://senvang.example/account\n"})

@@ -64,10 +64,11 @@ class TokenSigner:
         """`kind LF send_id [LF link LF url]`, base64url, then a dot and the tag."""
         if "\n" in claims.send_id or (claims.url is not None and "\n" in claims.url):
             raise ValueError("a token field cannot contain a line break")
-        fields = [_CODES[claims.kind], claims.send_id]
-        if claims.link is not None or claims.url is not None:
-            fields += ["" if claims.link is None else str(claims.link), claims.url or ""]
-        payload = "\n".join(fields).encode()
+        if claims.link is None and claims.url is None:
+            payload = f"{_CODES[claims.kind]}\n{claims.send_id}".encode()
+        else:
+            link = "" if claims.link is None else claims.link
+            payload = f"{_CODES[claims.kind]}\n{claims.send_id}\n{link}\n{claims.url or ''}".encode()
         return f"{_b64(payload)}.{_b64(self._tag(payload))}"
 
     def verify(self, token: str, kind: Kind | None = None) -> TokenClaims:
