@@ -93,9 +93,16 @@ def smtp_sink():
 
 class SendGridStandIn(BaseHTTPRequestHandler):
     """POST /v3/mail/send: 401 without the key, 400 for a body SendGrid's schema rejects, else
-    the status named by the recipient's local part (`s429`, `s500`, `s413`...), default 202."""
+    the status named by the recipient's local part (`s429`, `s500`, `s413`...), default 202.
+    HTTP/1.1 with kept-alive connections, as SendGrid's API; `connections` counts them."""
 
+    protocol_version = "HTTP/1.1"
     requests: list[dict] = []
+    connections: list[int] = []
+
+    def setup(self):
+        super().setup()
+        type(self).connections.append(1)
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -131,8 +138,9 @@ class SendGridStandIn(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sendgrid_api():
-    SendGridStandIn.requests = []
+    SendGridStandIn.requests, SendGridStandIn.connections = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), SendGridStandIn)
+    server.daemon_threads = True  # a kept-alive connection's thread must not hold up shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", SendGridStandIn.requests
@@ -276,12 +284,43 @@ def test_sendgrid_requests_validate_and_answers_map_to_states(program, sendgrid_
     assert seen["S429"][3] >= datetime.fromisoformat(AT) + timedelta(seconds=120)   # Retry-After honoured
     assert seen["S500"][0] == "retry" and seen["S503"][0] == "retry"
     assert len(requests) == 7                                   # every body passed SendGrid's schema
+    assert len(SendGridStandIn.connections) <= 4                # kept alive: one per worker at most
     ok = next(r for r in requests if r["personalizations"][0]["to"][0]["email"] == "ok1@example.com")
     assert ok["custom_args"] == {"send_id": seen["OK1"][4]}
     assert ok["categories"] == ["welcome"]
     assert ok["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert ok["tracking_settings"]["click_tracking"]["enable"] is False
     assert [c["type"] for c in ok["content"]] == ["text/plain", "text/html"]
+
+
+class ClosesIdleConnections(SendGridStandIn):
+    timeout = 0.3  # a kept-alive connection idle this long is closed by the server
+
+
+def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced():
+    from loyalty_mail.config import SendGridSettings
+    from loyalty_mail.rendering.message import Address, RenderedEmail
+    from loyalty_mail.transports.sendgrid_api import SendGridTransport
+
+    SendGridStandIn.requests, SendGridStandIn.connections = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosesIdleConnections)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    transport = SendGridTransport(SendGridSettings(api_key="SG.test-key", host=host), concurrency=2)
+    batch = [RenderedEmail(send_id=f"s{n}", sender=Address("hello@senvang.example", "Sen Vàng"),
+                           to=Address(f"m{n}@example.com", "Lan"), subject="Chào", html="<p>Chào</p>",
+                           text="Chào\n") for n in range(10)]
+    try:
+        first = transport.send(batch)
+        time.sleep(0.8)                       # the server closes both idle connections meanwhile
+        second = transport.send(batch)
+    finally:
+        transport.close()
+        server.shutdown()
+    assert [r.outcome for r in first + second] == ["sent"] * 20
+    assert len(SendGridStandIn.requests) == 20                      # none lost, none sent twice
+    assert 2 <= len(SendGridStandIn.connections) <= 4               # two per batch at most, not 20
 
 
 def test_sendgrid_bad_key_fails_each_message_with_the_reason(program, sendgrid_api):

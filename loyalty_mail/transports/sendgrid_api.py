@@ -3,11 +3,13 @@
 Each message carries the send id in `custom_args` (the Event Webhook hands it back), the flow as
 a category, the one-click unsubscribe headers, and SendGrid's own click/open tracking as
 configured (off by default: loyalty-mail signs and tracks its own links). The host is
-configurable, so tests point the real client at a local stand-in for the API.
+configurable, so tests point the real client at a local stand-in for the API. Requests go out
+over kept-alive connections, one per worker thread (see `keepalive`).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,7 @@ from ..errors import ConfigError
 from ..rendering import RenderedEmail
 from ..rendering.message import SEND_ID_HEADER
 from .base import DeliveryResult
+from .keepalive import KeepAliveClient
 
 PERMANENT = {400, 401, 403, 404, 413}
 
@@ -66,8 +69,10 @@ class SendGridTransport:
             raise ConfigError("sending.sendgrid.api_key is not set: write `api_key: ${SENDGRID_API_KEY}` "
                               "in config.yaml and export the key")
         self.settings = settings
-        self._client = sendgrid.SendGridAPIClient(api_key=settings.api_key, host=settings.host)
-        self._client.client.timeout = timeout
+        client = sendgrid.SendGridAPIClient(api_key=settings.api_key, host=settings.host)
+        client.client.timeout = timeout
+        client.client = KeepAliveClient.replacing(client.client)  # one reused connection per worker
+        self._mail_send = client.client.mail.send  # the endpoint, built once
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sendgrid")
 
     def send(self, batch: Sequence[RenderedEmail]) -> list[DeliveryResult]:
@@ -76,16 +81,17 @@ class SendGridTransport:
     def _send_one(self, email: RenderedEmail) -> DeliveryResult:
         body = build_mail(email, self.settings).get()
         try:
-            response = self._client.client.mail.send.post(request_body=body)
+            response = self._mail_send.post(request_body=body)
         except http_errors.HTTPError as exc:
             return _http_failure(email.send_id, exc)
-        except OSError as exc:  # connection refused, reset, timeout
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, garbled answer
             return DeliveryResult(email.send_id, "retry", f"SendGrid connection: {exc}")
         message_id = _header(getattr(response, "headers", None), "X-Message-Id")
         return DeliveryResult(email.send_id, "sent", provider_id=message_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._mail_send.connections.close_all()
 
 
 def _header(headers: Any, name: str) -> str | None:
