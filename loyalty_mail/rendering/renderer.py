@@ -30,7 +30,7 @@ from ..errors import Location, NotFound, Problem, TemplateError
 from ..tiers import TierLadder
 from ..tracking.tokens import TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
-from .context import ContextBuilder, Links
+from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable
 from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
@@ -122,12 +122,16 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """A template's own macro is called as `Context.call` would call it (with the evaluation
-        context first, the compiler's bookkeeping arguments dropped), without the generic checks
-        for what kind of callable it is: it is always this kind, and always safe."""
-        if type(__obj) is jinja2.runtime.Macro:
+        """A template's own macro, or one of our helpers, is called as `Context.call` would call
+        it (a macro with the evaluation context first; the compiler's bookkeeping arguments
+        dropped), without the generic checks for what kind of callable it is: it is always that
+        kind, and always safe."""
+        kind = type(__obj)
+        if kind is jinja2.runtime.Macro or kind is Helper:
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
+            if kind is Helper:
+                return __obj.function(*args, **kwargs)
             return __obj(__context.eval_ctx, *args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -313,7 +317,7 @@ class Renderer:
                                             flow=flow, occurrence=occurrence))
         context["_tracker"] = tracker
         context["tracking"] = tracked and tracking.open_pixel
-        context["open_pixel_url"] = tracker.open_pixel_url
+        context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
         headline = self._run(compiled.headline, context, where, variant.subject_line)
         subject, preheader = headline.split(_SEPARATOR)

@@ -13,8 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["click", "open", "unsubscribe", "preferences", "view"]
 _KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view"}
@@ -27,8 +26,7 @@ class BadToken(ValueError):
     """A token that was not signed by us, was altered, or is malformed."""
 
 
-@dataclass(frozen=True)
-class TokenClaims:
+class TokenClaims(NamedTuple):  # a tuple: three times quicker to make than a frozen dataclass
     kind: Kind
     send_id: str
     link: int | None = None
