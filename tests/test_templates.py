@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
+import lxml.html
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -229,6 +230,15 @@ def test_misspelled_variable_names_template_and_line(tmp_path):
         renderer.render("welcome", member(locale="en"), now=NOW, tracked=False)
     assert str(info.value).startswith("templates/welcome/en.html:10: undefined variable")
     assert "pionts" in str(info.value)
+
+
+def test_member_data_is_escaped_in_html_and_left_as_is_in_text(example):
+    name = "<script>alert('x')</script> & \"Lan\""
+    rendered = example.render("welcome", member(first_name=name), now=NOW, send_id="s1")
+    assert "<script>" not in rendered.html and "&lt;script&gt;alert(" in rendered.html
+    assert "&amp; " in rendered.html
+    assert lxml.html.fromstring(rendered.html).xpath("//h1")[0].text_content().count(name) == 1
+    assert name in rendered.text
 
 
 def test_sandbox_refuses_python_internals(tmp_path):
