@@ -2,9 +2,9 @@
 
 The MIME bytes are written directly rather than through `email.generator`: the standard library's
 pure-Python quoted-printable encoder costs several milliseconds for a 30 KB body. The HTML part
-is base64 (pybase64, SIMD); the short text part is quoted-printable (binascii.b2a_qp, C) so it stays
-readable, unless most of it is not ASCII (see `_text_part`). Headers with non-ASCII text (Vietnamese subjects and names) are RFC 2047 encoded;
-everything is UTF-8 with CRLF line ends.
+is base64 (pybase64, SIMD); the short text part is quoted-printable (binascii.b2a_qp, C) so it
+stays readable, unless much of it is not ASCII (see `_text_part`). Headers with non-ASCII text
+(Vietnamese subjects and names) are RFC 2047 encoded; everything is UTF-8 with CRLF line ends.
 """
 
 from __future__ import annotations

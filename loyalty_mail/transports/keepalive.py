@@ -6,9 +6,9 @@ production a TCP and TLS handshake with api.sendgrid.com per message. `KeepAlive
 rest of the library as it is (URL building, the API key and user-agent headers SendGridAPIClient
 sets, `Response`, the `HTTPError` classes and their mapping from status codes) and sends each
 request over one connection per thread, reused for as long as the server keeps it open. A
-connection the server has closed while idle is noticed before it is reused, never after a
-request was written to it. Behind an HTTP(S) proxy set in the environment it takes the stock
-path, which honours the proxy.
+connection the server has closed while idle is noticed before a request is written to it (one
+closed at that very moment fails like any dropped connection: the transport retries it later).
+Behind an HTTP(S) proxy set in the environment it takes the stock path, which honours the proxy.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Connections:
         self._all: list[http.client.HTTPConnection] = []
 
     def _for(self, scheme: str, netloc: str, timeout: float | None) -> http.client.HTTPConnection:
-        mine: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("by_origin", {})
+        mine: dict[tuple[str, str], http.client.HTTPConnection]
+        mine = self._local.__dict__.setdefault("by_origin", {})
         connection = mine.get((scheme, netloc))
         if connection is None:
             kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
@@ -128,7 +129,8 @@ class KeepAliveClient(Client):
                                connections=self.connections)
 
     def __getattr__(self, name: str) -> Any:
-        if name not in self.methods or _proxied(urlsplit(self.host).scheme, urlsplit(self.host).hostname or ""):
+        host = urlsplit(self.host)
+        if name not in self.methods or _proxied(host.scheme, host.hostname or ""):
             return super().__getattr__(name)
         method = name.upper()
 
