@@ -132,7 +132,16 @@ class ContextBuilder:
         self._program = program_view(settings)  # templates cannot change it: the sandbox is immutable
         self._tiers = TierViews(settings, ladder)
         self._coupon_secret = coupon_secret
-        self._labels = {level.name: level for level in settings.tiers.levels}
+        self._tier_labels: dict[str, Helper] = {}  # by locale
+
+    def _tier_label(self, locale: str) -> Helper:
+        """`tier_label(name)`: the display name of any tier (e.g. the old tier of an upgrade) in
+        this locale. The same for every member with the locale, so made once per locale."""
+        if locale not in self._tier_labels:
+            default = self._settings.program.default_locale
+            labels = {level.name: level.label_for(locale, default) for level in self._settings.tiers.levels}
+            self._tier_labels[locale] = Helper(lambda name: labels.get(name, str(name)))
+        return self._tier_labels[locale]
 
     def build(self, *, member_row: Mapping[str, Any], locale: str, links: Links, now: datetime,
               flow: Mapping[str, Any] | None = None,
@@ -148,14 +157,9 @@ class ContextBuilder:
                                                        prefix, length)
             return issued[(prefix, length)]
 
-        def tier_label(name: str) -> str:
-            """The display name of any tier (e.g. the old tier of an upgrade) in this locale."""
-            level = self._labels.get(name)
-            return level.label_for(locale, settings.program.default_locale) if level else str(name)
-
         return {
             "member": member,
-            "tier_label": Helper(tier_label),
+            "tier_label": self._tier_label(locale),
             "tier": self._tiers(member, locale),
             "program": self._program,
             "flow": dict(flow) if flow else None,
