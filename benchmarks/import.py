@@ -31,18 +31,23 @@ NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
 
 
 def write_csv(path: Path, members: int) -> None:
+    """Members as an export would give them: times to the second, amounts in cents, so the
+    time, date and money columns hold as many distinct values as real files do."""
     rng = random.Random(42)
+    joined_from = datetime(2023, 1, 1).timestamp()
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(HEADER)
         for n in range(1, members + 1):
             points = int(rng.expovariate(1 / 2500))
+            joined = datetime.fromtimestamp(joined_from + rng.randrange(3 * 365 * 86400))
+            last_purchase = datetime.fromtimestamp(joined_from + rng.randrange(46 * 30 * 86400))
             writer.writerow([
                 f"LM{n:08d}", f"member{n}@example.com", rng.choice(["Lan", "Minh", "Olivia", "Noah"]),
                 rng.choice(["Nguyễn", "Trần", "Smith", "Lee"]), rng.choice(["vi", "en"]), rng.choice(ZONES),
-                f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00:00", f"19{rng.randint(50, 99)}-05-17",
-                points, points * 1000, rng.randint(0, 30), "2026-10-01T12:00:00+07:00", rng.randint(0, 10),
-                "true", rng.choice(["Hà Nội", "Huế", "Đà Nẵng"]),
+                joined.isoformat(), f"{rng.randint(1950, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                points, f"{rng.uniform(0, 5000):.2f}", rng.randint(0, 30), last_purchase.isoformat() + "+07:00",
+                rng.randint(0, 10), rng.choice(["true"] * 9 + ["false"]), rng.choice(["Hà Nội", "Huế", "Đà Nẵng"]),
             ])
 
 

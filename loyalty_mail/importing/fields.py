@@ -12,7 +12,7 @@ from typing import Any
 from ..config import is_known_timezone, normalize_locale
 
 # The WHATWG HTML "valid e-mail address" grammar: what browsers accept in <input type=email>.
-_EMAIL = re.compile(
+EMAIL_ADDRESS = re.compile(
     r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$"
 )
@@ -42,7 +42,7 @@ def email(value: Any) -> str:
     value = str(value).strip()
     if not value:
         raise ValueError("is empty")
-    if len(value) > 254 or not _EMAIL.match(value):
+    if len(value) > 254 or not EMAIL_ADDRESS.match(value):
         raise ValueError(f"'{value}' is not a valid email address")
     return value
 

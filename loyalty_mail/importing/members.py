@@ -9,10 +9,12 @@ Points (or spend) that move a member to another tier record the change in the ti
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from functools import partial
+from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,19 +25,22 @@ from ..config import Settings
 from ..errors import InputFileError
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
-from . import fields
+from . import columns, fields
 from .batch import (
+    BATCH_ROWS,
     ImportSummary,
     Rejects,
+    bind_converters,
     create_staging,
     delete_rows,
     drop_staging,
     index_staging,
-    insert_in_batches,
+    indexes_rebuilt,
+    insert_chunks,
     later_duplicates,
-    validated_rows,
 )
-from .readers import SourceRow
+from .readers import CsvBatch, SourceRow
+from .workers import BatchWorkers, collection_paused, default_worker_count
 
 MEMBER_COLUMNS = (
     "member_id", "email", "first_name", "last_name", "locale", "timezone", "joined_at", "birthday",
@@ -48,6 +53,8 @@ COMPUTED = {"tier": "the tier follows from points (or spend) and the tier ladder
             "updated_at": "set by loyalty-mail", "unsubscribed_at": "set when subscribed becomes false"}
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_INT = 2**31 - 1
+# Files with more rows than this are validated in worker processes too (see workers.py).
+PARALLEL_AFTER_ROWS = 50_000
 
 _metadata = sa.MetaData()
 STAGING = sa.Table(
@@ -98,6 +105,22 @@ class MemberRowValidator:
             "nps_score": partial(fields.whole_number, minimum=0, maximum=10),
             "subscribed": fields.boolean,
         }
+        self.fast_parsers: dict[str, columns.FastParser] = {
+            "member_id": columns.texts(64),
+            "email": columns.emails,
+            "first_name": columns.texts(100),
+            "last_name": columns.texts(100),
+            "locale": columns.by_distinct(fields.locale),
+            "timezone": columns.by_distinct(fields.timezone_name),
+            "joined_at": columns.instants(zone),
+            "birthday": columns.dates,
+            "points": columns.whole_numbers(0, MAX_INT),
+            "total_spend": columns.amounts,
+            "purchase_count": columns.whole_numbers(0, MAX_INT),
+            "last_purchase_at": columns.instants(zone),
+            "nps_score": columns.by_distinct(self.parsers["nps_score"]),
+            "subscribed": columns.by_distinct(fields.boolean),
+        }
         self._plans: dict[tuple[str, ...], list[tuple[str, int, Any]]] = {}
 
     def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[list[Any] | None, list[tuple[str, str]]]:
@@ -139,6 +162,12 @@ class MemberRowValidator:
             staged[JOINED_ON] = staged[JOINED_AT].astimezone(zone).date()
         return staged, problems
 
+    def plan(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
+        """For one set of columns, in order: (column, staging index, parser or None for attributes).
+
+        Raises InputFileError (naming `row_no`) for a column that cannot be imported."""
+        return self._plans.get(signature) or self._compile(signature, row_no)
+
     def _compile(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
         """For one set of columns, in order: (column, staging index, parser or None for attributes)."""
         plan = []
@@ -165,26 +194,116 @@ class MemberRowValidator:
             )
 
 
+class MemberColumns:
+    """Turns a CsvBatch into staging rows ready for the driver, a column at a time.
+
+    The values are those MemberRowValidator gives (see `columns`); a row with any problem is
+    handed to MemberRowValidator, so its problems read exactly as in the row-wise path.
+    """
+
+    def __init__(self, validate: MemberRowValidator, dialect: sa.Dialect):
+        self.validate = validate
+        self.converters = bind_converters(STAGING, dialect)
+        self.column_converters: dict[int, Callable[[list[Any]], list[Any]]] = {}
+        if dialect.name == "sqlite":
+            # Whole-column forms of what the processor (or sqlite3's own adapter) does to a value.
+            for index, column in enumerate(STAGING.columns):
+                if isinstance(column.type, UTCDateTime):
+                    self.column_converters[index] = UTCDateTime.sqlite_texts
+                elif isinstance(column.type, sa.Date):
+                    self.column_converters[index] = _iso_dates
+        # Written as the JSON text that the JSON type's processor would make of the dicts.
+        self.column_converters[ATTRIBUTES] = _unchanged
+        self._zones: dict[str, ZoneInfo] = {}
+
+    def __call__(self, batch: CsvBatch) -> tuple[list[tuple[Any, ...]], list[SourceRow]]:
+        """(staging rows, the source rows that have problems)."""
+        plan = self.validate.plan(tuple(batch.header), batch.numbers[0])
+        staged: list[list[Any] | None] = [None] * len(STAGING_COLUMNS)
+        staged[0] = batch.numbers
+        rejected: set[int] = set()
+        custom: list[tuple[str, list[str | None]]] = []
+        for (key, index, parse), cells in zip(plan, zip(*batch.records)):
+            if parse is None:
+                trimmed = list(map(str.strip, cells))
+                custom.append((key, [value or None for value in trimmed]))
+                continue
+            staged[index], bad = columns.parse_column(cells, self.validate.fast_parsers[key], parse)
+            rejected.update(bad)
+        for index in (MEMBER_ID, EMAIL):
+            column = staged[index]
+            if column is None:
+                rejected.update(range(len(batch.numbers)))
+            elif None in column:
+                rejected.update(i for i, value in enumerate(column) if value is None)
+        if custom:
+            names, values = zip(*custom)
+            staged[ATTRIBUTES] = columns.json_objects(names, values)
+        if staged[JOINED_AT] is not None:
+            staged[JOINED_ON] = self._local_dates(staged[JOINED_AT], staged[TIMEZONE])
+        for index, column in enumerate(staged):
+            if column is None:
+                continue
+            if index in self.column_converters:
+                staged[index] = self.column_converters[index](column)
+            elif index in self.converters:
+                convert = self.converters[index]
+                staged[index] = [None if value is None else convert(value) for value in column]
+        rows = list(zip(*(repeat(None) if column is None else column for column in staged)))
+        if not rejected:
+            return rows, []
+        return ([row for i, row in enumerate(rows) if i not in rejected],
+                [(batch.numbers[i], batch.row(i)) for i in sorted(rejected)])
+
+    def _local_dates(self, instants: list[datetime | None], zone_names: list[str | None] | None) -> list[date | None]:
+        """joined_on: the join date in the member's zone (the program's when the row has none)."""
+        zones = self._zones
+        default = self.validate.zone
+        if zone_names is None:
+            return [None if at is None else at.astimezone(default).date() for at in instants]
+        for name in set(zone_names) - zones.keys():
+            if name is not None:
+                zones[name] = ZoneInfo(name)
+        return [None if at is None else at.astimezone(zones[name] if name else default).date()
+                for at, name in zip(instants, zone_names)]
+
+
+def _iso_dates(values: list[date | None]) -> list[str | None]:
+    return [None if value is None else value.isoformat() for value in values]
+
+
+def _unchanged(values: list[Any]) -> list[Any]:
+    return values
+
+
 def import_members(
     connection: sa.Connection,
     settings: Settings,
-    rows: Iterable[SourceRow],
+    rows: Iterable[SourceRow | CsvBatch],
     *,
     source: str,
     now: datetime,
     skip_invalid: bool = False,
+    workers: int | None = None,
+    parallel_after: int = PARALLEL_AFTER_ROWS,
 ) -> tuple[ImportSummary, Rejects]:
     """Import member rows inside the caller's transaction.
 
     Raises ImportRejected (and the caller rolls back) when any row is bad and skip_invalid is
     off; otherwise returns the summary and the rejected rows for the caller to report.
+    CSV batches past the first `parallel_after` rows are validated in `workers` processes
+    (default: one per core beyond this one; 0: all in this process).
     """
     summary = ImportSummary(source=source)
     rejects = Rejects()
     validate = MemberRowValidator(settings)
     create_staging(connection, STAGING)
 
-    insert_in_batches(connection, STAGING, validated_rows(rows, validate, summary, rejects))
+    if workers is None:
+        workers = default_worker_count()
+    with collection_paused():
+        insert_chunks(connection, STAGING, _staging_chunks(connection, settings, rows, validate, summary,
+                                                           rejects, workers, parallel_after))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
     for row_no, member_id, first_row in duplicates:
@@ -197,6 +316,77 @@ def import_members(
     _apply(connection, TierLadder.from_settings(settings.tiers), now, summary)
     drop_staging(connection, STAGING)
     return summary, rejects
+
+
+def _staging_chunks(connection: sa.Connection, settings: Settings, rows: Iterable[SourceRow | CsvBatch],
+                    validate: MemberRowValidator, summary: ImportSummary, rejects: Rejects,
+                    workers: int, parallel_after: int) -> Iterator[list[tuple[Any, ...]]]:
+    """Staging rows for the driver, in chunks: CSV batches column-wise (in worker processes
+    once more than `parallel_after` rows have been read), other rows one by one."""
+    by_column = MemberColumns(validate, connection.dialect)
+    converters = list(by_column.converters.items())
+    pool: BatchWorkers[CsvBatch, BatchResult] | None = None
+    chunk: list[tuple[Any, ...]] = []
+
+    def checked(bad_rows: Iterable[SourceRow]) -> Iterator[list[tuple[Any, ...]]]:
+        """Row by row: problems to `rejects`, and the staging rows of any that pass after all."""
+        nonlocal chunk
+        for row_no, row in bad_rows:
+            staged, problems = validate(row_no, row)
+            if problems:
+                rejects.extend(row_no, problems)
+                continue
+            assert staged is not None
+            for i, convert in converters:
+                if staged[i] is not None:
+                    staged[i] = convert(staged[i])
+            chunk.append(tuple(staged))
+            if len(chunk) >= BATCH_ROWS:
+                yield chunk
+                chunk = []
+
+    try:
+        for item in rows:
+            if not isinstance(item, CsvBatch):
+                summary.rows_read += 1
+                yield from checked((item,))
+                continue
+            summary.rows_read += len(item.numbers)
+            if pool is None and workers and summary.rows_read > parallel_after:
+                pool = BatchWorkers(workers, _stage_in_worker, _start_worker,
+                                    (settings, connection.dialect.__class__))
+            if pool is not None:
+                for staged_rows, bad_rows in pool.finished():
+                    yield staged_rows
+                    yield from checked(bad_rows)
+                if pool.offer(item):
+                    continue
+            staged_rows, bad_rows = by_column(item)
+            yield staged_rows
+            yield from checked(bad_rows)
+        if pool is not None:
+            for staged_rows, bad_rows in pool.remaining():
+                yield staged_rows
+                yield from checked(bad_rows)
+    finally:
+        if pool is not None:
+            pool.close()
+    yield chunk
+
+
+BatchResult = tuple[list[tuple[Any, ...]], list[SourceRow]]
+_worker_columns: MemberColumns | None = None
+
+
+def _start_worker(settings: Settings, dialect_class: type[sa.Dialect]) -> None:
+    global _worker_columns
+    gc.disable()  # see collection_paused: a worker lives for one import
+    _worker_columns = MemberColumns(MemberRowValidator(settings), dialect_class())
+
+
+def _stage_in_worker(batch: CsvBatch) -> BatchResult:
+    assert _worker_columns is not None, "worker started without _start_worker"
+    return _worker_columns(batch)
 
 
 def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary) -> None:
@@ -231,42 +421,43 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     keep = {c: sa.func.coalesce(s.c[c], m.c[c])
             for c in MEMBER_COLUMNS if c not in ("member_id", "email", "subscribed")}
     keep["joined_on"] = sa.case((s.c.joined_at.is_not(None), s.c.joined_on), else_=m.c.joined_on)
-    unsubscribing = sa.and_(s.c.subscribed == sa.false(), m.c.subscribed == sa.true())
-    connection.execute(
-        m.update().where(matched).values(
-            email=s.c.email,
-            **keep,
-            tier=new_tier,
-            attributes=_merged_attributes(connection, m.c.attributes, s.c.attributes),
-            # An import may unsubscribe a member but never re-subscribe one: a stale export
-            # must not undo an unsubscribe (re-subscribing is an explicit operator action).
-            subscribed=sa.case((s.c.subscribed == sa.false(), sa.false()), else_=m.c.subscribed),
-            unsubscribed_at=sa.case((unsubscribing, now_value), else_=m.c.unsubscribed_at),
-            updated_at=now_value,
+    with indexes_rebuilt(connection, m, summary.inserted + summary.updated):
+        unsubscribing = sa.and_(s.c.subscribed == sa.false(), m.c.subscribed == sa.true())
+        connection.execute(
+            m.update().where(matched).values(
+                email=s.c.email,
+                **keep,
+                tier=new_tier,
+                attributes=_merged_attributes(connection, m.c.attributes, s.c.attributes),
+                # An import may unsubscribe a member but never re-subscribe one: a stale export
+                # must not undo an unsubscribe (re-subscribing is an explicit operator action).
+                subscribed=sa.case((s.c.subscribed == sa.false(), sa.false()), else_=m.c.subscribed),
+                unsubscribed_at=sa.case((unsubscribing, now_value), else_=m.c.unsubscribed_at),
+                updated_at=now_value,
+            )
         )
-    )
 
-    _recompute_joined_on(connection, recompute)
+        _recompute_joined_on(connection, recompute)
 
-    zero = sa.literal(0)
-    insert_columns = {
-        "member_id": s.c.member_id, "email": s.c.email, "first_name": s.c.first_name,
-        "last_name": s.c.last_name, "locale": s.c.locale, "timezone": s.c.timezone,
-        "joined_at": s.c.joined_at, "joined_on": s.c.joined_on, "birthday": s.c.birthday,
-        "points": sa.func.coalesce(s.c.points, zero),
-        "total_spend": sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY)),
-        "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
-        "last_purchase_at": s.c.last_purchase_at, "nps_score": s.c.nps_score,
-        "subscribed": sa.func.coalesce(s.c.subscribed, sa.true()),
-        "tier": ladder.sql_tier(sa.func.coalesce(s.c.points, zero),
-                                sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
-        "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
-        "created_at": now_value, "updated_at": now_value,
-    }
-    new_rows = sa.select(*insert_columns.values()).where(
-        ~sa.exists().where(m.c.member_id == s.c.member_id)
-    )
-    connection.execute(m.insert().from_select(list(insert_columns), new_rows))
+        zero = sa.literal(0)
+        insert_columns = {
+            "member_id": s.c.member_id, "email": s.c.email, "first_name": s.c.first_name,
+            "last_name": s.c.last_name, "locale": s.c.locale, "timezone": s.c.timezone,
+            "joined_at": s.c.joined_at, "joined_on": s.c.joined_on, "birthday": s.c.birthday,
+            "points": sa.func.coalesce(s.c.points, zero),
+            "total_spend": sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY)),
+            "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
+            "last_purchase_at": s.c.last_purchase_at, "nps_score": s.c.nps_score,
+            "subscribed": sa.func.coalesce(s.c.subscribed, sa.true()),
+            "tier": ladder.sql_tier(sa.func.coalesce(s.c.points, zero),
+                                    sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
+            "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
+            "created_at": now_value, "updated_at": now_value,
+        }
+        new_rows = sa.select(*insert_columns.values()).where(
+            ~sa.exists().where(m.c.member_id == s.c.member_id)
+        )
+        connection.execute(m.insert().from_select(list(insert_columns), new_rows))
 
 
 def _recompute_joined_on(connection: sa.Connection, member_refs: list[int]) -> None:

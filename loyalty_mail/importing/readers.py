@@ -1,7 +1,8 @@
 """Stream rows from CSV or JSON Lines files, numbered as a person would find them.
 
 CSV rows are numbered as a spreadsheet shows them (the header is row 1); JSON Lines rows by
-their line number. Files are read in constant memory; `on_bytes` reports progress.
+their line number. Files are read in constant memory; `on_bytes` reports progress. `batches()`
+hands CSV records over in lists, for importers that validate a column at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ from ..errors import InputFileError
 
 Format = Literal["csv", "jsonl"]
 SourceRow = tuple[int, dict[str, Any]]
+BATCH_RECORDS = 5000
+
+
+@dataclass
+class CsvBatch:
+    """Consecutive well-formed CSV records: each has one field per header column."""
+
+    header: list[str]
+    numbers: list[int]
+    records: list[list[str]]
+
+    def row(self, index: int) -> dict[str, str]:
+        """Record `index` as the {column: value} row that `InputFile.rows()` gives."""
+        return dict(zip(self.header, self.records[index]))
 
 
 class _CountingReader(io.RawIOBase):
@@ -69,6 +84,17 @@ class InputFile:
 
     def rows(self, on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
         """(row number, {column: value}) for every data row."""
+        for item in self.batches(on_bytes, batch_csv=False):
+            assert not isinstance(item, CsvBatch)
+            yield item
+
+    def batches(self, on_bytes: Callable[[int], None] | None = None, *,
+                batch_csv: bool = True) -> Iterator[SourceRow | CsvBatch]:
+        """Like rows(), but well-formed CSV records come as CsvBatch lists of BATCH_RECORDS.
+
+        A CSV record with the wrong number of fields, and every JSON Lines row, still comes as a
+        (row number, row) pair, so what the rows say about a bad line is said here too.
+        """
         with self.path.open("rb", buffering=0) as raw:
             text = io.TextIOWrapper(
                 io.BufferedReader(_CountingReader(raw, on_bytes), 1 << 16),  # type: ignore[arg-type]
@@ -76,14 +102,15 @@ class InputFile:
             )
             try:
                 if self.format == "csv":
-                    yield from _csv_rows(text, str(self.path))
+                    yield from _csv_batches(text, str(self.path), BATCH_RECORDS if batch_csv else 0)
                 else:
                     yield from _jsonl_rows(text, str(self.path))
             except UnicodeDecodeError as exc:
                 raise InputFileError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
 
 
-def _csv_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
+def _csv_batches(text: io.TextIOWrapper, name: str, size: int) -> Iterator[SourceRow | CsvBatch]:
+    """Rows one by one (size 0), or CsvBatch lists of up to `size` well-formed records."""
     reader = csv.reader(text)
     try:
         header = next(reader)
@@ -100,11 +127,12 @@ def _csv_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
         raise InputFileError(f"{name}: row 1: repeated column(s) in the header: {', '.join(repeated)}")
     width = len(header)
     row_no = 1
+    batch = CsvBatch(header, [], [])
     while True:
         try:
             values = next(reader)
         except StopIteration:
-            return
+            break
         except csv.Error as exc:
             raise InputFileError(f"{name}: row {row_no + 1}: {exc}") from None
         row_no += 1
@@ -112,8 +140,16 @@ def _csv_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
             continue
         if len(values) != width:
             yield row_no, {"__shape__": f"has {len(values)} fields, the header has {width}"}
-            continue
-        yield row_no, dict(zip(header, values))
+        elif not size:
+            yield row_no, dict(zip(header, values))
+        else:
+            batch.numbers.append(row_no)
+            batch.records.append(values)
+            if len(batch.records) >= size:
+                yield batch
+                batch = CsvBatch(header, [], [])
+    if batch.records:
+        yield batch
 
 
 def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:

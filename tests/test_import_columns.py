@@ -1,0 +1,133 @@
+"""The column-wise members import against the row-by-row one, on the same awkward file.
+
+A members CSV is validated a column at a time (importing/columns.py), in this process or in
+worker processes; JSON Lines and the rows of `import_rows` go row by row. Both must store the
+same members and reject the same rows with the same words, whatever the cells hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from loyalty_mail import db
+from loyalty_mail.importing import InputFile, import_rows, readers
+from loyalty_mail.importing.members import import_members
+from loyalty_mail.models import members_table, tier_changes_table
+from loyalty_mail.runtime import Runtime
+
+# For each column, cells a real export could hold; the last ones of some columns are bad.
+CELLS: dict[str, list[str]] = {
+    "email": ["{id}@example.com", " {id}@Example.COM ", "{id}.x+tag@example.co.uk", "{id}@", ""],
+    "first_name": ["Lan", "", "   ", " Ôn  ", 'O"Neil', "Trần\tThị", "x" * 101],
+    "last_name": ["Nguyễn", "", "Smith-Jones"],
+    "locale": ["vi", "en", "EN", "vi_VN", "en-US", "", " vi ", "xx_QQ"],
+    "timezone": ["Asia/Ho_Chi_Minh", "America/New_York", "", " Asia/Singapore", "UTC", "Mars/Base"],
+    "joined_at": ["2025-06-01T10:00:00", "2025-03-09T02:30:00", "2025-11-02T01:30:00", "2025-06-01",
+                  "2025-06-01T10:00:00+07:00", "2025-06-01T10:00:00Z", "2025-06-01 10:00:00.123456",
+                  "", " 2025-06-01T08:00:00", "2025-02-30"],
+    "birthday": ["1990-02-28", "", "19900228", " 1985-07-04", "1990-13-01"],
+    "points": ["12", " 7 ", "5.0", "1_000", "", "0", "2147483647", "-3", "abc", "3000000000"],
+    "total_spend": ["12.345", "1500000", " 3.10 ", "", "1e3", "0.005", "NaN", "-1", "1e17"],
+    "purchase_count": ["3", "", "0"],
+    "last_purchase_at": ["2026-10-01T12:00:00+07:00", "2026-10-01T12:00:00", "", "2026-10-01T12:00:00-04:00"],
+    "nps_score": [str(n) for n in range(11)] + ["", "11"],
+    "subscribed": ["true", "Yes", "0", "", "F", "maybe"],
+    "city": ["Hà Nội", "", ' "quoted" ', "tab\there", "\\back\\slash", "emoji 🎉"],
+    "segment_hint": ["vip", "", "line\nbreak"],
+}
+HEADER = ["member_id", *CELLS]
+
+
+def write_awkward_csv(path: Path, rows: int, seed: int = 7) -> Path:
+    """Mostly good rows; one cell in ~30 picks a bad value; a few member_ids repeat."""
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for n in range(1, rows + 1):
+            member_id = f"M{rng.randrange(n - 5, n) if n > 5 and rng.random() < 0.01 else n:05d}"
+            record = [f" {member_id} " if rng.random() < 0.05 else member_id]
+            for column, cells in CELLS.items():
+                cell = cells[0] if rng.random() < 0.5 else rng.choice(cells)
+                record.append(cell.format(id=member_id.lower()))
+            writer.writerow(record)
+        writer.writerow(["M-RAGGED", "ragged@example.com"])  # a row with too few fields
+    return path
+
+
+def snapshot(engine: sa.Engine) -> dict[str, dict[str, Any]]:
+    """Every member by member_id, without the database id."""
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(members_table)).mappings().all()
+    return {row["member_id"]: {k: v for k, v in row.items() if k != "id"} for row in rows}
+
+
+def clear(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(tier_changes_table.delete())
+        connection.execute(members_table.delete())
+
+
+def import_by_route(runtime: Runtime, path: Path, route: str) -> tuple[int, list[tuple[int, str]]]:
+    """Import `path` the way `route` names; return (rows read, rejected rows with reasons)."""
+    engine, settings, now = runtime.engine(), runtime.settings, runtime.now()
+    if route == "rows":  # row by row, as JSON Lines and generated rows go
+        summary, rejects = import_rows(engine, settings, "members", InputFile.open(path).rows(),
+                                       source=str(path), now=now, skip_invalid=True)
+    else:
+        workers, after = {"columns": (0, 0), "workers": (2, 0)}[route]
+        with db.writer(engine).begin() as connection:
+            summary, rejects = import_members(connection, settings, InputFile.open(path).batches(),
+                                              source=str(path), now=now, skip_invalid=True,
+                                              workers=workers, parallel_after=after)
+    return summary.rows_read, [(e.row, e.reason) for e in rejects.errors()]
+
+
+@pytest.mark.parametrize("route", ["columns", "workers"])
+def test_column_wise_import_stores_and_rejects_exactly_what_row_by_row_does(runtime, tmp_path, monkeypatch, route):
+    monkeypatch.setattr(readers, "BATCH_RECORDS", 97)  # many batches, and a short last one
+    path = write_awkward_csv(tmp_path / "awkward.csv", rows=1500)
+
+    expected_read, expected_rejects = import_by_route(runtime, path, "rows")
+    expected = snapshot(runtime.engine())
+    clear(runtime.engine())
+    read, rejects = import_by_route(runtime, path, route)
+
+    assert read == expected_read == 1501
+    assert rejects == expected_rejects
+    assert 50 < len(rejects) < 1000  # the file did exercise both paths
+    assert any("has 2 fields" in reason for _, reason in rejects)
+    assert snapshot(runtime.engine()) == expected
+    assert len(expected) > 500
+
+
+def test_a_clean_column_of_each_kind_takes_the_fast_path(runtime, tmp_path):
+    """The fast parsers give the cell parsers' values (checked above); here, that they are used:
+    on a file with no odd cell, no column falls back to parsing cell by cell."""
+    from loyalty_mail.importing import columns
+
+    calls: list[str] = []
+    original = columns.cell_by_cell
+
+    def counting(cells, parse):  # type: ignore[no-untyped-def]
+        calls.append(getattr(parse, "__name__", getattr(getattr(parse, "func", None), "__name__", "?")))
+        return original(cells, parse)
+
+    path = tmp_path / "clean.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for n in range(1, 201):
+            writer.writerow([f"M{n:05d}", *(cells[0].format(id=f"m{n}") for cells in CELLS.values())])
+    columns.cell_by_cell = counting  # type: ignore[assignment]
+    try:
+        read, rejects = import_by_route(runtime, path, "columns")
+    finally:
+        columns.cell_by_cell = original  # type: ignore[assignment]
+    assert (read, rejects, calls) == (200, [], [])
