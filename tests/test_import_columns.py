@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from loyalty_mail import db
-from loyalty_mail.importing import InputFile, import_rows, readers
-from loyalty_mail.importing.members import import_members
+from loyalty_mail.importing import InputFile, import_file, import_rows, partitioned, readers
 from loyalty_mail.models import members_table, tier_changes_table
 from loyalty_mail.runtime import Runtime
 
@@ -80,19 +78,23 @@ def import_by_route(runtime: Runtime, path: Path, route: str) -> tuple[int, list
     if route == "rows":  # row by row, as JSON Lines and generated rows go
         summary, rejects = import_rows(engine, settings, "members", InputFile.open(path).rows(),
                                        source=str(path), now=now, skip_invalid=True)
-    else:
-        workers, after = {"columns": (0, 0), "workers": (2, 0)}[route]
-        with db.writer(engine).begin() as connection:
-            summary, rejects = import_members(connection, settings, InputFile.open(path).batches(),
-                                              source=str(path), now=now, skip_invalid=True,
-                                              workers=workers, parallel_after=after)
-    return summary.rows_read, [(e.row, e.reason) for e in rejects.errors()]
+        return summary.rows_read, [(e.row, e.reason) for e in rejects.errors()]
+    workers = {"columns": 0, "workers": 2}[route]
+    summary = import_file(engine, settings, "members", InputFile.open(path), now=now, skip_invalid=True,
+                          workers=workers, rejects_path=path.with_suffix(".rejects.csv"))
+    if summary.rejects_file is None:
+        return summary.rows_read, []
+    with summary.rejects_file.open(encoding="utf-8") as handle:
+        return summary.rows_read, [(int(r["row"]), r["error"]) for r in csv.DictReader(handle)]
 
 
 @pytest.mark.parametrize("route", ["columns", "workers"])
 def test_column_wise_import_stores_and_rejects_exactly_what_row_by_row_does(runtime, tmp_path, monkeypatch, route):
     monkeypatch.setattr(readers, "BATCH_RECORDS", 97)  # many batches, and a short last one
+    monkeypatch.setattr(partitioned, "MIN_BYTES", 0)  # workers for any file (on SQLite)
     path = write_awkward_csv(tmp_path / "awkward.csv", rows=1500)
+    engine = runtime.engine()
+    assert partitioned.worth_it(engine, InputFile.open(path), 2) == (engine.dialect.name == "sqlite")
 
     expected_read, expected_rejects = import_by_route(runtime, path, "rows")
     expected = snapshot(runtime.engine())
@@ -131,3 +133,27 @@ def test_a_clean_column_of_each_kind_takes_the_fast_path(runtime, tmp_path):
     finally:
         columns.cell_by_cell = original  # type: ignore[assignment]
     assert (read, rejects, calls) == (200, [], [])
+
+
+def test_workers_report_file_problems_and_bad_rows_as_one_process_does(run, runtime, tmp_path, monkeypatch):
+    """What a worker finds (a column that cannot be imported, text that is not UTF-8, bad rows)
+    reaches the user as the same one-line errors, and nothing is imported."""
+    monkeypatch.setattr(partitioned, "MIN_BYTES", 0)
+    tier = tmp_path / "tier.csv"
+    tier.write_text("member_id,email,tier\n" + "".join(f"X{n},x{n}@example.com,gold\n" for n in range(300)))
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(b"member_id,email,city\n" + b"".join(b"L%d,l%d@example.com,Hu\xe9\n" % (n, n) for n in range(300)))
+    bad = write_awkward_csv(tmp_path / "awkward.csv", rows=400)
+    for path, message in [(tier, "column 'tier' cannot be imported"), (latin1, "not UTF-8 text"),
+                          (bad, "bad row(s); nothing was imported")]:
+        result = run("members", "import", str(path), "--workers", "2")
+        assert result.exit_code == 1, (path, result.output)
+        assert message in result.stderr, (path, result.stderr)
+        assert "Traceback" not in result.output
+    assert snapshot(runtime.engine()) == {}
+    good = tmp_path / "good.csv"
+    good.write_text("member_id,email\n" + "".join(f"G{n},g{n}@example.com\n" for n in range(700)))
+    result = run("members", "import", str(good), "--workers", "3")
+    assert result.exit_code == 0, result.output
+    assert "700 rows read, 700 inserted" in result.stdout
+    assert len(snapshot(runtime.engine())) == 700

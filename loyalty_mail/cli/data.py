@@ -36,13 +36,14 @@ def _import_options(func):  # type: ignore[no-untyped-def]
 
 
 def _run_import(obj: CliContext, kind: str, file: Path, file_format: str | None, skip_invalid: bool,
-                rejects_path: Path | None) -> None:
+                rejects_path: Path | None, workers: int | None = None) -> None:
     runtime = obj.runtime
     input_file = InputFile.open(file, file_format)
     started = time.perf_counter()
     with byte_progress(f"Importing {kind}", input_file.size) as advance:
         summary = import_file(runtime.engine(), runtime.settings, kind, input_file, now=runtime.now(),
-                              skip_invalid=skip_invalid, rejects_path=rejects_path, on_bytes=advance)
+                              skip_invalid=skip_invalid, rejects_path=rejects_path, on_bytes=advance,
+                              workers=workers)
     _print_summary(kind, summary, time.perf_counter() - started)
 
 
@@ -67,9 +68,12 @@ def members() -> None:
 
 @members.command("import")
 @_import_options
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes that validate a big CSV (8 MB or more) going into SQLite "
+                   "[default: one per core; 0 or 1: validate in this process].")
 @pass_cli
 def members_import(obj: CliContext, file: Path, file_format: str | None, skip_invalid: bool,
-                   rejects_path: Path | None) -> None:
+                   rejects_path: Path | None, workers: int | None) -> None:
     """Import or update members from a CSV or JSON Lines FILE (upsert by member_id).
 
     Columns: member_id and email (required), first_name, last_name, locale, timezone,
@@ -85,7 +89,7 @@ def members_import(obj: CliContext, file: Path, file_format: str | None, skip_in
       loyalty-mail members import members.csv
       loyalty-mail members import crm-export.jsonl --skip-invalid --rejects bad.csv
     """
-    _run_import(obj, "members", file, file_format, skip_invalid, rejects_path)
+    _run_import(obj, "members", file, file_format, skip_invalid, rejects_path, workers)
 
 
 @members.command("show")

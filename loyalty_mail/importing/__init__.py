@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
+from . import partitioned
 from .batch import ImportSummary, Rejects
 from .events import import_events
-from .members import import_members
+from .members import STAGING as MEMBERS_STAGING
+from .members import MemberStaging, import_members
+from .partitioned import StagedParts
 from .readers import CsvBatch, InputFile, SourceRow
 
 __all__ = ["ImportSummary", "InputFile", "import_file", "import_rows"]
@@ -25,22 +29,18 @@ def import_rows(
     engine: sa.Engine,
     settings: Settings,
     kind: str,
-    rows: Iterable[SourceRow | CsvBatch],
+    rows: Iterable[SourceRow | CsvBatch] | StagedParts,
     *,
     source: str,
     now: datetime,
     skip_invalid: bool = False,
-    workers: int | None = None,
 ) -> tuple[ImportSummary, Rejects]:
-    """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none.
-
-    `workers`: processes that validate a big members CSV beside this one (default: one per
-    core beyond this one; 0: none). Events are validated in this process.
-    """
-    options = {"workers": workers} if kind in _BY_COLUMN else {}
-    with db.writer(engine).begin() as connection:
-        return _KINDS[kind](connection, settings, rows, source=source, now=now,  # type: ignore[operator]
-                            skip_invalid=skip_invalid, **options)
+    """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none."""
+    run = _KINDS[kind]
+    with db.writer(engine).connect() as connection, partitioned.attached(connection, rows):
+        with connection.begin():
+            return run(connection, settings, rows, source=source, now=now,  # type: ignore[operator]
+                       skip_invalid=skip_invalid)
 
 
 def import_file(
@@ -55,12 +55,19 @@ def import_file(
     on_bytes: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> ImportSummary:
-    """Import a CSV or JSON Lines file; with skip_invalid, bad rows go to `rejects_path`."""
-    summary, rejects = import_rows(
-        engine, settings, kind,
-        input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes),
-        source=str(input_file.path), now=now, skip_invalid=skip_invalid, workers=workers,
-    )
+    """Import a CSV or JSON Lines file; with skip_invalid, bad rows go to `rejects_path`.
+
+    A big members CSV going into SQLite is validated by `workers` processes (default: one per
+    core; below 2, or for a small file, by this one): see partitioned.py.
+    """
+    options = {"source": str(input_file.path), "now": now, "skip_invalid": skip_invalid}
+    if kind in _BY_COLUMN and partitioned.worth_it(engine, input_file, workers):
+        stager = partial(MemberStaging, settings, engine.dialect)
+        with partitioned.staged_by_workers(input_file, stager, MEMBERS_STAGING, workers, on_bytes) as parts:
+            summary, rejects = import_rows(engine, settings, kind, parts, **options)  # type: ignore[arg-type]
+    else:
+        rows = input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes)
+        summary, rejects = import_rows(engine, settings, kind, rows, **options)  # type: ignore[arg-type]
     if len(rejects):
         path = rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv")
         rejects.write(path, input_file.rows())

@@ -102,7 +102,7 @@ def validated_rows(rows: Iterable[SourceRow], validate: Validator, summary: Impo
 
 def create_staging(connection: sa.Connection, table: sa.Table) -> None:
     """(Re)create a temporary staging table on this connection."""
-    connection.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+    drop_staging(connection, table)
     table.create(connection)
 
 
@@ -113,7 +113,9 @@ def index_staging(connection: sa.Connection, table: sa.Table, *columns: str) -> 
 
 
 def drop_staging(connection: sa.Connection, table: sa.Table) -> None:
-    connection.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+    # On SQLite a bare name would reach an attached database's table of that name too.
+    schema = "temp." if connection.dialect.name == "sqlite" else ""
+    connection.execute(sa.text(f"DROP TABLE IF EXISTS {schema}{table.name}"))
 
 
 def bind_converters(table: sa.Table, dialect: sa.Dialect) -> dict[int, Callable[[Any], Any]]:

@@ -9,7 +9,6 @@ Points (or spend) that move a member to another tier record the change in the ti
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
@@ -40,7 +39,7 @@ from .batch import (
     later_duplicates,
 )
 from .readers import CsvBatch, SourceRow
-from .workers import BatchWorkers, collection_paused, default_worker_count
+from .partitioned import StagedParts, collection_paused
 
 MEMBER_COLUMNS = (
     "member_id", "email", "first_name", "last_name", "locale", "timezone", "joined_at", "birthday",
@@ -53,8 +52,6 @@ COMPUTED = {"tier": "the tier follows from points (or spend) and the tier ladder
             "updated_at": "set by loyalty-mail", "unsubscribed_at": "set when subscribed becomes false"}
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_INT = 2**31 - 1
-# Files with more rows than this are validated in worker processes too (see workers.py).
-PARALLEL_AFTER_ROWS = 50_000
 
 _metadata = sa.MetaData()
 STAGING = sa.Table(
@@ -279,31 +276,28 @@ def _unchanged(values: list[Any]) -> list[Any]:
 def import_members(
     connection: sa.Connection,
     settings: Settings,
-    rows: Iterable[SourceRow | CsvBatch],
+    rows: Iterable[SourceRow | CsvBatch] | StagedParts,
     *,
     source: str,
     now: datetime,
     skip_invalid: bool = False,
-    workers: int | None = None,
-    parallel_after: int = PARALLEL_AFTER_ROWS,
 ) -> tuple[ImportSummary, Rejects]:
     """Import member rows inside the caller's transaction.
 
-    Raises ImportRejected (and the caller rolls back) when any row is bad and skip_invalid is
-    off; otherwise returns the summary and the rejected rows for the caller to report.
-    CSV batches past the first `parallel_after` rows are validated in `workers` processes
-    (default: one per core beyond this one; 0: all in this process).
+    `rows` are source rows and CSV batches, or what worker processes staged already (see
+    partitioned.py). Raises ImportRejected (and the caller rolls back) when any row is bad and
+    skip_invalid is off; otherwise returns the summary and the rejected rows for the caller.
     """
     summary = ImportSummary(source=source)
-    rejects = Rejects()
-    validate = MemberRowValidator(settings)
     create_staging(connection, STAGING)
-
-    if workers is None:
-        workers = default_worker_count()
-    with collection_paused():
-        insert_chunks(connection, STAGING, _staging_chunks(connection, settings, rows, validate, summary,
-                                                           rejects, workers, parallel_after))
+    if isinstance(rows, StagedParts):
+        rows.copy_into_staging(connection)
+        summary.rows_read, rejects = rows.rows_read, rows.rejects
+    else:
+        rejects = Rejects()
+        staging = MemberStaging(settings, connection.dialect)
+        with collection_paused():
+            insert_chunks(connection, STAGING, _staging_chunks(staging, rows, summary, rejects))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
     for row_no, member_id, first_row in duplicates:
@@ -318,75 +312,50 @@ def import_members(
     return summary, rejects
 
 
-def _staging_chunks(connection: sa.Connection, settings: Settings, rows: Iterable[SourceRow | CsvBatch],
-                    validate: MemberRowValidator, summary: ImportSummary, rejects: Rejects,
-                    workers: int, parallel_after: int) -> Iterator[list[tuple[Any, ...]]]:
-    """Staging rows for the driver, in chunks: CSV batches column-wise (in worker processes
-    once more than `parallel_after` rows have been read), other rows one by one."""
-    by_column = MemberColumns(validate, connection.dialect)
-    converters = list(by_column.converters.items())
-    pool: BatchWorkers[CsvBatch, BatchResult] | None = None
-    chunk: list[tuple[Any, ...]] = []
+class MemberStaging:
+    """Source rows to staging rows ready for the driver: CSV batches a column at a time, other
+    rows one by one. Rows with problems go to the given Rejects."""
 
-    def checked(bad_rows: Iterable[SourceRow]) -> Iterator[list[tuple[Any, ...]]]:
-        """Row by row: problems to `rejects`, and the staging rows of any that pass after all."""
-        nonlocal chunk
-        for row_no, row in bad_rows:
-            staged, problems = validate(row_no, row)
+    def __init__(self, settings: Settings, dialect: sa.Dialect):
+        self.validate = MemberRowValidator(settings)
+        self.by_column = MemberColumns(self.validate, dialect)
+        self.converters = list(self.by_column.converters.items())
+
+    def batch(self, batch: CsvBatch, rejects: Rejects) -> list[tuple[Any, ...]]:
+        staged, bad_rows = self.by_column(batch)
+        if bad_rows:
+            staged += self.rows(bad_rows, rejects)
+        return staged
+
+    def rows(self, rows: Iterable[SourceRow], rejects: Rejects) -> list[tuple[Any, ...]]:
+        staged_rows = []
+        for row_no, row in rows:
+            staged, problems = self.validate(row_no, row)
             if problems:
                 rejects.extend(row_no, problems)
                 continue
             assert staged is not None
-            for i, convert in converters:
+            for i, convert in self.converters:
                 if staged[i] is not None:
                     staged[i] = convert(staged[i])
-            chunk.append(tuple(staged))
+            staged_rows.append(tuple(staged))
+        return staged_rows
+
+
+def _staging_chunks(staging: MemberStaging, rows: Iterable[SourceRow | CsvBatch], summary: ImportSummary,
+                    rejects: Rejects) -> Iterator[list[tuple[Any, ...]]]:
+    chunk: list[tuple[Any, ...]] = []
+    for item in rows:
+        if isinstance(item, CsvBatch):
+            summary.rows_read += len(item.numbers)
+            yield staging.batch(item, rejects)
+        else:
+            summary.rows_read += 1
+            chunk += staging.rows((item,), rejects)
             if len(chunk) >= BATCH_ROWS:
                 yield chunk
                 chunk = []
-
-    try:
-        for item in rows:
-            if not isinstance(item, CsvBatch):
-                summary.rows_read += 1
-                yield from checked((item,))
-                continue
-            summary.rows_read += len(item.numbers)
-            if pool is None and workers and summary.rows_read > parallel_after:
-                pool = BatchWorkers(workers, _stage_in_worker, _start_worker,
-                                    (settings, connection.dialect.__class__))
-            if pool is not None:
-                for staged_rows, bad_rows in pool.finished():
-                    yield staged_rows
-                    yield from checked(bad_rows)
-                if pool.offer(item):
-                    continue
-            staged_rows, bad_rows = by_column(item)
-            yield staged_rows
-            yield from checked(bad_rows)
-        if pool is not None:
-            for staged_rows, bad_rows in pool.remaining():
-                yield staged_rows
-                yield from checked(bad_rows)
-    finally:
-        if pool is not None:
-            pool.close()
     yield chunk
-
-
-BatchResult = tuple[list[tuple[Any, ...]], list[SourceRow]]
-_worker_columns: MemberColumns | None = None
-
-
-def _start_worker(settings: Settings, dialect_class: type[sa.Dialect]) -> None:
-    global _worker_columns
-    gc.disable()  # see collection_paused: a worker lives for one import
-    _worker_columns = MemberColumns(MemberRowValidator(settings), dialect_class())
-
-
-def _stage_in_worker(batch: CsvBatch) -> BatchResult:
-    assert _worker_columns is not None, "worker started without _start_worker"
-    return _worker_columns(batch)
 
 
 def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary) -> None:
