@@ -30,6 +30,7 @@ from .batch import (
     ImportSummary,
     Rejects,
     bind_converters,
+    collection_paused,
     create_staging,
     delete_rows,
     drop_staging,
@@ -39,7 +40,7 @@ from .batch import (
     later_duplicates,
 )
 from .readers import CsvBatch, SourceRow
-from .partitioned import StagedParts, collection_paused
+from .partitioned import StagedParts
 
 MEMBER_COLUMNS = (
     "member_id", "email", "first_name", "last_name", "locale", "timezone", "joined_at", "birthday",
