@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from loyalty_mail import db
 from loyalty_mail.importing import InputFile, import_file, import_rows, partitioned, readers
 from loyalty_mail.models import members_table, tier_changes_table
 from loyalty_mail.runtime import Runtime
+
+from .conftest import Cli
 
 # For each column, cells a real export could hold; the last ones of some columns are bad.
 CELLS: dict[str, list[str]] = {
@@ -157,3 +160,43 @@ def test_workers_report_file_problems_and_bad_rows_as_one_process_does(run, runt
     assert result.exit_code == 0, result.output
     assert "700 rows read, 700 inserted" in result.stdout
     assert len(snapshot(runtime.engine())) == 700
+
+
+@pytest.fixture
+def sqlite_cli(project: Path, tmp_path: Path) -> tuple[Cli, sa.Engine]:
+    """The CLI on a SQLite database (workers and their scratch files are SQLite's alone)."""
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine)
+    return Cli(project, url), engine
+
+
+def test_scratch_space_problems_are_clear_errors_and_import_nothing(sqlite_cli, tmp_path, monkeypatch):
+    run, engine = sqlite_cli
+    monkeypatch.setattr(partitioned, "MIN_BYTES", 0)
+    good = tmp_path / "good.csv"
+    good.write_text("member_id,email\n" + "".join(f"G{n},g{n}@example.com\n" for n in range(300)))
+
+    def full(*args, **kwargs):  # what a worker meets when the scratch folder's disk is full
+        raise partitioned.sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(partitioned.sqlite3, "connect", full)  # workers are forked: they inherit it
+    result = run("members", "import", str(good), "--workers", "2")
+    assert result.exit_code == 1, result.output
+    assert "scratch files in" in result.stderr and "database or disk is full" in result.stderr
+    assert "--workers 0" in result.stderr and "Traceback" not in result.output
+    monkeypatch.undo()
+
+    monkeypatch.setattr(partitioned, "MIN_BYTES", 0)
+    monkeypatch.setattr(partitioned.tempfile, "tempdir", str(tmp_path / "no" / "such" / "folder"))
+    result = run("members", "import", str(good), "--workers", "2")
+    assert result.exit_code == 1, result.output
+    assert "could not be written" in result.stderr and "Traceback" not in result.output
+    assert snapshot(engine) == {}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(partitioned, "MIN_BYTES", 0)
+    result = run("members", "import", str(good), "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert len(snapshot(engine)) == 300
+    engine.dispose()

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 
-from ..errors import InputFileError
+from ..errors import InputFileError, LoyaltyMailError
 from .batch import Rejects
 from .readers import CsvBatch, InputFile, SourceRow
 
@@ -87,7 +87,10 @@ def staged_by_workers(input_file: InputFile, make_stager: Callable[[], Stager], 
                       ) -> Iterator[StagedParts]:
     """Run `count` workers over `input_file`; yield their StagedParts; then remove the scratch files."""
     count = count or default_worker_count()
-    scratch = Path(tempfile.mkdtemp(prefix="loyalty-mail-import-"))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="loyalty-mail-import-"))
+    except OSError as exc:
+        raise LoyaltyMailError(_no_scratch(tempfile.gettempdir(), exc)) from None
     parts = StagedParts(table, [scratch / f"part{i}.db" for i in range(count)])
     context = multiprocessing.get_context("fork")
     messages: Any = context.Queue()
@@ -185,5 +188,15 @@ def _work(index: int, count: int, input_file: InputFile, make_stager: Callable[[
         scratch.close()
         messages.put(("done", rows_read))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the importing process
-        messages.put(("error", exc if isinstance(exc, InputFileError) else
-                      RuntimeError(f"import worker {index}: {type(exc).__name__}: {exc}")))
+        if isinstance(exc, InputFileError):
+            failure: BaseException = exc
+        elif isinstance(exc, (sqlite3.Error, OSError)):
+            failure = LoyaltyMailError(_no_scratch(str(path.parent), exc))
+        else:
+            failure = RuntimeError(f"import worker {index}: {type(exc).__name__}: {exc}")
+        messages.put(("error", failure))
+
+
+def _no_scratch(folder: str, exc: BaseException) -> str:
+    return (f"the import's scratch files in {folder} could not be written ({exc}); free some space "
+            "there, point TMPDIR at a roomier folder, or import with --workers 0 (nothing was imported)")
