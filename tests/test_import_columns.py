@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from loyalty_mail import db
 from loyalty_mail.importing import InputFile, import_file, import_rows, partitioned, readers
+from loyalty_mail.importing.batch import indexes_rebuilt
 from loyalty_mail.models import members_table, tier_changes_table
 from loyalty_mail.runtime import Runtime
 
@@ -199,4 +200,41 @@ def test_scratch_space_problems_are_clear_errors_and_import_nothing(sqlite_cli, 
     result = run("members", "import", str(good), "--workers", "2")
     assert result.exit_code == 0, result.output
     assert len(snapshot(engine)) == 300
+    engine.dispose()
+
+
+def test_a_bulk_import_rebuilds_the_members_indexes_as_they_were(sqlite_cli, tmp_path):
+    """10,000+ rows and a quarter of the table or more: the indexes are dropped and built again
+    in the import's transaction; after it, and after a failure meanwhile, they are all there."""
+    run, engine = sqlite_cli
+
+    def indexes() -> list[tuple[str, str]]:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'members' "
+                "ORDER BY name").all()
+
+    before = indexes()
+    assert len([sql for _, sql in before if sql]) >= 6
+    path = tmp_path / "bulk.csv"
+    path.write_text("member_id,email,joined_at\n" + "".join(
+        f"B{n},b{n}@example.com,2025-{n % 12 + 1:02d}-{n % 28 + 1:02d}T08:00:00\n" for n in range(12_000)))
+    result = run("members", "import", str(path), "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert indexes() == before
+    with engine.connect() as connection:
+        plan = " ".join(str(row) for row in connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM members WHERE email = 'b7@example.com'"))
+        assert "ix_members_email" in plan
+        assert connection.exec_driver_sql("SELECT count(*) FROM members").scalar_one() == 12_000
+
+    # Something failing while the indexes are dropped: the rollback brings them back.
+    with pytest.raises(RuntimeError, match="mid-import"):
+        with db.writer(engine).begin() as connection:
+            with indexes_rebuilt(connection, members_table, 50_000):
+                assert connection.exec_driver_sql(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'members' "
+                    "AND sql IS NOT NULL").scalar_one() == 0
+                raise RuntimeError("mid-import")
+    assert indexes() == before
     engine.dispose()

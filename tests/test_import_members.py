@@ -187,3 +187,16 @@ def test_ragged_rows_and_bad_json_lines_are_row_errors(run, tmp_path):
     assert result.exit_code == 1
     assert f"{lines}: row 2: invalid JSON" in result.stderr
     assert f"{lines}: row 3: each line must be a JSON object" in result.stderr
+
+
+def test_a_file_of_known_and_new_members_updates_some_and_inserts_the_rest(runtime, run, tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("member_id,email,points\nK1,k1@example.com,10\nK2,k2@example.com,20\n")
+    assert run("members", "import", str(path)).exit_code == 0
+    path.write_text("member_id,email,points\nK2,k2@example.com,25\nK3,k3@example.com,30\nK1,k1@example.com,\n")
+    result = run("members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "3 rows read, 1 inserted, 2 updated" in result.stdout
+    with runtime.engine().connect() as connection:
+        points = dict(connection.execute(sa.select(members_table.c.member_id, members_table.c.points)).all())
+    assert points == {"K1": 10, "K2": 25, "K3": 30}

@@ -424,9 +424,9 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
             "created_at": now_value, "updated_at": now_value,
         }
-        new_rows = sa.select(*insert_columns.values()).where(
-            ~sa.exists().where(m.c.member_id == s.c.member_id)
-        )
+        new_rows = sa.select(*insert_columns.values())
+        if summary.updated:  # else no staged member_id is in members: skip a probe per row
+            new_rows = new_rows.where(~sa.exists().where(m.c.member_id == s.c.member_id))
         connection.execute(m.insert().from_select(list(insert_columns), new_rows))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 import queue
 import shutil
 import sqlite3
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 
 from ..errors import InputFileError, LoyaltyMailError
-from .batch import Rejects
+from .batch import Rejects, usable_cores
 from .readers import CsvBatch, InputFile, SourceRow
 
 # Below this size a file is validated in the importing process: workers would not repay the
@@ -68,9 +67,7 @@ class StagedParts:
 
 def default_worker_count() -> int:
     """One worker per core this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return usable_cores()
 
 
 def worth_it(engine: sa.Engine, input_file: InputFile, workers: int | None) -> bool:
