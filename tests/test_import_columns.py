@@ -84,8 +84,11 @@ def import_by_route(runtime: Runtime, path: Path, route: str) -> tuple[int, list
                                        source=str(path), now=now, skip_invalid=True)
         return summary.rows_read, [(e.row, e.reason) for e in rejects.errors()]
     workers = {"columns": 0, "workers": 2}[route]
+    progress: list[int] = []
     summary = import_file(engine, settings, "members", InputFile.open(path), now=now, skip_invalid=True,
-                          workers=workers, rejects_path=path.with_suffix(".rejects.csv"))
+                          workers=workers, rejects_path=path.with_suffix(".rejects.csv"),
+                          on_bytes=progress.append)
+    assert sum(progress) == path.stat().st_size  # the progress bar reaches the end
     if summary.rejects_file is None:
         return summary.rows_read, []
     with summary.rejects_file.open(encoding="utf-8") as handle:
