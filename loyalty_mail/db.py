@@ -8,6 +8,7 @@ the Alembic migrations, so a database made today can be upgraded tomorrow.
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    # Helper threads for SQLite's sorter (off by default): index builds after a bulk import
+    # (3.6-4.4 s -> 3.1-3.3 s for 1,000,000 members) and grouped segments (frequent_buyers
+    # 0.188 -> 0.166 s) sort faster; nothing else changes.
+    cursor.execute(f"PRAGMA threads={min(4, usable_cores())}")
     cursor.close()
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _alembic_config(connection: sa.Connection) -> AlembicConfig:

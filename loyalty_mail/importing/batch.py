@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import gc
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,13 +117,6 @@ def collection_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def usable_cores() -> int:
-    """How many cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def create_staging(connection: sa.Connection, table: sa.Table) -> None:
@@ -239,12 +231,5 @@ def indexes_rebuilt(connection: sa.Connection, table: sa.Table, rows_written: in
     for name, _ in indexes:
         connection.exec_driver_sql(f'DROP INDEX "{name}"')
     yield
-    # SQLite's sorter may use helper threads (off by default): 6 member indexes over 1,000,000
-    # rows built in 3.1-3.3 s with two, against 3.6-4.4 s with none.
-    threads = connection.exec_driver_sql("PRAGMA threads").scalar_one()
-    connection.exec_driver_sql(f"PRAGMA threads = {min(4, usable_cores())}")
-    try:
-        for _, sql in indexes:
-            connection.exec_driver_sql(sql)
-    finally:
-        connection.exec_driver_sql(f"PRAGMA threads = {int(threads)}")
+    for _, sql in indexes:  # sorted with helper threads: see db._sqlite_pragmas
+        connection.exec_driver_sql(sql)

@@ -31,8 +31,9 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialects
 
+from ..db import usable_cores
 from ..errors import InputFileError, LoyaltyMailError
-from .batch import Rejects, usable_cores
+from .batch import Rejects
 from .readers import CsvBatch, InputFile, SourceRow
 
 # Below this size a file is validated in the importing process: workers would not repay the
