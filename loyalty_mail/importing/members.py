@@ -125,10 +125,7 @@ class MemberRowValidator:
         """A staging row (a list in STAGING's column order), or the row's problems."""
         if "__shape__" in row:
             return None, [("", row["__shape__"])]
-        signature = tuple(row)
-        plan = self._plans.get(signature)
-        if plan is None:
-            plan = self._compile(signature, row_no)
+        plan = self.plan(tuple(row), row_no)
         staged: list[Any] = [None] * len(STAGING_COLUMNS)
         staged[0] = row_no
         attributes: dict[str, Any] = {}

@@ -106,8 +106,10 @@ def staged_by_workers(input_file: InputFile, make_stager: Callable[[], Stager], 
                 kind, payload = messages.get(timeout=0.5)
             except queue.Empty:
                 for worker in workers:
-                    if worker.exitcode not in (None, 0):
-                        raise RuntimeError(f"{worker.name} stopped with exit code {worker.exitcode}") from None
+                    if worker.exitcode not in (None, 0):  # killed: by the OOM killer, say
+                        raise LoyaltyMailError(
+                            f"{worker.name} stopped unexpectedly (exit code {worker.exitcode}); nothing was "
+                            "imported. Try again with --workers 0 to import in this process.") from None
                 continue
             if kind == "bytes" and on_bytes:
                 on_bytes(payload)
@@ -164,10 +166,13 @@ def _work(index: int, count: int, input_file: InputFile, make_stager: Callable[[
         scratch.execute(ddl)
         scratch.execute("BEGIN")
         insert = f"INSERT INTO {table.name} VALUES ({', '.join('?' * len(table.columns))})"
-        read = [0]
-        on_bytes = (lambda n: read.__setitem__(0, read[0] + n)) if index == 0 else None
-        rows_read = batch_no = 0
-        for item in input_file.batches(on_bytes):
+        read = rows_read = batch_no = 0
+
+        def count_bytes(n: int) -> None:
+            nonlocal read
+            read += n
+
+        for item in input_file.batches(count_bytes if index == 0 else None):
             rejects = Rejects()
             if isinstance(item, CsvBatch):
                 mine, batch_no = batch_no % count == index, batch_no + 1
@@ -179,17 +184,19 @@ def _work(index: int, count: int, input_file: InputFile, make_stager: Callable[[
                 scratch.executemany(insert, stager.rows((item,), rejects))
             if rejects.by_row:
                 messages.put(("rejects", list(rejects.by_row.items())))
-            if read[0]:
-                messages.put(("bytes", read[0]))
-                read[0] = 0
+            if read:
+                messages.put(("bytes", read))
+                read = 0
         scratch.execute("COMMIT")
         scratch.close()
         messages.put(("done", rows_read))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the importing process
         if isinstance(exc, InputFileError):
             failure: BaseException = exc
-        elif isinstance(exc, (sqlite3.Error, OSError)):
+        elif isinstance(exc, sqlite3.Error):  # the scratch file is the only database a worker uses
             failure = LoyaltyMailError(_no_scratch(str(path.parent), exc))
+        elif isinstance(exc, OSError):
+            failure = InputFileError(f"{input_file.path}: could not be read ({exc})")
         else:
             failure = RuntimeError(f"import worker {index}: {type(exc).__name__}: {exc}")
         messages.put(("error", failure))
