@@ -241,3 +241,25 @@ def test_a_bulk_import_rebuilds_the_members_indexes_as_they_were(sqlite_cli, tmp
                 raise RuntimeError("mid-import")
     assert indexes() == before
     engine.dispose()
+
+
+def test_a_worker_that_dies_is_a_clear_error_and_leaves_no_scratch_files(tmp_path, monkeypatch):
+    """A worker killed from outside (the OOM killer, say) sends no word: the importing process
+    notices its exit code, says so in a line, and removes the scratch folder."""
+    import os
+    import tempfile
+
+    from loyalty_mail.errors import LoyaltyMailError
+    from loyalty_mail.importing.members import STAGING
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = tmp_path / "m.csv"
+    path.write_text("member_id,email\n" + "".join(f"D{n},d{n}@example.com\n" for n in range(50)))
+
+    def dies() -> partitioned.Stager:
+        os._exit(9)
+
+    with pytest.raises(LoyaltyMailError, match=r"stopped unexpectedly \(exit code 9\).*--workers 0"):
+        with partitioned.staged_by_workers(InputFile.open(path), dies, STAGING, 2):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
