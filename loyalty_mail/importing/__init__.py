@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from .. import db
 from ..config import Settings
 from . import partitioned
-from .batch import ImportSummary, Rejects
+from .batch import ImportSummary, Rejects, collection_paused
 from .events import import_events
 from .members import STAGING as MEMBERS_STAGING
 from .members import MemberStaging, import_members
@@ -38,7 +38,7 @@ def import_rows(
     """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none."""
     run = _KINDS[kind]
     with db.writer(engine).connect() as connection, partitioned.attached(connection, rows):
-        with connection.begin():
+        with connection.begin(), collection_paused():
             return run(connection, settings, rows, source=source, now=now,  # type: ignore[operator]
                        skip_invalid=skip_invalid)
 

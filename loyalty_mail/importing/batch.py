@@ -143,6 +143,14 @@ def bind_converters(table: sa.Table, dialect: sa.Dialect) -> dict[int, Callable[
             if (proc := column.type.bind_processor(dialect)) is not None}
 
 
+def for_driver(row: list[Any], converters: list[tuple[int, Callable[[Any], Any]]]) -> tuple[Any, ...]:
+    """A staging row (a list in the table's column order) converted for the driver, as a tuple."""
+    for i, convert in converters:
+        if row[i] is not None:
+            row[i] = convert(row[i])
+    return tuple(row)
+
+
 def insert_in_batches(connection: sa.Connection, table: sa.Table, rows: Iterable[list[Any]]) -> int:
     """executemany in batches of BATCH_ROWS; rows are lists in the table's column order.
 
@@ -155,10 +163,7 @@ def insert_in_batches(connection: sa.Connection, table: sa.Table, rows: Iterable
     def chunks() -> Iterator[list[tuple[Any, ...]]]:
         batch: list[tuple[Any, ...]] = []
         for row in rows:
-            for i, proc in converters:
-                if row[i] is not None:
-                    row[i] = proc(row[i])
-            batch.append(tuple(row))
+            batch.append(for_driver(row, converters))
             if len(batch) >= BATCH_ROWS:
                 yield batch
                 batch = []

@@ -27,24 +27,22 @@ _CENTS = methodcaller("quantize", Decimal("0.01"))
 _MONEY_LIMIT = Decimal("1e16")
 
 
-def parse_column(cells: Cells, fast: FastParser | None,
-                 parse: Callable[[str], Any]) -> tuple[list[Any], list[int]]:
+def parse_column(cells: Cells, fast: FastParser, parse: Callable[[str], Any]) -> tuple[list[Any], list[int]]:
     """The parsed column (None for blank cells) and the indexes of the cells `parse` rejects."""
-    if fast is not None:
-        try:
-            if "" not in cells:
-                return fast(cells), []
-            present = [i for i, cell in enumerate(cells) if cell]
-            parsed: list[Any] = [None] * len(cells)
-            for i, value in zip(present, fast([cells[i] for i in present])):
-                parsed[i] = value
-            return parsed, []
-        except NOT_SURE:
-            pass
-    return cell_by_cell(cells, parse)
+    try:
+        if "" not in cells:
+            return fast(cells), []
+        present = [i for i, cell in enumerate(cells) if cell]
+        parsed: list[Any] = [None] * len(cells)
+        for i, value in zip(present, fast([cells[i] for i in present])):
+            parsed[i] = value
+        return parsed, []
+    except NOT_SURE:
+        return cell_by_cell(cells, parse)
 
 
 def cell_by_cell(cells: Cells, parse: Callable[[str], Any]) -> tuple[list[Any], list[int]]:
+    """Each cell through the parser of `fields` (blank: None, as fields.is_blank has it)."""
     parsed: list[Any] = []
     rejected: list[int] = []
     for i, cell in enumerate(cells):

@@ -30,10 +30,10 @@ from .batch import (
     ImportSummary,
     Rejects,
     bind_converters,
-    collection_paused,
     create_staging,
     delete_rows,
     drop_staging,
+    for_driver,
     index_staging,
     indexes_rebuilt,
     insert_chunks,
@@ -294,8 +294,7 @@ def import_members(
     else:
         rejects = Rejects()
         staging = MemberStaging(settings, connection.dialect)
-        with collection_paused():
-            insert_chunks(connection, STAGING, _staging_chunks(staging, rows, summary, rejects))
+        insert_chunks(connection, STAGING, _staging_chunks(staging, rows, summary, rejects))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
     for row_no, member_id, first_row in duplicates:
@@ -333,10 +332,7 @@ class MemberStaging:
                 rejects.extend(row_no, problems)
                 continue
             assert staged is not None
-            for i, convert in self.converters:
-                if staged[i] is not None:
-                    staged[i] = convert(staged[i])
-            staged_rows.append(tuple(staged))
+            staged_rows.append(for_driver(staged, self.converters))
         return staged_rows
 
 

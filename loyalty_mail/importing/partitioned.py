@@ -66,16 +66,11 @@ class StagedParts:
                 f"INSERT INTO temp.{self.table.name} SELECT * FROM {_PREFIX}{i}.{self.table.name}")
 
 
-def default_worker_count() -> int:
-    """One worker per core this process may use."""
-    return usable_cores()
-
-
 def worth_it(engine: sa.Engine, input_file: InputFile, workers: int | None) -> bool:
     """Whether to stage `input_file` in worker processes (`workers` None: decide by machine)."""
     if engine.dialect.name != "sqlite" or input_file.format != "csv" or sys.platform != "linux":
         return False
-    count = default_worker_count() if workers is None else workers
+    count = usable_cores() if workers is None else workers
     return count >= 2 and input_file.size >= MIN_BYTES
 
 
@@ -84,7 +79,7 @@ def staged_by_workers(input_file: InputFile, make_stager: Callable[[], Stager], 
                       count: int | None = None, on_bytes: Callable[[int], None] | None = None,
                       ) -> Iterator[StagedParts]:
     """Run `count` workers over `input_file`; yield their StagedParts; then remove the scratch files."""
-    count = count or default_worker_count()
+    count = count or usable_cores()
     try:
         scratch = Path(tempfile.mkdtemp(prefix="loyalty-mail-import-"))
     except OSError as exc:
