@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from .errors import DatabaseError
 
 SQLITE_BUSY_TIMEOUT_S = 30
+SQLITE_MMAP_BYTES = 1 << 31  # 2 GiB, SQLite's default ceiling; larger files read the rest as usual
 _json_serializer = partial(json.dumps, ensure_ascii=False)
 
 
@@ -117,6 +118,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # (3.6-4.4 s -> 3.1-3.3 s for 1,000,000 members) and grouped segments (frequent_buyers
     # 0.188 -> 0.166 s) sort faster; nothing else changes.
     cursor.execute(f"PRAGMA threads={min(4, usable_cores())}")
+    # Reads straight from the operating system's page cache instead of copying each page into
+    # SQLite's own 2 MB cache: segment scans over 1,000,000 members touch hundreds of MB
+    # (lapsed_vip 0.28 -> 0.26 s). The mapping is address space, shared by every connection.
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 

@@ -98,7 +98,7 @@ def number_condition(values):
     )
 
 
-field_rules = st.one_of(
+member_rules = st.one_of(
     st.builds(lambda c: {"points": c}, number_condition(st.sampled_from([0, 999, 1000, 5000, 20000]))),
     st.builds(lambda c: {"total_spend": c}, number_condition(st.sampled_from([0, 10_000_000, 25_000_000]))),
     st.builds(lambda c: {"nps_score": c}, number_condition(st.integers(0, 10))),
@@ -134,6 +134,9 @@ field_rules = st.one_of(
     st.builds(lambda c: {"attributes.visits": c}, number_condition(st.sampled_from([0, 2.5, 12, -3.5]))),
     st.builds(lambda v: {"attributes.vip": v}, st.booleans()),
     st.sampled_from([{"attributes.visits": {"is_set": True, "as": "number"}}, {"attributes.city": {"is_null": True}}]),
+)
+
+event_rules = st.one_of(
     st.builds(lambda kind, c, within: {"event": {"type": kind, "count": c, **({"within": within} if within else {})}},
               st.sampled_from(["purchase", "signup", "review_written"]), number_condition(st.integers(0, 3)).filter(
                   lambda c: not any(k in c for k in ("is_set", "is_null", "in", "not_in"))),
@@ -146,11 +149,14 @@ field_rules = st.one_of(
     st.builds(lambda c: {"event": {"type": "purchase", "where": {"amount": c}}},
               st.sampled_from([{"gte": 2_000_000}, {"lt": 100}])),
 )
+field_rules = st.one_of(member_rules, event_rules)
 
 rules = st.recursive(
     field_rules,
     lambda inner: st.one_of(
         st.builds(lambda items: {"all": items}, st.lists(inner, min_size=1, max_size=3)),
+        # Member conditions beside event conditions: the events are probed per candidate member.
+        st.builds(lambda item, events: {"all": [item, *events]}, inner, st.lists(event_rules, min_size=1, max_size=2)),
         st.builds(lambda items: {"any": items}, st.lists(inner, min_size=1, max_size=3)),
         st.builds(lambda item: {"not": item}, inner),
     ),
@@ -228,3 +234,44 @@ def test_parse_rule_rejects_nothing_the_strategies_make():
             raise AssertionError(str(exc)) from None
 
     check()
+
+
+PROBED_COUNTS = [{op: n} for op in ("gte", "gt", "eq", "ne", "lt", "lte") for n in range(5)] + [
+    {"between": [1, 3]}, {"between": [0, 0]}, {"between": [4, 9]}, {"gte": 2, "lte": 3}]
+PROBED_SUMS = [{"gte": 2_000_000}, {"gt": 2_000_000}, {"lt": 1_000_000}, {"between": [1_000_000, 3_000_000]},
+               {"eq": 0}]
+
+
+def test_event_probes_at_their_thresholds(database_url: str, project: Path):
+    """An event condition beside a member condition is probed member by member; counts stop
+    early. Members with 0 to 4 purchases in the window (and one just outside it), at every
+    threshold around those numbers, give the reference's answer."""
+    at = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+    settings_ = load_settings(project, environ={})
+    ladder = TierLadder.from_settings(settings_.tiers)
+    members = [MemberFacts(
+        id=ref, member_id=f"M{ref}", email=f"m{ref}@example.com", tier="member" if ref == 6 else "gold",
+        first_name=None, locale=None, timezone="UTC", points=0, total_spend=Decimal(0), purchase_count=0,
+        joined_at=None, joined_on=None, last_purchase_at=None, unsubscribed_at=None, birthday=None, nps_score=None,
+        subscribed=True, attributes={}) for ref in range(1, 7)]
+    events = [EventFacts(member_ref=ref, type="purchase", occurred_at=at - timedelta(days=29, hours=n),
+                         amount=Decimal(1_000_000), currency="VND", points=None, properties={})
+              for ref in range(1, 7) for n in range(ref - 1)]
+    events += [EventFacts(member_ref=ref, type=kind, occurred_at=at - timedelta(days=days), amount=Decimal(1_000_000),
+                          currency="VND", points=None, properties={})
+               for ref in range(1, 7) for kind, days in (("purchase", 31), ("signup", 1))]
+    engine = db.create_db_engine(database_url)
+    insert(engine, members, events)
+    ctx = context_for(settings_, SegmentCatalog({}), at, engine.dialect.name)
+    rules = [{"purchases": {"count": count, "within": "30 days"}} for count in PROBED_COUNTS]
+    rules += [{"purchases": {"sum": {"amount": total}, "within": "30 days"}} for total in PROBED_SUMS]
+    try:
+        with engine.connect() as connection:
+            for rule in rules:
+                segment = parse_rule({"all": [{"tier": {"at_least": "silver"}}, rule]}, ladder)
+                from_sql = {row[0] for row in connection.execute(segment_query(segment.rule, ctx))}
+                assert from_sql == matching_ids(segment.rule, members, events, ctx), rule
+    finally:
+        engine.dispose()
+    # the data spans the thresholds: member n has n - 1 purchases in the window
+    assert matching_ids(parse_rule({"all": [{"tier": "gold"}, rules[3]]}, ladder).rule, members, events, ctx) == {4, 5}
