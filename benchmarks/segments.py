@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from loyalty_mail import db  # noqa: E402
 from loyalty_mail.config import load_settings  # noqa: E402
-from loyalty_mail.models import Event, Member, members_table  # noqa: E402
+from loyalty_mail.models import Event, Member, Send, TrackingEvent, members_table  # noqa: E402
 from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
-from loyalty_mail.segments.reference import EventFacts, MemberFacts, evaluate  # noqa: E402
+from loyalty_mail.segments.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, evaluate  # noqa: E402
 
 AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 ZONES = ["Asia/Ho_Chi_Minh"] * 6 + ["Asia/Singapore", "America/New_York", "Europe/London", "Australia/Sydney"]
@@ -156,13 +156,21 @@ def time_naive(engine: sa.Engine, settings, catalog) -> tuple[float, dict[str, t
                 member_ref=e.member_ref, type=e.type, occurred_at=e.occurred_at, amount=e.amount,
                 currency=e.currency, points=e.points, properties=e.properties))
             session.expunge(e)
+        sent = {s.send_id: EmailFacts(member_ref=s.member_ref, send_id=s.send_id, flow=s.flow, state=s.state,
+                                      sent_at=s.sent_at) for s in session.exec(select(Send))}
+        for t in session.exec(select(TrackingEvent)):
+            if t.send_id in sent:
+                sent[t.send_id].hits.append(HitFacts(kind=t.kind, occurred_at=t.occurred_at, machine=t.machine, bot=t.bot))
+    emails: dict[int, list[EmailFacts]] = {}
+    for email in sent.values():
+        emails.setdefault(email.member_ref, []).append(email)
     load = time.perf_counter() - started
     ctx = context_for(settings, catalog, AT, engine.dialect.name)
     results = {}
     for name in sorted(catalog.segments):
         rule = catalog.get(name).rule
         started = time.perf_counter()
-        count = sum(1 for m in members if evaluate(rule, m, events.get(m.id, []), ctx))
+        count = sum(1 for m in members if evaluate(rule, m, events.get(m.id, []), ctx, emails.get(m.id, [])))
         results[name] = (count, time.perf_counter() - started)
     return load, results
 

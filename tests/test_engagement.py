@@ -31,9 +31,12 @@ def test_engagement_conditions_on_both_databases(runtime, project):
         "name: clickers\ndescription: x\nemails: {action: clicked, flow: winback, count: {gte: 2}, within: 30 days}\n")
     (project / "segments" / "any_open.yaml").write_text(
         "name: any_open\ndescription: x\nemails: {action: opened, include_automated: true, within: 60 days}\n")
+    (project / "segments" / "people_clicked.yaml").write_text(
+        "name: people_clicked\ndescription: x\nemails: {action: clicked, within: 30 days}\n")
     engine = runtime.engine()
     lapsed = FIXED_NOW - timedelta(days=120)
-    people = {"IGNORES": 1, "MACHINE_ONLY": 2, "OPENER": 3, "CLICKER": 4, "NEVER_MAILED": 5, "OLD_OPEN": 6}
+    people = {"IGNORES": 1, "MACHINE_ONLY": 2, "OPENER": 3, "CLICKER": 4, "NEVER_MAILED": 5, "OLD_OPEN": 6,
+              "BOT_CLICKED": 7}
     with engine.begin() as conn:
         for member_id, ref in people.items():
             conn.execute(members_table.insert().values(
@@ -50,6 +53,7 @@ def test_engagement_conditions_on_both_databases(runtime, project):
         _hit(conn, "s-CLICKER-2", "click", 9)
         _hit(conn, "s-CLICKER-2", "click", 9, bot=True)
         _hit(conn, "s-OLD_OPEN", "open", 90)
+        _hit(conn, "s-BOT_CLICKED", "click", 19, bot=True)  # a link scanner, not the member
     catalog, problems = load_catalog(runtime.settings)
     assert problems == []
 
@@ -59,9 +63,10 @@ def test_engagement_conditions_on_both_databases(runtime, project):
         with engine.connect() as conn:
             return [row["member_id"] for row in list_members(conn, catalog.get(name), ctx)]
 
-    assert members("disengaged") == ["CLICKER", "IGNORES", "MACHINE_ONLY", "OLD_OPEN"]
+    assert members("disengaged") == ["BOT_CLICKED", "CLICKER", "IGNORES", "MACHINE_ONLY", "OLD_OPEN"]
     assert members("clickers") == ["CLICKER"]
     assert members("any_open") == ["MACHINE_ONLY", "OPENER"]
+    assert members("people_clicked") == ["CLICKER"]
 
 
 def test_engagement_mistakes_are_reported_with_line(tmp_path, runtime, project):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from .compiler import Context
 from .fields import NPS_CATEGORIES
-from .spec import All, AnyOf, EventRule, FieldRule, Not, Op, Rule, SegmentRef, ValueRule
+from .spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, SegmentRef, ValueRule
 from .timeexpr import TimeValue, anniversary_on
 
 _NUMERIC_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
@@ -60,22 +60,49 @@ class EventFacts:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-def matching_ids(rule: Rule, members: Iterable[MemberFacts], events: Iterable[EventFacts], ctx: Context) -> set[int]:
+@dataclass
+class HitFacts:
+    """Something tracked on one of our emails (a tracking_events row)."""
+
+    kind: str  # open | click | delivered | bounce | ...
+    occurred_at: datetime
+    machine: bool = False
+    bot: bool = False
+
+
+@dataclass
+class EmailFacts:
+    """One of our emails to a member (a sends row) and what was tracked on it."""
+
+    member_ref: int
+    send_id: str
+    flow: str
+    state: str
+    sent_at: datetime | None = None
+    hits: list[HitFacts] = field(default_factory=list)
+
+
+def matching_ids(rule: Rule, members: Iterable[MemberFacts], events: Iterable[EventFacts], ctx: Context,
+                 emails: Iterable[EmailFacts] = ()) -> set[int]:
     by_member: dict[int, list[EventFacts]] = {}
     for event in events:
         by_member.setdefault(event.member_ref, []).append(event)
-    return {m.id for m in members if evaluate(rule, m, by_member.get(m.id, []), ctx)}
+    mail: dict[int, list[EmailFacts]] = {}
+    for email in emails:
+        mail.setdefault(email.member_ref, []).append(email)
+    return {m.id for m in members if evaluate(rule, m, by_member.get(m.id, []), ctx, mail.get(m.id, []))}
 
 
-def evaluate(rule: Rule, member: MemberFacts, events: list[EventFacts], ctx: Context) -> bool:
+def evaluate(rule: Rule, member: MemberFacts, events: list[EventFacts], ctx: Context,
+             emails: Sequence[EmailFacts] = ()) -> bool:
     if isinstance(rule, All):
-        return all(evaluate(item, member, events, ctx) for item in rule.items)
+        return all(evaluate(item, member, events, ctx, emails) for item in rule.items)
     if isinstance(rule, AnyOf):
-        return any(evaluate(item, member, events, ctx) for item in rule.items)
+        return any(evaluate(item, member, events, ctx, emails) for item in rule.items)
     if isinstance(rule, Not):
-        return not evaluate(rule.item, member, events, ctx)
+        return not evaluate(rule.item, member, events, ctx, emails)
     if isinstance(rule, SegmentRef):
-        return evaluate(ctx.catalog.get(rule.name).rule, member, events, ctx)
+        return evaluate(ctx.catalog.get(rule.name).rule, member, events, ctx, emails)
     if isinstance(rule, FieldRule):
         return all(_field(rule, op, member, ctx) for op in rule.ops)
     if isinstance(rule, ValueRule):
@@ -83,6 +110,8 @@ def evaluate(rule: Rule, member: MemberFacts, events: list[EventFacts], ctx: Con
         return all(_compare(value, op) for op in rule.ops)
     if isinstance(rule, EventRule):
         return _event(rule, events, ctx)
+    if isinstance(rule, EmailRule):
+        return _emails(rule, emails, ctx)
     raise TypeError(rule)
 
 
@@ -255,6 +284,27 @@ def _event(rule: EventRule, events: list[EventFacts], ctx: Context) -> bool:
         if not all(_compare(total, op) for op in rule.sum_ops):
             return False
     return True
+
+
+def _emails(rule: EmailRule, emails: Sequence[EmailFacts], ctx: Context) -> bool:
+    """How many of our emails the member received (sent by `at`), or opened or clicked (at least
+    once by `at`; people only unless include_automated), within the window and flow."""
+    since = rule.within.before(ctx.at) if rule.within else None
+
+    def in_window(instant: datetime | None) -> bool:
+        return instant is not None and instant <= ctx.at and (since is None or instant >= since)
+
+    counted = 0
+    for email in emails:
+        if rule.flow and email.flow != rule.flow:
+            continue
+        if rule.action == "received":
+            counted += email.state == "sent" and in_window(email.sent_at)
+            continue
+        kind = "open" if rule.action == "opened" else "click"
+        counted += any(hit.kind == kind and in_window(hit.occurred_at)
+                       and (rule.include_automated or not (hit.machine or hit.bot)) for hit in email.hits)
+    return all(_compare(Decimal(counted), op) for op in rule.count)
 
 
 def _event_value(event: EventFacts, condition: ValueRule) -> Any:
