@@ -77,7 +77,7 @@ class Context:
 
 def compile_rule(rule: Rule, ctx: Context) -> sa.ColumnElement[bool]:
     """The WHERE condition over members_table for `rule` at ctx.at."""
-    return _Compiler(ctx).rule(rule, (), negated=False)
+    return _Compiler(ctx).rule(rule, (), negated=False, top=True)
 
 
 def segment_query(rule: Rule, ctx: Context, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
@@ -91,15 +91,16 @@ class _Compiler:
         self.ctx = ctx
         self.m = members
 
-    def rule(self, rule: Rule, trail: tuple[str, ...], negated: bool) -> sa.ColumnElement[bool]:
+    def rule(self, rule: Rule, trail: tuple[str, ...], negated: bool, top: bool = False) -> sa.ColumnElement[bool]:
         """Compile one rule. Under a `not`, conditions are made never-NULL; elsewhere NULL and
-        false filter alike, and the bare comparison keeps indexes usable."""
+        false filter alike, and the bare comparison keeps indexes usable. `top`: the segment's
+        own rule, which no other condition narrows down first."""
         if isinstance(rule, All):
             # Member conditions first; event conditions beside them become per-member probes,
             # evaluated only for the members that pass the cheaper conditions.
             events = [item for item in rule.items if isinstance(item, EventRule)]
             others = [item for item in rule.items if not isinstance(item, EventRule)]
-            if events and others and self.ctx.dialect == "postgresql":
+            if events and others and top and self.ctx.dialect == "postgresql":
                 return self.probed_candidates(others, events, trail, negated)
             if events and others:
                 return sa.and_(*(self.rule(item, trail, negated) for item in others),
@@ -112,7 +113,7 @@ class _Compiler:
         if isinstance(rule, SegmentRef):
             if rule.name in trail:  # the loader rejects cycles; this is a guard, not a path
                 raise ValueError(f"segment cycle through {rule.name}")
-            return self.rule(self.ctx.catalog.get(rule.name).rule, trail + (rule.name,), negated)
+            return self.rule(self.ctx.catalog.get(rule.name).rule, trail + (rule.name,), negated, top)
         strict = _never_null if negated else (lambda condition: condition)
         if isinstance(rule, FieldRule):
             return strict(sa.and_(*(self.field_op(rule, op) for op in rule.ops)))
@@ -398,10 +399,11 @@ class _Compiler:
 
     def probed_candidates(self, others: list[Rule], events: list[EventRule], trail: tuple[str, ...],
                           negated: bool) -> sa.ColumnElement[bool]:
-        """PostgreSQL: the members passing `others`, each probed for its events, as an array of
-        ids computed once. The probes are LATERAL joins, not correlated subqueries: a correlated
-        subquery would keep the member scan out of parallel workers (lapsed_vip 0.39 s -> 0.28 s,
-        benchmarks/README.md)."""
+        """PostgreSQL, for a segment's own rule: the members passing `others`, each probed for its
+        events, as an array of ids computed once. The probes are LATERAL joins: as correlated
+        subqueries they would keep the member scan out of parallel workers (lapsed_vip 0.39 ->
+        0.26-0.30 s, benchmarks/README.md). Nested under `any` or `not`, the probes stay
+        correlated, so that they run only for the members that reach them."""
         candidates = members_table.alias("candidates")
         inner = _Compiler(self.ctx, candidates)
         source: sa.FromClause = candidates
@@ -469,9 +471,9 @@ class _Compiler:
 
 @dataclass(frozen=True)
 class Probe:
-    """An aggregate over one member's matching events (`mine`: an index range scan per member)
-    and the operators it must meet. A count that only has to reach N stops at the Nth event, and
-    any other count stops one past the largest number it is compared with."""
+    """An aggregate over one member's matching events (an index range scan per member) and the
+    operators it must meet. A count that only has to reach N stops at the Nth event, and any
+    other count stops one past the largest number it is compared with."""
 
     value: sa.Select[Any]  # one row: the aggregate, as `value`; for `at_least`, the Nth event
     ops: tuple[Op, ...]
