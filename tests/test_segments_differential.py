@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -192,7 +193,7 @@ def parse_rule(rule: dict, ladder: TierLadder):
 
 
 def insert(engine: sa.Engine, members: list[MemberFacts], events: list[EventFacts],
-           emails: list[EmailFacts] = ()) -> None:
+           emails: Sequence[EmailFacts] = ()) -> None:
     with engine.begin() as connection:
         connection.execute(tracking_events_table.delete())
         connection.execute(sends_table.delete())

@@ -348,9 +348,9 @@ class _Compiler:
 
     # -- events ----------------------------------------------------------------------------
     def event(self, rule: EventRule, correlated: bool = False) -> sa.ColumnElement[bool]:
-        where = self.event_where(rule)
         if correlated:
-            return sa.and_(*(probe.condition() for probe in self.probes(rule, where)))
+            return sa.and_(*(probe.condition() for probe in self.probes(rule)))
+        where = self.event_where(rule)
         parts = []
         if rule.count:
             parts.append(self._aggregate_membership(where, sa.func.count(), rule.count))
@@ -385,9 +385,9 @@ class _Compiler:
         ops = rule.sum_ops if self.ctx.dialect != "sqlite" else tuple(Op(o.name, _floats(o.value)) for o in rule.sum_ops)
         return sa.func.coalesce(sa.func.sum(summed), 0), ops
 
-    def probes(self, rule: EventRule, where: list[sa.ColumnElement[bool]]) -> list[Probe]:
+    def probes(self, rule: EventRule) -> list[Probe]:
         """One probe per aggregate of `rule`, each over this member's matching events."""
-        mine = [events_table.c.member_ref == self.m.c.id, *where]
+        mine = [events_table.c.member_ref == self.m.c.id, *self.event_where(rule)]
         found = []
         if rule.count:
             events = sa.select(sa.literal_column("1")).where(*mine).correlate(self.m)
@@ -408,7 +408,7 @@ class _Compiler:
         inner = _Compiler(self.ctx, candidates)
         source: sa.FromClause = candidates
         conditions = [inner.rule(item, trail, negated) for item in others]
-        probes = [probe for item in events for probe in inner.probes(item, inner.event_where(item))]
+        probes = [probe for item in events for probe in inner.probes(item)]
         for number, probe in enumerate(probes, 1):
             source, passes = probe.joined(source, f"probe_{number}")
             conditions += passes
