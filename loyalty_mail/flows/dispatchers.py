@@ -21,15 +21,14 @@ from .. import db
 from ..rendering import Renderer
 from ..tracking.tokens import TokenSigner
 from ..transports import transport_for
+from .delivery import TickReport, deliver_due
+from .planner import Plan
 
 COUNTS = ("delivered", "failed", "retrying", "unknown", "suppressed_late")
 
 
 def _dispatch(settings: Any, url: str, now: datetime, results: Any,
               clock: Callable[[], datetime] | None) -> None:
-    from .planner import Plan
-    from .runner import TickReport, deliver_due
-
     stopping = threading.Event()  # SIGTERM/SIGINT: finish the batch in hand, then stop
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
