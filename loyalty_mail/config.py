@@ -32,6 +32,13 @@ from pydantic import (
 
 from .durations import parse_span
 from .errors import ConfigError, Problem
+from .secret_policy import (
+    SECRET_FIELDS,
+    check_signing_secret,
+    is_secret_field,
+    literal_secret_problem,
+    load_webhook_key,
+)
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
 
 CONFIG_FILE = "config.yaml"
@@ -192,7 +199,7 @@ class TrackingSettings(_Strict):
 
     base_url: str = Field(default="http://127.0.0.1:8025", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     # Never written in the file: `${LOYALTY_MAIL_SECRET}`. Needed to send, not to preview.
-    secret: str | None = Field(default=None, min_length=16)
+    secret: str | None = None
     open_pixel: bool = True
     click_tracking: bool = True
     unsubscribe_mailto: str | None = Field(default=None, pattern=r"^mailto:[^\s@]+@[^\s@]+")
@@ -207,6 +214,21 @@ class TrackingSettings(_Strict):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: Any) -> Any:
+        for each in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(each, str):
+                check_signing_secret(each)
+        return value
+
+    @field_validator("sendgrid_webhook_key")
+    @classmethod
+    def _webhook_key(cls, value: str | None) -> str | None:
+        if value:
+            load_webhook_key(value)
+        return value or None
 
     @field_validator("base_url")
     @classmethod
@@ -404,6 +426,7 @@ def settings_from_document(
     if not isinstance(data, dict):
         raise ConfigError(Problem(doc.locate(()), "the top level must be a mapping of sections"))
     problems: list[Problem] = []
+    problems += _literal_secrets(data, doc)
     data = _resolve_env(data, (), doc, environ, problems)
     if environ.get(DATABASE_URL_ENV):
         data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
@@ -451,6 +474,19 @@ def _resolve_env(value: Any, path: PathKey, doc: YamlDocument, environ: dict[str
     return _ENV_REF.sub(substitute, value)
 
 
+def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """A problem for each secret field written in the file instead of referencing the environment."""
+    problems = []
+    for path in SECRET_FIELDS:
+        raw: Any = data
+        for part in path:
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        problem = literal_secret_problem(path, raw)
+        if problem:
+            problems.append(Problem(doc.locate(path), problem))
+    return problems
+
+
 def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     """Turn one pydantic error into a Problem at the YAML position it concerns."""
     loc = tuple(part for part in error["loc"] if part != "project_dir")
@@ -466,7 +502,8 @@ def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     if kind == "missing":
         return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
     found = error.get("input")
-    suffix = f" (found {found!r})" if kind not in ("value_error",) and not isinstance(found, dict) else ""
+    shown = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
+    suffix = f" (found {found!r})" if shown else ""
     return Problem(doc.locate(loc), f"{format_path(loc)}: {message}{suffix}")
 
 

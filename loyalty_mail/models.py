@@ -251,9 +251,24 @@ class TrackingEvent(SQLModel, table=True):
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
 
 
+class RejectedWebhookEvent(SQLModel, table=True):
+    """A provider webhook event that could not be applied (a NUL byte, an address that is not one,
+    ...), kept with the reason while the rest of its batch is applied. `event_key` is the
+    provider's event id, or a digest of the event's content: a retried batch stores it once."""
+
+    __tablename__ = "rejected_webhook_events"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    source: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    event_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    reason: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    raw: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the event as ASCII JSON
+    received_at: datetime | None = _utc(nullable=False)
+
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
 tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]
 sends_table: sa.Table = Send.__table__  # type: ignore[attr-defined]
 suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
 tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-defined]
+rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type: ignore[attr-defined]

@@ -323,17 +323,19 @@ def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced()
     assert 2 <= len(SendGridStandIn.connections) <= 4               # two per batch at most, not 20
 
 
-def test_sendgrid_bad_key_fails_each_message_with_the_reason(program, sendgrid_api):
+def test_sendgrid_bad_key_fails_each_message_with_the_reason(program, sendgrid_api, monkeypatch):
     host, _ = sendgrid_api
-    configure(program, f"  transport: sendgrid\n  sendgrid: {{api_key: SG.wrong, host: '{host}'}}\n")
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong")
+    configure(program, f"  transport: sendgrid\n  sendgrid: {{api_key: '${{SENDGRID_API_KEY}}', host: '{host}'}}\n")
     program.load("members", [member("M1", joined_at=JOINED)], at=AT)
     program.run("run", "--once", at=AT)
     assert states(program)["M1"][0] == "failed" and "HTTP 401" in states(program)["M1"][2]
 
 
-def test_a_provider_that_keeps_failing_pauses_dispatch(program, sendgrid_api):
+def test_a_provider_that_keeps_failing_pauses_dispatch(program, sendgrid_api, monkeypatch):
     host, requests = sendgrid_api
-    configure(program, f"  transport: sendgrid\n  sendgrid: {{api_key: SG.test-key, host: '{host}'}}\n"
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    configure(program, f"  transport: sendgrid\n  sendgrid: {{api_key: '${{SENDGRID_API_KEY}}', host: '{host}'}}\n"
                        "  pause_after: 3\n  batch_size: 3\n  concurrency: 1\n")
     program.load("members", [dict(member(f"M{n}", joined_at=JOINED), email=f"s500@example{n}.com")
                              for n in range(9)], at=AT)

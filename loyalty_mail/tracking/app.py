@@ -2,12 +2,13 @@
 Webhook and health. Public endpoints: every token is verified, bad input is a 4xx, never a 500,
 and a click only ever redirects to the URL inside a token we signed.
 
-    GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache); the hit is queued
-    GET  /c/{token}            click: 302 to the signed URL; the hit is queued
+    GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache); the hit is queued (not for HEAD)
+    GET  /c/{token}            click: 302 to the signed URL; the hit is queued (not for HEAD)
     GET  /u/{token}            unsubscribe confirmation page (vi/en), with a button
     POST /u/{token}            unsubscribe now (RFC 8058 `List-Unsubscribe=One-Click`, or the button)
     GET  /p/{token}            preferences: the same page (one list to leave, for now)
-    POST /webhooks/sendgrid    verified, de-duplicated provider events
+    POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
+                               events kept aside (and why)
     GET  /health               liveness
 """
 
@@ -88,8 +89,9 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             claims = signer.verify(request.path_params["token"], "open")
         except BadToken:
             return PlainTextResponse("not found", status_code=404)
-        agent, ip = client(request)
-        state["writer"].add(store.Hit("open", claims.send_id, clock(), user_agent=agent, ip=ip))
+        if request.method != "HEAD":  # a HEAD is a link checker or a proxy, not a reader
+            agent, ip = client(request)
+            state["writer"].add(store.Hit("open", claims.send_id, clock(), user_agent=agent, ip=ip))
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     async def click(request: Request) -> Response:
@@ -99,9 +101,10 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return PlainTextResponse("not found", status_code=404)
         if not claims.url or not claims.url.lower().startswith(("http://", "https://")):
             return PlainTextResponse("not found", status_code=404)
-        agent, ip = client(request)
-        state["writer"].add(store.Hit("click", claims.send_id, clock(), url=claims.url, link=claims.link,
-                                      user_agent=agent, ip=ip))
+        if request.method != "HEAD":
+            agent, ip = client(request)
+            state["writer"].add(store.Hit("click", claims.send_id, clock(), url=claims.url, link=claims.link,
+                                          user_agent=agent, ip=ip))
         return RedirectResponse(claims.url, status_code=302, headers=NO_CACHE)
 
     def unsubscribe_claims(request: Request) -> Any:
@@ -149,8 +152,13 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             events = webhook.parse({k.lower(): v for k, v in request.headers.items()}, body, clock())
         except WebhookRejected as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        new, suppressed = await run_in_threadpool(store.record_events, engine, events, clock())
-        return JSONResponse({"received": len(events), "new": new, "suppressed": suppressed})
+        done = await run_in_threadpool(store.record_events, engine, events, clock())
+        if done.rejected:
+            log.warning("webhook: %d of %d events kept aside: %s", len(done.rejected), len(events),
+                        done.rejected[0].reason)
+        return JSONResponse({"received": len(events), "new": done.new,
+                             "suppressed": done.suppressed, "rejected": len(done.rejected),
+                             "rejections": [{"index": r.index, "reason": r.reason} for r in done.rejected[:20]]})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -3,8 +3,10 @@
 Pixel and click hits are queued and written by one background thread in batches (every
 `tracking.flush_interval` or 500 hits), so the request path never waits for the database;
 `close()` writes everything still queued (graceful shutdown loses no accepted hit). Webhook events
-are written per request, de-duplicated by SendGrid's `sg_event_id`. An unsubscribe is written
-at once, before the page answers, so every later send sees it.
+are written per request, de-duplicated by SendGrid's `sg_event_id` (or a digest of the event), and
+answered once committed; an event that cannot be stored is kept aside with its reason, and the
+rest of its batch is applied. An unsubscribe is written at once, before the page answers, so every
+later send sees it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import db, suppression
-from ..models import members_table, sends_table, tracking_events_table
+from ..errors import InputFileError
+from ..models import (
+    members_table,
+    rejected_webhook_events_table,
+    sends_table,
+    tracking_events_table,
+)
 from .bots import is_machine_open, is_scanner
 from .webhooks import DeliveryEvent
 
@@ -115,41 +123,105 @@ class HitWriter:
             conn.execute(tracking_events_table.insert(), rows)
 
 
-def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime) -> tuple[int, int]:
-    """Store webhook events (duplicates by sg_event_id ignored) and suppress bounced,
-    complaining and unsubscribing addresses. Returns (new events, suppressions added)."""
+@dataclass(frozen=True)
+class Rejected:
+    """An event of a batch kept aside instead of applied."""
+
+    index: int        # its position in the batch
+    key: str          # the provider's event id, or a digest of the event
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one webhook batch did: events stored (not seen before), suppressions added, and the
+    events kept aside with their reasons."""
+
+    new: int
+    suppressed: int
+    rejected: list[Rejected]
+
+
+def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime) -> Recorded:
+    """Store webhook events (duplicates by provider event id ignored), suppress bounced,
+    complaining and unsubscribing addresses, and keep the rejected events with their reasons, in
+    one transaction. The batch is applied whole when it can be; when the database refuses it, each
+    event is applied on its own and one it refuses is kept aside instead."""
+    rejected = [Rejected(i, e.provider_event_id or "", e.rejected, e.raw)
+                for i, e in enumerate(events) if e.rejected]
+    valid = [(i, e) for i, e in enumerate(events) if not e.rejected]
+    new = suppressed = 0
+    with db.writer(engine).begin() as conn:
+        try:
+            with conn.begin_nested():
+                new, suppressed = _apply_events(conn, [e for _, e in valid], now)
+        except _EVENT_FAULTS:
+            for index, event in valid:
+                try:
+                    with conn.begin_nested():
+                        added, suppressed_now = _apply_events(conn, [event], now)
+                except _EVENT_FAULTS as exc:
+                    rejected.append(Rejected(index, event.provider_event_id or "", _fault(exc), event.raw))
+                else:
+                    new, suppressed = new + added, suppressed + suppressed_now
+        _keep_rejected(conn, rejected, now)
+    return Recorded(new, suppressed, sorted(rejected, key=lambda r: r.index))
+
+
+# A database or validation refusal of one event's data; a lost connection is not one of these.
+_EVENT_FAULTS = (sa.exc.DataError, sa.exc.IntegrityError, InputFileError, ValueError)
+
+
+def _fault(exc: Exception) -> str:
+    """Why the database refused an event, without the statement or its parameters."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        first = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return f"the database refused it: {first}"[:300]
+    return f"refused: {exc}"[:300]
+
+
+def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetime) -> tuple[int, int]:
     if not events:
         return 0, 0
-    rows = [{"send_id": e.send_id or "", "kind": e.kind, "source": "sendgrid", "occurred_at": e.occurred_at,
+    rows: list[dict[str, Any]] = [{"send_id": e.send_id or "", "kind": e.kind, "source": "sendgrid", "occurred_at": e.occurred_at,
              "url": e.url, "link": None, "user_agent": e.user_agent, "ip": e.ip,
              "machine": e.machine, "bot": e.kind == "click" and is_scanner(e.user_agent),
              "provider_event_id": e.provider_event_id, "detail": {**e.detail, "email": e.email}}
             for e in events]
     new, suppressed = 0, 0
     t = tracking_events_table
-    with db.writer(engine).begin() as conn:
-        ids = {r["provider_event_id"] for r in rows if r["provider_event_id"]}
-        known: set[str] = set()
-        for chunk in _chunks(sorted(ids), 500):
-            known |= {i for (i,) in conn.execute(sa.select(t.c.provider_event_id)
-                                                  .where(t.c.provider_event_id.in_(chunk)))}
-        fresh, seen = [], set(known)
-        for row in rows:
-            key = row["provider_event_id"]
-            if key is None or key not in seen:
-                fresh.append(row)
-                if key is not None:
-                    seen.add(key)
-        if fresh:
-            conn.execute(db.insert_ignoring_duplicates(tracking_events_table, conn.dialect.name), fresh)  # a concurrent duplicate is still ignored
-        new = len(fresh)
-        for event in events:
-            if event.suppress_as and event.email:
-                suppressed += suppression.add(conn, event.email, event.suppress_as, now,
-                                              detail=f"SendGrid {event.kind}")
-                if event.suppress_as == "unsubscribe":
-                    _unsubscribe_email(conn, event.email, now)
+    ids = {e.provider_event_id for e in events if e.provider_event_id}
+    known: set[str] = set()
+    for chunk in _chunks(sorted(ids), 500):
+        known |= {i for (i,) in conn.execute(sa.select(t.c.provider_event_id)
+                                              .where(t.c.provider_event_id.in_(chunk)))}
+    fresh, seen = [], set(known)
+    for row in rows:
+        key = row["provider_event_id"]
+        if key is None or key not in seen:
+            fresh.append(row)
+            if key is not None:
+                seen.add(key)
+    if fresh:
+        conn.execute(db.insert_ignoring_duplicates(tracking_events_table, conn.dialect.name), fresh)  # a concurrent duplicate is still ignored
+    new = len(fresh)
+    for event in events:
+        if event.suppress_as and event.email:
+            suppressed += suppression.add(conn, event.email, event.suppress_as, now,
+                                          detail=f"SendGrid {event.kind}")
+            if event.suppress_as == "unsubscribe":
+                _unsubscribe_email(conn, event.email, now)
     return new, suppressed
+
+
+def _keep_rejected(conn: sa.Connection, rejected: list[Rejected], now: datetime) -> None:
+    """Keep rejected events for someone to look at; one already kept (a retried batch) is not
+    kept again. Raw events are cut at 64 KB."""
+    if rejected:
+        rows = [{"source": "sendgrid", "event_key": r.key, "reason": r.reason[:300],
+                 "raw": r.raw[:65536], "received_at": now} for r in rejected]
+        conn.execute(db.insert_ignoring_duplicates(rejected_webhook_events_table, conn.dialect.name), rows)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -1,0 +1,95 @@
+"""What a secret in the settings must look like. Messages never contain the secret itself.
+
+- Secrets come from the environment: in config.yaml a secret field holds only `${ENV_VAR}`
+  references (`${ENV_VAR:-}` for "unset"); a value or a non-empty fallback written in the file is
+  refused, since the file is copied, committed and shown in previews.
+- The tracking secret signs links and coupon codes, so it must be long and unpredictable: at least
+  16 characters, at least 6 different ones, not one short block repeated, not mostly a run
+  (`aaaa...`, `abcd...`, `1234...`).
+- The SendGrid webhook verification key is a public key, not a secret: it may be written in the
+  file, but it must be the base64 DER of an ECDSA P-256 key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+# Fields whose value is a secret, with the environment variable the advice names.
+SECRET_FIELDS: dict[tuple[str, ...], str] = {
+    ("tracking", "secret"): "LOYALTY_MAIL_SECRET",
+    ("sending", "smtp", "password"): "SMTP_PASSWORD",
+    ("sending", "sendgrid", "api_key"): "SENDGRID_API_KEY",
+}
+MIN_LENGTH = 16
+MIN_DISTINCT = 6
+ADVICE = ("use at least 32 random characters, e.g. from "
+          "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`")
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-([^}]*))?\}")
+
+
+def is_secret_field(path: tuple[Any, ...]) -> bool:
+    """True for a secret field's path, or a path inside one (a list of secrets)."""
+    return any(tuple(path[:len(field)]) == field for field in SECRET_FIELDS)
+
+
+def literal_secret_problem(path: tuple[str, ...], raw: Any) -> str | None:
+    """Why the raw (unsubstituted) value of a secret field may not stand in config.yaml, or None."""
+    values: Iterable[Any] = raw if isinstance(raw, list) else [raw]
+    for value in values:
+        if value is None or value == "":
+            continue
+        if isinstance(value, str) and not _ENV_REF.sub(
+                lambda m: "" if not m.group(1) else m.group(0), value).strip():
+            continue
+        name = ".".join(path)
+        variable = SECRET_FIELDS[path]
+        return (f"{name}: a secret is written in config.yaml (not shown); write "
+                f"`{path[-1]}: ${{{variable}}}` and set {variable} in the service's environment "
+                "(an environment file only the service can read), never the value or a fallback")
+    return None
+
+
+def check_signing_secret(value: str) -> str:
+    """The secret, when it is strong enough to sign links; ValueError (without the secret) if not."""
+    if len(value) < MIN_LENGTH:
+        raise ValueError(f"the secret is too short ({len(value)} characters, at least {MIN_LENGTH} "
+                         f"needed): {ADVICE}")
+    if len(set(value)) < MIN_DISTINCT:
+        raise ValueError(f"the secret is too easy to guess ({len(set(value))} different characters, at "
+                         f"least {MIN_DISTINCT} needed): {ADVICE}")
+    if _repeats_a_block(value):
+        raise ValueError(f"the secret is too easy to guess (one short block repeated): {ADVICE}")
+    steps = [ord(b) - ord(a) for a, b in zip(value, value[1:])]
+    if sum(step in (-1, 0, 1) for step in steps) * 4 >= len(steps) * 3:
+        raise ValueError(f"the secret is too easy to guess (mostly runs such as 'aaaa' or 'abcd'): {ADVICE}")
+    return value
+
+
+def _repeats_a_block(value: str) -> bool:
+    for size in range(1, len(value) // 2 + 1):
+        block = value[:size]
+        if (block * (len(value) // size + 1)).startswith(value):
+            return True
+    return False
+
+
+def load_webhook_key(text: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's Signed Event Webhook verification key (base64 DER, ECDSA P-256), or ValueError."""
+    advice = ("expected the base64 verification key shown under SendGrid's Mail Settings > "
+              "Signed Event Webhook (an ECDSA P-256 public key, e.g. 'MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE...')")
+    try:
+        der = base64.b64decode("".join(text.split()), validate=True)
+        key = load_der_public_key(der)
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
+        raise ValueError(f"not a public key: {advice}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"not an ECDSA P-256 key: {advice}")
+    return key
