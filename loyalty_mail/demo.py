@@ -31,7 +31,7 @@ from .reports import page
 from .seeding import DemoProgram, seed_program
 from .seeding.simulation import Activity, Simulation
 from .tiers import TierLadder
-from .tracking.tokens import TokenSigner
+from .signing import TokenSigner
 from .transports import DirectoryTransport
 
 NOTICE = ("Demo data. Members and their history are generated; over the {days} days of this report, "

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..rendering import Renderer
-from ..tracking.tokens import TokenSigner
+from ..signing import TokenSigner
 from ..transports import transport_for
 
 COUNTS = ("delivered", "failed", "retrying", "unknown", "suppressed_late")

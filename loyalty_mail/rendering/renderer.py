@@ -30,13 +30,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError
 from ..tiers import TierLadder
-from ..tracking.tokens import TokenClaims, TokenSigner
+from ..signing import TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable
 from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
-from .message import Address, RenderedEmail
+from ..message import Address, RenderedEmail
 from .text import html_to_text
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
