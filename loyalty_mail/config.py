@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import babel
 import babel.numbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -186,12 +187,19 @@ class DatabaseSettings(_Strict):
     url: str = DEFAULT_DATABASE_URL
 
 
+def _secret_length(value: str) -> str:
+    if value and len(value) < 16:
+        raise ValueError(f"a secret must be at least 16 characters long, found {len(value)}")
+    return value
+
+
 class TrackingSettings(_Strict):
     """Where tracking, unsubscribe and view-in-browser links point, and how they are signed."""
 
     base_url: str = Field(default="http://127.0.0.1:8025", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
-    # Never written in the file: `${LOYALTY_MAIL_SECRET}`. Needed to send, not to preview.
-    secret: str | None = Field(default=None, min_length=16)
+    # Never written in the file: `${LOYALTY_MAIL_SECRET}`, or a list of them, newest first: the
+    # first signs, all verify (links and coupons already sent outlive a rotation). Needed to send.
+    secret: tuple[Annotated[str, AfterValidator(_secret_length)], ...] = ()
     open_pixel: bool = True
     click_tracking: bool = True
     unsubscribe_mailto: str | None = Field(default=None, pattern=r"^mailto:[^\s@]+@[^\s@]+")
@@ -204,8 +212,18 @@ class TrackingSettings(_Strict):
 
     @field_validator("secret", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+    def _one_or_several(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (list, tuple)):
+            return value or ()
+        if isinstance(value, str):
+            return (value,)
+        raise ValueError("expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, newest "
+                         f"first, found {type(value).__name__}")
+
+    @field_validator("secret")
+    @classmethod
+    def _empty_is_unset(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(secret for secret in value if secret)  # `${OLD_SECRET:-}` when there is none
 
     @field_validator("base_url")
     @classmethod

@@ -24,11 +24,10 @@ from loyalty_mail.rendering.checks import (
     sample_members,
     sample_occurrences,
 )
-from loyalty_mail.rendering.context import coupon_code
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.inlining import inline_css
 from loyalty_mail.rendering.renderer import tidy_text
-from loyalty_mail.signing import BadToken, TokenSigner
+from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
