@@ -42,7 +42,7 @@ from loyalty_mail.config import SendGridSettings, SmtpSettings, load_settings  #
 from loyalty_mail.rendering import Renderer  # noqa: E402
 from loyalty_mail.transports.sendgrid_api import SendGridTransport, build_mail  # noqa: E402
 from loyalty_mail.transports.smtp import SmtpTransport  # noqa: E402
-from loyalty_mail.tracking.tokens import TokenSigner  # noqa: E402
+from loyalty_mail.signing import TokenSigner  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 SECRET = "benchmark-secret-0123456789"

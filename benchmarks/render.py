@@ -30,7 +30,7 @@ from loyalty_mail.config import load_settings  # noqa: E402
 from loyalty_mail.rendering import Renderer  # noqa: E402
 from loyalty_mail.rendering.inlining import inline_css  # noqa: E402
 from loyalty_mail.rendering.text import html_to_text  # noqa: E402
-from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner  # noqa: E402
+from loyalty_mail.signing import TokenClaims, TokenSigner  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 SECRET = "benchmark-secret-0123456789"

@@ -57,7 +57,7 @@ def naive_app(url: str):  # noqa: ANN201 - a Starlette app
 
     from loyalty_mail import db
     from loyalty_mail.models import tracking_events_table
-    from loyalty_mail.tracking.tokens import BadToken, TokenSigner
+    from loyalty_mail.signing import BadToken, TokenSigner
 
     engine, signer = db.create_db_engine(url), TokenSigner(SECRET)
 
@@ -133,7 +133,7 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from loyalty_mail import db
-    from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
+    from loyalty_mail.signing import TokenClaims, TokenSigner
 
     private = ec.generate_private_key(ec.SECP256R1())
     public = base64.b64encode(private.public_key().public_bytes(

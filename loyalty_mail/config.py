@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import babel
 import babel.numbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -194,12 +195,17 @@ class DatabaseSettings(_Strict):
     url: str = DEFAULT_DATABASE_URL
 
 
+def _secret_strength(value: str) -> str:
+    return check_signing_secret(value) if value else value  # empty: an unset `${OLD:-}`, dropped
+
+
 class TrackingSettings(_Strict):
     """Where tracking, unsubscribe and view-in-browser links point, and how they are signed."""
 
     base_url: str = Field(default="http://127.0.0.1:8025", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
-    # Never written in the file: `${LOYALTY_MAIL_SECRET}`. Needed to send, not to preview.
-    secret: str | None = None
+    # Never written in the file: `${LOYALTY_MAIL_SECRET}`, or a list of them, newest first: the
+    # first signs, all verify (links and coupons already sent outlive a rotation). Needed to send.
+    secret: tuple[Annotated[str, AfterValidator(_secret_strength)], ...] = ()
     open_pixel: bool = True
     click_tracking: bool = True
     unsubscribe_mailto: str | None = Field(default=None, pattern=r"^mailto:[^\s@]+@[^\s@]+")
@@ -212,16 +218,18 @@ class TrackingSettings(_Strict):
 
     @field_validator("secret", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+    def _one_or_several(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (list, tuple)):
+            return value or ()
+        if isinstance(value, str):
+            return (value,)
+        raise ValueError("expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, newest "
+                         f"first, found {type(value).__name__}")
 
     @field_validator("secret")
     @classmethod
-    def _strong_secret(cls, value: Any) -> Any:
-        for each in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(each, str):
-                check_signing_secret(each)
-        return value
+    def _empty_is_unset(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(secret for secret in value if secret)  # `${OLD_SECRET:-}` when there is none
 
     @field_validator("sendgrid_webhook_key")
     @classmethod
@@ -490,6 +498,8 @@ def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
 def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     """Turn one pydantic error into a Problem at the YAML position it concerns."""
     loc = tuple(part for part in error["loc"] if part != "project_dir")
+    if loc and isinstance(loc[-1], int) and loc not in doc.positions and loc[:-1] in doc.positions:
+        loc = loc[:-1]  # one value where a list is allowed (`secret: ${S}`): no item number
     kind = error["type"]
     if kind == "extra_forbidden":
         parent, key = loc[:-1], loc[-1]

@@ -31,7 +31,7 @@ from .reports import page
 from .seeding import DemoProgram, seed_program
 from .seeding.simulation import Activity, Simulation
 from .tiers import TierLadder
-from .tracking.tokens import TokenSigner
+from .signing import TokenSigner
 from .transports import DirectoryTransport
 
 NOTICE = ("Demo data. Members and their history are generated; over the {days} days of this report, "
@@ -64,7 +64,7 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
                                                   "dispatchers": 1, "rate_limit": 0})
     tracking = settings.tracking
     if not tracking.secret:
-        tracking = tracking.model_copy(update={"secret": secrets.token_urlsafe(32)})
+        tracking = tracking.model_copy(update={"secret": (secrets.token_urlsafe(32),)})
     database = settings.database.model_copy(update={"url": f"sqlite:///{folder / 'demo.db'}"})
     return settings.model_copy(update={"sending": sending, "tracking": tracking, "database": database})
 

@@ -17,7 +17,7 @@ from . import db
 from .config import Settings, load_settings
 from .errors import ConfigError
 from .rendering import Renderer
-from .tracking.tokens import TokenSigner
+from .signing import TokenSigner
 
 
 def utc_now() -> datetime:

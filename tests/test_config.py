@@ -92,7 +92,7 @@ def test_yaml_syntax_errors_and_duplicate_keys(tmp_path):
 def test_secrets_come_from_the_environment(tmp_path):
     text = "tracking:\n  secret: ${TRACKING_SECRET}\n  base_url: ${BASE:-https://t.example}\n"
     settings = load_settings(write(tmp_path, text), environ={"TRACKING_SECRET": "k3y-F0r-T3sts-9qZ"})
-    assert (settings.tracking.secret, settings.tracking.base_url) == ("k3y-F0r-T3sts-9qZ", "https://t.example")
+    assert (settings.tracking.secret, settings.tracking.base_url) == (("k3y-F0r-T3sts-9qZ",), "https://t.example")
     assert problems(tmp_path, text) == [
         "config.yaml:2:11: tracking.secret: environment variable TRACKING_SECRET is not set "
         "(set it, or write ${TRACKING_SECRET:-fallback})"]

@@ -299,7 +299,7 @@ class ClosesIdleConnections(SendGridStandIn):
 
 def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced():
     from loyalty_mail.config import SendGridSettings
-    from loyalty_mail.rendering.message import Address, RenderedEmail
+    from loyalty_mail.message import Address, RenderedEmail
     from loyalty_mail.transports.sendgrid_api import SendGridTransport
 
     SendGridStandIn.requests, SendGridStandIn.connections = [], []

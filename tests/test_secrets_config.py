@@ -91,7 +91,7 @@ def test_secrets_referenced_from_the_environment_load(tmp_path):
     (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
     settings = load_settings(tmp_path, environ={"LOYALTY_MAIL_SECRET": STRONG, "SMTP_PASSWORD": "pw"})
     assert (settings.tracking.secret, settings.sending.smtp.password, settings.sending.sendgrid.api_key) == (
-        STRONG, "pw", "")
+        (STRONG,), "pw", "")
 
 
 def test_a_valid_webhook_key_loads():

@@ -24,11 +24,10 @@ from loyalty_mail.rendering.checks import (
     sample_members,
     sample_occurrences,
 )
-from loyalty_mail.rendering.context import coupon_code
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.inlining import inline_css
 from loyalty_mail.rendering.renderer import tidy_text
-from loyalty_mail.tracking.tokens import BadToken, TokenSigner
+from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
@@ -361,7 +360,7 @@ subject: "x"
 
 def test_tokens_cannot_be_forged_or_altered():
     signer = TokenSigner(SECRET)
-    from loyalty_mail.tracking.tokens import TokenClaims
+    from loyalty_mail.signing import TokenClaims
     token = signer.sign(TokenClaims("click", "abc", 0, "https://senvang.example/"))
     body, tag = token.split(".")
     for bad in (f"{body}.{tag[:-1]}A" if tag[-1] != "A" else f"{body}.{tag[:-1]}B",

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from loyalty_mail.models import members_table, suppressions_table, tracking_events_table
-from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
+from loyalty_mail.signing import TokenClaims, TokenSigner
 from loyalty_mail.tracking.webhooks import WebhookRejected, parse_events
 
 from .conftest import REPO

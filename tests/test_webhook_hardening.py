@@ -23,7 +23,7 @@ from loyalty_mail.config import load_settings
 from loyalty_mail.models import rejected_webhook_events_table, suppressions_table, tracking_events_table
 from loyalty_mail.tracking import store
 from loyalty_mail.tracking.app import create_app
-from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
+from loyalty_mail.signing import TokenClaims, TokenSigner
 from loyalty_mail.tracking.webhooks import DeliveryEvent, parse_events
 
 SECRET = "Wh-k9Lq2xR7vT3mZ8pYc"

@@ -65,6 +65,9 @@ def check(obj: CliContext) -> None:
     tiers = ", ".join(level.name for level in settings.tiers.levels)
     click.echo(f"config.yaml: ok (program '{settings.program.name}', tiers: {tiers}; "
                f"database {db.display_url(obj.runtime.database_url)})")
+    if not settings.tracking.secret:
+        click.echo("warning: tracking.secret is not set: sending (run --once, daemon, worker) and serve "
+                   "need it; export LOYALTY_MAIL_SECRET (16 or more random characters)", err=True)
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
     renderer = obj.runtime.renderer()
     report = check_templates(renderer, obj.runtime.now())

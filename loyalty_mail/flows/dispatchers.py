@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..rendering import Renderer
-from ..tracking.tokens import TokenSigner
+from ..signing import TokenSigner
 from ..transports import transport_for
 from .delivery import TickReport, deliver_due
 from .planner import Plan

@@ -5,8 +5,6 @@ The README ("Template context") documents each name; `test_docs` keeps the two i
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..config import Settings
+from ..signing import coupon_code
 from ..tiers import TierLadder
 
 MEMBER_FIELDS = (
@@ -25,7 +24,6 @@ CONTEXT_NAMES = (
     "member", "tier", "program", "flow", "occurrence", "coupon", "tier_label", "unsubscribe_url",
     "preferences_url", "view_in_browser_url", "locale", "timezone", "now", "subject", "preheader",
 )
-_COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: readable on a till
 
 
 class Helper:
@@ -114,14 +112,6 @@ def program_view(settings: Settings) -> dict[str, Any]:
         "sender_email": program.sender_email, "postal_address": program.postal_address,
         "default_locale": program.default_locale,
     }
-
-
-def coupon_code(secret: bytes, member_id: str, scope: str, prefix: str = "", length: int = 8) -> str:
-    """A code that is the same every time for this member and scope, and unguessable without
-    the secret: `coupon('WB')` -> `WB-7KQ2M9XD`."""
-    digest = hmac.new(secret, f"{member_id}\x00{scope}".encode(), hashlib.sha256).digest()
-    code = "".join(_COUPON_ALPHABET[b % len(_COUPON_ALPHABET)] for b in digest[:max(4, min(length, 24))])
-    return f"{prefix}-{code}" if prefix else code
 
 
 class ContextBuilder:

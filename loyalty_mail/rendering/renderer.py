@@ -29,14 +29,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError
+from ..signing import TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
-from ..tracking.tokens import TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable
 from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
-from .message import Address, RenderedEmail
+from ..message import Address, RenderedEmail
 from .text import html_to_text
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
@@ -185,8 +185,9 @@ class Renderer:
         loader = FrontMatterLoader(str(catalog.root))
         self.html_env = sandboxed_environment(loader, autoescape=True)
         self.text_env = sandboxed_environment(loader, autoescape=False)
-        self._contexts = ContextBuilder(
-            settings, self.ladder, coupon_secret or (settings.tracking.secret or settings.program.name).encode())
+        secret = settings.tracking.secret
+        self._contexts = ContextBuilder(settings, self.ladder, coupon_secret or (
+            signing_keys(secret)[0] if secret else settings.program.name.encode()))
         self._compiled: dict[tuple[str, str], CompiledVariant] = {}
         self._sender = Address(settings.program.sender_email, settings.program.sender_name)
         self._globals = dict(self.html_env.globals)  # range, dict, namespace...: Jinja's defaults

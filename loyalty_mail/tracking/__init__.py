@@ -1,1 +1,1 @@
-"""Tracking: signed tokens for public URLs (opens, clicks, unsubscribe)."""
+"""Tracking: the public routes of signed tokens (opens, clicks, unsubscribe) and provider webhooks."""

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ..config import Settings
 from . import store
-from .tokens import BadToken, TokenSigner
+from ..signing import BadToken, TokenSigner
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..rendering import RenderedEmail
+from ..message import RenderedEmail
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..rendering import RenderedEmail
+from ..message import RenderedEmail
 from .base import DeliveryResult
 
 

@@ -35,8 +35,7 @@ from sendgrid.helpers.mail import (
 
 from ..config import SendGridSettings
 from ..errors import ConfigError
-from ..rendering import RenderedEmail
-from ..rendering.message import SEND_ID_HEADER
+from ..message import SEND_ID_HEADER, RenderedEmail
 from .base import DeliveryResult
 from .keepalive import KeepAliveClient
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config import SmtpSettings
-from ..rendering import RenderedEmail
+from ..message import RenderedEmail
 from .base import DeliveryResult
 
 

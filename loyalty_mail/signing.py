@@ -1,0 +1,155 @@
+"""What the program signs with its secret: the tokens in public URLs, and coupon codes.
+
+A token carries what a URL is about (kind, send id, link number, target URL) and an HMAC-SHA256
+tag over it, truncated to 128 bits. It cannot be forged without the secret, and since send ids
+are random it cannot be enumerated. Verification needs no database: the click redirect sends the
+reader to the URL inside a token we signed, never to one from the query string.
+
+A coupon code is `PREFIX-SUFFIX`, the suffix an HMAC of the prefix, the member and the email's
+occurrence, in an alphabet readable on a till. The same member gets the same code for the same
+occurrence every time; a different prefix gives a different suffix.
+
+Secrets rotate: the first of the configured secrets signs, every one of them verifies, so links and
+codes in emails already sent keep working while an older secret is still listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Literal, NamedTuple
+
+Kind = Literal["click", "open", "unsubscribe", "preferences", "view"]
+_KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view"}
+_CODES = {kind: code for code, kind in _KINDS.items()}
+_TAG_BYTES = 16
+MAX_TOKEN_LENGTH = 4096
+MIN_SECRET_LENGTH = 16
+COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: readable on a till
+COUPON_LENGTHS = range(4, 25)
+_COUPON_LETTERS = bytes(ord(COUPON_ALPHABET[b % len(COUPON_ALPHABET)]) for b in range(256))  # 256 = 8 x 32
+
+Secrets = str | bytes | Sequence[str | bytes]
+"""One secret, or several: the first signs, all verify."""
+
+
+class BadToken(ValueError):
+    """A token that was not signed by us, was altered, or is malformed."""
+
+
+class TokenClaims(NamedTuple):  # a tuple: three times quicker to make than a frozen dataclass
+    kind: Kind
+    send_id: str
+    link: int | None = None
+    url: str | None = None
+
+
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def signing_keys(secrets: Secrets) -> tuple[bytes, ...]:
+    """The keys of one or more secrets (from the environment, never from a file), signing key first."""
+    listed = [secrets] if isinstance(secrets, (str, bytes)) else list(secrets)
+    keys = tuple(s.encode() if isinstance(s, str) else s for s in listed)
+    if not keys:
+        raise ValueError("no tracking secret is set")
+    if any(len(key) < MIN_SECRET_LENGTH for key in keys):
+        raise ValueError(f"the tracking secret must be at least {MIN_SECRET_LENGTH} characters long")
+    return keys
+
+
+class TokenSigner:
+    """Signs tokens with the first secret and verifies them with any of the secrets."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        # keyed HMACs, copied per token: no key setup each time
+        self._keyed = [hmac.new(key, digestmod=hashlib.sha256) for key in signing_keys(secrets)]
+
+    def _tag(self, payload: bytes, keyed: hmac.HMAC | None = None) -> bytes:
+        mac = (keyed or self._keyed[0]).copy()
+        mac.update(payload)
+        return mac.digest()[:_TAG_BYTES]
+
+    def sign(self, claims: TokenClaims) -> str:
+        """`kind LF send_id [LF link LF url]`, base64url, then a dot and the tag."""
+        if "\n" in claims.send_id or (claims.url is not None and "\n" in claims.url):
+            raise ValueError("a token field cannot contain a line break")
+        if claims.link is None and claims.url is None:
+            payload = f"{_CODES[claims.kind]}\n{claims.send_id}".encode()
+        else:
+            link = "" if claims.link is None else claims.link
+            payload = f"{_CODES[claims.kind]}\n{claims.send_id}\n{link}\n{claims.url or ''}".encode()
+        return f"{_b64(payload)}.{_b64(self._tag(payload))}"
+
+    def verify(self, token: str, kind: Kind | None = None) -> TokenClaims:
+        """The claims of a token we signed; BadToken for anything else."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+            raise BadToken("malformed token")
+        body, tag = token.split(".")
+        try:
+            payload, given = _unb64(body), _unb64(tag)
+        except (ValueError, TypeError) as exc:
+            raise BadToken("malformed token") from exc
+        if _b64(payload) != body or _b64(given) != tag:
+            raise BadToken("malformed token")  # only the one canonical spelling is accepted
+        if not hmac.compare_digest(given, self._tag(payload)) and not any(
+                hmac.compare_digest(given, self._tag(payload, older)) for older in self._keyed[1:]):
+            raise BadToken("bad signature")
+        try:
+            fields = payload.decode().split("\n")
+            code, send_id = fields[0], fields[1]
+            link, url = (fields[2], fields[3]) if len(fields) == 4 else (None, None)
+            claims = TokenClaims(_KINDS[code], send_id, int(link) if link else None,  # type: ignore[arg-type]
+                                 url or None)
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+            raise BadToken("malformed token") from exc
+        if kind is not None and claims.kind != kind:
+            raise BadToken(f"not a {kind} token")
+        return claims
+
+
+def coupon_suffix(key: bytes, member_id: str, scope: str, prefix: str, length: int) -> str:
+    """The signed part of a code: an HMAC of the prefix (in capitals, as a till may read it either
+    way), the length, the member and the scope (flow and occurrence), in COUPON_ALPHABET."""
+    length = max(COUPON_LENGTHS.start, min(length, COUPON_LENGTHS.stop - 1))
+    mac = _keyed(key).copy()
+    mac.update(f"{prefix.upper()}\x00{length}\x00{member_id}\x00{scope}".encode())
+    return mac.digest()[:length].translate(_COUPON_LETTERS).decode("ascii")
+
+
+@lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def coupon_code(key: bytes, member_id: str, scope: str, prefix: str = "", length: int = 8) -> str:
+    """The same code every time for this member, scope and prefix: `coupon('WB')` -> `WB-7KQ2M9XD`."""
+    suffix = coupon_suffix(key, member_id, scope, prefix, length)
+    return f"{prefix}-{suffix}" if prefix else suffix
+
+
+def parse_coupon(text: str) -> tuple[str, str]:
+    """A code as a shop types it (any case, spaces around) as (prefix, suffix); ValueError saying
+    what is wrong when it cannot be a code of ours."""
+    code = text.strip().upper()
+    prefix, _, suffix = code.rpartition("-")
+    if len(suffix) not in COUPON_LENGTHS:
+        raise ValueError(f"the part after the last '-' has {len(suffix)} characters; "
+                         f"codes have {COUPON_LENGTHS.start} to {COUPON_LENGTHS.stop - 1}")
+    wrong = sorted(set(suffix) - set(COUPON_ALPHABET))
+    if wrong:
+        raise ValueError(f"the part after the last '-' holds {', '.join(map(repr, wrong))}; "
+                         f"codes use only {COUPON_ALPHABET} (no 0, O, 1 or I)")
+    return prefix, suffix
