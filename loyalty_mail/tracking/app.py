@@ -16,9 +16,11 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,11 +31,13 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..config import Settings
+from ..runtime import Runtime
 from . import store
 from .tokens import BadToken, TokenSigner
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")
+PROJECT_ENV = "LOYALTY_MAIL_PROJECT"
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
             "Expires": "0"}
@@ -166,6 +170,16 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/health", health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def create_app_from_env() -> Starlette:
+    """The app of one `serve --workers N` process (uvicorn imports it by name, `factory=True`):
+    the program in LOYALTY_MAIL_PROJECT, its database (LOYALTY_MAIL_DATABASE_URL overrides the
+    config, as everywhere), the real clock."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runtime = Runtime.load(Path(os.environ.get(PROJECT_ENV, ".")))
+    return create_app(runtime.settings, runtime.engine(), runtime.now)
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:
