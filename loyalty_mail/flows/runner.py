@@ -42,6 +42,11 @@ class TickReport:
     unknown: int = 0
     suppressed_late: int = 0
     paused: str | None = None
+    last_error: str | None = None  # the provider's (or the template's) reason for the last send that did not go
+
+    def nothing_delivered(self) -> bool:
+        """Sends were due and every one failed or waits for a retry."""
+        return not self.delivered and bool(self.failed or self.retrying)
 
     def summary(self) -> str:
         plan = self.plan
@@ -88,7 +93,10 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
         deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop, clock)
     else:
         deliver_due(engine, renderer, transport, now, report, sending, should_stop, clock)
-    log.info(report.summary())
+    if report.nothing_delivered():
+        log.warning("%s; nothing was delivered (last: %s)", report.summary(), report.last_error)
+    else:
+        log.info(report.summary())
     return report
 
 
@@ -98,7 +106,10 @@ def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transpor
     """Deliver what is due, without planning: what workers and standby daemons do each tick."""
     report = TickReport(now, Plan(now))
     deliver_due(engine, renderer, transport, now, report, settings.sending, should_stop, clock)
-    if report.delivered or report.failed or report.unknown:
+    if report.nothing_delivered():
+        log.warning("dispatch at %s UTC: nothing was delivered, %d failed, %d to retry (last: %s)",
+                    f"{now:%Y-%m-%d %H:%M:%S}", report.failed, report.retrying, report.last_error)
+    elif report.delivered or report.failed or report.unknown:
         log.info("dispatch at %s UTC: %d delivered, %d failed, %d to retry, %d unknown",
                  f"{now:%Y-%m-%d %H:%M:%S}", report.delivered, report.failed, report.retrying, report.unknown)
     return report
@@ -166,6 +177,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             except TemplateError as exc:
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
+                report.last_error = f"template: {exc}"
         results = []
         for chunk in limiter.chunks(emails):
             if chunk:
@@ -177,6 +189,8 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
         answered = clock()
         for result in results:
             send = sends[result.send_id]
+            if result.outcome != "sent":
+                report.last_error = result.detail
             if result.outcome == "sent":
                 transient_in_a_row = 0
                 outcomes.append(ledger.Outcome(send["id"], "sent", provider_id=result.provider_id))
