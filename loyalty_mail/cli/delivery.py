@@ -142,7 +142,7 @@ def send_test(obj: CliContext, template: str, to: str, member_id: str | None, lo
     \b
     Example:
       loyalty-mail send-test welcome --to me@example.com
-      loyalty-mail send-test tier_upgrade --to me@example.com --member SV000042 --locale en
+      loyalty-mail send-test tier_upgrade --to me@example.com --member LM0000042 --locale en
     """
     runtime = obj.runtime
     renderer = runtime.renderer()

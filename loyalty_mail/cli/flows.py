@@ -138,8 +138,8 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
 
     \b
     Example:
-      loyalty-mail explain SV000042
-      loyalty-mail explain SV000042 --at 2026-12-24T09:00
+      loyalty-mail explain LM0000042
+      loyalty-mail explain LM0000042 --at 2026-12-24T09:00
     """
     runtime = obj.runtime
     settings = runtime.settings
