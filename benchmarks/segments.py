@@ -30,7 +30,7 @@ from loyalty_mail import db  # noqa: E402
 from loyalty_mail.config import load_settings  # noqa: E402
 from loyalty_mail.models import Event, Member, Send, TrackingEvent, members_table  # noqa: E402
 from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
-from loyalty_mail.segments.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, evaluate  # noqa: E402
+from tests.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, evaluate  # noqa: E402
 
 AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 ZONES = ["Asia/Ho_Chi_Minh"] * 6 + ["Asia/Singapore", "America/New_York", "Europe/London", "Australia/Sydney"]

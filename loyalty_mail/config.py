@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from .durations import parse_span
 from .errors import ConfigError, Problem
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
 
@@ -213,20 +214,7 @@ class TrackingSettings(_Strict):
         return value.rstrip("/")
 
 
-_SPAN = re.compile(r"^\s*(\d{1,5})\s*(second|minute|hour|day|week)s?\s*$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-def _span(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-        return timedelta(0)
-    match = _SPAN.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a duration such as '30 seconds', '30 minutes', '2 hours', "
-                         f"'3 days' or '1 week', found {value!r}")
-    return timedelta(**{f"{match.group(2)}s": int(match.group(1))})
 
 
 def _clock(value: Any) -> dtime:
@@ -236,7 +224,7 @@ def _clock(value: Any) -> dtime:
     return dtime(int(match.group(1)), int(match.group(2)))
 
 
-Span = Annotated[timedelta, BeforeValidator(_span)]
+Span = Annotated[timedelta, BeforeValidator(parse_span)]  # a month is 30 days, a year 365
 ClockTime = Annotated[dtime, BeforeValidator(_clock)]
 
 

@@ -53,8 +53,8 @@ all:
         "segments/s.yaml:3:14: unknown operator 'greater_than' for field 'points' (expected: eq, ne, in, not_in, "
         "gt, gte, lt, lte, between, is_set, is_null)",
         "segments/s.yaml:4:22: field 'tier': at_least: unknown tier 'diamond' (tiers: member, silver, gold, platinum)",
-        "segments/s.yaml:5:32: field 'last_purchase_at': within: expected a duration such as '30 days', '2 weeks' "
-        "or '1 year', found '3 fortnights'",
+        "segments/s.yaml:5:32: field 'last_purchase_at': within: unknown unit 'fortnights' in '3 fortnights' "
+        "(expected one of: seconds, minutes, hours, days, weeks, months, years)",
         "segments/s.yaml:6:24: field 'total_spend': gte: expected a number, found 'lots'",
         "segments/s.yaml:7:5: unknown field 'favourite_colour' (expected: all, any, not, segment, event, purchases, "
         "emails, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "

@@ -19,10 +19,11 @@ from loyalty_mail.config import load_settings
 from loyalty_mail.errors import ConfigError
 from loyalty_mail.models import events_table, members_table, sends_table, tracking_events_table
 from loyalty_mail.segments import context_for, segment_query
-from loyalty_mail.segments.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, matching_ids
 from loyalty_mail.segments.spec import SegmentCatalog, SegmentParser
 from loyalty_mail.tiers import TierLadder
 from loyalty_mail.yaml_source import load_yaml_text
+
+from .reference import EmailFacts, EventFacts, HitFacts, MemberFacts, matching_ids
 
 
 ZONES = [None, "Asia/Ho_Chi_Minh", "America/New_York", "Europe/London", "Australia/Sydney",

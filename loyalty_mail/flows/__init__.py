@@ -3,12 +3,15 @@
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry
     planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours)
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
-    runner.py       one tick: plan, record, render, deliver; dry-run previews
+    delivery.py     claim due sends, render, hand to the transport, record the outcome
+    dispatchers.py  the same delivery in several processes at once
+    runner.py       one tick: plan, record, deliver; dry-run previews
     scheduler.py    the daemon: APScheduler ticks, graceful stop
 """
 
+from .delivery import TickReport
 from .planner import Plan, PlannedSend, Planner, Skip, in_holdout, quiet_until
-from .runner import TickReport, build_planner, run_once, write_previews
+from .runner import build_planner, run_once, write_previews
 
 __all__ = ["Plan", "PlannedSend", "Planner", "Skip", "TickReport", "build_planner", "in_holdout",
            "quiet_until", "run_once", "write_previews"]

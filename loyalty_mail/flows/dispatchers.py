@@ -21,15 +21,14 @@ from .. import db
 from ..rendering import Renderer
 from ..tracking.tokens import TokenSigner
 from ..transports import transport_for
+from .delivery import TickReport, deliver_due
+from .planner import Plan
 
 COUNTS = ("delivered", "failed", "retrying", "unknown", "suppressed_late")
 
 
 def _dispatch(settings: Any, url: str, now: datetime, results: Any,
               clock: Callable[[], datetime] | None) -> None:
-    from .planner import Plan
-    from .runner import TickReport, deliver_due
-
     stopping = threading.Event()  # SIGTERM/SIGINT: finish the batch in hand, then stop
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -43,7 +42,8 @@ def _dispatch(settings: Any, url: str, now: datetime, results: Any,
     finally:
         transport.close()
         engine.dispose()
-        results.put({name: getattr(report, name) for name in COUNTS} | {"paused": report.paused, "last_error": report.last_error})
+        results.put({name: getattr(report, name) for name in COUNTS}
+                    | {"paused": report.paused, "last_error": report.last_error})
 
 
 def deliver_in_parallel(engine: sa.Engine, settings: Any, now: datetime, processes: int,

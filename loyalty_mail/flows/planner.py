@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from ..config import FlowSettings, QuietHours, Settings
+from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
@@ -109,16 +110,6 @@ class Plan:
         for flow, count in self.already.items():
             table[flow]["already"] += count
         return {flow: dict(values) for flow, values in table.items()}
-
-
-def human(span: timedelta) -> str:
-    """`2 days`, `36 hours`, `90 minutes`: a timedelta as config writes it."""
-    seconds = int(span.total_seconds())
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds and seconds % size == 0:
-            n = seconds // size
-            return f"{n} {unit}{'' if n == 1 else 's'}"
-    return f"{seconds} seconds"
 
 
 def in_holdout(flow: str, member_id: str, percent: Any) -> bool:

@@ -4,7 +4,9 @@
     fields.py     the whitelist of fields and operators
     timeexpr.py   "90 days ago", "2 weeks", anniversaries
     compiler.py   rules -> SQL condition over members (pure)
-    reference.py  the same rules evaluated in plain Python (the oracle for tests)
+
+The same rules evaluated in plain Python, the oracle the compiler is tested against, live in
+tests/reference.py.
 """
 
 from __future__ import annotations

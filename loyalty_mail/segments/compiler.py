@@ -2,7 +2,7 @@
 
 Pure: the output depends only on the rules, the instant `at`, the program settings and the
 database dialect's name. Every value from YAML is a bound parameter; names come only from the
-whitelist in fields.py. Semantics shared with reference.py:
+whitelist in fields.py. Semantics shared with tests/reference.py:
 - a condition on a missing value (NULL) is false, and `not` negates it (so `not: {nps: promoter}`
   includes members who never answered);
 - relative times resolve against `at`; events after `at` have not happened yet;

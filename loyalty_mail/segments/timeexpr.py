@@ -1,7 +1,8 @@
-"""Times and durations as marketers write them: `90 days ago`, `2 weeks`, `today`, `2026-01-01`.
+"""Times as marketers write them: `90 days ago`, `today`, `now`, `2026-01-01`.
 
 Everything relative is resolved against an explicit instant `at`; nothing here reads the clock.
-Months and years are calendar months and years (31 March minus one month is 28 or 29 February).
+Durations (`2 weeks`, `1 month`) follow the one grammar in loyalty_mail/durations.py; in segments
+months and years are calendar months and years (31 March minus one month is 28 or 29 February).
 """
 
 from __future__ import annotations
@@ -9,42 +10,15 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, tzinfo
 from typing import Any
 
-UNITS = {"minute": "minutes", "hour": "hours", "day": "days", "week": "weeks", "month": "months",
-         "year": "years"}
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*(minute|hour|day|week|month|year)s?\s*$")
-_AGO = re.compile(r"^\s*(\d{1,6})\s*(minute|hour|day|week|month|year)s?\s+ago\s*$")
-MAX_DAYS = 36600
+from ..durations import MAX_DAYS, Duration, add_months, parse_duration
 
+__all__ = ["MAX_DAYS", "Duration", "TimeValue", "add_months", "anniversary_on", "parse_date", "parse_duration",
+           "parse_time"]
 
-@dataclass(frozen=True)
-class Duration:
-    """A length of time: an amount of one unit."""
-
-    amount: int
-    unit: str  # one of UNITS
-
-    def __str__(self) -> str:
-        return f"{self.amount} {self.unit}{'' if self.amount == 1 else 's'}"
-
-    def before(self, instant: datetime) -> datetime:
-        """`instant` minus this duration (calendar-aware for months and years)."""
-        if self.unit in ("month", "year"):
-            months = self.amount * (12 if self.unit == "year" else 1)
-            return add_months(instant, -months)
-        return instant - timedelta(**{UNITS[self.unit]: self.amount})
-
-    def days_exact(self) -> int:
-        return {"minute": 0, "hour": 0, "day": self.amount, "week": 7 * self.amount}.get(self.unit, 0)
-
-
-def add_months(instant: datetime, months: int) -> datetime:
-    index = instant.year * 12 + instant.month - 1 + months
-    year, month = divmod(index, 12)
-    day = min(instant.day, calendar.monthrange(year, month + 1)[1])
-    return instant.replace(year=year, month=month + 1, day=day)
+_AGO = re.compile(r"^(.*\S)\s+ago\s*$")
 
 
 @dataclass(frozen=True)
@@ -71,22 +45,6 @@ class TimeValue:
         return self.text
 
 
-def parse_duration(value: Any) -> Duration:
-    """`30 days`, `2 weeks`, `1 year` -> Duration; ValueError with the accepted forms otherwise."""
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a duration such as '30 days', '2 weeks' or '1 year', found {value!r}")
-    return _bounded(Duration(int(match.group(1)), match.group(2)), value)
-
-
-def _bounded(duration: Duration, text: Any) -> Duration:
-    """Refuse durations over 100 years: they mean nothing here and overflow date arithmetic."""
-    per_unit = {"minute": 1 / 1440, "hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
-    if duration.amount * per_unit[duration.unit] > MAX_DAYS:
-        raise ValueError(f"{text!r} is longer than 100 years")
-    return duration
-
-
 def parse_time(value: Any) -> TimeValue:
     """`90 days ago`, `now`, `today`, `2026-01-01` or an ISO date-time -> TimeValue."""
     parsed = _parse_time(value)
@@ -106,7 +64,7 @@ def _parse_time(value: Any) -> TimeValue:
             return TimeValue(text, text=text)
         match = _AGO.match(text)
         if match:
-            return TimeValue("ago", ago=_bounded(Duration(int(match.group(1)), match.group(2)), text), text=text)
+            return TimeValue("ago", ago=parse_duration(match.group(1)), text=text)
         try:
             return TimeValue("absolute", absolute=datetime.fromisoformat(text), text=text)
         except ValueError:

@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .compiler import Context
-from .fields import NPS_CATEGORIES
-from .spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, SegmentRef, ValueRule
-from .timeexpr import TimeValue, anniversary_on
+from loyalty_mail.segments.compiler import Context
+from loyalty_mail.segments.fields import NPS_CATEGORIES
+from loyalty_mail.segments.spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, SegmentRef, ValueRule
+from loyalty_mail.segments.timeexpr import TimeValue, anniversary_on
 
 _NUMERIC_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
