@@ -6,10 +6,13 @@ Runtime and pass what it holds down to the library functions.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -78,3 +81,18 @@ class Runtime:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+PROJECT_ENV = "LOYALTY_MAIL_PROJECT"
+
+
+def tracking_app_from_env() -> Any:
+    """The tracking app of one `serve --workers N` process (uvicorn imports it by name,
+    `factory=True`): the program in LOYALTY_MAIL_PROJECT, its database (LOYALTY_MAIL_DATABASE_URL
+    overrides the config, as everywhere), the real clock."""
+    from .tracking.app import create_app  # the service's dependencies load in its processes only
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runtime = Runtime.load(Path(os.environ.get(PROJECT_ENV, ".")))
+    return create_app(runtime.settings, runtime.engine(), runtime.now)

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a mistake the user can fix (bad input, config, usage), with a message
 and no traceback; 2 a bug in loyalty-mail (the message asks for a report; -v shows the
-traceback); 130 interrupted.
+traceback); 4 `run --once` had sends due and delivered none of them; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .common import CliContext
 
 EXIT_USER_ERROR = 1
 EXIT_BUG = 2
+EXIT_NOTHING_DELIVERED = 4
 EXIT_INTERRUPTED = 130
 
 

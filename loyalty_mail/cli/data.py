@@ -27,7 +27,8 @@ from .common import (
 
 def _import_options(func):  # type: ignore[no-untyped-def]
     func = click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
-                        help="Where --skip-invalid writes the bad rows [default: FILE.rejects.csv].")(func)
+                        help="Where --skip-invalid writes the bad rows [default: beside FILE, e.g. members.rejects.csv "
+                             "for members.csv].")(func)
     func = click.option("--skip-invalid", is_flag=True,
                         help="Import the good rows and write the bad ones, with reasons, to a file.")(func)
     func = click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]),

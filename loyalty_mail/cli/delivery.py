@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import click
 
@@ -141,7 +142,7 @@ def send_test(obj: CliContext, template: str, to: str, member_id: str | None, lo
     \b
     Example:
       loyalty-mail send-test welcome --to me@example.com
-      loyalty-mail send-test tier_upgrade --to me@example.com --member SV000042 --locale en
+      loyalty-mail send-test tier_upgrade --to me@example.com --member LM0000042 --locale en
     """
     runtime = obj.runtime
     renderer = runtime.renderer()
@@ -177,26 +178,38 @@ def serve(obj: CliContext, host: str, port: int, workers: int) -> None:
     unsubscribe, SendGrid's Event Webhook, /health.
 
     Put it behind your HTTPS proxy at `tracking.base_url`. SIGTERM writes every accepted hit
-    before the process exits.
+    (in every worker) before the process exits 0. With --workers N, N processes share the port.
 
     \b
     Example:
       LOYALTY_MAIL_SECRET=... loyalty-mail serve --host 0.0.0.0 --port 8025
+      LOYALTY_MAIL_SECRET=... loyalty-mail serve --workers 2
     """
     import logging
+    import os
     import signal
 
     import uvicorn
 
+    from ..config import DATABASE_URL_ENV
+    from ..runtime import PROJECT_ENV
     from ..tracking.app import create_app
 
     runtime = obj.runtime
     runtime.signer()  # the secret must be set
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(runtime.settings, runtime.engine(), runtime.now)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
     # there before it started: make that a no-op so a clean stop exits 0 for process managers.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(app, host=host, port=port, workers=None if workers == 1 else workers,
-                log_level="info", access_log=False, timeout_graceful_shutdown=30)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "timeout_graceful_shutdown": 30}
+    if workers == 1:
+        uvicorn.run(create_app(runtime.settings, runtime.engine(), runtime.now), **options)
+        return
+    # Each worker process builds the app itself from the same program and database.
+    runtime.engine()  # the schema is created or checked once, here, before the workers start
+    os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
+    os.environ[DATABASE_URL_ENV] = runtime.database_url
+    runtime.close()
+    uvicorn.run("loyalty_mail.runtime:tracking_app_from_env", factory=True, workers=workers, **options)

@@ -18,7 +18,7 @@ from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
 from ..members import member_profile
 from ..models import sends_table
-from . import cli
+from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
 
 
@@ -65,7 +65,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
 
     The dry run writes nothing to the database. Its JSON is an array of objects, one per decision,
     with flow, member_id, email, template, occurrence, scheduled_for, reason and decision
-    (send or skip); already-recorded occurrences are only counted.
+    (send or skip); already-recorded occurrences are only counted. --once exits 1 when a send
+    failed for good, and 4 when sends were due and none could be delivered (the reason is shown).
 
     \b
     Example:
@@ -121,6 +122,11 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     if report.failed:
         raise LoyaltyMailError(f"{report.failed} sends failed; `loyalty-mail explain MEMBER_ID` or the "
                                "sends table say why")
+    if report.nothing_delivered():
+        click.echo(f"Error: nothing was delivered: {report.retrying} send(s) were due and the transport "
+                   f"failed for each (last: {report.last_error}); they will be retried "
+                   "(`loyalty-mail outbox status` shows when)", err=True)
+        click.get_current_context().exit(EXIT_NOTHING_DELIVERED)
 
 
 @cli.command()
@@ -132,8 +138,8 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
 
     \b
     Example:
-      loyalty-mail explain SV000042
-      loyalty-mail explain SV000042 --at 2026-12-24T09:00
+      loyalty-mail explain LM0000042
+      loyalty-mail explain LM0000042 --at 2026-12-24T09:00
     """
     runtime = obj.runtime
     settings = runtime.settings

@@ -12,13 +12,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from rich.cells import cell_len
 
 from .. import reports
 from ..errors import ConfigError
 from ..reports import charts, page
 from ..segments import load_catalog
 from . import cli
-from .common import CliContext, format_option, pass_cli, print_table, to_jsonable
+from .common import CliContext, _cell, format_option, pass_cli, print_table, stdout, to_jsonable
 
 
 def _day(value: str | None, param: str) -> date | None:
@@ -58,6 +59,7 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
     reports.attribution_window after a send; see README "Reports" for every definition. --segments adds one in/out
     column per segment: membership evaluated at each email's send time (default) or at the end of the period.
     --format html writes one self-contained page with charts (flows, segments, tiers, lift, trends; --by is ignored).
+    A table wider than the terminal is printed in parts, each repeating the group columns.
 
     \b
     Example:
@@ -117,19 +119,40 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
         _emit(buffer.getvalue(), out)
     else:
         shown = [*groups, *TABLE_COLUMNS]
-        print_table(f"Email performance {first} to {last} (every column: --format csv or json)",
-                    [TABLE_HEADINGS.get(c, c) for c in shown],
-                    [[_percent(r[c]) if c.endswith("_rate") else r[c] for c in shown] for r in rows],
-                    numeric=[TABLE_HEADINGS.get(c, c) for c in TABLE_COLUMNS])
+        _print_fitting(f"Email performance {first} to {last} (every column: --format csv or json)",
+                       [TABLE_HEADINGS.get(c, c) for c in shown],
+                       [[_percent(r[c]) if c.endswith("_rate") else r[c] for c in shown] for r in rows],
+                       keys=len(groups), numeric=[TABLE_HEADINGS.get(c, c) for c in TABLE_COLUMNS])
         if lifts:
             lift_columns = list(lifts[0])
-            print_table("Lift against hold-out (conversion within the attribution window, 95% CI)",
-                        lift_columns, [[_percent(r[c]) if c in PERCENTS or c.endswith("_rate") else r[c]
-                                        for c in lift_columns] for r in lifts])
+            _print_fitting("Lift against hold-out (conversion within the attribution window, 95% CI)",
+                           lift_columns, [[_percent(r[c]) if c in PERCENTS or c.endswith("_rate") else r[c]
+                                           for c in lift_columns] for r in lifts], keys=1)
         print_table("Program health", ["figure", "value"], _health_rows(health))
 
 
 PERCENTS = ("absolute_lift", "ci95_low", "ci95_high", "relative_lift")
+SEPARATOR = 3  # " │ " between two columns (no outer edge)
+
+
+def _print_fitting(title: str, columns: list[str], rows: list[list[Any]], *, keys: int,
+                   numeric: list[str] | None = None) -> None:
+    """A table wider than the terminal (or a pipe's 80 columns) is printed as several, each
+    repeating the first `keys` columns, so that no heading or figure is cut short."""
+    widths = [max([cell_len(name)] + [cell_len(_cell(row[i])) for row in rows]) for i, name in enumerate(columns)]
+    room = stdout().width - sum(widths[:keys]) - SEPARATOR * keys
+    parts: list[list[int]] = [[]]
+    used = 0
+    for i in range(keys, len(columns)):
+        if parts[-1] and used + widths[i] > room:
+            parts.append([])
+            used = 0
+        parts[-1].append(i)
+        used += widths[i] + SEPARATOR
+    for n, part in enumerate(parts):
+        shown = list(range(keys)) + part
+        print_table(title if n == 0 else f"{title.split(' (')[0]}, continued", [columns[i] for i in shown],
+                    [[row[i] for i in shown] for row in rows], numeric=numeric or ())
 
 
 def _health_rows(health: dict[str, Any]) -> list[list[Any]]:

@@ -79,9 +79,9 @@ def preview(obj: CliContext, template: str, member_id: str, locale: str | None, 
 
     \b
     Example:
-      loyalty-mail preview welcome --member SV000001
-      loyalty-mail preview milestone --member SV000001 --set kind=anniversary --set years=3 --open
-      loyalty-mail preview tier_upgrade --member SV000001 --format eml --out upgrade.eml
+      loyalty-mail preview welcome --member LM0000001
+      loyalty-mail preview milestone --member LM0000001 --set kind=anniversary --set years=3 --open
+      loyalty-mail preview tier_upgrade --member LM0000001 --format eml --out upgrade.eml
     """
     runtime = obj.runtime
     renderer = runtime.renderer()

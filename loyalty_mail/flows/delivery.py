@@ -36,6 +36,11 @@ class TickReport:
     unknown: int = 0
     suppressed_late: int = 0
     paused: str | None = None
+    last_error: str | None = None  # the provider's (or the template's) reason for the last send that did not go
+
+    def nothing_delivered(self) -> bool:
+        """Sends were due and every one failed or waits for a retry."""
+        return not self.delivered and bool(self.failed or self.retrying)
 
     def summary(self) -> str:
         plan = self.plan
@@ -107,6 +112,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             except TemplateError as exc:
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
+                report.last_error = f"template: {exc}"
         results = []
         for chunk in limiter.chunks(emails):
             if chunk:
@@ -118,6 +124,8 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
         answered = clock()
         for result in results:
             send = sends[result.send_id]
+            if result.outcome != "sent":
+                report.last_error = result.detail
             if result.outcome == "sent":
                 transient_in_a_row = 0
                 outcomes.append(ledger.Outcome(send["id"], "sent", provider_id=result.provider_id))

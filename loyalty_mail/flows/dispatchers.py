@@ -42,7 +42,8 @@ def _dispatch(settings: Any, url: str, now: datetime, results: Any,
     finally:
         transport.close()
         engine.dispose()
-        results.put({name: getattr(report, name) for name in COUNTS} | {"paused": report.paused})
+        results.put({name: getattr(report, name) for name in COUNTS}
+                    | {"paused": report.paused, "last_error": report.last_error})
 
 
 def deliver_in_parallel(engine: sa.Engine, settings: Any, now: datetime, processes: int,
@@ -62,5 +63,6 @@ def deliver_in_parallel(engine: sa.Engine, settings: Any, now: datetime, process
         for name in COUNTS:
             setattr(report, name, getattr(report, name) + counts[name])
         report.paused = report.paused or counts["paused"]
+        report.last_error = counts["last_error"] or report.last_error
     for worker in workers:
         worker.join()

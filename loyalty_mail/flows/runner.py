@@ -65,7 +65,10 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
         deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop, clock)
     else:
         deliver_due(engine, renderer, transport, now, report, sending, should_stop, clock)
-    log.info(report.summary())
+    if report.nothing_delivered():
+        log.warning("%s; nothing was delivered (last: %s)", report.summary(), report.last_error)
+    else:
+        log.info(report.summary())
     return report
 
 
@@ -75,7 +78,10 @@ def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transpor
     """Deliver what is due, without planning: what workers and standby daemons do each tick."""
     report = TickReport(now, Plan(now))
     deliver_due(engine, renderer, transport, now, report, settings.sending, should_stop, clock)
-    if report.delivered or report.failed or report.unknown:
+    if report.nothing_delivered():
+        log.warning("dispatch at %s UTC: nothing was delivered, %d failed, %d to retry (last: %s)",
+                    f"{now:%Y-%m-%d %H:%M:%S}", report.failed, report.retrying, report.last_error)
+    elif report.delivered or report.failed or report.unknown:
         log.info("dispatch at %s UTC: %d delivered, %d failed, %d to retry, %d unknown",
                  f"{now:%Y-%m-%d %H:%M:%S}", report.delivered, report.failed, report.retrying, report.unknown)
     return report

@@ -6,7 +6,7 @@ and a click only ever redirects to the URL inside a token we signed.
     GET  /c/{token}            click: 302 to the signed URL; the hit is queued (not for HEAD)
     GET  /u/{token}            unsubscribe confirmation page (vi/en), with a button
     POST /u/{token}            unsubscribe now (RFC 8058 `List-Unsubscribe=One-Click`, or the button)
-    GET  /p/{token}            preferences: the same page (one list to leave, for now)
+    GET  /p/{token}            preferences: the same page (there is one list to leave)
     POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
                                events kept aside (and why)
     GET  /health               liveness
