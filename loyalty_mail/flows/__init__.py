@@ -1,14 +1,15 @@
 """Flows: who is due which email at `now`, and why; the ledger that makes it happen once.
 
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry
-    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours)
+    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours);
+                    `explain`: every flow's answer for one member, and which reason holds
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
     runner.py       one tick: plan, record, render, deliver; dry-run previews
     scheduler.py    the daemon: APScheduler ticks, graceful stop
 """
 
-from .planner import Plan, PlannedSend, Planner, Skip, in_holdout, quiet_until
+from .planner import Explanation, FlowExplanation, Plan, PlannedSend, Planner, Skip, in_holdout, quiet_until
 from .runner import TickReport, build_planner, run_once, write_previews
 
-__all__ = ["Plan", "PlannedSend", "Planner", "Skip", "TickReport", "build_planner", "in_holdout",
+__all__ = ["Explanation", "FlowExplanation", "Plan", "PlannedSend", "Planner", "Skip", "TickReport", "build_planner", "in_holdout",
            "quiet_until", "run_once", "write_previews"]
