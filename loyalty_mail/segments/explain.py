@@ -48,7 +48,10 @@ class _Explainer:
     def holds(self, rule: Rule) -> bool:
         """Does `rule` hold for this member? Decided by the compiled SQL, never here."""
         m = members_table
-        condition = self.compiler.rule(rule, (), negated=False)
+        if isinstance(rule, EventRule):  # a probe of this member's events, not every member's
+            condition = self.compiler.event(rule, correlated=True)
+        else:
+            condition = self.compiler.rule(rule, (), negated=False)
         query = sa.select(m.c.id).where(m.c.id == self.ref, condition)
         return self.conn.execute(query).first() is not None
 
