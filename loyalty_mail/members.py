@@ -21,12 +21,19 @@ class MemberProfile:
     event_count: int
 
 
-def member_profile(connection: sa.Connection, member_id: str, *, recent: int = 10) -> MemberProfile:
-    """Look a member up by their loyalty id; NotFound names the id when there is none."""
-    m, e, t = members_table, events_table, tier_changes_table
+def member_row(connection: sa.Connection, member_id: str) -> dict[str, Any]:
+    """A member's stored row (with its internal `id`) by loyalty id; NotFound names the id."""
+    m = members_table
     row = connection.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
     if row is None:
         raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` adds members.")
+    return dict(row)
+
+
+def member_profile(connection: sa.Connection, member_id: str, *, recent: int = 10) -> MemberProfile:
+    """Look a member up by their loyalty id; NotFound names the id when there is none."""
+    e, t = events_table, tier_changes_table
+    row = member_row(connection, member_id)
     ref = row["id"]
     events = connection.execute(
         sa.select(e.c.type, e.c.occurred_at, e.c.amount, e.c.currency, e.c.points, e.c.properties,

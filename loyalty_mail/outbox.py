@@ -1,5 +1,5 @@
 """The outbox seen by an operator: counts per state and flow, what is waiting, what failed;
-and explicit re-sends. (The dispatcher's own state changes live in flows/ledger.py.)"""
+and explicit re-sends. Every change to `sends` is made by flows/ledger.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .flows import ledger
 from .models import members_table, sends_table
 
-RETRYABLE = ("failed", "unknown")
+RETRYABLE = ledger.RETRYABLE
 
 
 def status(conn: sa.Connection, now: datetime, recent: int = 10) -> dict[str, Any]:
@@ -36,11 +37,4 @@ def status(conn: sa.Connection, now: datetime, recent: int = 10) -> dict[str, An
 
 def retry(conn: sa.Connection, now: datetime, state: str, flow: str | None = None) -> int:
     """Put failed (or unknown) sends back in the queue, due now. Returns how many."""
-    if state not in RETRYABLE:
-        raise ValueError(state)
-    s = sends_table
-    query = s.update().where(s.c.state == state)
-    if flow:
-        query = query.where(s.c.flow == flow)
-    return conn.execute(query.values(state="retry", scheduled_for=now, claimed_at=None, attempts=0,
-                                     last_error=f"re-sent by the operator (was {state})")).rowcount
+    return ledger.requeue(conn, now, state, flow)

@@ -2,11 +2,14 @@
 
 Reasons: `unsubscribe`, `hard_bounce`, `spam_complaint` (from the tracking service and SendGrid's
 Event Webhook) and `manual`. The planner skips suppressed members and the dispatcher checks again
-right before sending, so a suppression that lands between the two still wins.
+right before sending, so a suppression that lands between the two still wins. `unsubscribe` is the
+one place an unsubscribe is written, whoever asks (the link in an email, a webhook, the CLI, an
+import).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -14,18 +17,45 @@ import sqlalchemy as sa
 
 from . import db
 from .errors import InputFileError, NotFound
-from .models import suppressions_table
+from .models import members_table, suppressions_table
 
 REASONS = ("unsubscribe", "hard_bounce", "spam_complaint", "manual")
 
 
+CHUNK = 500
+
+
 def add(conn: sa.Connection, email: str, reason: str, now: datetime, detail: str | None = None) -> bool:
-    """Suppress an address (case-insensitive); False when it already was."""
+    """Suppress an address (case-insensitive); False when it already was. Suppressing with reason
+    `unsubscribe` unsubscribes the member too."""
     if reason not in REASONS:
         raise InputFileError(f"unknown suppression reason '{reason}' (reasons: {', '.join(REASONS)})")
+    if reason == "unsubscribe":
+        return unsubscribe(conn, [email], now, detail) > 0
+    return _listed(conn, _address(email), reason, now, detail)
+
+
+def unsubscribe(conn: sa.Connection, emails: Iterable[str], now: datetime, detail: str | None = None) -> int:
+    """Unsubscribe addresses: the members with them stop getting marketing email (subscribed
+    false, unsubscribed since `now`; members already unsubscribed keep their date) and each address
+    joins the suppression list as `unsubscribe`. Returns how many addresses were newly suppressed.
+    Member emails are stored lowercase (the importer normalises them), so the index serves this."""
+    addresses = sorted({_address(email) for email in emails})
+    m = members_table
+    for start in range(0, len(addresses), CHUNK):
+        conn.execute(m.update().where(m.c.email.in_(addresses[start:start + CHUNK]), m.c.subscribed.is_(True))
+                     .values(subscribed=False, unsubscribed_at=now, updated_at=now))
+    return sum(_listed(conn, address, "unsubscribe", now, detail) for address in addresses)
+
+
+def _address(email: str) -> str:
     address = email.strip().lower()
     if "@" not in address:
         raise InputFileError(f"'{email}' is not an email address")
+    return address
+
+
+def _listed(conn: sa.Connection, address: str, reason: str, now: datetime, detail: str | None) -> bool:
     insert = db.insert_ignoring_duplicates(suppressions_table, conn.dialect.name)
     result = conn.execute(insert.values(email=address, reason=reason, detail=detail, created_at=now)
                           .returning(suppressions_table.c.id))

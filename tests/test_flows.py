@@ -179,7 +179,8 @@ def test_explain_says_why(program):
     assert one.exit_code == 0
     assert "not sent welcome: unsubscribed" in one.stdout
     two = program.run("explain", "M2", at="2026-11-23T10:00:00+07:00")
-    assert "welcome (welcome -> welcome):\n  no signup in the flow's window" in two.stdout
+    assert ("welcome (welcome -> welcome):\n  joined 2026-10-01 09:00 local, outside the flow's window, "
+            "2026-11-14 10:00 to 2026-11-23 10:00 local\n") in two.stdout
     missing = program.run("explain", "NOPE")
     assert missing.exit_code == 1 and "no member with id 'NOPE'" in missing.stderr
 

@@ -7,17 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
 from ..errors import LoyaltyMailError, NotFound
-from ..flows import Plan, build_planner, run_once, write_previews
+from ..flows import FlowExplanation, Plan, build_planner, run_once, write_previews
 from ..flows.runner import check_flow_templates
 from ..transports import transport_for
 from ..flows.leadership import PlannerLock
 from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
-from ..members import member_profile
-from ..models import sends_table
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
 
@@ -142,53 +139,29 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
       loyalty-mail explain LM0000042 --at 2026-12-24T09:00
     """
     runtime = obj.runtime
-    settings = runtime.settings
     engine = runtime.engine()
-    planner = build_planner(settings, engine.dialect.name)
+    planner = build_planner(runtime.settings, engine.dialect.name)
     now = resolve_at(runtime, at)
     with engine.connect() as conn:
-        member = member_profile(conn, member_id, recent=0).member
-        ref = conn.execute(sa.text("select id from members where member_id = :m"), {"m": member_id}).scalar_one()
-        history = conn.execute(
-            sa.select(sends_table.c.flow, sends_table.c.occurrence_key, sends_table.c.state,
-                      sends_table.c.scheduled_for, sends_table.c.reason)
-            .where(sends_table.c.member_ref == ref).order_by(sends_table.c.scheduled_for)).all()
-        plan = planner.plan(conn, now, member_ref=ref)
+        answer = planner.explain(conn, member_id, now)
+    member = answer.member
     click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
                f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {now.isoformat()}")
-    for flow in settings.flows:
-        lines = []
-        if not flow.enabled:
-            lines.append("flow disabled")
-        for send in plan.sends:
-            if send.occurrence.flow.name == flow.name:
-                when = f"scheduled for {send.scheduled_for.isoformat()}"
-                lines.append(f"DUE {send.occurrence.key}: {send.reason}; {when}"
-                             + (f" ({send.deferred})" if send.deferred else ""))
-        for skip in plan.skips:
-            if skip.occurrence.flow.name == flow.name:
-                lines.append(f"not sent {skip.occurrence.key}: {skip.reason}")
-        for row in history:
-            if row.flow == flow.name:
-                lines.append(f"recorded {row.occurrence_key}: {row.state} "
-                             f"({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}")
-        if not lines:
-            lines.append(_no_occurrence(flow, member))
-        click.echo(f"\n{flow.name} ({flow.trigger} -> {flow.template}):")
-        for line in lines:
+    for flow in answer.flows:
+        click.echo(f"\n{flow.flow} ({flow.trigger} -> {flow.template}):")
+        for line in _explained(flow):
             click.echo(f"  {line}")
 
 
-def _no_occurrence(flow: Any, member: dict[str, Any]) -> str:
-    if flow.trigger == "welcome":
-        return f"no signup in the flow's window (joined {member['joined_at']:%Y-%m-%d %H:%M} UTC)" \
-            if member["joined_at"] else "no join date"
-    if flow.trigger == "milestone":
-        return (f"no threshold ({', '.join(f'{t:,}' for t in flow.thresholds)}) crossed and no "
-                "anniversary in the flow's window")
-    if flow.trigger == "tier_upgrade":
-        return "no upward tier change in the flow's window"
-    return f"not in segment {flow.segment} now (or already sent {flow.reentry.max} time(s) / in cooldown)"
+def _explained(flow: FlowExplanation) -> list[str]:
+    lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
+             + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
+    lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
+    lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
+              for row in flow.recorded]
+    if flow.reason:
+        lines.append(flow.reason)
+    return lines
 
 
 def _interval_option(func: Any) -> Any:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import sqlalchemy as sa
 
 from ..errors import ConfigError
 from ..segments import (
@@ -20,6 +20,9 @@ from ..segments import (
 )
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at, to_jsonable
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 def _catalog(obj: CliContext) -> SegmentCatalog:

@@ -1,7 +1,8 @@
 """Flows: who is due which email at `now`, and why; the ledger that makes it happen once.
 
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry
-    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours)
+    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours);
+                    `explain`: every flow's answer for one member, and which reason holds
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
     delivery.py     claim due sends, render, hand to the transport, record the outcome
     dispatchers.py  the same delivery in several processes at once
@@ -10,8 +11,8 @@
 """
 
 from .delivery import TickReport
-from .planner import Plan, PlannedSend, Planner, Skip, in_holdout, quiet_until
+from .planner import Explanation, FlowExplanation, Plan, PlannedSend, Planner, Skip, in_holdout, quiet_until
 from .runner import build_planner, run_once, write_previews
 
-__all__ = ["Plan", "PlannedSend", "Planner", "Skip", "TickReport", "build_planner", "in_holdout",
+__all__ = ["Explanation", "FlowExplanation", "Plan", "PlannedSend", "Planner", "Skip", "TickReport", "build_planner", "in_holdout",
            "quiet_until", "run_once", "write_previews"]

@@ -11,15 +11,18 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from .. import db
 from ..models import UTCDateTime, members_table, sends_table, suppressions_table
-from .planner import Plan
+
+if TYPE_CHECKING:
+    from .planner import Plan
 
 BATCH = 1000
+RETRYABLE = ("failed", "unknown")
 
 
 def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
@@ -54,6 +57,39 @@ def _row(occ: Any, state: str, reason: str, scheduled: datetime, segment: str | 
         "state": state, "reason": reason[:300], "occurrence": occ.data, "occurred_at": occ.occurred_at,
         "scheduled_for": scheduled, "created_at": now, "attempts": 0,
     }
+
+
+def requeue(conn: sa.Connection, now: datetime, state: str, flow: str | None = None) -> int:
+    """Put failed (or unknown) sends back in the queue, due now (an operator's decision).
+    Returns how many."""
+    if state not in RETRYABLE:
+        raise ValueError(state)
+    s = sends_table
+    query = s.update().where(s.c.state == state)
+    if flow:
+        query = query.where(s.c.flow == flow)
+    return conn.execute(query.values(state="retry", scheduled_for=now, claimed_at=None, attempts=0,
+                                     last_error=f"re-sent by the operator (was {state})")).rowcount
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ledger row of a member, as `explain` shows it."""
+
+    flow: str
+    occurrence_key: str
+    state: str
+    scheduled_for: datetime
+    reason: str | None
+
+
+def history(conn: sa.Connection, member_ref: int, until: datetime) -> list[Entry]:
+    """A member's ledger rows recorded by `until` (later ones had not happened then), oldest first."""
+    s = sends_table
+    rows = conn.execute(sa.select(s.c.flow, s.c.occurrence_key, s.c.state, s.c.scheduled_for, s.c.reason)
+                        .where(s.c.member_ref == member_ref, s.c.created_at <= until)
+                        .order_by(s.c.scheduled_for, s.c.id))
+    return [Entry(r.flow, r.occurrence_key, r.state, r.scheduled_for, r.reason) for r in rows]
 
 
 def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta) -> int:

@@ -226,7 +226,8 @@ def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings,
     m, s = members_table, sends_table
     history = (sa.select(s.c.member_ref, sa.func.count().label("times"),
                          sa.func.max(s.c.scheduled_for).label("last"))
-               .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)))
+               .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)),
+                      s.c.created_at <= window.now)
                .group_by(s.c.member_ref).subquery())
     query = (sa.select(*MEMBER_COLUMNS, history.c.times, history.c.last)
              .outerjoin(history, history.c.member_ref == m.c.id)
@@ -243,3 +244,53 @@ def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings,
             reason=f"in segment {flow.segment}" + (f" (entry {times + 1} of at most {flow.reentry.max})"
                                                    if flow.reentry.max > 1 else ""),
             data={"kind": "segment_entry", "key": key, "segment": flow.segment, "entry": times + 1})
+
+
+def _entries(conn: sa.Connection, flow: FlowSettings, now: datetime, member_ref: int) -> tuple[int, datetime | None]:
+    """How many times a segment flow has entered a member (ledger rows recorded by `now`), and the
+    latest."""
+    s = sends_table
+    times, last = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(s.c.scheduled_for))
+        .where(s.c.member_ref == member_ref, s.c.flow == flow.name,
+               s.c.state.in_(ACTIVE_STATES + ("held_out",)), s.c.created_at <= now)).one()
+    return int(times or 0), last
+
+
+def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: int,
+           zone_default: str) -> str:
+    """Why the flow's trigger fired no occurrence for this member in `window` (the member is in
+    the flow's segment, if it has one): what the trigger looked for, and what the member has."""
+    m, e = members_table, events_table
+    member = conn.execute(sa.select(m.c.joined_at, m.c.joined_on, m.c.timezone, m.c.points, m.c.tier)
+                          .where(m.c.id == member_ref)).one()
+    zone = member.timezone or zone_default
+    span = f"the flow's window, {_fmt(window.since, zone)} to {_fmt(window.now, zone)} local"
+    if flow.trigger == "welcome":
+        if member.joined_at is None:
+            return "no join date"
+        return f"joined {_fmt(member.joined_at, zone)} local, outside {span}"
+    if flow.trigger == "milestone":
+        found = []
+        if flow.thresholds:
+            def points(*where: sa.ColumnElement[bool]) -> int:
+                return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(e.c.points), 0))
+                                        .where(e.c.member_ref == member_ref, *where)).scalar_one())
+            at_end = int(member.points) - points(e.c.occurred_at > window.now)
+            at_start = at_end - points(e.c.occurred_at >= window.since, e.c.occurred_at <= window.now)
+            found.append(f"no points threshold ({', '.join(f'{t:,}' for t in flow.thresholds)}) crossed "
+                         f"({at_start:,} points at its start, {at_end:,} at its end)")
+        if flow.anniversaries:
+            found.append("no membership anniversary" + (
+                f" (joined on {member.joined_on.isoformat()})" if member.joined_on else " (no join date)"))
+        return f"in {span}: " + "; ".join(found)
+    if flow.trigger == "tier_upgrade":
+        return f"no upward tier change in {span} (current tier {member.tier})"
+    times, last = _entries(conn, flow, window.now, member_ref)
+    if times >= flow.reentry.max:
+        return (f"in segment {flow.segment}, but already entered {times} time(s): the flow's reentry "
+                f"max is {flow.reentry.max}")
+    if last is not None and last + flow.reentry.cooldown > window.now:
+        return (f"in segment {flow.segment}, but in the reentry cooldown: last entry "
+                f"{_fmt(last, zone)} local, next one possible from {_fmt(last + flow.reentry.cooldown, zone)} local")
+    return f"in segment {flow.segment}, yet no entry was found"  # cannot happen: segment_entries yields it

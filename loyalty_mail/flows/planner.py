@@ -32,7 +32,10 @@ from ..durations import format_span as human  # `2 days`: a span as config.yaml 
 from ..errors import ConfigError
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
+from ..members import member_row
 from ..segments.compiler import compile_rule
+from ..segments.explain import why_not
+from . import ledger
 from . import occurrences as triggers
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -112,6 +115,30 @@ class Plan:
         return {flow: dict(values) for flow, values in table.items()}
 
 
+@dataclass(frozen=True)
+class FlowExplanation:
+    """One flow's answer for one member at an instant: what it would send, what it skips and
+    why, what the ledger held by then, and (when none of those) why the flow has nothing."""
+
+    flow: str
+    trigger: str
+    template: str
+    due: list[PlannedSend]
+    skipped: list[Skip]
+    recorded: list[ledger.Entry]
+    already: int            # occurrences found that the ledger already held
+    reason: str | None      # why the flow produced no occurrence, when it produced none
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """`Planner.explain`: a member as stored, and each flow's answer at `at`."""
+
+    member: dict[str, Any]
+    at: datetime
+    flows: list[FlowExplanation]
+
+
 def in_holdout(flow: str, member_id: str, percent: Any) -> bool:
     """Deterministic and stable: the same members are held out of a flow on every run."""
     if not percent:
@@ -175,6 +202,38 @@ class Planner:
             plan.absorb(part)
         return plan
 
+    def explain(self, conn: sa.Connection, member_id: str, at: datetime) -> Explanation:
+        """For every flow (disabled ones too): is this member due at `at`, and if not, which
+        reason holds. The same planning as `plan`, for one member, with the ledger as it stood
+        at `at`; a flow with no occurrence says which segment rule or trigger condition failed."""
+        member = member_row(conn, member_id)
+        ref = member["id"]
+        plan = self.plan(conn, at, member_ref=ref)
+        history = ledger.history(conn, ref, at)
+        answers = []
+        for flow in self.settings.flows:
+            due = [s for s in plan.sends if s.occurrence.flow.name == flow.name]
+            skipped = [s for s in plan.skips if s.occurrence.flow.name == flow.name]
+            already = plan.already.get(flow.name, 0)
+            reason = None
+            if not flow.enabled:
+                reason = "flow disabled"
+            elif not (due or skipped or already):
+                reason = self._absent(conn, flow, ref, at)
+            answers.append(FlowExplanation(
+                flow.name, flow.trigger, flow.template, due, skipped,
+                [row for row in history if row.flow == flow.name], already, reason))
+        return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers)
+
+    def _absent(self, conn: sa.Connection, flow: FlowSettings, member_ref: int, at: datetime) -> str:
+        if flow.segment:
+            ctx = context_for(self.settings, self.segments, at, self.dialect)
+            outside = why_not(conn, self.segments.segments[flow.segment], ctx, member_ref)
+            if outside is not None:
+                return outside
+        return triggers.absent(conn, flow, Window.for_flow(flow, self.settings, at), member_ref,
+                               self.settings.program.default_timezone)
+
     # -- occurrences -------------------------------------------------------------------------
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
@@ -207,7 +266,7 @@ class Planner:
 
     def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan) -> None:
         refs = sorted({o.member_ref for o in chunk})
-        recorded = self._recorded(conn, refs, {o.flow.name for o in chunk})
+        recorded = self._recorded(conn, refs, {o.flow.name for o in chunk}, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
         cap = self.settings.sending.frequency_cap
         capped = self._capped_counts(conn, refs, plan.now) if cap else {}
@@ -257,10 +316,14 @@ class Planner:
                     deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
             plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
 
-    def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str]) -> dict[tuple[int, str, str], str]:
+    def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
+                  now: datetime) -> dict[tuple[int, str, str], str]:
+        """The ledger as it stood at `now`: rows recorded later had not happened yet (a dry run
+        at a past instant replays that instant)."""
         s = sends_table
         rows = conn.execute(sa.select(s.c.member_ref, s.c.flow, s.c.occurrence_key, s.c.state)
-                            .where(s.c.member_ref.in_(refs), s.c.flow.in_(sorted(flows))))
+                            .where(s.c.member_ref.in_(refs), s.c.flow.in_(sorted(flows)),
+                                   s.c.created_at <= now))
         return {(r.member_ref, r.flow, r.occurrence_key): r.state for r in rows}
 
     def _suppressed(self, conn: sa.Connection, emails: set[str]) -> dict[str, str]:
@@ -276,7 +339,8 @@ class Planner:
         s = sends_table
         rows = conn.execute(sa.select(s.c.member_ref, sa.func.count())
                             .where(s.c.member_ref.in_(refs), s.c.flow.in_(counted),
-                                   s.c.state.in_(ACTIVE_STATES), s.c.scheduled_for > now - cap.per)
+                                   s.c.state.in_(ACTIVE_STATES), s.c.scheduled_for > now - cap.per,
+                                   s.c.created_at <= now)
                             .group_by(s.c.member_ref))
         return {ref: count for ref, count in rows}
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
+from .. import suppression
 from ..errors import InputFileError
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
@@ -384,18 +385,19 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     keep = {c: sa.func.coalesce(s.c[c], m.c[c])
             for c in MEMBER_COLUMNS if c not in ("member_id", "email", "subscribed")}
     keep["joined_on"] = sa.case((s.c.joined_at.is_not(None), s.c.joined_on), else_=m.c.joined_on)
+    # An import may unsubscribe a member but never re-subscribe one: a stale export must not undo
+    # an unsubscribe (re-subscribing is an explicit operator action). The addresses are read
+    # before the update (which may change them to the file's) and unsubscribed after it.
+    leaving = [email for (email,) in connection.execute(
+        sa.select(s.c.email).select_from(m.join(s, matched))
+        .where(s.c.subscribed == sa.false(), m.c.subscribed == sa.true()))]
     with indexes_rebuilt(connection, m, summary.inserted + summary.updated):
-        unsubscribing = sa.and_(s.c.subscribed == sa.false(), m.c.subscribed == sa.true())
         connection.execute(
             m.update().where(matched).values(
                 email=s.c.email,
                 **keep,
                 tier=new_tier,
                 attributes=_merged_attributes(connection, m.c.attributes, s.c.attributes),
-                # An import may unsubscribe a member but never re-subscribe one: a stale export
-                # must not undo an unsubscribe (re-subscribing is an explicit operator action).
-                subscribed=sa.case((s.c.subscribed == sa.false(), sa.false()), else_=m.c.subscribed),
-                unsubscribed_at=sa.case((unsubscribing, now_value), else_=m.c.unsubscribed_at),
                 updated_at=now_value,
             )
         )
@@ -421,6 +423,7 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
         if summary.updated:  # else no staged member_id is in members: skip a probe per row
             new_rows = new_rows.where(~sa.exists().where(m.c.member_id == s.c.member_id))
         connection.execute(m.insert().from_select(list(insert_columns), new_rows))
+    suppression.unsubscribe(connection, leaving, now, detail="members import")
 
 
 def _recompute_joined_on(connection: sa.Connection, member_refs: list[int]) -> None:

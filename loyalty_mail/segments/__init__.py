@@ -4,6 +4,7 @@
     fields.py     the whitelist of fields and operators
     timeexpr.py   "90 days ago", "2 weeks", anniversaries
     compiler.py   rules -> SQL condition over members (pure)
+    explain.py    why one member is not in a segment: the failing rule and the member's value
 
 The same rules evaluated in plain Python, the oracle the compiler is tested against, live in
 tests/reference.py.

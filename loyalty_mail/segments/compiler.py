@@ -417,6 +417,12 @@ class _Compiler:
 
     def emails(self, rule: EmailRule) -> sa.ColumnElement[bool]:
         """Members by how many of our emails they received, opened or clicked (distinct sends)."""
+        s = sends_table
+        return self._grouped_membership(self.email_rows(rule), s.c.member_ref,
+                                        sa.func.count(sa.distinct(s.c.send_id)), rule.count)
+
+    def email_rows(self, rule: EmailRule) -> sa.Select[Any]:
+        """The sends (with their members) that `rule` counts: one row per matching send or hit."""
         s, t, ctx = sends_table, tracking_events_table, self.ctx
         at = sa.literal(ctx.at, UTCDateTime())
         since = sa.literal(rule.within.before(ctx.at), UTCDateTime()) if rule.within else None
@@ -434,8 +440,7 @@ class _Compiler:
             query = sa.select(s.c.member_ref).select_from(t.join(s, s.c.send_id == t.c.send_id)).where(*where)
         if rule.flow:
             query = query.where(s.c.flow == rule.flow)
-        return self._grouped_membership(query, s.c.member_ref, sa.func.count(sa.distinct(s.c.send_id)),
-                                        rule.count)
+        return query
 
     def _aggregate_membership(self, where: list[Any], aggregate: sa.ColumnElement[Any],
                               ops: tuple[Op, ...]) -> sa.ColumnElement[bool]:

@@ -210,8 +210,6 @@ def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetim
         if event.suppress_as and event.email:
             suppressed += suppression.add(conn, event.email, event.suppress_as, now,
                                           detail=f"SendGrid {event.kind}")
-            if event.suppress_as == "unsubscribe":
-                _unsubscribe_email(conn, event.email, now)
     return new, suppressed
 
 
@@ -228,12 +226,6 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _unsubscribe_email(conn: sa.Connection, email: str, now: datetime) -> None:
-    m = members_table
-    conn.execute(m.update().where(sa.func.lower(m.c.email) == email, m.c.subscribed.is_(True))
-                 .values(subscribed=False, unsubscribed_at=now, updated_at=now))
-
-
 def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> dict[str, Any] | None:
     """Unsubscribe the member a send went to, at once. Returns the member (locale, email) or None
     when the send is unknown."""
@@ -243,9 +235,7 @@ def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> 
                            .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
         if row is None:
             return None
-        conn.execute(m.update().where(m.c.id == row["id"])
-                     .values(subscribed=False, unsubscribed_at=now, updated_at=now))
-        suppression.add(conn, row["email"], "unsubscribe", now, detail=f"{source} from send {send_id}")
+        suppression.unsubscribe(conn, [row["email"]], now, detail=f"{source} from send {send_id}")
         conn.execute(tracking_events_table.insert().values(
             send_id=send_id, kind="unsubscribe", source=source, occurred_at=now, machine=False, bot=False,
             detail={}))
