@@ -41,9 +41,10 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
         except FileNotFoundError:
             raise fail("file not found") from None
         if stat.S_ISLNK(mode):
-            raise fail(f"'{current.relative_to(root.absolute())}' is a symbolic link (to "
-                       f"{os.readlink(current)}); program files must be regular files inside the "
-                       "program directory: copy the file instead of linking it")
+            which = "is" if current == root.absolute() / relative else \
+                f"is in '{current.relative_to(root.absolute())}', which is"
+            raise fail(f"{which} a symbolic link (to {os.readlink(current)}); program files must be "
+                       "regular files inside the program directory: copy the file instead of linking it")
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise fail(f"is {kind}; expected a regular file")
