@@ -10,6 +10,7 @@ Unicode (a lone surrogate escape such as "\\ud800").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from .program_files import read_program_text
 
 PathKey = tuple[str | int, ...]
 
-MAX_YAML_CHARS = 1_000_000
+MAX_YAML_CHARS = 256_000
 MAX_NESTING = 100
 MAX_ALIASES = 100
 MAX_VALUES = 100_000
@@ -170,32 +171,30 @@ def _at(file: str, node: yaml.Node) -> Location:
     return _mark(file, node.start_mark)
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        return [child for pair in node.value for child in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+        for key, value in node.value:
+            yield key
+            yield value
+    elif isinstance(node, yaml.SequenceNode):
+        yield from node.value
 
 
 def _cycle(root: yaml.Node) -> yaml.Node | None:
     """A node that contains itself through aliases, if any (iterative depth-first search)."""
-    state: dict[int, int] = {}  # 1: on the current path, 2: done
-    stack: list[tuple[yaml.Node, int]] = [(root, 0)]
+    state: dict[int, int] = {id(root): 1}  # 1: on the current path, 2: done
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = [(root, _children(root))]
     while stack:
-        node, index = stack.pop()
-        children = _children(node)
-        if index == 0:
-            state[id(node)] = 1
-        if index < len(children):
-            stack.append((node, index + 1))
-            child = children[index]
-            if state.get(id(child)) == 1:
-                return child
-            if id(child) not in state:
-                stack.append((child, 0))
-        else:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
             state[id(node)] = 2
+            stack.pop()
+        elif state.get(id(child)) == 1:
+            return child
+        elif id(child) not in state:
+            state[id(child)] = 1
+            stack.append((child, _children(child)))
     return None
 
 
@@ -203,20 +202,23 @@ def _too_large(root: yaml.Node) -> yaml.Node | None:
     """The first node that expands to more than MAX_VALUES values when each of its parts does
     not (`root` has no cycle), or None when all of `root` stays within the limit."""
     sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node], int]] = [(root, _children(root), 1)]
     while stack:
-        node, children_done = stack.pop()
-        if id(node) in sizes:
-            continue
-        children = _children(node)
-        if children_done:
-            size = 1 + sum(sizes[id(child)] for child in children)
+        node, children, size = stack.pop()
+        for child in children:
+            if id(child) in sizes:
+                size += sizes[id(child)]
+            else:
+                stack.append((node, children, size))
+                stack.append((child, _children(child), 1))
+                break
+        else:
             if size > MAX_VALUES:
                 return node
             sizes[id(node)] = size
-            continue
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
+            if stack:
+                parent, rest, total = stack.pop()
+                stack.append((parent, rest, total + size))
     return None
 
 
@@ -271,7 +273,7 @@ class _Builder:
 
     def scalar(self, node: yaml.Node) -> Any:
         if not isinstance(node, yaml.ScalarNode):
-            return _Unhashable(node.id)
+            return _Unhashable("mapping" if isinstance(node, yaml.MappingNode) else "sequence")
         if id(node) in self.scalars:
             return self.scalars[id(node)]
         value = self.scalars[id(node)] = self.constructor.construct_object(node, deep=True)
