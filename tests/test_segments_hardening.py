@@ -359,7 +359,17 @@ def test_a_symlinked_email_or_folder_is_an_error(tmp_path):
     welcome.symlink_to(tmp_path / "elsewhere")
     exit_code, output = check(program, tmp_path)
     assert exit_code == 1
-    assert "templates/welcome/en.html:1: is in 'welcome', which is a symbolic link" in output
+    assert "templates/welcome/en.html:1: is in 'templates/welcome', which is a symbolic link" in output
+
+
+def test_a_symlinked_templates_folder_is_an_error(tmp_path):
+    program = tmp_path / "example"
+    assert Cli(tmp_path, None)("init", str(program)).exit_code == 0
+    (program / "templates").rename(tmp_path / "shared_templates")
+    (program / "templates").symlink_to(tmp_path / "shared_templates")
+    exit_code, output = check(program, tmp_path)
+    assert exit_code == 1
+    assert "templates/welcome/en.html:1: is in 'templates', which is a symbolic link" in output
 
 
 def test_symlinked_segments_and_config_are_errors(project, tmp_path):

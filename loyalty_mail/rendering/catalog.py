@@ -74,7 +74,8 @@ def strip_front_matter(source: str) -> tuple[str, str | None]:
 
 class FrontMatterLoader(jinja2.FileSystemLoader):
     """A file loader that hides front matter from Jinja, keeping line numbers. It reads only
-    regular files inside the templates folder, never through a symbolic link (TemplateError)."""
+    regular files inside the program (the templates folder's parent), never through a symbolic
+    link (TemplateError)."""
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
@@ -82,7 +83,7 @@ class FrontMatterLoader(jinja2.FileSystemLoader):
         path = root.joinpath(*split_template_path(template))
         if not path.exists() and not path.is_symlink():
             raise jinja2.TemplateNotFound(template)
-        source = read_program_text(path, root, f"{TEMPLATES_DIR}/{template}", error=TemplateError)
+        source = read_program_text(path, root.parent, f"{TEMPLATES_DIR}/{template}", error=TemplateError)
         mtime = os.lstat(path).st_mtime
 
         def uptodate() -> bool:
@@ -120,7 +121,7 @@ def load_catalog(root: Path) -> Catalog:
 def _variant(path: Path, root: Path, email: str, locale: str, relative: str, where: str,
              problems: list[Problem]) -> Variant | None:
     try:
-        source = read_program_text(path, root, where, error=TemplateError)
+        source = read_program_text(path, root.parent, where, error=TemplateError)  # root.parent: the program
     except TemplateError as exc:
         problems.extend(exc.problems)
         return None
