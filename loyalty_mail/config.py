@@ -184,9 +184,10 @@ class TierSettings(_Strict):
 
 
 class SegmentSettings(_Strict):
-    """Parameters of the segment language's derived fields."""
+    """Parameters of the segment language's derived fields, and how long one segment query may run."""
 
     clv_years: Decimal = Field(default=Decimal(3), gt=0, le=50)
+    timeout: Span = Field(default=timedelta(minutes=1), gt=timedelta(0), le=timedelta(days=1))
 
 
 class DatabaseSettings(_Strict):
@@ -452,7 +453,7 @@ def settings_from_document(
 
 def _display_name(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str((path.parent.resolve() / path.name).relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 

@@ -6,7 +6,8 @@
     ├── DatabaseError            the database is unreachable or its schema is out of date
     ├── ImportRejected           an import found bad rows and wrote nothing
     ├── InputFileError           a data file cannot be read at all (format, encoding, header)
-    └── NotFound                 a member, segment or template that does not exist
+    ├── NotFound                 a member, segment or template that does not exist
+    └── SegmentTimeout           a segment query ran past segments.timeout and was stopped
 
 Anything else that escapes the library is a bug: the CLI reports it and exits 2.
 Messages say what is wrong and, where it helps, what to do next.
@@ -72,6 +73,10 @@ class InputFileError(LoyaltyMailError):
 
 class NotFound(LoyaltyMailError):
     """Something the user named does not exist."""
+
+
+class SegmentTimeout(LoyaltyMailError):
+    """A segment query ran longer than its time limit and the database stopped it."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,17 @@ matter blanked out, so line numbers in errors are the file's own.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from jinja2.loaders import split_template_path
 
 from ..errors import ConfigError, Location, Problem, TemplateError
+from ..program_files import read_program_text
 from ..yaml_source import load_yaml_text
 
 TEMPLATES_DIR = "templates"
@@ -69,11 +73,26 @@ def strip_front_matter(source: str) -> tuple[str, str | None]:
 
 
 class FrontMatterLoader(jinja2.FileSystemLoader):
-    """A file loader that hides front matter from Jinja, keeping line numbers."""
+    """A file loader that hides front matter from Jinja, keeping line numbers. It reads only
+    regular files inside the program (the templates folder's parent), never through a symbolic
+    link (TemplateError)."""
 
-    def get_source(self, environment: jinja2.Environment, template: str):  # type: ignore[override]
-        source, filename, uptodate = super().get_source(environment, template)
-        return strip_front_matter(source)[0], filename, uptodate
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
+        root = Path(self.searchpath[0])
+        path = root.joinpath(*split_template_path(template))
+        if not path.exists() and not path.is_symlink():
+            raise jinja2.TemplateNotFound(template)
+        source = read_program_text(path, root.parent, f"{TEMPLATES_DIR}/{template}", error=TemplateError)
+        mtime = os.lstat(path).st_mtime
+
+        def uptodate() -> bool:
+            try:
+                return os.lstat(path).st_mtime == mtime
+            except OSError:
+                return False
+
+        return strip_front_matter(source)[0], str(path), uptodate
 
 
 def load_catalog(root: Path) -> Catalog:
@@ -91,7 +110,7 @@ def load_catalog(root: Path) -> Catalog:
                                         "must be lowercase letters, digits, - or _"))
                 continue
             locale = html_file.stem
-            variant = _variant(html_file, folder.name, locale, relative, where, problems)
+            variant = _variant(html_file, root, folder.name, locale, relative, where, problems)
             if variant is not None:
                 variants.setdefault(folder.name, {})[locale] = variant
     if problems:
@@ -99,12 +118,12 @@ def load_catalog(root: Path) -> Catalog:
     return Catalog(root, variants)
 
 
-def _variant(path: Path, email: str, locale: str, relative: str, where: str,
+def _variant(path: Path, root: Path, email: str, locale: str, relative: str, where: str,
              problems: list[Problem]) -> Variant | None:
     try:
-        source = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(Location(where, 1, 1), f"not UTF-8 text ({exc.reason})"))
+        source = read_program_text(path, root.parent, where, error=TemplateError)  # root.parent: the program
+    except TemplateError as exc:
+        problems.extend(exc.problems)
         return None
     _, front = strip_front_matter(source)
     if front is None:

@@ -4,6 +4,7 @@
     fields.py     the whitelist of fields and operators
     timeexpr.py   "90 days ago", "2 weeks", anniversaries
     compiler.py   rules -> SQL condition over members (pure)
+    deadline.py   the time limit of one segment query (segments.timeout)
     explain.py    why one member is not in a segment: the failing rule and the member's value
 
 The same rules evaluated in plain Python, the oracle the compiler is tested against, live in
@@ -23,6 +24,7 @@ from ..errors import Problem
 from ..models import members_table
 from ..tiers import TierLadder
 from .compiler import Context, compile_rule, segment_query
+from .deadline import time_limit
 from .spec import Segment, SegmentCatalog, load_segments
 
 __all__ = ["Context", "Segment", "SegmentCatalog", "SegmentSql", "compile_rule", "context_for",
@@ -42,12 +44,14 @@ def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, diale
     program = settings.program
     return Context(at=at, ladder=TierLadder.from_settings(settings.tiers), default_locale=program.default_locale,
                    default_timezone=program.default_timezone, clv_years=settings.segments.clv_years,
-                   catalog=catalog, dialect=dialect)
+                   catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds())
 
 
 def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> int:
+    """How many members are in `segment`; SegmentTimeout past ctx.timeout."""
     query = sa.select(sa.func.count()).select_from(members_table).where(compile_rule(segment.rule, ctx))
-    return connection.execute(query).scalar_one()
+    with time_limit(connection, ctx.timeout, segment.name):
+        return connection.execute(query).scalar_one()
 
 
 def list_members(connection: sa.Connection, segment: Segment, ctx: Context, *,
@@ -56,7 +60,8 @@ def list_members(connection: sa.Connection, segment: Segment, ctx: Context, *,
     query = segment_query(segment.rule, ctx, *columns).order_by(members_table.c.member_id)
     if limit is not None:
         query = query.limit(limit)
-    return [dict(row) for row in connection.execute(query).mappings()]
+    with time_limit(connection, ctx.timeout, segment.name):
+        return [dict(row) for row in connection.execute(query).mappings()]
 
 
 @dataclass(frozen=True)

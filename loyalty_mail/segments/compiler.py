@@ -9,13 +9,16 @@ whitelist in fields.py. Semantics shared with tests/reference.py:
 - `locale` and `timezone` read the program default where a member has none;
 - anniversaries compare dates in the member's own time zone; 29 February falls on 28 February
   in other years.
+A segment that the query uses once (`segment: NAME`) is compiled in place; one used more than once
+is compiled once, as a common table expression `segment_NAME` that each use refers to, so the SQL
+grows with the number of segments, never with the number of paths between them.
 """
 
 from __future__ import annotations
 
 import operator
 import zoneinfo
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +44,7 @@ from .spec import (
     SegmentCatalog,
     SegmentRef,
     ValueRule,
+    references,
 )
 from .timeexpr import anniversary_on
 
@@ -61,6 +65,7 @@ class Context:
     catalog: SegmentCatalog
     dialect: str = "sqlite"
     zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
+    timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -77,7 +82,8 @@ class Context:
 
 def compile_rule(rule: Rule, ctx: Context) -> sa.ColumnElement[bool]:
     """The WHERE condition over members_table for `rule` at ctx.at."""
-    return _Compiler(ctx).rule(rule, (), negated=False, top=True)
+    return _Compiler(ctx, shared=_Shared(_used_more_than_once(rule, ctx.catalog))).rule(
+        rule, (), negated=False, top=True)
 
 
 def segment_query(rule: Rule, ctx: Context, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
@@ -86,10 +92,44 @@ def segment_query(rule: Rule, ctx: Context, *columns: sa.ColumnElement[Any]) -> 
     return sa.select(*chosen).where(compile_rule(rule, ctx))
 
 
+def _used_more_than_once(rule: Rule, catalog: SegmentCatalog) -> set[str]:
+    """The segments that `rule`, with the segments it uses, refers to more than once."""
+    uses: Counter[str] = Counter()
+    pending = [rule]
+    while pending:
+        for ref in references(pending.pop()):
+            uses[ref.name] += 1
+            if uses[ref.name] == 1:
+                pending.append(catalog.get(ref.name).rule)
+    return {name for name, count in uses.items() if count > 1}
+
+
+class _Shared:
+    """The segments compiled once per query, as common table expressions, by name."""
+
+    def __init__(self, names: set[str]):
+        self.names = names
+        self.ctes: dict[str, sa.CTE] = {}
+        self.building: set[str] = set()
+
+    def cte(self, name: str, ctx: Context) -> sa.CTE:
+        if name not in self.ctes:
+            if name in self.building:  # the loader rejects cycles; this is a guard, not a path
+                raise ValueError(f"segment cycle through {name}")
+            self.building.add(name)
+            condition = _Compiler(ctx, shared=self).rule(ctx.catalog.get(name).rule, (name,), negated=False,
+                                                         top=True)
+            label = f"segment_{name}" if len(name) <= 55 else f"segment_{len(self.ctes) + 1}"
+            self.ctes[name] = sa.select(members_table.c.id).where(condition).cte(label)
+            self.building.discard(name)
+        return self.ctes[name]
+
+
 class _Compiler:
-    def __init__(self, ctx: Context, members: sa.FromClause = members_table):
+    def __init__(self, ctx: Context, members: sa.FromClause = members_table, shared: _Shared | None = None):
         self.ctx = ctx
         self.m = members
+        self.shared = shared or _Shared(set())
 
     def rule(self, rule: Rule, trail: tuple[str, ...], negated: bool, top: bool = False) -> sa.ColumnElement[bool]:
         """Compile one rule. Under a `not`, conditions are made never-NULL; elsewhere NULL and
@@ -113,6 +153,8 @@ class _Compiler:
         if isinstance(rule, SegmentRef):
             if rule.name in trail:  # the loader rejects cycles; this is a guard, not a path
                 raise ValueError(f"segment cycle through {rule.name}")
+            if rule.name in self.shared.names:
+                return self.member_of(self.shared.cte(rule.name, self.ctx))
             return self.rule(self.ctx.catalog.get(rule.name).rule, trail + (rule.name,), negated, top)
         strict = _never_null if negated else (lambda condition: condition)
         if isinstance(rule, FieldRule):
@@ -125,6 +167,14 @@ class _Compiler:
         if isinstance(rule, EmailRule):
             return self.emails(rule)
         raise TypeError(f"unknown rule {rule!r}")
+
+    def member_of(self, segment: sa.CTE) -> sa.ColumnElement[bool]:
+        """The member is in `segment`'s rows: never NULL, so `not` needs no guard. PostgreSQL
+        plans EXISTS as a (anti-)join; NOT IN a subquery would fall back to a per-row scan once
+        the members no longer fit in work_mem. SQLite indexes an IN subquery once."""
+        if self.ctx.dialect == "postgresql":
+            return sa.exists(sa.select(segment.c.id).where(segment.c.id == self.m.c.id))
+        return self.m.c.id.in_(sa.select(segment.c.id))
 
     # -- member fields -----------------------------------------------------------------------
     def field_op(self, rule: FieldRule, op: Op) -> sa.ColumnElement[bool]:
@@ -405,7 +455,7 @@ class _Compiler:
         0.26-0.30 s, benchmarks/README.md). Nested under `any` or `not`, the probes stay
         correlated, so that they run only for the members that reach them."""
         candidates = members_table.alias("candidates")
-        inner = _Compiler(self.ctx, candidates)
+        inner = _Compiler(self.ctx, candidates, self.shared)
         source: sa.FromClause = candidates
         conditions = [inner.rule(item, trail, negated) for item in others]
         probes = [probe for item in events for probe in inner.probes(item)]

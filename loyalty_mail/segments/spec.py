@@ -35,6 +35,14 @@ PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_LIST = 1000
 MAX_DEPTH = 32
+# What one segment may hold, counting every segment it uses (segment: NAME) once; see the README's
+# segment reference. They keep every segment query within the databases' limits (65,535 bound
+# parameters on PostgreSQL, 32,766 on SQLite) and its compile time small.
+MAX_CONDITIONS = 500
+MAX_EVENT_CONDITIONS = 50
+MAX_SEGMENTS_USED = 50
+MAX_WEIGHT = 20_000
+ANNIVERSARY_WEIGHT = 2000
 
 
 @dataclass(frozen=True)
@@ -122,10 +130,15 @@ class Segment:
     description: str
     rule: Rule
     file: str
+    line: int = 1
 
 
 class _Invalid(Exception):
     """Raised inside the parser to abandon one rule; the problem is already recorded."""
+
+
+class _TooLarge(Exception):
+    """Raised inside the parser to abandon the whole segment at a limit; the problem is recorded."""
 
 
 class SegmentParser:
@@ -135,6 +148,8 @@ class SegmentParser:
         self.doc = doc
         self.ladder = ladder
         self.problems: list[Problem] = []
+        self.conditions = 0
+        self.event_conditions = 0
 
     def fail(self, path: PathKey, message: str, *, key: bool = False) -> _Invalid:
         self.problems.append(Problem(self.doc.locate(path, key=key), message))
@@ -165,9 +180,24 @@ class SegmentParser:
             return None
         try:
             rule = self.rule({rule_keys[0]: data[rule_keys[0]]}, (), depth=0)
-        except _Invalid:
+        except (_Invalid, _TooLarge):
             return None
-        return Segment(name=str(name), description=description, rule=rule, file=self.doc.file)
+        return Segment(name=str(name), description=description, rule=rule, file=self.doc.file,
+                       line=self.doc.locate((rule_keys[0],), key=True).line)
+
+    def counted(self, path: PathKey, key: str) -> None:
+        """Count one condition; past the limits the whole segment is refused."""
+        self.conditions += 1
+        if key in ("event", "purchases", "emails"):
+            self.event_conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            self.fail(path, f"more than {MAX_CONDITIONS} conditions in one segment; use fewer (an in: "
+                            "list instead of many eq:, or a segment that others use)", key=True)
+            raise _TooLarge()
+        if self.event_conditions > MAX_EVENT_CONDITIONS:
+            self.fail(path, f"more than {MAX_EVENT_CONDITIONS} event:, purchases: and emails: conditions "
+                            "in one segment; each one scans events, use fewer", key=True)
+            raise _TooLarge()
 
     # -- rules -----------------------------------------------------------------------------
     def rule(self, value: Any, path: PathKey, depth: int) -> Rule:
@@ -194,6 +224,7 @@ class SegmentParser:
             return All(tuple(items)) if key == "all" else AnyOf(tuple(items))
         if key == "not":
             return Not(self.rule(body, here, depth + 1))
+        self.counted(here, key)
         if key == "segment":
             if not isinstance(body, str) or not SEGMENT_NAME.match(body):
                 raise self.fail(here, f"segment: takes a segment name, found {body!r}")
@@ -490,7 +521,7 @@ def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | N
     for path in files:
         display = _display(path, display_root)
         try:
-            doc = load_yaml_file(path, display_name=display)
+            doc = load_yaml_file(path, display_name=display, root=directory.parent)
         except ConfigError as exc:
             problems += exc.problems
             continue
@@ -503,12 +534,89 @@ def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | N
     for problem in problems:
         bad = Path(problem.location.file).stem if problem.location else None
         segments.pop(bad, None)  # type: ignore[arg-type]
-    return SegmentCatalog(segments), problems
+    too_large = _check_sizes(segments)
+    for problem in too_large:
+        segments.pop(Path(problem.location.file).stem, None)  # type: ignore[union-attr]
+    return SegmentCatalog(segments), problems + too_large
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much a rule asks of the database: conditions, event scans, and a weight that bounds
+    the bound parameters of its SQL (each condition 10, each operand 2 or its list's length + 1,
+    an anniversary ANNIVERSARY_WEIGHT)."""
+
+    conditions: int
+    events: int
+    weight: int
+
+    def __add__(self, other: Size) -> Size:
+        return Size(self.conditions + other.conditions, self.events + other.events, self.weight + other.weight)
+
+
+def rule_size(rule: Rule) -> Size:
+    """The size of `rule` itself; a `segment:` reference counts as one condition."""
+    if isinstance(rule, (All, AnyOf)):
+        return sum((rule_size(item) for item in rule.items), Size(0, 0, 0))
+    if isinstance(rule, Not):
+        return rule_size(rule.item)
+    if isinstance(rule, SegmentRef):
+        return Size(1, 0, 1)
+    if isinstance(rule, (FieldRule, ValueRule)):
+        return Size(1, 0, 10 + _ops_weight(rule.ops))
+    if isinstance(rule, EventRule):
+        where = sum(10 + _ops_weight(condition.ops) for condition in rule.where)
+        return Size(1, 1, 20 + _ops_weight(rule.count) + _ops_weight(rule.sum_ops) + where)
+    return Size(1, 1, 20 + _ops_weight(rule.count))
+
+
+def _ops_weight(ops: tuple[Op, ...]) -> int:
+    return sum(ANNIVERSARY_WEIGHT if op.name == "anniversary" else
+               len(op.value) + 1 if isinstance(op.value, tuple) else 2 for op in ops)
+
+
+def segments_used(name: str, segments: dict[str, Segment], limit: int = MAX_SEGMENTS_USED) -> list[str]:
+    """The segments that `name` uses, directly or through others, each once (at most limit + 1)."""
+    found: dict[str, None] = {}
+    pending = [name]
+    while pending and len(found) <= limit:
+        for ref in references(segments[pending.pop()].rule):
+            if ref.name in segments and ref.name not in found and ref.name != name:
+                found[ref.name] = None
+                pending.append(ref.name)
+    return list(found)
+
+
+def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
+    """Every segment within the limits, counting the segments it uses once each."""
+    own = {name: rule_size(segment.rule) for name, segment in segments.items()}
+    problems = []
+    for name, segment in sorted(segments.items()):
+        where = Location(segment.file, segment.line)
+        used = segments_used(name, segments)
+        if len(used) > MAX_SEGMENTS_USED:
+            problems.append(Problem(where, f"segment '{name}' uses more than {MAX_SEGMENTS_USED} other "
+                                           "segments (segment: NAME, directly or through others)"))
+            continue
+        total = sum((own[other] for other in used), own[name])
+        if total.conditions > MAX_CONDITIONS:
+            problems.append(Problem(where, f"segment '{name}' has {total.conditions} conditions with the "
+                                           f"segments it uses; at most {MAX_CONDITIONS} are allowed"))
+        elif total.events > MAX_EVENT_CONDITIONS:
+            problems.append(Problem(where, f"segment '{name}' has {total.events} event:, purchases: and "
+                                           "emails: conditions with the segments it uses; at most "
+                                           f"{MAX_EVENT_CONDITIONS} are allowed"))
+        elif total.weight > MAX_WEIGHT:
+            problems.append(Problem(where, f"segment '{name}' has too many values to compare with "
+                                           f"(weight {total.weight:,}, at most {MAX_WEIGHT:,}: each "
+                                           "condition counts 10, each value in a list 1, each "
+                                           f"anniversary {ANNIVERSARY_WEIGHT}); use fewer or shorter lists"))
+    return problems
 
 
 def _display(path: Path, root: Path | None) -> str:
     try:
-        return str(path.resolve().relative_to((root or Path.cwd()).resolve()))
+        return str((path.parent.resolve() / path.name).relative_to((root or Path.cwd()).resolve()))
     except ValueError:
         return str(path)
 
