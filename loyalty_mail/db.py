@@ -45,7 +45,8 @@ def display_url(url: str) -> str:
 
 
 def create_db_engine(url: str) -> sa.Engine:
-    """An engine for `url` with the settings loyalty-mail relies on."""
+    """An engine for `url` with the settings loyalty-mail relies on. Its errors and logs never
+    show a statement's parameters: they hold members' personal data."""
     try:
         parsed = make_url(url)
     except sa.exc.ArgumentError:
@@ -56,7 +57,7 @@ def create_db_engine(url: str) -> sa.Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
-                                  json_serializer=_json_serializer)
+                                  json_serializer=_json_serializer, hide_parameters=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a
         # transaction really spans every statement in it (see SQLAlchemy's pysqlite notes).
@@ -64,7 +65,8 @@ def create_db_engine(url: str) -> sa.Engine:
         return engine
     if backend == "postgresql":
         try:
-            engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_serializer)
+            engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_serializer,
+                                      hide_parameters=True)
         except ModuleNotFoundError as exc:
             raise DatabaseError(f"the PostgreSQL driver is missing ({exc.name}): pip install 'psycopg[binary]'") from None
         sa.event.listen(engine, "connect", _postgres_session)

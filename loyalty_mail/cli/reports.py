@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -15,6 +14,7 @@ import click
 from rich.cells import cell_len
 
 from .. import reports
+from ..csv_output import csv_writer
 from ..errors import ConfigError
 from ..reports import charts, page
 from ..segments import load_catalog
@@ -113,9 +113,9 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
         _emit(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False) + "\n", out)
     elif output_format == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv_writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([row.get(c) for c in columns] for row in rows)
         _emit(buffer.getvalue(), out)
     else:
         shown = [*groups, *TABLE_COLUMNS]

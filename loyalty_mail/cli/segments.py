@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
+from ..csv_output import csv_writer
 from ..errors import ConfigError
 from ..segments import (
     Context,
@@ -145,7 +145,7 @@ def segments_members(obj: CliContext, name: str, at: str | None, limit: int | No
     if output_format == "json":
         print_json(rows)
     elif output_format == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv_writer(sys.stdout)
         columns = list(rows[0]) if rows else ["member_id", "email"]
         writer.writerow(columns)
         for row in rows:

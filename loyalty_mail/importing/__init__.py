@@ -11,12 +11,14 @@ import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
+from ..errors import LoyaltyMailError
 from . import partitioned
 from .batch import ImportSummary, Rejects, collection_paused
 from .events import import_events
 from .members import STAGING as MEMBERS_STAGING
 from .members import MemberStaging, import_members
 from .partitioned import StagedParts
+from .pending import PendingFile
 from .readers import CsvBatch, InputFile, SourceRow
 
 __all__ = ["ImportSummary", "InputFile", "import_file", "import_rows"]
@@ -34,13 +36,19 @@ def import_rows(
     source: str,
     now: datetime,
     skip_invalid: bool = False,
+    before_commit: Callable[[ImportSummary, Rejects], None] | None = None,
 ) -> tuple[ImportSummary, Rejects]:
-    """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none."""
+    """Import `kind` ("members" or "events") rows in one transaction: all of it lands, or none.
+
+    `before_commit` runs last inside the transaction: if it raises, nothing is imported."""
     run = _KINDS[kind]
     with db.writer(engine).connect() as connection, partitioned.attached(connection, rows):
         with connection.begin(), collection_paused():
-            return run(connection, settings, rows, source=source, now=now,  # type: ignore[operator]
-                       skip_invalid=skip_invalid)
+            summary, rejects = run(connection, settings, rows, source=source, now=now,  # type: ignore[operator]
+                                   skip_invalid=skip_invalid)
+            if before_commit is not None:
+                before_commit(summary, rejects)
+            return summary, rejects
 
 
 def import_file(
@@ -57,19 +65,35 @@ def import_file(
 ) -> ImportSummary:
     """Import a CSV or JSON Lines file; with skip_invalid, bad rows go to `rejects_path`.
 
+    The rejects file is written inside the import's transaction and put in place once it commits:
+    an import that fails leaves none, and one that succeeds leaves all of its rejected rows.
     A big members CSV going into SQLite is validated by `workers` processes (default: one per
     core; below 2, or for a small file, by this one): see partitioned.py.
     """
     options = {"source": str(input_file.path), "now": now, "skip_invalid": skip_invalid}
-    if kind in _BY_COLUMN and partitioned.worth_it(engine, input_file, workers):
-        stager = partial(MemberStaging, settings, engine.dialect)
-        with partitioned.staged_by_workers(input_file, stager, MEMBERS_STAGING, workers, on_bytes) as parts:
-            summary, rejects = import_rows(engine, settings, kind, parts, **options)  # type: ignore[arg-type]
-    else:
-        rows = input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes)
-        summary, rejects = import_rows(engine, settings, kind, rows, **options)  # type: ignore[arg-type]
-    if len(rejects):
-        path = rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv")
-        rejects.write(path, input_file.rows())
-        summary.rejects_file = path
+    rejects_file = PendingFile(rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv"))
+
+    def write_rejects(summary: ImportSummary, rejects: Rejects) -> None:
+        if not len(rejects):
+            return
+        try:
+            with rejects_file.writing() as out:
+                rejects.write(out, input_file.rows(), str(input_file.path))
+        except OSError as exc:
+            raise LoyaltyMailError(f"cannot write the rejects file {rejects_file.path} ({exc.strerror}); "
+                                   "nothing was imported. Choose another place with --rejects.") from None
+        summary.rejects_file = rejects_file.path
+
+    options["before_commit"] = write_rejects
+    try:
+        if kind in _BY_COLUMN and partitioned.worth_it(engine, input_file, workers):
+            stager = partial(MemberStaging, settings, engine.dialect)
+            with partitioned.staged_by_workers(input_file, stager, MEMBERS_STAGING, workers, on_bytes) as parts:
+                summary, _ = import_rows(engine, settings, kind, parts, **options)  # type: ignore[arg-type]
+        else:
+            rows = input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes)
+            summary, _ = import_rows(engine, settings, kind, rows, **options)  # type: ignore[arg-type]
+        rejects_file.publish()
+    finally:
+        rejects_file.discard()
     return summary

@@ -7,19 +7,19 @@ one transaction: either all of it lands or none of it does.
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from ..errors import ImportRejected, RowError
-from .readers import SourceRow
+from ..csv_output import csv_writer
+from ..errors import ImportRejected, InputFileError, RowError
+from .readers import PROBLEMS, SourceRow
 
 BATCH_ROWS = 5000
 # Below this many rows written, a table's indexes are always kept up to date row by row.
@@ -63,19 +63,23 @@ class Rejects:
         if self.by_row:
             raise ImportRejected(source, self.errors()[:MAX_ERRORS_SHOWN], len(self.by_row))
 
-    def write(self, path: Path, rows: Iterable[SourceRow]) -> None:
-        """Write the rejected rows, each with its reason, as CSV (re-reading the source)."""
+    def write(self, out: TextIO, rows: Iterable[SourceRow], source: str) -> None:
+        """Write the rejected rows, each with its reason, as CSV (re-reading the source `rows`).
+
+        Raises InputFileError when a rejected row is no longer in the source."""
         wanted = self.by_row
         picked: list[tuple[int, dict[str, Any]]] = [(n, r) for n, r in rows if n in wanted]
+        if len(picked) != len(wanted):
+            raise InputFileError(f"{source}: the file changed while it was being imported; nothing was "
+                                 "imported. Import it again once it is complete.")
         columns: list[str] = []
         for _, row in picked:
-            columns += [k for k in row if k not in columns and k != "__shape__"]
-        with path.open("w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["row", "error", *columns])
-            for number, row in picked:
-                reason = RowError(number, tuple(wanted[number])).reason
-                writer.writerow([number, reason, *(_cell(row.get(c)) for c in columns)])
+            columns += [k for k in row if k not in columns and k != PROBLEMS]
+        writer = csv_writer(out)
+        writer.writerow(["row", "error", *columns])
+        for number, row in picked:
+            reason = RowError(number, tuple(wanted[number])).reason
+            writer.writerow([number, reason, *(_cell(row.get(c)) for c in columns)])
 
 
 def _cell(value: Any) -> str:

@@ -43,7 +43,7 @@ from .batch import (
     later_duplicates,
     validated_rows,
 )
-from .readers import SourceRow
+from .readers import PROBLEMS, SourceRow
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NEEDS_POINTS = {"points_redeemed", "points_earned"}
@@ -97,8 +97,8 @@ class EventRowValidator:
 
     def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[list[Any] | None, list[tuple[str, str]]]:
         """A staging row (a list in STAGING's column order), or the row's problems."""
-        if "__shape__" in row:
-            return None, [("", row["__shape__"])]
+        if PROBLEMS in row:
+            return None, list(row[PROBLEMS])
         staged: dict[str, Any] = {"row_no": row_no, "member_ref": None, **dict.fromkeys(self.parsers)}
         properties: dict[str, Any] = {}
         problems: list[tuple[str, str]] = []

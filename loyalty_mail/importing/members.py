@@ -40,7 +40,7 @@ from .batch import (
     insert_chunks,
     later_duplicates,
 )
-from .readers import CsvBatch, SourceRow
+from .readers import PROBLEMS, CsvBatch, SourceRow
 from .partitioned import StagedParts
 
 MEMBER_COLUMNS = (
@@ -124,8 +124,8 @@ class MemberRowValidator:
 
     def __call__(self, row_no: int, row: dict[str, Any]) -> tuple[list[Any] | None, list[tuple[str, str]]]:
         """A staging row (a list in STAGING's column order), or the row's problems."""
-        if "__shape__" in row:
-            return None, [("", row["__shape__"])]
+        if PROBLEMS in row:
+            return None, list(row[PROBLEMS])
         plan = self.plan(tuple(row), row_no)
         staged: list[Any] = [None] * len(STAGING_COLUMNS)
         staged[0] = row_no

@@ -3,6 +3,13 @@
 CSV rows are numbered as a spreadsheet shows them (the header is row 1); JSON Lines rows by
 their line number. Files are read in constant memory; `on_bytes` reports progress. `batches()`
 hands CSV records over in lists, for importers that validate a column at a time.
+
+Limits keep memory and time bounded whatever the file holds: a line longer than MAX_LINE_BYTES,
+a CSV cell longer than MAX_CELL_CHARS or a header of more than MAX_COLUMNS columns stops the
+import with an error, before more than about a line is held. A value no database can store (a
+NUL character, an unpaired surrogate), a JSON value longer than MAX_CELL_CHARS or a JSON object
+with more than MAX_COLUMNS keys is a problem of that row, reported like any other (PROBLEMS).
+A file that changes while it is read is an error: the rows read would not be the file's.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +29,14 @@ from ..errors import InputFileError
 Format = Literal["csv", "jsonl"]
 SourceRow = tuple[int, dict[str, Any]]
 BATCH_RECORDS = 5000
+MAX_LINE_BYTES = 1 << 20
+MAX_CELL_CHARS = 131_072  # also Python's own csv.field_size_limit() default
+MAX_COLUMNS = 200
+# The key of a source row under which the reader lists the row's problems: [(column, message)].
+PROBLEMS = "__problems__"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it"
+SURROGATE_MESSAGE = "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass
@@ -35,21 +52,57 @@ class CsvBatch:
         return dict(zip(self.header, self.records[index]))
 
 
-class _CountingReader(io.RawIOBase):
-    """A raw reader that reports how many bytes were consumed."""
+class _CheckedReader(io.RawIOBase):
+    """A raw reader that reports how many bytes were consumed, stops at a line longer than
+    MAX_LINE_BYTES, and notes whether a NUL byte has gone by (so rows need checking for one)."""
 
-    def __init__(self, raw: io.BufferedReader, on_bytes: Callable[[int], None] | None):
+    def __init__(self, raw: io.FileIO, on_bytes: Callable[[int], None] | None, name: str):
         self._raw = raw
         self._on_bytes = on_bytes
+        self._name = name
+        self._lines = 0  # newlines read so far
+        self._run = 0  # bytes read since the last newline
+        self.saw_nul = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         n = self._raw.readinto(buffer)
-        if n and self._on_bytes:
-            self._on_bytes(n)
+        if n:
+            self._check(bytes(memoryview(buffer)[:n]))
+            if self._on_bytes:
+                self._on_bytes(n)
         return n or 0
+
+    def _check(self, data: bytes) -> None:
+        if not self.saw_nul and b"\x00" in data:
+            self.saw_nul = True
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._too_long(self._run + end - start)
+            self._run = 0
+            self._lines += 1
+            start = end + 1
+            if len(data) - start <= MAX_LINE_BYTES:  # no whole line left in there can be too long
+                self._lines += data.count(b"\n", start)
+                start = data.rfind(b"\n", start) + 1 or start
+                break
+        self._run += len(data) - start
+        self._too_long(self._run)
+
+    def _too_long(self, length: int) -> None:
+        if length > MAX_LINE_BYTES:
+            raise InputFileError(
+                f"{self._name}: line {self._lines + 1}: longer than {MAX_LINE_BYTES:,} bytes, the most a line "
+                "may hold; split the file's long values or leave them out")
+
+
+Fingerprint = tuple[int, int, int, int]
+
+
+def _fingerprint(stat: os.stat_result) -> Fingerprint:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -58,6 +111,8 @@ class InputFile:
 
     path: Path
     format: Format
+    # The file as it was opened (see `open`): every reading must find it so, or it changed.
+    fingerprint: Fingerprint | None = field(default=None, compare=False)
 
     @classmethod
     def open(cls, path: Path, format: str | None = None) -> InputFile:
@@ -76,7 +131,11 @@ class InputFile:
                 )
         if format not in ("csv", "jsonl"):
             raise InputFileError(f"unknown format '{format}' (expected: csv, jsonl)")
-        return cls(path, format)  # type: ignore[arg-type]
+        try:
+            fingerprint = _fingerprint(path.stat())
+        except OSError as exc:
+            raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from None
+        return cls(path, format, fingerprint)  # type: ignore[arg-type]
 
     @property
     def size(self) -> int:
@@ -95,30 +154,47 @@ class InputFile:
         A CSV record with the wrong number of fields, and every JSON Lines row, still comes as a
         (row number, row) pair, so what the rows say about a bad line is said here too.
         """
-        with self.path.open("rb", buffering=0) as raw:
-            text = io.TextIOWrapper(
-                io.BufferedReader(_CountingReader(raw, on_bytes), 1 << 16),  # type: ignore[arg-type]
-                encoding="utf-8-sig", newline="",
-            )
+        name = str(self.path)
+        try:
+            raw = self.path.open("rb", buffering=0)
+        except OSError as exc:
+            raise InputFileError(f"{name}: cannot be read ({exc.strerror}); nothing was imported") from None
+        with raw:
+            self._check_unchanged(raw)
+            checked = _CheckedReader(raw, on_bytes, name)
+            text = io.TextIOWrapper(io.BufferedReader(checked, 1 << 16), encoding="utf-8-sig", newline="")
             try:
                 if self.format == "csv":
-                    yield from _csv_batches(text, str(self.path), BATCH_RECORDS if batch_csv else 0)
+                    yield from _csv_batches(text, checked, name, BATCH_RECORDS if batch_csv else 0)
                 else:
-                    yield from _jsonl_rows(text, str(self.path))
+                    yield from _jsonl_rows(text, name)
             except UnicodeDecodeError as exc:
                 raise InputFileError(f"{self.path}: not UTF-8 text ({exc.reason})") from None
+            self._check_unchanged(raw)
+
+    def _check_unchanged(self, raw: io.FileIO) -> None:
+        if self.fingerprint is not None and _fingerprint(os.fstat(raw.fileno())) != self.fingerprint:
+            raise InputFileError(f"{self.path}: the file changed while it was being imported; nothing was "
+                                 "imported. Import it again once it is complete.")
 
 
-def _csv_batches(text: io.TextIOWrapper, name: str, size: int) -> Iterator[SourceRow | CsvBatch]:
+def _csv_batches(text: io.TextIOWrapper, checked: _CheckedReader, name: str,
+                 size: int) -> Iterator[SourceRow | CsvBatch]:
     """Rows one by one (size 0), or CsvBatch lists of up to `size` well-formed records."""
+    csv.field_size_limit(MAX_CELL_CHARS)  # Python's default, unless something in this process changed it
     reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
-        raise InputFileError(f"{name}: row 1: {exc}") from None
+        raise InputFileError(f"{name}: row 1: {_csv_problem(exc)}") from None
+    if len(header) > MAX_COLUMNS:
+        raise InputFileError(f"{name}: row 1: the header has {len(header):,} columns; at most {MAX_COLUMNS} "
+                             "are allowed")
     header = [h.strip() for h in header]
+    if PROBLEMS in header:
+        raise InputFileError(f"{name}: row 1: '{PROBLEMS}' is not a name a column may have")
     blank = [i + 1 for i, h in enumerate(header) if not h]
     if blank:
         raise InputFileError(f"{name}: row 1: header column(s) {blank} have no name")
@@ -134,12 +210,16 @@ def _csv_batches(text: io.TextIOWrapper, name: str, size: int) -> Iterator[Sourc
         except StopIteration:
             break
         except csv.Error as exc:
-            raise InputFileError(f"{name}: row {row_no + 1}: {exc}") from None
+            raise InputFileError(f"{name}: row {row_no + 1}: {_csv_problem(exc)}") from None
         row_no += 1
         if not values:
             continue
         if len(values) != width:
-            yield row_no, {"__shape__": f"has {len(values)} fields, the header has {width}"}
+            yield row_no, {PROBLEMS: [("", f"has {len(values)} fields, the header has {width}")]}
+        elif checked.saw_nul and any("\x00" in value for value in values):
+            yield row_no, {**dict(zip(header, values)),
+                           PROBLEMS: [(column, NUL_MESSAGE) for column, value in zip(header, values)
+                                      if "\x00" in value]}
         elif not size:
             yield row_no, dict(zip(header, values))
         else:
@@ -152,6 +232,12 @@ def _csv_batches(text: io.TextIOWrapper, name: str, size: int) -> Iterator[Sourc
         yield batch
 
 
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"a cell is longer than {MAX_CELL_CHARS:,} characters, the most a cell may hold"
+    return str(exc)
+
+
 def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
     for line_no, line in enumerate(text, start=1):
         if not line.strip():
@@ -159,9 +245,55 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield line_no, {"__shape__": f"invalid JSON ({exc.msg} at column {exc.colno})"}
+            yield line_no, {PROBLEMS: [("", f"invalid JSON ({exc.msg} at column {exc.colno})")]}
+            continue
+        except RecursionError:
+            yield line_no, {PROBLEMS: [("", "invalid JSON (nested too deeply)")]}
             continue
         if not isinstance(value, dict):
-            yield line_no, {"__shape__": "each line must be a JSON object"}
+            yield line_no, {PROBLEMS: [("", "each line must be a JSON object")]}
             continue
+        if PROBLEMS in value:
+            yield line_no, {PROBLEMS: [(PROBLEMS, "is not a name a column may have")]}
+            continue
+        if "\\u" in line or len(line) > MAX_CELL_CHARS or len(value) > MAX_COLUMNS:
+            problems = _json_problems(value)
+            if problems:
+                yield line_no, {**value, PROBLEMS: problems}
+                continue
         yield line_no, value
+
+
+def _json_problems(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """What in a parsed JSON object no import can take: (key, problem) per top-level key."""
+    if len(row) > MAX_COLUMNS:
+        return [("", f"has {len(row):,} keys; at most {MAX_COLUMNS} are allowed")]
+    problems = []
+    for key, value in row.items():
+        pending = [key, value]
+        while pending:  # a loop, not recursion: the value may be nested as deep as JSON allows
+            item = pending.pop()
+            if isinstance(item, dict):
+                pending += item.keys()
+                pending += item.values()
+            elif isinstance(item, list):
+                pending += item
+            elif isinstance(item, str):
+                problem = _text_problem(item)
+                if problem:
+                    problems.append((_printable(key), problem))
+                    break
+    return problems
+
+
+def _text_problem(value: str) -> str | None:
+    if len(value) > MAX_CELL_CHARS:
+        return f"longer than {MAX_CELL_CHARS:,} characters, the most a value may hold"
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    return NUL_MESSAGE if found.group() == "\x00" else SURROGATE_MESSAGE
+
+
+def _printable(key: str) -> str:
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)
