@@ -251,6 +251,7 @@ class TrackingEvent(SQLModel, table=True):
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
 
 
+# SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
 tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]

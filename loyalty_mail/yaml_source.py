@@ -14,7 +14,7 @@ import yaml
 
 from .errors import ConfigError, Location, Problem
 
-PathKey = tuple[str | int, ...]
+PathKey = tuple[str | int | float, ...]  # mapping keys (any YAML scalar) and list indices
 
 
 @dataclass

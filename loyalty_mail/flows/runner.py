@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import SendingSettings, Settings
 from ..errors import TemplateError
 from ..members import member_profile
 from ..rendering import Renderer
@@ -51,7 +52,7 @@ class TickReport:
                 f"{self.unknown} unknown")
 
 
-def build_planner(settings: Any, dialect: str) -> Planner:
+def build_planner(settings: Settings, dialect: str) -> Planner:
     catalog, problems = load_catalog(settings)
     if problems:
         from ..errors import ConfigError
@@ -59,7 +60,7 @@ def build_planner(settings: Any, dialect: str) -> Planner:
     return Planner(settings, catalog, dialect)
 
 
-def check_flow_templates(settings: Any, renderer: Renderer) -> None:
+def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
     missing = [f"flow '{f.name}': no email template '{f.template}' in templates/ "
                f"(emails: {', '.join(renderer.catalog.names) or 'none'})"
                for f in settings.flows if f.template not in renderer.catalog.variants]
@@ -92,7 +93,7 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     return report
 
 
-def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transport: Transport,
+def dispatch_once(engine: sa.Engine, settings: Settings, renderer: Renderer, transport: Transport,
                   now: datetime, should_stop: Callable[[], bool] = lambda: False,
                   clock: Callable[[], datetime] | None = None) -> TickReport:
     """Deliver what is due, without planning: what workers and standby daemons do each tick."""
@@ -127,7 +128,7 @@ class RateLimiter:
 
 
 def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
-                report: TickReport, sending: Any,
+                report: TickReport, sending: SendingSettings,
                 should_stop: Callable[[], bool] = lambda: False,
                 clock: Callable[[], datetime] | None = None) -> None:
     """Claim due sends batch by batch, check each member again, render, hand to the transport,

@@ -76,7 +76,7 @@ class InputFile:
                 )
         if format not in ("csv", "jsonl"):
             raise InputFileError(f"unknown format '{format}' (expected: csv, jsonl)")
-        return cls(path, format)  # type: ignore[arg-type]
+        return cls(path, format)  # type: ignore[arg-type]  # checked above: csv or jsonl
 
     @property
     def size(self) -> int:
@@ -97,6 +97,7 @@ class InputFile:
         """
         with self.path.open("rb", buffering=0) as raw:
             text = io.TextIOWrapper(
+                # _CountingReader has the readinto() BufferedReader needs, not all of RawIOBase
                 io.BufferedReader(_CountingReader(raw, on_bytes), 1 << 16),  # type: ignore[arg-type]
                 encoding="utf-8-sig", newline="",
             )

@@ -13,6 +13,7 @@ matter blanked out, so line numbers in errors are the file's own.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def strip_front_matter(source: str) -> tuple[str, str | None]:
 class FrontMatterLoader(jinja2.FileSystemLoader):
     """A file loader that hides front matter from Jinja, keeping line numbers."""
 
-    def get_source(self, environment: jinja2.Environment, template: str):  # type: ignore[override]
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         return strip_front_matter(source)[0], filename, uptodate
 

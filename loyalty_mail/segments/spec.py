@@ -273,7 +273,8 @@ class SegmentParser:
             raise self.fail(path + ("type",) if "type" in body else path,
                             f"event: needs type: an event type such as purchase (found {kind!r})")
         count = self.count(body["count"], path + ("count",)) if "count" in body else ()
-        sum_of, sum_ops = None, ()
+        sum_of: str | None = None
+        sum_ops: tuple[Op, ...] = ()
         if "sum" in body:
             total = body["sum"]
             if not isinstance(total, dict) or len(total) != 1:
@@ -501,8 +502,8 @@ def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | N
             segments[segment.name] = segment
     problems += _check_references(segments, {p.stem for p in files})
     for problem in problems:
-        bad = Path(problem.location.file).stem if problem.location else None
-        segments.pop(bad, None)  # type: ignore[arg-type]
+        if problem.location:
+            segments.pop(Path(problem.location.file).stem, None)
     return SegmentCatalog(segments), problems
 
 

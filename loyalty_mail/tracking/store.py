@@ -100,7 +100,7 @@ class HitWriter:
             for hit in batch:
                 if hit.kind == "click":
                     same_second[(hit.send_id, int(hit.occurred_at.timestamp()))].add(hit.link)
-            rows = []
+            rows: list[dict[str, Any]] = []
             for hit in batch:
                 delivered = sent.get(hit.send_id)
                 bot = hit.kind == "click" and (
@@ -120,6 +120,7 @@ def record_events(engine: sa.Engine, events: list[DeliveryEvent], now: datetime)
     complaining and unsubscribing addresses. Returns (new events, suppressions added)."""
     if not events:
         return 0, 0
+    rows: list[dict[str, Any]]
     rows = [{"send_id": e.send_id or "", "kind": e.kind, "source": "sendgrid", "occurred_at": e.occurred_at,
              "url": e.url, "link": None, "user_agent": e.user_agent, "ip": e.ip,
              "machine": e.machine, "bot": e.kind == "click" and is_scanner(e.user_agent),

@@ -103,6 +103,7 @@ def _event(item: dict[str, Any]) -> DeliveryEvent:
     suppress = SUPPRESSING.get(kind)
     if kind == "bounce" and str(item.get("type", "bounce")) == "blocked":
         suppress = None  # a block is the receiver's policy, not a dead address
+    detail: dict[str, Any]
     detail = {k: item[k] for k in ("reason", "status", "type", "bounce_classification", "category",
                                    "sg_message_id", "response", "attempt") if k in item}
     return DeliveryEvent(
