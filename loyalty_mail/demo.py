@@ -94,6 +94,7 @@ def run_demo(settings: Settings, folder: Path, *, members: int, days: int, seed:
         db.ensure_schema(engine)
         step(f"seeding {members:,} members with their history up to {result.first_day}")
         seed_program(engine, settings, members=members, seed=seed, now=start)
+        assert settings.tracking.secret, "demo_settings sets a throwaway secret when none is set"
         renderer = Renderer.for_program(settings, signer=TokenSigner(settings.tracking.secret))
         planner = build_planner(settings, engine.dialect.name)
         check_flow_templates(settings, renderer)

@@ -15,6 +15,7 @@ Messages say what is wrong and, where it helps, what to do next.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -50,12 +51,10 @@ class LoyaltyMailError(Exception):
 class ConfigError(LoyaltyMailError):
     """The configuration (or another YAML source) has one or more problems."""
 
-    def __init__(self, problems: list[Problem] | Problem | str):
-        if isinstance(problems, str):
-            problems = [Problem(None, problems)]
-        elif isinstance(problems, Problem):
+    def __init__(self, problems: Sequence[Problem | str] | Problem | str):
+        if isinstance(problems, (str, Problem)):
             problems = [problems]
-        self.problems = list(problems)
+        self.problems = [p if isinstance(p, Problem) else Problem(None, p) for p in problems]
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

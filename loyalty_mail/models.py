@@ -265,6 +265,7 @@ class RejectedWebhookEvent(SQLModel, table=True):
     raw: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the event as ASCII JSON
     received_at: datetime | None = _utc(nullable=False)
 
+# SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
 tier_changes_table: sa.Table = TierChange.__table__  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import yaml
 from .errors import ConfigError, Location, Problem
 from .program_files import read_program_text
 
-PathKey = tuple[str | int, ...]
+PathKey = tuple[str | int | float, ...]  # mapping keys (any YAML scalar) and list indices
 
 MAX_YAML_CHARS = 256_000
 MAX_NESTING = 100

@@ -132,3 +132,20 @@ sending:
     assert found[1].startswith("config.yaml:5:5: flows[1]: flow 'winback': a reengagement flow needs `segment:`")
     assert found[2].startswith("config.yaml:11:15: flows[2].lateness: expected a duration such as '30 minutes'")
     assert found[3].startswith("config.yaml:13:24: sending.quiet_hours.start: expected a time of day as HH:MM")
+
+
+def test_a_flow_naming_an_unknown_segment_is_a_problem_without_a_line(tmp_path):
+    from loyalty_mail.flows import Planner
+    from loyalty_mail.segments import SegmentCatalog
+
+    settings = load_settings(write(tmp_path, """flows:
+  - name: winback
+    trigger: reengagement
+    template: reengagement
+    segment: lapsed
+"""), environ={})
+    with pytest.raises(ConfigError) as caught:
+        Planner(settings, SegmentCatalog({}), "sqlite")
+    [problem] = caught.value.problems
+    assert problem.location is None
+    assert problem.message == "flow 'winback': unknown segment 'lapsed' (segments: none)"

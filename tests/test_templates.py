@@ -220,6 +220,20 @@ subject: "x"
     assert dom_difference(html, renderer.reference_html("macro", member(), now=NOW)) is None
 
 
+def test_macro_holding_a_body_tag_before_a_document_without_one(tmp_path):
+    page = """---
+subject: "x"
+---
+{% macro card(v) %}<body><p class="v">{{ v }}</p>{% endmacro %}
+<html><head><style>.v { font-weight: bold }</style></head>
+<div>{{ card("hello") }}</div></html>
+"""
+    renderer = program_with(tmp_path, {"bodyless/vi.html": page})
+    html = renderer.render("bodyless", member(), now=NOW, tracked=False).html
+    assert "hello" in html
+    assert dom_difference(html, renderer.reference_html("bodyless", member(), now=NOW)) is None
+
+
 # -- sandbox and strictness -----------------------------------------------------------------
 
 def test_misspelled_variable_names_template_and_line(tmp_path):

@@ -27,6 +27,7 @@ EXIT_INTERRUPTED = 130
 class LoyaltyGroup(click.Group):
     """A click group that turns errors into the documented exit codes."""
 
+    # click overloads main on standalone_mode; this one always handles errors and exits itself
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
         argv = list(sys.argv[1:] if args is None else args)

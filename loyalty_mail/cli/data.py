@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,7 +27,7 @@ from .common import (
 )
 
 
-def _import_options(func):  # type: ignore[no-untyped-def]
+def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
                         help="Where --skip-invalid writes the bad rows [default: beside FILE, e.g. members.rejects.csv "
                              "for members.csv].")(func)

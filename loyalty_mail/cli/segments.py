@@ -18,6 +18,7 @@ from ..segments import (
     load_catalog,
     segment_sql,
 )
+from ..segments.spec import Op
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at, to_jsonable
 
@@ -58,6 +59,7 @@ def segments_list(obj: CliContext, with_count: bool, at: str | None, output_form
       loyalty-mail segments list --count
     """
     catalog = _catalog(obj)
+    rows: list[tuple[str | int, ...]]
     if with_count:
         engine, ctx = _evaluation(obj, catalog, at)
         with engine.connect() as connection:
@@ -197,16 +199,16 @@ def describe(rule: object, depth: int = 0) -> list[str]:
     return [f"{pad}{rule!r}"]
 
 
-def _ops(ops: tuple) -> str:
+def _ops(ops: tuple[Op, ...]) -> str:
     def show(value: object) -> str:
         if isinstance(value, tuple):
             return "[" + ", ".join(show(v) for v in value) + "]"
         return str(value)
 
-    def one(op: object) -> str:
-        if op.name == "anniversary":  # type: ignore[attr-defined]
-            days = op.value  # type: ignore[attr-defined]
+    def one(op: Op) -> str:
+        if op.name == "anniversary":
+            days = op.value
             return "anniversary today" if days == 0 else f"anniversary within the next {days} days"
-        return f"{op.name} {show(op.value)}"  # type: ignore[attr-defined]
+        return f"{op.name} {show(op.value)}"
 
     return " and ".join(one(op) for op in ops)

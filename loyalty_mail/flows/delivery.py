@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import SendingSettings
 from ..errors import TemplateError
 from ..rendering import Renderer
 from ..transports import Transport
@@ -73,7 +74,7 @@ class RateLimiter:
 
 
 def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
-                report: TickReport, sending: Any,
+                report: TickReport, sending: SendingSettings,
                 should_stop: Callable[[], bool] = lambda: False,
                 clock: Callable[[], datetime] | None = None) -> None:
     """Claim due sends batch by batch, check each member again, render, hand to the transport,

@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -24,10 +24,16 @@ from ..transports import transport_for
 from .delivery import TickReport, deliver_due
 from .planner import Plan
 
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
+    from ..config import Settings
+    from .runner import TickReport
+
 COUNTS = ("delivered", "failed", "retrying", "unknown", "suppressed_late")
 
 
-def _dispatch(settings: Any, url: str, now: datetime, results: Any,
+def _dispatch(settings: Settings, url: str, now: datetime, results: Queue[dict[str, Any]],
               clock: Callable[[], datetime] | None) -> None:
     stopping = threading.Event()  # SIGTERM/SIGINT: finish the batch in hand, then stop
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -46,12 +52,12 @@ def _dispatch(settings: Any, url: str, now: datetime, results: Any,
                     | {"paused": report.paused, "last_error": report.last_error})
 
 
-def deliver_in_parallel(engine: sa.Engine, settings: Any, now: datetime, processes: int,
-                        report: Any, should_stop: Callable[[], bool],
+def deliver_in_parallel(engine: sa.Engine, settings: Settings, now: datetime, processes: int,
+                        report: TickReport, should_stop: Callable[[], bool],
                         clock: Callable[[], datetime] | None = None) -> None:
     """Run `processes` dispatchers until nothing is due (or a stop is asked); add up their counts."""
     context = multiprocessing.get_context("fork")
-    results = context.Queue()
+    results: Queue[dict[str, Any]] = context.Queue()
     url = engine.url.render_as_string(hide_password=False)
     engine.dispose()  # children must not share the parent's connections
     workers = [context.Process(target=_dispatch, args=(settings, url, now, results, clock), daemon=True)

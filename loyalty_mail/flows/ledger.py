@@ -19,6 +19,7 @@ from .. import db
 from ..models import UTCDateTime, members_table, sends_table, suppressions_table
 
 if TYPE_CHECKING:
+    from .occurrences import Occurrence
     from .planner import Plan
 
 BATCH = 1000
@@ -49,7 +50,7 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
     return counts
 
 
-def _row(occ: Any, state: str, reason: str, scheduled: datetime, segment: str | None,
+def _row(occ: Occurrence, state: str, reason: str, scheduled: datetime, segment: str | None,
          now: datetime) -> dict[str, Any]:
     return {
         "send_id": uuid.uuid4().hex, "member_ref": occ.member_ref, "flow": occ.flow.name,

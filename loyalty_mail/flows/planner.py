@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -139,7 +140,7 @@ class Explanation:
     flows: list[FlowExplanation]
 
 
-def in_holdout(flow: str, member_id: str, percent: Any) -> bool:
+def in_holdout(flow: str, member_id: str, percent: Decimal | float) -> bool:
     """Deterministic and stable: the same members are held out of a flow on every run."""
     if not percent:
         return False

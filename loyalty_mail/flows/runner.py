@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import Settings
 from ..members import member_profile
 from ..rendering import Renderer
 from ..segments import load_catalog
@@ -29,7 +29,7 @@ from .planner import Plan, Planner
 log = logging.getLogger("loyalty_mail.run")
 
 
-def build_planner(settings: Any, dialect: str) -> Planner:
+def build_planner(settings: Settings, dialect: str) -> Planner:
     catalog, problems = load_catalog(settings)
     if problems:
         from ..errors import ConfigError
@@ -37,7 +37,7 @@ def build_planner(settings: Any, dialect: str) -> Planner:
     return Planner(settings, catalog, dialect)
 
 
-def check_flow_templates(settings: Any, renderer: Renderer) -> None:
+def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
     missing = [f"flow '{f.name}': no email template '{f.template}' in templates/ "
                f"(emails: {', '.join(renderer.catalog.names) or 'none'})"
                for f in settings.flows if f.template not in renderer.catalog.variants]
@@ -72,7 +72,7 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     return report
 
 
-def dispatch_once(engine: sa.Engine, settings: Any, renderer: Renderer, transport: Transport,
+def dispatch_once(engine: sa.Engine, settings: Settings, renderer: Renderer, transport: Transport,
                   now: datetime, should_stop: Callable[[], bool] = lambda: False,
                   clock: Callable[[], datetime] | None = None) -> TickReport:
     """Deliver what is due, without planning: what workers and standby daemons do each tick."""

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +24,9 @@ from .readers import CsvBatch, InputFile, SourceRow
 
 __all__ = ["ImportSummary", "InputFile", "import_file", "import_rows"]
 
-_KINDS = {"members": import_members, "events": import_events}
+# Each importer takes the row shapes it reads (only the members one takes batches and staged parts).
+_KINDS: dict[str, Callable[..., tuple[ImportSummary, Rejects]]] = {"members": import_members,
+                                                                   "events": import_events}
 _BY_COLUMN = {"members"}  # importers that take CSV records in batches (see readers.CsvBatch)
 
 
@@ -44,7 +47,7 @@ def import_rows(
     run = _KINDS[kind]
     with db.writer(engine).connect() as connection, partitioned.attached(connection, rows):
         with connection.begin(), collection_paused():
-            summary, rejects = run(connection, settings, rows, source=source, now=now,  # type: ignore[operator]
+            summary, rejects = run(connection, settings, rows, source=source, now=now,
                                    skip_invalid=skip_invalid)
             if before_commit is not None:
                 before_commit(summary, rejects)
@@ -70,7 +73,7 @@ def import_file(
     A big members CSV going into SQLite is validated by `workers` processes (default: one per
     core; below 2, or for a small file, by this one): see partitioned.py.
     """
-    options = {"source": str(input_file.path), "now": now, "skip_invalid": skip_invalid}
+    options: dict[str, Any] = {"source": str(input_file.path), "now": now, "skip_invalid": skip_invalid}
     rejects_file = PendingFile(rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv"))
 
     def write_rejects(summary: ImportSummary, rejects: Rejects) -> None:
@@ -89,10 +92,10 @@ def import_file(
         if kind in _BY_COLUMN and partitioned.worth_it(engine, input_file, workers):
             stager = partial(MemberStaging, settings, engine.dialect)
             with partitioned.staged_by_workers(input_file, stager, MEMBERS_STAGING, workers, on_bytes) as parts:
-                summary, _ = import_rows(engine, settings, kind, parts, **options)  # type: ignore[arg-type]
+                summary, _ = import_rows(engine, settings, kind, parts, **options)
         else:
             rows = input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes)
-            summary, _ = import_rows(engine, settings, kind, rows, **options)  # type: ignore[arg-type]
+            summary, _ = import_rows(engine, settings, kind, rows, **options)
         rejects_file.publish()
     finally:
         rejects_file.discard()

@@ -102,7 +102,7 @@ def validated_rows(rows: Iterable[SourceRow], validate: Validator, summary: Impo
         if problems:
             rejects.extend(row_no, problems)
         else:
-            yield staged  # type: ignore[misc]
+            yield staged  # type: ignore[misc]  # a validator stages every row that has no problems
 
 
 @contextmanager

@@ -14,7 +14,7 @@ re-importing a file safe: events already imported are skipped, not doubled.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -234,7 +234,7 @@ class _Applier:
             self._page(refs)
             last_ref = refs[-1]
 
-    def _page(self, refs: list[int]) -> None:
+    def _page(self, refs: Sequence[int]) -> None:
         s, m = STAGING, members_table
         first, last = refs[0], refs[-1]
         # a dense page reads its range of members; a sparse one (a day's events) only its members

@@ -166,7 +166,7 @@ class MemberRowValidator:
 
     def _compile(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
         """For one set of columns, in order: (column, staging index, parser or None for attributes)."""
-        plan = []
+        plan: list[tuple[str, int, Any]] = []
         for key in signature:
             parser = self.parsers.get(key)
             if parser is None:
@@ -235,8 +235,9 @@ class MemberColumns:
         if custom:
             names, values = zip(*custom)
             staged[ATTRIBUTES] = columns.json_objects(names, values)
-        if staged[JOINED_AT] is not None:
-            staged[JOINED_ON] = self._local_dates(staged[JOINED_AT], staged[TIMEZONE])
+        joined = staged[JOINED_AT]
+        if joined is not None:
+            staged[JOINED_ON] = self._local_dates(joined, staged[TIMEZONE])
         for index, column in enumerate(staged):
             if column is None:
                 continue
@@ -382,7 +383,7 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             sa.and_(s.c.joined_at.is_not(None), s.c.timezone.is_(None), m.c.timezone.is_not(None)),
             sa.and_(s.c.timezone.is_not(None), s.c.joined_at.is_(None), m.c.joined_at.is_not(None)),
         )))]
-    keep = {c: sa.func.coalesce(s.c[c], m.c[c])
+    keep: dict[str, sa.ColumnElement[Any]] = {c: sa.func.coalesce(s.c[c], m.c[c])
             for c in MEMBER_COLUMNS if c not in ("member_id", "email", "subscribed")}
     keep["joined_on"] = sa.case((s.c.joined_at.is_not(None), s.c.joined_on), else_=m.c.joined_on)
     # An import may unsubscribe a member but never re-subscribe one: a stale export must not undo

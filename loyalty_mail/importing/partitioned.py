@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialects
@@ -35,6 +35,9 @@ from ..db import usable_cores
 from ..errors import InputFileError, LoyaltyMailError
 from .batch import Rejects
 from .readers import CsvBatch, InputFile, SourceRow
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
 
 # Below this size a file is validated in the importing process: workers would not repay the
 # second reading of the file they each do.
@@ -86,7 +89,7 @@ def staged_by_workers(input_file: InputFile, make_stager: Callable[[], Stager], 
         raise LoyaltyMailError(_no_scratch(tempfile.gettempdir(), exc)) from None
     parts = StagedParts(table, [scratch / f"part{i}.db" for i in range(count)])
     context = multiprocessing.get_context("fork")
-    messages: Any = context.Queue()
+    messages: Queue[tuple[str, Any]] = context.Queue()
     ddl = str(sa.schema.CreateTable(table).compile(dialect=sqlite_dialects.dialect()))
     ddl = ddl.replace("CREATE TEMPORARY TABLE", "CREATE TABLE", 1)
     workers = [context.Process(target=_work, daemon=True, name=f"loyalty-mail import worker {i}",
@@ -150,7 +153,7 @@ def attached(connection: sa.Connection, rows: object) -> Iterator[None]:
 
 
 def _work(index: int, count: int, input_file: InputFile, make_stager: Callable[[], Stager], ddl: str,
-          table: sa.Table, path: Path, messages: Any) -> None:
+          table: sa.Table, path: Path, messages: Queue[tuple[str, Any]]) -> None:
     """One worker: stage batches index, index + count, ... of the file into `path`."""
     gc.disable()  # see batch.collection_paused; a worker lives for one import
     try:

@@ -135,7 +135,7 @@ class InputFile:
             fingerprint = _fingerprint(path.stat())
         except OSError as exc:
             raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from None
-        return cls(path, format, fingerprint)  # type: ignore[arg-type]
+        return cls(path, format, fingerprint)  # type: ignore[arg-type]  # checked above: csv or jsonl
 
     @property
     def size(self) -> int:

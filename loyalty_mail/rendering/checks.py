@@ -31,7 +31,7 @@ class TemplateReport:
 def sample_members(renderer: Renderer, locale: str, now: datetime) -> list[dict[str, Any]]:
     """One member per tier, in `locale`, with and without a name; standing near each threshold."""
     settings = renderer.settings
-    members = []
+    members: list[dict[str, Any]] = []
     for index, level in enumerate(settings.tiers.levels):
         points = int(level.threshold) + 150
         members.append({

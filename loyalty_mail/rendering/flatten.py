@@ -80,8 +80,10 @@ def _macros_into_body(source: str) -> str:
     if _TAG.sub("", _MACRO.sub("", head)).strip():
         return source  # real output before the document: leave it to the fallback check
     rest = source[start.start():]
-    at = _BODY_START.search(rest).end()  # type: ignore[union-attr]
-    return rest[:at] + head + rest[at:]
+    inside = _BODY_START.search(rest)
+    if inside is None:
+        return source  # the <body> found was inside a macro: the document itself has none
+    return rest[:inside.end()] + head + rest[inside.end():]
 
 
 def _prelude(child: str, name: str) -> str:

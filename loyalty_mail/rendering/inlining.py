@@ -204,12 +204,12 @@ def check_balanced(protected: Protected) -> None:
                     stack.pop()  # implicitly closed element (e.g. <p>, <li>)
                 stack.pop()
         else:
-            keyword, number = name.split(":")
+            keyword, index = name.split(":")
             if keyword in _OPENERS:
-                stack.append(f"jinja:{number}")
+                stack.append(f"jinja:{index}")
             elif keyword in _BRANCHES or keyword in _CLOSERS:
                 while stack and not stack[-1].startswith("jinja:"):
-                    raise NeedsFallback(protected.lines[int(number)],
+                    raise NeedsFallback(protected.lines[int(index)],
                                         f"<{stack[-1]}> is opened in this control block but "
                                         "closed outside it, so the page structure depends on data")
                 if keyword in _CLOSERS and stack:
@@ -252,9 +252,9 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
     bodies: dict[str, tuple[int, int]] = {}
     for start_token, end_token in _macro_regions(protected):
         number = int(start_token[6:-4])
-        name = re.match(r"\{%-?\s*macro\s+(\w+)", protected.originals[number])
-        if name:
-            bodies[name.group(1)] = (protected.html.index(start_token) + len(start_token),
+        macro = re.match(r"\{%-?\s*macro\s+(\w+)", protected.originals[number])
+        if macro:
+            bodies[macro.group(1)] = (protected.html.index(start_token) + len(start_token),
                                      protected.html.index(end_token))
     if not bodies:
         return

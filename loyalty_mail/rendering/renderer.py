@@ -88,11 +88,13 @@ class LinkTracker:
             return url
         key = (link, url)
         if key not in self._signed:
+            # _clicks is set only with a signer
             token = self._signer.sign(TokenClaims("click", self._send_id, link, url))  # type: ignore[union-attr]
             self._signed[key] = f"{self._base}/c/{token}"
         return self._signed[key]
 
     def open_pixel_url(self) -> str:
+        # the pixel is added only to tracked emails, which are rendered only with a signer
         return f"{self._base}/o/{self._signer.sign(TokenClaims('open', self._send_id))}.gif"  # type: ignore[union-attr]
 
 
@@ -199,6 +201,7 @@ class Renderer:
     def _source(self, name: str) -> str:
         """A template file as Jinja sees it (front matter blanked)."""
         try:
+            # html_env is always built with the catalog's loader
             return self.html_env.loader.get_source(self.html_env, name)[0]  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
             raise NotFound(f"template {TEMPLATES_DIR}/{name} does not exist") from None

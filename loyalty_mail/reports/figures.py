@@ -189,7 +189,7 @@ def program_health(conn: sa.Connection, since: datetime, until: datetime, clv_ye
     m, e, t = members_table, events_table, tier_changes_table
     buyers_in = (lambda start, end: sa.select(e.c.member_ref).where(
         e.c.type == "purchase", e.c.occurred_at >= start, e.c.occurred_at < end).distinct())
-    by_tier = dict(conn.execute(sa.select(m.c.tier, sa.func.count()).group_by(m.c.tier)).all())
+    by_tier: dict[str, int] = dict(conn.execute(sa.select(m.c.tier, sa.func.count()).group_by(m.c.tier)).all())
     movements = [{"from": f, "to": to, "members": n} for f, to, n in conn.execute(
         sa.select(t.c.from_tier, t.c.to_tier, sa.func.count())
         .where(t.c.changed_at >= since, t.c.changed_at < until, t.c.from_tier.is_not(None))
@@ -210,6 +210,7 @@ def program_health(conn: sa.Connection, since: datetime, until: datetime, clv_ye
     for tier, total, count, joined in clv_rows:
         years = max(((until - joined).days if joined else 365) / 365.25, 1 / 12)
         clv.setdefault(tier, []).append(float(total) / count * (count / years) * clv_years)
+    scores: dict[int, int]
     scores = dict(conn.execute(sa.select(m.c.nps_score, sa.func.count()).where(m.c.nps_score.is_not(None))
                                .group_by(m.c.nps_score)).all())
     answered = sum(scores.values())

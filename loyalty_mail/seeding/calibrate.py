@@ -45,11 +45,11 @@ def build_profile(path: Path) -> dict:
         days = sorted(by_day)
         counts[len(days)] += 1
         gaps += [(b - a).days for a, b in zip(days, days[1:])]
-        for day in days:
-            cds, dollars = by_day[day]
-            if dollars > 0:
-                values.append(dollars)
-            items[min(int(cds), 20)] += 1
+        for when in days:
+            cd_count, value = by_day[when]
+            if value > 0:
+                values.append(value)
+            items[min(int(cd_count), 20)] += 1
     return {
         "source": "CDNOW_master.txt (lifetimes 0.11.3, MIT)",
         "customers": len(orders),

@@ -200,8 +200,8 @@ class DemoProgram:
         return rng.randint(0, 6)
 
     def _events(self, rng: random.Random, member_id: str, joined: datetime) -> list[dict[str, Any]]:
-        events = [{"event_id": f"{member_id}-signup", "member_id": member_id, "type": "signup",
-                   "occurred_at": joined.isoformat()}]
+        events: list[dict[str, Any]] = [{"event_id": f"{member_id}-signup", "member_id": member_id,
+                                         "type": "signup", "occurred_at": joined.isoformat()}]
         balance = 0
         when = joined + timedelta(hours=rng.uniform(0, 72))
         for order in range(self.profile.order_count(rng)):

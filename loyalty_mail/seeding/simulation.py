@@ -14,6 +14,7 @@ only buy on their own, so hold-out lift is real in the simulated data.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,7 +85,7 @@ class Simulation:
         self.pending: list[tuple[datetime, str]] = []  # purchases that emails caused, due later
         self.purchases = 0
         self.totals = Activity()
-        self._snapshot: list[Any] = []
+        self._snapshot: Sequence[Any] = []
         self._snapshot_at: datetime | None = None
 
     def live(self, since: datetime, until: datetime) -> Activity:
@@ -159,7 +160,7 @@ class Simulation:
             unsubscribe(self.engine, send_id, when, SOURCE)
         return len(sent)
 
-    def _members(self, now: datetime) -> list[Any]:
+    def _members(self, now: datetime) -> Sequence[Any]:
         """Who can buy and their history, read again once a simulated day (rates change slowly)."""
         if self._snapshot_at is None or now - self._snapshot_at >= timedelta(days=1):
             m = members_table

@@ -139,7 +139,7 @@ class _Compiler:
             # Member conditions first; event conditions beside them become per-member probes,
             # evaluated only for the members that pass the cheaper conditions.
             events = [item for item in rule.items if isinstance(item, EventRule)]
-            others = [item for item in rule.items if not isinstance(item, EventRule)]
+            others: list[Rule] = [item for item in rule.items if not isinstance(item, EventRule)]
             if events and others and top and self.ctx.dialect == "postgresql":
                 return self.probed_candidates(others, events, trail, negated)
             if events and others:
@@ -180,15 +180,15 @@ class _Compiler:
     def field_op(self, rule: FieldRule, op: Op) -> sa.ColumnElement[bool]:
         spec = rule.field
         if spec.kind == "days_since":
-            return self.days_since(self.m.c[spec.column], op)
+            return self.days_since(self.m.c[spec.stored], op)
         if spec.kind == "time":
             if op.name == "anniversary":
                 return self.anniversary(self.m.c.joined_on, op.value)
-            return self.time_op(self.m.c[spec.column], op)
+            return self.time_op(self.m.c[spec.stored], op)
         if spec.kind == "date":
             if op.name == "anniversary":
                 return self.anniversary(self.m.c.birthday, op.value)
-            return self.date_op(self.m.c[spec.column], op)
+            return self.date_op(self.m.c[spec.stored], op)
         if spec.kind == "tier":
             return self.tier_op(op)
         if spec.kind == "category":
@@ -366,7 +366,7 @@ class _Compiler:
             if kind == "text":
                 return sa.case((json_type == "text", raw))
             if kind == "number":
-                text = sa.cast(raw, sa.String)
+                text: sa.ColumnElement[Any] = sa.cast(raw, sa.String)
                 unsigned = sa.case((sa.func.substr(text, 1, 1) == "-", sa.func.substr(text, 2)), else_=text)
                 numeric_text = sa.and_(
                     json_type == "text", unsigned != "", unsigned.op("GLOB")("[0-9]*"),
@@ -440,7 +440,7 @@ class _Compiler:
         mine = [events_table.c.member_ref == self.m.c.id, *self.event_where(rule)]
         found = []
         if rule.count:
-            events = sa.select(sa.literal_column("1")).where(*mine).correlate(self.m)
+            events = sa.select(sa.literal_column("1", sa.Integer)).where(*mine).correlate(self.m)
             found.append(Probe.counting(events, rule.count, self.ctx.dialect))
         if rule.sum_ops:
             total, ops = self.event_sum(rule)

@@ -29,6 +29,13 @@ class FieldSpec:
     column: str | None = None  # the members column it reads, when it reads one directly
     description: str = ""
 
+    @property
+    def stored(self) -> str:
+        """The members column of a field that reads one directly (all but the derived ones)."""
+        if self.column is None:
+            raise ValueError(f"{self.name} is derived: it reads no single column")
+        return self.column
+
 
 def _f(name: str, kind: str, ops: tuple[str, ...], column: str | None, description: str) -> FieldSpec:
     return FieldSpec(name, kind, ops, column, description)

@@ -304,7 +304,8 @@ class SegmentParser:
             raise self.fail(path + ("type",) if "type" in body else path,
                             f"event: needs type: an event type such as purchase (found {kind!r})")
         count = self.count(body["count"], path + ("count",)) if "count" in body else ()
-        sum_of, sum_ops = None, ()
+        sum_of: str | None = None
+        sum_ops: tuple[Op, ...] = ()
         if "sum" in body:
             total = body["sum"]
             if not isinstance(total, dict) or len(total) != 1:
@@ -531,13 +532,16 @@ def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | N
         if segment is not None and not parser.problems:
             segments[segment.name] = segment
     problems += _check_references(segments, {p.stem for p in files})
-    for problem in problems:
-        bad = Path(problem.location.file).stem if problem.location else None
-        segments.pop(bad, None)  # type: ignore[arg-type]
+    _drop_segments_of(problems, segments)
     too_large = _check_sizes(segments)
-    for problem in too_large:
-        segments.pop(Path(problem.location.file).stem, None)  # type: ignore[union-attr]
+    _drop_segments_of(too_large, segments)
     return SegmentCatalog(segments), problems + too_large
+
+
+def _drop_segments_of(problems: list[Problem], segments: dict[str, Segment]) -> None:
+    for problem in problems:
+        if problem.location is not None:
+            segments.pop(Path(problem.location.file).stem, None)
 
 
 @dataclass(frozen=True)

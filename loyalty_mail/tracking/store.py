@@ -108,7 +108,7 @@ class HitWriter:
             for hit in batch:
                 if hit.kind == "click":
                     same_second[(hit.send_id, int(hit.occurred_at.timestamp()))].add(hit.link)
-            rows = []
+            rows: list[dict[str, Any]] = []
             for hit in batch:
                 delivered = sent.get(hit.send_id)
                 bot = hit.kind == "click" and (

@@ -9,13 +9,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .base import DeliveryResult, Transport
 from .directory import DirectoryTransport
 
+if TYPE_CHECKING:
+    from ..config import Settings
 
-def transport_for(settings: Any) -> Transport:
+
+def transport_for(settings: Settings) -> Transport:
     """The configured transport (import of the SMTP and SendGrid code only when chosen)."""
     sending = settings.sending
     if sending.transport == "smtp":

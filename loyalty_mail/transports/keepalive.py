@@ -111,16 +111,20 @@ class KeepAliveClient(Client):
     def __init__(self, host: str, request_headers: dict[str, str] | None = None, version: int | None = None,
                  url_path: list[str] | None = None, append_slash: bool = False, timeout: float | None = None,
                  connections: Connections | None = None) -> None:
+        # The stubs say an int timeout; the client hands it to urlopen, which takes seconds as a float.
         super().__init__(host, request_headers=request_headers, version=version, url_path=url_path,
-                         append_slash=append_slash, timeout=timeout)
+                         append_slash=append_slash, timeout=timeout)  # type: ignore[arg-type]
         # Set through __dict__: Client.__getattr__ turns any missing attribute into a URL segment.
         self.__dict__["connections"] = connections or Connections()
 
     @classmethod
     def replacing(cls, client: Client) -> KeepAliveClient:
         """The same client (host, headers, version, timeout), keeping its connections alive."""
-        return cls(client.host, request_headers=dict(client.request_headers), version=client._version,
-                   url_path=list(client._url_path), append_slash=client.append_slash, timeout=client.timeout)
+        # _version and _url_path are set by Client.__init__ but left out of its stubs.
+        return cls(client.host, request_headers=dict(client.request_headers),
+                   version=client._version,  # type: ignore[arg-type]
+                   url_path=list(client._url_path),  # type: ignore[call-overload]
+                   append_slash=client.append_slash, timeout=client.timeout)
 
     def _build_client(self, name: str | None = None) -> KeepAliveClient:
         url_path = self._url_path + [name] if name else self._url_path

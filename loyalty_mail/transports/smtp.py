@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 from ..config import SmtpSettings
 from ..message import RenderedEmail
@@ -68,7 +69,8 @@ class SmtpTransport:
                 connection = connection or self._connect()
                 refused = connection.sendmail(email.sender.email, [email.to.email], email.to_bytes())
             except smtplib.SMTPServerDisconnected as exc:
-                connection = _drop(connection)
+                _drop(connection)
+                connection = None
                 if attempt == 2:
                     return None, DeliveryResult(email.send_id, "retry", f"SMTP server disconnected: {exc}")
                 continue
@@ -77,10 +79,12 @@ class SmtpTransport:
                 return connection, _reply(email.send_id, code, message)
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code in (421,):
-                    connection = _drop(connection)
+                    _drop(connection)
+                    connection = None
                 return connection, _reply(email.send_id, exc.smtp_code, exc.smtp_error)
             except (OSError, socket.timeout, smtplib.SMTPException) as exc:
-                return _drop(connection), DeliveryResult(email.send_id, "retry", f"SMTP connection: {exc}")
+                _drop(connection)
+                return None, DeliveryResult(email.send_id, "retry", f"SMTP connection: {exc}")
             if refused:
                 code, message = next(iter(refused.values()))
                 return connection, _reply(email.send_id, code, message)
@@ -106,10 +110,9 @@ def _drop(connection: smtplib.SMTP | None) -> None:
             connection.close()
         except OSError:
             pass
-    return None
 
 
 def _reply(send_id: str, code: int, message: bytes | str) -> DeliveryResult:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
-    outcome = "retry" if 400 <= code < 500 else "failed"
+    outcome: Literal["retry", "failed"] = "retry" if 400 <= code < 500 else "failed"
     return DeliveryResult(send_id, outcome, f"SMTP {code}: {text}")
