@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -334,3 +335,30 @@ def test_a_bad_schedule_names_the_file_and_line(program):
     result = program.run("check")
     assert result.exit_code == 1
     assert "config.yaml:" in result.stderr and "'every day' is not a crontab schedule" in result.stderr
+
+
+def test_sigterm_during_a_long_tick_lets_it_finish_and_stops_cleanly(caplog):
+    import threading
+
+    from loyalty_mail.flows.scheduler import run_daemon
+
+    finished: list[bool] = []
+
+    def long_tick(should_stop, _flows):
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        deadline = time.monotonic() + 10
+        while not should_stop() and time.monotonic() < deadline:  # the batch in hand
+            time.sleep(0.05)
+        time.sleep(1.2)  # longer than the interval: the scheduler's next run time passes meanwhile
+        finished.append(should_stop())
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with caplog.at_level(logging.INFO, logger="loyalty_mail"):
+            ticks = run_daemon(long_tick, 0.3)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert (ticks, finished) == (1, [True])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "daemon stopped after 1 tick(s)" in caplog.text

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,7 +39,7 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
     """
     stopping = threading.Event()
     running = threading.Lock()  # held while a tick runs, so exit waits for the batch in hand
-    scheduler = BlockingScheduler(timezone=timezone.utc)
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
     ticks = 0
 
     def job(flows: list[str] | None) -> None:
@@ -59,8 +59,7 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
         if not stopping.is_set():
             name = signal.Signals(signum).name if signum else "max ticks"
             log.info("%s received: finishing the batch in hand, then stopping", name)
-            stopping.set()
-            scheduler.shutdown(wait=False)
+            stopping.set()  # the main thread shuts the scheduler down, outside this handler
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -72,6 +71,11 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
         log.info("flow %s is planned on its schedule (%s)", name, trigger)
     log.info("daemon started: a tick every %s s", interval_seconds)
     scheduler.start()
+    # Shutting the scheduler down from a signal handler re-enters its loop mid-step (a long tick
+    # then ends in JobLookupError): the handler only sets `stopping`, and this thread stops it.
+    while not stopping.wait(0.5):
+        pass
+    scheduler.shutdown(wait=False)
     with running:  # the tick in progress, if any, has recorded its batch
         pass
     log.info("daemon stopped after %d tick(s)", ticks)
