@@ -25,10 +25,10 @@ from click.testing import CliRunner
 from loyalty_mail.cli import cli
 from loyalty_mail.models import sends_table
 
-from .conftest import REPO
+from .conftest import FIXTURES
 from .flow_program import SECRET, Program, member
 
-SCHEMA = json.loads((REPO.parent / "shared/corpus/sendgrid/mail_send_schema.patched.json").read_text())
+SCHEMA = json.loads((FIXTURES / "sendgrid" / "mail_send_schema.patched.json").read_text())
 AT = "2026-11-23T10:00:00+07:00"
 JOINED = "2026-11-23T09:00:00+07:00"
 

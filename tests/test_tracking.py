@@ -21,11 +21,11 @@ from loyalty_mail.models import members_table, suppressions_table, tracking_even
 from loyalty_mail.tracking.tokens import TokenClaims, TokenSigner
 from loyalty_mail.tracking.webhooks import WebhookRejected, parse_events
 
-from .conftest import REPO
+from .conftest import FIXTURES
 from .flow_program import SECRET, Program, member
 
-VECTOR = json.loads((REPO.parent / "shared/corpus/eventwebhook/signature_test_vector.json").read_text())
-EVENTS = REPO.parent / "shared/corpus/eventwebhook/events"
+VECTOR = json.loads((FIXTURES / "eventwebhook" / "signature_test_vector.json").read_text())
+EVENTS = FIXTURES / "eventwebhook" / "events"
 AT = "2026-11-23T10:00:00+07:00"
 
 
