@@ -379,6 +379,7 @@ def test_a_provider_that_keeps_failing_pauses_dispatch(program, sendgrid_api):
 
 # -- crash safety ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_mid_batch_loses_nothing_and_sends_nothing_twice(sqlite_program):
     program = sqlite_program
     sink = SmtpSink(hold_at=110)   # mid-batch (batches of 25): the 110th message waits for its answer

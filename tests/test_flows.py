@@ -194,6 +194,7 @@ def test_run_needs_a_mode_and_the_secret(program):
 
 # -- the daemon, as a real process ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_daemon_ticks_sends_and_stops_cleanly_on_sigterm(program):
     now = datetime.now(timezone.utc)
     config = (program.dir / "config.yaml").read_text().replace(
