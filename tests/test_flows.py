@@ -292,6 +292,7 @@ def test_streamed_planning_in_small_chunks_decides_and_records_like_one_pass(pro
     assert report.plan.total("planned") == len(sent)
 
 
+@pytest.mark.slow
 def test_a_flow_with_a_schedule_is_planned_on_its_schedule_only(program):
     """welcome gets `schedule: "0 0 1 1 *"` (midnight on 1 January, program time): the daemon's
     interval ticks do not plan it; run --dry-run and run --once (an operator's explicit run) do."""
