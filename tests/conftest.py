@@ -23,7 +23,8 @@ from loyalty_mail.runtime import Runtime
 PG_ADMIN_URL = os.environ.get("LOYALTY_MAIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+SHARED = REPO.parent / "shared"  # the large data sets beside a checkout; no test may need it outside CI
+FIXTURES = REPO / "tests" / "fixtures"  # real third-party files the tests read (see its README.md)
 FIXED_NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 
 TEST_CONFIG = """\

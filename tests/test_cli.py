@@ -136,6 +136,7 @@ def test_members_show_table_and_json(run, tmp_path):
     assert missing.stderr.startswith("Error: no member with id 'NOPE'.")
 
 
+@pytest.mark.slow
 def test_demo_runs_the_pipeline_over_simulated_days(tmp_path):
     """The demo seeds its own database, walks the days through the real planner, writes .eml files
     and the HTML report; everything it made up is labelled simulated; a second run starts afresh."""

@@ -8,6 +8,7 @@ import email.policy
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,10 +26,10 @@ from click.testing import CliRunner
 from loyalty_mail.cli import cli
 from loyalty_mail.models import sends_table
 
-from .conftest import REPO
+from .conftest import FIXTURES
 from .flow_program import SECRET, Program, member
 
-SCHEMA = json.loads((REPO.parent / "shared/corpus/sendgrid/mail_send_schema.patched.json").read_text())
+SCHEMA = json.loads((FIXTURES / "sendgrid" / "mail_send_schema.patched.json").read_text())
 AT = "2026-11-23T10:00:00+07:00"
 JOINED = "2026-11-23T09:00:00+07:00"
 
@@ -37,13 +38,16 @@ JOINED = "2026-11-23T09:00:00+07:00"
 
 class SmtpSink:
     """aiosmtpd handler: keeps every message; refuses recipients by local part (`bounce`: 550,
-    `later`: 451); `delay` slows each DATA down (to catch a dispatcher mid-batch)."""
+    `later`: 451); `delay` slows each DATA down; `hold_at=N` keeps the answer to the Nth message
+    until `release` is set (to catch a dispatcher mid-batch: `held` is set when it arrives)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, hold_at: int | None = None) -> None:
         self.messages: list[EmailMessage] = []
         self.sessions: set[int] = set()
         self.delay = delay
         self.in_data = self.peak_in_data = 0  # messages being accepted at once
+        self.hold_at = hold_at
+        self.held, self.release = threading.Event(), threading.Event()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         local = address.split("@")[0]
@@ -63,6 +67,9 @@ class SmtpSink:
         self.in_data -= 1
         self.sessions.add(id(session))
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        if len(self.messages) == self.hold_at:
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
         return "250 Message accepted"
 
     def send_ids(self) -> list[str]:
@@ -293,8 +300,29 @@ def test_sendgrid_requests_validate_and_answers_map_to_states(program, sendgrid_
     assert [c["type"] for c in ok["content"]] == ["text/plain", "text/html"]
 
 
-class ClosesIdleConnections(SendGridStandIn):
-    timeout = 0.3  # a kept-alive connection idle this long is closed by the server
+class ClosesIdleConnections(ThreadingHTTPServer):
+    """A server that closes its kept-alive connections when told (`close_idle()`), as a server
+    does with connections idle past its timeout; `closed` counts the connections it has closed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted: list[socket.socket] = []
+        self.closed: list[int] = []
+
+    def process_request(self, request, client_address) -> None:
+        self.accepted.append(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        super().shutdown_request(request)
+        self.closed.append(1)
+
+    def close_idle(self) -> None:
+        for connection in self.accepted:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)   # its handler reads end-of-file and finishes
+            except OSError:
+                pass                                    # already closed
 
 
 def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced():
@@ -303,7 +331,7 @@ def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced()
     from loyalty_mail.transports.sendgrid_api import SendGridTransport
 
     SendGridStandIn.requests, SendGridStandIn.connections = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosesIdleConnections)
+    server = ClosesIdleConnections(("127.0.0.1", 0), SendGridStandIn)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host = f"http://127.0.0.1:{server.server_address[1]}"
@@ -313,14 +341,20 @@ def test_sendgrid_connections_are_reused_and_one_closed_while_idle_is_replaced()
                            text="Chào\n") for n in range(10)]
     try:
         first = transport.send(batch)
-        time.sleep(0.8)                       # the server closes both idle connections meanwhile
+        opened = len(SendGridStandIn.connections)
+        server.close_idle()
+        deadline = time.monotonic() + 30
+        while len(server.closed) < opened:
+            assert time.monotonic() < deadline, f"{len(server.closed)} of {opened} idle connections closed in 30 s"
+            time.sleep(0.05)
         second = transport.send(batch)
     finally:
         transport.close()
         server.shutdown()
     assert [r.outcome for r in first + second] == ["sent"] * 20
     assert len(SendGridStandIn.requests) == 20                      # none lost, none sent twice
-    assert 2 <= len(SendGridStandIn.connections) <= 4               # two per batch at most, not 20
+    assert 1 <= opened <= 2                                         # two per batch at most, not 10
+    assert opened < len(SendGridStandIn.connections) <= opened + 2  # the closed ones were replaced
 
 
 def test_sendgrid_bad_key_fails_each_message_with_the_reason(program, sendgrid_api, monkeypatch):
@@ -347,9 +381,10 @@ def test_a_provider_that_keeps_failing_pauses_dispatch(program, sendgrid_api, mo
 
 # -- crash safety ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_mid_batch_loses_nothing_and_sends_nothing_twice(sqlite_program):
     program = sqlite_program
-    sink = SmtpSink(delay=0.01)
+    sink = SmtpSink(hold_at=110)   # mid-batch (batches of 25): the 110th message waits for its answer
     controller = start_sink(sink)
     port = sink.port
     try:
@@ -365,12 +400,12 @@ def test_kill_9_mid_batch_loses_nothing_and_sends_nothing_twice(sqlite_program):
         command = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
                    program.url, "run", "--once"]
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while len(sink.messages) < 110 and time.monotonic() < deadline:  # mid-batch (batches of 25)
-            time.sleep(0.01)
+        arrived = sink.held.wait(timeout=120)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+        sink.release.set()
         killed_at = len(sink.messages)
+        assert arrived, f"{killed_at} of 110 messages arrived in 120 s"
         assert 110 <= killed_at < 300
         time.sleep(1.5)   # past the lease
         again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

@@ -23,7 +23,7 @@ from .conftest import _empty_postgres
 from .test_delivery import SmtpSink, start_sink
 from .flow_program import SECRET, make_program
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 MEMBERS = 20_000
 
 
@@ -61,7 +61,11 @@ def _run(tmp_path: Path, url: str, kill: bool) -> None:
                                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         if kill:
+            deadline = time.monotonic() + 300
             while len(sink.messages) < 5000:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{len(sink.messages)} of the first 5000 messages arrived in 300 s; "
+                                f"sends by state: {_states(url)}")
                 time.sleep(0.05)
             processes[0].send_signal(signal.SIGKILL)   # the first daemon: most likely the planner
             processes[3].send_signal(signal.SIGKILL)   # a worker
@@ -71,6 +75,8 @@ def _run(tmp_path: Path, url: str, kill: bool) -> None:
             if sum(states.values()) == MEMBERS and not {"planned", "sending", "retry"} & set(states):
                 break
             time.sleep(1)
+        else:
+            pytest.fail(f"not done in 600 s: {len(sink.messages)} messages arrived; sends by state: {states}")
     finally:
         for process in processes:
             if process.poll() is None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -226,6 +227,7 @@ def insert(engine: sa.Engine, members: list[MemberFacts], events: list[EventFact
                 connection.execute(tracking_events_table.insert(), hits)
 
 
+@pytest.mark.slow
 def test_sql_matches_the_reference(database_url: str, project: Path):
     settings_ = load_settings(project, environ={})
     ladder = TierLadder.from_settings(settings_.tiers)

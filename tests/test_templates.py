@@ -29,6 +29,8 @@ from loyalty_mail.rendering.inlining import inline_css
 from loyalty_mail.rendering.renderer import tidy_text
 from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
+from .conftest import FIXTURES
+
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 SECRET = "test-secret-0123456789abcdef"
@@ -93,7 +95,7 @@ def test_dom_comparison_notices_a_changed_style():
     assert dom_difference(a, a.replace("x", "y")) is not None
 
 
-CORPUS = ROOT.parent / "shared" / "corpus" / "email-templates"
+CORPUS = FIXTURES / "email-templates"
 
 
 def _port_handlebars(source: str) -> str:

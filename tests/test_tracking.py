@@ -1,9 +1,13 @@
-"""The tracking service as a real process (`loyalty-mail serve`) on 127.0.0.1: pixel, click,
-unsubscribe (page and RFC 8058 one-click), SendGrid's signed Event Webhook, bad input, shutdown."""
+"""The tracking service: pixel, click, unsubscribe (page and RFC 8058 one-click), SendGrid's signed
+Event Webhook, bad input, shutdown. The routes run in this process through httpx.ASGITransport,
+lifespan included; one test runs `loyalty-mail serve` as a real process (uvicorn) and stops it
+with SIGTERM."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import re
 import signal
@@ -11,21 +15,26 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from anyio.from_thread import start_blocking_portal
 
+from loyalty_mail.config import load_settings
 from loyalty_mail.models import members_table, suppressions_table, tracking_events_table
+from loyalty_mail.runtime import Runtime
 from loyalty_mail.signing import TokenClaims, TokenSigner
+from loyalty_mail.tracking.app import create_app
 from loyalty_mail.tracking.webhooks import WebhookRejected, parse_events
 
-from .conftest import REPO
+from .conftest import FIXTURES
 from .flow_program import SECRET, Program, member
 
-VECTOR = json.loads((REPO.parent / "shared/corpus/eventwebhook/signature_test_vector.json").read_text())
-EVENTS = REPO.parent / "shared/corpus/eventwebhook/events"
+VECTOR = json.loads((FIXTURES / "eventwebhook" / "signature_test_vector.json").read_text())
+EVENTS = FIXTURES / "eventwebhook" / "events"
 AT = "2026-11-23T10:00:00+07:00"
 
 
@@ -35,12 +44,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def configure_tracking(program: Program, extra_config: str) -> None:
+    if extra_config:
+        config = (program.dir / "config.yaml").read_text().replace("tracking:\n", f"tracking:\n{extra_config}")
+        (program.dir / "config.yaml").write_text(config)
+
+
 class Service:
+    """`loyalty-mail serve` as a real process (uvicorn) on a free port of 127.0.0.1."""
+
     def __init__(self, program: Program, extra_config: str = "") -> None:
-        if extra_config:
-            config = (program.dir / "config.yaml").read_text().replace(
-                "tracking:\n", f"tracking:\n{extra_config}")
-            (program.dir / "config.yaml").write_text(config)
+        configure_tracking(program, extra_config)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -48,7 +62,7 @@ class Service:
              "serve", "--port", str(self.port)],
             env={**os.environ, "LOYALTY_MAIL_SECRET": SECRET}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
@@ -57,7 +71,7 @@ class Service:
                 time.sleep(0.1)
         else:
             self.process.kill()
-            raise RuntimeError(self.process.communicate()[1])
+            pytest.fail(f"serve did not answer /health in 60 s; its stderr: {self.process.communicate()[1]!r}")
         self.http = httpx.Client(base_url=self.base, follow_redirects=False, timeout=10)
 
     def stop(self) -> str:
@@ -65,6 +79,58 @@ class Service:
         _, stderr = self.process.communicate(timeout=30)
         assert self.process.returncode == 0, stderr
         return stderr
+
+
+class _Client:
+    """A synchronous face on an httpx.AsyncClient whose event loop runs in a portal thread."""
+
+    def __init__(self, portal, client: httpx.AsyncClient) -> None:
+        self._portal, self._client = portal, client
+
+    def get(self, url: str, **options) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.get, url, **options))
+
+    def post(self, url: str, **options) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.post, url, **options))
+
+
+class _Recorder(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class InProcessService:
+    """The tracking app in this process through httpx.ASGITransport: entering its lifespan starts
+    the hit writer, `stop()` leaves it (every queued hit is written) and returns what the service
+    logged at WARNING and above. An exception in a route fails the test (no 500 hides it)."""
+
+    def __init__(self, program: Program, extra_config: str = "") -> None:
+        configure_tracking(program, extra_config)
+        settings = load_settings(program.dir, database_url=program.url,
+                                 environ={**os.environ, "LOYALTY_MAIL_SECRET": SECRET})
+        self._log = _Recorder(logging.WARNING)
+        logging.getLogger("loyalty_mail").addHandler(self._log)
+        self._stack = ExitStack()
+        self._stack.callback(logging.getLogger("loyalty_mail").removeHandler, self._log)
+        with self._stack as stack:   # a failure on the way closes what was opened
+            runtime = Runtime(settings)
+            stack.callback(runtime.close)
+            app = create_app(settings, runtime.engine(), runtime.now)
+            portal = stack.enter_context(start_blocking_portal())
+            stack.enter_context(portal.wrap_async_context_manager(app.router.lifespan_context(app)))
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
+                                       base_url="http://t.test.example", timeout=10)
+            stack.callback(portal.call, client.aclose)
+            self._stack = stack.pop_all()
+        self.http = _Client(portal, client)
+
+    def stop(self) -> str:
+        self._stack.close()
+        return "\n".join(self._log.lines)
 
 
 def events(program: Program) -> list[dict]:
@@ -89,6 +155,13 @@ def sent_email(program: Program, at: str = AT, zone: str = "Asia/Ho_Chi_Minh") -
 
 @pytest.fixture
 def service(program):
+    running = InProcessService(program)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def served(program):
     running = Service(program)
     yield running
     if running.process.poll() is None:
@@ -96,7 +169,8 @@ def service(program):
         running.process.wait()
 
 
-def test_pixel_and_click_are_recorded_and_flushed_on_sigterm(program, service):
+def test_pixel_and_click_are_recorded_and_flushed_on_sigterm(program, served):
+    service = served
     now = datetime.now(timezone.utc)   # sent just now, to a member for whom it is noon: no quiet hours
     offset = 12 - now.hour if 12 - now.hour >= -12 else 36 - now.hour
     zone = "Etc/GMT" + ("-" if offset > 0 else "+") + str(abs(offset)) if offset else "UTC"
@@ -203,7 +277,7 @@ def test_webhook_over_http_dedupes_suppresses_and_refuses_bad_input(program):
     public = base64.b64encode(private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
     send_id, _ = sent_email(program)
-    service = Service(program, f"  sendgrid_webhook_key: {public}\n")
+    service = InProcessService(program, f"  sendgrid_webhook_key: {public}\n")
     try:
         batch = json.loads((EVENTS / "_all_events_batch.json").read_text())
         for number, event in enumerate(batch):  # the docs' examples share a placeholder id
@@ -261,6 +335,7 @@ def test_unknown_event_types_and_odd_fields_are_kept_not_fatal():
         assert info.value.status == 400
 
 
+@pytest.mark.slow
 def test_service_and_daemon_share_one_sqlite_file_without_locking_errors(sqlite_program):
     """The daemon sends while the service records hits for earlier sends: no 'database is locked'."""
     program = sqlite_program
@@ -282,7 +357,7 @@ def test_service_and_daemon_share_one_sqlite_file_without_locking_errors(sqlite_
         pixels.append(re.search(r'src="https://t\.test\.example(/o/[^"]+)"', html).group(1))
     program.load("members", [member(f"B{n}", joined_at=(now - timedelta(minutes=30)).isoformat()) for n in range(300)],
                  at=now.isoformat())
-    service = Service(program)
+    service = InProcessService(program)
     env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
     daemon = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
                                program.url, "daemon", "--interval", "0.2"], env=env,

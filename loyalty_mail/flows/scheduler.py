@@ -61,8 +61,7 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
             log.info("%s received: finishing the batch in hand, then stopping", name)
             stopping.set()  # the main thread shuts the scheduler down, outside this handler
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     scheduler.add_job(job, IntervalTrigger(seconds=interval_seconds), args=[None], id="tick", max_instances=1,
                       coalesce=True, next_run_time=datetime.now(timezone.utc), misfire_grace_time=None)
     for name, trigger in (schedules or {}).items():
@@ -73,10 +72,14 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
     scheduler.start()
     # Shutting the scheduler down from a signal handler re-enters its loop mid-step (a long tick
     # then ends in JobLookupError): the handler only sets `stopping`, and this thread stops it.
-    while not stopping.wait(0.5):
-        pass
-    scheduler.shutdown(wait=False)
-    with running:  # the tick in progress, if any, has recorded its batch
-        pass
+    try:
+        while not stopping.wait(0.5):
+            pass
+        scheduler.shutdown(wait=False)
+        with running:  # the tick in progress, if any, has recorded its batch
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     log.info("daemon stopped after %d tick(s)", ticks)
     return ticks
