@@ -50,7 +50,8 @@ _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTAL
 
 OPEN_PIXEL = ('{% if tracking %}<img src="{{ open_pixel_url() }}" width="1" height="1" alt="" '
               'style="display:block;border:0;width:1px;height:1px">{% endif %}')
-TRACK_FILTER = "{%% filter track_link(%d) %%}%s{%% endfilter %%}"
+# autoescape: data in an href is escaped as HTML in the text part too, so decoding once gives the same URL
+TRACK_FILTER = "{%% autoescape true %%}{%% filter track_link(%d) %%}%s{%% endfilter %%}{%% endautoescape %%}"
 
 
 class NeedsFallback(Exception):

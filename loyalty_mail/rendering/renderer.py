@@ -100,11 +100,15 @@ class LinkTracker:
 
 @jinja2.pass_context
 def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
+    """An href as written in the HTML (`?a=1&amp;b=2`) -> the click URL of the decoded URL
+    (`?a=1&b=2`), escaped for the HTML part and as it is for the text part: both parts sign the
+    same URL. The compiled text part calls it with autoescape on (see `inlining.TRACK_FILTER`),
+    so data in the href is escaped there as in the HTML, and decoding once restores it."""
     tracker: LinkTracker = context["_tracker"]
-    if context.eval_ctx.autoescape:
-        url = html_escape.unescape(str(value)).strip()
-        return markupsafe.escape(tracker.click_url(link, url))  # escape() returns Markup
-    return tracker.click_url(link, str(value).strip())
+    url = tracker.click_url(link, html_escape.unescape(str(value)).strip())
+    if context.environment.autoescape:
+        return markupsafe.escape(url)  # escape() returns Markup
+    return markupsafe.Markup(url)  # Markup: an autoescape block does not escape it again
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
