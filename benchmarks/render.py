@@ -10,7 +10,7 @@ build the message with the standard library's EmailMessage. Both run on one core
 process, taking turns in ten rounds so that a change in the machine's speed touches both alike.
 
 The example templates, then the public templates corpus (`--corpus DIR`, by default
-../shared/corpus/email-templates when it is there), ported from Handlebars to Jinja with their
+tests/fixtures/email-templates by default), ported from Handlebars to Jinja with their
 data read from the member's custom attributes. Each group reports its mean (messages over the
 total time) and its slowest template.
 """
@@ -40,7 +40,7 @@ from loyalty_mail.rendering import Renderer  # noqa: E402
 from loyalty_mail.rendering.text import html_to_text  # noqa: E402
 from loyalty_mail.signing import TokenClaims, TokenSigner  # noqa: E402
 
-CORPUS = REPO.parent / "shared" / "corpus" / "email-templates"
+CORPUS = REPO / "tests" / "fixtures" / "email-templates"
 EXAMPLES = ("welcome", "tier_upgrade")
 WIDTH = 48  # the template column: corpus file names are long
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--naive", type=int, default=300, help="emails per template on the naive path")
     parser.add_argument("--corpus", type=Path, default=CORPUS if CORPUS.is_dir() else None,
-                        help="a folder of public HTML email templates (default: the shared corpus, if present)")
+                        help="a folder of public HTML email templates (default: the public templates in tests/fixtures)")
     args = parser.parse_args()
     people = members(args.members)
     with tempfile.TemporaryDirectory() as scratch:

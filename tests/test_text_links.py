@@ -24,7 +24,6 @@ from loyalty_mail.signing import TokenSigner
 from loyalty_mail.tracking.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
 CORPUS = ROOT / "tests" / "fixtures" / "email-templates"  # eight public templates and their data
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 SECRET = "test-secret-0123456789abcdef"
