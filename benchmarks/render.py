@@ -9,8 +9,8 @@ as written, run premailer once on each email, rewrite the links by parsing the H
 build the message with the standard library's EmailMessage. Both run on one core, in this
 process, taking turns in ten rounds so that a change in the machine's speed touches both alike.
 
-The example templates, then the public templates corpus (`--corpus DIR`, by default
-tests/fixtures/email-templates by default), ported from Handlebars to Jinja with their
+The example templates, then the public templates corpus (`--corpus DIR`; by default
+tests/fixtures/email-templates), ported from Handlebars to Jinja with their
 data read from the member's custom attributes. Each group reports its mean (messages over the
 total time) and its slowest template.
 """
