@@ -21,7 +21,9 @@ import html
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +76,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                if tracking.sendgrid_webhook_key else None)
     program = settings.program.name
     write_timeout = tracking.write_timeout.total_seconds()
+    waiting: dict[Future[None], asyncio.Future[None]] = {}  # a commit group -> what its requests await
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -88,7 +91,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         """Wait until the hit is committed (group commit), or for `tracking.write_timeout`: past
         that the reader is answered anyway, the hit stays queued and /health reports the writer
         stuck."""
-        done = asyncio.wrap_future(state["writer"].add(hit))
+        group = state["writer"].add(hit)
+        done = waiting.get(group)
+        if done is None:  # the first hit of its group: one wake-up of the loop per commit
+            done = waiting[group] = asyncio.get_running_loop().create_future()
+            group.add_done_callback(partial(_wake, done.get_loop(), done, waiting, group))
         finished, _ = await asyncio.wait({done}, timeout=write_timeout)
         if not finished:
             log.warning("a %s hit was answered before it was written: the database is slow or away",
@@ -190,6 +197,19 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/health", health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None],
+          waiting: dict[Future[None], asyncio.Future[None]], group: Future[None], _: Future[None]) -> None:
+    """Called on the writer's thread when a group is committed: resolve its awaitable on the loop."""
+    def resolve() -> None:
+        waiting.pop(group, None)
+        if not done.done():
+            done.set_result(None)
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed (the service stopped): nobody is waiting any more
+        pass
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:

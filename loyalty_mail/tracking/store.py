@@ -204,8 +204,9 @@ class HitWriter:
         self.rejected += 1
 
     def _insert(self, conn: sa.Connection, batch: list[Hit]) -> None:
+        clicked = {h.send_id for h in batch if h.kind == "click"}  # only clicks are judged by delivery time
         sent = dict(conn.execute(sa.select(sends_table.c.send_id, sends_table.c.sent_at)
-                                 .where(sends_table.c.send_id.in_({h.send_id for h in batch}))).all())
+                                 .where(sends_table.c.send_id.in_(clicked))).all()) if clicked else {}
         same_second: dict[tuple[str, int], set[int | None]] = defaultdict(set)
         for hit in batch:
             if hit.kind == "click":
@@ -221,7 +222,7 @@ class HitWriter:
             rows.append({"send_id": hit.send_id, "kind": hit.kind, "source": "tracker",
                          "occurred_at": hit.occurred_at, "url": hit.url, "link": hit.link,
                          "user_agent": (hit.user_agent or "")[:500] or None, "ip": hit.ip,
-                         "machine": machine, "bot": bot, "provider_event_id": None, "detail": {}})
+                         "machine": machine, "bot": bot})  # detail: the column's default
         conn.execute(tracking_events_table.insert(), rows)
 
 
