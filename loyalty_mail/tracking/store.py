@@ -193,6 +193,7 @@ class HitWriter:
         raw = json.dumps({"kind": hit.kind, "send_id": hit.send_id, "url": hit.url, "link": hit.link,
                           "user_agent": hit.user_agent, "ip": hit.ip}, ensure_ascii=True)
         row = {"kind": hit.kind[:24], "reason": reason[:300], "raw": raw, "occurred_at": hit.occurred_at}
+
         def keep(conn: sa.Connection) -> None:
             conn.execute(rejected_hits_table.insert(), [row])
 
