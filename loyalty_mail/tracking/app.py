@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import html
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -40,6 +41,7 @@ from .tokens import BadToken, TokenSigner
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")
+GIL_SWITCH_SECONDS = 0.0005
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
             "Expires": "0"}
@@ -81,10 +83,16 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
+        # The loop and the writer thread share the GIL, and the writer gives it up on every SQLite
+        # step: at the default 5 ms switch interval a busy loop holds each hand-back for up to 5 ms,
+        # several times a commit, and every request waits for its commit.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, GIL_SWITCH_SECONDS))
         state["writer"] = store.HitWriter(engine, tracking.bot_click_seconds, tracking.write_timeout)
         log.info("tracking service ready")
         yield
         await run_in_threadpool(state["writer"].close)
+        sys.setswitchinterval(switch)
         log.info("tracking service stopped; %d hits written", state["writer"].written)
 
     async def record(hit: store.Hit) -> None:
