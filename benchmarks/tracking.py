@@ -1,18 +1,24 @@
-"""Tracking service throughput: the real server (`loyalty-mail serve`) on 127.0.0.1 under wrk,
-then the rows counted in the database; and SendGrid webhook batches of 1,000 events.
+"""Tracking service throughput and durability: the real server (`loyalty-mail serve`, one uvicorn
+process) on 127.0.0.1 under a keep-alive HTTP load at a fixed concurrency, then the rows counted in
+the database; kill -9 in the middle of a load; and SendGrid webhook batches of 1,000 events.
 
-    python benchmarks/tracking.py                  # 15 s per load run, 32 connections
-    python benchmarks/tracking.py --seconds 5
+    python benchmarks/tracking.py                      # 10 s per load run, concurrency 32
+    python benchmarks/tracking.py --seconds 5 --kill-runs 3
+    python benchmarks/tracking.py --database postgresql+psycopg://postgres@127.0.0.1/bench  # an empty db
 
-The naive path in the same run: the same routes with each hit written in its own transaction
-before answering (a small Starlette app defined here, run by uvicorn the same way). Needs wrk
-(Debian: `apt-get install wrk`). SQLite, as configured by default.
+Load: hits/s and p50/p99 latency of answered hits, measured by the client (asyncio, HTTP/1.1
+keep-alive, one connection per concurrent client). The naive path in the same run: the same routes
+with each hit written in its own transaction before answering (a small Starlette app defined here,
+run by uvicorn the same way). kill -9: every hit has its own send id; the server is killed
+mid-load; "lost" counts hits answered 2xx/3xx whose row is not in the database (must be 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import itertools
 import json
 import os
 import re
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,20 +97,89 @@ def naive_app(url: str):  # noqa: ANN201 - a Starlette app
     return Starlette(routes=[Route("/o/{token}.gif", pixel), Route("/c/{token}", click), Route("/health", health)])
 
 
-def wrk(base: str, paths: list[str], seconds: int, connections: int, scratch: Path) -> dict[str, float]:
-    script = scratch / "paths.lua"
-    script.write_text("paths = {" + ",".join(json.dumps(p) for p in paths) + "}\n"
-                      "i = 0\nrequest = function()\n  i = i % #paths + 1\n"
-                      "  return wrk.format('GET', paths[i], {['User-Agent'] = 'Mozilla/5.0 (Windows NT 10.0) Chrome/120'})\nend\n")
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
-                         capture_output=True, text=True, check=True).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
-    return {"requests": requests, "errors": int(errors.group(1)) if errors else 0,
-            "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p99_ms": float(p99.group(1)) * scale}
+USER_AGENT = "Mozilla/5.0 (Windows NT 10.0) Chrome/120"
+
+
+class Load:
+    """What a load run saw: answered hits (by index into the paths), failures, latencies."""
+
+    def __init__(self) -> None:
+        self.answered: list[int] = []
+        self.refused = 0          # answered with a status other than 2xx/3xx
+        self.broken = 0           # connection closed or reset before an answer
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000 if ordered else 0.0
+
+
+async def _client(port: int, paths: list[str], next_index: Iterator[int], stop: float, cycle: bool,
+                  seen: Load) -> None:
+    """One keep-alive connection sending GETs one after another until `stop` or the server dies."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        seen.broken += 1
+        return
+    try:
+        while time.monotonic() < stop:
+            index = next(next_index)
+            if index >= len(paths) and not cycle:
+                return
+            path = paths[index % len(paths)]
+            started = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT}\r\n\r\n".encode())
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                seen.broken += 1
+                return
+            seen.latencies.append(time.perf_counter() - started)
+            if 200 <= int(head[9:12]) < 400:
+                seen.answered.append(index)
+            else:
+                seen.refused += 1
+    finally:
+        writer.close()
+
+
+def load(port: int, paths: list[str], seconds: float, concurrency: int,
+         kill: subprocess.Popen[bytes] | None = None, kill_after: float = 0.0) -> Load:
+    """`concurrency` clients for `seconds`, cycling through `paths`. With `kill`, each path is sent
+    once, that process gets SIGKILL after `kill_after` seconds and the run ends when every client
+    has seen its connection die."""
+    seen = Load()
+
+    async def run() -> None:
+        counter = itertools.count()
+        started = time.monotonic()
+        clients = [asyncio.create_task(_client(port, paths, counter, started + seconds, kill is None, seen))
+                   for _ in range(concurrency)]
+        if kill is not None:
+            await asyncio.sleep(kill_after)
+            kill.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*clients), timeout=seconds + 60)
+        seen.elapsed = time.monotonic() - started
+
+    try:
+        import uvloop
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+    return seen
+
+
+def stored_send_ids(url: str) -> set[str]:
+    import sqlalchemy as sa
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        ids = {r for (r,) in conn.execute(sa.text("select send_id from tracking_events"))}
+    engine.dispose()
+    return ids
 
 
 def count_rows(url: str) -> int:
@@ -119,8 +195,10 @@ def count_rows(url: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--kill-runs", type=int, default=3, help="kill -9 runs (0: none)")
+    parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
     parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
@@ -143,36 +221,57 @@ def main() -> None:
         (scratch / "config.yaml").write_text(
             "program: {name: Bench}\ntracking: {base_url: 'https://t.example', secret: '${LOYALTY_MAIL_SECRET}', "
             f"sendgrid_webhook_key: '{public}', max_body_bytes: 5000000}}\n")
-        url = f"sqlite:///{scratch / 'tracking.db'}"
+        url = args.database or f"sqlite:///{scratch / 'tracking.db'}"
         engine = db.create_db_engine(url)
         db.ensure_schema(engine)
         engine.dispose()
+        count_rows(url)
         signer = TokenSigner(SECRET)
         send_ids = [f"{n:032x}" for n in range(SENDS)]
         pixels = [f"/o/{signer.sign(TokenClaims('open', s))}.gif" for s in send_ids]
         clicks = [f"/c/{signer.sign(TokenClaims('click', s, 0, 'https://shop.example/sale?id=' + s[-6:]))}"
                   for s in send_ids]
         env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
-        print(f"{'path':<40}{'requests':>10}{'req/s':>10}{'p99 ms':>9}{'non-2xx':>9}{'rows':>8}{'lost':>6}")
-        for label, command in (
-            ("ours (batched writes)", [sys.executable, "-m", "loyalty_mail", "--project", str(scratch), "--database", url,
-                                       "serve", "--port", "{port}"]),
-            ("naive (a transaction per hit)", [sys.executable, __file__, "--naive-server", "{port}", url]),
-        ):
+        ours = [sys.executable, "-m", "loyalty_mail", "--project", str(scratch), "--database", url, "serve",
+                "--port", "{port}"]
+        naive = [sys.executable, __file__, "--naive-server", "{port}", url]
+
+        def start(command: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            server = subprocess.Popen([c.replace("{port}", str(port)) for c in command], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(f"http://127.0.0.1:{port}/health")
+            return server, port
+
+        print(f"database: {db.display_url(url)}; concurrency {args.concurrency}, {args.seconds:g} s per load run")
+        print(f"{'path':<36}{'answered':>10}{'hits/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'rows':>9}{'lost':>6}")
+        for label, command in (("ours (group commit)", ours), ("naive (a transaction per hit)", naive)):
             for kind, paths in (("pixel", pixels), ("click", clicks)):
-                port = free_port()
-                server = subprocess.Popen([c.replace("{port}", str(port)) for c in command], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                wait_for(f"http://127.0.0.1:{port}/health")
-                figures = wrk(f"http://127.0.0.1:{port}", paths, args.seconds, args.connections, scratch)
+                server, port = start(command)
+                seen = load(port, paths, args.seconds, args.concurrency)
                 server.send_signal(signal.SIGTERM)
                 server.wait(timeout=60)
                 rows = count_rows(url)
-                accepted = figures["requests"] - figures["errors"]
-                # rows may exceed wrk's count: requests still in flight when wrk stops are answered
-                # (and stored) after it stopped counting. "lost" is accepted hits missing from the table.
-                print(f"{label + ' ' + kind:<40}{figures['requests']:>10,}{figures['rate']:>10,.0f}"
-                      f"{figures['p99_ms']:>9.1f}{figures['errors']:>9}{rows:>8,}{max(accepted - rows, 0):>6}")
+                # "lost": answered hits missing from the table (each hit is answered once committed)
+                print(f"{label + ', ' + kind:<36}{len(seen.answered):>10,}{len(seen.answered) / seen.elapsed:>9,.0f}"
+                      f"{seen.percentile(0.5):>8.1f}{seen.percentile(0.99):>8.1f}{seen.refused:>8}{rows:>9,}"
+                      f"{max(len(seen.answered) - rows, 0):>6}")
+        # kill -9 mid-load: every hit its own send id, so each answered hit is looked up by id.
+        for run in range(args.kill_runs):
+            ids = [f"{run:04x}{n:028x}" for n in range(int(args.seconds * 6000))]
+            paths = [f"/o/{signer.sign(TokenClaims('open', i))}.gif" if n % 2 else
+                     f"/c/{signer.sign(TokenClaims('click', i, 0, 'https://shop.example/'))}"
+                     for n, i in enumerate(ids)]
+            server, port = start(ours)
+            seen = load(port, paths, args.seconds + 30, args.concurrency, kill=server,
+                        kill_after=args.seconds / 2)
+            server.wait(timeout=60)
+            stored = stored_send_ids(url)
+            lost = sum(1 for index in seen.answered if ids[index] not in stored)
+            count_rows(url)
+            print(f"kill -9 run {run + 1}: killed after {args.seconds / 2:g} s (exit {server.returncode}); "
+                  f"{len(seen.answered):,} hits answered, {len(stored):,} rows, {seen.broken} connections cut, "
+                  f"lost {lost}")
         # Webhook batches of 1,000 events, signed, posted one after another.
         import httpx
         port = free_port()

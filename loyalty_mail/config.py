@@ -216,6 +216,7 @@ class TrackingSettings(_Strict):
     max_body_bytes: int = Field(default=1_000_000, ge=1000, le=50_000_000)
     bot_click_seconds: int = Field(default=10, ge=0, le=3600)
     flush_interval: Span = timedelta(seconds=1)
+    write_timeout: Span = timedelta(seconds=5)
 
     @field_validator("secret", mode="before")
     @classmethod

@@ -265,6 +265,20 @@ class RejectedWebhookEvent(SQLModel, table=True):
     raw: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the event as ASCII JSON
     received_at: datetime | None = _utc(nullable=False)
 
+
+class RejectedHit(SQLModel, table=True):
+    """An open or click the database refused (a URL longer than the column, ...), kept with the
+    reason so that one bad hit never stops the others from being written."""
+
+    __tablename__ = "rejected_hits"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(24), nullable=False))
+    reason: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    raw: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the hit as ASCII JSON
+    occurred_at: datetime | None = _utc(nullable=False)
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -273,3 +287,4 @@ sends_table: sa.Table = Send.__table__  # type: ignore[attr-defined]
 suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
 tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-defined]
 rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type: ignore[attr-defined]
+rejected_hits_table: sa.Table = RejectedHit.__table__  # type: ignore[attr-defined]

@@ -3,11 +3,14 @@ against sample members, and compare compile-time inlining with per-email inlinin
 
 Errors (the check fails): syntax errors, undefined variables, sandbox violations, a compiled
 email whose DOM differs from rendering then inlining. Warnings (the check passes): missing
-translations and templates that fall back to per-email inlining, each with file and line.
+translations, templates that fall back to per-email inlining, and links whose tracked click URL
+would be refused (a URL longer than the tracking store keeps, a token longer than the tracking
+service accepts), each with file and line.
 """
 
 from __future__ import annotations
 
+import html as html_escape
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -16,9 +19,15 @@ from typing import Any
 import jinja2
 
 from ..errors import LoyaltyMailError, Location, Problem, TemplateError
+from ..models import tracking_events_table
+from ..signing import MAX_TOKEN_LENGTH, TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR
 from .dom import dom_difference
-from .renderer import Renderer
+from .inlining import rewrite_links
+from .renderer import _TEXT_URL, TEXT_LINKS_FROM, Renderer
+
+URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
+_SIZER = TokenSigner(b"only-measures-token-lengths")  # a token's length does not depend on the key
 
 
 @dataclass
@@ -128,6 +137,8 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                         report.errors.append(problem)
                 continue
             report.rendered += 1
+            _check_link_lengths(renderer, compiled.variant.html_path, email_out.html, email_out.text,
+                                seen, report)
             difference = reference and dom_difference(email_out.html, reference)
             if difference and "dom" not in seen:
                 seen.add("dom")
@@ -135,3 +146,40 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                     Location(f"{TEMPLATES_DIR}/{compiled.variant.html_path}", 1),
                     f"compile-time CSS inlining differs from inlining after rendering for "
                     f"{member['member_id']} ({difference}); please report this as a bug"))
+
+
+def _check_link_lengths(renderer: Renderer, html_path: str, html: str, text: str, seen: set[str],
+                        report: TemplateReport) -> None:
+    """Warn once per link whose click URL the tracking service would refuse or could not store."""
+    links: list[tuple[int, str]] = []
+
+    def collect(link: int, value: str) -> str:
+        links.append((link, html_escape.unescape(value).strip()))
+        return value
+
+    rewrite_links(html, collect)
+    links += [(TEXT_LINKS_FROM + n, m.group(0)) for n, m in enumerate(_TEXT_URL.finditer(text))]
+    for link, url in links:
+        if not url.lower().startswith(("http://", "https://")) or url[:200] in seen:
+            continue
+        token = _SIZER.sign(TokenClaims("click", "0" * 32, link, url))
+        problems = []
+        if len(url) > URL_LIMIT:
+            problems.append(f"its clicks cannot be stored (URLs of more than {URL_LIMIT} characters "
+                            "are kept aside in rejected_hits)")
+        if len(token) > MAX_TOKEN_LENGTH:
+            problems.append(f"its click URL would be refused (404): the signed token has {len(token)} "
+                            f"characters, more than {MAX_TOKEN_LENGTH}")
+        if problems:
+            seen.add(url[:200])
+            report.warnings.append(Problem(
+                Location(f"{TEMPLATES_DIR}/{html_path}", _line_of(renderer, html_path, url)),
+                f"a link of {len(url)} characters ({url[:60]}...): {'; '.join(problems)}; "
+                "shorten it or mark it data-notrack"))
+
+
+def _line_of(renderer: Renderer, html_path: str, url: str) -> int:
+    """The line of the template where the link's beginning is written, else 1."""
+    source = (renderer.catalog.root / html_path).read_text(encoding="utf-8")
+    at = source.find(url[:40])
+    return source.count("\n", 0, at) + 1 if at >= 0 else 1

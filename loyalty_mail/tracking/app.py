@@ -2,23 +2,29 @@
 Webhook and health. Public endpoints: every token is verified, bad input is a 4xx, never a 500,
 and a click only ever redirects to the URL inside a token we signed.
 
-    GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache); the hit is queued (not for HEAD)
-    GET  /c/{token}            click: 302 to the signed URL; the hit is queued (not for HEAD)
+    GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache), once the hit is committed (not for HEAD)
+    GET  /c/{token}            click: 302 to the signed URL, once the hit is committed (not for HEAD)
     GET  /u/{token}            unsubscribe confirmation page (vi/en), with a button
     POST /u/{token}            unsubscribe now (RFC 8058 `List-Unsubscribe=One-Click`, or the button)
     GET  /p/{token}            preferences: the same page (there is one list to leave)
     POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
                                events kept aside (and why)
-    GET  /health               liveness
+    GET  /health               liveness and the hit writer's state; 503 when writing is stuck
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import html
 import logging
+import sys
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +41,7 @@ from ..signing import BadToken, TokenSigner
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")
+GIL_SWITCH_SECONDS = 0.0005
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
             "Expires": "0"}
@@ -70,15 +77,37 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
     webhook = (SendGridWebhook(tracking.sendgrid_webhook_key, tracking.webhook_tolerance)
                if tracking.sendgrid_webhook_key else None)
     program = settings.program.name
+    write_timeout = tracking.write_timeout.total_seconds()
+    waiting: dict[Future[None], asyncio.Future[None]] = {}  # a commit group -> what its requests await
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
-        state["writer"] = store.HitWriter(engine, tracking.flush_interval, tracking.bot_click_seconds)
+        # The loop and the writer thread share the GIL, and the writer gives it up on every SQLite
+        # step: at the default 5 ms switch interval a busy loop holds each hand-back for up to 5 ms,
+        # several times a commit, and every request waits for its commit.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, GIL_SWITCH_SECONDS))
+        state["writer"] = store.HitWriter(engine, tracking.bot_click_seconds, tracking.write_timeout)
         log.info("tracking service ready")
         yield
         await run_in_threadpool(state["writer"].close)
+        sys.setswitchinterval(switch)
         log.info("tracking service stopped; %d hits written", state["writer"].written)
+
+    async def record(hit: store.Hit) -> None:
+        """Wait until the hit is committed (group commit), or for `tracking.write_timeout`: past
+        that the reader is answered anyway, the hit stays queued and /health reports the writer
+        stuck."""
+        group = state["writer"].add(hit)
+        done = waiting.get(group)
+        if done is None:  # the first hit of its group: one wake-up of the loop per commit
+            done = waiting[group] = asyncio.get_running_loop().create_future()
+            group.add_done_callback(partial(_wake, done.get_loop(), done, waiting, group))
+        finished, _ = await asyncio.wait({done}, timeout=write_timeout)
+        if not finished:
+            log.warning("a %s hit was answered before it was written: the database is slow or away",
+                        hit.kind)
 
     def client(request: Request) -> tuple[str | None, str | None]:
         agent = request.headers.get("user-agent")
@@ -91,7 +120,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return PlainTextResponse("not found", status_code=404)
         if request.method != "HEAD":  # a HEAD is a link checker or a proxy, not a reader
             agent, ip = client(request)
-            state["writer"].add(store.Hit("open", claims.send_id, clock(), user_agent=agent, ip=ip))
+            await record(store.Hit("open", claims.send_id, clock(), user_agent=agent, ip=ip))
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     async def click(request: Request) -> Response:
@@ -103,8 +132,8 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return PlainTextResponse("not found", status_code=404)
         if request.method != "HEAD":
             agent, ip = client(request)
-            state["writer"].add(store.Hit("click", claims.send_id, clock(), url=claims.url, link=claims.link,
-                                          user_agent=agent, ip=ip))
+            await record(store.Hit("click", claims.send_id, clock(), url=claims.url, link=claims.link,
+                                   user_agent=agent, ip=ip))
         return RedirectResponse(claims.url, status_code=302, headers=NO_CACHE)
 
     def unsubscribe_claims(request: Request) -> Any:
@@ -161,7 +190,9 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                              "rejections": [{"index": r.index, "reason": r.reason} for r in done.rejected[:20]]})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        writer = state["writer"].status(time.monotonic())
+        body = {"status": "stuck" if writer.stuck else "ok", "writer": dataclasses.asdict(writer)}
+        return JSONResponse(body, status_code=503 if writer.stuck else 200, headers=NO_CACHE)
 
     routes = [
         Route("/o/{token}.gif", open_pixel, methods=["GET"]),
@@ -174,6 +205,19 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/health", health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None],
+          waiting: dict[Future[None], asyncio.Future[None]], group: Future[None], _: Future[None]) -> None:
+    """Called on the writer's thread when a group is committed: resolve its awaitable on the loop."""
+    def resolve() -> None:
+        waiting.pop(group, None)
+        if not done.done():
+            done.set_result(None)
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed (the service stopped): nobody is waiting any more
+        pass
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:

@@ -1,23 +1,27 @@
-"""Writing what the tracking service sees: hits in batches, webhook events, unsubscribes.
+"""Writing what the tracking service sees: hits by group commit, webhook events, unsubscribes.
 
-Pixel and click hits are queued and written by one background thread in batches (every
-`tracking.flush_interval` or 500 hits), so the request path never waits for the database;
-`close()` writes everything still queued (graceful shutdown loses no accepted hit). Webhook events
-are written per request, de-duplicated by SendGrid's `sg_event_id` (or a digest of the event), and
-answered once committed; an event that cannot be stored is kept aside with its reason, and the
-rest of its batch is applied. An unsubscribe is written at once, before the page answers, so every
-later send sees it.
+An open or click is answered once it is committed (group commit): one background thread writes,
+in one transaction, every hit that arrived while its previous commit ran, and each request waits
+for its own batch (a few milliseconds), so a hit that was answered survives kill -9 and the event
+loop never blocks on the database. The writer never dies: a batch the database refuses is split
+until the hits it refuses are found, and those are kept aside in `rejected_hits` with the reason;
+a database that is away is retried until it is back, and `status()` says so (for `/health`).
+Webhook events are written per request, de-duplicated by SendGrid's `sg_event_id` (or a digest of
+the event), and answered once committed; an event that cannot be stored is kept aside with its
+reason, and the rest of its batch is applied. An unsubscribe is written at once, before the page
+answers, so every later send sees it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +31,7 @@ from .. import db, suppression
 from ..errors import InputFileError
 from ..models import (
     members_table,
+    rejected_hits_table,
     rejected_webhook_events_table,
     sends_table,
     tracking_events_table,
@@ -35,7 +40,7 @@ from .bots import is_machine_open, is_scanner
 from .webhooks import DeliveryEvent
 
 log = logging.getLogger("loyalty_mail.tracking")
-BATCH = 500
+BATCH = 2000  # hits in one transaction at most; more wait for the next one
 
 
 @dataclass(frozen=True)
@@ -49,78 +54,177 @@ class Hit:
     ip: str | None = None
 
 
-class HitWriter:
-    """A queue of hits and the thread that writes them."""
+@dataclass
+class _Group:
+    """Hits that are committed together, and the future their requests wait on."""
 
-    def __init__(self, engine: sa.Engine, interval: timedelta, bot_click_seconds: int) -> None:
-        self.engine, self.interval = engine, interval.total_seconds()
+    hits: list[Hit] = field(default_factory=list)
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """What `/health` shows: `state` is idle, writing, retrying (the database refused to commit,
+    e.g. it is down) or stopped; `stuck` when the thread is gone or one batch has been unwritten
+    for longer than the write timeout."""
+
+    state: str
+    backlog: int        # hits accepted and not yet committed
+    written: int
+    rejected: int       # hits kept aside in rejected_hits
+    waiting_seconds: float
+    stuck: bool
+    last_error: str | None
+
+
+# The database is away or busy: retry the same rows. Anything else is a refusal of their data.
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
+
+
+class HitWriter:
+    """Commits hits in groups on one thread; `add` returns a future done once its hit is stored
+    (or kept aside)."""
+
+    def __init__(self, engine: sa.Engine, bot_click_seconds: int, write_timeout: timedelta) -> None:
+        self.engine = engine
         self.bot_click = timedelta(seconds=bot_click_seconds)
-        self._queue: queue.Queue[Hit | None] = queue.Queue()
+        self.write_timeout = write_timeout.total_seconds()
+        self.written = self.rejected = 0
+        self._lock = threading.Condition()
+        self._open = _Group()            # filling while the previous group commits
+        self._writing = 0                # hits in the group being committed
+        self._writing_since: float | None = None
+        self._state: str = "idle"
+        self._last_error: str | None = None
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="hit-writer", daemon=True)
-        self.written = 0
         self._thread.start()
 
-    def add(self, hit: Hit) -> None:
-        self._queue.put(hit)
+    def add(self, hit: Hit) -> Future[None]:
+        with self._lock:
+            group = self._open
+            group.hits.append(hit)
+            self._lock.notify()
+            return group.done
 
-    def close(self) -> None:
-        """Write everything queued, then stop."""
-        self._queue.put(None)
-        self._thread.join()
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything accepted, then stop (waiting at most `timeout` seconds)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("stopped with %d hits not written: the database did not take them in %.0f s",
+                      self.status(time.monotonic()).backlog, timeout)
+
+    def status(self, now: float) -> WriterStatus:
+        """The writer's state at monotonic time `now`."""
+        with self._lock:
+            backlog = len(self._open.hits) + self._writing
+            since = self._writing_since
+            waiting = max(now - since, 0.0) if since is not None else 0.0
+            alive = self._thread.is_alive()
+            state = self._state if alive else "stopped"
+            stuck = (not alive and not self._stopping) or waiting > self.write_timeout
+            return WriterStatus(state, backlog, self.written, self.rejected, round(waiting, 3), stuck,
+                                self._last_error)
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[Hit] = []
-            deadline = time.monotonic() + self.interval
-            while len(batch) < BATCH:
+        while True:
+            with self._lock:
+                while not self._open.hits and not self._stopping:
+                    self._lock.wait()
+                if not self._open.hits:
+                    self._state = "stopped"
+                    return
+                group, self._open = self._open, _Group()
+                self._writing, self._writing_since, self._state = len(group.hits), time.monotonic(), "writing"
+            for start in range(0, len(group.hits), BATCH):
                 try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.001))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            while stopping and not self._queue.empty():  # drain what arrived before the stop
-                item = self._queue.get_nowait()
-                if item is not None:
-                    batch.append(item)
-            if batch:
-                self._write_with_retries(batch)
+                    self._write_isolating(group.hits[start:start + BATCH])
+                except Exception as exc:  # noqa: BLE001 - the thread must never die: log and go on
+                    log.exception("writing %d hits failed unexpectedly", len(group.hits))
+                    with self._lock:
+                        self._last_error = f"{type(exc).__name__}: {exc}"[:300]
+            with self._lock:
+                self._writing, self._writing_since, self._state = 0, None, "idle"
+            group.done.set_result(None)
 
-    def _write_with_retries(self, batch: list[Hit]) -> None:
-        for attempt in range(1, 6):
-            try:
-                self._write(batch)
-                self.written += len(batch)
+    def _write_isolating(self, hits: list[Hit]) -> None:
+        """Commit `hits`; when the database refuses them, split them until each refused hit is
+        found, and keep that one aside."""
+        try:
+            self._commit(lambda conn: self._insert(conn, hits))
+            self.written += len(hits)
+        except _UNAVAILABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refusal of these rows' data, by any driver
+            if len(hits) == 1:
+                self._keep_aside(hits[0], exc)
                 return
-            except sa.exc.OperationalError as exc:  # e.g. SQLite busy beyond its timeout
-                log.warning("writing %d hits failed (attempt %d): %s", len(batch), attempt, exc)
-                time.sleep(0.2 * attempt)
-        log.error("gave up writing %d hits", len(batch))
+            middle = len(hits) // 2
+            self._write_isolating(hits[:middle])
+            self._write_isolating(hits[middle:])
 
-    def _write(self, batch: list[Hit]) -> None:
-        with db.writer(self.engine).begin() as conn:
-            sent = dict(conn.execute(sa.select(sends_table.c.send_id, sends_table.c.sent_at)
-                                     .where(sends_table.c.send_id.in_({h.send_id for h in batch}))).all())
-            same_second: dict[tuple[str, int], set[int | None]] = defaultdict(set)
-            for hit in batch:
-                if hit.kind == "click":
-                    same_second[(hit.send_id, int(hit.occurred_at.timestamp()))].add(hit.link)
-            rows: list[dict[str, Any]] = []
-            for hit in batch:
-                delivered = sent.get(hit.send_id)
-                bot = hit.kind == "click" and (
-                    is_scanner(hit.user_agent)
-                    or (delivered is not None and hit.occurred_at - delivered < self.bot_click)
-                    or len(same_second[(hit.send_id, int(hit.occurred_at.timestamp()))]) >= 3)
-                machine = hit.kind == "open" and is_machine_open(hit.user_agent)
-                rows.append({"send_id": hit.send_id, "kind": hit.kind, "source": "tracker",
-                             "occurred_at": hit.occurred_at, "url": hit.url, "link": hit.link,
-                             "user_agent": (hit.user_agent or "")[:500] or None, "ip": hit.ip,
-                             "machine": machine, "bot": bot, "provider_event_id": None, "detail": {}})
-            conn.execute(tracking_events_table.insert(), rows)
+    def _commit(self, write: Callable[[sa.Connection], None]) -> None:
+        """Run `write` in one transaction, retrying while the database is away; other errors are
+        raised."""
+        attempt = 0
+        while True:
+            try:
+                with db.writer(self.engine).begin() as conn:
+                    write(conn)
+                if attempt:
+                    log.info("the database takes hits again after %d attempts", attempt + 1)
+                    with self._lock:
+                        self._state, self._last_error = "writing", None
+                return
+            except _UNAVAILABLE as exc:
+                attempt += 1
+                reason = _fault(exc)
+                with self._lock:
+                    self._state, self._last_error = "retrying", reason
+                log.warning("writing hits failed (attempt %d), retrying: %s", attempt, reason)
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+
+    def _keep_aside(self, hit: Hit, exc: Exception) -> None:
+        reason = _fault(exc)
+        log.warning("a %s hit for send %s was kept aside: %s", hit.kind, hit.send_id[:40], reason)
+        raw = json.dumps({"kind": hit.kind, "send_id": hit.send_id, "url": hit.url, "link": hit.link,
+                          "user_agent": hit.user_agent, "ip": hit.ip}, ensure_ascii=True)
+        row = {"kind": hit.kind[:24], "reason": reason[:300], "raw": raw, "occurred_at": hit.occurred_at}
+
+        def keep(conn: sa.Connection) -> None:
+            conn.execute(rejected_hits_table.insert(), [row])
+
+        try:
+            self._commit(keep)
+        except Exception:  # noqa: BLE001 - nothing more can be done with this hit
+            log.exception("a refused %s hit could not be kept aside either: %s", hit.kind, raw[:500])
+            return
+        self.rejected += 1
+
+    def _insert(self, conn: sa.Connection, batch: list[Hit]) -> None:
+        clicked = {h.send_id for h in batch if h.kind == "click"}  # only clicks are judged by delivery time
+        sent = dict(conn.execute(sa.select(sends_table.c.send_id, sends_table.c.sent_at)
+                                 .where(sends_table.c.send_id.in_(clicked))).all()) if clicked else {}
+        same_second: dict[tuple[str, int], set[int | None]] = defaultdict(set)
+        for hit in batch:
+            if hit.kind == "click":
+                same_second[(hit.send_id, int(hit.occurred_at.timestamp()))].add(hit.link)
+        rows: list[dict[str, Any]] = []
+        for hit in batch:
+            delivered = sent.get(hit.send_id)
+            bot = hit.kind == "click" and (
+                is_scanner(hit.user_agent)
+                or (delivered is not None and hit.occurred_at - delivered < self.bot_click)
+                or len(same_second[(hit.send_id, int(hit.occurred_at.timestamp()))]) >= 3)
+            machine = hit.kind == "open" and is_machine_open(hit.user_agent)
+            rows.append({"send_id": hit.send_id, "kind": hit.kind, "source": "tracker",
+                         "occurred_at": hit.occurred_at, "url": hit.url, "link": hit.link,
+                         "user_agent": (hit.user_agent or "")[:500] or None, "ip": hit.ip,
+                         "machine": machine, "bot": bot})  # detail: the column's default
+        conn.execute(tracking_events_table.insert(), rows)
 
 
 @dataclass(frozen=True)
