@@ -190,6 +190,13 @@ class SegmentSettings(_Strict):
     timeout: Span = Field(default=timedelta(minutes=1), gt=timedelta(0), le=timedelta(days=1))
 
 
+class RenderingSettings(_Strict):
+    """How long one email may take to render, and how large its HTML (or text) may be."""
+
+    timeout: Span = Field(default=timedelta(seconds=2), gt=timedelta(0), le=timedelta(minutes=10))
+    max_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)
+
+
 class DatabaseSettings(_Strict):
     """Where members, events and the send ledger live."""
 
@@ -384,6 +391,7 @@ class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     tiers: TierSettings = TierSettings()
     segments: SegmentSettings = SegmentSettings()
+    rendering: RenderingSettings = RenderingSettings()
     # Validated by the stages that use them (flows, delivery, tracking).
     sending: SendingSettings = SendingSettings()
     tracking: TrackingSettings = TrackingSettings()

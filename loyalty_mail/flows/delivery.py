@@ -106,7 +106,13 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                 continue
             sends[send["send_id"]] = send
             jobs.append((send["template"], member, send["send_id"], send["flow"], send["occurrence"]))
-        for template, member, send_id, flow, occurrence in jobs:
+        for index, (template, member, send_id, flow, occurrence) in enumerate(jobs):
+            if should_stop():  # each render is bounded by rendering.timeout; the rest go back
+                outcomes += [ledger.Outcome(sends[job[2]]["id"], "retry", "queued again: the dispatcher "
+                                            "stopped before rendering it", retry_at=clock())
+                             for job in jobs[index:]]
+                report.retrying += len(jobs) - index
+                break
             try:
                 emails.append(renderer.render(template, member, now=now, send_id=send_id,
                                               flow={"name": flow}, occurrence=occurrence))

@@ -24,6 +24,7 @@ from ..signing import MAX_TOKEN_LENGTH, TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR
 from .dom import dom_difference
 from .inlining import rewrite_links
+from .limits import RenderLimitError
 from .renderer import _TEXT_URL, TEXT_LINKS_FROM, Renderer
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
@@ -135,6 +136,8 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                     if str(problem) not in seen:
                         seen.add(str(problem))
                         report.errors.append(problem)
+                if isinstance(exc, RenderLimitError):
+                    return  # every sample would take as long
                 continue
             report.rendered += 1
             _check_link_lengths(renderer, compiled.variant.html_path, email_out.html, email_out.text,

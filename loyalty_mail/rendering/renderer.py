@@ -9,8 +9,10 @@ its original files and inlined per email; `fallback` on the compiled variant say
 
 from __future__ import annotations
 
+import decimal
 import html as html_escape
 import itertools
+from itertools import islice
 import re
 import traceback
 import uuid
@@ -36,6 +38,7 @@ from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable
 from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
+from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
 from ..message import Address, RenderedEmail
 from .text import html_to_text
 
@@ -43,6 +46,8 @@ _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 PREVIEW_SEND_ID = "preview"
 _SEPARATOR = "\x1e"  # between subject and preheader; stripped from both
+_OUTPUT_BLOCK = 256  # output pieces joined between two size checks
+_FAULTS: tuple[type[Exception], ...] = (jinja2.TemplateError, *TEMPLATE_FAULTS)
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,31 @@ class _OutputCodeGenerator(CodeGenerator):
     `TemplateSandbox.escape_output`, which returns a plain str, instead of `markupsafe.escape`,
     which wraps it in Markup (two more Python calls, ~30 times an email): output is only joined
     into the page, so it never needs to be Markup. Should Jinja rename this hook, the override
-    goes unused and templates escape as Jinja does."""
+    goes unused and templates escape as Jinja does.
+
+    And, for the render limits (limits.py): every `{% for %}` iterates through
+    `environment.limits.iterate`, and every `~` is measured by `environment.limits.checked_text`."""
+
+    _loop_iterables: set[int] | None = None  # ids of the `{% for %}` iterables being compiled
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if not node.recursive:
+            self._loop_iterables = (self._loop_iterables or set()) | {id(node.iter)}
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if self._loop_iterables and id(node) in self._loop_iterables:
+            self._loop_iterables.discard(id(node))
+            self.write("environment.limits.iterate(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.limits.checked_text(")
+        super().visit_Concat(node, frame)
+        self.write(")")
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
         if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
@@ -141,6 +170,12 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     - escaping output (`escape_output`, through `_OutputCodeGenerator`)."""
 
     code_generator_class = _OutputCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    limits = RenderLimits()  # no limits until the renderer gives its own
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        self.limits.check_binop(operator, left, right)
+        return self.binop_table[operator](left, right)
 
     @staticmethod
     def escape_output(value: Any) -> str:
@@ -161,7 +196,9 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         """A template's own macro, or one of our helpers, is called as `Context.call` would call
         it (a macro with the evaluation context first; the compiler's bookkeeping arguments
         dropped), without the generic checks for what kind of callable it is: it is always that
-        kind, and always safe."""
+        kind, and always safe. Every call reads the render's clock (a macro calling itself twice
+        makes no loop)."""
+        __self.limits.check_time()
         kind = type(__obj)
         if kind is jinja2.runtime.Macro or kind is Helper:
             kwargs.pop("_block_vars", None)
@@ -172,10 +209,15 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    """Jinja's immutable sandbox, StrictUndefined, our filters: how every template runs."""
+def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
+                          limits: RenderLimits | None = None) -> TemplateSandbox:
+    """Jinja's immutable sandbox, StrictUndefined, our filters, the render limits: how every
+    template runs."""
     env = TemplateSandbox(loader=loader, autoescape=autoescape,
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    if limits is not None:
+        env.limits = limits
+    env.globals["lipsum"] = bounded_lipsum
     env.filters.update(FILTERS)
     env.filters["track_link"] = _track_link
     return env
@@ -189,8 +231,10 @@ class Renderer:
         self.settings, self.catalog, self.signer = settings, catalog, signer
         self.ladder = TierLadder.from_settings(settings.tiers)
         loader = FrontMatterLoader(str(catalog.root))
-        self.html_env = sandboxed_environment(loader, autoescape=True)
-        self.text_env = sandboxed_environment(loader, autoescape=False)
+        rendering = settings.rendering
+        self.limits = RenderLimits(rendering.timeout.total_seconds(), rendering.max_bytes)
+        self.html_env = sandboxed_environment(loader, autoescape=True, limits=self.limits)
+        self.text_env = sandboxed_environment(loader, autoescape=False, limits=self.limits)
         secret = settings.tracking.secret
         self._contexts = ContextBuilder(settings, self.ladder, coupon_secret or (
             signing_keys(secret)[0] if secret else settings.program.name.encode()))
@@ -303,7 +347,9 @@ class Renderer:
         locale: str | None = None,
         test: bool = False,
     ) -> RenderedEmail:
-        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing."""
+        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
+        Subject, HTML and text together get `rendering.timeout`."""
+        self.limits.start()
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
         job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
@@ -335,6 +381,7 @@ class Renderer:
                        locale: str | None = None) -> str:
         """The slow, obviously right way: render the files as written, then run premailer.
         Untracked; `check` and the tests compare the compiled path against it."""
+        self.limits.start()
         job = self._prepare(email, member, now, PREVIEW_SEND_ID, flow, occurrence, False, locale)
         original = self._load(self.html_env, job.compiled.variant.html_path)
         return inline_css(self._run(original, job.context, job.where, 0, job.compiled.variant))
@@ -385,29 +432,44 @@ class Renderer:
     def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
              variant: Variant | None = None) -> str:
         try:
-            return _render_shared(template, context)
-        except jinja2.TemplateError as exc:
+            return _render_shared(template, context, self.limits)
+        except _FAULTS as exc:
             location = _error_location(exc) or (Location(where, line) if line else None)
             if location is None and variant is not None:
                 location = self._relocate(variant, context) or Location(where, 1)
-            raise TemplateError(Problem(location, _describe(exc))) from None
+            error = RenderLimitError if isinstance(exc, RenderLimitExceeded) else TemplateError
+            raise error(Problem(location, _describe(exc))) from None
 
     def _relocate(self, variant: Variant, context: dict[str, Any]) -> Location | None:
         """Render the original files to find which file and line fail (compiled sources have no
-        file name of their own)."""
+        file name of their own), within a render's limits of its own."""
+        self.limits.start()
         try:
-            self._load(self.html_env, variant.html_path).render(context)
-        except jinja2.TemplateError as exc:
+            _render_shared(self._load(self.html_env, variant.html_path), dict(context), self.limits)
+        except _FAULTS as exc:
             return _error_location(exc)
         return None
 
 
-def _render_shared(template: jinja2.Template, context: dict[str, Any]) -> str:
+def _render_shared(template: jinja2.Template, context: dict[str, Any], limits: RenderLimits) -> str:
     """`template.render(context)` without its two copies of the context: the subject, HTML and
     text of one email read the same dict, which already holds the environment's globals. Reading
-    is all a template can do with it: assignments go to the render's own Context."""
+    is all a template can do with it: assignments go to the render's own Context. The output is
+    measured every few hundred pieces, so a template that writes without end stops at
+    `max_bytes`."""
     try:
-        return "".join(template.root_render_func(template.new_context(context, shared=True)))
+        pieces = template.root_render_func(template.new_context(context, shared=True))
+        block = list(islice(pieces, _OUTPUT_BLOCK))
+        if len(block) < _OUTPUT_BLOCK:
+            return limits.check_output("".join(block))  # most emails: one block
+        parts, size = [], 0
+        while block:
+            part = "".join(block)
+            size += len(part)
+            limits.check_size(size, "the rendered email")
+            parts.append(part)
+            block = list(islice(pieces, _OUTPUT_BLOCK))
+        return limits.check_output("".join(parts))
     except Exception:
         template.environment.handle_exception()  # re-raises with the template's file and line
         raise  # not reached
@@ -448,7 +510,17 @@ def _display(filename: str) -> str:
     return filename
 
 
-def _describe(exc: jinja2.TemplateError) -> str:
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RenderLimitExceeded):
+        return str(exc.message)
+    if isinstance(exc, RecursionError):
+        return "recursion too deep (a macro that calls itself without end?)"
+    if isinstance(exc, MemoryError):
+        return "out of memory: the template builds a value too large"
+    if isinstance(exc, decimal.InvalidOperation):
+        return "a number too large (or not a number) to compute or format"
+    if not isinstance(exc, jinja2.TemplateError):
+        return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, jinja2.UndefinedError):
         return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
     if isinstance(exc, jinja2.sandbox.SecurityError):
