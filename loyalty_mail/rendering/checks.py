@@ -1,5 +1,6 @@
-"""`loyalty-mail check` for templates: parse every file, render every email in every locale
-against sample members, and compare compile-time inlining with per-email inlining.
+"""`loyalty-mail check` for templates: parse every file, check every variable and attribute path
+in every branch against the documented context (`static_check`), render every email in every
+locale against sample members, and compare compile-time inlining with per-email inlining.
 
 Errors (the check fails): syntax errors, undefined variables, sandbox violations, a compiled
 email whose DOM differs from rendering then inlining. Warnings (the check passes): missing
@@ -16,9 +17,11 @@ from typing import Any
 import jinja2
 
 from ..errors import LoyaltyMailError, Location, Problem, TemplateError
+from ..program_files import read_program_text
 from .catalog import TEMPLATES_DIR
 from .dom import dom_difference
 from .renderer import Renderer
+from .static_check import check_static
 
 
 @dataclass
@@ -63,6 +66,9 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     _check_syntax(renderer, report)
     if report.errors:
         return report
+    report.errors.extend(_check_static(renderer))
+    if report.errors:
+        return report
     locales = renderer.settings.program.locales
     default = renderer.settings.program.default_locale
     for email in renderer.catalog.names:
@@ -98,6 +104,14 @@ def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
         except jinja2.TemplateSyntaxError as exc:
             report.errors.append(Problem(Location(f"{TEMPLATES_DIR}/{name}", exc.lineno or 1),
                                          f"syntax error: {exc.message}"))
+
+
+def _check_static(renderer: Renderer) -> list[Problem]:
+    variants = [v for email in renderer.catalog.names for v in renderer.catalog.variants[email].values()]
+    root = renderer.catalog.root
+    raw = {v.html_path: read_program_text(root / v.html_path, root.parent, f"{TEMPLATES_DIR}/{v.html_path}",
+                                          error=TemplateError) for v in variants}
+    return check_static(renderer.html_env, renderer.settings, variants, raw)
 
 
 def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
