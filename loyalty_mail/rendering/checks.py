@@ -18,9 +18,11 @@ import jinja2
 
 from ..errors import LoyaltyMailError, Location, Problem, TemplateError
 from ..program_files import read_program_text
+from .catalog import Variant
 from .catalog import TEMPLATES_DIR
 from .dom import dom_difference
-from .renderer import Renderer
+from .lint import RenderedLint, is_production, lint_files, template_files
+from .renderer import PREVIEW_SEND_ID, Renderer
 from .static_check import check_static
 
 
@@ -89,6 +91,7 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
                     report.warnings.append(Problem(Location("config.yaml", 0), f"missing translation: "
                                                    f"tier '{level.name}' has no perks in {locale}"))
     report.errors = list(dict.fromkeys(report.errors))  # the same fault seen from several emails
+    report.warnings = list(dict.fromkeys(report.warnings))  # a shared layout's, once
     return report
 
 
@@ -114,6 +117,14 @@ def _check_static(renderer: Renderer) -> list[Problem]:
     return check_static(renderer.html_env, renderer.settings, variants, raw)
 
 
+def _rendered_lint(renderer: Renderer, variant: Variant) -> RenderedLint:
+    env = renderer.html_env
+    files = template_files(env, variant.html_path)
+    sources = {name: env.loader.get_source(env, name)[0] for name in files}  # type: ignore[union-attr]
+    base_url = renderer.settings.tracking.base_url
+    return RenderedLint(variant, files, sources, base_url, is_production(base_url))
+
+
 def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                    report: TemplateReport) -> None:
     try:
@@ -124,6 +135,9 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
     if compiled.fallback is not None:
         report.warnings.append(Problem(compiled.fallback.location,
                                        f"CSS is inlined per email (slower): {compiled.fallback.reason}"))
+    report.warnings.extend(lint_files(renderer.html_env, compiled.variant))
+    lint = _rendered_lint(renderer, compiled.variant)
+    unsubscribe_url = renderer.links_for(PREVIEW_SEND_ID, tracked=False).unsubscribe_url
     seen: set[str] = set()
     occurrences = sample_occurrences(renderer)
     for index, member in enumerate(sample_members(renderer, locale, now)):
@@ -142,6 +156,8 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                         report.errors.append(problem)
                 continue
             report.rendered += 1
+            report.warnings.extend(lint.check(email_out.html, email_out.subject, unsubscribe_url,
+                                              str(member["member_id"])))
             difference = reference and dom_difference(email_out.html, reference)
             if difference and "dom" not in seen:
                 seen.add("dom")
