@@ -101,3 +101,46 @@ def test_links_to_test_hosts_are_allowed_until_the_program_is_in_production(tmp_
 ])
 def test_production_means_a_public_tracking_host(url, production):
     assert is_production(url) is production
+
+
+# -- preview ------------------------------------------------------------------------------
+
+AT = "2026-11-23T10:00:00+07:00"
+
+
+def preview(*args: str):
+    return CliRunner().invoke(cli, ["--project", str(ROOT), "--database", "sqlite:////nonexistent/dir/x.db",
+                                    "preview", *args, "--at", AT], catch_exceptions=False)
+
+
+def test_preview_sample_renders_without_a_database():
+    result = preview("welcome", "--sample", "--locale", "en", "--format", "text")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Subject: Welcome to Sen Vàng Rewards, Lan!")
+    assert "Your member code: SAMPLE000." in result.stdout
+
+
+def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
+    locale = preview("welcome", "--sample", "--locale", "fr")
+    assert locale.exit_code == 1
+    assert "Invalid value for --locale: unknown locale 'fr' (program.locales: vi, en)" in locale.stderr
+    key = preview("milestone", "--sample", "--set", "foo=bar")
+    assert key.exit_code == 1
+    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: entry, key, kind, new_tier, "
+            "old_tier, segment, threshold, years)") in key.stderr
+    kind = preview("milestone", "--sample", "--set", "kind=birthday")
+    assert kind.exit_code == 1
+    assert ("unknown kind 'birthday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry)"
+            in kind.stderr)
+    neither = preview("welcome")
+    assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr
+
+
+def test_preview_warns_when_years_contradicts_the_join_date():
+    wrong = preview("milestone", "--sample", "--locale", "en", "--format", "text",
+                    "--set", "kind=anniversary", "--set", "years=3")
+    assert wrong.exit_code == 0
+    assert wrong.stderr == "warning: --set years=3, but SAMPLE000 joined on 2025-11-22: 1 year on 2026-11-23\n"
+    assert wrong.stdout.startswith("Subject: Happy 3-year anniversary, Lan!")
+    right = preview("milestone", "--sample", "--set", "kind=anniversary", "--set", "years=1")
+    assert right.exit_code == 0 and right.stderr == ""

@@ -62,7 +62,7 @@ def template_files(env: jinja2.Environment, name: str) -> list[str]:
         except (jinja2.TemplateNotFound, jinja2.TemplateSyntaxError):
             continue
         for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-            target = node.template
+            target = getattr(node, "template", None)  # every one of the four has it
             if isinstance(target, nodes.Const) and isinstance(target.value, str) and target.value not in found:
                 found.append(target.value)
                 pending.append(target.value)
