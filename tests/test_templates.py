@@ -497,5 +497,5 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     path.write_text(path.read_text().replace("{{ member.points | points }}", "{{ member.pionts | points }}"))
     checked = run("check")
     assert checked.exit_code == 1
-    assert "templates/welcome/en.html:10: undefined variable" in checked.stderr
+    assert "templates/welcome/en.html:10:39: undefined variable: member has no field 'pionts'" in checked.stderr
     assert "Traceback" not in checked.output

@@ -43,20 +43,25 @@ def init(directory: Path, force: bool) -> None:
 
 
 @cli.command()
+@click.option("--strict", is_flag=True, help="Template warnings are errors: exit 1 when there is any.")
 @pass_cli
-def check(obj: CliContext) -> None:
+def check(obj: CliContext, strict: bool) -> None:
     """Validate config.yaml, every segment and every template; report each problem with its
     file and line.
 
-    Templates are rendered for every locale against sample members, and the compile-time CSS
-    inlining is compared with inlining after rendering. Warnings (missing translations,
-    templates inlined per email) do not fail the check. Exits 0 when all is well, 1 when there
-    is anything to fix.
+    Every variable and attribute in every branch and macro of every template is checked
+    against the template context (file:line:column, with the closest name); then templates are
+    rendered for every locale against sample members, and the compile-time CSS inlining is
+    compared with inlining after rendering. Template warnings (missing translations, templates
+    inlined per email, and the lint listed in the README: large HTML, images without alt,
+    insecure or test links, no unsubscribe link, long subjects, no preheader, `| safe` on member
+    data) do not fail the check unless --strict. Exits 0 when all is well, 1 when there is
+    anything to fix.
 
     \b
     Example:
       loyalty-mail check
-      loyalty-mail --project my-program check
+      loyalty-mail --project my-program check --strict
     """
     settings = obj.runtime.settings
     catalog, problems = load_catalog(settings)
@@ -71,6 +76,8 @@ def check(obj: CliContext) -> None:
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
     renderer = obj.runtime.renderer()
     report = check_templates(renderer, obj.runtime.now())
+    if strict and report.warnings:
+        raise TemplateError([*report.errors, *report.warnings])
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.errors:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import tempfile
 import webbrowser
+from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import LoyaltyMailError
 from ..members import member_profile
-from ..rendering.checks import sample_occurrences
+from ..rendering import Renderer
+from ..rendering.checks import sample_members, sample_occurrences
+from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
 
@@ -47,20 +52,50 @@ def templates_list(obj: CliContext, output_format: str) -> None:
                 [list(row.values()) for row in rows])
 
 
-def _occurrence(settings_values: tuple[str, ...], renderer) -> dict[str, object]:  # noqa: ANN001
+def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:
+    """The sample occurrence (a milestone of 5,000 points) with each KEY=VALUE set; a key that
+    no trigger gives, or an unknown kind, is an error."""
     occurrence: dict[str, object] = dict(sample_occurrences(renderer)[1])
-    for item in settings_values:
+    fields = sorted({name for names in OCCURRENCE_FIELDS.values() for name in names})
+    for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
+        if key not in fields:
+            raise click.BadParameter(f"unknown occurrence field '{key}' (fields: {', '.join(fields)})",
+                                     param_hint="--set")
+        if key == "kind" and value not in OCCURRENCE_KINDS:
+            raise click.BadParameter(f"unknown kind '{value}' (kinds: {', '.join(OCCURRENCE_KINDS)})",
+                                     param_hint="--set")
         occurrence[key] = int(value) if value.isdigit() else value
     return occurrence
 
 
+def _years_warning(member: Mapping[str, Any], occurrence: Mapping[str, object], now: datetime,
+                   values: tuple[str, ...]) -> str | None:
+    """A warning when `--set years=N` is not how long the member has been a member at `now`."""
+    if not any(item.startswith("years=") for item in values) or not isinstance(occurrence.get("years"), int):
+        return None
+    joined = member.get("joined_on") or member.get("joined_at")
+    if isinstance(joined, datetime):
+        joined = joined.date()
+    if not isinstance(joined, date):
+        return None
+    today = now.date()
+    years = today.year - joined.year - ((today.month, today.day) < (joined.month, joined.day))
+    if occurrence["years"] == years:
+        return None
+    return (f"warning: --set years={occurrence['years']}, but {member['member_id']} joined on "
+            f"{joined.isoformat()}: {years} year{'s' if years != 1 else ''} on {today.isoformat()}")
+
+
 @cli.command()
 @click.argument("template")
-@click.option("--member", "member_id", required=True, metavar="ID", help="Loyalty id of the member.")
-@click.option("--locale", default=None, help="Render this locale's variant instead of the member's.")
+@click.option("--member", "member_id", default=None, metavar="ID", help="Loyalty id of the member.")
+@click.option("--sample", is_flag=True,
+              help="Render for the sample member (SAMPLE000, see the README) instead of one in the database.")
+@click.option("--locale", default=None, help="Render this locale's variant (one of program.locales) "
+              "instead of the member's.")
 @format_option("html", "text", "eml", default="html")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
@@ -69,28 +104,45 @@ def _occurrence(settings_values: tuple[str, ...], renderer) -> dict[str, object]
               help="Set a field of the sample occurrence (e.g. kind=anniversary, years=3).")
 @at_option
 @pass_cli
-def preview(obj: CliContext, template: str, member_id: str, locale: str | None, output_format: str,
-            out: Path | None, open_browser: bool, occurrence_values: tuple[str, ...],
+def preview(obj: CliContext, template: str, member_id: str | None, sample: bool, locale: str | None,
+            output_format: str, out: Path | None, open_browser: bool, occurrence_values: tuple[str, ...],
             at: str | None) -> None:
     """Show the exact email MEMBER would get from TEMPLATE, with untracked links.
 
     The occurrence (what triggered the email) is a sample: milestone of 5,000 points, tier
-    upgrade from the lowest tier to the next; change it with --set.
+    upgrade from the lowest tier to the next; change it with --set (an unknown field is an
+    error; a number of years that is not the member's warns). --sample renders for the sample
+    member, without a database.
 
     \b
     Example:
       loyalty-mail preview welcome --member LM0000001
       loyalty-mail preview milestone --member LM0000001 --set kind=anniversary --set years=3 --open
       loyalty-mail preview tier_upgrade --member LM0000001 --format eml --out upgrade.eml
+      loyalty-mail preview welcome --sample --locale en
     """
+    if sample == (member_id is not None):
+        raise click.UsageError("give either --member ID or --sample")
     runtime = obj.runtime
     renderer = runtime.renderer()
+    locales = renderer.settings.program.locales
+    if locale is not None and locale not in locales:
+        raise click.BadParameter(f"unknown locale '{locale}' (program.locales: {', '.join(locales)})",
+                                 param_hint="--locale")
     renderer.variant(template, locale)  # unknown template: say so before touching the database
-    with runtime.engine().connect() as connection:
-        member = member_profile(connection, member_id, recent=0).member
-    rendered = renderer.render(template, member, now=resolve_at(runtime, at), tracked=False,
-                               locale=locale, flow={"name": "preview"},
-                               occurrence=_occurrence(occurrence_values, renderer))
+    occurrence = _occurrence(occurrence_values, renderer)
+    now = resolve_at(runtime, at)
+    member: Mapping[str, Any]
+    if sample:
+        member = sample_members(renderer, locale or renderer.settings.program.default_locale, now)[0]
+    else:
+        with runtime.engine().connect() as connection:
+            member = member_profile(connection, str(member_id), recent=0).member
+    warning = _years_warning(member, occurrence, now, occurrence_values)
+    if warning:
+        click.echo(warning, err=True)
+    rendered = renderer.render(template, member, now=now, tracked=False,
+                               locale=locale, flow={"name": "preview"}, occurrence=occurrence)
     content: bytes = {
         "html": lambda: rendered.html.encode(),
         "text": lambda: f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),

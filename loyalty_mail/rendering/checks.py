@@ -1,5 +1,6 @@
-"""`loyalty-mail check` for templates: parse every file, render every email in every locale
-against sample members, and compare compile-time inlining with per-email inlining.
+"""`loyalty-mail check` for templates: parse every file, check every variable and attribute path
+in every branch against the documented context (`static_check`), render every email in every
+locale against sample members, and compare compile-time inlining with per-email inlining.
 
 Errors (the check fails): syntax errors, undefined variables, sandbox violations, a compiled
 email whose DOM differs from rendering then inlining. Warnings (the check passes): missing
@@ -20,12 +21,15 @@ import jinja2
 
 from ..errors import LoyaltyMailError, Location, Problem, TemplateError
 from ..models import tracking_events_table
+from ..program_files import read_program_text
 from ..signing import MAX_TOKEN_LENGTH, TokenClaims, TokenSigner
-from .catalog import TEMPLATES_DIR
+from .catalog import TEMPLATES_DIR, Variant
 from .dom import dom_difference
 from .inlining import rewrite_links
 from .limits import RenderLimitError
-from .renderer import _TEXT_URL, TEXT_LINKS_FROM, Renderer
+from .lint import RenderedLint, is_production, lint_files, template_files
+from .renderer import _TEXT_URL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
+from .static_check import check_static
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
 _SIZER = TokenSigner(b"only-measures-token-lengths")  # a token's length does not depend on the key
@@ -73,6 +77,9 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     _check_syntax(renderer, report)
     if report.errors:
         return report
+    report.errors.extend(_check_static(renderer))
+    if report.errors:
+        return report
     locales = renderer.settings.program.locales
     default = renderer.settings.program.default_locale
     for email in renderer.catalog.names:
@@ -93,6 +100,7 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
                     report.warnings.append(Problem(Location("config.yaml", 0), f"missing translation: "
                                                    f"tier '{level.name}' has no perks in {locale}"))
     report.errors = list(dict.fromkeys(report.errors))  # the same fault seen from several emails
+    report.warnings = list(dict.fromkeys(report.warnings))  # a shared layout's, once
     return report
 
 
@@ -110,6 +118,22 @@ def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
                                          f"syntax error: {exc.message}"))
 
 
+def _check_static(renderer: Renderer) -> list[Problem]:
+    variants = [v for email in renderer.catalog.names for v in renderer.catalog.variants[email].values()]
+    root = renderer.catalog.root
+    raw = {v.html_path: read_program_text(root / v.html_path, root.parent, f"{TEMPLATES_DIR}/{v.html_path}",
+                                          error=TemplateError) for v in variants}
+    return check_static(renderer.html_env, renderer.settings, variants, raw)
+
+
+def _rendered_lint(renderer: Renderer, variant: Variant) -> RenderedLint:
+    env = renderer.html_env
+    files = template_files(env, variant.html_path)
+    sources = {name: env.loader.get_source(env, name)[0] for name in files}  # type: ignore[union-attr]
+    base_url = renderer.settings.tracking.base_url
+    return RenderedLint(variant, files, sources, base_url, is_production(base_url))
+
+
 def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                    report: TemplateReport) -> None:
     try:
@@ -120,6 +144,9 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
     if compiled.fallback is not None:
         report.warnings.append(Problem(compiled.fallback.location,
                                        f"CSS is inlined per email (slower): {compiled.fallback.reason}"))
+    report.warnings.extend(lint_files(renderer.html_env, compiled.variant))
+    lint = _rendered_lint(renderer, compiled.variant)
+    unsubscribe_url = renderer.links_for(PREVIEW_SEND_ID, tracked=False).unsubscribe_url
     seen: set[str] = set()
     occurrences = sample_occurrences(renderer)
     for index, member in enumerate(sample_members(renderer, locale, now)):
@@ -142,6 +169,8 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
             report.rendered += 1
             _check_link_lengths(renderer, compiled.variant.html_path, email_out.html, email_out.text,
                                 seen, report)
+            report.warnings.extend(lint.check(email_out.html, email_out.subject, unsubscribe_url,
+                                              str(member["member_id"])))
             difference = reference and dom_difference(email_out.html, reference)
             if difference and "dom" not in seen:
                 seen.add("dom")

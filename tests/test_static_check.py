@@ -1,0 +1,140 @@
+"""The static pass of `check`: every variable and attribute path, in every branch and macro,
+against the documented context, with file:line:column and "did you mean"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loyalty_mail.cli import cli
+from loyalty_mail.config import load_settings
+from loyalty_mail.rendering import Renderer
+from loyalty_mail.rendering.static_check import check_static
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path("/work/shared/corpus/email-templates")
+FRONT = '---\nsubject: "Hi"\npreheader: "A note"\n---\n'
+
+
+def program(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A copy of the example program with these template files added or replaced."""
+    target = tmp_path / "program"
+    shutil.copytree(ROOT / "templates", target / "templates")
+    shutil.copytree(ROOT / "segments", target / "segments")
+    shutil.copy(ROOT / "config.yaml", target / "config.yaml")
+    for name, text in files.items():
+        path = target / "templates" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return target
+
+
+def static_problems(target: Path) -> list[str]:
+    renderer = Renderer.for_program(load_settings(target, environ={}))
+    variants = [v for e in renderer.catalog.names for v in renderer.catalog.variants[e].values()]
+    raw = {v.html_path: (target / "templates" / v.html_path).read_text() for v in variants}
+    return [str(p) for p in check_static(renderer.html_env, renderer.settings, variants, raw)]
+
+
+def check(target: Path, *args: str):
+    return CliRunner().invoke(cli, ["--project", str(target), "check", *args], catch_exceptions=False,
+                              env={"LOYALTY_MAIL_SECRET": "k3J9xQ2mV7pL0wZ8rT5yB1nC6dF4gH2j"})
+
+
+def test_a_field_in_a_branch_no_sample_takes_fails_the_check_with_line_and_column(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% block content %}\n'
+                    '<p>{% if member.points > 30000 %}{{ member.vip_code }}{% endif %}</p>\n'
+                    '{% endblock %}\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    result = check(target)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: templates/welcome/en.html:7:44: undefined variable: member has no field 'vip_code' "
+        "(member has: attributes, birthday, email, first_name, joined_at, joined_on, last_name, "
+        "last_purchase_at, locale, member_id, name, nps_score, points, purchase_count, subscribed, "
+        "tier, timezone, total_spend; custom attributes are member.attributes.NAME)")
+
+
+def test_misspelled_names_get_did_you_mean_in_subject_body_layout_and_macro(tmp_path):
+    target = program(tmp_path, {
+        "welcome/en.html": ('---\nsubject: "Hi {{ member.frist_name }}"\npreheader: "{{ membr.points }}"\n---\n'
+                            '{% extends "_layouts/en.html" %}\n{% from "_partials/blocks.html" import button, perk_lst %}\n'
+                            '{% block content %}\n{% for perk in tier.perks %}{{ perk }} {{ tier.nxt }}{% endfor %}\n'
+                            '{% if tier.next %}{{ tier.next.labl }}{% else %}{{ program.nmae }}{% endif %}\n'
+                            '{% endblock %}\n'),
+        "_partials/blocks.html": ('{% macro button(url, label) %}<a href="{{ url }}">{{ lable }}</a>{% endmacro %}\n'
+                                  '{% macro perk_list(perks) %}{% endmacro %}\n'),
+    })
+    assert static_problems(target) == [
+        "templates/_partials/blocks.html:1:54: undefined variable 'lable' (did you mean label?)",
+        "templates/welcome/en.html:2:24: undefined variable: member has no field 'frist_name' "
+        "(did you mean first_name?)",
+        "templates/welcome/en.html:3:16: undefined variable 'membr' (did you mean member?)",
+        "templates/welcome/en.html:6:48: undefined variable: templates/_partials/blocks.html has no macro "
+        "'perk_lst' (did you mean perk_list?)",
+        "templates/welcome/en.html:8:48: undefined variable: tier has no field 'nxt' (did you mean next?)",
+        "templates/welcome/en.html:9:32: undefined variable: tier.next has no field 'labl' (did you mean label?)",
+        "templates/welcome/en.html:9:60: undefined variable: program has no field 'nmae' (did you mean name?)",
+    ]
+
+
+def test_occurrence_fields_follow_the_triggers_of_the_flows_that_send_the_email(tmp_path):
+    body = FRONT + '{% extends "_layouts/en.html" %}\n{% block content %}{{ occurrence.years }}{% endblock %}\n'
+    target = program(tmp_path, {"welcome/en.html": body, "milestone/en.html": body})
+    assert static_problems(target) == [
+        "templates/welcome/en.html:6:34: undefined variable: occurrence has no field 'years' "
+        "(occurrence has: key, kind; flows with trigger welcome give these fields)"]
+
+
+def test_what_templates_bind_and_ask_about_is_not_an_error(tmp_path):
+    body = FRONT + (
+        '{% extends "_layouts/en.html" %}\n{% import "_partials/blocks.html" as blocks %}\n'
+        '{% set greeting = member.first_name or "friend" %}\n'
+        '{% block content %}\n'
+        '{% set ns = namespace(total=0) %}{% for perk in tier.perks %}{% set ns.total = ns.total + loop.index %}'
+        '{{ perk.upper() }}{% else %}{{ greeting }}{% endfor %}{{ ns.total }}\n'
+        '{% macro row(label, value=member.points) %}{{ label }}{{ value }}{{ caller() }}{% endmacro %}\n'
+        '{% call row("x") %}{{ member.attributes.vip_code | default("") }}{% endcall %}\n'
+        '{% if member.nickname is defined %}{{ member.nickname }}{% endif %}{{ member.nickname | default("") }}\n'
+        '{% with total = member.points + 1 %}{{ total }}{% endwith %}{{ member.get("nickname") }}\n'
+        '{{ blocks.button(unsubscribe_url, tier_label(occurrence.new_tier)) }}{{ coupon("X") }}{{ now }}{{ range(3) | list }}\n'
+        '{{ member["first_name"] }}{{ tier.next.perks if tier.next else "" }}{{ flow.name }}{{ self }}\n'
+        '{% endblock %}\n')
+    target = program(tmp_path, {"tier_upgrade/en.html": body})
+    assert static_problems(target) == []
+    result = check(target)
+    assert result.exit_code == 0, result.output
+
+
+def test_the_example_program_has_no_static_problems():
+    assert static_problems(ROOT) == []
+
+
+def test_an_imported_macro_sees_no_context_unless_imported_with_context(tmp_path):
+    partial = '{% macro hello() %}{{ member.first_name }}{% endmacro %}\n'
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/hello.html" import hello %}\n'
+                    '{% block content %}{{ hello() }}{% endblock %}\n')
+    target = program(tmp_path, {"_partials/hello.html": partial, "welcome/en.html": body})
+    assert static_problems(target) == [
+        "templates/_partials/hello.html:1:23: undefined variable 'member' (see \"Template context\" in the README)"]
+    with_context = body.replace("import hello %}", "import hello with context %}")
+    target = program(tmp_path / "again", {"_partials/hello.html": partial, "welcome/en.html": with_context})
+    assert static_problems(target) == []
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the public templates corpus is not on this machine")
+def test_corpus_templates_included_by_an_email_raise_no_false_errors(tmp_path):
+    """Public templates (static HTML, or Handlebars that is not Jinja) are left to the syntax
+    check; those that parse as Jinja and use no variables give no static problems."""
+    files: dict[str, str] = {}
+    for path in sorted(CORPUS.glob("*.html")):
+        text = path.read_text(encoding="utf-8")
+        if "{{" in text or "{%" in text:
+            continue
+        files[f"corpus_{path.stem.split('__')[0].replace('-', '_')}_{len(files)}/en.html"] = FRONT + text
+    assert files
+    target = program(tmp_path, files)
+    assert static_problems(target) == []

@@ -1,0 +1,146 @@
+"""`check` warnings a marketer needs, `check --strict`, and `preview`'s sample member, locale and
+`--set` checks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loyalty_mail.cli import cli
+from loyalty_mail.rendering.lint import is_production
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "k3J9xQ2mV7pL0wZ8rT5yB1nC6dF4gH2j"
+LONG_SUBJECT = "Lan, your exclusive members-only weekend sale starts now with double points on everything"
+
+
+def program(tmp_path: Path, files: dict[str, str], *, base_url: str = "https://t.senvang.vn") -> Path:
+    """The example program served from `base_url`, its links on senvang.vn, plus these files."""
+    target = tmp_path / "program"
+    shutil.copytree(ROOT / "templates", target / "templates")
+    shutil.copytree(ROOT / "segments", target / "segments")
+    config = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    (target / "config.yaml").write_text(config.replace("https://t.senvang.example", base_url), encoding="utf-8")
+    for path in (target / "templates").rglob("*.html"):
+        path.write_text(path.read_text(encoding="utf-8").replace("senvang.example", "senvang.vn"), encoding="utf-8")
+    for name, text in files.items():
+        path = target / "templates" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return target
+
+
+def invoke(target: Path, *args: str):
+    return CliRunner().invoke(cli, ["--project", str(target), *args], catch_exceptions=False,
+                              env={"LOYALTY_MAIL_SECRET": SECRET})
+
+
+PROMO = (f'---\nsubject: "{LONG_SUBJECT}"\n---\n'
+         '{% extends "_layouts/vi.html" %}\n{% block content %}\n'
+         '<img src="https://cdn.senvang.vn/sale.png">\n'
+         '<p><a href="http://senvang.vn/sale">Sale</a> <a href="https://localhost:8000/try">Try</a></p>\n'
+         '<p>{{ member.first_name | safe }}</p>\n'
+         '{% endblock %}\n')
+BARE = '---\nsubject: "Hi"\npreheader: "A note"\n---\n<html><body><p>' + "x" * 105_000 + '</p></body></html>\n'
+
+EXPECTED_WARNINGS = [
+    "warning: templates/bare/vi.html:1: the HTML part is 103 KB (for SAMPLE000); Gmail clips messages over "
+    "102 KB and hides the rest, unsubscribe link included: keep it under 100 KB",
+    "warning: templates/bare/vi.html:1: no unsubscribe link in the body: add "
+    "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> (a layout's footer is a good place)",
+    "warning: templates/promo/vi.html:2: no preheader: add `preheader:` to the front matter (inboxes show "
+    "it after the subject; without it they show the first text of the body)",
+    "warning: templates/promo/vi.html:6: <img> without alt: add alt=\"...\" (a description, or alt=\"\" for "
+    "decoration); many clients block images and show the alt text instead",
+    "warning: templates/promo/vi.html:8:27: `| safe` on member data prints it unescaped: a name like "
+    "<b>Lan</b> becomes markup; remove `| safe`",
+    f"warning: templates/promo/vi.html:2: the subject is {len(LONG_SUBJECT)} characters (for SAMPLE000); "
+    f"inboxes cut it after about 80: \"{LONG_SUBJECT}\"",
+    "warning: templates/promo/vi.html:7:13: insecure link http://senvang.vn/sale: use https://",
+    "warning: templates/promo/vi.html:7:55: link to a test host in a production program: "
+    "https://localhost:8000/try",
+    "warning: templates/promo/:0: missing translation: no en.html, so members with locale en get vi.html",
+]
+
+
+def test_check_warns_about_what_marketers_need_and_strict_makes_it_fail(tmp_path):
+    target = program(tmp_path, {"promo/vi.html": PROMO, "bare/vi.html": BARE, "bare/en.html": BARE})
+    result = invoke(target, "check")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: templates/")]
+    assert warnings == EXPECTED_WARNINGS[:2] + [w.replace("bare/vi", "bare/en") for w in EXPECTED_WARNINGS[:2]] \
+        + EXPECTED_WARNINGS[2:]
+    assert "11 warnings)" in result.stdout
+    strict = invoke(target, "check", "--strict")
+    assert strict.exit_code == 1
+    assert strict.stderr.splitlines()[-1] == EXPECTED_WARNINGS[-1].replace("warning: ", "")
+    assert "Error: templates/bare/vi.html:1: the HTML part is 103 KB" in strict.stderr
+
+
+def test_the_example_program_passes_strict():
+    result = CliRunner().invoke(cli, ["--project", str(ROOT), "check", "--strict"], catch_exceptions=False,
+                                env={"LOYALTY_MAIL_SECRET": SECRET})
+    assert result.exit_code == 0, result.output
+    assert "0 warnings)" in result.stdout
+
+
+def test_links_to_test_hosts_are_allowed_until_the_program_is_in_production(tmp_path):
+    target = program(tmp_path, {"promo/vi.html": PROMO.replace("| safe", "")}, base_url="https://t.senvang.example")
+    result = invoke(target, "check")
+    assert result.exit_code == 0
+    assert "insecure link" not in result.stderr and "test host" not in result.stderr
+
+
+@pytest.mark.parametrize(("url", "production"), [
+    ("https://t.senvang.vn", True), ("https://mail.example.com.vn", True),
+    ("http://127.0.0.1:8025", False), ("http://localhost:8025", False), ("https://t.senvang.example", False),
+    ("https://example.com", False), ("https://t.shop.test", False), ("http://[::1]:8025", False),
+])
+def test_production_means_a_public_tracking_host(url, production):
+    assert is_production(url) is production
+
+
+# -- preview ------------------------------------------------------------------------------
+
+AT = "2026-11-23T10:00:00+07:00"
+
+
+def preview(*args: str):
+    return CliRunner().invoke(cli, ["--project", str(ROOT), "--database", "sqlite:////nonexistent/dir/x.db",
+                                    "preview", *args, "--at", AT], catch_exceptions=False)
+
+
+def test_preview_sample_renders_without_a_database():
+    result = preview("welcome", "--sample", "--locale", "en", "--format", "text")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Subject: Welcome to Sen Vàng Rewards, Lan!")
+    assert "Your member code: SAMPLE000." in result.stdout
+
+
+def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
+    locale = preview("welcome", "--sample", "--locale", "fr")
+    assert locale.exit_code == 1
+    assert "Invalid value for --locale: unknown locale 'fr' (program.locales: vi, en)" in locale.stderr
+    key = preview("milestone", "--sample", "--set", "foo=bar")
+    assert key.exit_code == 1
+    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: entry, key, kind, new_tier, "
+            "old_tier, segment, threshold, years)") in key.stderr
+    kind = preview("milestone", "--sample", "--set", "kind=birthday")
+    assert kind.exit_code == 1
+    assert ("unknown kind 'birthday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry)"
+            in kind.stderr)
+    neither = preview("welcome")
+    assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr
+
+
+def test_preview_warns_when_years_contradicts_the_join_date():
+    wrong = preview("milestone", "--sample", "--locale", "en", "--format", "text",
+                    "--set", "kind=anniversary", "--set", "years=3")
+    assert wrong.exit_code == 0
+    assert wrong.stderr == "warning: --set years=3, but SAMPLE000 joined on 2025-11-22: 1 year on 2026-11-23\n"
+    assert wrong.stdout.startswith("Subject: Happy 3-year anniversary, Lan!")
+    right = preview("milestone", "--sample", "--set", "kind=anniversary", "--set", "years=1")
+    assert right.exit_code == 0 and right.stderr == ""
