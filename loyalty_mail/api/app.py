@@ -305,7 +305,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
                           dependencies=[api.authorized(scope)] if scope else [],
                           summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip())
     _handle_errors(app)
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     return app
 
 

@@ -31,10 +31,10 @@ _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 def identify_row(message: dict[str, Any]) -> dict[str, Any]:
     """A `members import` row from an identify message."""
-    context = message.get("context") if isinstance(message.get("context"), dict) else {}
+    context = _object(message.get("context"))
     traits = message.get("traits")
     if not isinstance(traits, dict):
-        traits = context.get("traits") if isinstance(context.get("traits"), dict) else {}
+        traits = _object(context.get("traits"))
     row: dict[str, Any] = {"member_id": message.get("userId")}
     attributes: dict[str, Any] = {}
     for name, value in traits.items():
@@ -74,6 +74,10 @@ def track_row(message: dict[str, Any], mappings: dict[str, SegmentEventMapping],
     if email is not None:
         row["email"] = email
     return _checked(message, row, problems)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def lookup(message: dict[str, Any], path: str) -> Any:
