@@ -174,12 +174,16 @@ def test_create_unknown_members_creates_them_from_the_event_email(project, datab
 
 def test_get_member_answers_like_explain(client, api_runtime, project):
     (project / "segments").mkdir(exist_ok=True)
+    (project / "segments" / "rich.yaml").write_text("name: rich\npoints: {gte: 5000}\n", encoding="utf-8")
+    (project / "segments" / "poor.yaml").write_text("name: poor\npoints: {lt: 100}\n", encoding="utf-8")
+    engine = api_runtime.engine()
+    client = Client(create_app(api_runtime.settings, engine, api_runtime.now), client.key)
     client("PUT", "/v1/members/M1", json={"email": "a@example.com", "points": 6000})
     r = client("GET", "/v1/members/M1")
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["tier"], body["points"], body["member"]["email"]) == ("gold", 6000, "a@example.com")
-    assert body["segments"] == [] and body["flows"] == []
+    assert body["segments"] == ["rich"] and body["flows"] == []
     assert client("GET", "/v1/members/nobody").status_code == 404
 
 
@@ -333,3 +337,11 @@ def test_the_api_under_uvicorn(tmp_path):
         engine.dispose()
     assert server.returncode == 0, output
     assert key not in output
+
+
+def test_unstorable_text_is_a_422_naming_the_field(client):
+    r = client("PUT", "/v1/members/M1", content=b'{"email": "a\\ud800@example.com", "first_name": "A\\u0000"}')
+    assert r.status_code == 422, r.text
+    errors = {e["field"]: e for e in r.json()["error"]["errors"]}
+    assert "NUL" in errors["first_name"]["message"] and "surrogate" in errors["email"]["message"]
+    assert errors["email"]["found"] == "a\ud800@example.com"  # echoed, escaped as JSON allows
