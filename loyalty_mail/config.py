@@ -378,6 +378,35 @@ class FlowSettings(_Strict):
         return self
 
 
+class SegmentEventMapping(_Strict):
+    """How one Segment `track` event becomes one of ours: our event type, and where in the Segment
+    message (a dotted path such as `properties.revenue`) its amount, points and currency are."""
+
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    amount: str | None = None
+    points: str | None = None
+    currency: str | None = None
+
+
+class SegmentSourceSettings(_Strict):
+    """The Segment-spec endpoints: event names mapped to ours (unmapped names become snake_case types)."""
+
+    events: dict[str, SegmentEventMapping] = {}
+
+
+class IngestSettings(_Strict):
+    """What the HTTP API accepts beyond the file importers' rules."""
+
+    create_unknown_members: bool = False
+    segment: SegmentSourceSettings = SegmentSourceSettings()
+
+
+class ApiSettings(_Strict):
+    """The HTTP API's limits."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+
 class ReportSettings(_Strict):
     """How reports attribute purchases to emails."""
 
@@ -397,6 +426,8 @@ class Settings(_Strict):
     tracking: TrackingSettings = TrackingSettings()
     flows: tuple[FlowSettings, ...] = ()
     reports: ReportSettings = ReportSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
 
     # Not part of the file: where it came from.
     project_dir: Path = Field(default=Path("."), exclude=True)

@@ -204,3 +204,12 @@ def _connect(engine: sa.Engine) -> sa.Connection:
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseError(f"cannot open the database {display_url(str(engine.url))}: {reason}") from None
+
+
+def describe_error(exc: Exception) -> str:
+    """The error's type and message; for a database error, the driver's first line only: never
+    the statement or its parameters, which may hold members' personal data."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        lines = str(exc.orig).strip().splitlines()
+        return f"{type(exc).__name__} ({type(exc.orig).__name__}): {lines[0] if lines else ''}"
+    return f"{type(exc).__name__}: {exc}"

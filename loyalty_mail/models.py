@@ -279,6 +279,21 @@ class RejectedHit(SQLModel, table=True):
     occurred_at: datetime | None = _utc(nullable=False)
 
 
+class ApiKey(SQLModel, table=True):
+    """A key for the HTTP API. Only the SHA-256 digest of the key is stored (see api/keys.py);
+    `prefix` is its first characters, to tell keys apart in listings."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    prefix: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    key_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    scope: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_at: datetime | None = _utc(nullable=False)
+    revoked_at: datetime | None = _utc()
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -288,3 +303,4 @@ suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-define
 tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-defined]
 rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type: ignore[attr-defined]
 rejected_hits_table: sa.Table = RejectedHit.__table__  # type: ignore[attr-defined]
+api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]

@@ -96,3 +96,13 @@ def tracking_app_from_env() -> Any:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runtime = Runtime.load(Path(os.environ.get(PROJECT_ENV, ".")))
     return create_app(runtime.settings, runtime.engine(), runtime.now)
+
+
+def api_app_from_env() -> Any:
+    """The HTTP API of one `api --workers N` process, built like tracking_app_from_env."""
+    from .api.app import create_app
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runtime = Runtime.load(Path(os.environ.get(PROJECT_ENV, ".")))
+    return create_app(runtime.settings, runtime.engine(), runtime.now)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlalchemy as sa
-
+from ..db import describe_error
 from ..errors import LoyaltyMailError
 from .common import CliContext
 
@@ -51,22 +50,13 @@ class LoyaltyGroup(click.Group):
             if any(a in ("-v", "-vv", "--verbose") for a in argv):
                 traceback.print_exc()
             click.echo(
-                f"Internal error: {_describe(exc)}\n"
+                f"Internal error: {describe_error(exc)}\n"
                 "This is a bug in loyalty-mail. Please report it with the command you ran "
                 "and its output with -v (which shows the traceback).",
                 err=True,
             )
             sys.exit(EXIT_BUG)
         sys.exit(result if isinstance(result, int) else 0)
-
-
-def _describe(exc: Exception) -> str:
-    """The error's type and message; for a database error, the driver's first line only: never
-    the statement or its parameters, which may hold members' personal data."""
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        lines = str(exc.orig).strip().splitlines()
-        return f"{type(exc).__name__} ({type(exc.orig).__name__}): {lines[0] if lines else ''}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 @click.group(cls=LoyaltyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +89,6 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import coupons, data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
+from . import api, coupons, data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
 
-__all__ = ["cli", "main", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "templates"]
+__all__ = ["cli", "main", "api", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "templates"]

@@ -257,14 +257,14 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
             yield line_no, {PROBLEMS: [(PROBLEMS, "is not a name a column may have")]}
             continue
         if "\\u" in line or len(line) > MAX_CELL_CHARS or len(value) > MAX_COLUMNS:
-            problems = _json_problems(value)
+            problems = json_row_problems(value)
             if problems:
                 yield line_no, {**value, PROBLEMS: problems}
                 continue
         yield line_no, value
 
 
-def _json_problems(row: dict[str, Any]) -> list[tuple[str, str]]:
+def json_row_problems(row: dict[str, Any]) -> list[tuple[str, str]]:
     """What in a parsed JSON object no import can take: (key, problem) per top-level key."""
     if len(row) > MAX_COLUMNS:
         return [("", f"has {len(row):,} keys; at most {MAX_COLUMNS} are allowed")]

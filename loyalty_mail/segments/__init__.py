@@ -28,7 +28,7 @@ from .deadline import time_limit
 from .spec import Segment, SegmentCatalog, load_segments
 
 __all__ = ["Context", "Segment", "SegmentCatalog", "SegmentSql", "compile_rule", "context_for",
-           "count_members", "list_members", "load_catalog", "segment_query", "segment_sql"]
+           "count_members", "list_members", "load_catalog", "member_segments", "segment_query", "segment_sql"]
 
 SEGMENTS_DIR = "segments"
 MEMBER_COLUMNS = ("member_id", "email", "first_name", "last_name", "locale", "timezone", "tier", "points",
@@ -52,6 +52,14 @@ def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> 
     query = sa.select(sa.func.count()).select_from(members_table).where(compile_rule(segment.rule, ctx))
     with time_limit(connection, ctx.timeout, segment.name):
         return connection.execute(query).scalar_one()
+
+
+def member_segments(connection: sa.Connection, catalog: SegmentCatalog, ctx: Context, member_ref: int) -> list[str]:
+    """The names of the segments one member is in at ctx.at."""
+    m = members_table
+    return [name for name, segment in sorted(catalog.segments.items())
+            if connection.execute(sa.select(m.c.id).where(m.c.id == member_ref, compile_rule(segment.rule, ctx)))
+            .first() is not None]
 
 
 def list_members(connection: sa.Connection, segment: Segment, ctx: Context, *,

@@ -1,0 +1,348 @@
+"""The HTTP API: members and events in, a member's state out. Every route is in ROUTES.
+
+Bodies are read here (never past api.max_body_bytes) and parsed with the standard JSON parser;
+the importers validate them (ingest.py). Every error is JSON, `{"error": {"status", "message",
+"errors"?}}`, with no traceback: 400 malformed JSON, 401 no valid key, 403 a key without the
+scope, 404, 413 too large, 422 bad items (one entry per problem: index, field, found, allowed,
+message), 503 the database is busy or down. Anything else is a bug: 500, logged with its
+traceback on the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import db, suppression
+from ..config import Settings
+from ..errors import LoyaltyMailError, NotFound
+from ..flows import build_planner
+from ..flows.planner import FlowExplanation
+from ..importing.readers import PROBLEMS, SourceRow
+from ..members import member_row
+from ..segments import context_for, member_segments
+from . import ingest, keys, segment_spec
+from .schemas import EventIn, MemberIn, SegmentMessage, body_schema
+
+log = logging.getLogger("loyalty_mail.api")
+Clock = Callable[[], datetime]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers
+
+
+class AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate from a client echoes safely."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
+
+
+def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None,
+           headers: dict[str, str] | None = None) -> AsciiJSON:
+    body: dict[str, Any] = {"status": status, "message": message}
+    if errors is not None:
+        body["errors"] = errors
+    return AsciiJSON({"error": body}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """413 for a request whose Content-Length is over the limit, before a byte of it is read."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                response = _error(413, f"the body is over {self.limit:,} bytes (api.max_body_bytes); "
+                                  "split the batch") if length.isdigit() else _error(400, "bad Content-Length")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class Api:
+    settings: Settings
+    engine: sa.Engine
+    clock: Clock
+
+    def __post_init__(self) -> None:
+        self.planner = build_planner(self.settings, self.engine.dialect.name)
+
+    # -- request plumbing ------------------------------------------------------------------
+
+    async def body(self, request: Request) -> Any:
+        limit = self.settings.api.max_body_bytes
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the body is over {limit:,} bytes (api.max_body_bytes); split the batch")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            raise ApiError(400, "the body is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts
+            raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+
+    async def apply(self, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
+        try:
+            outcome = await run_in_threadpool(ingest.apply, self.engine, self.settings, partial=partial,
+                                              now=self.clock(), **rows)
+        except ingest.ItemsRejected as exc:
+            bad = len({e.index for e in exc.errors})
+            raise ApiError(422, f"{bad} item(s) are invalid; nothing was applied. Fix them, or send "
+                           "?partial=true to apply the valid ones", [e.as_dict() for e in exc.errors]) from None
+        return outcome.as_dict()
+
+    def authorized(self, scope: str) -> Any:
+        async def check(request: Request, _bearer: Any = Depends(_BEARER)) -> keys.KeyHolder:
+            key = _presented_key(request.headers.get("authorization", ""))
+            if not key:
+                raise ApiError(401, "no API key: send `Authorization: Bearer KEY` (`loyalty-mail api-keys "
+                               "create NAME` makes one)", headers={"WWW-Authenticate": "Bearer"})
+            holder = await run_in_threadpool(self._holder, key)
+            if holder is None:
+                raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            if not holder.allows(scope):
+                raise ApiError(403, f"the key '{holder.name}' has scope {holder.scope}; this needs "
+                               f"{scope} (or admin)")
+            return holder
+        return Depends(check)
+
+    def _holder(self, key: str) -> keys.KeyHolder | None:
+        with self.engine.connect() as conn:
+            return keys.holder(conn, key)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def put_member(self, member_id: str, request: Request, partial: bool = False) -> Any:
+        item = await self.body(request)
+        index, row = ingest.source_row(0, item)
+        if PROBLEMS not in row:
+            given = row.get("member_id")
+            if given is not None and str(given).strip() != member_id.strip():
+                raise ApiError(422, "the body's member_id is not the one in the path", [
+                    ingest.ItemError(0, "member_id", given, f"'{member_id}' or nothing",
+                                     "differs from the member id in the path").as_dict()])
+            row = {**row, "member_id": member_id}
+        return await self.apply(partial, members=[(index, row)])
+
+    async def members_batch(self, request: Request, partial: bool = False) -> Any:
+        body = await self.body(request)
+        items = _items(body, "members")
+        return await self.apply(partial, members=[ingest.source_row(i, item) for i, item in enumerate(items)])
+
+    async def post_events(self, request: Request, partial: bool = False) -> Any:
+        body = await self.body(request)
+        items = body if isinstance(body, list) else [body]
+        _check_count(items)
+        return await self.apply(partial, events=[ingest.source_row(i, item) for i, item in enumerate(items)])
+
+    async def get_member(self, member_id: str, at: str | None = None) -> Any:
+        now = self.clock()
+        if at is not None:
+            try:
+                now = datetime.fromisoformat(at)
+            except ValueError:
+                raise ApiError(422, f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)") from None
+            if now.tzinfo is None:
+                raise ApiError(422, f"'{at}' has no UTC offset (e.g. 2026-11-23T09:00:00+07:00)")
+        return await run_in_threadpool(self._member_state, member_id, now)
+
+    def _member_state(self, member_id: str, now: datetime) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            answer = self.planner.explain(conn, member_id, now)
+            ref = member_row(conn, member_id)["id"]
+            ctx = context_for(self.settings, self.planner.segments, now, self.engine.dialect.name)
+            segments = member_segments(conn, self.planner.segments, ctx, ref)
+        member = answer.member
+        return {"member": member, "tier": member["tier"], "points": member["points"], "segments": segments,
+                "at": now.isoformat(), "flows": [_flow(flow) for flow in answer.flows]}
+
+    async def unsubscribe(self, member_id: str) -> Any:
+        return await run_in_threadpool(self._unsubscribe, member_id, self.clock())
+
+    def _unsubscribe(self, member_id: str, now: datetime) -> dict[str, Any]:
+        with db.writer(self.engine).begin() as conn:
+            email = member_row(conn, member_id)["email"]
+            newly = suppression.unsubscribe(conn, [email], now, detail="api") > 0
+        return {"member_id": member_id, "subscribed": False, "newly_suppressed": newly}
+
+    async def segment_identify(self, request: Request, partial: bool = False) -> Any:
+        return await self._segment([await self.body(request)], partial, only="identify")
+
+    async def segment_track(self, request: Request, partial: bool = False) -> Any:
+        return await self._segment([await self.body(request)], partial, only="track")
+
+    async def segment_batch(self, request: Request, partial: bool = False) -> Any:
+        return await self._segment(_items(await self.body(request), "batch"), partial)
+
+    async def _segment(self, messages: list[Any], partial: bool, only: str | None = None) -> Any:
+        members: list[SourceRow] = []
+        events: list[SourceRow] = []
+        ignored = 0
+        now = self.clock()
+        mappings = self.settings.ingest.segment.events
+        for index, message in enumerate(messages):
+            index, checked = ingest.source_row(index, message)
+            if PROBLEMS in checked:
+                (members if only == "identify" else events).append((index, checked))
+                continue
+            kind = only or checked.get("type")
+            if kind == "identify":
+                members.append((index, segment_spec.identify_row(checked)))
+            elif kind == "track":
+                events.append((index, segment_spec.track_row(checked, mappings, now)))
+            elif kind in segment_spec.IGNORED_TYPES:
+                ignored += 1
+            else:
+                events.append((index, {PROBLEMS: [("type", f"unknown message type {kind!r} (identify, track, "
+                                                           "page, screen, group, alias)")]}))
+        result = await self.apply(partial, members=members, events=events)
+        result["ignored"] = ignored
+        return result
+
+    async def health(self) -> Any:
+        return {"ok": True}
+
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `loyalty-mail api-keys create`")
+
+
+def _presented_key(header: str) -> str | None:
+    """The key in `Bearer KEY`, or in `Basic base64(KEY:)` (how Segment sends a write key)."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            user, _, _ = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user or None
+    return None
+
+
+def _items(body: Any, key: str) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get(key), list):
+        raise ApiError(422, f"the body must be a JSON object with a \"{key}\" array", [
+            ingest.ItemError(0, key, None, f"an array of at most {ingest.MAX_ITEMS:,} objects",
+                             "is missing or not an array").as_dict()])
+    items: list[Any] = body[key]
+    _check_count(items)
+    return items
+
+
+def _check_count(items: list[Any]) -> None:
+    if len(items) > ingest.MAX_ITEMS:
+        raise ApiError(422, f"{len(items):,} items in one request; at most {ingest.MAX_ITEMS:,} are allowed: "
+                       "split the batch")
+    if not items:
+        raise ApiError(422, "the batch is empty")
+
+
+def _flow(flow: FlowExplanation) -> dict[str, Any]:
+    return {
+        "flow": flow.flow, "trigger": flow.trigger, "template": flow.template,
+        "due": [{"occurrence": s.occurrence.key, "reason": s.reason, "scheduled_for": s.scheduled_for,
+                 "deferred": s.deferred} for s in flow.due],
+        "skipped": [{"occurrence": s.occurrence.key, "reason": s.reason} for s in flow.skipped],
+        "recorded": [{"occurrence": r.occurrence_key, "state": r.state, "scheduled_for": r.scheduled_for,
+                      "reason": r.reason} for r in flow.recorded],
+        "already": flow.already, "reason": flow.reason,
+    }
+
+
+def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
+    """The API for one program and database."""
+    api = Api(settings, engine, clock)
+    app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",
+                  redoc_url=None, default_response_class=AsciiJSON)
+    member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
+    routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
+        # method, path, handler, scope, documented body
+        ("PUT", "/v1/members/{member_id}", api.put_member, "ingest", body_schema(member)),
+        ("POST", "/v1/members/batch", api.members_batch, "ingest", body_schema(member, batch_key="members")),
+        ("GET", "/v1/members/{member_id}", api.get_member, "read", None),
+        ("POST", "/v1/members/{member_id}/unsubscribe", api.unsubscribe, "ingest", None),
+        ("POST", "/v1/events", api.post_events, "ingest", body_schema(event, one_or_many=True)),
+        ("POST", "/v1/segment/identify", api.segment_identify, "ingest", body_schema(message)),
+        ("POST", "/v1/segment/track", api.segment_track, "ingest", body_schema(message)),
+        ("POST", "/v1/segment/batch", api.segment_batch, "ingest", body_schema(message, batch_key="batch")),
+        ("GET", "/health", api.health, None, None),
+    ]
+    for method, path, handler, scope, body in routes:
+        app.add_api_route(path, handler, methods=[method], openapi_extra=body,
+                          dependencies=[api.authorized(scope)] if scope else [],
+                          summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip())
+    _handle_errors(app)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    async def api_error(_request: Request, exc: Exception) -> AsciiJSON:
+        assert isinstance(exc, ApiError)
+        return _error(exc.status, exc.message, exc.errors, exc.headers)
+
+    async def invalid_request(_request: Request, exc: Exception) -> AsciiJSON:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"index": None, "field": ".".join(str(p) for p in e.get("loc", ())[1:]),
+                   "found": e.get("input") if isinstance(e.get("input"), (str, int, float, bool)) else None,
+                   "allowed": e.get("msg", ""), "message": e.get("msg", "")} for e in exc.errors()]
+        return _error(422, "the request's parameters are invalid", errors)
+
+    async def http_error(_request: Request, exc: Exception) -> AsciiJSON:
+        assert isinstance(exc, StarletteHTTPException)
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def not_found(_request: Request, exc: Exception) -> AsciiJSON:
+        return _error(404, str(exc))
+
+    async def user_error(_request: Request, exc: Exception) -> AsciiJSON:
+        return _error(422, str(exc))
+
+    async def database_down(_request: Request, exc: Exception) -> AsciiJSON:
+        log.error("database unavailable: %s", type(exc).__name__)
+        return _error(503, "the database is unavailable or busy; retry later", headers={"Retry-After": "5"})
+
+    async def bug(_request: Request, exc: Exception) -> AsciiJSON:
+        log.error("internal error", exc_info=exc)
+        return _error(500, "internal error (a bug in loyalty-mail; the server log has the details)")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(LoyaltyMailError, user_error)
+    app.add_exception_handler(sa.exc.OperationalError, database_down)
+    app.add_exception_handler(Exception, bug)

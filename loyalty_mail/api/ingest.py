@@ -1,0 +1,196 @@
+"""Items posted to the API, applied by the file importers themselves, one transaction a request.
+
+Each item is a source row numbered by its index in the request, so every rule, field and message
+of `members import` and `events import` holds here unchanged (one definition of a valid member).
+Problems are collected per item; the request's transaction commits before the answer, so every
+2xx is durable. All-or-nothing by default: any bad item rolls everything back. With `partial`,
+the good items are applied and the bad ones returned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import db
+from ..config import Settings
+from ..errors import InputFileError
+from ..importing.batch import ImportSummary, Rejects
+from ..importing.events import import_events
+from ..importing.members import MemberRowValidator, import_members
+from ..importing.readers import PROBLEMS, SourceRow, json_row_problems
+from ..models import members_table
+from .schemas import allowed_for
+
+MAX_ITEMS = 1000
+MAX_FOUND_CHARS = 100
+SOURCE = "api"
+ATTEMPTS = 3  # a unique key raced by a concurrent request: the retry then sees the other's row
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One problem of one item: where it is, what was found, what is allowed, in the importers' words."""
+
+    index: int
+    field: str
+    found: Any
+    allowed: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "found": self.found, "allowed": self.allowed,
+                "message": self.message}
+
+
+class ItemsRejected(Exception):
+    """Some items are bad and the request was all-or-nothing: nothing was applied."""
+
+    def __init__(self, errors: list[ItemError]):
+        super().__init__(f"{len({e.index for e in errors})} item(s) rejected")
+        self.errors = errors
+
+
+@dataclass
+class Outcome:
+    """What one request applied."""
+
+    members_inserted: int = 0
+    members_updated: int = 0
+    events_inserted: int = 0
+    events_already: int = 0  # event ids applied before: accepted, not applied twice
+    tier_changes: int = 0
+    rejected: list[ItemError] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": {"inserted": self.members_inserted, "updated": self.members_updated},
+                "events": {"inserted": self.events_inserted, "already_applied": self.events_already},
+                "tier_changes": self.tier_changes,
+                "rejected": [e.as_dict() for e in self.rejected]}
+
+
+def source_row(index: int, item: Any) -> SourceRow:
+    """An item as the importers' source row; what no import can take becomes the row's problems."""
+    if not isinstance(item, dict):
+        return index, {PROBLEMS: [("", f"each item must be a JSON object, found {_kind(item)}")]}
+    if PROBLEMS in item:
+        return index, {PROBLEMS: [(PROBLEMS, "is not a name a field may have")]}
+    problems = json_row_problems(item)
+    return (index, {**item, PROBLEMS: problems}) if problems else (index, item)
+
+
+def apply(engine: sa.Engine, settings: Settings, *, members: Sequence[SourceRow] = (),
+          events: Sequence[SourceRow] = (), partial: bool = False, now: datetime) -> Outcome:
+    """Apply member rows, then event rows, in one transaction (retried on a raced unique key)."""
+    for attempt in range(ATTEMPTS):
+        try:
+            with db.writer(engine).connect() as conn, conn.begin():
+                return _apply(conn, settings, list(members), list(events), partial, now)
+        except sa.exc.IntegrityError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], events: list[SourceRow],
+           partial: bool, now: datetime) -> Outcome:
+    outcome = Outcome()
+    errors: list[ItemError] = []
+    if members:
+        checked = _attribute_names_checked(settings, members)
+        summary, rejects = import_members(conn, settings, checked, source=SOURCE, now=now, skip_invalid=True)
+        _count_members(outcome, summary)
+        errors += _errors(rejects, checked)
+    if events:
+        if settings.ingest.create_unknown_members:
+            created = _unknown_members(conn, events)
+            if created:
+                summary, rejects = import_members(conn, settings, created, source=SOURCE, now=now,
+                                                  skip_invalid=True)
+                _count_members(outcome, summary)
+                errors += _errors(rejects, created)
+        summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
+        outcome.events_inserted += summary.inserted
+        outcome.events_already += summary.skipped
+        outcome.tier_changes += summary.tier_changes
+        errors += _errors(rejects, events)
+    errors.sort(key=lambda e: e.index)
+    if errors and not partial:
+        raise ItemsRejected(errors)
+    outcome.rejected = errors
+    return outcome
+
+
+def _count_members(outcome: Outcome, summary: ImportSummary) -> None:
+    outcome.members_inserted += summary.inserted
+    outcome.members_updated += summary.updated
+    outcome.tier_changes += summary.tier_changes
+
+
+_COLUMN = re.compile(r"column '([^']*)'")
+_ROW = re.compile(r"^row \d+: ")
+
+
+def _attribute_names_checked(settings: Settings, rows: list[SourceRow]) -> list[SourceRow]:
+    """A field the member importer refuses for the whole file (a computed column, a name no
+    attribute may have) is a problem of its item here."""
+    validate = MemberRowValidator(settings)
+    checked = []
+    for index, row in rows:
+        if PROBLEMS not in row:
+            try:
+                validate(index, row)
+            except InputFileError as exc:
+                found = _COLUMN.search(str(exc))
+                row = {**row, PROBLEMS: [(found.group(1) if found else "", _ROW.sub("", str(exc)))]}
+        checked.append((index, row))
+    return checked
+
+
+def _unknown_members(conn: sa.Connection, events: list[SourceRow]) -> list[SourceRow]:
+    """Member rows (member_id, email) for the events' members not in the database yet, from the
+    first of their events that carries an `email`."""
+    wanted: dict[str, SourceRow] = {}
+    for index, row in events:
+        member_id, email = row.get("member_id"), row.get("email")
+        if isinstance(member_id, str) and isinstance(email, str) and member_id.strip() not in wanted:
+            wanted[member_id.strip()] = (index, {"member_id": member_id, "email": email})
+    if not wanted:
+        return []
+    m = members_table
+    known = set(conn.execute(sa.select(m.c.member_id).where(m.c.member_id.in_(list(wanted)))).scalars())
+    return [row for member_id, row in wanted.items() if member_id not in known]
+
+
+def _errors(rejects: Rejects, rows: list[SourceRow]) -> list[ItemError]:
+    items = dict(rows)
+    return [ItemError(index, column, _found(items.get(index, {}), column), allowed_for(column), message)
+            for index, problems in rejects.by_row.items() for column, message in problems]
+
+
+def _found(row: dict[str, Any], column: str) -> Any:
+    if not column:
+        return None
+    value = row.get(column)
+    if isinstance(value, str) and len(value) > MAX_FOUND_CHARS:
+        return value[:MAX_FOUND_CHARS] + "..."
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "null"
+    return "a number"

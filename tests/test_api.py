@@ -1,0 +1,347 @@
+"""The HTTP API in process (httpx against the ASGI app) on SQLite and PostgreSQL, and once as a
+real uvicorn process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from loyalty_mail import db
+from loyalty_mail.api import keys
+from loyalty_mail.api.app import create_app
+from loyalty_mail.models import events_table, members_table, suppressions_table
+from loyalty_mail.runtime import Runtime
+
+from .conftest import FIXED_NOW, REPO, TEST_CONFIG
+
+FIXTURES = Path(__file__).parent / "fixtures" / "segment"
+SEGMENT_MAPPING = """\
+ingest:
+  segment:
+    events:
+      Item Purchased: {type: purchase, amount: properties.revenue}
+"""
+
+
+class Client:
+    """Requests to the app in process, each on its own event loop."""
+
+    def __init__(self, app: Any, key: str | None):
+        self.app, self.key = app, key
+
+    def __call__(self, method: str, url: str, *, key: str | None = "default", **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        key = self.key if key == "default" else key
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.request(method, url, headers=headers, **kwargs)
+
+        return asyncio.run(send())
+
+
+def _new_key(engine: sa.Engine, name: str, scope: str) -> str:
+    with db.writer(engine).begin() as conn:
+        return keys.create(conn, name, scope, FIXED_NOW)
+
+
+@pytest.fixture
+def api_runtime(project: Path, database_url: str):
+    (project / "config.yaml").write_text(TEST_CONFIG + SEGMENT_MAPPING, encoding="utf-8")
+    rt = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(api_runtime: Runtime) -> Client:
+    engine = api_runtime.engine()
+    return Client(create_app(api_runtime.settings, engine, api_runtime.now), _new_key(engine, "test", "admin"))
+
+
+def _member(engine: sa.Engine, member_id: str) -> dict[str, Any] | None:
+    m = members_table
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def _count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def test_put_member_upserts_with_the_import_rules(client, api_runtime):
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "points": 1200, "favourite": "tea"})
+    assert r.status_code == 200, r.text
+    assert r.json()["members"] == {"inserted": 1, "updated": 0}
+    stored = _member(api_runtime.engine(), "M1")
+    assert stored["tier"] == "silver" and stored["attributes"] == {"favourite": "tea"}
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "first_name": "An"})
+    assert r.json()["members"] == {"inserted": 0, "updated": 1}
+    stored = _member(api_runtime.engine(), "M1")
+    assert stored["points"] == 1200 and stored["first_name"] == "An"  # a missing field keeps what is stored
+
+
+def test_a_bad_member_is_422_in_the_importers_words(client):
+    r = client("PUT", "/v1/members/M1", json={"email": "not-an-address", "points": -5})
+    assert r.status_code == 422
+    errors = r.json()["error"]["errors"]
+    assert [(e["index"], e["field"], e["found"]) for e in errors] == [(0, "email", "not-an-address"), (0, "points", -5)]
+    assert errors[0]["message"] == "'not-an-address' is not a valid email address"
+    assert errors[1]["message"] == "-5 is negative" and "whole number" in errors[1]["allowed"]
+
+
+def test_a_computed_column_is_an_item_error_not_a_failure(client):
+    r = client("POST", "/v1/members/batch", json={"members": [{"member_id": "M1", "email": "a@example.com",
+                                                               "tier": "gold"}]})
+    assert r.status_code == 422
+    [error] = r.json()["error"]["errors"]
+    assert error["field"] == "tier" and "the tier follows from points" in error["message"]
+
+
+def test_a_batch_is_all_or_nothing_unless_partial(client, api_runtime):
+    batch = {"members": [{"member_id": "M1", "email": "a@example.com"}, {"member_id": "M2", "email": "bad"},
+                         {"member_id": "M1", "email": "b@example.com"}]}
+    r = client("POST", "/v1/members/batch", json=batch)
+    assert r.status_code == 422
+    assert [(e["index"], e["field"]) for e in r.json()["error"]["errors"]] == [(1, "email"), (2, "member_id")]
+    assert _member(api_runtime.engine(), "M1") is None
+    r = client("POST", "/v1/members/batch?partial=true", json=batch)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["members"]["inserted"] == 1 and [e["index"] for e in body["rejected"]] == [1, 2]
+    assert _member(api_runtime.engine(), "M1")["email"] == "a@example.com"
+
+
+def test_events_apply_points_and_tiers_once_per_event_id(client, api_runtime):
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com"})
+    event = {"event_id": "e-1", "member_id": "M1", "type": "purchase", "amount": 2_000_000,
+             "occurred_at": "2026-11-20T10:00:00+07:00", "items": ["tea"]}
+    first = client("POST", "/v1/events", json=event)
+    assert first.status_code == 200, first.text
+    assert first.json()["events"] == {"inserted": 1, "already_applied": 0} and first.json()["tier_changes"] == 1
+    again = client("POST", "/v1/events", json=[event])
+    assert again.status_code == 200 and again.json()["events"] == {"inserted": 0, "already_applied": 1}
+    engine = api_runtime.engine()
+    assert _member(engine, "M1")["points"] == 2000 and _member(engine, "M1")["tier"] == "silver"
+    assert _count(engine, events_table) == 1
+
+
+def test_an_event_for_an_unknown_member_is_an_item_error(client):
+    r = client("POST", "/v1/events", json={"member_id": "nobody", "type": "signup",
+                                           "occurred_at": "2026-11-20T10:00:00Z"})
+    assert r.status_code == 422
+    [error] = r.json()["error"]["errors"]
+    assert (error["index"], error["field"]) == (0, "member_id")
+    assert error["message"] == "unknown member 'nobody' (import members first)"
+
+
+def test_create_unknown_members_creates_them_from_the_event_email(project, database_url):
+    (project / "config.yaml").write_text(TEST_CONFIG + "ingest:\n  create_unknown_members: true\n", encoding="utf-8")
+    rt = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    try:
+        engine = rt.engine()
+        client = Client(create_app(rt.settings, engine, rt.now), _new_key(engine, "k", "ingest"))
+        r = client("POST", "/v1/events", json=[
+            {"member_id": "N1", "email": "n1@example.com", "type": "signup", "occurred_at": "2026-11-20T10:00:00Z"},
+            {"member_id": "N2", "type": "signup", "occurred_at": "2026-11-20T10:00:00Z"}])
+        assert r.status_code == 422 and [e["index"] for e in r.json()["error"]["errors"]] == [1]
+        assert _member(engine, "N1") is None  # all or nothing, the created member too
+        r = client("POST", "/v1/events?partial=true", json=[
+            {"member_id": "N1", "email": "n1@example.com", "type": "signup", "occurred_at": "2026-11-20T10:00:00Z"}])
+        assert r.status_code == 200 and r.json()["members"]["inserted"] == 1
+        assert _member(engine, "N1")["joined_at"] is not None
+    finally:
+        rt.close()
+
+
+def test_get_member_answers_like_explain(client, api_runtime, project):
+    (project / "segments").mkdir(exist_ok=True)
+    (project / "segments" / "rich.yaml").write_text("name: rich\npoints: {gte: 5000}\n", encoding="utf-8")
+    (project / "segments" / "poor.yaml").write_text("name: poor\npoints: {lt: 100}\n", encoding="utf-8")
+    engine = api_runtime.engine()
+    client = Client(create_app(api_runtime.settings, engine, api_runtime.now), client.key)
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com", "points": 6000})
+    r = client("GET", "/v1/members/M1")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["tier"], body["points"], body["member"]["email"]) == ("gold", 6000, "a@example.com")
+    assert body["segments"] == ["rich"] and body["flows"] == []
+    assert client("GET", "/v1/members/nobody").status_code == 404
+
+
+def test_unsubscribe_uses_the_one_unsubscribe(client, api_runtime):
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com"})
+    r = client("POST", "/v1/members/M1/unsubscribe")
+    assert r.status_code == 200 and r.json()["newly_suppressed"] is True
+    assert _member(api_runtime.engine(), "M1")["subscribed"] is False
+    assert _count(api_runtime.engine(), suppressions_table) == 1
+    # and an upsert saying subscribed: true does not undo it
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com", "subscribed": True})
+    assert _member(api_runtime.engine(), "M1")["subscribed"] is False
+
+
+def test_segment_identify_and_track_examples(client, api_runtime):
+    identify = json.loads((FIXTURES / "identify.json").read_text())
+    r = client("POST", "/v1/segment/identify", json=identify)
+    assert r.status_code == 200, r.text
+    stored = _member(api_runtime.engine(), "019mr8mf4r")
+    assert (stored["email"], stored["first_name"], stored["last_name"]) == ("pgibbons@example.com", "Peter", "Gibbons")
+    assert stored["attributes"] == {"industry": "Technology"}
+    track = {**json.loads((FIXTURES / "track.json").read_text()), "messageId": "msg-1"}
+    for _ in range(2):  # a retried message is applied once
+        r = client("POST", "/v1/segment/track", json=track)
+        assert r.status_code == 200, r.text
+    engine = api_runtime.engine()
+    with engine.connect() as conn:
+        [event] = conn.execute(sa.select(events_table)).mappings().all()
+    assert (event["type"], event["event_id"], str(event["amount"])) == ("purchase", "msg-1", "14.99")
+    assert event["properties"]["name"] == "Leap to Conclusions Mat"
+    assert _member(engine, "019mr8mf4r")["purchase_count"] == 1
+
+
+def test_segment_batch_example(client, api_runtime):
+    batch = json.loads((FIXTURES / "batch.json").read_text())
+    r = client("POST", "/v1/segment/batch", json=batch)
+    assert r.status_code == 422  # the third message's user is not a member
+    [error] = r.json()["error"]["errors"]
+    assert (error["index"], error["field"]) == (2, "member_id")
+    r = client("POST", "/v1/segment/batch?partial=true", json=batch)
+    assert r.status_code == 200, r.text
+    assert r.json()["members"]["inserted"] == 1 and r.json()["events"]["inserted"] == 1
+    with api_runtime.engine().connect() as conn:
+        assert conn.execute(sa.select(events_table.c.type)).scalars().all() == ["song_played"]
+    anonymous = client("POST", "/v1/segment/identify", json={"anonymousId": "x", "traits": {"email": "a@b.co"}})
+    assert anonymous.status_code == 422 and anonymous.json()["error"]["errors"][0]["field"] == "userId"
+
+
+def test_authentication_and_scopes(client, api_runtime):
+    engine = api_runtime.engine()
+    reader = _new_key(engine, "reader", "read")
+    assert client("GET", "/v1/members/M1", key=None).status_code == 401
+    assert client("GET", "/v1/members/M1", key="lm_not-a-key").status_code == 401
+    r = client("PUT", "/v1/members/M1", key=reader, json={"email": "a@example.com"})
+    assert r.status_code == 403 and "scope read" in r.json()["error"]["message"]
+    assert client("GET", "/v1/members/M1", key=reader).status_code == 404  # allowed, no such member
+    with db.writer(engine).begin() as conn:
+        keys.revoke(conn, "reader", FIXED_NOW)
+    assert client("GET", "/v1/members/M1", key=reader).status_code == 401
+    import base64
+    basic = "Basic " + base64.b64encode(f"{client.key}:".encode()).decode()
+    r = client("PUT", "/v1/members/M1", key=None, headers={"Authorization": basic}, json={"email": "a@example.com"})
+    assert r.status_code == 200  # Segment's way of sending a write key
+
+
+def test_malformed_json_is_400_and_an_oversized_body_is_413(client, api_runtime):
+    r = client("POST", "/v1/events", content=b'{"member_id": ')
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    big = b"[" + b" " * api_runtime.settings.api.max_body_bytes + b"]"
+    r = client("POST", "/v1/events", content=big)
+    assert r.status_code == 413
+
+    async def chunks():
+        for _ in range(5):
+            yield b" " * api_runtime.settings.api.max_body_bytes
+    r = client("POST", "/v1/events", content=chunks())  # no Content-Length: counted while read
+    assert r.status_code == 413
+    assert client("POST", "/v1/members/batch", json={"members": [{}] * 1001}).status_code == 422
+    r = client("POST", "/v1/events?partial=maybe", json={})
+    assert r.status_code == 422 and "Traceback" not in r.text
+
+
+def test_openapi_lists_every_route(client):
+    r = client("GET", "/openapi.json", key=None)
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert {"/v1/members/{member_id}", "/v1/members/batch", "/v1/events", "/v1/segment/identify",
+            "/v1/segment/track", "/v1/segment/batch", "/v1/members/{member_id}/unsubscribe"} <= set(paths)
+    assert client("GET", "/docs", key=None).status_code == 200
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
+    | st.sampled_from(["\x00", "\ud800", "x" * 200_000, "🎉", "2026-13-45", "-1", "1e400"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["member_id", "email", "points", "type", "occurred_at", "amount", "tier", "bad key",
+                         "attributes", "event_id", "userId", "event", "traits", "properties", "batch",
+                         "members", "\x00", "__problems__"]), children, max_size=6),
+    max_leaves=12)
+_paths = st.sampled_from(["/v1/members/batch", "/v1/events", "/v1/segment/identify", "/v1/segment/track",
+                          "/v1/segment/batch", "/v1/members/M%00", "/v1/members/M1"])
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=_paths, body=_json, deep=st.integers(0, 3))
+def test_junk_payloads_get_a_4xx_with_a_message(client, path, body, deep):
+    raw = json.dumps(body, ensure_ascii=True).encode() if deep < 3 else b"[" * 100_000 + b"]" * 100_000
+    method = "PUT" if path.startswith("/v1/members/M") else "POST"
+    r = client(method, path, content=raw)
+    assert r.status_code < 500 or r.status_code == 503, r.text
+    if r.status_code >= 400:
+        assert r.json()["error"]["message"] and "Traceback" not in r.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_api_under_uvicorn(tmp_path):
+    project = tmp_path / "program"
+    project.mkdir()
+    (project / "config.yaml").write_text(TEST_CONFIG, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine)
+    key = _new_key(engine, "k", "admin")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(project), "--database", url,
+                               "api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, "the API did not start"
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key}"}
+        r = httpx.put(f"http://127.0.0.1:{port}/v1/members/M1", json={"email": "a@example.com"}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert _member(engine, "M1")["email"] == "a@example.com"  # committed before the answer
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0].decode()
+        engine.dispose()
+    assert server.returncode == 0, output
+    assert key not in output
+
+
+def test_unstorable_text_is_a_422_naming_the_field(client):
+    r = client("PUT", "/v1/members/M1", content=b'{"email": "a\\ud800@example.com", "first_name": "A\\u0000"}')
+    assert r.status_code == 422, r.text
+    errors = {e["field"]: e for e in r.json()["error"]["errors"]}
+    assert "NUL" in errors["first_name"]["message"] and "surrogate" in errors["email"]["message"]
+    assert errors["email"]["found"] == "a\ud800@example.com"  # echoed, escaped as JSON allows
