@@ -113,3 +113,31 @@ def test_pipelined_connections_in_parallel_deliver_each_message_once(server):
     assert [r.outcome for r in results] == ["sent"] * 40
     assert sorted(sink.send_ids()) == [f"{n:032x}" for n in range(40)]
     assert len(sink.sessions) <= 4
+
+
+class HangsUpAfterData(SmtpSink):
+    """Keeps the message, then drops the connection instead of answering the end of DATA."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await super().handle_DATA(server, session, envelope)
+        server.transport.close()
+        return "250 never seen"
+
+
+class PipeliningHangsUpAfterData(PipeliningSink, HangsUpAfterData):
+    pass
+
+
+@pytest.mark.parametrize("server", [PipeliningHangsUpAfterData, HangsUpAfterData], indirect=True)
+def test_a_connection_lost_after_the_message_was_written_is_not_sent_again_at_once(server):
+    """The server may have taken it: the send waits for a later attempt (retry) rather than being
+    written again on a new connection straight away."""
+    sink, _ = server
+    transport = _transport(sink.port)
+    (result,) = transport.send([_email(0, "a@example.com")])
+    assert result.outcome == "retry" and result.detail.startswith("SMTP server disconnected"), result
+    assert sink.send_ids() == [f"{0:032x}"]
+    (result,) = transport.send([_email(1, "b@example.com")])   # a fresh connection for the next one
+    assert result.outcome == "retry"
+    assert sink.send_ids() == [f"{0:032x}", f"{1:032x}"]
+    transport.close()

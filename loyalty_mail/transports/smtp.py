@@ -6,7 +6,9 @@ reply to the end of DATA comes after it has queued the message) overlaps instead
 Where the server offers ESMTP PIPELINING (RFC 2920), MAIL FROM, RCPT TO and DATA go out in one
 write and their replies are read together: two round trips a message instead of four. Each
 reply is still checked (a refused sender or recipient is that message's failure) and the
-transaction is reset before the next. Without PIPELINING, each command waits for its reply.
+transaction is reset before the next. Without PIPELINING, each command waits for its reply. A
+connection lost once a message has been written is never retried on a new connection at once
+(the server may have taken it): the send is retried later, as any transient failure.
 4xx replies and connection trouble are transient (retry); 5xx replies are permanent (failed).
 """
 
@@ -73,11 +75,7 @@ class SmtpTransport:
         for attempt in (1, 2):  # a reused connection may have been closed by the server: reconnect once
             try:
                 connection = connection or self._connect()
-                if connection.has_extn("pipelining"):
-                    _pipelined(connection, email)
-                    refused = {}
-                else:
-                    refused = connection.sendmail(email.sender.email, [email.to.email], email.to_bytes())
+                _transaction(connection, email)
             except _LostAfterData as exc:  # it may have been accepted: never sent again at once
                 _close(connection)
                 return None, DeliveryResult(email.send_id, "retry", f"SMTP server disconnected: {exc}")
@@ -95,9 +93,6 @@ class SmtpTransport:
             except (OSError, socket.timeout, smtplib.SMTPException) as exc:
                 _close(connection)
                 return None, DeliveryResult(email.send_id, "retry", f"SMTP connection: {exc}")
-            if refused:
-                code, message = next(iter(refused.values()))
-                return connection, _reply(email.send_id, code, message)
             return connection, DeliveryResult(email.send_id, "sent")
         raise AssertionError("unreachable")
 
@@ -118,14 +113,23 @@ class _LostAfterData(smtplib.SMTPException):
     """The connection ended after the message was written and before the server's answer."""
 
 
-def _pipelined(connection: smtplib.SMTP, email: RenderedEmail) -> None:
-    """MAIL FROM, RCPT TO and DATA in one write, their three replies, then the message and its
-    reply. Raises as `smtplib.SMTP.sendmail` does for a refused sender, recipient or message."""
+def _transaction(connection: smtplib.SMTP, email: RenderedEmail) -> None:
+    """MAIL FROM, RCPT TO and DATA (in one write where the server offers PIPELINING, else each
+    after the previous reply), then the message and its reply. Raises as
+    `smtplib.SMTP.sendmail` does for a refused sender, recipient or message; `_LostAfterData`
+    when the connection ends once the message has been written."""
     message = _data(email.to_bytes())
     size = f" SIZE={len(message)}" if connection.has_extn("size") else ""
-    connection.send(f"MAIL FROM:{smtplib.quoteaddr(email.sender.email)}{size}\r\n"
-                    f"RCPT TO:{smtplib.quoteaddr(email.to.email)}\r\nDATA\r\n")
-    mail, rcpt, data = connection.getreply(), connection.getreply(), connection.getreply()
+    commands = [f"MAIL FROM:{smtplib.quoteaddr(email.sender.email)}{size}",
+                f"RCPT TO:{smtplib.quoteaddr(email.to.email)}", "DATA"]
+    if connection.has_extn("pipelining"):
+        connection.send("".join(f"{command}\r\n" for command in commands))
+        mail, rcpt, data = (connection.getreply() for _ in commands)
+    else:
+        refused = (0, b"not sent: an earlier command was refused")
+        mail = connection.docmd(commands[0])
+        rcpt = connection.docmd(commands[1]) if mail[0] == 250 else refused
+        data = connection.docmd(commands[2]) if rcpt[0] in (250, 251) else refused
     accepted = mail[0] == 250 and rcpt[0] in (250, 251)
     if data[0] == 354 and not accepted:  # a server that opened DATA anyway: an empty end, refused
         connection.send(b".\r\n")
