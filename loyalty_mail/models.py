@@ -210,6 +210,7 @@ class Send(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(1000)))
     claimed_at: datetime | None = _utc()
     provider_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
+    handed_over_at: datetime | None = _utc()
 
 
 class Suppression(SQLModel, table=True):

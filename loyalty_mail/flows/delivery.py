@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from ..config import SendingSettings
 from ..errors import TemplateError
 from ..rendering import Renderer
-from ..transports import Transport
+from ..transports import DeliveryResult, Transport
 from . import ledger
 from .planner import Plan
 
@@ -73,6 +73,12 @@ class RateLimiter:
             yield chunk
 
 
+def _windows(emails: list[Any], size: int) -> Iterator[list[Any]]:
+    """`emails` in groups of at most `size`: what the transport has in flight at once."""
+    for start in range(0, len(emails), size):
+        yield emails[start:start + size]
+
+
 def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now: datetime,
                 report: TickReport, sending: SendingSettings,
                 should_stop: Callable[[], bool] = lambda: False,
@@ -84,12 +90,18 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
     What is due is decided at `now`; each claim, each lease renewal and each result is stamped
     with `clock()` (the daemon's real clock), so a tick that delivers for longer than the lease
     never looks abandoned to other dispatchers: its claim is as old as the batch, not the tick,
-    and a batch still being handed over renews its lease every chunk."""
+    and a batch still being handed over renews its lease every chunk.
+
+    The batch goes to the transport in windows of `sending.concurrency` messages (what it has in
+    flight at once), each stamped as handed over in one statement just before: when this process
+    dies, only the window in flight is in doubt (`unknown`); the rest of its claim is queued again
+    when the lease expires."""
     clock = clock or (lambda: now)
-    report.unknown += ledger.expire_leases(engine, clock(), sending.lease)
+    report.unknown += ledger.expire_leases(engine, clock(), sending.lease, sending.max_attempts)
     limiter = RateLimiter(float(sending.rate_limit))
     rng = random.Random()
     transient_in_a_row = 0
+    last: DeliveryResult | None = None
     while not should_stop():
         renewed = clock()
         claimed = ledger.claim_due(engine, now, sending.batch_size, claimed_at=renewed)
@@ -120,39 +132,50 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
                 report.last_error = f"template: {exc}"
-        results = []
+        answered = renewed
         for chunk in limiter.chunks(emails):
-            if chunk:
-                results += transport.send(chunk)
-            moment = clock()
-            if moment - renewed > sending.lease / 4:  # a slow batch: tell the others it is alive
-                renewed = moment
-                ledger.renew(engine, [sends[e.send_id]["id"] for e in emails], renewed)
-        answered = clock()
-        for result in results:
-            send = sends[result.send_id]
-            if result.outcome != "sent":
-                report.last_error = result.detail
-            if result.outcome == "sent":
-                transient_in_a_row = 0
-                outcomes.append(ledger.Outcome(send["id"], "sent", provider_id=result.provider_id))
-                report.delivered += 1
-            elif result.outcome == "failed":
-                transient_in_a_row = 0
-                outcomes.append(ledger.Outcome(send["id"], "failed", result.detail))
-                report.failed += 1
-            elif send["attempts"] >= sending.max_attempts:
-                outcomes.append(ledger.Outcome(send["id"], "failed", f"gave up after {send['attempts']} "
-                                               f"attempts: {result.detail}"))
-                report.failed += 1
-            else:
-                transient_in_a_row += 1
-                delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
-                outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=answered + delay))
-                report.retrying += 1
+            for window in _windows(chunk, sending.concurrency):
+                # One transaction: the previous window's outcomes, and this window handed over.
+                held = ledger.hand_over(engine, [(sends[e.send_id]["id"], sends[e.send_id]["attempts"])
+                                                 for e in window], clock(), settled=outcomes, settled_at=answered)
+                outcomes = []
+                window = [e for e in window if sends[e.send_id]["id"] in held]  # others: lease lost
+                results = transport.send(window) if window else []
+                answered = clock()
+                for result in results:
+                    last = result
+                    transient_in_a_row = _settle(result, sends[result.send_id], sending, rng, answered,
+                                                 report, outcomes, transient_in_a_row)
+                if answered - renewed > sending.lease / 4:  # a slow batch: tell the others it is alive
+                    renewed = answered
+                    ledger.renew(engine, [sends[e.send_id]["id"] for e in emails], renewed)
         ledger.finish(engine, outcomes, answered)
         if transient_in_a_row >= sending.pause_after:
             report.paused = (f"pausing dispatch until the next tick: {transient_in_a_row} transient "
-                             f"failures in a row (last: {result.detail})")
+                             f"failures in a row (last: {last.detail if last else None})")
             log.warning(report.paused)
             return
+
+
+def _settle(result: DeliveryResult, send: dict[str, Any], sending: SendingSettings, rng: random.Random,
+            answered: datetime, report: TickReport, outcomes: list[ledger.Outcome], in_a_row: int) -> int:
+    """Turn the transport's answer for one send into its outcome; the transient failures in a row."""
+    if result.outcome != "sent":
+        report.last_error = result.detail
+    if result.outcome == "sent":
+        outcomes.append(ledger.Outcome(send["id"], "sent", provider_id=result.provider_id))
+        report.delivered += 1
+        return 0
+    if result.outcome == "failed":
+        outcomes.append(ledger.Outcome(send["id"], "failed", result.detail))
+        report.failed += 1
+        return 0
+    if send["attempts"] >= sending.max_attempts:
+        outcomes.append(ledger.Outcome(send["id"], "failed", f"gave up after {send['attempts']} "
+                                       f"attempts: {result.detail}"))
+        report.failed += 1
+        return in_a_row
+    delay = ledger.retry_delay(send["attempts"], sending.retry_base, result.retry_after, rng)
+    outcomes.append(ledger.Outcome(send["id"], "retry", result.detail, retry_at=answered + delay))
+    report.retrying += 1
+    return in_a_row + 1

@@ -69,7 +69,8 @@ def requeue(conn: sa.Connection, now: datetime, state: str, flow: str | None = N
     query = s.update().where(s.c.state == state)
     if flow:
         query = query.where(s.c.flow == flow)
-    return conn.execute(query.values(state="retry", scheduled_for=now, claimed_at=None, attempts=0,
+    return conn.execute(query.values(state="retry", scheduled_for=now, claimed_at=None, handed_over_at=None,
+                                     attempts=0,
                                      last_error=f"re-sent by the operator (was {state})")).rowcount
 
 
@@ -93,16 +94,49 @@ def history(conn: sa.Connection, member_ref: int, until: datetime) -> list[Entry
     return [Entry(r.flow, r.occurrence_key, r.state, r.scheduled_for, r.reason) for r in rows]
 
 
-def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta) -> int:
-    """Sends claimed longer ago than the lease by a dispatcher that never reported back become
-    `unknown`: the message may or may not have reached the provider, so it is never re-sent
-    automatically (`loyalty-mail outbox retry --state unknown` does it on purpose)."""
+def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta, max_attempts: int | None = None) -> int:
+    """Settle sends claimed longer ago than the lease by a dispatcher that never reported back.
+
+    A send it had handed to the transport becomes `unknown`: the message may or may not have
+    reached the provider, so it is never re-sent automatically (`loyalty-mail outbox retry
+    --state unknown` does it on purpose). A send it had not handed over yet never left this
+    process: it is queued again (`retry`, due as before), or marked failed once it has been
+    claimed `max_attempts` times (a send that keeps stopping its dispatcher). Returns how many
+    became `unknown`."""
+    s = sends_table
+    expired = sa.and_(s.c.state == "sending", s.c.claimed_at < now - lease)
+    with engine.begin() as conn:
+        if max_attempts is not None:
+            conn.execute(
+                s.update().where(expired, s.c.handed_over_at.is_(None), s.c.attempts >= max_attempts)
+                .values(state="failed", claimed_at=None,
+                        last_error=f"gave up after {max_attempts} attempts: each time the dispatcher "
+                                   "stopped before handing this send over"))
+        conn.execute(
+            s.update().where(expired, s.c.handed_over_at.is_(None))
+            .values(state="retry", claimed_at=None,
+                    last_error="the dispatcher stopped before handing this send over; queued again"))
+        return conn.execute(
+            s.update().where(expired)
+            .values(state="unknown", last_error="the dispatcher stopped after handing this send over and "
+                    "before recording the provider's answer; not re-sent automatically")).rowcount
+
+
+def hand_over(engine: sa.Engine, claims: list[tuple[int, int]], now: datetime,
+              settled: list[Outcome] | None = None, settled_at: datetime | None = None) -> set[int]:
+    """Stamp claimed sends as handed to the transport at `now`, in one statement, just before it
+    gets them; in the same transaction record `settled` outcomes (as `finish` does, at
+    `settled_at`). `claims` are (id, attempts) as claimed: only sends this claim still holds are
+    stamped (one whose lease expired and that was queued or claimed again is not), and their ids
+    are returned, the only ones the caller may hand over."""
     s = sends_table
     with engine.begin() as conn:
-        return conn.execute(
-            s.update().where(s.c.state == "sending", s.c.claimed_at < now - lease)
-            .values(state="unknown", last_error="the dispatcher stopped after claiming this send and "
-                    "before recording the provider's answer; not re-sent automatically")).rowcount
+        _record(conn, settled or [], settled_at or now)
+        if not claims:
+            return set()
+        return {row.id for row in conn.execute(
+            s.update().where(sa.tuple_(s.c.id, s.c.attempts).in_(claims), s.c.state == "sending")
+            .values(handed_over_at=now).returning(s.c.id))}
 
 
 def claim_due(engine: sa.Engine, now: datetime, limit: int,
@@ -126,7 +160,8 @@ def claim_due(engine: sa.Engine, now: datetime, limit: int,
             target = s.c.id.in_(pick.scalar_subquery())
         ids = [row.id for row in conn.execute(
             s.update().where(target)
-            .values(state="sending", attempts=s.c.attempts + 1, claimed_at=claimed_at or now)
+            .values(state="sending", attempts=s.c.attempts + 1, claimed_at=claimed_at or now,
+                    handed_over_at=None)
             .returning(s.c.id))]
         if len(ids) > limit:  # never expected; would mean more claimed than one batch holds
             raise RuntimeError(f"claimed {len(ids)} sends for a batch of {limit}")
@@ -169,19 +204,25 @@ class Outcome:
 
 def finish(engine: sa.Engine, outcomes: list[Outcome], now: datetime) -> None:
     """Record outcomes in one short transaction; only rows still `sending` are touched."""
-    s = sends_table
     if not outcomes:
         return
     with engine.begin() as conn:
-        conn.execute(
-            s.update().where(s.c.id == sa.bindparam("b_id"), s.c.state == "sending")
-            .values(state=sa.bindparam("b_state"), last_error=sa.bindparam("b_note"),
-                    sent_at=sa.bindparam("b_sent"), provider_id=sa.bindparam("b_provider"),
-                    scheduled_for=sa.func.coalesce(sa.bindparam("b_retry", type_=UTCDateTime()),
-                                                   s.c.scheduled_for)),
-            [{"b_id": o.ref, "b_state": o.state, "b_note": (o.note or None) and o.note[:1000],
-              "b_sent": now if o.state == "sent" else None, "b_provider": o.provider_id,
-              "b_retry": o.retry_at} for o in outcomes])
+        _record(conn, outcomes, now)
+
+
+def _record(conn: sa.Connection, outcomes: list[Outcome], now: datetime) -> None:
+    s = sends_table
+    if not outcomes:
+        return
+    conn.execute(
+        s.update().where(s.c.id == sa.bindparam("b_id"), s.c.state == "sending")
+        .values(state=sa.bindparam("b_state"), last_error=sa.bindparam("b_note"),
+                sent_at=sa.bindparam("b_sent"), provider_id=sa.bindparam("b_provider"),
+                scheduled_for=sa.func.coalesce(sa.bindparam("b_retry", type_=UTCDateTime()),
+                                               s.c.scheduled_for)),
+        [{"b_id": o.ref, "b_state": o.state, "b_note": (o.note or None) and o.note[:1000],
+          "b_sent": now if o.state == "sent" else None, "b_provider": o.provider_id,
+          "b_retry": o.retry_at} for o in outcomes])
 
 
 def retry_delay(attempts: int, base: timedelta, retry_after: float | None, rng: random.Random) -> timedelta:
