@@ -28,6 +28,14 @@ def flow_schedules(flows: Mapping[str, str | None], zone: str) -> dict[str, Cron
     return {name: CronTrigger.from_crontab(line, timezone=zone) for name, line in flows.items() if line}
 
 
+class _SkippedWhileRunning(logging.Filter):
+    """Ticks never overlap (max_instances=1), so APScheduler skipping an interval while a long tick
+    runs is expected: without this it warns every interval until the tick ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = None,
                schedules: Mapping[str, BaseTrigger] | None = None) -> int:
     """Tick now, then every `interval_seconds` until SIGTERM/SIGINT; returns the ticks run.
@@ -40,6 +48,8 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
     stopping = threading.Event()
     running = threading.Lock()  # held while a tick runs, so exit waits for the batch in hand
     scheduler = BackgroundScheduler(timezone=timezone.utc)
+    skipped = _SkippedWhileRunning()
+    logging.getLogger("apscheduler.scheduler").addFilter(skipped)
     ticks = 0
 
     def job(flows: list[str] | None) -> None:
@@ -81,5 +91,6 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        logging.getLogger("apscheduler.scheduler").removeFilter(skipped)
     log.info("daemon stopped after %d tick(s)", ticks)
     return ticks
