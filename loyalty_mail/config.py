@@ -513,10 +513,14 @@ def _resolve_env(value: Any, path: PathKey, doc: YamlDocument, environ: dict[str
             return environ[name]
         if fallback is not None:
             return fallback
+        if is_secret_field(path):  # a secret has no fallback; `:-` with nothing leaves it unset
+            older = isinstance(path[-1], int) and path[-1] > 0
+            advice = f"set it, or write ${{{name}:-}} to leave {'this older secret out' if older else 'it unset'}"
+        else:
+            advice = f"set it, or write ${{{name}:-fallback}}"
         problems.append(Problem(
             doc.locate(path),
-            f"{format_path(path)}: environment variable {name} is not set "
-            f"(set it, or write ${{{name}:-fallback}})",
+            f"{format_path(path)}: environment variable {name} is not set ({advice})",
         ))
         return ""
 

@@ -40,6 +40,9 @@ NOTICE = ("Demo data. Members and their history are generated; over the {days} d
           "sending and every figure are the real engine's.")
 
 
+SECRET_FILE = "secret"  # the throwaway signing secret, when the program sets none
+
+
 @dataclass
 class DemoResult:
     folder: Path
@@ -64,14 +67,25 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
                                                   "dispatchers": 1, "rate_limit": 0})
     tracking = settings.tracking
     if not tracking.secret:
-        tracking = tracking.model_copy(update={"secret": (secrets.token_urlsafe(32),)})
+        tracking = tracking.model_copy(update={"secret": (_throwaway_secret(folder),)})
     database = settings.database.model_copy(update={"url": f"sqlite:///{folder / 'demo.db'}"})
     return settings.model_copy(update={"sending": sending, "tracking": tracking, "database": database})
 
 
+def _throwaway_secret(folder: Path) -> str:
+    """A new signing secret for this demo, kept in `folder`/secret (readable by its owner only) so
+    that the demo's links and coupon codes can be verified afterwards."""
+    secret = secrets.token_urlsafe(32)
+    path = folder / SECRET_FILE
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n", encoding="ascii")
+    return secret
+
+
 def clear(folder: Path) -> None:
     """Remove what an earlier demo left in `folder` (only the demo's own files)."""
-    for name in ("demo.db", "demo.db-wal", "demo.db-shm", "report.html"):
+    for name in ("demo.db", "demo.db-wal", "demo.db-shm", "report.html", SECRET_FILE):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / "outbox", ignore_errors=True)
 

@@ -144,12 +144,15 @@ def parse_coupon(text: str) -> tuple[str, str]:
     """A code as a shop types it (any case, spaces around) as (prefix, suffix); ValueError saying
     what is wrong when it cannot be a code of ours."""
     code = text.strip().upper()
-    prefix, _, suffix = code.rpartition("-")
+    if not code:
+        raise ValueError("the code is empty")
+    prefix, dash, suffix = code.rpartition("-")
+    part = "the part after the last '-'" if dash else "the code"
     if len(suffix) not in COUPON_LENGTHS:
-        raise ValueError(f"the part after the last '-' has {len(suffix)} characters; "
+        raise ValueError(f"{part} has {len(suffix)} characters; "
                          f"codes have {COUPON_LENGTHS.start} to {COUPON_LENGTHS.stop - 1}")
     wrong = sorted(set(suffix) - set(COUPON_ALPHABET))
     if wrong:
-        raise ValueError(f"the part after the last '-' holds {', '.join(map(repr, wrong))}; "
+        raise ValueError(f"{part} holds {', '.join(map(repr, wrong))}; "
                          f"codes use only {COUPON_ALPHABET} (no 0, O, 1 or I)")
     return prefix, suffix

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +168,18 @@ def test_demo_runs_the_pipeline_over_simulated_days(tmp_path):
     assert first_send >= "2026-11-16 17:00"   # nothing is sent before the first simulated day
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert "Demo data." in page and "2026-11-17 to 2026-11-22" in page and page.count("<svg") >= 4
+    # The throwaway secret is kept beside the outbox (owner-only), so the demo's coupons verify.
+    secret = folder / "secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and f"LOYALTY_MAIL_SECRET=$(cat {secret})" in result.stdout
+    codes = {code for eml in (folder / "outbox").glob("*.eml")
+             for part in email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).walk()
+             if part.get_content_type() == "text/plain"
+             for code in re.findall(r"\b(?:BACK20|YEAR\d+)-[A-Z2-9]{8}\b", part.get_content())}
+    assert codes
+    verified = CliRunner(env={"LOYALTY_MAIL_SECRET": secret.read_text().strip()}).invoke(
+        cli, ["--project", str(project), "--database", f"sqlite:///{folder / 'demo.db'}", "coupons", "verify",
+              sorted(codes)[0]])
+    assert verified.exit_code == 0 and " is genuine: member " in verified.stdout, verified.output
     (folder / "outbox" / "stray.eml").write_text("left over")
     with freeze_time("2026-11-23 03:00:00"):
         again = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "300", "--days", "6"])

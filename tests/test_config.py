@@ -95,7 +95,13 @@ def test_secrets_come_from_the_environment(tmp_path):
     assert (settings.tracking.secret, settings.tracking.base_url) == (("k3y-F0r-T3sts-9qZ",), "https://t.example")
     assert problems(tmp_path, text) == [
         "config.yaml:2:11: tracking.secret: environment variable TRACKING_SECRET is not set "
-        "(set it, or write ${TRACKING_SECRET:-fallback})"]
+        "(set it, or write ${TRACKING_SECRET:-} to leave it unset)"]
+    listed = "tracking:\n  secret: ['${TRACKING_SECRET}', '${OLD_SECRET}']\n"
+    assert problems(tmp_path, listed) == [
+        "config.yaml:2:12: tracking.secret[0]: environment variable TRACKING_SECRET is not set "
+        "(set it, or write ${TRACKING_SECRET:-} to leave it unset)",
+        "config.yaml:2:34: tracking.secret[1]: environment variable OLD_SECRET is not set "
+        "(set it, or write ${OLD_SECRET:-} to leave this older secret out)"]
 
 
 def test_precedence_defaults_file_environment_flag(tmp_path):

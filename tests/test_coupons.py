@@ -84,7 +84,8 @@ def test_a_code_signed_with_an_older_secret_verifies_after_rotation(program, sen
            "signed with an older secret still listed in tracking.secret\n")
     dropped = verify(program, code, NEW_SECRET, UNLISTED)
     assert (dropped.exit_code, dropped.output) == (
-        3, f"{code} is not genuine: no email in the send ledger carries this code\n")
+        3, f"{code} is not genuine: no email in the send ledger carries this code under the 2 secret(s) "
+           "listed in tracking.secret (a code signed with a secret no longer listed cannot be verified)\n")
 
 
 def test_codes_that_are_not_genuine_exit_3(program, sent):
@@ -93,11 +94,22 @@ def test_codes_that_are_not_genuine_exit_3(program, sent):
     for code in (f"BACK20-{suffix}", f"HELLO-{suffix[:-1]}{other}", f"HELLO-{suffix[:4]}"):
         result = verify(program, code, SECRET)
         assert (result.exit_code, result.output) == (
-            3, f"{code} is not genuine: no email in the send ledger carries this code\n")
+            3, f"{code} is not genuine: no email in the send ledger carries this code under the 1 "
+               "secret(s) listed in tracking.secret (a code signed with a secret no longer listed cannot be "
+               "verified)\n")
     malformed = verify(program, "hello-7kq2m9x0", SECRET)
     assert (malformed.exit_code, malformed.output) == (
         3, "HELLO-7KQ2M9X0 is not genuine: the part after the last '-' holds '0'; codes use only "
            "ABCDEFGHJKLMNPQRSTUVWXYZ23456789 (no 0, O, 1 or I)\n")
+
+
+def test_a_code_without_a_dash_or_empty_is_named_as_such(program):
+    plain = verify(program, "hello", SECRET)
+    assert (plain.exit_code, plain.output) == (
+        3, "HELLO is not genuine: the code holds 'O'; codes use only ABCDEFGHJKLMNPQRSTUVWXYZ23456789 "
+           "(no 0, O, 1 or I)\n")
+    empty = verify(program, "  ", SECRET)
+    assert (empty.exit_code, empty.output) == (3, "'  ' is not genuine: the code is empty\n")
 
 
 def test_verify_needs_the_secret(program):

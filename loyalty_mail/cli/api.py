@@ -52,7 +52,9 @@ def api(obj: CliContext, host: str, port: int, workers: int) -> None:
     os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
     os.environ[DATABASE_URL_ENV] = runtime.database_url
     runtime.close()
-    uvicorn.run("loyalty_mail.runtime:api_app_from_env", factory=True, workers=workers, **options)
+    # Each worker must answer uvicorn's health check once started: allow for a busy machine.
+    uvicorn.run("loyalty_mail.runtime:api_app_from_env", factory=True, workers=workers,
+                timeout_worker_healthcheck=60, **options)
 
 
 @cli.group("api-keys")

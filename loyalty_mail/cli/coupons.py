@@ -38,14 +38,16 @@ def verify(obj: CliContext, code: str) -> None:
     if not secrets:
         raise ConfigError("tracking.secret is not set: export LOYALTY_MAIL_SECRET (the secret the "
                           "emails were sent with) to verify coupon codes")
-    shown = code.strip().upper()
+    shown = repr(code) if not code.strip() else code.strip().upper()
     try:
         owner = find_owner(runtime.engine(), secrets, code)
     except ValueError as exc:
         click.echo(f"{shown} is not genuine: {exc}")
         raise click.exceptions.Exit(EXIT_NOT_GENUINE) from None
     if owner is None:
-        click.echo(f"{shown} is not genuine: no email in the send ledger carries this code")
+        click.echo(f"{shown} is not genuine: no email in the send ledger carries this code under the "
+                   f"{len(secrets)} secret(s) listed in tracking.secret (a code signed with a secret no "
+                   "longer listed cannot be verified)")
         raise click.exceptions.Exit(EXIT_NOT_GENUINE)
     click.echo(f"{shown} is genuine: {describe(owner)}")
 

@@ -212,4 +212,7 @@ def serve(obj: CliContext, host: str, port: int, workers: int) -> None:
     os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
     os.environ[DATABASE_URL_ENV] = runtime.database_url
     runtime.close()
-    uvicorn.run("loyalty_mail.runtime:tracking_app_from_env", factory=True, workers=workers, **options)
+    # A worker imports the package and opens the database before it answers uvicorn's health
+    # check: on a busy machine that takes longer than uvicorn's 5 s default, which kills it.
+    uvicorn.run("loyalty_mail.runtime:tracking_app_from_env", factory=True, workers=workers,
+                timeout_worker_healthcheck=60, **options)

@@ -17,7 +17,7 @@ from ..flows import Planner
 from ..flows.runner import check_flow_templates
 from ..rendering.checks import check_templates
 from ..overview import Overview
-from ..demo import run_demo
+from ..demo import SECRET_FILE, run_demo
 from ..scaffold import init_program
 from ..segments import load_catalog
 from . import cli
@@ -185,6 +185,11 @@ def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None)
     click.echo()
     click.echo(f"Report: {result.report}")
     click.echo(f"Database: {result.database} (e.g. loyalty-mail --database sqlite:///{result.database} report)")
+    secret = result.folder / SECRET_FILE
+    if secret.exists():
+        click.echo(f"Links and coupon codes are signed with a throwaway secret kept in {secret}: "
+                   f"LOYALTY_MAIL_SECRET=$(cat {secret}) loyalty-mail --database sqlite:///{result.database} "
+                   "coupons verify CODE")
 
 
 def _step(text: str) -> None:
