@@ -270,6 +270,7 @@ class Renderer:
         variant = self.variant(email, locale)
         key = (variant.email, variant.locale)
         if key not in self._compiled:
+            self.limits.start()  # compiling has a budget of its own, not the first email's
             self._compiled[key] = self._compile(variant)
         return self._compiled[key]
 
@@ -348,8 +349,8 @@ class Renderer:
         test: bool = False,
     ) -> RenderedEmail:
         """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
-        Subject, HTML and text together get `rendering.timeout`."""
-        self.limits.start()
+        Subject, HTML and text together get `rendering.timeout`; compiling the email (once per
+        process) does not count against it."""
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
         job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
@@ -381,15 +382,16 @@ class Renderer:
                        locale: str | None = None) -> str:
         """The slow, obviously right way: render the files as written, then run premailer.
         Untracked; `check` and the tests compare the compiled path against it."""
-        self.limits.start()
         job = self._prepare(email, member, now, PREVIEW_SEND_ID, flow, occurrence, False, locale)
         original = self._load(self.html_env, job.compiled.variant.html_path)
+        self.limits.start()
         return inline_css(self._run(original, job.context, job.where, 0, job.compiled.variant))
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
                  tracked: bool, locale: str | None) -> _Job:
         compiled = self.compiled(email, locale or member.get("locale"))
+        self.limits.start()  # this email's own budget, from here
         variant = compiled.variant
         links = self.links_for(send_id, tracked=tracked)
         tracking = self.settings.tracking
