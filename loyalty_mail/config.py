@@ -294,6 +294,13 @@ class SendGridSettings(_Strict):
     sandbox: bool = False
 
 
+class WakeSettings(_Strict):
+    """Planning members as their data arrives, between ticks (see loyalty_mail/touched.py)."""
+
+    enabled: bool = True
+    poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
+
+
 class SendingSettings(_Strict):
     """How and when email leaves: the transport, quiet hours, the frequency cap, the daemon tick."""
 
@@ -311,6 +318,7 @@ class SendingSettings(_Strict):
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
     tick: Span = timedelta(minutes=5)
+    wake: WakeSettings = WakeSettings()
     lookback: Span = timedelta(days=7)
     batch_size: int = Field(default=100, ge=1, le=10_000)
 
@@ -326,7 +334,7 @@ class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement"]
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
     template: str
     segment: str | None = None
     enabled: bool = True
@@ -342,6 +350,9 @@ class FlowSettings(_Strict):
     anniversaries: bool = False
     # reengagement
     reentry: Reentry = Reentry()
+    # event: once per event of this type that meets `where` (checked in settings_from_document)
+    event: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    where: dict[str, Any] | None = None
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
 
@@ -365,6 +376,12 @@ class FlowSettings(_Strict):
         if self.trigger == "milestone" and not self.thresholds and not self.anniversaries:
             raise ValueError(f"flow '{self.name}': a milestone flow needs `thresholds:` (points) "
                              "and/or `anniversaries: true`")
+        if self.trigger == "event" and not self.event:
+            raise ValueError(f"flow '{self.name}': an event flow needs `event:` (the event type, "
+                             "e.g. purchase)")
+        if self.trigger != "event" and (self.event or self.where is not None):
+            raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
+                             "(trigger: event)")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         return self
@@ -441,6 +458,7 @@ def settings_from_document(
         data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
     if database_url:
         data = {**data, "database": {**data.get("database", {}), "url": database_url}}
+    problems += _event_filter_problems(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
     except ValidationError as exc:
@@ -449,6 +467,21 @@ def settings_from_document(
         problems.sort(key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
         raise ConfigError(problems)
     return settings
+
+
+def _event_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """Each flow's `where:` read as the segment language's event filter, at its line."""
+    from .segments.spec import parse_event_where
+    from .tiers import TierLadder
+    flows = data.get("flows")
+    if not isinstance(flows, list):
+        return []
+    ladder = TierLadder.from_settings(TierSettings())  # an event filter names no tier
+    problems: list[Problem] = []
+    for index, flow in enumerate(flows):
+        if isinstance(flow, dict) and flow.get("where") is not None:
+            problems += parse_event_where(flow["where"], doc, ("flows", index, "where"), ladder)[1]
+    return problems
 
 
 def _display_name(path: Path) -> str:

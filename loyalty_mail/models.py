@@ -265,6 +265,20 @@ class RejectedWebhookEvent(SQLModel, table=True):
     raw: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))  # the event as ASCII JSON
     received_at: datetime | None = _utc(nullable=False)
 
+class TouchedMember(SQLModel, table=True):
+    """A member whose data an import changed, waiting for the daemon to plan them at once (see
+    loyalty_mail/touched.py): written in the import's transaction, deleted as it is taken."""
+
+    __tablename__ = "touched_members"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    touched_at: datetime | None = _utc(nullable=False)
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -273,3 +287,4 @@ sends_table: sa.Table = Send.__table__  # type: ignore[attr-defined]
 suppressions_table: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
 tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-defined]
 rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type: ignore[attr-defined]
+touched_members_table: sa.Table = TouchedMember.__table__  # type: ignore[attr-defined]
