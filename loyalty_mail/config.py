@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import babel
@@ -47,6 +48,10 @@ DEFAULT_DATABASE_URL = "sqlite:///loyalty_mail.db"
 DATABASE_URL_ENV = "LOYALTY_MAIL_DATABASE_URL"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+# A check of the raw document (environment references resolved) by a later stage: its problems.
+DocumentCheck = Callable[[dict[str, Any], YamlDocument], "list[Problem]"]
 
 
 class _Strict(BaseModel):
@@ -424,8 +429,11 @@ def load_settings(
     *,
     environ: dict[str, str] | None = None,
     database_url: str | None = None,
+    checks: Sequence[DocumentCheck] = (),
 ) -> Settings:
     """Load `project_dir/config.yaml`, apply environment overrides and flags, validate everything.
+    `checks` are later stages' own checks of parts of the document (flows' event filters, read
+    by the segment language), so their problems are reported with the others, at their lines.
 
     A missing config.yaml is an error: run `loyalty-mail init` to create one.
     """
@@ -437,7 +445,7 @@ def load_settings(
             "create a program there, or pass --project DIR."
         )
     doc = load_yaml_file(path, display_name=_display_name(path))
-    return settings_from_document(doc, project_dir, environ=environ, database_url=database_url)
+    return settings_from_document(doc, project_dir, environ=environ, database_url=database_url, checks=checks)
 
 
 def settings_from_document(
@@ -446,6 +454,7 @@ def settings_from_document(
     *,
     environ: dict[str, str],
     database_url: str | None = None,
+    checks: Sequence[DocumentCheck] = (),
 ) -> Settings:
     """Validate a loaded YAML document as settings (see load_settings)."""
     data = doc.value if doc.value is not None else {}
@@ -458,7 +467,8 @@ def settings_from_document(
         data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
     if database_url:
         data = {**data, "database": {**data.get("database", {}), "url": database_url}}
-    problems += _event_filter_problems(data, doc)
+    for check in checks:
+        problems += check(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
     except ValidationError as exc:
@@ -467,21 +477,6 @@ def settings_from_document(
         problems.sort(key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
         raise ConfigError(problems)
     return settings
-
-
-def _event_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
-    """Each flow's `where:` read as the segment language's event filter, at its line."""
-    from .segments.spec import parse_event_where
-    from .tiers import TierLadder
-    flows = data.get("flows")
-    if not isinstance(flows, list):
-        return []
-    ladder = TierLadder.from_settings(TierSettings())  # an event filter names no tier
-    problems: list[Problem] = []
-    for index, flow in enumerate(flows):
-        if isinstance(flow, dict) and flow.get("where") is not None:
-            problems += parse_event_where(flow["where"], doc, ("flows", index, "where"), ladder)[1]
-    return problems
 
 
 def _display_name(path: Path) -> str:

@@ -270,6 +270,7 @@ class TouchedMember(SQLModel, table=True):
     loyalty_mail/touched.py): written in the import's transaction, deleted as it is taken."""
 
     __tablename__ = "touched_members"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused: a waiter compares the newest
 
     id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
     member_ref: int = Field(

@@ -81,18 +81,23 @@ class Waiter(Protocol):
 
 
 class PollingWaiter:
-    """SQLite: look at the queue every `poll` seconds (one primary-key probe)."""
+    """SQLite: read the queue's newest id every `poll` seconds (one primary-key probe); a change
+    means new entries. So a daemon that does not take them (a standby) is not woken again and
+    again by entries the planning daemon has yet to take."""
 
     def __init__(self, engine: sa.Engine, poll: float) -> None:
         self.engine, self.poll = engine, poll
-        self.probe = sa.select(touched_members_table.c.id).limit(1)
+        self.probe = sa.select(sa.func.max(touched_members_table.c.id))
+        self.seen: int | None = None
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             with self.engine.connect() as conn:
-                if conn.execute(self.probe).first() is not None:
-                    return True
+                newest = conn.execute(self.probe).scalar_one()
+            changed, self.seen = newest is not None and newest != self.seen, newest
+            if changed:
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

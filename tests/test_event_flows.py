@@ -9,7 +9,9 @@ import json
 
 import pytest
 
-from loyalty_mail.errors import ConfigError
+from click.testing import CliRunner
+
+from loyalty_mail.cli import cli
 
 from .flow_program import SECRET, Program, member
 
@@ -171,11 +173,11 @@ def test_where_filters_on_properties_with_the_segment_operators(program):
 
 
 def problems(tmp_path, flows: str) -> list[str]:
-    from loyalty_mail.config import load_settings
+    """What `loyalty-mail check` says about a config.yaml with these flows."""
     (tmp_path / "config.yaml").write_text("flows:\n" + flows)
-    with pytest.raises(ConfigError) as info:
-        load_settings(tmp_path, environ={"LOYALTY_MAIL_SECRET": SECRET})
-    return str(info.value).splitlines()
+    result = CliRunner(env={"LOYALTY_MAIL_SECRET": SECRET}).invoke(cli, ["--project", str(tmp_path), "check"])
+    assert result.exit_code == 1, result.output
+    return result.stderr.removeprefix("Error: ").splitlines()
 
 
 def test_event_flow_mistakes_name_the_line(tmp_path, monkeypatch):

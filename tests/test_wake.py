@@ -75,6 +75,10 @@ def test_the_sqlite_waiter_sees_a_queued_member(sqlite_program):
     assert waiter.wait(0.3) is False and time.monotonic() - started >= 0.3
     program.load("members", [member("M1")], at="2026-11-20T10:00:00+07:00")
     assert waiter.wait(0.3) is True
+    assert waiter.wait(0.1) is False          # not taken yet (a standby daemon): no new entry
+    assert touched.take(engine) == [1]
+    program.load("members", [member("M2")], at="2026-11-20T10:00:00+07:00")
+    assert waiter.wait(0.3) is True           # ids are never reused, even after the queue emptied
     engine.dispose()
 
 

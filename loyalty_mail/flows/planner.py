@@ -36,7 +36,6 @@ from ..segments import SegmentCatalog, context_for
 from ..members import member_row
 from ..segments.compiler import compile_rule, event_filter
 from ..segments.spec import ValueRule, parse_event_where
-from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from . import ledger
@@ -176,10 +175,13 @@ class Planner:
         if problems:
             raise ConfigError(problems)
         self.flows = sorted((f for f in settings.flows if f.enabled), key=lambda f: (-f.priority, f.name))
-        ladder = TierLadder.from_settings(settings.tiers)
-        self.event_where: dict[str, tuple[ValueRule, ...]] = {  # validated with the settings
-            f.name: parse_event_where(f.where, YamlDocument("config.yaml", f.where), (), ladder)[0]
-            for f in settings.flows if f.where is not None}
+        self.event_where: dict[str, tuple[ValueRule, ...]] = {}
+        for f in settings.flows:
+            if f.where is not None:  # checked at its line when the settings were loaded
+                where, wrong = parse_event_where(f.where, YamlDocument(f"flow '{f.name}' where:", f.where), ())
+                if wrong:
+                    raise ConfigError(wrong)
+                self.event_where[f.name] = where
 
     def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
         """`plan` on a connection of its own (read only: nothing is written through it)."""

@@ -117,7 +117,7 @@ class EventView:
     amount: Decimal | None
     currency: str | None
     points: int | None
-    items: list[Any]
+    items: Any  # the `items` property as sent: a list of line items, or a count
     properties: dict[str, Any]
 
 
@@ -131,7 +131,7 @@ def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
         id=str(stored.get("id", "")), type=str(stored.get("type", "")),
         occurred_at=datetime.fromisoformat(when) if isinstance(when, str) else None,
         amount=None if amount is None else Decimal(str(amount)), currency=stored.get("currency"),
-        points=stored.get("points"), items=list(stored.get("items") or []),
+        points=stored.get("points"), items=stored.get("items") or [],
         properties=dict(stored.get("properties") or {}))
 
 

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Union
 
+from ..config import TierSettings
 from ..errors import ConfigError, Location, Problem
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, YamlDocument, load_yaml_file
@@ -460,15 +461,25 @@ class SegmentParser:
 _VALUE_KINDS = {"text": "text", "number": "number", "boolean": "bool"}
 
 
-def parse_event_where(filters: Any, doc: YamlDocument, path: PathKey,
-                      ladder: TierLadder) -> tuple[tuple[ValueRule, ...], list[Problem]]:
+def parse_event_where(filters: Any, doc: YamlDocument, path: PathKey
+                      ) -> tuple[tuple[ValueRule, ...], list[Problem]]:
     """An event filter written at `path` of `doc` (a flow's `where:`): its conditions, or the
-    problems found in it (with file:line)."""
-    parser = SegmentParser(doc, ladder)
+    problems found in it (with file:line). An event filter names no tier."""
+    parser = SegmentParser(doc, TierLadder.from_settings(TierSettings()))
     try:
         return parser.event_where(filters, path), parser.problems
     except _Invalid:
         return (), parser.problems
+
+
+def flow_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """A config check (see config.load_settings): each flow's `where:` as an event filter."""
+    flows = data.get("flows")
+    problems: list[Problem] = []
+    for index, flow in enumerate(flows if isinstance(flows, list) else []):
+        if isinstance(flow, dict) and flow.get("where") is not None:
+            problems += parse_event_where(flow["where"], doc, ("flows", index, "where"))[1]
+    return problems
 
 
 def _anniversary(value: Any) -> Any:

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("touched_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["member_ref"], ["members.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
 
 
