@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import babel
@@ -47,6 +48,10 @@ DEFAULT_DATABASE_URL = "sqlite:///loyalty_mail.db"
 DATABASE_URL_ENV = "LOYALTY_MAIL_DATABASE_URL"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+# A check of the raw document (environment references resolved) by a later stage: its problems.
+DocumentCheck = Callable[[dict[str, Any], YamlDocument], "list[Problem]"]
 
 
 class _Strict(BaseModel):
@@ -302,6 +307,13 @@ class SendGridSettings(_Strict):
     sandbox: bool = False
 
 
+class WakeSettings(_Strict):
+    """Planning members as their data arrives, between ticks (see loyalty_mail/touched.py)."""
+
+    enabled: bool = True
+    poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
+
+
 class SendingSettings(_Strict):
     """How and when email leaves: the transport, quiet hours, the frequency cap, the daemon tick."""
 
@@ -319,6 +331,7 @@ class SendingSettings(_Strict):
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
     tick: Span = timedelta(minutes=5)
+    wake: WakeSettings = WakeSettings()
     lookback: Span = timedelta(days=7)
     batch_size: int = Field(default=100, ge=1, le=10_000)
 
@@ -334,7 +347,7 @@ class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement"]
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
     template: str
     segment: str | None = None
     enabled: bool = True
@@ -350,6 +363,9 @@ class FlowSettings(_Strict):
     anniversaries: bool = False
     # reengagement
     reentry: Reentry = Reentry()
+    # event: once per event of this type that meets `where` (checked in settings_from_document)
+    event: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    where: dict[str, Any] | None = None
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
 
@@ -373,6 +389,12 @@ class FlowSettings(_Strict):
         if self.trigger == "milestone" and not self.thresholds and not self.anniversaries:
             raise ValueError(f"flow '{self.name}': a milestone flow needs `thresholds:` (points) "
                              "and/or `anniversaries: true`")
+        if self.trigger == "event" and not self.event:
+            raise ValueError(f"flow '{self.name}': an event flow needs `event:` (the event type, "
+                             "e.g. purchase)")
+        if self.trigger != "event" and (self.event or self.where is not None):
+            raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
+                             "(trigger: event)")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         return self
@@ -447,8 +469,11 @@ def load_settings(
     *,
     environ: dict[str, str] | None = None,
     database_url: str | None = None,
+    checks: Sequence[DocumentCheck] = (),
 ) -> Settings:
     """Load `project_dir/config.yaml`, apply environment overrides and flags, validate everything.
+    `checks` are later stages' own checks of parts of the document (flows' event filters, read
+    by the segment language), so their problems are reported with the others, at their lines.
 
     A missing config.yaml is an error: run `loyalty-mail init` to create one.
     """
@@ -460,7 +485,7 @@ def load_settings(
             "create a program there, or pass --project DIR."
         )
     doc = load_yaml_file(path, display_name=_display_name(path))
-    return settings_from_document(doc, project_dir, environ=environ, database_url=database_url)
+    return settings_from_document(doc, project_dir, environ=environ, database_url=database_url, checks=checks)
 
 
 def settings_from_document(
@@ -469,6 +494,7 @@ def settings_from_document(
     *,
     environ: dict[str, str],
     database_url: str | None = None,
+    checks: Sequence[DocumentCheck] = (),
 ) -> Settings:
     """Validate a loaded YAML document as settings (see load_settings)."""
     data = doc.value if doc.value is not None else {}
@@ -481,6 +507,8 @@ def settings_from_document(
         data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
     if database_url:
         data = {**data, "database": {**data.get("database", {}), "url": database_url}}
+    for check in checks:
+        problems += check(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
     except ValidationError as exc:

@@ -295,6 +295,21 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _utc()
 
 
+class TouchedMember(SQLModel, table=True):
+    """A member whose data an import changed, waiting for the daemon to plan them at once (see
+    loyalty_mail/touched.py): written in the import's transaction, deleted as it is taken."""
+
+    __tablename__ = "touched_members"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused: a waiter compares the newest
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    touched_at: datetime | None = _utc(nullable=False)
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -305,3 +320,4 @@ tracking_events_table: sa.Table = TrackingEvent.__table__  # type: ignore[attr-d
 rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type: ignore[attr-defined]
 rejected_hits_table: sa.Table = RejectedHit.__table__  # type: ignore[attr-defined]
 api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
+touched_members_table: sa.Table = TouchedMember.__table__  # type: ignore[attr-defined]

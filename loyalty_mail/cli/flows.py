@@ -15,6 +15,7 @@ from ..transports import transport_for
 from ..flows.leadership import PlannerLock
 from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
+from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
 
@@ -101,11 +102,13 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     if renderer.signer is None:
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
     transport = transport_for(settings)
+    covered = touched.latest(engine) if not flows and at is None else 0  # planning every member now
     try:
         report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None,
                           clock=runtime.now if at is None else None)
     finally:
         transport.close()
+    touched.forget(engine, covered)
     if output_format == "json":
         print_json({"at": now.isoformat(), "counts": report.plan.counts(), "recorded": report.recorded,
                     "delivered": report.delivered, "failed": report.failed})
@@ -189,9 +192,15 @@ def _dispatch_parts(obj: CliContext) -> tuple[Any, Any, Any, Any]:
 @cli.command()
 @_interval_option
 @_max_ticks_option
+@click.option("--wake/--no-wake", default=None,
+              help="Plan members within about a second of new data for them (default: sending.wake.enabled).")
 @pass_cli
-def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> None:
+def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake: bool | None) -> None:
     """Run the flows forever: a tick (plan, record, render, deliver) every interval.
+
+    Between ticks, the planning daemon wakes when an import (a file, or the API) changes members
+    and plans just them, through the same planner and ledger: a welcome, an event flow, a
+    milestone or a tier upgrade goes out within about a second. Flows with a `schedule:` keep it.
 
     Several daemons may run against one database: the one holding the planner lock (a PostgreSQL
     advisory lock, or a file lock beside a SQLite database) plans; the others only deliver and take
@@ -202,6 +211,7 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     Example:
       LOYALTY_MAIL_SECRET=... loyalty-mail daemon
       loyalty-mail daemon --interval 60
+      loyalty-mail daemon --no-wake
     """
     runtime, engine, renderer, transport = _dispatch_parts(obj)
     settings = runtime.settings
@@ -214,15 +224,30 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None) -> No
     def tick(should_stop: Any, flows: list[str] | None) -> None:
         planned = every_tick if flows is None else flows
         if planned and lock.try_acquire():
+            covered = touched.latest(engine) if flows is None else 0  # this tick plans every member
             run_once(engine, planner, renderer, transport, runtime.now(), flows=planned, should_stop=should_stop,
                      clock=runtime.now)
+            touched.forget(engine, covered)
         else:
             dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
 
+    def wake_up(should_stop: Any) -> None:
+        while every_tick and not should_stop() and lock.try_acquire():
+            members = touched.take(engine)
+            if not members:
+                return
+            run_once(engine, planner, renderer, transport, runtime.now(), flows=every_tick, members=members,
+                     should_stop=should_stop, clock=runtime.now)
+
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
+    waking = settings.sending.wake.enabled if wake is None else wake
+    waiter = touched.waiter_for(engine, settings.sending.wake.poll_ms / 1000) if waking else None
     try:
-        run_daemon(tick, seconds, max_ticks=max_ticks, schedules=schedules)
+        run_daemon(tick, seconds, max_ticks=max_ticks, schedules=schedules,
+                   wake=wake_up if waiter else None, wait=waiter.wait if waiter else None)
     finally:
+        if waiter is not None:
+            waiter.close()
         lock.release()
         transport.close()
 

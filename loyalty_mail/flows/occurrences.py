@@ -9,6 +9,7 @@ identified by (member, flow, key), the key the send ledger's unique constraint i
                     anniversary:2026          local midnight of the anniversary (29 Feb -> 28 Feb)
     tier_upgrade    tier:<tier change id>     each upward move in the tier history
     reengagement    segment:<name>:<n>        the member is in the segment now (n-th time)
+    event           event:<event id>          each event of the flow's type that meets `where:`
 """
 
 from __future__ import annotations
@@ -219,6 +220,59 @@ def tier_upgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
     yield from flush()
 
 
+def event_view(row: Any) -> dict[str, Any]:
+    """An event as the ledger keeps it for the template (`event.amount`, `event.items`): JSON
+    values only (the amount as text, the time in ISO form)."""
+    properties = dict(row.properties or {})
+    return {"id": row.event_id or str(row.event_ref), "type": row.type,
+            "occurred_at": row.occurred_at.isoformat(),
+            "amount": None if row.amount is None else str(row.amount), "currency": row.currency,
+            "points": row.points, "items": properties.get("items") or [], "properties": properties}
+
+
+def events(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+           audience: sa.ColumnElement[bool] | None, zone_default: str,
+           where: list[sa.ColumnElement[bool]]) -> Iterator[Occurrence]:
+    """Each event of the flow's type in the window that meets its `where:` conditions. With a
+    `reentry:` in the flow, at most `reentry.max` of them per member ever, `reentry.cooldown`
+    apart (counting what the ledger holds); the others are not occurrences."""
+    e, m, s = events_table, members_table, sends_table
+    limited = "reentry" in flow.model_fields_set
+    columns: list[Any] = [*MEMBER_COLUMNS, e.c.id.label("event_ref"), e.c.event_id, e.c.type, e.c.occurred_at,
+                          e.c.amount, e.c.currency, e.c.points, e.c.properties]
+    query = (sa.select(*columns).join(m, m.c.id == e.c.member_ref)
+             .where(e.c.type == flow.event, e.c.occurred_at >= window.since, e.c.occurred_at <= window.now,
+                    *where)
+             .order_by(e.c.member_ref, e.c.occurred_at, e.c.id))
+    if limited:
+        history = (sa.select(s.c.member_ref, sa.func.count().label("times"),
+                             sa.func.max(s.c.scheduled_for).label("last"))
+                   .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)),
+                          s.c.created_at <= window.now)
+                   .group_by(s.c.member_ref).subquery())
+        recorded = sa.exists().where(s.c.member_ref == e.c.member_ref, s.c.flow == flow.name,
+                                     s.c.occurrence_key == sa.literal("event:") + sa.cast(e.c.id, sa.String),
+                                     s.c.created_at <= window.now)
+        query = (query.add_columns(history.c.times, history.c.last, recorded.label("recorded"))
+                 .outerjoin(history, history.c.member_ref == e.c.member_ref))
+    if audience is not None:
+        query = query.where(audience)
+    current, times, last = None, 0, None
+    for row in _stream(conn, query):
+        due = row.occurred_at + flow.delay
+        if limited and not row.recorded:
+            if row.id != current:
+                current, times, last = row.id, int(row.times or 0), row.last
+            if times >= flow.reentry.max or (last is not None and last + flow.reentry.cooldown > due):
+                continue
+            times, last = times + 1, due
+        zone = row.timezone or zone_default
+        key = f"event:{row.event_ref}"
+        yield Occurrence(flow=flow, **_member(row), key=key, occurred_at=row.occurred_at, due_at=due,
+                         reason=f"{row.type} event {row.event_id or row.event_ref} on {_fmt(row.occurred_at, zone)} local",
+                         data={"kind": "event", "key": key, "event": event_view(row)})
+
+
 def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
                     membership: sa.ColumnElement[bool], zone_default: str) -> Iterator[Occurrence]:
     """Members in the segment now. The n-th occurrence is allowed after n-1 earlier ones, at
@@ -286,6 +340,21 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
         return f"in {span}: " + "; ".join(found)
     if flow.trigger == "tier_upgrade":
         return f"no upward tier change in {span} (current tier {member.tier})"
+    if flow.trigger == "event":
+        seen = int(conn.execute(sa.select(sa.func.count()).where(
+            e.c.member_ref == member_ref, e.c.type == flow.event, e.c.occurred_at >= window.since,
+            e.c.occurred_at <= window.now)).scalar_one())
+        if not seen:
+            return f"no {flow.event} event in {span}"
+        if "reentry" in flow.model_fields_set:
+            times, last = _entries(conn, flow, window.now, member_ref)
+            if times >= flow.reentry.max:
+                return (f"{seen} {flow.event} event(s) in {span}, but already sent {times} time(s): the "
+                        f"flow's reentry max is {flow.reentry.max}")
+            if last is not None and last + flow.reentry.cooldown > window.now:
+                return (f"{seen} {flow.event} event(s) in {span}, but in the reentry cooldown: last one "
+                        f"{_fmt(last, zone)} local")
+        return f"{seen} {flow.event} event(s) in {span}, none meeting the flow's where: conditions"
     times, last = _entries(conn, flow, window.now, member_ref)
     if times >= flow.reentry.max:
         return (f"in segment {flow.segment}, but already entered {times} time(s): the flow's reentry "

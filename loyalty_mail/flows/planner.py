@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -34,7 +34,9 @@ from ..errors import ConfigError
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
-from ..segments.compiler import compile_rule
+from ..segments.compiler import compile_rule, event_filter
+from ..segments.spec import ValueRule, parse_event_where
+from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from . import ledger
 from . import occurrences as triggers
@@ -173,6 +175,13 @@ class Planner:
         if problems:
             raise ConfigError(problems)
         self.flows = sorted((f for f in settings.flows if f.enabled), key=lambda f: (-f.priority, f.name))
+        self.event_where: dict[str, tuple[ValueRule, ...]] = {}
+        for f in settings.flows:
+            if f.where is not None:  # checked at its line when the settings were loaded
+                where, wrong = parse_event_where(f.where, YamlDocument(f"flow '{f.name}' where:", f.where), ())
+                if wrong:
+                    raise ConfigError(wrong)
+                self.event_where[f.name] = where
 
     def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
         """`plan` on a connection of its own (read only: nothing is written through it)."""
@@ -182,17 +191,19 @@ class Planner:
         return plan
 
     def plan(self, conn: sa.Connection, now: datetime, *, member_ref: int | None = None,
-             flows: Iterable[str] | None = None, plan: Plan | None = None,
-             on_part: Callable[[Plan], None] | None = None) -> Plan:
+             members: Collection[int] | None = None, flows: Iterable[str] | None = None,
+             plan: Plan | None = None, on_part: Callable[[Plan], None] | None = None) -> Plan:
         """Decide for every occurrence due at `now`, streaming: each flow's trigger query yields
         its occurrences in member order (from a server-side cursor on PostgreSQL), the streams are
         merged, and members are decided a chunk at a time (a member's occurrences never split).
         `on_part` receives each chunk's decisions (the tick records them at once); `plan` (default:
-        one that keeps everything) adds them up."""
+        one that keeps everything) adds them up. `member_ref` or `members` (their ids) plan only
+        those members: explain, and the daemon's wake-up for members with new data."""
         wanted = set(flows) if flows is not None else None
         chosen = [f for f in self.flows if wanted is None or f.name in wanted]
         plan = plan if plan is not None else Plan(now)
-        streams = [self._occurrences(conn, flow, now, member_ref) for flow in chosen]
+        only = [member_ref] if member_ref is not None else None if members is None else sorted(members)
+        streams = [self._occurrences(conn, flow, now, only) for flow in chosen]
         merged = heapq.merge(*streams, key=lambda o: o.member_ref)
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
@@ -238,12 +249,12 @@ class Planner:
     # -- occurrences -------------------------------------------------------------------------
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
-                     member_ref: int | None) -> Iterator[Occurrence]:
+                     members: list[int] | None) -> Iterator[Occurrence]:
         window = Window.for_flow(flow, self.settings, now)
         zone = self.settings.program.default_timezone
         audience = self._segment_condition(flow.segment, now) if flow.segment else None
-        if member_ref is not None:
-            only = members_table.c.id == member_ref
+        if members is not None:
+            only = members_table.c.id.in_(members) if len(members) != 1 else members_table.c.id == members[0]
             audience = only if audience is None else sa.and_(audience, only)
         if flow.trigger == "welcome":
             yield from triggers.welcome(conn, flow, self.settings, window, audience, zone)
@@ -255,6 +266,11 @@ class Planner:
                                                   self.dialect)
         elif flow.trigger == "tier_upgrade":
             yield from triggers.tier_upgrades(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "event":
+            where = self.event_where.get(flow.name, ())
+            ctx = context_for(self.settings, self.segments, now, self.dialect)
+            yield from triggers.events(conn, flow, self.settings, window, audience, zone,
+                                       event_filter(where, ctx) if where else [])
         else:
             assert audience is not None
             yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)

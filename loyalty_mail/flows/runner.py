@@ -47,17 +47,18 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
 
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
-             now: datetime, *, flows: list[str] | None = None,
+             now: datetime, *, flows: list[str] | None = None, members: list[int] | None = None,
              should_stop: Callable[[], bool] = lambda: False,
              clock: Callable[[], datetime] | None = None) -> TickReport:
     """Plan, record, then deliver every planned send that is due (including earlier ones).
     `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
-    throughout) stamps claims and sends as delivery goes on; see deliver_due."""
+    throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
+    ids) plans only them: the daemon's wake-up for members with new data."""
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
     recorded: Counter[str] = Counter()
-    planner.plan_in(engine, now, flows=flows, plan=plan,
+    planner.plan_in(engine, now, flows=flows, members=members, plan=plan,
                     on_part=lambda part: recorded.update(ledger.record(engine, part, now)))
     report.recorded = dict(recorded)
     sending = planner.settings.sending

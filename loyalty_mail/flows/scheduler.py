@@ -1,4 +1,6 @@
 """The daemon: APScheduler runs a tick every `sending.tick`; SIGTERM/SIGINT stop it cleanly.
+Between ticks the main thread waits for new data (`wait`) and plans the members it touched
+(`wake`) within about a second.
 
 APScheduler only decides *when*; what a tick does is `runner.run_once`, and the send ledger (not
 APScheduler's job store, which is in memory) is what makes every occurrence go out once. After
@@ -21,6 +23,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 log = logging.getLogger("loyalty_mail.daemon")
 
 Tick = Callable[[Callable[[], bool], "list[str] | None"], object]
+Wake = Callable[[Callable[[], bool]], object]
+Wait = Callable[[float], bool]
 
 
 def flow_schedules(flows: Mapping[str, str | None], zone: str) -> dict[str, CronTrigger]:
@@ -37,13 +41,16 @@ class _SkippedWhileRunning(logging.Filter):
 
 
 def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = None,
-               schedules: Mapping[str, BaseTrigger] | None = None) -> int:
+               schedules: Mapping[str, BaseTrigger] | None = None,
+               wake: Wake | None = None, wait: Wait | None = None) -> int:
     """Tick now, then every `interval_seconds` until SIGTERM/SIGINT; returns the ticks run.
 
     `tick(should_stop, flows)` must check `should_stop()` between batches, so a stop request lets
     the batch in hand finish and be recorded before the process exits. The interval tick gets
     `flows=None` (plan the flows without a schedule); each entry of `schedules` adds a job that
     ticks with `flows=[that flow]` at its trigger's times. Jobs never overlap.
+    With `wake` and `wait`, the main thread calls `wait(0.5)` in a loop and, when it says new
+    data may have arrived, `wake(should_stop)` (never during a tick).
     """
     stopping = threading.Event()
     running = threading.Lock()  # held while a tick runs, so exit waits for the batch in hand
@@ -83,8 +90,17 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
     # Shutting the scheduler down from a signal handler re-enters its loop mid-step (a long tick
     # then ends in JobLookupError): the handler only sets `stopping`, and this thread stops it.
     try:
-        while not stopping.wait(0.5):
-            pass
+        while not stopping.is_set():
+            if wake is None or wait is None:
+                stopping.wait(0.5)
+            elif _waited(wait, stopping):
+                with running:
+                    if stopping.is_set():
+                        break
+                    try:
+                        wake(stopping.is_set)
+                    except Exception:  # noqa: BLE001 - the next wake-up or tick plans these members
+                        log.exception("planning new data failed; the next tick will plan it")
         scheduler.shutdown(wait=False)
         with running:  # the tick in progress, if any, has recorded its batch
             pass
@@ -94,3 +110,13 @@ def run_daemon(tick: Tick, interval_seconds: float, *, max_ticks: int | None = N
         logging.getLogger("apscheduler.scheduler").removeFilter(skipped)
     log.info("daemon stopped after %d tick(s)", ticks)
     return ticks
+
+
+def _waited(wait: Wait, stopping: threading.Event) -> bool:
+    """`wait(0.5)`; a failure (the database is away) is logged, and the ticks carry on."""
+    try:
+        return wait(0.5)
+    except Exception:  # noqa: BLE001 - the ticks plan everyone anyway
+        log.exception("waiting for new data failed; trying again in 5 s")
+        stopping.wait(5)
+        return False

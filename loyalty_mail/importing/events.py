@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql
 from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
+from .. import touched
 from . import fields
 from .members import local_date
 from .batch import (
@@ -168,6 +169,7 @@ def import_events(
     rate = settings.program.points_per_currency_unit
     applied = _Applier(connection, ladder, rate, now, rejects, summary, settings.program.default_timezone)
     applied.run()
+    touched.enqueue(connection, sa.select(STAGING.c.member_ref).distinct(), now, count=summary.inserted)
     if not skip_invalid:
         rejects.raise_if_any(source)
     summary.rejected = len(rejects)

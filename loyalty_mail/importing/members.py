@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
-from .. import suppression
+from .. import suppression, touched
 from ..errors import InputFileError
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
@@ -307,6 +307,9 @@ def import_members(
     summary.rejected = len(rejects)
 
     _apply(connection, TierLadder.from_settings(settings.tiers), now, summary)
+    touched.enqueue(connection, sa.select(members_table.c.id).where(
+        members_table.c.member_id.in_(sa.select(STAGING.c.member_id))), now,
+        count=summary.inserted + summary.updated)
     drop_staging(connection, STAGING)
     return summary, rejects
 

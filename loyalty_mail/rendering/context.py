@@ -1,4 +1,4 @@
-"""What every template sees: member, tier, program, flow and occurrence, helpers and links.
+"""What every template sees: member, tier, program, flow, occurrence and event, helpers and links.
 
 The README ("Template context") documents each name; `test_docs` keeps the two in step.
 """
@@ -21,7 +21,7 @@ MEMBER_FIELDS = (
     "last_purchase_at", "nps_score", "subscribed", "attributes",
 )
 CONTEXT_NAMES = (
-    "member", "tier", "program", "flow", "occurrence", "coupon", "tier_label", "unsubscribe_url",
+    "member", "tier", "program", "flow", "occurrence", "event", "coupon", "tier_label", "unsubscribe_url",
     "preferences_url", "view_in_browser_url", "locale", "timezone", "now", "subject", "preheader",
 )
 
@@ -105,6 +105,36 @@ class TierViews:
         }
 
 
+@dataclass(frozen=True)
+class EventView:
+    """The event that triggered an event flow, as templates see it: `event.amount` (a number),
+    `event.points`, `event.items`, `event.properties.store`. An object, not a dict, so that
+    `event.items` is the order's items and not the dict method."""
+
+    id: str
+    type: str
+    occurred_at: datetime | None
+    amount: Decimal | None
+    currency: str | None
+    points: int | None
+    items: Any  # the `items` property as sent: a list of line items, or a count
+    properties: dict[str, Any]
+
+
+def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
+    """The event an occurrence carries (None for the other triggers)."""
+    stored = (occurrence or {}).get("event")
+    if not isinstance(stored, Mapping):
+        return None
+    amount, when = stored.get("amount"), stored.get("occurred_at")
+    return EventView(
+        id=str(stored.get("id", "")), type=str(stored.get("type", "")),
+        occurred_at=datetime.fromisoformat(when) if isinstance(when, str) else None,
+        amount=None if amount is None else Decimal(str(amount)), currency=stored.get("currency"),
+        points=stored.get("points"), items=stored.get("items") or [],
+        properties=dict(stored.get("properties") or {}))
+
+
 def program_view(settings: Settings) -> dict[str, Any]:
     program = settings.program
     return {
@@ -154,6 +184,7 @@ class ContextBuilder:
             "program": self._program,
             "flow": dict(flow) if flow else None,
             "occurrence": dict(occurrence) if occurrence else None,
+            "event": event_view(occurrence),
             "coupon": Helper(coupon),
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,

@@ -86,6 +86,11 @@ def compile_rule(rule: Rule, ctx: Context) -> sa.ColumnElement[bool]:
         rule, (), negated=False, top=True)
 
 
+def event_filter(conditions: tuple[ValueRule, ...], ctx: Context) -> list[sa.ColumnElement[bool]]:
+    """The conditions over `events` of a `where:` event filter (as in segments' event rules)."""
+    return _Compiler(ctx).event_filters(conditions)
+
+
 def segment_query(rule: Rule, ctx: Context, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
     """SELECT columns (default: members.id) FROM members WHERE the rule holds."""
     chosen = columns or (members_table.c.id,)
@@ -420,9 +425,12 @@ class _Compiler:
             where.append(e.c.occurred_at >= sa.literal(rule.since.resolve(ctx.at, ctx.zone), UTCDateTime()))
         if rule.until:
             where.append(e.c.occurred_at <= sa.literal(rule.until.resolve(ctx.at, ctx.zone), UTCDateTime()))
-        for condition in rule.where:
-            where.append(_never_null(sa.and_(*(self.event_value_op(condition, op) for op in condition.ops))))
-        return where
+        return where + self.event_filters(rule.where)
+
+    def event_filters(self, conditions: tuple[ValueRule, ...]) -> list[sa.ColumnElement[bool]]:
+        """An event rule's `where:` conditions on `events` (a missing property never matches)."""
+        return [_never_null(sa.and_(*(self.event_value_op(condition, op) for op in condition.ops)))
+                for condition in conditions]
 
     def event_sum(self, rule: EventRule) -> tuple[sa.ColumnElement[Any], tuple[Op, ...]]:
         """The summed expression (0 over no events) and the operators it is compared with."""

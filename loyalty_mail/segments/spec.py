@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Union
 
+from ..config import TierSettings
 from ..errors import ConfigError, Location, Problem
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, YamlDocument, load_yaml_file
@@ -323,21 +324,24 @@ class SegmentParser:
         within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
         since = self._try(lambda: parse_time(body["since"]), path + ("since",)) if "since" in body else None
         until = self._try(lambda: parse_time(body["until"]), path + ("until",)) if "until" in body else None
-        where = []
-        if "where" in body:
-            filters = body["where"]
-            if not isinstance(filters, dict) or not filters:
-                raise self.fail(path + ("where",), "where: takes a mapping of property conditions, "
-                                                   "e.g. where: {store: Q1}")
-            for prop, condition in filters.items():
-                if not isinstance(prop, str) or not PATH_PART.match(prop):
-                    raise self.fail(path + ("where", prop), f"'{prop}' is not a property name", key=True)
-                if prop in EVENT_COLUMNS and isinstance(condition, dict) and "as" not in condition:
-                    condition = {**condition, "as": "number" if EVENT_COLUMNS[prop] == "number" else "text"}
-                where.append(self.value_rule((prop,), condition, path + ("where", prop),
-                                             what=f"event property '{prop}'"))
-        return EventRule(kind, count, sum_of, sum_ops, within, since, until, tuple(where),
+        where = self.event_where(body["where"], path + ("where",)) if "where" in body else ()
+        return EventRule(kind, count, sum_of, sum_ops, within, since, until, where,
                          self.doc.locate(path))
+
+    def event_where(self, filters: Any, path: PathKey) -> tuple[ValueRule, ...]:
+        """`where: {amount: {gte: 1000000}, store: Q1}`: conditions on one event's columns and
+        properties (segments' event rules and event-triggered flows)."""
+        if not isinstance(filters, dict) or not filters:
+            raise self.fail(path, "where: takes a mapping of property conditions, e.g. where: {store: Q1}")
+        where = []
+        for prop, condition in filters.items():
+            if not isinstance(prop, str) or not PATH_PART.match(prop):
+                raise self.fail(path + (prop,), f"'{prop}' is not a property name", key=True)
+            if prop in EVENT_COLUMNS and isinstance(condition, dict) and "as" not in condition:
+                condition = {**condition, "as": "number" if EVENT_COLUMNS[prop] == "number" else "text"}
+            where.append(self.value_rule((prop,), condition, path + (prop,),
+                                         what=f"event property '{prop}'"))
+        return tuple(where)
 
     def count(self, body: Any, path: PathKey) -> tuple[Op, ...]:
         """`count: 3` or `count: {gte: 3}`: how many, as operators."""
@@ -455,6 +459,27 @@ class SegmentParser:
 
 
 _VALUE_KINDS = {"text": "text", "number": "number", "boolean": "bool"}
+
+
+def parse_event_where(filters: Any, doc: YamlDocument, path: PathKey
+                      ) -> tuple[tuple[ValueRule, ...], list[Problem]]:
+    """An event filter written at `path` of `doc` (a flow's `where:`): its conditions, or the
+    problems found in it (with file:line). An event filter names no tier."""
+    parser = SegmentParser(doc, TierLadder.from_settings(TierSettings()))
+    try:
+        return parser.event_where(filters, path), parser.problems
+    except _Invalid:
+        return (), parser.problems
+
+
+def flow_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """A config check (see config.load_settings): each flow's `where:` as an event filter."""
+    flows = data.get("flows")
+    problems: list[Problem] = []
+    for index, flow in enumerate(flows if isinstance(flows, list) else []):
+        if isinstance(flow, dict) and flow.get("where") is not None:
+            problems += parse_event_where(flow["where"], doc, ("flows", index, "where"))[1]
+    return problems
 
 
 def _anniversary(value: Any) -> Any:
