@@ -68,6 +68,9 @@ def at_option(func: F) -> F:
     )(func)
 
 
+AT_YEARS = (1900, 2200)  # the years segment times and windows can reach
+
+
 def resolve_at(runtime: Runtime, at: str | None) -> datetime:
     """The instant a command acts at: --at if given, else the runtime clock."""
     if at is None:
@@ -79,6 +82,9 @@ def resolve_at(runtime: Runtime, at: str | None) -> datetime:
                                  param_hint="--at") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(runtime.settings.program.default_timezone))
+    if not AT_YEARS[0] <= value.year <= AT_YEARS[1]:
+        raise click.BadParameter(f"'{at}' is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}",
+                                 param_hint="--at")
     return value
 
 

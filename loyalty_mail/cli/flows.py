@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,15 @@ def _explained(flow: FlowExplanation) -> list[str]:
 
 
 def _interval_option(func: Any) -> Any:
-    return click.option("--interval", type=float, default=None, metavar="SECONDS",
-                        help="Seconds between ticks (default: sending.tick from config).")(func)
+    return click.option("--interval", type=click.FloatRange(0.1, 86400), default=None, metavar="SECONDS",
+                        callback=_a_number, help="Seconds between ticks, 0.1 to 86400 (default: "
+                        "sending.tick from config).")(func)
+
+
+def _a_number(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and math.isnan(value):  # FloatRange lets NaN through: it compares false
+        raise click.BadParameter("nan is not a number of seconds")
+    return value
 
 
 def _max_ticks_option(func: Any) -> Any:

@@ -74,7 +74,7 @@ def import_file(
     core; below 2, or for a small file, by this one): see partitioned.py.
     """
     options: dict[str, Any] = {"source": str(input_file.path), "now": now, "skip_invalid": skip_invalid}
-    rejects_file = PendingFile(rejects_path or input_file.path.with_name(input_file.path.stem + ".rejects.csv"))
+    rejects_file = PendingFile(_rejects_target(rejects_path, input_file.path))
 
     def write_rejects(summary: ImportSummary, rejects: Rejects) -> None:
         if not len(rejects):
@@ -100,3 +100,17 @@ def import_file(
     finally:
         rejects_file.discard()
     return summary
+
+
+def _rejects_target(given: Path | None, source: Path) -> Path:
+    """Where the rejects go: beside the input unless given; never the input itself nor anything
+    that is not a regular file (the file is replaced whole when the import commits)."""
+    target = given or source.with_name(source.stem + ".rejects.csv")
+    if target.exists() or target.is_symlink():
+        if not target.is_file() or target.is_symlink():
+            raise LoyaltyMailError(f"the rejects file {target} exists and is not a regular file; nothing was "
+                                   "imported. Choose a new file name with --rejects.")
+        if target.resolve() == source.resolve():
+            raise LoyaltyMailError(f"the rejects file {target} is the file being imported; nothing was "
+                                   "imported. Choose another file name with --rejects.")
+    return target

@@ -95,7 +95,7 @@ def whole_number(value: Any, *, minimum: int | None = None, maximum: int | None 
                 as_decimal = Decimal(raw)
             except InvalidOperation:
                 raise ValueError(f"'{raw}' is not a whole number") from None
-            if as_decimal != as_decimal.to_integral_value():
+            if not as_decimal.is_finite() or as_decimal != as_decimal.to_integral_value():
                 raise ValueError(f"'{raw}' is not a whole number") from None
             number = int(as_decimal)
     if minimum is not None and number < minimum:

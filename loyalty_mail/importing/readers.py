@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -243,9 +244,16 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, parse_constant=_not_a_number, parse_float=_finite)
         except json.JSONDecodeError as exc:
             yield line_no, {PROBLEMS: [("", f"invalid JSON ({exc.msg} at column {exc.colno})")]}
+            continue
+        except _NotFinite as exc:
+            yield line_no, {PROBLEMS: [("", f"{exc}: numbers must be finite (no NaN or Infinity), as "
+                                            "JSON and the databases require")]}
+            continue
+        except ValueError:  # an integer past Python's 4,300-digit limit
+            yield line_no, {PROBLEMS: [("", "invalid JSON (a number too long to read)")]}
             continue
         except RecursionError:
             yield line_no, {PROBLEMS: [("", "invalid JSON (nested too deeply)")]}
@@ -262,6 +270,22 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
                 yield line_no, {**value, PROBLEMS: problems}
                 continue
         yield line_no, value
+
+
+class _NotFinite(ValueError):
+    """A number JSON Lines may spell (Python's json reads NaN, Infinity, 1e400) that no database
+    stores in a JSON column."""
+
+
+def _not_a_number(literal: str) -> float:
+    raise _NotFinite(f"'{literal}'")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _NotFinite(f"'{literal[:40]}' is too large")
+    return number
 
 
 def json_row_problems(row: dict[str, Any]) -> list[tuple[str, str]]:

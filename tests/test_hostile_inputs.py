@@ -1,0 +1,49 @@
+"""Hostile inputs: each is a clear error (exit 1), never an internal error (exit 2) or damage."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .flow_program import member
+
+
+def test_daemon_and_worker_refuse_an_interval_out_of_range(program):
+    for command in ("daemon", "worker"):
+        for value in ("-5", "0", "nan", "inf", "1e300"):
+            result = program.run(command, "--interval", value, "--max-ticks", "1")
+            assert result.exit_code == 1 and "Invalid value for '--interval'" in result.output, (command, value)
+
+
+@pytest.mark.parametrize("at", ["0001-01-01", "9999-12-31T23:59:59", "1899-12-31T23:00:00+00:00"])
+def test_at_outside_the_years_segments_reach_is_refused(program, at):
+    program.load("members", [member("M1")], at="2026-11-23T10:00:00+07:00")
+    for args in (("explain", "M1"), ("run", "--dry-run"), ("segments", "list", "--count")):
+        result = program.run(*args, "--at", at)
+        assert result.exit_code == 1 and "is outside the years 1900 to 2200" in result.output, (args, result.output)
+
+
+def test_rejects_never_replace_the_input_or_a_file_that_is_not_regular(program, tmp_path):
+    source = tmp_path / "bad.csv"
+    source.write_text("member_id,email\nM1,m1@example.com\nM2,not-an-email\n")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target, why in ((fifo, "is not a regular file"), (source, "is the file being imported")):
+        result = program.run("members", "import", str(source), "--skip-invalid", "--rejects", str(target))
+        assert result.exit_code == 1 and why in result.stderr and "nothing was imported" in result.stderr
+    assert fifo.is_fifo() and source.read_text().startswith("member_id,email\nM1,")
+    assert program.run("members", "show", "M1").exit_code == 1       # nothing was imported
+
+
+@pytest.mark.parametrize("line", [
+    '{"member_id": "K1", "email": "k1@example.com", "attributes": {"x": NaN}}',
+    '{"member_id": "K1", "email": "k1@example.com", "attributes": {"x": 1e400}}',
+    '{"member_id": "K1", "email": "k1@example.com", "points": 1e400}',
+    '{"member_id": "K1", "email": "k1@example.com", "nps_score": -Infinity}',
+])
+def test_non_finite_numbers_are_row_errors(program, tmp_path, line):
+    path = tmp_path / "members.jsonl"
+    path.write_text(line + "\n")
+    result = program.run("members", "import", str(path))
+    assert result.exit_code == 1 and "row 1" in result.stderr and "nothing was imported" in result.stderr, result.output
