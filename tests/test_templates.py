@@ -238,13 +238,13 @@ subject: "x"
 
 # -- sandbox and strictness -----------------------------------------------------------------
 
-def test_misspelled_variable_names_template_and_line(tmp_path):
+def test_misspelled_variable_names_template_line_column_and_the_closest_name(tmp_path):
     renderer = program_with(tmp_path, {"welcome/en.html": (ROOT / "templates/welcome/en.html").read_text()
                                        .replace("{{ member.points | points }}", "{{ member.pionts | points }}")})
     with pytest.raises(TemplateError) as info:
         renderer.render("welcome", member(locale="en"), now=NOW, tracked=False)
-    assert str(info.value).startswith("templates/welcome/en.html:10: undefined variable")
-    assert "pionts" in str(info.value)
+    assert str(info.value) == ("templates/welcome/en.html:10:39: undefined variable: no field 'pionts' "
+                               "in this email's data (did you mean points?)")
 
 
 def test_member_data_is_escaped_in_html_and_left_as_is_in_text(example):

@@ -41,6 +41,7 @@ from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
 from ..message import Address, RenderedEmail
 from .text import html_to_text
+from .undefined import column_of, missing_name, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -440,7 +441,7 @@ class Renderer:
             if location is None and variant is not None:
                 location = self._relocate(variant, context) or Location(where, 1)
             error = RenderLimitError if isinstance(exc, RenderLimitExceeded) else TemplateError
-            raise error(Problem(location, _describe(exc))) from None
+            raise error(Problem(location, _describe(exc, context))) from None
 
     def _relocate(self, variant: Variant, context: dict[str, Any]) -> Location | None:
         """Render the original files to find which file and line fail (compiled sources have no
@@ -500,8 +501,19 @@ def _error_location(exc: BaseException) -> Location | None:
     for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
         filename = frame.f_code.co_filename
         if filename.endswith((".html", ".txt")) and Path(filename).exists():
-            return Location(_display(filename), lineno)
+            return Location(_display(filename), lineno, _undefined_column(exc, Path(filename), lineno))
     return None
+
+
+def _undefined_column(exc: BaseException, path: Path, lineno: int) -> int:
+    name = missing_name(exc) if isinstance(exc, jinja2.UndefinedError) else None
+    if name is None:
+        return 0
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    return column_of(lines[lineno - 1], name) if 0 < lineno <= len(lines) else 0
 
 
 def _display(filename: str) -> str:
@@ -512,7 +524,7 @@ def _display(filename: str) -> str:
     return filename
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, context: Mapping[str, Any] | None = None) -> str:
     if isinstance(exc, RenderLimitExceeded):
         return str(exc.message)
     if isinstance(exc, RecursionError):
@@ -524,6 +536,13 @@ def _describe(exc: BaseException) -> str:
     if not isinstance(exc, jinja2.TemplateError):
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, jinja2.UndefinedError):
+        name = missing_name(exc)
+        close = suggestion(name, context) if name and context is not None else None
+        if name and close:
+            return f"undefined variable: no field '{name}' in this email's data (did you mean {close}?)"
+        if name:
+            return f"undefined variable: no field '{name}' in this email's data " \
+                   "(see \"Template context\" in the README)"
         return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
     if isinstance(exc, jinja2.sandbox.SecurityError):
         return f"not allowed in the template sandbox: {exc.message}"
