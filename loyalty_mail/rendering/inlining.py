@@ -17,9 +17,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jinja2
 import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
+
+from .jinja_source import constructs
 
 PREMAILER_OPTIONS = dict(
     strip_important=False,       # keep `!important` in mobile @media rules
@@ -31,9 +34,7 @@ PREMAILER_OPTIONS = dict(
     cssutils_logging_level=logging.CRITICAL,
 )
 
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
-_STATEMENT_KEYWORD = re.compile(r"\{%-?\s*(\w+)")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
             "filter": ("endfilter",), "with": ("endwith",), "block": ("endblock",),
             "autoescape": ("endautoescape",)}
@@ -71,6 +72,9 @@ class Protected:
     lines: dict[int, int] = field(default_factory=dict)
     statements: set[int] = field(default_factory=set)
     content_expressions: set[int] = field(default_factory=set)
+    keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
+    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
+    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
 
 
 def inline_css(document: str) -> str:
@@ -83,20 +87,23 @@ def line_of(source: str, offset: int) -> int:
 
 
 def protect(source: str) -> Protected:
-    """Replace each Jinja construct by a placeholder that premailer passes through untouched."""
+    """Replace each Jinja construct (found by Jinja's lexer) by a placeholder that premailer
+    passes through untouched."""
     out: list[str] = []
     result = Protected(html="")
     scanner = _HtmlState()
     position = 0
-    for number, match in enumerate(_JINJA.finditer(source)):
-        scanner.feed(source[position:match.start()])
-        out.append(source[position:match.start()])
-        position = match.end()
-        code = match.group(0)
-        line = line_of(source, match.start())
-        if code.startswith("{#"):
+    try:
+        found = constructs(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
+    for number, construct in enumerate(found):
+        scanner.feed(source[position:construct.start])
+        out.append(source[position:construct.start])
+        position = construct.end
+        code, line = construct.code(source), construct.line
+        if construct.kind == "comment":
             continue
-        is_statement = code.startswith("{%")
         if scanner.raw_element == "style":
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data")
         if scanner.raw_element == "script":
@@ -108,7 +115,12 @@ def protect(source: str) -> Protected:
             raise NeedsFallback(line, f"the {scanner.attribute} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = code, line
-        if is_statement and not scanner.in_tag and scanner.raw_element is None:
+        result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.keyword == "macro" and construct.args:
+            result.macro_names[number] = construct.args[0][1]
+        if scanner.in_comment:
+            out.append(f"JX{number}X")  # an HTML comment (Outlook's <!--[if mso]>) is text to premailer
+        elif construct.kind == "statement" and not scanner.in_tag and scanner.raw_element is None:
             result.statements.add(number)
             out.append(f"<!--JX{number}X-->")
         elif not scanner.in_tag and scanner.raw_element is None:
@@ -129,6 +141,7 @@ class _HtmlState:
         self.quote: str | None = None
         self.attribute: str | None = None
         self.raw_element: str | None = None
+        self.in_comment = False
         self._name = ""
         self._tag_name = ""
         self._reading_name = False
@@ -137,6 +150,15 @@ class _HtmlState:
         i = 0
         while i < len(text):
             ch = text[i]
+            if self.in_comment:
+                end = text.find("-->", i)
+                if end < 0:
+                    return
+                self.in_comment, i = False, end + 3
+                continue
+            if not self.in_tag and self.raw_element is None and text.startswith("<!--", i):
+                self.in_comment, i = True, i + 4
+                continue
             if self.raw_element is not None and not self.in_tag:
                 end = text.lower().find(f"</{self.raw_element}", i)
                 if end < 0:
@@ -173,12 +195,6 @@ class _HtmlState:
             i += 1
 
 
-def _keyword(code: str) -> str:
-    """`{%- if x %}` -> `if`."""
-    match = _STATEMENT_KEYWORD.match(code)
-    return match.group(1) if match else ""
-
-
 def check_balanced(protected: Protected) -> None:
     """Every control block must open and close the same elements in each branch."""
     stream: list[tuple[int, str, str]] = []  # (offset, kind, name)
@@ -191,7 +207,7 @@ def check_balanced(protected: Protected) -> None:
         if match.group(1) is None:
             continue
         number = int(match.group(1))
-        stream.append((match.start(), "jinja", f"{_keyword(protected.originals[number])}:{number}"))
+        stream.append((match.start(), "jinja", f"{protected.keywords[number]}:{number}"))
     stream.sort()
     stack: list[str] = []
     for _offset, kind, name in stream:
@@ -230,7 +246,7 @@ def check_selectors(protected: Protected) -> None:
     css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
     selectors = [s.strip() for rule in re.findall(r"([^{}]+)\{", css) for s in rule.split(",")]
-    has_control = any(_keyword(protected.originals[n]) in ("for", "if") for n in protected.statements)
+    has_control = any(protected.keywords[n] in ("for", "if") for n in protected.statements)
     for selector in selectors:
         if ":" in selector or not selector:
             continue  # pseudo-classes stay in <style>, premailer does not inline them
@@ -241,7 +257,6 @@ def check_selectors(protected: Protected) -> None:
 
 
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
-_CALL = re.compile(r"\{\{-?\s*(\w+)\s*\(")
 
 
 def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
@@ -251,12 +266,11 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
     if not selectors:
         return
     bodies: dict[str, tuple[int, int]] = {}
-    for start_token, end_token in _macro_regions(protected):
-        number = int(start_token[6:-4])
-        macro = re.match(r"\{%-?\s*macro\s+(\w+)", protected.originals[number])
-        if macro:
-            bodies[macro.group(1)] = (protected.html.index(start_token) + len(start_token),
-                                     protected.html.index(end_token))
+    for number, start_token, end_token in _macro_regions(protected):
+        name = protected.macro_names.get(number)
+        if name:
+            bodies[name] = (protected.html.index(start_token) + len(start_token),
+                            protected.html.index(end_token))
     if not bodies:
         return
     document, site = protected.html, 0
@@ -265,12 +279,12 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
         body = document[start:end]
         document = document[:start] + _mark(body, f"{name}-def") + document[end:]
     for number in protected.content_expressions:
-        call = _CALL.match(protected.originals[number])
-        if call and call.group(1) in bodies:
-            start, end = bodies[call.group(1)]
-            mark = f"{call.group(1)}-{site}"
+        called = protected.calls.get(number, "")
+        if called in bodies:
+            start, end = bodies[called]
+            mark = f"{called}-{site}"
             site += 1
-            marks.setdefault(call.group(1), []).append(mark)
+            marks.setdefault(called, []).append(mark)
             document = document.replace(f"JX{number}X", _mark(protected.html[start:end], mark), 1)
     tree = lxml.html.document_fromstring(document)
     for selector in selectors:
@@ -290,14 +304,16 @@ def _mark(html: str, mark: str) -> str:
     return _START_TAG.sub(lambda m: f'<{m.group(1)} data-jxm="{mark}"', html)
 
 
-def _macro_regions(protected: Protected) -> list[tuple[str, str]]:
-    regions, stack = [], []
+def _macro_regions(protected: Protected) -> list[tuple[int, str, str]]:
+    regions: list[tuple[int, str, str]] = []
+    stack: list[int] = []
     for number in sorted(protected.statements):
-        keyword = _keyword(protected.originals[number])
+        keyword = protected.keywords[number]
         if keyword == "macro":
             stack.append(number)
         elif keyword == "endmacro" and stack:
-            regions.append((f"<!--JX{stack.pop()}X-->", f"<!--JX{number}X-->"))
+            start = stack.pop()
+            regions.append((start, f"<!--JX{start}X-->", f"<!--JX{number}X-->"))
     return regions
 
 

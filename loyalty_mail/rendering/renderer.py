@@ -35,7 +35,7 @@ from ..signing import TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .context import ContextBuilder, Helper, Links
-from .flatten import Flattener, NotFlattenable
+from .flatten import Flattener, NotFlattenable, referenced_files
 from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
@@ -300,8 +300,7 @@ class Renderer:
         chain = [name]
         for candidate in chain:
             source = self._source(candidate)
-            for parent in re.findall(r"""\{%-?\s*(?:extends|include)\s+["']([^"']+)["']""", source):
-                chain.append(parent)
+            chain.extend(referenced_files(source))
             if wanted:
                 for number, text in enumerate(source.splitlines(), start=1):
                     if text.strip() == wanted:

@@ -1,0 +1,101 @@
+"""Compile-time inlining reads template syntax with Jinja's own lexer: strings and comments
+holding `}}` or `%}`, raw blocks and Outlook conditional comments are handled as Jinja and the
+HTML parser see them, and the compiled email equals "render, then premailer"."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loyalty_mail.rendering.dom import dom_difference
+from loyalty_mail.rendering.jinja_source import constructs
+
+from .test_templates import NOW, ROOT, member, program_with
+
+WELCOME = (ROOT / "templates/welcome/en.html").read_text()
+
+
+def with_content(extra: str) -> str:
+    """The example welcome email with `extra` at the end of its content block."""
+    return WELCOME.replace("{% endblock %}", extra + "{% endblock %}", 1)
+
+
+def compiled_and_reference(tmp_path: Path, source: str) -> tuple[object, str, str]:
+    renderer = program_with(tmp_path, {"welcome/en.html": source})
+    someone = member(locale="en")
+    html = renderer.render("welcome", someone, now=NOW, tracked=False).html
+    return renderer.compiled("welcome", "en").fallback, html, renderer.reference_html("welcome", someone, now=NOW)
+
+
+def test_constructs_follow_the_lexer_not_the_first_closing_braces():
+    source = "a {{ '}}' | e }} b {# x %} #}{% raw %}{{ y }}{% endraw %}{%- if z -%} c {% endif %}{{ f(1) }}"
+    found = [(c.kind, c.code(source), c.keyword, c.called) for c in constructs(source)]
+    assert found == [("expression", "{{ '}}' | e }}", "", ""), ("comment", "{# x %} #}", "", ""),
+                     ("raw", "{% raw %}{{ y }}{% endraw %}", "", ""), ("statement", "{%- if z -%} ", "if", ""),
+                     ("statement", "{% endif %}", "endif", ""), ("expression", "{{ f(1) }}", "", "f")]
+
+
+def test_a_string_holding_closing_braces_in_a_link_compiles_once(tmp_path):
+    fallback, html, reference = compiled_and_reference(tmp_path, with_content(
+        '<p><a href="https://shop.example/s?q={{ \'}}\' | urlencode }}">search</a></p>'))
+    assert fallback is None
+    assert "https://shop.example/s?q=%7D%7D" in html
+    assert dom_difference(html, reference) is None
+
+
+def test_template_code_inside_an_outlook_conditional_comment_stays_inside_it(tmp_path):
+    fallback, html, reference = compiled_and_reference(tmp_path, with_content(
+        '<!--[if mso]><table><tr><td>{% if member.points > 10 %}big{% endif %}</td></tr></table>'
+        '<![endif]--><p class="after">after</p>'))
+    assert fallback is None
+    assert "<!--[if mso]><table><tr><td>big</td></tr></table><![endif]-->" in html
+    assert dom_difference(html, reference) is None
+
+
+# -- random templates: compiled once, or a stated fallback, never a different email ---------
+
+_TEXT = st.sampled_from(["hi", "}}", "%}", "#}", "{", "}", "a&b", "<b>x</b>", " "])
+_STRING = _TEXT.map(lambda t: "'" + t.replace("'", "") + "'")
+
+
+def _piece(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        _TEXT.filter(lambda t: "{" not in t and "}" not in t and "#" not in t),
+        _STRING.map(lambda s: "{{ " + s + " }}"),
+        _TEXT.map(lambda t: "{# " + t.replace("#}", "") + " #}"),
+        _TEXT.map(lambda t: "{% raw %}" + t.replace("{% endraw", "") + "{% endraw %}"),
+        children.map(lambda c: "{% if member.points > 100 %}" + c + "{% else %}-{% endif %}"),
+        children.map(lambda c: "{% for i in range(2) %}<span>" + c + "</span>{% endfor %}"),
+        children.map(lambda c: "<!--[if mso]><td>" + c + "</td><![endif]-->"),
+        children.map(lambda c: "<p class=\"note\">" + c + "</p>"),
+        children.map(lambda c: "{% macro m() %}<i>" + c + "</i>{% endmacro %}{{ m() }}"),
+    )
+
+
+_BODY = st.recursive(_piece(st.just("x")), lambda inner: st.lists(_piece(inner), min_size=1, max_size=3).map("".join),
+                     max_leaves=8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_BODY)
+def test_random_templates_compile_to_the_same_email_or_say_why_not(body):
+    source = with_content("<div class=\"random\">" + body + "</div>")
+    with tempfile.TemporaryDirectory() as folder:
+        fallback, html, reference = compiled_and_reference(Path(folder), source)
+    if fallback is None:
+        assert dom_difference(html, reference) is None
+    else:
+        assert fallback.reason  # a stated reason, with its place
+        assert dom_difference(html, reference) is None  # the per-email path is the reference
+
+
+@pytest.mark.parametrize("literal", ["'%}'", "'{%'", "\"}}\"", "'#}'"])
+def test_statement_arguments_holding_delimiters_compile_once(tmp_path, literal):
+    fallback, html, reference = compiled_and_reference(tmp_path, with_content(
+        "{% set label = " + literal + " %}<p>{{ label }}</p>"))
+    assert fallback is None
+    assert dom_difference(html, reference) is None
