@@ -80,10 +80,16 @@ _BODY = st.recursive(_piece(st.just("x")), lambda inner: st.lists(_piece(inner),
                      max_leaves=8)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_BODY)
-def test_random_templates_compile_to_the_same_email_or_say_why_not(body):
-    source = with_content("<div class=\"random\">" + body + "</div>")
+_STYLES = st.sampled_from(["", "span + span { color: red }", ".note:last-child { margin: 0 }",
+                            "i ~ p { color: blue }", ".random p:first-child { padding: 0 }",
+                            "p + p { color: green }"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_BODY, _STYLES)
+def test_random_templates_compile_to_the_same_email_or_say_why_not(body, style):
+    styled = f"<style>{style}</style>" if style else ""
+    source = with_content(styled + "<div class=\"random\">" + body + "</div>")
     with tempfile.TemporaryDirectory() as folder:
         fallback, html, reference = compiled_and_reference(Path(folder), source)
     if fallback is None:
@@ -99,3 +105,58 @@ def test_statement_arguments_holding_delimiters_compile_once(tmp_path, literal):
         "{% set label = " + literal + " %}<p>{{ label }}</p>"))
     assert fallback is None
     assert dom_difference(html, reference) is None
+
+
+# -- the fallback is decided by what a selector can match -----------------------------------
+
+def page(style: str, body: str) -> str:
+    return (f'---\nsubject: "x"\n---\n<html><head><style>{style}</style></head>\n<body>\n'
+            f"{body}\n</body></html>\n")
+
+
+PERKS = '<ul>{% for p in tier.perks %}<li class="perk">{{ p }}</li>{% endfor %}</ul>'
+
+
+@pytest.mark.parametrize(("style", "body", "line", "selector"), [
+    (".perk { border-bottom: 1px solid #ccc }\n.perk:last-child { border-bottom: 0 }", PERKS, 5,
+     ".perk:last-child"),
+    ("@import url(https://fonts.example/x.css);\nli + li { color: red }", PERKS, 5, "li + li"),
+    ("p { margin: 0 }\np ~ p { color: red }",
+     '<div>{% if member.points > 5 %}<p>a</p>{% endif %}<p>b</p></div>', 5, "p ~ p"),
+])
+def test_a_structural_selector_that_a_loop_or_condition_can_change_falls_back_naming_it(
+        tmp_path, style, body, line, selector):
+    renderer = program_with(tmp_path, {"odd/vi.html": page(style, body)})
+    fallback = renderer.compiled("odd", "vi").fallback
+    assert fallback is not None
+    assert (fallback.location.file, fallback.location.line) == ("templates/odd/vi.html", line)
+    assert f"the selector '{selector}' depends on an element's siblings" in fallback.reason
+    for someone in (member(), member(points=1, tier="member")):
+        html = renderer.render("odd", someone, now=NOW, tracked=False).html
+        assert dom_difference(html, renderer.reference_html("odd", someone, now=NOW)) is None
+
+
+@pytest.mark.parametrize("style", [
+    "p + .stat { margin-top: 0 }",                    # Foundation/Ink: matches nothing in this email
+    "td + td { padding-left: 8px }",                  # fixed cells of one row, repeated by the loop
+    ".perk:first-child { font-weight: bold }",        # only in the fixed list below
+])
+def test_a_structural_selector_that_only_fixed_markup_can_match_keeps_compile_once(tmp_path, style):
+    body = ('<table>{% for p in tier.perks %}<tr><td>{{ loop.index }}</td><td>{{ p }}</td></tr>{% endfor %}</table>'
+            '<ul><li class="perk">fixed</li><li class="perk">also fixed</li></ul>')
+    renderer = program_with(tmp_path, {"odd/vi.html": page(style, body)})
+    assert renderer.compiled("odd", "vi").fallback is None
+    html = renderer.render("odd", member(), now=NOW, tracked=False).html
+    assert dom_difference(html, renderer.reference_html("odd", member(), now=NOW)) is None
+
+
+def test_a_style_inside_a_condition_applies_only_to_the_members_it_is_rendered_for(tmp_path):
+    body = ("{% if member.tier == 'gold' %}<style>.note { color: #b8860b }</style>{% endif %}"
+            '<p class="note">hello</p>')
+    source = (f'---\nsubject: "x"\n---\n<html><head></head>\n<body>\n{body}\n</body></html>\n')
+    renderer = program_with(tmp_path, {"odd/vi.html": source})
+    fallback = renderer.compiled("odd", "vi").fallback
+    assert fallback is not None and "inside a condition or loop" in fallback.reason
+    gold = renderer.render("odd", member(tier="gold"), now=NOW, tracked=False).html
+    other = renderer.render("odd", member(tier="member", points=10), now=NOW, tracked=False).html
+    assert "#b8860b" in gold and "#b8860b" not in other

@@ -17,7 +17,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cssutils
 import jinja2
+import lxml.etree
 import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
@@ -240,20 +242,105 @@ def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
                          "structure depends on data")
 
 
-def check_selectors(protected: Protected) -> None:
-    """Refuse selectors whose matches a loop or a macro call would change."""
-    css = "\n".join(_STYLE_BLOCK.findall(protected.html))
-    css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)
-    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
-    selectors = [s.strip() for rule in re.findall(r"([^{}]+)\{", css) for s in rule.split(",")]
-    has_control = any(protected.keywords[n] in ("for", "if") for n in protected.statements)
-    for selector in selectors:
-        if ":" in selector or not selector:
-            continue  # pseudo-classes stay in <style>, premailer does not inline them
-        if has_control and re.search(r"[+~]", selector):
-            raise NeedsFallback(1, f"the selector '{selector}' matches siblings, which depend on "
-                                "how many times a loop runs or which branch an if takes")
-    _check_macro_call_sites(protected, [s for s in selectors if ":" not in s and re.search(r"[\s>+~]", s)])
+_CONTROL = {"for": 1, "if": 1, "endfor": -1, "endif": -1}
+_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall"}
+_STRUCTURAL_ENDINGS = (":first-child", ":last-child")   # the pseudo-classes premailer inlines
+_COMBINATOR = re.compile(r"""\s*([>+~])\s*|\s+(?=[^\s>+~])""")
+
+
+def _style_selectors(protected: Protected) -> list[str]:
+    """The selectors premailer inlines: style rules outside @media, pseudo-classes only where
+    premailer keeps them (`:first-child`/`:last-child` at the end)."""
+    cssutils.log.setLevel(logging.CRITICAL)
+    found: list[str] = []
+    for css in _STYLE_BLOCK.findall(protected.html):
+        for rule in cssutils.parseString(css, validate=False).cssRules:
+            if rule.type != rule.STYLE_RULE:
+                continue  # @media, @import, @font-face: premailer leaves them in <style>
+            for selector in (s.strip() for s in rule.selectorText.split(",")):
+                if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
+                    continue
+                if selector and not selector.startswith(":"):
+                    found.append(selector)
+    return found
+
+
+def _sibling_groups(selector: str) -> list[list[str]]:
+    """The parts of a selector whose match depends on position among siblings: each run of
+    compounds joined by + or ~ (they must share a parent), and each compound ending in
+    :first-child/:last-child on its own; compounds given without that pseudo-class."""
+    parts = _COMBINATOR.split(selector)
+    compounds, combinators = parts[0::2], [c or " " for c in parts[1::2]]
+    groups: list[list[str]] = []
+    run: list[str] = []
+    for index, compound in enumerate(compounds):
+        bare = compound
+        for ending in _STRUCTURAL_ENDINGS:
+            if bare.endswith(ending):
+                bare = bare[:-len(ending)] or "*"
+                groups.append([bare])
+        run.append(bare)
+        if index == len(compounds) - 1 or combinators[index] not in "+~":
+            if len(run) > 1:
+                groups.append(run)
+            run = []
+    return groups
+
+
+def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[lxml.html.HtmlElement]:
+    """Elements whose children depend on data: a loop, a condition or a macro sits among them,
+    or an expression that can print elements (a call, `| safe`)."""
+    varying = set()
+    for comment in tree.iter(lxml.etree.Comment):
+        match = _TOKEN.fullmatch(f"<!--{comment.text}-->")
+        if match and match.group(1) and protected.keywords.get(int(match.group(1))) in _CONTROL_PLACES:
+            parent = comment.getparent()
+            if parent is not None:
+                varying.add(parent)
+    printing = {n for n in protected.content_expressions
+                if protected.calls.get(n) or "safe" in protected.originals[n]}
+    for element in tree.iter():
+        texts = [element.text or ""] + [child.tail or "" for child in element]
+        if any(f"JX{n}X" in text for n in printing for text in texts):
+            varying.add(element)
+    return varying
+
+
+def check_selectors(protected: Protected, source: str) -> None:
+    """Refuse structural selectors (+, ~, :first-child, :last-child) that can match elements
+    whose siblings a loop, a condition or a macro call changes: evaluated on the placeholder
+    DOM, so a rule that matches nothing, or only fixed markup, keeps compile-once inlining."""
+    selectors = _style_selectors(protected)
+    structural = [(s, groups) for s in selectors if (groups := _sibling_groups(s))]
+    if structural:
+        tree = lxml.html.document_fromstring(protected.html)
+        varying = _varying_parents(tree, protected)
+        for selector, groups in structural:
+            for group in groups:
+                try:
+                    parents = [{e.getparent() for e in CSSSelector(compound)(tree)} for compound in group]
+                except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem
+                    continue
+                if set.intersection(*parents) & varying:
+                    raise NeedsFallback(line_of(source, max(source.find(selector), 0)),
+                                        f"the selector '{selector}' depends on an element's siblings, "
+                                        "and a loop, condition or macro call next to it changes them")
+    _check_conditional_styles(protected, source)
+    _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+
+
+def _check_conditional_styles(protected: Protected, source: str) -> None:
+    """A <style> inside a loop or condition applies only when it is rendered."""
+    for match in _STYLE_BLOCK.finditer(protected.html):
+        before = protected.html[:match.start()]
+        depth = 0
+        for token in _TOKEN.finditer(before):
+            if token.group(1):
+                depth += _CONTROL.get(protected.keywords.get(int(token.group(1)), ""), 0)
+        if depth > 0:
+            raise NeedsFallback(line_of(source, max(source.find(match.group(0)[:40]), 0)),
+                                "this <style> is inside a condition or loop, so its rules apply "
+                                "only to some emails")
 
 
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
@@ -330,7 +417,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
     protected = protect(source)
     check_balanced(protected)
-    check_selectors(protected)
+    check_selectors(protected, source)
     inlined = inline_css(protected.html)
     counts: dict[int, int] = {}
     for match in _TOKEN.finditer(inlined):
