@@ -160,3 +160,34 @@ def test_a_style_inside_a_condition_applies_only_to_the_members_it_is_rendered_f
     gold = renderer.render("odd", member(tier="gold"), now=NOW, tracked=False).html
     other = renderer.render("odd", member(tier="member", points=10), now=NOW, tracked=False).html
     assert "#b8860b" in gold and "#b8860b" not in other
+
+
+def test_the_per_email_path_skips_rules_nothing_in_the_email_can_match_and_gives_the_same_email(tmp_path):
+    unused = "\n".join(f".unused-{i} td.cell-{i} {{ color: #{i:06x} }}" for i in range(300))
+    style = (unused + "\n.perk { border-bottom: 1px solid #ccc }\n.perk:last-child { border-bottom: 0 }\n"
+             "li { color: #111 }\na:hover { color: red }\n@media (max-width: 600px) { .perk { padding: 0 } }")
+    renderer = program_with(tmp_path, {"odd/vi.html": page(style, PERKS)})
+    compiled = renderer.compiled("odd", "vi")
+    assert compiled.fallback is not None  # :last-child next to the loop
+    for someone in (member(), member(points=1, tier="member")):
+        html = renderer.render("odd", someone, now=NOW, tracked=False).html
+        assert dom_difference(html, renderer.reference_html("odd", someone, now=NOW)) is None
+        assert "a:hover" in html and "@media" in html  # rules premailer keeps in <style> are kept
+
+
+def test_pruning_keeps_every_rule_that_could_match_and_drops_only_the_rest():
+    from loyalty_mail.rendering.inlining import prune_unmatchable_rules
+
+    source = ('<html><head><style>.a { color: red } .gone { color: blue } div > .b { margin: 0 } '
+              'p:hover { color: green } * { padding: 0 } #main { width: 1px } #other { width: 2px } '
+              'td.x, span.none { border: 0 }</style></head><body><div id="main"><p class="a b">x</p>'
+              '{% for i in range(2) %}<table><tr><td class="x">{{ i }}</td></tr></table>{% endfor %}'
+              '</div></body></html>')
+    pruned = prune_unmatchable_rules(source)
+    assert pruned is not None
+    for kept in (".a", "div > .b", "p:hover", "*", "#main", "td.x, span.none"):
+        assert kept + " {" in pruned
+    for dropped in (".gone", "#other"):
+        assert dropped not in pruned
+    assert prune_unmatchable_rules(source.replace('class="x"', 'class="{{ c }}"')) is None
+    assert prune_unmatchable_rules(source.replace("{{ i }}", "{{ i | safe }}")) is None

@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cssselect
+import cssselect.parser
 import cssutils
 import jinja2
 import lxml.etree
@@ -402,6 +404,67 @@ def _macro_regions(protected: Protected) -> list[tuple[int, str, str]]:
             start = stack.pop()
             regions.append((start, f"<!--JX{start}X-->", f"<!--JX{number}X-->"))
     return regions
+
+
+def prune_unmatchable_rules(source: str) -> str | None:
+    """For the per-email path: the source with the style rules premailer would try on every
+    email but that no element of this template can match (judged by the rightmost compound's
+    element, classes and id), so a 1,400-rule framework stylesheet costs only the rules the
+    email uses. None when that cannot be judged: template code inside <style> or in a class
+    or id, or markup printed from data (`| safe`)."""
+    try:
+        protected = protect(source)
+    except NeedsFallback:
+        return None
+    if any("safe" in protected.originals[n] for n in protected.content_expressions):
+        return None
+    blocks = list(_STYLE_BLOCK.finditer(source))
+    if not blocks:
+        return None
+    tree = lxml.html.document_fromstring(protected.html)
+    present = [(e.tag, set((e.get("class") or "").split()), e.get("id")) for e in tree.iter()
+               if isinstance(e.tag, str)]
+    cssutils.log.setLevel(logging.CRITICAL)
+    pieces, position, pruned = [], 0, 0
+    for block in blocks:
+        sheet = cssutils.parseString(block.group(1), validate=False)
+        for rule in list(sheet.cssRules):
+            if rule.type == rule.STYLE_RULE and not any(
+                    _may_match(s.strip(), present) for s in rule.selectorText.split(",")):
+                sheet.deleteRule(rule)
+                pruned += 1
+        pieces += [source[position:block.start(1)], sheet.cssText.decode("utf-8")]
+        position = block.end(1)
+    pieces.append(source[position:])
+    return "".join(pieces) if pruned else None
+
+
+def _may_match(selector: str, present: list[tuple[str, set[str], str | None]]) -> bool:
+    """Whether some element could be the subject of `selector`; True when in doubt."""
+    if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
+        return True  # a pseudo-class rule premailer leaves in <style>: kept as written
+    try:
+        parsed = cssselect.parse(selector)
+    except cssselect.SelectorError:
+        return True
+    for one in parsed:
+        node = one.parsed_tree
+        while isinstance(node, cssselect.parser.CombinedSelector):
+            node = node.subselector
+        tag, classes, ident = "*", set(), None
+        while node is not None:
+            if isinstance(node, cssselect.parser.Class):
+                classes.add(node.class_name)
+            elif isinstance(node, cssselect.parser.Hash):
+                ident = node.id
+            elif isinstance(node, cssselect.parser.Element):
+                tag = (node.element or "*").lower()
+                break
+            node = getattr(node, "selector", None)
+        if any((tag == "*" or tag == t) and classes <= c and (ident is None or ident == i)
+               for t, c, i in present):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_ca
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
 from .formatting import FILTERS
-from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
+from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
 from ..message import Address, RenderedEmail
 from .text import html_to_text
@@ -289,7 +289,9 @@ class Renderer:
             return CompiledVariant(variant, headline, original, text_own, fallback)
         except NeedsFallback as exc:
             fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
-            return CompiledVariant(variant, headline, original, text_own, fallback)
+            pruned = prune_unmatchable_rules(source)
+            per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
+            return CompiledVariant(variant, headline, per_email, text_own, fallback)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         return CompiledVariant(variant, headline, html, text, None)
