@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cssselect
 import cssselect.parser
@@ -448,10 +449,10 @@ def _may_match(selector: str, present: list[tuple[str, set[str], str | None]]) -
     except cssselect.SelectorError:
         return True
     for one in parsed:
-        node = one.parsed_tree
+        node: Any = one.parsed_tree
         while isinstance(node, cssselect.parser.CombinedSelector):
             node = node.subselector
-        tag, classes, ident = "*", set(), None
+        tag, classes, ident = "*", set[str](), None
         while node is not None:
             if isinstance(node, cssselect.parser.Class):
                 classes.add(node.class_name)
