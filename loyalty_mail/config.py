@@ -314,6 +314,26 @@ class WakeSettings(_Strict):
     poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
 
 
+class BounceMailboxSettings(_Strict):
+    """The mailbox that receives bounces and feedback-loop complaints, read over IMAP (see
+    loyalty_mail/tracking/bounces.py). The password comes from the environment:
+    `${BOUNCES_IMAP_PASSWORD}`."""
+
+    imap: str = Field(min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)   # 993 with TLS, 143 without
+    user: str = Field(min_length=1)
+    password: str | None = None
+    folder: str = Field(default="INBOX", min_length=1)
+    tls: bool = True
+    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
+    soft_bounce_window: Span = timedelta(days=30)
+    timeout: Span = timedelta(minutes=1)
+
+    @property
+    def imap_port(self) -> int:
+        return self.port or (993 if self.tls else 143)
+
+
 class SendingSettings(_Strict):
     """How and when email leaves: the transport, quiet hours, the frequency cap, the daemon tick."""
 
@@ -334,6 +354,7 @@ class SendingSettings(_Strict):
     wake: WakeSettings = WakeSettings()
     lookback: Span = timedelta(days=7)
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    bounces: BounceMailboxSettings | None = None
 
 
 class Reentry(_Strict):
