@@ -295,6 +295,8 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password: str | None = None
     timeout: Span = timedelta(minutes=1)
+    return_path: str | None = Field(default=None, pattern=r"^[^@\s+]+@[^@\s]+$", max_length=200)
+    verp: bool = False
 
 
 class SendGridSettings(_Strict):

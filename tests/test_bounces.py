@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import imaplib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from loyalty_mail.models import suppressions_table, tracking_events_table
 from loyalty_mail.tracking.bounce_reports import Unreadable, read_report
 
 from .conftest import FIXTURES
-from .flow_program import Program, member
+from .flow_program import SECRET, Program, member
 
 SAMPLES = FIXTURES / "bounces"
 USER, PASSWORD, FOLDER = "bounces@test.example", "imap-test-password-5d1e", "Bounces"
@@ -319,3 +320,71 @@ def test_the_samples_read_as_published():
 def test_every_sample_is_documented():
     readme = (SAMPLES / "README.md").read_text()
     assert [p.name for p in sorted(SAMPLES.glob("*.eml")) if f"`{p.name}`" not in readme] == []
+
+
+@pytest.mark.slow
+def test_the_daemon_reads_the_mailbox_each_tick_and_goes_on_when_it_cannot(program, imap, monkeypatch):
+    configure(program, imap, monkeypatch)
+    ours = send_welcomes(program, "M1")
+    imap.deliver(addressed("lhost-postfix-14.eml", ours["m1@example.com"]))
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    command = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database", program.url,
+               "daemon", "--interval", "0.2", "--max-ticks", "1", "--no-wake"]
+    config = program.dir / "config.yaml"
+    working = config.read_text()
+    config.write_text(working.replace(f"port: {imap.port}", f"port: {free_port()}"))
+    away = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert away.returncode == 0, away.stderr
+    assert "bounce mailbox not read this tick: cannot reach the bounce mailbox" in away.stderr
+    assert table(program, tracking_events_table) == []
+
+    config.write_text(working)
+    daemon = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert daemon.returncode == 0, daemon.stderr
+    assert "bounce mailbox: read 1, hard_bounces 1" in daemon.stderr
+    assert PASSWORD not in daemon.stderr
+    assert [(s["email"], s["reason"]) for s in table(program, suppressions_table)] == [("m1@example.com", "hard_bounce")]
+    assert imap.unseen_count() == 0
+
+
+class EnvelopeSink:
+    """aiosmtpd handler keeping each message's envelope sender and recipients."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted"
+
+
+def test_with_verp_a_bounce_without_the_original_is_matched_by_the_address_it_came_to(program, imap,
+                                                                                      monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    configure(program, imap, monkeypatch)
+    sink, port = EnvelopeSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = program.dir / "config.yaml"
+        config.write_text(config.read_text().replace("sending:\n", f"""sending:
+  transport: smtp
+  smtp: {{host: 127.0.0.1, port: {port}, security: none, return_path: bounces@test.example, verp: true}}
+""", 1))
+        at = "2026-11-23T10:00:00+07:00"
+        program.load("members", [member("M1", joined_at="2026-11-23T09:00:00+07:00")], at=at)
+        assert program.run("run", "--once", "--flow", "welcome", at=at).exit_code == 0
+    finally:
+        controller.stop()
+    [(mail_from, rcpt_tos)] = sink.envelopes
+    assert rcpt_tos == ["m1@example.com"]
+    assert mail_from.startswith("bounces+") and mail_from.endswith("@test.example")
+    # Postfix's DSN for a message it did not enclose (its message/rfc822 part is empty), as it
+    # arrives at our VERP address instead of the sample's.
+    raw = (SAMPLES / "lhost-postfix-01.eml").read_bytes().replace(b"shironeko@mx.example.jp", mail_from.encode())
+    assert read_report((SAMPLES / "lhost-postfix-01.eml").read_bytes(), NOW).send_ids == ()
+    imap.deliver(raw)
+    [outcome] = poll(program)["messages"]
+    assert (outcome["outcome"], outcome["kind"], outcome["email"]) == ("recorded", "bounce", "m1@example.com")
+    assert outcome["send_id"] == mail_from[len("bounces+"):].split("@")[0]

@@ -10,7 +10,8 @@ Two kinds of report arrive in the bounce mailbox, both `multipart/report` (RFC 6
   `message/feedback-report` part whose `Feedback-Type` is `abuse` or `fraud`.
 
 Either may carry the original message (`message/rfc822`) or its headers (`text/rfc822-headers`);
-that is where our `X-Loyalty-Mail-Send-Id` and `Message-ID: <send_id@domain>` are found. The
+that is where our `X-Loyalty-Mail-Send-Id` and `Message-ID: <send_id@domain>` are found. With
+VERP (`sending.smtp.verp`) the report itself comes to `bounces+send_id@domain`. The
 standard library's `email` package does the MIME work (it already splits
 `message/delivery-status` into its blocks); this module only reads the fields. Whatever a message
 lacks comes back as `Unreadable` with the reason, never as an exception of the email package.
@@ -39,6 +40,7 @@ FAILURE_ACTIONS = ("failed", "delayed")
 _STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MESSAGE_ID = re.compile(r"<([^<>@\s]+)@[^<>\s]+>")
 _SEND_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+_VERP = re.compile(r"\+([0-9A-Za-z_-]{1,32})@")
 
 
 class Unreadable(ValueError):
@@ -184,13 +186,16 @@ def _original_headers(message: Message) -> list[Message]:
 
 def _send_ids(message: Message) -> tuple[str, ...]:
     """Candidate send ids: the original's X-Loyalty-Mail-Send-Id, then the left side of its
-    Message-ID (ours is `<send_id@sender domain>`), then the report's In-Reply-To/References."""
+    Message-ID (ours is `<send_id@sender domain>`), then the `+send_id` of the address the report
+    came to (VERP), then the report's In-Reply-To/References."""
     candidates: list[str] = []
     originals = _original_headers(message)
     for original in originals:
         candidates += [str(v).strip() for v in original.get_all(SEND_ID_HEADER, [])]
     for original in originals:
         candidates += _MESSAGE_ID.findall(str(original.get("Message-ID", "")))
+    for name in ("X-Original-To", "Delivered-To", "To"):      # VERP: the report comes to bounces+ID@
+        candidates += _VERP.findall(" ".join(str(v) for v in message.get_all(name, [])))
     for name in ("In-Reply-To", "References"):
         candidates += _MESSAGE_ID.findall(str(message.get(name, "")))
     unique = dict.fromkeys(c for c in candidates if _SEND_ID.fullmatch(c))
