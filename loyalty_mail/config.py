@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -316,6 +317,12 @@ class WakeSettings(_Strict):
     poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
 
 
+def _tls_mode(value: Any) -> bool | Literal["starttls"]:
+    if value is True or value is False or value == "starttls":
+        return value
+    raise ValueError(f"expected true (implicit TLS), starttls or false, found {value!r}")
+
+
 class BounceMailboxSettings(_Strict):
     """The mailbox that receives bounces and feedback-loop complaints, read over IMAP (see
     loyalty_mail/tracking/bounces.py). The password comes from the environment:
@@ -326,14 +333,14 @@ class BounceMailboxSettings(_Strict):
     user: str = Field(min_length=1)
     password: str | None = None
     folder: str = Field(default="INBOX", min_length=1)
-    tls: bool = True
+    tls: Annotated[bool | Literal["starttls"], PlainValidator(_tls_mode)] = True  # `starttls`: upgrade a plain connection
     soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
     soft_bounce_window: Span = timedelta(days=30)
     timeout: Span = timedelta(minutes=1)
 
     @property
     def imap_port(self) -> int:
-        return self.port or (993 if self.tls else 143)
+        return self.port or (993 if self.tls is True else 143)
 
 
 class SendingSettings(_Strict):

@@ -14,11 +14,13 @@ import imaplib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -43,11 +45,12 @@ def free_port() -> int:
 class ImapServer:
     """pymap's in-memory IMAP server in its own process, on a loopback port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, cert: Path | None = None, key: Path | None = None) -> None:
+        self.port, self.cert = free_port(), cert
+        tls = ["--cert", str(cert), "--key", str(key)] if cert and key else ["--no-tls"]
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from pymap.main import main; main()", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-tls", "--no-service", "admin", "dict", "--demo-data",
+             "--port", str(self.port), *tls, "--no-service", "admin", "dict", "--demo-data",
              "--demo-user", USER, "--demo-password", PASSWORD],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
@@ -65,6 +68,8 @@ class ImapServer:
 
     def session(self) -> imaplib.IMAP4:
         imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        if self.cert:
+            imap.starttls(ssl.create_default_context(cafile=str(self.cert)))
         imap.login(USER, PASSWORD)
         return imap
 
@@ -96,14 +101,15 @@ def imap() -> Iterator[ImapServer]:
     server.stop()
 
 
-def configure(program: Program, imap: ImapServer, monkeypatch: pytest.MonkeyPatch, limit: int = 3) -> None:
+def configure(program: Program, imap: ImapServer, monkeypatch: pytest.MonkeyPatch, limit: int = 3,
+              tls: str = "false") -> None:
     monkeypatch.setenv("BOUNCES_IMAP_PASSWORD", PASSWORD)
     config = program.dir / "config.yaml"
     config.write_text(config.read_text().replace("sending:\n", f"""sending:
   bounces:
     imap: 127.0.0.1
     port: {imap.port}
-    tls: false
+    tls: {tls}
     user: {USER}
     password: ${{BOUNCES_IMAP_PASSWORD}}
     folder: {FOLDER}
@@ -388,3 +394,54 @@ def test_with_verp_a_bounce_without_the_original_is_matched_by_the_address_it_ca
     [outcome] = poll(program)["messages"]
     assert (outcome["outcome"], outcome["kind"], outcome["email"]) == ("recorded", "bounce", "m1@example.com")
     assert outcome["send_id"] == mail_from[len("bounces+"):].split("@")[0]
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: trusted only where a test says so."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "imap-cert.pem", directory / "imap-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_starttls_checks_the_servers_certificate(program, tmp_path, monkeypatch):
+    cert, key = self_signed(tmp_path)
+    server = ImapServer(cert, key)
+    try:
+        configure(program, server, monkeypatch, tls="starttls")
+        ours = send_welcomes(program, "M1")
+        server.deliver(addressed("lhost-postfix-14.eml", ours["m1@example.com"]))
+        untrusted = program.run("bounces", "poll")
+        assert untrusted.exit_code == 1
+        assert (f"cannot reach the bounce mailbox imap://{USER}@127.0.0.1:{server.port}/{FOLDER}: "
+                "[SSL: CERTIFICATE_VERIFY_FAILED]") in untrusted.output
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))   # the system's trusted authorities, for this test
+        assert poll(program)["hard_bounces"] == 1
+        assert server.unseen_count() == 0
+    finally:
+        server.stop()
+
+
+def test_a_wrong_tls_mode_is_one_clear_error(program, imap, monkeypatch):
+    configure(program, imap, monkeypatch, tls="maybe")
+    result = program.run("bounces", "poll")
+    assert result.exit_code == 1
+    assert "sending.bounces.tls: expected true (implicit TLS), starttls or false, found 'maybe'" in result.output

@@ -1,5 +1,7 @@
 """The bounce mailbox over IMAP (the standard library's `imaplib`): list the unseen messages of
-one folder, read them without marking them, and flag the ones handled `\\Seen`.
+one folder, read them without marking them, and flag the ones handled `\\Seen`. The connection is
+implicit TLS (`tls: true`), STARTTLS (`tls: starttls`) or plain (`tls: false`); certificates are
+checked against the system's trusted authorities.
 
 Messages are read with `BODY.PEEK[]`, so reading never changes a flag: only `mark_seen` does, after
 what a message says has been committed. A read-only session (`EXAMINE`) is used for a dry run, so
@@ -57,18 +59,21 @@ class ImapMailbox:
     @property
     def where(self) -> str:
         s = self.settings
-        return f"imap{'s' if s.tls else ''}://{s.user}@{s.imap}:{s.imap_port}/{s.folder}"
+        return f"imap{'s' if s.tls is True else ''}://{s.user}@{s.imap}:{s.imap_port}/{s.folder}"
 
     def __enter__(self) -> ImapMailbox:
         s = self.settings
         timeout = s.timeout.total_seconds()
         try:
-            if s.tls:
+            if s.tls is True:
                 self._imap = imaplib.IMAP4_SSL(s.imap, s.imap_port, ssl_context=ssl.create_default_context(),
                                                timeout=timeout)
             else:
                 self._imap = imaplib.IMAP4(s.imap, s.imap_port, timeout=timeout)
+                if s.tls == "starttls":
+                    self._imap.starttls(ssl.create_default_context())
         except (OSError, imaplib.IMAP4.error) as exc:
+            self._close()
             raise MailboxError(f"cannot reach the bounce mailbox {self.where}: {_reason(exc)}") from None
         try:
             self._imap.login(s.user, s.password or "")

@@ -366,6 +366,8 @@ def record_bounce(engine: sa.Engine, event: DeliveryEvent, now: datetime, *, sof
     with db.writer(engine).connect() as conn:
         transaction = conn.begin()
         try:
+            # A complaint withdraws consent; like every suppression it is written by suppression.add
+            # (through _apply_events), the one place a record of consent changes hooks in.
             new, suppressed = _apply_events(conn, [event], now, source="mailbox")
             soft = 0
             if event.kind in SOFT_BOUNCES and event.send_id and event.email:
