@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -295,6 +296,8 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password: str | None = None
     timeout: Span = timedelta(minutes=1)
+    return_path: str | None = Field(default=None, pattern=r"^[^@\s+]+@[^@\s]+$", max_length=200)
+    verp: bool = False
 
 
 class SendGridSettings(_Strict):
@@ -312,6 +315,32 @@ class WakeSettings(_Strict):
 
     enabled: bool = True
     poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
+
+
+def _tls_mode(value: Any) -> bool | Literal["starttls"]:
+    if value is True or value is False or value == "starttls":
+        return value
+    raise ValueError(f"expected true (implicit TLS), starttls or false, found {value!r}")
+
+
+class BounceMailboxSettings(_Strict):
+    """The mailbox that receives bounces and feedback-loop complaints, read over IMAP (see
+    loyalty_mail/tracking/bounces.py). The password comes from the environment:
+    `${BOUNCES_IMAP_PASSWORD}`."""
+
+    imap: str = Field(min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)   # 993 with TLS, 143 without
+    user: str = Field(min_length=1)
+    password: str | None = None
+    folder: str = Field(default="INBOX", min_length=1)
+    tls: Annotated[bool | Literal["starttls"], PlainValidator(_tls_mode)] = True  # `starttls`: upgrade a plain connection
+    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
+    soft_bounce_window: Span = timedelta(days=30)
+    timeout: Span = timedelta(minutes=1)
+
+    @property
+    def imap_port(self) -> int:
+        return self.port or (993 if self.tls is True else 143)
 
 
 class SendingSettings(_Strict):
@@ -334,6 +363,7 @@ class SendingSettings(_Strict):
     wake: WakeSettings = WakeSettings()
     lookback: Span = timedelta(days=7)
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    bounces: BounceMailboxSettings | None = None
 
 
 class Reentry(_Strict):

@@ -16,6 +16,7 @@ from ..transports import transport_for
 from ..flows.leadership import PlannerLock
 from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
+from ..tracking.bounces import poll_bounces_logged
 from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -210,6 +211,7 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
     and plans just them, through the same planner and ledger: a welcome, an event flow, a
     milestone or a tier upgrade goes out within about a second. Flows with a `schedule:` keep it.
 
+    With `sending.bounces` set, each tick also reads the bounce mailbox (as `bounces poll` does).
     Several daemons may run against one database: the one holding the planner lock (a PostgreSQL
     advisory lock, or a file lock beside a SQLite database) plans; the others only deliver and take
     over within a tick if it dies. SIGTERM or SIGINT finishes the batch in hand, records it and
@@ -238,6 +240,8 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
             touched.forget(engine, covered)
         else:
             dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
+        if settings.sending.bounces is not None and flows is None and not should_stop() and lock.try_acquire():
+            poll_bounces_logged(settings.sending.bounces, engine, runtime.now())  # one daemon reads the mailbox
 
     def wake_up(should_stop: Any) -> None:
         while every_tick and not should_stop() and lock.try_acquire():

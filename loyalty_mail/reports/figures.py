@@ -4,7 +4,7 @@ All figures are SQL aggregates over the send ledger, the tracking events and the
 purchases; formatting lives at the edge (the CLI). Definitions:
 
     sent          sends in state `sent` scheduled in [since, until)
-    bounced       sent with a bounce, dropped or blocked event
+    bounced       sent with a bounce (hard or given-up soft), dropped or blocked event
     delivered     sent - bounced
     opens         sent with an open event (human: not a machine open, not a bot)
     clicks        sent with a click event (human: not a bot click)
@@ -72,7 +72,7 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
         _period(s.c.scheduled_for, "day", dialect).label("day"),
         _period(s.c.scheduled_for, "week", dialect).label("week"),
         _period(s.c.scheduled_for, "month", dialect).label("month"),
-        _has(s.c.send_id, ("bounce", "dropped", "blocked")).label("bounced"),
+        _has(s.c.send_id, ("bounce", "soft_bounce", "dropped", "blocked")).label("bounced"),
         _has(s.c.send_id, ("open",), human=True).label("open_human"),
         _has(s.c.send_id, ("open",)).label("open_total"),
         _has(s.c.send_id, ("click",), human=True).label("click_human"),
