@@ -27,7 +27,7 @@ import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
 
-from .jinja_source import constructs
+from .jinja_source import Construct, constructs
 
 PREMAILER_OPTIONS = dict(
     strip_important=False,       # keep `!important` in mobile @media rules
@@ -93,111 +93,95 @@ def line_of(source: str, offset: int) -> int:
 
 def protect(source: str) -> Protected:
     """Replace each Jinja construct (found by Jinja's lexer) by a placeholder that premailer
-    passes through untouched."""
-    out: list[str] = []
-    result = Protected(html="")
-    scanner = _HtmlState()
-    position = 0
+    passes through untouched; where each one sits in the HTML (text, an attribute, a comment,
+    a <style>) is read by lxml's HTML parser, Outlook's conditional comments included."""
     try:
-        found = constructs(source)
+        found = [c for c in constructs(source) if c.kind != "comment"]
     except jinja2.TemplateSyntaxError as exc:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
+    places = _places(_with_placeholders(source, found, {}))
+    result = Protected(html="")
+    forms: dict[int, str] = {}
     for number, construct in enumerate(found):
-        scanner.feed(source[position:construct.start])
-        out.append(source[position:construct.start])
-        position = construct.end
-        code, line = construct.code(source), construct.line
-        if construct.kind == "comment":
-            continue
-        if scanner.raw_element == "style":
+        line, place = construct.line, places.get(number, "tag")
+        if place == "raw:style":
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data")
-        if scanner.raw_element == "script":
+        if place == "raw:script":
             raise NeedsFallback(line, "template code inside <script>")
-        if scanner.in_tag and scanner.attribute is None:
+        if place == "tag":
             raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
                                 "the element's attributes depend on data")
-        if scanner.attribute in _DATA_ATTRIBUTES:
-            raise NeedsFallback(line, f"the {scanner.attribute} attribute depends on data, so "
+        if place.removeprefix("attr:") in _DATA_ATTRIBUTES:
+            raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
-        result.originals[number], result.lines[number] = code, line
+        result.originals[number], result.lines[number] = construct.code(source), line
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
         if construct.keyword == "macro" and construct.args:
             result.macro_names[number] = construct.args[0][1]
-        if scanner.in_comment:
-            out.append(f"JX{number}X")  # an HTML comment (Outlook's <!--[if mso]>) is text to premailer
-        elif construct.kind == "statement" and not scanner.in_tag and scanner.raw_element is None:
+        if place == "content" and construct.kind == "statement":
             result.statements.add(number)
-            out.append(f"<!--JX{number}X-->")
-        elif not scanner.in_tag and scanner.raw_element is None:
+            forms[number] = f"<!--JX{number}X-->"
+        elif place == "content":
             result.content_expressions.add(number)
-            out.append(f"JX{number}X")
-        else:
-            out.append(f"JX{number}X")
-    out.append(source[position:])
-    result.html = "".join(out)
+    result.html = _with_placeholders(source, found, forms)
     return result
 
 
-class _HtmlState:
-    """Just enough of an HTML tokenizer to know where a placeholder lands."""
+def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
+    """The source with each construct replaced by its placeholder (`JXnX` unless `forms` says
+    otherwise) and Jinja comments removed."""
+    out, position = [], 0
+    for number, construct in enumerate(found):
+        out += [_without_comments(source[position:construct.start]), forms.get(number, f"JX{number}X")]
+        position = construct.end
+    out.append(_without_comments(source[position:]))
+    return "".join(out)
 
-    def __init__(self) -> None:
-        self.in_tag = False
-        self.quote: str | None = None
-        self.attribute: str | None = None
-        self.raw_element: str | None = None
-        self.in_comment = False
-        self._name = ""
-        self._tag_name = ""
-        self._reading_name = False
 
-    def feed(self, text: str) -> None:
-        i = 0
-        while i < len(text):
-            ch = text[i]
-            if self.in_comment:
-                end = text.find("-->", i)
-                if end < 0:
-                    return
-                self.in_comment, i = False, end + 3
-                continue
-            if not self.in_tag and self.raw_element is None and text.startswith("<!--", i):
-                self.in_comment, i = True, i + 4
-                continue
-            if self.raw_element is not None and not self.in_tag:
-                end = text.lower().find(f"</{self.raw_element}", i)
-                if end < 0:
-                    return
-                self.raw_element = None
-                i = end
-                continue
-            if not self.in_tag:
-                if ch == "<" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] in "/!"):
-                    self.in_tag, self._tag_name, self._reading_name = True, "", True
-                    self._name, self.attribute = "", None
-                i += 1
-                continue
-            if self.quote is not None:
-                if ch == self.quote:
-                    self.quote, self.attribute = None, None
-            elif self._reading_name:
-                if ch.isalnum() or ch in "/!-":
-                    self._tag_name += ch
-                else:
-                    self._reading_name = False
-                    i -= 1
-            elif ch in "\"'":
-                self.quote = ch
-                self.attribute = self._name.lower()
-            elif ch == ">":
-                self.in_tag = False
-                if self._tag_name.lower() in ("style", "script", "title"):
-                    self.raw_element = self._tag_name.lower()
-            elif ch != "=" and not ch.isspace():  # an attribute name's character
-                if i > 0 and text[i - 1].isspace():
-                    self._name = ""
-                self._name += ch
-            i += 1
+def _without_comments(text: str) -> str:
+    if "{#" not in text:
+        return text
+    comments = [c for c in constructs(text) if c.kind == "comment"]
+    for comment in reversed(comments):
+        text = text[:comment.start] + text[comment.end:]
+    return text
+
+
+_RAW_TEXT = {"style", "script", "title", "textarea"}
+_IN_TEXT = re.compile(r"JX(\d+)X")
+_IN_NAME = re.compile(r"jx(\d+)x", re.IGNORECASE)  # attribute names come back lower-cased
+
+
+def _places(html: str) -> dict[int, str]:
+    """Where the HTML parser puts each `JXnX`: content, comment, raw:style (and script, title,
+    textarea), attr:NAME, or tag (among attribute names); a placeholder the parser dropped is
+    not in the answer."""
+    places: dict[int, str] = {}
+
+    def mark(text: str | None, place: str, pattern: re.Pattern[str] = _IN_TEXT) -> None:
+        for match in pattern.finditer(text or ""):
+            places.setdefault(int(match.group(1)), place)
+
+    try:
+        tree = lxml.html.document_fromstring(html)
+    except (lxml.etree.ParserError, ValueError):
+        return places
+    root = tree.getroottree().getroot()
+    for outside in [*root.itersiblings(preceding=True), *root.itersiblings()]:
+        mark(outside.text, "comment" if outside.tag is lxml.etree.Comment else "tag")
+    for element in root.iter():
+        if element.tag is lxml.etree.Comment:
+            mark(element.text, "comment")
+        elif isinstance(element.tag, str):
+            tag = element.tag.lower()
+            mark(element.text, f"raw:{tag}" if tag in _RAW_TEXT else "content")
+            for name, value in element.attrib.items():
+                mark(name, "tag", _IN_NAME)
+                mark(value, f"attr:{name.lower()}")
+        else:
+            mark(element.text, "tag")
+        mark(element.tail, "content")
+    return places
 
 
 def check_balanced(protected: Protected) -> None:
