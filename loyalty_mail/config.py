@@ -638,7 +638,7 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     found = error.get("input")
     shown = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
     suffix = f" (found {found!r})" if shown else ""
-    return Problem(doc.locate(loc), f"{format_path(loc)}: {message}{suffix}")
+    return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
 
 
 def _allowed_keys(path: PathKey, root: type[BaseModel]) -> list[str]:
@@ -656,4 +656,4 @@ def _allowed_keys(path: PathKey, root: type[BaseModel]) -> list[str]:
                      None)
         if model is None:
             return []
-    return [name for name in model.model_fields if name != "project_dir"]
+    return [name for name, field in model.model_fields.items() if not field.exclude]  # not project_dir

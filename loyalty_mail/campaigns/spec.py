@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..config import FlowSettings, Span, VariantSettings, WinnerRule, problem_from, variant_problems
 from ..durations import format_span
@@ -87,11 +88,16 @@ class Campaign(BaseModel):
                              "time, or an ISO instant such as 2026-12-05T09:00+07:00)") from None
         return moment if moment.tzinfo else moment.isoformat()
 
+    @field_validator("local_time")
+    @classmethod
+    def _wall_time(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and isinstance(info.data.get("at"), datetime):
+            raise ValueError("true sends at a wall time in each member's zone: write `at:` without a UTC "
+                             "offset (e.g. \"2026-12-05 09:00\")")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
-        if self.local_time and isinstance(self.at, datetime):
-            raise ValueError("`local_time: true` sends at a wall time in each member's zone: write `at:` "
-                             "without a UTC offset (e.g. \"2026-12-05 09:00\")")
         problems = variant_problems("campaign", self.variants, self.winner)
         if problems:
             raise ValueError("; ".join(problems))

@@ -27,8 +27,10 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for send in plan.sends:
         occ = send.occurrence
+        variant = send.variant
         rows.append({"decision": "send", "flow": occ.flow.name, "member_id": occ.member_id,
-                     "email": occ.email, "template": occ.flow.template, "occurrence": occ.key,
+                     "email": occ.email, "template": (variant and variant.template) or occ.flow.template,
+                     "variant": variant.name if variant else None, "occurrence": occ.key,
                      "segment": send.segment, "scheduled_for": send.scheduled_for.isoformat(),
                      "reason": send.reason, "deferred": send.deferred})
     for skip in plan.skips:
