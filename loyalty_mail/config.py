@@ -371,20 +371,21 @@ class WinnerRule(_Strict):
         return value
 
 
-def variant_problems(owner: str, variants: tuple[VariantSettings, ...], winner: WinnerRule | None) -> list[str]:
-    """What is wrong with a flow's (or a campaign's) `variants:` and `winner:` as a whole."""
+def check_variants(variants: tuple[VariantSettings, ...]) -> tuple[VariantSettings, ...]:
+    """A flow's (or a campaign's) `variants:` as a whole: two or more, named apart, each changing
+    something (a pydantic field validator)."""
     names = [v.name for v in variants]
     problems = []
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        problems.append(f"{owner}: variant names must be unique; repeated: {', '.join(repeated)}")
+        problems.append(f"variant names must be unique; repeated: {', '.join(repeated)}")
     if variants and len(variants) < 2:
-        problems.append(f"{owner}: `variants:` needs two or more variants (e.g. a and b)")
-    problems += [f"{owner}: variant '{v.name}' changes nothing: give it a `template:` and/or a `subject:`"
+        problems.append("needs two or more variants (e.g. a and b)")
+    problems += [f"variant '{v.name}' changes nothing: give it a `template:` and/or a `subject:`"
                  for v in variants if v.template is None and v.subject is None]
-    if winner is not None and not variants:
-        problems.append(f"{owner}: `winner:` needs `variants:` to choose from")
-    return problems
+    if problems:
+        raise ValueError("; ".join(problems))
+    return variants
 
 
 class FlowSettings(_Strict):
@@ -416,6 +417,8 @@ class FlowSettings(_Strict):
     variants: tuple[VariantSettings, ...] = ()
     winner: WinnerRule | None = None
 
+    _variants = field_validator("variants")(check_variants)
+
     @field_validator("schedule")
     @classmethod
     def _crontab(cls, value: str | None) -> str | None:
@@ -444,9 +447,8 @@ class FlowSettings(_Strict):
                              "(trigger: event)")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
-        problems = variant_problems(f"flow '{self.name}'", self.variants, self.winner)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if self.winner is not None and not self.variants:
+            raise ValueError(f"flow '{self.name}': `winner:` needs `variants:` to choose from")
         return self
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from ..config import FlowSettings, Span, VariantSettings, WinnerRule, problem_from, variant_problems
+from ..config import FlowSettings, Span, VariantSettings, WinnerRule, check_variants, problem_from
 from ..durations import format_span
 from ..errors import ConfigError, Location, Problem
 from ..yaml_source import YamlDocument, load_yaml_file
@@ -96,11 +96,12 @@ class Campaign(BaseModel):
                              "offset (e.g. \"2026-12-05 09:00\")")
         return value
 
+    _variants = field_validator("variants")(check_variants)
+
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
-        problems = variant_problems("campaign", self.variants, self.winner)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if self.winner is not None and not self.variants:
+            raise ValueError("`winner:` needs `variants:` to choose from")
         return self
 
     @property

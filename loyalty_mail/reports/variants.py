@@ -143,6 +143,11 @@ def comparison(tests: dict[str, list[Arm]], winners: dict[str, assignment.Winner
     return {"variants": rows, "differences": differences, "winners": decided}
 
 
+def variant_report(conn: sa.Connection, since: datetime, until: datetime, window: timedelta) -> dict[str, Any]:
+    """`comparison` of the tests that sent in [since, until), with the winners recorded by `until`."""
+    return comparison(arms(conn, since, until, window), assignment.winners(conn, until))
+
+
 def pick_winner(tested: list[Arm], rule: WinnerRule) -> tuple[Arm, dict[str, Any]] | None:
     """The winning arm under `rule` and the figures it won on, or None (see module docstring)."""
     if len(tested) < 2 or sum(a.sent for a in tested) < rule.after:
