@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import lxml.html
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +21,7 @@ from loyalty_mail.models import variant_winners_table
 from loyalty_mail.reports.variants import Arm, newcombe, pick_winner, verdict, wilson
 
 from .flow_program import REPO, member
+from .test_reports import PROBE, _chromium
 
 A_B = (VariantSettings(name="a", subject="A"), VariantSettings(name="b", subject="B", weight=3))
 
@@ -205,6 +207,19 @@ def test_variants_are_recorded_sent_reported_and_a_winner_takes_over(program):
     assert page.exit_code == 0
     html = (program.dir / "r.html").read_text()
     assert 'id="variants-table"' in html and "variant <b>b</b> won on conversion rate" in html
+    # Chromium lays out the variants chart with its error bar.
+    probe_page = program.dir / "probe.html"
+    probe_page.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                          "--dump-dom", probe_page.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    probe = json.loads(lxml.html.fromstring(dom.stdout).xpath("//body/@data-probe")[0])
+    sizes = {title: (width, height) for title, width, height in probe["charts"]}
+    title = "Conversion rate difference against the first variant (percentage points, 95% CI)"
+    assert sizes[title][0] > 300 and sizes[title][1] > 50
+    assert probe["errorBars"] == 1 and probe["resources"] == [] and not probe["overflow"]
+    cells = lxml.html.fromstring(html).xpath('//table[@id="variants-table"]//tr[td]')
+    assert [[c.text_content() for c in row.xpath("td")][:3] for row in cells] == [["welcome", "a", "11"],
+                                                                                   ["welcome", "b", "10"]]
 
 
 def test_bad_variants_are_reported_at_their_line(program):
