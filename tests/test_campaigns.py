@@ -39,7 +39,7 @@ def test_bad_campaign_files_are_reported_at_their_line_and_column(program):
     assert [str(p) for p in problems] == [
         "campaigns/bad.yaml:2:5: at: 'tomorrow' is not a date and time (expected \"YYYY-MM-DD HH:MM\", a wall "
         "time, or an ISO instant such as 2026-12-05T09:00+07:00)",
-        "campaigns/bad.yaml:4:1: unknown key 'segmnt' in the top level (allowed: description, template, subject, "
+        "campaigns/bad.yaml:4:1: unknown key 'segmnt' in the top level (allowed: description, template, "
         "segment, at, local_time, topic, throttle, lateness, priority, quiet_hours, frequency_cap, holdout, "
         "variants, winner)",
     ]

@@ -236,3 +236,8 @@ def test_bad_variants_are_reported_at_their_line(program):
     assert result.exit_code == 1
     assert ("config.yaml:25:81: flows[0].winner.metric: Input should be 'conversion_rate', 'click_rate' or "
             "'open_rate' (found 'opens')") in result.output
+    path.write_text(original.replace("frequency_cap: false}", "frequency_cap: false,\n     variants: [{name: a, "
+                                     "subject: \"Hi {{ member.first_name\"}, {name: b, subject: B}]}", 1))
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert "'welcome' variant 'a' subject:1: syntax error: unexpected end of template" in result.output

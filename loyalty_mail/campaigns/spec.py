@@ -54,7 +54,6 @@ class Campaign(BaseModel):
     name: str = Field(default="", exclude=True)  # the file's name, not a key of the file
     description: str | None = None
     template: str
-    subject: str | None = Field(default=None, min_length=1, max_length=300)
     segment: str | None = None
     at: datetime | str
     local_time: bool = False

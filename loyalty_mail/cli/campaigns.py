@@ -11,6 +11,7 @@ import click
 from .. import campaigns as files
 from ..errors import ConfigError, NotFound
 from ..flows import build_planner, ledger
+from ..flows.runner import check_variant_subjects
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -26,6 +27,7 @@ def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
                                          set(obj.runtime.renderer().catalog.names))
     if problems:
         raise ConfigError(problems)
+    check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())
     return found
 
 

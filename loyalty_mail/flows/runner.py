@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..config import Settings
+from ..config import FlowSettings, Settings
 from ..members import member_profile
 from ..rendering import Renderer
 from ..segments import load_catalog
@@ -46,6 +46,15 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
     if missing:
         from ..errors import ConfigError
         raise ConfigError(missing)
+    check_variant_subjects(settings.flows, renderer)
+
+
+def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) -> None:
+    """TemplateError when an A/B variant's subject (of a flow, or a campaign as a flow) does not parse."""
+    for test in tests:
+        for variant in test.variants:
+            if variant.subject is not None:
+                renderer.check_subject(variant.subject, f"'{test.name}' variant '{variant.name}' subject")
 
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,

@@ -330,6 +330,10 @@ class Renderer:
                                                     f"{where} (variant subject)", 1)
         return self._subjects[key]
 
+    def check_subject(self, subject: str, where: str) -> None:
+        """Raise TemplateError (naming `where`) when an A/B variant's subject does not parse."""
+        self._from_string(self.text_env, subject, where, 1)
+
     def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int) -> jinja2.Template:
         try:
             return env.from_string(source)
