@@ -375,7 +375,9 @@ def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Wi
     the campaign's time (in the member's own zone with `local_time`), later by the throttle: the
     n-th member of the audience (from 0, in member order) is due `n // max` periods later."""
     m, s = members_table, sends_table
-    ranked = sa.select(*MEMBER_COLUMNS, (sa.func.row_number().over(order_by=m.c.id) - 1).label("rank"))
+    throttle = spec.throttle
+    rank = sa.func.row_number().over(order_by=m.c.id) - 1 if throttle is not None else sa.literal(0)
+    ranked = sa.select(*MEMBER_COLUMNS, rank.label("rank"))  # a throttle counts the whole audience
     if audience is not None:
         ranked = ranked.where(audience)
     inner = ranked.subquery()
@@ -384,7 +386,6 @@ def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Wi
     query = sa.select(inner).where(~recorded).order_by(inner.c.id)
     if members is not None:
         query = query.where(inner.c.id.in_(members))
-    throttle = spec.throttle
     for row in _stream(conn, query):
         zone = row.timezone or zone_default
         due = spec.send_time(zone if spec.local_time else zone_default)
