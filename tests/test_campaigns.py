@@ -180,3 +180,31 @@ def test_the_daemon_sends_a_due_campaign(program):
                             env=env, capture_output=True, text=True, timeout=60)
     assert daemon.returncode == 0, daemon.stderr
     assert campaign_sends(program, "flash") == [("flash", "campaign", "sent")]
+
+
+def test_a_wake_up_for_one_member_keeps_their_place_in_the_throttle(program):
+    """The daemon's wake-up plans only the members an import touched: a throttled campaign still
+    counts the whole audience, so the last of five members stays two periods late."""
+    import sqlalchemy as sa
+
+    from loyalty_mail.flows import build_planner
+    from loyalty_mail.models import members_table
+    from loyalty_mail.runtime import Runtime
+
+    program.load("members", [member(f"T{n}", joined_at="2025-01-01T10:00:00+07:00") for n in range(5)],
+                 at="2025-01-01T10:00:00+07:00")
+    write_campaign(program, "news", 'template: reengagement\nat: "2026-12-05 10:00"\nthrottle: {max: 2, per: 1 hour}\n')
+    assert program.run("campaigns", "schedule", "news", at="2026-12-01T00:00:00Z").exit_code == 0
+    runtime = Runtime.load(program.dir, database_url=program.url)
+    try:
+        engine = runtime.engine()
+        with engine.connect() as conn:
+            last = conn.execute(sa.select(members_table.c.id).where(members_table.c.member_id == "T4")).scalar_one()
+        planner = build_planner(runtime.settings, engine.dialect.name)
+        now = datetime(2026, 12, 5, 3, 30, tzinfo=timezone.utc)
+        plan = planner.plan_in(engine, now, members=[last], flows=[], campaigns=True)
+        [skip] = plan.skips
+        assert skip.occurrence.member_id == "T4" and skip.occurrence.due_at == datetime(2026, 12, 5, 5, 0, tzinfo=timezone.utc)
+        assert plan.sends == []
+    finally:
+        runtime.close()
