@@ -89,6 +89,7 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import api, bounces, coupons, data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
+from . import api, bounces, campaigns, coupons, data, delivery, flows, program, reports, segments, templates  # noqa: E402,E501  (register the commands)
 
-__all__ = ["cli", "main", "api", "bounces", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "templates"]
+__all__ = ["cli", "main", "api", "bounces", "campaigns", "coupons", "data", "delivery", "flows", "program", "reports",
+           "segments", "templates"]

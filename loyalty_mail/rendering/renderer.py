@@ -240,6 +240,7 @@ class Renderer:
         self._contexts = ContextBuilder(settings, self.ladder, coupon_secret or (
             signing_keys(secret)[0] if secret else settings.program.name.encode()))
         self._compiled: dict[tuple[str, str], CompiledVariant] = {}
+        self._subjects: dict[tuple[str, str, str], jinja2.Template] = {}  # A/B subjects, compiled once
         self._sender = Address(settings.program.sender_email, settings.program.sender_name)
         self._globals = dict(self.html_env.globals)  # range, dict, namespace...: Jinja's defaults
 
@@ -319,6 +320,22 @@ class Renderer:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),
                                         f"template {exc.name} not found")) from None
 
+    def _headline(self, compiled: CompiledVariant, subject: str | None, where: str) -> jinja2.Template:
+        """The subject and preheader template: the email's own, or `subject` (an A/B variant's,
+        in the same sandbox) with the email's preheader."""
+        if subject is None:
+            return compiled.headline
+        variant = compiled.variant
+        key = (variant.email, variant.locale, subject)
+        if key not in self._subjects:
+            self._subjects[key] = self._from_string(self.text_env, f"{subject}{_SEPARATOR}{variant.preheader}",
+                                                    f"{where} (variant subject)", 1)
+        return self._subjects[key]
+
+    def check_subject(self, subject: str, where: str) -> None:
+        """Raise TemplateError (naming `where`) when an A/B variant's subject does not parse."""
+        self._from_string(self.text_env, subject, where, 1)
+
     def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int) -> jinja2.Template:
         try:
             return env.from_string(source)
@@ -349,13 +366,15 @@ class Renderer:
         tracked: bool = True,
         locale: str | None = None,
         test: bool = False,
+        subject: str | None = None,
     ) -> RenderedEmail:
         """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
         Subject, HTML and text together get `rendering.timeout`; compiling the email (once per
-        process) does not count against it."""
+        process) does not count against it. `subject` replaces the email's subject (an A/B
+        variant's: Jinja, with the same context)."""
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
-        job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
+        job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale, subject)
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
@@ -391,7 +410,7 @@ class Renderer:
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
-                 tracked: bool, locale: str | None) -> _Job:
+                 tracked: bool, locale: str | None, subject: str | None = None) -> _Job:
         compiled = self.compiled(email, locale or member.get("locale"))
         self.limits.start()  # this email's own budget, from here
         variant = compiled.variant
@@ -408,7 +427,8 @@ class Renderer:
         context["tracking"] = tracked and tracking.open_pixel
         context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
-        headline = self._run(compiled.headline, context, where, variant.subject_line)
+        headline = self._run(self._headline(compiled, subject, where), context, where,
+                             variant.subject_line if subject is None else 1)
         subject, preheader = headline.split(_SEPARATOR)
         context["subject"] = " ".join(subject.split())
         context["preheader"] = " ".join(preheader.split())
