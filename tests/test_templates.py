@@ -123,12 +123,12 @@ def _corpus_data(source: str, name: str) -> dict[str, object]:
 
 def test_corpus_templates_ported_to_jinja_match_per_email_inlining():
     from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined
-    from loyalty_mail.rendering.renderer import LinkTracker, sandboxed_environment
+    from loyalty_mail.rendering.renderer import LinkTracker, email_environment
     from loyalty_mail.rendering.text import html_to_text
 
     files = sorted(CORPUS.glob("*.html"))
     assert len(files) == 8
-    env = sandboxed_environment(None, autoescape=True)
+    env = email_environment(None, autoescape=True)
     env.undefined = __import__("jinja2").Undefined  # the corpus data does not fill every field
     compiled_count = 0
     for path in files:

@@ -25,9 +25,6 @@ from typing import Any
 
 import jinja2
 import markupsafe
-from jinja2 import nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError
@@ -36,11 +33,11 @@ from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
-from .formatting import FILTERS
 from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
-from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
+from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
+from .sandbox import TemplateSandbox, sandboxed_environment
 from .undefined import column_of, missing_name, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
@@ -117,109 +114,10 @@ def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
     return markupsafe.Markup(url)  # Markup: an autoescape block does not escape it again
 
 
-_DICT_ATTRIBUTES = frozenset(dir(dict))
-
-
-class _OutputCodeGenerator(CodeGenerator):
-    """Jinja's code generator, except that `{{ ... }}` in autoescaped output goes through
-    `TemplateSandbox.escape_output`, which returns a plain str, instead of `markupsafe.escape`,
-    which wraps it in Markup (two more Python calls, ~30 times an email): output is only joined
-    into the page, so it never needs to be Markup. Should Jinja rename this hook, the override
-    goes unused and templates escape as Jinja does.
-
-    And, for the render limits (limits.py): every `{% for %}` iterates through
-    `environment.limits.iterate`, and every `~` is measured by `environment.limits.checked_text`."""
-
-    _loop_iterables: set[int] | None = None  # ids of the `{% for %}` iterables being compiled
-
-    def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        if not node.recursive:
-            self._loop_iterables = (self._loop_iterables or set()) | {id(node.iter)}
-        super().visit_For(node, frame)
-
-    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
-        if self._loop_iterables and id(node) in self._loop_iterables:
-            self._loop_iterables.discard(id(node))
-            self.write("environment.limits.iterate(")
-            super().visit(node, *args, **kwargs)
-            self.write(")")
-            return None
-        return super().visit(node, *args, **kwargs)
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.limits.checked_text(")
-        super().visit_Concat(node, frame)
-        self.write(")")
-
-    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
-            return super()._output_child_pre(node, frame, finalize)
-        self.write("environment.escape_output(")
-        if finalize.src is not None:
-            self.write(finalize.src)
-
-
-class TemplateSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with quicker roads to what every email does many times, each
-    giving what the sandbox itself would give (see benchmarks/README.md for what they save):
-
-    - reading keys of the plain dicts the context is made of (`member.first_name`): the sandbox
-      tries the attribute first and takes the key when that raises AttributeError, ~2 us a
-      lookup; a dict has no attribute outside `dir(dict)`, so for any other name the key is
-      what the sandbox would end up with, and `getattr` returns it directly;
-    - calling a template's macros and our helpers (`call`);
-    - escaping output (`escape_output`, through `_OutputCodeGenerator`)."""
-
-    code_generator_class = _OutputCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-    limits = RenderLimits()  # no limits until the renderer gives its own
-
-    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        self.limits.check_binop(operator, left, right)
-        return self.binop_table[operator](left, right)
-
-    @staticmethod
-    def escape_output(value: Any) -> str:
-        """What `markupsafe.escape` does for output (& < > " ' as entities; Markup as it is)."""
-        if value.__class__ is str:
-            return html_escape.escape(value)
-        return markupsafe.escape(value)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except KeyError:
-                return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
-
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """A template's own macro, or one of our helpers, is called as `Context.call` would call
-        it (a macro with the evaluation context first; the compiler's bookkeeping arguments
-        dropped), without the generic checks for what kind of callable it is: it is always that
-        kind, and always safe. Every call reads the render's clock (a macro calling itself twice
-        makes no loop)."""
-        __self.limits.check_time()
-        kind = type(__obj)
-        if kind is jinja2.runtime.Macro or kind is Helper:
-            kwargs.pop("_block_vars", None)
-            kwargs.pop("_loop_vars", None)
-            if kind is Helper:
-                return __obj.function(*args, **kwargs)
-            return __obj(__context.eval_ctx, *args, **kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
-                          limits: RenderLimits | None = None) -> TemplateSandbox:
-    """Jinja's immutable sandbox, StrictUndefined, our filters, the render limits: how every
-    template runs."""
-    env = TemplateSandbox(loader=loader, autoescape=autoescape,
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    if limits is not None:
-        env.limits = limits
-    env.globals["lipsum"] = bounded_lipsum
-    env.filters.update(FILTERS)
+def email_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
+                      limits: RenderLimits | None = None) -> TemplateSandbox:
+    """The sandbox every email runs in, with the click-tracking filter compiled emails call."""
+    env = sandboxed_environment(loader, autoescape, limits)
     env.filters["track_link"] = _track_link
     return env
 
@@ -234,8 +132,8 @@ class Renderer:
         loader = FrontMatterLoader(str(catalog.root))
         rendering = settings.rendering
         self.limits = RenderLimits(rendering.timeout.total_seconds(), rendering.max_bytes)
-        self.html_env = sandboxed_environment(loader, autoescape=True, limits=self.limits)
-        self.text_env = sandboxed_environment(loader, autoescape=False, limits=self.limits)
+        self.html_env = email_environment(loader, autoescape=True, limits=self.limits)
+        self.text_env = email_environment(loader, autoescape=False, limits=self.limits)
         secret = settings.tracking.secret
         self._contexts = ContextBuilder(settings, self.ladder, coupon_secret or (
             signing_keys(secret)[0] if secret else settings.program.name.encode()))
