@@ -107,6 +107,16 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     return report
 
 
+def check_email(renderer: Renderer, email: str, locale: str, now: datetime) -> TemplateReport:
+    """`check` for one email in one locale: its files' lint, fallbacks and link lengths, and
+    every sample member rendered with every sample occurrence."""
+    report = TemplateReport()
+    _check_variant(renderer, email, locale, now, report)
+    report.errors = list(dict.fromkeys(report.errors))
+    report.warnings = list(dict.fromkeys(report.warnings))
+    return report
+
+
 def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
     root = renderer.catalog.root
     for path in sorted(root.rglob("*")):
