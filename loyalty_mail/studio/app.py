@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -39,6 +40,7 @@ log = logging.getLogger("loyalty_mail.studio")
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
+MAX_FORM_BYTES = 16_384
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -175,8 +177,13 @@ class Studio:
     # -- send test ---------------------------------------------------------------------------
 
     async def send_test_post(self, request: Request) -> Response:
-        form = await request.form()
-        values = {key: str(form.get(key, "")).strip() for key in ("csrf", "email", "locale", "to", "member")}
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return PlainTextResponse("the form is too large", status_code=413)
+        form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+        values = {key: form.get(key, "").strip() for key in ("csrf", "email", "locale", "to", "member")}
         if not self.access.csrf_ok(values["csrf"]):
             return PlainTextResponse("the form's CSRF token is missing or wrong: reload the page", status_code=403)
         return await asyncio.to_thread(self._send_test, values)
