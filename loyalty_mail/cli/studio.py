@@ -47,6 +47,7 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections wait from now on, so the printed URL works at once
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); try --port") from None
     bound = sock.getsockname()[1]
