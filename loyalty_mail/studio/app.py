@@ -110,7 +110,8 @@ class Studio:
             state = self.workspace.state()
             if state.settings is None:
                 return self.page("segments.html", rows=[], problems=state.problems, view=None)
-            rows, problems = segments.segment_counts(self.workspace, state)
+            catalog, problems = state.segments()
+            rows = [(segment, None) for _, segment in sorted(catalog.segments.items())]  # counts: on /segments
             view = segments.segment_view(self.workspace, state, name)
             return self.page("segments.html", rows=rows, problems=problems, view=view)
 

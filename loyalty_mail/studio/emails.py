@@ -54,8 +54,9 @@ def email_list(state: ProgramState) -> tuple[list[EmailEntry], list[Problem]]:
 
 
 def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, member_id: str | None,
-            now: datetime) -> EmailPreview:
-    """Render `email` in `locale` for `member_id` (or the sample member), untracked, and check it."""
+            now: datetime, *, check: bool = True) -> EmailPreview:
+    """Render `email` in `locale` for `member_id` (or the sample member), untracked, and (with
+    `check`) run `check` on it."""
     result = EmailPreview(email, locale)
     try:
         renderer = state.renderer()
@@ -70,6 +71,8 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
                                           flow=PREVIEW_FLOW, occurrence=sample_occurrences(renderer)[1])
     except LoyaltyMailError as exc:
         result.problems = _problems(exc)
+        return result
+    if not check:
         return result
     report = check_email(renderer, email, locale, now)
     result.errors, result.warnings = report.errors, report.warnings

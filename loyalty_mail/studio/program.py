@@ -14,9 +14,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..config import Settings
+from ..config import CONFIG_FILE, Settings
 from ..errors import ConfigError, Problem
-from ..rendering import Renderer
+from ..rendering import TEMPLATES_DIR, Renderer
 from ..runtime import Runtime
 from ..segments import SEGMENTS_DIR, Context, SegmentCatalog, context_for
 from ..segments.spec import load_segments
@@ -64,6 +64,7 @@ class Workspace:
         self.watcher = ProgramWatcher(runtime.project_dir)
         self._load = loader or (lambda directory: Runtime.load(directory, database_url=runtime.database_url).settings)
         self._state = ProgramState(0, runtime.settings)
+        self._files = self.watcher.seen
 
     @property
     def project_dir(self) -> Path:
@@ -76,13 +77,24 @@ class Workspace:
         return self.runtime.engine()
 
     def state(self) -> ProgramState:
-        """The program as its files are now (looked at once more, so a save is never missed)."""
-        version = self.watcher.check()
-        if version != self._state.version:
+        """The program as its files are now (looked at once more, so a save is never missed).
+        What the edit did not touch is kept: a template's save keeps the settings and segments,
+        a segment's keeps the settings and compiled templates."""
+        version, files = self.watcher.current()
+        if version == self._state.version:
+            return self._state
+        changed = {path for path, *_ in set(files) ^ set(self._files)}
+        old, self._files = self._state, files
+        if old.settings is None or CONFIG_FILE in changed:
             try:
                 self._state = ProgramState(version, self._load(self.project_dir))
             except ConfigError as exc:
                 self._state = ProgramState(version, None, exc.problems)
+            return self._state
+        templates = any(path.startswith(f"{TEMPLATES_DIR}/") for path in changed)
+        segments = any(path.startswith(f"{SEGMENTS_DIR}/") for path in changed)
+        self._state = ProgramState(version, old.settings, _renderer=None if templates else old._renderer,
+                                   _segments=None if segments else old._segments)
         return self._state
 
     def segment_context(self, settings: Settings, catalog: SegmentCatalog) -> Context:

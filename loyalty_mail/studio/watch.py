@@ -41,7 +41,8 @@ def snapshot(project_dir: Path) -> tuple[tuple[str, int, int], ...]:
                     pending.append(Path(entry.path))
                 else:
                     stat = entry.stat(follow_symlinks=False)
-                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+                    found.append((Path(entry.path).relative_to(project_dir).as_posix(), stat.st_size,
+                                  stat.st_mtime_ns))
             except OSError:
                 continue
     return tuple(sorted(found))
@@ -53,20 +54,26 @@ class ProgramWatcher:
     def __init__(self, project_dir: Path, poll: float = POLL_SECONDS) -> None:
         self.project_dir, self.poll = project_dir, poll
         self.version = 0
-        self._seen = snapshot(project_dir)
+        self.seen = snapshot(project_dir)
         self._lock = threading.Lock()
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def current(self) -> tuple[int, tuple[tuple[str, int, int], ...]]:
+        """Look once; the version and the files it stands for."""
+        version = self.check()
+        with self._lock:
+            return version, self.seen
 
     def check(self) -> int:
         """Look once (from the event loop or any thread); a difference from the last look is a
         new version, and wakes whoever waits in `changed`."""
         with self._lock:
             now = snapshot(self.project_dir)
-            changed = now != self._seen
+            changed = now != self.seen
             if changed:
-                self._seen = now
+                self.seen = now
                 self.version += 1
             version = self.version
         if changed and self._loop is not None:
