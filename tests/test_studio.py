@@ -166,6 +166,20 @@ def test_check_findings_for_the_email_are_shown(client, program_dir):
     assert "templates/welcome/en.html:" in warnings and "alt" in warnings
 
 
+
+def test_the_static_check_finds_a_mistake_in_a_branch_no_sample_takes(client, program_dir):
+    path = program_dir / "templates" / "welcome" / "en.html"
+    source = path.read_text(encoding="utf-8")
+    path.write_text(source.replace("{% endblock %}", "{% if member.points > 10**12 %}{{ member.nosuchfield }}"
+                                   "{% endif %}{% endblock %}", 1), encoding="utf-8")
+    line = source[:source.index("{% endblock %}")].count("\n") + 1
+    page = client.get("/emails/welcome/en")
+    assert "srcdoc" in page.text  # it renders: no sample member takes the branch
+    errors = page.text[page.text.index('id="check-errors"'):]
+    assert re.search(rf"templates/welcome/en.html:{line}:\d+</span>: undefined variable: member has no field "
+                     "&#39;nosuchfield&#39;", errors)
+
+
 def test_an_unknown_email_is_a_404_page(client):
     page = client.get("/emails/nope/en")
     assert page.status_code == 404 and "no email &#39;nope&#39;" in page.text
