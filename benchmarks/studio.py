@@ -113,7 +113,6 @@ def main() -> None:
         state = workspace.state()
         catalog, _ = state.segments()
         ctx = workspace.segment_context(state.settings, catalog)  # type: ignore[arg-type]
-        old_catalog_rule = compile_rule  # the naive path compiles both versions the same way
 
         def naive_compare() -> tuple[int, int]:
             from loyalty_mail.segments.spec import SegmentParser
@@ -125,9 +124,9 @@ def main() -> None:
             new = catalog.get("vip")
             with engine.connect() as connection:
                 before = {r[0] for r in connection.execute(
-                    sa.select(members_table.c.member_id).where(old_catalog_rule(old.rule, ctx)))}  # type: ignore[union-attr]
+                    sa.select(members_table.c.member_id).where(compile_rule(old.rule, ctx)))}  # type: ignore[union-attr]
                 after = {r[0] for r in connection.execute(
-                    sa.select(members_table.c.member_id).where(old_catalog_rule(new.rule, ctx)))}
+                    sa.select(members_table.c.member_id).where(compile_rule(new.rule, ctx)))}
             return len(after - before), len(before - after)
 
         entering, leaving = naive_compare()

@@ -6,9 +6,10 @@
 Needs Chromium (Debian: `apt-get install chromium`). The emails are rendered for a sample member
 of the example program (untracked links), exactly as `loyalty-mail preview` shows them. With
 --report, the HTML report (e.g. the one `loyalty-mail demo` writes) is photographed too. With --studio, a
-studio runs on a copy of the example program (2,000 seeded members, in a scratch git repository,
-with `vip` edited after the commit so that the segment page shows a change) and each of its pages
-is photographed at 1280 and 390 px as `studio-PAGE-WIDTH.png`.
+studio runs on a copy of the example program in a scratch git repository (with `vip` edited after
+the commit, so that the segment page shows a change) and on the database of a short
+`loyalty-mail demo` (2,000 members, 30 simulated days: sends, an outbox and a report to show);
+each of its pages is photographed at 1280 and 390 px as `studio-PAGE-WIDTH.png`.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main() -> int:
 
 
 STUDIO_PAGES = {"emails": "/emails/welcome/vi", "segments": "/segments/vip", "flows": "/flows?member=LM0000007",
-                "outbox": "/outbox", "reports": "/reports?since=2026-10-24&until=2026-11-22"}
+                "outbox": "/outbox", "reports": "/reports"}
 STUDIO_WIDTHS = (1280, 390)
 
 
@@ -95,16 +96,14 @@ def studio_screenshots(chromium: str, out: Path) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from loyalty_mail.runtime import Runtime
     from loyalty_mail.scaffold import init_program
-    from loyalty_mail.seeding import seed_program
 
     with tempfile.TemporaryDirectory() as scratch:
         program = Path(scratch) / "program"
         init_program(program)
-        runtime = Runtime.load(program)
-        seed_program(runtime.engine(), runtime.settings, members=2000, seed=7, now=NOW)
-        runtime.close()
+        subprocess.run([sys.executable, "-m", "loyalty_mail", "--project", str(program), "demo", "--members", "2000",
+                        "--days", "30", "--out", str(Path(scratch) / "demo")], check=True, capture_output=True,
+                       timeout=900)
         for git in (["init", "-q"], ["add", "config.yaml", "segments", "templates"],
                     ["-c", "user.email=docs@example.com", "-c", "user.name=docs", "commit", "-qm", "program"]):
             subprocess.run(["git", "-C", str(program), *git], check=True, capture_output=True, timeout=60)
@@ -113,8 +112,9 @@ def studio_screenshots(chromium: str, out: Path) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        process = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(program), "studio",
-                                    "--port", str(port), "--at", NOW.isoformat()],
+        database = f"sqlite:///{Path(scratch) / 'demo' / 'demo.db'}"
+        process = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(program), "--database",
+                                    database, "studio", "--port", str(port)],
                                    stderr=subprocess.PIPE, text=True, cwd=scratch)
         try:
             url = None

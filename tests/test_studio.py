@@ -185,6 +185,19 @@ def test_an_unknown_email_is_a_404_page(client):
     assert page.status_code == 404 and "no email &#39;nope&#39;" in page.text
 
 
+def test_a_broken_config_shows_its_problem_and_the_studio_recovers(client, program_dir):
+    config = program_dir / "config.yaml"
+    source = config.read_text(encoding="utf-8")
+    config.write_text(source.replace("  currency: VND", "  currency: [VND", 1), encoding="utf-8")
+    for path in ("/emails/welcome/en", "/segments/vip", "/flows"):
+        page = client.get(path)
+        assert page.status_code in (200, 400), path
+        assert "config.yaml:" in page.text and "Traceback" not in page.text, path
+    config.write_text(source, encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    assert "srcdoc" in page.text and "config.yaml does not load" not in page.text
+
+
 # -- segments ----------------------------------------------------------------------------------
 
 def count_shown(page) -> int:
@@ -315,3 +328,28 @@ def test_the_watcher_sees_an_edit_a_new_file_and_a_removal(tmp_path):
     (directory / "outbox" / "a.eml").write_text("not a program file")
     assert watcher.check() == 3
 
+
+
+# -- git HEAD ----------------------------------------------------------------------------------
+
+@needs_git
+def test_head_version_of_a_file_in_a_program_below_the_repository_root(tmp_path):
+    import subprocess
+
+    from loyalty_mail.studio.git import head_version
+
+    program = tmp_path / "repo" / "marketing" / "program"
+    (program / "segments").mkdir(parents=True)
+    (program / "segments" / "vip.yaml").write_text("committed\n")
+    git = ["git", "-C", str(tmp_path / "repo")]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    assert head_version(program, "segments/vip.yaml").status == "new_file"  # no commit yet
+    subprocess.run([*git, "add", "."], check=True, timeout=60)
+    subprocess.run([*git, "-c", "user.email=a@test.example", "-c", "user.name=a", "commit", "-qm", "c"], check=True,
+                   timeout=60)
+    (program / "segments" / "vip.yaml").write_text("edited\n")
+    assert head_version(program, "segments/vip.yaml").text == "committed\n"
+    other = head_version(program, "segments/other.yaml")
+    assert (other.status, other.message) == ("new_file", "segments/other.yaml is a new file (not in HEAD)")
+    (tmp_path / "elsewhere").mkdir()
+    assert head_version(tmp_path / "elsewhere", "segments/vip.yaml").status == "not_git"

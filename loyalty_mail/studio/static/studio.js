@@ -9,7 +9,7 @@
   function refresh() {
     if (busy) { again = true; return; }
     busy = true;
-    fetch(window.location.href, {credentials: "same-origin", headers: {"X-Studio-Refresh": "1"}})
+    fetch(window.location.href, {credentials: "same-origin"})
       .then(function (response) { return response.text(); })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
