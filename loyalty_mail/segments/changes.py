@@ -21,8 +21,10 @@ EXAMPLE_COLUMNS = ("member_id", "email", "tier", "points", "last_purchase_at")
 
 @dataclass(frozen=True)
 class SegmentChange:
-    """Members entering and leaving a segment between two versions of its rules, with examples."""
+    """Members entering and leaving a segment between two versions of its rules, with examples;
+    `count`: the members of the new version."""
 
+    count: int
     entering: int
     leaving: int
     entering_examples: list[dict[str, Any]] = field(default_factory=list)
@@ -31,19 +33,21 @@ class SegmentChange:
 
 def segment_change(connection: sa.Connection, old: Segment, old_ctx: Context, new: Segment, new_ctx: Context,
                    *, examples: int = 5) -> SegmentChange:
-    """Count (and show a few of) the members the edit from `old` to `new` adds and removes."""
+    """Count (and show a few of) the members the edit from `old` to `new` adds and removes, and
+    count the new version's members, in one pass over the members of either version."""
     old_rule = sa.func.coalesce(compile_rule(old.rule, old_ctx), sa.false())
     new_rule = sa.func.coalesce(compile_rule(new.rule, new_ctx), sa.false())
     entering = sa.and_(new_rule, sa.not_(old_rule))
     leaving = sa.and_(old_rule, sa.not_(new_rule))
     m = members_table
-    counts = sa.select(sa.func.count().filter(entering), sa.func.count().filter(leaving)).select_from(
-        m).where(sa.or_(old_rule, new_rule))
+    counts = sa.select(sa.func.count().filter(new_rule), sa.func.count().filter(entering),
+                       sa.func.count().filter(leaving)).select_from(m).where(sa.or_(old_rule, new_rule))
     columns = [m.c[name] for name in EXAMPLE_COLUMNS]
     with time_limit(connection, new_ctx.timeout, new.name):
-        entered, left = connection.execute(counts).one()
+        count, entered, left = connection.execute(counts).one()
         enter_rows = connection.execute(sa.select(*columns).where(entering).order_by(m.c.member_id)
                                         .limit(examples)).mappings().all() if entered else []
         leave_rows = connection.execute(sa.select(*columns).where(leaving).order_by(m.c.member_id)
                                         .limit(examples)).mappings().all() if left else []
-    return SegmentChange(int(entered), int(left), [dict(r) for r in enter_rows], [dict(r) for r in leave_rows])
+    return SegmentChange(int(count), int(entered), int(left), [dict(r) for r in enter_rows],
+                         [dict(r) for r in leave_rows])

@@ -81,9 +81,10 @@ def segment_view(workspace: Workspace, state: ProgramState, name: str) -> Segmen
     view.sql, view.params = compiled.sql, compiled.params
     try:
         with engine.connect() as connection:
-            view.count = count_members(connection, segment, ctx)
-            view.sample = list_members(connection, segment, ctx, limit=SAMPLE_SIZE)
             view.comparison = compare_with_head(workspace, state, segment, connection)
+            change = view.comparison.change
+            view.count = change.count if change is not None else count_members(connection, segment, ctx)
+            view.sample = list_members(connection, segment, ctx, limit=SAMPLE_SIZE)
     except LoyaltyMailError as exc:
         view.problems.append(Problem(None, str(exc)))
     return view
