@@ -33,7 +33,7 @@ from ..reports import page as report_page
 from ..transports import transport_for
 from ..trial_send import sample_member_for, send_test
 from . import emails, segments
-from .program import Workspace
+from .program import ProgramState, Workspace
 from .security import Access, TokenGuard
 
 log = logging.getLogger("loyalty_mail.studio")
@@ -56,8 +56,9 @@ class Studio:
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.pages.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
 
-    def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
-        state = self.workspace.state()
+    def page(self, name: str, state: ProgramState, code: int = 200, **values: Any) -> HTMLResponse:
+        """A page showing `state`: the version it names is the one its data came from, so that the
+        live reload catches any save made while it was being built."""
         body = self.pages.get_template(name).render(csrf=self.access.csrf_token, at=self.workspace.at,
                                                     now=self.workspace.now(), version=state.version,
                                                     program=state.settings.program.name if state.settings else "",
@@ -68,11 +69,12 @@ class Studio:
 
     def emails_index(self, request: Request) -> Response:
         with self.lock:
-            entries, problems = emails.email_list(self.workspace.state())
+            state = self.workspace.state()
+            entries, problems = emails.email_list(state)
             if entries and not problems:
                 first = entries[0]
                 return RedirectResponse(f"/emails/{first.email}/{first.locale}", status_code=303)
-            return self.page("emails.html", entries=entries, problems=problems, preview=None, query="",
+            return self.page("emails.html", state, entries=entries, problems=problems, preview=None, query="",
                              found=[], member_id="", current=None)
 
     def email_page(self, request: Request) -> Response:
@@ -83,7 +85,7 @@ class Studio:
             state = self.workspace.state()
             entries, problems = emails.email_list(state)
             if not problems and (email, locale) not in {(e.email, e.locale) for e in entries}:
-                return self.page("error.html", code=404, title="No such email",
+                return self.page("error.html", state, code=404, title="No such email",
                                  problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
             found: list[dict[str, Any]] = []
             if query:
@@ -91,7 +93,7 @@ class Studio:
                     found = find_members(connection, query, limit=10)
             shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
                                    self.workspace.now())
-            return self.page("emails.html", entries=entries, problems=problems, preview=shown, query=query,
+            return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
                              found=found, member_id=member_id, current=(email, locale), sent=None)
 
     # -- segments ----------------------------------------------------------------------------
@@ -100,20 +102,20 @@ class Studio:
         with self.lock:
             state = self.workspace.state()
             if state.settings is None:
-                return self.page("segments.html", rows=[], problems=state.problems, view=None)
+                return self.page("segments.html", state, rows=[], problems=state.problems, view=None)
             rows, problems = segments.segment_counts(self.workspace, state)
-            return self.page("segments.html", rows=rows, problems=problems, view=None)
+            return self.page("segments.html", state, rows=rows, problems=problems, view=None)
 
     def segment_page(self, request: Request) -> Response:
         name = request.path_params["name"]
         with self.lock:
             state = self.workspace.state()
             if state.settings is None:
-                return self.page("segments.html", rows=[], problems=state.problems, view=None)
+                return self.page("segments.html", state, rows=[], problems=state.problems, view=None)
             catalog, problems = state.segments()
             rows = [(segment, None) for _, segment in sorted(catalog.segments.items())]  # counts: on /segments
             view = segments.segment_view(self.workspace, state, name)
-            return self.page("segments.html", rows=rows, problems=problems, view=view)
+            return self.page("segments.html", state, rows=rows, problems=problems, view=view)
 
     # -- flows -------------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class Studio:
         with self.lock:
             state = self.workspace.state()
             if state.settings is None:
-                return self.page("error.html", title="config.yaml does not load", problems=state.problems)
+                return self.page("error.html", state, title="config.yaml does not load", problems=state.problems)
             engine = self.workspace.engine()
             now = self.workspace.now()
             planner = build_planner(state.settings, engine.dialect.name)
@@ -134,7 +136,7 @@ class Studio:
                         explanation = planner.explain(connection, member_id, now)
                 except LoyaltyMailError as exc:
                     problem = str(exc)
-            return self.page("flows.html", counts=sorted(plan.counts().items()), segments=plan.segments,
+            return self.page("flows.html", state, counts=sorted(plan.counts().items()), segments=plan.segments,
                              reasons=sorted(plan.reasons.items()), member_id=member_id,
                              explanation=explanation, problem=problem)
 
@@ -142,11 +144,11 @@ class Studio:
 
     def outbox_page(self, request: Request) -> Response:
         with self.lock, self.workspace.engine().connect() as connection:
+            state = self.workspace.state()
             status = outbox.status(connection, self.workspace.now(), recent=20)
-        return self.page("outbox.html", status=status)
+        return self.page("outbox.html", state, status=status)
 
-    def _period(self, request: Request) -> tuple[date, date, ZoneInfo, Any]:
-        state = self.workspace.state()
+    def _period(self, request: Request, state: ProgramState) -> tuple[date, date, ZoneInfo, Any]:
         if state.settings is None:
             raise LoyaltyMailError("config.yaml does not load: " + "; ".join(map(str, state.problems)))
         zone = ZoneInfo(state.settings.program.default_timezone)
@@ -159,12 +161,13 @@ class Studio:
 
     def reports_page(self, request: Request) -> Response:
         with self.lock:
-            since, until, _, _ = self._period(request)
-        return self.page("reports.html", since=since, until=until)
+            state = self.workspace.state()
+            since, until, _, _ = self._period(request, state)
+        return self.page("reports.html", state, since=since, until=until)
 
     def report_document(self, request: Request) -> Response:
         with self.lock:
-            since, until, zone, settings = self._period(request)
+            since, until, zone, settings = self._period(request, self.workspace.state())
             with self.workspace.engine().connect() as connection:
                 data = report_page.collect(
                     connection, program=settings.program.name, currency=settings.program.currency, since=since,
@@ -216,7 +219,7 @@ class Studio:
                         + (f" ({result.detail})" if result.detail else "") + ".")
             except LoyaltyMailError as exc:
                 sent = (False, str(exc))
-            return self.page("emails.html", code=200 if sent[0] else 400, entries=entries, problems=problems,
+            return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
                              preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
                              sent=sent, to=to)
 
@@ -292,8 +295,9 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) 
 
     @app.exception_handler(LoyaltyMailError)
     async def user_error(_request: Request, exc: LoyaltyMailError) -> Response:
-        return await asyncio.to_thread(studio.page, "error.html", 400, title="That did not work",
-                                       problems=list(getattr(exc, "problems", None) or [Problem(None, str(exc))]))
+        return await asyncio.to_thread(lambda: studio.page(
+            "error.html", workspace.state(), 400, title="That did not work",
+            problems=list(getattr(exc, "problems", None) or [Problem(None, str(exc))])))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
