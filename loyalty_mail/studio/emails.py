@@ -71,10 +71,12 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
                                           flow=PREVIEW_FLOW, occurrence=sample_occurrences(renderer)[1])
     except LoyaltyMailError as exc:
         result.problems = _problems(exc)
+    if not check or (result.problems and result.member is None):
         return result
-    if not check:
+    try:  # after a failed render too: the static check names the column, and suggests a name
+        report = check_email(state.renderer(), email, locale, now)
+    except LoyaltyMailError:
         return result
-    report = check_email(renderer, email, locale, now)
     result.errors, result.warnings = report.errors, report.warnings
     return result
 
