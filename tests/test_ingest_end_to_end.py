@@ -1,0 +1,171 @@
+"""Live data end to end, with real processes only: an event posted to the HTTP API (uvicorn)
+reaches a real SMTP server through a real daemon with a one-hour tick, once; and an API killed
+with SIGKILL under load loses no event it acknowledged, while clients retry what it did not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from loyalty_mail.api import keys
+from loyalty_mail.models import events_table
+
+from .flow_program import SECRET, Program
+from .test_delivery import SmtpSink, configure, free_port, start_sink
+from .test_wake import RECEIPT, _arrived, _log_has, engine_of
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 30
+
+
+def api_key(program: Program) -> str:
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        key = keys.create(conn, "till", "ingest", datetime.now(timezone.utc))
+    engine.dispose()
+    return key
+
+
+def start(program: Program, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database", program.url, *args]
+    with log.open("a") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_api(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and process.poll() is None, "the API did not start\n" + log.read_text()
+            time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_an_event_posted_over_http_is_emailed_once_by_a_daemon_with_a_one_hour_tick(program, tmp_path):
+    sink = SmtpSink()
+    controller = start_sink(sink)
+    log, port = tmp_path / "processes.log", free_port()
+    daemon = api = None
+    try:
+        configure(program, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {sink.port}, security: none}}\n")
+        config = (program.dir / "config.yaml").read_text().replace(
+            'quiet_hours: {start: "21:00", end: "08:00"}', "quiet_hours: null")
+        (program.dir / "config.yaml").write_text(config + RECEIPT)
+        key = api_key(program)
+        headers = {"Authorization": f"Bearer {key}"}
+        api = start(program, log, "api", "--port", str(port))
+        wait_for_api(port, api, log)
+        joined = (datetime.now(timezone.utc) - timedelta(days=400)).isoformat()
+        r = httpx.put(f"http://127.0.0.1:{port}/v1/members/OLD", headers=headers, timeout=10, json={
+            "email": "old@example.com", "first_name": "Lan", "locale": "en", "timezone": "Asia/Ho_Chi_Minh",
+            "points": 25_000, "joined_at": joined})
+        assert r.status_code == 200, r.text
+        daemon = start(program, log, "daemon", "--interval", "3600")
+        assert _log_has(log, "tick at ", 60), log.read_text()   # the first tick is over: nothing due
+        assert sink.messages == []
+
+        event = {"member_id": "OLD", "type": "purchase", "amount": 2_000_000, "currency": "VND",
+                 "occurred_at": datetime.now(timezone.utc).isoformat(), "event_id": "till-1"}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/events", headers=headers, json=event, timeout=10)
+        assert r.status_code == 200, r.text
+        assert _arrived(sink, 1, WAIT_S) is not None, f"no email within {WAIT_S} s\n" + log.read_text()
+        assert sink.messages[0]["Subject"] == "You earned 2,000 points, Lan"
+
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/events", headers=headers, json=event, timeout=10)
+        assert r.status_code == 200, r.text                     # a retried request: accepted, not applied twice
+        time.sleep(2)
+        assert len(sink.messages) == 1
+    finally:
+        stop(daemon)
+        stop(api)
+        controller.stop()
+    assert key not in log.read_text()
+
+
+@pytest.mark.slow
+def test_an_api_killed_under_load_loses_no_acknowledged_event(sqlite_program, tmp_path):
+    program = sqlite_program
+    log, port = tmp_path / "api.log", free_port()
+    key = api_key(program)
+    headers = {"Authorization": f"Bearer {key}"}
+    api = start(program, log, "api", "--port", str(port))
+    wait_for_api(port, api, log)
+    r = httpx.put(f"http://127.0.0.1:{port}/v1/members/M1", headers=headers, timeout=10,
+                  json={"email": "m1@example.com", "locale": "vi"})
+    assert r.status_code == 200, r.text
+
+    acknowledged: set[str] = set()
+    lock, stopping = threading.Lock(), threading.Event()
+    at = datetime.now(timezone.utc).isoformat()
+
+    def client(number: int) -> None:
+        """Posts its events one by one; retries each until the API acknowledges it."""
+        with httpx.Client(timeout=5) as http:
+            sequence = 0
+            while not stopping.is_set():
+                event_id = f"c{number}-{sequence}"
+                body = {"member_id": "M1", "type": "purchase", "amount": 1000, "currency": "VND",
+                        "occurred_at": at, "event_id": event_id}
+                while not stopping.is_set():
+                    try:
+                        answer = http.post(f"http://127.0.0.1:{port}/v1/events", headers=headers, json=body)
+                    except httpx.TransportError:
+                        time.sleep(0.05)     # the API is down: retry the same event
+                        continue
+                    if answer.status_code == 200:
+                        with lock:
+                            acknowledged.add(event_id)
+                        break
+                    time.sleep(0.05)
+                sequence += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        api.kill()                                   # SIGKILL mid-load: no shutdown hook runs
+        api.wait(timeout=10)
+        killed_at = len(acknowledged)
+        api = start(program, log, "api", "--port", str(port))
+        wait_for_api(port, api, log)
+        while len(acknowledged) < killed_at + 100 and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+    finally:
+        stopping.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        stop(api)
+    assert killed_at >= 200, f"only {killed_at} events acknowledged before the kill\n" + log.read_text()
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(events_table.c.event_id)).scalars().all()
+    engine.dispose()
+    assert len(stored) == len(set(stored))                        # each event once, retries included
+    assert not acknowledged - set(stored), sorted(acknowledged - set(stored))[:10]
