@@ -110,6 +110,8 @@ class Member(SQLModel, table=True):
         default=True, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.true())
     )
     unsubscribed_at: datetime | None = _utc()
+    # Set from the preference centre ("pause all email for 30 days"): no email until then.
+    paused_until: datetime | None = _utc()
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
     )
@@ -310,6 +312,44 @@ class TouchedMember(SQLModel, table=True):
     touched_at: datetime | None = _utc(nullable=False)
 
 
+class MemberTopic(SQLModel, table=True):
+    """A member's own choice for one topic (config.yaml `topics`): subscribed or not, and since
+    when. Without a row the topic's `default` holds. Written by consent.py alone."""
+
+    __tablename__ = "member_topics"
+
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            primary_key=True)
+    )
+    topic: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    subscribed: bool = Field(sa_column=sa.Column(sa.Boolean(), nullable=False))
+    changed_at: datetime | None = _utc(nullable=False)
+
+
+class ConsentEntry(SQLModel, table=True):
+    """The consent log: every change of what a member agreed to receive, append-only. `topic`
+    is None for all email; `action` is subscribe, unsubscribe, pause, resume or suppress (a hard
+    bounce or a complaint); `source` says who asked (consent.SOURCES)."""
+
+    __tablename__ = "consent_log"
+    __table_args__ = (
+        sa.Index("ix_consent_log_member_time", "member_ref", "occurred_at"),
+        sa.Index("ix_consent_log_time", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    topic: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    action: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    detail: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    occurred_at: datetime | None = _utc(nullable=False)
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -321,3 +361,5 @@ rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type
 rejected_hits_table: sa.Table = RejectedHit.__table__  # type: ignore[attr-defined]
 api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
 touched_members_table: sa.Table = TouchedMember.__table__  # type: ignore[attr-defined]
+member_topics_table: sa.Table = MemberTopic.__table__  # type: ignore[attr-defined]
+consent_log_table: sa.Table = ConsentEntry.__table__  # type: ignore[attr-defined]

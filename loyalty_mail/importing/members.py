@@ -427,7 +427,7 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
         if summary.updated:  # else no staged member_id is in members: skip a probe per row
             new_rows = new_rows.where(~sa.exists().where(m.c.member_id == s.c.member_id))
         connection.execute(m.insert().from_select(list(insert_columns), new_rows))
-    suppression.unsubscribe(connection, leaving, now, detail="members import")
+    suppression.unsubscribe(connection, leaving, now, detail="members import", source="import")
 
 
 def _recompute_joined_on(connection: sa.Connection, member_refs: list[int]) -> None:

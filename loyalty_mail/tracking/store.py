@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import db, suppression
+from .. import consent, db, suppression
 from ..errors import InputFileError
 from ..models import (
     members_table,
@@ -312,8 +312,9 @@ def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetim
     new = len(fresh)
     for event in events:
         if event.suppress_as and event.email:
+            source = "bounce" if event.suppress_as == "hard_bounce" else "webhook"
             suppressed += suppression.add(conn, event.email, event.suppress_as, now,
-                                          detail=f"SendGrid {event.kind}")
+                                          detail=f"SendGrid {event.kind}", source=source)
     return new, suppressed
 
 
@@ -330,28 +331,57 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> dict[str, Any] | None:
-    """Unsubscribe the member a send went to, at once. Returns the member (locale, email) or None
+def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str, topic: str | None = None,
+                topics: Mapping[str, bool] | None = None) -> dict[str, Any] | None:
+    """The member a send went to leaves the email's `topic` (`topics`: every topic's default), or
+    all email when `topic` is None, at once; the unsubscribe is a tracking event of the send and
+    the change is in the consent log, from `source`. Returns the member (see `recipient`) or None
     when the send is unknown."""
-    s, m = sends_table, members_table
     with db.writer(engine).begin() as conn:
-        row = conn.execute(sa.select(m.c.id, m.c.email, m.c.locale, m.c.first_name)
-                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+        row = _recipient(conn, send_id)
         if row is None:
             return None
-        suppression.unsubscribe(conn, [row["email"]], now, detail=f"{source} from send {send_id}")
+        detail = f"from send {send_id}"
+        if topic is None:
+            suppression.unsubscribe(conn, [row["email"]], now, detail=f"{source} {detail}", source=source)
+        else:
+            consent.set_topics(conn, {row["member_ref"]: {topic: False}}, topics or {topic: True},
+                               source, now, detail=detail)
         conn.execute(tracking_events_table.insert().values(
             send_id=send_id, kind="unsubscribe", source=source, occurred_at=now, machine=False, bot=False,
-            detail={}))
-        return dict(row)
+            detail={"topic": topic} if topic else {}))
+        return _recipient(conn, send_id)
 
 
-def member_for_send(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
-    s, m = sends_table, members_table
+def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
+    """Who a send went to: member_ref, email, locale, subscribed, paused_until, and the send's flow."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(m.c.email, m.c.locale, m.c.subscribed)
-                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+        return _recipient(conn, send_id)
+
+
+def _recipient(conn: sa.Connection, send_id: str) -> dict[str, Any] | None:
+    s, m = sends_table, members_table
+    row = conn.execute(sa.select(m.c.id.label("member_ref"), m.c.email, m.c.locale, m.c.subscribed,
+                                 m.c.paused_until, s.c.flow)
+                       .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
     return dict(row) if row else None
+
+
+def preferences(engine: sa.Engine, member_ref: int, topics: Mapping[str, bool]) -> consent.Preferences | None:
+    with engine.connect() as conn:
+        return consent.preferences(conn, member_ref, topics)
+
+
+def save_preferences(engine: sa.Engine, member_ref: int, chosen: Mapping[str, bool], pause: str,
+                     topics: Mapping[str, bool], now: datetime) -> None:
+    """What the preference centre's form asked for: the topics `chosen`, and `pause` (keep: leave
+    it as it is, resume: end it, or 30 / 90 days from `now`), logged as from the link."""
+    with db.writer(engine).begin() as conn:
+        consent.set_topics(conn, {member_ref: chosen}, topics, "link", now, detail="preference centre")
+        if pause == "resume":
+            consent.pause(conn, member_ref, None, "link", now)
+        elif pause != "keep":
+            consent.pause(conn, member_ref, int(pause), "link", now)
 
 
 Clock = Callable[[], datetime]
