@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .errors import InputFileError
+from .errors import InputFileError, NotFound
 from .models import consent_log_table, member_topics_table, members_table
 
 SOURCES = ("import", "api", "link", "one-click", "webhook", "bounce", "manual")
@@ -65,10 +65,11 @@ def members_with(conn: sa.Connection, addresses: list[str]) -> list[int]:
 
 
 def set_topics(conn: sa.Connection, choices: Mapping[int, Mapping[str, bool]], defaults: Mapping[str, bool],
-               source: str, now: datetime, detail: str | None = None) -> int:
+               source: str, now: datetime, detail: str | None = None, *, keep_left: bool = False) -> int:
     """Record members' choices ({member_ref: {topic: subscribed}}) for known topics; a choice that
-    changes nothing (the stored one, or the default when none is stored) is not written. Each
-    change is logged. Returns how many changed."""
+    changes nothing (the stored one, or the default when none is stored) is not written. With
+    `keep_left` (imports), a member who left a topic is not put back. Each change is logged.
+    Returns how many changed."""
     unknown = sorted({t for wanted in choices.values() for t in wanted if t not in defaults})
     if unknown:
         raise InputFileError(f"unknown topic '{unknown[0]}' (topics: {', '.join(defaults) or 'none'})")
@@ -78,6 +79,8 @@ def set_topics(conn: sa.Connection, choices: Mapping[int, Mapping[str, bool]], d
     for ref in refs:
         for topic, subscribed in choices[ref].items():
             current = stored.get((ref, topic), defaults[topic])
+            if keep_left and subscribed and stored.get((ref, topic)) is False:
+                continue
             if current != subscribed:
                 changed.append((ref, topic, bool(subscribed)))
     if not changed:
@@ -139,6 +142,15 @@ def preferences(conn: sa.Connection, member_ref: int, defaults: Mapping[str, boo
     stored = _stored(conn, [member_ref])
     topics = {topic: stored.get((member_ref, topic), default) for topic, default in defaults.items()}
     return Preferences(member_ref, row.email, row.locale, bool(row.subscribed), topics, row.paused_until)
+
+
+def member_ref(conn: sa.Connection, member_id: str) -> int:
+    """The internal id of the member with this loyalty id; NotFound names the id."""
+    m = members_table
+    ref = conn.execute(sa.select(m.c.id).where(m.c.member_id == member_id)).scalar()
+    if ref is None:
+        raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` adds members.")
+    return int(ref)
 
 
 def history(conn: sa.Connection, member_ref: int) -> list[dict[str, Any]]:

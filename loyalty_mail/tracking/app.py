@@ -120,12 +120,15 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                                    user_agent=agent, ip=ip))
         return RedirectResponse(claims.url, status_code=302, headers=NO_CACHE)
 
-    def claims_of(request: Request, *kinds: Kind) -> TokenClaims | None:
+    async def recipient_of(request: Request, *kinds: Kind) -> tuple[str, dict[str, Any]] | None:
+        """The send id of the path's token (of one of `kinds`) and who the send went to, or None."""
         for kind in kinds:
             try:
-                return signer.verify(request.path_params["token"], kind)
+                send_id = signer.verify(request.path_params["token"], kind).send_id
             except BadToken:
                 continue
+            who = await run_in_threadpool(store.recipient, engine, send_id)
+            return (send_id, who) if who else None
         return None
 
     def topic_label(flow: str, locale: str | None) -> str | None:
@@ -148,46 +151,46 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         return form
 
     async def unsubscribe_page(request: Request) -> Response:
-        claims = claims_of(request, "unsubscribe")
-        who = claims and await run_in_threadpool(store.recipient, engine, claims.send_id)
-        if not claims or not who:
+        found = await recipient_of(request, "unsubscribe")
+        if found is None:
             return Page(None, program).message("unsubscribe", "unknown", 404)
+        send_id, who = found
         page = Page(who["locale"], program, who["email"])
         if not who["subscribed"]:
             return page.message("unsubscribe", "done")
-        preferences_url = f"/p/{signer.sign(TokenClaims('preferences', claims.send_id))}"
-        return pages.unsubscribe_page(page, request.url.path, signer.sign_form(claims.send_id, clock()),
+        preferences_url = f"/p/{signer.sign(TokenClaims('preferences', send_id))}"
+        return pages.unsubscribe_page(page, request.url.path, signer.sign_form(send_id, clock()),
                                       topic_label(who["flow"], who["locale"]), preferences_url)
 
     async def unsubscribe_now(request: Request) -> Response:
         """RFC 8058 one-click (the email's topic, or all email when it has none), or the page's
         button."""
-        claims = claims_of(request, "unsubscribe")
-        who = claims and await run_in_threadpool(store.recipient, engine, claims.send_id)
-        if not claims or not who:
+        found = await recipient_of(request, "unsubscribe")
+        if found is None:
             return Page(None, program).message("unsubscribe", "unknown", 404)
+        send_id, who = found
         page = Page(who["locale"], program, who["email"])
         topic = settings.flow_topic(who["flow"])
         body = await _limited_body(request, 10_000)
-        form = posted_form(request, body, claims.send_id)
+        form = posted_form(request, body, send_id)
         if form is None:
             if body is None or b"List-Unsubscribe=One-Click" not in body:
                 return page.message("unsubscribe", "expired", 403)
-            await run_in_threadpool(store.unsubscribe, engine, claims.send_id, clock(), "one-click",
+            await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "one-click",
                                     topic, topic_defaults)
             return PlainTextResponse("unsubscribed", headers=NO_CACHE)
         leave_topic = topic is not None and (form.get("leave") or [""])[0] == "topic"
-        await run_in_threadpool(store.unsubscribe, engine, claims.send_id, clock(), "link",
+        await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link",
                                 topic if leave_topic else None, topic_defaults)
         if leave_topic:
             return page.message("unsubscribe", "left", topic=topic_label(who["flow"], who["locale"]) or "")
         return page.message("unsubscribe", "done")
 
     async def preferences_page(request: Request) -> Response:
-        claims = claims_of(request, "preferences", "unsubscribe")
-        who = claims and await run_in_threadpool(store.recipient, engine, claims.send_id)
-        if not claims or not who:
+        found = await recipient_of(request, "preferences", "unsubscribe")
+        if found is None:
             return Page(None, program).message("preferences", "unknown", 404)
+        send_id, who = found
         page = Page(who["locale"], program, who["email"])
         if not who["subscribed"]:
             return page.message("preferences", "done")
@@ -195,22 +198,22 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         chosen = await run_in_threadpool(store.preferences, engine, who["member_ref"], topic_defaults)
         assert chosen is not None
         saved = request.query_params.get("saved") == "1"
-        return pages.preferences_page(page, request.url.path, signer.sign_form(claims.send_id, now),
+        return pages.preferences_page(page, request.url.path, signer.sign_form(send_id, now),
                                       settings.topics, chosen.topics,
                                       chosen.paused_until if chosen.paused(now) else None,
                                       default_locale, note="saved" if saved else None)
 
     async def preferences_save(request: Request) -> Response:
-        claims = claims_of(request, "preferences", "unsubscribe")
-        who = claims and await run_in_threadpool(store.recipient, engine, claims.send_id)
-        if not claims or not who:
+        found = await recipient_of(request, "preferences", "unsubscribe")
+        if found is None:
             return Page(None, program).message("preferences", "unknown", 404)
+        send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        form = posted_form(request, await _limited_body(request, 10_000), claims.send_id)
+        form = posted_form(request, await _limited_body(request, 10_000), send_id)
         if form is None:
             return page.message("preferences", "expired", 403)
         if (form.get("do") or [""])[0] == "unsubscribe_all":
-            await run_in_threadpool(store.unsubscribe, engine, claims.send_id, clock(), "link")
+            await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link")
             return page.message("preferences", "done")
         pause = (form.get("pause") or ["keep"])[0]
         if pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
