@@ -1,0 +1,169 @@
+"""The preference centre and the topic-aware unsubscribe, in process (httpx ASGI) on SQLite and
+PostgreSQL, and once in headless Chromium against `loyalty-mail serve` (a real process)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from loyalty_mail import consent, db
+from loyalty_mail.models import consent_log_table, members_table, tracking_events_table
+
+from .test_consent import with_topics
+from .test_tracking import AT, InProcessService, Service, sent_email
+
+TOKEN = re.compile(r'name="form" value="([^"]+)"')
+
+
+@pytest.fixture
+def topical(program):
+    """The flow-test program with topics; one welcome email (topic promotions) sent to M1."""
+    with_topics(program)
+    send_id, html = sent_email(program)
+    return program, send_id, html
+
+
+def links(html: str) -> tuple[str, str]:
+    unsubscribe = re.search(r'href="https://t\.test\.example(/u/[^"]+)"', html).group(1)
+    preferences = re.search(r'href="https://t\.test\.example(/p/[^"]+)"', html)
+    return unsubscribe, preferences.group(1) if preferences else unsubscribe.replace("/u/", "/p/")
+
+
+def state(program) -> tuple[bool, dict[str, bool], object, list[tuple]]:
+    engine = db.create_db_engine(program.url)
+    with engine.connect() as conn:
+        ref = consent.member_ref(conn, "M1")
+        prefs = consent.preferences(conn, ref, {"promotions": True, "statements": True, "surveys": False})
+        log = [(e["action"], e["topic"], e["source"]) for e in consent.history(conn, ref)]
+    engine.dispose()
+    return prefs.subscribed, prefs.topics, prefs.paused_until, log
+
+
+def test_one_click_leaves_the_topic_only(topical):
+    program, send_id, html = topical
+    unsubscribe, _ = links(html)
+    service = InProcessService(program)
+    try:
+        answer = service.http.post(unsubscribe, content="List-Unsubscribe=One-Click",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert (answer.status_code, answer.text) == (200, "unsubscribed")
+        page = service.http.get(unsubscribe)
+    finally:
+        service.stop()
+    subscribed, topics, _, log = state(program)
+    assert subscribed is True and topics == {"promotions": False, "statements": True, "surveys": False}
+    assert log == [("unsubscribe", "promotions", "one-click")]
+    # the page offers leaving the topic, and the preferences (with unsubscribe from all)
+    assert "Ngừng nhận email Ưu đãi và tin tức" in page.text and "/p/" in page.text
+    engine = db.create_db_engine(program.url)
+    with engine.connect() as conn:
+        kinds = conn.execute(sa.select(tracking_events_table.c.kind, tracking_events_table.c.detail)
+                             .where(tracking_events_table.c.kind == "unsubscribe")).all()
+    engine.dispose()
+    assert [(k, d) for k, d in kinds] == [("unsubscribe", {"topic": "promotions"})]
+
+
+def test_preference_centre_forms_are_signed_and_gets_change_nothing(topical):
+    program, send_id, html = topical
+    unsubscribe, preferences = links(html)
+    service = InProcessService(program)
+    try:
+        page = service.http.get(preferences)
+        assert page.status_code == 200 and page.headers["cache-control"].startswith("no-store")
+        assert "Tùy chọn email" in page.text and "<script" not in page.text
+        assert 'value="promotions" checked' in page.text and 'value="surveys">' in page.text
+        for _ in range(3):
+            service.http.get(preferences)
+            service.http.get(unsubscribe)
+        assert state(program)[3] == []                      # GETs changed nothing
+        form = TOKEN.search(page.text).group(1)
+        # no form token, a forged one, another send's, or another site's: refused, nothing changes
+        for body, headers in (
+                ({"topic": "statements", "pause": "keep", "do": "save"}, {}),
+                ({"form": "1.AAAA", "do": "unsubscribe_all"}, {}),
+                ({"form": "99999999999.AAAAAAAAAAAAAAAAAAAAAA", "do": "unsubscribe_all"}, {}),
+                ({"form": form, "do": "unsubscribe_all"}, {"Origin": "https://evil.example"})):
+            refused = service.http.post(preferences, data=body, headers=headers)
+            assert refused.status_code == 403 and "hết hạn" in refused.text
+        refused = service.http.post(unsubscribe, data={"form": "1.AAAA", "leave": "all"})
+        assert refused.status_code == 403
+        assert state(program)[3] == []
+        # save: promotions off, surveys on, pause 30 days
+        saved = service.http.post(preferences, data={"form": form, "topic": ["statements", "surveys"],
+                                                     "pause": "30", "do": "save"})
+        assert saved.status_code == 303 and saved.headers["location"] == f"{preferences}?saved=1"
+        again = service.http.get(saved.headers["location"])
+        assert "Đã lưu tùy chọn của bạn." in again.text and "Mọi email đang tạm dừng đến" in again.text
+        subscribed, topics, paused_until, log = state(program)
+        assert subscribed and topics == {"promotions": False, "statements": True, "surveys": True}
+        assert paused_until is not None and paused_until - service_now(program) > timedelta(days=29)
+        assert log == [("unsubscribe", "promotions", "link"), ("subscribe", "surveys", "link"),
+                       ("pause", None, "link")]
+        # a bad pause value is refused
+        assert service.http.post(preferences, data={"form": form, "pause": "365", "do": "save"}).status_code == 400
+        # unsubscribe from all
+        done = service.http.post(preferences, data={"form": form, "do": "unsubscribe_all"})
+        assert done.status_code == 200 and "Bạn đã hủy đăng ký" in done.text
+        assert state(program)[0] is False and state(program)[3][-1] == ("unsubscribe", None, "link")
+        assert "Bạn đã hủy đăng ký" in service.http.get(preferences).text
+        assert service.http.get("/p/preview").status_code == 404
+    finally:
+        service.stop()
+
+
+def service_now(program):
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc)
+
+
+def test_the_unsubscribe_page_button_leaves_the_topic(topical):
+    program, send_id, html = topical
+    unsubscribe, _ = links(html)
+    service = InProcessService(program)
+    try:
+        page = service.http.get(unsubscribe)
+        form = TOKEN.search(page.text).group(1)
+        left = service.http.post(unsubscribe, data={"form": form, "leave": "topic"})
+        assert left.status_code == 200 and "Bạn sẽ không nhận email Ưu đãi và tin tức" in left.text
+    finally:
+        service.stop()
+    assert state(program)[3] == [("unsubscribe", "promotions", "link")]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_preference_centre_in_chromium(topical, tmp_path):
+    """A reader turns promotions off and saves, in a real browser, without JavaScript; the
+    database has the change and the next plan leaves the member out of the promotions flows."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import shutil
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    program, send_id, html = topical
+    _, preferences = links(html)
+    service = Service(program)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_context(java_script_enabled=False, locale="vi-VN").new_page()
+            page.goto(service.base + preferences)
+            assert page.title() == "Tùy chọn email"
+            promotions = page.get_by_label("Ưu đãi và tin tức")
+            assert promotions.is_checked()
+            promotions.uncheck()
+            page.get_by_role("button", name="Lưu tùy chọn").click()
+            page.wait_for_url(re.compile(r"\?saved=1$"))
+            assert page.get_by_role("status").inner_text() == "Đã lưu tùy chọn của bạn."
+            assert not page.get_by_label("Ưu đãi và tin tức").is_checked()
+            browser.close()
+    finally:
+        service.stop()
+    subscribed, topics, _, log = state(program)
+    assert subscribed and topics["promotions"] is False and log == [("unsubscribe", "promotions", "link")]
+    # the next plan: M1 crosses 1,000 points, but is no longer planned for the promotions milestone
+    program.load("events", [{"member_id": "M1", "type": "purchase", "occurred_at": "2026-11-23T11:00:00+07:00",
+                             "amount": 2_000_000, "currency": "VND", "event_id": "p1"}], at="2026-11-23T11:00:00+07:00")
+    plan = program.dry("2026-11-23T11:05:00+07:00", "milestones")
+    assert [(d["decision"], d["reason"]) for d in plan] == [("skip", "topic: not subscribed to promotions")]
