@@ -6,15 +6,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from loyalty_mail import consent, db
-from loyalty_mail.models import consent_log_table, members_table, tracking_events_table
+from loyalty_mail.models import tracking_events_table
 
 from .test_consent import with_topics
-from .test_tracking import AT, InProcessService, Service, sent_email
+from .test_tracking import InProcessService, Service, sent_email
 
 TOKEN = re.compile(r'name="form" value="([^"]+)"')
 
@@ -167,3 +166,24 @@ def test_preference_centre_in_chromium(topical, tmp_path):
                              "amount": 2_000_000, "currency": "VND", "event_id": "p1"}], at="2026-11-23T11:00:00+07:00")
     plan = program.dry("2026-11-23T11:05:00+07:00", "milestones")
     assert [(d["decision"], d["reason"]) for d in plan] == [("skip", "topic: not subscribed to promotions")]
+
+
+def test_view_in_browser_is_the_sent_email_without_an_open(topical):
+    program, send_id, html = topical
+    view = re.search(r'href="https://t\.test\.example(/v/[^"]+)"', html).group(1)
+    service = InProcessService(program)
+    try:
+        shown = service.http.get(view)
+        other_kind = service.http.get(view.replace("/v/", "/v/x"))
+        wrong = service.http.get("/v/" + links(html)[0].split("/u/")[1])   # an unsubscribe token
+    finally:
+        service.stop()
+    assert shown.status_code == 200 and shown.headers["x-robots-tag"] == "noindex"
+    pixel = re.compile(r'<img src="https://t\.test\.example/o/[^"]+"[^>]*>')
+    assert pixel.search(html) and not pixel.search(shown.text)
+    assert shown.text == pixel.sub("", html)      # the same email, the same signed links
+    assert other_kind.status_code == 404 and wrong.status_code == 404
+    engine = db.create_db_engine(program.url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(tracking_events_table.c.kind)).all() == []   # not an open
+    engine.dispose()

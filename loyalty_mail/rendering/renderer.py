@@ -347,13 +347,16 @@ class Renderer:
         tracked: bool = True,
         locale: str | None = None,
         test: bool = False,
+        open_pixel: bool = True,
     ) -> RenderedEmail:
-        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
+        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing;
+        `open_pixel=False` (the view in the browser) keeps the signed links but adds no pixel.
         Subject, HTML and text together get `rendering.timeout`; compiling the email (once per
         process) does not count against it."""
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
         job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
+        job.context["tracking"] = job.context["tracking"] and open_pixel
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)

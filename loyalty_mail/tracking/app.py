@@ -10,6 +10,8 @@ and a click only ever redirects to the URL inside a token we signed.
                                topic (all email when it has none); the page's button (signed form)
     GET  /p/{token}            the preference centre: topics on and off, pause, unsubscribe from all
     POST /p/{token}            save it (signed form token; then 303 back to the page)
+    GET  /v/{token}            the email in the browser: rendered again from the ledger (its template,
+                               flow and occurrence, the member as stored), signed links, no open pixel
     POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
                                events kept aside (and why)
     GET  /health               liveness and the hit writer's state; 503 when writing is stuck
@@ -22,6 +24,7 @@ import base64
 import dataclasses
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -41,6 +44,8 @@ from starlette.routing import Route
 from ..config import Settings
 from . import store
 from ..consent import PAUSE_DAYS
+from ..errors import LoyaltyMailError
+from ..rendering import Renderer
 from ..signing import BadToken, Kind, TokenClaims, TokenSigner
 from .pages import NO_CACHE, Page
 from . import pages
@@ -64,6 +69,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
     write_timeout = tracking.write_timeout.total_seconds()
     waiting: dict[Future[None], asyncio.Future[None]] = {}  # a commit group -> what its requests await
     state: dict[str, Any] = {}
+    rendering = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
@@ -224,6 +230,31 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                                 topic_defaults, clock())
         return RedirectResponse(f"{request.url.path}?saved=1", status_code=303, headers=NO_CACHE)
 
+    async def view_in_browser(request: Request) -> Response:
+        """Not an open: the page has the email's signed links but no pixel, and records nothing."""
+        try:
+            send_id = signer.verify(request.path_params["token"], "view").send_id
+        except BadToken:
+            return Page(None, program).message("preferences", "unknown", 404)
+        found = await run_in_threadpool(store.sent_email, engine, send_id)
+        if found is None:
+            return Page(None, program).message("preferences", "unknown", 404)
+        try:
+            html_body = await run_in_threadpool(render_again, send_id, *found)
+        except LoyaltyMailError as exc:
+            log.warning("send %s could not be shown in the browser: %s", send_id, exc)
+            return Page(found[1]["locale"], program).message("preferences", "unknown", 404)
+        return HTMLResponse(html_body, headers={**NO_CACHE, "X-Robots-Tag": "noindex"})
+
+    def render_again(send_id: str, send: dict[str, Any], member: dict[str, Any]) -> str:
+        with rendering:  # one render at a time: a renderer's limits are per render
+            if "renderer" not in state:
+                state["renderer"] = Renderer.for_program(settings, signer=signer)
+            email = state["renderer"].render(
+                send["template"], member, now=send["sent_at"] or send["scheduled_for"], send_id=send_id,
+                flow={"name": send["flow"]}, occurrence=send["occurrence"], open_pixel=False)
+        return email.html
+
     async def sendgrid_events(request: Request) -> Response:
         if webhook is None:
             return JSONResponse({"error": "the SendGrid webhook is not configured"}, status_code=404)
@@ -256,6 +287,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/u/{token}", unsubscribe_now, methods=["POST"]),
         Route("/p/{token}", preferences_page, methods=["GET"]),
         Route("/p/{token}", preferences_save, methods=["POST"]),
+        Route("/v/{token}", view_in_browser, methods=["GET"]),
         Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]

@@ -367,6 +367,22 @@ def _recipient(conn: sa.Connection, send_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+VIEWABLE = ("sending", "sent", "unknown")  # handed to the transport: the email exists
+
+
+def sent_email(engine: sa.Engine, send_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A send handed to the transport, and its member as stored (what delivery renders), or None."""
+    s, m = sends_table, members_table
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(s.c.template, s.c.flow, s.c.occurrence, s.c.state, s.c.sent_at,
+                                     s.c.scheduled_for, *[c.label(f"m_{c.name}") for c in m.c])
+                           .join(m, m.c.id == s.c.member_ref).where(s.c.send_id == send_id)).mappings().first()
+    if row is None or row["state"] not in VIEWABLE:
+        return None
+    send = {k: v for k, v in row.items() if not k.startswith("m_")}
+    return send, {k[2:]: v for k, v in row.items() if k.startswith("m_")}
+
+
 def preferences(engine: sa.Engine, member_ref: int, topics: Mapping[str, bool]) -> consent.Preferences | None:
     with engine.connect() as conn:
         return consent.preferences(conn, member_ref, topics)
