@@ -3,6 +3,7 @@ PostgreSQL, and once in headless Chromium against `loyalty-mail serve` (a real p
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -187,3 +188,28 @@ def test_view_in_browser_is_the_sent_email_without_an_open(topical):
     with engine.connect() as conn:
         assert conn.execute(sa.select(tracking_events_table.c.kind)).all() == []   # not an open
     engine.dispose()
+
+
+def test_reports_count_unsubscribes_and_complaints_per_topic(topical):
+    from datetime import datetime
+
+    from loyalty_mail.tracking.store import record_events
+    from loyalty_mail.tracking.webhooks import DeliveryEvent
+
+    program, send_id, html = topical
+    service = InProcessService(program)
+    try:
+        service.http.post(links(html)[0], content="List-Unsubscribe=One-Click")
+    finally:
+        service.stop()
+    engine = db.create_db_engine(program.url)
+    later = datetime.fromisoformat("2026-11-23T12:00:00+07:00")
+    record_events(engine, [DeliveryEvent("spam_complaint", send_id, "m1@example.com", later, "ev-spam",
+                                         suppress_as="spam_complaint")], later)
+    engine.dispose()
+    result = program.run("report", "--by", "topic", "--format", "json", at="2026-11-24T10:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    rows = {row["topic"]: row for row in json.loads(result.stdout)["rows"]}
+    assert list(rows) == ["promotions"]
+    assert (rows["promotions"]["sent"], rows["promotions"]["unsubscribed"], rows["promotions"]["spam"]) == (1, 1, 1)
+    assert sorted(state(program)[3]) == [("suppress", None, "webhook"), ("unsubscribe", "promotions", "one-click")]
