@@ -216,3 +216,26 @@ def test_migration_logs_who_left_before_the_log(tmp_path):
                                       consent_log_table.c.source, consent_log_table.c.occurred_at)).all()
     engine.dispose()
     assert rows == [(1, "unsubscribe", "manual", left)]
+
+
+def test_the_api_sets_topics_and_logs_them_as_api(project, database_url):
+    from .conftest import FIXED_NOW, TEST_CONFIG
+    from .test_api import Client, _new_key
+    from loyalty_mail.api.app import create_app
+    from loyalty_mail.runtime import Runtime
+
+    (project / "config.yaml").write_text(TEST_CONFIG + TOPICS, encoding="utf-8")
+    runtime = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    engine = runtime.engine()
+    client = Client(create_app(runtime.settings, engine, runtime.now), _new_key(engine, "t", "admin"))
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "topics": {"promotions": False}})
+    assert r.status_code == 200, r.text
+    r = client("PUT", "/v1/members/M2", json={"email": "b@example.com", "topics": {"offers": False}})
+    assert r.status_code == 422
+    assert [(e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        ("topics", "unknown topic 'offers' (topics in config.yaml: promotions, statements, surveys)")]
+    client("POST", "/v1/members/M1/unsubscribe")
+    with engine.connect() as conn:
+        assert [(e["action"], e["topic"], e["source"], e["occurred_at"]) for e in consent.history(conn, 1)] == [
+            ("unsubscribe", "promotions", "api", FIXED_NOW), ("unsubscribe", None, "api", FIXED_NOW)]
+    runtime.close()

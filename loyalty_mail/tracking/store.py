@@ -332,11 +332,13 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 
 
 def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str, topic: str | None = None,
-                topics: Mapping[str, bool] | None = None) -> dict[str, Any] | None:
+                topics: Mapping[str, bool] | None = None, *, event_source: str | None = None
+                ) -> dict[str, Any] | None:
     """The member a send went to leaves the email's `topic` (`topics`: every topic's default), or
-    all email when `topic` is None, at once; the unsubscribe is a tracking event of the send and
-    the change is in the consent log, from `source`. Returns the member (see `recipient`) or None
-    when the send is unknown."""
+    all email when `topic` is None, at once; the unsubscribe is a tracking event of the send
+    (labelled `event_source`, default `source`) and the change is in the consent log, from
+    `source` (consent.SOURCES). Returns the member (see `recipient`) or None when the send is
+    unknown."""
     with db.writer(engine).begin() as conn:
         row = _recipient(conn, send_id)
         if row is None:
@@ -348,8 +350,8 @@ def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str, top
             consent.set_topics(conn, {row["member_ref"]: {topic: False}}, topics or {topic: True},
                                source, now, detail=detail)
         conn.execute(tracking_events_table.insert().values(
-            send_id=send_id, kind="unsubscribe", source=source, occurred_at=now, machine=False, bot=False,
-            detail={"topic": topic} if topic else {}))
+            send_id=send_id, kind="unsubscribe", source=event_source or source, occurred_at=now, machine=False,
+            bot=False, detail={"topic": topic} if topic else {}))
         return _recipient(conn, send_id)
 
 
