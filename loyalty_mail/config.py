@@ -89,6 +89,9 @@ class ProgramSettings(_Strict):
     sender_name: str = ""
     sender_email: str = "loyalty@example.com"
     postal_address: str = ""
+    # Members created from now on get marketing email only once they confirm their address (the
+    # link `confirm_url` in a service email, e.g. a welcome flow with `class: service`).
+    double_opt_in: bool = False
 
     @field_validator("currency")
     @classmethod

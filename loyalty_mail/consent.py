@@ -21,7 +21,7 @@ from .errors import InputFileError, NotFound
 from .models import consent_log_table, member_topics_table, members_table
 
 SOURCES = ("import", "api", "link", "one-click", "webhook", "bounce", "manual")
-ACTIONS = ("subscribe", "unsubscribe", "pause", "resume", "suppress")
+ACTIONS = ("subscribe", "unsubscribe", "pause", "resume", "suppress", "await_confirm", "confirm")
 PAUSE_DAYS = (30, 90)
 CHUNK = 500
 
@@ -109,6 +109,26 @@ def pause(conn: sa.Connection, member_ref: int, days: int | None, source: str, n
     record(conn, [member_ref], "pause" if until else "resume", source, now,
            detail=f"until {until:%Y-%m-%d %H:%M} UTC" if until else None)
     return until
+
+
+def confirm(conn: sa.Connection, member_ref: int, source: str, now: datetime) -> bool:
+    """Double opt-in: the member confirmed their address; False when nothing was pending."""
+    m = members_table
+    done = conn.execute(m.update().where(m.c.id == member_ref, m.c.unconfirmed_since.is_not(None))
+                        .values(unconfirmed_since=None, updated_at=now)).rowcount
+    if done:
+        record(conn, [member_ref], "confirm", source, now)
+    return bool(done)
+
+
+def unconfirmed(conn: sa.Connection, refs: list[int]) -> set[int]:
+    """The members of `refs` who have not confirmed their address yet (double opt-in)."""
+    m = members_table
+    found: set[int] = set()
+    for start in range(0, len(refs), CHUNK):
+        found |= {r for (r,) in conn.execute(sa.select(m.c.id).where(
+            m.c.id.in_(refs[start:start + CHUNK]), m.c.unconfirmed_since.is_not(None)))}
+    return found
 
 
 def opted_out(conn: sa.Connection, refs: list[int], defaults: Mapping[str, bool]) -> set[tuple[int, str]]:

@@ -112,6 +112,9 @@ class Member(SQLModel, table=True):
     unsubscribed_at: datetime | None = _utc()
     # Set from the preference centre ("pause all email for 30 days"): no email until then.
     paused_until: datetime | None = _utc()
+    # Double opt-in: set when the member was created with `program.double_opt_in` on, cleared when
+    # they confirm their address; while set they get service email only.
+    unconfirmed_since: datetime | None = _utc()
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
     )
@@ -329,8 +332,8 @@ class MemberTopic(SQLModel, table=True):
 
 class ConsentEntry(SQLModel, table=True):
     """The consent log: every change of what a member agreed to receive, append-only. `topic`
-    is None for all email; `action` is subscribe, unsubscribe, pause, resume or suppress (a hard
-    bounce or a complaint); `source` says who asked (consent.SOURCES)."""
+    is None for all email; `action` is subscribe, unsubscribe, pause, resume, suppress (a hard
+    bounce or a complaint), await_confirm or confirm (double opt-in); `source` says who asked (consent.SOURCES)."""
 
     __tablename__ = "consent_log"
     __table_args__ = (

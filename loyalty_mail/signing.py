@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-Kind = Literal["click", "open", "unsubscribe", "preferences", "view"]
-_KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view"}
+Kind = Literal["click", "open", "unsubscribe", "preferences", "view", "confirm"]
+_KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view", "k": "confirm"}
 _CODES = {kind: code for code, kind in _KINDS.items()}
 _TAG_BYTES = 16
 MAX_TOKEN_LENGTH = 4096

@@ -14,6 +14,7 @@ from loyalty_mail import consent, db
 from loyalty_mail.models import tracking_events_table
 
 from .test_consent import with_topics
+from .flow_program import member
 from .test_tracking import InProcessService, Service, sent_email
 
 TOKEN = re.compile(r'name="form" value="([^"]+)"')
@@ -213,3 +214,51 @@ def test_reports_count_unsubscribes_and_complaints_per_topic(topical):
     assert list(rows) == ["promotions"]
     assert (rows["promotions"]["sent"], rows["promotions"]["unsubscribed"], rows["promotions"]["spam"]) == (1, 1, 1)
     assert sorted(state(program)[3]) == [("suppress", None, "webhook"), ("unsubscribe", "promotions", "one-click")]
+
+
+CONFIRM_TEMPLATE = """\
+---
+subject: "Xác nhận email của bạn"
+preheader: "Một bước nữa để nhận ưu đãi từ {{ program.name }}."
+---
+{% extends "_layouts/vi.html" %}
+{% block content %}<p><a href="{{ confirm_url }}">Xác nhận địa chỉ email</a></p>{% endblock %}
+"""
+
+
+def test_double_opt_in(program):
+    """A member created with double opt-in on gets the service confirmation, no marketing until
+    they press the button on the confirmation page, then marketing; all in the consent log."""
+    with_topics(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("program:\n", "program:\n  double_opt_in: true\n")
+                    .replace("{name: welcome, topic: promotions,", "{name: welcome, topic: promotions, delay: 1 hour,")
+                    + "  - {name: confirm, trigger: welcome, template: confirm_email, class: service, "
+                      "topic: statements, quiet_hours: false}\n")
+    (program.dir / "templates" / "confirm_email").mkdir()
+    (program.dir / "templates" / "confirm_email" / "vi.html").write_text(CONFIRM_TEMPLATE, encoding="utf-8")
+    (program.dir / "templates" / "confirm_email" / "en.html").write_text(
+        CONFIRM_TEMPLATE.replace("_layouts/vi.html", "_layouts/en.html"), encoding="utf-8")
+    joined = "2026-11-23T09:00:00+07:00"
+    program.load("members", [member("M1", joined_at=joined)], at=joined)
+    assert program.run("run", "--once", at="2026-11-23T09:05:00+07:00").exit_code == 0
+    [eml] = list((program.dir / "outbox").glob("*.eml"))
+    import email
+    import email.policy
+    html = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    confirm = re.search(r'href="https://t\.test\.example(/k/[^"]+)"', html).group(1)
+    waiting = {d["flow"]: d["reason"] for d in program.dry("2026-11-23T10:30:00+07:00", "welcome")}
+    assert waiting == {"welcome": "not confirmed: double opt-in, marketing waits for the member to confirm "
+                                  "their address"}
+    service = InProcessService(program)
+    try:
+        page = service.http.get(confirm)
+        assert page.status_code == 200 and "Xác nhận" in page.text
+        assert service.http.post(confirm, data={"form": "1.AAAA"}).status_code == 403
+        assert state(program)[3] == [("await_confirm", None, "import")]   # GET and a forged post: nothing
+        done = service.http.post(confirm, data={"form": TOKEN.search(page.text).group(1)})
+        assert done.status_code == 200 and "đã được xác nhận" in done.text
+    finally:
+        service.stop()
+    assert state(program)[3] == [("await_confirm", None, "import"), ("confirm", None, "link")]
+    assert [d["decision"] for d in program.dry("2026-11-23T10:30:00+07:00", "welcome")] == ["send"]

@@ -11,6 +11,7 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
     suppressed          unsubscribed, or on the suppression list (recorded)
     topic               the member left the flow's topic (recorded as suppressed)
     paused              the member paused email (not recorded; decided again after the pause)
+    not confirmed       double opt-in: marketing waits for the member's confirmation (not recorded)
     held out            in the flow's deterministic hold-out group (recorded, not sent)
     frequency cap       too many marketing emails in the period (not recorded; retried later);
                         service flows (`class: service`) are outside it
@@ -296,6 +297,7 @@ class Planner:
         topics = {t.name: t.default for t in self.settings.topics}
         left = consent.opted_out(conn, refs, topics) if topics else set()
         paused = consent.paused(conn, refs, plan.now)
+        unconfirmed = consent.unconfirmed(conn, refs) if self.settings.program.double_opt_in else set()
         for occ in chunk:
             flow, now = occ.flow, plan.now
             previous = recorded.get((occ.member_ref, flow.name, occ.key))
@@ -327,6 +329,10 @@ class Planner:
             if occ.member_ref in paused:
                 plan.add_skip(Skip(occ, f"paused: email paused until "
                                    f"{paused[occ.member_ref]:%Y-%m-%d %H:%M} UTC", None))
+                continue
+            if flow.message_class == "marketing" and occ.member_ref in unconfirmed:
+                plan.add_skip(Skip(occ, "not confirmed: double opt-in, marketing waits for the member "
+                                   "to confirm their address", None))
                 continue
             if in_holdout(flow.name, occ.member_id, flow.holdout):
                 plan.add_skip(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))

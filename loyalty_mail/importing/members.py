@@ -362,7 +362,8 @@ def import_members(
     delete_rows(connection, STAGING, (row for row, _, _ in duplicates))
     summary.rejected = len(rejects)
 
-    _apply(connection, TierLadder.from_settings(settings.tiers), now, summary, consent_source)
+    _apply(connection, TierLadder.from_settings(settings.tiers), now, summary, consent_source,
+           settings.program.double_opt_in)
     _apply_topics(connection, {t.name: t.default for t in settings.topics}, now, consent_source)
     touched.enqueue(connection, sa.select(members_table.c.id).where(
         members_table.c.member_id.in_(sa.select(STAGING.c.member_id))), now,
@@ -415,7 +416,7 @@ def _staging_chunks(staging: MemberStaging, rows: Iterable[SourceRow | CsvBatch]
 
 
 def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary,
-           consent_source: str) -> None:
+           consent_source: str, double_opt_in: bool) -> None:
     m, s = members_table, STAGING
     now_value = sa.literal(now, UTCDateTime())
     matched = m.c.member_id == s.c.member_id
@@ -481,11 +482,18 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
             "created_at": now_value, "updated_at": now_value,
         }
+        if double_opt_in:  # a new member gets marketing email once they confirm their address
+            insert_columns["unconfirmed_since"] = now_value
         new_rows = sa.select(*insert_columns.values())
         if summary.updated:  # else no staged member_id is in members: skip a probe per row
             new_rows = new_rows.where(~sa.exists().where(m.c.member_id == s.c.member_id))
         connection.execute(m.insert().from_select(list(insert_columns), new_rows))
     suppression.unsubscribe(connection, leaving, now, detail="members import", source=consent_source)
+    if double_opt_in and summary.inserted:
+        created = connection.execute(sa.select(m.c.id).where(
+            m.c.member_id.in_(sa.select(s.c.member_id)), m.c.created_at == now_value,
+            m.c.unconfirmed_since == now_value)).scalars().all()
+        consent.record(connection, created, "await_confirm", consent_source, now, detail="double opt-in")
 
 
 def _apply_topics(connection: sa.Connection, defaults: dict[str, bool], now: datetime, source: str) -> None:

@@ -329,11 +329,12 @@ class Renderer:
     def links_for(self, send_id: str, *, tracked: bool) -> Links:
         base = self.settings.tracking.base_url
         if not tracked or self.signer is None:
-            return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview")
+            return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview", f"{base}/k/preview")
         sign = self.signer.sign
         return Links(f"{base}/u/{sign(TokenClaims('unsubscribe', send_id))}",
                      f"{base}/p/{sign(TokenClaims('preferences', send_id))}",
-                     f"{base}/v/{sign(TokenClaims('view', send_id))}")
+                     f"{base}/v/{sign(TokenClaims('view', send_id))}",
+                     f"{base}/k/{sign(TokenClaims('confirm', send_id))}")
 
     def render(
         self,
@@ -400,7 +401,7 @@ class Renderer:
         tracking = self.settings.tracking
         tracker = LinkTracker(self.signer if tracked else None, tracking.base_url, send_id,
                               frozenset({links.unsubscribe_url, links.preferences_url,
-                                         links.view_in_browser_url}),
+                                         links.view_in_browser_url, links.confirm_url}),
                               tracking.click_tracking)
         context = dict(self._globals)
         context.update(self._contexts.build(member_row=member, locale=variant.locale, links=links, now=now,

@@ -10,6 +10,8 @@ and a click only ever redirects to the URL inside a token we signed.
                                topic (all email when it has none); the page's button (signed form)
     GET  /p/{token}            the preference centre: topics on and off, pause, unsubscribe from all
     POST /p/{token}            save it (signed form token; then 303 back to the page)
+    GET  /k/{token}            double opt-in: a page with a button to confirm the address
+    POST /k/{token}            confirm it (signed form token)
     GET  /v/{token}            the email in the browser: rendered again from the ledger (its template,
                                flow and occurrence, the member as stored), signed links, no open pixel
     POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
@@ -230,6 +232,27 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                                 topic_defaults, clock())
         return RedirectResponse(f"{request.url.path}?saved=1", status_code=303, headers=NO_CACHE)
 
+    async def confirm_page(request: Request) -> Response:
+        found = await recipient_of(request, "confirm")
+        if found is None:
+            return Page(None, program).message("confirm", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if who["unconfirmed_since"] is None:
+            return page.message("confirm", "confirmed")
+        return pages.confirm_page(page, request.url.path, signer.sign_form(send_id, clock()))
+
+    async def confirm_now(request: Request) -> Response:
+        found = await recipient_of(request, "confirm")
+        if found is None:
+            return Page(None, program).message("confirm", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if posted_form(request, await _limited_body(request, 10_000), send_id) is None:
+            return page.message("confirm", "expired", 403)
+        await run_in_threadpool(store.confirm, engine, who["member_ref"], clock())
+        return page.message("confirm", "confirmed")
+
     async def view_in_browser(request: Request) -> Response:
         """Not an open: the page has the email's signed links but no pixel, and records nothing."""
         try:
@@ -287,6 +310,8 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/u/{token}", unsubscribe_now, methods=["POST"]),
         Route("/p/{token}", preferences_page, methods=["GET"]),
         Route("/p/{token}", preferences_save, methods=["POST"]),
+        Route("/k/{token}", confirm_page, methods=["GET"]),
+        Route("/k/{token}", confirm_now, methods=["POST"]),
         Route("/v/{token}", view_in_browser, methods=["GET"]),
         Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
         Route("/health", health, methods=["GET"]),

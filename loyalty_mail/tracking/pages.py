@@ -1,5 +1,5 @@
-"""The pages a member sees from a link in an email: leave one topic (or all email), and the
-preference centre. Plain HTML forms in the member's language (vi, en): no JavaScript, every form
+"""The pages a member sees from a link in an email: leave one topic (or all email), the
+preference centre, and the confirmation of an address (double opt-in). Plain HTML forms in the member's language (vi, en): no JavaScript, every form
 carries a signed form token, and nothing here reads or writes the database.
 """
 
@@ -36,6 +36,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "all_button": "Unsubscribe from all email",
         "expired": "This form has expired or did not come from this page. Open the page again and retry.",
         "unknown": "This link is not valid.",
+        "confirm": "Confirm your email address",
+        "confirm_ask": "Confirm that {email} is yours and that you want email from {program}.",
+        "confirm_button": "Confirm", "confirmed": "Thank you: {email} is confirmed.",
     },
     "vi": {
         "unsubscribe": "Hủy đăng ký", "preferences": "Tùy chọn email",
@@ -55,6 +58,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "all_button": "Hủy đăng ký mọi email",
         "expired": "Biểu mẫu đã hết hạn hoặc không đến từ trang này. Hãy mở lại trang và thử lại.",
         "unknown": "Liên kết này không hợp lệ.",
+        "confirm": "Xác nhận địa chỉ email",
+        "confirm_ask": "Xác nhận {email} là của bạn và bạn muốn nhận email từ {program}.",
+        "confirm_button": "Xác nhận", "confirmed": "Cảm ơn bạn: {email} đã được xác nhận.",
     },
 }
 
@@ -113,6 +119,13 @@ def unsubscribe_page(page: Page, action: str, form_token: str, topic_label: str 
     body = (f'<p>{ask}</p><form method="post" action="{html.escape(action)}">{_hidden(form_token)}'
             f'<button type="submit" name="leave" value="{value}">{button}</button></form>{more}')
     return page.response("unsubscribe", body)
+
+
+def confirm_page(page: Page, action: str, form_token: str) -> HTMLResponse:
+    """Double opt-in: one button; following the link alone confirms nothing (scanners follow it)."""
+    body = (f'<p>{page.say("confirm_ask")}</p><form method="post" action="{html.escape(action)}">'
+            f'{_hidden(form_token)}<button type="submit">{page.say("confirm_button")}</button></form>')
+    return page.response("confirm", body)
 
 
 def preferences_page(page: Page, action: str, form_token: str, topics: tuple[Topic, ...],

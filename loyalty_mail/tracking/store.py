@@ -355,6 +355,12 @@ def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str, top
         return _recipient(conn, send_id)
 
 
+def confirm(engine: sa.Engine, member_ref: int, now: datetime) -> bool:
+    """Double opt-in: the member confirmed their address from the link in an email."""
+    with db.writer(engine).begin() as conn:
+        return consent.confirm(conn, member_ref, "link", now)
+
+
 def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
     """Who a send went to: member_ref, email, locale, subscribed, paused_until, and the send's flow."""
     with engine.connect() as conn:
@@ -364,7 +370,7 @@ def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
 def _recipient(conn: sa.Connection, send_id: str) -> dict[str, Any] | None:
     s, m = sends_table, members_table
     row = conn.execute(sa.select(m.c.id.label("member_ref"), m.c.email, m.c.locale, m.c.subscribed,
-                                 m.c.paused_until, s.c.flow)
+                                 m.c.paused_until, m.c.unconfirmed_since, s.c.flow)
                        .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
     return dict(row) if row else None
 

@@ -1,4 +1,5 @@
-"""topics and consent: members' topic choices, the append-only consent log, pausing email
+"""topics and consent: members' topic choices, the append-only consent log, pausing email, double
+opt-in
 
 Revision ID: 0014
 Revises: 0011
@@ -21,6 +22,7 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     # Not in batch mode: on SQLite that copies the table and loses 0003's expression indexes.
     op.add_column("members", sa.Column("paused_until", UTCDateTime(), nullable=True))
+    op.add_column("members", sa.Column("unconfirmed_since", UTCDateTime(), nullable=True))
     op.create_table(
         "member_topics",
         sa.Column("member_ref", sa.Integer(), nullable=False),
@@ -55,4 +57,5 @@ def downgrade() -> None:
     op.drop_index("ix_consent_log_member_time", table_name="consent_log")
     op.drop_table("consent_log")
     op.drop_table("member_topics")
+    op.drop_column("members", "unconfirmed_since")
     op.drop_column("members", "paused_until")  # SQLite 3.35+ drops a column in place
