@@ -219,7 +219,7 @@ class Send(SQLModel, table=True):
 
 
 class Suppression(SQLModel, table=True):
-    """An address that must not get marketing email: unsubscribed, bounced, complained, manual."""
+    """An address that must not get email (marketing or service): unsubscribed, bounced, complained, manual."""
 
     __tablename__ = "suppressions"
 

@@ -1,4 +1,4 @@
-"""The suppression list: addresses that never get marketing email, with reason and time.
+"""The suppression list: addresses that never get email (marketing or service), with reason and time.
 
 Reasons: `unsubscribe`, `hard_bounce`, `spam_complaint` (from the tracking service and SendGrid's
 Event Webhook) and `manual`. The planner skips suppressed members and the dispatcher checks again

@@ -161,6 +161,18 @@ def test_left_topics_stay_left_and_the_log_is_complete(program, tmp_path):
     engine.dispose()
 
 
+def test_the_database_refuses_to_change_the_log(program):
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        suppression.unsubscribe(conn, ["m1@example.com"], datetime.fromisoformat(BOUGHT), source="manual")
+    with pytest.raises(sa.exc.DatabaseError, match="the consent log is append-only"):
+        with engine.begin() as conn:
+            conn.execute(consent_log_table.update().values(source="api"))
+    assert log_of(engine, "M1") == [("unsubscribe", None, "manual")]
+    engine.dispose()
+
+
 def test_the_log_is_only_ever_appended_to():
     """No module updates or deletes the consent log (read from the source)."""
     from .test_ownership import PACKAGE, modules

@@ -46,6 +46,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_consent_log_member_time", "consent_log", ["member_ref", "occurred_at"])
     op.create_index("ix_consent_log_time", "consent_log", ["occurred_at"])
+    # Append-only: the database refuses to change an entry (entries go only with their member).
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE FUNCTION consent_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'the consent log is append-only'; END $$")
+        op.execute("CREATE TRIGGER consent_log_append_only BEFORE UPDATE ON consent_log "
+                   "FOR EACH ROW EXECUTE FUNCTION consent_log_append_only()")
+    else:
+        op.execute("CREATE TRIGGER consent_log_append_only BEFORE UPDATE ON consent_log "
+                   "BEGIN SELECT RAISE(ABORT, 'the consent log is append-only'); END")
     # Members who left before the log existed: their unsubscribe, as the first entry.
     op.execute("INSERT INTO consent_log (member_ref, topic, action, source, detail, occurred_at) "
                "SELECT id, NULL, 'unsubscribe', 'manual', 'before the consent log', "
@@ -53,6 +62,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER consent_log_append_only" +
+               (" ON consent_log" if op.get_bind().dialect.name == "postgresql" else ""))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION consent_log_append_only()")
     op.drop_index("ix_consent_log_time", table_name="consent_log")
     op.drop_index("ix_consent_log_member_time", table_name="consent_log")
     op.drop_table("consent_log")
