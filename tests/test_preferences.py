@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -101,7 +101,7 @@ def test_preference_centre_forms_are_signed_and_gets_change_nothing(topical):
         assert "Đã lưu tùy chọn của bạn." in again.text and "Mọi email đang tạm dừng đến" in again.text
         subscribed, topics, paused_until, log = state(program)
         assert subscribed and topics == {"promotions": False, "statements": True, "surveys": True}
-        assert paused_until is not None and paused_until - service_now(program) > timedelta(days=29)
+        assert paused_until is not None and paused_until - datetime.now(timezone.utc) > timedelta(days=29)
         assert log == [("unsubscribe", "promotions", "link"), ("subscribe", "surveys", "link"),
                        ("pause", None, "link")]
         # a bad pause value is refused
@@ -116,11 +116,6 @@ def test_preference_centre_forms_are_signed_and_gets_change_nothing(topical):
         service.stop()
 
 
-def service_now(program):
-    from datetime import datetime, timezone
-    return datetime.now(timezone.utc)
-
-
 def test_the_unsubscribe_page_button_leaves_the_topic(topical):
     program, send_id, html = topical
     unsubscribe, _ = links(html)
@@ -128,11 +123,16 @@ def test_the_unsubscribe_page_button_leaves_the_topic(topical):
     try:
         page = service.http.get(unsubscribe)
         form = TOKEN.search(page.text).group(1)
+        assert 'name="leave" value="all">Hủy đăng ký mọi email</button>' in page.text
         left = service.http.post(unsubscribe, data={"form": form, "leave": "topic"})
         assert left.status_code == 200 and "Bạn sẽ không nhận email Ưu đãi và tin tức" in left.text
+        assert state(program)[:2] == (True, {"promotions": False, "statements": True, "surveys": False})
+        every = service.http.post(unsubscribe, data={"form": form, "leave": "all"})
+        assert every.status_code == 200 and "Bạn đã hủy đăng ký" in every.text
     finally:
         service.stop()
-    assert state(program)[3] == [("unsubscribe", "promotions", "link")]
+    assert state(program)[0] is False
+    assert state(program)[3] == [("unsubscribe", "promotions", "link"), ("unsubscribe", None, "link")]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -192,7 +192,6 @@ def test_view_in_browser_is_the_sent_email_without_an_open(topical):
 
 
 def test_reports_count_unsubscribes_and_complaints_per_topic(topical):
-    from datetime import datetime
 
     from loyalty_mail.tracking.store import record_events
     from loyalty_mail.tracking.webhooks import DeliveryEvent

@@ -109,15 +109,18 @@ def _hidden(form_token: str) -> str:
 
 def unsubscribe_page(page: Page, action: str, form_token: str, topic_label: str | None,
                      preferences_url: str | None) -> HTMLResponse:
-    """Leave the email's topic (or all email when it has none), with a link to the preferences."""
+    """Leave the email's topic (or all email when it has none); with a topic, also a button to
+    leave all email, and a link to the preferences."""
     if topic_label is None:
         ask, button, value = page.say("ask"), page.say("button"), "all"
     else:
         ask, button, value = page.say("leave_ask", topic=topic_label), page.say("leave_button", topic=topic_label), "topic"
+    every = (f'<button class="link" type="submit" name="leave" value="all">{page.say("all_button")}</button>'
+             if topic_label is not None else "")
     more = (f'<p><a href="{html.escape(preferences_url)}">{page.say("more")}</a></p>'
             if preferences_url else "")
     body = (f'<p>{ask}</p><form method="post" action="{html.escape(action)}">{_hidden(form_token)}'
-            f'<button type="submit" name="leave" value="{value}">{button}</button></form>{more}')
+            f'<button type="submit" name="leave" value="{value}">{button}</button><br>{every}</form>{more}')
     return page.response("unsubscribe", body)
 
 
