@@ -192,7 +192,6 @@ def test_view_in_browser_is_the_sent_email_without_an_open(topical):
 
 
 def test_reports_count_unsubscribes_and_complaints_per_topic(topical):
-
     from loyalty_mail.tracking.store import record_events
     from loyalty_mail.tracking.webhooks import DeliveryEvent
 
