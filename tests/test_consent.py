@@ -204,6 +204,11 @@ def test_subscribed_to_in_segments(program):
     assert members_of("statement_readers") == ["M2"]
     assert members_of("surveyed") == ["M2"]
     assert members_of("not_promoted") == ["M3"]
+    # explain names the rule that keeps a member out
+    (program.dir / "segments" / "lapsed.yaml").write_text("subscribed_to: statements\n")
+    explained = program.run("explain", "M1", at="2026-11-23T10:00:00+07:00")
+    assert "not in segment lapsed: not subscribed to statements, the rule needs subscribed to statements" \
+        in explained.output
     (program.dir / "segments" / "wrong.yaml").write_text("subscribed_to: offers\n")
     result = program.run("segments", "list")
     assert result.exit_code != 0
