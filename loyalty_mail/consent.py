@@ -85,11 +85,10 @@ def set_topics(conn: sa.Connection, choices: Mapping[int, Mapping[str, bool]], d
                 changed.append((ref, topic, bool(subscribed)))
     if not changed:
         return 0
-    t = member_topics_table
-    keys = [(ref, topic) for ref, topic, _ in changed]
-    for ref, topic in keys:
-        conn.execute(t.delete().where(t.c.member_ref == ref, t.c.topic == topic))
-    conn.execute(t.insert(), [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
+    t = member_topics_table.c
+    for ref, topic, _ in changed:
+        conn.execute(member_topics_table.delete().where(t.member_ref == ref, t.topic == topic))
+    conn.execute(member_topics_table.insert(), [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
                               for ref, topic, subscribed in changed])
     conn.execute(consent_log_table.insert(), [
         {"member_ref": ref, "topic": topic, "action": "subscribe" if subscribed else "unsubscribe",

@@ -173,8 +173,9 @@ def test_the_database_refuses_to_change_the_log(program):
     engine.dispose()
 
 
-def test_the_log_is_only_ever_appended_to():
-    """No module updates or deletes the consent log (read from the source)."""
+def test_only_consent_writes_topics_and_the_log():
+    """consent.py alone writes member_topics and consent_log, and never updates or deletes the
+    log (read from the source)."""
     from .test_ownership import PACKAGE, modules
     import ast
     writers = set()
@@ -182,9 +183,11 @@ def test_the_log_is_only_ever_appended_to():
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr in ("update", "delete", "insert")
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "consent_log_table"):
-                writers.add((path.name, node.func.attr))
-    assert writers == {("consent.py", "insert")}
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("consent_log_table", "member_topics_table")):
+                writers.add((path.name, node.func.value.id, node.func.attr))
+    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "insert"),
+                       ("consent.py", "member_topics_table", "delete")}
 
 
 def test_subscribed_to_in_segments(program):

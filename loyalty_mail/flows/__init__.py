@@ -1,7 +1,8 @@
 """Flows: who is due which email at `now`, and why; the ledger that makes it happen once.
 
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry
-    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours);
+    planner.py      policy (ledger, lateness, suppression, topics, pauses, double opt-in, hold-out,
+                    frequency cap, quiet hours);
                     `explain`: every flow's answer for one member, and which reason holds
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
     delivery.py     claim due sends, render, hand to the transport, record the outcome
