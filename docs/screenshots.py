@@ -4,8 +4,10 @@
     python docs/screenshots.py --studio      # also each page of `loyalty-mail studio` (needs Playwright)
 
 Needs Chromium (Debian: `apt-get install chromium`). The emails are rendered for a sample member
-of the example program (untracked links), exactly as `loyalty-mail preview` shows them. With
---report, the HTML report (e.g. the one `loyalty-mail demo` writes) is photographed too. With --studio, a
+of the example program (untracked links), exactly as `loyalty-mail preview` shows them. The
+preference centre is the page the tracking service serves at /p/..., for the same member and the
+example program's topics (preferences-vi.png). With --report, the HTML report (e.g. the one
+`loyalty-mail demo` writes) is photographed too. With --studio, a
 studio runs on a copy of the example program in a scratch git repository (with `vip` edited after
 the commit, so that the segment page shows a change) and on the database of a short
 `loyalty-mail demo` (2,000 members, 30 simulated days: sends, an outbox and a report to show);
@@ -23,8 +25,9 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from loyalty_mail.config import load_settings
+from loyalty_mail.config import Settings, load_settings
 from loyalty_mail.rendering import Renderer
+from loyalty_mail.tracking import pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
@@ -46,6 +49,16 @@ def sample_member(locale: str) -> dict[str, object]:
                 nps_score=9, subscribed=True, attributes={})
 
 
+def preferences_html(settings: Settings, locale: str) -> str:
+    """The preference centre as the tracking service serves it to the sample member: the example
+    program's topics, receipts turned off, not paused."""
+    chosen = {topic.name: topic.name != "receipts" for topic in settings.topics}
+    page = pages.Page(locale, settings.program.name, "lan.nguyen@example.com")
+    response = pages.preferences_page(page, "/p/sample", "0.sample", settings.topics, chosen, None,
+                                      settings.program.default_locale, note="saved")
+    return bytes(response.body).decode("utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
@@ -57,7 +70,8 @@ def main() -> int:
         print("Chromium not found: install it (apt-get install chromium) or pass --chromium PATH",
               file=sys.stderr)
         return 1
-    renderer = Renderer.for_program(load_settings(ROOT, environ={}))
+    settings = load_settings(ROOT, environ={})
+    renderer = Renderer.for_program(settings)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         for email, (locale, occurrence) in EMAILS.items():
@@ -73,6 +87,13 @@ def main() -> int:
                      f"--screenshot={target}", page.as_uri()],
                     check=True, capture_output=True, timeout=60)
                 print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+        page = Path(scratch) / "preferences.html"
+        page.write_text(preferences_html(settings, "vi"), encoding="utf-8")
+        target = args.out / "preferences-vi.png"
+        subprocess.run([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=600,760", f"--screenshot={target}", page.as_uri()],
+                       check=True, capture_output=True, timeout=60)
+        print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
     if args.report:
         target = args.out / "report.png"
         subprocess.run([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -90,6 +90,9 @@ class ProgramSettings(_Strict):
     sender_name: str = ""
     sender_email: str = "loyalty@example.com"
     postal_address: str = ""
+    # Members created from now on get marketing email only once they confirm their address (the
+    # link `confirm_url` in a service email, e.g. a welcome flow with `class: service`).
+    double_opt_in: bool = False
 
     @field_validator("currency")
     @classmethod
@@ -418,12 +421,49 @@ def check_variants(variants: tuple[VariantSettings, ...]) -> tuple[VariantSettin
     return variants
 
 
+def _localized(value: str | dict[str, str] | None, locale: str, default_locale: str) -> str | None:
+    """One text, or one per locale ({en: ..., vi: ...}): the member's, else the default's, else any."""
+    if isinstance(value, dict):
+        for key in (locale, locale.split("_")[0], default_locale, default_locale.split("_")[0]):
+            if key in value:
+                return value[key]
+        return next(iter(value.values()), None)
+    return value
+
+
+class Topic(_Strict):
+    """What a flow's emails are about (promotions, statements, ...): members turn topics on and off
+    in the preference centre. `default` is what a member who never chose gets."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    label: str | dict[str, str] | None = None
+    description: str | dict[str, str] | None = None
+    default: bool = True
+
+    def label_for(self, locale: str, default_locale: str) -> str:
+        return _localized(self.label, locale, default_locale) or self.name.replace("_", " ").capitalize()
+
+    def description_for(self, locale: str, default_locale: str) -> str:
+        return _localized(self.description, locale, default_locale) or ""
+
+
+def _topic_shorthand(value: Any) -> Any:
+    """`topics: [promotions, statements]` is `topics: [{name: promotions}, {name: statements}]`."""
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
 class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
     template: str
+    # marketing: frequency cap, quiet hours; service (statements, confirmations): outside the cap,
+    # and `quiet_hours: false` may send at night. Both respect bounces, complaints and the topic.
+    message_class: Literal["marketing", "service"] = Field(default="marketing", alias="class")
+    topic: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     segment: str | None = None
     enabled: bool = True
     priority: int = Field(default=50, ge=0, le=1000)
@@ -460,6 +500,15 @@ class FlowSettings(_Strict):
                 raise ValueError(f"'{value}' is not a crontab schedule (minute hour day month weekday, "
                                  f"e.g. '0 10 * * *' for 10:00 every day): {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _service_is_not_capped(self) -> FlowSettings:
+        if self.message_class == "service":
+            if self.frequency_cap and "frequency_cap" in self.model_fields_set:
+                raise ValueError(f"flow '{self.name}': a service flow is outside the frequency cap; "
+                                 "remove `frequency_cap: true` or make it `class: marketing`")
+            object.__setattr__(self, "frequency_cap", False)
+        return self
 
     @model_validator(mode="after")
     def _trigger_needs(self) -> FlowSettings:
@@ -528,6 +577,7 @@ class Settings(_Strict):
     # Validated by the stages that use them (flows, delivery, tracking).
     sending: SendingSettings = SendingSettings()
     tracking: TrackingSettings = TrackingSettings()
+    topics: Annotated[tuple[Topic, ...], BeforeValidator(_topic_shorthand)] = ()
     flows: tuple[FlowSettings, ...] = ()
     reports: ReportSettings = ReportSettings()
     ingest: IngestSettings = IngestSettings()
@@ -544,6 +594,35 @@ class Settings(_Strict):
         if repeated:
             raise ValueError(f"flow names must be unique; repeated: {', '.join(repeated)}")
         return flows
+
+    @field_validator("topics")
+    @classmethod
+    def _unique_topic_names(cls, topics: tuple[Topic, ...]) -> tuple[Topic, ...]:
+        names = [topic.name for topic in topics]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"topic names must be unique; repeated: {', '.join(repeated)}")
+        return topics
+
+    @model_validator(mode="after")
+    def _flows_name_topics(self) -> Settings:
+        names = [topic.name for topic in self.topics]
+        for flow in self.flows:
+            if flow.topic is not None and flow.topic not in names:
+                allowed = ", ".join(names) if names else "none: add `topics:` to config.yaml"
+                raise ValueError(f"flow '{flow.name}': unknown topic '{flow.topic}' (topics: {allowed})")
+            if flow.topic is None and names:
+                raise ValueError(f"flow '{flow.name}' names no topic; with `topics:` set every flow "
+                                 f"names one (topic: {names[0]}; topics: {', '.join(names)})")
+        return self
+
+    def topic(self, name: str | None) -> Topic | None:
+        """The topic called `name`, or None."""
+        return next((t for t in self.topics if t.name == name), None)
+
+    def flow_topic(self, flow: str) -> str | None:
+        """The topic of the flow called `flow` (None: no topics, or no such flow)."""
+        return next((f.topic for f in self.flows if f.name == flow), None)
 
 
 def load_settings(
@@ -688,4 +767,4 @@ def _allowed_keys(path: PathKey, root: type[BaseModel]) -> list[str]:
                      None)
         if model is None:
             return []
-    return [name for name, field in model.model_fields.items() if not field.exclude]  # not project_dir
+    return [field.alias or name for name, field in model.model_fields.items() if not field.exclude]  # not project_dir

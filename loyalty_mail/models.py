@@ -110,6 +110,11 @@ class Member(SQLModel, table=True):
         default=True, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.true())
     )
     unsubscribed_at: datetime | None = _utc()
+    # Set from the preference centre ("pause all email for 30 days"): no email until then.
+    paused_until: datetime | None = _utc()
+    # Double opt-in: set when the member was created with `program.double_opt_in` on, cleared when
+    # they confirm their address; while set they get service email only.
+    unconfirmed_since: datetime | None = _utc()
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
     )
@@ -215,7 +220,7 @@ class Send(SQLModel, table=True):
 
 
 class Suppression(SQLModel, table=True):
-    """An address that must not get marketing email: unsubscribed, bounced, complained, manual."""
+    """An address that must not get email (marketing or service): unsubscribed, bounced, complained, manual."""
 
     __tablename__ = "suppressions"
 
@@ -340,6 +345,42 @@ class CampaignSchedule(SQLModel, table=True):
     digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     scheduled_at: datetime | None = _utc(nullable=False)
     cancelled_at: datetime | None = _utc()
+class MemberTopic(SQLModel, table=True):
+    """A member's own choice for one topic (config.yaml `topics`): subscribed or not, and since
+    when. Without a row the topic's `default` holds. Written by consent.py alone."""
+
+    __tablename__ = "member_topics"
+
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            primary_key=True)
+    )
+    topic: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    subscribed: bool = Field(sa_column=sa.Column(sa.Boolean(), nullable=False))
+    changed_at: datetime | None = _utc(nullable=False)
+
+
+class ConsentEntry(SQLModel, table=True):
+    """The consent log: every change of what a member agreed to receive, append-only. `topic`
+    is None for all email; `action` is subscribe, unsubscribe, pause, resume, suppress (a hard
+    bounce or a complaint), await_confirm or confirm (double opt-in); `source` says who asked (consent.SOURCES)."""
+
+    __tablename__ = "consent_log"
+    __table_args__ = (
+        sa.Index("ix_consent_log_member_time", "member_ref", "occurred_at"),
+        sa.Index("ix_consent_log_time", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    topic: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    action: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    detail: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    occurred_at: datetime | None = _utc(nullable=False)
 
 
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
@@ -355,3 +396,5 @@ api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
 touched_members_table: sa.Table = TouchedMember.__table__  # type: ignore[attr-defined]
 variant_winners_table: sa.Table = VariantWinner.__table__  # type: ignore[attr-defined]
 campaign_schedules_table: sa.Table = CampaignSchedule.__table__  # type: ignore[attr-defined]
+member_topics_table: sa.Table = MemberTopic.__table__  # type: ignore[attr-defined]
+consent_log_table: sa.Table = ConsentEntry.__table__  # type: ignore[attr-defined]

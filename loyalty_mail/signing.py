@@ -20,11 +20,12 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-Kind = Literal["click", "open", "unsubscribe", "preferences", "view"]
-_KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view"}
+Kind = Literal["click", "open", "unsubscribe", "preferences", "view", "confirm"]
+_KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view", "k": "confirm"}
 _CODES = {kind: code for code, kind in _KINDS.items()}
 _TAG_BYTES = 16
 MAX_TOKEN_LENGTH = 4096
@@ -118,6 +119,29 @@ class TokenSigner:
         if kind is not None and claims.kind != kind:
             raise BadToken(f"not a {kind} token")
         return claims
+
+    def sign_form(self, send_id: str, issued: datetime) -> str:
+        """A form token for the pages of one send (CSRF): `issued` as Unix seconds and a tag over
+        it and the send. A form posted from elsewhere cannot carry one."""
+        stamp = str(int(issued.timestamp()))
+        tag = self._tag(f"f\n{send_id}\n{stamp}".encode())
+        return f"{stamp}.{_b64(tag)}"
+
+    def verify_form(self, token: str, send_id: str, now: datetime, max_age: timedelta) -> None:
+        """BadToken unless `token` is a form token of this send issued within `max_age` of `now`."""
+        stamp, dot, tag = (token or "").partition(".")
+        if not dot or not stamp.isdigit() or len(token) > 100:
+            raise BadToken("malformed form token")
+        try:
+            given = _unb64(tag)
+        except (ValueError, TypeError) as exc:
+            raise BadToken("malformed form token") from exc
+        payload = f"f\n{send_id}\n{stamp}".encode()
+        if not any(hmac.compare_digest(given, self._tag(payload, keyed)) for keyed in self._keyed):
+            raise BadToken("bad signature")
+        age = now.timestamp() - int(stamp)
+        if not -60 <= age <= max_age.total_seconds():
+            raise BadToken("expired form token")
 
 
 def coupon_suffix(key: bytes, member_id: str, scope: str, prefix: str, length: int) -> str:

@@ -1,4 +1,4 @@
-"""The suppression list: addresses that never get marketing email, with reason and time.
+"""The suppression list: addresses that never get email (marketing or service), with reason and time.
 
 Reasons: `unsubscribe`, `hard_bounce`, `spam_complaint` (from the tracking service, SendGrid's
 Event Webhook and the bounce mailbox), `soft_bounce` (the bounce mailbox, after
@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import db
+from . import consent, db
 from .errors import InputFileError, NotFound
 from .models import members_table, suppressions_table
 
@@ -26,26 +26,38 @@ REASONS = ("unsubscribe", "hard_bounce", "spam_complaint", "soft_bounce", "manua
 CHUNK = 500
 
 
-def add(conn: sa.Connection, email: str, reason: str, now: datetime, detail: str | None = None) -> bool:
+def add(conn: sa.Connection, email: str, reason: str, now: datetime, detail: str | None = None,
+        source: str = "manual") -> bool:
     """Suppress an address (case-insensitive); False when it already was. Suppressing with reason
-    `unsubscribe` unsubscribes the member too."""
+    `unsubscribe` unsubscribes the member too. A new suppression is in the members' consent log,
+    from `source` (consent.SOURCES)."""
     if reason not in REASONS:
         raise InputFileError(f"unknown suppression reason '{reason}' (reasons: {', '.join(REASONS)})")
     if reason == "unsubscribe":
-        return unsubscribe(conn, [email], now, detail) > 0
-    return _listed(conn, _address(email), reason, now, detail)
+        return unsubscribe(conn, [email], now, detail, source=source) > 0
+    address = _address(email)
+    added = _listed(conn, address, reason, now, detail)
+    if added:
+        consent.record(conn, consent.members_with(conn, [address]), "suppress", source, now,
+                       detail=reason if not detail else f"{reason}: {detail}")
+    return added
 
 
-def unsubscribe(conn: sa.Connection, emails: Iterable[str], now: datetime, detail: str | None = None) -> int:
-    """Unsubscribe addresses: the members with them stop getting marketing email (subscribed
-    false, unsubscribed since `now`; members already unsubscribed keep their date) and each address
-    joins the suppression list as `unsubscribe`. Returns how many addresses were newly suppressed.
-    Member emails are stored lowercase (the importer normalises them), so the index serves this."""
+def unsubscribe(conn: sa.Connection, emails: Iterable[str], now: datetime, detail: str | None = None,
+                source: str = "manual") -> int:
+    """Unsubscribe addresses from all email: the members with them stop getting email (subscribed
+    false, unsubscribed since `now`; members already unsubscribed keep their date), each address
+    joins the suppression list as `unsubscribe`, and each member who was subscribed has the change
+    in the consent log, from `source` (consent.SOURCES). Returns how many addresses were newly
+    suppressed. Member emails are stored lowercase (the importer normalises them), so the index
+    serves this."""
     addresses = sorted({_address(email) for email in emails})
     m = members_table
     for start in range(0, len(addresses), CHUNK):
-        conn.execute(m.update().where(m.c.email.in_(addresses[start:start + CHUNK]), m.c.subscribed.is_(True))
-                     .values(subscribed=False, unsubscribed_at=now, updated_at=now))
+        leaving = [r for (r,) in conn.execute(
+            m.update().where(m.c.email.in_(addresses[start:start + CHUNK]), m.c.subscribed.is_(True))
+            .values(subscribed=False, unsubscribed_at=now, updated_at=now).returning(m.c.id))]
+        consent.record(conn, leaving, "unsubscribe", source, now, detail=detail)
     return sum(_listed(conn, address, "unsubscribe", now, detail) for address in addresses)
 
 

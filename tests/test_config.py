@@ -60,7 +60,8 @@ tiers:
     assert found == [
         "config.yaml:2:13: program.currency: 'DONG' is not an ISO 4217 currency code (e.g. VND, USD, EUR)",
         "config.yaml:3:3: unknown key 'colour' in program (allowed: name, currency, default_locale, "
-        "locales, default_timezone, points_per_currency_unit, sender_name, sender_email, postal_address)",
+        "locales, default_timezone, points_per_currency_unit, sender_name, sender_email, postal_address, "
+        "double_opt_in)",
         "config.yaml:4:21: program.default_timezone: unknown time zone 'Asia/Saigon_City' "
         "(an IANA name such as Asia/Ho_Chi_Minh)",
         "config.yaml:5:19: program.default_locale: unknown locale 'klingon' (e.g. en, vi, en_US, vi_VN)",

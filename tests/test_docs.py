@@ -21,7 +21,7 @@ def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str
     for name, field in model.model_fields.items():
         if name == "project_dir":
             continue
-        key, annotation = f"{prefix}{name}", field.annotation
+        key, annotation = f"{prefix}{field.alias or name}", field.annotation  # as config.yaml writes it
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys += config_keys(annotation, f"{key}.")
             continue

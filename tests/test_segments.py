@@ -57,7 +57,7 @@ all:
         "(expected one of: seconds, minutes, hours, days, weeks, months, years)",
         "segments/s.yaml:6:24: field 'total_spend': gte: expected a number, found 'lots'",
         "segments/s.yaml:7:5: unknown field 'favourite_colour' (expected: all, any, not, segment, event, purchases, "
-        "emails, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
+        "emails, subscribed_to, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
         "purchase_count, nps_score, joined_at, last_purchase_at, unsubscribed_at, birthday, subscribed, nps, "
         "days_since_last_purchase, membership_days, average_order_value, clv, points_to_next_tier)",
         "segments/s.yaml:8:63: unknown key 'colour' in event (expected: type, count, sum, within, since, until, where)",

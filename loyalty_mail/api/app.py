@@ -194,7 +194,7 @@ class Api:
     def _unsubscribe(self, member_id: str, now: datetime) -> dict[str, Any]:
         with db.writer(self.engine).begin() as conn:
             email = member_row(conn, member_id)["email"]
-            newly = suppression.unsubscribe(conn, [email], now, detail="api") > 0
+            newly = suppression.unsubscribe(conn, [email], now, detail="api", source="api") > 0
         return {"member_id": member_id, "subscribed": False, "newly_suppressed": newly}
 
     async def segment_identify(self, request: Request, partial: bool = False) -> Any:

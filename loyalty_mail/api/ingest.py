@@ -103,7 +103,8 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
     errors: list[ItemError] = []
     if members:
         checked = _attribute_names_checked(settings, members)
-        summary, rejects = import_members(conn, settings, checked, source=SOURCE, now=now, skip_invalid=True)
+        summary, rejects = import_members(conn, settings, checked, source=SOURCE, now=now, skip_invalid=True,
+                                          consent_source="api")
         _count_members(outcome, summary)
         errors += _errors(rejects, checked)
     if events:
@@ -111,7 +112,7 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
             created = _unknown_members(conn, events)
             if created:
                 summary, rejects = import_members(conn, settings, created, source=SOURCE, now=now,
-                                                  skip_invalid=True)
+                                                  skip_invalid=True, consent_source="api")
                 _count_members(outcome, summary)
                 errors += _errors(rejects, created)
         summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)

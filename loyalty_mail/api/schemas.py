@@ -25,6 +25,7 @@ ALLOWED = {
     "last_purchase_at": "an ISO 8601 date or time, e.g. 2026-03-01T09:30:00+07:00",
     "nps_score": "a whole number from 0 to 10",
     "subscribed": "true or false (true never re-subscribes someone who left)",
+    "topics": "an object of topics from config.yaml, each true or false, e.g. {\"promotions\": false}",
     "event_id": "text, at most 128 characters, unique per event",
     "type": "an event type: lowercase letters, digits and _ (purchase, points_redeemed, signup, ...)",
     "occurred_at": "an ISO 8601 date or time, e.g. 2026-03-01T09:30:00+07:00",
@@ -61,6 +62,7 @@ class MemberIn(BaseModel):
     last_purchase_at: str | None = None
     nps_score: int | None = None
     subscribed: bool | None = None
+    topics: dict[str, bool] | None = Field(None, description="topics from config.yaml: true or false each")
 
 
 class EventIn(BaseModel):

@@ -138,7 +138,7 @@ class Campaign(BaseModel):
             name=self.name, trigger="campaign", template=self.template, segment=self.segment,
             priority=self.priority, lateness=self.lateness, quiet_hours=self.quiet_hours,
             holdout=self.holdout, frequency_cap=self.frequency_cap, variants=self.variants,
-            winner=self.winner, enabled=True, delay=timedelta(0))
+            winner=self.winner, enabled=True, delay=timedelta(0), topic=self.topic, message_class="marketing")
 
     def stored(self) -> dict[str, Any]:
         """What `campaigns schedule` keeps: the file's values as JSON (durations as the file
@@ -204,8 +204,9 @@ def load_campaigns(project_dir: Path) -> tuple[dict[str, Campaign], list[Problem
 
 
 def reference_problems(campaigns: dict[str, Campaign], flows: set[str], segments: set[str],
-                       templates: set[str]) -> list[Problem]:
-    """Names a campaign uses that the program does not have (or that a flow already uses)."""
+                       templates: set[str], topics: set[str] | None = None) -> list[Problem]:
+    """Names a campaign uses that the program does not have (or that a flow already uses); with
+    `topics` (config.yaml `topics:`), a campaign names one of them."""
     problems = []
     for name, c in sorted(campaigns.items()):
         where = Location(f"{CAMPAIGNS_DIR}/{name}.yaml", 1)
@@ -214,6 +215,10 @@ def reference_problems(campaigns: dict[str, Campaign], flows: set[str], segments
         if c.segment and c.segment not in segments:
             problems.append(Problem(where, f"unknown segment '{c.segment}' (segments: "
                                            f"{', '.join(sorted(segments)) or 'none'})"))
+        if topics and c.topic not in topics:
+            found = f"unknown topic '{c.topic}'" if c.topic else "no topic"
+            problems.append(Problem(where, f"{found}: with `topics:` in config.yaml every campaign names one "
+                                           f"(topics: {', '.join(sorted(topics))})"))
         for template in sorted({c.template, *(v.template for v in c.variants if v.template)}):
             if template not in templates:
                 problems.append(Problem(where, f"no email template '{template}' in templates/ (emails: "

@@ -24,7 +24,8 @@ def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
     catalog, segment_problems = load_catalog(settings)
     problems += segment_problems
     problems += files.reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments),
-                                         set(obj.runtime.renderer().catalog.names))
+                                         set(obj.runtime.renderer().catalog.names),
+                                         {t.name for t in settings.topics})
     if problems:
         raise ConfigError(problems)
     check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())

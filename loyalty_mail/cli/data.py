@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import click
 
+from .. import consent
+from ..csv_output import csv_writer
 from ..importing import ImportSummary, InputFile, import_file
 from ..members import member_profile
 from ..seeding import seed_program
@@ -127,6 +130,49 @@ def members_show(obj: CliContext, member_id: str, output_format: str) -> None:
     click.echo()
     print_table("Tier history", ["changed_at", "from", "to", "why"],
                 [(h["changed_at"], h["from_tier"], h["to_tier"], h["reason"]) for h in profile.tier_history])
+
+
+@members.command("consent")
+@click.argument("member_id")
+@format_option("table", "json", "csv")
+@pass_cli
+def members_consent(obj: CliContext, member_id: str, output_format: str) -> None:
+    """Show a member's consent: what they receive now (all email, each topic, a pause) and the
+    consent log, every change with its time, source and topic, oldest first.
+
+    \b
+    Example:
+      loyalty-mail members consent LM0000042
+      loyalty-mail members consent LM0000042 --format csv > consent-LM0000042.csv
+    """
+    runtime = obj.runtime
+    topics = {topic.name: topic.default for topic in runtime.settings.topics}
+    with runtime.engine().connect() as connection:
+        ref = consent.member_ref(connection, member_id)
+        now_ = consent.preferences(connection, ref, topics)
+        log = consent.history(connection, ref)
+    assert now_ is not None
+    columns = ["occurred_at", "action", "topic", "source", "detail"]
+    if output_format == "json":
+        print_json({"member_id": member_id, "subscribed": now_.subscribed, "topics": now_.topics,
+                    "paused_until": now_.paused_until if now_.paused(runtime.now()) else None, "log": log})
+        return
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv_writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([to_jsonable(entry[c]) for c in columns] for entry in log)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    state: list[tuple[str, Any]] = [("all email", "subscribed" if now_.subscribed else "unsubscribed")]
+    state += [(f"topic {name}", "subscribed" if on else "unsubscribed") for name, on in now_.topics.items()]
+    if now_.paused(runtime.now()):
+        state.append(("paused until", now_.paused_until))
+    print_table(f"Consent of {member_id} now", ["what", "state"], state)
+    click.echo()
+    print_table(f"Consent log ({len(log)})", columns,
+                [(e["occurred_at"], e["action"], e["topic"] or "(all email)", e["source"], e["detail"] or "")
+                 for e in log])
 
 
 @cli.group()

@@ -71,7 +71,7 @@ def outbox_retry(obj: CliContext, state: str, flow: str | None) -> None:
 
 @cli.group()
 def suppress() -> None:
-    """Addresses that never get marketing email."""
+    """Addresses that never get email (marketing or service)."""
 
 
 @suppress.command("add")

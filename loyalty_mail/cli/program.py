@@ -89,7 +89,8 @@ def check(obj: CliContext, strict: bool) -> None:
     flows = ", ".join(f.name for f in settings.flows) or "none"
     click.echo(f"flows: {len(settings.flows)} ok ({flows})")
     found, problems = load_campaigns(settings.project_dir)
-    problems += reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments), set(emails))
+    problems += reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments), set(emails),
+                                   {t.name for t in settings.topics})
     if problems:
         raise ConfigError(problems)
     check_variant_subjects((c.as_flow() for c in found.values()), renderer)

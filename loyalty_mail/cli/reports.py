@@ -104,7 +104,8 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
             _emit(page.render_page(data), out)
             return
         groups += [f"in_{name}" for name in names]
-        rows = reports.performance(conn, start, end, groups, window, membership=table)
+        rows = reports.performance(conn, start, end, groups, window, membership=table,
+                                   topics={f.name: f.topic for f in runtime.settings.flows if f.topic})
         tests = variant_report(conn, start, end, window) if "variant" in groups else None
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
         health = reports.program_health(conn, start, end, float(settings.segments.clv_years))

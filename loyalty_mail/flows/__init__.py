@@ -2,7 +2,8 @@
 
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry,
                     event, and a scheduled campaign's audience
-    planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours);
+    planner.py      policy (ledger, lateness, suppression, topics, pauses, double opt-in, hold-out,
+                    frequency cap, quiet hours);
                     `explain`: every flow's answer for one member, and which reason holds
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
     variants.py     A/B variants: which one a member gets (stable), the recorded winners

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import consent
 from ..config import SendingSettings
 from ..errors import TemplateError
 from ..rendering import Renderer
@@ -109,11 +110,14 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             return
         outcomes: list[ledger.Outcome] = []
         emails, sends, jobs = [], {}, []
+        left = _left_topics(engine, claimed, renderer)
         for item in claimed:
             send, member = item["send"], item["member"]
-            if not member["subscribed"] or member["suppressed"]:
-                outcomes.append(ledger.Outcome(send["id"], "suppressed",
-                                               "unsubscribed or suppressed after it was planned"))
+            paused = member.get("paused_until") is not None and member["paused_until"] > now
+            if not member["subscribed"] or member["suppressed"] or paused or (
+                    send["member_ref"], renderer.settings.flow_topic(send["flow"])) in left:
+                outcomes.append(ledger.Outcome(send["id"], "suppressed", "unsubscribed, suppressed, "
+                                               "paused or left the topic after it was planned"))
                 report.suppressed_late += 1
                 continue
             sends[send["send_id"]] = send
@@ -156,6 +160,17 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                              f"failures in a row (last: {last.detail if last else None})")
             log.warning(report.paused)
             return
+
+
+def _left_topics(engine: sa.Engine, claimed: list[dict[str, Any]], renderer: Renderer) -> set[tuple[int, str]]:
+    """(member_ref, topic) of the claimed members who do not receive a topic (checked again
+    right before sending, as unsubscribes are)."""
+    settings = renderer.settings
+    if not settings.topics:
+        return set()
+    with engine.connect() as conn:
+        return consent.opted_out(conn, sorted({item["send"]["member_ref"] for item in claimed}),
+                                 {t.name: t.default for t in settings.topics})
 
 
 def _settle(result: DeliveryResult, send: dict[str, Any], sending: SendingSettings, rng: random.Random,

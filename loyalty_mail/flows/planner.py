@@ -9,8 +9,12 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
     not due yet         the flow's delay has not passed (not recorded; planned later)
     too late            due longer ago than the flow's lateness (recorded as skipped)
     suppressed          unsubscribed, or on the suppression list (recorded)
+    topic               the member left the flow's topic (recorded as suppressed)
+    paused              the member paused email (not recorded; decided again after the pause)
+    not confirmed       double opt-in: marketing waits for the member's confirmation (not recorded)
     held out            in the flow's deterministic hold-out group (recorded, not sent)
-    frequency cap       too many marketing emails in the period (not recorded; retried later)
+    frequency cap       too many marketing emails in the period (not recorded; retried later);
+                        service flows (`class: service`) are outside it
     quiet hours         planned, scheduled for the end of the member's quiet hours
 """
 
@@ -32,6 +36,7 @@ from .. import campaigns as campaign_files
 from ..config import FlowSettings, QuietHours, Settings, VariantSettings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
+from .. import consent
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
@@ -338,6 +343,10 @@ class Planner:
         capped = self._capped_counts(conn, refs, plan.now, exempt) if cap else {}
         quiet = self.settings.sending.quiet_hours
         zone_default = self.settings.program.default_timezone
+        topics = {t.name: t.default for t in self.settings.topics}
+        left = consent.opted_out(conn, refs, topics) if topics else set()
+        paused = consent.paused(conn, refs, plan.now)
+        unconfirmed = consent.unconfirmed(conn, refs) if self.settings.program.double_opt_in else set()
         for occ in chunk:
             flow, now = occ.flow, plan.now
             previous = recorded.get((occ.member_ref, flow.name, occ.key))
@@ -362,6 +371,17 @@ class Planner:
                 continue
             if occ.email.lower() in suppressed:
                 plan.add_skip(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
+                continue
+            if flow.topic is not None and (occ.member_ref, flow.topic) in left:
+                plan.add_skip(Skip(occ, f"topic: not subscribed to {flow.topic}", "suppressed"))
+                continue
+            if occ.member_ref in paused:
+                plan.add_skip(Skip(occ, f"paused: email paused until "
+                                   f"{paused[occ.member_ref]:%Y-%m-%d %H:%M} UTC", None))
+                continue
+            if flow.message_class == "marketing" and occ.member_ref in unconfirmed:
+                plan.add_skip(Skip(occ, "not confirmed: double opt-in, marketing waits for the member "
+                                   "to confirm their address", None))
                 continue
             if in_holdout(flow.name, occ.member_id, flow.holdout):
                 plan.add_skip(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))

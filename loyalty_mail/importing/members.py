@@ -3,12 +3,16 @@
 Upsert rules: a row for a new member_id inserts; a row for a known one updates the columns the
 row gives a value for and keeps the rest (a blank cell or a missing key never erases data).
 `subscribed: false` unsubscribes; `subscribed: true` never re-subscribes someone who left.
+Topic columns (`topic.NAME` in a file, or `topics: {NAME: true|false}` in JSON) set the member's
+topics (config.yaml `topics`): false always leaves the topic; true never undoes a member's own
+choice to leave it. Every change is in the consent log.
 Columns that are not member fields become custom attributes, merged into the existing ones.
 Points (or spend) that move a member to another tier record the change in the tier history.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
@@ -21,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
-from .. import suppression, touched
+from .. import consent, suppression, touched
 from ..errors import InputFileError
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
@@ -76,11 +80,15 @@ STAGING = sa.Table(
     sa.Column("subscribed", sa.Boolean()),
     sa.Column("attributes", sa.JSON(none_as_null=True).with_variant(
         postgresql.JSONB(none_as_null=True), "postgresql")),
+    sa.Column("topics", sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql")),
     prefixes=["TEMPORARY"],
 )
+TOPIC_PREFIX = "topic."
 STAGING_COLUMNS = [column.name for column in STAGING.columns]
-MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE = (
-    STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes", "joined_at", "joined_on", "timezone"))
+MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE, TOPICS = (
+    STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes", "joined_at", "joined_on", "timezone",
+                                       "topics"))
 
 
 class MemberRowValidator:
@@ -88,6 +96,7 @@ class MemberRowValidator:
 
     def __init__(self, settings: Settings):
         zone = self.zone = ZoneInfo(settings.program.default_timezone)
+        self.topics = tuple(topic.name for topic in settings.topics)
         self.parsers: dict[str, Callable[[Any], Any]] = {
             "member_id": fields.member_id,
             "email": fields.email,
@@ -130,10 +139,14 @@ class MemberRowValidator:
         staged: list[Any] = [None] * len(STAGING_COLUMNS)
         staged[0] = row_no
         attributes: dict[str, Any] = {}
+        topics: dict[str, bool] = {}
         problems: list[tuple[str, str]] = []
         for (key, index, parser), value in zip(plan, row.values()):
             if value is None or (value.__class__ is str and (not value or value.isspace())):
                 continue  # blank: keep what is stored (fields.is_blank, inlined for speed)
+            if index == TOPICS:
+                problems += self._topic_values(key, value, topics)
+                continue
             if parser is None:
                 if key == "attributes" and isinstance(value, dict):
                     for name in value:
@@ -153,6 +166,7 @@ class MemberRowValidator:
         if problems:
             return None, problems
         staged[ATTRIBUTES] = attributes or None
+        staged[TOPICS] = topics or None
         if staged[JOINED_AT] is not None:
             zone = ZoneInfo(staged[TIMEZONE]) if staged[TIMEZONE] else self.zone
             staged[JOINED_ON] = staged[JOINED_AT].astimezone(zone).date()
@@ -169,7 +183,11 @@ class MemberRowValidator:
         plan: list[tuple[str, int, Any]] = []
         for key in signature:
             parser = self.parsers.get(key)
-            if parser is None:
+            if key == "topics" or key.startswith(TOPIC_PREFIX):
+                if key != "topics":
+                    self._check_topic(key[len(TOPIC_PREFIX):], f"row {row_no}: column '{key}'")
+                plan.append((key, TOPICS, fields.boolean))
+            elif parser is None:
                 self._check_attribute_key(key, row_no)
                 plan.append((key, ATTRIBUTES, None))
             else:
@@ -178,6 +196,31 @@ class MemberRowValidator:
             self._plans.clear()
         self._plans[signature] = plan
         return plan
+
+    def _check_topic(self, name: str, where: str) -> None:
+        if name not in self.topics:
+            raise InputFileError(f"{where}: unknown topic '{name}' (topics in config.yaml: "
+                                 f"{', '.join(self.topics) or 'none'})")
+
+    def _topic_values(self, key: str, value: Any, topics: dict[str, bool]) -> list[tuple[str, str]]:
+        """Read `topic.NAME: yes` or `topics: {NAME: yes, ...}` into `topics`; the problems."""
+        if key != "topics":
+            wanted = {key[len(TOPIC_PREFIX):]: value}
+        elif isinstance(value, dict):
+            wanted = value
+        else:
+            return [(key, "expected an object of topics, e.g. {\"promotions\": false}")]
+        problems = []
+        for name, choice in wanted.items():
+            if name not in self.topics:
+                problems.append((key, f"unknown topic '{name}' (topics in config.yaml: "
+                                      f"{', '.join(self.topics) or 'none'})"))
+                continue
+            try:
+                topics[name] = fields.boolean(choice)
+            except ValueError as exc:
+                problems.append((key if key != "topics" else f"topics.{name}", str(exc)))
+        return problems
 
     def _check_attribute_key(self, key: str, row_no: int) -> None:
         if key in COMPUTED:
@@ -210,6 +253,7 @@ class MemberColumns:
                     self.column_converters[index] = _iso_dates
         # Written as the JSON text that the JSON type's processor would make of the dicts.
         self.column_converters[ATTRIBUTES] = _unchanged
+        self.column_converters[TOPICS] = _unchanged
         self._zones: dict[str, ZoneInfo] = {}
 
     def __call__(self, batch: CsvBatch) -> tuple[list[tuple[Any, ...]], list[SourceRow]]:
@@ -219,7 +263,13 @@ class MemberColumns:
         staged[0] = batch.numbers
         rejected: set[int] = set()
         custom: list[tuple[str, list[str | None]]] = []
+        topics: list[tuple[str, list[Any]]] = []
         for (key, index, parse), cells in zip(plan, zip(*batch.records)):
+            if index == TOPICS:
+                parsed, bad = columns.parse_column(cells, columns.by_distinct(fields.boolean), fields.boolean)
+                topics.append((key[len(TOPIC_PREFIX):], parsed))
+                rejected.update(bad)
+                continue
             if parse is None:
                 trimmed = list(map(str.strip, cells))
                 custom.append((key, [value or None for value in trimmed]))
@@ -235,6 +285,10 @@ class MemberColumns:
         if custom:
             names, values = zip(*custom)
             staged[ATTRIBUTES] = columns.json_objects(names, values)
+        if topics:
+            staged[TOPICS] = [json.dumps(chosen) if chosen else None for chosen in (
+                {name: value for (name, _), value in zip(topics, row) if value is not None}
+                for row in zip(*(values for _, values in topics)))]
         joined = staged[JOINED_AT]
         if joined is not None:
             staged[JOINED_ON] = self._local_dates(joined, staged[TIMEZONE])
@@ -281,8 +335,10 @@ def import_members(
     source: str,
     now: datetime,
     skip_invalid: bool = False,
+    consent_source: str = "import",
 ) -> tuple[ImportSummary, Rejects]:
-    """Import member rows inside the caller's transaction.
+    """Import member rows inside the caller's transaction. Unsubscribes and topic changes are in
+    the consent log as from `consent_source` (import, or api for the HTTP API).
 
     `rows` are source rows and CSV batches, or what worker processes staged already (see
     partitioned.py). Raises ImportRejected (and the caller rolls back) when any row is bad and
@@ -306,7 +362,9 @@ def import_members(
     delete_rows(connection, STAGING, (row for row, _, _ in duplicates))
     summary.rejected = len(rejects)
 
-    _apply(connection, TierLadder.from_settings(settings.tiers), now, summary)
+    _apply(connection, TierLadder.from_settings(settings.tiers), now, summary, consent_source,
+           settings.program.double_opt_in)
+    _apply_topics(connection, {t.name: t.default for t in settings.topics}, now, consent_source)
     touched.enqueue(connection, sa.select(members_table.c.id).where(
         members_table.c.member_id.in_(sa.select(STAGING.c.member_id))), now,
         count=summary.inserted + summary.updated)
@@ -357,7 +415,8 @@ def _staging_chunks(staging: MemberStaging, rows: Iterable[SourceRow | CsvBatch]
     yield chunk
 
 
-def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary) -> None:
+def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary,
+           consent_source: str, double_opt_in: bool) -> None:
     m, s = members_table, STAGING
     now_value = sa.literal(now, UTCDateTime())
     matched = m.c.member_id == s.c.member_id
@@ -423,11 +482,32 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
             "created_at": now_value, "updated_at": now_value,
         }
+        if double_opt_in:  # a new member gets marketing email once they confirm their address
+            insert_columns["unconfirmed_since"] = now_value
         new_rows = sa.select(*insert_columns.values())
         if summary.updated:  # else no staged member_id is in members: skip a probe per row
             new_rows = new_rows.where(~sa.exists().where(m.c.member_id == s.c.member_id))
         connection.execute(m.insert().from_select(list(insert_columns), new_rows))
-    suppression.unsubscribe(connection, leaving, now, detail="members import")
+    suppression.unsubscribe(connection, leaving, now, detail="members import", source=consent_source)
+    if double_opt_in and summary.inserted:
+        created = connection.execute(sa.select(m.c.id).where(
+            m.c.member_id.in_(sa.select(s.c.member_id)), m.c.created_at == now_value,
+            m.c.unconfirmed_since == now_value)).scalars().all()
+        consent.record(connection, created, "await_confirm", consent_source, now, detail="double opt-in")
+
+
+def _apply_topics(connection: sa.Connection, defaults: dict[str, bool], now: datetime, source: str) -> None:
+    """The staged topic choices, after the members exist: a member's own choice to leave a topic
+    (from a link) is never undone by a file."""
+    if not defaults:
+        return
+    m, s = members_table, STAGING
+    rows = connection.execute(sa.select(m.c.id, s.c.topics).select_from(m.join(s, m.c.member_id == s.c.member_id))
+                              .where(s.c.topics.is_not(None))).all()
+    choices = {ref: json.loads(chosen) if isinstance(chosen, str) else chosen for ref, chosen in rows}
+    if choices:
+        consent.set_topics(connection, choices, defaults, source, now, detail="members import",
+                           keep_left=True)
 
 
 def _recompute_joined_on(connection: sa.Connection, member_refs: list[int]) -> None:

@@ -22,7 +22,7 @@ MEMBER_FIELDS = (
 )
 CONTEXT_NAMES = (
     "member", "tier", "program", "flow", "occurrence", "event", "coupon", "tier_label", "unsubscribe_url",
-    "preferences_url", "view_in_browser_url", "locale", "timezone", "now", "subject", "preheader",
+    "preferences_url", "view_in_browser_url", "confirm_url", "locale", "timezone", "now", "subject", "preheader",
 )
 
 
@@ -47,6 +47,7 @@ class Links:
     unsubscribe_url: str
     preferences_url: str
     view_in_browser_url: str
+    confirm_url: str
 
 
 def member_view(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,6 +190,7 @@ class ContextBuilder:
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
             "view_in_browser_url": links.view_in_browser_url,
+            "confirm_url": links.confirm_url,
             "locale": locale,
             "timezone": member.get("timezone") or settings.program.default_timezone,
             "now": now,

@@ -246,11 +246,12 @@ class Renderer:
     def links_for(self, send_id: str, *, tracked: bool) -> Links:
         base = self.settings.tracking.base_url
         if not tracked or self.signer is None:
-            return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview")
+            return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview", f"{base}/k/preview")
         sign = self.signer.sign
         return Links(f"{base}/u/{sign(TokenClaims('unsubscribe', send_id))}",
                      f"{base}/p/{sign(TokenClaims('preferences', send_id))}",
-                     f"{base}/v/{sign(TokenClaims('view', send_id))}")
+                     f"{base}/v/{sign(TokenClaims('view', send_id))}",
+                     f"{base}/k/{sign(TokenClaims('confirm', send_id))}")
 
     def render(
         self,
@@ -265,14 +266,17 @@ class Renderer:
         locale: str | None = None,
         test: bool = False,
         subject: str | None = None,
+        open_pixel: bool = True,
     ) -> RenderedEmail:
-        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
+        """The complete email for one member. `tracked=False` (previews, test sends) signs nothing;
+        `open_pixel=False` (the view in the browser) keeps the signed links but adds no pixel.
         Subject, HTML and text together get `rendering.timeout`; compiling the email (once per
         process) does not count against it. `subject` replaces the email's subject (an A/B
         variant's: Jinja, with the same context)."""
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
         job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale, subject)
+        job.context["tracking"] = job.context["tracking"] and open_pixel
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
@@ -316,7 +320,7 @@ class Renderer:
         tracking = self.settings.tracking
         tracker = LinkTracker(self.signer if tracked else None, tracking.base_url, send_id,
                               frozenset({links.unsubscribe_url, links.preferences_url,
-                                         links.view_in_browser_url}),
+                                         links.view_in_browser_url, links.confirm_url}),
                               tracking.click_tracking)
         context = dict(self._globals)
         context.update(self._contexts.build(member_row=member, locale=variant.locale, links=links, now=now,

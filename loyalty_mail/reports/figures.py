@@ -15,7 +15,8 @@ purchases; formatting lives at the edge (the CLI). Definitions:
                   clicks / opens (human figures), unsubscribe and spam = per delivered
 
 `variant` is the A/B variant the send had (variants.py compares them);
-`tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `day`,
+`tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `topic`
+is the topic of the send's flow in config.yaml (so unsubscribes and complaints per topic); `day`,
 `week` (starting Monday) and `month` are UTC dates of the send.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +33,7 @@ import sqlalchemy as sa
 from ..models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
 from .membership import membership_column
 
-GROUPS = ("flow", "variant", "segment", "tier", "locale", "day", "week", "month")
+GROUPS = ("flow", "variant", "topic", "segment", "tier", "locale", "day", "week", "month")
 COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
            "unsubscribed", "spam", "converted", "revenue", "open_rate", "click_rate", "click_to_open_rate",
            "unsubscribe_rate", "spam_rate", "revenue_per_email")
@@ -57,9 +59,10 @@ def _period(column: Any, unit: str, dialect: str) -> Any:
 
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
-             segments: tuple[str, ...] = ()) -> sa.Subquery:
+             segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
     """One row per send with its outcome flags: the base of every figure. With a `membership`
-    table (see membership.py), one more column `in_<segment>` ('in' or 'out') per segment."""
+    table (see membership.py), one more column `in_<segment>` ('in' or 'out') per segment.
+    `topics`: each flow's topic (flow -> topic), for the `topic` column."""
     s, m, e = sends_table, members_table, events_table
     member_of = ([membership_column(membership, name, s.c.send_id).label(f"in_{name}") for name in segments]
                  if membership is not None else [])
@@ -68,8 +71,11 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
                  e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
                  else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
                                                           f"+{int(window.total_seconds())} seconds")]
+    topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
+             else sa.literal(None, sa.String()))
     return (sa.select(
-        s.c.send_id, s.c.flow, s.c.variant, s.c.segment, s.c.state, m.c.tier, m.c.locale,
+        s.c.send_id, s.c.flow, s.c.variant, topic.label("topic"), s.c.segment, s.c.state, m.c.tier,
+        m.c.locale,
         _period(s.c.scheduled_for, "day", dialect).label("day"),
         _period(s.c.scheduled_for, "week", dialect).label("week"),
         _period(s.c.scheduled_for, "month", dialect).label("month"),
@@ -93,11 +99,13 @@ def _ratio(part: float, whole: float) -> float | None:
 
 
 def performance(conn: sa.Connection, since: datetime, until: datetime, by: list[str],
-                window: timedelta, membership: sa.Table | None = None) -> list[dict[str, Any]]:
+                window: timedelta, membership: sa.Table | None = None,
+                topics: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Figures per group (see module docstring); `by` from GROUPS, or `in_<segment>` for a segment
-    in the `membership` table; no grouping: one total row."""
+    in the `membership` table; no grouping: one total row. `topics`: flow -> topic."""
     segments = tuple(name[3:] for name in by if name.startswith("in_"))
-    base = per_send(since, until, window, conn.dialect.name, membership=membership, segments=segments)
+    base = per_send(since, until, window, conn.dialect.name, membership=membership, segments=segments,
+                    topics=topics)
     keys = [base.c[name] for name in by]
     total = sa.func.sum
     query = sa.select(

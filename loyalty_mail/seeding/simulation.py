@@ -155,9 +155,9 @@ class Simulation:
             with db.writer(self.engine).begin() as conn:
                 conn.execute(tracking_events_table.insert(), rows)
                 for email, when in bounces:
-                    suppression.add(conn, email, "hard_bounce", when, detail="simulated bounce")
+                    suppression.add(conn, email, "hard_bounce", when, detail="simulated bounce", source="bounce")
         for send_id, when in leaving:
-            unsubscribe(self.engine, send_id, when, SOURCE)
+            unsubscribe(self.engine, send_id, when, "link", event_source=SOURCE)
         return len(sent)
 
     def _members(self, now: datetime) -> Sequence[Any]:

@@ -37,14 +37,16 @@ MEMBER_COLUMNS = ("member_id", "email", "first_name", "last_name", "locale", "ti
 
 def load_catalog(settings: Settings) -> tuple[SegmentCatalog, list[Problem]]:
     """Every segment in the program's segments/ folder, and every problem found in them."""
-    return load_segments(settings.project_dir / SEGMENTS_DIR, TierLadder.from_settings(settings.tiers))
+    return load_segments(settings.project_dir / SEGMENTS_DIR, TierLadder.from_settings(settings.tiers),
+                         topics=tuple(topic.name for topic in settings.topics))
 
 
 def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, dialect: str) -> Context:
     program = settings.program
     return Context(at=at, ladder=TierLadder.from_settings(settings.tiers), default_locale=program.default_locale,
                    default_timezone=program.default_timezone, clv_years=settings.segments.clv_years,
-                   catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds())
+                   catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds(),
+                   topics=tuple((topic.name, topic.default) for topic in settings.topics))
 
 
 def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> int:

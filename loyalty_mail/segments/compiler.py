@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from ..models import UTCDateTime, events_table, members_table, sends_table, tracking_events_table
+from ..models import UTCDateTime, events_table, member_topics_table, members_table, sends_table, tracking_events_table
 from ..tiers import TierLadder
 from .fields import NPS_CATEGORIES
 from .spec import (
@@ -43,6 +43,7 @@ from .spec import (
     Rule,
     SegmentCatalog,
     SegmentRef,
+    TopicRule,
     ValueRule,
     references,
 )
@@ -66,6 +67,7 @@ class Context:
     dialect: str = "sqlite"
     zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
     timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
+    topics: tuple[tuple[str, bool], ...] = ()  # (topic, default) from config.yaml, for subscribed_to
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -171,7 +173,19 @@ class _Compiler:
             return self.event(rule)
         if isinstance(rule, EmailRule):
             return self.emails(rule)
+        if isinstance(rule, TopicRule):
+            return self.topic(rule)
         raise TypeError(f"unknown rule {rule!r}")
+
+    def topic(self, rule: TopicRule) -> sa.ColumnElement[bool]:
+        """Subscribed to email, and to the topic: by the member's own choice, else by the topic's
+        default. Never NULL (EXISTS on the member_topics key)."""
+        t = member_topics_table
+        default = dict(self.ctx.topics).get(rule.topic, True)
+        chose = (sa.select(t.c.member_ref)
+                 .where(t.c.member_ref == self.m.c.id, t.c.topic == rule.topic, t.c.subscribed.is_(not default)))
+        receives = ~sa.exists(chose) if default else sa.exists(chose)
+        return sa.and_(self.m.c.subscribed.is_(True), receives)
 
     def member_of(self, segment: sa.CTE) -> sa.ColumnElement[bool]:
         """The member is in `segment`'s rows: never NULL, so `not` needs no guard. PostgreSQL

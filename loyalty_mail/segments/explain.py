@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from ..models import events_table, members_table, sends_table
 from .compiler import Context, _Compiler
 from .fields import NPS_CATEGORIES
-from .spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, Segment, SegmentRef, ValueRule
+from .spec import (All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, Segment, SegmentRef, TopicRule,
+                   ValueRule)
 from .timeexpr import Duration, TimeValue
 
 __all__ = ["why_not"]
@@ -78,7 +79,7 @@ class _Explainer:
 
     def excluded(self, rule: Rule) -> str:
         """Why `not: rule` fails: `rule` holds for this member."""
-        if isinstance(rule, (FieldRule, ValueRule, EventRule, EmailRule)):
+        if isinstance(rule, (FieldRule, ValueRule, EventRule, EmailRule, TopicRule)):
             parts = self.parts(rule)
             values = list(dict.fromkeys(v for _, v, _ in parts))
             return f"{'; '.join(values)}, the rule needs not {' and '.join(n for _, _, n in parts)}"
@@ -115,6 +116,10 @@ class _Explainer:
         if isinstance(rule, EmailRule):
             value = self.email_value(rule)
             return [(replace(rule, count=(op,)), value, needs(op, "count")) for op in rule.count]
+        if isinstance(rule, TopicRule):
+            receives = self.holds(rule)
+            return [(rule, f"{'subscribed' if receives else 'not subscribed'} to {rule.topic}",
+                     f"subscribed to {rule.topic}")]
         raise TypeError(f"not a leaf rule: {rule!r}")
 
     def scalar(self, expression: sa.ColumnElement[Any]) -> Any:

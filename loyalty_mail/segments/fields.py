@@ -58,7 +58,7 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     _f("last_purchase_at", "time", TIME_OPS, "last_purchase_at", "time of the latest purchase"),
     _f("unsubscribed_at", "time", TIME_OPS, "unsubscribed_at", "when the member unsubscribed"),
     _f("birthday", "date", DATE_OPS, "birthday", "date of birth; anniversary in the member's time zone"),
-    _f("subscribed", "bool", BOOL_OPS, "subscribed", "receives marketing email"),
+    _f("subscribed", "bool", BOOL_OPS, "subscribed", "receives email (unsubscribed from all: false)"),
     _f("nps", "category", CATEGORY_OPS, "nps_score",
        "NPS category: promoter (9-10), passive (7-8), detractor (0-6)"),
     _f("days_since_last_purchase", "days_since", NUMBER_OPS, "last_purchase_at",

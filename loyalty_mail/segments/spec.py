@@ -2,6 +2,7 @@
 
 A segment file holds `name` (optional; the file name), `description`, and one rule. A rule is a
 mapping with one key: `all: [rules]`, `any: [rules]`, `not: rule`, `segment: other`,
+`subscribed_to: topic`,
 `event: {...}` (or its shorthand `purchases: {...}`), `attributes.PATH: ...`, or a field name
 from fields.FIELDS with either a value (equality; a list means `in`) or a mapping of operators
 that must all hold.
@@ -108,6 +109,14 @@ class SegmentRef:
 
 
 @dataclass(frozen=True)
+class TopicRule:
+    """The member receives a topic: subscribed to email and to the topic (config.yaml `topics`)."""
+
+    topic: str
+    location: Location
+
+
+@dataclass(frozen=True)
 class All:
     items: tuple[Rule, ...]
 
@@ -122,7 +131,7 @@ class Not:
     item: Rule
 
 
-Rule = Union[FieldRule, ValueRule, EventRule, EmailRule, SegmentRef, All, AnyOf, Not]
+Rule = Union[FieldRule, ValueRule, EventRule, EmailRule, TopicRule, SegmentRef, All, AnyOf, Not]
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,10 @@ class _TooLarge(Exception):
 class SegmentParser:
     """Parses one segment file's document; problems accumulate in `problems`."""
 
-    def __init__(self, doc: YamlDocument, ladder: TierLadder):
+    def __init__(self, doc: YamlDocument, ladder: TierLadder, topics: tuple[str, ...] | None = None):
         self.doc = doc
         self.ladder = ladder
+        self.topics = topics  # None: any topic name (checked where the topics are known)
         self.problems: list[Problem] = []
         self.conditions = 0
         self.event_conditions = 0
@@ -230,6 +240,13 @@ class SegmentParser:
             if not isinstance(body, str) or not SEGMENT_NAME.match(body):
                 raise self.fail(here, f"segment: takes a segment name, found {body!r}")
             return SegmentRef(body, self.doc.locate(here))
+        if key == "subscribed_to":
+            if not isinstance(body, str) or not SEGMENT_NAME.match(body):
+                raise self.fail(here, f"subscribed_to: takes a topic name, found {_describe(body)}")
+            if self.topics is not None and body not in self.topics:
+                raise self.fail(here, f"unknown topic '{body}' (topics in config.yaml: "
+                                      f"{', '.join(self.topics) or 'none'})")
+            return TopicRule(body, self.doc.locate(here))
         if key in ("event", "purchases"):
             return self.event(body, here, purchases=key == "purchases")
         if key == "emails":
@@ -243,7 +260,7 @@ class SegmentParser:
         spec = FIELDS.get(key)
         if spec is None:
             raise self.fail(here, f"unknown field '{key}' (expected: all, any, not, segment, event, "
-                                  f"purchases, emails, attributes.NAME, {', '.join(FIELDS)})", key=True)
+                                  f"purchases, emails, subscribed_to, attributes.NAME, {', '.join(FIELDS)})", key=True)
         return self.field(spec, body, here)
 
     def _op_mapping(self, body: Any, path: PathKey, shorthand_ok: bool, allowed: tuple[str, ...],
@@ -538,9 +555,10 @@ class SegmentCatalog:
         return self.segments[name]
 
 
-def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | None = None
-                  ) -> tuple[SegmentCatalog, list[Problem]]:
-    """Parse every segments/*.yaml file; returns the valid segments and every problem found."""
+def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | None = None,
+                  topics: tuple[str, ...] | None = None) -> tuple[SegmentCatalog, list[Problem]]:
+    """Parse every segments/*.yaml file; returns the valid segments and every problem found.
+    `topics`: the topics `subscribed_to:` may name (None: any)."""
     problems: list[Problem] = []
     segments: dict[str, Segment] = {}
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
@@ -551,7 +569,7 @@ def load_segments(directory: Path, ladder: TierLadder, *, display_root: Path | N
         except ConfigError as exc:
             problems += exc.problems
             continue
-        parser = SegmentParser(doc, ladder)
+        parser = SegmentParser(doc, ladder, topics)
         segment = parser.segment(path.stem)
         problems += parser.problems
         if segment is not None and not parser.problems:
@@ -593,6 +611,8 @@ def rule_size(rule: Rule) -> Size:
         return Size(1, 0, 1)
     if isinstance(rule, (FieldRule, ValueRule)):
         return Size(1, 0, 10 + _ops_weight(rule.ops))
+    if isinstance(rule, TopicRule):
+        return Size(1, 0, 12)
     if isinstance(rule, EventRule):
         where = sum(10 + _ops_weight(condition.ops) for condition in rule.where)
         return Size(1, 1, 20 + _ops_weight(rule.count) + _ops_weight(rule.sum_ops) + where)

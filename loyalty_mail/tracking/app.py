@@ -4,9 +4,16 @@ and a click only ever redirects to the URL inside a token we signed.
 
     GET  /o/{token}.gif        open pixel (1x1 GIF, no-cache), once the hit is committed (not for HEAD)
     GET  /c/{token}            click: 302 to the signed URL, once the hit is committed (not for HEAD)
-    GET  /u/{token}            unsubscribe confirmation page (vi/en), with a button
-    POST /u/{token}            unsubscribe now (RFC 8058 `List-Unsubscribe=One-Click`, or the button)
-    GET  /p/{token}            preferences: the same page (there is one list to leave)
+    GET  /u/{token}            unsubscribe page (vi/en): leave the email's topic (or all email), with
+                               a link to the preferences
+    POST /u/{token}            unsubscribe now: RFC 8058 `List-Unsubscribe=One-Click` leaves the email's
+                               topic (all email when it has none); the page's button (signed form)
+    GET  /p/{token}            the preference centre: topics on and off, pause, unsubscribe from all
+    POST /p/{token}            save it (signed form token; then 303 back to the page)
+    GET  /k/{token}            double opt-in: a page with a button to confirm the address
+    POST /k/{token}            confirm it (signed form token)
+    GET  /v/{token}            the email in the browser: rendered again from the ledger (its template,
+                               flow and occurrence, the member as stored), signed links, no open pixel
     POST /webhooks/sendgrid    verified, de-duplicated provider events; 200 once committed, with any
                                events kept aside (and why)
     GET  /health               liveness and the hit writer's state; 503 when writing is stuck
@@ -17,16 +24,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import html
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from functools import partial
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -37,38 +45,18 @@ from starlette.routing import Route
 
 from ..config import Settings
 from . import store
-from ..signing import BadToken, TokenSigner
+from ..consent import PAUSE_DAYS
+from ..errors import LoyaltyMailError
+from ..rendering import Renderer
+from ..signing import BadToken, Kind, TokenClaims, TokenSigner
+from .pages import NO_CACHE, Page
+from . import pages
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")
 GIL_SWITCH_SECONDS = 0.0005
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
-            "Expires": "0"}
-PAGES = {
-    "en": {"title": "Unsubscribe", "ask": "Stop receiving marketing email from {program} at {email}?",
-           "button": "Unsubscribe", "done": "You are unsubscribed. {program} will not send you marketing "
-           "email at {email} any more.", "unknown": "This link is not valid."},
-    "vi": {"title": "Hủy đăng ký", "ask": "Ngừng nhận email tiếp thị từ {program} tại {email}?",
-           "button": "Hủy đăng ký", "done": "Bạn đã hủy đăng ký. {program} sẽ không gửi email tiếp thị "
-           "đến {email} nữa.", "unknown": "Liên kết này không hợp lệ."},
-}
-
-
-def _page(locale: str | None, key: str, program: str, email: str = "", form: str | None = None,
-          status: int = 200) -> HTMLResponse:
-    texts = PAGES.get((locale or "").split("_")[0], PAGES["en"])
-    message = html.escape(texts[key].format(program=program, email=email))
-    button = (f'<form method="post" action="{html.escape(form)}"><button type="submit" '
-              f'style="padding:12px 24px;font-size:16px">{html.escape(texts["button"])}</button></form>'
-              if form else "")
-    body = (f'<!DOCTYPE html><html lang="{html.escape(locale or "en")}"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(texts["title"])}'
-            f'</title></head><body style="font-family:Arial,sans-serif;max-width:480px;margin:48px auto;'
-            f'padding:0 16px"><h1>{html.escape(texts["title"])}</h1><p>{message}</p>{button}</body></html>')
-    return HTMLResponse(body, status_code=status, headers=NO_CACHE)
-
-
+FORM_AGE = timedelta(days=1)  # how long a page's form may be posted after it was shown
 def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], datetime]) -> Starlette:
     tracking = settings.tracking
     if not tracking.secret:
@@ -77,9 +65,13 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
     webhook = (SendGridWebhook(tracking.sendgrid_webhook_key, tracking.webhook_tolerance)
                if tracking.sendgrid_webhook_key else None)
     program = settings.program.name
+    default_locale = settings.program.default_locale
+    topic_defaults = {topic.name: topic.default for topic in settings.topics}
+    own_origin = "/".join(tracking.base_url.split("/")[:3])
     write_timeout = tracking.write_timeout.total_seconds()
     waiting: dict[Future[None], asyncio.Future[None]] = {}  # a commit group -> what its requests await
     state: dict[str, Any] = {}
+    rendering = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
@@ -136,38 +128,155 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                                    user_agent=agent, ip=ip))
         return RedirectResponse(claims.url, status_code=302, headers=NO_CACHE)
 
-    def unsubscribe_claims(request: Request) -> Any:
-        token = request.path_params["token"]
-        try:
-            return signer.verify(token, "unsubscribe")
-        except BadToken:
+    async def recipient_of(request: Request, *kinds: Kind) -> tuple[str, dict[str, Any]] | None:
+        """The send id of the path's token (of one of `kinds`) and who the send went to, or None."""
+        for kind in kinds:
             try:
-                return signer.verify(token, "preferences")
+                send_id = signer.verify(request.path_params["token"], kind).send_id
             except BadToken:
-                return None
+                continue
+            who = await run_in_threadpool(store.recipient, engine, send_id)
+            return (send_id, who) if who else None
+        return None
+
+    def topic_label(flow: str, locale: str | None) -> str | None:
+        topic = settings.topic(settings.flow_topic(flow))
+        return topic.label_for(locale or default_locale, default_locale) if topic else None
+
+    def posted_form(request: Request, body: bytes | None, send_id: str) -> dict[str, list[str]] | None:
+        """The fields of a form posted from one of our pages (signed form token, same origin),
+        or None."""
+        origin = request.headers.get("origin")
+        if origin and origin not in (own_origin, f"{request.url.scheme}://{request.url.netloc}"):
+            return None
+        if body is None:
+            return None
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+        try:
+            signer.verify_form((form.get("form") or [""])[0], send_id, clock(), FORM_AGE)
+        except BadToken:
+            return None
+        return form
 
     async def unsubscribe_page(request: Request) -> Response:
-        claims = unsubscribe_claims(request)
-        member = claims and await run_in_threadpool(store.member_for_send, engine, claims.send_id)
-        if not member:
-            return _page(None, "unknown", program, status=404)
-        if not member["subscribed"]:
-            return _page(member["locale"], "done", program, member["email"])
-        return _page(member["locale"], "ask", program, member["email"], form=request.url.path)
+        found = await recipient_of(request, "unsubscribe")
+        if found is None:
+            return Page(None, program).message("unsubscribe", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if not who["subscribed"]:
+            return page.message("unsubscribe", "done")
+        preferences_url = f"/p/{signer.sign(TokenClaims('preferences', send_id))}"
+        return pages.unsubscribe_page(page, request.url.path, signer.sign_form(send_id, clock()),
+                                      topic_label(who["flow"], who["locale"]), preferences_url)
 
     async def unsubscribe_now(request: Request) -> Response:
-        claims = unsubscribe_claims(request)
-        if claims is None:
-            return _page(None, "unknown", program, status=404)
+        """RFC 8058 one-click (the email's topic, or all email when it has none), or the page's
+        button."""
+        found = await recipient_of(request, "unsubscribe")
+        if found is None:
+            return Page(None, program).message("unsubscribe", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        topic = settings.flow_topic(who["flow"])
         body = await _limited_body(request, 10_000)
-        one_click = body is not None and b"List-Unsubscribe=One-Click" in body
-        member = await run_in_threadpool(store.unsubscribe, engine, claims.send_id, clock(),
-                                         "one-click" if one_click else "page")
-        if member is None:
-            return _page(None, "unknown", program, status=404)
-        if one_click:
+        form = posted_form(request, body, send_id)
+        if form is None:
+            if body is None or b"List-Unsubscribe=One-Click" not in body:
+                return page.message("unsubscribe", "expired", 403)
+            await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "one-click",
+                                    topic, topic_defaults)
             return PlainTextResponse("unsubscribed", headers=NO_CACHE)
-        return _page(member["locale"], "done", program, member["email"])
+        leave_topic = topic is not None and (form.get("leave") or [""])[0] == "topic"
+        await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link",
+                                topic if leave_topic else None, topic_defaults)
+        if leave_topic:
+            return page.message("unsubscribe", "left", topic=topic_label(who["flow"], who["locale"]) or "")
+        return page.message("unsubscribe", "done")
+
+    async def preferences_page(request: Request) -> Response:
+        found = await recipient_of(request, "preferences", "unsubscribe")
+        if found is None:
+            return Page(None, program).message("preferences", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if not who["subscribed"]:
+            return page.message("preferences", "done")
+        now = clock()
+        chosen = await run_in_threadpool(store.preferences, engine, who["member_ref"], topic_defaults)
+        assert chosen is not None
+        saved = request.query_params.get("saved") == "1"
+        return pages.preferences_page(page, request.url.path, signer.sign_form(send_id, now),
+                                      settings.topics, chosen.topics,
+                                      chosen.paused_until if chosen.paused(now) else None,
+                                      default_locale, note="saved" if saved else None)
+
+    async def preferences_save(request: Request) -> Response:
+        found = await recipient_of(request, "preferences", "unsubscribe")
+        if found is None:
+            return Page(None, program).message("preferences", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        form = posted_form(request, await _limited_body(request, 10_000), send_id)
+        if form is None:
+            return page.message("preferences", "expired", 403)
+        if (form.get("do") or [""])[0] == "unsubscribe_all":
+            await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link")
+            return page.message("preferences", "done")
+        pause = (form.get("pause") or ["keep"])[0]
+        if pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
+            return page.message("preferences", "expired", 400)
+        wanted = set(form.get("topic", []))
+        chosen = {name: name in wanted for name in topic_defaults}
+        await run_in_threadpool(store.save_preferences, engine, who["member_ref"], chosen, pause,
+                                topic_defaults, clock())
+        return RedirectResponse(f"{request.url.path}?saved=1", status_code=303, headers=NO_CACHE)
+
+    async def confirm_page(request: Request) -> Response:
+        found = await recipient_of(request, "confirm")
+        if found is None:
+            return Page(None, program).message("confirm", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if who["unconfirmed_since"] is None:
+            return page.message("confirm", "confirmed")
+        return pages.confirm_page(page, request.url.path, signer.sign_form(send_id, clock()))
+
+    async def confirm_now(request: Request) -> Response:
+        found = await recipient_of(request, "confirm")
+        if found is None:
+            return Page(None, program).message("confirm", "unknown", 404)
+        send_id, who = found
+        page = Page(who["locale"], program, who["email"])
+        if posted_form(request, await _limited_body(request, 10_000), send_id) is None:
+            return page.message("confirm", "expired", 403)
+        await run_in_threadpool(store.confirm, engine, who["member_ref"], clock())
+        return page.message("confirm", "confirmed")
+
+    async def view_in_browser(request: Request) -> Response:
+        """Not an open: the page has the email's signed links but no pixel, and records nothing."""
+        try:
+            send_id = signer.verify(request.path_params["token"], "view").send_id
+        except BadToken:
+            return Page(None, program).message("preferences", "unknown", 404)
+        found = await run_in_threadpool(store.sent_email, engine, send_id)
+        if found is None:
+            return Page(None, program).message("preferences", "unknown", 404)
+        try:
+            html_body = await run_in_threadpool(render_again, send_id, *found)
+        except LoyaltyMailError as exc:
+            log.warning("send %s could not be shown in the browser: %s", send_id, exc)
+            return Page(found[1]["locale"], program).message("preferences", "unknown", 404)
+        return HTMLResponse(html_body, headers={**NO_CACHE, "X-Robots-Tag": "noindex"})
+
+    def render_again(send_id: str, send: dict[str, Any], member: dict[str, Any]) -> str:
+        with rendering:  # one render at a time: a renderer's limits are per render
+            if "renderer" not in state:
+                state["renderer"] = Renderer.for_program(settings, signer=signer)
+            email = state["renderer"].render(
+                send["template"], member, now=send["sent_at"] or send["scheduled_for"], send_id=send_id,
+                flow={"name": send["flow"]}, occurrence=send["occurrence"], open_pixel=False)
+        return email.html
 
     async def sendgrid_events(request: Request) -> Response:
         if webhook is None:
@@ -199,8 +308,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         Route("/c/{token}", click, methods=["GET"]),
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe_now, methods=["POST"]),
-        Route("/p/{token}", unsubscribe_page, methods=["GET"]),
-        Route("/p/{token}", unsubscribe_now, methods=["POST"]),
+        Route("/p/{token}", preferences_page, methods=["GET"]),
+        Route("/p/{token}", preferences_save, methods=["POST"]),
+        Route("/k/{token}", confirm_page, methods=["GET"]),
+        Route("/k/{token}", confirm_now, methods=["POST"]),
+        Route("/v/{token}", view_in_browser, methods=["GET"]),
         Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import db, suppression
+from .. import consent, db, suppression
 from ..errors import InputFileError
 from ..models import (
     members_table,
@@ -317,8 +317,10 @@ def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetim
     new = len(fresh)
     for event in events:
         if event.suppress_as and event.email:
+            consent_source = "bounce" if source == "mailbox" or event.suppress_as == "hard_bounce" else "webhook"
             suppressed += suppression.add(conn, event.email, event.suppress_as, now,
-                                          detail=f"{SOURCE_NAMES.get(source, source)} {event.kind}")
+                                          detail=f"{SOURCE_NAMES.get(source, source)} {event.kind}",
+                                          source=consent_source)
     return new, suppressed
 
 
@@ -366,8 +368,7 @@ def record_bounce(engine: sa.Engine, event: DeliveryEvent, now: datetime, *, sof
     with db.writer(engine).connect() as conn:
         transaction = conn.begin()
         try:
-            # A complaint withdraws consent; like every suppression it is written by suppression.add
-            # (through _apply_events), the one place a record of consent changes hooks in.
+            # Every suppression goes through suppression.add, which writes the consent log.
             new, suppressed = _apply_events(conn, [event], now, source="mailbox")
             soft = 0
             if event.kind in SOFT_BOUNCES and event.send_id and event.email:
@@ -375,7 +376,8 @@ def record_bounce(engine: sa.Engine, event: DeliveryEvent, now: datetime, *, sof
                 if soft >= soft_limit:
                     suppressed += suppression.add(
                         conn, event.email, "soft_bounce", now,
-                        detail=f"{soft} sends soft-bounced within {soft_window.days} days (limit {soft_limit})")
+                        detail=f"{soft} sends soft-bounced within {soft_window.days} days (limit {soft_limit})",
+                        source="bounce")
         except BaseException:
             transaction.rollback()
             raise
@@ -398,28 +400,81 @@ def _soft_bounced_sends(conn: sa.Connection, send_id: str, since: datetime) -> i
     return int(conn.execute(query).scalar_one())
 
 
-def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> dict[str, Any] | None:
-    """Unsubscribe the member a send went to, at once. Returns the member (locale, email) or None
-    when the send is unknown."""
-    s, m = sends_table, members_table
+def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str, topic: str | None = None,
+                topics: Mapping[str, bool] | None = None, *, event_source: str | None = None
+                ) -> dict[str, Any] | None:
+    """The member a send went to leaves the email's `topic` (`topics`: every topic's default), or
+    all email when `topic` is None, at once; the unsubscribe is a tracking event of the send
+    (labelled `event_source`, default `source`) and the change is in the consent log, from
+    `source` (consent.SOURCES). Returns the member (see `recipient`) or None when the send is
+    unknown."""
     with db.writer(engine).begin() as conn:
-        row = conn.execute(sa.select(m.c.id, m.c.email, m.c.locale, m.c.first_name)
-                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+        row = _recipient(conn, send_id)
         if row is None:
             return None
-        suppression.unsubscribe(conn, [row["email"]], now, detail=f"{source} from send {send_id}")
+        detail = f"from send {send_id}"
+        if topic is None:
+            suppression.unsubscribe(conn, [row["email"]], now, detail=f"{source} {detail}", source=source)
+        else:
+            consent.set_topics(conn, {row["member_ref"]: {topic: False}}, topics or {topic: True},
+                               source, now, detail=detail)
         conn.execute(tracking_events_table.insert().values(
-            send_id=send_id, kind="unsubscribe", source=source, occurred_at=now, machine=False, bot=False,
-            detail={}))
-        return dict(row)
+            send_id=send_id, kind="unsubscribe", source=event_source or source, occurred_at=now, machine=False,
+            bot=False, detail={"topic": topic} if topic else {}))
+        return _recipient(conn, send_id)
 
 
-def member_for_send(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
+def confirm(engine: sa.Engine, member_ref: int, now: datetime) -> bool:
+    """Double opt-in: the member confirmed their address from the link in an email."""
+    with db.writer(engine).begin() as conn:
+        return consent.confirm(conn, member_ref, "link", now)
+
+
+def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
+    """Who a send went to: member_ref, email, locale, subscribed, paused_until, and the send's flow."""
+    with engine.connect() as conn:
+        return _recipient(conn, send_id)
+
+
+def _recipient(conn: sa.Connection, send_id: str) -> dict[str, Any] | None:
+    s, m = sends_table, members_table
+    row = conn.execute(sa.select(m.c.id.label("member_ref"), m.c.email, m.c.locale, m.c.subscribed,
+                                 m.c.paused_until, m.c.unconfirmed_since, s.c.flow)
+                       .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
+    return dict(row) if row else None
+
+
+VIEWABLE = ("sending", "sent", "unknown")  # handed to the transport: the email exists
+
+
+def sent_email(engine: sa.Engine, send_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A send handed to the transport, and its member as stored (what delivery renders), or None."""
     s, m = sends_table, members_table
     with engine.connect() as conn:
-        row = conn.execute(sa.select(m.c.email, m.c.locale, m.c.subscribed)
-                           .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
-    return dict(row) if row else None
+        row = conn.execute(sa.select(s.c.template, s.c.flow, s.c.occurrence, s.c.state, s.c.sent_at,
+                                     s.c.scheduled_for, *[c.label(f"m_{c.name}") for c in m.c])
+                           .join(m, m.c.id == s.c.member_ref).where(s.c.send_id == send_id)).mappings().first()
+    if row is None or row["state"] not in VIEWABLE:
+        return None
+    send = {k: v for k, v in row.items() if not k.startswith("m_")}
+    return send, {k[2:]: v for k, v in row.items() if k.startswith("m_")}
+
+
+def preferences(engine: sa.Engine, member_ref: int, topics: Mapping[str, bool]) -> consent.Preferences | None:
+    with engine.connect() as conn:
+        return consent.preferences(conn, member_ref, topics)
+
+
+def save_preferences(engine: sa.Engine, member_ref: int, chosen: Mapping[str, bool], pause: str,
+                     topics: Mapping[str, bool], now: datetime) -> None:
+    """What the preference centre's form asked for: the topics `chosen`, and `pause` (keep: leave
+    it as it is, resume: end it, or 30 / 90 days from `now`), logged as from the link."""
+    with db.writer(engine).begin() as conn:
+        consent.set_topics(conn, {member_ref: chosen}, topics, "link", now, detail="preference centre")
+        if pause == "resume":
+            consent.pause(conn, member_ref, None, "link", now)
+        elif pause != "keep":
+            consent.pause(conn, member_ref, int(pause), "link", now)
 
 
 Clock = Callable[[], datetime]

@@ -1,0 +1,261 @@
+"""Topics, message classes and the consent log: what the planner does with them, how imports and
+the API set them, the segment rule `subscribed_to`, and `members consent`. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from loyalty_mail import consent, db, suppression
+from loyalty_mail.config import Settings, load_settings
+from loyalty_mail.errors import ConfigError
+from loyalty_mail.models import consent_log_table, member_topics_table
+
+from .flow_program import Program, member
+
+TOPICS = """\
+topics:
+  - {name: promotions, label: {en: Offers and news, vi: Ưu đãi và tin tức}}
+  - {name: statements, label: {en: Points statements, vi: Sao kê điểm}}
+  - {name: surveys, default: false}
+"""
+STATEMENT = ("  - {name: statement, trigger: event, event: statement, template: points_receipt, "
+             "class: service, topic: statements, quiet_hours: false}\n")
+JOINED = "2025-01-01T10:00:00+07:00"
+BOUGHT = "2026-11-20T10:00:00+07:00"
+
+
+def with_topics(program: Program) -> Program:
+    """The flow-test program with three topics: its four flows are about promotions, and a
+    service flow sends statements."""
+    path = program.dir / "config.yaml"
+    text = path.read_text().replace("flows:\n", TOPICS + "flows:\n").replace(
+        ", trigger: ", ", topic: promotions, trigger: ")
+    path.write_text(text + STATEMENT)
+    return program
+
+
+def engine_of(program: Program) -> sa.Engine:
+    return db.create_db_engine(program.url)
+
+
+def log_of(engine: sa.Engine, member_id: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [(e["action"], e["topic"], e["source"]) for e in consent.history(conn, consent.member_ref(conn, member_id))]
+
+
+def test_topics_config_shorthand_labels_and_mistakes(tmp_path):
+    settings = Settings.model_validate({
+        "topics": ["promotions", {"name": "statements", "label": {"en": "Statements", "vi": "Sao kê"}}],
+        "flows": [{"name": "w", "trigger": "welcome", "template": "welcome", "topic": "promotions"},
+                  {"name": "s", "trigger": "welcome", "template": "welcome", "topic": "statements",
+                   "class": "service"}]})
+    assert [t.name for t in settings.topics] == ["promotions", "statements"]
+    assert settings.topics[1].label_for("vi_VN", "en") == "Sao kê"
+    assert settings.topics[0].label_for("vi", "en") == "Promotions"
+    assert settings.flows[1].message_class == "service" and settings.flows[1].frequency_cap is False
+    assert settings.flows[0].message_class == "marketing" and settings.flows[0].frequency_cap is True
+    assert settings.flow_topic("s") == "statements"
+
+    (tmp_path / "config.yaml").write_text(
+        "topics: [promotions]\nflows:\n"
+        "  - {name: a, trigger: welcome, template: welcome, topic: promo}\n"
+        "  - {name: b, trigger: welcome, template: welcome, class: service, topic: promotions,\n"
+        "     frequency_cap: true}\n"
+        "  - {name: c, trigger: welcome, template: welcome, class: transactional, topic: promotions}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path, environ={})
+    text = str(raised.value)
+    assert "config.yaml:4" in text and "a service flow is outside the frequency cap" in text
+    assert "config.yaml:6" in text and "flows[2].class: Input should be 'marketing' or 'service'" in text
+    (tmp_path / "config.yaml").write_text(
+        "topics: [promotions]\nflows:\n  - {name: a, trigger: welcome, template: welcome, topic: promo}\n"
+        "  - {name: b, trigger: welcome, template: welcome}\n")
+    with pytest.raises(ConfigError, match=r"flow 'a': unknown topic 'promo' \(topics: promotions\)"):
+        load_settings(tmp_path, environ={})
+
+
+def test_the_plan_respects_topics_pauses_and_classes(program):
+    """A member who left promotions gets no promotion but still a statement; a paused member gets
+    neither; a service flow ignores quiet hours (here: by its own choice) and the cap."""
+    with_topics(program)
+    program.load("members", [member("M1", joined_at=JOINED, **{"topic.promotions": "no"}),
+                             member("M2", joined_at=JOINED), member("M3", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        until = consent.pause(conn, consent.member_ref(conn, "M3"), 30, "manual",
+                              datetime.fromisoformat(BOUGHT))
+    assert until == datetime.fromisoformat(BOUGHT) + timedelta(days=30)
+    paused = f"paused: email paused until {until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    program.load("events", [
+        {"member_id": m, "type": t, "occurred_at": at, "amount": amount, "currency": "VND", "event_id": f"{m}-{t}"}
+        for m in ("M1", "M2", "M3")
+        for t, at, amount in (("purchase", BOUGHT, 2_000_000), ("statement", "2026-11-20T22:30:00+07:00", None))
+    ], at="2026-11-20T22:30:00+07:00")
+    plan = program.dry("2026-11-20T22:45:00+07:00", "milestones", "statement")
+    got = {(d["member_id"], d["flow"]): (d["decision"], d["reason"] if d["decision"] == "skip" else d["deferred"])
+           for d in plan}
+    assert got == {
+        ("M1", "milestones"): ("skip", "topic: not subscribed to promotions"),
+        ("M1", "statement"): ("send", None),
+        ("M2", "milestones"): ("send", "quiet hours until 08:00 local (Asia/Ho_Chi_Minh)"),
+        ("M2", "statement"): ("send", None),   # a service email: outside the cap of one a day
+        ("M3", "milestones"): ("skip", paused),
+        ("M3", "statement"): ("skip", paused),
+    }
+    # a pause is not recorded: once it ends the member is decided again
+    with engine.begin() as conn:
+        consent.pause(conn, consent.member_ref(conn, "M3"), None, "link", datetime.fromisoformat(BOUGHT))
+    later = {d["member_id"]: d["decision"] for d in program.dry("2026-11-20T22:50:00+07:00", "statement")}
+    assert later == {"M1": "send", "M2": "send", "M3": "send"}
+    assert log_of(engine, "M1") == [("unsubscribe", "promotions", "import")]
+    assert log_of(engine, "M3") == [("pause", None, "manual"), ("resume", None, "link")]
+    engine.dispose()
+
+
+def test_left_topics_stay_left_and_the_log_is_complete(program, tmp_path):
+    """An import leaves a topic and may put a member in one they never chose, but never undoes a
+    member's own choice; unsubscribing and suppressions are logged with their source."""
+    with_topics(program)
+    program.load("members", [member("M1", joined_at=JOINED), member("M2", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    now = datetime.fromisoformat(BOUGHT)
+    with engine.begin() as conn:
+        m1 = consent.member_ref(conn, "M1")
+        topics = {"promotions": True, "statements": True, "surveys": False}
+        assert consent.set_topics(conn, {m1: {"promotions": False}}, topics, "link", now) == 1
+        assert consent.set_topics(conn, {m1: {"promotions": False}}, topics, "link", now) == 0  # no change
+    program.load("members", [{"member_id": "M1", "email": "m1@example.com", "topics": {"promotions": True,
+                                                                                    "surveys": True}},
+                             {"member_id": "M2", "email": "m2@example.com", "topic.surveys": "yes"}],
+                 at="2026-11-21T10:00:00+07:00")
+    with engine.begin() as conn:
+        suppression.add(conn, "m2@example.com", "hard_bounce", now + timedelta(days=2), source="bounce")
+        suppression.unsubscribe(conn, ["M1@example.com"], now + timedelta(days=3), source="api")
+        chosen = {(r.member_ref, r.topic): r.subscribed for r in conn.execute(sa.select(member_topics_table))}
+    assert chosen[(m1, "promotions")] is False and chosen[(m1, "surveys")] is True
+    assert log_of(engine, "M1") == [("unsubscribe", "promotions", "link"), ("subscribe", "surveys", "import"),
+                                    ("unsubscribe", None, "api")]
+    assert log_of(engine, "M2") == [("subscribe", "surveys", "import"), ("suppress", None, "bounce")]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"member_id": "M9", "email": "m9@example.com", "topic.offers": "no"}) + "\n"
+                   + json.dumps({"member_id": "M8", "email": "m8@example.com", "topics": {"promotions": "maybe"}}) + "\n")
+    result = program.run("members", "import", str(bad))
+    assert result.exit_code != 0
+    assert "column 'topic.offers': unknown topic 'offers' (topics in config.yaml: promotions, statements, surveys)" \
+        in result.output
+
+    shown = program.run("members", "consent", "M1", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.stdout)
+    assert data["subscribed"] is False
+    assert data["topics"] == {"promotions": False, "statements": True, "surveys": True}
+    assert [(e["action"], e["topic"], e["source"]) for e in data["log"]] == log_of(engine, "M1")
+    table = program.run("members", "consent", "M1")
+    assert "Consent log (3)" in table.output and "(all email)" in table.output
+    assert program.run("members", "consent", "NOPE").exit_code != 0
+    engine.dispose()
+
+
+def test_the_database_refuses_to_change_the_log(program):
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        suppression.unsubscribe(conn, ["m1@example.com"], datetime.fromisoformat(BOUGHT), source="manual")
+    with pytest.raises(sa.exc.DatabaseError, match="the consent log is append-only"):
+        with engine.begin() as conn:
+            conn.execute(consent_log_table.update().values(source="api"))
+    assert log_of(engine, "M1") == [("unsubscribe", None, "manual")]
+    engine.dispose()
+
+
+def test_only_consent_writes_topics_and_the_log():
+    """consent.py alone writes member_topics and consent_log, and never updates or deletes the
+    log (read from the source)."""
+    from .test_ownership import PACKAGE, modules
+    import ast
+    writers = set()
+    for path in modules(PACKAGE):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("update", "delete", "insert")
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("consent_log_table", "member_topics_table")):
+                writers.add((path.name, node.func.value.id, node.func.attr))
+    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "insert"),
+                       ("consent.py", "member_topics_table", "delete")}
+
+
+def test_subscribed_to_in_segments(program):
+    with_topics(program)
+    (program.dir / "segments" / "statement_readers.yaml").write_text("subscribed_to: statements\n")
+    (program.dir / "segments" / "surveyed.yaml").write_text("subscribed_to: surveys\n")
+    (program.dir / "segments" / "not_promoted.yaml").write_text("not: {subscribed_to: promotions}\n")
+    program.load("members", [member("M1", joined_at=JOINED, **{"topic.statements": "false"}),
+                             member("M2", joined_at=JOINED, **{"topic.surveys": "true"}),
+                             member("M3", joined_at=JOINED, subscribed="false")], at=JOINED)
+
+    def members_of(segment: str) -> list[str]:
+        result = program.run("segments", "members", segment, "--format", "json")
+        assert result.exit_code == 0, result.output
+        return sorted(row["member_id"] for row in json.loads(result.stdout))
+
+    assert members_of("statement_readers") == ["M2"]
+    assert members_of("surveyed") == ["M2"]
+    assert members_of("not_promoted") == ["M3"]
+    # explain names the rule that keeps a member out
+    (program.dir / "segments" / "lapsed.yaml").write_text("subscribed_to: statements\n")
+    explained = program.run("explain", "M1", at="2026-11-23T10:00:00+07:00")
+    assert "not in segment lapsed: not subscribed to statements, the rule needs subscribed to statements" \
+        in explained.output
+    (program.dir / "segments" / "wrong.yaml").write_text("subscribed_to: offers\n")
+    result = program.run("segments", "list")
+    assert result.exit_code != 0
+    assert "wrong.yaml:1" in result.output and "unknown topic 'offers' (topics in config.yaml: promotions, " \
+        "statements, surveys)" in result.output
+
+
+def test_migration_logs_who_left_before_the_log(tmp_path):
+    """Members unsubscribed before the consent log existed have that as their first entry."""
+    engine = db.create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    db.upgrade(engine, "0011")
+    left = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO members (member_id, email, tier, subscribed, unsubscribed_at, created_at, "
+                             "updated_at, attributes) VALUES ('A', 'a@example.com', 'member', false, "
+                             "'2026-01-02 00:00:00.000000', '2026-01-01 00:00:00.000000', "
+                             "'2026-01-02 00:00:00.000000', '{}'), ('B', 'b@example.com', 'member', true, NULL, "
+                             "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', '{}')"))
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(consent_log_table.c.member_ref, consent_log_table.c.action,
+                                      consent_log_table.c.source, consent_log_table.c.occurred_at)).all()
+    engine.dispose()
+    assert rows == [(1, "unsubscribe", "manual", left)]
+
+
+def test_the_api_sets_topics_and_logs_them_as_api(project, database_url):
+    from .conftest import FIXED_NOW, TEST_CONFIG
+    from .test_api import Client, _new_key
+    from loyalty_mail.api.app import create_app
+    from loyalty_mail.runtime import Runtime
+
+    (project / "config.yaml").write_text(TEST_CONFIG + TOPICS, encoding="utf-8")
+    runtime = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    engine = runtime.engine()
+    client = Client(create_app(runtime.settings, engine, runtime.now), _new_key(engine, "t", "admin"))
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "topics": {"promotions": False}})
+    assert r.status_code == 200, r.text
+    r = client("PUT", "/v1/members/M2", json={"email": "b@example.com", "topics": {"offers": False}})
+    assert r.status_code == 422
+    assert [(e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        ("topics", "unknown topic 'offers' (topics in config.yaml: promotions, statements, surveys)")]
+    client("POST", "/v1/members/M1/unsubscribe")
+    with engine.connect() as conn:
+        assert [(e["action"], e["topic"], e["source"], e["occurred_at"]) for e in consent.history(conn, 1)] == [
+            ("unsubscribe", "promotions", "api", FIXED_NOW), ("unsubscribe", None, "api", FIXED_NOW)]
+    runtime.close()
