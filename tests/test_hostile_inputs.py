@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+from loyalty_mail.errors import ConfigError
+from loyalty_mail.yaml_source import load_yaml_text
+
 from .flow_program import member
 
 
@@ -47,3 +50,28 @@ def test_non_finite_numbers_are_row_errors(program, tmp_path, line):
     path.write_text(line + "\n")
     result = program.run("members", "import", str(path))
     assert result.exit_code == 1 and "row 1" in result.stderr and "nothing was imported" in result.stderr, result.output
+
+
+@pytest.mark.parametrize("value, column", [("2026-02-30", 33), ("2026-01-01T10:00:00+99:00", 33)])
+def test_impossible_yaml_dates_are_located_errors(sqlite_program, value, column):
+    segment = sqlite_program.dir / "segments" / "lapsed.yaml"
+    segment.write_text(f"name: lapsed\ndescription: no purchase for 90 days\n"
+                       f"days_since_last_purchase: {{gte: {value}}}\n")
+    result = sqlite_program.run("check")
+    assert result.exit_code == 1, result.output
+    assert f'lapsed.yaml:3:{column}: "{value}" is not a real date or time' in result.stderr
+    config = sqlite_program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("currency: VND", f"currency: {value}"))
+    result = sqlite_program.run("check")
+    assert result.exit_code == 1 and f'config.yaml:3:13: "{value}" is not a real date' in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: !!python/object x", 'f.yaml:1:4: unknown tag !!python/object on "x"'),
+    ("a: !!int abc", 'f.yaml:1:4: "abc" is not a whole number'),
+    ("a:\n  - !!bool maybe", 'f.yaml:2:5: "maybe" is not true or false'),
+])
+def test_yaml_values_their_tag_cannot_read_are_located_errors(text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_yaml_text(text, "f.yaml")
+    assert str(caught.value).startswith(message)
