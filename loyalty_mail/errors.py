@@ -19,6 +19,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+MAX_SHOWN = 80  # characters of a user's value quoted back in a message
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """A value the user wrote, as a message quotes it: text in single quotes (cut to `limit`
+    characters, control characters written as escapes), numbers as written, true/false and null
+    as YAML writes them, and only the kind of a list or mapping, never Python's notation."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        text = str(value)
+        return text if len(text) <= limit else f"a number of {len(text)} digits"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if not isinstance(value, str):
+        return f"a {type(value).__name__}"
+    cut = value if len(value) <= limit else value[:limit]
+    cut = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return f"'{cut}'" if len(value) <= limit else f"'{cut}...' ({len(value):,} characters)"
+
+
 @dataclass(frozen=True)
 class Location:
     """A place in a source file, 1-based, as editors show it."""
