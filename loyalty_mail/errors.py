@@ -7,7 +7,8 @@
     ├── ImportRejected           an import found bad rows and wrote nothing
     ├── InputFileError           a data file cannot be read at all (format, encoding, header)
     ├── NotFound                 a member, segment or template that does not exist
-    └── SegmentTimeout           a segment query ran past segments.timeout and was stopped
+    ├── SegmentTimeout           a segment query ran past segments.timeout and was stopped
+    └── CannotListen             `serve` or `api` cannot listen on its address (exits 5)
 
 Anything else that escapes the library is a bug: the CLI reports it and exits 2.
 Messages say what is wrong and, where it helps, what to do next.
@@ -72,6 +73,8 @@ class Problem:
 class LoyaltyMailError(Exception):
     """Base class of every error that is the user's to fix."""
 
+    exit_code = 1
+
 
 class ConfigError(LoyaltyMailError):
     """The configuration (or another YAML source) has one or more problems."""
@@ -134,3 +137,9 @@ class ImportRejected(LoyaltyMailError):
             "to import the good rows and write the rejects to a file."
         )
         super().__init__("\n".join(lines))
+
+
+class CannotListen(LoyaltyMailError):
+    """A service cannot listen on its host and port (in use, not allowed, not this machine's)."""
+
+    exit_code = 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -75,3 +76,17 @@ def test_yaml_values_their_tag_cannot_read_are_located_errors(text, message):
     with pytest.raises(ConfigError) as caught:
         load_yaml_text(text, "f.yaml")
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("command", ["serve", "api"])
+def test_a_service_on_a_port_in_use_exits_5_saying_so(sqlite_program, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = sqlite_program.run(command, "--host", "127.0.0.1", "--port", str(port))
+    assert result.exit_code == 5, result.output
+    assert result.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: the port is in use by another "
+                             "process (stop it, or choose another --port)\n")
+    result = sqlite_program.run(command, "--host", "no-such-host.invalid", "--port", str(port))
+    assert result.exit_code == 5 and "the host name does not resolve (check --host)" in result.stderr
