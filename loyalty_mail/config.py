@@ -37,9 +37,11 @@ from .errors import ConfigError, Problem
 from .secret_policy import (
     SECRET_FIELDS,
     check_signing_secret,
+    empty_items,
     is_secret_field,
     literal_secret_problem,
     load_webhook_key,
+    repeated_items,
 )
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
 
@@ -234,7 +236,8 @@ class TrackingSettings(_Strict):
     @classmethod
     def _one_or_several(cls, value: Any) -> Any:
         if value is None or isinstance(value, (list, tuple)):
-            return value or ()
+            # an item written empty is refused where the file is read (_literal_secrets), once
+            return tuple("" if item is None else item for item in value or ())
         if isinstance(value, str):
             return (value,)
         raise ValueError("expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, newest "
@@ -243,6 +246,10 @@ class TrackingSettings(_Strict):
     @field_validator("secret")
     @classmethod
     def _empty_is_unset(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = repeated_items(value)
+        if repeated:
+            raise ValueError(f"the items [{repeated[0]}] and [{repeated[1]}] are the same secret (not shown); "
+                             "list each secret once, newest first")
         return tuple(secret for secret in value if secret)  # `${OLD_SECRET:-}` when there is none
 
     @field_validator("sendgrid_webhook_key")
@@ -565,6 +572,9 @@ def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
         problem = literal_secret_problem(path, raw)
         if problem:
             problems.append(Problem(doc.locate(path), problem))
+        problems += [Problem(doc.locate(path + (i,)), f"{format_path(path + (i,))}: an empty item; remove "
+                             "it, or write ${VARIABLE:-} for an older secret that may be unset")
+                     for i in empty_items(raw)]
     return problems
 
 
