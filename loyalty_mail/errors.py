@@ -6,6 +6,7 @@
     ├── DatabaseError            the database is unreachable or its schema is out of date
     ├── ImportRejected           an import found bad rows and wrote nothing
     ├── InputFileError           a data file cannot be read at all (format, encoding, header)
+    │   └── ColumnRefused        a column that cannot be imported (computed, or not a valid name)
     ├── NotFound                 a member, segment or template that does not exist
     ├── SegmentTimeout           a segment query ran past segments.timeout and was stopped
     └── CannotListen             `serve` or `api` cannot listen on its address (exits 5)
@@ -96,6 +97,10 @@ class DatabaseError(LoyaltyMailError):
 
 class InputFileError(LoyaltyMailError):
     """A data file cannot be read at all."""
+
+
+class ColumnRefused(InputFileError):
+    """A column no row of the file may have; the message names the row, the caller the file."""
 
 
 class NotFound(LoyaltyMailError):
