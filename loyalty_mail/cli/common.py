@@ -139,10 +139,13 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                *, numeric: Sequence[str] = ()) -> None:
+                *, numeric: Sequence[str] = (), fold: bool = False) -> None:
+    """A table on stdout; `fold` wraps a cell that does not fit onto more lines instead of
+    cutting it short with an ellipsis."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in columns:
-        table.add_column(column, justify="right" if column in numeric else "left")
+        table.add_column(column, justify="right" if column in numeric else "left",
+                         overflow="fold" if fold else "ellipsis")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     stdout().print(table)

@@ -136,11 +136,19 @@ SEPARATOR = 3  # " │ " between two columns (no outer edge)
 
 
 def _print_fitting(title: str, columns: list[str], rows: list[list[Any]], *, keys: int,
-                   numeric: list[str] | None = None) -> None:
+                   numeric: list[str] | None = None, numbered: bool = False) -> None:
     """A table wider than the terminal (or a pipe's 80 columns) is printed as several, each
-    repeating the first `keys` columns, so that no heading or figure is cut short."""
+    repeating the first `keys` columns, so that no heading or figure is cut short. When those key
+    columns leave no room for a figure, they are printed once, numbered, and the figures repeat
+    the number instead: group values stay whole (folded onto more lines if even they do not fit)."""
     widths = [max([cell_len(name)] + [cell_len(_cell(row[i])) for row in rows]) for i, name in enumerate(columns)]
     room = stdout().width - sum(widths[:keys]) - SEPARATOR * keys
+    if not numbered and keys and len(columns) > keys and room < max(widths[keys:]):
+        print_table(f"{title.split(' (')[0]}: groups", ["#", *columns[:keys]],
+                    [[n, *row[:keys]] for n, row in enumerate(rows, 1)], numeric=["#"], fold=True)
+        _print_fitting(title, ["#", *columns[keys:]], [[n, *row[keys:]] for n, row in enumerate(rows, 1)],
+                       keys=1, numeric=["#", *(numeric or ())], numbered=True)
+        return
     parts: list[list[int]] = [[]]
     used = 0
     for i in range(keys, len(columns)):
@@ -152,7 +160,7 @@ def _print_fitting(title: str, columns: list[str], rows: list[list[Any]], *, key
     for n, part in enumerate(parts):
         shown = list(range(keys)) + part
         print_table(title if n == 0 else f"{title.split(' (')[0]}, continued", [columns[i] for i in shown],
-                    [[row[i] for i in shown] for row in rows], numeric=numeric or ())
+                    [[row[i] for i in shown] for row in rows], numeric=numeric or (), fold=True)
 
 
 def _health_rows(health: dict[str, Any]) -> list[list[Any]]:
