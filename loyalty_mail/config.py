@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from .durations import parse_span
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, shown
 from .secret_policy import (
     SECRET_FIELDS,
     check_signing_secret,
@@ -271,7 +271,7 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 def _clock(value: Any) -> dtime:
     match = _CLOCK.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"expected a time of day as HH:MM (e.g. '21:00'), found {value!r}")
+        raise ValueError(f"expected a time of day as HH:MM (e.g. '21:00'), found {shown(value)}")
     return dtime(int(match.group(1)), int(match.group(2)))
 
 
@@ -595,8 +595,8 @@ def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     if kind == "missing":
         return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
     found = error.get("input")
-    shown = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
-    suffix = f" (found {found!r})" if shown else ""
+    echo = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
+    suffix = f" (found {shown(found)})" if echo else ""
     return Problem(doc.locate(loc), f"{format_path(loc)}: {message}{suffix}")
 
 

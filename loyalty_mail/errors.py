@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, time
+from decimal import Decimal
 
 
 MAX_SHOWN = 80  # characters of a user's value quoted back in a message
@@ -26,15 +28,18 @@ MAX_SHOWN = 80  # characters of a user's value quoted back in a message
 
 def shown(value: object, limit: int = MAX_SHOWN) -> str:
     """A value the user wrote, as a message quotes it: text in single quotes (cut to `limit`
-    characters, control characters written as escapes), numbers as written, true/false and null
-    as YAML writes them, and only the kind of a list or mapping, never Python's notation."""
+    characters, control characters written as escapes), numbers, dates and times as written,
+    true/false and null as YAML writes them, and only the kind of a list or mapping, never
+    Python's notation."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         text = str(value)
         return text if len(text) <= limit else f"a number of {len(text)} digits"
+    if isinstance(value, (date, time)):
+        return value.isoformat()
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, Location, Problem
+from .errors import ConfigError, Location, Problem, shown
 from .program_files import read_program_text
 
 PathKey = tuple[str | int | float, ...]  # mapping keys (any YAML scalar) and list indices
@@ -255,7 +255,7 @@ class _Builder:
                 key = self.scalar(key_node)
                 key_at = self.at(key_node)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    problems.append(Problem(key_at, f"keys must be plain text, found {key!r}"))
+                    problems.append(Problem(key_at, f"keys must be plain text, found {repr(key) if isinstance(key, _Unhashable) else shown(key)}"))
                     continue
                 if key in result:
                     first = doc.key_positions.get(path + (key,))
@@ -288,7 +288,7 @@ class _Builder:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
                 self.problems.append(Problem(self.at(node), "text is not valid Unicode: "
-                                             f"{value[exc.start]!r} is half of a surrogate pair; write "
+                                             f"{shown(value[exc.start])} is half of a surrogate pair; write "
                                              "the character itself, or \\U0001F600 for one beyond \\uFFFF"))
                 value = self.scalars[id(node)] = ""
         return value

@@ -90,3 +90,13 @@ def test_a_service_on_a_port_in_use_exits_5_saying_so(sqlite_program, command):
                              "process (stop it, or choose another --port)\n")
     result = sqlite_program.run(command, "--host", "no-such-host.invalid", "--port", str(port))
     assert result.exit_code == 5 and "the host name does not resolve (check --host)" in result.stderr
+
+
+def test_long_values_the_user_typed_are_cut_short_in_messages(sqlite_program):
+    huge = "X" * 5000
+    for args in (("explain", huge), ("members", "show", huge), ("segments", "show", huge),
+                 ("explain", "M1", "--at", huge)):
+        result = sqlite_program.run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "'" + "X" * 80 + "...' (5,000 characters)" in result.stderr, (args, result.stderr)
+        assert len(result.stderr) < 400, (args, len(result.stderr))

@@ -386,3 +386,18 @@ def test_symlinked_segments_and_config_are_errors(project, tmp_path):
     config.symlink_to(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match="config.yaml:1: is a symbolic link"):
         load_settings(project, environ={})
+
+
+def test_values_in_messages_read_as_plain_text_not_python(project):
+    cases = {
+        "segment: [a, b]": "2:10: segment: takes a segment name, found a list",
+        "tier: {eq: {x: 1}}": "2:12: field 'tier': eq: expected a tier (member, silver, gold, platinum), "
+                              "found a mapping",
+        "points: {gte: 2026-02-28}": "2:15: field 'points': gte: expected a number, found 2026-02-28",
+        "tier: {eq: '" + "x" * 500 + "'}": "2:12: field 'tier': eq: unknown tier '" + "x" * 80 + "...' "
+                                          "(500 characters) (tiers: member, silver, gold, platinum)",
+        "tier: {eq: \"gold\\tx\"}": "2:12: field 'tier': eq: unknown tier 'gold\\tx' (tiers: member, "
+                                   "silver, gold, platinum)",
+    }
+    for rule, message in cases.items():
+        assert problems_of(project, {"odd": f"name: odd\n{rule}\n"}) == [f"segments/odd.yaml:{message}"]

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import db, suppression
 from ..config import Settings
-from ..errors import LoyaltyMailError, NotFound
+from ..errors import LoyaltyMailError, NotFound, shown
 from ..flows import build_planner
 from ..flows.planner import FlowExplanation
 from ..importing.readers import PROBLEMS, SourceRow
@@ -225,7 +225,7 @@ class Api:
             elif kind in segment_spec.IGNORED_TYPES:
                 ignored += 1
             else:
-                events.append((index, {PROBLEMS: [("type", f"unknown message type {kind!r} (identify, track, "
+                events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
         result = await self.apply(partial, members=members, events=events)
         result["ignored"] = ignored

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from ..errors import CannotListen
+from ..errors import shown as quoted
 from ..runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,12 +80,12 @@ def resolve_at(runtime: Runtime, at: str | None) -> datetime:
     try:
         value = datetime.fromisoformat(at)
     except ValueError:
-        raise click.BadParameter(f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)",
+        raise click.BadParameter(f"{quoted(at)} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)",
                                  param_hint="--at") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(runtime.settings.program.default_timezone))
     if not AT_YEARS[0] <= value.year <= AT_YEARS[1]:
-        raise click.BadParameter(f"'{at}' is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}",
+        raise click.BadParameter(f"{quoted(at)} is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}",
                                  param_hint="--at")
     return value
 

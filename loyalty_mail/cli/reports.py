@@ -16,6 +16,7 @@ from rich.cells import cell_len
 from .. import reports
 from ..csv_output import csv_writer
 from ..errors import ConfigError
+from ..errors import shown as quoted
 from ..reports import charts, page
 from ..segments import load_catalog
 from . import cli
@@ -28,7 +29,7 @@ def _day(value: str | None, param: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint=param) from None
+        raise click.BadParameter(f"{quoted(value)} is not a date (YYYY-MM-DD)", param_hint=param) from None
 
 
 TABLE_COLUMNS = ("sent", "delivered", "opens_human", "clicks_human", "open_rate", "click_rate", "click_to_open_rate",

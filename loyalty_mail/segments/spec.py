@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import TierSettings
-from ..errors import ConfigError, Location, Problem
+from ..errors import ConfigError, Location, Problem, shown
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, YamlDocument, load_yaml_file
 from .fields import (
@@ -163,7 +163,7 @@ class SegmentParser:
             return None
         name = data.get("name", stem)
         if not isinstance(name, str) or not SEGMENT_NAME.match(name):
-            self.fail(("name",), f"segment names are lowercase letters, digits and _ (found {name!r})")
+            self.fail(("name",), f"segment names are lowercase letters, digits and _ (found {shown(name)})")
         elif name != stem:
             self.fail(("name",), f"name '{name}' differs from the file name '{stem}'; make them the same")
         description = data.get("description", "")
@@ -210,7 +210,7 @@ class SegmentParser:
         (key, body), = value.items()
         here = path + (key,)
         if not isinstance(key, str):
-            raise self.fail(here, f"rule names are text, found {key!r}", key=True)
+            raise self.fail(here, f"rule names are text, found {shown(key)}", key=True)
         if key in ("all", "any"):
             if not isinstance(body, list) or not body:
                 raise self.fail(here, f"{key}: takes a non-empty list of rules")
@@ -228,7 +228,7 @@ class SegmentParser:
         self.counted(here, key)
         if key == "segment":
             if not isinstance(body, str) or not SEGMENT_NAME.match(body):
-                raise self.fail(here, f"segment: takes a segment name, found {body!r}")
+                raise self.fail(here, f"segment: takes a segment name, found {shown(body)}")
             return SegmentRef(body, self.doc.locate(here))
         if key in ("event", "purchases"):
             return self.event(body, here, purchases=key == "purchases")
@@ -280,7 +280,7 @@ class SegmentParser:
             body = {k: v for k, v in body.items() if k != "as"}
             if declared not in ATTRIBUTE_TYPES:
                 raise self.fail(path + ("as",), f"as: takes one of {', '.join(ATTRIBUTE_TYPES)}, "
-                                                f"found {declared!r}")
+                                                f"found {shown(declared)}")
         sample = _first_value(body)
         kind = declared or ("boolean" if isinstance(sample, bool) else
                             "number" if isinstance(sample, (int, float)) else "text")
@@ -303,7 +303,7 @@ class SegmentParser:
         kind = "purchase" if purchases else body.get("type")
         if not isinstance(kind, str) or not EVENT_TYPE.match(kind):
             raise self.fail(path + ("type",) if "type" in body else path,
-                            f"event: needs type: an event type such as purchase (found {kind!r})")
+                            f"event: needs type: an event type such as purchase (found {shown(kind)})")
         count = self.count(body["count"], path + ("count",)) if "count" in body else ()
         sum_of: str | None = None
         sum_ops: tuple[Op, ...] = ()
@@ -314,7 +314,7 @@ class SegmentParser:
                                                  "e.g. sum: {amount: {gte: 5000000}}")
             (sum_of, condition), = total.items()
             if not isinstance(sum_of, str) or not PATH_PART.match(sum_of):
-                raise self.fail(path + ("sum",), f"sum: names a property such as amount, found {sum_of!r}")
+                raise self.fail(path + ("sum",), f"sum: names a property such as amount, found {shown(sum_of)}")
             sum_ops = tuple(Op(n, self.operand("number", n, v, p, f"sum of {sum_of}"))
                             for n, v, p in self._op_mapping(condition, path + ("sum", sum_of), True,
                                                             ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
@@ -361,10 +361,10 @@ class SegmentParser:
         action = body.get("action")
         if action not in EMAIL_ACTIONS:
             raise self.fail(path + ("action",) if "action" in body else path,
-                            f"emails: action: takes one of {', '.join(EMAIL_ACTIONS)} (found {action!r})")
+                            f"emails: action: takes one of {', '.join(EMAIL_ACTIONS)} (found {shown(action)})")
         flow = body.get("flow")
         if flow is not None and (not isinstance(flow, str) or not SEGMENT_NAME.match(flow)):
-            raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {flow!r}")
+            raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {shown(flow)}")
         automated = body.get("include_automated", False)
         if not isinstance(automated, bool):
             raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
@@ -388,7 +388,7 @@ class SegmentParser:
     def _operand(self, kind: str, op: str, value: Any, what: str) -> Any:
         if op in ("is_set", "is_null"):
             if not isinstance(value, bool):
-                raise ValueError(f"takes true or false, found {value!r}")
+                raise ValueError(f"takes true or false, found {shown(value)}")
             return value
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value or len(value) > MAX_LIST:
@@ -418,9 +418,9 @@ class SegmentParser:
             number = _number(value)
             if number != number.to_integral_value() or number < 0:
                 raise ValueError(f"expected a whole number of {'events' if kind == 'count' else 'days'}, "
-                                 f"found {value!r}")
+                                 f"found {shown(value)}")
             if kind == "days_since" and number > MAX_DAYS:
-                raise ValueError(f"expected at most {MAX_DAYS} days (100 years), found {value!r}")
+                raise ValueError(f"expected at most {MAX_DAYS} days (100 years), found {shown(value)}")
             return number
         if kind == "text":
             if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
@@ -433,15 +433,19 @@ class SegmentParser:
             return text
         if kind == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, found {value!r}")
+                raise ValueError(f"expected true or false, found {shown(value)}")
             return value
         if kind == "tier":
             if not isinstance(value, str) or value not in self.ladder.names:
-                raise ValueError(f"unknown tier {value!r} (tiers: {', '.join(self.ladder.names)})")
+                raise ValueError(f"expected a tier ({', '.join(self.ladder.names)}), found {shown(value)}"
+                                 if not isinstance(value, str) else
+                                 f"unknown tier {shown(value)} (tiers: {', '.join(self.ladder.names)})")
             return value
         if kind == "category":
             if not isinstance(value, str) or value not in NPS_CATEGORIES:
-                raise ValueError(f"unknown NPS category {value!r} (expected: {', '.join(NPS_CATEGORIES)})")
+                raise ValueError(f"expected an NPS category ({', '.join(NPS_CATEGORIES)}), found {shown(value)}"
+                                 if not isinstance(value, str) else
+                                 f"unknown NPS category {shown(value)} (expected: {', '.join(NPS_CATEGORIES)})")
             return value
         if kind == "time":
             return parse_time(value)
@@ -454,8 +458,8 @@ class SegmentParser:
                 return parse_time(value)
             except ValueError:
                 raise ValueError(f"expected a date such as 2026-01-31 or a time such as '18 years ago', "
-                                 f"found {value!r}") from None
-        raise ValueError(f"unsupported value {value!r}")
+                                 f"found {shown(value)}") from None
+        raise ValueError(f"unsupported value {shown(value)}")
 
 
 _VALUE_KINDS = {"text": "text", "number": "number", "boolean": "bool"}
@@ -499,9 +503,9 @@ def _number(value: Any) -> Decimal:
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"expected a number, found {value!r}") from None
+        raise ValueError(f"expected a number, found {shown(value)}") from None
     if not number.is_finite() or abs(number) >= Decimal("1e15"):
-        raise ValueError(f"expected a number below 10^15, found {value!r}")
+        raise ValueError(f"expected a number below 10^15, found {shown(value)}")
     return number
 
 
@@ -520,7 +524,7 @@ def _describe(value: Any) -> str:
         return "a mapping" if value else "an empty mapping"
     if isinstance(value, list):
         return f"a list of {len(value)}"
-    return repr(value)
+    return shown(value)
 
 
 @dataclass(frozen=True)
@@ -534,7 +538,7 @@ class SegmentCatalog:
 
         if name not in self.segments:
             known = ", ".join(sorted(self.segments)) or "none"
-            raise NotFound(f"no segment named '{name}' (segments: {known})")
+            raise NotFound(f"no segment named {shown(name)} (segments: {known})")
         return self.segments[name]
 
 
