@@ -229,7 +229,6 @@ class TrackingSettings(_Strict):
     webhook_tolerance: Span = timedelta(minutes=5)
     max_body_bytes: int = Field(default=1_000_000, ge=1000, le=50_000_000)
     bot_click_seconds: int = Field(default=10, ge=0, le=3600)
-    flush_interval: Span = timedelta(seconds=1)
     write_timeout: Span = timedelta(seconds=5)
 
     @field_validator("secret", mode="before")
@@ -578,6 +577,13 @@ def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     return problems
 
 
+# Keys earlier versions read and this one does not: an error like any unknown key, saying why.
+RETIRED_KEYS: dict[PathKey, str] = {
+    ("tracking", "flush_interval"): "opens and clicks are written as they arrive "
+                                    "(tracking.write_timeout bounds how long a write may wait)",
+}
+
+
 def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     """Turn one pydantic error into a Problem at the YAML position it concerns."""
     loc = tuple(part for part in error["loc"] if part != "project_dir")
@@ -586,6 +592,9 @@ def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     kind = error["type"]
     if kind == "extra_forbidden":
         parent, key = loc[:-1], loc[-1]
+        if loc in RETIRED_KEYS:
+            return Problem(doc.locate(loc, key=True), f"{format_path(loc)} is no longer used: "
+                                                       f"{RETIRED_KEYS[loc]}; remove it")
         allowed = ", ".join(_allowed_keys(parent))
         where = format_path(parent) or "the top level"
         return Problem(doc.locate(loc, key=True), f"unknown key '{key}' in {where} (allowed: {allowed})")
