@@ -43,6 +43,10 @@ MAX_CONDITIONS = 500
 MAX_EVENT_CONDITIONS = 50
 MAX_SEGMENTS_USED = 50
 MAX_WEIGHT = 20_000
+# Every use of a segment repeats its conditions in the query the database plans (SQLite expands
+# each reference to a common table expression: segments that use one segment twice, nested, double
+# at each level); counted per use, a segment's conditions stay below this.
+MAX_EXPANDED_CONDITIONS = 2_000
 ANNIVERSARY_WEIGHT = 2000
 
 
@@ -623,6 +627,7 @@ def segments_used(name: str, segments: dict[str, Segment], limit: int = MAX_SEGM
 def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
     """Every segment within the limits, counting the segments it uses once each."""
     own = {name: rule_size(segment.rule) for name, segment in segments.items()}
+    expanded = _expanded_conditions(segments, own)
     problems = []
     for name, segment in sorted(segments.items()):
         where = Location(segment.file, segment.line)
@@ -632,7 +637,13 @@ def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
                                            "segments (segment: NAME, directly or through others)"))
             continue
         total = sum((own[other] for other in used), own[name])
-        if total.conditions > MAX_CONDITIONS:
+        if expanded[name] > MAX_EXPANDED_CONDITIONS:
+            problems.append(Problem(where, f"segment '{name}' has more than {MAX_EXPANDED_CONDITIONS:,} "
+                                           "conditions once each use of a segment counts its conditions "
+                                           "again (segments that use the same segment more than once, "
+                                           "nested, double at each level); use each segment once, or "
+                                           "write the shared conditions in one segment"))
+        elif total.conditions > MAX_CONDITIONS:
             problems.append(Problem(where, f"segment '{name}' has {total.conditions} conditions with the "
                                            f"segments it uses; at most {MAX_CONDITIONS} are allowed"))
         elif total.events > MAX_EVENT_CONDITIONS:
@@ -645,6 +656,29 @@ def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
                                            "condition counts 10, each value in a list 1, each "
                                            f"anniversary {ANNIVERSARY_WEIGHT}); use fewer or shorter lists"))
     return problems
+
+
+def _expanded_conditions(segments: dict[str, Segment], own: dict[str, Size]) -> dict[str, int]:
+    """Each segment's conditions with every `segment:` reference replaced by the conditions of the
+    segment it names, use by use (capped just past MAX_EXPANDED_CONDITIONS). Linear in the
+    references: each segment's count is computed once (the segments have no cycles here)."""
+    counts: dict[str, int] = {}
+    for start in segments:
+        stack = [start]
+        while stack:
+            name = stack[-1]
+            if name in counts:
+                stack.pop()
+                continue
+            refs = [ref.name for ref in references(segments[name].rule) if ref.name in segments]
+            pending = [ref for ref in refs if ref not in counts and ref not in stack]
+            if pending:
+                stack.extend(pending)
+                continue
+            total = own[name].conditions + sum(counts.get(ref, 0) for ref in refs)
+            counts[name] = min(total, MAX_EXPANDED_CONDITIONS + 1)
+            stack.pop()
+    return counts
 
 
 def _display(path: Path, root: Path | None) -> str:
