@@ -45,6 +45,8 @@ def test_rejects_never_replace_the_input_or_a_file_that_is_not_regular(program, 
     '{"member_id": "K1", "email": "k1@example.com", "attributes": {"x": 1e400}}',
     '{"member_id": "K1", "email": "k1@example.com", "points": 1e400}',
     '{"member_id": "K1", "email": "k1@example.com", "nps_score": -Infinity}',
+    '{"member_id": "K1", "email": "k1@example.com", "attributes": {"x": 123456789012345678901234567890}}',
+    '{"member_id": "K1", "email": "k1@example.com", "lucky": -9223372036854775809}',
 ])
 def test_non_finite_numbers_are_row_errors(program, tmp_path, line):
     path = tmp_path / "members.jsonl"
