@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from .durations import parse_span
-from .errors import ConfigError, Problem, shown
+from .errors import ConfigError, Problem, kind_of, shown
 from .secret_policy import (
     SECRET_FIELDS,
     check_signing_secret,
@@ -240,7 +240,7 @@ class TrackingSettings(_Strict):
         if isinstance(value, str):
             return (value,)
         raise ValueError("expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, newest "
-                         f"first, found {type(value).__name__}")
+                         f"first, found {kind_of(value)}")
 
     @field_validator("secret")
     @classmethod

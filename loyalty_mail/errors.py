@@ -45,10 +45,29 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if not isinstance(value, str):
-        return f"a {type(value).__name__}"
+        return kind_of(value)
     cut = value if len(value) <= limit else value[:limit]
     cut = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
     return f"'{cut}'" if len(value) <= limit else f"'{cut}...' ({len(value):,} characters)"
+
+
+def kind_of(value: object) -> str:
+    """What kind of value the user wrote, without the value (for secrets): `a number`, `text`, ..."""
+    if isinstance(value, bool):
+        return "true or false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (date, time)):
+        return "a date or time"
+    return "a value of another kind"
 
 
 @dataclass(frozen=True)
