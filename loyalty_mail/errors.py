@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
 
-
 MAX_SHOWN = 80  # characters of a user's value quoted back in a message
 
 
@@ -36,8 +35,11 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     if value is None:
         return "null"
     if isinstance(value, (int, float, Decimal)):
-        text = str(value)
-        return text if len(text) <= limit else f"a number of {len(text)} digits"
+        try:
+            text = str(value)
+        except ValueError:  # an integer past Python's 4,300-digit limit for writing it out
+            return "a number of more than 4,300 digits"
+        return text if len(text) <= limit else f"a number of {len(text):,} digits"
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from loyalty_mail.errors import ConfigError
+from loyalty_mail.errors import ConfigError, shown
 from loyalty_mail.yaml_source import load_yaml_text
 
 from .flow_program import member
@@ -102,3 +102,11 @@ def test_long_values_the_user_typed_are_cut_short_in_messages(sqlite_program):
         assert result.exit_code == 1, (args, result.output)
         assert "'" + "X" * 80 + "...' (5,000 characters)" in result.stderr, (args, result.stderr)
         assert len(result.stderr) < 400, (args, len(result.stderr))
+
+
+def test_values_are_quoted_back_as_plain_text_of_bounded_length():
+    assert shown("two days") == "'two days'" and shown("a\x00b") == "'a\\x00b'"
+    assert shown("x" * 100) == "'" + "x" * 80 + "...' (100 characters)"
+    assert (shown([1]), shown({"a": 1}), shown(None), shown(True)) == ("a list", "a mapping", "null", "true")
+    assert shown(10**100) == "a number of 101 digits"
+    assert shown(10**5000) == "a number of more than 4,300 digits"  # Python refuses to write it out
