@@ -312,6 +312,8 @@ def _unreadable_scalar(node: yaml.Node) -> str:
     if kind is None:
         tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
         return f"unknown tag {tag} on \"{found}\"; YAML tags other than the standard ones are not allowed"
+    if node.tag == "tag:yaml.org,2002:int" and str(node.value).lstrip("+-").replace("_", "").isdigit():
+        return f"\"{found}\" has more digits than a number may have (4,300)"
     if node.tag == "tag:yaml.org,2002:timestamp":
         return (f"\"{found}\" is not a real date or time; write {kind}, or quote it to keep it as text")
     return f"\"{found}\" is not {kind}; quote it to keep it as text"

@@ -73,6 +73,7 @@ def test_impossible_yaml_dates_are_located_errors(sqlite_program, value, column)
     ("a: !!python/object x", 'f.yaml:1:4: unknown tag !!python/object on "x"'),
     ("a: !!int abc", 'f.yaml:1:4: "abc" is not a whole number'),
     ("a:\n  - !!bool maybe", 'f.yaml:2:5: "maybe" is not true or false'),
+    ("a: " + "9" * 5000, 'f.yaml:1:4: "' + "9" * 60 + '..." has more digits than a number may have (4,300)'),
 ])
 def test_yaml_values_their_tag_cannot_read_are_located_errors(text, message):
     with pytest.raises(ConfigError) as caught:
