@@ -34,13 +34,15 @@ from pydantic import (
 )
 
 from .durations import parse_span
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, kind_of, shown
 from .secret_policy import (
     SECRET_FIELDS,
     check_signing_secret,
+    empty_items,
     is_secret_field,
     literal_secret_problem,
     load_webhook_key,
+    repeated_items,
 )
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
 
@@ -231,22 +233,26 @@ class TrackingSettings(_Strict):
     webhook_tolerance: Span = timedelta(minutes=5)
     max_body_bytes: int = Field(default=1_000_000, ge=1000, le=50_000_000)
     bot_click_seconds: int = Field(default=10, ge=0, le=3600)
-    flush_interval: Span = timedelta(seconds=1)
     write_timeout: Span = timedelta(seconds=5)
 
     @field_validator("secret", mode="before")
     @classmethod
     def _one_or_several(cls, value: Any) -> Any:
         if value is None or isinstance(value, (list, tuple)):
-            return value or ()
+            # an item written empty is refused where the file is read (_literal_secrets), once
+            return tuple("" if item is None else item for item in value or ())
         if isinstance(value, str):
             return (value,)
         raise ValueError("expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, newest "
-                         f"first, found {type(value).__name__}")
+                         f"first, found {kind_of(value)}")
 
     @field_validator("secret")
     @classmethod
     def _empty_is_unset(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = repeated_items(value)
+        if repeated:
+            raise ValueError(f"the items [{repeated[0]}] and [{repeated[1]}] are the same secret (not shown); "
+                             "list each secret once, newest first")
         return tuple(secret for secret in value if secret)  # `${OLD_SECRET:-}` when there is none
 
     @field_validator("sendgrid_webhook_key")
@@ -268,7 +274,7 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 def _clock(value: Any) -> dtime:
     match = _CLOCK.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"expected a time of day as HH:MM (e.g. '21:00'), found {value!r}")
+        raise ValueError(f"expected a time of day as HH:MM (e.g. '21:00'), found {shown(value)}")
     return dtime(int(match.group(1)), int(match.group(2)))
 
 
@@ -726,7 +732,17 @@ def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
         problem = literal_secret_problem(path, raw)
         if problem:
             problems.append(Problem(doc.locate(path), problem))
+        problems += [Problem(doc.locate(path + (i,)), f"{format_path(path + (i,))}: an empty item; remove "
+                             "it, or write ${VARIABLE:-} for an older secret that may be unset")
+                     for i in empty_items(raw)]
     return problems
+
+
+# Keys earlier versions read and this one does not: an error like any unknown key, saying why.
+RETIRED_KEYS: dict[PathKey, str] = {
+    ("tracking", "flush_interval"): "opens and clicks are written as they arrive "
+                                    "(tracking.write_timeout bounds how long a write may wait)",
+}
 
 
 def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = None) -> Problem:
@@ -738,6 +754,9 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     kind = error["type"]
     if kind == "extra_forbidden":
         parent, key = loc[:-1], loc[-1]
+        if loc in RETIRED_KEYS and (model or Settings) is Settings:
+            return Problem(doc.locate(loc, key=True), f"{format_path(loc)} is no longer used: "
+                                                       f"{RETIRED_KEYS[loc]}; remove it")
         allowed = ", ".join(_allowed_keys(parent, model or Settings))
         where = format_path(parent) or "the top level"
         return Problem(doc.locate(loc, key=True), f"unknown key '{key}' in {where} (allowed: {allowed})")
@@ -747,8 +766,8 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     if kind == "missing":
         return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
     found = error.get("input")
-    shown = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
-    suffix = f" (found {found!r})" if shown else ""
+    echo = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
+    suffix = f" (found {shown(found)})" if echo else ""
     return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
 
 

@@ -1,8 +1,8 @@
 """Durations as people write them: `30 seconds`, `90 minutes`, `2 hours`, `3 days`, `2 weeks`,
 `1 month`, `1 year`. One grammar for config.yaml and segments.
 
-A duration is a whole number and a unit, singular or plural (`0` needs no unit), at most 100
-years. It has two readings:
+A duration is a whole number (ASCII digits) and a unit, singular or plural (`0`, written or
+quoted, needs no unit), at most 100 years. It has two readings:
 
     Duration.before(instant)   calendar arithmetic, for segments: one month before 31 March is
                                28 (or 29) February, one year before 29 February 2028 is 28 February
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from .errors import shown
+
 UNITS = ("second", "minute", "hour", "day", "week", "month", "year")
 MAX_DAYS = 36600  # 100 years
 ALLOWED = ", ".join(f"{unit}s" for unit in UNITS)
@@ -30,7 +32,10 @@ _SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 60480
             "month": 30 * 86400, "year": 365 * 86400}
 _LONGEST_DAYS = {"second": 1 / 86400, "minute": 1 / 1440, "hour": 1 / 24, "day": 1, "week": 7,
                  "month": 31, "year": 366}
-_SHAPE = re.compile(r"^\s*(\d{1,6})\s*([A-Za-z]+)\s*$")
+_SHAPE = re.compile(r"^\s*([0-9]+)\s*([A-Za-z]+)\s*$", re.ASCII)
+_ZERO = re.compile(r"^\s*0+\s*$", re.ASCII)
+_OTHER_DIGITS = re.compile(r"^\s*\d+\s*[A-Za-z]+\s*$")  # digits of any script, to say why they are refused
+_MAX_DIGITS = 12  # more are longer than 100 years in any unit, without reading the number
 
 
 @dataclass(frozen=True)
@@ -70,21 +75,28 @@ def parse_duration(value: Any) -> Duration:
     """`30 days`, `2 weeks`, `1 month`, `0` -> Duration; ValueError saying what is allowed otherwise."""
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return Duration(0, "second")
+    if isinstance(value, str) and _ZERO.match(value):
+        return Duration(0, "second")
     match = _SHAPE.match(value) if isinstance(value, str) else None
+    if not match and isinstance(value, str) and _OTHER_DIGITS.match(value):
+        raise ValueError(f"write the number with the digits 0-9, found {shown(value)}")
     if not match:
         raise ValueError(f"expected a duration such as {EXAMPLES} (a whole number and one of: "
-                         f"{ALLOWED}), found {value!r}")
+                         f"{ALLOWED}), found {shown(value)}")
     unit = match.group(2).lower()
     unit = unit[:-1] if unit.endswith("s") else unit
     if unit not in _SECONDS:
-        raise ValueError(f"unknown unit {match.group(2)!r} in {value!r} (expected one of: {ALLOWED})")
-    return bounded(Duration(int(match.group(1)), unit), value)
+        raise ValueError(f"unknown unit {shown(match.group(2))} in {shown(value)} (expected one of: {ALLOWED})")
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS:
+        raise ValueError(f"{shown(value)} is longer than 100 years")
+    return bounded(Duration(int(digits), unit), value)
 
 
 def bounded(duration: Duration, text: Any) -> Duration:
     """Refuse durations over 100 years: they mean nothing here and overflow date arithmetic."""
     if duration.amount * _LONGEST_DAYS[duration.unit] > MAX_DAYS:
-        raise ValueError(f"{text!r} is longer than 100 years")
+        raise ValueError(f"{shown(text)} is longer than 100 years")
     return duration
 
 

@@ -6,8 +6,10 @@
     ├── DatabaseError            the database is unreachable or its schema is out of date
     ├── ImportRejected           an import found bad rows and wrote nothing
     ├── InputFileError           a data file cannot be read at all (format, encoding, header)
+    │   └── ColumnRefused        a column that cannot be imported (computed, or not a valid name)
     ├── NotFound                 a member, segment or template that does not exist
-    └── SegmentTimeout           a segment query ran past segments.timeout and was stopped
+    ├── SegmentTimeout           a segment query ran past segments.timeout and was stopped
+    └── CannotListen             `serve` or `api` cannot listen on its address (exits 5)
 
 Anything else that escapes the library is a bug: the CLI reports it and exits 2.
 Messages say what is wrong and, where it helps, what to do next.
@@ -17,6 +19,57 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, time
+from decimal import Decimal
+
+MAX_SHOWN = 80  # characters of a user's value quoted back in a message
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """A value the user wrote, as a message quotes it: text in single quotes (cut to `limit`
+    characters, control characters written as escapes), numbers, dates and times as written,
+    true/false and null as YAML writes them, and only the kind of a list or mapping, never
+    Python's notation."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float, Decimal)):
+        try:
+            text = str(value)
+        except ValueError:  # an integer past Python's 4,300-digit limit for writing it out
+            return "a number of more than 4,300 digits"
+        return text if len(text) <= limit else f"a number of {len(text):,} digits"
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if not isinstance(value, str):
+        return kind_of(value)
+    cut = value if len(value) <= limit else value[:limit]
+    cut = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return f"'{cut}'" if len(value) <= limit else f"'{cut}...' ({len(value):,} characters)"
+
+
+def kind_of(value: object) -> str:
+    """What kind of value the user wrote, without the value (for secrets): `a number`, `text`, ..."""
+    if isinstance(value, bool):
+        return "true or false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (date, time)):
+        return "a date or time"
+    return "a value of another kind"
 
 
 @dataclass(frozen=True)
@@ -47,6 +100,8 @@ class Problem:
 class LoyaltyMailError(Exception):
     """Base class of every error that is the user's to fix."""
 
+    exit_code = 1
+
 
 class ConfigError(LoyaltyMailError):
     """The configuration (or another YAML source) has one or more problems."""
@@ -68,6 +123,10 @@ class DatabaseError(LoyaltyMailError):
 
 class InputFileError(LoyaltyMailError):
     """A data file cannot be read at all."""
+
+
+class ColumnRefused(InputFileError):
+    """A column no row of the file may have; the message names the row, the caller the file."""
 
 
 class NotFound(LoyaltyMailError):
@@ -109,3 +168,9 @@ class ImportRejected(LoyaltyMailError):
             "to import the good rows and write the rejects to a file."
         )
         super().__init__("\n".join(lines))
+
+
+class CannotListen(LoyaltyMailError):
+    """A service cannot listen on its host and port (in use, not allowed, not this machine's)."""
+
+    exit_code = 5

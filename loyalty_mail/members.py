@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .errors import NotFound
+from .errors import NotFound, shown
 from .models import events_table, members_table, tier_changes_table
 
 
@@ -26,7 +26,7 @@ def member_row(connection: sa.Connection, member_id: str) -> dict[str, Any]:
     m = members_table
     row = connection.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
     if row is None:
-        raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` adds members.")
+        raise NotFound(f"no member with id {shown(member_id)}. `loyalty-mail members import FILE` adds members.")
     return dict(row)
 
 

@@ -5,7 +5,8 @@
   refused, since the file is copied, committed and shown in previews.
 - The tracking secret signs links and coupon codes, so it must be long and unpredictable: at least
   16 characters, at least 6 different ones, not one short block repeated, not mostly a run
-  (`aaaa...`, `abcd...`, `1234...`).
+  (`aaaa...`, `abcd...`, `1234...`). A list of secrets (newest first) names each secret once and
+  has no empty items.
 - The SendGrid webhook verification key is a public key, not a secret: it may be written in the
   file, but it must be the base64 DER of an ECDSA P-256 key.
 """
@@ -75,11 +76,33 @@ def check_signing_secret(value: str) -> str:
 
 
 def _repeats_a_block(value: str) -> bool:
-    for size in range(1, len(value) // 2 + 1):
-        block = value[:size]
-        if (block * (len(value) // size + 1)).startswith(value):
-            return True
-    return False
+    """True when `value` is a block of at most half its length repeated (the last copy may be cut
+    short): its shortest period, from the prefix function, is at most half its length. Linear."""
+    border = [0] * len(value)  # border[i]: longest proper prefix of value[:i+1] that is also its suffix
+    for i in range(1, len(value)):
+        k = border[i - 1]
+        while k and value[i] != value[k]:
+            k = border[k - 1]
+        border[i] = k + (value[i] == value[k])
+    return bool(value) and (len(value) - border[-1]) * 2 <= len(value)
+
+
+def empty_items(raw: Any) -> list[int]:
+    """The positions of items written empty (`-` alone, `""`) in a list of secrets in the file; an
+    older secret that may be unset is written `${VAR:-}` instead."""
+    if not isinstance(raw, list):
+        return []
+    return [i for i, item in enumerate(raw) if item is None or (isinstance(item, str) and not item.strip())]
+
+
+def repeated_items(values: Iterable[str]) -> tuple[int, int] | None:
+    """The positions of the first secret listed twice and of its first listing, or None."""
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value and value in first:
+            return first[value], i
+        first.setdefault(value, i)
+    return None
 
 
 def load_webhook_key(text: str) -> ec.EllipticCurvePublicKey:

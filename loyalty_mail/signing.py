@@ -19,10 +19,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import string
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal, NamedTuple
+
+from .errors import shown
 
 Kind = Literal["click", "open", "unsubscribe", "preferences", "view", "confirm"]
 _KINDS = {"c": "click", "o": "open", "u": "unsubscribe", "p": "preferences", "v": "view", "k": "confirm"}
@@ -145,11 +148,11 @@ class TokenSigner:
 
 
 def coupon_suffix(key: bytes, member_id: str, scope: str, prefix: str, length: int) -> str:
-    """The signed part of a code: an HMAC of the prefix (in capitals, as a till may read it either
-    way), the length, the member and the scope (flow and occurrence), in COUPON_ALPHABET."""
+    """The signed part of a code: an HMAC of the prefix (a-z in capitals, as a till may read it
+    either way), the length, the member and the scope (flow and occurrence), in COUPON_ALPHABET."""
     length = max(COUPON_LENGTHS.start, min(length, COUPON_LENGTHS.stop - 1))
     mac = _keyed(key).copy()
-    mac.update(f"{prefix.upper()}\x00{length}\x00{member_id}\x00{scope}".encode())
+    mac.update(f"{ascii_upper(prefix)}\x00{length}\x00{member_id}\x00{scope}".encode())
     return mac.digest()[:length].translate(_COUPON_LETTERS).decode("ascii")
 
 
@@ -164,10 +167,19 @@ def coupon_code(key: bytes, member_id: str, scope: str, prefix: str = "", length
     return f"{prefix}-{suffix}" if prefix else suffix
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+def ascii_upper(text: str) -> str:
+    """a-z in capitals, every other character as it is: Unicode case rules would read `ſ` as `S`
+    and `ß` as `SS`, so a code with them would pass for another."""
+    return text.translate(_ASCII_UPPER)
+
+
 def parse_coupon(text: str) -> tuple[str, str]:
     """A code as a shop types it (any case, spaces around) as (prefix, suffix); ValueError saying
     what is wrong when it cannot be a code of ours."""
-    code = text.strip().upper()
+    code = ascii_upper(text.strip())
     if not code:
         raise ValueError("the code is empty")
     prefix, dash, suffix = code.rpartition("-")
@@ -177,6 +189,6 @@ def parse_coupon(text: str) -> tuple[str, str]:
                          f"codes have {COUPON_LENGTHS.start} to {COUPON_LENGTHS.stop - 1}")
     wrong = sorted(set(suffix) - set(COUPON_ALPHABET))
     if wrong:
-        raise ValueError(f"{part} holds {', '.join(map(repr, wrong))}; "
+        raise ValueError(f"{part} holds {', '.join(map(shown, wrong))}; "
                          f"codes use only {COUPON_ALPHABET} (no 0, O, 1 or I)")
     return prefix, suffix

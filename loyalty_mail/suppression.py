@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import consent, db
-from .errors import InputFileError, NotFound
+from .errors import InputFileError, NotFound, shown
 from .models import members_table, suppressions_table
 
 REASONS = ("unsubscribe", "hard_bounce", "spam_complaint", "soft_bounce", "manual")
@@ -78,7 +78,7 @@ def _listed(conn: sa.Connection, address: str, reason: str, now: datetime, detai
 def remove(conn: sa.Connection, email: str) -> None:
     s = suppressions_table
     if not conn.execute(s.delete().where(s.c.email == email.strip().lower())).rowcount:
-        raise NotFound(f"{email} is not on the suppression list")
+        raise NotFound(f"{shown(email)} is not on the suppression list")
 
 
 def listing(conn: sa.Connection, reason: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, Location, Problem
+from .errors import ConfigError, Location, Problem, shown
 from .program_files import read_program_text
 
 PathKey = tuple[str | int | float, ...]  # mapping keys (any YAML scalar) and list indices
@@ -255,7 +255,7 @@ class _Builder:
                 key = self.scalar(key_node)
                 key_at = self.at(key_node)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    problems.append(Problem(key_at, f"keys must be plain text, found {key!r}"))
+                    problems.append(Problem(key_at, f"keys must be plain text, found {repr(key) if isinstance(key, _Unhashable) else shown(key)}"))
                     continue
                 if key in result:
                     first = doc.key_positions.get(path + (key,))
@@ -276,16 +276,51 @@ class _Builder:
             return _Unhashable("mapping" if isinstance(node, yaml.MappingNode) else "sequence")
         if id(node) in self.scalars:
             return self.scalars[id(node)]
-        value = self.scalars[id(node)] = self.constructor.construct_object(node, deep=True)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except (yaml.constructor.ConstructorError, ValueError, TypeError, KeyError, AttributeError,
+                OverflowError):
+            self.problems.append(Problem(self.at(node), _unreadable_scalar(node)))
+            value = None
+        self.scalars[id(node)] = value
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
                 self.problems.append(Problem(self.at(node), "text is not valid Unicode: "
-                                             f"{value[exc.start]!r} is half of a surrogate pair; write "
+                                             f"{shown(value[exc.start])} is half of a surrogate pair; write "
                                              "the character itself, or \\U0001F600 for one beyond \\uFFFF"))
                 value = self.scalars[id(node)] = ""
         return value
+
+
+_TAG_KINDS = {
+    "tag:yaml.org,2002:timestamp": "a date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM:SS, "
+                                   "with an offset between -23:59 and +23:59)",
+    "tag:yaml.org,2002:int": "a whole number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:binary": "base64 text",
+}
+
+
+def _unreadable_scalar(node: yaml.Node) -> str:
+    """Why a scalar cannot be read: what was written and what its type allows."""
+    found = _shorten(str(node.value))
+    kind = _TAG_KINDS.get(node.tag)
+    if kind is None:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
+        return f"unknown tag {tag} on \"{found}\"; YAML tags other than the standard ones are not allowed"
+    if node.tag == "tag:yaml.org,2002:int" and str(node.value).lstrip("+-").replace("_", "").isdigit():
+        return f"\"{found}\" has more digits than a number may have (4,300)"
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        return (f"\"{found}\" is not a real date or time; write {kind}, or quote it to keep it as text")
+    return f"\"{found}\" is not {kind}; quote it to keep it as text"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _Unhashable:

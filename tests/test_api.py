@@ -345,3 +345,32 @@ def test_unstorable_text_is_a_422_naming_the_field(client):
     errors = {e["field"]: e for e in r.json()["error"]["errors"]}
     assert "NUL" in errors["first_name"]["message"] and "surrogate" in errors["email"]["message"]
     assert errors["email"]["found"] == "a\ud800@example.com"  # echoed, escaped as JSON allows
+
+
+_M1 = '"member_id": "M1", "email": "m1@example.com"'
+_TRACK = '"type": "track", "userId": "M1", "event": "Order Completed", "timestamp": "2026-11-01T00:00:00Z"'
+
+
+@pytest.mark.parametrize("method, path, body, number", [
+    ("PUT", "/v1/members/M1", '{' + _M1 + ', "points": NaN}', "'NaN' is not a finite number"),
+    ("PUT", "/v1/members/M1", '{' + _M1 + ', "lucky": Infinity}', "'Infinity' is not a finite number"),
+    ("PUT", "/v1/members/M1", '{' + _M1 + ', "lucky": 1e400}', "'1e400' is too large"),
+    ("PUT", "/v1/members/M1", '{' + _M1 + ', "lucky": 99999999999999999999}', "'99999999999999999999' is too large"),
+    ("PUT", "/v1/members/M1", '{' + _M1 + ', "points": ' + "9" * 5000 + '}',
+     "'" + "9" * 40 + "... (5,000 characters)' is too large"),
+    ("POST", "/v1/members/batch", '{"members": [{' + _M1 + ', "total_spend": -Infinity}]}',
+     "'-Infinity' is not a finite number"),
+    ("POST", "/v1/events", '{"member_id": "M1", "type": "visit", "occurred_at": "2026-11-01T00:00:00Z", '
+                           '"shelf": 1e999}', "'1e999' is too large"),
+    ("POST", "/v1/segment/track", '{' + _TRACK + ', "properties": {"revenue": NaN}}', "'NaN' is not a finite number"),
+    ("POST", "/v1/segment/identify", '{"type": "identify", "userId": "M1", "traits": {"email": "m1@example.com", '
+                                     '"x": -123456789012345678901234}}', "is too large"),
+])
+def test_numbers_no_database_stores_are_422_saying_which(client, api_runtime, method, path, body, number):
+    r = client(method, path, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]  # the response itself is valid JSON (no bare NaN)
+    assert message.startswith("the body cannot be stored: ") and number in message, message
+    assert message.endswith("numbers must be finite (no NaN or Infinity) and whole numbers at most "
+                            "9,223,372,036,854,775,807 either side of 0, as JSON and the databases require")
+    assert _count(api_runtime.engine(), members_table) == 0

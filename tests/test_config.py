@@ -156,3 +156,9 @@ def test_a_flow_naming_an_unknown_segment_is_a_problem_without_a_line(tmp_path):
     [problem] = caught.value.problems
     assert problem.location is None
     assert problem.message == "flow 'winback': unknown segment 'lapsed' (segments: none)"
+
+
+def test_a_key_no_longer_used_is_refused_saying_so(tmp_path):
+    assert problems(tmp_path, "tracking:\n  base_url: https://t.example\n  flush_interval: 1 second\n") == [
+        "config.yaml:3:3: tracking.flush_interval is no longer used: opens and clicks are written as they "
+        "arrive (tracking.write_timeout bounds how long a write may wait); remove it"]

@@ -117,3 +117,23 @@ def test_verify_needs_the_secret(program):
     assert result.exit_code == 1
     assert result.stderr == ("Error: tracking.secret is not set: export LOYALTY_MAIL_SECRET (the secret the "
                              "emails were sent with) to verify coupon codes\n")
+
+
+def test_only_a_to_z_are_read_in_either_case():
+    """Unicode case rules read `ſ` (long s) as `S` and `ß` as `SS`: a code with them is another code."""
+    key = SECRET.encode()
+    assert parse_coupon("sale-7kq2m9xd") == ("SALE", "7KQ2M9XD")
+    assert parse_coupon("ſale-7kq2m9xd") == ("ſALE", "7KQ2M9XD")
+    assert coupon_code(key, "SV000123", "welcome:welcome", "ſale").split("-")[1] != \
+        coupon_code(key, "SV000123", "welcome:welcome", "SALE").split("-")[1]
+    with pytest.raises(ValueError, match=r"^the part after the last '-' holds 'ſ'; codes use only"):
+        parse_coupon("SALE-7KQ2M9Xſ")
+
+
+def test_a_long_s_is_not_read_as_s(program, sent):
+    code = sent["m1@example.com"]
+    forged = code.split("-")[0] + "-" + code.split("-")[1].replace("S", "ſ")[:7] + "ſ"
+    result = verify(program, forged, SECRET)
+    assert (result.exit_code, result.output) == (
+        3, f"{forged} is not genuine: the part after the last '-' holds 'ſ'; codes use "
+           "only ABCDEFGHJKLMNPQRSTUVWXYZ23456789 (no 0, O, 1 or I)\n")

@@ -134,3 +134,32 @@ def test_segments_count_calendar_months_and_config_fixed_lengths():
     assert parse_duration("2 weeks").before(end_of_march) == end_of_march - timedelta(days=14)
     assert parse_span("1 month") == timedelta(days=30)
     assert parse_span("1 year") == timedelta(days=365)
+
+
+@pytest.mark.parametrize("text", ["٣ days", "３ days", "1٠ minutes"])
+def test_digits_of_other_scripts_are_refused_the_same_way_everywhere(tmp_path, text):
+    with pytest.raises(ValueError) as in_config:
+        config_lateness(tmp_path, text)
+    with pytest.raises(ValueError) as in_segment:
+        segment_within(text)
+    assert str(in_config.value).endswith(f"write the number with the digits 0-9, found '{text}'")
+    assert str(in_segment.value).endswith(f"write the number with the digits 0-9, found '{text}'")
+
+
+def test_a_large_amount_is_judged_by_its_length_not_its_digits(tmp_path):
+    assert config_lateness(tmp_path, "99999999 seconds") == timedelta(seconds=99999999)
+    assert segment_within("99999999 seconds") == Duration(99999999, "second")
+    assert parse_duration("0000000000000000000005 days") == Duration(5, "day")
+    for text in ("3200000000 seconds", "1" + "0" * 5000 + " days"):
+        with pytest.raises(ValueError, match="is longer than 100 years$"):
+            parse_duration(text)
+
+
+def test_zero_quoted_or_not_is_the_same_duration(tmp_path):
+    assert parse_duration("0") == parse_duration(0) == parse_duration(" 0 ") == Duration(0, "second")
+    assert config_lateness(tmp_path, "0") == timedelta(0)
+    assert segment_within("0") == Duration(0, "second")
+    (tmp_path / "config.yaml").write_text(
+        "flows:\n  - name: welcome\n    trigger: welcome\n    template: welcome\n    lateness: 0\n",
+        encoding="utf-8")
+    assert load_settings(tmp_path, environ={}).flows[0].lateness == timedelta(0)

@@ -151,7 +151,7 @@ def test_workers_report_file_problems_and_bad_rows_as_one_process_does(run, runt
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(b"member_id,email,city\n" + b"".join(b"L%d,l%d@example.com,Hu\xe9\n" % (n, n) for n in range(300)))
     bad = write_awkward_csv(tmp_path / "awkward.csv", rows=400)
-    for path, message in [(tier, "column 'tier' cannot be imported"), (latin1, "not UTF-8 text"),
+    for path, message in [(tier, f"{tier}: row 1: column 'tier' cannot be imported"), (latin1, "not UTF-8 text"),
                           (bad, "bad row(s); nothing was imported")]:
         result = run("members", "import", str(path), "--workers", "2")
         assert result.exit_code == 1, (path, result.output)

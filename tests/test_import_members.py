@@ -156,11 +156,13 @@ def test_import_can_unsubscribe_but_never_resubscribe(runtime, run, tmp_path):
 def test_file_level_problems_are_clear_errors(run, tmp_path):
     cases = {
         "tier.csv": ("member_id,email,tier\nX,x@example.com,gold\n",
-                     "column 'tier' cannot be imported: the tier follows from points"),
+                     "tier.csv: row 1: column 'tier' cannot be imported: the tier follows from points"),
         "space.csv": ("member_id,email,Favourite Store\nX,x@example.com,Q1\n",
-                      "column 'Favourite Store' is not a member field"),
+                      "space.csv: row 1: column 'Favourite Store' is not a member field"),
         "dup.csv": ("member_id,email,email\nX,x@example.com,y@example.com\n",
-                    "row 1: repeated column(s) in the header: email"),
+                    "dup.csv: row 1: repeated column(s) in the header: email"),
+        "tier.jsonl": ('{"member_id": "X", "email": "x@example.com"}\n{"member_id": "Y", "tier": "gold"}\n',
+                       "tier.jsonl: row 2: column 'tier' cannot be imported"),
         "members.txt": ("member_id,email\n", "cannot tell the format from the extension '.txt'"),
     }
     for name, (content, message) in cases.items():

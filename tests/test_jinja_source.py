@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.jinja_source import constructs
 
-from .test_templates import NOW, ROOT, member, program_with
+from .rendering_program import NOW, ROOT, member, program_dir, renderer_for
 
 WELCOME = (ROOT / "templates/welcome/en.html").read_text()
 
@@ -25,7 +25,7 @@ def with_content(extra: str) -> str:
 
 
 def compiled_and_reference(tmp_path: Path, source: str) -> tuple[object, str, str]:
-    renderer = program_with(tmp_path, {"welcome/en.html": source})
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/en.html": source}))
     someone = member(locale="en")
     html = renderer.render("welcome", someone, now=NOW, tracked=False).html
     return renderer.compiled("welcome", "en").fallback, html, renderer.reference_html("welcome", someone, now=NOW)
@@ -126,7 +126,7 @@ PERKS = '<ul>{% for p in tier.perks %}<li class="perk">{{ p }}</li>{% endfor %}<
 ])
 def test_a_structural_selector_that_a_loop_or_condition_can_change_falls_back_naming_it(
         tmp_path, style, body, line, selector):
-    renderer = program_with(tmp_path, {"odd/vi.html": page(style, body)})
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, body)}))
     fallback = renderer.compiled("odd", "vi").fallback
     assert fallback is not None
     assert (fallback.location.file, fallback.location.line) == ("templates/odd/vi.html", line)
@@ -144,7 +144,7 @@ def test_a_structural_selector_that_a_loop_or_condition_can_change_falls_back_na
 def test_a_structural_selector_that_only_fixed_markup_can_match_keeps_compile_once(tmp_path, style):
     body = ('<table>{% for p in tier.perks %}<tr><td>{{ loop.index }}</td><td>{{ p }}</td></tr>{% endfor %}</table>'
             '<ul><li class="perk">fixed</li><li class="perk">also fixed</li></ul>')
-    renderer = program_with(tmp_path, {"odd/vi.html": page(style, body)})
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, body)}))
     assert renderer.compiled("odd", "vi").fallback is None
     html = renderer.render("odd", member(), now=NOW, tracked=False).html
     assert dom_difference(html, renderer.reference_html("odd", member(), now=NOW)) is None
@@ -154,7 +154,7 @@ def test_a_style_inside_a_condition_applies_only_to_the_members_it_is_rendered_f
     body = ("{% if member.tier == 'gold' %}<style>.note { color: #b8860b }</style>{% endif %}"
             '<p class="note">hello</p>')
     source = (f'---\nsubject: "x"\n---\n<html><head></head>\n<body>\n{body}\n</body></html>\n')
-    renderer = program_with(tmp_path, {"odd/vi.html": source})
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": source}))
     fallback = renderer.compiled("odd", "vi").fallback
     assert fallback is not None and "inside a condition or loop" in fallback.reason
     gold = renderer.render("odd", member(tier="gold"), now=NOW, tracked=False).html
@@ -166,7 +166,7 @@ def test_the_per_email_path_skips_rules_nothing_in_the_email_can_match_and_gives
     unused = "\n".join(f".unused-{i} td.cell-{i} {{ color: #{i:06x} }}" for i in range(300))
     style = (unused + "\n.perk { border-bottom: 1px solid #ccc }\n.perk:last-child { border-bottom: 0 }\n"
              "li { color: #111 }\na:hover { color: red }\n@media (max-width: 600px) { .perk { padding: 0 } }")
-    renderer = program_with(tmp_path, {"odd/vi.html": page(style, PERKS)})
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, PERKS)}))
     compiled = renderer.compiled("odd", "vi")
     assert compiled.fallback is not None  # :last-child next to the loop
     for someone in (member(), member(points=1, tier="member")):

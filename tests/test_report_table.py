@@ -49,3 +49,21 @@ def test_report_table_in_a_wide_terminal_is_one_table(project, history_url):
               "--until", "2026-11-23"], terminal_width=200, catch_exceptions=False)
     header = next(line for line in result.stdout.splitlines() if line.startswith("flow"))
     assert re.findall(r"[\w/]+", header) == PERFORMANCE
+
+
+def test_report_in_a_narrow_terminal_keeps_group_values_whole(project, history_url):
+    """At 40 columns four group columns leave no room for a figure: they are printed once,
+    numbered, and the figures refer to the number."""
+    result = CliRunner(env={"COLUMNS": "40"}).invoke(
+        cli, ["--project", str(project), "--database", history_url, "report", "--since", "2026-11-01",
+              "--until", "2026-11-23", "--by", "flow,segment,tier,locale"], terminal_width=40,
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "…" not in out, out
+    assert max(len(line) for line in out.splitlines() if set(line) & set("┃│━")) <= 40, out
+    groups = [re.findall(r"[\w-]+", line) for line in out.splitlines() if re.match(r"^\d+ │ (welcome|winback)", line)]
+    assert ["4", "winback", "lapsed", "member", "en"] in groups, out
+    words = set(re.findall(r"[\w/]+", out))
+    assert set(PERFORMANCE[1:] + LIFT) <= words, sorted(set(PERFORMANCE[1:] + LIFT) - words)
+    assert "750,000" in out

@@ -51,7 +51,7 @@ def test_a_bad_secret_is_reported_with_its_line(tmp_path):
         settings_with(tmp_path, "{key: value}", {})
     assert str(wrong.value).endswith(
         "config.yaml:2:11: tracking.secret: expected a secret (`${LOYALTY_MAIL_SECRET}`) or a list of them, "
-        "newest first, found dict")
+        "newest first, found a mapping")
 
 
 def test_the_first_secret_signs_and_every_listed_one_verifies(tmp_path):

@@ -122,3 +122,29 @@ def test_check_and_serve_report_an_invalid_webhook_key_as_a_config_error(tmp_pat
     assert result.exit_code == 1, result.output
     assert "config.yaml:17:25: tracking.sendgrid_webhook_key: not a public key" in result.stderr
     assert "Internal error" not in result.stderr
+
+
+def test_a_list_of_secrets_names_each_once_and_has_no_empty_items(tmp_path):
+    other = "Hq3-pL8sKd2xV7nBw4Zc"
+    found = problems(tmp_path, 'tracking:\n  secret: ["${S}", "${OLD}", "${S2}"]\n',
+                     {"S": STRONG, "OLD": other, "S2": STRONG})
+    assert found == ["config.yaml:2:11: tracking.secret: the items [0] and [2] are the same secret (not "
+                     "shown); list each secret once, newest first"]
+    found = problems(tmp_path, 'tracking:\n  secret:\n    - ${S}\n    -\n    - ""\n', {"S": STRONG})
+    assert found == [
+        "config.yaml:4:6: tracking.secret[1]: an empty item; remove it, or write ${VARIABLE:-} for an "
+        "older secret that may be unset",
+        "config.yaml:5:7: tracking.secret[2]: an empty item; remove it, or write ${VARIABLE:-} for an "
+        "older secret that may be unset"]
+
+
+def test_a_long_secret_is_checked_in_linear_time():
+    import random
+    import string
+    import time
+    value = "".join(random.Random(1).choices(string.ascii_letters, k=1_000_000))
+    started = time.perf_counter()
+    assert check_signing_secret(value) == value
+    assert time.perf_counter() - started < 5  # the quadratic check took over 10 s on this length
+    with pytest.raises(ValueError, match="one short block repeated"):
+        check_signing_secret(value[:50_000] * 20 + value[:7])

@@ -219,15 +219,37 @@ def diamond(levels: int) -> dict[str, str | bytes]:
 
 @pytest.mark.parametrize("dialect", sorted(DIALECTS))
 def test_a_diamond_of_segments_compiles_each_once(project, dialect):
-    write_segments(project, diamond(30))
+    write_segments(project, diamond(9))  # the deepest check allows: 1,534 conditions once expanded
     settings = load_settings(project, environ={})
     catalog, problems = load_catalog(settings)
     assert problems == []
     ctx = context_for(settings, catalog, FIXED_NOW, dialect)
     sql = str(segment_query(catalog.get("s0").rule, ctx, members_table.c.id).compile(dialect=DIALECTS[dialect]))
-    assert sql.count(" AS \n(SELECT members.id") == 30  # s1 .. s30, one common table expression each
+    assert sql.count(" AS \n(SELECT members.id") == 9  # s1 .. s9, one common table expression each
     assert sql.count("members.nps_score") == 1
-    assert len(sql) < 300 * 30
+    assert len(sql) < 300 * 9
+
+
+def test_a_diamond_that_doubles_past_the_limit_is_refused_and_the_rest_runs(project, database_url):
+    """SQLite expands each use of a common table expression: a diamond 15 deep made 'too many
+    references to members' at run time. `check` counts the conditions use by use instead."""
+    write_segments(project, diamond(15))
+    runtime = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    try:
+        catalog, problems = load_catalog(runtime.settings)
+        assert [str(p) for p in problems] == [
+            f"segments/s{i}.yaml:1: segment 's{i}' has more than 2,000 conditions once each use of a segment "
+            "counts its conditions again (segments that use the same segment more than once, nested, double "
+            "at each level); use each segment once, or write the shared conditions in one segment"
+            for i in range(6)]  # s6 has 3 * 2^9 - 2 = 1,534
+        engine = runtime.engine()
+        with engine.begin() as connection:
+            connection.execute(members_table.insert(), [member(1, nps_score=10), member(2, nps_score=3)])
+        ctx = context_for(runtime.settings, catalog, FIXED_NOW, engine.dialect.name)
+        with engine.connect() as connection:
+            assert count_members(connection, catalog.get("s6"), ctx) == 2
+    finally:
+        runtime.close()
 
 
 def test_a_segment_used_twice_keeps_its_meaning(database_url, tmp_path, project):
@@ -266,7 +288,7 @@ def member(ref: int, **values: object) -> dict:
 # -- every segment query has a time limit -----------------------------------------------------------
 
 def test_a_segment_query_past_its_time_limit_is_stopped(database_url, project):
-    write_segments(project, diamond(12))
+    write_segments(project, diamond(9))  # the deepest diamond check allows
     runtime = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
     try:
         engine = runtime.engine()
@@ -386,3 +408,18 @@ def test_symlinked_segments_and_config_are_errors(project, tmp_path):
     config.symlink_to(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match="config.yaml:1: is a symbolic link"):
         load_settings(project, environ={})
+
+
+def test_values_in_messages_read_as_plain_text_not_python(project):
+    cases = {
+        "segment: [a, b]": "2:10: segment: takes a segment name, found a list",
+        "tier: {eq: {x: 1}}": "2:12: field 'tier': eq: expected a tier (member, silver, gold, platinum), "
+                              "found a mapping",
+        "points: {gte: 2026-02-28}": "2:15: field 'points': gte: expected a number, found 2026-02-28",
+        "tier: {eq: '" + "x" * 500 + "'}": "2:12: field 'tier': eq: unknown tier '" + "x" * 80 + "...' "
+                                          "(500 characters) (tiers: member, silver, gold, platinum)",
+        "tier: {eq: \"gold\\tx\"}": "2:12: field 'tier': eq: unknown tier 'gold\\tx' (tiers: member, "
+                                   "silver, gold, platinum)",
+    }
+    for rule, message in cases.items():
+        assert problems_of(project, {"odd": f"name: odd\n{rule}\n"}) == [f"segments/odd.yaml:{message}"]

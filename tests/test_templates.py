@@ -5,10 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import shutil
-from datetime import date, datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlparse
 
 import lxml.html
@@ -16,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loyalty_mail.config import load_settings
 from loyalty_mail.errors import TemplateError
 from loyalty_mail.rendering import Renderer
 from loyalty_mail.rendering.checks import (
@@ -30,41 +26,14 @@ from loyalty_mail.rendering.renderer import tidy_text
 from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
 from .conftest import FIXTURES
+from .rendering_program import NOW, ROOT, SECRET, member, program_dir, renderer_for
 
-ROOT = Path(__file__).resolve().parents[1]
-NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
-SECRET = "test-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def example() -> Renderer:
     """The shipped example program's templates, with signing enabled."""
-    settings = load_settings(ROOT, environ={"LOYALTY_MAIL_SECRET": SECRET})
-    return Renderer.for_program(settings, signer=TokenSigner(SECRET))
-
-
-def member(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = dict(
-        member_id="SV000123", email="lan@example.com", first_name="Lan", last_name="Nguyễn",
-        locale="vi", timezone="Asia/Ho_Chi_Minh", joined_at=datetime(2024, 11, 22, 20, tzinfo=timezone.utc),
-        joined_on=date(2024, 11, 23), birthday=None, points=8450, tier="gold",
-        total_spend=Decimal("8450000"), purchase_count=12,
-        last_purchase_at=datetime(2026, 8, 1, tzinfo=timezone.utc), nps_score=9, subscribed=True,
-        attributes={})
-    return {**base, **overrides}
-
-
-def program_with(tmp_path: Path, files: dict[str, str]) -> Renderer:
-    """A copy of the example program plus/overriding the given template files."""
-    project = tmp_path / "program"
-    shutil.copytree(ROOT / "templates", project / "templates")
-    shutil.copy(ROOT / "config.yaml", project / "config.yaml")
-    for name, text in files.items():
-        path = project / "templates" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
-    return Renderer.for_program(settings, signer=TokenSigner(SECRET))
+    return renderer_for(ROOT)
 
 
 # -- compile-time inlining is the same as rendering then inlining ---------------------------
@@ -167,7 +136,7 @@ td.row { padding: 4px }
 <a class="cta" href="{{ view_in_browser_url }}">view</a>
 </body></html>
 """
-    renderer = program_with(tmp_path, {"pitfalls/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"pitfalls/vi.html": page}))
     compiled = renderer.compiled("pitfalls", "vi")
     assert compiled.fallback is None
     rendered = renderer.render("pitfalls", member(), now=NOW, tracked=False)
@@ -194,7 +163,7 @@ def test_data_dependent_markup_falls_back_with_line_and_reason(tmp_path, body, l
     style = "li + li { color: red } .box p { color: blue }" if "siblings" in reason else ".box { color: blue }"
     page = (f'---\nsubject: "x"\n---\n<html><head><style>{style}</style></head>\n<body>\n'
             f"{body}\n</body></html>\n")
-    renderer = program_with(tmp_path, {"odd/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page}))
     compiled = renderer.compiled("odd", "vi")
     assert compiled.fallback is not None
     assert reason in compiled.fallback.reason
@@ -215,7 +184,7 @@ subject: "x"
 <div class="card">{{ cell(1) }}</div><div>{{ cell(2) }}</div>
 </body></html>
 """
-    renderer = program_with(tmp_path, {"macro/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"macro/vi.html": page}))
     compiled = renderer.compiled("macro", "vi")
     assert compiled.fallback is not None and "macro" in compiled.fallback.reason
     html = renderer.render("macro", member(), now=NOW, tracked=False).html
@@ -230,7 +199,7 @@ subject: "x"
 <html><head><style>.v { font-weight: bold }</style></head>
 <div>{{ card("hello") }}</div></html>
 """
-    renderer = program_with(tmp_path, {"bodyless/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"bodyless/vi.html": page}))
     html = renderer.render("bodyless", member(), now=NOW, tracked=False).html
     assert "hello" in html
     assert dom_difference(html, renderer.reference_html("bodyless", member(), now=NOW)) is None
@@ -239,8 +208,9 @@ subject: "x"
 # -- sandbox and strictness -----------------------------------------------------------------
 
 def test_misspelled_variable_names_template_line_column_and_the_closest_name(tmp_path):
-    renderer = program_with(tmp_path, {"welcome/en.html": (ROOT / "templates/welcome/en.html").read_text()
-                                       .replace("{{ member.points | points }}", "{{ member.pionts | points }}")})
+    source = (ROOT / "templates/welcome/en.html").read_text()
+    misspelled = source.replace("{{ member.points | points }}", "{{ member.pionts | points }}")
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/en.html": misspelled}))
     with pytest.raises(TemplateError) as info:
         renderer.render("welcome", member(locale="en"), now=NOW, tracked=False)
     assert str(info.value) == ("templates/welcome/en.html:10:39: undefined variable: no field 'pionts' "
@@ -258,7 +228,7 @@ def test_member_data_is_escaped_in_html_and_left_as_is_in_text(example):
 
 def test_sandbox_refuses_python_internals(tmp_path):
     page = '---\nsubject: "x"\n---\n<html><body>\n{{ member.__class__.__mro__ }}\n</body></html>\n'
-    renderer = program_with(tmp_path, {"evil/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"evil/vi.html": page}))
     with pytest.raises(TemplateError) as info:
         renderer.render("evil", member(), now=NOW, tracked=False)
     assert "not allowed in the template sandbox" in str(info.value)
@@ -267,21 +237,21 @@ def test_sandbox_refuses_python_internals(tmp_path):
 
 def test_front_matter_problems_name_file_and_line(tmp_path):
     with pytest.raises(TemplateError) as info:
-        program_with(tmp_path, {"bad/vi.html": '---\nsubjekt: "x"\n---\n<p>x</p>\n',
-                                "worse/vi.html": "<p>no front matter</p>\n"})
+        renderer_for(program_dir(tmp_path, {"bad/vi.html": '---\nsubjekt: "x"\n---\n<p>x</p>\n',
+                                             "worse/vi.html": "<p>no front matter</p>\n"}))
     message = str(info.value)
     assert "templates/bad/vi.html:2:1: unknown front matter key 'subjekt'" in message
     assert "templates/worse/vi.html:1:1: missing front matter" in message
 
 
 def test_check_reports_syntax_error_and_missing_translation(tmp_path):
-    renderer = program_with(tmp_path, {"broken/vi.html": '---\nsubject: "x"\n---\n<p>{% if %}</p>\n',
-                                       "solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'})
+    renderer = renderer_for(program_dir(tmp_path, {"broken/vi.html": '---\nsubject: "x"\n---\n<p>{% if %}</p>\n',
+                                                    "solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'}))
     report = check_templates(renderer, NOW)
     assert [str(p) for p in report.errors] == [
         "templates/broken/vi.html:4: syntax error: Expected an expression, got 'end of statement block'"]
     (tmp_path / "program/templates/broken/vi.html").unlink()
-    renderer = program_with(tmp_path / "again", {"solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'})
+    renderer = renderer_for(program_dir(tmp_path / "again", {"solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'}))
     report = check_templates(renderer, NOW)
     assert report.errors == []
     assert any("missing translation: no en.html" in str(w) for w in report.warnings)
@@ -366,7 +336,7 @@ subject: "x"
 <a href="https://senvang.example/private" data-notrack>private</a>
 <a href="https://senvang.example/shop?a=1&amp;b=2">shop</a></body></html>
 """
-    renderer = program_with(tmp_path, {"links/vi.html": page})
+    renderer = renderer_for(program_dir(tmp_path, {"links/vi.html": page}))
     html = renderer.render("links", member(), now=NOW, send_id="s").html
     assert 'href="mailto:help@senvang.example"' in html and 'href="tel:+84123"' in html
     assert 'href="https://senvang.example/private"' in html
@@ -428,8 +398,8 @@ def test_text_part_is_readable_when_ascii_and_compact_when_not(example, locale, 
 
 
 def test_own_text_template_is_used_and_tracked(tmp_path):
-    renderer = program_with(tmp_path, {"welcome/vi.txt": "Chào {{ member.first_name }}!\n"
-                                       "Tài khoản: https://senvang.example/account\n"})
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/vi.txt": "Chào {{ member.first_name }}!\n"
+                                                    "Tài khoản: https://senvang.example/account\n"}))
     rendered = renderer.render("welcome", member(), now=NOW, send_id="s")
     assert rendered.text.startswith("Chào Lan!\nTài khoản: https://t.senvang.example/c/")
 

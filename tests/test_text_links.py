@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-from datetime import date, datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +15,13 @@ import pytest
 
 from loyalty_mail import db
 from loyalty_mail.config import load_settings
-from loyalty_mail.rendering import Renderer
 from loyalty_mail.rendering.checks import sample_members, sample_occurrences
 from loyalty_mail.signing import TokenSigner
 from loyalty_mail.tracking.app import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
+from .rendering_program import NOW, ROOT, SECRET, member, program_dir, renderer_for
+
 CORPUS = ROOT / "tests" / "fixtures" / "email-templates"  # eight public templates and their data
-NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
-SECRET = "test-secret-0123456789abcdef"
 BASE = "https://t.senvang.example"
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 
@@ -37,34 +32,6 @@ subject: "Gold offers"
 <p class="{paragraph}">Shop <a href="https://shop.example/p?m={{{{ member.member_id }}}}&amp;tier=gold">gold offers</a></p>
 </body></html>
 """
-
-
-def member(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = dict(
-        member_id="SV000123", email="lan@example.com", first_name="Lan", last_name="Nguyễn",
-        locale="vi", timezone="Asia/Ho_Chi_Minh", joined_at=datetime(2024, 11, 22, 20, tzinfo=timezone.utc),
-        joined_on=date(2024, 11, 23), birthday=None, points=8450, tier="gold",
-        total_spend=Decimal("8450000"), purchase_count=12,
-        last_purchase_at=datetime(2026, 8, 1, tzinfo=timezone.utc), nps_score=9, subscribed=True,
-        attributes={})
-    return {**base, **overrides}
-
-
-def program_with(tmp_path: Path, files: dict[str, str]) -> Path:
-    """A copy of the example program plus the given template files."""
-    project = tmp_path / "program"
-    shutil.copytree(ROOT / "templates", project / "templates")
-    shutil.copy(ROOT / "config.yaml", project / "config.yaml")
-    for name, text in files.items():
-        path = project / "templates" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return project
-
-
-def renderer_for(project: Path) -> Renderer:
-    settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
-    return Renderer.for_program(settings, signer=TokenSigner(SECRET))
 
 
 def token_url(url: str) -> str:
@@ -130,7 +97,7 @@ def click(project: Path, tmp_path: Path, url: str) -> httpx.Response:
 
 @pytest.mark.parametrize("paragraph", ["offer", "{{ tier.name }}"], ids=["compiled", "per-email"])
 def test_an_encoded_ampersand_is_decoded_once_and_both_parts_carry_the_same_url(tmp_path, paragraph):
-    project = program_with(tmp_path, {"shop/vi.html": SHOP.format(paragraph=paragraph)})
+    project = program_dir(tmp_path, {"shop/vi.html": SHOP.format(paragraph=paragraph)})
     renderer = renderer_for(project)
     assert (renderer.compiled("shop", "vi").fallback is None) == (paragraph == "offer")
     wanted = "https://shop.example/p?m=SV000123&tier=gold"
@@ -152,7 +119,7 @@ def test_an_encoded_ampersand_is_decoded_once_and_both_parts_carry_the_same_url(
 @pytest.mark.parametrize("paragraph", ["offer", "{{ tier.name }}"], ids=["compiled", "per-email"])
 def test_member_data_in_a_link_is_not_decoded_in_the_text_part(tmp_path, paragraph):
     """Only what the template wrote as HTML is decoded: data that looks like an entity stays."""
-    renderer = renderer_for(program_with(tmp_path, {"shop/vi.html": SHOP.format(paragraph=paragraph)}))
+    renderer = renderer_for(program_dir(tmp_path, {"shop/vi.html": SHOP.format(paragraph=paragraph)}))
     wanted = "https://shop.example/p?m=A&lt;B&tier=gold"
     sent = renderer.render("shop", member(member_id="A&lt;B"), now=NOW, send_id="send-1")
     assert html_links(sent.html) == text_links(sent.text) == {wanted}
@@ -219,7 +186,7 @@ def test_corpus_templates_have_the_same_links_in_both_parts(tmp_path):
         files[f"corpus{index}/vi.html"] = f'---\nsubject: "{path.stem}"\n---\n{source}'
         data[f"corpus{index}"] = (path.name, _corpus_data(path, source))
     assert len(files) == 8
-    renderer = renderer_for(program_with(tmp_path, files))
+    renderer = renderer_for(program_dir(tmp_path, files))
     for email, (name, attributes) in data.items():
         for tracked in (True, False):
             rendered = renderer.render(email, member(attributes=attributes), now=NOW, tracked=tracked,

@@ -46,7 +46,7 @@ class Service:
     def __init__(self, project: Path, database_url: str) -> None:
         config = project / "config.yaml"
         config.write_text(config.read_text() + "tracking:\n  secret: ${LOYALTY_MAIL_SECRET}\n"
-                          f"  sendgrid_webhook_key: {PUBLIC}\n  flush_interval: 1 second\n")
+                          f"  sendgrid_webhook_key: {PUBLIC}\n")
         settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
         self.engine = db.create_db_engine(database_url)
         self.app = create_app(settings, self.engine, lambda: NOW)

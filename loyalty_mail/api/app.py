@@ -1,7 +1,7 @@
 """The HTTP API: members and events in, a member's state out. Every route is in ROUTES.
 
-Bodies are read here (never past api.max_body_bytes) and parsed with the standard JSON parser;
-the importers validate them (ingest.py). Every error is JSON, `{"error": {"status", "message",
+Bodies are read here (never past api.max_body_bytes) and parsed as JSON Lines rows are
+(readers.load_json: a number no database stores is a 422); the importers validate them (ingest.py). Every error is JSON, `{"error": {"status", "message",
 "errors"?}}`, with no traceback: 400 malformed JSON, 401 no valid key, 403 a key without the
 scope, 404, 413 too large, 422 bad items (one entry per problem: index, field, found, allowed,
 message), 503 the database is busy or down. Anything else is a bug: 500, logged with its
@@ -30,10 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import db, suppression
 from ..config import Settings
-from ..errors import LoyaltyMailError, NotFound
+from ..errors import LoyaltyMailError, NotFound, shown
 from ..flows import build_planner
 from ..flows.planner import FlowExplanation
-from ..importing.readers import PROBLEMS, SourceRow
+from ..importing.readers import PROBLEMS, NumberRefused, SourceRow, load_json
 from ..members import member_row
 from ..segments import context_for, member_segments
 from . import ingest, keys, segment_spec
@@ -103,15 +103,15 @@ class Api:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return json.loads(raw)
+            return load_json(raw)
+        except NumberRefused as exc:
+            raise ApiError(422, f"the body cannot be stored: {exc}") from None
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except RecursionError:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
-        except ValueError as exc:  # e.g. an integer with more digits than Python converts
-            raise ApiError(400, f"the body is not valid JSON ({exc})") from None
 
     async def apply(self, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
         try:
@@ -225,7 +225,7 @@ class Api:
             elif kind in segment_spec.IGNORED_TYPES:
                 ignored += 1
             else:
-                events.append((index, {PROBLEMS: [("type", f"unknown message type {kind!r} (identify, track, "
+                events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
         result = await self.apply(partial, members=members, events=events)
         result["ignored"] = ignored

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import InputFileError, NotFound
+from ..errors import InputFileError, NotFound, shown
 from ..models import api_keys_table
 
 SCOPES = ("ingest", "read", "admin")
@@ -71,7 +71,7 @@ def revoke(conn: sa.Connection, name: str, now: datetime) -> None:
     done = conn.execute(k.update().where(k.c.name == name, k.c.revoked_at.is_(None)).values(revoked_at=now))
     if not done.rowcount:
         if conn.execute(sa.select(k.c.id).where(k.c.name == name)).first() is None:
-            raise NotFound(f"no API key named '{name}' (`loyalty-mail api-keys list` shows them)")
+            raise NotFound(f"no API key named {shown(name)} (`loyalty-mail api-keys list` shows them)")
 
 
 def holder(conn: sa.Connection, key: str) -> KeyHolder | None:

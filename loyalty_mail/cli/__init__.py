@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a mistake the user can fix (bad input, config, usage), with a message
 and no traceback; 2 a bug in loyalty-mail (the message asks for a report; -v shows the
-traceback); 4 `run --once` had sends due and delivered none of them; 130 interrupted.
+traceback); 3 `coupons verify`: not genuine; 4 `run --once` had sends due and delivered none of
+them; 5 `serve` or `api` cannot listen on its address; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class LoyaltyGroup(click.Group):
             sys.exit(EXIT_USER_ERROR)
         except LoyaltyMailError as exc:
             click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from .. import db
 from ..api import keys
 from . import cli
-from .common import CliContext, format_option, pass_cli, print_json, print_table
+from .common import CliContext, format_option, pass_cli, print_json, print_table, run_http_service
 
 
 @cli.command()
@@ -29,32 +27,12 @@ def api(obj: CliContext, host: str, port: int, workers: int) -> None:
       loyalty-mail api --host 127.0.0.1 --port 8030
       loyalty-mail api --workers 2
     """
-    import logging
-    import os
-    import signal
-
-    import uvicorn
-
     from ..api.app import create_app
-    from ..config import DATABASE_URL_ENV
-    from ..runtime import PROJECT_ENV
 
     runtime = obj.runtime
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops gracefully, then exit 0
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "timeout_graceful_shutdown": 30}
-    if workers == 1:
-        uvicorn.run(create_app(runtime.settings, runtime.engine(), runtime.now), **options)
-        return
-    runtime.engine()  # the schema is created or checked once, here, before the workers start
-    os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
-    os.environ[DATABASE_URL_ENV] = runtime.database_url
-    runtime.close()
-    # Each worker must answer uvicorn's health check once started: allow for a busy machine.
-    uvicorn.run("loyalty_mail.runtime:api_app_from_env", factory=True, workers=workers,
-                timeout_worker_healthcheck=60, **options)
+    run_http_service(runtime, host=host, port=port, workers=workers,
+                     create_app=lambda: create_app(runtime.settings, runtime.engine(), runtime.now),
+                     app_from_env="loyalty_mail.runtime:api_app_from_env")
 
 
 @cli.group("api-keys")

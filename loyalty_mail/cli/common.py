@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import CannotListen
+from ..errors import shown as quoted
 from ..runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,12 +80,12 @@ def resolve_at(runtime: Runtime, at: str | None) -> datetime:
     try:
         value = datetime.fromisoformat(at)
     except ValueError:
-        raise click.BadParameter(f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)",
+        raise click.BadParameter(f"{quoted(at)} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)",
                                  param_hint="--at") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(runtime.settings.program.default_timezone))
     if not AT_YEARS[0] <= value.year <= AT_YEARS[1]:
-        raise click.BadParameter(f"'{at}' is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}",
+        raise click.BadParameter(f"{quoted(at)} is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}",
                                  param_hint="--at")
     return value
 
@@ -138,10 +140,13 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                *, numeric: Sequence[str] = ()) -> None:
+                *, numeric: Sequence[str] = (), fold: bool = False) -> None:
+    """A table on stdout; `fold` wraps a cell that does not fit onto more lines instead of
+    cutting it short with an ellipsis."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in columns:
-        table.add_column(column, justify="right" if column in numeric else "left")
+        table.add_column(column, justify="right" if column in numeric else "left",
+                         overflow="fold" if fold else "ellipsis")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     stdout().print(table)
@@ -161,3 +166,74 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M UTC")
     return str(value)
+
+
+def run_http_service(runtime: Runtime, *, host: str, port: int, workers: int,
+                     create_app: Callable[[], Any], app_from_env: str) -> None:
+    """Run an HTTP service under uvicorn until SIGTERM or SIGINT, then return (exit 0).
+
+    One worker serves `create_app()` in this process; N workers each build the app themselves
+    through `app_from_env` ("module:function"), from the program and database named in the
+    environment. An address that cannot be listened on is CannotListen (exit 5), said before
+    anything starts.
+    """
+    import logging
+    import os
+    import signal
+
+    import uvicorn
+
+    from ..config import DATABASE_URL_ENV
+    from ..runtime import PROJECT_ENV
+
+    check_can_listen(host, port)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
+    # there before it started: make that a no-op so a clean stop exits 0 for process managers.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "timeout_graceful_shutdown": 30}
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(), **options)
+            return
+        runtime.engine()  # the schema is created or checked once, here, before the workers start
+        os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
+        os.environ[DATABASE_URL_ENV] = runtime.database_url
+        runtime.close()
+        # A worker imports the package and opens the database before it answers uvicorn's health
+        # check: on a busy machine that takes longer than uvicorn's 5 s default, which kills it.
+        uvicorn.run(app_from_env, factory=True, workers=workers, timeout_worker_healthcheck=60, **options)
+    except SystemExit as exc:  # uvicorn exits when it cannot start (the address taken since the check)
+        if exc.code not in (0, None):
+            raise CannotListen(f"the service did not start on {host}:{port} (uvicorn's log above says "
+                               "why)") from None
+        raise
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Raise CannotListen, saying why and what to do, when `host:port` cannot be listened on."""
+    import errno
+    import socket
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError):
+        raise CannotListen(f"cannot listen on {where}: the host name does not resolve "
+                           "(check --host)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+            probe.listen()
+        except OSError as exc:
+            reason = {
+                errno.EADDRINUSE: "the port is in use by another process (stop it, or choose another --port)",
+                errno.EACCES: "permission denied (ports below 1024 need privileges; choose a --port of "
+                              "1024 or more)",
+                errno.EADDRNOTAVAIL: "the address is not one of this machine's (check --host)",
+            }.get(exc.errno or 0, exc.strerror or "the system refused it")
+            raise CannotListen(f"cannot listen on {where}: {reason}") from None

@@ -6,6 +6,8 @@ import click
 
 from ..coupons import CouponOwner, find_owner
 from ..errors import ConfigError
+from ..errors import shown as quoted
+from ..signing import ascii_upper
 from . import cli
 from .common import CliContext, pass_cli
 
@@ -24,8 +26,8 @@ def verify(obj: CliContext, code: str) -> None:
     """Say whether CODE is a genuine coupon of this program, and whose.
 
     A code is genuine when one of the emails in the send ledger carries it, signed with any
-    secret listed in tracking.secret (older, rotated secrets too). Case and spaces around the
-    code do not matter. Exits 0 when it is genuine, 3 when it is not, 1 when the secret is not
+    secret listed in tracking.secret (older, rotated secrets too). The case of a-z and spaces
+    around the code do not matter. Exits 0 when it is genuine, 3 when it is not, 1 when the secret is not
     set or the database cannot be read.
 
     \b
@@ -38,7 +40,7 @@ def verify(obj: CliContext, code: str) -> None:
     if not secrets:
         raise ConfigError("tracking.secret is not set: export LOYALTY_MAIL_SECRET (the secret the "
                           "emails were sent with) to verify coupon codes")
-    shown = repr(code) if not code.strip() else code.strip().upper()
+    shown = quoted(code) if not code.strip() else ascii_upper(code.strip())
     try:
         owner = find_owner(runtime.engine(), secrets, code)
     except ValueError as exc:

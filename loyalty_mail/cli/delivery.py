@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import click
 
@@ -13,7 +12,7 @@ from .. import trial_send
 from ..trial_send import sample_member_for
 from ..transports import transport_for
 from . import cli
-from .common import CliContext, format_option, pass_cli, print_json, print_table
+from .common import CliContext, format_option, pass_cli, print_json, print_table, run_http_service
 
 
 @cli.group()
@@ -179,34 +178,10 @@ def serve(obj: CliContext, host: str, port: int, workers: int) -> None:
       LOYALTY_MAIL_SECRET=... loyalty-mail serve --host 0.0.0.0 --port 8025
       LOYALTY_MAIL_SECRET=... loyalty-mail serve --workers 2
     """
-    import logging
-    import os
-    import signal
-
-    import uvicorn
-
-    from ..config import DATABASE_URL_ENV
-    from ..runtime import PROJECT_ENV
     from ..tracking.app import create_app
 
     runtime = obj.runtime
     runtime.signer()  # the secret must be set
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
-    # there before it started: make that a no-op so a clean stop exits 0 for process managers.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "timeout_graceful_shutdown": 30}
-    if workers == 1:
-        uvicorn.run(create_app(runtime.settings, runtime.engine(), runtime.now), **options)
-        return
-    # Each worker process builds the app itself from the same program and database.
-    runtime.engine()  # the schema is created or checked once, here, before the workers start
-    os.environ[PROJECT_ENV] = str(runtime.project_dir.resolve())
-    os.environ[DATABASE_URL_ENV] = runtime.database_url
-    runtime.close()
-    # A worker imports the package and opens the database before it answers uvicorn's health
-    # check: on a busy machine that takes longer than uvicorn's 5 s default, which kills it.
-    uvicorn.run("loyalty_mail.runtime:tracking_app_from_env", factory=True, workers=workers,
-                timeout_worker_healthcheck=60, **options)
+    run_http_service(runtime, host=host, port=port, workers=workers,
+                     create_app=lambda: create_app(runtime.settings, runtime.engine(), runtime.now),
+                     app_from_env="loyalty_mail.runtime:tracking_app_from_env")

@@ -16,6 +16,7 @@ from rich.cells import cell_len
 from .. import reports
 from ..csv_output import csv_writer
 from ..errors import ConfigError
+from ..errors import shown as quoted
 from ..reports import charts, page
 from ..reports.variants import variant_report
 from ..segments import load_catalog
@@ -29,7 +30,7 @@ def _day(value: str | None, param: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint=param) from None
+        raise click.BadParameter(f"{quoted(value)} is not a date (YYYY-MM-DD)", param_hint=param) from None
 
 
 TABLE_COLUMNS = ("sent", "delivered", "opens_human", "clicks_human", "open_rate", "click_rate", "click_to_open_rate",
@@ -166,11 +167,19 @@ SEPARATOR = 3  # " │ " between two columns (no outer edge)
 
 
 def _print_fitting(title: str, columns: list[str], rows: list[list[Any]], *, keys: int,
-                   numeric: list[str] | None = None) -> None:
+                   numeric: list[str] | None = None, numbered: bool = False) -> None:
     """A table wider than the terminal (or a pipe's 80 columns) is printed as several, each
-    repeating the first `keys` columns, so that no heading or figure is cut short."""
+    repeating the first `keys` columns, so that no heading or figure is cut short. When those key
+    columns leave no room for a figure, they are printed once, numbered, and the figures repeat
+    the number instead: group values stay whole (folded onto more lines if even they do not fit)."""
     widths = [max([cell_len(name)] + [cell_len(_cell(row[i])) for row in rows]) for i, name in enumerate(columns)]
     room = stdout().width - sum(widths[:keys]) - SEPARATOR * keys
+    if not numbered and keys and len(columns) > keys and room < max(widths[keys:]):
+        print_table(f"{title.split(' (')[0]}: groups", ["#", *columns[:keys]],
+                    [[n, *row[:keys]] for n, row in enumerate(rows, 1)], numeric=["#"], fold=True)
+        _print_fitting(title, ["#", *columns[keys:]], [[n, *row[keys:]] for n, row in enumerate(rows, 1)],
+                       keys=1, numeric=["#", *(numeric or ())], numbered=True)
+        return
     parts: list[list[int]] = [[]]
     used = 0
     for i in range(keys, len(columns)):
@@ -182,7 +191,7 @@ def _print_fitting(title: str, columns: list[str], rows: list[list[Any]], *, key
     for n, part in enumerate(parts):
         shown = list(range(keys)) + part
         print_table(title if n == 0 else f"{title.split(' (')[0]}, continued", [columns[i] for i in shown],
-                    [[row[i] for i in shown] for row in rows], numeric=numeric or ())
+                    [[row[i] for i in shown] for row in rows], numeric=numeric or (), fold=True)
 
 
 def _health_rows(health: dict[str, Any]) -> list[list[Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import LoyaltyMailError
+from ..errors import shown as quoted
 from ..members import member_profile
 from ..rendering import Renderer
 from ..rendering.checks import sample_members, sample_occurrences
@@ -60,12 +61,12 @@ def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
+            raise click.BadParameter(f"{quoted(item)} is not KEY=VALUE", param_hint="--set")
         if key not in fields:
-            raise click.BadParameter(f"unknown occurrence field '{key}' (fields: {', '.join(fields)})",
+            raise click.BadParameter(f"unknown occurrence field {quoted(key)} (fields: {', '.join(fields)})",
                                      param_hint="--set")
         if key == "kind" and value not in OCCURRENCE_KINDS:
-            raise click.BadParameter(f"unknown kind '{value}' (kinds: {', '.join(OCCURRENCE_KINDS)})",
+            raise click.BadParameter(f"unknown kind {quoted(value)} (kinds: {', '.join(OCCURRENCE_KINDS)})",
                                      param_hint="--set")
         occurrence[key] = int(value) if value.isdigit() else value
     return occurrence
@@ -127,7 +128,7 @@ def preview(obj: CliContext, template: str, member_id: str | None, sample: bool,
     renderer = runtime.renderer()
     locales = renderer.settings.program.locales
     if locale is not None and locale not in locales:
-        raise click.BadParameter(f"unknown locale '{locale}' (program.locales: {', '.join(locales)})",
+        raise click.BadParameter(f"unknown locale {quoted(locale)} (program.locales: {', '.join(locales)})",
                                  param_hint="--locale")
     renderer.variant(template, locale)  # unknown template: say so before touching the database
     occurrence = _occurrence(occurrence_values, renderer)

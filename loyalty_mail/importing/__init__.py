@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
-from ..errors import LoyaltyMailError
+from ..errors import ColumnRefused, InputFileError, LoyaltyMailError
 from . import partitioned
 from .batch import ImportSummary, Rejects, collection_paused
 from .events import import_events
@@ -97,6 +97,8 @@ def import_file(
             rows = input_file.batches(on_bytes) if kind in _BY_COLUMN else input_file.rows(on_bytes)
             summary, _ = import_rows(engine, settings, kind, rows, **options)
         rejects_file.publish()
+    except ColumnRefused as exc:
+        raise InputFileError(f"{input_file.path}: {exc}") from None
     finally:
         rejects_file.discard()
     return summary

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..config import is_known_timezone, normalize_locale
+from ..errors import shown
 
 # The WHATWG HTML "valid e-mail address" grammar: what browsers accept in <input type=email>.
 EMAIL_ADDRESS = re.compile(
@@ -83,7 +84,7 @@ def calendar_date(value: Any) -> date:
 
 def whole_number(value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"expected a whole number, found {value!r}")
+        raise ValueError(f"expected a whole number, found {shown(value)}")
     if isinstance(value, int):
         number = value
     else:
@@ -107,7 +108,7 @@ def whole_number(value: Any, *, minimum: int | None = None, maximum: int | None 
 
 def money(value: Any, *, allow_negative: bool = False) -> Decimal:
     if isinstance(value, bool):
-        raise ValueError(f"expected an amount, found {value!r}")
+        raise ValueError(f"expected an amount, found {shown(value)}")
     raw = str(value).strip()
     try:
         amount = Decimal(raw)

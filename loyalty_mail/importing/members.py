@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
 from .. import consent, suppression, touched
-from ..errors import InputFileError
+from ..errors import ColumnRefused, InputFileError
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
 from . import columns, fields
@@ -175,7 +175,7 @@ class MemberRowValidator:
     def plan(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
         """For one set of columns, in order: (column, staging index, parser or None for attributes).
 
-        Raises InputFileError (naming `row_no`) for a column that cannot be imported."""
+        Raises ColumnRefused (naming `row_no`) for a column that cannot be imported."""
         return self._plans.get(signature) or self._compile(signature, row_no)
 
     def _compile(self, signature: tuple[str, ...], row_no: int) -> list[tuple[str, int, Any]]:
@@ -224,10 +224,10 @@ class MemberRowValidator:
 
     def _check_attribute_key(self, key: str, row_no: int) -> None:
         if key in COMPUTED:
-            raise InputFileError(f"row {row_no}: column '{key}' cannot be imported: {COMPUTED[key]}. "
+            raise ColumnRefused(f"row {row_no}: column '{key}' cannot be imported: {COMPUTED[key]}. "
                                  "Remove the column.")
         if key != "attributes" and not ATTRIBUTE_NAME.match(key):
-            raise InputFileError(
+            raise ColumnRefused(
                 f"row {row_no}: column '{key}' is not a member field ({', '.join(MEMBER_COLUMNS)}) "
                 "and cannot be a custom attribute name (letters, digits and _, not starting with a digit)"
             )
@@ -258,7 +258,7 @@ class MemberColumns:
 
     def __call__(self, batch: CsvBatch) -> tuple[list[tuple[Any, ...]], list[SourceRow]]:
         """(staging rows, the source rows that have problems)."""
-        plan = self.validate.plan(tuple(batch.header), batch.numbers[0])
+        plan = self.validate.plan(tuple(batch.header), 1)  # the header is row 1
         staged: list[list[Any] | None] = [None] * len(STAGING_COLUMNS)
         staged[0] = batch.numbers
         rejected: set[int] = set()

@@ -244,16 +244,12 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line, parse_constant=_not_a_number, parse_float=_finite)
+            value = load_json(line)
         except json.JSONDecodeError as exc:
             yield line_no, {PROBLEMS: [("", f"invalid JSON ({exc.msg} at column {exc.colno})")]}
             continue
-        except _NotFinite as exc:
-            yield line_no, {PROBLEMS: [("", f"{exc}: numbers must be finite (no NaN or Infinity), as "
-                                            "JSON and the databases require")]}
-            continue
-        except ValueError:  # an integer past Python's 4,300-digit limit
-            yield line_no, {PROBLEMS: [("", "invalid JSON (a number too long to read)")]}
+        except NumberRefused as exc:
+            yield line_no, {PROBLEMS: [("", str(exc))]}
             continue
         except RecursionError:
             yield line_no, {PROBLEMS: [("", "invalid JSON (nested too deeply)")]}
@@ -272,19 +268,41 @@ def _jsonl_rows(text: io.TextIOWrapper, name: str) -> Iterator[SourceRow]:
         yield line_no, value
 
 
-class _NotFinite(ValueError):
-    """A number JSON Lines may spell (Python's json reads NaN, Infinity, 1e400) that no database
-    stores in a JSON column."""
+MAX_JSON_INTEGER = 2**63 - 1  # the largest whole number both databases store in a JSON column
+NUMBERS_ALLOWED = (f"numbers must be finite (no NaN or Infinity) and whole numbers at most "
+                   f"{MAX_JSON_INTEGER:,} either side of 0, as JSON and the databases require")
+
+
+class NumberRefused(ValueError):
+    """A number JSON text may spell (Python's json reads NaN, Infinity, 1e400 and integers of any
+    length) that no database stores in a JSON column."""
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON text as Python values; NumberRefused (saying which number and what is allowed) for a
+    number no database can store, json.JSONDecodeError for text that is not JSON."""
+    return json.loads(text, parse_constant=_not_a_number, parse_float=_finite, parse_int=_bounded)
+
+
+def _refused(literal: str, why: str) -> NumberRefused:
+    shown = literal if len(literal) <= 40 else f"{literal[:40]}... ({len(literal):,} characters)"
+    return NumberRefused(f"'{shown}' {why}: {NUMBERS_ALLOWED}")
 
 
 def _not_a_number(literal: str) -> float:
-    raise _NotFinite(f"'{literal}'")
+    raise _refused(literal, "is not a finite number")
 
 
 def _finite(literal: str) -> float:
     number = float(literal)
     if not math.isfinite(number):
-        raise _NotFinite(f"'{literal[:40]}' is too large")
+        raise _refused(literal, "is too large")
+    return number
+
+
+def _bounded(literal: str) -> int:
+    if len(literal) > 20 or abs(number := int(literal)) > MAX_JSON_INTEGER:  # 20: before int() reads it
+        raise _refused(literal, "is too large")
     return number
 
 

@@ -27,7 +27,7 @@ import jinja2
 import markupsafe
 
 from ..config import Settings
-from ..errors import Location, NotFound, Problem, TemplateError
+from ..errors import Location, NotFound, Problem, TemplateError, shown
 from ..signing import TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
@@ -163,7 +163,7 @@ class Renderer:
     def variant(self, email: str, locale: str | None = None) -> Variant:
         if email not in self.catalog.variants:
             known = ", ".join(self.catalog.names) or "none"
-            raise NotFound(f"no email template '{email}' in {TEMPLATES_DIR}/ (emails: {known})")
+            raise NotFound(f"no email template {shown(email)} in {TEMPLATES_DIR}/ (emails: {known})")
         return self.catalog.select(email, locale, self.settings.program.default_locale)
 
     def compiled(self, email: str, locale: str | None = None) -> CompiledVariant:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import TierSettings
-from ..errors import ConfigError, Location, Problem
+from ..errors import ConfigError, Location, Problem, shown
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, YamlDocument, load_yaml_file
 from .fields import (
@@ -44,6 +44,10 @@ MAX_CONDITIONS = 500
 MAX_EVENT_CONDITIONS = 50
 MAX_SEGMENTS_USED = 50
 MAX_WEIGHT = 20_000
+# Every use of a segment repeats its conditions in the query the database plans (SQLite expands
+# each reference to a common table expression: segments that use one segment twice, nested, double
+# at each level); counted per use, a segment's conditions stay below this.
+MAX_EXPANDED_CONDITIONS = 2_000
 ANNIVERSARY_WEIGHT = 2000
 
 
@@ -173,7 +177,7 @@ class SegmentParser:
             return None
         name = data.get("name", stem)
         if not isinstance(name, str) or not SEGMENT_NAME.match(name):
-            self.fail(("name",), f"segment names are lowercase letters, digits and _ (found {name!r})")
+            self.fail(("name",), f"segment names are lowercase letters, digits and _ (found {shown(name)})")
         elif name != stem:
             self.fail(("name",), f"name '{name}' differs from the file name '{stem}'; make them the same")
         description = data.get("description", "")
@@ -220,7 +224,7 @@ class SegmentParser:
         (key, body), = value.items()
         here = path + (key,)
         if not isinstance(key, str):
-            raise self.fail(here, f"rule names are text, found {key!r}", key=True)
+            raise self.fail(here, f"rule names are text, found {shown(key)}", key=True)
         if key in ("all", "any"):
             if not isinstance(body, list) or not body:
                 raise self.fail(here, f"{key}: takes a non-empty list of rules")
@@ -238,7 +242,7 @@ class SegmentParser:
         self.counted(here, key)
         if key == "segment":
             if not isinstance(body, str) or not SEGMENT_NAME.match(body):
-                raise self.fail(here, f"segment: takes a segment name, found {body!r}")
+                raise self.fail(here, f"segment: takes a segment name, found {shown(body)}")
             return SegmentRef(body, self.doc.locate(here))
         if key == "subscribed_to":
             if not isinstance(body, str) or not SEGMENT_NAME.match(body):
@@ -297,7 +301,7 @@ class SegmentParser:
             body = {k: v for k, v in body.items() if k != "as"}
             if declared not in ATTRIBUTE_TYPES:
                 raise self.fail(path + ("as",), f"as: takes one of {', '.join(ATTRIBUTE_TYPES)}, "
-                                                f"found {declared!r}")
+                                                f"found {shown(declared)}")
         sample = _first_value(body)
         kind = declared or ("boolean" if isinstance(sample, bool) else
                             "number" if isinstance(sample, (int, float)) else "text")
@@ -320,7 +324,7 @@ class SegmentParser:
         kind = "purchase" if purchases else body.get("type")
         if not isinstance(kind, str) or not EVENT_TYPE.match(kind):
             raise self.fail(path + ("type",) if "type" in body else path,
-                            f"event: needs type: an event type such as purchase (found {kind!r})")
+                            f"event: needs type: an event type such as purchase (found {shown(kind)})")
         count = self.count(body["count"], path + ("count",)) if "count" in body else ()
         sum_of: str | None = None
         sum_ops: tuple[Op, ...] = ()
@@ -331,7 +335,7 @@ class SegmentParser:
                                                  "e.g. sum: {amount: {gte: 5000000}}")
             (sum_of, condition), = total.items()
             if not isinstance(sum_of, str) or not PATH_PART.match(sum_of):
-                raise self.fail(path + ("sum",), f"sum: names a property such as amount, found {sum_of!r}")
+                raise self.fail(path + ("sum",), f"sum: names a property such as amount, found {shown(sum_of)}")
             sum_ops = tuple(Op(n, self.operand("number", n, v, p, f"sum of {sum_of}"))
                             for n, v, p in self._op_mapping(condition, path + ("sum", sum_of), True,
                                                             ("eq", "ne", "gt", "gte", "lt", "lte", "between"),
@@ -378,10 +382,10 @@ class SegmentParser:
         action = body.get("action")
         if action not in EMAIL_ACTIONS:
             raise self.fail(path + ("action",) if "action" in body else path,
-                            f"emails: action: takes one of {', '.join(EMAIL_ACTIONS)} (found {action!r})")
+                            f"emails: action: takes one of {', '.join(EMAIL_ACTIONS)} (found {shown(action)})")
         flow = body.get("flow")
         if flow is not None and (not isinstance(flow, str) or not SEGMENT_NAME.match(flow)):
-            raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {flow!r}")
+            raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {shown(flow)}")
         automated = body.get("include_automated", False)
         if not isinstance(automated, bool):
             raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
@@ -405,7 +409,7 @@ class SegmentParser:
     def _operand(self, kind: str, op: str, value: Any, what: str) -> Any:
         if op in ("is_set", "is_null"):
             if not isinstance(value, bool):
-                raise ValueError(f"takes true or false, found {value!r}")
+                raise ValueError(f"takes true or false, found {shown(value)}")
             return value
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value or len(value) > MAX_LIST:
@@ -435,9 +439,9 @@ class SegmentParser:
             number = _number(value)
             if number != number.to_integral_value() or number < 0:
                 raise ValueError(f"expected a whole number of {'events' if kind == 'count' else 'days'}, "
-                                 f"found {value!r}")
+                                 f"found {shown(value)}")
             if kind == "days_since" and number > MAX_DAYS:
-                raise ValueError(f"expected at most {MAX_DAYS} days (100 years), found {value!r}")
+                raise ValueError(f"expected at most {MAX_DAYS} days (100 years), found {shown(value)}")
             return number
         if kind == "text":
             if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
@@ -450,15 +454,19 @@ class SegmentParser:
             return text
         if kind == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, found {value!r}")
+                raise ValueError(f"expected true or false, found {shown(value)}")
             return value
         if kind == "tier":
             if not isinstance(value, str) or value not in self.ladder.names:
-                raise ValueError(f"unknown tier {value!r} (tiers: {', '.join(self.ladder.names)})")
+                raise ValueError(f"expected a tier ({', '.join(self.ladder.names)}), found {shown(value)}"
+                                 if not isinstance(value, str) else
+                                 f"unknown tier {shown(value)} (tiers: {', '.join(self.ladder.names)})")
             return value
         if kind == "category":
             if not isinstance(value, str) or value not in NPS_CATEGORIES:
-                raise ValueError(f"unknown NPS category {value!r} (expected: {', '.join(NPS_CATEGORIES)})")
+                raise ValueError(f"expected an NPS category ({', '.join(NPS_CATEGORIES)}), found {shown(value)}"
+                                 if not isinstance(value, str) else
+                                 f"unknown NPS category {shown(value)} (expected: {', '.join(NPS_CATEGORIES)})")
             return value
         if kind == "time":
             return parse_time(value)
@@ -471,8 +479,8 @@ class SegmentParser:
                 return parse_time(value)
             except ValueError:
                 raise ValueError(f"expected a date such as 2026-01-31 or a time such as '18 years ago', "
-                                 f"found {value!r}") from None
-        raise ValueError(f"unsupported value {value!r}")
+                                 f"found {shown(value)}") from None
+        raise ValueError(f"unsupported value {shown(value)}")
 
 
 _VALUE_KINDS = {"text": "text", "number": "number", "boolean": "bool"}
@@ -516,9 +524,9 @@ def _number(value: Any) -> Decimal:
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"expected a number, found {value!r}") from None
+        raise ValueError(f"expected a number, found {shown(value)}") from None
     if not number.is_finite() or abs(number) >= Decimal("1e15"):
-        raise ValueError(f"expected a number below 10^15, found {value!r}")
+        raise ValueError(f"expected a number below 10^15, found {shown(value)}")
     return number
 
 
@@ -537,7 +545,7 @@ def _describe(value: Any) -> str:
         return "a mapping" if value else "an empty mapping"
     if isinstance(value, list):
         return f"a list of {len(value)}"
-    return repr(value)
+    return shown(value)
 
 
 @dataclass(frozen=True)
@@ -551,7 +559,7 @@ class SegmentCatalog:
 
         if name not in self.segments:
             known = ", ".join(sorted(self.segments)) or "none"
-            raise NotFound(f"no segment named '{name}' (segments: {known})")
+            raise NotFound(f"no segment named {shown(name)} (segments: {known})")
         return self.segments[name]
 
 
@@ -639,6 +647,7 @@ def segments_used(name: str, segments: dict[str, Segment], limit: int = MAX_SEGM
 def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
     """Every segment within the limits, counting the segments it uses once each."""
     own = {name: rule_size(segment.rule) for name, segment in segments.items()}
+    expanded = _expanded_conditions(segments, own)
     problems = []
     for name, segment in sorted(segments.items()):
         where = Location(segment.file, segment.line)
@@ -648,7 +657,13 @@ def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
                                            "segments (segment: NAME, directly or through others)"))
             continue
         total = sum((own[other] for other in used), own[name])
-        if total.conditions > MAX_CONDITIONS:
+        if expanded[name] > MAX_EXPANDED_CONDITIONS:
+            problems.append(Problem(where, f"segment '{name}' has more than {MAX_EXPANDED_CONDITIONS:,} "
+                                           "conditions once each use of a segment counts its conditions "
+                                           "again (segments that use the same segment more than once, "
+                                           "nested, double at each level); use each segment once, or "
+                                           "write the shared conditions in one segment"))
+        elif total.conditions > MAX_CONDITIONS:
             problems.append(Problem(where, f"segment '{name}' has {total.conditions} conditions with the "
                                            f"segments it uses; at most {MAX_CONDITIONS} are allowed"))
         elif total.events > MAX_EVENT_CONDITIONS:
@@ -661,6 +676,29 @@ def _check_sizes(segments: dict[str, Segment]) -> list[Problem]:
                                            "condition counts 10, each value in a list 1, each "
                                            f"anniversary {ANNIVERSARY_WEIGHT}); use fewer or shorter lists"))
     return problems
+
+
+def _expanded_conditions(segments: dict[str, Segment], own: dict[str, Size]) -> dict[str, int]:
+    """Each segment's conditions with every `segment:` reference replaced by the conditions of the
+    segment it names, use by use (capped just past MAX_EXPANDED_CONDITIONS). Linear in the
+    references: each segment's count is computed once (the segments have no cycles here)."""
+    counts: dict[str, int] = {}
+    for start in segments:
+        stack = [start]
+        while stack:
+            name = stack[-1]
+            if name in counts:
+                stack.pop()
+                continue
+            refs = [ref.name for ref in references(segments[name].rule) if ref.name in segments]
+            pending = [ref for ref in refs if ref not in counts and ref not in stack]
+            if pending:
+                stack.extend(pending)
+                continue
+            total = own[name].conditions + sum(counts.get(ref, 0) for ref in refs)
+            counts[name] = min(total, MAX_EXPANDED_CONDITIONS + 1)
+            stack.pop()
+    return counts
 
 
 def _display(path: Path, root: Path | None) -> str:

@@ -14,6 +14,7 @@ from datetime import date, datetime, time, tzinfo
 from typing import Any
 
 from ..durations import MAX_DAYS, Duration, add_months, parse_duration
+from ..errors import shown
 
 __all__ = ["MAX_DAYS", "Duration", "TimeValue", "add_months", "anniversary_on", "parse_date", "parse_duration",
            "parse_time"]
@@ -49,7 +50,7 @@ def parse_time(value: Any) -> TimeValue:
     """`90 days ago`, `now`, `today`, `2026-01-01` or an ISO date-time -> TimeValue."""
     parsed = _parse_time(value)
     if parsed.absolute is not None and not 1900 <= parsed.absolute.year <= 2200:
-        raise ValueError(f"expected a year between 1900 and 2200, found {value!r}")
+        raise ValueError(f"expected a year between 1900 and 2200, found {shown(value)}")
     return parsed
 
 
@@ -71,7 +72,7 @@ def _parse_time(value: Any) -> TimeValue:
             pass
     raise ValueError(
         f"expected a time such as '90 days ago', 'today', 'now', '2026-01-01' or "
-        f"'2026-01-01T09:00:00+07:00', found {value!r}"
+        f"'2026-01-01T09:00:00+07:00', found {shown(value)}"
     )
 
 
@@ -85,9 +86,9 @@ def parse_date(value: Any) -> date:
         try:
             day = date.fromisoformat(str(value).strip())
         except ValueError:
-            raise ValueError(f"expected a date such as 2026-01-31, found {value!r}") from None
+            raise ValueError(f"expected a date such as 2026-01-31, found {shown(value)}") from None
     if not 1800 <= day.year <= 2200:
-        raise ValueError(f"expected a year between 1800 and 2200, found {value!r}")
+        raise ValueError(f"expected a year between 1800 and 2200, found {shown(value)}")
     return day
 
 

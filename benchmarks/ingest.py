@@ -1,0 +1,346 @@
+"""Ingest API throughput and event-to-email latency: the real server (`loyalty-mail api`, one
+uvicorn process) on 127.0.0.1, then the rows counted in the database.
+
+    python benchmarks/ingest.py                       # 10 s per load run, concurrency 16
+    python benchmarks/ingest.py --seconds 5 --latency-events 40
+    python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1/bench  # an empty db
+
+Batched: POST /v1/events with 1,000 purchases a request, one request after another, for
+--seconds; events/s counts events acknowledged (200). The naive path in the same run: the same
+requests to a small Starlette app defined here that applies each event of a batch in its own
+transaction, through the same importer (`api.ingest.apply`), run by uvicorn the same way.
+Single: --concurrency clients (HTTP/1.1 keep-alive) each POSTing one event a request; req/s and
+p50/p99 latency of acknowledged requests, measured by the client. "lost" counts acknowledged
+events whose row is not in the database (must be 0). Event to transport: with `loyalty-mail
+daemon` running (wake on new data, the tick an hour away), purchases that trigger an event flow
+are posted one at a time, 0.25 s apart, each for its own member; the latency runs from just
+before the request to the moment the directory transport's .eml for that member appears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.parser
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SECRET = "benchmark-secret-0123456789"
+MEMBERS = 20_000
+BATCH = 1000
+RECEIPT_AMOUNT = 2_000_000  # at least the flow's `where: amount gte`, so each such purchase sends
+CONFIG = """\
+program: {name: Bench Rewards, currency: VND, default_locale: en, locales: [en, vi],
+          default_timezone: Asia/Ho_Chi_Minh, points_per_currency_unit: 0.001,
+          sender_email: rewards@bench.example}
+tracking: {base_url: "https://t.bench.example", secret: "${LOYALTY_MAIL_SECRET}"}
+sending: {directory: outbox, quiet_hours: null, frequency_cap: null, tick: 1 hour}
+flows:
+  - {name: points_receipt, trigger: event, event: purchase, where: {amount: {gte: 1000000}},
+     template: points_receipt, lateness: 1 day}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str) -> None:
+    import httpx
+    for _ in range(600):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+def naive_app(project: str, url: str):  # noqa: ANN201 - a Starlette app
+    """POST /v1/events: each event of the body applied in its own transaction, same importer."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    from loyalty_mail import db
+    from loyalty_mail.api import ingest
+    from loyalty_mail.config import load_settings
+
+    settings = load_settings(Path(project), environ={"LOYALTY_MAIL_SECRET": SECRET})
+    engine = db.create_db_engine(url)
+
+    async def events(request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        items = body if isinstance(body, list) else [body]
+        inserted = 0
+
+        def apply_each() -> int:
+            count = 0
+            for index, item in enumerate(items):
+                outcome = ingest.apply(engine, settings, events=[ingest.source_row(index, item)],
+                                       now=datetime.now(timezone.utc))
+                count += outcome.events_inserted
+            return count
+
+        from starlette.concurrency import run_in_threadpool
+        inserted = await run_in_threadpool(apply_each)
+        return JSONResponse({"events": {"inserted": inserted}})
+
+    async def health(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/v1/events", events, methods=["POST"]), Route("/health", health)])
+
+
+def purchase(event_id: str, member: int, amount: int = 50_000) -> dict[str, Any]:
+    return {"event_id": event_id, "member_id": f"M{member:06d}", "type": "purchase",
+            "occurred_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "amount": amount, "currency": "VND"}
+
+
+class Seen:
+    """What a load run saw: acknowledged event ids, refusals, latencies of acknowledged requests."""
+
+    def __init__(self) -> None:
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self.latencies: list[float] = []
+        self.requests = 0
+        self.elapsed = 0.0
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000 if ordered else 0.0
+
+
+def batched(port: int, key: str, seconds: float, tag: str) -> Seen:
+    """Batches of BATCH purchases, one request after another, for `seconds`."""
+    import httpx
+    seen, counter = Seen(), itertools.count()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers) as client:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            ids = [f"{tag}-{next(counter)}" for _ in range(BATCH)]
+            body = json.dumps([purchase(i, n % MEMBERS) for n, i in enumerate(ids)]).encode()
+            sent = time.perf_counter()
+            answer = client.post("/v1/events", content=body)
+            seen.requests += 1
+            if answer.status_code == 200:
+                seen.latencies.append(time.perf_counter() - sent)
+                seen.acknowledged += ids
+            else:
+                seen.refused += 1
+        seen.elapsed = time.perf_counter() - started
+    return seen
+
+
+def single(port: int, key: str, seconds: float, concurrency: int, tag: str) -> Seen:
+    """`concurrency` keep-alive clients, each POSTing one purchase a request, for `seconds`."""
+    import httpx
+    seen, counter = Seen(), itertools.count()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def client_loop(client: httpx.AsyncClient, stop: float) -> None:
+        while time.perf_counter() < stop:
+            n = next(counter)
+            event_id = f"{tag}-{n}"
+            body = json.dumps(purchase(event_id, (n * 7919) % MEMBERS)).encode()
+            sent = time.perf_counter()
+            answer = await client.post("/v1/events", content=body)
+            seen.requests += 1
+            if answer.status_code == 200:
+                seen.latencies.append(time.perf_counter() - sent)
+                seen.acknowledged.append(event_id)
+            else:
+                seen.refused += 1
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers,
+                                     limits=limits) as client:
+            started = time.perf_counter()
+            await asyncio.gather(*(client_loop(client, started + seconds) for _ in range(concurrency)))
+            seen.elapsed = time.perf_counter() - started
+
+    asyncio.run(run())
+    return seen
+
+
+def to_transport(port: int, key: str, outbox: Path, count: int) -> list[float]:
+    """Seconds from posting a receipt-triggering purchase to its .eml in the outbox, per event."""
+    import httpx
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    posted: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    known: set[str] = {p.name for p in outbox.glob("*.eml")}
+    parser = email.parser.BytesHeaderParser()
+
+    def look() -> None:
+        for path in outbox.glob("*.eml"):
+            if path.name in known:
+                continue
+            known.add(path.name)
+            to = parser.parsebytes(path.read_bytes())["To"] or ""
+            address = to.split("<")[-1].rstrip(">").strip()
+            arrived.setdefault(address, time.perf_counter())
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers) as client:
+        for n in range(count):
+            member = MEMBERS - 1 - n  # members no load run touched
+            address = f"m{member}@bench.example"
+            posted[address] = time.perf_counter()
+            answer = client.post("/v1/events", content=json.dumps(
+                purchase(f"receipt-{n}", member, RECEIPT_AMOUNT)).encode())
+            if answer.status_code != 200:
+                raise RuntimeError(f"the receipt purchase was refused: {answer.text}")
+            pause_until = time.perf_counter() + 0.25
+            while time.perf_counter() < pause_until:
+                look()
+                time.sleep(0.01)
+        deadline = time.perf_counter() + 30
+        while len(arrived.keys() & posted.keys()) < len(posted) and time.perf_counter() < deadline:
+            look()
+            time.sleep(0.01)
+    return [arrived[a] - posted[a] for a in posted if a in arrived] + [float("inf")] * (
+        len(posted) - len(arrived.keys() & posted.keys()))
+
+
+def stored_event_ids(url: str) -> set[str]:
+    import sqlalchemy as sa
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        ids = {r for (r,) in conn.execute(sa.text("select event_id from events where event_id is not null"))}
+    engine.dispose()
+    return ids
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * share), len(ordered) - 1)] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-events", type=int, default=60, help="receipt purchases timed to the outbox")
+    parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
+    parser.add_argument("--only", choices=["batched", "single", "latency"], action="append",
+                        help="run only these parts (repeatable; default: all)")
+    parser.add_argument("--naive-server", nargs=3, metavar=("PORT", "PROJECT", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_server:
+        import uvicorn
+        port, project, url = args.naive_server
+        uvicorn.run(naive_app(project, url), host="127.0.0.1", port=int(port), log_level="warning",
+                    access_log=False)
+        return
+
+    from loyalty_mail import db
+    from loyalty_mail.api import keys
+
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        project = Path(scratch_dir) / "program"
+        project.mkdir()
+        (project / "config.yaml").write_text(CONFIG, encoding="utf-8")
+        shutil.copytree(REPO / "templates", project / "templates")
+        url = args.database or f"sqlite:///{Path(scratch_dir) / 'ingest.db'}"
+        engine = db.create_db_engine(url)
+        db.ensure_schema(engine)
+        with db.writer(engine).begin() as conn:
+            key = keys.create(conn, "bench", "ingest", datetime.now(timezone.utc))
+        engine.dispose()
+        env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET, "PYTHONPATH": str(REPO)}
+        cli = [sys.executable, "-m", "loyalty_mail", "--project", str(project), "--database", url]
+        members = project / "members.jsonl"
+        members.write_text("".join(json.dumps({"member_id": f"M{n:06d}", "email": f"m{n}@bench.example",
+                                               "first_name": "Lan", "locale": "en",
+                                               "joined_at": "2020-01-01T00:00:00+00:00"}) + "\n"
+                                   for n in range(MEMBERS)))
+        subprocess.run([*cli, "members", "import", str(members)], env=env, check=True, capture_output=True)
+
+        def start(command: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            server = subprocess.Popen([c.replace("{port}", str(port)) for c in command], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(f"http://127.0.0.1:{port}/health")
+            return server, port
+
+        def stop(server: subprocess.Popen[bytes]) -> None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=120)
+
+        ours = [*cli, "api", "--port", "{port}"]
+        naive = [sys.executable, __file__, "--naive-server", "{port}", str(project), url]
+        print(f"database: {db.display_url(url)}; {MEMBERS:,} members; {args.seconds:g} s per load run; "
+              f"load average {os.getloadavg()[0]:.2f} at the start")
+        print(f"{'path':<42}{'requests':>9}{'events':>9}{'events/s':>10}{'req/s':>8}{'p50 ms':>8}"
+              f"{'p99 ms':>9}{'non-200':>8}{'lost':>6}")
+
+        def report(label: str, seen: Seen) -> None:
+            stored = stored_event_ids(url)
+            lost = sum(1 for event_id in seen.acknowledged if event_id not in stored)
+            print(f"{label:<42}{seen.requests:>9,}{len(seen.acknowledged):>9,}"
+                  f"{len(seen.acknowledged) / seen.elapsed:>10,.0f}{seen.requests / seen.elapsed:>8,.0f}"
+                  f"{seen.percentile(0.5):>8.1f}{seen.percentile(0.99):>9.1f}{seen.refused:>8}{lost:>6}")
+
+        parts = set(args.only or ("batched", "single", "latency"))
+        for label, command, tag in (("ours, batches of 1,000", ours, "b"),
+                                    ("naive, batches of 1,000 (a transaction each)", naive, "n")):
+            if "batched" not in parts:
+                break
+            server, port = start(command)
+            try:
+                seen = batched(port, key, args.seconds, tag)
+            finally:
+                stop(server)
+            report(label, seen)
+        if "single" in parts:
+            server, port = start(ours)
+            try:
+                seen = single(port, key, args.seconds, args.concurrency, "s")
+            finally:
+                stop(server)
+            report(f"ours, one event a request, {args.concurrency} clients", seen)
+        if "latency" not in parts:
+            return
+
+        server, port = start(ours)
+        daemon = subprocess.Popen([*cli, "daemon", "--interval", "3600", "--wake"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(5)  # the daemon's first tick plans every member once, then waits for new data
+            outbox = project / "outbox"
+            outbox.mkdir(exist_ok=True)
+            latencies = to_transport(port, key, outbox, args.latency_events)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=120)
+            stop(server)
+        missing = sum(1 for value in latencies if value == float("inf"))
+        print(f"event to transport ({len(latencies)} purchases, daemon waking on new data): "
+              f"p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
+              f"max {max(latencies):.2f} s; {missing} not delivered within 30 s")
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
