@@ -7,10 +7,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from loyalty_mail.models import events_table, members_table, suppressions_table
 from loyalty_mail.runtime import Runtime
 
 from .conftest import FIXED_NOW, REPO, TEST_CONFIG
+from .processes import free_port, wait_until_answering
 
 FIXTURES = Path(__file__).parent / "fixtures" / "segment"
 SEGMENT_MAPPING = """\
@@ -299,12 +298,6 @@ def test_junk_payloads_get_a_4xx_with_a_message(client, path, body, deep):
         assert r.json()["error"]["message"] and "Traceback" not in r.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_api_under_uvicorn(tmp_path):
     project = tmp_path / "program"
@@ -314,19 +307,12 @@ def test_the_api_under_uvicorn(tmp_path):
     engine = db.create_db_engine(url)
     db.ensure_schema(engine)
     key = _new_key(engine, "k", "admin")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = subprocess.Popen([sys.executable, "-m", "loyalty_mail", "--project", str(project), "--database", url,
                                "api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None, "the API did not start"
-                time.sleep(0.1)
+        wait_until_answering(port, server)
         headers = {"Authorization": f"Bearer {key}"}
         r = httpx.put(f"http://127.0.0.1:{port}/v1/members/M1", json={"email": "a@example.com"}, headers=headers)
         assert r.status_code == 200, r.text

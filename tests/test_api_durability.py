@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,11 @@ from loyalty_mail.api import keys
 from loyalty_mail.models import events_table, members_table
 
 from .conftest import FIXED_NOW, REPO, TEST_CONFIG
+from .processes import free_port, stop, wait_until_answering
 
 EVENTS = 300
 MEMBERS = 20
 POINTS_EACH = 50  # a purchase of 50,000 VND at 0.001 points per VND
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Api:
@@ -38,22 +32,14 @@ class Api:
 
     def __init__(self, project: Path, url: str):
         self.command = [sys.executable, "-m", "loyalty_mail", "--project", str(project), "--database", url,
-                        "api", "--port", str(_free_port())]
+                        "api", "--port", str(free_port())]
         self.port = int(self.command[-1])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.command, env={**os.environ, "PYTHONPATH": str(REPO)},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and self.process.poll() is None, "the API did not start"
-            time.sleep(0.05)
+        wait_until_answering(self.port, self.process)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -61,9 +47,7 @@ class Api:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+        stop(self.process, seconds=60)
 
 
 class RetryingClient(threading.Thread):

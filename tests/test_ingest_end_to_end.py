@@ -5,7 +5,6 @@ SIGKILL under load is in test_api_durability.py)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ import httpx
 from loyalty_mail.api import keys
 
 from .flow_program import SECRET, Program
-from .test_delivery import SmtpSink, configure, free_port, start_sink
+from .processes import free_port, stop, wait_until_answering
+from .test_delivery import SmtpSink, configure, start_sink
 from .test_wake import RECEIPT, _arrived, _log_has, engine_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,28 +39,6 @@ def start(program: Program, log: Path, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for_api(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline and process.poll() is None, "the API did not start\n" + log.read_text()
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
 def test_an_event_posted_over_http_is_emailed_once_by_a_daemon_with_a_one_hour_tick(program, tmp_path):
     sink = SmtpSink()
     controller = start_sink(sink)
@@ -74,7 +52,7 @@ def test_an_event_posted_over_http_is_emailed_once_by_a_daemon_with_a_one_hour_t
         key = api_key(program)
         headers = {"Authorization": f"Bearer {key}"}
         api = start(program, log, "api", "--port", str(port))
-        wait_for_api(port, api, log)
+        wait_until_answering(port, api, log.read_text)
         joined = (datetime.now(timezone.utc) - timedelta(days=400)).isoformat()
         r = httpx.put(f"http://127.0.0.1:{port}/v1/members/OLD", headers=headers, timeout=10, json={
             "email": "old@example.com", "first_name": "Lan", "locale": "en", "timezone": "Asia/Ho_Chi_Minh",

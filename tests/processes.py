@@ -1,0 +1,45 @@
+"""Real processes for tests: a free port, waiting until an HTTP service answers, and stopping a
+process the way an operator would (SIGTERM, then SIGKILL if it does not stop)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_answering(port: int, process: subprocess.Popen[bytes], output: Callable[[], str] = str,
+                         seconds: float = 60) -> None:
+    """Until GET /health on `port` answers 200; fails with the process's output if it exits or
+    `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "the service did not start\n" + output()
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `seconds`; nothing if it already exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
