@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from .durations import parse_span
+from .durations import Duration, parse_duration, parse_span
 from .errors import ConfigError, Problem
 from .secret_policy import (
     SECRET_FIELDS,
@@ -162,11 +162,48 @@ class TierLevel(_Strict):
         return next(iter(self.perks.values()), ())
 
 
+def _calendar_duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        return value
+    duration = parse_duration(value)
+    if duration.unit not in ("day", "week", "month", "year") or duration.amount < 1:
+        raise ValueError(f"expected whole days, weeks, months or years (e.g. '12 months'), found {value!r}")
+    return duration
+
+
+CalendarDuration = Annotated[Duration, BeforeValidator(_calendar_duration)]
+
+
+class TierQualification(_Strict):
+    """Tiers that must be kept: re-qualify over a rolling period, or move down at the review."""
+
+    period: CalendarDuration = Duration(12, "month")
+    # What re-qualifies: spend (purchase amounts) or points earned (points added, never redeemed)
+    # in the period; it must be what the ladder is measured in (`basis`).
+    measure: Literal["spend", "points_earned"] | None = None
+    grace: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
+    downgrade: Literal["one_level", "to_qualified"] = "one_level"
+
+
 class TierSettings(_Strict):
     """The ordered tier ladder and what it is measured in."""
 
     basis: Literal["points", "spend"] = "points"
     levels: tuple[TierLevel, ...] = (TierLevel(name="member", threshold=Decimal(0)),)
+    qualification: TierQualification | None = None
+
+    @model_validator(mode="after")
+    def _measure_follows_basis(self) -> TierSettings:
+        q = self.qualification
+        if q is None:
+            return self
+        expected = "spend" if self.basis == "spend" else "points_earned"
+        if q.measure is None:
+            object.__setattr__(self, "qualification", q.model_copy(update={"measure": expected}))
+        elif q.measure != expected:
+            raise ValueError(f"qualification.measure '{q.measure}' does not match basis '{self.basis}': the "
+                             f"thresholds are in {self.basis}, so the measure must be '{expected}'")
+        return self
 
     @field_validator("levels")
     @classmethod
@@ -186,6 +223,24 @@ class TierSettings(_Strict):
                     f"'{lower.name}' ({lower.threshold})"
                 )
         return levels
+
+
+class Reward(_Strict):
+    """One reward of the catalogue: what members can redeem their points for."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    cost: int = Field(gt=0, le=1_000_000_000)
+    label: str | dict[str, str] | None = None
+
+    def label_for(self, locale: str, default_locale: str) -> str:
+        """The reward's name in the member's language (the name, capitalised, if none)."""
+        if isinstance(self.label, str):
+            return self.label
+        if isinstance(self.label, dict):
+            for key in (locale, locale.split("_")[0], default_locale):
+                if key in self.label:
+                    return self.label[key]
+        return self.name.replace("_", " ").capitalize()
 
 
 class SegmentSettings(_Strict):
@@ -347,7 +402,8 @@ class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event",
+                     "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement"]
     template: str
     segment: str | None = None
     enabled: bool = True
@@ -368,6 +424,10 @@ class FlowSettings(_Strict):
     where: dict[str, Any] | None = None
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
+    # tier_at_risk: this long before the tier review
+    before: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
+    # birthday: this many days before the birthday (0: on the day)
+    days_before: int = Field(default=0, ge=0, le=30)
 
     @field_validator("schedule")
     @classmethod
@@ -395,6 +455,10 @@ class FlowSettings(_Strict):
         if self.trigger != "event" and (self.event or self.where is not None):
             raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
                              "(trigger: event)")
+        if "before" in self.model_fields_set and self.trigger != "tier_at_risk":
+            raise ValueError(f"flow '{self.name}': `before:` belongs to tier_at_risk flows")
+        if "days_before" in self.model_fields_set and self.trigger != "birthday":
+            raise ValueError(f"flow '{self.name}': `days_before:` belongs to birthday flows")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         return self
@@ -447,6 +511,7 @@ class Settings(_Strict):
     sending: SendingSettings = SendingSettings()
     tracking: TrackingSettings = TrackingSettings()
     flows: tuple[FlowSettings, ...] = ()
+    rewards: tuple[Reward, ...] = ()
     reports: ReportSettings = ReportSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
@@ -462,6 +527,26 @@ class Settings(_Strict):
         if repeated:
             raise ValueError(f"flow names must be unique; repeated: {', '.join(repeated)}")
         return flows
+
+    @field_validator("rewards")
+    @classmethod
+    def _unique_rewards(cls, rewards: tuple[Reward, ...]) -> tuple[Reward, ...]:
+        names = [reward.name for reward in rewards]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"reward names must be unique; repeated: {', '.join(repeated)}")
+        return tuple(sorted(rewards, key=lambda r: (r.cost, r.name)))
+
+    @model_validator(mode="after")
+    def _flows_have_what_they_need(self) -> Settings:
+        for flow in self.flows:
+            if flow.trigger == "tier_at_risk" and self.tiers.qualification is None:
+                raise ValueError(f"flow '{flow.name}': a tier_at_risk flow needs tiers.qualification "
+                                 "(e.g. {period: 12 months, grace: 30 days})")
+            if flow.trigger == "reward_available" and not self.rewards:
+                raise ValueError(f"flow '{flow.name}': a reward_available flow needs a `rewards:` "
+                                 "catalogue (e.g. [{name: coffee, cost: 500}])")
+        return self
 
 
 def load_settings(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .. import tier_review
 from ..config import Settings
 from ..members import member_profile
 from ..rendering import Renderer
@@ -55,6 +56,10 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
     throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
     ids) plans only them: the daemon's wake-up for members with new data."""
+    settings = planner.settings
+    if settings.tiers.qualification is not None:  # moves first, so this tick plans their emails
+        with engine.begin() as conn:
+            tier_review.apply(conn, settings, now, members=members, since=now - settings.sending.lookback)
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
     recorded: Counter[str] = Counter()

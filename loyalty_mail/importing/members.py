@@ -366,8 +366,9 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     staged = connection.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
     summary.inserted = staged - summary.updated
 
-    new_tier = ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
-                               sa.func.coalesce(s.c.total_spend, m.c.total_spend))
+    # With tiers.qualification the tier review moves members; an import keeps their tier.
+    new_tier = m.c.tier if ladder.held else ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
+                                                            sa.func.coalesce(s.c.total_spend, m.c.total_spend))
     changes = (
         sa.select(m.c.id, m.c.tier, new_tier, now_value, sa.literal("members import"))
         .select_from(m.join(s, matched))
@@ -418,8 +419,8 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
             "last_purchase_at": s.c.last_purchase_at, "nps_score": s.c.nps_score,
             "subscribed": sa.func.coalesce(s.c.subscribed, sa.true()),
-            "tier": ladder.sql_tier(sa.func.coalesce(s.c.points, zero),
-                                    sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
+            "tier": sa.literal(ladder.names[0]) if ladder.held else ladder.sql_tier(
+                sa.func.coalesce(s.c.points, zero), sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
             "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
             "created_at": now_value, "updated_at": now_value,
         }

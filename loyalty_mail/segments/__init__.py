@@ -44,7 +44,9 @@ def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, diale
     program = settings.program
     return Context(at=at, ladder=TierLadder.from_settings(settings.tiers), default_locale=program.default_locale,
                    default_timezone=program.default_timezone, clv_years=settings.segments.clv_years,
-                   catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds())
+                   catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds(),
+                   qualification=settings.tiers.qualification.measure if settings.tiers.qualification else None,
+                   reward_costs=tuple(reward.cost for reward in settings.rewards))
 
 
 def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> int:
