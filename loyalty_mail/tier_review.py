@@ -126,8 +126,9 @@ class _Reviewer:
         e, m = events_table, members_table
         candidates = sa.select(m.c.id, m.c.member_id, m.c.tier).order_by(m.c.id)
         if since is not None:
+            counted = e.c.type == "purchase" if self.q.measure == "spend" else e.c.points > 0
             active = sa.select(e.c.member_ref).where(e.c.occurred_at > since, e.c.occurred_at <= self.now,
-                                                     measure_column(self.q).is_not(None))
+                                                     counted)
             candidates = candidates.where(m.c.id.in_(active))
         if members is not None:
             candidates = candidates.where(m.c.id.in_(sorted(members)))
@@ -148,17 +149,19 @@ class _Reviewer:
 
     # -- periods -----------------------------------------------------------------------------
 
-    def start_periods(self, members: Collection[int] | None) -> None:
+    def start_periods(self, members: Collection[int] | None, since: datetime | None) -> None:
         """A member above the lowest tier whose period is unknown, or older than their latest
         move to the tier, gets a period starting at that move (else when they joined, else now);
-        a member at the lowest tier has none."""
+        a member at the lowest tier has none. With `since` (a tick), only unknown periods are
+        looked for: with qualification every move is the review's, which starts the period."""
         m, t = members_table, tier_changes_table
         reached = (sa.select(sa.func.max(t.c.changed_at))
                    .where(t.c.member_ref == m.c.id, t.c.to_tier == m.c.tier, t.c.changed_at <= self.now)
                    .scalar_subquery())
+        stale = m.c.tier_period_start.is_(None) if since is not None else sa.or_(
+            m.c.tier_period_start.is_(None), m.c.tier_period_start < reached)
         query = sa.select(m.c.id, m.c.tier, m.c.joined_at, reached.label("reached")).where(
-            sa.or_(sa.and_(m.c.tier != self.lowest,
-                           sa.or_(m.c.tier_period_start.is_(None), m.c.tier_period_start < reached)),
+            sa.or_(sa.and_(m.c.tier != self.lowest, stale),
                    sa.and_(m.c.tier == self.lowest, m.c.tier_review_at.is_not(None))))
         if members is not None:
             query = query.where(m.c.id.in_(sorted(members)))
@@ -227,7 +230,7 @@ def apply(conn: sa.Connection, settings: Settings, now: datetime, *,
         return ReviewReport(now)
     reviewer = _Reviewer(conn, settings, now)
     reviewer.upgrades(members, since)
-    reviewer.start_periods(members)
+    reviewer.start_periods(members, since)
     reviewer.reviews(members)
     return reviewer.report
 

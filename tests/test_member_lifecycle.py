@@ -324,3 +324,35 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
     assert sorted(m["member_id"] for m in soon) == ["M1", "M2"]
     explained = life.run("explain", "M2", at="2025-07-01T10:00:00+07:00")
     assert "needed_to_keep_tier is 200" in explained.stdout
+
+
+# -- configuration mistakes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("measure: points_earned", "measure: spend"),
+     "config.yaml:10:3: tiers: qualification.measure 'spend' does not match basis 'points'"),
+    (("period: 12 months", "period: 36 hours"),
+     "tiers.qualification.period: expected whole days, weeks, months or years (e.g. '12 months'), found '36 hours'"),
+    (("trigger: birthday, template: birthday, lateness", "trigger: birthday, days_before: 31, template: birthday, lateness"),
+     "flows[2].days_before: Input should be less than or equal to 30"),
+    (("{name: reward, trigger: reward_available,", "{name: reward, trigger: reward_available, before: 2 days,"),
+     "flow 'reward': `before:` belongs to tier_at_risk flows"),
+])
+def test_configuration_mistakes_name_the_line_and_what_is_allowed(life, change, message):
+    config = life.dir / "config.yaml"
+    config.write_text(config.read_text().replace(*change))
+    result = life.run("check")
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+def test_tier_at_risk_needs_qualification_and_tiers_review_says_how_to_turn_it_on(life):
+    config = life.dir / "config.yaml"
+    config.write_text(config.read_text().replace(
+        "  qualification: {period: 12 months, measure: points_earned, grace: 30 days, downgrade: one_level}\n", ""))
+    result = life.run("check")
+    assert result.exit_code == 1
+    assert "flow 'at_risk': a tier_at_risk flow needs tiers.qualification" in result.stderr
+    config.write_text(config.read_text().replace(
+        "  - {name: at_risk, trigger: tier_at_risk, before: 30 days, template: tier_at_risk}\n", ""))
+    refused = life.run("tiers", "review")
+    assert refused.exit_code == 1 and "tiers.qualification is not set in config.yaml" in refused.stderr
