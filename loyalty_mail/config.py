@@ -455,6 +455,9 @@ class FlowSettings(_Strict):
         if self.trigger != "event" and (self.event or self.where is not None):
             raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
                              "(trigger: event)")
+        if self.trigger == "statement" and not self.schedule:
+            raise ValueError(f"flow '{self.name}': a statement flow needs `schedule:` (when the daemon "
+                             "plans it, e.g. \"0 9 1 * *\" for the 1st at 09:00)")
         if "before" in self.model_fields_set and self.trigger != "tier_at_risk":
             raise ValueError(f"flow '{self.name}': `before:` belongs to tier_at_risk flows")
         if "days_before" in self.model_fields_set and self.trigger != "birthday":

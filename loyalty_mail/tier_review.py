@@ -15,7 +15,7 @@ reads the state it writes, so running it twice at one instant moves no one twice
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -132,9 +132,13 @@ class _Reviewer:
             candidates = candidates.where(m.c.id.in_(active))
         if members is not None:
             candidates = candidates.where(m.c.id.in_(sorted(members)))
-        rows = list(self.conn.execute(candidates).all())
         start = period_before(self.now, self.q.period)
-        for chunk in _chunks(rows, CHUNK):
+        last = 0
+        while True:  # a page of members at a time: memory stays flat however many there are
+            chunk = list(self.conn.execute(candidates.where(m.c.id > last).limit(CHUNK)).all())
+            if not chunk:
+                return
+            last = chunk[-1].id
             measures = measure_between(self.conn, self.q, [r.id for r in chunk], start, self.now)
             for row in chunk:
                 current = self.ladder.rank(row.tier) if row.tier in self.ladder.names else 0
@@ -165,7 +169,7 @@ class _Reviewer:
                    sa.and_(m.c.tier == self.lowest, m.c.tier_review_at.is_not(None))))
         if members is not None:
             query = query.where(m.c.id.in_(sorted(members)))
-        for row in self.conn.execute(query).all():
+        for row in _pages(self.conn, query):
             if row.tier == self.lowest:
                 self.store(row.id, row.tier, None, None)
                 continue
@@ -180,12 +184,12 @@ class _Reviewer:
         m = members_table
         query = (sa.select(m.c.id, m.c.member_id, m.c.tier, m.c.tier_period_start, m.c.tier_review_at)
                  .where(m.c.tier != self.lowest, m.c.tier_review_at.is_not(None),
-                        m.c.tier_review_at <= self.now - self.q.grace)
-                 .order_by(m.c.id))
+                        m.c.tier_review_at <= self.now - self.q.grace))
         if members is not None:
             query = query.where(m.c.id.in_(sorted(members)))
-        for row in self.conn.execute(query).all():
-            self.review(row)
+        for row in _pages(self.conn, query):
+            if row.tier in self.ladder.names:  # a tier no longer on the ladder is left as it is
+                self.review(row)
 
     def review(self, row: Any) -> None:
         tier, start, review = row.tier, row.tier_period_start, row.tier_review_at
@@ -212,13 +216,21 @@ class _Reviewer:
         self.store(row.id, tier, start, review)
 
 
+def _pages(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Any]:
+    """The rows of a query over members, a page at a time by member id (the caller may update
+    the rows of a page before the next is read)."""
+    m = members_table
+    last = 0
+    while True:
+        page = conn.execute(query.where(m.c.id > last).order_by(m.c.id).limit(CHUNK)).all()
+        if not page:
+            return
+        last = page[-1].id
+        yield from page
+
+
 def _days(span: timedelta) -> str:
     return f"{span.days} day{'' if span.days == 1 else 's'}"
-
-
-def _chunks(rows: list[Any], size: int) -> Iterable[list[Any]]:
-    for begin in range(0, len(rows), size):
-        yield rows[begin:begin + size]
 
 
 def apply(conn: sa.Connection, settings: Settings, now: datetime, *,

@@ -356,3 +356,27 @@ def test_tier_at_risk_needs_qualification_and_tiers_review_says_how_to_turn_it_o
         "  - {name: at_risk, trigger: tier_at_risk, before: 30 days, template: tier_at_risk}\n", ""))
     refused = life.run("tiers", "review")
     assert refused.exit_code == 1 and "tiers.qualification is not set in config.yaml" in refused.stderr
+
+
+@pytest.mark.parametrize(("start", "period", "end"), [
+    ("2024-02-29T05:00:00+00:00", (12, "month"), "2025-02-28T05:00:00+00:00"),   # 29 February: 28 February
+    ("2028-02-29T05:00:00+00:00", (4, "year"), "2032-02-29T05:00:00+00:00"),
+    ("2026-01-31T05:00:00+00:00", (1, "month"), "2026-02-28T05:00:00+00:00"),
+    ("2026-03-01T00:00:00+00:00", (30, "day"), "2026-03-31T00:00:00+00:00"),
+])
+def test_review_periods_are_calendar_months_and_years(start, period, end):
+    from datetime import datetime
+
+    from loyalty_mail.durations import Duration
+    from loyalty_mail.tier_review import period_after, period_before
+    begin, finish = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    assert period_after(begin, Duration(*period)) == finish
+    if begin.day <= 28:
+        assert period_before(finish, Duration(*period)) == begin
+
+
+def test_a_statement_flow_needs_a_schedule(life):
+    config = life.dir / "config.yaml"
+    config.write_text(config.read_text().replace(', schedule: "0 9 1 * *"', ""))
+    result = life.run("check")
+    assert result.exit_code == 1 and "flow 'statement': a statement flow needs `schedule:`" in result.stderr
