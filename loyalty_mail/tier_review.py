@@ -155,8 +155,9 @@ class _Reviewer:
 
     def start_periods(self, members: Collection[int] | None, since: datetime | None) -> None:
         """A member above the lowest tier whose period is unknown, or older than their latest
-        move to the tier, gets a period starting at that move (else when they joined, else now);
-        a member at the lowest tier has none. With `since` (a tick), only unknown periods are
+        move to the tier, gets the period running now among those starting at that move (else
+        when they joined, else now) and each anniversary of it, so turning qualification on never
+        reviews a member before their next anniversary; a member at the lowest tier has none. With `since` (a tick), only unknown periods are
         looked for: with qualification every move is the review's, which starts the period."""
         m, t = members_table, tier_changes_table
         reached = (sa.select(sa.func.max(t.c.changed_at))
@@ -174,6 +175,8 @@ class _Reviewer:
                 self.store(row.id, row.tier, None, None)
                 continue
             start = row.reached or row.joined_at or self.now
+            while period_after(start, self.q.period) <= self.now:  # reached long ago: the coming
+                start = period_after(start, self.q.period)           # anniversary is the review
             self.store(row.id, row.tier, start, period_after(start, self.q.period))
             self.report.started += 1
 

@@ -380,3 +380,18 @@ def test_a_statement_flow_needs_a_schedule(life):
     config.write_text(config.read_text().replace(', schedule: "0 9 1 * *"', ""))
     result = life.run("check")
     assert result.exit_code == 1 and "flow 'statement': a statement flow needs `schedule:`" in result.stderr
+
+
+def test_turning_qualification_on_reviews_at_the_next_anniversary_not_at_once(life):
+    config = life.dir / "config.yaml"
+    with_qualification = config.read_text()
+    config.write_text(with_qualification.replace(
+        "  qualification: {period: 12 months, measure: points_earned, grace: 30 days, downgrade: one_level}\n", "")
+        .replace("  - {name: at_risk, trigger: tier_at_risk, before: 30 days, template: tier_at_risk}\n", ""))
+    silver_member(life)  # without qualification the import moves M1 to silver on 15 January 2025
+    assert state(life, "M1")[0] == "silver"
+    config.write_text(with_qualification)
+    decided = review(life, "2026-06-01T00:00:00+07:00")
+    assert decided["decisions"] == [] and decided["periods_started"] == 1
+    tier, review_at, _ = state(life, "M1")
+    assert tier == "silver" and review_at.isoformat().startswith("2027-01-15T05:00")
