@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -192,11 +193,19 @@ class TierSettings(_Strict):
     levels: tuple[TierLevel, ...] = (TierLevel(name="member", threshold=Decimal(0)),)
     qualification: TierQualification | None = None
 
-    @model_validator(mode="after")
-    def _measure_follows_basis(self) -> TierSettings:
-        q = self.qualification
+    @field_validator("qualification")
+    @classmethod
+    def _measure_follows_basis(cls, q: TierQualification | None, info: ValidationInfo) -> TierQualification | None:
+        basis = info.data.get("basis", "points")
         if q is None:
-            return self
+            return q
+        expected = "spend" if basis == "spend" else "points_earned"
+        if q.measure is None:
+            return q.model_copy(update={"measure": expected})
+        if q.measure != expected:
+            raise ValueError(f"measure '{q.measure}' does not match basis '{basis}': the thresholds are in "
+                             f"{basis}, so the measure must be '{expected}'")
+        return q
         expected = "spend" if self.basis == "spend" else "points_earned"
         if q.measure is None:
             object.__setattr__(self, "qualification", q.model_copy(update={"measure": expected}))

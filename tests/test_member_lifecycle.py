@@ -330,7 +330,7 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
 
 @pytest.mark.parametrize(("change", "message"), [
     (("measure: points_earned", "measure: spend"),
-     "config.yaml:10:3: tiers: qualification.measure 'spend' does not match basis 'points'"),
+     "config.yaml:15:18: tiers.qualification: measure 'spend' does not match basis 'points'"),
     (("period: 12 months", "period: 36 hours"),
      "tiers.qualification.period: expected whole days, weeks, months or years (e.g. '12 months'), found '36 hours'"),
     (("trigger: birthday, template: birthday, lateness", "trigger: birthday, days_before: 31, template: birthday, lateness"),
