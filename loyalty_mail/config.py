@@ -206,13 +206,6 @@ class TierSettings(_Strict):
             raise ValueError(f"measure '{q.measure}' does not match basis '{basis}': the thresholds are in "
                              f"{basis}, so the measure must be '{expected}'")
         return q
-        expected = "spend" if self.basis == "spend" else "points_earned"
-        if q.measure is None:
-            object.__setattr__(self, "qualification", q.model_copy(update={"measure": expected}))
-        elif q.measure != expected:
-            raise ValueError(f"qualification.measure '{q.measure}' does not match basis '{self.basis}': the "
-                             f"thresholds are in {self.basis}, so the measure must be '{expected}'")
-        return self
 
     @field_validator("levels")
     @classmethod
