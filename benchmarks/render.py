@@ -13,6 +13,11 @@ The example templates, then the public templates corpus (`--corpus DIR`; by defa
 tests/fixtures/email-templates), ported from Handlebars to Jinja with their
 data read from the member's custom attributes. Each group reports its mean (messages over the
 total time) and its slowest template.
+
+Last, the per-email path: the welcome email with a framework-sized stylesheet (1,400 rules, as
+Foundation for Emails ships) and a `:last-child` rule next to a loop, which forces inlining per
+email; the same email without that rule, compiled once; and the naive path. The per-email path
+may be slower than compile-once, never by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -190,6 +195,28 @@ def report(group: str, renderer: Renderer, templates: dict[str, str],
     print(f"{group + ' slowest: ' + slowest:<{WIDTH + 8}}{rates[slowest]:>10.0f}")
 
 
+FRAMEWORK_RULES = 1400
+
+
+def framework_emails(into: Path) -> dict[str, str]:
+    """Two copies of the welcome email with a framework-sized stylesheet: one whose
+    `.perk:last-child` rule next to a loop forces per-email inlining, one without it."""
+    rules = "\n".join(f".fw-row .fw-col-{i % 12}.fw-{i} td.fw-cell-{i % 40} {{ padding: {i % 20}px; "
+                       f"color: #{(i * 2654435761) % 0xFFFFFF:06x} }}" for i in range(FRAMEWORK_RULES))
+    welcome = (REPO / "templates" / "welcome" / "vi.html").read_text(encoding="utf-8")
+    perks = ('<ul class="perks">{% for perk in tier.perks %}<li class="perk">{{ perk }}</li>{% endfor %}</ul>')
+    emails = {}
+    for email, extra in (("framework_per_email", "\n.perk:last-child { border-bottom: 0 }"),
+                         ("framework_once", "")):
+        style = f"<style>{rules}\n.perk {{ border-bottom: 1px solid #ddd }}{extra}</style>"
+        folder = into / "templates" / email
+        folder.mkdir(parents=True)
+        (folder / "vi.html").write_text(
+            welcome.replace("{% block content %}", "{% block content %}" + style + perks, 1), encoding="utf-8")
+        emails[email] = f"welcome + {FRAMEWORK_RULES} rules, " + ("per email" if extra else "compiled once")
+    return emails
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=10_000)
@@ -200,7 +227,11 @@ def main() -> None:
     people = members(args.members)
     with tempfile.TemporaryDirectory() as scratch:
         emails = corpus_program(args.corpus, Path(scratch)) if args.corpus else {}
-        project = Path(scratch) if emails else REPO
+        if not emails:
+            shutil.copytree(REPO / "templates", Path(scratch) / "templates")
+            shutil.copy(REPO / "config.yaml", Path(scratch) / "config.yaml")
+        framework = framework_emails(Path(scratch))
+        project = Path(scratch)
         settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
         renderer = Renderer.for_program(settings, signer=TokenSigner(SECRET))
         start = time.perf_counter()
@@ -219,6 +250,10 @@ def main() -> None:
                          for email, (_, data) in emails.items()}
             report("corpus", renderer, {email: name for email, (name, _) in emails.items()}, with_data,
                    args.naive)
+        fallback = renderer.compiled("framework_per_email", "vi").fallback
+        print(f"per email because: {fallback}")
+        report("framework", renderer, framework, {e: people[:max(args.members // 10, 200)] for e in framework},
+               max(args.naive // 10, 10))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -352,6 +353,8 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password: str | None = None
     timeout: Span = timedelta(minutes=1)
+    return_path: str | None = Field(default=None, pattern=r"^[^@\s+]+@[^@\s]+$", max_length=200)
+    verp: bool = False
 
 
 class SendGridSettings(_Strict):
@@ -369,6 +372,32 @@ class WakeSettings(_Strict):
 
     enabled: bool = True
     poll_ms: int = Field(default=250, ge=10, le=60_000)  # SQLite: how often the queue is looked at
+
+
+def _tls_mode(value: Any) -> bool | Literal["starttls"]:
+    if value is True or value is False or value == "starttls":
+        return value
+    raise ValueError(f"expected true (implicit TLS), starttls or false, found {value!r}")
+
+
+class BounceMailboxSettings(_Strict):
+    """The mailbox that receives bounces and feedback-loop complaints, read over IMAP (see
+    loyalty_mail/tracking/bounces.py). The password comes from the environment:
+    `${BOUNCES_IMAP_PASSWORD}`."""
+
+    imap: str = Field(min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)   # 993 with TLS, 143 without
+    user: str = Field(min_length=1)
+    password: str | None = None
+    folder: str = Field(default="INBOX", min_length=1)
+    tls: Annotated[bool | Literal["starttls"], PlainValidator(_tls_mode)] = True  # `starttls`: upgrade a plain connection
+    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
+    soft_bounce_window: Span = timedelta(days=30)
+    timeout: Span = timedelta(minutes=1)
+
+    @property
+    def imap_port(self) -> int:
+        return self.port or (993 if self.tls is True else 143)
 
 
 class SendingSettings(_Strict):
@@ -391,6 +420,7 @@ class SendingSettings(_Strict):
     wake: WakeSettings = WakeSettings()
     lookback: Span = timedelta(days=7)
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    bounces: BounceMailboxSettings | None = None
 
 
 class Reentry(_Strict):
@@ -398,6 +428,51 @@ class Reentry(_Strict):
 
     max: int = Field(default=1, ge=1, le=1000)
     cooldown: Span = timedelta(days=90)
+
+
+class VariantSettings(_Strict):
+    """One arm of an A/B test: its own template and/or subject, and its share of members."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,31}$")
+    template: str | None = None
+    subject: str | None = Field(default=None, min_length=1, max_length=300)
+    weight: int = Field(default=1, ge=1, le=10_000)
+
+
+class WinnerRule(_Strict):
+    """When an A/B test ends: after `after` sends, the variant whose `metric` beats every other
+    one at `confidence` goes to every new member (README "A/B variants")."""
+
+    metric: Literal["conversion_rate", "click_rate", "open_rate"] = "conversion_rate"
+    after: int = Field(default=1000, ge=2, le=100_000_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _sends(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `after: 1000 sends`
+            number = value.strip().removesuffix("sends").removesuffix("send").strip().replace(",", "")
+            if number.isdigit():
+                return int(number)
+            raise ValueError(f"'{value}' is not a number of sends (e.g. 1000 sends)")
+        return value
+
+
+def check_variants(variants: tuple[VariantSettings, ...]) -> tuple[VariantSettings, ...]:
+    """A flow's (or a campaign's) `variants:` as a whole: two or more, named apart, each changing
+    something (a pydantic field validator)."""
+    names = [v.name for v in variants]
+    problems = []
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"variant names must be unique; repeated: {', '.join(repeated)}")
+    if variants and len(variants) < 2:
+        problems.append("needs two or more variants (e.g. a and b)")
+    problems += [f"variant '{v.name}' changes nothing: give it a `template:` and/or a `subject:`"
+                 for v in variants if v.template is None and v.subject is None]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return variants
 
 
 class FlowSettings(_Strict):
@@ -426,6 +501,11 @@ class FlowSettings(_Strict):
     where: dict[str, Any] | None = None
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
+    # A/B test: each member gets one variant (loyalty_mail/flows/variants.py)
+    variants: tuple[VariantSettings, ...] = ()
+    winner: WinnerRule | None = None
+
+    _variants = field_validator("variants")(check_variants)
     # tier_at_risk: this long before the tier review
     before: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
     # birthday: this many days before the birthday (0: on the day)
@@ -466,6 +546,8 @@ class FlowSettings(_Strict):
             raise ValueError(f"flow '{self.name}': `days_before:` belongs to birthday flows")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
+        if self.winner is not None and not self.variants:
+            raise ValueError(f"flow '{self.name}': `winner:` needs `variants:` to choose from")
         return self
 
 
@@ -602,7 +684,7 @@ def settings_from_document(
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
     except ValidationError as exc:
-        problems += [_problem_from(error, doc) for error in exc.errors()]
+        problems += [problem_from(error, doc) for error in exc.errors()]
     if problems:
         problems.sort(key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
         raise ConfigError(problems)
@@ -658,15 +740,16 @@ def _literal_secrets(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     return problems
 
 
-def _problem_from(error: Any, doc: YamlDocument) -> Problem:
-    """Turn one pydantic error into a Problem at the YAML position it concerns."""
+def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = None) -> Problem:
+    """Turn one pydantic error into a Problem at the YAML position it concerns; `model` is the
+    one the document was validated as (default: Settings), for the keys it allows."""
     loc = tuple(part for part in error["loc"] if part != "project_dir")
     if loc and isinstance(loc[-1], int) and loc not in doc.positions and loc[:-1] in doc.positions:
         loc = loc[:-1]  # one value where a list is allowed (`secret: ${S}`): no item number
     kind = error["type"]
     if kind == "extra_forbidden":
         parent, key = loc[:-1], loc[-1]
-        allowed = ", ".join(_allowed_keys(parent))
+        allowed = ", ".join(_allowed_keys(parent, model or Settings))
         where = format_path(parent) or "the top level"
         return Problem(doc.locate(loc, key=True), f"unknown key '{key}' in {where} (allowed: {allowed})")
     message = error["msg"]
@@ -677,12 +760,12 @@ def _problem_from(error: Any, doc: YamlDocument) -> Problem:
     found = error.get("input")
     shown = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
     suffix = f" (found {found!r})" if shown else ""
-    return Problem(doc.locate(loc), f"{format_path(loc)}: {message}{suffix}")
+    return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
 
 
-def _allowed_keys(path: PathKey) -> list[str]:
-    """The keys a mapping at `path` of the settings may hold."""
-    model: Any = Settings
+def _allowed_keys(path: PathKey, root: type[BaseModel]) -> list[str]:
+    """The keys a mapping at `path` of a `root` document may hold."""
+    model: Any = root
     for part in path:
         if isinstance(part, int):
             continue
@@ -695,4 +778,4 @@ def _allowed_keys(path: PathKey) -> list[str]:
                      None)
         if model is None:
             return []
-    return [name for name in model.model_fields if name != "project_dir"]
+    return [name for name, field in model.model_fields.items() if not field.exclude]  # not project_dir

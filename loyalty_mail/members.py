@@ -1,4 +1,4 @@
-"""Reading members: one member's profile with their recent events and tier history."""
+"""Reading members: one member's profile with their recent events and tier history; finding members."""
 
 from __future__ import annotations
 
@@ -47,3 +47,18 @@ def member_profile(connection: sa.Connection, member_id: str, *, recent: int = 1
     ).mappings().all()
     member = {k: v for k, v in row.items() if k != "id"}
     return MemberProfile(member, [dict(x) for x in events], [dict(x) for x in history], count)
+
+
+def find_members(connection: sa.Connection, text: str, *, limit: int = 10) -> list[dict[str, Any]]:
+    """Members whose loyalty id is `text`, or whose id or email begins with it (case-insensitive
+    for the email), by member_id; at most `limit`."""
+    m = members_table
+    text = text.strip()
+    if not text:
+        return []
+    prefix = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = (sa.select(m.c.member_id, m.c.email, m.c.first_name, m.c.last_name, m.c.locale, m.c.tier)
+             .where(sa.or_(m.c.member_id == text, m.c.member_id.like(prefix, escape="\\"),
+                           sa.func.lower(m.c.email).like(prefix.lower(), escape="\\")))
+             .order_by(m.c.member_id).limit(limit))
+    return [dict(row) for row in connection.execute(query).mappings()]

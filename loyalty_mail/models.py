@@ -217,6 +217,7 @@ class Send(SQLModel, table=True):
     claimed_at: datetime | None = _utc()
     provider_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
     handed_over_at: datetime | None = _utc()
+    variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))  # A/B variant sent
 
 
 class Suppression(SQLModel, table=True):
@@ -316,6 +317,37 @@ class TouchedMember(SQLModel, table=True):
     touched_at: datetime | None = _utc(nullable=False)
 
 
+class VariantWinner(SQLModel, table=True):
+    """The end of a flow's (or campaign's) A/B test: which variant won, when, and on what figures
+    (written by loyalty_mail/flows/variants.py only). From `decided_at` on, new members get it."""
+
+    __tablename__ = "variant_winners"
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    variant: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    metric: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    figures: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
+    decided_at: datetime | None = _utc(nullable=False)
+
+
+class CampaignSchedule(SQLModel, table=True):
+    """A one-off campaign as it was scheduled: the validated campaign file (`definition`), and
+    whether it is scheduled or cancelled (written by loyalty_mail/campaigns/schedule.py only)."""
+
+    __tablename__ = "campaign_schedules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    definition: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}"))
+    digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    scheduled_at: datetime | None = _utc(nullable=False)
+    cancelled_at: datetime | None = _utc()
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -327,3 +359,5 @@ rejected_webhook_events_table: sa.Table = RejectedWebhookEvent.__table__  # type
 rejected_hits_table: sa.Table = RejectedHit.__table__  # type: ignore[attr-defined]
 api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
 touched_members_table: sa.Table = TouchedMember.__table__  # type: ignore[attr-defined]
+variant_winners_table: sa.Table = VariantWinner.__table__  # type: ignore[attr-defined]
+campaign_schedules_table: sa.Table = CampaignSchedule.__table__  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ SECRET_FIELDS: dict[tuple[str, ...], str] = {
     ("tracking", "secret"): "LOYALTY_MAIL_SECRET",
     ("sending", "smtp", "password"): "SMTP_PASSWORD",
     ("sending", "sendgrid", "api_key"): "SENDGRID_API_KEY",
+    ("sending", "bounces", "password"): "BOUNCES_IMAP_PASSWORD",
 }
 MIN_LENGTH = 16
 MIN_DISTINCT = 6

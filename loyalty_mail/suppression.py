@@ -1,7 +1,8 @@
 """The suppression list: addresses that never get marketing email, with reason and time.
 
-Reasons: `unsubscribe`, `hard_bounce`, `spam_complaint` (from the tracking service and SendGrid's
-Event Webhook) and `manual`. The planner skips suppressed members and the dispatcher checks again
+Reasons: `unsubscribe`, `hard_bounce`, `spam_complaint` (from the tracking service, SendGrid's
+Event Webhook and the bounce mailbox), `soft_bounce` (the bounce mailbox, after
+`sending.bounces.soft_bounce_limit` soft bounces) and `manual`. The planner skips suppressed members and the dispatcher checks again
 right before sending, so a suppression that lands between the two still wins. `unsubscribe` is the
 one place an unsubscribe is written, whoever asks (the link in an email, a webhook, the CLI, an
 import).
@@ -19,7 +20,7 @@ from . import db
 from .errors import InputFileError, NotFound
 from .models import members_table, suppressions_table
 
-REASONS = ("unsubscribe", "hard_bounce", "spam_complaint", "manual")
+REASONS = ("unsubscribe", "hard_bounce", "spam_complaint", "soft_bounce", "manual")
 
 
 CHUNK = 500

@@ -136,3 +136,30 @@ def test_corpus_templates_included_by_an_email_raise_no_false_errors(tmp_path):
     assert files
     target = program(tmp_path, files)
     assert static_problems(target) == []
+
+
+def test_a_missing_custom_attribute_at_send_time_names_line_column_and_the_closest_field(tmp_path):
+    """`check` cannot know one member's custom attributes; the send-time error still says where
+    and what was meant."""
+    from datetime import date, datetime, timezone
+
+    from loyalty_mail.errors import TemplateError
+
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% block content %}\n'
+                    '<p>Your code: {{ member.attributes.vip_cod }}</p>\n'
+                    '{% endblock %}\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    renderer = Renderer.for_program(load_settings(target, environ={}))
+    member = dict(member_id="SV1", email="a@example.com", first_name="An", last_name="Le", locale="en",
+                  timezone="UTC", joined_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                  joined_on=date(2026, 1, 1), birthday=None, points=10, tier="member",
+                  total_spend=0, purchase_count=0, last_purchase_at=None, nps_score=None,
+                  subscribed=True, attributes={"vip_code": "X1"})
+    try:
+        renderer.render("welcome", member, now=datetime(2026, 11, 30, tzinfo=timezone.utc), tracked=False)
+    except TemplateError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the render should fail")
+    assert message == ("templates/welcome/en.html:7:36: undefined variable: no field 'vip_cod' in this "
+                       "email's data (did you mean vip_code?)")

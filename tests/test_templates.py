@@ -124,12 +124,12 @@ def _corpus_data(source: str, name: str) -> dict[str, object]:
 
 def test_corpus_templates_ported_to_jinja_match_per_email_inlining():
     from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined
-    from loyalty_mail.rendering.renderer import LinkTracker, sandboxed_environment
+    from loyalty_mail.rendering.renderer import LinkTracker, email_environment
     from loyalty_mail.rendering.text import html_to_text
 
     files = sorted(CORPUS.glob("*.html"))
     assert len(files) == 8
-    env = sandboxed_environment(None, autoescape=True)
+    env = email_environment(None, autoescape=True)
     env.undefined = __import__("jinja2").Undefined  # the corpus data does not fill every field
     compiled_count = 0
     for path in files:
@@ -189,7 +189,7 @@ td.row { padding: 4px }
     ('<td {% if tier.next %}bgcolor="#fff"{% endif %}>x</td>', 6, "inside a tag"),
     ('{% if tier.next %}<div class="box">{% endif %}<p>x</p>{% if tier.next %}</div>{% endif %}', 6,
      "closed outside it"),
-    ('<ul>{% for p in tier.perks %}<li>{{ p }}</li>{% endfor %}</ul>', 1, "matches siblings"),
+    ('<ul>{% for p in tier.perks %}<li>{{ p }}</li>{% endfor %}</ul>', 4, "depends on an element's siblings"),
 ])
 def test_data_dependent_markup_falls_back_with_line_and_reason(tmp_path, body, line, reason):
     style = "li + li { color: red } .box p { color: blue }" if "siblings" in reason else ".box { color: blue }"
@@ -239,13 +239,13 @@ subject: "x"
 
 # -- sandbox and strictness -----------------------------------------------------------------
 
-def test_misspelled_variable_names_template_and_line(tmp_path):
+def test_misspelled_variable_names_template_line_column_and_the_closest_name(tmp_path):
     renderer = program_with(tmp_path, {"welcome/en.html": (ROOT / "templates/welcome/en.html").read_text()
                                        .replace("{{ member.points | points }}", "{{ member.pionts | points }}")})
     with pytest.raises(TemplateError) as info:
         renderer.render("welcome", member(locale="en"), now=NOW, tracked=False)
-    assert str(info.value).startswith("templates/welcome/en.html:10: undefined variable")
-    assert "pionts" in str(info.value)
+    assert str(info.value) == ("templates/welcome/en.html:10:39: undefined variable: no field 'pionts' "
+                               "in this email's data (did you mean points?)")
 
 
 def test_member_data_is_escaped_in_html_and_left_as_is_in_text(example):

@@ -89,7 +89,6 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import api, coupons, data, delivery, flows, program, reports, segments, templates, tiers  # noqa: E402  (register the commands)
+from . import api, bounces, campaigns, coupons, data, delivery, flows, program, reports, segments, studio, templates, tiers  # noqa: E402,E501  (register the commands)
 
-__all__ = ["cli", "main", "api", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "templates",
-           "tiers"]
+__all__ = ["cli", "main", "api", "bounces", "campaigns", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "studio", "templates", "tiers"]  # noqa: E501

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import click
 
 from .. import outbox as outbox_view
 from .. import suppression
-from ..errors import LoyaltyMailError
 from ..members import member_profile
-from ..rendering.checks import sample_members, sample_occurrences
+from .. import trial_send
+from ..trial_send import sample_member_for
 from ..transports import transport_for
 from . import cli
 from .common import CliContext, format_option, pass_cli, print_json, print_table
@@ -147,22 +146,17 @@ def send_test(obj: CliContext, template: str, to: str, member_id: str | None, lo
     runtime = obj.runtime
     renderer = runtime.renderer()
     now = runtime.now()
-    variant = renderer.variant(template, locale)
     if member_id:
+        renderer.variant(template, locale)  # unknown template: say so before touching the database
         with runtime.engine().connect() as conn:
             member = member_profile(conn, member_id, recent=0).member
     else:
-        member = sample_members(renderer, variant.locale, now)[0]
-    member = {**member, "email": to}
-    email = renderer.render(template, member, now=now, send_id=f"test{uuid.uuid4().hex[:28]}", test=True,
-                            locale=locale, flow={"name": "test"}, occurrence=sample_occurrences(renderer)[1])
+        member = sample_member_for(renderer, template, locale, now)
     transport = transport_for(runtime.settings)
     try:
-        [result] = transport.send([email])
+        email, result = trial_send.send_test(renderer, transport, template, member, to, locale=locale, now=now)
     finally:
         transport.close()
-    if result.outcome != "sent":
-        raise LoyaltyMailError(f"the {transport.name} transport did not send it ({result.outcome}): {result.detail}")
     click.echo(f"sent '{email.subject}' to {to} through {transport.name}"
                + (f" ({result.detail})" if result.detail else ""))
 

@@ -16,6 +16,9 @@ from ..transports import transport_for
 from ..flows.leadership import PlannerLock
 from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
+from ..tracking.bounces import poll_bounces_logged
+from ..campaigns import load_campaigns
+from ..reports.variants import settle_winners
 from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -25,8 +28,10 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for send in plan.sends:
         occ = send.occurrence
+        variant = send.variant
         rows.append({"decision": "send", "flow": occ.flow.name, "member_id": occ.member_id,
-                     "email": occ.email, "template": occ.flow.template, "occurrence": occ.key,
+                     "email": occ.email, "template": (variant and variant.template) or occ.flow.template,
+                     "variant": variant.name if variant else None, "occurrence": occ.key,
                      "segment": send.segment, "scheduled_for": send.scheduled_for.isoformat(),
                      "reason": send.reason, "deferred": send.deferred})
     for skip in plan.skips:
@@ -80,10 +85,12 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         raise click.UsageError("--out goes with --dry-run")
     runtime = obj.runtime
     settings = runtime.settings
-    unknown = sorted(set(flows) - {f.name for f in settings.flows})
+    campaign_names = set(load_campaigns(settings.project_dir)[0])
+    unknown = sorted(set(flows) - {f.name for f in settings.flows} - campaign_names)
     if unknown:
         raise click.BadParameter(f"unknown flow {', '.join(unknown)} (flows: "
-                                 f"{', '.join(f.name for f in settings.flows) or 'none'})", param_hint="--flow")
+                                 f"{', '.join(f.name for f in settings.flows) or 'none'}; campaigns: "
+                                 f"{', '.join(sorted(campaign_names)) or 'none'})", param_hint="--flow")
     engine = runtime.engine()
     planner = build_planner(settings, engine.dialect.name)
     renderer = runtime.renderer()
@@ -105,6 +112,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
     transport = transport_for(settings)
     covered = touched.latest(engine) if not flows and at is None else 0  # planning every member now
+    for winner in settle_winners(engine, settings, now):
+        click.echo(f"A/B test {winner.flow}: variant {winner.variant} wins on {winner.metric}; new members get it")
     try:
         report = run_once(engine, planner, renderer, transport, now, flows=list(flows) or None,
                           clock=runtime.now if at is None else None)
@@ -211,6 +220,7 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
     and plans just them, through the same planner and ledger: a welcome, an event flow, a
     milestone or a tier upgrade goes out within about a second. Flows with a `schedule:` keep it.
 
+    With `sending.bounces` set, each tick also reads the bounce mailbox (as `bounces poll` does).
     Several daemons may run against one database: the one holding the planner lock (a PostgreSQL
     advisory lock, or a file lock beside a SQLite database) plans; the others only deliver and take
     over within a tick if it dies. SIGTERM or SIGINT finishes the batch in hand, records it and
@@ -232,13 +242,19 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
 
     def tick(should_stop: Any, flows: list[str] | None) -> None:
         planned = every_tick if flows is None else flows
-        if planned and lock.try_acquire():
+        if (planned or flows is None) and lock.try_acquire():
             covered = touched.latest(engine) if flows is None else 0  # this tick plans every member
-            run_once(engine, planner, renderer, transport, runtime.now(), flows=planned, should_stop=should_stop,
-                     clock=runtime.now)
+            now = runtime.now()
+            for winner in settle_winners(engine, settings, now):
+                logging.getLogger("loyalty_mail.run").info(
+                    "A/B test %s: variant %s wins on %s; new members get it", winner.flow, winner.variant, winner.metric)
+            run_once(engine, planner, renderer, transport, now, flows=planned, should_stop=should_stop,
+                     clock=runtime.now, campaigns=flows is None)
             touched.forget(engine, covered)
         else:
             dispatch_once(engine, settings, renderer, transport, runtime.now(), should_stop, runtime.now)
+        if settings.sending.bounces is not None and flows is None and not should_stop() and lock.try_acquire():
+            poll_bounces_logged(settings.sending.bounces, engine, runtime.now())  # one daemon reads the mailbox
 
     def wake_up(should_stop: Any) -> None:
         while every_tick and not should_stop() and lock.try_acquire():
@@ -246,7 +262,7 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
             if not members:
                 return
             run_once(engine, planner, renderer, transport, runtime.now(), flows=every_tick, members=members,
-                     should_stop=should_stop, clock=runtime.now)
+                     should_stop=should_stop, clock=runtime.now, campaigns=True)
 
     seconds = interval if interval is not None else settings.sending.tick.total_seconds()
     waking = settings.sending.wake.enabled if wake is None else wake

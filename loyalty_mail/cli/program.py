@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from .. import db
+from ..campaigns import load_campaigns, reference_problems
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
-from ..flows.runner import check_flow_templates
+from ..flows.runner import check_flow_templates, check_variant_subjects
 from ..rendering.checks import check_templates
 from ..overview import Overview
 from ..demo import SECRET_FILE, run_demo
@@ -87,6 +88,12 @@ def check(obj: CliContext, strict: bool) -> None:
     emails = renderer.catalog.names
     flows = ", ".join(f.name for f in settings.flows) or "none"
     click.echo(f"flows: {len(settings.flows)} ok ({flows})")
+    found, problems = load_campaigns(settings.project_dir)
+    problems += reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments), set(emails))
+    if problems:
+        raise ConfigError(problems)
+    check_variant_subjects((c.as_flow() for c in found.values()), renderer)
+    click.echo(f"campaigns: {len(found)} ok ({', '.join(sorted(found)) or 'none'})")
     click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
                f"{report.rendered} sample renders, {len(report.warnings)} warnings)")
 

@@ -17,6 +17,7 @@ from .. import reports
 from ..csv_output import csv_writer
 from ..errors import ConfigError
 from ..reports import charts, page
+from ..reports.variants import variant_report
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, _cell, format_option, pass_cli, print_table, stdout, to_jsonable
@@ -104,12 +105,15 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
             return
         groups += [f"in_{name}" for name in names]
         rows = reports.performance(conn, start, end, groups, window, membership=table)
+        tests = variant_report(conn, start, end, window) if "variant" in groups else None
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
         health = reports.program_health(conn, start, end, float(settings.segments.clv_years))
     columns = [*groups, *reports.COLUMNS]
     if output_format == "json":
         payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups,
                    "membership": membership if names else None, "rows": rows, "lift": lifts, "program": health}
+        if tests is not None:
+            payload["variants"] = tests
         _emit(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False) + "\n", out)
     elif output_format == "csv":
         buffer = io.StringIO()
@@ -128,7 +132,32 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
             _print_fitting("Lift against hold-out (conversion within the attribution window, 95% CI)",
                            lift_columns, [[_percent(r[c]) if c in PERCENTS or c.endswith("_rate") else r[c]
                                            for c in lift_columns] for r in lifts], keys=1)
+        if tests is not None:
+            _print_variants(tests)
         print_table("Program health", ["figure", "value"], _health_rows(health))
+
+
+def _interval(row: dict[str, Any], metric: str) -> str | None:
+    if row[metric] is None:
+        return None
+    return f"{charts.percent(row[metric])} ({charts.percent(row[metric + '_low'])} to {charts.percent(row[metric + '_high'])})"
+
+
+def _print_variants(tests: dict[str, list[dict[str, Any]]]) -> None:
+    """Each variant's rates with 95% intervals, the differences with their verdicts, the winners."""
+    print_table("A/B variants (rates with 95% Wilson intervals)",
+                ["flow", "variant", "sent", "open", "click", "conversion", "winner"],
+                [[r["flow"], r["variant"], r["sent"], _interval(r, "open_rate"), _interval(r, "click_rate"),
+                  _interval(r, "conversion_rate"), "yes" if r["winner"] else ""] for r in tests["variants"]])
+    if tests["differences"]:
+        print_table("Differences against the first variant (95% Newcombe intervals)",
+                    ["flow", "variant", "against", "metric", "difference", "interval", "verdict"],
+                    [[r["flow"], r["variant"], r["against"], r["metric"], charts.points(r["difference"]),
+                      f"{charts.points(r['low'])} to {charts.points(r['high'])}", r["verdict"]]
+                     for r in tests["differences"]])
+    for w in tests["winners"]:
+        click.echo(f"{w['flow']}: variant {w['variant']} won on {w['metric']} at {w['decided_at']} after "
+                   f"{w['sends']} sends; new members get it")
 
 
 PERCENTS = ("absolute_lift", "ci95_low", "ci95_high", "relative_lift")

@@ -18,7 +18,7 @@ from ..segments import (
     load_catalog,
     segment_sql,
 )
-from ..segments.spec import Op
+from ..segments.describe import describe
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at, to_jsonable
 
@@ -156,59 +156,3 @@ def segments_members(obj: CliContext, name: str, at: str | None, limit: int | No
         shown = ["member_id", "email", "tier", "points", "locale", "last_purchase_at"]
         print_table(f"{segment.name}: {len(rows):,} member(s)" + (f" (limit {limit})" if limit else ""),
                     shown, [[row[c] for c in shown] for row in rows], numeric=["points"])
-
-
-def describe(rule: object, depth: int = 0) -> list[str]:
-    """The rule tree as indented lines, as the engine understood it."""
-    from ..segments.spec import All, AnyOf, EmailRule, EventRule, FieldRule, Not, SegmentRef, ValueRule
-
-    pad = "  " * depth
-    if isinstance(rule, (All, AnyOf)):
-        lines = [f"{pad}{'all of' if isinstance(rule, All) else 'any of'}:"]
-        for item in rule.items:
-            lines += describe(item, depth + 1)
-        return lines
-    if isinstance(rule, Not):
-        return [f"{pad}not:"] + describe(rule.item, depth + 1)
-    if isinstance(rule, SegmentRef):
-        return [f"{pad}in segment {rule.name}"]
-    if isinstance(rule, FieldRule):
-        return [f"{pad}{rule.field.name} {_ops(rule.ops)}"]
-    if isinstance(rule, ValueRule):
-        return [f"{pad}attributes.{'.'.join(rule.path)} (as {rule.type}) {_ops(rule.ops)}"]
-    if isinstance(rule, EventRule):
-        parts = [f"event {rule.type}"]
-        if rule.count:
-            parts.append(f"count {_ops(rule.count)}")
-        if rule.sum_ops:
-            parts.append(f"sum of {rule.sum_of} {_ops(rule.sum_ops)}")
-        if rule.within:
-            parts.append(f"within {rule.within}")
-        if rule.since:
-            parts.append(f"since {rule.since}")
-        if rule.until:
-            parts.append(f"until {rule.until}")
-        for condition in rule.where:
-            parts.append(f"where {'.'.join(condition.path)} {_ops(condition.ops)}")
-        return [pad + ", ".join(parts)]
-    if isinstance(rule, EmailRule):
-        text = f"emails {rule.action}" + (f" (flow {rule.flow})" if rule.flow else " (any flow)")
-        text += f", count of emails {_ops(rule.count)}" + (f", within {rule.within}" if rule.within else "")
-        text += ", machine opens and bot clicks included" if rule.include_automated else ", people only"
-        return [pad + text]
-    return [f"{pad}{rule!r}"]
-
-
-def _ops(ops: tuple[Op, ...]) -> str:
-    def show(value: object) -> str:
-        if isinstance(value, tuple):
-            return "[" + ", ".join(show(v) for v in value) + "]"
-        return str(value)
-
-    def one(op: Op) -> str:
-        if op.name == "anniversary":
-            days = op.value
-            return "anniversary today" if days == 0 else f"anniversary within the next {days} days"
-        return f"{op.name} {show(op.value)}"
-
-    return " and ".join(one(op) for op in ops)

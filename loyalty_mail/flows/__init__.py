@@ -1,9 +1,11 @@
 """Flows: who is due which email at `now`, and why; the ledger that makes it happen once.
 
-    occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry
+    occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry,
+                    event, and a scheduled campaign's audience
     planner.py      policy (ledger, lateness, suppression, hold-out, frequency cap, quiet hours);
                     `explain`: every flow's answer for one member, and which reason holds
     ledger.py       record decisions, claim due sends, record outcomes (all `sends` writes)
+    variants.py     A/B variants: which one a member gets (stable), the recorded winners
     delivery.py     claim due sends, render, hand to the transport, record the outcome
     dispatchers.py  the same delivery in several processes at once
     runner.py       one tick: plan, record, deliver; dry-run previews

@@ -127,7 +127,8 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                 break
             try:
                 emails.append(renderer.render(template, member, now=now, send_id=send_id,
-                                              flow={"name": flow}, occurrence=occurrence))
+                                              flow={"name": flow}, occurrence=occurrence,
+                                              subject=(occurrence.get("variant") or {}).get("subject")))
             except TemplateError as exc:
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1

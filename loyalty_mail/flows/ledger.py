@@ -19,6 +19,7 @@ from .. import db
 from ..models import UTCDateTime, members_table, sends_table, suppressions_table
 
 if TYPE_CHECKING:
+    from ..config import VariantSettings
     from .occurrences import Occurrence
     from .planner import Plan
 
@@ -32,7 +33,7 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
     for send in plan.sends:
         occ = send.occurrence
         rows.append(_row(occ, "planned", send.reason + (f"; {send.deferred}" if send.deferred else ""),
-                         send.scheduled_for, send.segment, now))
+                         send.scheduled_for, send.segment, now, send.variant))
     for skip in plan.skips:
         if skip.record_as:
             occ = skip.occurrence
@@ -51,13 +52,36 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
 
 
 def _row(occ: Occurrence, state: str, reason: str, scheduled: datetime, segment: str | None,
-         now: datetime) -> dict[str, Any]:
+         now: datetime, variant: VariantSettings | None = None) -> dict[str, Any]:
+    """A ledger row; with an A/B `variant`, its template, and its subject kept in the occurrence
+    (`occurrence.variant`) for delivery to render."""
+    data = occ.data
+    if variant is not None:
+        data = {**data, "variant": {"name": variant.name, "subject": variant.subject}}
     return {
         "send_id": uuid.uuid4().hex, "member_ref": occ.member_ref, "flow": occ.flow.name,
-        "occurrence_key": occ.key, "template": occ.flow.template, "segment": segment,
-        "state": state, "reason": reason[:300], "occurrence": occ.data, "occurred_at": occ.occurred_at,
-        "scheduled_for": scheduled, "created_at": now, "attempts": 0,
+        "occurrence_key": occ.key, "template": (variant and variant.template) or occ.flow.template,
+        "segment": segment, "state": state, "reason": reason[:300], "occurrence": data,
+        "occurred_at": occ.occurred_at, "scheduled_for": scheduled, "created_at": now, "attempts": 0,
+        "variant": variant.name if variant is not None else None,
     }
+
+
+def cancel_planned(engine: sa.Engine, flow: str, now: datetime) -> int:
+    """Mark the sends of `flow` (a cancelled campaign) not handed to a dispatcher yet as
+    `cancelled`; returns how many."""
+    s = sends_table
+    with engine.begin() as conn:
+        return conn.execute(s.update().where(s.c.flow == flow, s.c.state.in_(("planned", "retry")))
+                            .values(state="cancelled", last_error=f"campaign cancelled at {now:%Y-%m-%d %H:%M} UTC")
+                            ).rowcount
+
+
+def state_counts(conn: sa.Connection, flow: str) -> dict[str, int]:
+    """How many sends of `flow` the ledger holds in each state."""
+    s = sends_table
+    rows = conn.execute(sa.select(s.c.state, sa.func.count()).where(s.c.flow == flow).group_by(s.c.state))
+    return {state: int(n) for state, n in rows}
 
 
 def requeue(conn: sa.Connection, now: datetime, state: str, flow: str | None = None) -> int:

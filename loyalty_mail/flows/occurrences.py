@@ -10,6 +10,7 @@ identified by (member, flow, key), the key the send ledger's unique constraint i
     tier_upgrade    tier:<tier change id>     each upward move in the tier history
     reengagement    segment:<name>:<n>        the member is in the segment now (n-th time)
     event           event:<event id>          each event of the flow's type that meets `where:`
+    campaign        campaign                  a scheduled campaign's audience (campaigns/)
 
 The member-lifecycle triggers (tier_at_risk, tier_downgrade, birthday, reward_available,
 statement) are in member_triggers.py.
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from ..campaigns.spec import Campaign
 from ..config import FlowSettings, Settings
 from ..models import events_table, members_table, sends_table, tier_changes_table
 from ..segments.compiler import month_day_key
@@ -34,6 +36,7 @@ from ..tiers import TierLadder
 
 MEMBER_COLUMNS = (members_table.c.id, members_table.c.member_id, members_table.c.email,
                   members_table.c.timezone, members_table.c.subscribed, members_table.c.unsubscribed_at)
+CAMPAIGN_KEY = "campaign"
 ACTIVE_STATES = ("planned", "sending", "sent", "retry", "unknown", "failed")
 
 
@@ -367,3 +370,39 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
         return (f"in segment {flow.segment}, but in the reentry cooldown: last entry "
                 f"{_fmt(last, zone)} local, next one possible from {_fmt(last + flow.reentry.cooldown, zone)} local")
     return f"in segment {flow.segment}, yet no entry was found"  # cannot happen: segment_entries yields it
+
+
+def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Window,
+             audience: sa.ColumnElement[bool] | None, zone_default: str,
+             members: list[int] | None = None) -> Iterator[Occurrence]:
+    """Every member (of `members`, when given) of a scheduled campaign's audience the ledger does not hold yet, each due at
+    the campaign's time (in the member's own zone with `local_time`), later by the throttle: the
+    n-th member of the audience (from 0, in member order) is due `n // max` periods later."""
+    m, s = members_table, sends_table
+    throttle = spec.throttle
+    rank = sa.func.row_number().over(order_by=m.c.id) - 1 if throttle is not None else sa.literal(0)
+    ranked = sa.select(*MEMBER_COLUMNS, rank.label("rank"))  # a throttle counts the whole audience
+    if audience is not None:
+        ranked = ranked.where(audience)
+    inner = ranked.subquery()
+    recorded = sa.exists().where(s.c.member_ref == inner.c.id, s.c.flow == flow.name,
+                                 s.c.occurrence_key == CAMPAIGN_KEY, s.c.created_at <= window.now)
+    query = sa.select(inner).where(~recorded).order_by(inner.c.id)
+    if members is not None:
+        query = query.where(inner.c.id.in_(members))
+    for row in _stream(conn, query):
+        zone = row.timezone or zone_default
+        due = spec.send_time(zone if spec.local_time else zone_default)
+        when = f"{_fmt(due, zone)} local" if spec.local_time else f"{due:%Y-%m-%d %H:%M} UTC"
+        if throttle is not None and row.rank >= throttle.max:
+            due += throttle.per * (row.rank // throttle.max)
+            when += f", throttled to {_fmt(due, zone)} local"
+        yield Occurrence(flow=flow, **_member(row), key=CAMPAIGN_KEY, occurred_at=due, due_at=due,
+                         reason=f"campaign {flow.name} at {when}",
+                         data={"kind": "campaign", "key": CAMPAIGN_KEY, "campaign": flow.name,
+                               "topic": spec.topic})
+
+
+def audience_size(conn: sa.Connection, audience: sa.ColumnElement[bool] | None) -> int:
+    query = sa.select(sa.func.count()).select_from(members_table)
+    return int(conn.execute(query if audience is None else query.where(audience)).scalar_one())

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..config import FlowSettings, QuietHours, Settings
+from .. import campaigns as campaign_files
+from ..config import FlowSettings, QuietHours, Settings, VariantSettings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
 from ..models import members_table, sends_table, suppressions_table
@@ -40,8 +41,7 @@ from ..segments.spec import ValueRule, parse_event_where
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from .. import tier_review
-from . import ledger
-from . import member_triggers
+from . import ledger, member_triggers, variants
 from . import occurrences as triggers
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -56,6 +56,7 @@ class PlannedSend:
     segment: str | None
     reason: str
     deferred: str | None = None  # "quiet hours until 08:00 local"
+    variant: VariantSettings | None = None  # the A/B variant this member gets
 
 
 @dataclass(slots=True)
@@ -200,23 +201,33 @@ class Planner:
 
     def plan(self, conn: sa.Connection, now: datetime, *, member_ref: int | None = None,
              members: Collection[int] | None = None, flows: Iterable[str] | None = None,
-             plan: Plan | None = None, on_part: Callable[[Plan], None] | None = None) -> Plan:
+             plan: Plan | None = None, on_part: Callable[[Plan], None] | None = None,
+             campaigns: bool | None = None) -> Plan:
         """Decide for every occurrence due at `now`, streaming: each flow's trigger query yields
         its occurrences in member order (from a server-side cursor on PostgreSQL), the streams are
         merged, and members are decided a chunk at a time (a member's occurrences never split).
         `on_part` receives each chunk's decisions (the tick records them at once); `plan` (default:
         one that keeps everything) adds them up. `member_ref` or `members` (their ids) plan only
-        those members: explain, and the daemon's wake-up for members with new data."""
+        those members: explain, and the daemon's wake-up for members with new data. Scheduled
+        campaigns are planned with every flow (`flows` None), when `flows` names them, or when
+        `campaigns` is True."""
         wanted = set(flows) if flows is not None else None
-        chosen = [f for f in self.flows if wanted is None or f.name in wanted]
         plan = plan if plan is not None else Plan(now)
+        every = wanted is None if campaigns is None else campaigns
+        scheduled = self._campaigns(conn, now, preview=plan.keep)
+        chosen = sorted([*(f for f in self.flows if wanted is None or f.name in wanted),
+                         *(c.as_flow() for c in scheduled.values() if every or c.name in (wanted or ()))],
+                        key=lambda f: (-f.priority, f.name))
+        winners = variants.winners(conn, now)
+        exempt = {f.name for f in (*self.settings.flows, *(c.as_flow() for c in scheduled.values()))
+                  if not f.frequency_cap}
         only = [member_ref] if member_ref is not None else None if members is None else sorted(members)
-        streams = [self._occurrences(conn, flow, now, only) for flow in chosen]
+        streams = [self._occurrences(conn, flow, now, only, scheduled.get(flow.name)) for flow in chosen]
         merged = heapq.merge(*streams, key=lambda o: o.member_ref)
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
             part = Plan(now)
-            self._decide(conn, chunk, part)
+            self._decide(conn, chunk, part, winners, exempt)
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
@@ -260,11 +271,47 @@ class Planner:
 
     # -- occurrences -------------------------------------------------------------------------
 
+    def campaign_members(self, conn: sa.Connection, campaign: campaign_files.Campaign,
+                         now: datetime) -> Iterator[Occurrence]:
+        """Who gets `campaign` and when, in member order: its audience at `now` that the ledger
+        does not hold yet, each with their send time (`campaigns preview`; the dry run adds the
+        policy: suppression, the frequency cap, quiet hours)."""
+        if campaign.segment and campaign.segment not in self.segments.segments:
+            raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
+        return self._occurrences(conn, campaign.as_flow(), now, None, campaign)
+
+    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool) -> dict[str, campaign_files.Campaign]:
+        """Campaigns scheduled at `now` that may have members to plan: from their earliest send
+        time (at any time in a preview, which shows who gets it when) until their latest one,
+        throttle and lateness included, has passed. One whose segment has gone is left out."""
+        zone = self.settings.program.default_timezone
+        chosen = {}
+        for row in campaign_files.scheduled(conn, now):
+            c = row.campaign
+            if c.segment and c.segment not in self.segments.segments:
+                continue
+            first, last = c.span(zone)
+            if now < first and not preview:
+                continue
+            if now > last + c.lateness:
+                if c.throttle is None:
+                    continue
+                audience = self._segment_condition(c.segment, now) if c.segment else None
+                periods = -(-triggers.audience_size(conn, audience) // c.throttle.max)
+                if now > last + c.throttle.per * periods + c.lateness:
+                    continue
+            chosen[c.name] = c
+        return chosen
+
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
-                     members: list[int] | None) -> Iterator[Occurrence]:
+                     members: list[int] | None, campaign: campaign_files.Campaign | None = None
+                     ) -> Iterator[Occurrence]:
         window = Window.for_flow(flow, self.settings, now)
         zone = self.settings.program.default_timezone
         audience = self._segment_condition(flow.segment, now) if flow.segment else None
+        if campaign is not None:  # members count in the throttle's order before the filter
+            yield from triggers.campaign(conn, flow, campaign, window, audience, zone, members)
+            return
         if members is not None:
             only = members_table.c.id.in_(members) if len(members) != 1 else members_table.c.id == members[0]
             audience = only if audience is None else sa.and_(audience, only)
@@ -303,12 +350,13 @@ class Planner:
 
     # -- policy ------------------------------------------------------------------------------
 
-    def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan) -> None:
+    def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan,
+                winners: dict[str, variants.Winner], exempt: set[str]) -> None:
         refs = sorted({o.member_ref for o in chunk})
         recorded = self._recorded(conn, refs, {o.flow.name for o in chunk}, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
         cap = self.settings.sending.frequency_cap
-        capped = self._capped_counts(conn, refs, plan.now) if cap else {}
+        capped = self._capped_counts(conn, refs, plan.now, exempt) if cap else {}
         quiet = self.settings.sending.quiet_hours
         zone_default = self.settings.program.default_timezone
         for occ in chunk:
@@ -356,7 +404,8 @@ class Planner:
                 if until is not None:
                     scheduled = until
                     deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-            plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
+            variant = variants.choose(flow.name, occ.member_id, flow.variants, winners)
+            plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant))
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:
@@ -374,13 +423,15 @@ class Planner:
                             .where(sa.func.lower(sup.c.email).in_(sorted(emails))))
         return {r.email.lower(): r.reason for r in rows}
 
-    def _capped_counts(self, conn: sa.Connection, refs: list[int], now: datetime) -> dict[int, int]:
+    def _capped_counts(self, conn: sa.Connection, refs: list[int], now: datetime,
+                       exempt: set[str]) -> dict[int, int]:
+        """Marketing emails per member in the cap's period: every flow's and campaign's sends
+        except those of `exempt` (frequency_cap: false)."""
         cap = self.settings.sending.frequency_cap
         assert cap is not None
-        counted = [f.name for f in self.settings.flows if f.frequency_cap]
         s = sends_table
         rows = conn.execute(sa.select(s.c.member_ref, sa.func.count())
-                            .where(s.c.member_ref.in_(refs), s.c.flow.in_(counted),
+                            .where(s.c.member_ref.in_(refs), s.c.flow.not_in(sorted(exempt)),
                                    s.c.state.in_(ACTIVE_STATES), s.c.scheduled_for > now - cap.per,
                                    s.c.created_at <= now)
                             .group_by(s.c.member_ref))

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .. import tier_review
-from ..config import Settings
+from ..config import FlowSettings, Settings
 from ..members import member_profile
 from ..rendering import Renderer
 from ..segments import load_catalog
@@ -39,23 +39,35 @@ def build_planner(settings: Settings, dialect: str) -> Planner:
 
 
 def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
-    missing = [f"flow '{f.name}': no email template '{f.template}' in templates/ "
+    missing = [f"flow '{f.name}': no email template '{template}' in templates/ "
                f"(emails: {', '.join(renderer.catalog.names) or 'none'})"
-               for f in settings.flows if f.template not in renderer.catalog.variants]
+               for f in settings.flows
+               for template in dict.fromkeys([f.template, *(v.template for v in f.variants if v.template)])
+               if template not in renderer.catalog.variants]
     if missing:
         from ..errors import ConfigError
         raise ConfigError(missing)
+    check_variant_subjects(settings.flows, renderer)
+
+
+def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) -> None:
+    """TemplateError when an A/B variant's subject (of a flow, or a campaign as a flow) does not parse."""
+    for test in tests:
+        for variant in test.variants:
+            if variant.subject is not None:
+                renderer.check_subject(variant.subject, f"'{test.name}' variant '{variant.name}' subject")
 
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
              now: datetime, *, flows: list[str] | None = None, members: list[int] | None = None,
              should_stop: Callable[[], bool] = lambda: False,
-             clock: Callable[[], datetime] | None = None) -> TickReport:
+             clock: Callable[[], datetime] | None = None, campaigns: bool | None = None) -> TickReport:
     """Plan, record, then deliver every planned send that is due (including earlier ones).
     `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
     throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
-    ids) plans only them: the daemon's wake-up for members with new data."""
+    ids) plans only them: the daemon's wake-up for members with new data. `campaigns`: see
+    Planner.plan."""
     settings = planner.settings
     if settings.tiers.qualification is not None:  # moves first, so this tick plans their emails
         with engine.begin() as conn:
@@ -63,7 +75,7 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
     recorded: Counter[str] = Counter()
-    planner.plan_in(engine, now, flows=flows, members=members, plan=plan,
+    planner.plan_in(engine, now, flows=flows, members=members, plan=plan, campaigns=campaigns,
                     on_part=lambda part: recorded.update(ledger.record(engine, part, now)))
     report.recorded = dict(recorded)
     sending = planner.settings.sending
@@ -100,8 +112,10 @@ def write_previews(plan: Plan, renderer: Renderer, engine: sa.Engine, out: Path)
         for send in plan.sends:
             occ = send.occurrence
             member = member_profile(conn, occ.member_id, recent=0).member
-            email = renderer.render(occ.flow.template, member, now=send.scheduled_for, tracked=False,
-                                    flow={"name": occ.flow.name}, occurrence=occ.data)
+            variant = send.variant
+            email = renderer.render((variant and variant.template) or occ.flow.template, member,
+                                    now=send.scheduled_for, tracked=False, flow={"name": occ.flow.name},
+                                    occurrence=occ.data, subject=variant.subject if variant else None)
             folder = out / occ.flow.name
             folder.mkdir(parents=True, exist_ok=True)
             stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{occ.member_id}-{occ.key}")

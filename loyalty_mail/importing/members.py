@@ -366,7 +366,8 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     staged = connection.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
     summary.inserted = staged - summary.updated
 
-    # With tiers.qualification the tier review moves members; an import keeps their tier.
+    # With tiers.qualification the tier review moves members; an import keeps the tier of a member
+    # it updates (a new one starts at the tier their points or spend earn, below).
     new_tier = m.c.tier if ladder.held else ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
                                                             sa.func.coalesce(s.c.total_spend, m.c.total_spend))
     changes = (
@@ -419,8 +420,8 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
             "purchase_count": sa.func.coalesce(s.c.purchase_count, zero),
             "last_purchase_at": s.c.last_purchase_at, "nps_score": s.c.nps_score,
             "subscribed": sa.func.coalesce(s.c.subscribed, sa.true()),
-            "tier": sa.literal(ladder.names[0]) if ladder.held else ladder.sql_tier(
-                sa.func.coalesce(s.c.points, zero), sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
+            "tier": ladder.sql_tier(sa.func.coalesce(s.c.points, zero),
+                                    sa.func.coalesce(s.c.total_spend, sa.literal(0, MONEY))),
             "attributes": sa.func.coalesce(s.c.attributes, _empty_json(connection)),
             "created_at": now_value, "updated_at": now_value,
         }

@@ -116,6 +116,22 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     return report
 
 
+def check_email(renderer: Renderer, email: str, locale: str, now: datetime) -> TemplateReport:
+    """`check` for one email in one locale: the static check of every variable in every branch,
+    its files' lint, fallbacks and link lengths, and every sample member rendered with every
+    sample occurrence."""
+    report = TemplateReport()
+    variant = renderer.variant(email, locale)
+    root = renderer.catalog.root
+    raw = {variant.html_path: read_program_text(root / variant.html_path, root.parent,
+                                                f"{TEMPLATES_DIR}/{variant.html_path}", error=TemplateError)}
+    report.errors.extend(check_static(renderer.html_env, renderer.settings, [variant], raw))
+    _check_variant(renderer, email, locale, now, report)
+    report.errors = list(dict.fromkeys(report.errors))
+    report.warnings = list(dict.fromkeys(report.warnings))
+    return report
+
+
 def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
     root = renderer.catalog.root
     for path in sorted(root.rglob("*")):

@@ -5,23 +5,22 @@ substituted into their layout (with `{{ super() }}`), `{% include "x" %}` pasted
 `{% from "x" import m %}` replaced by the macro definitions it names. What cannot be resolved
 from the source alone (a layout or include chosen by a variable, `import ... as`, `{% raw %}`)
 raises `NotFlattenable` with the file and line, and the template falls back to inlining each
-email after rendering.
+email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-_TAG = re.compile(r"\{%-?\s*(\w+)\b(.*?)-?%\}", re.DOTALL)
-_STRING = r"""(?:"([^"]*)"|'([^']*)')"""
-_EXTENDS = re.compile(rf"^\s*{_STRING}\s*$")
-_INCLUDE = re.compile(rf"^\s*{_STRING}\s*(with context)?\s*$")
-_FROM_IMPORT = re.compile(rf"^\s*{_STRING}\s+import\s+([\w\s,]+?)\s*(with context)?\s*$")
+import jinja2
+
+from .jinja_source import Construct, constructs, string_value
+
 _BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
-_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
-_SUPER = re.compile(r"\{\{-?\s*super\(\)\s*-?\}\}")
+_DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
+_WITH_CONTEXT = (("name", "with"), ("name", "context"))
 
 
 class NotFlattenable(Exception):
@@ -45,39 +44,69 @@ def _line(source: str, offset: int) -> int:
     return source.count("\n", 0, offset) + 1
 
 
-def _string_arg(match: re.Match[str]) -> str:
-    return match.group(1) if match.group(1) is not None else match.group(2)
+def _read(source: str, template: str) -> list[Construct]:
+    try:
+        return constructs(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise NotFlattenable(template, exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
+
+
+def _tags(source: str, template: str) -> list[Construct]:
+    """The statements and raw blocks of a source, in order."""
+    return [c for c in _read(source, template) if c.kind in ("statement", "raw")]
 
 
 def _blocks(source: str, template: str) -> dict[str, _Block]:
     """Every `{% block %}` of a source by name (nested ones included)."""
     stack: list[tuple[str, int, int]] = []
     found: dict[str, _Block] = {}
-    for tag in _TAG.finditer(source):
-        keyword = tag.group(1)
-        if keyword == "block":
-            name = tag.group(2).split()[0] if tag.group(2).split() else ""
-            stack.append((name, tag.start(), tag.end()))
-        elif keyword == "endblock":
+    for tag in _tags(source, template):
+        if tag.keyword == "block":
+            name = tag.args[0][1] if tag.args else ""
+            stack.append((name, tag.start, tag.end))
+        elif tag.keyword == "endblock":
             if not stack:
-                raise NotFlattenable(template, _line(source, tag.start()), "endblock without block")
+                raise NotFlattenable(template, _line(source, tag.start), "endblock without block")
             name, start, body_start = stack.pop()
-            found[name] = _Block(name, start, body_start, tag.start(), tag.end())
+            found[name] = _Block(name, start, body_start, tag.start, tag.end)
     return found
 
 
-_MACRO = re.compile(r"\{%-?\s*macro\b.*?\{%-?\s*endmacro\s*-?%\}", re.DOTALL)
-_DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
+def _macro_spans(tags: Iterable[Construct]) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each top-level `{% macro %}...{% endmacro %}`."""
+    spans: list[tuple[str, int, int]] = []
+    depth, start, current = 0, 0, ""
+    for tag in tags:
+        if tag.keyword == "macro":
+            if depth == 0:
+                start, current = tag.start, tag.args[0][1] if tag.args else ""
+            depth += 1
+        elif tag.keyword == "endmacro" and depth:
+            depth -= 1
+            if depth == 0:
+                spans.append((current, start, tag.end))
+    return spans
 
 
-def _macros_into_body(source: str) -> str:
+def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
+    kept, position = [], 0
+    for start, end in sorted(spans):
+        kept.append(source[position:start])
+        position = max(position, end)
+    kept.append(source[position:])
+    return "".join(kept)
+
+
+def _macros_into_body(source: str, template: str) -> str:
     """Macro definitions written before <html> would be moved by an HTML parser; they print
     nothing, so move them just inside <body>, where they are styled like the rest."""
     start, body = _DOCUMENT_START.search(source), _BODY_START.search(source)
     if not start or not body or not source[:start.start()].strip():
         return source
     head = source[:start.start()]
-    if _TAG.sub("", _MACRO.sub("", head)).strip():
+    tags = _tags(head, template)
+    if _without(head, [(t.start, t.end) for t in tags]
+                + [(s, e) for _, s, e in _macro_spans(tags)]).strip():
         return source  # real output before the document: leave it to the fallback check
     rest = source[start.start():]
     inside = _BODY_START.search(rest)
@@ -90,21 +119,55 @@ def _prelude(child: str, name: str) -> str:
     """A child's macro definitions and `{% set %}`s outside its blocks (Jinja runs those too)."""
     blocks = _blocks(child, name).values()
     outside = [b for b in blocks if not any(o.start < b.start and b.end <= o.end for o in blocks)]
-    kept: list[str] = []
-    depth, start = 0, 0
-    for tag in _TAG.finditer(child):
-        if any(b.start <= tag.start() < b.end for b in outside):
-            continue
-        if tag.group(1) == "macro":
-            start = tag.start() if depth == 0 else start
-            depth += 1
-        elif tag.group(1) == "endmacro":
-            depth -= 1
-            if depth == 0:
-                kept.append(child[start:tag.end()])
-        elif tag.group(1) == "set" and depth == 0 and "=" in tag.group(2):
-            kept.append(tag.group(0))
-    return "".join(kept)
+    tags = [t for t in _tags(child, name) if not any(b.start <= t.start < b.end for b in outside)]
+    kept = [(start, child[start:end]) for _, start, end in _macro_spans(tags)]
+    macros = [(start, end) for _, start, end in _macro_spans(tags)]
+    for tag in tags:
+        if tag.keyword == "set" and ("operator", "=") in tag.args \
+                and not any(s <= tag.start < e for s, e in macros):
+            kept.append((tag.start, tag.code(child)))
+    return "".join(text for _, text in sorted(kept))
+
+
+def referenced_files(source: str) -> list[str]:
+    """The files a source extends or includes by a plain quoted name, in order."""
+    try:
+        found = constructs(source)
+    except jinja2.TemplateSyntaxError:
+        return []
+    names = [string_value(c.args[0]) for c in found if c.keyword in ("extends", "include") and c.args]
+    return [n for n in names if n]
+
+
+def _is_super(construct: Construct) -> bool:
+    return construct.tokens == (("name", "super"), ("operator", "("), ("operator", ")"))
+
+
+def _file_argument(tag: Construct, *rest: tuple[str, str]) -> str | None:
+    """The file name of `{% extends "x" %}` / `{% include "x" [with context] %}`, when it is a
+    plain string followed by exactly `rest`."""
+    if len(tag.args) != 1 + len(rest) or tag.args[1:] != rest:
+        return None
+    return string_value(tag.args[0])
+
+
+def _include_file(tag: Construct) -> str | None:
+    return _file_argument(tag) or _file_argument(tag, *_WITH_CONTEXT)
+
+
+def _from_import(tag: Construct) -> tuple[str, set[str]] | None:
+    """`{% from "x" import a, b [with context] %}` -> ("x", {"a", "b"})."""
+    args = list(tag.args)
+    if args[-2:] == list(_WITH_CONTEXT):
+        args = args[:-2]
+    if len(args) < 3 or args[1] != ("name", "import"):
+        return None
+    library = string_value(args[0])
+    names = args[2:]
+    if library is None or any(kind != "name" for kind, _ in names[::2]) \
+            or any(token != ("operator", ",") for token in names[1::2]) or len(names) % 2 == 0:
+        return None  # `import a as b` and anything else Jinja resolves at render time
+    return library, {value for _, value in names[::2]}
 
 
 class Flattener:
@@ -116,12 +179,15 @@ class Flattener:
     def flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
         """The self-contained source of template `name`."""
         source = self._flatten(name, _seen)
-        return _macros_into_body(source) if not _seen else source
+        return _macros_into_body(source, name) if not _seen else source
 
     def _flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
         if name in _seen:
             raise NotFlattenable(name, 1, f"includes itself through {' -> '.join(_seen)}")
-        source = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), self._load(name))
+        source = self._load(name)
+        comments = [c for c in _read(source, name) if c.kind == "comment"]
+        for comment in reversed(comments):  # blanked, keeping the lines of what follows
+            source = source[:comment.start] + "\n" * comment.code(source).count("\n") + source[comment.end:]
         self._refuse_runtime_constructs(source, name)
         source = self._paste_includes(source, name, _seen + (name,))
         parent = self._parent(source, name)
@@ -134,62 +200,56 @@ class Flattener:
         return layout[:at] + _prelude(source, name) + layout[at:]
 
     def _refuse_runtime_constructs(self, source: str, name: str) -> None:
-        for tag in _TAG.finditer(source):
-            keyword, args = tag.group(1), tag.group(2)
-            line = _line(source, tag.start())
-            if keyword == "raw":
+        for tag in _tags(source, name):
+            line = _line(source, tag.start)
+            if tag.kind == "raw":
                 raise NotFlattenable(name, line, "{% raw %} blocks are not inlined at compile time")
-            if keyword == "import":
+            if tag.keyword == "import":
                 raise NotFlattenable(name, line, "`import ... as` is resolved at render time; "
                                      "use `{% from \"file\" import macro %}` instead")
-            if keyword == "extends" and not _EXTENDS.match(args):
+            if tag.keyword == "extends" and _file_argument(tag) is None:
                 raise NotFlattenable(name, line, "the layout is chosen at render time "
                                      "(extends needs a quoted file name)")
-            if keyword == "include" and not _INCLUDE.match(args):
+            if tag.keyword == "include" and _include_file(tag) is None:
                 raise NotFlattenable(name, line, "the included file is chosen at render time, "
                                      "or the include is `ignore missing`/`without context`")
-            if keyword == "from" and not _FROM_IMPORT.match(args):
-                raise NotFlattenable(name, line, "the macro file is chosen at render time")
+            if tag.keyword == "from" and _from_import(tag) is None:
+                raise NotFlattenable(name, line, "the macro file is chosen at render time, or a "
+                                     "macro is imported under another name")
 
     def _parent(self, source: str, name: str) -> str | None:
-        for tag in _TAG.finditer(source):
-            if tag.group(1) == "extends":
-                match = _EXTENDS.match(tag.group(2))
-                assert match is not None  # checked by _refuse_runtime_constructs
-                return _string_arg(match)
+        for tag in _tags(source, name):
+            if tag.keyword == "extends":
+                return _file_argument(tag)  # checked by _refuse_runtime_constructs
         return None
 
     def _paste_includes(self, source: str, name: str, seen: tuple[str, ...]) -> str:
-        def replace(tag: re.Match[str]) -> str:
-            keyword, args = tag.group(1), tag.group(2)
-            if keyword == "include":
-                match = _INCLUDE.match(args)
-                assert match is not None
-                return self.flatten(_string_arg(match), seen)
-            if keyword == "from":
-                match = _FROM_IMPORT.match(args)
-                assert match is not None
-                wanted = {part.strip() for part in match.group(3).split(",")}
-                return self._macros(_string_arg(match), wanted, seen, name, _line(source, tag.start()))
-            return tag.group(0)
-
-        return _TAG.sub(replace, source)
+        pieces, position = [], 0
+        for tag in _tags(source, name):
+            if tag.keyword == "include":
+                included = _include_file(tag)
+                assert included is not None  # checked by _refuse_runtime_constructs
+                replacement = self.flatten(included, seen)
+            elif tag.keyword == "from":
+                imported = _from_import(tag)
+                assert imported is not None
+                replacement = self._macros(imported[0], imported[1], seen, name, _line(source, tag.start))
+            else:
+                continue
+            pieces.append(source[position:tag.start])
+            pieces.append(replacement)
+            position = tag.end
+        pieces.append(source[position:])
+        return "".join(pieces)
 
     def _macros(self, library: str, wanted: set[str], seen: tuple[str, ...], name: str,
                 line: int) -> str:
         source = self.flatten(library, seen)
         chunks: list[str] = []
-        depth, start, current = 0, 0, ""
-        for tag in _TAG.finditer(source):
-            if tag.group(1) == "macro":
-                if depth == 0:
-                    start, current = tag.start(), tag.group(2).split("(")[0].strip()
-                depth += 1
-            elif tag.group(1) == "endmacro":
-                depth -= 1
-                if depth == 0 and current in wanted:
-                    chunks.append(source[start:tag.end()])
-                    wanted.discard(current)
+        for macro, start, end in _macro_spans(_tags(source, library)):
+            if macro in wanted:
+                chunks.append(source[start:end])
+                wanted.discard(macro)
         if wanted:
             raise NotFlattenable(name, line, f"{library} defines no macro {', '.join(sorted(wanted))}")
         return "".join(chunks)
@@ -205,6 +265,8 @@ class Flattener:
             if theirs is None:
                 continue  # Jinja ignores child blocks the layout does not have
             parent_body = result[theirs.body_start:theirs.body_end]
-            body = _SUPER.sub(lambda _m: parent_body, body)
+            supers = [c for c in _read(body, name) if c.kind == "expression" and _is_super(c)]
+            for call in reversed(supers):
+                body = body[:call.start] + parent_body + body[call.end:]
             result = result[:theirs.body_start] + body + result[theirs.body_end:]
         return result

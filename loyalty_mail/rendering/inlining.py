@@ -16,10 +16,18 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import cssselect
+import cssselect.parser
+import cssutils
+import jinja2
+import lxml.etree
 import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
+
+from .jinja_source import Construct, constructs
 
 PREMAILER_OPTIONS = dict(
     strip_important=False,       # keep `!important` in mobile @media rules
@@ -31,9 +39,7 @@ PREMAILER_OPTIONS = dict(
     cssutils_logging_level=logging.CRITICAL,
 )
 
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
-_STATEMENT_KEYWORD = re.compile(r"\{%-?\s*(\w+)")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
             "filter": ("endfilter",), "with": ("endwith",), "block": ("endblock",),
             "autoescape": ("endautoescape",)}
@@ -71,6 +77,9 @@ class Protected:
     lines: dict[int, int] = field(default_factory=dict)
     statements: set[int] = field(default_factory=set)
     content_expressions: set[int] = field(default_factory=set)
+    keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
+    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
+    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
 
 
 def inline_css(document: str) -> str:
@@ -83,100 +92,96 @@ def line_of(source: str, offset: int) -> int:
 
 
 def protect(source: str) -> Protected:
-    """Replace each Jinja construct by a placeholder that premailer passes through untouched."""
-    out: list[str] = []
+    """Replace each Jinja construct (found by Jinja's lexer) by a placeholder that premailer
+    passes through untouched; where each one sits in the HTML (text, an attribute, a comment,
+    a <style>) is read by lxml's HTML parser, Outlook's conditional comments included."""
+    try:
+        found = [c for c in constructs(source) if c.kind != "comment"]
+    except jinja2.TemplateSyntaxError as exc:
+        raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
+    places = _places(_with_placeholders(source, found, {}))
     result = Protected(html="")
-    scanner = _HtmlState()
-    position = 0
-    for number, match in enumerate(_JINJA.finditer(source)):
-        scanner.feed(source[position:match.start()])
-        out.append(source[position:match.start()])
-        position = match.end()
-        code = match.group(0)
-        line = line_of(source, match.start())
-        if code.startswith("{#"):
-            continue
-        is_statement = code.startswith("{%")
-        if scanner.raw_element == "style":
+    forms: dict[int, str] = {}
+    for number, construct in enumerate(found):
+        line, place = construct.line, places.get(number, "tag")
+        if place == "raw:style":
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data")
-        if scanner.raw_element == "script":
+        if place == "raw:script":
             raise NeedsFallback(line, "template code inside <script>")
-        if scanner.in_tag and scanner.attribute is None:
+        if place == "tag":
             raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
                                 "the element's attributes depend on data")
-        if scanner.attribute in _DATA_ATTRIBUTES:
-            raise NeedsFallback(line, f"the {scanner.attribute} attribute depends on data, so "
+        if place.removeprefix("attr:") in _DATA_ATTRIBUTES:
+            raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
-        result.originals[number], result.lines[number] = code, line
-        if is_statement and not scanner.in_tag and scanner.raw_element is None:
+        result.originals[number], result.lines[number] = construct.code(source), line
+        result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.keyword == "macro" and construct.args:
+            result.macro_names[number] = construct.args[0][1]
+        if place == "content" and construct.kind == "statement":
             result.statements.add(number)
-            out.append(f"<!--JX{number}X-->")
-        elif not scanner.in_tag and scanner.raw_element is None:
+            forms[number] = f"<!--JX{number}X-->"
+        elif place == "content":
             result.content_expressions.add(number)
-            out.append(f"JX{number}X")
-        else:
-            out.append(f"JX{number}X")
-    out.append(source[position:])
-    result.html = "".join(out)
+    result.html = _with_placeholders(source, found, forms)
     return result
 
 
-class _HtmlState:
-    """Just enough of an HTML tokenizer to know where a placeholder lands."""
-
-    def __init__(self) -> None:
-        self.in_tag = False
-        self.quote: str | None = None
-        self.attribute: str | None = None
-        self.raw_element: str | None = None
-        self._name = ""
-        self._tag_name = ""
-        self._reading_name = False
-
-    def feed(self, text: str) -> None:
-        i = 0
-        while i < len(text):
-            ch = text[i]
-            if self.raw_element is not None and not self.in_tag:
-                end = text.lower().find(f"</{self.raw_element}", i)
-                if end < 0:
-                    return
-                self.raw_element = None
-                i = end
-                continue
-            if not self.in_tag:
-                if ch == "<" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] in "/!"):
-                    self.in_tag, self._tag_name, self._reading_name = True, "", True
-                    self._name, self.attribute = "", None
-                i += 1
-                continue
-            if self.quote is not None:
-                if ch == self.quote:
-                    self.quote, self.attribute = None, None
-            elif self._reading_name:
-                if ch.isalnum() or ch in "/!-":
-                    self._tag_name += ch
-                else:
-                    self._reading_name = False
-                    i -= 1
-            elif ch in "\"'":
-                self.quote = ch
-                self.attribute = self._name.lower()
-            elif ch == ">":
-                self.in_tag = False
-                if self._tag_name.lower() in ("style", "script", "title"):
-                    self.raw_element = self._tag_name.lower()
-            elif ch != "=" and not ch.isspace():  # an attribute name's character
-                if i > 0 and text[i - 1].isspace():
-                    self._name = ""
-                self._name += ch
-            i += 1
+def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
+    """The source with each construct replaced by its placeholder (`JXnX` unless `forms` says
+    otherwise) and Jinja comments removed."""
+    out, position = [], 0
+    for number, construct in enumerate(found):
+        out += [_without_comments(source[position:construct.start]), forms.get(number, f"JX{number}X")]
+        position = construct.end
+    out.append(_without_comments(source[position:]))
+    return "".join(out)
 
 
-def _keyword(code: str) -> str:
-    """`{%- if x %}` -> `if`."""
-    match = _STATEMENT_KEYWORD.match(code)
-    return match.group(1) if match else ""
+def _without_comments(text: str) -> str:
+    if "{#" not in text:
+        return text
+    comments = [c for c in constructs(text) if c.kind == "comment"]
+    for comment in reversed(comments):
+        text = text[:comment.start] + text[comment.end:]
+    return text
+
+
+_RAW_TEXT = {"style", "script", "title", "textarea"}
+_IN_TEXT = re.compile(r"JX(\d+)X")
+_IN_NAME = re.compile(r"jx(\d+)x", re.IGNORECASE)  # attribute names come back lower-cased
+
+
+def _places(html: str) -> dict[int, str]:
+    """Where the HTML parser puts each `JXnX`: content, comment, raw:style (and script, title,
+    textarea), attr:NAME, or tag (among attribute names); a placeholder the parser dropped is
+    not in the answer."""
+    places: dict[int, str] = {}
+
+    def mark(text: str | None, place: str, pattern: re.Pattern[str] = _IN_TEXT) -> None:
+        for match in pattern.finditer(text or ""):
+            places.setdefault(int(match.group(1)), place)
+
+    try:
+        tree = lxml.html.document_fromstring(html)
+    except (lxml.etree.ParserError, ValueError):
+        return places
+    root = tree.getroottree().getroot()
+    for outside in [*root.itersiblings(preceding=True), *root.itersiblings()]:
+        mark(outside.text, "comment" if outside.tag is lxml.etree.Comment else "tag")
+    for element in root.iter():
+        if element.tag is lxml.etree.Comment:
+            mark(element.text, "comment")
+        elif isinstance(element.tag, str):
+            tag = element.tag.lower()
+            mark(element.text, f"raw:{tag}" if tag in _RAW_TEXT else "content")
+            for name, value in element.attrib.items():
+                mark(name, "tag", _IN_NAME)
+                mark(value, f"attr:{name.lower()}")
+        else:
+            mark(element.text, "tag")
+        mark(element.tail, "content")
+    return places
 
 
 def check_balanced(protected: Protected) -> None:
@@ -191,7 +196,7 @@ def check_balanced(protected: Protected) -> None:
         if match.group(1) is None:
             continue
         number = int(match.group(1))
-        stream.append((match.start(), "jinja", f"{_keyword(protected.originals[number])}:{number}"))
+        stream.append((match.start(), "jinja", f"{protected.keywords[number]}:{number}"))
     stream.sort()
     stack: list[str] = []
     for _offset, kind, name in stream:
@@ -224,24 +229,108 @@ def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
                          "structure depends on data")
 
 
-def check_selectors(protected: Protected) -> None:
-    """Refuse selectors whose matches a loop or a macro call would change."""
-    css = "\n".join(_STYLE_BLOCK.findall(protected.html))
-    css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)
-    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
-    selectors = [s.strip() for rule in re.findall(r"([^{}]+)\{", css) for s in rule.split(",")]
-    has_control = any(_keyword(protected.originals[n]) in ("for", "if") for n in protected.statements)
-    for selector in selectors:
-        if ":" in selector or not selector:
-            continue  # pseudo-classes stay in <style>, premailer does not inline them
-        if has_control and re.search(r"[+~]", selector):
-            raise NeedsFallback(1, f"the selector '{selector}' matches siblings, which depend on "
-                                "how many times a loop runs or which branch an if takes")
-    _check_macro_call_sites(protected, [s for s in selectors if ":" not in s and re.search(r"[\s>+~]", s)])
+_CONTROL = {"for": 1, "if": 1, "endfor": -1, "endif": -1}
+_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall"}
+_STRUCTURAL_ENDINGS = (":first-child", ":last-child")   # the pseudo-classes premailer inlines
+_COMBINATOR = re.compile(r"""\s*([>+~])\s*|\s+(?=[^\s>+~])""")
+
+
+def _style_selectors(protected: Protected) -> list[str]:
+    """The selectors premailer inlines: style rules outside @media, pseudo-classes only where
+    premailer keeps them (`:first-child`/`:last-child` at the end)."""
+    cssutils.log.setLevel(logging.CRITICAL)
+    found: list[str] = []
+    for css in _STYLE_BLOCK.findall(protected.html):
+        for rule in cssutils.parseString(css, validate=False).cssRules:
+            if rule.type != rule.STYLE_RULE:
+                continue  # @media, @import, @font-face: premailer leaves them in <style>
+            for selector in (s.strip() for s in rule.selectorText.split(",")):
+                if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
+                    continue
+                if selector and not selector.startswith(":"):
+                    found.append(selector)
+    return found
+
+
+def _sibling_groups(selector: str) -> list[list[str]]:
+    """The parts of a selector whose match depends on position among siblings: each run of
+    compounds joined by + or ~ (they must share a parent), and each compound ending in
+    :first-child/:last-child on its own; compounds given without that pseudo-class."""
+    parts = _COMBINATOR.split(selector)
+    compounds, combinators = parts[0::2], [c or " " for c in parts[1::2]]
+    groups: list[list[str]] = []
+    run: list[str] = []
+    for index, compound in enumerate(compounds):
+        bare = compound
+        for ending in _STRUCTURAL_ENDINGS:
+            if bare.endswith(ending):
+                bare = bare[:-len(ending)] or "*"
+                groups.append([bare])
+        run.append(bare)
+        if index == len(compounds) - 1 or combinators[index] not in "+~":
+            if len(run) > 1:
+                groups.append(run)
+            run = []
+    return groups
+
+
+def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[lxml.html.HtmlElement]:
+    """Elements whose children depend on data: a loop, a condition or a macro sits among them,
+    or an expression that can print elements (a call, `| safe`)."""
+    varying = set()
+    for comment in tree.iter(lxml.etree.Comment):
+        match = _TOKEN.fullmatch(f"<!--{comment.text}-->")
+        if match and match.group(1) and protected.keywords.get(int(match.group(1))) in _CONTROL_PLACES:
+            parent = comment.getparent()
+            if parent is not None:
+                varying.add(parent)
+    printing = {n for n in protected.content_expressions
+                if protected.calls.get(n) or "safe" in protected.originals[n]}
+    for element in tree.iter():
+        texts = [element.text or ""] + [child.tail or "" for child in element]
+        if any(f"JX{n}X" in text for n in printing for text in texts):
+            varying.add(element)
+    return varying
+
+
+def check_selectors(protected: Protected, source: str) -> None:
+    """Refuse structural selectors (+, ~, :first-child, :last-child) that can match elements
+    whose siblings a loop, a condition or a macro call changes: evaluated on the placeholder
+    DOM, so a rule that matches nothing, or only fixed markup, keeps compile-once inlining."""
+    selectors = _style_selectors(protected)
+    structural = [(s, groups) for s in selectors if (groups := _sibling_groups(s))]
+    if structural:
+        tree = lxml.html.document_fromstring(protected.html)
+        varying = _varying_parents(tree, protected)
+        for selector, groups in structural:
+            for group in groups:
+                try:
+                    parents = [{e.getparent() for e in CSSSelector(compound)(tree)} for compound in group]
+                except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem
+                    continue
+                if set.intersection(*parents) & varying:
+                    raise NeedsFallback(line_of(source, max(source.find(selector), 0)),
+                                        f"the selector '{selector}' depends on an element's siblings, "
+                                        "and a loop, condition or macro call next to it changes them")
+    _check_conditional_styles(protected, source)
+    _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+
+
+def _check_conditional_styles(protected: Protected, source: str) -> None:
+    """A <style> inside a loop or condition applies only when it is rendered."""
+    for match in _STYLE_BLOCK.finditer(protected.html):
+        before = protected.html[:match.start()]
+        depth = 0
+        for token in _TOKEN.finditer(before):
+            if token.group(1):
+                depth += _CONTROL.get(protected.keywords.get(int(token.group(1)), ""), 0)
+        if depth > 0:
+            raise NeedsFallback(line_of(source, max(source.find(match.group(0)[:40]), 0)),
+                                "this <style> is inside a condition or loop, so its rules apply "
+                                "only to some emails")
 
 
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
-_CALL = re.compile(r"\{\{-?\s*(\w+)\s*\(")
 
 
 def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
@@ -251,12 +340,11 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
     if not selectors:
         return
     bodies: dict[str, tuple[int, int]] = {}
-    for start_token, end_token in _macro_regions(protected):
-        number = int(start_token[6:-4])
-        macro = re.match(r"\{%-?\s*macro\s+(\w+)", protected.originals[number])
-        if macro:
-            bodies[macro.group(1)] = (protected.html.index(start_token) + len(start_token),
-                                     protected.html.index(end_token))
+    for number, start_token, end_token in _macro_regions(protected):
+        name = protected.macro_names.get(number)
+        if name:
+            bodies[name] = (protected.html.index(start_token) + len(start_token),
+                            protected.html.index(end_token))
     if not bodies:
         return
     document, site = protected.html, 0
@@ -265,12 +353,12 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
         body = document[start:end]
         document = document[:start] + _mark(body, f"{name}-def") + document[end:]
     for number in protected.content_expressions:
-        call = _CALL.match(protected.originals[number])
-        if call and call.group(1) in bodies:
-            start, end = bodies[call.group(1)]
-            mark = f"{call.group(1)}-{site}"
+        called = protected.calls.get(number, "")
+        if called in bodies:
+            start, end = bodies[called]
+            mark = f"{called}-{site}"
             site += 1
-            marks.setdefault(call.group(1), []).append(mark)
+            marks.setdefault(called, []).append(mark)
             document = document.replace(f"JX{number}X", _mark(protected.html[start:end], mark), 1)
     tree = lxml.html.document_fromstring(document)
     for selector in selectors:
@@ -290,15 +378,78 @@ def _mark(html: str, mark: str) -> str:
     return _START_TAG.sub(lambda m: f'<{m.group(1)} data-jxm="{mark}"', html)
 
 
-def _macro_regions(protected: Protected) -> list[tuple[str, str]]:
-    regions, stack = [], []
+def _macro_regions(protected: Protected) -> list[tuple[int, str, str]]:
+    regions: list[tuple[int, str, str]] = []
+    stack: list[int] = []
     for number in sorted(protected.statements):
-        keyword = _keyword(protected.originals[number])
+        keyword = protected.keywords[number]
         if keyword == "macro":
             stack.append(number)
         elif keyword == "endmacro" and stack:
-            regions.append((f"<!--JX{stack.pop()}X-->", f"<!--JX{number}X-->"))
+            start = stack.pop()
+            regions.append((start, f"<!--JX{start}X-->", f"<!--JX{number}X-->"))
     return regions
+
+
+def prune_unmatchable_rules(source: str) -> str | None:
+    """For the per-email path: the source with the style rules premailer would try on every
+    email but that no element of this template can match (judged by the rightmost compound's
+    element, classes and id), so a 1,400-rule framework stylesheet costs only the rules the
+    email uses. None when that cannot be judged: template code inside <style> or in a class
+    or id, or markup printed from data (`| safe`)."""
+    try:
+        protected = protect(source)
+    except NeedsFallback:
+        return None
+    if any("safe" in protected.originals[n] for n in protected.content_expressions):
+        return None
+    blocks = list(_STYLE_BLOCK.finditer(source))
+    if not blocks:
+        return None
+    tree = lxml.html.document_fromstring(protected.html)
+    present = [(e.tag, set((e.get("class") or "").split()), e.get("id")) for e in tree.iter()
+               if isinstance(e.tag, str)]
+    cssutils.log.setLevel(logging.CRITICAL)
+    pieces, position, pruned = [], 0, 0
+    for block in blocks:
+        sheet = cssutils.parseString(block.group(1), validate=False)
+        for rule in list(sheet.cssRules):
+            if rule.type == rule.STYLE_RULE and not any(
+                    _may_match(s.strip(), present) for s in rule.selectorText.split(",")):
+                sheet.deleteRule(rule)
+                pruned += 1
+        pieces += [source[position:block.start(1)], sheet.cssText.decode("utf-8")]
+        position = block.end(1)
+    pieces.append(source[position:])
+    return "".join(pieces) if pruned else None
+
+
+def _may_match(selector: str, present: list[tuple[str, set[str], str | None]]) -> bool:
+    """Whether some element could be the subject of `selector`; True when in doubt."""
+    if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
+        return True  # a pseudo-class rule premailer leaves in <style>: kept as written
+    try:
+        parsed = cssselect.parse(selector)
+    except cssselect.SelectorError:
+        return True
+    for one in parsed:
+        node: Any = one.parsed_tree
+        while isinstance(node, cssselect.parser.CombinedSelector):
+            node = node.subselector
+        tag, classes, ident = "*", set[str](), None
+        while node is not None:
+            if isinstance(node, cssselect.parser.Class):
+                classes.add(node.class_name)
+            elif isinstance(node, cssselect.parser.Hash):
+                ident = node.id
+            elif isinstance(node, cssselect.parser.Element):
+                tag = (node.element or "*").lower()
+                break
+            node = getattr(node, "selector", None)
+        if any((tag == "*" or tag == t) and classes <= c and (ident is None or ident == i)
+               for t, c, i in present):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -314,7 +465,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
     protected = protect(source)
     check_balanced(protected)
-    check_selectors(protected)
+    check_selectors(protected, source)
     inlined = inline_css(protected.html)
     counts: dict[int, int] = {}
     for match in _TOKEN.finditer(inlined):

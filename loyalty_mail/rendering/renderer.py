@@ -25,9 +25,6 @@ from typing import Any
 
 import jinja2
 import markupsafe
-from jinja2 import nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError
@@ -35,12 +32,13 @@ from ..signing import TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .context import ContextBuilder, Helper, Links
-from .flatten import Flattener, NotFlattenable
-from .formatting import FILTERS
-from .inlining import NeedsFallback, compile_inlined, inline_css, rewrite_links
-from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits, bounded_lipsum
+from .flatten import Flattener, NotFlattenable, referenced_files
+from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
+from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
+from .sandbox import TemplateSandbox, sandboxed_environment
+from .undefined import column_of, missing_name, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -116,109 +114,10 @@ def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
     return markupsafe.Markup(url)  # Markup: an autoescape block does not escape it again
 
 
-_DICT_ATTRIBUTES = frozenset(dir(dict))
-
-
-class _OutputCodeGenerator(CodeGenerator):
-    """Jinja's code generator, except that `{{ ... }}` in autoescaped output goes through
-    `TemplateSandbox.escape_output`, which returns a plain str, instead of `markupsafe.escape`,
-    which wraps it in Markup (two more Python calls, ~30 times an email): output is only joined
-    into the page, so it never needs to be Markup. Should Jinja rename this hook, the override
-    goes unused and templates escape as Jinja does.
-
-    And, for the render limits (limits.py): every `{% for %}` iterates through
-    `environment.limits.iterate`, and every `~` is measured by `environment.limits.checked_text`."""
-
-    _loop_iterables: set[int] | None = None  # ids of the `{% for %}` iterables being compiled
-
-    def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        if not node.recursive:
-            self._loop_iterables = (self._loop_iterables or set()) | {id(node.iter)}
-        super().visit_For(node, frame)
-
-    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
-        if self._loop_iterables and id(node) in self._loop_iterables:
-            self._loop_iterables.discard(id(node))
-            self.write("environment.limits.iterate(")
-            super().visit(node, *args, **kwargs)
-            self.write(")")
-            return None
-        return super().visit(node, *args, **kwargs)
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.limits.checked_text(")
-        super().visit_Concat(node, frame)
-        self.write(")")
-
-    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
-            return super()._output_child_pre(node, frame, finalize)
-        self.write("environment.escape_output(")
-        if finalize.src is not None:
-            self.write(finalize.src)
-
-
-class TemplateSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with quicker roads to what every email does many times, each
-    giving what the sandbox itself would give (see benchmarks/README.md for what they save):
-
-    - reading keys of the plain dicts the context is made of (`member.first_name`): the sandbox
-      tries the attribute first and takes the key when that raises AttributeError, ~2 us a
-      lookup; a dict has no attribute outside `dir(dict)`, so for any other name the key is
-      what the sandbox would end up with, and `getattr` returns it directly;
-    - calling a template's macros and our helpers (`call`);
-    - escaping output (`escape_output`, through `_OutputCodeGenerator`)."""
-
-    code_generator_class = _OutputCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-    limits = RenderLimits()  # no limits until the renderer gives its own
-
-    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        self.limits.check_binop(operator, left, right)
-        return self.binop_table[operator](left, right)
-
-    @staticmethod
-    def escape_output(value: Any) -> str:
-        """What `markupsafe.escape` does for output (& < > " ' as entities; Markup as it is)."""
-        if value.__class__ is str:
-            return html_escape.escape(value)
-        return markupsafe.escape(value)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except KeyError:
-                return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
-
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """A template's own macro, or one of our helpers, is called as `Context.call` would call
-        it (a macro with the evaluation context first; the compiler's bookkeeping arguments
-        dropped), without the generic checks for what kind of callable it is: it is always that
-        kind, and always safe. Every call reads the render's clock (a macro calling itself twice
-        makes no loop)."""
-        __self.limits.check_time()
-        kind = type(__obj)
-        if kind is jinja2.runtime.Macro or kind is Helper:
-            kwargs.pop("_block_vars", None)
-            kwargs.pop("_loop_vars", None)
-            if kind is Helper:
-                return __obj.function(*args, **kwargs)
-            return __obj(__context.eval_ctx, *args, **kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
-                          limits: RenderLimits | None = None) -> TemplateSandbox:
-    """Jinja's immutable sandbox, StrictUndefined, our filters, the render limits: how every
-    template runs."""
-    env = TemplateSandbox(loader=loader, autoescape=autoescape,
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    if limits is not None:
-        env.limits = limits
-    env.globals["lipsum"] = bounded_lipsum
-    env.filters.update(FILTERS)
+def email_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
+                      limits: RenderLimits | None = None) -> TemplateSandbox:
+    """The sandbox every email runs in, with the click-tracking filter compiled emails call."""
+    env = sandboxed_environment(loader, autoescape, limits)
     env.filters["track_link"] = _track_link
     return env
 
@@ -233,12 +132,13 @@ class Renderer:
         loader = FrontMatterLoader(str(catalog.root))
         rendering = settings.rendering
         self.limits = RenderLimits(rendering.timeout.total_seconds(), rendering.max_bytes)
-        self.html_env = sandboxed_environment(loader, autoescape=True, limits=self.limits)
-        self.text_env = sandboxed_environment(loader, autoescape=False, limits=self.limits)
+        self.html_env = email_environment(loader, autoescape=True, limits=self.limits)
+        self.text_env = email_environment(loader, autoescape=False, limits=self.limits)
         secret = settings.tracking.secret
         self._contexts = ContextBuilder(settings, self.ladder, coupon_secret or (
             signing_keys(secret)[0] if secret else settings.program.name.encode()))
         self._compiled: dict[tuple[str, str], CompiledVariant] = {}
+        self._subjects: dict[tuple[str, str, str], jinja2.Template] = {}  # A/B subjects, compiled once
         self._sender = Address(settings.program.sender_email, settings.program.sender_name)
         self._globals = dict(self.html_env.globals)  # range, dict, namespace...: Jinja's defaults
 
@@ -288,7 +188,9 @@ class Renderer:
             return CompiledVariant(variant, headline, original, text_own, fallback)
         except NeedsFallback as exc:
             fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
-            return CompiledVariant(variant, headline, original, text_own, fallback)
+            pruned = prune_unmatchable_rules(source)
+            per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
+            return CompiledVariant(variant, headline, per_email, text_own, fallback)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         return CompiledVariant(variant, headline, html, text, None)
@@ -299,8 +201,7 @@ class Renderer:
         chain = [name]
         for candidate in chain:
             source = self._source(candidate)
-            for parent in re.findall(r"""\{%-?\s*(?:extends|include)\s+["']([^"']+)["']""", source):
-                chain.append(parent)
+            chain.extend(referenced_files(source))
             if wanted:
                 for number, text in enumerate(source.splitlines(), start=1):
                     if text.strip() == wanted:
@@ -316,6 +217,22 @@ class Renderer:
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),
                                         f"template {exc.name} not found")) from None
+
+    def _headline(self, compiled: CompiledVariant, subject: str | None, where: str) -> jinja2.Template:
+        """The subject and preheader template: the email's own, or `subject` (an A/B variant's,
+        in the same sandbox) with the email's preheader."""
+        if subject is None:
+            return compiled.headline
+        variant = compiled.variant
+        key = (variant.email, variant.locale, subject)
+        if key not in self._subjects:
+            self._subjects[key] = self._from_string(self.text_env, f"{subject}{_SEPARATOR}{variant.preheader}",
+                                                    f"{where} (variant subject)", 1)
+        return self._subjects[key]
+
+    def check_subject(self, subject: str, where: str) -> None:
+        """Raise TemplateError (naming `where`) when an A/B variant's subject does not parse."""
+        self._from_string(self.text_env, subject, where, 1)
 
     def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int) -> jinja2.Template:
         try:
@@ -347,13 +264,15 @@ class Renderer:
         tracked: bool = True,
         locale: str | None = None,
         test: bool = False,
+        subject: str | None = None,
     ) -> RenderedEmail:
         """The complete email for one member. `tracked=False` (previews, test sends) signs nothing.
         Subject, HTML and text together get `rendering.timeout`; compiling the email (once per
-        process) does not count against it."""
+        process) does not count against it. `subject` replaces the email's subject (an A/B
+        variant's: Jinja, with the same context)."""
         tracked = tracked and self.signer is not None and not test
         send_id = send_id or (PREVIEW_SEND_ID if not tracked else uuid.uuid4().hex)
-        job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale)
+        job = self._prepare(email, member, now, send_id, flow, occurrence, tracked, locale, subject)
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
@@ -389,7 +308,7 @@ class Renderer:
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
-                 tracked: bool, locale: str | None) -> _Job:
+                 tracked: bool, locale: str | None, subject: str | None = None) -> _Job:
         compiled = self.compiled(email, locale or member.get("locale"))
         self.limits.start()  # this email's own budget, from here
         variant = compiled.variant
@@ -406,7 +325,8 @@ class Renderer:
         context["tracking"] = tracked and tracking.open_pixel
         context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
-        headline = self._run(compiled.headline, context, where, variant.subject_line)
+        headline = self._run(self._headline(compiled, subject, where), context, where,
+                             variant.subject_line if subject is None else 1)
         subject, preheader = headline.split(_SEPARATOR)
         context["subject"] = " ".join(subject.split())
         context["preheader"] = " ".join(preheader.split())
@@ -440,7 +360,7 @@ class Renderer:
             if location is None and variant is not None:
                 location = self._relocate(variant, context) or Location(where, 1)
             error = RenderLimitError if isinstance(exc, RenderLimitExceeded) else TemplateError
-            raise error(Problem(location, _describe(exc))) from None
+            raise error(Problem(location, _describe(exc, context))) from None
 
     def _relocate(self, variant: Variant, context: dict[str, Any]) -> Location | None:
         """Render the original files to find which file and line fail (compiled sources have no
@@ -500,8 +420,19 @@ def _error_location(exc: BaseException) -> Location | None:
     for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
         filename = frame.f_code.co_filename
         if filename.endswith((".html", ".txt")) and Path(filename).exists():
-            return Location(_display(filename), lineno)
+            return Location(_display(filename), lineno, _undefined_column(exc, Path(filename), lineno))
     return None
+
+
+def _undefined_column(exc: BaseException, path: Path, lineno: int) -> int:
+    name = missing_name(exc) if isinstance(exc, jinja2.UndefinedError) else None
+    if name is None:
+        return 0
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    return column_of(lines[lineno - 1], name) if 0 < lineno <= len(lines) else 0
 
 
 def _display(filename: str) -> str:
@@ -512,7 +443,7 @@ def _display(filename: str) -> str:
     return filename
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, context: Mapping[str, Any] | None = None) -> str:
     if isinstance(exc, RenderLimitExceeded):
         return str(exc.message)
     if isinstance(exc, RecursionError):
@@ -524,6 +455,13 @@ def _describe(exc: BaseException) -> str:
     if not isinstance(exc, jinja2.TemplateError):
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, jinja2.UndefinedError):
+        name = missing_name(exc)
+        close = suggestion(name, context) if name and context is not None else None
+        if name and close:
+            return f"undefined variable: no field '{name}' in this email's data (did you mean {close}?)"
+        if name:
+            return f"undefined variable: no field '{name}' in this email's data " \
+                   "(see \"Template context\" in the README)"
         return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
     if isinstance(exc, jinja2.sandbox.SecurityError):
         return f"not allowed in the template sandbox: {exc.message}"

@@ -2,6 +2,7 @@
 
     figures.py     per-send outcome flags -> rows per group, lift, program health (all SQL)
     membership.py  who was in which segment at send time or now (`report --segments`)
+    variants.py    A/B variants: rates with Wilson intervals, differences, verdicts, the winner
     charts.py      small self-contained SVG charts (bars, intervals, lines)
     page.py        the one-file HTML report (tables and charts, no network needed)
 """

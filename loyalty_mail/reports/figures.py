@@ -4,7 +4,7 @@ All figures are SQL aggregates over the send ledger, the tracking events and the
 purchases; formatting lives at the edge (the CLI). Definitions:
 
     sent          sends in state `sent` scheduled in [since, until)
-    bounced       sent with a bounce, dropped or blocked event
+    bounced       sent with a bounce (hard or given-up soft), dropped or blocked event
     delivered     sent - bounced
     opens         sent with an open event (human: not a machine open, not a bot)
     clicks        sent with a click event (human: not a bot click)
@@ -14,6 +14,7 @@ purchases; formatting lives at the edge (the CLI). Definitions:
     rates         open = opens / delivered, click = clicks / delivered, click-to-open =
                   clicks / opens (human figures), unsubscribe and spam = per delivered
 
+`variant` is the A/B variant the send had (variants.py compares them);
 `tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `day`,
 `week` (starting Monday) and `month` are UTC dates of the send.
 """
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 from ..models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
 from .membership import membership_column
 
-GROUPS = ("flow", "segment", "tier", "locale", "day", "week", "month")
+GROUPS = ("flow", "variant", "segment", "tier", "locale", "day", "week", "month")
 COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
            "unsubscribed", "spam", "converted", "revenue", "open_rate", "click_rate", "click_to_open_rate",
            "unsubscribe_rate", "spam_rate", "revenue_per_email")
@@ -68,11 +69,11 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
                  else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
                                                           f"+{int(window.total_seconds())} seconds")]
     return (sa.select(
-        s.c.send_id, s.c.flow, s.c.segment, s.c.state, m.c.tier, m.c.locale,
+        s.c.send_id, s.c.flow, s.c.variant, s.c.segment, s.c.state, m.c.tier, m.c.locale,
         _period(s.c.scheduled_for, "day", dialect).label("day"),
         _period(s.c.scheduled_for, "week", dialect).label("week"),
         _period(s.c.scheduled_for, "month", dialect).label("month"),
-        _has(s.c.send_id, ("bounce", "dropped", "blocked")).label("bounced"),
+        _has(s.c.send_id, ("bounce", "soft_bounce", "dropped", "blocked")).label("bounced"),
         _has(s.c.send_id, ("open",), human=True).label("open_human"),
         _has(s.c.send_id, ("open",)).label("open_total"),
         _has(s.c.send_id, ("click",), human=True).label("click_human"),

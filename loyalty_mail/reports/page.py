@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from . import charts
 from .figures import COLUMNS, lift, performance, program_health
+from .variants import variant_report
 
 TEMPLATE = Path(__file__).with_name("page.html")
 RATES = (("open rate", "open_rate"), ("click rate", "click_rate"))
@@ -39,6 +40,7 @@ class ReportData:
     notice: str | None = None
     segments: list[str] = field(default_factory=list)
     settled_weeks_before: date | None = None  # weeks starting later still have conversions to come
+    variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # variants.comparison
 
 
 def collect(conn: sa.Connection, *, program: str, currency: str, since: date, until: date, start: datetime,
@@ -60,7 +62,8 @@ def collect(conn: sa.Connection, *, program: str, currency: str, since: date, un
                       groups=groups, lift=[item.as_row() for item in lift(conn, start, end, window)],
                       health=health, membership_when=membership_when,
                       notice=notice, segments=list(segments or []),
-                      settled_weeks_before=(end - window - timedelta(days=6)).date())
+                      settled_weeks_before=(end - window - timedelta(days=6)).date(),
+                      variants=variant_report(conn, start, end, window))
 
 
 def _label(value: Any) -> str:
@@ -89,6 +92,12 @@ def _charts(data: ReportData) -> dict[str, Markup]:
             "Conversion lift against hold-out (percentage points, 95% CI)",
             [(r["flow"], r["absolute_lift"], r["ci95_low"], r["ci95_high"], r["note"].startswith("small"))
              for r in measured])
+    differences = [r for r in data.variants.get("differences", []) if r["metric"] == "conversion_rate"]
+    if differences:
+        made["variants"] = charts.interval_chart(
+            "Conversion rate difference against the first variant (percentage points, 95% CI)",
+            [(f"{r['flow']}: {r['variant']} - {r['against']}", r["difference"], r["low"], r["high"],
+              r["verdict"].startswith("no verdict")) for r in differences])
     tiers = data.health["members_by_tier"]
     if tiers:
         made["tiers"] = charts.bar_chart("Members by tier", list(tiers), [("members", list(tiers.values()))],
@@ -115,9 +124,9 @@ def _charts(data: ReportData) -> dict[str, Markup]:
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return "-"
-    if column in ("absolute_lift", "ci95_low", "ci95_high"):
+    if column in ("absolute_lift", "ci95_low", "ci95_high", "difference", "low", "high"):
         return charts.points(value)
-    if column.endswith("_rate") or column == "relative_lift":
+    if column.endswith(("_rate", "_rate_low", "_rate_high")) or column == "relative_lift":
         return charts.percent(value)
     if isinstance(value, float):
         return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"

@@ -9,7 +9,9 @@ a database that is away is retried until it is back, and `status()` says so (for
 Webhook events are written per request, de-duplicated by SendGrid's `sg_event_id` (or a digest of
 the event), and answered once committed; an event that cannot be stored is kept aside with its
 reason, and the rest of its batch is applied. An unsubscribe is written at once, before the page
-answers, so every later send sees it.
+answers, so every later send sees it. Bounces and complaints read from the bounce mailbox are
+written one report per transaction, keyed by the report's own Message-ID, so reading one again
+records nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +43,8 @@ from .webhooks import DeliveryEvent
 
 log = logging.getLogger("loyalty_mail.tracking")
 BATCH = 2000  # hits in one transaction at most; more wait for the next one
+SOURCE_NAMES = {"sendgrid": "SendGrid", "mailbox": "bounce mailbox"}
+SOFT_BOUNCES = ("soft_bounce", "deferred")
 
 
 @dataclass(frozen=True)
@@ -285,10 +289,11 @@ def _fault(exc: Exception) -> str:
     return f"refused: {exc}"[:300]
 
 
-def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetime) -> tuple[int, int]:
+def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetime,
+                  source: str = "sendgrid") -> tuple[int, int]:
     if not events:
         return 0, 0
-    rows: list[dict[str, Any]] = [{"send_id": e.send_id or "", "kind": e.kind, "source": "sendgrid", "occurred_at": e.occurred_at,
+    rows: list[dict[str, Any]] = [{"send_id": e.send_id or "", "kind": e.kind, "source": source, "occurred_at": e.occurred_at,
              "url": e.url, "link": None, "user_agent": e.user_agent, "ip": e.ip,
              "machine": e.machine, "bot": e.kind == "click" and is_scanner(e.user_agent),
              "provider_event_id": e.provider_event_id, "detail": {**e.detail, "email": e.email}}
@@ -313,7 +318,7 @@ def _apply_events(conn: sa.Connection, events: list[DeliveryEvent], now: datetim
     for event in events:
         if event.suppress_as and event.email:
             suppressed += suppression.add(conn, event.email, event.suppress_as, now,
-                                          detail=f"SendGrid {event.kind}")
+                                          detail=f"{SOURCE_NAMES.get(source, source)} {event.kind}")
     return new, suppressed
 
 
@@ -328,6 +333,69 @@ def _keep_rejected(conn: sa.Connection, rejected: list[Rejected], now: datetime)
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def sent_to(engine: sa.Engine, send_ids: Sequence[str]) -> dict[str, str]:
+    """The address each of `send_ids` that is one of our sends went to (unknown ids are left out)."""
+    s, m = sends_table, members_table
+    if not send_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(s.c.send_id, m.c.email).join(m, s.c.member_ref == m.c.id)
+                            .where(s.c.send_id.in_(list(send_ids)[:100]))).all()
+    return {send_id: email for send_id, email in rows}
+
+
+@dataclass(frozen=True)
+class BounceRecorded:
+    """What one report from the bounce mailbox did: stored (False when it was already), the
+    address newly suppressed, and for a soft bounce how many of the member's sends within the
+    window have soft-bounced."""
+
+    new: bool
+    suppressed: bool
+    soft_bounces: int = 0
+
+
+def record_bounce(engine: sa.Engine, event: DeliveryEvent, now: datetime, *, soft_limit: int,
+                  soft_window: timedelta, keep: bool = True) -> BounceRecorded:
+    """Store a bounce or complaint read from the bounce mailbox (once per report: its key is the
+    event's provider id) and suppress the address: at once for a hard bounce or a complaint, and
+    for soft bounces once `soft_limit` of the member's sends sent within `soft_window` before `now`
+    have soft-bounced. One transaction; `keep=False` rolls it back (a dry run)."""
+    with db.writer(engine).connect() as conn:
+        transaction = conn.begin()
+        try:
+            # A complaint withdraws consent; like every suppression it is written by suppression.add
+            # (through _apply_events), the one place a record of consent changes hooks in.
+            new, suppressed = _apply_events(conn, [event], now, source="mailbox")
+            soft = 0
+            if event.kind in SOFT_BOUNCES and event.send_id and event.email:
+                soft = _soft_bounced_sends(conn, event.send_id, now - soft_window)
+                if soft >= soft_limit:
+                    suppressed += suppression.add(
+                        conn, event.email, "soft_bounce", now,
+                        detail=f"{soft} sends soft-bounced within {soft_window.days} days (limit {soft_limit})")
+        except BaseException:
+            transaction.rollback()
+            raise
+        if keep:
+            transaction.commit()
+        else:
+            transaction.rollback()
+    return BounceRecorded(new=new > 0, suppressed=suppressed > 0, soft_bounces=soft)
+
+
+def _soft_bounced_sends(conn: sa.Connection, send_id: str, since: datetime) -> int:
+    """How many sends to the member of `send_id`, sent since `since`, the bounce mailbox reported
+    soft-bounced (a send reported several times counts once)."""
+    s, t = sends_table, tracking_events_table
+    member = sa.select(s.c.member_ref).where(s.c.send_id == send_id).scalar_subquery()
+    query = (sa.select(sa.func.count(sa.distinct(s.c.send_id)))
+             .join(t, t.c.send_id == s.c.send_id)
+             .where(s.c.member_ref == member, s.c.sent_at >= since, t.c.source == "mailbox",
+                    t.c.kind.in_(SOFT_BOUNCES)))
+    return int(conn.execute(query).scalar_one())
 
 
 def unsubscribe(engine: sa.Engine, send_id: str, now: datetime, source: str) -> dict[str, Any] | None:

@@ -9,6 +9,8 @@ reply is still checked (a refused sender or recipient is that message's failure)
 transaction is reset before the next. Without PIPELINING, each command waits for its reply. A
 connection lost once a message has been written is never retried on a new connection at once
 (the server may have taken it): the send is retried later, as any transient failure.
+The envelope sender is `return_path` (default: the From address); with `verp`, `+send_id` is
+added to its local part, so that a bounce is addressed to the send it is about.
 4xx replies and connection trouble are transient (retry); 5xx replies are permanent (failed).
 """
 
@@ -75,7 +77,7 @@ class SmtpTransport:
         for attempt in (1, 2):  # a reused connection may have been closed by the server: reconnect once
             try:
                 connection = connection or self._connect()
-                _transaction(connection, email)
+                _transaction(connection, email, self.envelope_sender(email))
             except _LostAfterData as exc:  # it may have been accepted: never sent again at once
                 _close(connection)
                 return None, DeliveryResult(email.send_id, "retry", f"SMTP server disconnected: {exc}")
@@ -96,6 +98,15 @@ class SmtpTransport:
             return connection, DeliveryResult(email.send_id, "sent")
         raise AssertionError("unreachable")
 
+    def envelope_sender(self, email: RenderedEmail) -> str:
+        """MAIL FROM: `return_path` (default: the From address), with `+` and the send id added to
+        its local part when `verp` is on, so a bounce names the send even without the original."""
+        address = self.settings.return_path or email.sender.email
+        if not self.settings.verp:
+            return address
+        local, _, domain = address.rpartition("@")
+        return f"{local}+{email.send_id}@{domain}"
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -113,14 +124,14 @@ class _LostAfterData(smtplib.SMTPException):
     """The connection ended after the message was written and before the server's answer."""
 
 
-def _transaction(connection: smtplib.SMTP, email: RenderedEmail) -> None:
+def _transaction(connection: smtplib.SMTP, email: RenderedEmail, sender: str) -> None:
     """MAIL FROM, RCPT TO and DATA (in one write where the server offers PIPELINING, else each
     after the previous reply), then the message and its reply. Raises as
     `smtplib.SMTP.sendmail` does for a refused sender, recipient or message; `_LostAfterData`
     when the connection ends once the message has been written."""
     message = _data(email.to_bytes())
     size = f" SIZE={len(message)}" if connection.has_extn("size") else ""
-    commands = [f"MAIL FROM:{smtplib.quoteaddr(email.sender.email)}{size}",
+    commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}",
                 f"RCPT TO:{smtplib.quoteaddr(email.to.email)}", "DATA"]
     if connection.has_extn("pipelining"):
         connection.send("".join(f"{command}\r\n" for command in commands))
@@ -137,7 +148,7 @@ def _transaction(connection: smtplib.SMTP, email: RenderedEmail) -> None:
     if data[0] != 354 or not accepted:
         _reset(connection)
         if mail[0] != 250:
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], email.sender.email)
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
         if rcpt[0] not in (250, 251):
             raise smtplib.SMTPRecipientsRefused({email.to.email: rcpt})
         raise smtplib.SMTPDataError(*data)

@@ -1,7 +1,7 @@
 """members.tier_period_start, members.tier_review_at: tiers that must be kept (tiers.qualification)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from loyalty_mail.models import UTCDateTime
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,326 @@
+"""The studio's HTTP routes, all in ROUTES; pages are rendered on the server from templates/.
+
+Every page subscribes to /events (server-sent events): when a program file changes, the page
+fetches itself again and swaps its `data-live` part. Nothing here writes a program file; the
+only POST sends one test message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
+
+from .. import outbox
+from ..errors import LoyaltyMailError, Problem
+from ..flows import build_planner
+from ..flows.planner import Plan
+from ..members import find_members, member_profile
+from ..reports import page as report_page
+from ..transports import transport_for
+from ..trial_send import sample_member_for, send_test
+from . import emails, segments
+from .program import ProgramState, Workspace
+from .security import Access, TokenGuard
+
+log = logging.getLogger("loyalty_mail.studio")
+TEMPLATES = Path(__file__).with_name("templates")
+STATIC = Path(__file__).with_name("static")
+HEARTBEAT_SECONDS = 15.0
+MAX_FORM_BYTES = 16_384
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
+       "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+
+
+class Studio:
+    """The routes' shared parts: the workspace, the access token, the page templates."""
+
+    def __init__(self, workspace: Workspace, access: Access) -> None:
+        self.workspace, self.access = workspace, access
+        self.lock = threading.RLock()  # one request at a time uses the templates and the database
+        self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.pages.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
+
+    def page(self, name: str, state: ProgramState, code: int = 200, **values: Any) -> HTMLResponse:
+        """A page showing `state`: the version it names is the one its data came from, so that the
+        live reload catches any save made while it was being built."""
+        body = self.pages.get_template(name).render(csrf=self.access.csrf_token, at=self.workspace.at,
+                                                    now=self.workspace.now(), version=state.version,
+                                                    program=state.settings.program.name if state.settings else "",
+                                                    config_problems=state.problems, **values)
+        return HTMLResponse(body, status_code=code, headers=_page_headers())
+
+    # -- emails ------------------------------------------------------------------------------
+
+    def emails_index(self, request: Request) -> Response:
+        with self.lock:
+            state = self.workspace.state()
+            entries, problems = emails.email_list(state)
+            if entries and not problems:
+                first = entries[0]
+                return RedirectResponse(f"/emails/{first.email}/{first.locale}", status_code=303)
+            return self.page("emails.html", state, entries=entries, problems=problems, preview=None, query="",
+                             found=[], member_id="", current=None)
+
+    def email_page(self, request: Request) -> Response:
+        email, locale = request.path_params["email"], request.path_params["locale"]
+        member_id = request.query_params.get("member", "").strip()
+        query = request.query_params.get("q", "").strip()
+        with self.lock:
+            state = self.workspace.state()
+            entries, problems = emails.email_list(state)
+            if not problems and (email, locale) not in {(e.email, e.locale) for e in entries}:
+                return self.page("error.html", state, code=404, title="No such email",
+                                 problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
+            found: list[dict[str, Any]] = []
+            if query:
+                with self.workspace.engine().connect() as connection:
+                    found = find_members(connection, query, limit=10)
+            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
+                                   self.workspace.now())
+            return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
+                             found=found, member_id=member_id, current=(email, locale), sent=None)
+
+    # -- segments ----------------------------------------------------------------------------
+
+    def segments_index(self, request: Request) -> Response:
+        with self.lock:
+            state = self.workspace.state()
+            if state.settings is None:
+                return self.page("segments.html", state, rows=[], problems=state.problems, view=None)
+            rows, problems = segments.segment_counts(self.workspace, state)
+            return self.page("segments.html", state, rows=rows, problems=problems, view=None)
+
+    def segment_page(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        with self.lock:
+            state = self.workspace.state()
+            if state.settings is None:
+                return self.page("segments.html", state, rows=[], problems=state.problems, view=None)
+            catalog, problems = state.segments()
+            rows = [(segment, None) for _, segment in sorted(catalog.segments.items())]  # counts: on /segments
+            view = segments.segment_view(self.workspace, state, name)
+            return self.page("segments.html", state, rows=rows, problems=problems, view=view)
+
+    # -- flows -------------------------------------------------------------------------------
+
+    def flows_page(self, request: Request) -> Response:
+        member_id = request.query_params.get("member", "").strip()
+        with self.lock:
+            state = self.workspace.state()
+            if state.settings is None:
+                return self.page("error.html", state, title="config.yaml does not load", problems=state.problems)
+            engine = self.workspace.engine()
+            now = self.workspace.now()
+            planner = build_planner(state.settings, engine.dialect.name)
+            plan = planner.plan_in(engine, now, plan=Plan(now, keep=False))
+            explanation, problem = None, None
+            if member_id:
+                try:
+                    with engine.connect() as connection:
+                        explanation = planner.explain(connection, member_id, now)
+                except LoyaltyMailError as exc:
+                    problem = str(exc)
+            return self.page("flows.html", state, counts=sorted(plan.counts().items()), segments=plan.segments,
+                             reasons=sorted(plan.reasons.items()), member_id=member_id,
+                             explanation=explanation, problem=problem)
+
+    # -- outbox and reports ------------------------------------------------------------------
+
+    def outbox_page(self, request: Request) -> Response:
+        with self.lock, self.workspace.engine().connect() as connection:
+            state = self.workspace.state()
+            status = outbox.status(connection, self.workspace.now(), recent=20)
+        return self.page("outbox.html", state, status=status)
+
+    def _period(self, request: Request, state: ProgramState) -> tuple[date, date, ZoneInfo, Any]:
+        if state.settings is None:
+            raise LoyaltyMailError("config.yaml does not load: " + "; ".join(map(str, state.problems)))
+        zone = ZoneInfo(state.settings.program.default_timezone)
+        today = self.workspace.now().astimezone(zone).date()
+        until = _day(request.query_params.get("until"), "until") or today
+        since = _day(request.query_params.get("since"), "since") or until - timedelta(days=29)
+        if since > until:
+            raise LoyaltyMailError("the first day (since) is after the last day (until)")
+        return since, until, zone, state.settings
+
+    def reports_page(self, request: Request) -> Response:
+        with self.lock:
+            state = self.workspace.state()
+            since, until, _, _ = self._period(request, state)
+        return self.page("reports.html", state, since=since, until=until)
+
+    def report_document(self, request: Request) -> Response:
+        with self.lock:
+            since, until, zone, settings = self._period(request, self.workspace.state())
+            with self.workspace.engine().connect() as connection:
+                data = report_page.collect(
+                    connection, program=settings.program.name, currency=settings.program.currency, since=since,
+                    until=until, start=datetime.combine(since, time(), tzinfo=zone),
+                    end=datetime.combine(until + timedelta(days=1), time(), tzinfo=zone),
+                    window=settings.reports.attribution_window, clv_years=float(settings.segments.clv_years),
+                    generated_at=self.workspace.now(), tier_order=[level.name for level in settings.tiers.levels])
+            return HTMLResponse(report_page.render_page(data),
+                                headers={"content-security-policy": REPORT_CSP, "cache-control": "no-store"})
+
+    # -- send test ---------------------------------------------------------------------------
+
+    async def send_test_post(self, request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return PlainTextResponse("the form is too large", status_code=413)
+        form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+        values = {key: form.get(key, "").strip() for key in ("csrf", "email", "locale", "to", "member")}
+        if not self.access.csrf_ok(values["csrf"]):
+            return PlainTextResponse("the form's CSRF token is missing or wrong: reload the page", status_code=403)
+        return await asyncio.to_thread(self._send_test, values)
+
+    def _send_test(self, values: dict[str, str]) -> Response:
+        email, locale, to, member_id = values["email"], values["locale"], values["to"], values["member"]
+        with self.lock:
+            state = self.workspace.state()
+            entries, problems = emails.email_list(state)
+            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
+                                   self.workspace.now())
+            try:
+                if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
+                    raise LoyaltyMailError(f"'{to}' is not an email address")
+                renderer = state.renderer()
+                now = self.workspace.now()
+                if member_id:
+                    with self.workspace.engine().connect() as connection:
+                        member = member_profile(connection, member_id, recent=0).member
+                else:
+                    member = sample_member_for(renderer, email, locale, now)
+                assert state.settings is not None  # renderer() raised otherwise
+                transport = transport_for(state.settings)
+                try:
+                    message, result = send_test(renderer, transport, email, member, to, locale=locale, now=now)
+                finally:
+                    transport.close()
+                sent = (True, f"Sent '{message.subject}' to {to} through {transport.name}, marked as a test"
+                        + (f" ({result.detail})" if result.detail else "") + ".")
+            except LoyaltyMailError as exc:
+                sent = (False, str(exc))
+            return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
+                             preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
+                             sent=sent, to=to)
+
+    # -- live reload -------------------------------------------------------------------------
+
+    async def events(self, request: Request) -> Response:
+        watcher = self.workspace.watcher
+        start = request.query_params.get("version", "")
+        version = int(start) if start.isdigit() else watcher.version
+
+        async def stream() -> AsyncIterator[str]:
+            nonlocal version
+            yield "retry: 500\n\n"
+            if version != watcher.version:
+                version = watcher.version
+                yield f"event: change\ndata: {version}\n\n"
+            while not await request.is_disconnected():
+                seen = await watcher.changed(version, HEARTBEAT_SECONDS)
+                if seen != version:
+                    version = seen
+                    yield f"event: change\ndata: {version}\n\n"
+                else:
+                    yield ": still here\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    def script(self, request: Request) -> Response:
+        return Response((STATIC / "studio.js").read_bytes(), media_type="text/javascript",
+                        headers={"cache-control": "no-store"})
+
+    def style(self, request: Request) -> Response:
+        return Response((STATIC / "studio.css").read_bytes(), media_type="text/css",
+                        headers={"cache-control": "no-store"})
+
+    def routes(self) -> list[BaseRoute]:
+        def sync(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+            async def endpoint(request: Request) -> Response:
+                return await asyncio.to_thread(handler, request)
+            return endpoint
+
+        return [
+            Route("/", lambda request: RedirectResponse("/emails", status_code=303)),
+            Route("/emails", sync(self.emails_index)),
+            Route("/emails/{email}/{locale}", sync(self.email_page)),
+            Route("/segments", sync(self.segments_index)),
+            Route("/segments/{name}", sync(self.segment_page)),
+            Route("/flows", sync(self.flows_page)),
+            Route("/outbox", sync(self.outbox_page)),
+            Route("/reports", sync(self.reports_page)),
+            Route("/reports/page", sync(self.report_document)),
+            Route("/send-test", self.send_test_post, methods=["POST"]),
+            Route("/events", self.events),
+            Route("/static/studio.js", self.script),
+            Route("/static/studio.css", self.style),
+        ]
+
+
+def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) -> Any:
+    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to)."""
+    studio = Studio(workspace, access)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        workspace.watcher.start()
+        try:
+            yield
+        finally:
+            await workspace.watcher.stop()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.routes.extend(studio.routes())
+
+    @app.exception_handler(LoyaltyMailError)
+    async def user_error(_request: Request, exc: LoyaltyMailError) -> Response:
+        return await asyncio.to_thread(lambda: studio.page(
+            "error.html", workspace.state(), 400, title="That did not work",
+            problems=list(getattr(exc, "problems", None) or [Problem(None, str(exc))])))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(_request: Request, exc: Exception) -> Response:
+        log.exception("studio: internal error")
+        return PlainTextResponse("Internal error in loyalty-mail studio (the terminal shows the traceback). "
+                                 "Please report it.", status_code=500)
+
+    return TokenGuard(app, access, hosts)
+
+
+def _page_headers() -> dict[str, str]:
+    return {"content-security-policy": CSP, "cache-control": "no-store", "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer"}
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise LoyaltyMailError(f"{name}: '{value}' is not a date (YYYY-MM-DD)") from None

@@ -1,0 +1,93 @@
+"""The emails page: every email in every locale, rendered as a member (or the sample member) gets
+it, with what `check` says about it. A template that does not load or render becomes its
+problems (file:line), shown where the preview would be."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import LoyaltyMailError, Problem
+from ..members import member_profile
+from ..message import RenderedEmail
+from ..rendering import Fallback
+from ..rendering.checks import check_email, sample_occurrences
+from ..trial_send import sample_member_for
+from .program import ProgramState
+
+PREVIEW_FLOW = {"name": "preview"}
+
+
+@dataclass(frozen=True)
+class EmailEntry:
+    email: str
+    locale: str
+    subject: str
+
+
+@dataclass
+class EmailPreview:
+    """One email in one locale, for one member: the message, or why there is none."""
+
+    email: str
+    locale: str
+    member: Mapping[str, Any] | None = None
+    rendered: RenderedEmail | None = None
+    inlining: str = ""
+    problems: list[Problem] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)      # from `check`, over every sample member
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def email_list(state: ProgramState) -> tuple[list[EmailEntry], list[Problem]]:
+    """Every email x locale of the program, or the problems that stop the templates loading."""
+    try:
+        catalog = state.renderer().catalog
+    except LoyaltyMailError as exc:
+        return [], _problems(exc)
+    return [EmailEntry(email, locale, variant.subject) for email in catalog.names
+            for locale, variant in sorted(catalog.variants[email].items())], []
+
+
+def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, member_id: str | None,
+            now: datetime, *, check: bool = True) -> EmailPreview:
+    """Render `email` in `locale` for `member_id` (or the sample member), untracked, and (with
+    `check`) run `check` on it."""
+    result = EmailPreview(email, locale)
+    try:
+        renderer = state.renderer()
+        if member_id:
+            with engine.connect() as connection:
+                result.member = member_profile(connection, member_id, recent=0).member
+        else:
+            result.member = sample_member_for(renderer, email, locale, now)
+        compiled = renderer.compiled(email, locale)
+        result.inlining = describe_inlining(compiled.fallback)
+        result.rendered = renderer.render(email, result.member, now=now, tracked=False, locale=locale,
+                                          flow=PREVIEW_FLOW, occurrence=sample_occurrences(renderer)[1])
+    except LoyaltyMailError as exc:
+        result.problems = _problems(exc)
+    if not check or (result.problems and result.member is None):
+        return result
+    try:  # after a failed render too: the static check names the column, and suggests a name
+        report = check_email(state.renderer(), email, locale, now)
+    except LoyaltyMailError:
+        return result
+    result.errors, result.warnings = report.errors, report.warnings
+    return result
+
+
+def describe_inlining(fallback: Fallback | None) -> str:
+    if fallback is None:
+        return ("Compiled once: premailer moved the <style> rules onto the elements when the template "
+                "was compiled, so each email only fills in its values.")
+    return (f"Per email (slower): premailer runs on every rendered email, because of "
+            f"{fallback.location}: {fallback.reason}.")
+
+
+def _problems(exc: LoyaltyMailError) -> list[Problem]:
+    return list(getattr(exc, "problems", None) or [Problem(None, str(exc))])

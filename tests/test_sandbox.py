@@ -1,0 +1,58 @@
+"""The sandbox's extensions of Jinja are live on the Jinja installed: each hook it overrides is
+called when a template compiles, and that Jinja is within the range pyproject.toml allows."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import jinja2
+import pytest
+from jinja2.compiler import CodeGenerator
+from packaging.version import Version
+
+from loyalty_mail.rendering.limits import RenderLimitExceeded, RenderLimits
+from loyalty_mail.rendering.sandbox import sandboxed_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def jinja_range() -> tuple[Version, Version]:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(d for d in dependencies if d.startswith("jinja2"))
+    low, high = re.fullmatch(r"jinja2>=([\d.]+),<([\d.]+)", spec.split("#")[0].strip()).groups()
+    return Version(low), Version(high)
+
+
+def test_the_installed_jinja_is_in_the_range_the_overrides_were_checked_against():
+    low, high = jinja_range()
+    assert low <= Version(jinja2.__version__) < high
+
+
+@pytest.mark.parametrize("hook", ["visit_For", "visit_Concat", "_output_child_pre", "visit"])
+def test_each_overridden_code_generator_hook_exists_in_jinja(hook):
+    assert callable(getattr(CodeGenerator, hook, None)), f"Jinja {jinja2.__version__} has no {hook}"
+
+
+def test_the_overrides_are_in_the_compiled_code():
+    env = sandboxed_environment(None, autoescape=True)
+    code = env.compile("{% for x in items %}{{ x ~ '!' }}{% endfor %}", raw=True)
+    assert "environment.escape_output(" in code
+    assert "environment.limits.iterate(" in code
+    assert "environment.limits.checked_text(" in code
+
+
+def test_the_hooks_do_what_they_are_for():
+    env = sandboxed_environment(None, autoescape=True, limits=RenderLimits(0.2, 1000))
+    env.limits.start()
+    assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    assert env.from_string("{{ m }}").render(m=jinja2.utils.markupsafe.Markup("<b>")) == "<b>"
+    with pytest.raises(RenderLimitExceeded):  # a loop of loops that prints nothing stops on time
+        env.from_string("{% for i in items %}{% for j in items %}{% endfor %}{% endfor %}").render(
+            items=range(100_000))
+    with pytest.raises(RenderLimitExceeded):  # `~` is measured before it joins
+        env.from_string("{% set s = 'x' * 900 %}{{ s ~ s }}").render()
+    env.limits.start()
+    assert env.from_string("{{ d.keys }}").render(d={"keys": 1}) != "1"  # a dict method stays a method
+    assert env.from_string("{{ d.name }}").render(d={"name": "Lan"}) == "Lan"

@@ -1,0 +1,362 @@
+"""The studio's routes, in process (httpx on the ASGI app) against a real program
+directory in a git repository and a real database: the token, each page, live values after an
+edit, the comparison with git HEAD, test sends, and that no program file is ever written."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+from datetime import datetime
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+import httpx
+
+from loyalty_mail.runtime import Runtime
+from loyalty_mail.studio import Access, Workspace, create_app
+from loyalty_mail.studio.watch import ProgramWatcher
+
+from .studio_program import AT, make_studio_program, points_between
+
+HOST = "testserver"
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+class StudioClient:
+    """Requests to the app in process, each on its own event loop, keeping cookies as a browser does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.cookies = app, httpx.Cookies()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}", cookies=self.cookies) as c:
+                response = await c.request(method, url, **kwargs)
+                self.cookies = httpx.Cookies(c.cookies)
+                return response
+
+        return asyncio.run(send())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+def studio_client(directory: Path, database_url: str) -> tuple[StudioClient, Access]:
+    runtime = Runtime.load(directory, database_url=database_url)
+    access = Access()
+    app = create_app(Workspace(runtime, at=datetime.fromisoformat(AT)), access, hosts=(HOST,))
+    return StudioClient(app), access
+
+
+@pytest.fixture
+def program_dir(tmp_path: Path, database_url: str) -> Path:
+    return make_studio_program(tmp_path / "program", database_url)
+
+
+@pytest.fixture
+def client(program_dir: Path, database_url: str):
+    client, access = studio_client(program_dir, database_url)
+    response = client.get(f"/?token={access.token}")
+    assert response.status_code == 303
+    return client
+
+
+def text_of(response) -> str:
+    return unescape(re.sub(r"<[^>]+>", " ", response.text))
+
+
+def program_files(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted([directory / "config.yaml", *(directory / "segments").rglob("*"),
+                             *(directory / "templates").rglob("*")]) if p.is_file()}
+
+
+# -- the token ---------------------------------------------------------------------------------
+
+def test_without_the_token_every_request_is_refused(program_dir, database_url):
+    client, access = studio_client(program_dir, database_url)
+    for path in ("/", "/emails", "/segments/vip", "/events", "/reports/page", "/static/studio.js"):
+        assert client.get(path).status_code == 403, path
+    assert client.get("/?token=not-the-token").status_code == 403
+    assert client.post("/send-test", data={"to": "x@example.com"}).status_code == 403
+
+
+def test_the_token_in_the_url_becomes_a_strict_httponly_cookie(program_dir, database_url):
+    client, access = studio_client(program_dir, database_url)
+    response = client.get(f"/segments?token={access.token}&x=1")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/segments?x=1"  # the token leaves the address bar
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{access.cookie_name}={access.token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert client.get("/segments").status_code == 200  # the client keeps the cookie
+    client.cookies.clear()
+    client.cookies.set(access.cookie_name, "guess")
+    assert client.get("/segments").status_code == 403
+
+
+def test_a_request_for_another_host_name_is_refused(client):
+    """DNS rebinding: a page of another site that resolves its name to 127.0.0.1."""
+    assert client.get("/emails", headers={"host": "evil.example:8030"}).status_code == 403
+
+
+# -- emails ------------------------------------------------------------------------------------
+
+def test_every_email_and_locale_is_listed_and_previewed_for_the_sample_member(client, program_dir):
+    response = client.get("/emails")
+    assert response.status_code == 303
+    emails = sorted(p.name for p in (program_dir / "templates").iterdir() if not p.name.startswith(("_", ".")) and p.is_dir())
+    page = client.get(response.headers["location"])
+    assert page.status_code == 200
+    for email in emails:
+        for locale in ("en", "vi"):
+            assert f'href="/emails/{email}/{locale}"' in page.text
+    page = client.get("/emails/welcome/en")
+    assert "SAMPLE000" in page.text and "(the sample member)" in page.text
+    assert 'sandbox="" srcdoc="' in page.text and page.text.count("<iframe") == 2
+    assert "Desktop, 600 px" in page.text and "Mobile, 375 px" in page.text
+    assert "Compiled once" in page.text
+    subject = re.search(r'id="subject">([^<]*)<', page.text).group(1)
+    assert "Lan" in unescape(subject)  # the sample member's first name
+    assert re.search(r'id="text-part">[^<]*\S', page.text)
+    assert "content-security-policy" in page.headers
+
+
+def test_a_member_found_by_email_is_the_one_the_preview_is_for(client):
+    found = client.get("/emails/welcome/en?q=MEMBER7@studio")
+    assert 'href="/emails/welcome/en?member=ST0007"' in found.text
+    page = client.get("/emails/welcome/en?member=ST0007")
+    assert re.search(r'id="rendered-for">ST0007 &lt;member7@studio.example&gt;<', page.text)
+    assert "Name7" in unescape(re.search(r'id="subject">([^<]*)<', page.text).group(1))
+    missing = client.get("/emails/welcome/en?member=NOPE")
+    assert missing.status_code == 200 and "no member with id &#39;NOPE&#39;" in missing.text
+
+
+def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client, program_dir):
+    path = program_dir / "templates" / "welcome" / "en.html"
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines(keepends=True)
+    broken_line = next(i for i, line in enumerate(lines) if "{{" in line)
+    lines[broken_line] = lines[broken_line].replace("{{", "{{ (", 1)
+    path.write_text("".join(lines), encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    assert page.status_code == 200
+    assert f"templates/welcome/en.html:{broken_line + 1}" in page.text
+    assert "This email does not render" in page.text and "srcdoc" not in page.text
+    assert "Traceback" not in page.text
+    path.write_text(source.replace("{{ member.first_name", "{{ member.frist_name", 1), encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    line = next(i for i, text in enumerate(source.splitlines(), 1) if "{{ member.first_name" in text)
+    assert "This email does not render" in page.text and f"templates/welcome/en.html:{line}" in page.text
+    errors = page.text[page.text.index('id="check-errors"'):]
+    assert re.search(rf"templates/welcome/en.html:{line}:\d+</span>: undefined variable: member has no field "
+                     r"&#39;frist_name&#39; \(did you mean first_name\?\)", errors)
+    path.write_text(source.replace("Welcome", "Hello again"), encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    assert "This email does not render" not in page.text and "Hello again" in unescape(page.text)
+
+
+def test_check_findings_for_the_email_are_shown(client, program_dir):
+    path = program_dir / "templates" / "welcome" / "en.html"
+    path.write_text(path.read_text(encoding="utf-8").replace("</p>", '<img src="https://cdn.test.example/a.png"></p>', 1),
+                    encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    warnings = page.text[page.text.index('id="check-warnings"'):]
+    assert "templates/welcome/en.html:" in warnings and "alt" in warnings
+
+
+
+def test_the_static_check_finds_a_mistake_in_a_branch_no_sample_takes(client, program_dir):
+    path = program_dir / "templates" / "welcome" / "en.html"
+    source = path.read_text(encoding="utf-8")
+    path.write_text(source.replace("{% endblock %}", "{% if member.points > 10**12 %}{{ member.nosuchfield }}"
+                                   "{% endif %}{% endblock %}", 1), encoding="utf-8")
+    line = source[:source.index("{% endblock %}")].count("\n") + 1
+    page = client.get("/emails/welcome/en")
+    assert "srcdoc" in page.text  # it renders: no sample member takes the branch
+    errors = page.text[page.text.index('id="check-errors"'):]
+    assert re.search(rf"templates/welcome/en.html:{line}:\d+</span>: undefined variable: member has no field "
+                     "&#39;nosuchfield&#39;", errors)
+
+
+def test_an_unknown_email_is_a_404_page(client):
+    page = client.get("/emails/nope/en")
+    assert page.status_code == 404 and "no email &#39;nope&#39;" in page.text
+
+
+def test_a_broken_config_shows_its_problem_and_the_studio_recovers(client, program_dir):
+    config = program_dir / "config.yaml"
+    source = config.read_text(encoding="utf-8")
+    config.write_text(source.replace("  currency: VND", "  currency: [VND", 1), encoding="utf-8")
+    for path in ("/emails/welcome/en", "/segments/vip", "/flows"):
+        page = client.get(path)
+        assert page.status_code in (200, 400), path
+        assert "config.yaml:" in page.text and "Traceback" not in page.text, path
+    config.write_text(source, encoding="utf-8")
+    page = client.get("/emails/welcome/en")
+    assert "srcdoc" in page.text and "config.yaml does not load" not in page.text
+
+
+# -- segments ----------------------------------------------------------------------------------
+
+def count_shown(page) -> int:
+    return int(re.search(r'id="segment-count">([\d,]+)<', page.text).group(1).replace(",", ""))
+
+
+@needs_git
+def test_segment_count_rules_sql_and_sample(client):
+    page = client.get("/segments/vip")
+    gold = points_between(8000)
+    assert count_shown(page) == len(gold)
+    assert "tier at_least gold" in page.text
+    assert re.search(r'id="sql">SELECT', page.text)
+    sample = re.findall(r"<td>(ST\d{4})</td>", page.text[page.text.index("sample-heading"):])
+    assert sample == sorted(gold)[:len(sample)] and len(sample) == min(10, len(gold))
+    assert "the file is as committed at HEAD" in page.text
+    listing = client.get("/segments")
+    assert f'data-count="{len(gold)}"' in listing.text
+
+
+@needs_git
+def test_an_edit_shows_the_new_count_and_who_enters_and_leaves_against_head(client, program_dir):
+    path = program_dir / "segments" / "vip.yaml"
+    path.write_text(path.read_text().replace("at_least: gold", "in: [silver, gold]"), encoding="utf-8")
+    page = client.get("/segments/vip")
+    entering = points_between(2000, 8000)
+    leaving = points_between(25000)  # platinum members are no longer in
+    assert count_shown(page) == len(points_between(2000, 25000))
+    summary = text_of(page)
+    assert (f"This edit adds {len(entering):,} member{'s' if len(entering) != 1 else ''} "
+            f"and removes {len(leaving):,}") in re.sub(r"\s+", " ", summary)
+    change = page.text[page.text.index('id="head-change"'):page.text.index('id="rules-heading"')]
+    enter_part, _, leave_part = change.partition("Leaving, for example")
+    assert re.findall(r"<td>(ST\d{4})</td>", enter_part) == sorted(entering)[:5]
+    assert re.findall(r"<td>(ST\d{4})</td>", leave_part) == sorted(leaving)[:5]
+
+
+@needs_git
+def test_a_new_segment_file_and_a_broken_one(client, program_dir):
+    (program_dir / "segments" / "big_spenders.yaml").write_text(
+        "name: big_spenders\ndescription: new\npoints: {gte: 19000}\n", encoding="utf-8")
+    page = client.get("/segments/big_spenders")
+    assert count_shown(page) == len(points_between(19000))
+    assert "segments/big_spenders.yaml is a new file (not in HEAD)" in page.text
+    (program_dir / "segments" / "broken.yaml").write_text("name: broken\npoints: {greater: 3}\n", encoding="utf-8")
+    page = client.get("/segments/broken")
+    assert page.status_code == 200 and "segments/broken.yaml:2" in page.text and "greater" in page.text
+    assert "Traceback" not in page.text
+
+
+def test_outside_a_git_repository_the_comparison_says_so(tmp_path, database_url):
+    directory = make_studio_program(tmp_path / "program", database_url, git=False)
+    client, access = studio_client(directory, database_url)
+    client.get(f"/?token={access.token}")
+    page = client.get("/segments/vip")
+    assert count_shown(page) == len(points_between(8000))
+    assert "not in a git repository" in page.text
+
+
+# -- flows, outbox, reports --------------------------------------------------------------------
+
+def test_flows_dry_run_and_explain(client):
+    page = client.get("/flows")
+    assert page.status_code == 200
+    table = page.text[page.text.index('id="plan"'):]
+    assert "<td>welcome</td>" in table or "<td>winback</td>" in table or "No flow has anything to do" in table
+    page = client.get("/flows?member=ST0003")
+    assert "ST0003 &lt;member3@studio.example&gt;" in page.text
+    for flow in ("welcome", "milestones", "tier_upgrade", "winback"):
+        assert f"<h3>{flow} " in page.text
+    missing = client.get("/flows?member=NOPE")
+    assert "no member with id" in missing.text
+
+
+def test_outbox_and_report(client):
+    page = client.get("/outbox")
+    assert page.status_code == 200 and "The outbox is empty." in page.text
+    page = client.get("/reports?since=2026-11-01&until=2026-11-20")
+    assert 'src="/reports/page?since=2026-11-01&amp;until=2026-11-20"' in page.text
+    report = client.get("/reports/page?since=2026-11-01&until=2026-11-20")
+    assert report.status_code == 200 and report.text.lstrip().lower().startswith("<!doctype html")
+    assert "default-src 'none'" in report.headers["content-security-policy"]
+    bad = client.get("/reports/page?since=yesterday")
+    assert bad.status_code == 400 and "is not a date" in bad.text
+
+
+# -- send test ---------------------------------------------------------------------------------
+
+def test_send_test_needs_the_csrf_token_and_sends_one_marked_message(client, program_dir):
+    form = {"email": "welcome", "locale": "vi", "to": "me@studio.example", "member": ""}
+    assert client.post("/send-test", data=form).status_code == 403
+    assert client.post("/send-test", data={**form, "csrf": "0" * 64}).status_code == 403
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
+    response = client.post("/send-test", data={**form, "csrf": csrf})
+    assert response.status_code == 200 and "Sent " in response.text and "me@studio.example" in response.text
+    [message] = list((program_dir / "outbox").glob("*.eml"))
+    raw = message.read_bytes()
+    assert b"X-Loyalty-Mail-Test: yes" in raw and b"me@studio.example" in raw
+    bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address"})
+    assert bad.status_code == 400 and "is not an email address" in bad.text
+    assert len(list((program_dir / "outbox").glob("*.eml"))) == 1
+
+
+def test_no_page_writes_a_program_file(client, program_dir):
+    before = program_files(program_dir)
+    for path in ("/emails/welcome/en", "/emails/milestone/vi?member=ST0020", "/segments", "/segments/vip",
+                 "/flows?member=ST0001", "/outbox", "/reports", "/reports/page"):
+        assert client.get(path).status_code == 200, path
+    assert program_files(program_dir) == before
+
+
+# -- the watcher -------------------------------------------------------------------------------
+
+def test_the_watcher_sees_an_edit_a_new_file_and_a_removal(tmp_path):
+    directory = tmp_path / "p"
+    (directory / "templates" / "welcome").mkdir(parents=True)
+    (directory / "segments").mkdir()
+    (directory / "config.yaml").write_text("a")
+    watcher = ProgramWatcher(directory)
+    assert watcher.check() == 0
+    (directory / "templates" / "welcome" / "en.html").write_text("x")
+    assert watcher.check() == 1
+    (directory / "templates" / "welcome" / "en.html").write_text("xy")
+    assert watcher.check() == 2
+    (directory / "templates" / "welcome" / "en.html").unlink()
+    assert watcher.check() == 3
+    (directory / "outbox").mkdir()
+    (directory / "outbox" / "a.eml").write_text("not a program file")
+    assert watcher.check() == 3
+
+
+
+# -- git HEAD ----------------------------------------------------------------------------------
+
+@needs_git
+def test_head_version_of_a_file_in_a_program_below_the_repository_root(tmp_path):
+    import subprocess
+
+    from loyalty_mail.studio.git import head_version
+
+    program = tmp_path / "repo" / "marketing" / "program"
+    (program / "segments").mkdir(parents=True)
+    (program / "segments" / "vip.yaml").write_text("committed\n")
+    git = ["git", "-C", str(tmp_path / "repo")]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    assert head_version(program, "segments/vip.yaml").status == "new_file"  # no commit yet
+    subprocess.run([*git, "add", "."], check=True, timeout=60)
+    subprocess.run([*git, "-c", "user.email=a@test.example", "-c", "user.name=a", "commit", "-qm", "c"], check=True,
+                   timeout=60)
+    (program / "segments" / "vip.yaml").write_text("edited\n")
+    assert head_version(program, "segments/vip.yaml").text == "committed\n"
+    other = head_version(program, "segments/other.yaml")
+    assert (other.status, other.message) == ("new_file", "segments/other.yaml is a new file (not in HEAD)")
+    (tmp_path / "elsewhere").mkdir()
+    assert head_version(tmp_path / "elsewhere", "segments/vip.yaml").status == "not_git"
