@@ -395,3 +395,14 @@ def test_turning_qualification_on_reviews_at_the_next_anniversary_not_at_once(li
     assert decided["decisions"] == [] and decided["periods_started"] == 1
     tier, review_at, _ = state(life, "M1")
     assert tier == "silver" and review_at.isoformat().startswith("2027-01-15T05:00")
+
+
+def test_a_members_import_starts_new_members_at_their_tier_and_then_keeps_it(life):
+    life.load("members", [member("I1", joined_at="2026-01-01T10:00:00+07:00", points=1500)],
+              at="2026-01-01T10:00:00+07:00")
+    assert state(life, "I1")[0] == "silver"  # moving from another system: the tier the points earn
+    life.load("members", [member("I1", points=0)], at="2026-02-01T10:00:00+07:00")
+    assert state(life, "I1")[0] == "silver"  # the review moves members, not an import
+    review(life, "2026-02-01T10:00:00+07:00")
+    tier, review_at, history = state(life, "I1")
+    assert tier == "silver" and review_at.isoformat().startswith("2027-01-01T03:00") and history == []
