@@ -29,11 +29,12 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .durations import parse_span
+from .durations import Duration, parse_duration, parse_span
 from .errors import ConfigError, Problem, kind_of, shown
 from .secret_policy import (
     SECRET_FIELDS,
@@ -168,11 +169,49 @@ class TierLevel(_Strict):
         return next(iter(self.perks.values()), ())
 
 
+def _calendar_duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        return value
+    duration = parse_duration(value)
+    if duration.unit not in ("day", "week", "month", "year") or duration.amount < 1:
+        raise ValueError(f"expected whole days, weeks, months or years (e.g. '12 months'), found {value!r}")
+    return duration
+
+
+CalendarDuration = Annotated[Duration, BeforeValidator(_calendar_duration)]
+
+
+class TierQualification(_Strict):
+    """Tiers that must be kept: re-qualify over a rolling period, or move down at the review."""
+
+    period: CalendarDuration = Duration(12, "month")
+    # What re-qualifies: spend (purchase amounts) or points earned (points added, never redeemed)
+    # in the period; it must be what the ladder is measured in (`basis`).
+    measure: Literal["spend", "points_earned"] | None = None
+    grace: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
+    downgrade: Literal["one_level", "to_qualified"] = "one_level"
+
+
 class TierSettings(_Strict):
     """The ordered tier ladder and what it is measured in."""
 
     basis: Literal["points", "spend"] = "points"
     levels: tuple[TierLevel, ...] = (TierLevel(name="member", threshold=Decimal(0)),)
+    qualification: TierQualification | None = None
+
+    @field_validator("qualification")
+    @classmethod
+    def _measure_follows_basis(cls, q: TierQualification | None, info: ValidationInfo) -> TierQualification | None:
+        basis = info.data.get("basis", "points")
+        if q is None:
+            return q
+        expected = "spend" if basis == "spend" else "points_earned"
+        if q.measure is None:
+            return q.model_copy(update={"measure": expected})
+        if q.measure != expected:
+            raise ValueError(f"measure '{q.measure}' does not match basis '{basis}': the thresholds are in "
+                             f"{basis}, so the measure must be '{expected}'")
+        return q
 
     @field_validator("levels")
     @classmethod
@@ -192,6 +231,24 @@ class TierSettings(_Strict):
                     f"'{lower.name}' ({lower.threshold})"
                 )
         return levels
+
+
+class Reward(_Strict):
+    """One reward of the catalogue: what members can redeem their points for."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    cost: int = Field(gt=0, le=1_000_000_000)
+    label: str | dict[str, str] | None = None
+
+    def label_for(self, locale: str, default_locale: str) -> str:
+        """The reward's name in the member's language (the name, capitalised, if none)."""
+        if isinstance(self.label, str):
+            return self.label
+        if isinstance(self.label, dict):
+            for key in (locale, locale.split("_")[0], default_locale):
+                if key in self.label:
+                    return self.label[key]
+        return self.name.replace("_", " ").capitalize()
 
 
 class SegmentSettings(_Strict):
@@ -464,7 +521,8 @@ class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event",
+                     "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement"]
     template: str
     # marketing: frequency cap, quiet hours; service (statements, confirmations): outside the cap,
     # and `quiet_hours: false` may send at night. Both respect bounces, complaints and the topic.
@@ -494,6 +552,10 @@ class FlowSettings(_Strict):
     winner: WinnerRule | None = None
 
     _variants = field_validator("variants")(check_variants)
+    # tier_at_risk: this long before the tier review
+    before: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
+    # birthday: this many days before the birthday (0: on the day)
+    days_before: int = Field(default=0, ge=0, le=30)
 
     @field_validator("schedule")
     @classmethod
@@ -530,6 +592,13 @@ class FlowSettings(_Strict):
         if self.trigger != "event" and (self.event or self.where is not None):
             raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
                              "(trigger: event)")
+        if self.trigger == "statement" and not self.schedule:
+            raise ValueError(f"flow '{self.name}': a statement flow needs `schedule:` (when the daemon "
+                             "plans it, e.g. \"0 9 1 * *\" for the 1st at 09:00)")
+        if "before" in self.model_fields_set and self.trigger != "tier_at_risk":
+            raise ValueError(f"flow '{self.name}': `before:` belongs to tier_at_risk flows")
+        if "days_before" in self.model_fields_set and self.trigger != "birthday":
+            raise ValueError(f"flow '{self.name}': `days_before:` belongs to birthday flows")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         if self.winner is not None and not self.variants:
@@ -585,6 +654,7 @@ class Settings(_Strict):
     tracking: TrackingSettings = TrackingSettings()
     topics: Annotated[tuple[Topic, ...], BeforeValidator(_topic_shorthand)] = ()
     flows: tuple[FlowSettings, ...] = ()
+    rewards: tuple[Reward, ...] = ()
     reports: ReportSettings = ReportSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
@@ -629,6 +699,26 @@ class Settings(_Strict):
     def flow_topic(self, flow: str) -> str | None:
         """The topic of the flow called `flow` (None: no topics, or no such flow)."""
         return next((f.topic for f in self.flows if f.name == flow), None)
+
+    @field_validator("rewards")
+    @classmethod
+    def _unique_rewards(cls, rewards: tuple[Reward, ...]) -> tuple[Reward, ...]:
+        names = [reward.name for reward in rewards]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"reward names must be unique; repeated: {', '.join(repeated)}")
+        return tuple(sorted(rewards, key=lambda r: (r.cost, r.name)))
+
+    @model_validator(mode="after")
+    def _flows_have_what_they_need(self) -> Settings:
+        for flow in self.flows:
+            if flow.trigger == "tier_at_risk" and self.tiers.qualification is None:
+                raise ValueError(f"flow '{flow.name}': a tier_at_risk flow needs tiers.qualification "
+                                 "(e.g. {period: 12 months, grace: 30 days})")
+            if flow.trigger == "reward_available" and not self.rewards:
+                raise ValueError(f"flow '{flow.name}': a reward_available flow needs a `rewards:` "
+                                 "catalogue (e.g. [{name: coffee, cost: 500}])")
+        return self
 
 
 def load_settings(

@@ -82,6 +82,7 @@ class Member(SQLModel, table=True):
         sa.Index("ix_members_last_purchase_at", "last_purchase_at"),
         sa.Index("ix_members_joined_at", "joined_at"),
         sa.Index("ix_members_email", "email"),
+        sa.Index("ix_members_tier_review_at", "tier_review_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -115,6 +116,11 @@ class Member(SQLModel, table=True):
     # Double opt-in: set when the member was created with `program.double_opt_in` on, cleared when
     # they confirm their address; while set they get service email only.
     unconfirmed_since: datetime | None = _utc()
+    # With tiers.qualification: the rolling period the member re-qualifies over for their tier
+    # (it starts when they reached the tier, or at their last review) and its end, the review.
+    # Kept by the tier review (tier_review.py); null below the lowest paid tier.
+    tier_period_start: datetime | None = _utc()
+    tier_review_at: datetime | None = _utc()
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
     )

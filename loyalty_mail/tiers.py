@@ -17,10 +17,12 @@ class TierLadder:
 
     basis: str
     levels: tuple[TierLevel, ...]
+    # With tiers.qualification the tier review moves members (tier_review.py), not the imports.
+    held: bool = False
 
     @classmethod
     def from_settings(cls, settings: TierSettings) -> TierLadder:
-        return cls(basis=settings.basis, levels=settings.levels)
+        return cls(basis=settings.basis, levels=settings.levels, held=settings.qualification is not None)
 
     @cached_property
     def names(self) -> tuple[str, ...]:
@@ -34,6 +36,10 @@ class TierLadder:
             if value >= level.threshold:
                 chosen = level.name
         return chosen
+
+    def qualified_rank(self, value: Decimal) -> int:
+        """The rank of the highest tier whose threshold `value` reaches."""
+        return max(rank for rank, level in enumerate(self.levels) if value >= level.threshold)
 
     def rank(self, name: str) -> int:
         """0 for the lowest tier; raises KeyError for a name not on the ladder."""

@@ -98,7 +98,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     now = resolve_at(runtime, at)
     if dry_run:
         keep = output_format == "json" or out is not None  # the table needs only the counts
-        plan = planner.plan_in(engine, now, flows=list(flows) or None, plan=Plan(now, keep=keep))
+        plan = planner.plan_in(engine, now, review=True, flows=list(flows) or None,
+                               plan=Plan(now, keep=keep))
         if out is not None:
             written = write_previews(plan, renderer, engine, out)
             click.echo(f"wrote {written} emails to {out}", err=True)

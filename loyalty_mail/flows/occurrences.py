@@ -11,6 +11,9 @@ identified by (member, flow, key), the key the send ledger's unique constraint i
     reengagement    segment:<name>:<n>        the member is in the segment now (n-th time)
     event           event:<event id>          each event of the flow's type that meets `where:`
     campaign        campaign                  a scheduled campaign's audience (campaigns/)
+
+The member-lifecycle triggers (tier_at_risk, tier_downgrade, birthday, reward_available,
+statement) are in member_triggers.py.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Occurrence:
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
     superseded_by: str | None = None  # another occurrence of the same moment wins
+    skip: str | None = None  # the trigger fired but says not to send, and why (recorded as skipped)
 
 
 @dataclass(frozen=True)

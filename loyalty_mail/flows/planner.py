@@ -6,6 +6,7 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
 
     already recorded    the (member, flow, occurrence) is in the ledger: never again
     superseded          another occurrence of the same moment wins (highest threshold, latest tier)
+    trigger's skip      the trigger fired but says why not to send (a statement with nothing in it)
     not due yet         the flow's delay has not passed (not recorded; planned later)
     too late            due longer ago than the flow's lateness (recorded as skipped)
     suppressed          unsubscribed, or on the suppression list (recorded)
@@ -44,11 +45,13 @@ from ..segments.compiler import compile_rule, event_filter
 from ..segments.spec import ValueRule, parse_event_where
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
-from . import ledger, variants
+from .. import tier_review
+from . import ledger, member_triggers, variants
 from . import occurrences as triggers
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
 CHUNK = 500
+MEMBER_TRIGGERS = ("tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement")
 
 
 @dataclass(slots=True)
@@ -190,9 +193,13 @@ class Planner:
                     raise ConfigError(wrong)
                 self.event_where[f.name] = where
 
-    def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
-        """`plan` on a connection of its own (read only: nothing is written through it)."""
+    def plan_in(self, engine: sa.Engine, now: datetime, *, review: bool = False, **kwargs: Any) -> Plan:
+        """`plan` on a connection of its own (nothing it writes is kept). With `review`, the tier
+        review is applied first and rolled back with the rest: the dry run sees its moves."""
         with engine.connect() as conn:
+            if review:
+                tier_review.apply(conn, self.settings, now, members=kwargs.get("members"),
+                                  since=now - self.settings.sending.lookback)
             plan = self.plan(conn, now, **kwargs)
             conn.rollback()
         return plan
@@ -235,8 +242,9 @@ class Planner:
         """For every flow (disabled ones too): is this member due at `at`, and if not, which
         reason holds. The same planning as `plan`, for one member, with the ledger as it stood
         at `at`; a flow with no occurrence says which segment rule or trigger condition failed."""
+        ref = member_row(conn, member_id)["id"]
+        tier_review.apply(conn, self.settings, at, members=[ref])  # the caller does not commit
         member = member_row(conn, member_id)
-        ref = member["id"]
         plan = self.plan(conn, at, member_ref=ref)
         history = ledger.history(conn, ref, at)
         answers = []
@@ -260,8 +268,11 @@ class Planner:
             outside = why_not(conn, self.segments.segments[flow.segment], ctx, member_ref)
             if outside is not None:
                 return outside
-        return triggers.absent(conn, flow, Window.for_flow(flow, self.settings, at), member_ref,
-                               self.settings.program.default_timezone)
+        window = Window.for_flow(flow, self.settings, at)
+        if flow.trigger in MEMBER_TRIGGERS:
+            return member_triggers.absent(conn, flow, self.settings, window, member_ref,
+                                          self.settings.program.default_timezone)
+        return triggers.absent(conn, flow, window, member_ref, self.settings.program.default_timezone)
 
     # -- occurrences -------------------------------------------------------------------------
 
@@ -319,6 +330,16 @@ class Planner:
                                                   self.dialect)
         elif flow.trigger == "tier_upgrade":
             yield from triggers.tier_upgrades(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "tier_at_risk":
+            yield from member_triggers.tier_at_risk(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "tier_downgrade":
+            yield from member_triggers.tier_downgrades(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "birthday":
+            yield from member_triggers.birthdays(conn, flow, self.settings, window, audience, zone, self.dialect)
+        elif flow.trigger == "reward_available":
+            yield from member_triggers.rewards(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "statement":
+            yield from member_triggers.statements(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "event":
             where = self.event_where.get(flow.name, ())
             ctx = context_for(self.settings, self.segments, now, self.dialect)
@@ -356,6 +377,9 @@ class Planner:
             if occ.superseded_by:
                 plan.add_skip(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
                                    "skipped"))
+                continue
+            if occ.skip:
+                plan.add_skip(Skip(occ, occ.skip, "skipped"))
                 continue
             due = occ.due_at.astimezone(timezone.utc)
             if occ.due_at > now:

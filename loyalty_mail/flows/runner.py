@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .. import tier_review
 from ..config import FlowSettings, Settings
 from ..members import member_profile
 from ..rendering import Renderer
@@ -67,6 +68,10 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
     ids) plans only them: the daemon's wake-up for members with new data. `campaigns`: see
     Planner.plan."""
+    settings = planner.settings
+    if settings.tiers.qualification is not None:  # moves first, so this tick plans their emails
+        with engine.begin() as conn:
+            tier_review.apply(conn, settings, now, members=members, since=now - settings.sending.lookback)
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
     recorded: Counter[str] = Counter()

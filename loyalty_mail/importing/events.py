@@ -287,7 +287,7 @@ class _Applier:
         elif kind == "signup" and state.joined_at is None:
             state.joined_at = row["occurred_at"]
             state.joined_on = local_date(state.joined_at, state.timezone)
-        new_tier = self.ladder.tier_for(state.points, state.total_spend)
+        new_tier = state.tier if self.ladder.held else self.ladder.tier_for(state.points, state.total_spend)
         if new_tier != state.tier:
             changes.append((index, {
                 "member_ref": state.ref, "from_tier": state.tier, "to_tier": new_tier,

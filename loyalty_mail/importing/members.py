@@ -425,8 +425,10 @@ def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary
     staged = connection.execute(sa.select(sa.func.count()).select_from(s)).scalar_one()
     summary.inserted = staged - summary.updated
 
-    new_tier = ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
-                               sa.func.coalesce(s.c.total_spend, m.c.total_spend))
+    # With tiers.qualification the tier review moves members; an import keeps the tier of a member
+    # it updates (a new one starts at the tier their points or spend earn, below).
+    new_tier = m.c.tier if ladder.held else ladder.sql_tier(sa.func.coalesce(s.c.points, m.c.points),
+                                                            sa.func.coalesce(s.c.total_spend, m.c.total_spend))
     changes = (
         sa.select(m.c.id, m.c.tier, new_tier, now_value, sa.literal("members import"))
         .select_from(m.join(s, matched))

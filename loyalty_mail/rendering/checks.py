@@ -70,9 +70,18 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "old_tier": old, "new_tier": new, "segment": "sample_segment",
             "event": {"id": "sample", "type": "purchase", "occurred_at": "2026-01-15T09:30:00+00:00",
                       "amount": "1250000", "currency": renderer.settings.program.currency, "points": 1250,
-                      "items": [{"sku": "sample", "quantity": 1}], "properties": {"store": "sample"}}}
+                      "items": [{"sku": "sample", "quantity": 1}], "properties": {"store": "sample"}},
+            "tier": new, "review_at": "2026-03-01T00:00:00+00:00", "grace_until": "2026-03-31T00:00:00+00:00",
+            "needed": "1500", "measure": "points_earned", "threshold": "2000", "downgrade_to": old,
+            "why": "not re-qualified", "to_regain": "1500", "birthday": "2026-05-17", "age": 30,
+            "days_before": 0, "balance": 1200, "newly": [r.name for r in renderer.settings.rewards[:1]],
+            "affordable": [r.name for r in renderer.settings.rewards[:1]],
+            "next": {"name": "sample_reward", "cost": 2000, "needed": 800}, "month": "2026-01",
+            "period_start": "2026-01-01T00:00:00+07:00", "period_end": "2026-02-01T00:00:00+07:00",
+            "earned": 1200, "redeemed": 300, "expired": 0, "next_tier": new, "to_next_tier": "800"}
     return [{**base, "kind": kind} for kind in ("signup", "points", "anniversary", "tier_upgrade",
-                                                 "segment_entry")]
+                                                 "segment_entry", "tier_at_risk", "tier_downgrade",
+                                                 "birthday", "reward_available", "statement")]
 
 
 def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:

@@ -21,8 +21,9 @@ MEMBER_FIELDS = (
     "last_purchase_at", "nps_score", "subscribed", "attributes",
 )
 CONTEXT_NAMES = (
-    "member", "tier", "program", "flow", "occurrence", "event", "coupon", "tier_label", "unsubscribe_url",
-    "preferences_url", "view_in_browser_url", "confirm_url", "locale", "timezone", "now", "subject", "preheader",
+    "member", "tier", "program", "flow", "occurrence", "event", "coupon", "tier_label", "reward_label",
+    "unsubscribe_url", "preferences_url", "view_in_browser_url", "confirm_url", "locale", "timezone", "now",
+    "subject", "preheader",
 )
 
 
@@ -136,6 +137,31 @@ def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
         properties=dict(stored.get("properties") or {}))
 
 
+OCCURRENCE_TIMES = ("review_at", "grace_until")
+OCCURRENCE_DATES = ("birthday", "period_start", "period_end")  # the program's calendar month
+
+
+def occurrence_view(occurrence: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The occurrence as templates see it: times and dates the ledger keeps as ISO text become
+    datetimes and dates (for the `date` and `datetime` filters), amounts kept as text numbers."""
+    if not occurrence:
+        return None
+    view = dict(occurrence)
+    for name in (*OCCURRENCE_TIMES, *OCCURRENCE_DATES):
+        value = view.get(name)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            view[name] = parsed.date() if name in OCCURRENCE_DATES else parsed
+    for name in ("needed", "threshold", "to_regain", "to_next_tier"):
+        value = view.get(name)
+        if isinstance(value, str):
+            view[name] = Decimal(value)
+    return view
+
+
 def program_view(settings: Settings) -> dict[str, Any]:
     program = settings.program
     return {
@@ -154,6 +180,7 @@ class ContextBuilder:
         self._tiers = TierViews(settings, ladder)
         self._coupon_secret = coupon_secret
         self._tier_labels: dict[str, Helper] = {}  # by locale
+        self._reward_labels: dict[str, Helper] = {}  # by locale
 
     def _tier_label(self, locale: str) -> Helper:
         """`tier_label(name)`: the display name of any tier (e.g. the old tier of an upgrade) in
@@ -163,6 +190,14 @@ class ContextBuilder:
             labels = {level.name: level.label_for(locale, default) for level in self._settings.tiers.levels}
             self._tier_labels[locale] = Helper(lambda name: labels.get(name, str(name)))
         return self._tier_labels[locale]
+
+    def _reward_label(self, locale: str) -> Helper:
+        """`reward_label(name)`: the display name of a reward of the catalogue in this locale."""
+        if locale not in self._reward_labels:
+            default = self._settings.program.default_locale
+            labels = {reward.name: reward.label_for(locale, default) for reward in self._settings.rewards}
+            self._reward_labels[locale] = Helper(lambda name: labels.get(name, str(name)))
+        return self._reward_labels[locale]
 
     def build(self, *, member_row: Mapping[str, Any], locale: str, links: Links, now: datetime,
               flow: Mapping[str, Any] | None = None,
@@ -181,10 +216,11 @@ class ContextBuilder:
         return {
             "member": member,
             "tier_label": self._tier_label(locale),
+            "reward_label": self._reward_label(locale),
             "tier": self._tiers(member, locale),
             "program": self._program,
             "flow": dict(flow) if flow else None,
-            "occurrence": dict(occurrence) if occurrence else None,
+            "occurrence": occurrence_view(occurrence),
             "event": event_view(occurrence),
             "coupon": Helper(coupon),
             "unsubscribe_url": links.unsubscribe_url,

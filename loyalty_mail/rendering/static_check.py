@@ -43,8 +43,16 @@ OCCURRENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "milestone": ("kind", "key", "threshold", "years"),
     "tier_upgrade": ("kind", "key", "old_tier", "new_tier"),
     "reengagement": ("kind", "key", "segment", "entry"),
+    "tier_at_risk": ("kind", "key", "tier", "review_at", "grace_until", "needed", "measure", "threshold",
+                     "downgrade_to"),
+    "tier_downgrade": ("kind", "key", "old_tier", "new_tier", "why", "to_regain", "measure"),
+    "birthday": ("kind", "key", "birthday", "age", "days_before"),
+    "reward_available": ("kind", "key", "balance", "newly", "affordable", "next"),
+    "statement": ("kind", "key", "month", "period_start", "period_end", "earned", "redeemed", "expired",
+                  "balance", "tier", "next_tier", "to_next_tier"),
 }
-OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry")
+OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "tier_at_risk",
+                    "tier_downgrade", "birthday", "reward_available", "statement")
 _RENDERER_NAMES = ("tracking", "open_pixel_url")  # added by the renderer next to CONTEXT_NAMES
 _DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 _PRESENCE_TESTS = frozenset({"defined", "undefined"})

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from .. import tier_review
 from ..config import Settings
 from ..importing import ImportSummary, import_rows
 from ..importing.readers import SourceRow
@@ -50,4 +51,7 @@ def seed_program(
     source = f"demo program (seed {seed})"
     member_summary, _ = import_rows(engine, settings, "members", member_rows(), source=source, now=now)
     event_summary, _ = import_rows(engine, settings, "events", event_rows(), source=source, now=now)
+    if settings.tiers.qualification is not None:  # tiers as reviews over the history made them
+        replayed = tier_review.replay(engine, settings, None, now)
+        event_summary.tier_changes += replayed.count("up") + replayed.count("down")
     return member_summary, event_summary

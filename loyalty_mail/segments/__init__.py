@@ -46,7 +46,9 @@ def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, diale
     return Context(at=at, ladder=TierLadder.from_settings(settings.tiers), default_locale=program.default_locale,
                    default_timezone=program.default_timezone, clv_years=settings.segments.clv_years,
                    catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds(),
-                   topics=tuple((topic.name, topic.default) for topic in settings.topics))
+                   topics=tuple((topic.name, topic.default) for topic in settings.topics),
+                   qualification=settings.tiers.qualification.measure if settings.tiers.qualification else None,
+                   reward_costs=tuple(reward.cost for reward in settings.rewards))
 
 
 def count_members(connection: sa.Connection, segment: Segment, ctx: Context) -> int:

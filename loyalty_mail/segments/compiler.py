@@ -68,6 +68,8 @@ class Context:
     zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
     timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
     topics: tuple[tuple[str, bool], ...] = ()  # (topic, default) from config.yaml, for subscribed_to
+    qualification: str | None = None  # tiers.qualification.measure: spend | points_earned (None: no reviews)
+    reward_costs: tuple[int, ...] = ()  # the costs of the rewards catalogue
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -249,7 +251,34 @@ class _Compiler:
             whens = [(m.c.tier == level.name, sa.literal(upper.threshold, sa.Numeric(18, 2)) - value)
                      for level, upper in zip(self.ctx.ladder.levels, self.ctx.ladder.levels[1:])]
             return sa.case(*whens)
+        if name == "needed_to_keep_tier":
+            return self.needed_to_keep_tier()
+        if name == "affordable_rewards":
+            if not self.ctx.reward_costs:
+                return sa.literal(0)
+            return sum((sa.case((m.c.points >= sa.literal(cost), 1), else_=0) for cost in self.ctx.reward_costs),
+                       start=sa.literal(0))
         return m.c[name]
+
+    def needed_to_keep_tier(self) -> sa.ColumnElement[Any]:
+        """The tier's threshold less the measure since the period started (never below 0); null
+        without tiers.qualification, at the lowest tier, or before the period is known."""
+        m, e = self.m, events_table
+        if self.ctx.qualification is None:
+            return sa.null()
+        if self.ctx.qualification == "spend":
+            counted = sa.case((e.c.type == "purchase", self.money(e.c.amount)), else_=None)
+        else:
+            counted = sa.case((e.c.points > 0, e.c.points), else_=None)
+        measure = (sa.select(sa.func.coalesce(sa.func.sum(counted), 0))
+                   .where(e.c.member_ref == m.c.id, e.c.occurred_at > m.c.tier_period_start,
+                          e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
+                   .scalar_subquery())
+        levels = self.ctx.ladder.levels
+        whens = [(m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)) - measure)
+                 for level in levels[1:]]
+        short = sa.case(*whens)
+        return sa.case((m.c.tier_period_start.is_(None), None), (short < 0, 0), else_=short)
 
     def money(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # SQLite stores whole amounts as integers; divide as real numbers, not integers.

@@ -69,6 +69,12 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
        "customer lifetime value: average order value x purchases per year x segments.clv_years"),
     _f("points_to_next_tier", "derived_number", NUMBER_OPS, None,
        "points (or spend, with tiers.basis: spend) still needed for the next tier; null at the top"),
+    _f("tier_review_at", "time", TIME_OPS, "tier_review_at",
+       "when the member's tier is next reviewed (tiers.qualification); null at the lowest tier"),
+    _f("needed_to_keep_tier", "derived_number", NUMBER_OPS, None,
+       "spend (or points earned) still needed by the review to keep the tier; 0 once re-qualified"),
+    _f("affordable_rewards", "derived_number", NUMBER_OPS, None,
+       "how many rewards of the catalogue (rewards:) the points balance affords"),
 ]}
 
 EVENT_KEYS = ("type", "count", "sum", "within", "since", "until", "where")
