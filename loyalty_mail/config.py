@@ -27,12 +27,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .durations import parse_span
+from .durations import Duration, parse_duration, parse_span
 from .errors import ConfigError, Problem
 from .secret_policy import (
     SECRET_FIELDS,
@@ -77,6 +79,63 @@ def normalize_locale(value: str) -> str | None:
         return None
 
 
+def _calendar_duration(value: Any) -> Duration:
+    """A duration read as calendar time (`12 months`: the same date a year later), not a fixed span."""
+    if isinstance(value, Duration):
+        return value
+    duration = parse_duration(value)
+    if duration.amount == 0:
+        raise ValueError(f"expected a duration above 0 such as '12 months', found {value!r}")
+    return duration
+
+
+CalendarDuration = Annotated[Duration, PlainValidator(_calendar_duration)]
+
+
+class PointsExpiry(_Strict):
+    """When points expire: each earned lot `after` a time (redemptions take the oldest lots first),
+    or all of them after `inactivity` (no earning or redeeming event for that long)."""
+
+    after: CalendarDuration | None = None
+    inactivity: CalendarDuration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_policy(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected {after: 12 months} (each earned lot expires that long after it was "
+                             "earned) or {inactivity: 18 months} (all points expire after that long without "
+                             f"earning or redeeming), found {value!r}")
+        chosen = [key for key in ("after", "inactivity") if value.get(key) is not None]
+        if len(chosen) > 1:
+            raise ValueError("give either after: (each lot expires that long after it was earned) or "
+                             "inactivity: (all points expire after that long without activity), not both")
+        if not chosen and not set(value) - {"after", "inactivity"}:
+            raise ValueError("give after: 12 months (each lot expires that long after it was earned) or "
+                             "inactivity: 18 months (all points expire after that long without activity)")
+        return value
+
+    @property
+    def policy(self) -> str:
+        """`after` or `inactivity`."""
+        return "after" if self.after is not None else "inactivity"
+
+    @property
+    def duration(self) -> Duration:
+        chosen = self.after if self.after is not None else self.inactivity
+        assert chosen is not None
+        return chosen
+
+    def __str__(self) -> str:
+        return f"{self.policy}: {self.duration}"
+
+
+class PointsSettings(_Strict):
+    """How points behave over time."""
+
+    expiry: PointsExpiry | None = None
+
+
 class ProgramSettings(_Strict):
     """Who the program is: name, money, language and clock defaults, earning rate."""
 
@@ -86,6 +145,7 @@ class ProgramSettings(_Strict):
     locales: tuple[str, ...] = ()
     default_timezone: str = "UTC"
     points_per_currency_unit: Decimal = Field(default=Decimal(1), ge=0)
+    points: PointsSettings = PointsSettings()
     sender_name: str = ""
     sender_email: str = "loyalty@example.com"
     postal_address: str = ""
@@ -347,7 +407,7 @@ class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event"]
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event", "points_expiring"]
     template: str
     segment: str | None = None
     enabled: bool = True
@@ -366,6 +426,8 @@ class FlowSettings(_Strict):
     # event: once per event of this type that meets `where` (checked in settings_from_document)
     event: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     where: dict[str, Any] | None = None
+    # points_expiring: reminders this long before each date points expire (`[30 days, 7 days]`)
+    before: tuple[CalendarDuration, ...] = ()
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
 
@@ -395,6 +457,13 @@ class FlowSettings(_Strict):
         if self.trigger != "event" and (self.event or self.where is not None):
             raise ValueError(f"flow '{self.name}': `event:` and `where:` belong to event flows "
                              "(trigger: event)")
+        if self.trigger == "points_expiring" and not self.before:
+            raise ValueError(f"flow '{self.name}': a points_expiring flow needs `before:`, the reminders "
+                             "before points expire (e.g. before: [30 days, 7 days])")
+        if self.trigger != "points_expiring" and self.before:
+            raise ValueError(f"flow '{self.name}': `before:` belongs to points_expiring flows")
+        if len({str(offset) for offset in self.before}) != len(self.before):
+            raise ValueError(f"flow '{self.name}': before: lists the same reminder twice")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         return self
@@ -461,6 +530,17 @@ class Settings(_Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"flow names must be unique; repeated: {', '.join(repeated)}")
+        return flows
+
+    @field_validator("flows")
+    @classmethod
+    def _expiring_points_need_a_policy(cls, flows: tuple[FlowSettings, ...],
+                                       info: ValidationInfo) -> tuple[FlowSettings, ...]:
+        program = info.data.get("program")
+        expiring = [flow.name for flow in flows if flow.trigger == "points_expiring"]
+        if expiring and program is not None and program.points.expiry is None:
+            raise ValueError(f"flow '{expiring[0]}': a points_expiring flow needs program.points.expiry "
+                             "(e.g. expiry: {after: 12 months})")
         return flows
 
 

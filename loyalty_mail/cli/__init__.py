@@ -89,6 +89,6 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import api, coupons, data, delivery, flows, program, reports, segments, templates  # noqa: E402  (register the commands)
+from . import api, coupons, data, delivery, flows, points, program, reports, segments, templates  # noqa: E402  (register the commands)
 
-__all__ = ["cli", "main", "api", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "templates"]
+__all__ = ["cli", "main", "api", "coupons", "data", "delivery", "flows", "points", "program", "reports", "segments", "templates"]
