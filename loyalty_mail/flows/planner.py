@@ -266,6 +266,8 @@ class Planner:
                                                   self.dialect)
         elif flow.trigger == "tier_upgrade":
             yield from triggers.tier_upgrades(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "points_expiring":
+            yield from triggers.points_expiring(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "event":
             where = self.event_where.get(flow.name, ())
             ctx = context_for(self.settings, self.segments, now, self.dialect)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ..config import Settings
 from ..members import member_profile
+from ..points.expiry import expire_points
 from ..rendering import Renderer
 from ..segments import load_catalog
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
@@ -54,7 +55,13 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     `should_stop` is asked between batches: a stopping daemon finishes the batch in hand.
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
     throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
-    ids) plans only them: the daemon's wake-up for members with new data."""
+    ids) plans only them: the daemon's wake-up for members with new data. A tick over every
+    member first records the points that have expired by `now` (program.points.expiry), so that
+    balances, tiers and reminders are planned on what members still hold."""
+    if members is None and planner.settings.program.points.expiry is not None:
+        expired = expire_points(engine, planner.settings, now)
+        if expired.events:
+            log.info(expired.summary())
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)
     recorded: Counter[str] = Counter()

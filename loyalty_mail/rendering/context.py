@@ -135,6 +135,28 @@ def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
         properties=dict(stored.get("properties") or {}))
 
 
+def affordable_rewards(settings: Settings, points: int, locale: str) -> list[dict[str, Any]]:
+    """What `points` could buy in the program's rewards catalogue, cheapest first, for a points
+    expiry reminder (`occurrence.could_buy`): each with `name` and `points`. This is the hook a
+    rewards catalogue (`rewards:` in config.yaml) fills in; a program without one lists nothing,
+    and templates show their `{% if occurrence.could_buy %}` block only when it is not empty."""
+    return []
+
+
+def occurrence_view(occurrence: Mapping[str, Any] | None, settings: Settings,
+                    locale: str) -> dict[str, Any] | None:
+    """The occurrence as templates see it: as recorded, with a points expiry's `expires_at` as a
+    datetime (for the `date` filter) and what its points could buy (`could_buy`)."""
+    if not occurrence:
+        return None
+    view = dict(occurrence)
+    if isinstance(view.get("expires_at"), str):
+        view["expires_at"] = datetime.fromisoformat(view["expires_at"])
+        points = view.get("points")
+        view["could_buy"] = affordable_rewards(settings, points, locale) if isinstance(points, int) else []
+    return view
+
+
 def program_view(settings: Settings) -> dict[str, Any]:
     program = settings.program
     return {
@@ -183,7 +205,7 @@ class ContextBuilder:
             "tier": self._tiers(member, locale),
             "program": self._program,
             "flow": dict(flow) if flow else None,
-            "occurrence": dict(occurrence) if occurrence else None,
+            "occurrence": occurrence_view(occurrence, settings, locale),
             "event": event_view(occurrence),
             "coupon": Helper(coupon),
             "unsubscribe_url": links.unsubscribe_url,

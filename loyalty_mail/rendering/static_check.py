@@ -43,8 +43,9 @@ OCCURRENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "milestone": ("kind", "key", "threshold", "years"),
     "tier_upgrade": ("kind", "key", "old_tier", "new_tier"),
     "reengagement": ("kind", "key", "segment", "entry"),
+    "points_expiring": ("kind", "key", "points", "expires_at", "expires_on", "before", "could_buy"),
 }
-OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry")
+OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "points_expiring")
 _RENDERER_NAMES = ("tracking", "open_pixel_url")  # added by the renderer next to CONTEXT_NAMES
 _DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 _PRESENCE_TESTS = frozenset({"defined", "undefined"})
