@@ -40,12 +40,13 @@ def rebuild_lots(connection: sa.Connection, settings: Settings, refs: Sequence[i
     for start in range(0, len(refs), PAGE):
         page = refs[start:start + PAGE]
         first, last = page[0], page[-1]
+        # A dense page rebuilds every member in its range (the others' lots come out the same),
+        # so that whole ranges are read and deleted; a sparse one (a day's events) only its own.
         dense = last - first < 2 * len(page)
-        wanted = set(page)
         default = settings.program.default_timezone
         zones = {row.id: row.timezone or default for row in connection.execute(
-            sa.select(m.c.id, m.c.timezone).where(m.c.id.between(first, last) if dense else m.c.id.in_(page)))
-            if row.id in wanted}
+            sa.select(m.c.id, m.c.timezone).where(m.c.id.between(first, last) if dense else m.c.id.in_(page)))}
+        wanted = set(zones)
         connection.execute(lots.delete().where(
             lots.c.member_ref.between(first, last) if dense else lots.c.member_ref.in_(page)))
         rows = connection.execute(
