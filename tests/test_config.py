@@ -60,7 +60,7 @@ tiers:
     assert found == [
         "config.yaml:2:13: program.currency: 'DONG' is not an ISO 4217 currency code (e.g. VND, USD, EUR)",
         "config.yaml:3:3: unknown key 'colour' in program (allowed: name, currency, default_locale, "
-        "locales, default_timezone, points_per_currency_unit, sender_name, sender_email, postal_address)",
+        "locales, default_timezone, points_per_currency_unit, points, sender_name, sender_email, postal_address)",
         "config.yaml:4:21: program.default_timezone: unknown time zone 'Asia/Saigon_City' "
         "(an IANA name such as Asia/Ho_Chi_Minh)",
         "config.yaml:5:19: program.default_locale: unknown locale 'klingon' (e.g. en, vi, en_US, vi_VN)",
@@ -134,7 +134,7 @@ sending:
 """
     found = problems(tmp_path, text)
     assert found[0].startswith("config.yaml:3:14: flows[0].trigger: Input should be 'welcome', 'milestone', "
-                               "'tier_upgrade', 'reengagement' or 'event'")
+                               "'tier_upgrade', 'reengagement', 'event' or 'points_expiring'")
     assert found[1].startswith("config.yaml:5:5: flows[1]: flow 'winback': a reengagement flow needs `segment:`")
     assert found[2].startswith("config.yaml:11:15: flows[2].lateness: expected a duration such as '30 minutes'")
     assert found[3].startswith("config.yaml:13:24: sending.quiet_hours.start: expected a time of day as HH:MM")
