@@ -59,7 +59,8 @@ all:
         "segments/s.yaml:7:5: unknown field 'favourite_colour' (expected: all, any, not, segment, event, purchases, "
         "emails, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
         "purchase_count, nps_score, joined_at, last_purchase_at, unsubscribed_at, birthday, subscribed, nps, "
-        "days_since_last_purchase, membership_days, average_order_value, clv, points_to_next_tier)",
+        "days_since_last_purchase, membership_days, average_order_value, clv, points_to_next_tier, "
+        "points_expiring, next_points_expiry_at)",
         "segments/s.yaml:8:63: unknown key 'colour' in event (expected: type, count, sum, within, since, until, where)",
         "segments/s.yaml:9:10: field 'nps': eq: unknown NPS category 'fan' (expected: promoter, passive, detractor)",
     ]

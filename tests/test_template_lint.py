@@ -126,8 +126,8 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     assert "Invalid value for --locale: unknown locale 'fr' (program.locales: vi, en)" in locale.stderr
     key = preview("milestone", "--sample", "--set", "foo=bar")
     assert key.exit_code == 1
-    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: entry, key, kind, new_tier, "
-            "old_tier, segment, threshold, years)") in key.stderr
+    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: before, entry, expires_at, "
+            "expires_on, key, kind, new_tier, old_tier, points, segment, threshold, years)") in key.stderr
     kind = preview("milestone", "--sample", "--set", "kind=birthday")
     assert kind.exit_code == 1
     assert ("unknown kind 'birthday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry)"

@@ -69,7 +69,8 @@ def program_with(tmp_path: Path, files: dict[str, str]) -> Renderer:
 
 # -- compile-time inlining is the same as rendering then inlining ---------------------------
 
-@pytest.mark.parametrize("name", ["welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt"])
+@pytest.mark.parametrize("name", ["welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt",
+                                  "points_expiring"])
 @pytest.mark.parametrize("locale", ["vi", "en"])
 def test_example_templates_compile_and_match_per_email_inlining(example, name, locale):
     compiled = example.compiled(name, locale)
@@ -83,7 +84,7 @@ def test_example_templates_compile_and_match_per_email_inlining(example, name, l
                                                locale=locale)
             assert dom_difference(rendered.html, reference) is None
             compared += 1
-    assert compared == 4 * 5
+    assert compared == 4 * 6  # sample members x occurrence kinds
     # The compiled email really is inlined: styles on elements, @media kept with !important.
     assert 'style="' in rendered.html and "!important" in rendered.html
 
@@ -462,7 +463,8 @@ def test_cli_templates_list(example_program):
     import json
     rows = json.loads(result.stdout)
     assert {(r["email"], r["locale"]) for r in rows} == {
-        (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt")
+        (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt",
+                         "points_expiring")
         for l in ("vi", "en")}
     assert all(r["inlining"] == "compiled" for r in rows)
 
@@ -491,7 +493,8 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     target, run = example_program
     unknown = run("preview", "welcom", "--member", "X")
     assert unknown.exit_code == 1
-    assert "no email template 'welcom' in templates/ (emails: milestone, points_receipt, reengagement, tier_upgrade, welcome)" in unknown.stderr
+    assert ("no email template 'welcom' in templates/ (emails: milestone, points_expiring, points_receipt, "
+            "reengagement, tier_upgrade, welcome)") in unknown.stderr
     nobody = run("preview", "welcome", "--member", "NOPE")
     assert nobody.exit_code == 1 and "no member with id 'NOPE'" in nobody.stderr
     path = target / "templates/welcome/en.html"
