@@ -130,7 +130,7 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
             "expires_on, key, kind, new_tier, old_tier, points, segment, threshold, years)") in key.stderr
     kind = preview("milestone", "--sample", "--set", "kind=birthday")
     assert kind.exit_code == 1
-    assert ("unknown kind 'birthday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry)"
+    assert ("unknown kind 'birthday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry, points_expiring)"
             in kind.stderr)
     neither = preview("welcome")
     assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr
