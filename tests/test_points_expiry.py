@@ -317,3 +317,20 @@ def test_a_late_lot_sends_the_nearest_reminder_and_supersedes_the_other(program)
     assert by_key["points_expiring:2026-12-10:7days"]["decision"] == "send"
     assert by_key["points_expiring:2026-12-10:30days"]["decision"] == "skip"
     assert "superseded by points_expiring:2026-12-10:7days" in by_key["points_expiring:2026-12-10:30days"]["reason"]
+
+
+def test_expiry_is_cut_to_a_balance_set_by_a_members_import(run, runtime, project, tmp_path):
+    """Points set directly by a members import are in no lot: an expiry never takes more than the
+    balance, and what the lots still hold beyond it never expires twice."""
+    with_expiry(project, "{after: 12 months}")
+    members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "A", "B")
+    load(run, tmp_path, "events", [earn("A", "2025-01-10T10:00:00+07:00", 500),
+                                   earn("B", "2025-01-10T10:00:00+07:00", 800)])
+    load(run, tmp_path, "members", [{"member_id": "A", "email": "a@example.com", "points": 100}])
+    engine = runtime.engine()
+    assert "expired 900 points of 2 members" in run("points", "expire", "--at", "2026-02-01T00:00:00Z").output
+    assert expired(engine) == [("A", datetime(2026, 1, 10, 3, tzinfo=UTC), -100),
+                               ("B", datetime(2026, 1, 10, 3, tzinfo=UTC), -800)]
+    assert state(engine, "A") == (0, "member") and lots(engine, "B") == []
+    assert [lot[3] for lot in lots(engine, "A")] == [400]  # derived again: 500 earned, 100 expired
+    assert "expired 0 points of 0 members" in run("points", "expire", "--at", "2026-02-02T00:00:00Z").output

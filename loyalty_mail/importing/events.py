@@ -159,8 +159,11 @@ def import_events(
     source: str,
     now: datetime,
     skip_invalid: bool = False,
+    rebuild: bool = True,
 ) -> tuple[ImportSummary, Rejects]:
-    """Import event rows inside the caller's transaction (see import_members for the contract)."""
+    """Import event rows inside the caller's transaction (see import_members for the contract).
+    `rebuild=False` leaves the point lots to the caller: the expiry job, whose events take
+    exactly the lots that expired, removes those instead of deriving every lot again."""
     summary = ImportSummary(source=source)
     rejects = Rejects()
     validate = EventRowValidator(settings)
@@ -170,7 +173,8 @@ def import_events(
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit
-    applied = _Applier(connection, settings, ladder, rate, now, rejects, summary)
+    applied = _Applier(connection, settings if rebuild else None, ladder, rate, now, rejects, summary,
+                       settings.program.default_timezone)
     applied.run()
     touched.enqueue(connection, sa.select(STAGING.c.member_ref).distinct(), now, count=summary.inserted)
     if not skip_invalid:
@@ -206,11 +210,11 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
 class _Applier:
     """Walks the staged events member by member, in time order, and writes their effects."""
 
-    def __init__(self, connection: sa.Connection, settings: Settings, ladder: TierLadder, rate: Decimal,
-                 now: datetime, rejects: Rejects, summary: ImportSummary):
+    def __init__(self, connection: sa.Connection, lots: Settings | None, ladder: TierLadder, rate: Decimal,
+                 now: datetime, rejects: Rejects, summary: ImportSummary, default_zone: str):
         self.connection = connection
-        self.settings = settings
-        self.default_zone = settings.program.default_timezone
+        self.lots = lots  # the settings to rebuild point lots with, or None to leave them
+        self.default_zone = default_zone
         self.ladder = ladder
         self.rate = rate
         self.now = now
@@ -269,7 +273,8 @@ class _Applier:
                 if event is not None:
                     events.append(event)
         self._write(events, changes, [st for st in states.values() if st.changed])
-        rebuild_lots(self.connection, self.settings, sorted(st.ref for st in states.values() if st.changed))
+        if self.lots is not None:
+            rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
 
     def _apply(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:

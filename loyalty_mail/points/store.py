@@ -8,6 +8,7 @@ same lots as one imported as it happened. Without program.points.expiry no lots 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
 from typing import Any
@@ -69,6 +70,15 @@ def rebuild_lots(connection: sa.Connection, settings: Settings, refs: Sequence[i
             connection.execute(lots.insert(), batch)
             written += len(batch)
     return written
+
+
+def remove_expired(connection: sa.Connection, settings: Settings, now: datetime, partial: Sequence[int]) -> None:
+    """After the expiry job recorded every lot due at `now`: those lots are used up, so they go
+    (one range of the expiry index), and the members whose expiry was cut to their balance
+    (`partial`: points set by a members import are in no lot) get their lots derived again."""
+    lots = point_lots_table
+    connection.execute(lots.delete().where(lots.c.expires_at <= now))
+    rebuild_lots(connection, settings, sorted(partial))
 
 
 def rebuild_everyone(engine: sa.Engine, settings: Settings) -> int:
