@@ -7,7 +7,7 @@ same lots as one imported as it happened. Without program.points.expiry no lots 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
@@ -72,7 +72,7 @@ def rebuild_lots(connection: sa.Connection, settings: Settings, refs: Sequence[i
     return written
 
 
-def remove_expired(connection: sa.Connection, settings: Settings, now: datetime, partial: Sequence[int]) -> None:
+def remove_expired(connection: sa.Connection, settings: Settings, now: datetime, partial: Iterable[int]) -> None:
     """After the expiry job recorded every lot due at `now`: those lots are used up, so they go
     (one range of the expiry index), and the members whose expiry was cut to their balance
     (`partial`: points set by a members import are in no lot) get their lots derived again."""
