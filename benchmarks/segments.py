@@ -1,18 +1,26 @@
 """Segment speed: each example segment as compiled SQL against the naive path (load members and
 events through the ORM, evaluate the plain-Python reference), over the same data in the same run.
+Also points that expire (the example program's `after: 12 months`): the `points_expiring`
+segment against deriving every member's lots from their events in Python, and the expiry job
+(`points expire`) against an ORM job that derives the lots the same way and writes row by row.
 
     python benchmarks/segments.py                          # 1,000,000 members, ~5,000,000 events, SQLite
     python benchmarks/segments.py --postgres postgresql://postgres@127.0.0.1/test   # also PostgreSQL (SQL only)
     python benchmarks/segments.py --members 100000         # a quicker run
 
 The data is generated straight into the tables (not through the import path, which has its own
-benchmark). SQL times are the best of 3 runs of `SELECT count(*) ... WHERE <segment>`.
+benchmark). SQL times are the best of 3 runs of `SELECT count(*) ... WHERE <segment>`. Each
+member's point lots are what the import keeps (one per purchase, 12 months in the member's time
+zone); lots that expired more than EXPIRED_BEFORE ago are recorded as `points_expired` events
+(so balances and tiers are after those expiries), and the rest, due or not, are in `point_lots`:
+the expiry job at AT has the last EXPIRED_BEFORE of expiries to record (a daemon that was down).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -28,17 +36,29 @@ sys.path.insert(0, str(REPO))
 
 from loyalty_mail import db  # noqa: E402
 from loyalty_mail.config import load_settings  # noqa: E402
-from loyalty_mail.models import Event, Member, Send, TrackingEvent, members_table  # noqa: E402
+from loyalty_mail.models import Event, Member, Send, TierChange, TrackingEvent, members_table  # noqa: E402
+from loyalty_mail.points.expiry import expire_points  # noqa: E402
+from loyalty_mail.points.lots import replay  # noqa: E402
 from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
+from loyalty_mail.segments.spec import SegmentParser  # noqa: E402
+from loyalty_mail.tiers import TierLadder  # noqa: E402
+from loyalty_mail.yaml_source import load_yaml_text  # noqa: E402
 from tests.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, evaluate  # noqa: E402
 
 AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 ZONES = ["Asia/Ho_Chi_Minh"] * 6 + ["Asia/Singapore", "America/New_York", "Europe/London", "Australia/Sydney"]
 TIERS = [("platinum", 25000), ("gold", 8000), ("silver", 2000), ("member", 0)]
+EXPIRED_BEFORE = timedelta(days=30)
+# Segments beyond the example program's, as YAML: points that expire.
+EXTRA = {"points_expiring_soon": "points_expiring: {within: 30 days, gte: 500}\n"}
+EXPIRING_WITHIN, EXPIRING_AT_LEAST = timedelta(days=30), 500
 
 
 def generate(members: int, seed: int = 7):
-    """Yield (member row, [event rows]) with realistic spreads of recency, frequency and spend."""
+    """Yield (member row, [event rows], [lot rows]) with realistic spreads of recency, frequency
+    and spend, and the point lots of the example program's expiry policy."""
+    expiry = load_settings(REPO, environ={}).program.points.expiry
+    assert expiry is not None, "the example program's points expire"
     rng = random.Random(seed)
     for ref in range(1, members + 1):
         zone = rng.choice(ZONES)
@@ -54,19 +74,28 @@ def generate(members: int, seed: int = 7):
             last = when if last is None or when > last else last
             events.append((ref, "purchase", when, amount, "VND", amount // 1000))
         points = spend // 1000
+        lots = []
+        for lot in replay(sorted((e[2], e[1], e[5] or 0) for e in events), expiry, ZoneInfo(zone)):
+            assert lot.expires_at is not None
+            if lot.expires_at <= AT - EXPIRED_BEFORE:  # the job recorded these long ago
+                events.append((ref, "points_expired", lot.expires_at, None, None, -lot.remaining))
+                points -= lot.remaining
+            else:
+                lots.append((ref, lot.earned_at, lot.expires_at, lot.points, lot.remaining))
         tier = next(name for name, threshold in TIERS if points >= threshold)
         row = (ref, f"LM{ref:08d}", f"m{ref}@example.com", rng.choice(["vi", "vi", "en"]), zone, joined,
                joined.astimezone(ZoneInfo(zone)).date(), AT.date().replace(year=rng.randint(1955, 2006),
                                                                               day=1) + timedelta(days=rng.randrange(365)),
                points, tier, spend, purchases, last, rng.choice([None, None] + list(range(11))),
                rng.random() > 0.03, AT - timedelta(days=rng.uniform(0, 400)) if rng.random() < 0.03 else None)
-        yield row, events
+        yield row, events, lots
 
 
 MEMBER_COLUMNS = ["id", "member_id", "email", "locale", "timezone", "joined_at", "joined_on", "birthday", "points",
                   "tier", "total_spend", "purchase_count", "last_purchase_at", "nps_score", "subscribed",
                   "unsubscribed_at"]
 EVENT_COLUMNS = ["member_ref", "type", "occurred_at", "amount", "currency", "points"]
+LOT_COLUMNS = ["member_ref", "earned_at", "expires_at", "points", "remaining"]
 
 
 def load_sqlite(engine: sa.Engine, members: int) -> int:
@@ -78,20 +107,24 @@ def load_sqlite(engine: sa.Engine, members: int) -> int:
                       f"VALUES ({', '.join('?' * (len(MEMBER_COLUMNS) + 3))})")
         event_sql = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, properties, created_at) "
                      f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 2))})")
+        lot_sql = f"INSERT INTO point_lots ({', '.join(LOT_COLUMNS)}) VALUES ({', '.join('?' * len(LOT_COLUMNS))})"
         now = utc(AT)
-        batch_m, batch_e = [], []
-        for row, events in generate(members):
+        batch_m, batch_e, batch_l = [], [], []
+        for row, events, lots in generate(members):
             m = list(row)
             m[5], m[6], m[7], m[12], m[15] = utc(m[5]), m[6].isoformat(), m[7].isoformat(), utc(m[12]), utc(m[15])
             batch_m.append((*m, "{}", now, now))
             batch_e += [(e[0], e[1], utc(e[2]), e[3], e[4], e[5], "{}", now) for e in events]
+            batch_l += [(lot[0], utc(lot[1]), utc(lot[2]), lot[3], lot[4]) for lot in lots]
             if len(batch_e) > 50_000:
                 raw.executemany(member_sql, batch_m)
                 raw.executemany(event_sql, batch_e)
+                raw.executemany(lot_sql, batch_l)
                 count += len(batch_e)
-                batch_m, batch_e = [], []
+                batch_m, batch_e, batch_l = [], [], []
         raw.executemany(member_sql, batch_m)
         raw.executemany(event_sql, batch_e)
+        raw.executemany(lot_sql, batch_l)
         count += len(batch_e)
     with engine.connect() as connection:
         connection.exec_driver_sql("ANALYZE")
@@ -105,17 +138,31 @@ def load_postgres(engine: sa.Engine, members: int) -> int:
         cursor = connection.connection.driver_connection.cursor()
         with cursor.copy(f"COPY members ({', '.join(MEMBER_COLUMNS)}, attributes, created_at, updated_at) "
                          "FROM STDIN") as copy:
-            for row, _ in generate(members):
+            for row, _, _ in generate(members):
                 copy.write_row((*row, "{}", AT, AT))
         with cursor.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}, properties, created_at) FROM STDIN") as copy:
-            for _, events in generate(members):
+            for _, events, _ in generate(members):
                 for event in events:
                     copy.write_row((*event, "{}", AT))
                     count += 1
+        with cursor.copy(f"COPY point_lots ({', '.join(LOT_COLUMNS)}) FROM STDIN") as copy:
+            for _, _, lots in generate(members):
+                for lot in lots:
+                    copy.write_row(lot)
         cursor.execute("SELECT setval(pg_get_serial_sequence('members', 'id'), (SELECT max(id) FROM members))")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")
     return count
+
+
+def extra_rules(settings) -> dict:
+    ladder = TierLadder.from_settings(settings.tiers)
+    rules = {}
+    for name, text in EXTRA.items():
+        segment = SegmentParser(load_yaml_text(text, f"{name}.yaml"), ladder).segment(name)
+        assert segment is not None
+        rules[name] = segment.rule
+    return rules
 
 
 def time_sql(engine: sa.Engine, settings, catalog) -> dict[str, tuple[int, float]]:
@@ -123,10 +170,10 @@ def time_sql(engine: sa.Engine, settings, catalog) -> dict[str, tuple[int, float
 
     ctx = context_for(settings, catalog, AT, engine.dialect.name)
     results = {}
+    rules = {**{name: catalog.get(name).rule for name in sorted(catalog.segments)}, **extra_rules(settings)}
     with engine.connect() as connection:
-        for name in sorted(catalog.segments):
-            query = sa.select(sa.func.count()).select_from(members_table).where(
-                compile_rule(catalog.get(name).rule, ctx))
+        for name, rule in rules.items():
+            query = sa.select(sa.func.count()).select_from(members_table).where(compile_rule(rule, ctx))
             best = float("inf")
             for _ in range(3):
                 started = time.perf_counter()
@@ -172,7 +219,80 @@ def time_naive(engine: sa.Engine, settings, catalog) -> tuple[float, dict[str, t
         started = time.perf_counter()
         count = sum(1 for m in members if evaluate(rule, m, events.get(m.id, []), ctx, emails.get(m.id, [])))
         results[name] = (count, time.perf_counter() - started)
+    # points_expiring without the lots table: each member's lots derived from their events.
+    expiry = settings.program.points.expiry
+    started = time.perf_counter()
+    count = 0
+    for m in members:
+        mine = sorted(((e.occurred_at, e.type, e.points or 0) for e in events.get(m.id, [])), key=lambda e: e[0])
+        lots = replay(mine, expiry, ZoneInfo(m.timezone or settings.program.default_timezone))
+        expiring = sum(lot.remaining for lot in lots if AT < lot.expires_at <= AT + EXPIRING_WITHIN)
+        count += expiring >= EXPIRING_AT_LEAST
+    results["points_expiring_soon"] = (count, time.perf_counter() - started)
     return load, results
+
+
+def time_expiry_job(path: Path, settings, naive_too: bool = True) -> None:
+    """The expiry job at AT on a copy of the database, against the naive job on another copy:
+    load every member and their point events through the ORM, derive the lots in Python, and
+    write each expiry (event, balance, tier, tier history) through the ORM."""
+    from sqlmodel import Session, select
+
+    ours_path, naive_path = path.with_suffix(".job-ours.db"), path.with_suffix(".job-naive.db")
+    for copy in (ours_path, naive_path):
+        shutil.copyfile(path, copy)
+    engine = db.create_db_engine(f"sqlite:///{ours_path}")
+    started = time.perf_counter()
+    report = expire_points(engine, settings, AT)
+    ours = time.perf_counter() - started
+    engine.dispose()
+    summary = (f"\nexpiry job at {AT:%Y-%m-%d %H:%M} UTC: {report.points:,} points of {report.members:,} members "
+               f"({report.events:,} events, {report.tier_changes:,} tier changes): {ours:.1f} s")
+    if not naive_too:
+        for copy in (ours_path, naive_path):
+            copy.unlink()
+        print(summary)
+        return
+
+    engine = db.create_db_engine(f"sqlite:///{naive_path}")
+    expiry, ladder = settings.program.points.expiry, TierLadder.from_settings(settings.tiers)
+    started = time.perf_counter()
+    naive_events = naive_points = 0
+    with Session(engine) as session:
+        points = {}
+        for e in session.exec(select(Event).where(Event.points.is_not(None))  # type: ignore[union-attr]
+                              .order_by(Event.member_ref, Event.occurred_at, Event.id)
+                              .execution_options(yield_per=50_000)):
+            points.setdefault(e.member_ref, []).append((e.occurred_at, e.type, e.points))
+            session.expunge(e)
+        for m in session.exec(select(Member)):
+            zone = ZoneInfo(m.timezone or settings.program.default_timezone)
+            due: dict = {}
+            for lot in replay(points.get(m.id, []), expiry, zone):
+                if lot.expires_at <= AT:
+                    due[lot.expires_at] = due.get(lot.expires_at, 0) + lot.remaining
+            for expires_at, amount in sorted(due.items()):
+                amount = min(amount, m.points)
+                event = Event(member_ref=m.id, type="points_expired", occurred_at=expires_at, points=-amount,
+                              event_id=f"naive/{m.member_id}/{expires_at.isoformat()}", properties={},
+                              created_at=AT)
+                session.add(event)
+                session.flush()
+                m.points -= amount
+                tier = ladder.tier_for(m.points, Decimal(m.total_spend))
+                if tier != m.tier:
+                    session.add(TierChange(member_ref=m.id, from_tier=m.tier, to_tier=tier, changed_at=expires_at,
+                                           reason=f"points expired ({-amount:+,} points)", event_ref=event.id))
+                    m.tier = tier
+                naive_events, naive_points = naive_events + 1, naive_points + amount
+            session.expunge(m)
+        session.commit()
+    naive = time.perf_counter() - started
+    engine.dispose()
+    for copy in (ours_path, naive_path):
+        copy.unlink()
+    assert (report.events, report.points) == (naive_events, naive_points), (report, naive_events, naive_points)
+    print(f"{summary}; naive (ORM, lots derived in Python) {naive:.1f} s: {naive / ours:.1f}x")
 
 
 def main() -> None:
@@ -180,6 +300,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--postgres", metavar="URL", help="also measure PostgreSQL (an empty scratch database is made)")
     parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive path")
+    parser.add_argument("--no-expiry-job", action="store_true", help="skip the expiry job and its naive path")
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="keep the SQLite database in DIR and reuse it on the next run (same --members)")
     args = parser.parse_args()
@@ -207,6 +328,8 @@ def main() -> None:
         naive_load, naive = (None, {}) if args.no_naive else time_naive(engine, settings, catalog)
         print_table(sql, naive_load, naive, pg)
         engine.dispose()
+        if not args.no_expiry_job:
+            time_expiry_job(path, settings, naive_too=not args.no_naive)
 
 
 def postgres_figures(admin_url: str, members: int, settings, catalog, keep: bool = False):

@@ -81,6 +81,63 @@ def normalize_locale(value: str) -> str | None:
         return None
 
 
+def _calendar_duration(value: Any) -> Duration:
+    """A duration read as calendar time (`12 months`: the same date a year later), not a fixed span."""
+    if isinstance(value, Duration):
+        return value
+    duration = parse_duration(value)
+    if duration.amount == 0:
+        raise ValueError(f"expected a duration above 0 such as '12 months', found {shown(value)}")
+    return duration
+
+
+CalendarDuration = Annotated[Duration, PlainValidator(_calendar_duration)]
+
+
+class PointsExpiry(_Strict):
+    """When points expire: each earned lot `after` a time (redemptions take the oldest lots first),
+    or all of them after `inactivity` (no earning or redeeming event for that long)."""
+
+    after: CalendarDuration | None = None
+    inactivity: CalendarDuration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_policy(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected {after: 12 months} (each earned lot expires that long after it was "
+                             "earned) or {inactivity: 18 months} (all points expire after that long without "
+                             f"earning or redeeming), found {value!r}")
+        chosen = [key for key in ("after", "inactivity") if value.get(key) is not None]
+        if len(chosen) > 1:
+            raise ValueError("give either after: (each lot expires that long after it was earned) or "
+                             "inactivity: (all points expire after that long without activity), not both")
+        if not chosen and not set(value) - {"after", "inactivity"}:
+            raise ValueError("give after: 12 months (each lot expires that long after it was earned) or "
+                             "inactivity: 18 months (all points expire after that long without activity)")
+        return value
+
+    @property
+    def policy(self) -> str:
+        """`after` or `inactivity`."""
+        return "after" if self.after is not None else "inactivity"
+
+    @property
+    def duration(self) -> Duration:
+        chosen = self.after if self.after is not None else self.inactivity
+        assert chosen is not None
+        return chosen
+
+    def __str__(self) -> str:
+        return f"{self.policy}: {self.duration}"
+
+
+class PointsSettings(_Strict):
+    """How points behave over time."""
+
+    expiry: PointsExpiry | None = None
+
+
 class ProgramSettings(_Strict):
     """Who the program is: name, money, language and clock defaults, earning rate."""
 
@@ -90,6 +147,7 @@ class ProgramSettings(_Strict):
     locales: tuple[str, ...] = ()
     default_timezone: str = "UTC"
     points_per_currency_unit: Decimal = Field(default=Decimal(1), ge=0)
+    points: PointsSettings = PointsSettings()
     sender_name: str = ""
     sender_email: str = "loyalty@example.com"
     postal_address: str = ""
@@ -169,22 +227,22 @@ class TierLevel(_Strict):
         return next(iter(self.perks.values()), ())
 
 
-def _calendar_duration(value: Any) -> Duration:
+def _calendar_period(value: Any) -> Duration:
     if isinstance(value, Duration):
         return value
     duration = parse_duration(value)
     if duration.unit not in ("day", "week", "month", "year") or duration.amount < 1:
-        raise ValueError(f"expected whole days, weeks, months or years (e.g. '12 months'), found {value!r}")
+        raise ValueError(f"expected whole days, weeks, months or years (e.g. '12 months'), found {shown(value)}")
     return duration
 
 
-CalendarDuration = Annotated[Duration, BeforeValidator(_calendar_duration)]
+CalendarPeriod = Annotated[Duration, BeforeValidator(_calendar_period)]
 
 
 class TierQualification(_Strict):
     """Tiers that must be kept: re-qualify over a rolling period, or move down at the review."""
 
-    period: CalendarDuration = Duration(12, "month")
+    period: CalendarPeriod = Duration(12, "month")
     # What re-qualifies: spend (purchase amounts) or points earned (points added, never redeemed)
     # in the period; it must be what the ladder is measured in (`basis`).
     measure: Literal["spend", "points_earned"] | None = None
@@ -517,11 +575,16 @@ def _topic_shorthand(value: Any) -> Any:
     return value
 
 
+def _one_or_many(value: Any) -> Any:
+    """`before: 30 days` is `before: [30 days]`."""
+    return [value] if isinstance(value, (str, int, Duration)) else value
+
+
 class FlowSettings(_Strict):
     """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event",
+    trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event", "points_expiring",
                      "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement"]
     template: str
     # marketing: frequency cap, quiet hours; service (statements, confirmations): outside the cap,
@@ -545,6 +608,9 @@ class FlowSettings(_Strict):
     # event: once per event of this type that meets `where` (checked in settings_from_document)
     event: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     where: dict[str, Any] | None = None
+    # points_expiring: reminders this long before each date points expire (`[30 days, 7 days]`);
+    # tier_at_risk: this long before the tier review (one duration; 30 days when not given)
+    before: Annotated[tuple[CalendarDuration, ...], BeforeValidator(_one_or_many)] = ()
     # when the daemon plans this flow: a crontab line in the program's time zone (default: every tick)
     schedule: str | None = None
     # A/B test: each member gets one variant (loyalty_mail/flows/variants.py)
@@ -552,8 +618,6 @@ class FlowSettings(_Strict):
     winner: WinnerRule | None = None
 
     _variants = field_validator("variants")(check_variants)
-    # tier_at_risk: this long before the tier review
-    before: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
     # birthday: this many days before the birthday (0: on the day)
     days_before: int = Field(default=0, ge=0, le=30)
 
@@ -578,6 +642,10 @@ class FlowSettings(_Strict):
             object.__setattr__(self, "frequency_cap", False)
         return self
 
+    def review_notice(self) -> timedelta:
+        """tier_at_risk: how long before the tier review the email is due (`before:`, 30 days)."""
+        return self.before[0].span() if self.before else timedelta(days=30)
+
     @model_validator(mode="after")
     def _trigger_needs(self) -> FlowSettings:
         if self.trigger == "reengagement" and not self.segment:
@@ -595,10 +663,19 @@ class FlowSettings(_Strict):
         if self.trigger == "statement" and not self.schedule:
             raise ValueError(f"flow '{self.name}': a statement flow needs `schedule:` (when the daemon "
                              "plans it, e.g. \"0 9 1 * *\" for the 1st at 09:00)")
-        if "before" in self.model_fields_set and self.trigger != "tier_at_risk":
-            raise ValueError(f"flow '{self.name}': `before:` belongs to tier_at_risk flows")
         if "days_before" in self.model_fields_set and self.trigger != "birthday":
             raise ValueError(f"flow '{self.name}': `days_before:` belongs to birthday flows")
+        if self.trigger == "points_expiring" and not self.before:
+            raise ValueError(f"flow '{self.name}': a points_expiring flow needs `before:`, the reminders "
+                             "before points expire (e.g. before: [30 days, 7 days])")
+        if self.trigger not in ("points_expiring", "tier_at_risk") and self.before:
+            raise ValueError(f"flow '{self.name}': `before:` belongs to points_expiring and tier_at_risk flows")
+        if self.trigger == "tier_at_risk" and (len(self.before) > 1 or any(
+                offset.span() > timedelta(days=366) for offset in self.before)):
+            raise ValueError(f"flow '{self.name}': a tier_at_risk flow takes one `before:` of at most a "
+                             "year (e.g. before: 30 days)")
+        if len({str(offset) for offset in self.before}) != len(self.before):
+            raise ValueError(f"flow '{self.name}': before: lists the same reminder twice")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
         if self.winner is not None and not self.variants:
@@ -719,6 +796,17 @@ class Settings(_Strict):
                 raise ValueError(f"flow '{flow.name}': a reward_available flow needs a `rewards:` "
                                  "catalogue (e.g. [{name: coffee, cost: 500}])")
         return self
+
+    @field_validator("flows")
+    @classmethod
+    def _expiring_points_need_a_policy(cls, flows: tuple[FlowSettings, ...],
+                                       info: ValidationInfo) -> tuple[FlowSettings, ...]:
+        program = info.data.get("program")
+        expiring = [flow.name for flow in flows if flow.trigger == "points_expiring"]
+        if expiring and program is not None and program.points.expiry is None:
+            raise ValueError(f"flow '{expiring[0]}': a points_expiring flow needs program.points.expiry "
+                             "(e.g. expiry: {after: 12 months})")
+        return flows
 
 
 def load_settings(

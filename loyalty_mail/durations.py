@@ -6,6 +6,7 @@ quoted, needs no unit), at most 100 years. It has two readings:
 
     Duration.before(instant)   calendar arithmetic, for segments: one month before 31 March is
                                28 (or 29) February, one year before 29 February 2028 is 28 February
+                               (and Duration.after(instant), forward)
     Duration.span()            a fixed length, for config.yaml settings: a month is 30 days and a
                                year 365 days
 
@@ -53,6 +54,12 @@ class Duration:
         if self.unit in ("month", "year"):
             return add_months(instant, -self.amount * (12 if self.unit == "year" else 1))
         return instant - self.span()
+
+    def after(self, instant: datetime) -> datetime:
+        """`instant` plus this duration, calendar-aware for months and years."""
+        if self.unit in ("month", "year"):
+            return add_months(instant, self.amount * (12 if self.unit == "year" else 1))
+        return instant + self.span()
 
     def span(self) -> timedelta:
         """This duration as a fixed length: a month is 30 days, a year 365 days."""

@@ -179,6 +179,29 @@ class TierChange(SQLModel, table=True):
     )
 
 
+class PointLot(SQLModel, table=True):
+    """Points a member still holds from one earning event, and when they expire: derived from the
+    member's events under program.points.expiry (see loyalty_mail/points/), rebuilt by every
+    import that touches the member. Only lots with points left are kept."""
+
+    __tablename__ = "point_lots"
+    __table_args__ = (
+        # The expiry job and the points_expiring segment read a range of expiry times, covered.
+        sa.Index("ix_point_lots_expiry", "expires_at", "member_ref", "remaining"),
+        sa.Index("ix_point_lots_member", "member_ref", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    earned_at: datetime | None = _utc(nullable=False)
+    expires_at: datetime | None = _utc(nullable=False)
+    points: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))      # as earned
+    remaining: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))   # not yet redeemed
+
+
 SEND_STATES = ("planned", "sending", "sent", "failed", "retry", "unknown", "suppressed",
                "held_out", "skipped")
 
@@ -404,3 +427,4 @@ variant_winners_table: sa.Table = VariantWinner.__table__  # type: ignore[attr-d
 campaign_schedules_table: sa.Table = CampaignSchedule.__table__  # type: ignore[attr-defined]
 member_topics_table: sa.Table = MemberTopic.__table__  # type: ignore[attr-defined]
 consent_log_table: sa.Table = ConsentEntry.__table__  # type: ignore[attr-defined]
+point_lots_table: sa.Table = PointLot.__table__  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ tiers:
     assert found == [
         "config.yaml:2:13: program.currency: 'DONG' is not an ISO 4217 currency code (e.g. VND, USD, EUR)",
         "config.yaml:3:3: unknown key 'colour' in program (allowed: name, currency, default_locale, "
-        "locales, default_timezone, points_per_currency_unit, sender_name, sender_email, postal_address, "
+        "locales, default_timezone, points_per_currency_unit, points, sender_name, sender_email, postal_address, "
         "double_opt_in)",
         "config.yaml:4:21: program.default_timezone: unknown time zone 'Asia/Saigon_City' "
         "(an IANA name such as Asia/Ho_Chi_Minh)",
@@ -135,7 +135,7 @@ sending:
 """
     found = problems(tmp_path, text)
     assert found[0].startswith("config.yaml:3:14: flows[0].trigger: Input should be 'welcome', 'milestone', "
-                               "'tier_upgrade', 'reengagement', 'event', 'tier_at_risk', 'tier_downgrade', 'birthday', "
+                               "'tier_upgrade', 'reengagement', 'event', 'points_expiring', 'tier_at_risk', 'tier_downgrade', 'birthday', "
                                    "'reward_available' or 'statement'")
     assert found[1].startswith("config.yaml:5:5: flows[1]: flow 'winback': a reengagement flow needs `segment:`")
     assert found[2].startswith("config.yaml:11:15: flows[2].lateness: expected a duration such as '30 minutes'")

@@ -336,7 +336,7 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
     (("trigger: birthday, template: birthday, lateness", "trigger: birthday, days_before: 31, template: birthday, lateness"),
      "flows[2].days_before: Input should be less than or equal to 30"),
     (("{name: reward, trigger: reward_available,", "{name: reward, trigger: reward_available, before: 2 days,"),
-     "flow 'reward': `before:` belongs to tier_at_risk flows"),
+     "flow 'reward': `before:` belongs to points_expiring and tier_at_risk flows"),
 ])
 def test_configuration_mistakes_name_the_line_and_what_is_allowed(life, change, message):
     config = life.dir / "config.yaml"

@@ -60,7 +60,7 @@ all:
         "emails, subscribed_to, attributes.NAME, member_id, email, first_name, last_name, locale, timezone, tier, points, total_spend, "
         "purchase_count, nps_score, joined_at, last_purchase_at, unsubscribed_at, birthday, subscribed, nps, "
         "days_since_last_purchase, membership_days, average_order_value, clv, points_to_next_tier, tier_review_at, "
-        "needed_to_keep_tier, affordable_rewards)",
+        "needed_to_keep_tier, affordable_rewards, points_expiring, next_points_expiry_at)",
         "segments/s.yaml:8:63: unknown key 'colour' in event (expected: type, count, sum, within, since, until, where)",
         "segments/s.yaml:9:10: field 'nps': eq: unknown NPS category 'fan' (expected: promoter, passive, detractor)",
     ]

@@ -126,14 +126,14 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     assert "Invalid value for --locale: unknown locale 'fr' (program.locales: vi, en)" in locale.stderr
     key = preview("milestone", "--sample", "--set", "foo=bar")
     assert key.exit_code == 1
-    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: affordable, age, balance, birthday, "
-            "days_before, downgrade_to, earned, entry, expired, grace_until, key, kind, measure, month, needed, new_tier, "
-            "newly, next, next_tier, old_tier, period_end, period_start, redeemed, review_at, segment, threshold, "
-            "tier, to_next_tier, to_regain, why, years)") in key.stderr
+    assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: affordable, age, balance, before, "
+            "birthday, days_before, downgrade_to, earned, entry, expired, expires_at, expires_on, grace_until, key, kind, "
+            "measure, month, needed, new_tier, newly, next, next_tier, old_tier, period_end, period_start, points, redeemed, "
+            "review_at, segment, threshold, tier, to_next_tier, to_regain, why, years)") in key.stderr
     kind = preview("milestone", "--sample", "--set", "kind=holiday")
     assert kind.exit_code == 1
     assert ("unknown kind 'holiday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry, tier_at_risk, "
-            "tier_downgrade, birthday, reward_available, statement)"
+            "tier_downgrade, birthday, reward_available, statement, points_expiring)"
             in kind.stderr)
     neither = preview("welcome")
     assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr

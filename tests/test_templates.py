@@ -39,7 +39,8 @@ def example() -> Renderer:
 # -- compile-time inlining is the same as rendering then inlining ---------------------------
 
 @pytest.mark.parametrize("name", ["welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt",
-                                  "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement"])
+                                  "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement",
+                                  "points_expiring"])
 @pytest.mark.parametrize("locale", ["vi", "en"])
 def test_example_templates_compile_and_match_per_email_inlining(example, name, locale):
     compiled = example.compiled(name, locale)
@@ -434,7 +435,7 @@ def test_cli_templates_list(example_program):
     rows = json.loads(result.stdout)
     assert {(r["email"], r["locale"]) for r in rows} == {
         (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt", "tier_at_risk",
-                         "tier_downgrade", "birthday", "reward_available", "statement")
+                         "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring")
         for l in ("vi", "en")}
     assert all(r["inlining"] == "compiled" for r in rows)
 
@@ -463,8 +464,8 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     target, run = example_program
     unknown = run("preview", "welcom", "--member", "X")
     assert unknown.exit_code == 1
-    assert "no email template 'welcom' in templates/ (emails: birthday, milestone, points_receipt, reengagement, reward_available, statement, " \
-        "tier_at_risk, tier_downgrade, tier_upgrade, welcome)" in unknown.stderr
+    assert "no email template 'welcom' in templates/ (emails: birthday, milestone, points_expiring, points_receipt, reengagement, " \
+        "reward_available, statement, tier_at_risk, tier_downgrade, tier_upgrade, welcome)" in unknown.stderr
     nobody = run("preview", "welcome", "--member", "NOPE")
     assert nobody.exit_code == 1 and "no member with id 'NOPE'" in nobody.stderr
     path = target / "templates/welcome/en.html"

@@ -90,6 +90,6 @@ def main() -> None:
     cli.main(prog_name="loyalty-mail")
 
 
-from . import api, bounces, campaigns, coupons, data, delivery, flows, program, reports, segments, studio, templates, tiers  # noqa: E402,E501  (register the commands)
+from . import api, bounces, campaigns, coupons, data, delivery, flows, points, program, reports, segments, studio, templates, tiers  # noqa: E402,E501  (register the commands)
 
-__all__ = ["cli", "main", "api", "bounces", "campaigns", "coupons", "data", "delivery", "flows", "program", "reports", "segments", "studio", "templates", "tiers"]  # noqa: E501
+__all__ = ["cli", "main", "api", "bounces", "campaigns", "coupons", "data", "delivery", "flows", "points", "program", "reports", "segments", "studio", "templates", "tiers"]  # noqa: E501

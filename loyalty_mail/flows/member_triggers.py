@@ -46,8 +46,8 @@ def tier_at_risk(conn: sa.Connection, flow: FlowSettings, settings: Settings, wi
     assert q is not None
     ladder = TierLadder.from_settings(settings.tiers)
     query = (sa.select(*MEMBER_COLUMNS, m.c.tier, m.c.tier_period_start, m.c.tier_review_at)
-             .where(m.c.tier_review_at >= window.since + flow.before,
-                    m.c.tier_review_at <= window.now + flow.before,
+             .where(m.c.tier_review_at >= window.since + flow.review_notice(),
+                    m.c.tier_review_at <= window.now + flow.review_notice(),
                     m.c.tier != ladder.names[0])
              .order_by(m.c.id))
     if audience is not None:
@@ -63,7 +63,7 @@ def tier_at_risk(conn: sa.Connection, flow: FlowSettings, settings: Settings, wi
         review, grace_end = row.tier_review_at, row.tier_review_at + q.grace
         key = f"tier_review:{row.tier}:{review.date().isoformat()}"
         yield Occurrence(
-            flow=flow, **_member(row), key=key, occurred_at=review - flow.before, due_at=review - flow.before,
+            flow=flow, **_member(row), key=key, occurred_at=review - flow.review_notice(), due_at=review - flow.review_notice(),
             reason=f"tier {row.tier} reviewed on {_fmt(review, zone)} local; {needed:,} "
                    f"{'spend' if q.measure == 'spend' else 'points'} still needed to keep it",
             data={"kind": "tier_at_risk", "key": key, "tier": row.tier, "review_at": review.isoformat(),
@@ -263,7 +263,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
     if flow.trigger == "tier_at_risk":
         if member.tier_review_at is None:
             return f"no tier review (tier {member.tier})"
-        due = member.tier_review_at - flow.before
+        due = member.tier_review_at - flow.review_notice()
         if not window.since <= due <= window.now:
             return (f"tier {member.tier} reviewed on {_fmt(member.tier_review_at, zone)} local: the reminder "
                     f"is due {_fmt(due, zone)} local, outside {span}")

@@ -11,6 +11,8 @@ identified by (member, flow, key), the key the send ledger's unique constraint i
     reengagement    segment:<name>:<n>        the member is in the segment now (n-th time)
     event           event:<event id>          each event of the flow's type that meets `where:`
     campaign        campaign                  a scheduled campaign's audience (campaigns/)
+    points_expiring points_expiring:<date>:<offset>
+                                              `before:` each local date points expire (30days, 7days)
 
 The member-lifecycle triggers (tier_at_risk, tier_downgrade, birthday, reward_available,
 statement) are in member_triggers.py.
@@ -22,6 +24,7 @@ import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import groupby
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +33,7 @@ import sqlalchemy as sa
 
 from ..campaigns.spec import Campaign
 from ..config import FlowSettings, Settings
-from ..models import events_table, members_table, sends_table, tier_changes_table
+from ..models import events_table, members_table, point_lots_table, sends_table, tier_changes_table
 from ..segments.compiler import month_day_key
 from ..tiers import TierLadder
 
@@ -227,6 +230,47 @@ def tier_upgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
     yield from flush()
 
 
+def points_expiring(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                    audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
+    """A reminder `before:` each date (in the member's time zone) on which points the member
+    holds will expire, for the points expiring that date. Points already expired, or redeemed,
+    give no reminder; when several reminders of one date are due at once (after downtime, or
+    lots earned close to their expiry), the nearest wins and the others are superseded."""
+    lots, m = point_lots_table, members_table
+    offsets = sorted(flow.before, key=lambda offset: offset.after(window.now))  # nearest first
+    horizon = max(offset.after(window.now) for offset in offsets) + timedelta(days=3)  # month ends
+    query = (sa.select(*MEMBER_COLUMNS, lots.c.expires_at, lots.c.remaining)
+             .join(m, m.c.id == lots.c.member_ref)
+             .where(lots.c.expires_at > window.now, lots.c.expires_at <= horizon)
+             .order_by(lots.c.member_ref, lots.c.expires_at))
+    if audience is not None:
+        query = query.where(audience)
+    rows = _stream(conn, query)
+    for _, group in groupby(rows, key=lambda row: row.id):
+        dates: dict[date, list[Any]] = {}
+        for row in group:
+            zone = row.timezone or zone_default
+            dates.setdefault(row.expires_at.astimezone(_zone(zone)).date(), []).append(row)
+        for day, held in dates.items():
+            first = held[0]
+            expires_at = first.expires_at
+            amount = sum(int(row.remaining) for row in held)
+            zone = first.timezone or zone_default
+            due = [(offset, offset.before(expires_at)) for offset in offsets]
+            due = [(offset, at) for offset, at in due if window.since <= at + flow.delay <= window.now]
+            nearest = None
+            for offset, at in due:  # nearest first: it wins over further ones due at the same time
+                key = f"points_expiring:{day.isoformat()}:{offset.amount}{offset.unit}s"
+                yield Occurrence(
+                    flow=flow, **_member(first), key=key, occurred_at=at, due_at=at + flow.delay,
+                    reason=f"{amount:,} points expire on {_fmt(expires_at, zone)} local ({offset} before)",
+                    data={"kind": "points_expiring", "key": key, "points": amount,
+                          "expires_at": expires_at.isoformat(), "expires_on": day.isoformat(),
+                          "before": str(offset)},
+                    superseded_by=nearest)
+                nearest = nearest or key
+
+
 def event_view(row: Any) -> dict[str, Any]:
     """An event as the ledger keeps it for the template (`event.amount`, `event.items`): JSON
     values only (the amount as text, the time in ISO form)."""
@@ -347,6 +391,15 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
         return f"in {span}: " + "; ".join(found)
     if flow.trigger == "tier_upgrade":
         return f"no upward tier change in {span} (current tier {member.tier})"
+    if flow.trigger == "points_expiring":
+        lots = point_lots_table
+        nearest = conn.execute(sa.select(sa.func.min(lots.c.expires_at)).where(
+            lots.c.member_ref == member_ref, lots.c.expires_at > window.now)).scalar()
+        if nearest is None:
+            return f"no points that will expire (balance {member.points:,})"
+        reminders = ", ".join(str(offset) for offset in flow.before)
+        return (f"the next points expire on {_fmt(nearest, zone)} local; no reminder ({reminders} before) "
+                f"falls in {span}")
     if flow.trigger == "event":
         seen = int(conn.execute(sa.select(sa.func.count()).where(
             e.c.member_ref == member_ref, e.c.type == flow.event, e.c.occurred_at >= window.since,

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from .. import tier_review
 from ..config import FlowSettings, Settings
 from ..members import member_profile
+from ..points.expiry import expire_points
 from ..rendering import Renderer
 from ..segments import load_catalog
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
@@ -67,8 +68,14 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     With `sending.dispatchers` > 1, delivery runs in that many processes. `clock` (default: `now`
     throughout) stamps claims and sends as delivery goes on; see deliver_due. `members` (their
     ids) plans only them: the daemon's wake-up for members with new data. `campaigns`: see
-    Planner.plan."""
+    Planner.plan. A tick over every member first records the points that have expired by `now`
+    (program.points.expiry), then applies the tier reviews due (tiers.qualification), so that
+    balances, tiers and their emails are planned on what members hold now."""
     settings = planner.settings
+    if members is None and settings.program.points.expiry is not None:
+        expired = expire_points(engine, settings, now)
+        if expired.events:
+            log.info(expired.summary())
     if settings.tiers.qualification is not None:  # moves first, so this tick plans their emails
         with engine.begin() as conn:
             tier_review.apply(conn, settings, now, members=members, since=now - settings.sending.lookback)

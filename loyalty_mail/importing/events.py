@@ -4,10 +4,11 @@ Per member, the file's events are applied in time order on top of the member's c
 - `purchase` (needs `amount`): purchase_count + 1, total_spend + amount, last_purchase_at, and
   points: the row's `points` if given, else floor(amount x program.points_per_currency_unit);
 - `points_redeemed` (needs `points` > 0): subtracts points; redeeming more than the balance is an
-  error for that row;
+  error for that row; `points_expired` (recorded by the expiry job, or imported) likewise;
 - `signup`: sets joined_at when the member has none;
 - any other type (`points_earned`, `review_written`, ...): adds its `points`, if any.
-Every tier change is recorded with the causing event's time. An `event_id` column makes
+Every tier change is recorded with the causing event's time. With program.points.expiry, the
+point lots of every member the import touched are rebuilt from all of their events. An `event_id` column makes
 re-importing a file safe: events already imported are skipped, not doubled.
 """
 
@@ -30,6 +31,7 @@ from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
 from .. import touched
+from ..points.store import rebuild_lots
 from . import fields
 from .members import local_date
 from .batch import (
@@ -47,7 +49,8 @@ from .batch import (
 from .readers import PROBLEMS, SourceRow
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-NEEDS_POINTS = {"points_redeemed", "points_earned"}
+NEEDS_POINTS = {"points_redeemed", "points_earned", "points_expired"}
+SUBTRACTS = ("points_redeemed", "points_expired")
 MEMBERS_PER_PAGE = 2000
 
 _metadata = sa.MetaData()
@@ -156,8 +159,11 @@ def import_events(
     source: str,
     now: datetime,
     skip_invalid: bool = False,
+    rebuild: bool = True,
 ) -> tuple[ImportSummary, Rejects]:
-    """Import event rows inside the caller's transaction (see import_members for the contract)."""
+    """Import event rows inside the caller's transaction (see import_members for the contract).
+    `rebuild=False` leaves the point lots to the caller: the expiry job, whose events take
+    exactly the lots that expired, removes those instead of deriving every lot again."""
     summary = ImportSummary(source=source)
     rejects = Rejects()
     validate = EventRowValidator(settings)
@@ -167,7 +173,8 @@ def import_events(
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit
-    applied = _Applier(connection, ladder, rate, now, rejects, summary, settings.program.default_timezone)
+    applied = _Applier(connection, settings if rebuild else None, ladder, rate, now, rejects, summary,
+                       settings.program.default_timezone)
     applied.run()
     touched.enqueue(connection, sa.select(STAGING.c.member_ref).distinct(), now, count=summary.inserted)
     if not skip_invalid:
@@ -203,9 +210,10 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
 class _Applier:
     """Walks the staged events member by member, in time order, and writes their effects."""
 
-    def __init__(self, connection: sa.Connection, ladder: TierLadder, rate: Decimal, now: datetime,
-                 rejects: Rejects, summary: ImportSummary, default_zone: str):
+    def __init__(self, connection: sa.Connection, lots: Settings | None, ladder: TierLadder, rate: Decimal,
+                 now: datetime, rejects: Rejects, summary: ImportSummary, default_zone: str):
         self.connection = connection
+        self.lots = lots  # the settings to rebuild point lots with, or None to leave them
         self.default_zone = default_zone
         self.ladder = ladder
         self.rate = rate
@@ -265,16 +273,19 @@ class _Applier:
                 if event is not None:
                     events.append(event)
         self._write(events, changes, [st for st in states.values() if st.changed])
+        if self.lots is not None:
+            rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
 
     def _apply(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:
         kind, points, amount = row["type"], row["points"], row["amount"]
         if kind == "purchase" and points is None:
             points = int((amount * self.rate).to_integral_value(rounding=ROUND_FLOOR))
-        delta = -points if kind == "points_redeemed" else (points or 0)
+        delta = -points if kind in SUBTRACTS else (points or 0)
         if state.points + delta < 0:
+            verb = "expires" if kind == "points_expired" else "redeems"
             self.rejects.add(row["row_no"], "points",
-                             f"redeems {points} points but member '{state.member_id}' has "
+                             f"{verb} {points} points but member '{state.member_id}' has "
                              f"{state.points} at {row['occurred_at']:%Y-%m-%d %H:%M} UTC")
             return None
         state.points += delta
@@ -327,4 +338,6 @@ def _reason(kind: str, amount: Decimal | None, currency: str | None, delta: int)
     points = f"{delta:+,} points"
     if kind == "purchase" and amount is not None:
         return f"purchase of {amount:,} {currency or ''}".rstrip() + f" ({points})"
+    if kind == "points_expired":
+        return f"points expired ({points})"
     return f"{kind} ({points})"

@@ -68,6 +68,8 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
     old, new = names[0].name, names[min(1, len(names) - 1)].name
     base = {"key": "sample", "reason": "sample occurrence", "threshold": 5000, "years": 2,
             "old_tier": old, "new_tier": new, "segment": "sample_segment",
+            "points": 1200, "expires_at": "2026-12-31T17:00:00+00:00", "expires_on": "2027-01-01",
+            "before": "30 days",
             "event": {"id": "sample", "type": "purchase", "occurred_at": "2026-01-15T09:30:00+00:00",
                       "amount": "1250000", "currency": renderer.settings.program.currency, "points": 1250,
                       "items": [{"sku": "sample", "quantity": 1}], "properties": {"store": "sample"}},
@@ -81,7 +83,7 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "earned": 1200, "redeemed": 300, "expired": 0, "next_tier": new, "to_next_tier": "800"}
     return [{**base, "kind": kind} for kind in ("signup", "points", "anniversary", "tier_upgrade",
                                                  "segment_entry", "tier_at_risk", "tier_downgrade",
-                                                 "birthday", "reward_available", "statement")]
+                                                 "birthday", "reward_available", "statement", "points_expiring")]
 
 
 def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:

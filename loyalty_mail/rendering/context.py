@@ -137,13 +137,24 @@ def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
         properties=dict(stored.get("properties") or {}))
 
 
-OCCURRENCE_TIMES = ("review_at", "grace_until")
+OCCURRENCE_TIMES = ("review_at", "grace_until", "expires_at")
 OCCURRENCE_DATES = ("birthday", "period_start", "period_end")  # the program's calendar month
 
 
-def occurrence_view(occurrence: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def affordable_rewards(settings: Settings, points: int, locale: str) -> list[dict[str, Any]]:
+    """What `points` could buy in the rewards catalogue (`rewards:` in config.yaml), cheapest
+    first, for a points expiry reminder (`occurrence.could_buy`): each with `name`, `label` (in
+    the member's language) and `points` (its cost). Empty without a catalogue."""
+    default_locale = settings.program.default_locale
+    return [{"name": r.name, "label": r.label_for(locale, default_locale), "points": r.cost}
+            for r in sorted(settings.rewards, key=lambda r: (r.cost, r.name)) if r.cost <= points]
+
+
+def occurrence_view(occurrence: Mapping[str, Any] | None, settings: Settings,
+                    locale: str) -> dict[str, Any] | None:
     """The occurrence as templates see it: times and dates the ledger keeps as ISO text become
-    datetimes and dates (for the `date` and `datetime` filters), amounts kept as text numbers."""
+    datetimes and dates (for the `date` and `datetime` filters), amounts kept as text numbers, and
+    for a points expiry what its points could buy (`could_buy`)."""
     if not occurrence:
         return None
     view = dict(occurrence)
@@ -159,6 +170,9 @@ def occurrence_view(occurrence: Mapping[str, Any] | None) -> dict[str, Any] | No
         value = view.get(name)
         if isinstance(value, str):
             view[name] = Decimal(value)
+    if "expires_at" in view:
+        points = view.get("points")
+        view["could_buy"] = affordable_rewards(settings, points, locale) if isinstance(points, int) else []
     return view
 
 
@@ -220,7 +234,7 @@ class ContextBuilder:
             "tier": self._tiers(member, locale),
             "program": self._program,
             "flow": dict(flow) if flow else None,
-            "occurrence": occurrence_view(occurrence),
+            "occurrence": occurrence_view(occurrence, settings, locale),
             "event": event_view(occurrence),
             "coupon": Helper(coupon),
             "unsubscribe_url": links.unsubscribe_url,

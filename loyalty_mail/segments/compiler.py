@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from ..models import UTCDateTime, events_table, member_topics_table, members_table, sends_table, tracking_events_table
+from ..models import (UTCDateTime, events_table, member_topics_table, members_table, point_lots_table, sends_table,
+                      tracking_events_table)
 from ..tiers import TierLadder
 from .fields import NPS_CATEGORIES
 from .spec import (
@@ -166,6 +167,8 @@ class _Compiler:
                 return self.member_of(self.shared.cte(rule.name, self.ctx))
             return self.rule(self.ctx.catalog.get(rule.name).rule, trail + (rule.name,), negated, top)
         strict = _never_null if negated else (lambda condition: condition)
+        if isinstance(rule, FieldRule) and rule.field.kind == "points_expiring":
+            return self.points_expiring(rule)
         if isinstance(rule, FieldRule):
             return strict(sa.and_(*(self.field_op(rule, op) for op in rule.ops)))
         if isinstance(rule, ValueRule):
@@ -210,6 +213,8 @@ class _Compiler:
             if op.name == "anniversary":
                 return self.anniversary(self.m.c.birthday, op.value)
             return self.date_op(self.m.c[spec.stored], op)
+        if spec.kind == "expiry_time":
+            return self.expiry_time_op(self.column_for(spec.name), op)
         if spec.kind == "tier":
             return self.tier_op(op)
         if spec.kind == "category":
@@ -246,6 +251,11 @@ class _Compiler:
             years = sa.case((sa.or_(m.c.joined_at.is_(None), days < DAYS_PER_YEAR), 1.0),
                             else_=days / DAYS_PER_YEAR)
             return self.money(m.c.total_spend) * sa.literal(float(self.ctx.clv_years)) / years
+        if name == "next_points_expiry_at":
+            lots = point_lots_table
+            return (sa.select(sa.func.min(lots.c.expires_at))
+                    .where(lots.c.member_ref == m.c.id, lots.c.expires_at > sa.literal(self.ctx.at, UTCDateTime()))
+                    .correlate(m).scalar_subquery())
         if name == "points_to_next_tier":
             value = m.c.points if self.ctx.ladder.basis == "points" else self.money(m.c.total_spend)
             whens = [(m.c.tier == level.name, sa.literal(upper.threshold, sa.Numeric(18, 2)) - value)
@@ -338,6 +348,33 @@ class _Compiler:
         if op.name == "older_than":
             return column < sa.literal(op.value.before(ctx.at), UTCDateTime())
         return _ordered(column, op, lambda v: sa.literal(v.resolve(ctx.at, ctx.zone), UTCDateTime()))
+
+    def expiry_time_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
+        """A future instant (the next expiry): `within_next: 30 days` is from now to 30 days ahead."""
+        ctx = self.ctx
+        if op.name == "within_next":
+            return sa.and_(column >= sa.literal(ctx.at, UTCDateTime()),
+                           column <= sa.literal(op.value.after(ctx.at), UTCDateTime()))
+        return _ordered(column, op, lambda v: sa.literal(v.resolve(ctx.at, ctx.zone), UTCDateTime()))
+
+    # -- points that expire ------------------------------------------------------------------
+    def expiring_window(self, rule: FieldRule) -> list[sa.ColumnElement[bool]]:
+        """The lots a points_expiring rule sums: expiring after `at`, up to `within` ahead."""
+        lots, at = point_lots_table, self.ctx.at
+        within = next(op.value for op in rule.ops if op.name == "within")
+        return [lots.c.expires_at > sa.literal(at, UTCDateTime()),
+                lots.c.expires_at <= sa.literal(within.after(at), UTCDateTime())]
+
+    def points_expiring(self, rule: FieldRule) -> sa.ColumnElement[bool]:
+        """Members whose points expiring in the window add up to what the operators ask (members
+        with none count as 0). One range scan of the covering index on (expires_at, member_ref,
+        remaining), grouped per member."""
+        lots = point_lots_table
+        ops = tuple(op for op in rule.ops if op.name != "within")
+        if self.ctx.dialect == "sqlite":
+            ops = tuple(Op(op.name, _floats(op.value)) for op in ops)
+        query = sa.select(lots.c.member_ref).where(*self.expiring_window(rule))
+        return self._grouped_membership(query, lots.c.member_ref, sa.func.sum(lots.c.remaining), ops)
 
     def narrow_window(self, op: Op) -> bool:
         """Does this time condition select only a recent slice (from at most 31 days before `at`)?"""

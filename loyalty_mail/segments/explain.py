@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..models import events_table, members_table, sends_table
+from ..models import events_table, members_table, point_lots_table, sends_table
 from .compiler import Context, _Compiler
 from .fields import NPS_CATEGORIES
 from .spec import (All, AnyOf, EmailRule, EventRule, FieldRule, Not, Op, Rule, Segment, SegmentRef, TopicRule,
@@ -105,6 +105,12 @@ class _Explainer:
     # -- leaf rules: one part per condition ----------------------------------------------------
 
     def parts(self, rule: Rule) -> list[_Part]:
+        if isinstance(rule, FieldRule) and rule.field.kind == "points_expiring":
+            within = next(op for op in rule.ops if op.name == "within")
+            value = self.expiring_value(rule, within.value)
+            return [(replace(rule, ops=(within, op)), value,
+                     f"{needs(op, 'number')} points expiring within the next {within.value}")
+                    for op in rule.ops if op is not within]
         if isinstance(rule, FieldRule):
             return [(replace(rule, ops=(op,)), self.field_value(rule, op), needs(op, rule.field.kind))
                     for op in rule.ops]
@@ -156,6 +162,15 @@ class _Explainer:
             return f"{spec.name} is {category} (nps_score {score})"
         value = self.scalar(self.compiler.column_for(spec.name))
         return f"{spec.name} is {'not set' if value is None else _shown(value, spec.kind)}"
+
+    def expiring_value(self, rule: FieldRule, within: Duration) -> str:
+        lots = point_lots_table
+        total = self.conn.execute(sa.select(sa.func.coalesce(sa.func.sum(lots.c.remaining), 0))
+                                  .where(lots.c.member_ref == self.ref, *self.compiler.expiring_window(rule))
+                                  ).scalar_one()
+        nearest = self.scalar(self.compiler.column_for("next_points_expiry_at"))
+        after = f", the next on {_local_date(nearest, self.ctx)}" if nearest is not None and total else ""
+        return f"points_expiring is {_number(total)} within the next {within}{after}"
 
     def attribute_value(self, rule: ValueRule) -> str:
         label = "attributes." + ".".join(rule.path)
@@ -229,6 +244,8 @@ def needs(op: Op, kind: str) -> str:
                 else f"its anniversary within the next {value} days")
     if name == "within":
         return f"within the last {value}"
+    if name == "within_next":
+        return f"within the next {value}"
     if name == "between":
         return f"between {_shown(value[0], kind)} and {_shown(value[1], kind)}"
     if name in ("in", "not_in"):

@@ -14,6 +14,8 @@ TIME_OPS = ("before", "after", "since", "within", "older_than", "between", "is_s
 DATE_OPS = ("before", "after", "since", "between", "anniversary", "is_set", "is_null")
 BOOL_OPS = ("eq", "is_set", "is_null")
 TIER_OPS = ("eq", "ne", "in", "not_in", "at_least", "at_most", "above", "below")
+EXPIRY_TIME_OPS = ("before", "after", "since", "between", "within_next", "is_set", "is_null")
+EXPIRING_OPS = ("within", "eq", "ne", "gt", "gte", "lt", "lte", "between")
 CATEGORY_OPS = ("eq", "ne", "in", "not_in", "is_set", "is_null")
 
 NPS_CATEGORIES = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}
@@ -25,6 +27,7 @@ class FieldSpec:
 
     name: str
     kind: str  # text | number | time | date | bool | tier | category | days_since | derived_number
+    #            | expiry_time | points_expiring
     operators: tuple[str, ...]
     column: str | None = None  # the members column it reads, when it reads one directly
     description: str = ""
@@ -75,6 +78,10 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
        "spend (or points earned) still needed by the review to keep the tier; 0 once re-qualified"),
     _f("affordable_rewards", "derived_number", NUMBER_OPS, None,
        "how many rewards of the catalogue (rewards:) the points balance affords"),
+    _f("points_expiring", "points_expiring", EXPIRING_OPS, None,
+       "points expiring from now until `within` ahead: {within: 30 days, gte: 500} (default: gte 1)"),
+    _f("next_points_expiry_at", "expiry_time", EXPIRY_TIME_OPS, None,
+       "when the member's next points expire (after now); null when none will"),
 ]}
 
 EVENT_KEYS = ("type", "count", "sum", "within", "since", "until", "where")

@@ -203,7 +203,7 @@ class SegmentParser:
     def counted(self, path: PathKey, key: str) -> None:
         """Count one condition; past the limits the whole segment is refused."""
         self.conditions += 1
-        if key in ("event", "purchases", "emails"):
+        if key in ("event", "purchases", "emails", "points_expiring"):
             self.event_conditions += 1
         if self.conditions > MAX_CONDITIONS:
             self.fail(path, f"more than {MAX_CONDITIONS} conditions in one segment; use fewer (an in: "
@@ -293,6 +293,12 @@ class SegmentParser:
         what = f"field '{spec.name}'"
         ops = [Op(name, self.operand(spec.kind, name, value, p, what))
                for name, value, p in self._op_mapping(body, path, shorthand, spec.operators, what)]
+        if spec.kind == "points_expiring":
+            if not any(op.name == "within" for op in ops):
+                raise self.fail(path, f"{what} needs within: how far ahead to look, e.g. "
+                                      "{within: 30 days, gte: 500}")
+            if all(op.name == "within" for op in ops):
+                ops.append(Op("gte", Decimal(1)))
         return FieldRule(spec, tuple(ops), self.doc.locate(path))
 
     def value_rule(self, parts: tuple[str, ...], body: Any, path: PathKey, what: str) -> ValueRule:
@@ -419,21 +425,23 @@ class SegmentParser:
             if not isinstance(value, list) or len(value) != 2:
                 raise ValueError(f"takes a list of two values [low, high], found {_describe(value)}")
             low, high = (self._scalar(kind, v) for v in value)
-            if kind in ("number", "count", "days_since", "derived_number", "date") and low > high:
+            if kind in ("number", "count", "days_since", "derived_number", "date", "points_expiring") and low > high:
                 raise ValueError(f"the low end {value[0]} is above the high end {value[1]}")
             return (low, high)
         if op == "anniversary":
             return _anniversary(value)
-        if kind == "time":
-            if op in ("within", "older_than"):
+        if kind in ("time", "expiry_time"):
+            if op in ("within", "older_than", "within_next"):
                 return parse_duration(value)
             return parse_time(value)
+        if kind == "points_expiring" and op == "within":
+            return parse_duration(value)
         if kind == "tier" and op in ("at_least", "at_most", "above", "below"):
             return self._scalar(kind, value)
         return self._scalar(kind, value)
 
     def _scalar(self, kind: str, value: Any) -> Any:
-        if kind in ("number", "derived_number"):
+        if kind in ("number", "derived_number", "points_expiring"):
             return _number(value)
         if kind in ("count", "days_since"):
             number = _number(value)
@@ -468,7 +476,7 @@ class SegmentParser:
                                  if not isinstance(value, str) else
                                  f"unknown NPS category {shown(value)} (expected: {', '.join(NPS_CATEGORIES)})")
             return value
-        if kind == "time":
+        if kind in ("time", "expiry_time"):
             return parse_time(value)
         if kind == "date":
             try:
