@@ -56,3 +56,43 @@ def test_the_hooks_do_what_they_are_for():
     env.limits.start()
     assert env.from_string("{{ d.keys }}").render(d={"keys": 1}) != "1"  # a dict method stays a method
     assert env.from_string("{{ d.name }}").render(d={"name": "Lan"}) == "Lan"
+
+
+GROWING = {
+    "join filter": "{{ (['x' * 90000] * 1000) | join }}",
+    "join filter, separator": "{{ ['a', 'b'] | join('-' * 90000 * 0 ~ 'y' * 900000) ~ (['z'] * 2) | join('q' * 900000) }}",
+    "join method": "{{ ''.join(['x' * 90000] * 1000) }}",
+    "center filter": "{{ 'x' | center(10 ** 10) }}",
+    "center method": "{{ 'x'.center(10 ** 10) }}",
+    "ljust": "{{ 'x'.ljust(10 ** 10) }}",
+    "zfill": "{{ '1'.zfill(10 ** 10) }}",
+    "indent": "{{ ('a\n' * 1000) | indent(10 ** 6) }}",
+    "replace filter": "{{ ('x' * 1000) | replace('x', 'y' * 10000) }}",
+    "replace method": "{{ ('x' * 1000).replace('x', 'y' * 10000) }}",
+    "expandtabs": "{{ ('\t' * 1000).expandtabs(10 ** 6) }}",
+    "format method": "{{ '{:>99999999}'.format(1) }}",
+    "format method, nested width": "{{ '{:>{}}'.format(1, 10 ** 9) }}",
+    "format filter": "{{ '%99999999d' | format(1) }}",
+    "wordwrap": "{{ ('ab ' * 1000) | wordwrap(1, wrapstring='w' * 100000) }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(GROWING))
+def test_filters_and_text_methods_that_grow_a_value_are_measured_before_they_run(case):
+    env = sandboxed_environment(None, autoescape=True, limits=RenderLimits(5.0, 1_000_000))
+    env.limits.start()
+    with pytest.raises(RenderLimitExceeded):
+        env.from_string(GROWING[case]).render()
+
+
+def test_the_bounded_filters_and_methods_give_what_jinja_gives():
+    env = sandboxed_environment(None, autoescape=False, limits=RenderLimits(5.0, 1_000_000))
+    plain = jinja2.Environment()
+    env.limits.start()
+    people = [{"name": "Lan"}, {"name": "Minh"}]
+    for source in ("{{ ['a', 'b', 3] | join(', ') }}", "{{ people | join(', ', attribute='name') }}",
+                   "{{ 'x' | center(9) }}|", "{{ 'a\nb' | indent(2, first=true) }}",
+                   "{{ 'a-b-c' | replace('-', '+', 1) }}", "{{ '%05d' | format(42) }}",
+                   "{{ 'one two three' | wordwrap(5) }}", "{{ '-'.join(['a', 'b']) }}",
+                   "{{ 'x'.ljust(3) }}|{{ '7'.zfill(3) }}|{{ '{:>4}'.format(1) }}|{{ 'a\tb'.expandtabs(4) }}"):
+        assert env.from_string(source).render(people=people) == plain.from_string(source).render(people=people), source

@@ -6,20 +6,24 @@ iteration and at every `*`, `**`, `+`, `%` and `~`; the renderer starts the cloc
 and counts the output while it is produced. Past a limit, `RenderLimitExceeded`: a Jinja runtime
 error, so it is reported with the template's file and line like any other.
 
-Not bounded: a single filter call asked for a huge result (`'x'|center(10**10)`) allocates it at
-once; Python's MemoryError is then reported as a template error.
+The filters and text methods that build a result much larger than their input (`join`, `center`,
+`indent`, `replace`, `format`, `wordwrap`; `str.join`, `ljust`, `rjust`, `center`, `zfill`,
+`replace`, `expandtabs`, `format`) are measured before they run (`BOUNDED_FILTERS`,
+`RenderLimits.check_call`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from time import monotonic
 from typing import Any
 
 import jinja2
+from jinja2 import filters as jinja_filters
 from jinja2.utils import generate_lorem_ipsum
 
 from ..errors import TemplateError
@@ -27,6 +31,7 @@ from ..errors import TemplateError
 MAX_INT_DIGITS = 4300           # Python's own limit for converting an int to text
 _SIZED = (str, list, tuple)
 _WIDE_FORMAT = re.compile(r"%[-+ #0]*(?:\*|\d{7,})|%[-+ #0]*\d*\.(?:\*|\d{7,})")
+_WIDE_BRACES = re.compile(r"\{[^{}]*:[^{}]*(?:\d{7,}|\{)")  # `'{:>99999999}'.format(x)`, a nested width
 MAX_LIPSUM_PARAGRAPHS, MAX_LIPSUM_WORDS = 100, 1000
 
 # A template fault that is not Jinja's own: each is the template's doing (a number too large to
@@ -102,10 +107,117 @@ class RenderLimits:
             raise RenderLimitExceeded("a % format with a width or precision of a million or more, "
                                       "or given by *, is not allowed in templates")
 
+    def check_call(self, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Before a text method runs: refuse one whose result would pass `max_bytes`. Returns the
+        arguments to call it with (an iterable given to `join` is read once, here)."""
+        owner, name = getattr(function, "__self__", None), getattr(function, "__name__", "")
+        if owner is None:  # the sandbox's own wrapper of str.format keeps the method as __wrapped__
+            owner = getattr(getattr(function, "__wrapped__", None), "__self__", None)
+        if not isinstance(owner, str):
+            return args
+        if name == "join" and args:
+            items = list(self.iterate(args[0]))
+            self.check_size(_joined_size(owner, items), "a joined text")
+            return (items, *args[1:])
+        if name in ("ljust", "rjust", "center", "zfill") and args and isinstance(args[0], int):
+            self.check_size(args[0])
+        elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+            self.check_size(_replaced_size(owner, args[0], args[1], args[2] if len(args) > 2 else -1))
+        elif name == "expandtabs":
+            width = args[0] if args else kwargs.get("tabsize", 8)
+            self.check_size(len(owner) + owner.count("\t") * max(int(width), 0))
+        elif name in ("format", "format_map") and _WIDE_BRACES.search(owner):
+            raise RenderLimitExceeded("a format with a width or precision of a million or more, or "
+                                      "given by another field, is not allowed in templates")
+        return args
+
     def checked_text(self, value: Any) -> Any:
         """The result of `~`, refused when larger than `max_bytes`."""
         self.check_size(len(value), "a joined text")
         return value
+
+
+def _joined_size(separator: str, items: list[Any]) -> int:
+    return sum(len(item) if isinstance(item, str) else len(str(item)) for item in items) + \
+        len(separator) * max(len(items) - 1, 0)
+
+
+def _replaced_size(text: str, old: str, new: str, count: int | None) -> int:
+    found = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        found = min(found, count)
+    return len(text) + found * max(len(new) - len(old), 0)
+
+
+def _limits(environment: jinja2.Environment) -> RenderLimits:
+    return getattr(environment, "limits", None) or RenderLimits()
+
+
+def _bounded_join(original: Callable[..., Any]) -> Callable[..., Any]:
+    @jinja2.pass_eval_context
+    @functools.wraps(original)
+    def join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> Any:
+        limits = _limits(eval_ctx.environment)
+        items = list(limits.iterate(value))
+        measured = items if attribute is None else [jinja_filters.make_attrgetter(
+            eval_ctx.environment, attribute)(item) for item in items]
+        limits.check_size(_joined_size(str(d), measured), "a joined text")
+        return original(eval_ctx, items, d, attribute)
+    return join
+
+
+def _bounded_width(original: Callable[..., Any]) -> Callable[..., Any]:
+    """center(width) and indent(width): the result is about the text plus `width` a line."""
+    @jinja2.pass_environment
+    @functools.wraps(original)
+    def widened(environment: jinja2.Environment, value: Any, width: Any = 4, *args: Any, **kwargs: Any) -> Any:
+        text = str(value)
+        pad = width if isinstance(width, int) else len(str(width))
+        _limits(environment).check_size(len(text) + max(pad, 0) * (text.count("\n") + 1))
+        return original(value, width, *args, **kwargs)
+    return widened
+
+
+def _bounded_replace(original: Callable[..., Any]) -> Callable[..., Any]:
+    @jinja2.pass_eval_context
+    @functools.wraps(original)
+    def replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> Any:
+        _limits(eval_ctx.environment).check_size(_replaced_size(str(s), str(old), str(new), count))
+        return original(eval_ctx, s, old, new, count)
+    return replace
+
+
+def _bounded_format(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def format_(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and _WIDE_FORMAT.search(value):
+            raise RenderLimitExceeded("a % format with a width or precision of a million or more, "
+                                      "or given by *, is not allowed in templates")
+        return original(value, *args, **kwargs)
+    return format_
+
+
+def _bounded_wordwrap(original: Callable[..., Any]) -> Callable[..., Any]:
+    @jinja2.pass_environment
+    @functools.wraps(original)
+    def wordwrap(environment: jinja2.Environment, s: Any, width: int = 79, break_long_words: bool = True,
+                 wrapstring: str | None = None, break_on_hyphens: bool = True) -> Any:
+        text, joint = str(s), wrapstring if wrapstring is not None else environment.newline_sequence
+        lines = len(text) // max(int(width), 1) + text.count("\n") + 1
+        _limits(environment).check_size(len(text) + lines * len(str(joint)))
+        return original(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+    return wordwrap
+
+
+# Jinja's filters that can build a result far larger than their input, measured before they run.
+BOUNDED_FILTERS: dict[str, Callable[..., Any]] = {
+    "join": _bounded_join(jinja_filters.do_join),
+    "center": _bounded_width(jinja_filters.do_center),
+    "indent": _bounded_width(jinja_filters.do_indent),
+    "replace": _bounded_replace(jinja_filters.do_replace),
+    "format": _bounded_format(jinja_filters.do_format),
+    "wordwrap": _bounded_wordwrap(jinja_filters.do_wordwrap),
+}
 
 
 def _check_digits(digits: float) -> None:

@@ -19,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .context import Helper
 from .formatting import FILTERS
-from .limits import RenderLimits, bounded_lipsum
+from .limits import BOUNDED_FILTERS, RenderLimits, bounded_lipsum
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
@@ -111,6 +111,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             if kind is Helper:
                 return __obj.function(*args, **kwargs)
             return __obj(__context.eval_ctx, *args, **kwargs)
+        args = __self.limits.check_call(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
 
@@ -123,5 +124,6 @@ def sandboxed_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
     if limits is not None:
         env.limits = limits
     env.globals["lipsum"] = bounded_lipsum
+    env.filters.update(BOUNDED_FILTERS)
     env.filters.update(FILTERS)
     return env
