@@ -163,3 +163,11 @@ def test_a_key_no_longer_used_is_refused_saying_so(tmp_path):
     assert problems(tmp_path, "tracking:\n  base_url: https://t.example\n  flush_interval: 1 second\n") == [
         "config.yaml:3:3: tracking.flush_interval is no longer used: opens and clicks are written as they "
         "arrive (tracking.write_timeout bounds how long a write may wait); remove it"]
+
+
+def test_the_example_perks_keep_their_thousands_separators():
+    """In a YAML flow list a comma separates items: a perk holding `1,000` must be quoted."""
+    settings = load_settings(Path(__file__).resolve().parents[1], environ={})
+    perks = {level.name: level.perks_for("en", "vi") for level in settings.tiers.levels}
+    assert perks["member"] == ("1 point per 1,000 VND", "Birthday voucher")
+    assert "Free delivery on orders over 300,000 VND" in perks["silver"]
