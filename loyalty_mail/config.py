@@ -585,7 +585,8 @@ class FlowSettings(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event", "points_expiring",
-                     "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement"]
+                     "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement",
+                     "confirmation"]
     template: str
     # marketing: frequency cap, quiet hours; service (statements, confirmations): outside the cap,
     # and `quiet_hours: false` may send at night. Both respect bounces, complaints and the topic.
@@ -764,9 +765,15 @@ class Settings(_Strict):
             if flow.topic is not None and flow.topic not in names:
                 allowed = ", ".join(names) if names else "none: add `topics:` to config.yaml"
                 raise ValueError(f"flow '{flow.name}': unknown topic '{flow.topic}' (topics: {allowed})")
-            if flow.topic is None and names:
+            if flow.topic is None and names and flow.trigger != "confirmation":
                 raise ValueError(f"flow '{flow.name}' names no topic; with `topics:` set every flow "
                                  f"names one (topic: {names[0]}; topics: {', '.join(names)})")
+            if flow.trigger == "confirmation":
+                if not self.program.double_opt_in:
+                    raise ValueError(f"flow '{flow.name}': a confirmation flow needs program.double_opt_in: true")
+                if flow.message_class != "service":
+                    raise ValueError(f"flow '{flow.name}': a confirmation flow is service email (class: service): "
+                                     "marketing is what the member has not confirmed yet")
         return self
 
     def topic(self, name: str | None) -> Topic | None:

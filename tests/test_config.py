@@ -136,7 +136,7 @@ sending:
     found = problems(tmp_path, text)
     assert found[0].startswith("config.yaml:3:14: flows[0].trigger: Input should be 'welcome', 'milestone', "
                                "'tier_upgrade', 'reengagement', 'event', 'points_expiring', 'tier_at_risk', 'tier_downgrade', 'birthday', "
-                                   "'reward_available' or 'statement'")
+                                   "'reward_available', 'statement' or 'confirmation'")
     assert found[1].startswith("config.yaml:5:5: flows[1]: flow 'winback': a reengagement flow needs `segment:`")
     assert found[2].startswith("config.yaml:11:15: flows[2].lateness: expected a duration such as '30 minutes'")
     assert found[3].startswith("config.yaml:13:24: sending.quiet_hours.start: expected a time of day as HH:MM")

@@ -214,37 +214,33 @@ def test_reports_count_unsubscribes_and_complaints_per_topic(topical):
     assert sorted(state(program)[3]) == [("suppress", None, "webhook"), ("unsubscribe", "promotions", "one-click")]
 
 
-CONFIRM_TEMPLATE = """\
----
-subject: "Xác nhận email của bạn"
-preheader: "Một bước nữa để nhận ưu đãi từ {{ program.name }}."
----
-{% extends "_layouts/vi.html" %}
-{% block content %}<p><a href="{{ confirm_url }}">Xác nhận địa chỉ email</a></p>{% endblock %}
-"""
-
-
 def test_double_opt_in(program):
-    """A member created with double opt-in on gets the service confirmation, no marketing until
-    they press the button on the confirmation page, then marketing; all in the consent log."""
+    """A member created with double opt-in on gets the confirmation (trigger `confirmation`, the
+    shipped confirm_email template), with or without a join date and whatever topics they chose;
+    members stored before it was on get none; no marketing until they press the button on the
+    confirmation page, then marketing; all in the consent log."""
     with_topics(program)
+    joined = "2026-11-23T09:00:00+07:00"
+    program.load("members", [member("OLD", joined_at="2025-01-01T09:00:00+07:00")], at=joined)
     path = program.dir / "config.yaml"
     path.write_text(path.read_text().replace("program:\n", "program:\n  double_opt_in: true\n")
                     .replace("{name: welcome, topic: promotions,", "{name: welcome, topic: promotions, delay: 1 hour,")
-                    + "  - {name: confirm, trigger: welcome, template: confirm_email, class: service, "
-                      "topic: statements, quiet_hours: false}\n")
-    (program.dir / "templates" / "confirm_email").mkdir()
-    (program.dir / "templates" / "confirm_email" / "vi.html").write_text(CONFIRM_TEMPLATE, encoding="utf-8")
-    (program.dir / "templates" / "confirm_email" / "en.html").write_text(
-        CONFIRM_TEMPLATE.replace("_layouts/vi.html", "_layouts/en.html"), encoding="utf-8")
-    joined = "2026-11-23T09:00:00+07:00"
-    program.load("members", [member("M1", joined_at=joined)], at=joined)
+                    + "  - {name: confirm, trigger: confirmation, template: confirm_email, class: service, "
+                      "quiet_hours: false}\n")
+    program.load("members", [member("M1", joined_at=joined),
+                             member("M2", **{"topic.promotions": "no", "topic.statements": "no"})], at=joined)
     assert program.run("run", "--once", at="2026-11-23T09:05:00+07:00").exit_code == 0
-    [eml] = list((program.dir / "outbox").glob("*.eml"))
+    sent = {e.name: e.read_bytes() for e in (program.dir / "outbox").glob("*.eml")}
+    assert len(sent) == 2
+    assert sorted(program.sends()) == [("confirm", "confirm", "sent"), ("confirm", "confirm", "sent")]
     import email
     import email.policy
-    html = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    messages = [email.message_from_bytes(raw, policy=email.policy.default) for raw in sent.values()]
+    [eml] = [m for m in messages if "m1@example.com" in m["To"]]
+    html = eml.get_body(("html",)).get_content()
     confirm = re.search(r'href="https://t\.test\.example(/k/[^"]+)"', html).group(1)
+    assert program.run("run", "--once", at="2026-11-23T09:30:00+07:00").exit_code == 0
+    assert len(list((program.dir / "outbox").glob("*.eml"))) == 2           # once each
     waiting = {d["flow"]: d["reason"] for d in program.dry("2026-11-23T10:30:00+07:00", "welcome")}
     assert waiting == {"welcome": "not confirmed: double opt-in, marketing waits for the member to confirm "
                                   "their address"}
@@ -260,3 +256,16 @@ def test_double_opt_in(program):
         service.stop()
     assert state(program)[3] == [("await_confirm", None, "import"), ("confirm", None, "link")]
     assert [d["decision"] for d in program.dry("2026-11-23T10:30:00+07:00", "welcome")] == ["send"]
+
+
+@pytest.mark.parametrize(("program_line", "flow", "error"), [
+    ("", "{name: confirm, trigger: confirmation, template: confirm_email, class: service}",
+     "a confirmation flow needs program.double_opt_in: true"),
+    ("  double_opt_in: true\n", "{name: confirm, trigger: confirmation, template: confirm_email}",
+     "a confirmation flow is service email (class: service)"),
+])
+def test_a_confirmation_flow_needs_double_opt_in_and_is_service_email(program, program_line, flow, error):
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("program:\n", "program:\n" + program_line) + f"  - {flow}\n")
+    result = program.run("check")
+    assert result.exit_code == 1 and error in result.stderr

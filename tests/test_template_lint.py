@@ -133,7 +133,7 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     kind = preview("milestone", "--sample", "--set", "kind=holiday")
     assert kind.exit_code == 1
     assert ("unknown kind 'holiday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry, tier_at_risk, "
-            "tier_downgrade, birthday, reward_available, statement, points_expiring)"
+            "tier_downgrade, birthday, reward_available, statement, points_expiring, confirmation)"
             in kind.stderr)
     neither = preview("welcome")
     assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr

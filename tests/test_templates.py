@@ -435,7 +435,8 @@ def test_cli_templates_list(example_program):
     rows = json.loads(result.stdout)
     assert {(r["email"], r["locale"]) for r in rows} == {
         (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt", "tier_at_risk",
-                         "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring")
+                         "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",
+                         "confirm_email")
         for l in ("vi", "en")}
     assert all(r["inlining"] == "compiled" for r in rows)
 
@@ -464,7 +465,7 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     target, run = example_program
     unknown = run("preview", "welcom", "--member", "X")
     assert unknown.exit_code == 1
-    assert "no email template 'welcom' in templates/ (emails: birthday, milestone, points_expiring, points_receipt, reengagement, " \
+    assert "no email template 'welcom' in templates/ (emails: birthday, confirm_email, milestone, points_expiring, points_receipt, reengagement, " \
         "reward_available, statement, tier_at_risk, tier_downgrade, tier_upgrade, welcome)" in unknown.stderr
     nobody = run("preview", "welcome", "--member", "NOPE")
     assert nobody.exit_code == 1 and "no member with id 'NOPE'" in nobody.stderr

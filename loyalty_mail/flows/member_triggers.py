@@ -8,6 +8,8 @@ per trigger, rows in member order), with these keys:
     reward_available  reward:<event id>                  the event that took the balance to a
                                                          reward's cost from below it
     statement         statement:<YYYY-MM>                the month before `now` (program's zone)
+    confirmation      confirm                            a member created waiting to confirm their
+                                                         address (double opt-in), at once
 """
 
 from __future__ import annotations
@@ -143,6 +145,26 @@ def birthdays(conn: sa.Connection, flow: FlowSettings, settings: Settings, windo
                 reason=f"birthday on {day.isoformat()} ({when}, local)",
                 data={"kind": "birthday", "key": f"birthday:{year}", "birthday": day.isoformat(),
                       "age": age, "days_before": flow.days_before})
+
+
+# -- double opt-in -------------------------------------------------------------------------------
+
+def confirmations(conn: sa.Connection, flow: FlowSettings, window: Window,
+                  audience: sa.ColumnElement[bool] | None) -> Iterator[Occurrence]:
+    """Members waiting to confirm their address (created while `program.double_opt_in` was on,
+    not confirmed yet), due when they were created: the email that carries `confirm_url`."""
+    m = members_table
+    query = (sa.select(*MEMBER_COLUMNS, m.c.unconfirmed_since)
+             .where(m.c.unconfirmed_since >= window.since, m.c.unconfirmed_since <= window.now - flow.delay)
+             .order_by(m.c.id))
+    if audience is not None:
+        query = query.where(audience)
+    for row in _stream(conn, query):
+        waiting = row.unconfirmed_since
+        yield Occurrence(flow=flow, **_member(row), key="confirm", occurred_at=waiting,
+                         due_at=waiting + flow.delay,
+                         reason=f"waiting to confirm their address since {waiting.isoformat(timespec='seconds')}",
+                         data={"kind": "confirmation", "key": "confirm"})
 
 
 # -- rewards -------------------------------------------------------------------------------------

@@ -340,6 +340,8 @@ class Planner:
             yield from member_triggers.rewards(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "statement":
             yield from member_triggers.statements(conn, flow, self.settings, window, audience, zone)
+        elif flow.trigger == "confirmation":
+            yield from member_triggers.confirmations(conn, flow, window, audience)
         elif flow.trigger == "points_expiring":
             yield from triggers.points_expiring(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "event":

@@ -83,7 +83,8 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "earned": 1200, "redeemed": 300, "expired": 0, "next_tier": new, "to_next_tier": "800"}
     return [{**base, "kind": kind} for kind in ("signup", "points", "anniversary", "tier_upgrade",
                                                  "segment_entry", "tier_at_risk", "tier_downgrade",
-                                                 "birthday", "reward_available", "statement", "points_expiring")]
+                                                 "birthday", "reward_available", "statement", "points_expiring",
+                                                 "confirmation")]
 
 
 def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:

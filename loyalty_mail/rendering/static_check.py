@@ -51,9 +51,11 @@ OCCURRENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "statement": ("kind", "key", "month", "period_start", "period_end", "earned", "redeemed", "expired",
                   "balance", "tier", "next_tier", "to_next_tier"),
     "points_expiring": ("kind", "key", "points", "expires_at", "expires_on", "before", "could_buy"),
+    "confirmation": ("kind", "key"),
 }
 OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "tier_at_risk",
-                    "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring")
+                    "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",
+                    "confirmation")
 _RENDERER_NAMES = ("tracking", "open_pixel_url")  # added by the renderer next to CONTEXT_NAMES
 _DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 _PRESENCE_TESTS = frozenset({"defined", "undefined"})
