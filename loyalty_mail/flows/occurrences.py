@@ -50,6 +50,7 @@ class Occurrence:
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
     superseded_by: str | None = None  # another occurrence of the same moment wins
+    template: str = ""                # a journey's send step: its template (else the flow's)
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,14 @@ from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
 from ..segments.compiler import compile_rule, event_filter
-from ..segments.spec import ValueRule, parse_event_where
+from ..segments.spec import Rule, ValueRule, parse_event_where, references
+from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
-from . import ledger
+from . import journeys, ledger
 from . import occurrences as triggers
+from .journey_spec import END, Journey, Send, WaitUntil, parse_journey
+from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
 CHUNK = 500
@@ -74,6 +77,18 @@ class Plan:
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)      # (flow, planned|deferred|...)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)    # (flow, kind of skip or deferral)
     segments: dict[str, str] = field(default_factory=dict)                # flow -> its segment
+    steps: list[StepRow] = field(default_factory=list)                     # journey rows to record
+    positions: list[Position] = field(default_factory=list)                # journeys: where members are
+    at_step: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (journey, step number, what)
+
+    def add_step(self, row: StepRow) -> None:
+        if self.keep:
+            self.steps.append(row)
+
+    def add_position(self, position: Position) -> None:
+        self.at_step[(position.flow, position.number, position.what)] += 1
+        if self.keep:
+            self.positions.append(position)
 
     def add_send(self, send: PlannedSend) -> None:
         flow = send.occurrence.flow
@@ -101,9 +116,12 @@ class Plan:
             self.segments.setdefault(flow, segment)
         for flow, count in part.already.items():
             self.already[flow] += count
+        self.at_step.update(part.at_step)
         if self.keep:
             self.sends += part.sends
             self.skips += part.skips
+            self.steps += part.steps
+            self.positions += part.positions
 
     def total(self, column: str) -> int:
         return sum(n for (_, name), n in self.tally.items() if name == column)
@@ -131,6 +149,7 @@ class FlowExplanation:
     recorded: list[ledger.Entry]
     already: int            # occurrences found that the ledger already held
     reason: str | None      # why the flow produced no occurrence, when it produced none
+    journey: list[Position] = field(default_factory=list)   # a journey: where the member is in it
 
 
 @dataclass(frozen=True)
@@ -182,6 +201,27 @@ class Planner:
                 if wrong:
                     raise ConfigError(wrong)
                 self.event_where[f.name] = where
+        self.journeys: dict[str, Journey] = {}
+        ladder = TierLadder.from_settings(settings.tiers)
+        for f in settings.flows:
+            if f.is_journey:  # checked at its lines when the settings were loaded
+                raw = {"steps": list(f.steps or ()), "exit_when": f.exit_when}
+                journey, wrong = parse_journey(f.name, raw["steps"], f.exit_when,
+                                               YamlDocument(f"flow '{f.name}'", raw), (), ladder)
+                if journey is None:
+                    raise ConfigError(wrong)
+                self.journeys[f.name] = journey
+                problems += self._journey_references(journey, segments)
+        if problems:
+            raise ConfigError(problems)
+
+    @staticmethod
+    def _journey_references(journey: Journey, segments: SegmentCatalog) -> list[str]:
+        names = [ref.name for rule in journey.rules() for ref in references(rule)]
+        names += [s.segment for s in journey.by_id.values() if isinstance(s, WaitUntil) and s.segment]
+        return [f"flow '{journey.flow}': unknown segment '{name}' (segments: "
+                f"{', '.join(sorted(segments.segments)) or 'none'})"
+                for name in dict.fromkeys(names) if name not in segments.segments]
 
     def plan_in(self, engine: sa.Engine, now: datetime, **kwargs: Any) -> Plan:
         """`plan` on a connection of its own (read only: nothing is written through it)."""
@@ -228,13 +268,14 @@ class Planner:
             skipped = [s for s in plan.skips if s.occurrence.flow.name == flow.name]
             already = plan.already.get(flow.name, 0)
             reason = None
+            positions = [p for p in plan.positions if p.flow == flow.name]
             if not flow.enabled:
                 reason = "flow disabled"
-            elif not (due or skipped or already):
+            elif not (due or skipped or already or positions):
                 reason = self._absent(conn, flow, ref, at)
             answers.append(FlowExplanation(
-                flow.name, flow.trigger, flow.template, due, skipped,
-                [row for row in history if row.flow == flow.name], already, reason))
+                flow.name, flow.trigger, flow.template or "(journey)", due, skipped,
+                [row for row in history if row.flow == flow.name], already, reason, positions))
         return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers)
 
     def _absent(self, conn: sa.Connection, flow: FlowSettings, member_ref: int, at: datetime) -> str:
@@ -256,6 +297,15 @@ class Planner:
         if members is not None:
             only = members_table.c.id.in_(members) if len(members) != 1 else members_table.c.id == members[0]
             audience = only if audience is None else sa.and_(audience, only)
+        if flow.is_journey:
+            yield from heapq.merge(self._triggered(conn, flow, now, window, audience, zone),
+                                   journeys.in_flight(conn, flow, now, members, zone),
+                                   key=lambda o: o.member_ref)
+        else:
+            yield from self._triggered(conn, flow, now, window, audience, zone)
+
+    def _triggered(self, conn: sa.Connection, flow: FlowSettings, now: datetime, window: Window,
+                   audience: sa.ColumnElement[bool] | None, zone: str) -> Iterator[Occurrence]:
         if flow.trigger == "welcome":
             yield from triggers.welcome(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "milestone":
@@ -283,55 +333,104 @@ class Planner:
 
     def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan) -> None:
         refs = sorted({o.member_ref for o in chunk})
-        recorded = self._recorded(conn, refs, {o.flow.name for o in chunk}, plan.now)
+        flows = {o.flow.name for o in chunk}
+        recorded = self._recorded(conn, refs, flows, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
-        cap = self.settings.sending.frequency_cap
-        capped = self._capped_counts(conn, refs, plan.now) if cap else {}
-        quiet = self.settings.sending.quiet_hours
-        zone_default = self.settings.program.default_timezone
+        capped = self._capped_counts(conn, refs, plan.now) if self.settings.sending.frequency_cap else {}
+        journey_flows = sorted(f for f in flows if f in self.journeys)
+        started = journeys.started(conn, refs, journey_flows, plan.now) if journey_flows else set()
+        busy = {(o.member_ref, o.flow.name) for o in chunk if o.data.get("kind") == "journey"}
+        facts = ChunkFacts(conn, refs, lambda: context_for(self.settings, self.segments, plan.now, self.dialect),
+                           plan.now, min((o.occurred_at for o in chunk), default=plan.now),
+                           lambda name: self.segments.segments[name].rule)
+
+        def decide_send(occ: Occurrence) -> PlannedSend | Skip:
+            return self._policy(occ, plan, suppressed, capped, holdout=False)
+
         for occ in chunk:
-            flow, now = occ.flow, plan.now
-            previous = recorded.get((occ.member_ref, flow.name, occ.key))
-            if previous is not None:
+            flow = occ.flow
+            journey = self.journeys.get(flow.name)
+            if journey is not None:
+                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone)
+                if occ.data.get("kind") == "journey":
+                    walker.resume(occ)
+                elif (occ.member_ref, flow.name, occ.key) in started:
+                    plan.already[flow.name] += 1
+                elif (occ.member_ref, flow.name) in busy:
+                    plan.add_skip(Skip(occ, "already in the journey (one instance at a time)", None))
+                else:
+                    self._enter(occ, journey, plan, walker, decide_send)
+                    busy.add((occ.member_ref, flow.name))
+                continue
+            if (occ.member_ref, flow.name, occ.key) in recorded:
                 plan.already[flow.name] += 1
                 continue
-            if occ.superseded_by:
-                plan.add_skip(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
-                                   "skipped"))
-                continue
-            due = occ.due_at.astimezone(timezone.utc)
-            if occ.due_at > now:
-                plan.add_skip(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
-                                   f"(delay {human(flow.delay)})", None))
-                continue
-            if occ.due_at < now - flow.lateness:
-                plan.add_skip(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
-                                   f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
-                continue
-            if not occ.subscribed:
-                plan.add_skip(Skip(occ, "unsubscribed", "suppressed"))
-                continue
-            if occ.email.lower() in suppressed:
-                plan.add_skip(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
-                continue
-            if in_holdout(flow.name, occ.member_id, flow.holdout):
-                plan.add_skip(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))
-                continue
-            if cap and flow.frequency_cap:
-                sent = capped.get(occ.member_ref, 0)
-                if sent >= cap.max:
-                    plan.add_skip(Skip(occ, f"frequency cap: {sent} marketing emails within "
-                                       f"{human(cap.per)} (max {cap.max})", None))
-                    continue
-                capped[occ.member_ref] = sent + 1
-            scheduled, deferred = now, None
-            if quiet and flow.quiet_hours:
-                zone = ZoneInfo(occ.timezone or zone_default)
-                until = quiet_until(now, zone, quiet)
-                if until is not None:
-                    scheduled = until
-                    deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-            plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred))
+            decided = self._policy(occ, plan, suppressed, capped, holdout=True)
+            if isinstance(decided, PlannedSend):
+                plan.add_send(decided)
+            else:
+                plan.add_skip(decided)
+
+    def _enter(self, occ: Occurrence, journey: Journey, plan: Plan, walker: Walker,
+               decide_send: Callable[[Occurrence], PlannedSend | Skip]) -> None:
+        """A trigger occurrence of a journey: enter it, or record why not (`$end`). Suppression,
+        the frequency cap and quiet hours apply to each send step, not to the entry."""
+        flow, now = occ.flow, plan.now
+        first_send = next((s for s in journey.by_id.values() if isinstance(s, Send)), None)
+        refusal: tuple[str, str] | None = None
+        if occ.superseded_by:
+            refusal = ("skipped", f"superseded by {occ.superseded_by} of the same moment")
+        elif occ.due_at > now:
+            plan.add_skip(Skip(occ, f"not due until {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} "
+                                    f"UTC (delay {human(flow.delay)})", None))
+            return
+        elif occ.due_at < now - flow.lateness:
+            refusal = ("skipped", f"too late: due {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+                                  f"more than {human(flow.lateness)} ago (the flow's lateness)")
+        elif in_holdout(flow.name, occ.member_id, flow.holdout):
+            refusal = ("held_out", f"held out of the whole journey ({flow.holdout}% hold-out group)")
+        if refusal is None:
+            walker.start(occ)
+            return
+        state, reason = refusal
+        if first_send is not None:  # the ledger row reports compare the journey's sends with
+            plan.add_skip(Skip(_step_occurrence(occ, occ.key, first_send, occ.due_at, reason), reason, state))
+        plan.add_step(StepRow(occ.member_ref, flow.name, occ.key, END, state, now, None, reason[:300]))
+
+    def _policy(self, occ: Occurrence, plan: Plan, suppressed: dict[str, str], capped: dict[int, int],
+                *, holdout: bool) -> PlannedSend | Skip:
+        """One occurrence through the flow's policy (see the module docstring), in order."""
+        flow, now = occ.flow, plan.now
+        if occ.superseded_by:
+            return Skip(occ, f"superseded by {occ.superseded_by} of the same moment", "skipped")
+        due = occ.due_at.astimezone(timezone.utc)
+        if occ.due_at > now:
+            return Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC (delay {human(flow.delay)})", None)
+        if occ.due_at < now - flow.lateness:
+            return Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
+                             f"{human(flow.lateness)} ago (the flow's lateness)", "skipped")
+        if not occ.subscribed:
+            return Skip(occ, "unsubscribed", "suppressed")
+        if occ.email.lower() in suppressed:
+            return Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed")
+        if holdout and in_holdout(flow.name, occ.member_id, flow.holdout):
+            return Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out")
+        cap = self.settings.sending.frequency_cap
+        if cap and flow.frequency_cap:
+            sent = capped.get(occ.member_ref, 0)
+            if sent >= cap.max:
+                return Skip(occ, f"frequency cap: {sent} marketing emails within {human(cap.per)} "
+                                 f"(max {cap.max})", None)
+            capped[occ.member_ref] = sent + 1
+        scheduled, deferred = now, None
+        quiet = self.settings.sending.quiet_hours
+        if quiet and flow.quiet_hours:
+            zone = ZoneInfo(occ.timezone or self.settings.program.default_timezone)
+            until = quiet_until(now, zone, quiet)
+            if until is not None:
+                scheduled = until
+                deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
+        return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred)
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:
@@ -360,6 +459,14 @@ class Planner:
                                    s.c.created_at <= now)
                             .group_by(s.c.member_ref))
         return {ref: count for ref, count in rows}
+
+
+def _step_occurrence(occ: Occurrence, instance: str, step: Send, at: datetime, reason: str) -> Occurrence:
+    """The occurrence of one send step of a journey instance: key `<instance>/<step id>`."""
+    return Occurrence(flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
+                      timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
+                      occurred_at=at, due_at=at, reason=reason, data={**occ.data, "step": step.id},
+                      template=step.template)
 
 
 def _member_chunks(occurrences: Iterable[Occurrence], size: int) -> Iterator[list[Occurrence]]:

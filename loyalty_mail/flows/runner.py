@@ -38,9 +38,10 @@ def build_planner(settings: Settings, dialect: str) -> Planner:
 
 
 def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
-    missing = [f"flow '{f.name}': no email template '{f.template}' in templates/ "
+    missing = [f"flow '{f.name}': no email template '{template}' in templates/ "
                f"(emails: {', '.join(renderer.catalog.names) or 'none'})"
-               for f in settings.flows if f.template not in renderer.catalog.variants]
+               for f in settings.flows for template in f.templates()
+               if template not in renderer.catalog.variants]
     if missing:
         from ..errors import ConfigError
         raise ConfigError(missing)
@@ -95,7 +96,7 @@ def write_previews(plan: Plan, renderer: Renderer, engine: sa.Engine, out: Path)
         for send in plan.sends:
             occ = send.occurrence
             member = member_profile(conn, occ.member_id, recent=0).member
-            email = renderer.render(occ.flow.template, member, now=send.scheduled_for, tracked=False,
+            email = renderer.render(occ.template or occ.flow.template, member, now=send.scheduled_for, tracked=False,
                                     flow={"name": occ.flow.name}, occurrence=occ.data)
             folder = out / occ.flow.name
             folder.mkdir(parents=True, exist_ok=True)

@@ -472,6 +472,17 @@ def parse_event_where(filters: Any, doc: YamlDocument, path: PathKey
         return (), parser.problems
 
 
+def parse_rule(value: Any, doc: YamlDocument, path: PathKey, ladder: TierLadder
+               ) -> tuple[Rule | None, list[Problem]]:
+    """One rule written inline at `path` of `doc` (a journey's `exit_when:` or a branch's `if:`):
+    the rule, or None and the problems found in it (with file:line)."""
+    parser = SegmentParser(doc, ladder)
+    try:
+        return parser.rule(value, path, 0), parser.problems
+    except (_Invalid, _TooLarge):
+        return None, parser.problems
+
+
 def flow_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     """A config check (see config.load_settings): each flow's `where:` as an event filter."""
     flows = data.get("flows")
