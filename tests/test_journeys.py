@@ -212,7 +212,7 @@ def test_recording_a_plan_twice_or_after_a_crash_neither_repeats_nor_skips_a_ste
     engine.dispose()
 
 
-def test_check_reports_an_edit_that_removes_the_step_members_wait_at_and_they_exit(program):
+def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_exit(program):
     journey(program)
     program.load("members", [member("M1", joined_at=JOINED), member("M2", joined_at=JOINED)], at=JOINED)
     once(program, "2026-11-20T10:05:00+07:00")
@@ -228,7 +228,7 @@ def test_check_reports_an_edit_that_removes_the_step_members_wait_at_and_they_ex
     assert len(sends(program)) == 2
 
 
-def test_journey_mistakes_are_reported_at_their_line(program):
+def test_journey_mistakes_come_with_their_line(program):
     journey(program, """\
   - name: broken
     trigger: welcome
@@ -238,16 +238,22 @@ def test_journey_mistakes_are_reported_at_their_line(program):
       - branch: {if: {tier: {at_least: diamond}}, then: [{send: welcome}]}
       - jump: somewhere
 """)
+    written = (program.dir / "config.yaml").read_text().splitlines()
+
+    def line(text: str) -> int:
+        return next(i for i, row in enumerate(written, 1) if text in row)
+
     result = program.run("check")
-    assert result.exit_code != 0
-    lines = result.output
-    assert "config.yaml:37" in lines and "wait: " in lines, lines
-    assert "diamond" in lines and "config.yaml:38" in lines, lines
-    assert "config.yaml:39" in lines and "exactly one of send, wait, wait_until, branch" in lines, lines
-    assert "Traceback" not in lines
+    assert result.exit_code == 1
+    output = result.output
+    assert f"config.yaml:{line('wait: soon')}:15: flow 'broken': wait: expected a duration" in output
+    assert f"config.yaml:{line('diamond')}:40: field 'tier': at_least: unknown tier 'diamond'" in output
+    assert (f"config.yaml:{line('jump:')}:9: flow 'broken': a step has exactly one of send, wait, "
+            "wait_until, branch (found jump)") in output
+    assert "Traceback" not in output
 
 
-def test_report_by_flow_and_step(program):
+def test_the_series_by_flow_and_step(program):
     journey(program)
     program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
     once(program, "2026-11-20T10:05:00+07:00")
@@ -255,6 +261,6 @@ def test_report_by_flow_and_step(program):
     result = program.run("report", "--by", "flow,step", "--format", "json", "--since", "2026-11-01",
                          "--until", "2026-12-01", at="2026-11-24T10:00:00+07:00")
     assert result.exit_code == 0, result.output
-    rows = {(r["flow"], r["step"]): r for r in json.loads(result.stdout)}
+    rows = {(r["flow"], r["step"]): r for r in json.loads(result.stdout)["rows"]}
     assert rows[("welcome_series", "welcome")]["sent"] == 1
     assert rows[("welcome_series", "welcome_reminder")]["sent"] == 1

@@ -15,6 +15,7 @@ or takes its on_timeout steps once the timeout passes. Past the last step: `$end
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -326,3 +327,44 @@ class Walker:
         else:   # not started yet: the trigger's delay
             position = Position(occ.member_id, journey.flow, instance, "", 0, "entering", at, zone)
         self.plan.add_position(position)
+
+
+# -- an edit and the members in flight --------------------------------------------------------
+
+def edits_in_flight(engine: sa.Engine, journeys: dict[str, Journey], disabled: set[str]) -> list[str]:
+    """What the journeys as configured now do to the members in flight (open instances in
+    journey_steps): one line per journey; empty when the database holds none yet."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        return []
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(journey_steps_table.name):
+                return []
+            recorded = journeys_recorded(conn)
+            standing = {flow: positions_by_step(conn, flow) for flow in sorted(set(recorded) | set(journeys))}
+    except sa.exc.OperationalError as exc:
+        return [f"journeys in flight: not checked, the database is not reachable ({str(exc).splitlines()[0]})"]
+    lines = []
+    for flow, at in standing.items():
+        total = sum(at.values())
+        if not total:
+            continue
+        journey = journeys.get(flow)
+        if journey is None:
+            lines.append(f"journey {flow}: {_members(total)} in it, and it is no longer a journey in "
+                         "config.yaml: they stay where they are until it returns")
+            continue
+        if flow in disabled:
+            lines.append(f"journey {flow}: {_members(total)} in it, and it is disabled: they wait where "
+                         "they are until it is enabled")
+        removed = {step: n for step, n in at.items() if step not in journey.by_id}
+        for step, n in sorted(removed.items()):
+            lines.append(f"journey {flow}: {_members(n)} at step {step}, which this edit removes: they will exit")
+        if not removed:
+            lines.append(f"journey {flow}: {_members(total)} in flight, every one at a step that remains")
+    return lines
+
+
+def _members(n: int) -> str:
+    return f"{n:,} member{'' if n == 1 else 's'} {'is' if n == 1 else 'are'}"
