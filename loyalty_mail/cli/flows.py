@@ -39,7 +39,7 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
         rows.append({"decision": "position", "flow": position.flow, "member_id": position.member_id,
                      "occurrence": position.instance, "step": position.step, "step_number": position.number,
                      "until": position.until.isoformat() if position.until else None,
-                     "reason": position.text()})
+                     "reason": position.summary()})
     return rows
 
 
@@ -171,7 +171,7 @@ def _explained(flow: FlowExplanation) -> list[str]:
     lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
              + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
     lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
-    lines += [position.text() for position in flow.journey]
+    lines += [position.summary() for position in flow.journey]
     lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
               for row in flow.recorded]
     if flow.reason:

@@ -38,20 +38,20 @@ END, EXIT = "$end", "$exit"
 
 
 @dataclass(frozen=True)
-class Send:
+class SendStep:
     id: str
     template: str
 
 
 @dataclass(frozen=True)
-class Wait:
+class WaitStep:
     id: str
     duration: Duration | None      # or
     until: dtime | None            # the next time of day, member's zone
 
 
 @dataclass(frozen=True)
-class WaitUntil:
+class WaitUntilStep:
     id: str
     event: str | None              # an event of this type, or
     segment: str | None            # entering this segment
@@ -60,14 +60,14 @@ class WaitUntil:
 
 
 @dataclass(frozen=True)
-class Branch:
+class BranchStep:
     id: str
     condition: Rule
     then: tuple[Step, ...]
     otherwise: tuple[Step, ...]
 
 
-Step = Union[Send, Wait, WaitUntil, Branch]
+Step = Union[SendStep, WaitStep, WaitUntilStep, BranchStep]
 
 
 @dataclass(frozen=True)
@@ -91,19 +91,19 @@ class Journey:
     def rules(self) -> list[Rule]:
         """Every rule the journey evaluates: exit_when and each branch's condition."""
         return ([self.exit_when] if self.exit_when is not None else []) + [
-            s.condition for s in self.by_id.values() if isinstance(s, Branch)]
+            s.condition for s in self.by_id.values() if isinstance(s, BranchStep)]
 
     def templates(self) -> list[str]:
-        return [s.template for s in self.by_id.values() if isinstance(s, Send)]
+        return [s.template for s in self.by_id.values() if isinstance(s, SendStep)]
 
 
 def describe(step: Step) -> str:
     """`send welcome`, `wait 3 days`, `wait_until purchase`, `branch`: a step in a few words."""
-    if isinstance(step, Send):
+    if isinstance(step, SendStep):
         return f"send {step.template}"
-    if isinstance(step, Wait):
+    if isinstance(step, WaitStep):
         return f"wait {step.duration}" if step.duration else f"wait until {step.until:%H:%M}"
-    if isinstance(step, WaitUntil):
+    if isinstance(step, WaitUntilStep):
         return f"wait_until {step.event or 'segment ' + str(step.segment)}"
     return "branch"
 
@@ -118,10 +118,10 @@ def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None) -> Journey
             journey.number[step.id] = len(journey.number) + 1
             nxt = block[i + 1].id if i + 1 < len(block) else follow
             journey.after[step.id] = nxt
-            if isinstance(step, Branch):
+            if isinstance(step, BranchStep):
                 journey.then_next[step.id] = walk(step.then, nxt)
                 journey.else_next[step.id] = walk(step.otherwise, nxt)
-            elif isinstance(step, WaitUntil):
+            elif isinstance(step, WaitUntilStep):
                 journey.timeout_next[step.id] = walk(step.on_timeout, nxt)
         return block[0].id if block else follow
 
@@ -196,7 +196,7 @@ class _Parser:
             if not isinstance(template, str) or not template:
                 self.fail(here, f"send: takes a template name, e.g. send: welcome (found {body!r})")
                 return None
-            return Send(self.ident(explicit, template), template)
+            return SendStep(self.ident(explicit, template), template)
         if kind == "wait":
             if isinstance(body, dict):
                 until = body.get("until")
@@ -205,17 +205,17 @@ class _Parser:
                                     f"day in the member's time zone (found {body!r})")
                     return None
                 clock = dtime(int(until[:2]), int(until[3:]))
-                return Wait(self.ident(explicit, f"wait_until_{until.replace(':', '')}"), None, clock)
+                return WaitStep(self.ident(explicit, f"wait_until_{until.replace(':', '')}"), None, clock)
             duration = self.duration(body, here, "wait:")
             if duration is None:
                 return None
-            return Wait(self.ident(explicit, f"wait_{duration.amount}_{duration.unit}s"), duration, None)
+            return WaitStep(self.ident(explicit, f"wait_{duration.amount}_{duration.unit}s"), duration, None)
         if kind == "wait_until":
             return self.wait_until(body, value.get("on_timeout", []), path, explicit, depth)
         return self.branch(body, path, explicit, depth)
 
     def wait_until(self, body: Any, on_timeout: Any, path: PathKey, explicit: str | None,
-                   depth: int) -> WaitUntil | None:
+                   depth: int) -> WaitUntilStep | None:
         here = path + ("wait_until",)
         if not isinstance(body, dict) or "timeout" not in body or len(
                 [k for k in ("event", "segment") if k in body]) != 1 or set(body) - {"event", "segment", "timeout"}:
@@ -230,10 +230,10 @@ class _Parser:
         steps = self.block(on_timeout, path + ("on_timeout",), depth + 1)
         if timeout is None:
             return None
-        return WaitUntil(self.ident(explicit, f"wait_until_{target}"), body.get("event"),
+        return WaitUntilStep(self.ident(explicit, f"wait_until_{target}"), body.get("event"),
                          body.get("segment"), timeout, steps)
 
-    def branch(self, body: Any, path: PathKey, explicit: str | None, depth: int) -> Branch | None:
+    def branch(self, body: Any, path: PathKey, explicit: str | None, depth: int) -> BranchStep | None:
         here = path + ("branch",)
         if not isinstance(body, dict) or "if" not in body or set(body) - {"if", "then", "else"}:
             self.fail(here, f"branch: takes {{if: RULE, then: [steps], else: [steps]}} (found {body!r})")
@@ -245,7 +245,7 @@ class _Parser:
         if rule is None:
             return None
         digest = hashlib.sha256(json.dumps(body["if"], sort_keys=True, default=str).encode()).hexdigest()[:6]
-        return Branch(self.ident(explicit, f"branch_{digest}"), rule, then, otherwise)
+        return BranchStep(self.ident(explicit, f"branch_{digest}"), rule, then, otherwise)
 
     def duration(self, value: Any, path: PathKey, what: str) -> Duration | None:
         try:
@@ -288,9 +288,9 @@ def _all(steps: tuple[Step, ...]) -> list[Step]:
     out: list[Step] = []
     for step in steps:
         out.append(step)
-        if isinstance(step, Branch):
+        if isinstance(step, BranchStep):
             out += _all(step.then) + _all(step.otherwise)
-        elif isinstance(step, WaitUntil):
+        elif isinstance(step, WaitUntilStep):
             out += _all(step.on_timeout)
     return out
 

@@ -30,7 +30,7 @@ from ..config import FlowSettings
 from ..models import events_table, journey_steps_table, members_table
 from ..segments.compiler import Context, compile_rule
 from ..segments.spec import Rule
-from .journey_spec import END, EXIT, Branch, Journey, Send, Wait, WaitUntil, describe
+from .journey_spec import END, EXIT, BranchStep, Journey, SendStep, WaitStep, WaitUntilStep, describe
 from .occurrences import MEMBER_COLUMNS, Occurrence, _member, _stream
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Position:
     zone: str
     note: str = ""               # why a due step waits (frequency cap)
 
-    def text(self) -> str:
+    def summary(self) -> str:
         when = ""
         if self.until is not None:
             local = self.until.astimezone(ZoneInfo(self.zone))
@@ -139,7 +139,7 @@ def journeys_recorded(conn: sa.Connection) -> list[str]:
 
 # -- time ------------------------------------------------------------------------------------
 
-def wait_end(step: Wait, start: datetime, zone: ZoneInfo) -> datetime:
+def wait_end(step: WaitStep, start: datetime, zone: ZoneInfo) -> datetime:
     """When a wait that began at `start` ends. Whole days keep the local time of day across a
     DST change; a time of day is the next one strictly after `start`, in the member's zone."""
     if step.until is not None:
@@ -220,10 +220,10 @@ class Walker:
             self._row(occ, occ.key, EXIT, "exited", self.plan.now, None,
                       f"step {step_id} is no longer in the journey")
             return
-        if isinstance(step, Branch):
+        if isinstance(step, BranchStep):
             nxt = journey.then_next[step.id] if data["outcome"] == "then" else journey.else_next[step.id]
             self._walk(occ, occ.key, {}, nxt, reached, step_id)
-        elif isinstance(step, WaitUntil):
+        elif isinstance(step, WaitUntilStep):
             self._walk(occ, occ.key, {}, step.id, reached, step_id, waiting=(reached, ready))
         else:
             self._walk(occ, occ.key, {}, journey.after[step.id], ready or reached, step_id)
@@ -242,7 +242,7 @@ class Walker:
                 return
             if waiting is not None:  # a wait_until reached earlier (or just now): resolve it
                 step = journey.by_id[cursor or ""]
-                assert isinstance(step, WaitUntil)
+                assert isinstance(step, WaitUntilStep)
                 reached, timeout = waiting
                 came = (facts.event_after(step.event, occ.member_ref, reached, min(now, timeout))
                         if step.event else now if step.segment and facts.holds_segment(step.segment, occ.member_ref)
@@ -261,7 +261,7 @@ class Walker:
             if at > now:
                 break
             step = journey.by_id[cursor]
-            if isinstance(step, Send):
+            if isinstance(step, SendStep):
                 send_occ = Occurrence(
                     flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
                     timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
@@ -284,11 +284,11 @@ class Walker:
                     self._row(occ, instance, EXIT, "exited", at, None, f"left the journey: {decided.reason}")
                     return
                 last, cursor = step.id, journey.after[step.id]
-            elif isinstance(step, Wait):
+            elif isinstance(step, WaitStep):
                 end = wait_end(step, at, zone)
                 self._row(occ, instance, step.id, "waiting", at, end, describe(step))
                 at, last, cursor = end, step.id, journey.after[step.id]
-            elif isinstance(step, WaitUntil):
+            elif isinstance(step, WaitUntilStep):
                 timeout = at + step.timeout.span()
                 self._row(occ, instance, step.id, "waiting", at, timeout, describe(step))
                 waiting, last = (at, timeout), step.id

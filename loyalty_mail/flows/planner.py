@@ -35,13 +35,13 @@ from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
 from ..segments.compiler import compile_rule, event_filter
-from ..segments.spec import Rule, ValueRule, parse_event_where, references
+from ..segments.spec import ValueRule, parse_event_where, references
 from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from . import journeys, ledger
 from . import occurrences as triggers
-from .journey_spec import END, Journey, Send, WaitUntil, parse_journey
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, parse_journey
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -218,7 +218,7 @@ class Planner:
     @staticmethod
     def _journey_references(journey: Journey, segments: SegmentCatalog) -> list[str]:
         names = [ref.name for rule in journey.rules() for ref in references(rule)]
-        names += [s.segment for s in journey.by_id.values() if isinstance(s, WaitUntil) and s.segment]
+        names += [s.segment for s in journey.by_id.values() if isinstance(s, WaitUntilStep) and s.segment]
         return [f"flow '{journey.flow}': unknown segment '{name}' (segments: "
                 f"{', '.join(sorted(segments.segments)) or 'none'})"
                 for name in dict.fromkeys(names) if name not in segments.segments]
@@ -376,7 +376,7 @@ class Planner:
         """A trigger occurrence of a journey: enter it, or record why not (`$end`). Suppression,
         the frequency cap and quiet hours apply to each send step, not to the entry."""
         flow, now = occ.flow, plan.now
-        first_send = next((s for s in journey.by_id.values() if isinstance(s, Send)), None)
+        first_send = next((s for s in journey.by_id.values() if isinstance(s, SendStep)), None)
         refusal: tuple[str, str] | None = None
         if occ.superseded_by:
             refusal = ("skipped", f"superseded by {occ.superseded_by} of the same moment")
@@ -461,7 +461,7 @@ class Planner:
         return {ref: count for ref, count in rows}
 
 
-def _step_occurrence(occ: Occurrence, instance: str, step: Send, at: datetime, reason: str) -> Occurrence:
+def _step_occurrence(occ: Occurrence, instance: str, step: SendStep, at: datetime, reason: str) -> Occurrence:
     """The occurrence of one send step of a journey instance: key `<instance>/<step id>`."""
     return Occurrence(flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
                       timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
