@@ -267,7 +267,7 @@ class Walker:
                     timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
                     occurred_at=at, due_at=at,
                     reason=f"{journey.flow} step {journey.number[step.id]}: send {step.template}",
-                    data={**data, "step": step.id} if data else {"kind": "journey", "step": step.id},
+                    data={**(data or {"kind": "journey"}), "key": f"{instance}/{step.id}", "step": step.id},
                     template=step.template)
                 decided = self.decide_send(send_occ)
                 if isinstance(decided, PlannedSend):

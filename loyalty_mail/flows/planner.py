@@ -465,7 +465,8 @@ def _step_occurrence(occ: Occurrence, instance: str, step: SendStep, at: datetim
     """The occurrence of one send step of a journey instance: key `<instance>/<step id>`."""
     return Occurrence(flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
                       timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
-                      occurred_at=at, due_at=at, reason=reason, data={**occ.data, "step": step.id},
+                      occurred_at=at, due_at=at, reason=reason,
+                      data={**occ.data, "key": f"{instance}/{step.id}", "step": step.id},
                       template=step.template)
 
 
