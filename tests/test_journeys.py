@@ -6,13 +6,19 @@ an edit while members are in flight."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from loyalty_mail.models import journey_steps_table, sends_table, tracking_events_table
 
-from .flow_program import Program, member
+from .flow_program import SECRET, Program, member
 
 SERIES = """\
   - name: welcome_series
@@ -116,7 +122,8 @@ def test_a_member_goes_through_the_series_and_times_out_waiting_for_a_purchase(p
 
 
 def test_an_open_takes_the_then_branch_and_a_purchase_ends_the_wait_early(program):
-    journey(program, SERIES.replace("    exit_when: {purchases: {count: {gte: 1}}}\n", ""))
+    journey(program, SERIES.replace("    exit_when: {purchases: {count: {gte: 1}}}\n", "").replace(
+        "flow: welcome_series}", "flow: welcome_series, step: welcome}"))
     program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
     once(program, "2026-11-20T10:05:00+07:00")
     engine = engine_of(program)
@@ -264,3 +271,76 @@ def test_the_series_by_flow_and_step(program):
     rows = {(r["flow"], r["step"]): r for r in json.loads(result.stdout)["rows"]}
     assert rows[("welcome_series", "welcome")]["sent"] == 1
     assert rows[("welcome_series", "welcome_reminder")]["sent"] == 1
+
+
+QUICK = """\
+  - name: quick
+    trigger: welcome
+    frequency_cap: false
+    quiet_hours: false
+    steps:
+      - send: welcome
+      - wait: 2 seconds
+      - send: welcome_reminder
+      - wait: 2 seconds
+      - send: first_purchase_nudge
+"""
+
+
+@pytest.mark.slow
+def test_killing_the_planning_daemon_between_steps_neither_repeats_nor_skips_one(sqlite_program, tmp_path):
+    """Two real daemons on one SQLite database and a real SMTP server; the one planning is killed
+    with SIGKILL while members are between steps; the other takes over and every member gets each
+    of the three emails once."""
+    from .test_delivery import SmtpSink, start_sink
+
+    members = 150
+    program = journey(sqlite_program, QUICK)
+    sink = SmtpSink()
+    controller = start_sink(sink)
+    config = (program.dir / "config.yaml").read_text().replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}',
+        f"quiet_hours: null\n  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {sink.port}, security: none}}\n"
+        "  batch_size: 20\n  lease: 3 seconds")
+    (program.dir / "config.yaml").write_text(config)
+    joined = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    program.load("members", [{"member_id": f"Q{n:04d}", "email": f"q{n}@example.com", "timezone": "UTC",
+                              "joined_at": joined} for n in range(members)], at=None)
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    base = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database", program.url]
+    logs = [(tmp_path / f"daemon{n}.log").open("w") for n in range(2)]
+    daemons = [subprocess.Popen(base + ["daemon", "--interval", "0.5"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=logs[n]) for n in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(sink.messages) < members + 20:    # all welcomes, and some reminders: mid-journey
+            assert time.monotonic() < deadline, f"{len(sink.messages)} messages in 60 s"
+            time.sleep(0.05)
+        for daemon in daemons:       # the planner: the one holding the lock (the first, most likely)
+            daemon.send_signal(signal.SIGKILL)
+            break
+        deadline = time.monotonic() + 120
+        while sum(1 for step, _ in steps(program) if step == "$end") < members:
+            assert time.monotonic() < deadline, f"not done in 120 s: {len(sink.messages)} messages"
+            time.sleep(0.5)
+        while {s[2] for s in sends(program)} & {"planned", "sending", "retry"}:
+            assert time.monotonic() < deadline, "deliveries still pending after 120 s"
+            time.sleep(0.5)
+    finally:
+        for daemon in daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+        for daemon in daemons:
+            daemon.wait(timeout=60)
+        for log in logs:
+            log.close()
+        controller.stop()
+    rows = sends(program)
+    assert len(rows) == 3 * members                          # no step skipped (and none twice: unique)
+    assert sorted({key for key, _, _ in rows}) == ["welcome/first_purchase_nudge", "welcome/welcome",
+                                                   "welcome/welcome_reminder"]
+    received = sink.send_ids()
+    assert len(received) == len(set(received))               # no email delivered twice
+    unknown = [r for r in rows if r[2] == "unknown"]         # in the killed process's hands, if it was delivering
+    assert {r[2] for r in rows} <= {"sent", "unknown"} and len(unknown) <= 8
+    assert len(received) >= 3 * members - len(unknown)

@@ -19,7 +19,7 @@ import os
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -174,7 +174,8 @@ class ChunkFacts:
     def holds(self, rule: Rule, member_ref: int) -> bool:
         if id(rule) not in self._rules:
             m = members_table
-            query = sa.select(m.c.id).where(m.c.id.in_(self.refs), compile_rule(rule, self.ctx()))
+            ctx = replace(self.ctx(), members=tuple(self.refs))  # aggregates for this chunk alone
+            query = sa.select(m.c.id).where(m.c.id.in_(self.refs), compile_rule(rule, ctx))
             self._rules[id(rule)] = {r.id for r in self.conn.execute(query)}
         return member_ref in self._rules[id(rule)]
 

@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
-from ..segments.compiler import compile_rule, event_filter
+from ..segments.compiler import Context, compile_rule, event_filter
 from ..segments.spec import ValueRule, parse_event_where, references
 from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
@@ -201,6 +201,7 @@ class Planner:
                 if wrong:
                     raise ConfigError(wrong)
                 self.event_where[f.name] = where
+        self._last_context: Context | None = None
         self.journeys: dict[str, Journey] = {}
         ladder = TierLadder.from_settings(settings.tiers)
         for f in settings.flows:
@@ -325,6 +326,12 @@ class Planner:
             assert audience is not None
             yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)
 
+    def _context(self, now: datetime) -> Context:
+        """The segment language's context at `now`, built once per instant (it lists every time zone)."""
+        if self._last_context is None or self._last_context.at != now:
+            self._last_context = context_for(self.settings, self.segments, now, self.dialect)
+        return self._last_context
+
     def _segment_condition(self, name: str, now: datetime) -> sa.ColumnElement[bool]:
         ctx = context_for(self.settings, self.segments, now, self.dialect)
         return compile_rule(self.segments.segments[name].rule, ctx)
@@ -340,7 +347,7 @@ class Planner:
         journey_flows = sorted(f for f in flows if f in self.journeys)
         started = journeys.started(conn, refs, journey_flows, plan.now) if journey_flows else set()
         busy = {(o.member_ref, o.flow.name) for o in chunk if o.data.get("kind") == "journey"}
-        facts = ChunkFacts(conn, refs, lambda: context_for(self.settings, self.segments, plan.now, self.dialect),
+        facts = ChunkFacts(conn, refs, lambda: self._context(plan.now),
                            plan.now, min((o.occurred_at for o in chunk), default=plan.now),
                            lambda name: self.segments.segments[name].rule)
 

@@ -66,6 +66,9 @@ class Context:
     dialect: str = "sqlite"
     zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
     timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
+    # Only these members are asked about (a journey's chunk): per-member aggregates over events and
+    # sends, and shared segments, are computed for them alone instead of for every member.
+    members: tuple[int, ...] | None = None
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -125,7 +128,10 @@ class _Shared:
             condition = _Compiler(ctx, shared=self).rule(ctx.catalog.get(name).rule, (name,), negated=False,
                                                          top=True)
             label = f"segment_{name}" if len(name) <= 55 else f"segment_{len(self.ctes) + 1}"
-            self.ctes[name] = sa.select(members_table.c.id).where(condition).cte(label)
+            query = sa.select(members_table.c.id).where(condition)
+            if ctx.members is not None:
+                query = query.where(members_table.c.id.in_(ctx.members))
+            self.ctes[name] = query.cte(label)
             self.building.discard(name)
         return self.ctes[name]
 
@@ -498,6 +504,8 @@ class _Compiler:
             query = sa.select(s.c.member_ref).select_from(t.join(s, s.c.send_id == t.c.send_id)).where(*where)
         if rule.flow:
             query = query.where(s.c.flow == rule.flow)
+        if rule.step:  # a journey's send: occurrence key `<instance>/<step id>`
+            query = query.where(s.c.occurrence_key.endswith(f"/{rule.step}", autoescape=True))
         return query
 
     def _aggregate_membership(self, where: list[Any], aggregate: sa.ColumnElement[Any],
@@ -511,6 +519,8 @@ class _Compiler:
         """Members whose `aggregate` over `query`'s rows (grouped per member) satisfies `ops`;
         members with no rows count as 0, so `count: 0` becomes NOT IN the members with some."""
         holds = sa.and_(*(compare(aggregate, op, self.ctx.dialect) for op in ops))
+        if self.ctx.members is not None:
+            query = query.where(member_ref.in_(self.ctx.members))
         grouped = query.group_by(member_ref)
         if all(holds_for_number(Decimal(0), op) for op in ops):
             return self.m.c.id.not_in(grouped.having(sa.not_(holds)))
