@@ -80,28 +80,63 @@ class Position:
 
 # -- reading journey_steps ------------------------------------------------------------------
 
-def in_flight(conn: sa.Connection, flow: FlowSettings, now: datetime,
-              members: list[int] | None, zone_default: str) -> Iterator[Occurrence]:
-    """Each open instance of the journey (no `$end`/`$exit` by `now`), as an occurrence whose
-    data holds its latest row, in member order."""
-    j, m = journey_steps_table, members_table
-    t = j.alias("closing")
-    closed = sa.exists().where(t.c.member_ref == j.c.member_ref, t.c.flow == j.c.flow,
-                               t.c.instance == j.c.instance, t.c.step.in_(TERMINAL), t.c.created_at <= now)
-    query = (sa.select(*MEMBER_COLUMNS, j.c.id.label("row_id"), j.c.instance, j.c.step, j.c.outcome,
-                       j.c.reached_at, j.c.ready_at)
-             .join(m, m.c.id == j.c.member_ref)
-             .where(j.c.flow == flow.name, j.c.created_at <= now, ~closed)
-             .order_by(j.c.member_ref, j.c.instance, j.c.id))
+def _latest(flow: str, now: datetime) -> sa.Select[Any]:
+    """The latest row of each open instance of the journey (recorded by `now`): where its member is."""
+    j = journey_steps_table
+    later = j.alias("later")
+    return (sa.select(j.c.id.label("row_id"), j.c.member_ref, j.c.instance, j.c.step, j.c.outcome,
+                      j.c.reached_at, j.c.ready_at)
+            .where(j.c.flow == flow, j.c.created_at <= now, j.c.step.not_in(TERMINAL),
+                   ~sa.exists().where(later.c.member_ref == j.c.member_ref, later.c.flow == j.c.flow,
+                                      later.c.instance == j.c.instance, later.c.id > j.c.id,
+                                      later.c.created_at <= now)))
+
+
+def _acting(j: Any, journey: Journey, now: datetime, exit_condition: sa.ColumnElement[bool] | None
+            ) -> sa.ColumnElement[bool]:
+    """Instances (latest rows, columns `j`) with something to do at `now`: the next step is due,
+    the event a wait_until waits for came, the step is no longer in the journey, or exit_when
+    holds (`exit_condition`, over members). The rest only wait."""
+    e = events_table
+    acting = [j.ready_at <= now, j.step.not_in(list(journey.by_id))]
+    for step in journey.by_id.values():
+        if isinstance(step, WaitUntilStep) and step.event:
+            acting.append(sa.and_(j.step == step.id, sa.exists().where(
+                e.c.member_ref == j.member_ref, e.c.type == step.event, e.c.occurred_at > j.reached_at,
+                e.c.occurred_at <= now)))
+        elif isinstance(step, WaitUntilStep):
+            acting.append(j.step == step.id)   # a segment: decided by the walk
+    if exit_condition is not None:
+        acting.append(exit_condition)
+    return sa.or_(*acting)
+
+
+def in_flight(conn: sa.Connection, flow: FlowSettings, journey: Journey, now: datetime,
+              members: list[int] | None, exit_condition: sa.ColumnElement[bool] | None,
+              every: bool) -> Iterator[Occurrence]:
+    """Each open instance of the journey as an occurrence whose data holds its latest row, in
+    member order: every one (`every`, or `members` given), else only those with something to do
+    at `now` (`exit_condition`: exit_when compiled over members); `waiting` counts the others."""
+    latest = _latest(flow.name, now).subquery()
+    m = members_table
+    query = (sa.select(*MEMBER_COLUMNS, latest).join(m, m.c.id == latest.c.member_ref)
+             .order_by(latest.c.member_ref, latest.c.instance))
     if members is not None:
-        query = query.where(j.c.member_ref.in_(members))
-    latest = None
+        query = query.where(latest.c.member_ref.in_(members))
+    elif not every:
+        query = query.where(_acting(latest.c, journey, now, exit_condition))
     for row in _stream(conn, query):
-        if latest is not None and (row.id, row.instance) != (latest.id, latest.instance):
-            yield _position_occurrence(flow, latest)
-        latest = row
-    if latest is not None:
-        yield _position_occurrence(flow, latest)
+        yield _position_occurrence(flow, row)
+
+
+def waiting(conn: sa.Connection, journey: Journey, now: datetime,
+            exit_condition: sa.ColumnElement[bool] | None) -> dict[str, int]:
+    """How many open instances only wait at `now`, by step (those `in_flight` leaves out)."""
+    latest = _latest(journey.flow, now).subquery()
+    m = members_table
+    query = (sa.select(latest.c.step, sa.func.count()).join(m, m.c.id == latest.c.member_ref)
+             .where(~_acting(latest.c, journey, now, exit_condition)).group_by(latest.c.step))
+    return {step: int(count) for step, count in conn.execute(query)}
 
 
 def _position_occurrence(flow: FlowSettings, row: Any) -> Occurrence:

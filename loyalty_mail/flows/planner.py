@@ -41,7 +41,7 @@ from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from . import journeys, ledger
 from . import occurrences as triggers
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, parse_journey
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, parse_journey
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -244,7 +244,8 @@ class Planner:
         chosen = [f for f in self.flows if wanted is None or f.name in wanted]
         plan = plan if plan is not None else Plan(now)
         only = [member_ref] if member_ref is not None else None if members is None else sorted(members)
-        streams = [self._occurrences(conn, flow, now, only) for flow in chosen]
+        every = plan.keep   # a plan that lists its decisions lists every member in a journey too
+        streams = [self._occurrences(conn, flow, now, only, every) for flow in chosen]
         merged = heapq.merge(*streams, key=lambda o: o.member_ref)
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
@@ -253,6 +254,14 @@ class Planner:
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
+        if only is None and not every:   # the members who only wait were not streamed: count them
+            for flow in chosen:
+                journey = self.journeys.get(flow.name)
+                if journey is not None:
+                    for step, count in journeys.waiting(conn, journey, now,
+                                                        self._exit_condition(journey, now)).items():
+                        if step in journey.by_id:
+                            plan.at_step[(flow.name, journey.number[step], describe(journey.by_id[step]))] += count
         return plan
 
     def explain(self, conn: sa.Connection, member_id: str, at: datetime) -> Explanation:
@@ -291,7 +300,7 @@ class Planner:
     # -- occurrences -------------------------------------------------------------------------
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
-                     members: list[int] | None) -> Iterator[Occurrence]:
+                     members: list[int] | None, every: bool = True) -> Iterator[Occurrence]:
         window = Window.for_flow(flow, self.settings, now)
         zone = self.settings.program.default_timezone
         audience = self._segment_condition(flow.segment, now) if flow.segment else None
@@ -299,8 +308,10 @@ class Planner:
             only = members_table.c.id.in_(members) if len(members) != 1 else members_table.c.id == members[0]
             audience = only if audience is None else sa.and_(audience, only)
         if flow.is_journey:
-            yield from heapq.merge(self._triggered(conn, flow, now, window, audience, zone),
-                                   journeys.in_flight(conn, flow, now, members, zone),
+            journey = self.journeys[flow.name]
+            positions = journeys.in_flight(conn, flow, journey, now, members, self._exit_condition(journey, now),
+                                           every)
+            yield from heapq.merge(self._triggered(conn, flow, now, window, audience, zone), positions,
                                    key=lambda o: o.member_ref)
         else:
             yield from self._triggered(conn, flow, now, window, audience, zone)
@@ -325,6 +336,9 @@ class Planner:
         else:
             assert audience is not None
             yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)
+
+    def _exit_condition(self, journey: Journey, now: datetime) -> sa.ColumnElement[bool] | None:
+        return None if journey.exit_when is None else compile_rule(journey.exit_when, self._context(now))
 
     def _context(self, now: datetime) -> Context:
         """The segment language's context at `now`, built once per instant (it lists every time zone)."""
