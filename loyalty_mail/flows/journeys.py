@@ -113,20 +113,24 @@ def _acting(j: Any, journey: Journey, now: datetime, exit_condition: sa.ColumnEl
 
 def in_flight(conn: sa.Connection, flow: FlowSettings, journey: Journey, now: datetime,
               members: list[int] | None, exit_condition: sa.ColumnElement[bool] | None,
-              every: bool) -> Iterator[Occurrence]:
+              every: bool, rules: list[tuple[Rule, sa.ColumnElement[bool]]]) -> Iterator[Occurrence]:
     """Each open instance of the journey as an occurrence whose data holds its latest row, in
     member order: every one (`every`, or `members` given), else only those with something to do
-    at `now` (`exit_condition`: exit_when compiled over members); `waiting` counts the others."""
+    at `now` (`exit_condition`: exit_when compiled over members); `waiting` counts the others.
+    `rules` (the journey's rules, compiled) are evaluated in the same query, once for all."""
     latest = _latest(flow.name, now).subquery()
     m = members_table
-    query = (sa.select(*MEMBER_COLUMNS, latest).join(m, m.c.id == latest.c.member_ref)
+    held = [sa.case((condition, 1), else_=0).label(f"rule_{n}") for n, (_, condition) in enumerate(rules)]
+    query = (sa.select(*MEMBER_COLUMNS, latest, *held).join(m, m.c.id == latest.c.member_ref)
              .order_by(latest.c.member_ref, latest.c.instance))
     if members is not None:
         query = query.where(latest.c.member_ref.in_(members))
     elif not every:
         query = query.where(_acting(latest.c, journey, now, exit_condition))
     for row in _stream(conn, query):
-        yield _position_occurrence(flow, row)
+        occ = _position_occurrence(flow, row)
+        occ.data["rules"] = {id(rule): bool(row._mapping[f"rule_{n}"]) for n, (rule, _) in enumerate(rules)}
+        yield occ
 
 
 def waiting(conn: sa.Connection, journey: Journey, now: datetime,
@@ -329,16 +333,24 @@ class Walker:
                 self._row(occ, instance, step.id, "waiting", at, timeout, describe(step))
                 waiting, last = (at, timeout), step.id
             else:
-                held = facts.holds(step.condition, occ.member_ref)
+                held = self._holds(occ, step.condition)
                 self._row(occ, instance, step.id, "then" if held else "else", at, at,
                           "the condition held" if held else "the condition did not hold")
                 last = step.id
                 cursor = journey.then_next[step.id] if held else journey.else_next[step.id]
         self._position(occ, instance, last, cursor, at, waiting, zone_name, note)
 
+    def _holds(self, occ: Occurrence, rule: Rule) -> bool:
+        """Whether `rule` holds for the member at `now`: from the in-flight query, else asked once
+        per chunk."""
+        known = occ.data.get("rules")
+        if known is not None and id(rule) in known:
+            return bool(known[id(rule)])
+        return self.facts.holds(rule, occ.member_ref)
+
     def _exits(self, occ: Occurrence, instance: str, at: datetime) -> bool:
         rule = self.journey.exit_when
-        if rule is None or not self.facts.holds(rule, occ.member_ref):
+        if rule is None or not self._holds(occ, rule):
             return False
         self._row(occ, instance, EXIT, "exited", self.plan.now, None, "exit_when matched")
         return True

@@ -309,8 +309,10 @@ class Planner:
             audience = only if audience is None else sa.and_(audience, only)
         if flow.is_journey:
             journey = self.journeys[flow.name]
+            ctx = self._context(now)
+            rules = [(rule, compile_rule(rule, ctx)) for rule in journey.rules()]
             positions = journeys.in_flight(conn, flow, journey, now, members, self._exit_condition(journey, now),
-                                           every)
+                                           every, rules)
             yield from heapq.merge(self._triggered(conn, flow, now, window, audience, zone), positions,
                                    key=lambda o: o.member_ref)
         else:
@@ -358,8 +360,9 @@ class Planner:
         recorded = self._recorded(conn, refs, flows, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
         capped = self._capped_counts(conn, refs, plan.now) if self.settings.sending.frequency_cap else {}
-        journey_flows = sorted(f for f in flows if f in self.journeys)
-        started = journeys.started(conn, refs, journey_flows, plan.now) if journey_flows else set()
+        entering = sorted({o.flow.name for o in chunk if o.flow.name in self.journeys
+                           and o.data.get("kind") != "journey"})
+        started = journeys.started(conn, refs, entering, plan.now) if entering else set()
         busy = {(o.member_ref, o.flow.name) for o in chunk if o.data.get("kind") == "journey"}
         facts = ChunkFacts(conn, refs, lambda: self._context(plan.now),
                            plan.now, min((o.occurred_at for o in chunk), default=plan.now),
