@@ -92,6 +92,12 @@ def _latest(flow: str, now: datetime) -> sa.Select[Any]:
                                       later.c.created_at <= now)))
 
 
+def members_in(flow: str) -> sa.Select[Any]:
+    """The ids of the members with rows in the journey: what its rules are asked about."""
+    j = journey_steps_table
+    return sa.select(j.c.member_ref).where(j.c.flow == flow)
+
+
 def _acting(j: Any, journey: Journey, now: datetime, exit_condition: sa.ColumnElement[bool] | None
             ) -> sa.ColumnElement[bool]:
     """Instances (latest rows, columns `j`) with something to do at `now`: the next step is due,

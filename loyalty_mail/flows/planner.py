@@ -20,7 +20,7 @@ import hashlib
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -309,7 +309,7 @@ class Planner:
             audience = only if audience is None else sa.and_(audience, only)
         if flow.is_journey:
             journey = self.journeys[flow.name]
-            ctx = self._context(now)
+            ctx = self._in_flight_context(journey, now)
             rules = [(rule, compile_rule(rule, ctx)) for rule in journey.rules()]
             positions = journeys.in_flight(conn, flow, journey, now, members, self._exit_condition(journey, now),
                                            every, rules)
@@ -340,7 +340,13 @@ class Planner:
             yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)
 
     def _exit_condition(self, journey: Journey, now: datetime) -> sa.ColumnElement[bool] | None:
-        return None if journey.exit_when is None else compile_rule(journey.exit_when, self._context(now))
+        if journey.exit_when is None:
+            return None
+        return compile_rule(journey.exit_when, self._in_flight_context(journey, now))
+
+    def _in_flight_context(self, journey: Journey, now: datetime) -> Context:
+        """The context for a journey's rules over its members in flight: aggregates for them alone."""
+        return replace(self._context(now), members=journeys.members_in(journey.flow))
 
     def _context(self, now: datetime) -> Context:
         """The segment language's context at `now`, built once per instant (it lists every time zone)."""

@@ -66,9 +66,10 @@ class Context:
     dialect: str = "sqlite"
     zones: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(zoneinfo.available_timezones())))
     timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
-    # Only these members are asked about (a journey's chunk): per-member aggregates over events and
-    # sends, and shared segments, are computed for them alone instead of for every member.
-    members: tuple[int, ...] | None = None
+    # Only these members are asked about (a journey's chunk, or a query of the member ids in a
+    # journey): per-member aggregates over events and sends, and shared segments, are computed for
+    # them alone instead of for every member.
+    members: tuple[int, ...] | sa.Select[Any] | None = None
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
