@@ -344,3 +344,44 @@ def test_killing_the_planning_daemon_between_steps_neither_repeats_nor_skips_one
     unknown = [r for r in rows if r[2] == "unknown"]         # in the killed process's hands, if it was delivering
     assert {r[2] for r in rows} <= {"sent", "unknown"} and len(unknown) <= 8
     assert len(received) >= 3 * members - len(unknown)
+
+
+WINBACK = """\
+  - name: comeback
+    trigger: reengagement
+    segment: lapsed
+    frequency_cap: false
+    reentry: {max: 2, cooldown: 30 days}
+    exit_when: {days_since_last_purchase: {lt: 90}}
+    steps:
+      - send: reengagement
+      - wait: 3 days
+      - wait: {until: "10:00"}
+      - send: winback_last_chance
+"""
+
+
+def test_a_segment_entry_journey_enters_once_per_entry_and_a_purchase_ends_it(program):
+    journey(program, WINBACK)
+    bought = "2026-07-01T12:00:00+07:00"
+    program.load("members", [member("L1", joined_at="2025-01-01T10:00:00+07:00"),
+                             member("L2", joined_at="2025-01-01T10:00:00+07:00")], at=bought)
+    program.load("events", [{"member_id": m, "type": "purchase", "occurred_at": bought, "amount": 100000,
+                             "currency": "VND", "event_id": f"old-{m}"} for m in ("L1", "L2")], at=bought)
+    once(program, "2026-11-20T14:00:00+07:00")
+    assert sorted(k for k, _, _ in sends(program)) == ["segment:lapsed:1/reengagement"] * 2
+    # L2 buys: exit_when holds, L2 leaves; L1 waits 3 days, then until 10:00 local, then the last chance.
+    program.load("events", [{"member_id": "L2", "type": "purchase", "occurred_at": "2026-11-21T09:00:00+07:00",
+                             "amount": 100000, "currency": "VND", "event_id": "new-L2"}],
+                 at="2026-11-21T09:00:00+07:00")
+    once(program, "2026-11-21T09:05:00+07:00")
+    assert ("in comeback at step 3 (wait until 10:00, until 2026-11-24 10:00 Asia/Ho_Chi_Minh)"
+            in explain(program, "L1", "2026-11-23T15:00:00+07:00"))
+    once(program, "2026-11-24T09:59:00+07:00")
+    assert len(sends(program)) == 2
+    once(program, "2026-11-24T10:00:00+07:00")
+    assert sorted(k for k, _, _ in sends(program)) == ["segment:lapsed:1/reengagement"] * 2 + [
+        "segment:lapsed:1/winback_last_chance"]
+    # Still lapsed, but within the cooldown after the journey's last step: no second entry yet.
+    once(program, "2026-12-05T10:00:00+07:00")
+    assert len(sends(program)) == 3
