@@ -385,3 +385,31 @@ def test_a_segment_entry_journey_enters_once_per_entry_and_a_purchase_ends_it(pr
     # Still lapsed, but within the cooldown after the journey's last step: no second entry yet.
     once(program, "2026-12-05T10:00:00+07:00")
     assert len(sends(program)) == 3
+
+
+def test_later_steps_of_an_event_journey_still_see_the_event(program):
+    journey(program, """\
+  - name: after_purchase
+    trigger: event
+    event: purchase
+    frequency_cap: false
+    steps:
+      - send: points_receipt
+      - wait: 1 day
+      - {id: reminder, send: points_receipt}
+""")
+    program.load("members", [member("E1", joined_at=JOINED)], at=JOINED)
+    program.load("events", [{"member_id": "E1", "type": "purchase", "occurred_at": "2026-11-21T12:00:00+07:00",
+                             "amount": 2500000, "currency": "VND", "event_id": "big"}],
+                 at="2026-11-21T12:00:00+07:00")
+    once(program, "2026-11-21T12:05:00+07:00")
+    once(program, "2026-11-22T12:10:00+07:00")
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sends_table.c.occurrence_key, sends_table.c.state, sends_table.c.occurrence)
+                            .order_by(sends_table.c.id)).all()
+    engine.dispose()
+    assert [(r.occurrence_key.split("/")[1], r.state) for r in rows] == [("points_receipt", "sent"), ("reminder", "sent")]
+    # The reminder is decided a day later, from journey_steps: the event comes from the first email.
+    assert rows[1].occurrence["event"] == rows[0].occurrence["event"]
+    assert rows[1].occurrence["event"]["id"] == "big" and rows[1].occurrence["key"].endswith("/reminder")

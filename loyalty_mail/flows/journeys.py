@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from ..config import FlowSettings
-from ..models import events_table, journey_steps_table, members_table
+from ..models import events_table, journey_steps_table, members_table, sends_table
 from ..segments.compiler import Context, compile_rule
 from ..segments.spec import Rule
 from .journey_spec import END, EXIT, BranchStep, Journey, SendStep, WaitStep, WaitUntilStep, describe
@@ -127,7 +127,13 @@ def in_flight(conn: sa.Connection, flow: FlowSettings, journey: Journey, now: da
     latest = _latest(flow.name, now).subquery()
     m = members_table
     held = [sa.case((condition, 1), else_=0).label(f"rule_{n}") for n, (_, condition) in enumerate(rules)]
-    query = (sa.select(*MEMBER_COLUMNS, latest, *held).join(m, m.c.id == latest.c.member_ref)
+    s = sends_table
+    trigger = (sa.select(s.c.occurrence)   # what the trigger gave the instance's first email
+               .where(s.c.member_ref == latest.c.member_ref, s.c.flow == flow.name,
+                      sa.func.substr(s.c.occurrence_key, 1, sa.func.length(latest.c.instance) + 1)
+                      == latest.c.instance + "/")
+               .order_by(s.c.id).limit(1).scalar_subquery().label("trigger"))
+    query = (sa.select(*MEMBER_COLUMNS, latest, *held, trigger).join(m, m.c.id == latest.c.member_ref)
              .order_by(latest.c.member_ref, latest.c.instance))
     if members is not None:
         query = query.where(latest.c.member_ref.in_(members))
@@ -136,6 +142,7 @@ def in_flight(conn: sa.Connection, flow: FlowSettings, journey: Journey, now: da
     for row in _stream(conn, query):
         occ = _position_occurrence(flow, row)
         occ.data["rules"] = {id(rule): bool(row._mapping[f"rule_{n}"]) for n, (rule, _) in enumerate(rules)}
+        occ.data["trigger"] = {k: v for k, v in (row.trigger or {}).items() if k not in ("key", "step")}
         yield occ
 
 
@@ -266,13 +273,14 @@ class Walker:
             self._row(occ, occ.key, EXIT, "exited", self.plan.now, None,
                       f"step {step_id} is no longer in the journey")
             return
+        given = data.get("trigger") or {}   # the trigger's data, as the first email had it
         if isinstance(step, BranchStep):
             nxt = journey.then_next[step.id] if data["outcome"] == "then" else journey.else_next[step.id]
-            self._walk(occ, occ.key, {}, nxt, reached, step_id)
+            self._walk(occ, occ.key, given, nxt, reached, step_id)
         elif isinstance(step, WaitUntilStep):
-            self._walk(occ, occ.key, {}, step.id, reached, step_id, waiting=(reached, ready))
+            self._walk(occ, occ.key, given, step.id, reached, step_id, waiting=(reached, ready))
         else:
-            self._walk(occ, occ.key, {}, journey.after[step.id], ready or reached, step_id)
+            self._walk(occ, occ.key, given, journey.after[step.id], ready or reached, step_id)
 
     # ---------------------------------------------------------------------------------------
 
