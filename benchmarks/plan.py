@@ -3,6 +3,11 @@
     python benchmarks/plan.py                       # SQLite, 1,000,000 members
     python benchmarks/plan.py --members 200000 --due 20000
     python benchmarks/plan.py --postgres postgresql://postgres@127.0.0.1/test
+    python benchmarks/plan.py --journeys 100000     # and 100,000 other members mid-journey
+
+With --journeys N, N members who are due nothing else stand in a five-step journey (`series`):
+nine in ten in the middle of a 3-day wait, one in ten at its end, so that each tick moves them on
+through a branch to their next email.
 
 Each phase runs in a fresh process (a new interpreter, not a fork of this one): the dry-run plan;
 then `run --once` end to end (plan, record the ledger, render, write one .eml per send with the
@@ -53,6 +58,23 @@ flows:
   - {name: tier_upgrade, trigger: tier_upgrade, template: tier_upgrade, priority: 80}
   - {name: winback, trigger: reengagement, template: reengagement, segment: lapsed_100, priority: 20}
 """
+JOURNEY = """\
+  - name: series
+    trigger: event
+    event: bench_signup               # no such event: only the members placed in it
+    priority: 90
+    frequency_cap: false
+    exit_when: {purchases: {count: {gte: 50}}}
+    steps:
+      - send: welcome
+      - wait: 3 days
+      - branch:
+          if: {tier: {at_least: silver}}
+          then: [{send: welcome_perks}]
+          else: [{send: welcome_reminder}]
+      - wait_until: {event: purchase, timeout: 7 days}
+        on_timeout: [{send: first_purchase_nudge}]
+"""
 SEGMENT = "name: lapsed_100\ndescription: last purchase 100 to 104 days ago\n" \
           "days_since_last_purchase: {between: [100, 104]}\n"
 
@@ -61,8 +83,9 @@ def utc(t: datetime | None) -> str | None:
     return t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") if t else None
 
 
-def generate(engine: sa.Engine, members: int, due: int) -> dict[str, int]:
-    """Members, with `due` of them due: a quarter each welcome, milestone, upgrade, winback."""
+def generate(engine: sa.Engine, members: int, due: int, journeys: int = 0) -> dict[str, int]:
+    """Members, with `due` of them due: a quarter each welcome, milestone, upgrade, winback; and
+    `journeys` of the others in the `series` journey."""
     rng = random.Random(5)
     quarter = due // 4
     kinds = ["welcome"] * quarter + ["milestone"] * quarter + ["upgrade"] * quarter + ["winback"] * quarter
@@ -75,11 +98,22 @@ def generate(engine: sa.Engine, members: int, due: int) -> dict[str, int]:
     e_sql = ("INSERT INTO events (member_ref, type, occurred_at, amount, currency, points, properties, created_at) "
              "VALUES (?,?,?,?,?,?,?,?)")
     t_sql = ("INSERT INTO tier_changes (member_ref, from_tier, to_tier, changed_at, reason) VALUES (?,?,?,?,?)")
+    j_sql = ("INSERT INTO journey_steps (member_ref, flow, instance, step, outcome, reached_at, ready_at, detail, "
+             "created_at) VALUES (?,?,?,?,?,?,?,?,?)")
+    placed = journeys
     counts: dict[str, int] = {}
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
-        ms, es, ts = [], [], []
+        ms, es, ts, js = [], [], [], []
         for ref, kind in enumerate(kinds, start=1):
+            if kind == "quiet" and placed:
+                placed -= 1
+                kind = "journey"
+                started = AT - timedelta(days=3.5 if placed % 10 == 0 else rng.uniform(0.5, 2.5))
+                js.append((ref, "series", "event:0", "welcome", "planned", utc(started), utc(started), "bench",
+                           utc(started)))
+                js.append((ref, "series", "event:0", "wait_3_days", "waiting", utc(started),
+                           utc(started + timedelta(days=3)), "bench", utc(started)))
             counts[kind] = counts.get(kind, 0) + 1
             recent = AT - timedelta(hours=rng.uniform(1, 20))
             joined = recent if kind == "welcome" else AT - timedelta(days=rng.uniform(30, 1400))
@@ -98,8 +132,10 @@ def generate(engine: sa.Engine, members: int, due: int) -> dict[str, int]:
                 ts.append((ref, "silver", "gold", utc(recent), "points_earned (+900 points)"))
             if len(ms) >= 50_000:
                 raw.executemany(m_sql, ms), raw.executemany(e_sql, es), raw.executemany(t_sql, ts)
-                ms, es, ts = [], [], []
+                raw.executemany(j_sql, js)
+                ms, es, ts, js = [], [], [], []
         raw.executemany(m_sql, ms), raw.executemany(e_sql, es), raw.executemany(t_sql, ts)
+        raw.executemany(j_sql, js)
     with engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
     return counts
@@ -109,7 +145,7 @@ def copy_to_postgres(sqlite_url: str, pg_url: str) -> None:
     """Same rows into PostgreSQL (fresh schema), with COPY."""
     source, target = db.create_db_engine(sqlite_url), db.create_db_engine(pg_url)
     with target.begin() as conn:
-        for table in ("sends", "suppressions", "tier_changes", "events", "members"):
+        for table in ("journey_steps", "sends", "suppressions", "tier_changes", "events", "members"):
             conn.exec_driver_sql(f"TRUNCATE {table} RESTART IDENTITY CASCADE")
     with source.connect() as src, target.begin() as dst:
         cursor = dst.connection.driver_connection.cursor()
@@ -117,7 +153,9 @@ def copy_to_postgres(sqlite_url: str, pg_url: str) -> None:
                                 "joined_on, points, tier, total_spend, purchase_count, last_purchase_at, "
                                 "subscribed, attributes, created_at, updated_at"),
                                ("events", "member_ref, type, occurred_at, amount, currency, points, properties, created_at"),
-                               ("tier_changes", "member_ref, from_tier, to_tier, changed_at, reason")):
+                               ("tier_changes", "member_ref, from_tier, to_tier, changed_at, reason"),
+                               ("journey_steps", "member_ref, flow, instance, step, outcome, reached_at, "
+                                "ready_at, detail, created_at")):
             rows = src.exec_driver_sql(f"SELECT {columns} FROM {table}")
             with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
@@ -196,6 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--due", type=int, default=100_000)
+    parser.add_argument("--journeys", type=int, default=0, help="members mid-journey (of those due nothing else)")
     parser.add_argument("--postgres", default=None, help="also run on this PostgreSQL database (emptied!)")
     parser.add_argument("--phase", choices=["plan", "run"], help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
@@ -206,7 +245,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         project = Path(scratch)
-        (project / "config.yaml").write_text(CONFIG, encoding="utf-8")
+        (project / "config.yaml").write_text(CONFIG + (JOURNEY if args.journeys else ""), encoding="utf-8")
         shutil.copytree(REPO / "templates", project / "templates")
         (project / "segments").mkdir()
         (project / "segments" / "lapsed_100.yaml").write_text(SEGMENT, encoding="utf-8")
@@ -214,7 +253,7 @@ def main() -> None:
         engine = db.create_db_engine(url)
         db.ensure_schema(engine)
         started = time.perf_counter()
-        counts = generate(engine, args.members, args.due)
+        counts = generate(engine, args.members, args.due, args.journeys)
         engine.dispose()
         print(f"generated {args.members:,} members in {time.perf_counter() - started:.0f} s: {counts}")
         targets = [("SQLite", url)]

@@ -581,13 +581,18 @@ def _one_or_many(value: Any) -> Any:
 
 
 class FlowSettings(_Strict):
-    """One lifecycle flow: a trigger, an optional audience, a template and its policy."""
+    """One lifecycle flow: a trigger, an optional audience, a template (or, for a journey, its
+    `steps:`) and its policy."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     trigger: Literal["welcome", "milestone", "tier_upgrade", "reengagement", "event", "points_expiring",
                      "tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement",
                      "confirmation"]
-    template: str
+    template: str = ""
+    # a journey: steps (send, wait, wait_until, branch) read by flows/journey_spec.py, checked at
+    # their lines when the settings are loaded; `exit_when` is a segment rule checked before each
+    steps: tuple[dict[str, Any], ...] | None = None
+    exit_when: dict[str, Any] | None = None
     # marketing: frequency cap, quiet hours; service (statements, confirmations): outside the cap,
     # and `quiet_hours: false` may send at night. Both respect bounces, complaints and the topic.
     message_class: Literal["marketing", "service"] = Field(default="marketing", alias="class")
@@ -634,6 +639,33 @@ class FlowSettings(_Strict):
                                  f"e.g. '0 10 * * *' for 10:00 every day): {exc}") from None
         return value
 
+    @property
+    def is_journey(self) -> bool:
+        return self.steps is not None
+
+    def templates(self) -> list[str]:
+        """The emails this flow sends: its template, or every `send:` of its steps."""
+        if self.steps is None:
+            return [self.template]
+        found: list[str] = []
+
+        def visit(steps: Any) -> None:
+            for step in steps if isinstance(steps, (list, tuple)) else []:
+                if not isinstance(step, dict):
+                    continue
+                send = step.get("send")
+                name = send.get("template") if isinstance(send, dict) else send
+                if isinstance(name, str) and name not in found:
+                    found.append(name)
+                branch = step.get("branch")
+                if isinstance(branch, dict):
+                    visit(branch.get("then"))
+                    visit(branch.get("else"))
+                visit(step.get("on_timeout"))
+
+        visit(self.steps)
+        return found
+
     @model_validator(mode="after")
     def _service_is_not_capped(self) -> FlowSettings:
         if self.message_class == "service":
@@ -649,6 +681,16 @@ class FlowSettings(_Strict):
 
     @model_validator(mode="after")
     def _trigger_needs(self) -> FlowSettings:
+        if self.steps is None and not self.template:
+            raise ValueError(f"flow '{self.name}': a flow needs `template:` (the email it sends), or "
+                             "`steps:` (a journey)")
+        if self.steps is not None and self.template:
+            raise ValueError(f"flow '{self.name}': a journey names its emails in its steps "
+                             "(- send: TEMPLATE); remove `template:`")
+        if self.steps is not None and not self.steps:
+            raise ValueError(f"flow '{self.name}': `steps:` needs at least one step")
+        if self.exit_when is not None and self.steps is None:
+            raise ValueError(f"flow '{self.name}': `exit_when:` belongs to journeys (flows with `steps:`)")
         if self.trigger == "reengagement" and not self.segment:
             raise ValueError(f"flow '{self.name}': a reengagement flow needs `segment:` (the segment "
                              "members enter, e.g. lapsed_90_days)")

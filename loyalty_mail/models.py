@@ -412,6 +412,32 @@ class ConsentEntry(SQLModel, table=True):
     occurred_at: datetime | None = _utc(nullable=False)
 
 
+class JourneyStep(SQLModel, table=True):
+    """Where a member is in a journey: one row per step reached in one journey instance (the
+    trigger occurrence that started it), ever. `$end` and `$exit` rows close an instance. A send
+    step's row is written in the same transaction as its `sends` row (see flows/ledger.py)."""
+
+    __tablename__ = "journey_steps"
+    __table_args__ = (
+        sa.UniqueConstraint("member_ref", "flow", "instance", "step", name="uq_journey_steps_step"),
+        sa.Index("ix_journey_steps_flow_member", "flow", "member_ref"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))
+    member_ref: int = Field(
+        sa_column=sa.Column(sa.Integer(), sa.ForeignKey("members.id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    flow: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    instance: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    step: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    outcome: str = Field(sa_column=sa.Column(sa.String(24), nullable=False))
+    reached_at: datetime | None = _utc(nullable=False)
+    ready_at: datetime | None = _utc()       # when the member may go on to the next step
+    detail: str | None = Field(default=None, sa_column=sa.Column(sa.String(300)))
+    created_at: datetime | None = _utc(nullable=False)
+
+
 # SQLModel sets __table__ on table models at class creation; its type hints do not declare it.
 members_table: sa.Table = Member.__table__  # type: ignore[attr-defined]
 events_table: sa.Table = Event.__table__  # type: ignore[attr-defined]
@@ -428,3 +454,4 @@ campaign_schedules_table: sa.Table = CampaignSchedule.__table__  # type: ignore[
 member_topics_table: sa.Table = MemberTopic.__table__  # type: ignore[attr-defined]
 consent_log_table: sa.Table = ConsentEntry.__table__  # type: ignore[attr-defined]
 point_lots_table: sa.Table = PointLot.__table__  # type: ignore[attr-defined]
+journey_steps_table: sa.Table = JourneyStep.__table__  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from . import db
 from .config import Settings, load_settings
 from .errors import ConfigError
+from .flows.journey_spec import journey_problems
 from .segments.spec import flow_filter_problems
 from .rendering import Renderer
 from .signing import TokenSigner
@@ -41,8 +42,8 @@ class Runtime:
     @classmethod
     def load(cls, project_dir: Path, *, database_url: str | None = None,
              clock: Callable[[], datetime] = utc_now) -> Runtime:
-        return cls(load_settings(project_dir, database_url=database_url, checks=(flow_filter_problems,)),
-                   clock=clock)
+        checks = (flow_filter_problems, journey_problems)
+        return cls(load_settings(project_dir, database_url=database_url, checks=checks), clock=clock)
 
     @property
     def project_dir(self) -> Path:

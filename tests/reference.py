@@ -80,6 +80,7 @@ class EmailFacts:
     state: str
     sent_at: datetime | None = None
     hits: list[HitFacts] = field(default_factory=list)
+    occurrence_key: str = ""
 
 
 def matching_ids(rule: Rule, members: Iterable[MemberFacts], events: Iterable[EventFacts], ctx: Context,
@@ -297,6 +298,8 @@ def _emails(rule: EmailRule, emails: Sequence[EmailFacts], ctx: Context) -> bool
     counted = 0
     for email in emails:
         if rule.flow and email.flow != rule.flow:
+            continue
+        if rule.step and not email.occurrence_key.endswith(f"/{rule.step}"):
             continue
         if rule.action == "received":
             counted += email.state == "sent" and in_window(email.sent_at)

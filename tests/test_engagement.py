@@ -11,10 +11,10 @@ from loyalty_mail.segments import context_for, list_members, load_catalog
 from .conftest import FIXED_NOW, REPO
 
 
-def _send(conn, ref: int, send_id: str, flow: str, sent_days_ago: int) -> None:
+def _send(conn, ref: int, send_id: str, flow: str, sent_days_ago: int, key: str | None = None) -> None:
     at = FIXED_NOW - timedelta(days=sent_days_ago)
     conn.execute(sends_table.insert().values(
-        send_id=send_id, member_ref=ref, flow=flow, occurrence_key=send_id, template="welcome", state="sent",
+        send_id=send_id, member_ref=ref, flow=flow, occurrence_key=key or send_id, template="welcome", state="sent",
         reason="test", occurrence={}, occurred_at=at, scheduled_for=at, created_at=at, sent_at=at))
 
 
@@ -67,6 +67,28 @@ def test_engagement_conditions_on_both_databases(runtime, project):
     assert members("clickers") == ["CLICKER"]
     assert members("any_open") == ["MACHINE_ONLY", "OPENER"]
     assert members("people_clicked") == ["CLICKER"]
+
+
+def test_engagement_with_one_step_of_a_journey(runtime, project):
+    (project / "segments").mkdir()
+    (project / "segments" / "opened_step.yaml").write_text(
+        "name: opened_step\ndescription: x\nemails: {action: opened, flow: series, step: welcome_perk}\n")
+    engine = runtime.engine()
+    keys = {"STEP": "welcome/welcome_perk", "LONGER": "welcome/welcome_perks", "WILDCARD": "welcome/welcomeXperk",
+            "OTHER_FLOW": "welcome/welcome_perk"}
+    with engine.begin() as conn:
+        for ref, (member_id, key) in enumerate(keys.items(), 1):
+            conn.execute(members_table.insert().values(
+                id=ref, member_id=member_id, email=f"{member_id.lower()}@example.com", tier="member",
+                points=0, total_spend=0, purchase_count=0, subscribed=True, attributes={},
+                created_at=FIXED_NOW, updated_at=FIXED_NOW))
+            _send(conn, ref, f"j-{ref}", "other" if member_id == "OTHER_FLOW" else "series", 5, key=key)
+            _hit(conn, f"j-{ref}", "open", 4)
+    catalog, problems = load_catalog(runtime.settings)
+    assert problems == []
+    ctx = context_for(runtime.settings, catalog, FIXED_NOW, engine.dialect.name)
+    with engine.connect() as conn:
+        assert [row["member_id"] for row in list_members(conn, catalog.get("opened_step"), ctx)] == ["STEP"]
 
 
 def test_engagement_mistakes_are_reported_with_line(tmp_path, runtime, project):

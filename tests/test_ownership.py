@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "loyalty_mail"
-SQL_WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+\"?sends\b", re.IGNORECASE)
 
 
 def modules(folder: Path = PACKAGE) -> list[Path]:
@@ -50,11 +49,12 @@ def cli_sql(path: Path) -> list[str]:
     return found
 
 
-def sends_writes(path: Path) -> list[str]:
-    """Statements that write `sends`: insert/update/delete on the table (or a local alias of it),
-    the Send model built as a row, or SQL text that writes it."""
+def sends_writes(path: Path, table: str = "sends", model: str = "Send") -> list[str]:
+    """Statements that write `sends` (or `table`): insert/update/delete on the table (or a local
+    alias of it), the model built as a row, or SQL text that writes it."""
     tree = ast.parse(path.read_text(), str(path))
-    aliases = {"sends_table"}
+    aliases = {f"{table}_table"}
+    sql_write = re.compile(rf"\b(insert\s+into|update|delete\s+from)\s+\"?{table}\b", re.IGNORECASE)
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign):
             targets = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else node.targets
@@ -74,9 +74,9 @@ def sends_writes(path: Path) -> list[str]:
             elif any(a in aliases for a in args) and ast.unparse(func).split(".")[-1] in (
                     "insert", "update", "delete", "insert_ignoring_duplicates"):
                 found.append(f"{where}: {ast.unparse(node)[:80]}")
-            elif isinstance(func, ast.Name) and func.id == "Send":
-                found.append(f"{where}: Send(...)")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_WRITE.search(node.value):
+            elif isinstance(func, ast.Name) and func.id == model:
+                found.append(f"{where}: {model}(...)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and sql_write.search(node.value):
             found.append(f"{where}: SQL text {node.value!r}")
     return found
 
@@ -101,6 +101,11 @@ def test_the_cli_calls_the_library_and_holds_no_sql():
 
 def test_only_the_ledger_writes_sends():
     writers = {name(path) for path in modules() if sends_writes(path)}
+    assert writers == {"loyalty_mail/flows/ledger.py"}
+
+
+def test_only_the_ledger_writes_journey_steps():
+    writers = {name(path) for path in modules() if sends_writes(path, "journey_steps", "JourneyStep")}
     assert writers == {"loyalty_mail/flows/ledger.py"}
 
 

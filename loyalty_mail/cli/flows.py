@@ -30,16 +30,21 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
         occ = send.occurrence
         variant = send.variant
         rows.append({"decision": "send", "flow": occ.flow.name, "member_id": occ.member_id,
-                     "email": occ.email, "template": (variant and variant.template) or occ.flow.template,
+                     "email": occ.email, "template": (variant and variant.template) or occ.template or occ.flow.template,
                      "variant": variant.name if variant else None, "occurrence": occ.key,
                      "segment": send.segment, "scheduled_for": send.scheduled_for.isoformat(),
                      "reason": send.reason, "deferred": send.deferred})
     for skip in plan.skips:
         occ = skip.occurrence
         rows.append({"decision": "skip", "flow": occ.flow.name, "member_id": occ.member_id,
-                     "email": occ.email, "template": occ.flow.template, "occurrence": occ.key,
+                     "email": occ.email, "template": occ.template or occ.flow.template, "occurrence": occ.key,
                      "segment": occ.flow.segment, "scheduled_for": None, "reason": skip.reason,
                      "recorded_as": skip.record_as})
+    for position in plan.positions:
+        rows.append({"decision": "position", "flow": position.flow, "member_id": position.member_id,
+                     "occurrence": position.instance, "step": position.step, "step_number": position.number,
+                     "until": position.until.isoformat() if position.until else None,
+                     "reason": position.summary()})
     return rows
 
 
@@ -52,6 +57,10 @@ def _print_plan(plan: Plan, title: str) -> None:
     if plan.reasons:
         print_table("Skipped or deferred, by reason", ["flow", "reason", "members"],
                     [[flow, reason, n] for (flow, reason), n in sorted(plan.reasons.items())])
+    if plan.at_step:
+        print_table("Journeys: where members are after this plan", ["journey", "step", "members"],
+                    [[flow, f"{number} ({what})" if number else what, n]
+                     for (flow, number, what), n in sorted(plan.at_step.items())])
 
 
 @cli.command()
@@ -69,7 +78,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
 
     The dry run writes nothing to the database. Its JSON is an array of objects, one per decision,
     with flow, member_id, email, template, occurrence, scheduled_for, reason and decision
-    (send or skip); already-recorded occurrences are only counted. --once exits 1 when a send
+    (send or skip), and one per member in a journey (decision `position`: step, step_number,
+    until); already-recorded occurrences are only counted. --once exits 1 when a send
     failed for good, and 4 when sends were due and none could be delivered (the reason is shown).
 
     \b
@@ -171,6 +181,7 @@ def _explained(flow: FlowExplanation) -> list[str]:
     lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
              + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
     lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
+    lines += [position.summary() for position in flow.journey]
     lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
               for row in flow.recorded]
     if flow.reason:

@@ -15,6 +15,7 @@ from .. import db
 from ..campaigns import load_campaigns, reference_problems
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
+from ..flows.journeys import edits_in_flight
 from ..flows.runner import check_flow_templates, check_variant_subjects
 from ..rendering.checks import check_templates
 from ..overview import Overview
@@ -56,7 +57,9 @@ def check(obj: CliContext, strict: bool) -> None:
     compared with inlining after rendering. Template warnings (missing translations, templates
     inlined per email, and the lint listed in the README: large HTML, images without alt,
     insecure or test links, no unsubscribe link, long subjects, no preheader, `| safe` on member
-    data) do not fail the check unless --strict. Exits 0 when all is well, 1 when there is
+    data) do not fail the check unless --strict. When the database holds members in journeys,
+    says what the journeys as configured now do to them (a step they stand at that an edit
+    removes: they will exit). Exits 0 when all is well, 1 when there is
     anything to fix.
 
     \b
@@ -83,11 +86,14 @@ def check(obj: CliContext, strict: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
     if report.errors:
         raise TemplateError(report.errors)
-    Planner(settings, catalog, "sqlite")  # every flow's segment exists
+    planner = Planner(settings, catalog, "sqlite")  # every flow's segment exists
     check_flow_templates(settings, renderer)
     emails = renderer.catalog.names
     flows = ", ".join(f.name for f in settings.flows) or "none"
     click.echo(f"flows: {len(settings.flows)} ok ({flows})")
+    disabled = {f.name for f in settings.flows if not f.enabled}
+    for line in edits_in_flight(obj.runtime.engine(ensure_schema=False), planner.journeys, disabled):
+        click.echo(line)
     found, problems = load_campaigns(settings.project_dir)
     problems += reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments), set(emails),
                                    {t.name for t in settings.topics})

@@ -1,8 +1,8 @@
 """The send ledger: record the planner's decisions, hand due sends to delivery, mark results.
 
-All state changes of `sends` live here. Inserts ignore rows whose (member, flow, occurrence)
-already exists, so recording the same plan twice, from two processes or after a crash, records
-each occurrence once.
+All state changes of `sends` and `journey_steps` live here. Inserts ignore rows whose (member,
+flow, occurrence) already exists, so recording the same plan twice, from two processes or after a
+crash, records each occurrence once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .. import db
-from ..models import UTCDateTime, members_table, sends_table, suppressions_table
+from ..models import UTCDateTime, journey_steps_table, members_table, sends_table, suppressions_table
+from .journey_spec import EXIT
 
 if TYPE_CHECKING:
     from ..config import VariantSettings
@@ -28,16 +29,23 @@ RETRYABLE = ("failed", "unknown")
 
 
 def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
-    """Store planned sends and recorded skips, 1,000 rows a transaction; counts by state."""
+    """Store planned sends and recorded skips, 1,000 rows a transaction; counts by state.
+
+    A journey's rows (its steps in journey_steps, and the sends of its send steps) are written in
+    one transaction of their own, so a step and its email are recorded together or not at all;
+    a member leaving a journey (`$exit`) cancels the sends of that instance still planned."""
     rows: list[dict[str, Any]] = []
+    journey: list[dict[str, Any]] = []
     for send in plan.sends:
         occ = send.occurrence
-        rows.append(_row(occ, "planned", send.reason + (f"; {send.deferred}" if send.deferred else ""),
-                         send.scheduled_for, send.segment, now, send.variant))
+        (journey if occ.template else rows).append(
+            _row(occ, "planned", send.reason + (f"; {send.deferred}" if send.deferred else ""),
+                 send.scheduled_for, send.segment, now, send.variant))
     for skip in plan.skips:
         if skip.record_as:
             occ = skip.occurrence
-            rows.append(_row(occ, skip.record_as, skip.reason, occ.due_at, occ.flow.segment, now))
+            (journey if occ.template else rows).append(
+                _row(occ, skip.record_as, skip.reason, occ.due_at, occ.flow.segment, now))
     counts: dict[str, int] = {}
     # RETURNING counts what was new: executemany's rowcount is -1 on PostgreSQL
     statement = db.insert_ignoring_duplicates(sends_table, engine.dialect.name).returning(sends_table.c.id)
@@ -45,10 +53,35 @@ def record(engine: sa.Engine, plan: Plan, now: datetime) -> dict[str, int]:
         batch = rows[start:start + BATCH]
         with engine.begin() as conn:
             inserted = len(conn.execute(statement, batch).all())
-        for row in batch:
-            counts[row["state"]] = counts.get(row["state"], 0) + 1
-        counts["inserted"] = counts.get("inserted", 0) + inserted
+        _count(counts, batch, inserted)
+    if journey or plan.steps:
+        with engine.begin() as conn:
+            inserted = len(conn.execute(statement, journey).all()) if journey else 0
+            _record_steps(conn, plan, now)
+        _count(counts, journey, inserted)
     return counts
+
+
+def _count(counts: dict[str, int], batch: list[dict[str, Any]], inserted: int) -> None:
+    for row in batch:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    counts["inserted"] = counts.get("inserted", 0) + inserted
+
+
+def _record_steps(conn: sa.Connection, plan: Plan, now: datetime) -> None:
+    j, s = journey_steps_table, sends_table
+    if not plan.steps:
+        return
+    conn.execute(db.insert_ignoring_duplicates(j, conn.dialect.name), [
+        {"member_ref": r.member_ref, "flow": r.flow, "instance": r.instance, "step": r.step,
+         "outcome": r.outcome, "reached_at": r.reached_at, "ready_at": r.ready_at, "detail": r.detail,
+         "created_at": now} for r in plan.steps])
+    for r in plan.steps:
+        if r.step == EXIT:
+            conn.execute(s.update().where(
+                s.c.member_ref == r.member_ref, s.c.flow == r.flow, s.c.state.in_(("planned", "retry")),
+                s.c.occurrence_key.startswith(f"{r.instance}/", autoescape=True))
+                .values(state="skipped", reason=f"left the journey before it was sent: {r.detail}"[:300]))
 
 
 def _row(occ: Occurrence, state: str, reason: str, scheduled: datetime, segment: str | None,
@@ -60,7 +93,7 @@ def _row(occ: Occurrence, state: str, reason: str, scheduled: datetime, segment:
         data = {**data, "variant": {"name": variant.name, "subject": variant.subject}}
     return {
         "send_id": uuid.uuid4().hex, "member_ref": occ.member_ref, "flow": occ.flow.name,
-        "occurrence_key": occ.key, "template": (variant and variant.template) or occ.flow.template,
+        "occurrence_key": occ.key, "template": (variant and variant.template) or occ.template or occ.flow.template,
         "segment": segment, "state": state, "reason": reason[:300], "occurrence": data,
         "occurred_at": occ.occurred_at, "scheduled_for": scheduled, "created_at": now, "attempts": 0,
         "variant": variant.name if variant is not None else None,

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from ..campaigns.spec import Campaign
 from ..config import FlowSettings, Settings
-from ..models import events_table, members_table, point_lots_table, sends_table, tier_changes_table
+from ..models import events_table, journey_steps_table, members_table, point_lots_table, sends_table, tier_changes_table
 from ..segments.compiler import month_day_key
 from ..tiers import TierLadder
 
@@ -60,6 +60,7 @@ class Occurrence:
     data: dict[str, Any] = field(default_factory=dict)
     superseded_by: str | None = None  # another occurrence of the same moment wins
     skip: str | None = None  # the trigger fired but says not to send, and why (recorded as skipped)
+    template: str = ""                # a journey's send step: its template (else the flow's)
 
 
 @dataclass(frozen=True)
@@ -328,12 +329,18 @@ def segment_entries(conn: sa.Connection, flow: FlowSettings, settings: Settings,
                     membership: sa.ColumnElement[bool], zone_default: str) -> Iterator[Occurrence]:
     """Members in the segment now. The n-th occurrence is allowed after n-1 earlier ones, at
     most `reentry.max` in all and `reentry.cooldown` apart; the rest are not occurrences."""
-    m, s = members_table, sends_table
-    history = (sa.select(s.c.member_ref, sa.func.count().label("times"),
-                         sa.func.max(s.c.scheduled_for).label("last"))
-               .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)),
-                      s.c.created_at <= window.now)
-               .group_by(s.c.member_ref).subquery())
+    m, s, j = members_table, sends_table, journey_steps_table
+    if flow.is_journey:  # a journey's entries are its instances; the cooldown runs from its last step
+        history = (sa.select(j.c.member_ref, sa.func.count(sa.distinct(j.c.instance)).label("times"),
+                             sa.func.max(j.c.reached_at).label("last"))
+                   .where(j.c.flow == flow.name, j.c.created_at <= window.now)
+                   .group_by(j.c.member_ref).subquery())
+    else:
+        history = (sa.select(s.c.member_ref, sa.func.count().label("times"),
+                             sa.func.max(s.c.scheduled_for).label("last"))
+                   .where(s.c.flow == flow.name, s.c.state.in_(ACTIVE_STATES + ("held_out",)),
+                          s.c.created_at <= window.now)
+                   .group_by(s.c.member_ref).subquery())
     query = (sa.select(*MEMBER_COLUMNS, history.c.times, history.c.last)
              .outerjoin(history, history.c.member_ref == m.c.id)
              .where(membership).order_by(m.c.id))

@@ -25,7 +25,7 @@ import hashlib
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -41,13 +41,16 @@ from .. import consent
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
-from ..segments.compiler import compile_rule, event_filter
-from ..segments.spec import ValueRule, parse_event_where
+from ..segments.compiler import Context, compile_rule, event_filter
+from ..segments.spec import ValueRule, parse_event_where, references
+from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from .. import tier_review
-from . import ledger, member_triggers, variants
+from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, parse_journey
+from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
 CHUNK = 500
@@ -84,6 +87,18 @@ class Plan:
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)      # (flow, planned|deferred|...)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)    # (flow, kind of skip or deferral)
     segments: dict[str, str] = field(default_factory=dict)                # flow -> its segment
+    steps: list[StepRow] = field(default_factory=list)                     # journey rows to record
+    positions: list[Position] = field(default_factory=list)                # journeys: where members are
+    at_step: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (journey, step number, what)
+
+    def add_step(self, row: StepRow) -> None:
+        if self.keep:
+            self.steps.append(row)
+
+    def add_position(self, position: Position) -> None:
+        self.at_step[(position.flow, position.number, position.what)] += 1
+        if self.keep:
+            self.positions.append(position)
 
     def add_send(self, send: PlannedSend) -> None:
         flow = send.occurrence.flow
@@ -111,9 +126,12 @@ class Plan:
             self.segments.setdefault(flow, segment)
         for flow, count in part.already.items():
             self.already[flow] += count
+        self.at_step.update(part.at_step)
         if self.keep:
             self.sends += part.sends
             self.skips += part.skips
+            self.steps += part.steps
+            self.positions += part.positions
 
     def total(self, column: str) -> int:
         return sum(n for (_, name), n in self.tally.items() if name == column)
@@ -141,6 +159,7 @@ class FlowExplanation:
     recorded: list[ledger.Entry]
     already: int            # occurrences found that the ledger already held
     reason: str | None      # why the flow produced no occurrence, when it produced none
+    journey: list[Position] = field(default_factory=list)   # a journey: where the member is in it
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,16 @@ def quiet_until(moment: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime
     return datetime.combine(day, end, tzinfo=zone)  # zoneinfo resolves DST gaps and folds
 
 
+@dataclass(frozen=True)
+class _Standing:
+    """What the members of one chunk agreed to receive: topics they left, pauses, and who has
+    not confirmed their address yet (double opt-in)."""
+
+    left: set[tuple[int, str]]
+    paused: dict[int, datetime]
+    unconfirmed: set[int]
+
+
 class Planner:
     """Plans for one program: flows resolved against segments once, then `plan(conn, now)`."""
 
@@ -192,6 +221,28 @@ class Planner:
                 if wrong:
                     raise ConfigError(wrong)
                 self.event_where[f.name] = where
+        self._last_context: Context | None = None
+        self.journeys: dict[str, Journey] = {}
+        ladder = TierLadder.from_settings(settings.tiers)
+        for f in settings.flows:
+            if f.is_journey:  # checked at its lines when the settings were loaded
+                raw = {"steps": list(f.steps or ()), "exit_when": f.exit_when}
+                journey, wrong = parse_journey(f.name, raw["steps"], f.exit_when,
+                                               YamlDocument(f"flow '{f.name}'", raw), (), ladder)
+                if journey is None:
+                    raise ConfigError(wrong)
+                self.journeys[f.name] = journey
+                problems += self._journey_references(journey, segments)
+        if problems:
+            raise ConfigError(problems)
+
+    @staticmethod
+    def _journey_references(journey: Journey, segments: SegmentCatalog) -> list[str]:
+        names = [ref.name for rule in journey.rules() for ref in references(rule)]
+        names += [s.segment for s in journey.by_id.values() if isinstance(s, WaitUntilStep) and s.segment]
+        return [f"flow '{journey.flow}': unknown segment '{name}' (segments: "
+                f"{', '.join(sorted(segments.segments)) or 'none'})"
+                for name in dict.fromkeys(names) if name not in segments.segments]
 
     def plan_in(self, engine: sa.Engine, now: datetime, *, review: bool = False, **kwargs: Any) -> Plan:
         """`plan` on a connection of its own (nothing it writes is kept). With `review`, the tier
@@ -227,7 +278,8 @@ class Planner:
         exempt = {f.name for f in (*self.settings.flows, *(c.as_flow() for c in scheduled.values()))
                   if not f.frequency_cap}
         only = [member_ref] if member_ref is not None else None if members is None else sorted(members)
-        streams = [self._occurrences(conn, flow, now, only, scheduled.get(flow.name)) for flow in chosen]
+        listing = plan.keep   # a plan that lists its decisions lists every member in a journey too
+        streams = [self._occurrences(conn, flow, now, only, scheduled.get(flow.name), listing) for flow in chosen]
         merged = heapq.merge(*streams, key=lambda o: o.member_ref)
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
@@ -236,6 +288,14 @@ class Planner:
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
+        if only is None and not every:   # the members who only wait were not streamed: count them
+            for flow in chosen:
+                journey = self.journeys.get(flow.name)
+                if journey is not None:
+                    for step, count in journeys.waiting(conn, journey, now,
+                                                        self._exit_condition(journey, now)).items():
+                        if step in journey.by_id:
+                            plan.at_step[(flow.name, journey.number[step], describe(journey.by_id[step]))] += count
         return plan
 
     def explain(self, conn: sa.Connection, member_id: str, at: datetime) -> Explanation:
@@ -253,13 +313,14 @@ class Planner:
             skipped = [s for s in plan.skips if s.occurrence.flow.name == flow.name]
             already = plan.already.get(flow.name, 0)
             reason = None
+            positions = [p for p in plan.positions if p.flow == flow.name]
             if not flow.enabled:
                 reason = "flow disabled"
-            elif not (due or skipped or already):
+            elif not (due or skipped or already or positions):
                 reason = self._absent(conn, flow, ref, at)
             answers.append(FlowExplanation(
-                flow.name, flow.trigger, flow.template, due, skipped,
-                [row for row in history if row.flow == flow.name], already, reason))
+                flow.name, flow.trigger, flow.template or "(journey)", due, skipped,
+                [row for row in history if row.flow == flow.name], already, reason, positions))
         return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers)
 
     def _absent(self, conn: sa.Connection, flow: FlowSettings, member_ref: int, at: datetime) -> str:
@@ -309,8 +370,8 @@ class Planner:
         return chosen
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
-                     members: list[int] | None, campaign: campaign_files.Campaign | None = None
-                     ) -> Iterator[Occurrence]:
+                     members: list[int] | None, campaign: campaign_files.Campaign | None = None,
+                     every: bool = True) -> Iterator[Occurrence]:
         window = Window.for_flow(flow, self.settings, now)
         zone = self.settings.program.default_timezone
         audience = self._segment_condition(flow.segment, now) if flow.segment else None
@@ -320,6 +381,19 @@ class Planner:
         if members is not None:
             only = members_table.c.id.in_(members) if len(members) != 1 else members_table.c.id == members[0]
             audience = only if audience is None else sa.and_(audience, only)
+        if flow.is_journey:
+            journey = self.journeys[flow.name]
+            ctx = self._in_flight_context(journey, now)
+            rules = [(rule, compile_rule(rule, ctx)) for rule in journey.rules()]
+            positions = journeys.in_flight(conn, flow, journey, now, members, self._exit_condition(journey, now),
+                                           every, rules)
+            yield from heapq.merge(self._triggered(conn, flow, now, window, audience, zone), positions,
+                                   key=lambda o: o.member_ref)
+        else:
+            yield from self._triggered(conn, flow, now, window, audience, zone)
+
+    def _triggered(self, conn: sa.Connection, flow: FlowSettings, now: datetime, window: Window,
+                   audience: sa.ColumnElement[bool] | None, zone: str) -> Iterator[Occurrence]:
         if flow.trigger == "welcome":
             yield from triggers.welcome(conn, flow, self.settings, window, audience, zone)
         elif flow.trigger == "milestone":
@@ -353,6 +427,21 @@ class Planner:
             assert audience is not None
             yield from triggers.segment_entries(conn, flow, self.settings, window, audience, zone)
 
+    def _exit_condition(self, journey: Journey, now: datetime) -> sa.ColumnElement[bool] | None:
+        if journey.exit_when is None:
+            return None
+        return compile_rule(journey.exit_when, self._in_flight_context(journey, now))
+
+    def _in_flight_context(self, journey: Journey, now: datetime) -> Context:
+        """The context for a journey's rules over its members in flight: aggregates for them alone."""
+        return replace(self._context(now), members=journeys.members_in(journey.flow))
+
+    def _context(self, now: datetime) -> Context:
+        """The segment language's context at `now`, built once per instant (it lists every time zone)."""
+        if self._last_context is None or self._last_context.at != now:
+            self._last_context = context_for(self.settings, self.segments, now, self.dialect)
+        return self._last_context
+
     def _segment_condition(self, name: str, now: datetime) -> sa.ColumnElement[bool]:
         ctx = context_for(self.settings, self.segments, now, self.dialect)
         return compile_rule(self.segments.segments[name].rule, ctx)
@@ -362,74 +451,122 @@ class Planner:
     def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan,
                 winners: dict[str, variants.Winner], exempt: set[str]) -> None:
         refs = sorted({o.member_ref for o in chunk})
-        recorded = self._recorded(conn, refs, {o.flow.name for o in chunk}, plan.now)
+        flows = {o.flow.name for o in chunk}
+        recorded = self._recorded(conn, refs, flows, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
         cap = self.settings.sending.frequency_cap
         capped = self._capped_counts(conn, refs, plan.now, exempt) if cap else {}
-        quiet = self.settings.sending.quiet_hours
-        zone_default = self.settings.program.default_timezone
         topics = {t.name: t.default for t in self.settings.topics}
-        left = consent.opted_out(conn, refs, topics) if topics else set()
-        paused = consent.paused(conn, refs, plan.now)
-        unconfirmed = consent.unconfirmed(conn, refs) if self.settings.program.double_opt_in else set()
+        standing = _Standing(
+            left=consent.opted_out(conn, refs, topics) if topics else set(),
+            paused=consent.paused(conn, refs, plan.now),
+            unconfirmed=consent.unconfirmed(conn, refs) if self.settings.program.double_opt_in else set())
+        entering = sorted({o.flow.name for o in chunk if o.flow.name in self.journeys
+                           and o.data.get("kind") != "journey"})
+        started = journeys.started(conn, refs, entering, plan.now) if entering else set()
+        busy = {(o.member_ref, o.flow.name) for o in chunk if o.data.get("kind") == "journey"}
+        facts = ChunkFacts(conn, refs, lambda: self._context(plan.now),
+                           plan.now, min((o.occurred_at for o in chunk), default=plan.now),
+                           lambda name: self.segments.segments[name].rule)
+
+        def decide_send(occ: Occurrence) -> PlannedSend | Skip:
+            return self._policy(occ, plan, suppressed, capped, standing, winners, holdout=False)
+
         for occ in chunk:
-            flow, now = occ.flow, plan.now
-            previous = recorded.get((occ.member_ref, flow.name, occ.key))
-            if previous is not None:
+            flow = occ.flow
+            journey = self.journeys.get(flow.name)
+            if journey is not None:
+                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone)
+                if occ.data.get("kind") == "journey":
+                    walker.resume(occ)
+                elif (occ.member_ref, flow.name, occ.key) in started:
+                    plan.already[flow.name] += 1
+                elif (occ.member_ref, flow.name) in busy:
+                    plan.add_skip(Skip(occ, "already in the journey (one instance at a time)", None))
+                else:
+                    self._enter(occ, journey, plan, walker, decide_send)
+                    busy.add((occ.member_ref, flow.name))
+                continue
+            if (occ.member_ref, flow.name, occ.key) in recorded:
                 plan.already[flow.name] += 1
                 continue
-            if occ.superseded_by:
-                plan.add_skip(Skip(occ, f"superseded by {occ.superseded_by} of the same moment",
-                                   "skipped"))
-                continue
-            if occ.skip:
-                plan.add_skip(Skip(occ, occ.skip, "skipped"))
-                continue
-            due = occ.due_at.astimezone(timezone.utc)
-            if occ.due_at > now:
-                plan.add_skip(Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC "
-                                   f"(delay {human(flow.delay)})", None))
-                continue
-            if occ.due_at < now - flow.lateness:
-                plan.add_skip(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
-                                   f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
-                continue
-            if not occ.subscribed:
-                plan.add_skip(Skip(occ, "unsubscribed", "suppressed"))
-                continue
-            if occ.email.lower() in suppressed:
-                plan.add_skip(Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed"))
-                continue
-            if flow.topic is not None and (occ.member_ref, flow.topic) in left:
-                plan.add_skip(Skip(occ, f"topic: not subscribed to {flow.topic}", "suppressed"))
-                continue
-            if occ.member_ref in paused:
-                plan.add_skip(Skip(occ, f"paused: email paused until "
-                                   f"{paused[occ.member_ref]:%Y-%m-%d %H:%M} UTC", None))
-                continue
-            if flow.message_class == "marketing" and occ.member_ref in unconfirmed:
-                plan.add_skip(Skip(occ, "not confirmed: double opt-in, marketing waits for the member "
-                                   "to confirm their address", None))
-                continue
-            if in_holdout(flow.name, occ.member_id, flow.holdout):
-                plan.add_skip(Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out"))
-                continue
-            if cap and flow.frequency_cap:
-                sent = capped.get(occ.member_ref, 0)
-                if sent >= cap.max:
-                    plan.add_skip(Skip(occ, f"frequency cap: {sent} marketing emails within "
-                                       f"{human(cap.per)} (max {cap.max})", None))
-                    continue
-                capped[occ.member_ref] = sent + 1
-            scheduled, deferred = now, None
-            if quiet and flow.quiet_hours:
-                zone = ZoneInfo(occ.timezone or zone_default)
-                until = quiet_until(now, zone, quiet)
-                if until is not None:
-                    scheduled = until
-                    deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-            variant = variants.choose(flow.name, occ.member_id, flow.variants, winners)
-            plan.add_send(PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant))
+            decided = self._policy(occ, plan, suppressed, capped, standing, winners, holdout=True)
+            if isinstance(decided, PlannedSend):
+                plan.add_send(decided)
+            else:
+                plan.add_skip(decided)
+
+    def _enter(self, occ: Occurrence, journey: Journey, plan: Plan, walker: Walker,
+               decide_send: Callable[[Occurrence], PlannedSend | Skip]) -> None:
+        """A trigger occurrence of a journey: enter it, or record why not (`$end`). Suppression,
+        the frequency cap and quiet hours apply to each send step, not to the entry."""
+        flow, now = occ.flow, plan.now
+        first_send = next((s for s in journey.by_id.values() if isinstance(s, SendStep)), None)
+        refusal: tuple[str, str] | None = None
+        if occ.superseded_by:
+            refusal = ("skipped", f"superseded by {occ.superseded_by} of the same moment")
+        elif occ.due_at > now:
+            plan.add_skip(Skip(occ, f"not due until {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} "
+                                    f"UTC (delay {human(flow.delay)})", None))
+            return
+        elif occ.due_at < now - flow.lateness:
+            refusal = ("skipped", f"too late: due {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+                                  f"more than {human(flow.lateness)} ago (the flow's lateness)")
+        elif in_holdout(flow.name, occ.member_id, flow.holdout):
+            refusal = ("held_out", f"held out of the whole journey ({flow.holdout}% hold-out group)")
+        if refusal is None:
+            walker.start(occ)
+            return
+        state, reason = refusal
+        if first_send is not None:  # the ledger row reports compare the journey's sends with
+            plan.add_skip(Skip(_step_occurrence(occ, occ.key, first_send, occ.due_at, reason), reason, state))
+        plan.add_step(StepRow(occ.member_ref, flow.name, occ.key, END, state, now, None, reason[:300]))
+
+    def _policy(self, occ: Occurrence, plan: Plan, suppressed: dict[str, str], capped: dict[int, int],
+                standing: _Standing, winners: dict[str, variants.Winner], *, holdout: bool) -> PlannedSend | Skip:
+        """One occurrence through the flow's policy (see the module docstring), in order."""
+        flow, now = occ.flow, plan.now
+        if occ.superseded_by:
+            return Skip(occ, f"superseded by {occ.superseded_by} of the same moment", "skipped")
+        if occ.skip:
+            return Skip(occ, occ.skip, "skipped")
+        due = occ.due_at.astimezone(timezone.utc)
+        if occ.due_at > now:
+            return Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC (delay {human(flow.delay)})", None)
+        if occ.due_at < now - flow.lateness:
+            return Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
+                             f"{human(flow.lateness)} ago (the flow's lateness)", "skipped")
+        if not occ.subscribed:
+            return Skip(occ, "unsubscribed", "suppressed")
+        if occ.email.lower() in suppressed:
+            return Skip(occ, f"suppressed ({suppressed[occ.email.lower()]})", "suppressed")
+        if flow.topic is not None and (occ.member_ref, flow.topic) in standing.left:
+            return Skip(occ, f"topic: not subscribed to {flow.topic}", "suppressed")
+        if occ.member_ref in standing.paused:
+            return Skip(occ, f"paused: email paused until {standing.paused[occ.member_ref]:%Y-%m-%d %H:%M} UTC",
+                        None)
+        if flow.message_class == "marketing" and occ.member_ref in standing.unconfirmed:
+            return Skip(occ, "not confirmed: double opt-in, marketing waits for the member to confirm "
+                             "their address", None)
+        if holdout and in_holdout(flow.name, occ.member_id, flow.holdout):
+            return Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out")
+        cap = self.settings.sending.frequency_cap
+        if cap and flow.frequency_cap:
+            sent = capped.get(occ.member_ref, 0)
+            if sent >= cap.max:
+                return Skip(occ, f"frequency cap: {sent} marketing emails within {human(cap.per)} "
+                                 f"(max {cap.max})", None)
+            capped[occ.member_ref] = sent + 1
+        scheduled, deferred = now, None
+        quiet = self.settings.sending.quiet_hours
+        if quiet and flow.quiet_hours:
+            zone = ZoneInfo(occ.timezone or self.settings.program.default_timezone)
+            until = quiet_until(now, zone, quiet)
+            if until is not None:
+                scheduled = until
+                deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
+        variant = variants.choose(flow.name, occ.member_id, flow.variants, winners)
+        return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant)
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:
@@ -460,6 +597,15 @@ class Planner:
                                    s.c.created_at <= now)
                             .group_by(s.c.member_ref))
         return {ref: count for ref, count in rows}
+
+
+def _step_occurrence(occ: Occurrence, instance: str, step: SendStep, at: datetime, reason: str) -> Occurrence:
+    """The occurrence of one send step of a journey instance: key `<instance>/<step id>`."""
+    return Occurrence(flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
+                      timezone=occ.timezone, subscribed=occ.subscribed, key=f"{instance}/{step.id}",
+                      occurred_at=at, due_at=at, reason=reason,
+                      data={**occ.data, "key": f"{instance}/{step.id}", "step": step.id},
+                      template=step.template)
 
 
 def _member_chunks(occurrences: Iterable[Occurrence], size: int) -> Iterator[list[Occurrence]]:

@@ -43,7 +43,7 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
     missing = [f"flow '{f.name}': no email template '{template}' in templates/ "
                f"(emails: {', '.join(renderer.catalog.names) or 'none'})"
                for f in settings.flows
-               for template in dict.fromkeys([f.template, *(v.template for v in f.variants if v.template)])
+               for template in dict.fromkeys([*f.templates(), *(v.template for v in f.variants if v.template)])
                if template not in renderer.catalog.variants]
     if missing:
         from ..errors import ConfigError
@@ -120,7 +120,7 @@ def write_previews(plan: Plan, renderer: Renderer, engine: sa.Engine, out: Path)
             occ = send.occurrence
             member = member_profile(conn, occ.member_id, recent=0).member
             variant = send.variant
-            email = renderer.render((variant and variant.template) or occ.flow.template, member,
+            email = renderer.render((variant and variant.template) or occ.template or occ.flow.template, member,
                                     now=send.scheduled_for, tracked=False, flow={"name": occ.flow.name},
                                     occurrence=occ.data, subject=variant.subject if variant else None)
             folder = out / occ.flow.name

@@ -107,7 +107,8 @@ def triggers_by_email(settings: Settings) -> dict[str, list[str]]:
     """The triggers of the flows that send each email."""
     found: dict[str, list[str]] = {}
     for flow in settings.flows:
-        found.setdefault(flow.template, []).append(flow.trigger)
+        for template in flow.templates():
+            found.setdefault(template, []).append(flow.trigger)
     return found
 
 

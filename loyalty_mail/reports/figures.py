@@ -1,4 +1,4 @@
-"""Email performance by flow, segment, tier, locale or period, and lift against hold-out groups.
+"""Email performance by flow, journey step, segment, tier, locale or period, and lift against hold-out groups.
 
 All figures are SQL aggregates over the send ledger, the tracking events and the members'
 purchases; formatting lives at the edge (the CLI). Definitions:
@@ -16,8 +16,9 @@ purchases; formatting lives at the edge (the CLI). Definitions:
 
 `variant` is the A/B variant the send had (variants.py compares them);
 `tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `topic`
-is the topic of the send's flow in config.yaml (so unsubscribes and complaints per topic); `day`,
-`week` (starting Monday) and `month` are UTC dates of the send.
+is the topic of the send's flow in config.yaml (so unsubscribes and complaints per topic); `step`
+is a journey's step id (the part of the occurrence key after `/`), or the template of a one-email
+flow; `day`, `week` (starting Monday) and `month` are UTC dates of the send.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from ..models import events_table, members_table, sends_table, tier_changes_table, tracking_events_table
 from .membership import membership_column
 
-GROUPS = ("flow", "variant", "topic", "segment", "tier", "locale", "day", "week", "month")
+GROUPS = ("flow", "step", "variant", "topic", "segment", "tier", "locale", "day", "week", "month")
 COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks_human", "clicks_total",
            "unsubscribed", "spam", "converted", "revenue", "open_rate", "click_rate", "click_to_open_rate",
            "unsubscribe_rate", "spam_rate", "revenue_per_email")
@@ -57,6 +58,13 @@ def _period(column: Any, unit: str, dialect: str) -> Any:
     return sa.func.strftime(formats[unit], column)
 
 
+def _step(dialect: str) -> Any:
+    """A journey send's step id (`welcome/welcome_reminder` -> `welcome_reminder`), else the template."""
+    s = sends_table
+    slash = (sa.func.strpos if dialect == "postgresql" else sa.func.instr)(s.c.occurrence_key, "/")
+    return sa.case((slash > 0, sa.func.substr(s.c.occurrence_key, slash + 1)), else_=s.c.template)
+
+
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
              segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
@@ -74,8 +82,8 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
     topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
              else sa.literal(None, sa.String()))
     return (sa.select(
-        s.c.send_id, s.c.flow, s.c.variant, topic.label("topic"), s.c.segment, s.c.state, m.c.tier,
-        m.c.locale,
+        s.c.send_id, s.c.flow, _step(dialect).label("step"), s.c.variant, topic.label("topic"), s.c.segment,
+        s.c.state, m.c.tier, m.c.locale,
         _period(s.c.scheduled_for, "day", dialect).label("day"),
         _period(s.c.scheduled_for, "week", dialect).label("week"),
         _period(s.c.scheduled_for, "month", dialect).label("month"),

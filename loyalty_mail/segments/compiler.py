@@ -71,6 +71,10 @@ class Context:
     topics: tuple[tuple[str, bool], ...] = ()  # (topic, default) from config.yaml, for subscribed_to
     qualification: str | None = None  # tiers.qualification.measure: spend | points_earned (None: no reviews)
     reward_costs: tuple[int, ...] = ()  # the costs of the rewards catalogue
+    # Only these members are asked about (a journey's chunk, or a query of the member ids in a
+    # journey): per-member aggregates over events and sends, and shared segments, are computed for
+    # them alone instead of for every member.
+    members: tuple[int, ...] | sa.Select[Any] | None = None
 
     @cached_property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -130,7 +134,10 @@ class _Shared:
             condition = _Compiler(ctx, shared=self).rule(ctx.catalog.get(name).rule, (name,), negated=False,
                                                          top=True)
             label = f"segment_{name}" if len(name) <= 55 else f"segment_{len(self.ctes) + 1}"
-            self.ctes[name] = sa.select(members_table.c.id).where(condition).cte(label)
+            query = sa.select(members_table.c.id).where(condition)
+            if ctx.members is not None:
+                query = query.where(members_table.c.id.in_(ctx.members))
+            self.ctes[name] = query.cte(label)
             self.building.discard(name)
         return self.ctes[name]
 
@@ -578,6 +585,8 @@ class _Compiler:
             query = sa.select(s.c.member_ref).select_from(t.join(s, s.c.send_id == t.c.send_id)).where(*where)
         if rule.flow:
             query = query.where(s.c.flow == rule.flow)
+        if rule.step:  # a journey's send: occurrence key `<instance>/<step id>`
+            query = query.where(s.c.occurrence_key.endswith(f"/{rule.step}", autoescape=True))
         return query
 
     def _aggregate_membership(self, where: list[Any], aggregate: sa.ColumnElement[Any],
@@ -591,6 +600,8 @@ class _Compiler:
         """Members whose `aggregate` over `query`'s rows (grouped per member) satisfies `ops`;
         members with no rows count as 0, so `count: 0` becomes NOT IN the members with some."""
         holds = sa.and_(*(compare(aggregate, op, self.ctx.dialect) for op in ops))
+        if self.ctx.members is not None:
+            query = query.where(member_ref.in_(self.ctx.members))
         grouped = query.group_by(member_ref)
         if all(holds_for_number(Decimal(0), op) for op in ops):
             return self.m.c.id.not_in(grouped.having(sa.not_(holds)))

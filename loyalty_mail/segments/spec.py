@@ -100,10 +100,11 @@ class EmailRule:
     within: Duration | None
     include_automated: bool
     location: Location
+    step: str | None = None  # a journey's step id: only the emails that step sent
 
 
 EMAIL_ACTIONS = ("received", "opened", "clicked")
-EMAIL_KEYS = ("action", "flow", "count", "within", "include_automated")
+EMAIL_KEYS = ("action", "flow", "step", "count", "within", "include_automated")
 
 
 @dataclass(frozen=True)
@@ -392,12 +393,16 @@ class SegmentParser:
         flow = body.get("flow")
         if flow is not None and (not isinstance(flow, str) or not SEGMENT_NAME.match(flow)):
             raise self.fail(path + ("flow",), f"emails: flow: takes a flow name, found {shown(flow)}")
+        step = body.get("step")
+        if step is not None and (flow is None or not isinstance(step, str) or not SEGMENT_NAME.match(step)):
+            raise self.fail(path + ("step",), "emails: step: takes a journey step id, with flow: naming "
+                                              f"the journey (found {shown(step)})")
         automated = body.get("include_automated", False)
         if not isinstance(automated, bool):
             raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
         count = self.count(body["count"], path + ("count",)) if "count" in body else (Op("gte", Decimal(1)),)
         within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
-        return EmailRule(action, flow, count, within, automated, self.doc.locate(path))
+        return EmailRule(action, flow, count, within, automated, self.doc.locate(path), step)
 
     def _try(self, parse: Any, path: PathKey) -> Any:
         try:
@@ -503,6 +508,17 @@ def parse_event_where(filters: Any, doc: YamlDocument, path: PathKey
         return parser.event_where(filters, path), parser.problems
     except _Invalid:
         return (), parser.problems
+
+
+def parse_rule(value: Any, doc: YamlDocument, path: PathKey, ladder: TierLadder
+               ) -> tuple[Rule | None, list[Problem]]:
+    """One rule written inline at `path` of `doc` (a journey's `exit_when:` or a branch's `if:`):
+    the rule, or None and the problems found in it (with file:line)."""
+    parser = SegmentParser(doc, ladder)
+    try:
+        return parser.rule(value, path, 0), parser.problems
+    except (_Invalid, _TooLarge):
+        return None, parser.problems
 
 
 def flow_filter_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:

@@ -1,0 +1,415 @@
+"""Journeys: multi-step flows over simulated days through the CLI, on both databases. Entering,
+waiting, branching on engagement, waiting for an event, timing out, exiting on a purchase mid-wait,
+quiet hours and a DST change inside a wait, recording twice (a crash at the ledger boundary), and
+an edit while members are in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from loyalty_mail.models import journey_steps_table, sends_table, tracking_events_table
+
+from .flow_program import SECRET, Program, member
+
+SERIES = """\
+  - name: welcome_series
+    trigger: welcome
+    priority: 90
+    frequency_cap: false
+    exit_when: {purchases: {count: {gte: 1}}}
+    steps:
+      - send: welcome
+      - wait: 3 days
+      - branch:
+          if: {emails: {action: opened, flow: welcome_series}}
+          then: [{send: welcome_perks}]
+          else: [{send: welcome_reminder}]
+      - wait_until: {event: purchase, timeout: 7 days}
+        on_timeout: [{send: first_purchase_nudge}]
+"""
+TIMING = """\
+  - name: timing
+    trigger: welcome
+    frequency_cap: false
+    steps:
+      - send: welcome
+      - wait: 3 days
+      - send: welcome_reminder
+      - wait: 12 hours
+      - send: first_purchase_nudge
+"""
+JOINED = "2026-11-20T10:00:00+07:00"
+
+
+def journey(program: Program, flows: str = SERIES) -> Program:
+    path = program.dir / "config.yaml"
+    text = path.read_text()
+    for trigger in ("welcome", "milestone", "tier_upgrade", "reengagement"):
+        text = text.replace(f"trigger: {trigger},", f"trigger: {trigger}, enabled: false,")
+    path.write_text(text + flows)
+    return program
+
+
+def engine_of(program: Program) -> sa.Engine:
+    return sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def sends(program: Program) -> list[tuple[str, str, str]]:
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sends_table.c.occurrence_key, sends_table.c.template, sends_table.c.state)
+                            .order_by(sends_table.c.id)).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def steps(program: Program) -> list[tuple[str, str]]:
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(journey_steps_table.c.step, journey_steps_table.c.outcome)
+                            .order_by(journey_steps_table.c.id)).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def once(program: Program, at: str) -> None:
+    result = program.run("run", "--once", at=at)
+    assert result.exit_code in (0, 4), result.output
+
+
+def explain(program: Program, member_id: str, at: str) -> str:
+    result = program.run("explain", member_id, "--at", at)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_member_goes_through_the_series_and_times_out_waiting_for_a_purchase(program):
+    journey(program)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    assert sends(program) == [("welcome/welcome", "welcome", "sent")]
+    assert steps(program) == [("welcome", "planned"), ("wait_3_days", "waiting")]
+    # Nothing is due during the wait; explain and the dry run say where the member is.
+    once(program, "2026-11-22T10:00:00+07:00")
+    assert len(sends(program)) == 1
+    assert ("in welcome_series at step 2 (wait 3 days, until 2026-11-23 10:05 Asia/Ho_Chi_Minh)"
+            in explain(program, "M1", "2026-11-22T10:00:00+07:00"))
+    dry = program.run("run", "--dry-run", at="2026-11-22T10:00:00+07:00")
+    assert "welcome_series" in dry.output and "2 (wait 3 days)" in dry.output, dry.output
+    # The wait ends: no open, so the else branch; then waiting for a purchase.
+    once(program, "2026-11-23T10:10:00+07:00")
+    assert sends(program)[1:] == [("welcome/welcome_reminder", "welcome_reminder", "sent")]
+    assert steps(program)[2:] == [("branch_" + steps(program)[2][0][7:], "else"),
+                                  ("welcome_reminder", "planned"), ("wait_until_purchase", "waiting")]
+    assert ("in welcome_series at step 6 (wait_until purchase, times out 2026-11-30 10:10 Asia/Ho_Chi_Minh)"
+            in explain(program, "M1", "2026-11-25T10:00:00+07:00"))
+    once(program, "2026-11-30T10:09:00+07:00")
+    assert len(sends(program)) == 2
+    once(program, "2026-11-30T10:15:00+07:00")
+    assert sends(program)[2:] == [("welcome/first_purchase_nudge", "first_purchase_nudge", "sent")]
+    assert steps(program)[-2:] == [("first_purchase_nudge", "planned"), ("$end", "completed")]
+    once(program, "2026-12-05T10:15:00+07:00")
+    assert len(sends(program)) == 3
+
+
+def test_an_open_takes_the_then_branch_and_a_purchase_ends_the_wait_early(program):
+    journey(program, SERIES.replace("    exit_when: {purchases: {count: {gte: 1}}}\n", "").replace(
+        "flow: welcome_series}", "flow: welcome_series, step: welcome}"))
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        send_id = conn.execute(sa.select(sends_table.c.send_id)).scalar_one()
+        conn.execute(tracking_events_table.insert().values(
+            send_id=send_id, kind="open", source="tracker", occurred_at=sa.func.now(), machine=False,
+            bot=False, detail={}))
+        conn.execute(tracking_events_table.update().values(
+            occurred_at=conn.execute(sa.select(sends_table.c.sent_at)).scalar_one()))
+    engine.dispose()
+    once(program, "2026-11-23T10:10:00+07:00")
+    assert [s[0] for s in sends(program)] == ["welcome/welcome", "welcome/welcome_perks"]
+    program.load("events", [{"member_id": "M1", "type": "purchase", "occurred_at": "2026-11-24T12:00:00+07:00",
+                             "amount": 200000, "currency": "VND", "event_id": "p1"}],
+                 at="2026-11-24T12:00:00+07:00")
+    once(program, "2026-11-24T12:05:00+07:00")
+    assert steps(program)[-1] == ("$end", "completed")
+    once(program, "2026-12-05T10:15:00+07:00")
+    assert [s[0] for s in sends(program)] == ["welcome/welcome", "welcome/welcome_perks"]
+
+
+def test_a_purchase_mid_wait_exits_the_journey(program):
+    journey(program)
+    program.load("members", [member("M1", joined_at=JOINED), member("M2", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    program.load("events", [{"member_id": "M1", "type": "purchase", "occurred_at": "2026-11-21T12:00:00+07:00",
+                             "amount": 200000, "currency": "VND", "event_id": "p1"}],
+                 at="2026-11-21T12:00:00+07:00")
+    once(program, "2026-11-21T12:05:00+07:00")
+    assert "in welcome_series" not in explain(program, "M1", "2026-11-22T10:00:00+07:00")
+    assert "in welcome_series at step 2" in explain(program, "M2", "2026-11-22T10:00:00+07:00")
+    once(program, "2026-11-23T10:10:00+07:00")
+    once(program, "2026-12-01T10:10:00+07:00")
+    keys = [(k, t) for k, t, _ in sends(program)]
+    assert keys.count(("welcome/welcome", "welcome")) == 2
+    assert keys.count(("welcome/welcome_reminder", "welcome_reminder")) == 1   # M2 only
+    assert ("$exit", "exited") in steps(program)
+
+
+def test_quiet_hours_and_a_dst_change_inside_waits(program):
+    journey(program, TIMING)
+    joined = "2026-10-30T10:00:00-04:00"   # New York, EDT; clocks go back on 1 November
+    program.load("members", [member("NY", zone="America/New_York", joined_at=joined)], at=joined)
+    once(program, "2026-10-30T10:00:00-04:00")
+    # Three days later at 10:00 local, now EST: 15:00 UTC, not 14:00.
+    plan = program.dry("2026-11-02T14:30:00+00:00")
+    assert not [d for d in plan if d["decision"] == "send"]
+    assert ("until 2026-11-02 10:00 America/New_York"
+            in explain(program, "NY", "2026-11-02T14:30:00+00:00"))
+    once(program, "2026-11-02T15:00:00+00:00")
+    assert [s[1] for s in sends(program)] == ["welcome", "welcome_reminder"]
+    # 12 hours later is 22:00 local, inside quiet hours: planned for 08:00 local (13:00 UTC).
+    plan = program.dry("2026-11-03T03:05:00+00:00")
+    due = [d for d in plan if d["decision"] == "send"]
+    assert [(d["template"], datetime.fromisoformat(d["scheduled_for"])) for d in due] == [
+        ("first_purchase_nudge", datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc))]
+    assert due[0]["deferred"] == "quiet hours until 08:00 local (America/New_York)"
+
+
+def test_recording_a_plan_twice_or_after_a_crash_neither_repeats_nor_skips_a_step(program):
+    from loyalty_mail.flows import ledger
+    from loyalty_mail.flows.runner import build_planner
+    from loyalty_mail.runtime import Runtime
+
+    journey(program, TIMING)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    runtime = Runtime.load(program.dir, database_url=program.url)
+    engine = runtime.engine()
+    planner = build_planner(runtime.settings, engine.dialect.name)
+    first = datetime.fromisoformat("2026-11-20T10:05:00+07:00")
+    plan = planner.plan_in(engine, first)
+    # Two planners (or one restarted after recording, before delivering) record the same plan.
+    ledger.record(engine, plan, first)
+    ledger.record(engine, plan, first)
+    assert [s[0] for s in sends(program)] == ["welcome/welcome"]
+    # Re-planned at the same instant from what was recorded: nothing new, nothing lost.
+    again = planner.plan_in(engine, first)
+    assert not again.sends and not again.steps
+    # A crash inside the transaction that records the next step leaves no trace of it.
+    later = datetime.fromisoformat("2026-11-23T10:06:00+07:00")
+    plan = planner.plan_in(engine, later)
+    assert [s.occurrence.key for s in plan.sends] == ["welcome/welcome_reminder"]
+    with engine.begin() as conn:
+        conn.execute(sends_table.insert(), [{**ledger._row(s.occurrence, "planned", s.reason, s.scheduled_for,
+                                                           None, later)} for s in plan.sends])
+        conn.rollback()
+    assert [s[0] for s in sends(program)] == ["welcome/welcome"]
+    ledger.record(engine, planner.plan_in(engine, later), later)
+    once(program, "2026-11-23T10:07:00+07:00")
+    assert [(s[0], s[2]) for s in sends(program)] == [("welcome/welcome", "sent"),
+                                                      ("welcome/welcome_reminder", "sent")]
+    engine.dispose()
+
+
+def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_exit(program):
+    journey(program)
+    program.load("members", [member("M1", joined_at=JOINED), member("M2", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("      - wait: 3 days\n", "      - wait: 2 days\n"))
+    result = program.run("check", at="2026-11-21T10:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    assert ("journey welcome_series: 2 members are at step wait_3_days, which this edit removes: "
+            "they will exit") in result.output
+    once(program, "2026-11-21T10:05:00+07:00")
+    assert steps(program)[-2:] == [("$exit", "exited")] * 2
+    once(program, "2026-11-30T10:05:00+07:00")
+    assert len(sends(program)) == 2
+
+
+def test_journey_mistakes_come_with_their_line(program):
+    journey(program, """\
+  - name: broken
+    trigger: welcome
+    steps:
+      - send: welcome
+      - wait: soon
+      - branch: {if: {tier: {at_least: diamond}}, then: [{send: welcome}]}
+      - jump: somewhere
+""")
+    written = (program.dir / "config.yaml").read_text().splitlines()
+
+    def line(text: str) -> int:
+        return next(i for i, row in enumerate(written, 1) if text in row)
+
+    result = program.run("check")
+    assert result.exit_code == 1
+    output = result.output
+    assert f"config.yaml:{line('wait: soon')}:15: flow 'broken': wait: expected a duration" in output
+    assert f"config.yaml:{line('diamond')}:40: field 'tier': at_least: unknown tier 'diamond'" in output
+    assert (f"config.yaml:{line('jump:')}:9: flow 'broken': a step has exactly one of send, wait, "
+            "wait_until, branch (found jump)") in output
+    assert "Traceback" not in output
+
+
+def test_the_series_by_flow_and_step(program):
+    journey(program)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    once(program, "2026-11-23T10:10:00+07:00")
+    result = program.run("report", "--by", "flow,step", "--format", "json", "--since", "2026-11-01",
+                         "--until", "2026-12-01", at="2026-11-24T10:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    rows = {(r["flow"], r["step"]): r for r in json.loads(result.stdout)["rows"]}
+    assert rows[("welcome_series", "welcome")]["sent"] == 1
+    assert rows[("welcome_series", "welcome_reminder")]["sent"] == 1
+
+
+QUICK = """\
+  - name: quick
+    trigger: welcome
+    frequency_cap: false
+    quiet_hours: false
+    steps:
+      - send: welcome
+      - wait: 2 seconds
+      - send: welcome_reminder
+      - wait: 2 seconds
+      - send: first_purchase_nudge
+"""
+
+
+@pytest.mark.slow
+def test_killing_the_planning_daemon_between_steps_neither_repeats_nor_skips_one(sqlite_program, tmp_path):
+    """Two real daemons on one SQLite database and a real SMTP server; the one planning is killed
+    with SIGKILL while members are between steps; the other takes over and every member gets each
+    of the three emails once."""
+    from .test_delivery import SmtpSink, start_sink
+
+    members = 150
+    program = journey(sqlite_program, QUICK)
+    sink = SmtpSink()
+    controller = start_sink(sink)
+    config = (program.dir / "config.yaml").read_text().replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}',
+        f"quiet_hours: null\n  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {sink.port}, security: none}}\n"
+        "  batch_size: 20\n  lease: 3 seconds")
+    (program.dir / "config.yaml").write_text(config)
+    joined = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    program.load("members", [{"member_id": f"Q{n:04d}", "email": f"q{n}@example.com", "timezone": "UTC",
+                              "joined_at": joined} for n in range(members)], at=None)
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    base = [sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database", program.url]
+    logs = [(tmp_path / f"daemon{n}.log").open("w") for n in range(2)]
+    daemons = [subprocess.Popen(base + ["daemon", "--interval", "0.5"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=logs[n]) for n in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(sink.messages) < members + 20:    # all welcomes, and some reminders: mid-journey
+            assert time.monotonic() < deadline, f"{len(sink.messages)} messages in 60 s"
+            time.sleep(0.05)
+        for daemon in daemons:       # the planner: the one holding the lock (the first, most likely)
+            daemon.send_signal(signal.SIGKILL)
+            break
+        deadline = time.monotonic() + 120
+        while sum(1 for step, _ in steps(program) if step == "$end") < members:
+            assert time.monotonic() < deadline, f"not done in 120 s: {len(sink.messages)} messages"
+            time.sleep(0.5)
+        while {s[2] for s in sends(program)} & {"planned", "sending", "retry"}:
+            assert time.monotonic() < deadline, "deliveries still pending after 120 s"
+            time.sleep(0.5)
+    finally:
+        for daemon in daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+        for daemon in daemons:
+            daemon.wait(timeout=60)
+        for log in logs:
+            log.close()
+        controller.stop()
+    rows = sends(program)
+    assert len(rows) == 3 * members                          # no step skipped (and none twice: unique)
+    assert sorted({key for key, _, _ in rows}) == ["welcome/first_purchase_nudge", "welcome/welcome",
+                                                   "welcome/welcome_reminder"]
+    received = sink.send_ids()
+    assert len(received) == len(set(received))               # no email delivered twice
+    unknown = [r for r in rows if r[2] == "unknown"]         # in the killed process's hands, if it was delivering
+    assert {r[2] for r in rows} <= {"sent", "unknown"} and len(unknown) <= 8
+    assert len(received) >= 3 * members - len(unknown)
+
+
+WINBACK = """\
+  - name: comeback
+    trigger: reengagement
+    segment: lapsed
+    frequency_cap: false
+    reentry: {max: 2, cooldown: 30 days}
+    exit_when: {days_since_last_purchase: {lt: 90}}
+    steps:
+      - send: reengagement
+      - wait: 3 days
+      - wait: {until: "10:00"}
+      - send: winback_last_chance
+"""
+
+
+def test_a_segment_entry_journey_enters_once_per_entry_and_a_purchase_ends_it(program):
+    journey(program, WINBACK)
+    bought = "2026-07-01T12:00:00+07:00"
+    program.load("members", [member("L1", joined_at="2025-01-01T10:00:00+07:00"),
+                             member("L2", joined_at="2025-01-01T10:00:00+07:00")], at=bought)
+    program.load("events", [{"member_id": m, "type": "purchase", "occurred_at": bought, "amount": 100000,
+                             "currency": "VND", "event_id": f"old-{m}"} for m in ("L1", "L2")], at=bought)
+    once(program, "2026-11-20T14:00:00+07:00")
+    assert sorted(k for k, _, _ in sends(program)) == ["segment:lapsed:1/reengagement"] * 2
+    # L2 buys: exit_when holds, L2 leaves; L1 waits 3 days, then until 10:00 local, then the last chance.
+    program.load("events", [{"member_id": "L2", "type": "purchase", "occurred_at": "2026-11-21T09:00:00+07:00",
+                             "amount": 100000, "currency": "VND", "event_id": "new-L2"}],
+                 at="2026-11-21T09:00:00+07:00")
+    once(program, "2026-11-21T09:05:00+07:00")
+    assert ("in comeback at step 3 (wait until 10:00, until 2026-11-24 10:00 Asia/Ho_Chi_Minh)"
+            in explain(program, "L1", "2026-11-23T15:00:00+07:00"))
+    once(program, "2026-11-24T09:59:00+07:00")
+    assert len(sends(program)) == 2
+    once(program, "2026-11-24T10:00:00+07:00")
+    assert sorted(k for k, _, _ in sends(program)) == ["segment:lapsed:1/reengagement"] * 2 + [
+        "segment:lapsed:1/winback_last_chance"]
+    # Still lapsed, but within the cooldown after the journey's last step: no second entry yet.
+    once(program, "2026-12-05T10:00:00+07:00")
+    assert len(sends(program)) == 3
+
+
+def test_later_steps_of_an_event_journey_still_see_the_event(program):
+    journey(program, """\
+  - name: after_purchase
+    trigger: event
+    event: purchase
+    frequency_cap: false
+    steps:
+      - send: points_receipt
+      - wait: 1 day
+      - {id: reminder, send: points_receipt}
+""")
+    program.load("members", [member("E1", joined_at=JOINED)], at=JOINED)
+    program.load("events", [{"member_id": "E1", "type": "purchase", "occurred_at": "2026-11-21T12:00:00+07:00",
+                             "amount": 2500000, "currency": "VND", "event_id": "big"}],
+                 at="2026-11-21T12:00:00+07:00")
+    once(program, "2026-11-21T12:05:00+07:00")
+    once(program, "2026-11-22T12:10:00+07:00")
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sends_table.c.occurrence_key, sends_table.c.state, sends_table.c.occurrence)
+                            .order_by(sends_table.c.id)).all()
+    engine.dispose()
+    assert [(r.occurrence_key.split("/")[1], r.state) for r in rows] == [("points_receipt", "sent"), ("reminder", "sent")]
+    # The reminder is decided a day later, from journey_steps: the event comes from the first email.
+    assert rows[1].occurrence["event"] == rows[0].occurrence["event"]
+    assert rows[1].occurrence["event"]["id"] == "big" and rows[1].occurrence["key"].endswith("/reminder")
