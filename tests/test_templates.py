@@ -436,7 +436,8 @@ def test_cli_templates_list(example_program):
     assert {(r["email"], r["locale"]) for r in rows} == {
         (e, l) for e in ("welcome", "milestone", "tier_upgrade", "reengagement", "points_receipt", "tier_at_risk",
                          "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",
-                         "confirm_email")
+                         "confirm_email", "welcome_perks", "welcome_reminder", "first_purchase_nudge",
+                         "winback_last_chance")
         for l in ("vi", "en")}
     assert all(r["inlining"] == "compiled" for r in rows)
 
@@ -465,8 +466,9 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     target, run = example_program
     unknown = run("preview", "welcom", "--member", "X")
     assert unknown.exit_code == 1
-    assert "no email template 'welcom' in templates/ (emails: birthday, confirm_email, milestone, points_expiring, points_receipt, reengagement, " \
-        "reward_available, statement, tier_at_risk, tier_downgrade, tier_upgrade, welcome)" in unknown.stderr
+    assert ("no email template 'welcom' in templates/ (emails: birthday, confirm_email, first_purchase_nudge, milestone, "
+            "points_expiring, points_receipt, reengagement, reward_available, statement, tier_at_risk, tier_downgrade, "
+            "tier_upgrade, welcome, welcome_perks, welcome_reminder, winback_last_chance)") in unknown.stderr
     nobody = run("preview", "welcome", "--member", "NOPE")
     assert nobody.exit_code == 1 and "no member with id 'NOPE'" in nobody.stderr
     path = target / "templates/welcome/en.html"

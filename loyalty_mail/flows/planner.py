@@ -288,7 +288,7 @@ class Planner:
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
-        if only is None and not every:   # the members who only wait were not streamed: count them
+        if only is None and not listing:   # the members who only wait were not streamed: count them
             for flow in chosen:
                 journey = self.journeys.get(flow.name)
                 if journey is not None:
