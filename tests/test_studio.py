@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import re
 import shutil
+import threading
 from datetime import datetime
 from html import unescape
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 
 from loyalty_mail.runtime import Runtime
 from loyalty_mail.studio import Access, Workspace, create_app
+from loyalty_mail.studio.renders import Renders
 from loyalty_mail.studio.watch import ProgramWatcher
 
 from .studio_program import AT, make_studio_program, points_between
@@ -49,10 +51,11 @@ class StudioClient:
         return self.request("POST", url, **kwargs)
 
 
-def studio_client(directory: Path, database_url: str) -> tuple[StudioClient, Access]:
+def studio_client(directory: Path, database_url: str, *, hosts: tuple[str, ...] = (HOST,),
+                  renders: Renders | None = None) -> tuple[StudioClient, Access]:
     runtime = Runtime.load(directory, database_url=database_url)
     access = Access()
-    app = create_app(Workspace(runtime, at=datetime.fromisoformat(AT)), access, hosts=(HOST,))
+    app = create_app(Workspace(runtime, at=datetime.fromisoformat(AT)), access, hosts=hosts, renders=renders)
     return StudioClient(app), access
 
 
@@ -162,6 +165,21 @@ def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client,
     path.write_text(source.replace("Welcome", "Hello again"), encoding="utf-8")
     page = client.get("/emails/welcome/en")
     assert "This email does not render" not in page.text and "Hello again" in unescape(page.text)
+
+
+def test_a_slow_render_holds_neither_its_page_nor_the_others(program_dir, database_url):
+    config = program_dir / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "\nrendering:\n  timeout: 2 seconds\n", encoding="utf-8")
+    path = program_dir / "templates" / "welcome" / "en.html"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "</p>", "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}</p>", 1), encoding="utf-8")
+    client, access = studio_client(program_dir, database_url, renders=Renders(seconds=0.2))
+    assert client.get(f"/?token={access.token}").status_code == 303
+    page = client.get("/emails/welcome/en")
+    assert page.status_code == 200 and "the render is still running after 0.2 s" in page.text
+    assert client.get("/segments").status_code == 200
+    assert client.get("/emails/welcome/vi").status_code == 200
+    assert any(t.name == "studio-render" for t in threading.enumerate())  # answered while it renders
 
 
 def test_check_findings_for_the_email_are_shown(client, program_dir):

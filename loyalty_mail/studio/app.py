@@ -34,6 +34,7 @@ from ..transports import transport_for
 from ..trial_send import sample_member_for, send_test
 from . import emails, segments
 from .program import ProgramState, Workspace
+from .renders import RenderPending, Renders
 from .security import Access, TokenGuard
 
 log = logging.getLogger("loyalty_mail.studio")
@@ -49,9 +50,10 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; fram
 class Studio:
     """The routes' shared parts: the workspace, the access token, the page templates."""
 
-    def __init__(self, workspace: Workspace, access: Access) -> None:
+    def __init__(self, workspace: Workspace, access: Access, renders: Renders | None = None) -> None:
         self.workspace, self.access = workspace, access
-        self.lock = threading.RLock()  # one request at a time uses the templates and the database
+        self.renders = renders or Renders()  # renders run there, outside the lock, bounded in time
+        self.lock = threading.RLock()  # one request at a time reads the program state and the database
         self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.pages.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
@@ -91,10 +93,19 @@ class Studio:
             if query:
                 with self.workspace.engine().connect() as connection:
                     found = find_members(connection, query, limit=10)
-            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
-                                   self.workspace.now())
+        shown = self._preview(state, email, locale, member_id)
+        with self.lock:
             return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
                              found=found, member_id=member_id, current=(email, locale), sent=None)
+
+    def _preview(self, state: ProgramState, email: str, locale: str, member_id: str) -> emails.EmailPreview:
+        """The preview, rendered on the render thread; if it takes too long, that is its problem."""
+        now = self.workspace.now()
+        try:
+            return self.renders.run(("preview", state.version, email, locale, member_id), lambda: emails.preview(
+                state, self.workspace.engine(), email, locale, member_id or None, now))
+        except RenderPending as exc:
+            return emails.EmailPreview(email, locale, problems=[Problem(None, str(exc))])
 
     # -- segments ----------------------------------------------------------------------------
 
@@ -197,31 +208,36 @@ class Studio:
         with self.lock:
             state = self.workspace.state()
             entries, problems = emails.email_list(state)
-            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
-                                   self.workspace.now())
-            try:
-                if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
-                    raise LoyaltyMailError(f"'{to}' is not an email address")
-                renderer = state.renderer()
-                now = self.workspace.now()
-                if member_id:
-                    with self.workspace.engine().connect() as connection:
-                        member = member_profile(connection, member_id, recent=0).member
-                else:
-                    member = sample_member_for(renderer, email, locale, now)
-                assert state.settings is not None  # renderer() raised otherwise
-                transport = transport_for(state.settings)
-                try:
-                    message, result = send_test(renderer, transport, email, member, to, locale=locale, now=now)
-                finally:
-                    transport.close()
-                sent = (True, f"Sent '{message.subject}' to {to} through {transport.name}, marked as a test"
-                        + (f" ({result.detail})" if result.detail else "") + ".")
-            except LoyaltyMailError as exc:
-                sent = (False, str(exc))
+        shown = self._preview(state, email, locale, member_id)
+        try:
+            if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
+                raise LoyaltyMailError(f"'{to}' is not an email address")
+            now = self.workspace.now()
+            sent = self.renders.run(("send", email, locale, to, member_id, now, object()),
+                                    lambda: self._send(state, email, locale, to, member_id, now))
+        except LoyaltyMailError as exc:
+            sent = (False, str(exc))
+        with self.lock:
             return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
                              preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
                              sent=sent, to=to)
+
+    def _send(self, state: ProgramState, email: str, locale: str, to: str, member_id: str,
+              now: datetime) -> tuple[bool, str]:
+        renderer = state.renderer()
+        if member_id:
+            with self.workspace.engine().connect() as connection:
+                member = member_profile(connection, member_id, recent=0).member
+        else:
+            member = sample_member_for(renderer, email, locale, now)
+        assert state.settings is not None  # renderer() raised otherwise
+        transport = transport_for(state.settings)
+        try:
+            message, result = send_test(renderer, transport, email, member, to, locale=locale, now=now)
+        finally:
+            transport.close()
+        return True, (f"Sent '{message.subject}' to {to} through {transport.name}, marked as a test"
+                      + (f" ({result.detail})" if result.detail else "") + ".")
 
     # -- live reload -------------------------------------------------------------------------
 
@@ -278,9 +294,10 @@ class Studio:
         ]
 
 
-def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) -> Any:
-    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to)."""
-    studio = Studio(workspace, access)
+def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...], renders: Renders | None = None) -> Any:
+    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to;
+    renders: how long a page waits for a render, by default RENDER_SECONDS)."""
+    studio = Studio(workspace, access, renders)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -288,6 +305,7 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) 
         try:
             yield
         finally:
+            studio.renders.closing.set()  # a page waiting for a render answers now
             await workspace.watcher.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
