@@ -13,6 +13,7 @@ from datetime import datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import httpx
@@ -109,6 +110,68 @@ def test_the_token_in_the_url_becomes_a_strict_httponly_cookie(program_dir, data
 def test_a_request_for_another_host_name_is_refused(client):
     """DNS rebinding: a page of another site that resolves its name to 127.0.0.1."""
     assert client.get("/emails", headers={"host": "evil.example:8030"}).status_code == 403
+
+
+def test_the_token_redirect_keeps_any_path_percent_encoded(program_dir, database_url):
+    for path, location in (("/%E2%82%AC", "/%E2%82%AC"), ("/a%0d%0aX", "/a%0D%0AX"), ("/a%20b", "/a%20b")):
+        client, access = studio_client(program_dir, database_url)
+        response = client.get(f"{path}?token={access.token}")
+        assert response.status_code == 303 and response.headers["location"] == location, path
+
+
+# -- bad input: a 400 or a 404 page, never a 500 -------------------------------------------------
+
+@pytest.mark.parametrize("url, code, message", [
+    ("/reports/page?until=9999-12-31", 400, "until: 9999-12-31 is out of range (a day from 1900-01-01 to 2999-12-31)"),
+    ("/reports/page?until=0001-01-05", 400, "until: 0001-01-05 is out of range"),
+    ("/reports/page?since=1000-01-01", 400, "since: 1000-01-01 is out of range"),
+    ("/reports?until=9999-12-31", 400, "is out of range"),
+    ("/emails/welcome/vi?q=" + "a" * 60_000, 400, "the search has 60,000 characters: at most 200"),
+    ("/segments/" + "s" * 300, 404, "no segment named"),
+    ("/segments/a%00b", 404, "no segment named"),
+])
+def test_bad_input_is_a_clear_error_page(client, url, code, message):
+    page = client.get(url)
+    assert page.status_code == code and message in unescape(page.text), (url, page.status_code)
+
+
+def test_a_bad_events_version_starts_from_the_current_one(client):
+    """Straight on the ASGI app: the stream never ends, so read its first chunk and disconnect."""
+    async def first_chunk(version: str) -> tuple[int, bytes]:
+        messages: list[dict[str, Any]] = []
+        answered = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await answered.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+            if message["type"] == "http.response.body":
+                answered.set()
+
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": "/events", "raw_path": b"/events", "root_path": "", "query_string": urlencode(
+                     {"version": version}).encode(), "headers": [(b"host", HOST.encode()), (b"cookie", cookie.encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        task = asyncio.create_task(client.app(scope, receive, send))
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        return start["status"], next(m["body"] for m in messages if m["type"] == "http.response.body")
+
+    for version in ("\u00b2", "9" * 5000, "-1"):
+        assert asyncio.run(first_chunk(version)) == (200, b"retry: 500\n\n"), version
 
 
 # -- emails ------------------------------------------------------------------------------------

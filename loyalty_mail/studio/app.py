@@ -42,6 +42,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
 MAX_FORM_BYTES = 16_384
+MAX_SEARCH = 200  # characters of a member search
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)  # the days a report may cover
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -90,6 +92,9 @@ class Studio:
                 return self.page("error.html", state, code=404, title="No such email",
                                  problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
             found: list[dict[str, Any]] = []
+            if len(query) > MAX_SEARCH:
+                raise LoyaltyMailError(f"the search has {len(query):,} characters: at most {MAX_SEARCH} "
+                                       "(an id or the beginning of an email address)")
             if query:
                 with self.workspace.engine().connect() as connection:
                     found = find_members(connection, query, limit=10)
@@ -126,7 +131,8 @@ class Studio:
             catalog, problems = state.segments()
             rows = [(segment, None) for _, segment in sorted(catalog.segments.items())]  # counts: on /segments
             view = segments.segment_view(self.workspace, state, name)
-            return self.page("segments.html", state, rows=rows, problems=problems, view=view)
+            known = name in catalog.segments or any(p.location is not None for p in view.problems)
+            return self.page("segments.html", state, 200 if known else 404, rows=rows, problems=problems, view=view)
 
     # -- flows -------------------------------------------------------------------------------
 
@@ -244,7 +250,7 @@ class Studio:
     async def events(self, request: Request) -> Response:
         watcher = self.workspace.watcher
         start = request.query_params.get("version", "")
-        version = int(start) if start.isdigit() else watcher.version
+        version = int(start) if start.isascii() and start.isdigit() and len(start) <= 18 else watcher.version
 
         async def stream() -> AsyncIterator[str]:
             nonlocal version
@@ -323,11 +329,15 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...], 
 
     @app.exception_handler(Exception)
     async def bug(_request: Request, exc: Exception) -> Response:
-        log.exception("studio: internal error")
-        return PlainTextResponse("Internal error in loyalty-mail studio (the terminal shows the traceback). "
-                                 "Please report it.", status_code=500)
+        log.error("studio: internal error", exc_info=exc)
+        return HTMLResponse(BUG_PAGE, status_code=500, headers=_page_headers())
 
     return TokenGuard(app, access, hosts)
+
+
+BUG_PAGE = ("<!doctype html><meta charset=utf-8><title>Internal error</title><h1>Internal error</h1>"
+            "<p>This is a bug in loyalty-mail studio; the terminal shows what happened. Please report it. "
+            '<a href="/emails">Back to the studio</a></p>')
 
 
 def _page_headers() -> dict[str, str]:
@@ -339,6 +349,9 @@ def _day(value: str | None, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise LoyaltyMailError(f"{name}: '{value}' is not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise LoyaltyMailError(f"{name}: {day} is out of range (a day from {FIRST_DAY} to {LAST_DAY})")
+    return day

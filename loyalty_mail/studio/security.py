@@ -14,7 +14,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -67,7 +67,7 @@ class TokenGuard:
                 await _plain(send, 403, "wrong token: use the URL `loyalty-mail studio` printed")
                 return
             rest = urlencode([(k, v) for k, v in query if k != TOKEN_PARAMETER])
-            location = scope["path"] + (f"?{rest}" if rest else "")
+            location = same_site_path(scope["path"]) + (f"?{rest}" if rest else "")
             cookie = (f"{self.access.cookie_name}={self.access.token}; HttpOnly; SameSite=Strict; Path=/")
             await send({"type": "http.response.start", "status": 303,
                         "headers": [(b"location", location.encode("latin-1")),
@@ -84,6 +84,11 @@ class TokenGuard:
             await _plain(send, 403, "this studio needs its token: open the URL `loyalty-mail studio` printed")
             return
         await self.app(scope, receive, send)
+
+
+def same_site_path(path: str) -> str:
+    """`path` as a Location on this site: percent-encoded (no control character, only ASCII)."""
+    return quote(path, safe="/-._~!$&'()*+,;=:@")
 
 
 async def _plain(send: Send, status: int, text: str) -> None:

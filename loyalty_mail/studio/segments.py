@@ -93,8 +93,11 @@ def segment_view(workspace: Workspace, state: ProgramState, name: str) -> Segmen
 def segment_file(workspace: Workspace, name: str) -> str:
     """The segment's file, relative to the program directory (.yaml, or .yml if that is what exists)."""
     for suffix in (".yaml", ".yml"):
-        if (workspace.project_dir / SEGMENTS_DIR / f"{name}{suffix}").exists():
-            return f"{SEGMENTS_DIR}/{name}{suffix}"
+        try:
+            if (workspace.project_dir / SEGMENTS_DIR / f"{name}{suffix}").is_file():
+                return f"{SEGMENTS_DIR}/{name}{suffix}"
+        except OSError:  # a name no file can have (too long, a NUL): no such segment
+            break
     return f"{SEGMENTS_DIR}/{name}.yaml"
 
 
