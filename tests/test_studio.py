@@ -245,6 +245,19 @@ def test_a_slow_render_holds_neither_its_page_nor_the_others(program_dir, databa
     assert any(t.name == "studio-render" for t in threading.enumerate())  # answered while it renders
 
 
+def test_a_template_removed_while_the_page_loads_is_said_so(program_dir, database_url):
+    """The files change between loading the templates and checking the email (the live reload
+    brings the page up to date)."""
+    from loyalty_mail.studio import emails
+
+    workspace = Workspace(Runtime.load(program_dir, database_url=database_url), at=datetime.fromisoformat(AT))
+    state = workspace.state()
+    assert emails.preview(state, workspace.engine(), "welcome", "en", None, workspace.now()).rendered is not None
+    shutil.rmtree(program_dir / "templates" / "_partials")
+    shown = emails.preview(state, workspace.engine(), "welcome", "en", None, workspace.now())
+    assert [p.message for p in shown.problems] == [emails.CHANGED.message]
+
+
 def test_check_findings_for_the_email_are_shown(client, program_dir):
     path = program_dir / "templates" / "welcome" / "en.html"
     path.write_text(path.read_text(encoding="utf-8").replace("</p>", '<img src="https://cdn.test.example/a.png"></p>', 1),
@@ -334,6 +347,19 @@ def test_a_new_segment_file_and_a_broken_one(client, program_dir):
     page = client.get("/segments/broken")
     assert page.status_code == 200 and "segments/broken.yaml:2" in page.text and "greater" in page.text
     assert "Traceback" not in page.text
+
+
+@needs_git
+def test_a_segment_removed_while_the_page_loads_is_said_so(program_dir, database_url):
+    from loyalty_mail.studio import segments
+
+    workspace = Workspace(Runtime.load(program_dir, database_url=database_url), at=datetime.fromisoformat(AT))
+    state = workspace.state()
+    state.segments()
+    (program_dir / "segments" / "vip.yaml").unlink()
+    view = segments.segment_view(workspace, state, "vip")
+    assert view.comparison is not None and view.comparison.status == "error"
+    assert view.comparison.message.startswith("segments/vip.yaml changed while it was read")
 
 
 def test_outside_a_git_repository_the_comparison_says_so(tmp_path, database_url):

@@ -110,7 +110,11 @@ def compare_with_head(workspace: Workspace, state: ProgramState, segment: Segmen
     head = head_version(workspace.project_dir, relative)
     if head.text is None:
         return Comparison(head.status, head.message)
-    current = (workspace.project_dir / relative).read_text(encoding="utf-8")
+    try:
+        current = (workspace.project_dir / relative).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # removed or renamed since the segments were loaded
+        return Comparison("error", f"{relative} changed while it was read (renamed or removed?): the page "
+                                   "reloads with the files as they are now")
     if current == head.text:
         return Comparison("unchanged", "the file is as committed at HEAD")
     catalog, _ = state.segments()
