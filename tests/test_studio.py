@@ -112,10 +112,12 @@ def test_a_request_for_another_host_name_is_refused(client):
     assert client.get("/emails", headers={"host": "evil.example:8030"}).status_code == 403
 
 
-def test_the_token_redirect_keeps_any_path_percent_encoded(program_dir, database_url):
-    for path, location in (("/%E2%82%AC", "/%E2%82%AC"), ("/a%0d%0aX", "/a%0D%0AX"), ("/a%20b", "/a%20b")):
+def test_the_token_redirect_stays_on_the_studio_with_the_path_percent_encoded(program_dir, database_url):
+    for path, location in (("/%E2%82%AC", "/%E2%82%AC"), ("/a%0d%0aX", "/a%0D%0AX"), ("/a%20b", "/a%20b"),
+                           ("//evil.example/", "/evil.example/"), ("///evil.example/x", "/evil.example/x"),
+                           ("/%5Cevil.example/", "/%5Cevil.example/")):
         client, access = studio_client(program_dir, database_url)
-        response = client.get(f"{path}?token={access.token}")
+        response = client.get(f"http://{HOST}{path}?token={access.token}")
         assert response.status_code == 303 and response.headers["location"] == location, path
 
 

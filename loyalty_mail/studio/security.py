@@ -87,8 +87,9 @@ class TokenGuard:
 
 
 def same_site_path(path: str) -> str:
-    """`path` as a Location on this site: percent-encoded (no control character, only ASCII)."""
-    return quote(path, safe="/-._~!$&'()*+,;=:@")
+    """`path` as a Location on this site: percent-encoded (no control character, only ASCII; a
+    backslash too), and starting with a single "/" ("//host/" would send the browser to another site)."""
+    return "/" + quote(path, safe="/-._~!$&'()*+,;=:@").lstrip("/")
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
