@@ -121,6 +121,24 @@ def test_the_token_redirect_stays_on_the_studio_with_the_path_percent_encoded(pr
         assert response.status_code == 303 and response.headers["location"] == location, path
 
 
+def test_a_websocket_is_refused_even_with_the_cookie(client):
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+             "path": "/events", "raw_path": b"/events", "root_path": "", "query_string": b"",
+             "headers": [(b"host", HOST.encode()), (b"cookie", cookie.encode())], "subprotocols": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(client.app(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
 # -- bad input: a 400 or a 404 page, never a 500 -------------------------------------------------
 
 @pytest.mark.parametrize("url, code, message", [

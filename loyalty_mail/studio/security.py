@@ -45,15 +45,21 @@ class Access:
 
 
 class TokenGuard:
-    """ASGI middleware: the token (query once, then cookie) or 403; the Host must be allowed."""
+    """ASGI middleware: the token (query once, then cookie) or 403; the Host must be allowed.
+    Only HTTP requests (and the server's lifespan events) pass."""
 
     def __init__(self, app: ASGIApp, access: Access, hosts: tuple[str, ...]) -> None:
         self.app, self.access, self.hosts = app, access, hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":  # the server's start and stop, not a request
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":  # the studio has none: refused before it is accepted
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            raise RuntimeError(f"the studio serves HTTP only, not {scope['type']!r}")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
