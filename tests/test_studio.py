@@ -194,6 +194,21 @@ def test_a_bad_events_version_starts_from_the_current_one(client):
         assert asyncio.run(first_chunk(version)) == (200, b"retry: 500\n\n"), version
 
 
+def test_on_a_loopback_address_only_loopback_names_and_elsewhere_any_name_with_the_token(program_dir, database_url):
+    from loyalty_mail.studio.security import allowed_hosts
+
+    local, access = studio_client(program_dir, database_url, hosts=allowed_hosts("127.0.0.1"))
+    for host in ("127.0.0.1:8030", "localhost:8030", "LocalHost:8030", "[::1]:8030"):
+        assert local.get(f"/?token={access.token}", headers={"host": host}).status_code == 303, host
+    assert local.get(f"/?token={access.token}", headers={"host": "evil.example:8030"}).status_code == 403
+    shared, access = studio_client(program_dir, database_url, hosts=allowed_hosts("0.0.0.0"))
+    hosts = ("studio-box.lan:8030", "192.168.1.5:8030", "[fe80::1]:8030", "localhost:8030")
+    for host in hosts:
+        assert shared.get("/emails/welcome/en", headers={"host": host}).status_code == 403, host  # no token
+    for host in hosts:
+        assert shared.get(f"/?token={access.token}", headers={"host": host}).status_code == 303, host
+
+
 # -- emails ------------------------------------------------------------------------------------
 
 def test_every_email_and_locale_is_listed_and_previewed_for_the_sample_member(client, program_dir):

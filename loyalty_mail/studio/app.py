@@ -300,8 +300,9 @@ class Studio:
         ]
 
 
-def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...], renders: Renders | None = None) -> Any:
-    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to;
+def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...] | None,
+               renders: Renders | None = None) -> Any:
+    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to, None: any;
     renders: how long a page waits for a render, by default RENDER_SECONDS)."""
     studio = Studio(workspace, access, renders)
 
