@@ -450,6 +450,23 @@ def test_send_test_needs_the_csrf_token_and_sends_one_marked_message(client, pro
     assert len(list((program_dir / "outbox").glob("*.eml"))) == 1
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("to", "@", "'@' is not an email address"),
+    ("to", "x@y.z,evil@x.com", "'x@y.z,evil@x.com' is not an email address"),
+    ("to", "x@y.z, evil@x.com", "is not an email address"),
+    ("to", "Me <me@studio.example>", "is not an email address"),
+    ("to", "a@b.example\x00", "'a@b.example\\x00' is not an email address"),
+    ("to", "a@b.example\r\nBcc: evil@x.com", "is not an email address"),
+    ("locale", "xx", "locale 'xx' is not one of the program's locales (vi, en)"),
+])
+def test_send_test_refuses_anything_but_one_address_and_a_program_locale(client, program_dir, field, value, message):
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
+    form = {"email": "welcome", "locale": "vi", "to": "me@studio.example", "member": "", "csrf": csrf, field: value}
+    response = client.post("/send-test", data=form)
+    assert response.status_code == 400 and message in unescape(response.text)
+    assert not list((program_dir / "outbox").glob("*.eml"))
+
+
 def test_no_page_writes_a_program_file(client, program_dir):
     before = program_files(program_dir)
     for path in ("/emails/welcome/en", "/emails/milestone/vi?member=ST0020", "/segments", "/segments/vip",

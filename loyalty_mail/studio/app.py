@@ -31,7 +31,7 @@ from ..flows.planner import Plan
 from ..members import find_members, member_profile
 from ..reports import page as report_page
 from ..transports import transport_for
-from ..trial_send import sample_member_for, send_test
+from ..trial_send import check_locale, check_recipient, sample_member_for, send_test
 from . import emails, segments
 from .program import ProgramState, Workspace
 from .renders import RenderPending, Renders
@@ -216,8 +216,8 @@ class Studio:
             entries, problems = emails.email_list(state)
         shown = self._preview(state, email, locale, member_id)
         try:
-            if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
-                raise LoyaltyMailError(f"'{to}' is not an email address")
+            check_recipient(to)
+            check_locale(state.renderer(), locale)
             now = self.workspace.now()
             sent = self.renders.run(("send", email, locale, to, member_id, now, object()),
                                     lambda: self._send(state, email, locale, to, member_id, now))
