@@ -280,6 +280,17 @@ def test_a_slow_render_holds_neither_its_page_nor_the_others(program_dir, databa
     assert any(t.name == "studio-render" for t in threading.enumerate())  # answered while it renders
 
 
+def test_a_page_waiting_for_a_render_answers_as_soon_as_the_studio_stops():
+    from loyalty_mail.studio.renders import RenderPending
+
+    renders, release = Renders(seconds=60), threading.Event()
+    threading.Timer(0.2, renders.closing.set).start()
+    with pytest.raises(RenderPending, match="the studio is stopping"):
+        renders.run("slow", lambda: release.wait(30))
+    release.set()
+    assert Renders(seconds=60).run("quick", lambda: 42) == 42
+
+
 def test_a_template_removed_while_the_page_loads_is_said_so(program_dir, database_url):
     """The files change between loading the templates and checking the email (the live reload
     brings the page up to date)."""

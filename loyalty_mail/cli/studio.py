@@ -32,6 +32,7 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
     import uvicorn
 
     from ..studio import Access, Workspace, create_app
+    from ..studio.renders import Renders
     from ..studio.security import LOOPBACK, allowed_hosts
 
     runtime = obj.runtime
@@ -52,11 +53,17 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::", ""):  # every address of the machine: name it by its host name
         shown = socket.gethostname()
-    app = create_app(Workspace(runtime, at=when), access, hosts=allowed_hosts(host))
+    renders = Renders()
+    app = create_app(Workspace(runtime, at=when), access, hosts=allowed_hosts(host), renders=renders)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     click.echo(f"loyalty-mail studio for {runtime.settings.program.name}: open\n"
                f"  http://{shown}:{bound}/?token={access.token}\n(Ctrl+C stops it)", err=True)
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops gracefully, then exit 0
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            renders.closing.set()  # a page waiting for a render answers at once, so the stop is prompt
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(config).run(sockets=[sock])

@@ -52,7 +52,9 @@ class Renders:
         deadline = time.monotonic() + self.seconds
         while not future.done():
             left = deadline - time.monotonic()
-            if left <= 0 or self.closing.is_set():
+            if self.closing.is_set():
+                raise RenderPending("the studio is stopping")
+            if left <= 0:
                 raise RenderPending(f"the render is still running after {self.seconds:g} s (a template that takes "
                                     "very long?): the page shows it when a file changes")
             wait_for([future], timeout=min(left, 0.1))
