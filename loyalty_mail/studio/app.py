@@ -29,6 +29,7 @@ from ..errors import LoyaltyMailError, Problem
 from ..flows import build_planner
 from ..flows.planner import Plan
 from ..members import find_members, member_profile
+from ..reports import FIRST_DAY, LAST_DAY
 from ..reports import page as report_page
 from ..transports import transport_for
 from ..trial_send import check_locale, check_recipient, sample_member_for, send_test
@@ -43,7 +44,6 @@ STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
 MAX_FORM_BYTES = 16_384
 MAX_SEARCH = 200  # characters of a member search
-FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)  # the days a report may cover
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
