@@ -254,6 +254,15 @@ def test_send_test_is_marked_untracked_and_unrecorded(program, smtp_sink):
     assert states(program) == {}
 
 
+def test_send_test_refuses_two_addresses_and_an_unknown_locale(program, smtp_sink):
+    configure(program, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {smtp_sink.port}, security: none}}\n")
+    two = program.run("send-test", "welcome", "--to", "me@example.com,evil@example.com")
+    assert two.exit_code == 1 and "'me@example.com,evil@example.com' is not an email address" in two.stderr
+    locale = program.run("send-test", "welcome", "--to", "me@example.com", "--locale", "xx")
+    assert locale.exit_code == 1 and "locale 'xx' is not one of the program's locales" in locale.stderr
+    assert smtp_sink.messages == []
+
+
 def test_outbox_status_and_operator_retry(program, smtp_sink):
     configure(program, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {smtp_sink.port}, security: none}}\n")
     program.load("members", [dict(member("B", joined_at=JOINED), email="bounce@example.com"),

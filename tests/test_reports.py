@@ -96,6 +96,13 @@ def test_every_figure_by_flow(history, run):
     assert lift["note"].startswith("small sample")
 
 
+def test_days_out_of_range_are_refused(run):
+    for args in (("--until", "9999-12-31"), ("--until", "0001-01-05"), ("--since", "1000-01-01")):
+        result = run("report", *args)
+        assert result.exit_code == 1 and f"{args[1]} is out of range (a day from 1900-01-01 to 2999-12-31)" in \
+            result.output, args
+
+
 def test_groups_and_formats_agree(history, run):
     by_tier = json.loads(run("report", "--since", "2026-11-01", "--until", "2026-11-23", "--by", "tier",
                              "--format", "json").stdout)["rows"]

@@ -8,16 +8,19 @@ import asyncio
 import hashlib
 import re
 import shutil
+import threading
 from datetime import datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import httpx
 
 from loyalty_mail.runtime import Runtime
 from loyalty_mail.studio import Access, Workspace, create_app
+from loyalty_mail.studio.renders import Renders
 from loyalty_mail.studio.watch import ProgramWatcher
 
 from .studio_program import AT, make_studio_program, points_between
@@ -49,10 +52,11 @@ class StudioClient:
         return self.request("POST", url, **kwargs)
 
 
-def studio_client(directory: Path, database_url: str) -> tuple[StudioClient, Access]:
+def studio_client(directory: Path, database_url: str, *, hosts: tuple[str, ...] = (HOST,),
+                  renders: Renders | None = None) -> tuple[StudioClient, Access]:
     runtime = Runtime.load(directory, database_url=database_url)
     access = Access()
-    app = create_app(Workspace(runtime, at=datetime.fromisoformat(AT)), access, hosts=(HOST,))
+    app = create_app(Workspace(runtime, at=datetime.fromisoformat(AT)), access, hosts=hosts, renders=renders)
     return StudioClient(app), access
 
 
@@ -106,6 +110,103 @@ def test_the_token_in_the_url_becomes_a_strict_httponly_cookie(program_dir, data
 def test_a_request_for_another_host_name_is_refused(client):
     """DNS rebinding: a page of another site that resolves its name to 127.0.0.1."""
     assert client.get("/emails", headers={"host": "evil.example:8030"}).status_code == 403
+
+
+def test_the_token_redirect_stays_on_the_studio_with_the_path_percent_encoded(program_dir, database_url):
+    for path, location in (("/%E2%82%AC", "/%E2%82%AC"), ("/a%0d%0aX", "/a%0D%0AX"), ("/a%20b", "/a%20b"),
+                           ("//evil.example/", "/evil.example/"), ("///evil.example/x", "/evil.example/x"),
+                           ("/%5Cevil.example/", "/%5Cevil.example/")):
+        client, access = studio_client(program_dir, database_url)
+        response = client.get(f"http://{HOST}{path}?token={access.token}")
+        assert response.status_code == 303 and response.headers["location"] == location, path
+
+
+def test_a_websocket_is_refused_even_with_the_cookie(client):
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+             "path": "/events", "raw_path": b"/events", "root_path": "", "query_string": b"",
+             "headers": [(b"host", HOST.encode()), (b"cookie", cookie.encode())], "subprotocols": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(client.app(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+# -- bad input: a 400 or a 404 page, never a 500 -------------------------------------------------
+
+@pytest.mark.parametrize("url, code, message", [
+    ("/reports/page?until=9999-12-31", 400, "until: 9999-12-31 is out of range (a day from 1900-01-01 to 2999-12-31)"),
+    ("/reports/page?until=0001-01-05", 400, "until: 0001-01-05 is out of range"),
+    ("/reports/page?since=1000-01-01", 400, "since: 1000-01-01 is out of range"),
+    ("/reports?until=9999-12-31", 400, "is out of range"),
+    ("/emails/welcome/vi?q=" + "a" * 60_000, 400, "the search has 60,000 characters: at most 200"),
+    ("/segments/" + "s" * 300, 404, "no segment named"),
+    ("/segments/a%00b", 404, "no segment named"),
+])
+def test_bad_input_is_a_clear_error_page(client, url, code, message):
+    page = client.get(url)
+    assert page.status_code == code and message in unescape(page.text), (url, page.status_code)
+
+
+def test_a_bad_events_version_starts_from_the_current_one(client):
+    """Straight on the ASGI app: the stream never ends, so read its first chunk and disconnect."""
+    async def first_chunk(version: str) -> tuple[int, bytes]:
+        messages: list[dict[str, Any]] = []
+        answered = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await answered.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+            if message["type"] == "http.response.body":
+                answered.set()
+
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": "/events", "raw_path": b"/events", "root_path": "", "query_string": urlencode(
+                     {"version": version}).encode(), "headers": [(b"host", HOST.encode()), (b"cookie", cookie.encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        task = asyncio.create_task(client.app(scope, receive, send))
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        return start["status"], next(m["body"] for m in messages if m["type"] == "http.response.body")
+
+    for version in ("\u00b2", "9" * 5000, "-1"):
+        assert asyncio.run(first_chunk(version)) == (200, b"retry: 500\n\n"), version
+
+
+def test_on_a_loopback_address_only_loopback_names_and_elsewhere_any_name_with_the_token(program_dir, database_url):
+    from loyalty_mail.studio.security import allowed_hosts
+
+    local, access = studio_client(program_dir, database_url, hosts=allowed_hosts("127.0.0.1"))
+    for host in ("127.0.0.1:8030", "localhost:8030", "LocalHost:8030", "[::1]:8030"):
+        assert local.get(f"/?token={access.token}", headers={"host": host}).status_code == 303, host
+    assert local.get(f"/?token={access.token}", headers={"host": "evil.example:8030"}).status_code == 403
+    shared, access = studio_client(program_dir, database_url, hosts=allowed_hosts("0.0.0.0"))
+    hosts = ("studio-box.lan:8030", "192.168.1.5:8030", "[fe80::1]:8030", "localhost:8030")
+    for host in hosts:
+        assert shared.get("/emails/welcome/en", headers={"host": host}).status_code == 403, host  # no token
+    for host in hosts:
+        assert shared.get(f"/?token={access.token}", headers={"host": host}).status_code == 303, host
 
 
 # -- emails ------------------------------------------------------------------------------------
@@ -162,6 +263,45 @@ def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client,
     path.write_text(source.replace("Welcome", "Hello again"), encoding="utf-8")
     page = client.get("/emails/welcome/en")
     assert "This email does not render" not in page.text and "Hello again" in unescape(page.text)
+
+
+def test_a_slow_render_holds_neither_its_page_nor_the_others(program_dir, database_url):
+    config = program_dir / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "\nrendering:\n  timeout: 2 seconds\n", encoding="utf-8")
+    path = program_dir / "templates" / "welcome" / "en.html"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "</p>", "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}</p>", 1), encoding="utf-8")
+    client, access = studio_client(program_dir, database_url, renders=Renders(seconds=0.2))
+    assert client.get(f"/?token={access.token}").status_code == 303
+    page = client.get("/emails/welcome/en")
+    assert page.status_code == 200 and "the render is still running after 0.2 s" in page.text
+    assert client.get("/segments").status_code == 200
+    assert client.get("/emails/welcome/vi").status_code == 200
+    assert any(t.name == "studio-render" for t in threading.enumerate())  # answered while it renders
+
+
+def test_a_page_waiting_for_a_render_answers_as_soon_as_the_studio_stops():
+    from loyalty_mail.studio.renders import RenderPending
+
+    renders, release = Renders(seconds=60), threading.Event()
+    threading.Timer(0.2, renders.closing.set).start()
+    with pytest.raises(RenderPending, match="the studio is stopping"):
+        renders.run("slow", lambda: release.wait(30))
+    release.set()
+    assert Renders(seconds=60).run("quick", lambda: 42) == 42
+
+
+def test_a_template_removed_while_the_page_loads_is_said_so(program_dir, database_url):
+    """The files change between loading the templates and checking the email (the live reload
+    brings the page up to date)."""
+    from loyalty_mail.studio import emails
+
+    workspace = Workspace(Runtime.load(program_dir, database_url=database_url), at=datetime.fromisoformat(AT))
+    state = workspace.state()
+    assert emails.preview(state, workspace.engine(), "welcome", "en", None, workspace.now()).rendered is not None
+    shutil.rmtree(program_dir / "templates" / "_partials")
+    shown = emails.preview(state, workspace.engine(), "welcome", "en", None, workspace.now())
+    assert [p.message for p in shown.problems] == [emails.CHANGED.message]
 
 
 def test_check_findings_for_the_email_are_shown(client, program_dir):
@@ -255,6 +395,19 @@ def test_a_new_segment_file_and_a_broken_one(client, program_dir):
     assert "Traceback" not in page.text
 
 
+@needs_git
+def test_a_segment_removed_while_the_page_loads_is_said_so(program_dir, database_url):
+    from loyalty_mail.studio import segments
+
+    workspace = Workspace(Runtime.load(program_dir, database_url=database_url), at=datetime.fromisoformat(AT))
+    state = workspace.state()
+    state.segments()
+    (program_dir / "segments" / "vip.yaml").unlink()
+    view = segments.segment_view(workspace, state, "vip")
+    assert view.comparison is not None and view.comparison.status == "error"
+    assert view.comparison.message.startswith("segments/vip.yaml changed while it was read")
+
+
 def test_outside_a_git_repository_the_comparison_says_so(tmp_path, database_url):
     directory = make_studio_program(tmp_path / "program", database_url, git=False)
     client, access = studio_client(directory, database_url)
@@ -306,6 +459,23 @@ def test_send_test_needs_the_csrf_token_and_sends_one_marked_message(client, pro
     bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address"})
     assert bad.status_code == 400 and "is not an email address" in bad.text
     assert len(list((program_dir / "outbox").glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("to", "@", "'@' is not an email address"),
+    ("to", "x@y.z,evil@x.com", "'x@y.z,evil@x.com' is not an email address"),
+    ("to", "x@y.z, evil@x.com", "is not an email address"),
+    ("to", "Me <me@studio.example>", "is not an email address"),
+    ("to", "a@b.example\x00", "'a@b.example\\x00' is not an email address"),
+    ("to", "a@b.example\r\nBcc: evil@x.com", "is not an email address"),
+    ("locale", "xx", "locale 'xx' is not one of the program's locales (vi, en)"),
+])
+def test_send_test_refuses_anything_but_one_address_and_a_program_locale(client, program_dir, field, value, message):
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
+    form = {"email": "welcome", "locale": "vi", "to": "me@studio.example", "member": "", "csrf": csrf, field: value}
+    response = client.post("/send-test", data=form)
+    assert response.status_code == 400 and message in unescape(response.text)
+    assert not list((program_dir / "outbox").glob("*.eml"))
 
 
 def test_no_page_writes_a_program_file(client, program_dir):

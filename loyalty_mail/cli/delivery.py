@@ -145,6 +145,8 @@ def send_test(obj: CliContext, template: str, to: str, member_id: str | None, lo
     runtime = obj.runtime
     renderer = runtime.renderer()
     now = runtime.now()
+    trial_send.check_recipient(to)  # a wrong address or locale: said before anything is rendered
+    trial_send.check_locale(renderer, locale)
     if member_id:
         renderer.variant(template, locale)  # unknown template: say so before touching the database
         with runtime.engine().connect() as conn:

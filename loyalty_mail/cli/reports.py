@@ -28,9 +28,13 @@ def _day(value: str | None, param: str) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{quoted(value)} is not a date (YYYY-MM-DD)", param_hint=param) from None
+    if not reports.FIRST_DAY <= day <= reports.LAST_DAY:
+        raise click.BadParameter(f"{day} is out of range (a day from {reports.FIRST_DAY} to {reports.LAST_DAY})",
+                                 param_hint=param)
+    return day
 
 
 TABLE_COLUMNS = ("sent", "delivered", "opens_human", "clicks_human", "open_rate", "click_rate", "click_to_open_rate",

@@ -7,9 +7,6 @@ import click
 from . import cli
 from .common import CliContext, at_option, pass_cli, resolve_at
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on (a loopback address unless you mean to share it).")
@@ -35,6 +32,8 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
     import uvicorn
 
     from ..studio import Access, Workspace, create_app
+    from ..studio.renders import Renders
+    from ..studio.security import LOOPBACK, allowed_hosts
 
     runtime = obj.runtime
     when = resolve_at(runtime, at) if at else None
@@ -52,12 +51,19 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); try --port") from None
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    hosts = tuple(dict.fromkeys((shown, "127.0.0.1", "localhost", "[::1]") if host in LOOPBACK else (shown,)))
-    app = create_app(Workspace(runtime, at=when), access, hosts=hosts)
+    if host in ("0.0.0.0", "::", ""):  # every address of the machine: name it by its host name
+        shown = socket.gethostname()
+    renders = Renders()
+    app = create_app(Workspace(runtime, at=when), access, hosts=allowed_hosts(host), renders=renders)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     click.echo(f"loyalty-mail studio for {runtime.settings.program.name}: open\n"
                f"  http://{shown}:{bound}/?token={access.token}\n(Ctrl+C stops it)", err=True)
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops gracefully, then exit 0
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            renders.closing.set()  # a page waiting for a render answers at once, so the stop is prompt
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(config).run(sockets=[sock])

@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-from .figures import COLUMNS, GROUPS, SMALL_SAMPLE, Lift, lift, per_send, performance, program_health
+from .figures import COLUMNS, FIRST_DAY, GROUPS, LAST_DAY, SMALL_SAMPLE, Lift, lift, per_send, performance, program_health
 from .membership import WHEN, membership_table
 
-__all__ = ["COLUMNS", "GROUPS", "SMALL_SAMPLE", "WHEN", "Lift", "lift", "membership_table", "per_send",
+__all__ = ["COLUMNS", "FIRST_DAY", "GROUPS", "LAST_DAY", "SMALL_SAMPLE", "WHEN", "Lift", "lift", "membership_table", "per_send",
            "performance", "program_health"]

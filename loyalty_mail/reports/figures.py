@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +39,9 @@ COLUMNS = ("sent", "delivered", "bounced", "opens_human", "opens_total", "clicks
            "unsubscribed", "spam", "converted", "revenue", "open_rate", "click_rate", "click_to_open_rate",
            "unsubscribe_rate", "spam_rate", "revenue_per_email")
 SMALL_SAMPLE = 100
+
+# The days a report may cover: the periods it compares (the one before, 90 days before) stay dates.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 
 
 def _has(send_id: Any, kinds: tuple[str, ...], human: bool | None = None) -> sa.ColumnElement[int]:

@@ -29,11 +29,13 @@ from ..errors import LoyaltyMailError, Problem
 from ..flows import build_planner
 from ..flows.planner import Plan
 from ..members import find_members, member_profile
+from ..reports import FIRST_DAY, LAST_DAY
 from ..reports import page as report_page
 from ..transports import transport_for
-from ..trial_send import sample_member_for, send_test
+from ..trial_send import check_locale, check_recipient, sample_member_for, send_test
 from . import emails, segments
 from .program import ProgramState, Workspace
+from .renders import RenderPending, Renders
 from .security import Access, TokenGuard
 
 log = logging.getLogger("loyalty_mail.studio")
@@ -41,6 +43,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
 MAX_FORM_BYTES = 16_384
+MAX_SEARCH = 200  # characters of a member search
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -49,9 +52,10 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; fram
 class Studio:
     """The routes' shared parts: the workspace, the access token, the page templates."""
 
-    def __init__(self, workspace: Workspace, access: Access) -> None:
+    def __init__(self, workspace: Workspace, access: Access, renders: Renders | None = None) -> None:
         self.workspace, self.access = workspace, access
-        self.lock = threading.RLock()  # one request at a time uses the templates and the database
+        self.renders = renders or Renders()  # renders run there, outside the lock, bounded in time
+        self.lock = threading.RLock()  # one request at a time reads the program state and the database
         self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.pages.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
@@ -88,13 +92,25 @@ class Studio:
                 return self.page("error.html", state, code=404, title="No such email",
                                  problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
             found: list[dict[str, Any]] = []
+            if len(query) > MAX_SEARCH:
+                raise LoyaltyMailError(f"the search has {len(query):,} characters: at most {MAX_SEARCH} "
+                                       "(an id or the beginning of an email address)")
             if query:
                 with self.workspace.engine().connect() as connection:
                     found = find_members(connection, query, limit=10)
-            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
-                                   self.workspace.now())
+        shown = self._preview(state, email, locale, member_id)
+        with self.lock:
             return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
                              found=found, member_id=member_id, current=(email, locale), sent=None)
+
+    def _preview(self, state: ProgramState, email: str, locale: str, member_id: str) -> emails.EmailPreview:
+        """The preview, rendered on the render thread; if it takes too long, that is its problem."""
+        now = self.workspace.now()
+        try:
+            return self.renders.run(("preview", state.version, email, locale, member_id), lambda: emails.preview(
+                state, self.workspace.engine(), email, locale, member_id or None, now))
+        except RenderPending as exc:
+            return emails.EmailPreview(email, locale, problems=[Problem(None, str(exc))])
 
     # -- segments ----------------------------------------------------------------------------
 
@@ -115,7 +131,8 @@ class Studio:
             catalog, problems = state.segments()
             rows = [(segment, None) for _, segment in sorted(catalog.segments.items())]  # counts: on /segments
             view = segments.segment_view(self.workspace, state, name)
-            return self.page("segments.html", state, rows=rows, problems=problems, view=view)
+            known = name in catalog.segments or any(p.location is not None for p in view.problems)
+            return self.page("segments.html", state, 200 if known else 404, rows=rows, problems=problems, view=view)
 
     # -- flows -------------------------------------------------------------------------------
 
@@ -197,38 +214,43 @@ class Studio:
         with self.lock:
             state = self.workspace.state()
             entries, problems = emails.email_list(state)
-            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
-                                   self.workspace.now())
-            try:
-                if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
-                    raise LoyaltyMailError(f"'{to}' is not an email address")
-                renderer = state.renderer()
-                now = self.workspace.now()
-                if member_id:
-                    with self.workspace.engine().connect() as connection:
-                        member = member_profile(connection, member_id, recent=0).member
-                else:
-                    member = sample_member_for(renderer, email, locale, now)
-                assert state.settings is not None  # renderer() raised otherwise
-                transport = transport_for(state.settings)
-                try:
-                    message, result = send_test(renderer, transport, email, member, to, locale=locale, now=now)
-                finally:
-                    transport.close()
-                sent = (True, f"Sent '{message.subject}' to {to} through {transport.name}, marked as a test"
-                        + (f" ({result.detail})" if result.detail else "") + ".")
-            except LoyaltyMailError as exc:
-                sent = (False, str(exc))
+        shown = self._preview(state, email, locale, member_id)
+        try:
+            check_recipient(to)
+            check_locale(state.renderer(), locale)
+            now = self.workspace.now()
+            sent = self.renders.run(("send", email, locale, to, member_id, now, object()),
+                                    lambda: self._send(state, email, locale, to, member_id, now))
+        except LoyaltyMailError as exc:
+            sent = (False, str(exc))
+        with self.lock:
             return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
                              preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
                              sent=sent, to=to)
+
+    def _send(self, state: ProgramState, email: str, locale: str, to: str, member_id: str,
+              now: datetime) -> tuple[bool, str]:
+        renderer = state.renderer()
+        if member_id:
+            with self.workspace.engine().connect() as connection:
+                member = member_profile(connection, member_id, recent=0).member
+        else:
+            member = sample_member_for(renderer, email, locale, now)
+        assert state.settings is not None  # renderer() raised otherwise
+        transport = transport_for(state.settings)
+        try:
+            message, result = send_test(renderer, transport, email, member, to, locale=locale, now=now)
+        finally:
+            transport.close()
+        return True, (f"Sent '{message.subject}' to {to} through {transport.name}, marked as a test"
+                      + (f" ({result.detail})" if result.detail else "") + ".")
 
     # -- live reload -------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
         watcher = self.workspace.watcher
         start = request.query_params.get("version", "")
-        version = int(start) if start.isdigit() else watcher.version
+        version = int(start) if start.isascii() and start.isdigit() and len(start) <= 18 else watcher.version
 
         async def stream() -> AsyncIterator[str]:
             nonlocal version
@@ -278,9 +300,11 @@ class Studio:
         ]
 
 
-def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) -> Any:
-    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to)."""
-    studio = Studio(workspace, access)
+def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...] | None,
+               renders: Renders | None = None) -> Any:
+    """The studio as an ASGI app, behind the token guard (hosts: the Host names it answers to, None: any;
+    renders: how long a page waits for a render, by default RENDER_SECONDS)."""
+    studio = Studio(workspace, access, renders)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -288,6 +312,7 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) 
         try:
             yield
         finally:
+            studio.renders.closing.set()  # a page waiting for a render answers now
             await workspace.watcher.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -305,11 +330,15 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) 
 
     @app.exception_handler(Exception)
     async def bug(_request: Request, exc: Exception) -> Response:
-        log.exception("studio: internal error")
-        return PlainTextResponse("Internal error in loyalty-mail studio (the terminal shows the traceback). "
-                                 "Please report it.", status_code=500)
+        log.error("studio: internal error", exc_info=exc)
+        return HTMLResponse(BUG_PAGE, status_code=500, headers=_page_headers())
 
     return TokenGuard(app, access, hosts)
+
+
+BUG_PAGE = ("<!doctype html><meta charset=utf-8><title>Internal error</title><h1>Internal error</h1>"
+            "<p>This is a bug in loyalty-mail studio; the terminal shows what happened. Please report it. "
+            '<a href="/emails">Back to the studio</a></p>')
 
 
 def _page_headers() -> dict[str, str]:
@@ -321,6 +350,9 @@ def _day(value: str | None, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise LoyaltyMailError(f"{name}: '{value}' is not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise LoyaltyMailError(f"{name}: {day} is out of range (a day from {FIRST_DAY} to {LAST_DAY})")
+    return day

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import jinja2
 import sqlalchemy as sa
 
 from ..errors import LoyaltyMailError, Problem
@@ -20,6 +21,8 @@ from ..trial_send import sample_member_for
 from .program import ProgramState
 
 PREVIEW_FLOW = {"name": "preview"}
+CHANGED = Problem(None, "a template file changed while it was read (renamed or removed?): the page reloads "
+                        "with the files as they are now")
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,17 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
                                           flow=PREVIEW_FLOW, occurrence=sample_occurrences(renderer)[1])
     except LoyaltyMailError as exc:
         result.problems = _problems(exc)
+    except (jinja2.TemplateNotFound, OSError):  # removed or renamed since the templates were loaded
+        result.problems = [CHANGED]
+        return result
     if not check or (result.problems and result.member is None):
         return result
     try:  # after a failed render too: the static check names the column, and suggests a name
         report = check_email(state.renderer(), email, locale, now)
     except LoyaltyMailError:
+        return result
+    except (jinja2.TemplateNotFound, OSError):
+        result.problems = [*result.problems, CHANGED]
         return result
     result.errors, result.warnings = report.errors, report.warnings
     return result

@@ -7,6 +7,7 @@ The database engine is built once; the instant is --at, or the clock at each req
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,10 +35,16 @@ class ProgramState:
     problems: list[Problem] = field(default_factory=list)
     _renderer: Renderer | None = None
     _segments: tuple[SegmentCatalog, list[Problem]] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def renderer(self) -> Renderer:
         if self.settings is None:
             raise ConfigError(self.problems)
+        with self._lock:  # the pages and the render thread share it: compiled once
+            return self._compiled()
+
+    def _compiled(self) -> Renderer:
+        assert self.settings is not None
         if self._renderer is None:
             secret = self.settings.tracking.secret
             self._renderer = Renderer.for_program(self.settings, signer=TokenSigner(secret) if secret else None)
@@ -65,6 +72,7 @@ class Workspace:
         self._load = loader or (lambda directory: Runtime.load(directory, database_url=runtime.database_url).settings)
         self._state = ProgramState(0, runtime.settings)
         self._files = self.watcher.seen
+        self._lock = threading.Lock()
 
     @property
     def project_dir(self) -> Path:
@@ -80,6 +88,10 @@ class Workspace:
         """The program as its files are now (looked at once more, so a save is never missed).
         What the edit did not touch is kept: a template's save keeps the settings and segments,
         a segment's keeps the settings and compiled templates."""
+        with self._lock:
+            return self._current()
+
+    def _current(self) -> ProgramState:
         version, files = self.watcher.current()
         if version == self._state.version:
             return self._state

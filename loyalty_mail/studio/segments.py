@@ -93,8 +93,11 @@ def segment_view(workspace: Workspace, state: ProgramState, name: str) -> Segmen
 def segment_file(workspace: Workspace, name: str) -> str:
     """The segment's file, relative to the program directory (.yaml, or .yml if that is what exists)."""
     for suffix in (".yaml", ".yml"):
-        if (workspace.project_dir / SEGMENTS_DIR / f"{name}{suffix}").exists():
-            return f"{SEGMENTS_DIR}/{name}{suffix}"
+        try:
+            if (workspace.project_dir / SEGMENTS_DIR / f"{name}{suffix}").is_file():
+                return f"{SEGMENTS_DIR}/{name}{suffix}"
+        except OSError:  # a name no file can have (too long, a NUL): no such segment
+            break
     return f"{SEGMENTS_DIR}/{name}.yaml"
 
 
@@ -107,7 +110,11 @@ def compare_with_head(workspace: Workspace, state: ProgramState, segment: Segmen
     head = head_version(workspace.project_dir, relative)
     if head.text is None:
         return Comparison(head.status, head.message)
-    current = (workspace.project_dir / relative).read_text(encoding="utf-8")
+    try:
+        current = (workspace.project_dir / relative).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # removed or renamed since the segments were loaded
+        return Comparison("error", f"{relative} changed while it was read (renamed or removed?): the page "
+                                   "reloads with the files as they are now")
     if current == head.text:
         return Comparison("unchanged", "the file is as committed at HEAD")
     catalog, _ = state.segments()
