@@ -210,3 +210,15 @@ def test_the_keyboard_reaches_the_navigation_and_the_member_search(page, studio)
     page.get_by_role("link", name="ST0012").click()
     sync_api.expect(page.locator("#rendered-for")).to_contain_text("ST0012")
     sync_api.expect(page.frame_locator("iframe[title^='Desktop']").locator("h1")).to_contain_text("Name12")
+
+
+def test_the_desktop_preview_is_wider_than_the_emails_mobile_breakpoint(page, studio):
+    """The desktop frame shows the desktop layout: its window is wider than the email's
+    `@media (max-width: ...)` breakpoint; the mobile frame is narrower."""
+    url, _ = studio
+    page.goto(origin(url) + "/emails/welcome/en")
+    srcdoc = page.locator("iframe[title^='Desktop']").get_attribute("srcdoc") or ""
+    breakpoint = max(int(px) for px in re.findall(r"max-width:\s*(\d+)px\s*\)", srcdoc))
+    desktop = page.locator("iframe[title^='Desktop']").evaluate("frame => frame.clientWidth")
+    mobile = page.locator("iframe[title^='Mobile']").evaluate("frame => frame.clientWidth")
+    assert desktop > breakpoint >= 600 and mobile <= 375
