@@ -276,7 +276,32 @@ def test_flows_dry_run_and_explain(client):
     for flow in ("welcome", "milestones", "tier_upgrade", "winback"):
         assert f"<h3>{flow} " in page.text
     missing = client.get("/flows?member=NOPE")
-    assert "no member with id" in missing.text
+    assert missing.status_code == 200 and "No such member" in missing.text and "import" not in text_of(missing)
+
+
+def test_a_flow_naming_a_missing_template_shows_the_error_check_gives(client, program_dir):
+    config = program_dir / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("template: reengagement", "template: reengagment"),
+                      encoding="utf-8")
+    page = client.get("/flows")
+    problems = page.text[page.text.index('id="flow-problems"'):page.text.index('id="plan-heading"')]
+    assert "flow &#39;winback&#39;: no email template &#39;reengagment&#39; in templates/" in problems
+    assert 'id="plan"' in page.text
+
+
+def test_a_broken_segment_file_shows_in_place_and_the_other_flows_are_planned(client, program_dir):
+    path = program_dir / "segments" / "lapsed_90_days.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("{gte: 90}", "{greater: 90}"), encoding="utf-8")
+    page = client.get("/flows?member=ST0003")
+    assert page.status_code == 200
+    problems = text_of(page)[:text_of(page).index("Planned")]
+    assert "segments/lapsed_90_days.yaml:" in problems and "greater" in problems
+    assert "flow 'winback': unknown segment 'lapsed_90_days'" in problems
+    assert re.search(r'id="unplanned">[^<]*winback', page.text)
+    assert 'aria-current="page">Flows<' in page.text
+    for flow in ("welcome", "milestones", "tier_upgrade"):  # the other flows are still explained
+        assert f"<h3>{flow} " in page.text
+    assert "<h3>winback " not in page.text
 
 
 def test_outbox_and_report(client):
@@ -289,6 +314,11 @@ def test_outbox_and_report(client):
     assert "default-src 'none'" in report.headers["content-security-policy"]
     bad = client.get("/reports/page?since=yesterday")
     assert bad.status_code == 400 and "is not a date" in bad.text
+    bad = client.get("/reports?since=2026-11-20&until=2026-11-01")
+    assert bad.status_code == 400 and "after the last day" in bad.text
+    assert 'aria-current="page">Reports<' in bad.text  # the tab and the form stay, to correct the dates
+    assert 'id="since" name="since" type="date" value="2026-11-20"' in bad.text
+    assert "<iframe" not in bad.text
 
 
 # -- send test ---------------------------------------------------------------------------------

@@ -26,13 +26,11 @@ from starlette.routing import BaseRoute, Route
 
 from .. import outbox
 from ..errors import LoyaltyMailError, Problem
-from ..flows import build_planner
-from ..flows.planner import Plan
 from ..members import find_members, member_profile
 from ..reports import page as report_page
 from ..transports import transport_for
 from ..trial_send import sample_member_for, send_test
-from . import emails, segments
+from . import emails, flows, segments
 from .program import ProgramState, Workspace
 from .security import Access, TokenGuard
 
@@ -85,7 +83,7 @@ class Studio:
             state = self.workspace.state()
             entries, problems = emails.email_list(state)
             if not problems and (email, locale) not in {(e.email, e.locale) for e in entries}:
-                return self.page("error.html", state, code=404, title="No such email",
+                return self.page("error.html", state, code=404, title="No such email", section="Emails",
                                  problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
             found: list[dict[str, Any]] = []
             if query:
@@ -120,25 +118,12 @@ class Studio:
     # -- flows -------------------------------------------------------------------------------
 
     def flows_page(self, request: Request) -> Response:
-        member_id = request.query_params.get("member", "").strip()
+        query = request.query_params.get("member", "").strip()
         with self.lock:
             state = self.workspace.state()
             if state.settings is None:
-                return self.page("error.html", state, title="config.yaml does not load", problems=state.problems)
-            engine = self.workspace.engine()
-            now = self.workspace.now()
-            planner = build_planner(state.settings, engine.dialect.name)
-            plan = planner.plan_in(engine, now, plan=Plan(now, keep=False))
-            explanation, problem = None, None
-            if member_id:
-                try:
-                    with engine.connect() as connection:
-                        explanation = planner.explain(connection, member_id, now)
-                except LoyaltyMailError as exc:
-                    problem = str(exc)
-            return self.page("flows.html", state, counts=sorted(plan.counts().items()), segments=plan.segments,
-                             reasons=sorted(plan.reasons.items()), member_id=member_id,
-                             explanation=explanation, problem=problem)
+                return self.page("flows.html", state, view=None)
+            return self.page("flows.html", state, view=flows.flows_view(self.workspace, state, query))
 
     # -- outbox and reports ------------------------------------------------------------------
 
@@ -162,8 +147,12 @@ class Studio:
     def reports_page(self, request: Request) -> Response:
         with self.lock:
             state = self.workspace.state()
-            since, until, _, _ = self._period(request, state)
-        return self.page("reports.html", state, since=since, until=until)
+            try:
+                since, until, _, _ = self._period(request, state)
+            except LoyaltyMailError as exc:  # the form stays, with what was typed, to correct it
+                return self.page("reports.html", state, code=400, since=request.query_params.get("since", ""),
+                                 until=request.query_params.get("until", ""), problem=str(exc))
+        return self.page("reports.html", state, since=since.isoformat(), until=until.isoformat(), problem=None)
 
     def report_document(self, request: Request) -> Response:
         with self.lock:
@@ -294,9 +283,10 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...]) 
     app.router.routes.extend(studio.routes())
 
     @app.exception_handler(LoyaltyMailError)
-    async def user_error(_request: Request, exc: LoyaltyMailError) -> Response:
+    async def user_error(request: Request, exc: LoyaltyMailError) -> Response:
+        section = request.url.path.strip("/").split("/")[0].capitalize()  # its tab stays highlighted
         return await asyncio.to_thread(lambda: studio.page(
-            "error.html", workspace.state(), 400, title="That did not work",
+            "error.html", workspace.state(), 400, title="That did not work", section=section,
             problems=list(getattr(exc, "problems", None) or [Problem(None, str(exc))])))
 
     @app.exception_handler(StarletteHTTPException)
