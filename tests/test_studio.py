@@ -329,13 +329,22 @@ def test_send_test_needs_the_csrf_token_and_sends_one_marked_message(client, pro
     assert client.post("/send-test", data={**form, "csrf": "0" * 64}).status_code == 403
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
     response = client.post("/send-test", data={**form, "csrf": csrf})
-    assert response.status_code == 200 and "Sent " in response.text and "me@studio.example" in response.text
+    assert response.status_code == 303  # post, redirect, get: a reload never sends again
+    location = response.headers["location"]
+    assert location.startswith("/emails/welcome/vi?sent=")
+    page = client.get(location)
+    assert page.status_code == 200 and "Sent " in page.text and "me@studio.example" in page.text
+    assert 'id="to" name="to" type="email" required value="me@studio.example"' in page.text
+    assert "Sent " in client.get(location).text  # a live refresh fetches the same address
     [message] = list((program_dir / "outbox").glob("*.eml"))
     raw = message.read_bytes()
     assert b"X-Loyalty-Mail-Test: yes" in raw and b"me@studio.example" in raw
-    bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address"})
-    assert bad.status_code == 400 and "is not an email address" in bad.text
+    bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address", "member": "ST0003"})
+    assert bad.status_code == 303 and "member=ST0003" in bad.headers["location"]
+    page = client.get(bad.headers["location"])
+    assert "is not an email address" in page.text and 'class="flash bad"' in page.text
     assert len(list((program_dir / "outbox").glob("*.eml"))) == 1
+    assert "Sent " not in client.get("/emails/welcome/vi?sent=not-a-key").text
 
 
 def test_no_page_writes_a_program_file(client, program_dir):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -39,6 +40,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
 MAX_FORM_BYTES = 16_384
+KEPT_OUTCOMES = 20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -49,6 +51,7 @@ class Studio:
 
     def __init__(self, workspace: Workspace, access: Access) -> None:
         self.workspace, self.access = workspace, access
+        self.sent: dict[str, tuple[bool, str, str]] = {}  # test sends' outcomes: ok, message, address
         self.lock = threading.RLock()  # one request at a time uses the templates and the database
         self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -91,8 +94,10 @@ class Studio:
                     found = find_members(connection, query, limit=10)
             shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
                                    self.workspace.now())
+            sent = self.sent.get(request.query_params.get("sent", ""))
             return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
-                             found=found, member_id=member_id, current=(email, locale), sent=None)
+                             found=found, member_id=member_id, current=(email, locale),
+                             sent=sent[:2] if sent else None, to=sent[2] if sent else "")
 
     # -- segments ----------------------------------------------------------------------------
 
@@ -185,9 +190,6 @@ class Studio:
         email, locale, to, member_id = values["email"], values["locale"], values["to"], values["member"]
         with self.lock:
             state = self.workspace.state()
-            entries, problems = emails.email_list(state)
-            shown = emails.preview(state, self.workspace.engine(), email, locale, member_id or None,
-                                   self.workspace.now())
             try:
                 if "@" not in to or any(c.isspace() for c in to) or len(to) > 254:
                     raise LoyaltyMailError(f"'{to}' is not an email address")
@@ -208,9 +210,17 @@ class Studio:
                         + (f" ({result.detail})" if result.detail else "") + ".")
             except LoyaltyMailError as exc:
                 sent = (False, str(exc))
-            return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
-                             preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
-                             sent=sent, to=to)
+            return self._show_sent(email, locale, member_id, (*sent, to))
+
+    def _show_sent(self, email: str, locale: str, member_id: str, sent: tuple[bool, str, str]) -> Response:
+        """Post, redirect, get: back to the email's page, which shows the outcome (kept for the
+        last few sends, so a reload or a live refresh shows it again and never sends again)."""
+        key = secrets.token_urlsafe(9)
+        self.sent[key] = sent
+        while len(self.sent) > KEPT_OUTCOMES:
+            self.sent.pop(next(iter(self.sent)))
+        query = urlencode({**({"member": member_id} if member_id else {}), "sent": key})
+        return RedirectResponse(f"/emails/{quote(email, safe='')}/{quote(locale, safe='')}?{query}", status_code=303)
 
     # -- live reload -------------------------------------------------------------------------
 
