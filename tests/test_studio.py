@@ -218,7 +218,7 @@ def test_segment_count_rules_sql_and_sample(client):
     assert count_shown(page) == len(gold)
     assert "tier at_least gold" in page.text
     assert re.search(r'id="sql">SELECT', page.text)
-    sample = re.findall(r"<td>(ST\d{4})</td>", page.text[page.text.index("sample-heading"):])
+    sample = re.findall(r"<td class=\"id\">(ST\d{4})</td>", page.text[page.text.index("sample-heading"):])
     assert sample == sorted(gold)[:len(sample)] and len(sample) == min(10, len(gold))
     assert "the file is as committed at HEAD" in page.text
     listing = client.get("/segments")
@@ -238,8 +238,8 @@ def test_an_edit_shows_the_new_count_and_who_enters_and_leaves_against_head(clie
             f"and removes {len(leaving):,}") in re.sub(r"\s+", " ", summary)
     change = page.text[page.text.index('id="head-change"'):page.text.index('id="rules-heading"')]
     enter_part, _, leave_part = change.partition("Leaving, for example")
-    assert re.findall(r"<td>(ST\d{4})</td>", enter_part) == sorted(entering)[:5]
-    assert re.findall(r"<td>(ST\d{4})</td>", leave_part) == sorted(leaving)[:5]
+    assert re.findall(r"<td class=\"id\">(ST\d{4})</td>", enter_part) == sorted(entering)[:5]
+    assert re.findall(r"<td class=\"id\">(ST\d{4})</td>", leave_part) == sorted(leaving)[:5]
 
 
 @needs_git
@@ -270,7 +270,7 @@ def test_flows_dry_run_and_explain(client):
     page = client.get("/flows")
     assert page.status_code == 200
     table = page.text[page.text.index('id="plan"'):]
-    assert "<td>welcome</td>" in table or "<td>winback</td>" in table or "No flow has anything to do" in table
+    assert "<td class=\"id\">welcome</td>" in table or "<td class=\"id\">winback</td>" in table or "No flow has anything to do" in table
     page = client.get("/flows?member=ST0003")
     assert "ST0003 &lt;member3@studio.example&gt;" in page.text
     for flow in ("welcome", "milestones", "tier_upgrade", "winback"):

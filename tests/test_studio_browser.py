@@ -184,6 +184,12 @@ def test_every_page_fits_the_width_and_labels_its_controls(browser, studio, widt
             tab.goto(origin(url) + path)
             overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{path} is wider than {width} px by {overflow} px"
+            split = tab.evaluate("""() => [...document.querySelectorAll('td')].filter(td => {
+                    const range = document.createRange(); range.selectNodeContents(td);
+                    return td.textContent.trim() && !td.textContent.trim().includes(' ')
+                        && new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1;
+                }).map(td => td.textContent.trim())""")
+            assert split == [], f"{path}: numbers or ids split over lines at {width} px: {split}"
             unlabelled = tab.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, button, iframe')]
                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
                              && !e.getAttribute('aria-labelledby') && !e.getAttribute('title')
