@@ -228,3 +228,22 @@ def test_the_desktop_preview_is_wider_than_the_emails_mobile_breakpoint(page, st
     desktop = page.locator("iframe[title^='Desktop']").evaluate("frame => frame.clientWidth")
     mobile = page.locator("iframe[title^='Mobile']").evaluate("frame => frame.clientWidth")
     assert desktop > breakpoint >= 600 and mobile <= 375
+
+
+def test_a_live_refresh_keeps_what_is_typed_and_the_focus(page, studio):
+    url, directory = studio
+    page.goto(origin(url) + "/emails/welcome/en")
+    page.locator("#to").fill("me@studio.example")
+    page.locator("#q").fill("member1")
+    page.locator("#q").press("ArrowLeft")  # the caret, one back from the end
+    path = directory / "templates" / "welcome" / "en.html"
+    source = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(source.replace("Welcome, {{", "Typed on, {{"), encoding="utf-8")
+        sync_api.expect(page.frame_locator("iframe[title^='Desktop']").locator("h1")).to_contain_text(
+            "Typed on, Lan!", timeout=LIVE_SECONDS * 1000)
+        assert page.locator("#q").input_value() == "member1"
+        assert page.locator("#to").input_value() == "me@studio.example"
+        assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["q", 6]
+    finally:
+        path.write_text(source, encoding="utf-8")
