@@ -399,3 +399,19 @@ def test_head_version_of_a_file_in_a_program_below_the_repository_root(tmp_path)
     assert (other.status, other.message) == ("new_file", "segments/other.yaml is a new file (not in HEAD)")
     (tmp_path / "elsewhere").mkdir()
     assert head_version(tmp_path / "elsewhere", "segments/vip.yaml").status == "not_git"
+
+
+def test_the_database_in_use_is_named_and_an_empty_one_is_said_so(client, program_dir, database_url, tmp_path):
+    from loyalty_mail.db import display_url, resolve_url
+
+    page = client.get("/segments")
+    shown = display_url(resolve_url(database_url, program_dir))
+    assert f'id="database">database: {shown}<' in unescape(page.text)
+    assert 'id="no-members"' not in page.text
+    empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    empty, access = studio_client(program_dir, empty_url)
+    empty.get(f"/?token={access.token}")
+    page = empty.get("/emails/welcome/en")
+    notice = text_of(page)
+    assert "has no members yet" in notice and "loyalty-mail --database sqlite:///demo/demo.db studio" in notice
+    assert str(tmp_path / "empty.db") in notice

@@ -63,7 +63,8 @@ class Studio:
         body = self.pages.get_template(name).render(csrf=self.access.csrf_token, at=self.workspace.at,
                                                     now=self.workspace.now(), version=state.version,
                                                     program=state.settings.program.name if state.settings else "",
-                                                    config_problems=state.problems, **values)
+                                                    config_problems=state.problems, database=self.workspace.database,
+                                                    no_members=not self.workspace.has_members(), **values)
         return HTMLResponse(body, status_code=code, headers=_page_headers())
 
     # -- emails ------------------------------------------------------------------------------
