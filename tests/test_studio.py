@@ -415,3 +415,12 @@ def test_the_database_in_use_is_named_and_an_empty_one_is_said_so(client, progra
     notice = text_of(page)
     assert "has no members yet" in notice and "loyalty-mail --database sqlite:///demo/demo.db studio" in notice
     assert str(tmp_path / "empty.db") in notice
+
+
+def test_a_missing_translation_is_shown_on_the_emails_page(client, program_dir):
+    (program_dir / "templates" / "welcome" / "vi.html").unlink()
+    page = client.get("/emails/welcome/en")
+    warnings = text_of(page)[text_of(page).index("Check and lint: warnings"):]
+    assert re.search(r"templates/welcome/\S* : missing translation: no vi.html, so members with locale vi get en.html",
+                     warnings)
+    assert "missing translation" not in client.get("/emails/milestone/en").text

@@ -15,7 +15,7 @@ from ..errors import LoyaltyMailError, Problem
 from ..members import member_profile
 from ..message import RenderedEmail
 from ..rendering import Fallback
-from ..rendering.checks import check_email, sample_occurrences
+from ..rendering.checks import check_email, missing_translations, sample_occurrences
 from ..trial_send import sample_member_for
 from .program import ProgramState
 
@@ -77,7 +77,8 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
         report = check_email(state.renderer(), email, locale, now)
     except LoyaltyMailError:
         return result
-    result.errors, result.warnings = report.errors, report.warnings
+    result.errors = report.errors
+    result.warnings = [*missing_translations(state.renderer(), email), *report.warnings]  # as `check` lists them
     return result
 
 
