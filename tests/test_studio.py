@@ -137,7 +137,9 @@ def test_a_member_found_by_email_is_the_one_the_preview_is_for(client):
     assert re.search(r'id="rendered-for">ST0007 &lt;member7@studio.example&gt;<', page.text)
     assert "Name7" in unescape(re.search(r'id="subject">([^<]*)<', page.text).group(1))
     missing = client.get("/emails/welcome/en?member=NOPE")
-    assert missing.status_code == 200 and "no member with id &#39;NOPE&#39;" in missing.text
+    assert missing.status_code == 200 and "No such member: no member with id &#39;NOPE&#39;" in missing.text
+    assert "(the sample member)" in missing.text and "srcdoc" in missing.text
+    assert "Fix the file" not in missing.text and "does not render" not in missing.text
 
 
 def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client, program_dir):
@@ -275,6 +277,11 @@ def test_flows_dry_run_and_explain(client):
     assert "ST0003 &lt;member3@studio.example&gt;" in page.text
     for flow in ("welcome", "milestones", "tier_upgrade", "winback"):
         assert f"<h3>{flow} " in page.text
+    for typed in ("ST0003", "MEMBER3@studio.example", "member3@"):  # the email page's member search
+        page = client.get(f"/flows?member={typed}")
+        assert re.search(r'id="explained">ST0003 &lt;member3@studio.example&gt;', page.text), typed
+    several = client.get("/flows?member=ST001")
+    assert 'href="/flows?member=ST0012"' in several.text and 'id="explained"' not in several.text
     missing = client.get("/flows?member=NOPE")
     assert missing.status_code == 200 and "No such member" in missing.text and "import" not in text_of(missing)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import LoyaltyMailError, Problem
+from ..errors import LoyaltyMailError, NotFound, Problem, shown
 from ..members import member_profile
 from ..message import RenderedEmail
 from ..rendering import Fallback
@@ -39,6 +39,7 @@ class EmailPreview:
     rendered: RenderedEmail | None = None
     inlining: str = ""
     problems: list[Problem] = field(default_factory=list)
+    notice: str | None = None  # the member asked for is not there
     errors: list[Problem] = field(default_factory=list)      # from `check`, over every sample member
     warnings: list[Problem] = field(default_factory=list)
 
@@ -61,9 +62,12 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
     try:
         renderer = state.renderer()
         if member_id:
-            with engine.connect() as connection:
-                result.member = member_profile(connection, member_id, recent=0).member
-        else:
+            try:
+                with engine.connect() as connection:
+                    result.member = member_profile(connection, member_id, recent=0).member
+            except NotFound:
+                result.notice = f"No such member: no member with id {shown(member_id)}. This is the sample member's."
+        if result.member is None:
             result.member = sample_member_for(renderer, email, locale, now)
         compiled = renderer.compiled(email, locale)
         result.inlining = describe_inlining(compiled.fallback)
