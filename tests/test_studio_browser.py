@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def studio_process(base: Path) -> Iterator[tuple[str, Path]]:
     """A studio process on a free loopback port; yields its printed URL and the program directory."""
-    base = tmp_path_factory.mktemp("studio")
     url = f"sqlite:///{base / 'studio.db'}"
     directory = make_studio_program(base / "program", url)
     port = free_port()
@@ -73,6 +73,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    with studio_process(tmp_path_factory.mktemp("studio")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +253,18 @@ def test_a_live_refresh_keeps_what_is_typed_and_the_focus(page, studio):
         assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["q", 6]
     finally:
         path.write_text(source, encoding="utf-8")
+
+
+def test_a_tab_of_a_studio_that_stopped_says_so(browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    try:
+        with studio_process(tmp_path) as (url, _):
+            tab.goto(url)
+            tab.goto(origin(url) + "/segments")
+            sync_api.expect(tab.locator("#segment-list")).to_be_visible()
+            sync_api.expect(tab.locator("#studio-gone")).to_have_count(0)
+        sync_api.expect(tab.locator("#studio-gone")).to_contain_text("stopped or restarted", timeout=15_000)
+        sync_api.expect(tab.locator("#studio-gone")).to_contain_text("Open the new URL it printed")
+    finally:
+        context.close()

@@ -54,8 +54,27 @@
         current.replaceWith(imported);
         restore(imported, kept, focused);
       })
-      .catch(function () { again = true; })
+      .catch(function () { /* the stream reconnects and says whether anything changed */ })
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
   source.addEventListener("change", refresh);
+
+  // A studio that stopped, or restarted with a new token (the stream then gets 403), never sends
+  // another change: say so instead of going quiet.
+  var failures = 0, banner = null;
+  source.addEventListener("open", function () {
+    failures = 0;
+    if (banner) { banner.remove(); banner = null; }
+  });
+  source.addEventListener("error", function () {
+    failures += 1;
+    if (banner || (source.readyState !== EventSource.CLOSED && failures < 3)) { return; }
+    banner = document.createElement("p");
+    banner.className = "banner";
+    banner.id = "studio-gone";
+    banner.setAttribute("role", "alert");
+    banner.textContent = "The studio stopped or restarted: this page no longer updates. " +
+      "Open the new URL it printed in the terminal.";
+    document.body.insertBefore(banner, document.body.firstChild);
+  });
 })();
