@@ -158,9 +158,10 @@ def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client,
     page = client.get("/emails/welcome/en")
     line = next(i for i, text in enumerate(source.splitlines(), 1) if "{{ member.first_name" in text)
     assert "This email does not render" in page.text and f"templates/welcome/en.html:{line}" in page.text
-    errors = page.text[page.text.index('id="check-errors"'):]
+    shown = page.text[page.text.index('id="preview-error"'):]
     assert re.search(rf"templates/welcome/en.html:{line}:\d+</span>: undefined variable: member has no field "
-                     r"&#39;frist_name&#39; \(did you mean first_name\?\)", errors)
+                     r"&#39;frist_name&#39; \(did you mean first_name\?\)", shown)
+    assert text_of(page).count("frist_name") == 1  # the static check's finding, once: not again from rendering
     path.write_text(source.replace("Welcome", "Hello again"), encoding="utf-8")
     page = client.get("/emails/welcome/en")
     assert "This email does not render" not in page.text and "Hello again" in unescape(page.text)

@@ -81,9 +81,24 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
         report = check_email(state.renderer(), email, locale, now)
     except LoyaltyMailError:
         return result
-    result.errors = report.errors
+    result.problems, result.errors = _each_once(result.problems, report.errors)
     result.warnings = [*missing_translations(state.renderer(), email), *report.warnings]  # as `check` lists them
     return result
+
+
+def _each_once(problems: list[Problem], errors: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """Each fault once. An undefined variable is found by the static check (with its column) and
+    again by rendering (the line only): the static finding stands for both. What is shown in place
+    of the preview is not repeated among `check`'s errors."""
+    static = {(e.location.file, e.location.line): e for e in errors
+              if e.location and e.location.column and e.message.startswith("undefined variable")}
+
+    def rendered_twin(p: Problem) -> bool:
+        return (p.location is not None and not p.location.column and p.message.startswith("undefined variable")
+                and (p.location.file, p.location.line) in static)
+
+    shown = [static[(p.location.file, p.location.line)] if p.location and rendered_twin(p) else p for p in problems]
+    return list(dict.fromkeys(shown)), [e for e in errors if e not in shown and not rendered_twin(e)]
 
 
 def describe_inlining(fallback: Fallback | None) -> str:
