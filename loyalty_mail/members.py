@@ -49,6 +49,11 @@ def member_profile(connection: sa.Connection, member_id: str, *, recent: int = 1
     return MemberProfile(member, [dict(x) for x in events], [dict(x) for x in history], count)
 
 
+def any_members(connection: sa.Connection) -> bool:
+    """Whether the database holds at least one member."""
+    return connection.execute(sa.select(members_table.c.id).limit(1)).first() is not None
+
+
 def find_members(connection: sa.Connection, text: str, *, limit: int = 10) -> list[dict[str, Any]]:
     """Members whose loyalty id is `text`, or whose id or email begins with it (case-insensitive
     for the email), by member_id; at most `limit`."""

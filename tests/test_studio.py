@@ -238,7 +238,9 @@ def test_a_member_found_by_email_is_the_one_the_preview_is_for(client):
     assert re.search(r'id="rendered-for">ST0007 &lt;member7@studio.example&gt;<', page.text)
     assert "Name7" in unescape(re.search(r'id="subject">([^<]*)<', page.text).group(1))
     missing = client.get("/emails/welcome/en?member=NOPE")
-    assert missing.status_code == 200 and "no member with id &#39;NOPE&#39;" in missing.text
+    assert missing.status_code == 200 and "No such member: no member with id &#39;NOPE&#39;" in missing.text
+    assert "(the sample member)" in missing.text and "srcdoc" in missing.text
+    assert "Fix the file" not in missing.text and "does not render" not in missing.text
 
 
 def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client, program_dir):
@@ -257,9 +259,10 @@ def test_a_broken_template_shows_its_file_and_line_and_the_page_recovers(client,
     page = client.get("/emails/welcome/en")
     line = next(i for i, text in enumerate(source.splitlines(), 1) if "{{ member.first_name" in text)
     assert "This email does not render" in page.text and f"templates/welcome/en.html:{line}" in page.text
-    errors = page.text[page.text.index('id="check-errors"'):]
+    shown = page.text[page.text.index('id="preview-error"'):]
     assert re.search(rf"templates/welcome/en.html:{line}:\d+</span>: undefined variable: member has no field "
-                     r"&#39;frist_name&#39; \(did you mean first_name\?\)", errors)
+                     r"&#39;frist_name&#39; \(did you mean first_name\?\)", shown)
+    assert text_of(page).count("frist_name") == 1  # the static check's finding, once: not again from rendering
     path.write_text(source.replace("Welcome", "Hello again"), encoding="utf-8")
     page = client.get("/emails/welcome/en")
     assert "This email does not render" not in page.text and "Hello again" in unescape(page.text)
@@ -358,7 +361,7 @@ def test_segment_count_rules_sql_and_sample(client):
     assert count_shown(page) == len(gold)
     assert "tier at_least gold" in page.text
     assert re.search(r'id="sql">SELECT', page.text)
-    sample = re.findall(r"<td>(ST\d{4})</td>", page.text[page.text.index("sample-heading"):])
+    sample = re.findall(r"<td class=\"id\">(ST\d{4})</td>", page.text[page.text.index("sample-heading"):])
     assert sample == sorted(gold)[:len(sample)] and len(sample) == min(10, len(gold))
     assert "the file is as committed at HEAD" in page.text
     listing = client.get("/segments")
@@ -378,8 +381,8 @@ def test_an_edit_shows_the_new_count_and_who_enters_and_leaves_against_head(clie
             f"and removes {len(leaving):,}") in re.sub(r"\s+", " ", summary)
     change = page.text[page.text.index('id="head-change"'):page.text.index('id="rules-heading"')]
     enter_part, _, leave_part = change.partition("Leaving, for example")
-    assert re.findall(r"<td>(ST\d{4})</td>", enter_part) == sorted(entering)[:5]
-    assert re.findall(r"<td>(ST\d{4})</td>", leave_part) == sorted(leaving)[:5]
+    assert re.findall(r"<td class=\"id\">(ST\d{4})</td>", enter_part) == sorted(entering)[:5]
+    assert re.findall(r"<td class=\"id\">(ST\d{4})</td>", leave_part) == sorted(leaving)[:5]
 
 
 @needs_git
@@ -423,13 +426,43 @@ def test_flows_dry_run_and_explain(client):
     page = client.get("/flows")
     assert page.status_code == 200
     table = page.text[page.text.index('id="plan"'):]
-    assert "<td>welcome</td>" in table or "<td>winback</td>" in table or "No flow has anything to do" in table
+    assert "<td class=\"id\">welcome</td>" in table or "<td class=\"id\">winback</td>" in table or "No flow has anything to do" in table
     page = client.get("/flows?member=ST0003")
     assert "ST0003 &lt;member3@studio.example&gt;" in page.text
     for flow in ("welcome", "milestones", "tier_upgrade", "winback"):
         assert f"<h3>{flow} " in page.text
+    for typed in ("ST0003", "MEMBER3@studio.example", "member3@"):  # the email page's member search
+        page = client.get(f"/flows?member={typed}")
+        assert re.search(r'id="explained">ST0003 &lt;member3@studio.example&gt;', page.text), typed
+    several = client.get("/flows?member=ST001")
+    assert 'href="/flows?member=ST0012"' in several.text and 'id="explained"' not in several.text
     missing = client.get("/flows?member=NOPE")
-    assert "no member with id" in missing.text
+    assert missing.status_code == 200 and "No such member" in missing.text and "import" not in text_of(missing)
+
+
+def test_a_flow_naming_a_missing_template_shows_the_error_check_gives(client, program_dir):
+    config = program_dir / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("template: milestone\n", "template: milestne\n"),
+                      encoding="utf-8")
+    page = client.get("/flows")
+    problems = page.text[page.text.index('id="flow-problems"'):page.text.index('id="plan-heading"')]
+    assert "flow &#39;milestones&#39;: no email template &#39;milestne&#39; in templates/" in problems
+    assert 'id="plan"' in page.text
+
+
+def test_a_broken_segment_file_shows_in_place_and_the_other_flows_are_planned(client, program_dir):
+    path = program_dir / "segments" / "lapsed_90_days.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("{gte: 90}", "{greater: 90}"), encoding="utf-8")
+    page = client.get("/flows?member=ST0003")
+    assert page.status_code == 200
+    problems = text_of(page)[:text_of(page).index("Planned")]
+    assert "segments/lapsed_90_days.yaml:" in problems and "greater" in problems
+    assert "flow 'winback': unknown segment 'lapsed_90_days'" in problems
+    assert re.search(r'id="unplanned">[^<]*winback', page.text)
+    assert 'aria-current="page">Flows<' in page.text
+    for flow in ("welcome", "milestones", "tier_upgrade"):  # the other flows are still explained
+        assert f"<h3>{flow} " in page.text
+    assert "<h3>winback " not in page.text
 
 
 def test_outbox_and_report(client):
@@ -442,6 +475,11 @@ def test_outbox_and_report(client):
     assert "default-src 'none'" in report.headers["content-security-policy"]
     bad = client.get("/reports/page?since=yesterday")
     assert bad.status_code == 400 and "is not a date" in bad.text
+    bad = client.get("/reports?since=2026-11-20&until=2026-11-01")
+    assert bad.status_code == 400 and "after the last day" in bad.text
+    assert 'aria-current="page">Reports<' in bad.text  # the tab and the form stay, to correct the dates
+    assert 'id="since" name="since" type="date" value="2026-11-20"' in bad.text
+    assert "<iframe" not in bad.text
 
 
 # -- send test ---------------------------------------------------------------------------------
@@ -452,13 +490,22 @@ def test_send_test_needs_the_csrf_token_and_sends_one_marked_message(client, pro
     assert client.post("/send-test", data={**form, "csrf": "0" * 64}).status_code == 403
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
     response = client.post("/send-test", data={**form, "csrf": csrf})
-    assert response.status_code == 200 and "Sent " in response.text and "me@studio.example" in response.text
+    assert response.status_code == 303  # post, redirect, get: a reload never sends again
+    location = response.headers["location"]
+    assert location.startswith("/emails/welcome/vi?sent=")
+    page = client.get(location)
+    assert page.status_code == 200 and "Sent " in page.text and "me@studio.example" in page.text
+    assert 'id="to" name="to" type="email" required value="me@studio.example"' in page.text
+    assert "Sent " in client.get(location).text  # a live refresh fetches the same address
     [message] = list((program_dir / "outbox").glob("*.eml"))
     raw = message.read_bytes()
     assert b"X-Loyalty-Mail-Test: yes" in raw and b"me@studio.example" in raw
-    bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address"})
-    assert bad.status_code == 400 and "is not an email address" in bad.text
+    bad = client.post("/send-test", data={**form, "csrf": csrf, "to": "not an address", "member": "ST0003"})
+    assert bad.status_code == 303 and "member=ST0003" in bad.headers["location"]
+    page = client.get(bad.headers["location"])
+    assert "is not an email address" in page.text and 'class="flash bad"' in page.text
     assert len(list((program_dir / "outbox").glob("*.eml"))) == 1
+    assert "Sent " not in client.get("/emails/welcome/vi?sent=not-a-key").text
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -474,7 +521,9 @@ def test_send_test_refuses_anything_but_one_address_and_a_program_locale(client,
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/emails/welcome/vi").text).group(1)
     form = {"email": "welcome", "locale": "vi", "to": "me@studio.example", "member": "", "csrf": csrf, field: value}
     response = client.post("/send-test", data=form)
-    assert response.status_code == 400 and message in unescape(response.text)
+    assert response.status_code == 303        # back to the email's page, which says why
+    shown = client.get(response.headers["location"])
+    assert message in unescape(shown.text)
     assert not list((program_dir / "outbox").glob("*.eml"))
 
 
@@ -530,3 +579,28 @@ def test_head_version_of_a_file_in_a_program_below_the_repository_root(tmp_path)
     assert (other.status, other.message) == ("new_file", "segments/other.yaml is a new file (not in HEAD)")
     (tmp_path / "elsewhere").mkdir()
     assert head_version(tmp_path / "elsewhere", "segments/vip.yaml").status == "not_git"
+
+
+def test_the_database_in_use_is_named_and_an_empty_one_is_said_so(client, program_dir, database_url, tmp_path):
+    from loyalty_mail.db import display_url, resolve_url
+
+    page = client.get("/segments")
+    shown = display_url(resolve_url(database_url, program_dir))
+    assert f'id="database">database: {shown}<' in unescape(page.text)
+    assert 'id="no-members"' not in page.text
+    empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    empty, access = studio_client(program_dir, empty_url)
+    empty.get(f"/?token={access.token}")
+    page = empty.get("/emails/welcome/en")
+    notice = text_of(page)
+    assert "has no members yet" in notice and "loyalty-mail --database sqlite:///demo/demo.db studio" in notice
+    assert str(tmp_path / "empty.db") in notice
+
+
+def test_a_missing_translation_is_shown_on_the_emails_page(client, program_dir):
+    (program_dir / "templates" / "welcome" / "vi.html").unlink()
+    page = client.get("/emails/welcome/en")
+    warnings = text_of(page)[text_of(page).index("Check and lint: warnings"):]
+    assert re.search(r"templates/welcome/\S* : missing translation: no vi.html, so members with locale vi get en.html",
+                     warnings)
+    assert "missing translation" not in client.get("/emails/milestone/en").text

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def studio_process(base: Path) -> Iterator[tuple[str, Path]]:
     """A studio process on a free loopback port; yields its printed URL and the program directory."""
-    base = tmp_path_factory.mktemp("studio")
     url = f"sqlite:///{base / 'studio.db'}"
     directory = make_studio_program(base / "program", url)
     port = free_port()
@@ -73,6 +73,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    with studio_process(tmp_path_factory.mktemp("studio")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +190,12 @@ def test_every_page_fits_the_width_and_labels_its_controls(browser, studio, widt
             tab.goto(origin(url) + path)
             overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{path} is wider than {width} px by {overflow} px"
+            split = tab.evaluate("""() => [...document.querySelectorAll('td')].filter(td => {
+                    const range = document.createRange(); range.selectNodeContents(td);
+                    return td.textContent.trim() && !td.textContent.trim().includes(' ')
+                        && new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1;
+                }).map(td => td.textContent.trim())""")
+            assert split == [], f"{path}: numbers or ids split over lines at {width} px: {split}"
             unlabelled = tab.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, button, iframe')]
                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
                              && !e.getAttribute('aria-labelledby') && !e.getAttribute('title')
@@ -210,3 +222,49 @@ def test_the_keyboard_reaches_the_navigation_and_the_member_search(page, studio)
     page.get_by_role("link", name="ST0012").click()
     sync_api.expect(page.locator("#rendered-for")).to_contain_text("ST0012")
     sync_api.expect(page.frame_locator("iframe[title^='Desktop']").locator("h1")).to_contain_text("Name12")
+
+
+def test_the_desktop_preview_is_wider_than_the_emails_mobile_breakpoint(page, studio):
+    """The desktop frame shows the desktop layout: its window is wider than the email's
+    `@media (max-width: ...)` breakpoint; the mobile frame is narrower."""
+    url, _ = studio
+    page.goto(origin(url) + "/emails/welcome/en")
+    srcdoc = page.locator("iframe[title^='Desktop']").get_attribute("srcdoc") or ""
+    breakpoint = max(int(px) for px in re.findall(r"max-width:\s*(\d+)px\s*\)", srcdoc))
+    desktop = page.locator("iframe[title^='Desktop']").evaluate("frame => frame.clientWidth")
+    mobile = page.locator("iframe[title^='Mobile']").evaluate("frame => frame.clientWidth")
+    assert desktop > breakpoint >= 600 and mobile <= 375
+
+
+def test_a_live_refresh_keeps_what_is_typed_and_the_focus(page, studio):
+    url, directory = studio
+    page.goto(origin(url) + "/emails/welcome/en")
+    page.locator("#to").fill("me@studio.example")
+    page.locator("#q").fill("member1")
+    page.locator("#q").press("ArrowLeft")  # the caret, one back from the end
+    path = directory / "templates" / "welcome" / "en.html"
+    source = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(source.replace("Welcome, {{", "Typed on, {{"), encoding="utf-8")
+        sync_api.expect(page.frame_locator("iframe[title^='Desktop']").locator("h1")).to_contain_text(
+            "Typed on, Lan!", timeout=LIVE_SECONDS * 1000)
+        assert page.locator("#q").input_value() == "member1"
+        assert page.locator("#to").input_value() == "me@studio.example"
+        assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["q", 6]
+    finally:
+        path.write_text(source, encoding="utf-8")
+
+
+def test_a_tab_of_a_studio_that_stopped_says_so(browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    try:
+        with studio_process(tmp_path) as (url, _):
+            tab.goto(url)
+            tab.goto(origin(url) + "/segments")
+            sync_api.expect(tab.locator("#segment-list")).to_be_visible()
+            sync_api.expect(tab.locator("#studio-gone")).to_have_count(0)
+        sync_api.expect(tab.locator("#studio-gone")).to_contain_text("stopped or restarted", timeout=15_000)
+        sync_api.expect(tab.locator("#studio-gone")).to_contain_text("Open the new URL it printed")
+    finally:
+        context.close()

@@ -31,6 +31,7 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
 
     import uvicorn
 
+    from ..db import display_url
     from ..studio import Access, Workspace, create_app
     from ..studio.renders import Renders
     from ..studio.security import LOOPBACK, allowed_hosts
@@ -57,7 +58,8 @@ def studio(obj: CliContext, host: str, port: int, at: str | None) -> None:
     app = create_app(Workspace(runtime, at=when), access, hosts=allowed_hosts(host), renders=renders)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    click.echo(f"loyalty-mail studio for {runtime.settings.program.name}: open\n"
+    click.echo(f"loyalty-mail studio for {runtime.settings.program.name} "
+               f"(database {display_url(runtime.database_url)}): open\n"
                f"  http://{shown}:{bound}/?token={access.token}\n(Ctrl+C stops it)", err=True)
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops gracefully, then exit 0
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)

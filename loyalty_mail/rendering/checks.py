@@ -96,18 +96,12 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     if report.errors:
         return report
     locales = renderer.settings.program.locales
-    default = renderer.settings.program.default_locale
     for email in renderer.catalog.names:
-        variants = renderer.catalog.variants[email]
         for locale in locales:
-            if locale not in variants:
-                fallback_locale = default if default in variants else sorted(variants)[0]
-                report.warnings.append(Problem(
-                    Location(f"{TEMPLATES_DIR}/{email}/", 0),
-                    f"missing translation: no {locale}.html, so members with locale {locale} "
-                    f"get {fallback_locale}.html"))
-                continue
-            _check_variant(renderer, email, locale, now, report)
+            if locale in renderer.catalog.variants[email]:
+                _check_variant(renderer, email, locale, now, report)
+            else:
+                report.warnings.append(_missing_translation(renderer, email, locale))
     for level in renderer.settings.tiers.levels:
         if isinstance(level.perks, dict):
             for locale in locales:
@@ -117,6 +111,20 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
     report.errors = list(dict.fromkeys(report.errors))  # the same fault seen from several emails
     report.warnings = list(dict.fromkeys(report.warnings))  # a shared layout's, once
     return report
+
+
+def missing_translations(renderer: Renderer, email: str) -> list[Problem]:
+    """A warning for each of the program's locales `email` has no template in."""
+    return [_missing_translation(renderer, email, locale) for locale in renderer.settings.program.locales
+            if locale not in renderer.catalog.variants[email]]
+
+
+def _missing_translation(renderer: Renderer, email: str, locale: str) -> Problem:
+    variants = renderer.catalog.variants[email]
+    default = renderer.settings.program.default_locale
+    fallback_locale = default if default in variants else sorted(variants)[0]
+    return Problem(Location(f"{TEMPLATES_DIR}/{email}/", 0),
+                   f"missing translation: no {locale}.html, so members with locale {locale} get {fallback_locale}.html")
 
 
 def check_email(renderer: Renderer, email: str, locale: str, now: datetime) -> TemplateReport:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -26,14 +27,12 @@ from starlette.routing import BaseRoute, Route
 
 from .. import outbox
 from ..errors import LoyaltyMailError, Problem
-from ..flows import build_planner
-from ..flows.planner import Plan
 from ..members import find_members, member_profile
 from ..reports import FIRST_DAY, LAST_DAY
 from ..reports import page as report_page
 from ..transports import transport_for
 from ..trial_send import check_locale, check_recipient, sample_member_for, send_test
-from . import emails, segments
+from . import emails, flows, segments
 from .program import ProgramState, Workspace
 from .renders import RenderPending, Renders
 from .security import Access, TokenGuard
@@ -44,6 +43,7 @@ STATIC = Path(__file__).with_name("static")
 HEARTBEAT_SECONDS = 15.0
 MAX_FORM_BYTES = 16_384
 MAX_SEARCH = 200  # characters of a member search
+KEPT_OUTCOMES = 20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: http: data:; "
        "frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -55,6 +55,7 @@ class Studio:
     def __init__(self, workspace: Workspace, access: Access, renders: Renders | None = None) -> None:
         self.workspace, self.access = workspace, access
         self.renders = renders or Renders()  # renders run there, outside the lock, bounded in time
+        self.sent: dict[str, tuple[bool, str, str]] = {}  # test sends' outcomes: ok, message, address
         self.lock = threading.RLock()  # one request at a time reads the program state and the database
         self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -66,7 +67,8 @@ class Studio:
         body = self.pages.get_template(name).render(csrf=self.access.csrf_token, at=self.workspace.at,
                                                     now=self.workspace.now(), version=state.version,
                                                     program=state.settings.program.name if state.settings else "",
-                                                    config_problems=state.problems, **values)
+                                                    config_problems=state.problems, database=self.workspace.database,
+                                                    no_members=not self.workspace.has_members(), **values)
         return HTMLResponse(body, status_code=code, headers=_page_headers())
 
     # -- emails ------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ class Studio:
             state = self.workspace.state()
             entries, problems = emails.email_list(state)
             if not problems and (email, locale) not in {(e.email, e.locale) for e in entries}:
-                return self.page("error.html", state, code=404, title="No such email",
+                return self.page("error.html", state, code=404, title="No such email", section="Emails",
                                  problems=[Problem(None, f"no email '{email}' in locale '{locale}'")])
             found: list[dict[str, Any]] = []
             if len(query) > MAX_SEARCH:
@@ -100,8 +102,10 @@ class Studio:
                     found = find_members(connection, query, limit=10)
         shown = self._preview(state, email, locale, member_id)
         with self.lock:
+            sent = self.sent.get(request.query_params.get("sent", ""))
             return self.page("emails.html", state, entries=entries, problems=problems, preview=shown, query=query,
-                             found=found, member_id=member_id, current=(email, locale), sent=None)
+                             found=found, member_id=member_id, current=(email, locale),
+                             sent=sent[:2] if sent else None, to=sent[2] if sent else "")
 
     def _preview(self, state: ProgramState, email: str, locale: str, member_id: str) -> emails.EmailPreview:
         """The preview, rendered on the render thread; if it takes too long, that is its problem."""
@@ -137,25 +141,12 @@ class Studio:
     # -- flows -------------------------------------------------------------------------------
 
     def flows_page(self, request: Request) -> Response:
-        member_id = request.query_params.get("member", "").strip()
+        query = request.query_params.get("member", "").strip()
         with self.lock:
             state = self.workspace.state()
             if state.settings is None:
-                return self.page("error.html", state, title="config.yaml does not load", problems=state.problems)
-            engine = self.workspace.engine()
-            now = self.workspace.now()
-            planner = build_planner(state.settings, engine.dialect.name)
-            plan = planner.plan_in(engine, now, plan=Plan(now, keep=False))
-            explanation, problem = None, None
-            if member_id:
-                try:
-                    with engine.connect() as connection:
-                        explanation = planner.explain(connection, member_id, now)
-                except LoyaltyMailError as exc:
-                    problem = str(exc)
-            return self.page("flows.html", state, counts=sorted(plan.counts().items()), segments=plan.segments,
-                             reasons=sorted(plan.reasons.items()), member_id=member_id,
-                             explanation=explanation, problem=problem)
+                return self.page("flows.html", state, view=None)
+            return self.page("flows.html", state, view=flows.flows_view(self.workspace, state, query))
 
     # -- outbox and reports ------------------------------------------------------------------
 
@@ -179,8 +170,12 @@ class Studio:
     def reports_page(self, request: Request) -> Response:
         with self.lock:
             state = self.workspace.state()
-            since, until, _, _ = self._period(request, state)
-        return self.page("reports.html", state, since=since, until=until)
+            try:
+                since, until, _, _ = self._period(request, state)
+            except LoyaltyMailError as exc:  # the form stays, with what was typed, to correct it
+                return self.page("reports.html", state, code=400, since=request.query_params.get("since", ""),
+                                 until=request.query_params.get("until", ""), problem=str(exc))
+        return self.page("reports.html", state, since=since.isoformat(), until=until.isoformat(), problem=None)
 
     def report_document(self, request: Request) -> Response:
         with self.lock:
@@ -213,8 +208,6 @@ class Studio:
         email, locale, to, member_id = values["email"], values["locale"], values["to"], values["member"]
         with self.lock:
             state = self.workspace.state()
-            entries, problems = emails.email_list(state)
-        shown = self._preview(state, email, locale, member_id)
         try:
             check_recipient(to)
             check_locale(state.renderer(), locale)
@@ -223,10 +216,21 @@ class Studio:
                                     lambda: self._send(state, email, locale, to, member_id, now))
         except LoyaltyMailError as exc:
             sent = (False, str(exc))
+        program = state.settings.program if state.settings is not None else None
+        if program is not None and locale not in program.locales:
+            locale = program.default_locale  # the page of a locale the program has
+        return self._show_sent(email, locale, member_id, (*sent, to))
+
+    def _show_sent(self, email: str, locale: str, member_id: str, sent: tuple[bool, str, str]) -> Response:
+        """Post, redirect, get: back to the email's page, which shows the outcome (kept for the
+        last few sends, so a reload or a live refresh shows it again and never sends again)."""
+        key = secrets.token_urlsafe(9)
         with self.lock:
-            return self.page("emails.html", state, code=200 if sent[0] else 400, entries=entries, problems=problems,
-                             preview=shown, query="", found=[], member_id=member_id, current=(email, locale),
-                             sent=sent, to=to)
+            self.sent[key] = sent
+            while len(self.sent) > KEPT_OUTCOMES:
+                self.sent.pop(next(iter(self.sent)))
+        query = urlencode({**({"member": member_id} if member_id else {}), "sent": key})
+        return RedirectResponse(f"/emails/{quote(email, safe='')}/{quote(locale, safe='')}?{query}", status_code=303)
 
     def _send(self, state: ProgramState, email: str, locale: str, to: str, member_id: str,
               now: datetime) -> tuple[bool, str]:
@@ -319,9 +323,10 @@ def create_app(workspace: Workspace, access: Access, *, hosts: tuple[str, ...] |
     app.router.routes.extend(studio.routes())
 
     @app.exception_handler(LoyaltyMailError)
-    async def user_error(_request: Request, exc: LoyaltyMailError) -> Response:
+    async def user_error(request: Request, exc: LoyaltyMailError) -> Response:
+        section = request.url.path.strip("/").split("/")[0].capitalize()  # its tab stays highlighted
         return await asyncio.to_thread(lambda: studio.page(
-            "error.html", workspace.state(), 400, title="That did not work",
+            "error.html", workspace.state(), 400, title="That did not work", section=section,
             problems=list(getattr(exc, "problems", None) or [Problem(None, str(exc))])))
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,11 +12,11 @@ from typing import Any
 import jinja2
 import sqlalchemy as sa
 
-from ..errors import LoyaltyMailError, Problem
+from ..errors import LoyaltyMailError, NotFound, Problem, shown
 from ..members import member_profile
 from ..message import RenderedEmail
 from ..rendering import Fallback
-from ..rendering.checks import check_email, sample_occurrences
+from ..rendering.checks import check_email, missing_translations, sample_occurrences
 from ..trial_send import sample_member_for
 from .program import ProgramState
 
@@ -42,6 +42,7 @@ class EmailPreview:
     rendered: RenderedEmail | None = None
     inlining: str = ""
     problems: list[Problem] = field(default_factory=list)
+    notice: str | None = None  # the member asked for is not there
     errors: list[Problem] = field(default_factory=list)      # from `check`, over every sample member
     warnings: list[Problem] = field(default_factory=list)
 
@@ -64,9 +65,12 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
     try:
         renderer = state.renderer()
         if member_id:
-            with engine.connect() as connection:
-                result.member = member_profile(connection, member_id, recent=0).member
-        else:
+            try:
+                with engine.connect() as connection:
+                    result.member = member_profile(connection, member_id, recent=0).member
+            except NotFound:
+                result.notice = f"No such member: no member with id {shown(member_id)}. This is the sample member's."
+        if result.member is None:
             result.member = sample_member_for(renderer, email, locale, now)
         compiled = renderer.compiled(email, locale)
         result.inlining = describe_inlining(compiled.fallback)
@@ -86,8 +90,24 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
     except (jinja2.TemplateNotFound, OSError):
         result.problems = [*result.problems, CHANGED]
         return result
-    result.errors, result.warnings = report.errors, report.warnings
+    result.problems, result.errors = _each_once(result.problems, report.errors)
+    result.warnings = [*missing_translations(state.renderer(), email), *report.warnings]  # as `check` lists them
     return result
+
+
+def _each_once(problems: list[Problem], errors: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """Each fault once. An undefined variable is found by the static check (with its column) and
+    again by rendering (the line only): the static finding stands for both. What is shown in place
+    of the preview is not repeated among `check`'s errors."""
+    static = {(e.location.file, e.location.line): e for e in errors
+              if e.location and e.location.column and e.message.startswith("undefined variable")}
+
+    def rendered_twin(p: Problem) -> bool:
+        return (p.location is not None and not p.location.column and p.message.startswith("undefined variable")
+                and (p.location.file, p.location.line) in static)
+
+    shown = [static[(p.location.file, p.location.line)] if p.location and rendered_twin(p) else p for p in problems]
+    return list(dict.fromkeys(shown)), [e for e in errors if e not in shown and not rendered_twin(e)]
 
 
 def describe_inlining(fallback: Fallback | None) -> str:

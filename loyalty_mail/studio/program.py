@@ -16,7 +16,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..config import CONFIG_FILE, Settings
-from ..errors import ConfigError, Problem
+from ..db import display_url
+from ..errors import ConfigError, LoyaltyMailError, Problem
+from ..members import any_members
 from ..rendering import TEMPLATES_DIR, Renderer
 from ..runtime import Runtime
 from ..segments import SEGMENTS_DIR, Context, SegmentCatalog, context_for
@@ -83,6 +85,19 @@ class Workspace:
 
     def engine(self) -> sa.Engine:
         return self.runtime.engine()
+
+    @property
+    def database(self) -> str:
+        """The database in use, as a URL without its password."""
+        return display_url(self.runtime.database_url)
+
+    def has_members(self) -> bool:
+        """Whether the database holds any member (True when it cannot be asked: the pages say why)."""
+        try:
+            with self.engine().connect() as connection:
+                return any_members(connection)
+        except (LoyaltyMailError, sa.exc.SQLAlchemyError):
+            return True
 
     def state(self) -> ProgramState:
         """The program as its files are now (looked at once more, so a save is never missed).
