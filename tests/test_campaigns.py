@@ -208,3 +208,43 @@ def test_a_wake_up_for_one_member_keeps_their_place_in_the_throttle(program):
         assert plan.sends == []
     finally:
         runtime.close()
+
+
+def test_a_campaign_time_outside_1900_to_2200_is_refused_at_its_line(program):
+    write_campaign(program, "ancient", 'template: reengagement\nat: "0001-01-01 00:00"\n')
+    write_campaign(program, "far", 'template: reengagement\nat: "9999-12-31T20:00+07:00"\n')
+    _, problems = load_campaigns(program.dir)
+    assert [str(p) for p in problems] == [
+        "campaigns/ancient.yaml:2:5: at: '0001-01-01 00:00' is outside the years 1900 to 2200",
+        "campaigns/far.yaml:2:5: at: '9999-12-31T20:00+07:00' is outside the years 1900 to 2200"]
+    assert program.run("campaigns", "schedule", "ancient").exit_code == 1
+
+
+def _store_definition(program, name: str, **changes) -> None:
+    """Change a scheduled campaign's stored copy as an older version could have stored it."""
+    import sqlalchemy as sa
+
+    from loyalty_mail.models import campaign_schedules_table as c
+
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        definition = dict(conn.execute(sa.select(c.c.definition).where(c.c.name == name)).scalar_one())
+        conn.execute(c.update().where(c.c.name == name).values(definition={**definition, **changes}))
+    engine.dispose()
+
+
+def test_a_stored_campaign_that_cannot_be_planned_does_not_stop_the_flows(program):
+    """A copy scheduled before `at:` was checked (year 1): the campaign is left out with a
+    warning; the welcome flow still plans and sends."""
+    program.load("members", [member("W1", joined_at="2026-12-05T09:00:00+07:00")], at="2026-12-05T09:00:00+07:00")
+    write_campaign(program, "news", 'template: reengagement\nat: "2026-12-05 10:00"\n')
+    assert program.run("campaigns", "schedule", "news", at="2026-12-01T00:00:00Z").exit_code == 0
+    _store_definition(program, "news", at="0001-01-01T00:00:00")
+    dry = program.run("run", "--dry-run", "--format", "json", at="2026-12-05T10:00:00+07:00")
+    assert dry.exit_code == 0, dry.output
+    assert [d["flow"] for d in json.loads(dry.stdout)] == ["welcome"]
+    assert "warning: campaign 'news' is skipped: its scheduled copy is not valid" in dry.stderr
+    once = program.run("run", "--once", at="2026-12-05T10:00:00+07:00")
+    assert once.exit_code == 0, once.output
+    assert [r for r in program.sends() if r[0] == "welcome"] == [("welcome", "welcome", "sent")]
+    assert program.run("explain", "W1", at="2026-12-05T10:00:00+07:00").exit_code == 0

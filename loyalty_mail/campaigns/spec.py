@@ -28,6 +28,13 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 AT_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 # Every member's wall clock is within these of UTC (Pacific/Kiritimati +14, Etc/GMT+12 -12).
 EARLIEST_ZONE, LATEST_ZONE = timedelta(hours=14), timedelta(hours=12)
+AT_YEARS = (1900, 2200)  # as `--at`: the years segment times and windows can reach
+
+
+def _in_years(moment: datetime, value: Any) -> datetime:
+    if not AT_YEARS[0] <= moment.year <= AT_YEARS[1]:
+        raise ValueError(f"'{value}' is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}")
+    return moment
 
 
 class Throttle(BaseModel):
@@ -71,13 +78,14 @@ class Campaign(BaseModel):
     @classmethod
     def _moment(cls, value: Any) -> Any:
         if isinstance(value, datetime):
-            return value
+            return _in_years(value, value)
         if not isinstance(value, str):
             raise ValueError(f"expected a date and time such as \"2026-12-05 09:00\" (found {value!r})")
         text = value.strip()
         for pattern in AT_FORMATS:
             try:
-                return datetime.strptime(text, pattern).isoformat()  # a wall time: zone decided later
+                # a wall time: zone decided later
+                return _in_years(datetime.strptime(text, pattern), value).isoformat()
             except ValueError:
                 pass
         try:
@@ -85,6 +93,7 @@ class Campaign(BaseModel):
         except ValueError:
             raise ValueError(f"'{value}' is not a date and time (expected \"YYYY-MM-DD HH:MM\", a wall "
                              "time, or an ISO instant such as 2026-12-05T09:00+07:00)") from None
+        _in_years(moment, value)
         return moment if moment.tzinfo else moment.isoformat()
 
     @field_validator("local_time")

@@ -100,6 +100,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         keep = output_format == "json" or out is not None  # the table needs only the counts
         plan = planner.plan_in(engine, now, review=True, flows=list(flows) or None,
                                plan=Plan(now, keep=keep))
+        for warning in plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
         if out is not None:
             written = write_previews(plan, renderer, engine, out)
             click.echo(f"wrote {written} emails to {out}", err=True)

@@ -84,6 +84,7 @@ class Plan:
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)      # (flow, planned|deferred|...)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)    # (flow, kind of skip or deferral)
     segments: dict[str, str] = field(default_factory=dict)                # flow -> its segment
+    warnings: list[str] = field(default_factory=list)  # scheduled campaigns left out, and why
 
     def add_send(self, send: PlannedSend) -> None:
         flow = send.occurrence.flow
@@ -219,7 +220,7 @@ class Planner:
         wanted = set(flows) if flows is not None else None
         plan = plan if plan is not None else Plan(now)
         every = wanted is None if campaigns is None else campaigns
-        scheduled = self._campaigns(conn, now, preview=plan.keep)
+        scheduled = self._campaigns(conn, now, preview=plan.keep, warnings=plan.warnings)
         chosen = sorted([*(f for f in self.flows if wanted is None or f.name in wanted),
                          *(c.as_flow() for c in scheduled.values() if every or c.name in (wanted or ()))],
                         key=lambda f: (-f.priority, f.name))
@@ -285,27 +286,39 @@ class Planner:
             raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
         return self._occurrences(conn, campaign.as_flow(), now, None, campaign)
 
-    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool) -> dict[str, campaign_files.Campaign]:
+    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool,
+                   warnings: list[str] | None = None) -> dict[str, campaign_files.Campaign]:
         """Campaigns scheduled at `now` that may have members to plan: from their earliest send
         time (at any time in a preview, which shows who gets it when) until their latest one,
-        throttle and lateness included, has passed. One whose segment has gone is left out."""
+        throttle and lateness included, has passed. One whose segment has gone, or whose times
+        cannot be computed, is left out with a sentence added to `warnings`: one bad campaign
+        never stops the other flows."""
         zone = self.settings.program.default_timezone
+        found: list[str] = []
         chosen = {}
-        for row in campaign_files.scheduled(conn, now):
+        for row in campaign_files.scheduled(conn, now, problems=found):
             c = row.campaign
             if c.segment and c.segment not in self.segments.segments:
                 continue
-            first, last = c.span(zone)
-            if now < first and not preview:
+            try:
+                first, last = c.span(zone)
+                if now < first and not preview:
+                    continue
+                if now > last + c.lateness:
+                    if c.throttle is None:
+                        continue
+                    audience = self._segment_condition(c.segment, now) if c.segment else None
+                    periods = -(-triggers.audience_size(conn, audience) // c.throttle.max)
+                    if now > last + c.throttle.per * periods + c.lateness:
+                        continue
+            except OverflowError:
+                message = (f"campaign '{c.name}' is skipped: its send times fall outside the dates that can "
+                           "be computed (check its at:, throttle and lateness)")
+                found.append(message)
                 continue
-            if now > last + c.lateness:
-                if c.throttle is None:
-                    continue
-                audience = self._segment_condition(c.segment, now) if c.segment else None
-                periods = -(-triggers.audience_size(conn, audience) // c.throttle.max)
-                if now > last + c.throttle.per * periods + c.lateness:
-                    continue
             chosen[c.name] = c
+        if warnings is not None:
+            warnings += [w for w in found if w not in warnings]
         return chosen
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,

@@ -85,6 +85,8 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     planner.plan_in(engine, now, flows=flows, members=members, plan=plan, campaigns=campaigns,
                     on_part=lambda part: recorded.update(ledger.record(engine, part, now)))
     report.recorded = dict(recorded)
+    for warning in plan.warnings:
+        log.warning(warning)
     sending = planner.settings.sending
     if sending.dispatchers > 1:
         deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop, clock)
