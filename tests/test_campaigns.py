@@ -248,3 +248,40 @@ def test_a_stored_campaign_that_cannot_be_planned_does_not_stop_the_flows(progra
     assert once.exit_code == 0, once.output
     assert [r for r in program.sends() if r[0] == "welcome"] == [("welcome", "welcome", "sent")]
     assert program.run("explain", "W1", at="2026-12-05T10:00:00+07:00").exit_code == 0
+
+
+def test_a_throttle_beyond_2300_is_refused_and_its_members_skipped(program):
+    """Three members, one every 100 years: the third would be due in 2226 + ... past 2300.
+    `schedule` refuses it; a copy stored anyway skips that member with the reason, and the run
+    sends to the first and records nothing half-done."""
+    program.load("members", [member(f"T{n}", joined_at="2025-01-01T10:00:00+07:00") for n in range(3)],
+                 at="2025-01-01T10:00:00+07:00")
+    write_campaign(program, "slow", 'template: reengagement\nat: "2150-12-05 10:00"\n'
+                                    'throttle: {max: 1, per: 100 years}\nlateness: 100 years\n')
+    preview = program.run("campaigns", "preview", "slow", "--format", "json", at="2026-12-01T00:00:00Z")
+    assert preview.exit_code == 0, preview.output
+    assert json.loads(preview.stdout)["by_time"] == {
+        "2150-12-05 03:00 UTC": 1, "2250-11-11 03:00 UTC": 1, "skipped: throttled beyond 2300-01-01": 1}
+    refused = program.run("campaigns", "schedule", "slow", at="2026-12-01T00:00:00Z")
+    assert refused.exit_code == 1
+    assert ("campaign 'slow': its throttle (1 per 36500 days) puts members of its audience after 2300-01-01; "
+            "raise throttle.max or shorten throttle.per") in refused.output
+    write_campaign(program, "slow", 'template: reengagement\nat: "2150-12-05 10:00"\n'
+                                    'throttle: {max: 2, per: 100 years}\nlateness: 100 years\n')
+    assert program.run("campaigns", "schedule", "slow", at="2026-12-01T00:00:00Z").exit_code == 0
+    _store_definition(program, "slow", throttle={"max": 1, "per": "100 years"})
+    dry = {d["member_id"]: d for d in program.dry("2150-12-05T10:00:00+07:00", "slow")}
+    assert dry["T2"]["reason"] == "throttled beyond 2300-01-01: member 3 of the audience, 1 per 36500 days"
+    once = program.run("run", "--once", at="2150-12-05T10:00:00+07:00")
+    assert once.exit_code == 0, once.output
+    assert sorted(campaign_sends(program, "slow")) == [("slow", "campaign", "sent"), ("slow", "campaign", "skipped")]
+
+
+def test_a_throttle_past_what_dates_can_hold_gives_no_time():
+    from loyalty_mail.campaigns import Campaign
+
+    campaign = Campaign.model_validate({"template": "t", "at": "2200-12-31 20:00",
+                                        "throttle": {"max": 1, "per": "5 years"}})
+    assert campaign.throttled(datetime(2200, 12, 31, tzinfo=timezone.utc), 10_000_000) is None  # OverflowError
+    assert campaign.last_send("UTC", 10_000_000) is None
+    assert campaign.last_send("UTC", 1) == datetime(2200, 12, 31, 20, 0, tzinfo=timezone.utc)

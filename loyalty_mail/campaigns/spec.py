@@ -29,6 +29,9 @@ AT_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d
 # Every member's wall clock is within these of UTC (Pacific/Kiritimati +14, Etc/GMT+12 -12).
 EARLIEST_ZONE, LATEST_ZONE = timedelta(hours=14), timedelta(hours=12)
 AT_YEARS = (1900, 2200)  # as `--at`: the years segment times and windows can reach
+# Every member's send time, throttle included, is before this (lateness, at most 100 years, is
+# added to it): the planner's dates stay far inside what Python can compute.
+SEND_LIMIT = datetime(2300, 1, 1, tzinfo=timezone.utc)
 
 
 def _in_years(moment: datetime, value: Any) -> datetime:
@@ -132,6 +135,22 @@ class Campaign(BaseModel):
             return moment, moment
         wall = self.wall_time.replace(tzinfo=timezone.utc)
         return wall - EARLIEST_ZONE, wall + LATEST_ZONE
+
+    def throttled(self, moment: datetime, rank: int) -> datetime | None:
+        """`moment` delayed by the throttle for the `rank`-th member of the audience (from 0);
+        None when that is not before SEND_LIMIT."""
+        if self.throttle is None or rank < self.throttle.max:
+            return moment
+        try:
+            later = moment + self.throttle.per * (rank // self.throttle.max)
+        except OverflowError:
+            return None
+        return later if later < SEND_LIMIT else None
+
+    def last_send(self, program_zone: str, audience: int) -> datetime | None:
+        """The latest send time of any member of an audience of `audience` members, throttle
+        included; None when some member's is not before SEND_LIMIT."""
+        return self.throttled(self.span(program_zone)[1], max(audience - 1, 0))
 
     def describe_at(self, program_zone: str) -> str:
         wall = self.wall_time

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from .. import campaigns as files
-from ..errors import ConfigError, NotFound
+from ..durations import format_span
+from ..errors import ConfigError, LoyaltyMailError, NotFound
 from ..flows import build_planner, ledger
 from ..flows.runner import check_variant_subjects
 from ..segments import load_catalog
@@ -105,11 +106,12 @@ def campaigns_preview(obj: CliContext, name: str, at: str | None, limit: int, ou
     listed: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for occ in planner.campaign_members(conn, campaign, now):
-            times[f"{occ.due_at:%Y-%m-%d %H:%M} UTC"] += 1
+            times[f"skipped: {occ.skip.split(':')[0]}" if occ.skip else f"{occ.due_at:%Y-%m-%d %H:%M} UTC"] += 1
             if len(listed) < limit:
                 listed.append({"member_id": occ.member_id, "email": occ.email,
                                "timezone": occ.timezone or runtime.settings.program.default_timezone,
-                               "send_at": occ.due_at.isoformat(), "reason": occ.reason})
+                               "send_at": None if occ.skip else occ.due_at.isoformat(),
+                               "reason": occ.skip or occ.reason})
     if output_format == "json":
         print_json({"campaign": name, "members": sum(times.values()), "by_time": dict(sorted(times.items())),
                     "first": listed})
@@ -135,7 +137,16 @@ def campaigns_schedule(obj: CliContext, name: str) -> None:
     """
     campaign = _one(obj, name)
     runtime = obj.runtime
-    outcome = files.schedule(runtime.engine(), campaign, runtime.now())
+    engine, now = runtime.engine(), runtime.now()
+    with engine.connect() as conn:
+        last = build_planner(runtime.settings, engine.dialect.name).campaign_last_send(conn, campaign, now)
+    if last is None:
+        assert campaign.throttle is not None
+        raise LoyaltyMailError(
+            f"campaign '{name}': its throttle ({campaign.throttle.max} per {format_span(campaign.throttle.per)}) "
+            f"puts members of its audience after {files.SEND_LIMIT:%Y-%m-%d}; raise throttle.max or "
+            "shorten throttle.per (`loyalty-mail campaigns preview` shows each member's time)")
+    outcome = files.schedule(engine, campaign, now)
     click.echo(f"campaign {name}: {outcome}; sends at "
                f"{campaign.describe_at(runtime.settings.program.default_timezone)}")
 

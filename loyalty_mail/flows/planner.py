@@ -286,6 +286,18 @@ class Planner:
             raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
         return self._occurrences(conn, campaign.as_flow(), now, None, campaign)
 
+    def campaign_last_send(self, conn: sa.Connection, campaign: campaign_files.Campaign,
+                           now: datetime) -> datetime | None:
+        """The latest send time of `campaign`'s audience at `now`, throttle included; None when
+        the throttle puts some member at or after SEND_LIMIT (`campaigns schedule` refuses it)."""
+        if campaign.segment and campaign.segment not in self.segments.segments:
+            raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
+        size = 1
+        if campaign.throttle is not None:
+            audience = self._segment_condition(campaign.segment, now) if campaign.segment else None
+            size = triggers.audience_size(conn, audience)
+        return campaign.last_send(self.settings.program.default_timezone, size)
+
     def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool,
                    warnings: list[str] | None = None) -> dict[str, campaign_files.Campaign]:
         """Campaigns scheduled at `now` that may have members to plan: from their earliest send
@@ -307,9 +319,8 @@ class Planner:
                 if now > last + c.lateness:
                     if c.throttle is None:
                         continue
-                    audience = self._segment_condition(c.segment, now) if c.segment else None
-                    periods = -(-triggers.audience_size(conn, audience) // c.throttle.max)
-                    if now > last + c.throttle.per * periods + c.lateness:
+                    final = self.campaign_last_send(conn, c, now)  # None: members beyond are skipped
+                    if final is not None and now > final + c.lateness:
                         continue
             except OverflowError:
                 message = (f"campaign '{c.name}' is skipped: its send times fall outside the dates that can "
