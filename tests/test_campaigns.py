@@ -285,3 +285,25 @@ def test_a_throttle_past_what_dates_can_hold_gives_no_time():
     assert campaign.throttled(datetime(2200, 12, 31, tzinfo=timezone.utc), 10_000_000) is None  # OverflowError
     assert campaign.last_send("UTC", 10_000_000) is None
     assert campaign.last_send("UTC", 1) == datetime(2200, 12, 31, 20, 0, tzinfo=timezone.utc)
+
+
+def test_a_campaign_whose_template_was_removed_fails_its_sends_and_the_rest_go(program):
+    """Both sends are planned for 08:00 (quiet hours); the campaign's email is then removed. The
+    dry run warns; the run marks its send failed with the reason, never leaving one `sending`,
+    and the welcome email of the same batch goes."""
+    import shutil
+
+    shutil.copytree(program.dir / "templates" / "reengagement", program.dir / "templates" / "flash_sale")
+    program.load("members", [member("W1", joined_at="2026-12-05T22:00:00+07:00")], at="2026-12-05T22:00:00+07:00")
+    write_campaign(program, "flash", 'template: flash_sale\nat: "2026-12-05 22:00"\n')
+    assert program.run("campaigns", "schedule", "flash", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert program.run("run", "--once", at="2026-12-05T22:00:00+07:00").exit_code == 0
+    assert sorted(program.sends()) == [("flash", "campaign", "planned"), ("welcome", "welcome", "planned")]
+    shutil.rmtree(program.dir / "templates" / "flash_sale")
+    dry = program.run("run", "--dry-run", at="2026-12-05T22:30:00+07:00")
+    assert dry.exit_code == 0, dry.output
+    assert ("warning: campaign 'flash' is skipped: no email template 'flash_sale' in templates/ (restore it, or "
+            "`loyalty-mail campaigns cancel flash`)") in dry.stderr
+    once = program.run("run", "--once", at="2026-12-06T08:00:00+07:00")
+    assert once.exit_code == 1 and "1 sends failed" in once.output
+    assert sorted(program.sends()) == [("flash", "campaign", "failed"), ("welcome", "welcome", "sent")]

@@ -177,9 +177,10 @@ class Planner:
     """Plans for one program: flows resolved against segments once, then `plan(conn, now)`."""
 
     def __init__(self, settings: Settings, segments: SegmentCatalog, dialect: str, *,
-                 chunk_size: int = CHUNK) -> None:
+                 chunk_size: int = CHUNK, templates: Collection[str] | None = None) -> None:
         self.settings, self.segments, self.dialect = settings, segments, dialect
         self.chunk_size = chunk_size
+        self.templates = set(templates) if templates is not None else None  # None: not checked
         problems = [f"flow '{f.name}': unknown segment '{f.segment}' (segments: "
                     f"{', '.join(sorted(segments.segments)) or 'none'})"
                     for f in settings.flows if f.segment and f.segment not in segments.segments]
@@ -311,6 +312,13 @@ class Planner:
         for row in campaign_files.scheduled(conn, now, problems=found):
             c = row.campaign
             if c.segment and c.segment not in self.segments.segments:
+                continue
+            missing = [t for t in dict.fromkeys([c.template, *(v.template for v in c.variants if v.template)])
+                       if self.templates is not None and t not in self.templates]
+            if missing:
+                found.append(f"campaign '{c.name}' is skipped: no email template "
+                             f"{', '.join(repr(t) for t in missing)} in templates/ (restore it, or "
+                             f"`loyalty-mail campaigns cancel {c.name}`)")
                 continue
             try:
                 first, last = c.span(zone)

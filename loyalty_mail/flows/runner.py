@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -31,12 +31,14 @@ from .planner import Plan, Planner
 log = logging.getLogger("loyalty_mail.run")
 
 
-def build_planner(settings: Settings, dialect: str) -> Planner:
+def build_planner(settings: Settings, dialect: str, templates: Collection[str] | None = None) -> Planner:
+    """The planner of `settings`; with `templates` (the emails in templates/), a scheduled
+    campaign whose email is missing is left out with a warning."""
     catalog, problems = load_catalog(settings)
     if problems:
         from ..errors import ConfigError
         raise ConfigError(problems)
-    return Planner(settings, catalog, dialect)
+    return Planner(settings, catalog, dialect, templates=templates)
 
 
 def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
