@@ -241,3 +241,27 @@ def test_bad_variants_are_reported_at_their_line(program):
     result = program.run("check")
     assert result.exit_code == 1
     assert "'welcome' variant 'a' subject:1: syntax error: unexpected end of template" in result.output
+
+
+def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program):
+    path = program.dir / "config.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("frequency_cap: false}", "frequency_cap: false,\n     variants: [{name: a, "
+                                     "subject: A}, {name: b, subject: \"Hi {{ member.nosuch_field }}\"}]}", 1))
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert ("config.yaml:25:59: variant 'b' subject: undefined variable: member has no field 'nosuch_field' "
+            "(member has: attributes, birthday,") in result.output
+    path.write_text(original)
+    folder = program.dir / "campaigns"
+    folder.mkdir()
+    (folder / "sale.yaml").write_text('template: reengagement\nat: "2026-12-05 09:00"\nvariants:\n'
+                                      '  - {name: a, subject: "{{ occurrence.campaign }}"}\n'
+                                      '  - {name: b, subject: "{{ occurrence.threshold }}"}\n')
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert ("campaigns/sale.yaml:5:24: variant 'b' subject: undefined variable: occurrence has no field "
+            "'threshold' (occurrence has: campaign, key, kind, topic; flows with trigger campaign give these "
+            "fields)") in result.output
+    assert "variant 'a'" not in result.output
+    assert program.run("campaigns", "schedule", "sale").exit_code == 1

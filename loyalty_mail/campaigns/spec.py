@@ -209,10 +209,15 @@ def parse_campaign(doc: YamlDocument, name: str) -> tuple[Campaign | None, list[
         return None, [problem_from(error, doc, Campaign) for error in exc.errors()]
 
 
+def campaign_files(project_dir: Path) -> list[Path]:
+    """Every campaigns/*.yaml (and *.yml) of the program, by name."""
+    directory = project_dir / CAMPAIGNS_DIR
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
+
+
 def load_campaigns(project_dir: Path) -> tuple[dict[str, Campaign], list[Problem]]:
     """Every campaigns/*.yaml of the program, and every problem found in them."""
-    directory = project_dir / CAMPAIGNS_DIR
-    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
+    files = campaign_files(project_dir)
     campaigns: dict[str, Campaign] = {}
     problems: list[Problem] = []
     for path in files:

@@ -12,7 +12,7 @@ from .. import campaigns as files
 from ..durations import format_span
 from ..errors import ConfigError, LoyaltyMailError, NotFound
 from ..flows import build_planner, ledger
-from ..flows.runner import check_variant_subjects
+from ..flows.runner import check_variant_subjects, variant_subject_problems
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -30,6 +30,9 @@ def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
     if problems:
         raise ConfigError(problems)
     check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())
+    problems = variant_subject_problems(settings, obj.runtime.renderer())
+    if problems:
+        raise ConfigError(problems)
     return found
 
 
