@@ -307,3 +307,24 @@ def test_a_campaign_whose_template_was_removed_fails_its_sends_and_the_rest_go(p
     once = program.run("run", "--once", at="2026-12-06T08:00:00+07:00")
     assert once.exit_code == 1 and "1 sends failed" in once.output
     assert sorted(program.sends()) == [("flash", "campaign", "failed"), ("welcome", "welcome", "sent")]
+
+
+def test_a_campaign_in_the_past_warns_and_its_members_show_as_too_late(program):
+    program.load("members", [member("P1", joined_at="2019-01-01T10:00:00+07:00")], at="2019-01-01T10:00:00+07:00")
+    write_campaign(program, "old", 'template: reengagement\nat: "2020-01-01 09:00"\nlateness: 0 days\n')
+    _, problems = load_campaigns(program.dir)
+    assert [str(p) for p in problems] == [
+        "campaigns/old.yaml:3:11: lateness: must be a positive duration (e.g. 1 day): a member due at the "
+        "campaign's time is sent to until then"]
+    write_campaign(program, "old", 'template: reengagement\nat: "2020-01-01 09:00"\n')
+    warning = ("warning: campaign 'old': its send time 2020-01-01 02:00 UTC plus its lateness (1 day) has passed: "
+               "nobody due by then will get it")
+    check = program.run("check", at="2026-12-01T00:00:00Z")
+    assert check.exit_code == 0 and warning in check.stderr
+    scheduled = program.run("campaigns", "schedule", "old", at="2026-12-01T00:00:00Z")
+    assert scheduled.exit_code == 0 and warning in scheduled.stderr
+    [late] = program.dry("2026-12-01T00:00:00Z", "old")
+    assert (late["member_id"], late["decision"], late["recorded_as"]) == ("P1", "skip", None)
+    assert late["reason"] == "too late: due 2020-01-01 02:00 UTC, more than 1 day ago (the flow's lateness)"
+    assert program.run("run", "--once", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert campaign_sends(program, "old") == []

@@ -107,6 +107,14 @@ class Campaign(BaseModel):
                              "offset (e.g. \"2026-12-05 09:00\")")
         return value
 
+    @field_validator("lateness")
+    @classmethod
+    def _some_lateness(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration (e.g. 1 day): a member due at the campaign's time "
+                             "is sent to until then")
+        return value
+
     _variants = field_validator("variants")(check_variants)
 
     @model_validator(mode="after")
@@ -151,6 +159,14 @@ class Campaign(BaseModel):
         """The latest send time of any member of an audience of `audience` members, throttle
         included; None when some member's is not before SEND_LIMIT."""
         return self.throttled(self.span(program_zone)[1], max(audience - 1, 0))
+
+    def passed(self, last: datetime | None, now: datetime) -> str | None:
+        """A warning when send time `last` plus the lateness is before `now`: nobody due by
+        then would get it; None otherwise."""
+        if last is None or last + self.lateness >= now:
+            return None
+        return (f"campaign '{self.name}': its send time {last:%Y-%m-%d %H:%M} UTC plus its lateness "
+                f"({format_span(self.lateness)}) has passed: nobody due by then will get it")
 
     def describe_at(self, program_zone: str) -> str:
         wall = self.wall_time

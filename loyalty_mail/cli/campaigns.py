@@ -152,6 +152,9 @@ def campaigns_schedule(obj: CliContext, name: str) -> None:
     outcome = files.schedule(engine, campaign, now)
     click.echo(f"campaign {name}: {outcome}; sends at "
                f"{campaign.describe_at(runtime.settings.program.default_timezone)}")
+    warning = campaign.passed(last, now)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @campaigns.command("cancel")

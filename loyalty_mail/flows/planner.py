@@ -221,7 +221,9 @@ class Planner:
         wanted = set(flows) if flows is not None else None
         plan = plan if plan is not None else Plan(now)
         every = wanted is None if campaigns is None else campaigns
-        scheduled = self._campaigns(conn, now, preview=plan.keep, warnings=plan.warnings)
+        expired: set[str] = set()  # named campaigns past their window, shown in a preview
+        scheduled = self._campaigns(conn, now, preview=plan.keep, warnings=plan.warnings,
+                                    named=wanted or set(), expired=expired)
         chosen = sorted([*(f for f in self.flows if wanted is None or f.name in wanted),
                          *(c.as_flow() for c in scheduled.values() if every or c.name in (wanted or ()))],
                         key=lambda f: (-f.priority, f.name))
@@ -234,7 +236,7 @@ class Planner:
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
             part = Plan(now)
-            self._decide(conn, chunk, part, winners, exempt)
+            self._decide(conn, chunk, part, winners, exempt, expired)
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
@@ -299,13 +301,16 @@ class Planner:
             size = triggers.audience_size(conn, audience)
         return campaign.last_send(self.settings.program.default_timezone, size)
 
-    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool,
-                   warnings: list[str] | None = None) -> dict[str, campaign_files.Campaign]:
+    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool, warnings: list[str] | None = None,
+                   named: Collection[str] = (), expired: set[str] | None = None
+                   ) -> dict[str, campaign_files.Campaign]:
         """Campaigns scheduled at `now` that may have members to plan: from their earliest send
         time (at any time in a preview, which shows who gets it when) until their latest one,
         throttle and lateness included, has passed. One whose segment has gone, or whose times
         cannot be computed, is left out with a sentence added to `warnings`: one bad campaign
-        never stops the other flows."""
+        never stops the other flows. A preview shows a campaign of `named` past its window too,
+        its members skipped as too late (added to `expired`: a run records nothing for them, as
+        it no longer looks at the campaign)."""
         zone = self.settings.program.default_timezone
         found: list[str] = []
         chosen = {}
@@ -325,11 +330,12 @@ class Planner:
                 if now < first and not preview:
                     continue
                 if now > last + c.lateness:
-                    if c.throttle is None:
-                        continue
-                    final = self.campaign_last_send(conn, c, now)  # None: members beyond are skipped
-                    if final is not None and now > final + c.lateness:
-                        continue
+                    final = last if c.throttle is None else self.campaign_last_send(conn, c, now)
+                    if final is not None and now > final + c.lateness:  # None: members beyond are skipped
+                        if not (preview and c.name in named):
+                            continue
+                        if expired is not None:
+                            expired.add(c.name)
             except OverflowError:
                 message = (f"campaign '{c.name}' is skipped: its send times fall outside the dates that can "
                            "be computed (check its at:, throttle and lateness)")
@@ -390,7 +396,7 @@ class Planner:
     # -- policy ------------------------------------------------------------------------------
 
     def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan,
-                winners: dict[str, variants.Winner], exempt: set[str]) -> None:
+                winners: dict[str, variants.Winner], exempt: set[str], expired: Collection[str] = ()) -> None:
         refs = sorted({o.member_ref for o in chunk})
         recorded = self._recorded(conn, refs, {o.flow.name for o in chunk}, plan.now)
         suppressed = self._suppressed(conn, {o.email.lower() for o in chunk})
@@ -422,7 +428,8 @@ class Planner:
                 continue
             if occ.due_at < now - flow.lateness:
                 plan.add_skip(Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
-                                   f"{human(flow.lateness)} ago (the flow's lateness)", "skipped"))
+                                   f"{human(flow.lateness)} ago (the flow's lateness)",
+                                   None if flow.name in expired else "skipped"))
                 continue
             if not occ.subscribed:
                 plan.add_skip(Skip(occ, "unsubscribed", "suppressed"))
