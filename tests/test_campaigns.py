@@ -328,3 +328,19 @@ def test_a_campaign_in_the_past_warns_and_its_members_show_as_too_late(program):
     assert late["reason"] == "too late: due 2020-01-01 02:00 UTC, more than 1 day ago (the flow's lateness)"
     assert program.run("run", "--once", at="2026-12-01T00:00:00Z").exit_code == 0
     assert campaign_sends(program, "old") == []
+
+
+def test_a_campaign_whose_segment_was_deleted_is_reported(program):
+    program.load("members", [member("S1", joined_at="2025-01-01T10:00:00+07:00")], at="2025-01-01T10:00:00+07:00")
+    segment = program.dir / "segments" / "everyone.yaml"
+    segment.write_text("name: everyone\ndescription: every member\npoints: {gte: 0}\n")
+    write_campaign(program, "news", 'template: reengagement\nsegment: everyone\nat: "2026-12-05 10:00"\n')
+    assert program.run("campaigns", "schedule", "news", at="2026-12-01T00:00:00Z").exit_code == 0
+    segment.unlink()
+    (program.dir / "campaigns" / "news.yaml").unlink()
+    warning = ("campaign 'news' is skipped: its segment 'everyone' is no longer in segments/ (restore it, or "
+               "`loyalty-mail campaigns cancel news`)")
+    dry = program.run("run", "--dry-run", at="2026-12-05T10:00:00+07:00")
+    assert dry.exit_code == 0 and f"warning: {warning}" in dry.stderr
+    status = program.run("campaigns", "status", "--format", "json", at="2026-12-05T10:00:00+07:00")
+    assert json.loads(status.stdout)[0]["warning"] == warning

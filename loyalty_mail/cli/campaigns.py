@@ -192,17 +192,25 @@ def campaigns_status(obj: CliContext, name: str | None, output_format: str) -> N
     """
     runtime = obj.runtime
     zone = runtime.settings.program.default_timezone
-    with runtime.engine().connect() as conn:
-        rows = [row for row in files.scheduled(conn, runtime.now(), cancelled=True)
+    engine = runtime.engine()
+    planner = build_planner(runtime.settings, engine.dialect.name, runtime.renderer().catalog.variants)
+    unreadable: list[str] = []
+    with engine.connect() as conn:
+        rows = [row for row in files.scheduled(conn, runtime.now(), cancelled=True, problems=unreadable)
                 if name is None or row.campaign.name == name]
         counts = {row.campaign.name: ledger.state_counts(conn, row.campaign.name) for row in rows}
-    if name is not None and not rows:
+    for problem in unreadable:
+        if name is None or f"campaign '{name}' " in problem:
+            click.echo(f"warning: {problem}", err=True)
+    if name is not None and not rows and not unreadable:
         raise NotFound(f"campaign '{name}' has not been scheduled (`loyalty-mail campaigns schedule {name}`)")
     states = ("planned", "sent", "held_out", "suppressed", "skipped", "failed", "cancelled")
     table = [{"campaign": row.campaign.name, "state": row.state, "at": row.campaign.describe_at(zone),
               "scheduled_at": row.scheduled_at.isoformat(),
               "cancelled_at": row.cancelled_at.isoformat() if row.cancelled_at else None,
-              **{state: counts[row.campaign.name].get(state, 0) for state in states}} for row in rows]
+              **{state: counts[row.campaign.name].get(state, 0) for state in states},
+              "warning": planner.campaign_problem(row.campaign) if row.state == "scheduled" else None}
+             for row in rows]
     if output_format == "json":
         print_json(table)
     else:

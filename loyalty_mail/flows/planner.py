@@ -301,6 +301,19 @@ class Planner:
             size = triggers.audience_size(conn, audience)
         return campaign.last_send(self.settings.program.default_timezone, size)
 
+    def campaign_problem(self, campaign: campaign_files.Campaign) -> str | None:
+        """Why a scheduled campaign cannot be planned (its segment or its email has gone), or None."""
+        c = campaign
+        if c.segment and c.segment not in self.segments.segments:
+            return (f"campaign '{c.name}' is skipped: its segment '{c.segment}' is no longer in segments/ "
+                    f"(restore it, or `loyalty-mail campaigns cancel {c.name}`)")
+        missing = [t for t in dict.fromkeys([c.template, *(v.template for v in c.variants if v.template)])
+                   if self.templates is not None and t not in self.templates]
+        if missing:
+            return (f"campaign '{c.name}' is skipped: no email template {', '.join(repr(t) for t in missing)} "
+                    f"in templates/ (restore it, or `loyalty-mail campaigns cancel {c.name}`)")
+        return None
+
     def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool, warnings: list[str] | None = None,
                    named: Collection[str] = (), expired: set[str] | None = None
                    ) -> dict[str, campaign_files.Campaign]:
@@ -316,14 +329,9 @@ class Planner:
         chosen = {}
         for row in campaign_files.scheduled(conn, now, problems=found):
             c = row.campaign
-            if c.segment and c.segment not in self.segments.segments:
-                continue
-            missing = [t for t in dict.fromkeys([c.template, *(v.template for v in c.variants if v.template)])
-                       if self.templates is not None and t not in self.templates]
-            if missing:
-                found.append(f"campaign '{c.name}' is skipped: no email template "
-                             f"{', '.join(repr(t) for t in missing)} in templates/ (restore it, or "
-                             f"`loyalty-mail campaigns cancel {c.name}`)")
+            problem = self.campaign_problem(c)
+            if problem:
+                found.append(problem)
                 continue
             try:
                 first, last = c.span(zone)
