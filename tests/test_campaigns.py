@@ -118,7 +118,7 @@ def test_cancelled_before_its_time_nobody_gets_it(program):
     assert program.run("run", "--once", at="2026-12-05T02:00:00Z").exit_code == 0
     assert campaign_sends(program, "december_sale") == []
     again = program.run("campaigns", "cancel", "december_sale", at="2026-12-05T03:00:00Z")
-    assert again.exit_code == 1 and "campaign 'december_sale' is not scheduled" in again.output
+    assert again.exit_code == 0 and "campaign december_sale: already cancelled (at 2026-12-04 00:00 UTC)" in again.output
     rescheduled = program.run("campaigns", "schedule", "december_sale", at="2026-12-05T03:00:00Z")
     assert rescheduled.exit_code == 1 and "was cancelled" in rescheduled.output
 
@@ -344,3 +344,18 @@ def test_a_campaign_whose_segment_was_deleted_is_reported(program):
     assert dry.exit_code == 0 and f"warning: {warning}" in dry.stderr
     status = program.run("campaigns", "status", "--format", "json", at="2026-12-05T10:00:00+07:00")
     assert json.loads(status.stdout)[0]["warning"] == warning
+
+
+def test_an_unquoted_wall_time_is_a_wall_time():
+    """YAML reads `at: 2026-12-05 09:00:00` unquoted as a datetime without an offset."""
+    from loyalty_mail.yaml_source import load_yaml_text
+    from loyalty_mail.campaigns import parse_campaign
+
+    doc = load_yaml_text("template: t\nat: 2026-12-05 09:00:00\nlocal_time: true\n", "campaigns/sale.yaml")
+    campaign, problems = parse_campaign(doc, "sale")
+    assert problems == [] and campaign is not None
+    assert campaign.send_time("America/New_York") == datetime(2026, 12, 5, 14, 0, tzinfo=timezone.utc)
+    doc = load_yaml_text("template: t\nat: 2026-12-05 09:00:00+07:00\nlocal_time: true\n", "campaigns/sale.yaml")
+    assert [p.message for p in parse_campaign(doc, "sale")[1]] == [
+        "local_time: true sends at a wall time in each member's zone: write `at:` without a UTC offset "
+        "(e.g. \"2026-12-05 09:00\")"]

@@ -80,8 +80,8 @@ class Campaign(BaseModel):
     @field_validator("at", mode="before")
     @classmethod
     def _moment(cls, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return _in_years(value, value)
+        if isinstance(value, datetime):  # unquoted in YAML; without an offset it is a wall time
+            return _in_years(value, value) if value.tzinfo else _in_years(value, value).isoformat()
         if not isinstance(value, str):
             raise ValueError(f"expected a date and time such as \"2026-12-05 09:00\" (found {value!r})")
         text = value.strip()

@@ -171,6 +171,12 @@ def campaigns_cancel(obj: CliContext, name: str) -> None:
     engine = runtime.engine()
     now = runtime.now()
     if not files.cancel(engine, name, now):
+        with engine.connect() as conn:
+            done = [row for row in files.scheduled(conn, now, cancelled=True)
+                    if row.campaign.name == name and row.cancelled_at is not None]
+        if done:
+            click.echo(f"campaign {name}: already cancelled (at {done[0].cancelled_at:%Y-%m-%d %H:%M} UTC)")
+            return
         raise NotFound(f"campaign '{name}' is not scheduled (`loyalty-mail campaigns list` shows each state)")
     stopped = ledger.cancel_planned(engine, name, now)
     with engine.connect() as conn:
