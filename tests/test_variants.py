@@ -265,3 +265,34 @@ def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program
             "fields)") in result.output
     assert "variant 'a'" not in result.output
     assert program.run("campaigns", "schedule", "sale").exit_code == 1
+
+
+def test_a_winner_must_beat_every_configured_variant_including_one_with_no_sends():
+    rule = WinnerRule(metric="conversion_rate", after="2000 sends", confidence=0.95)
+    a, b = Arm("f", "a", 1000, 1000, 0, 0, 160), Arm("f", "b", 1000, 1000, 0, 0, 80)
+    assert pick_winner([a, b], rule, offered={"a", "b", "c"}) is None   # c has no sends yet
+    won, _ = pick_winner([a, b], rule, offered={"a", "b"})
+    assert won.variant == "a"
+
+
+def test_a_winner_belongs_to_the_test_it_ended(database_url):
+    from datetime import datetime, timezone
+
+    from loyalty_mail import db
+    from loyalty_mail.flows.variants import Winner, choose, record_winner, variant_set, winners
+
+    engine = db.create_db_engine(database_url)
+    first = (VariantSettings(name="a", subject="A"), VariantSettings(name="b", subject="B"))
+    later = (VariantSettings(name="a", subject="A"), VariantSettings(name="b", subject="Other B"))
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert record_winner(engine, Winner("welcome", "b", "conversion_rate", {"variant_set": variant_set(first)}, at))
+    with engine.connect() as conn:
+        decided = winners(conn, at)
+    ids = [f"M{n}" for n in range(40)]
+    assert {choose("welcome", i, first, decided).name for i in ids} == {"b"}
+    assert {choose("welcome", i, later, decided).name for i in ids} == {"a", "b"}  # a new test: by weight
+    assert not record_winner(engine, Winner("welcome", "a", "conversion_rate", {"variant_set": variant_set(first)}, at))
+    assert record_winner(engine, Winner("welcome", "a", "conversion_rate", {"variant_set": variant_set(later)}, at))
+    with engine.connect() as conn:
+        assert winners(conn, at)["welcome"].variant == "a"
+    engine.dispose()
