@@ -99,9 +99,9 @@ def check(obj: CliContext, strict: bool) -> None:
         raise TemplateError(problems)
     zone, now = settings.program.default_timezone, obj.runtime.now()
     for campaign in found.values():
-        warning = campaign.passed(campaign.last_send(zone, 1), now)  # the throttle's later members aside
-        if warning:
-            click.echo(f"warning: {warning}", err=True)
+        late = campaign.passed(campaign.last_send(zone, 1), now)  # the throttle's later members aside
+        if late:
+            click.echo(f"warning: {late}", err=True)
     click.echo(f"campaigns: {len(found)} ok ({', '.join(sorted(found)) or 'none'})")
     click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
                f"{report.rendered} sample renders, {len(report.warnings)} warnings)")

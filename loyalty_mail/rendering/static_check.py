@@ -265,7 +265,10 @@ def subject_problems(env: jinja2.Environment, doc: YamlDocument,
     for path, trigger in tests:
         test: Any = doc.value
         for key in path:
-            test = test[key] if isinstance(test, (dict, list)) else None
+            if isinstance(test, dict):
+                test = test.get(key)
+            else:
+                test = test[key] if isinstance(test, list) and isinstance(key, int) and key < len(test) else None
         found = test.get("variants") if isinstance(test, dict) else None
         for index, variant in enumerate(found if isinstance(found, list) else []):
             subject = variant.get("subject") if isinstance(variant, dict) else None
