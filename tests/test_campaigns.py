@@ -118,7 +118,7 @@ def test_cancelled_before_its_time_nobody_gets_it(program):
     assert program.run("run", "--once", at="2026-12-05T02:00:00Z").exit_code == 0
     assert campaign_sends(program, "december_sale") == []
     again = program.run("campaigns", "cancel", "december_sale", at="2026-12-05T03:00:00Z")
-    assert again.exit_code == 1 and "campaign 'december_sale' is not scheduled" in again.output
+    assert again.exit_code == 0 and "campaign december_sale: already cancelled (at 2026-12-04 00:00 UTC)" in again.output
     rescheduled = program.run("campaigns", "schedule", "december_sale", at="2026-12-05T03:00:00Z")
     assert rescheduled.exit_code == 1 and "was cancelled" in rescheduled.output
 
@@ -208,3 +208,154 @@ def test_a_wake_up_for_one_member_keeps_their_place_in_the_throttle(program):
         assert plan.sends == []
     finally:
         runtime.close()
+
+
+def test_a_campaign_time_outside_1900_to_2200_is_refused_at_its_line(program):
+    write_campaign(program, "ancient", 'template: reengagement\nat: "0001-01-01 00:00"\n')
+    write_campaign(program, "far", 'template: reengagement\nat: "9999-12-31T20:00+07:00"\n')
+    _, problems = load_campaigns(program.dir)
+    assert [str(p) for p in problems] == [
+        "campaigns/ancient.yaml:2:5: at: '0001-01-01 00:00' is outside the years 1900 to 2200",
+        "campaigns/far.yaml:2:5: at: '9999-12-31T20:00+07:00' is outside the years 1900 to 2200"]
+    assert program.run("campaigns", "schedule", "ancient").exit_code == 1
+
+
+def _store_definition(program, name: str, **changes) -> None:
+    """Change a scheduled campaign's stored copy as an older version could have stored it."""
+    import sqlalchemy as sa
+
+    from loyalty_mail.models import campaign_schedules_table as c
+
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        definition = dict(conn.execute(sa.select(c.c.definition).where(c.c.name == name)).scalar_one())
+        conn.execute(c.update().where(c.c.name == name).values(definition={**definition, **changes}))
+    engine.dispose()
+
+
+def test_a_stored_campaign_that_cannot_be_planned_does_not_stop_the_flows(program):
+    """A copy scheduled before `at:` was checked (year 1): the campaign is left out with a
+    warning; the welcome flow still plans and sends."""
+    program.load("members", [member("W1", joined_at="2026-12-05T09:00:00+07:00")], at="2026-12-05T09:00:00+07:00")
+    write_campaign(program, "news", 'template: reengagement\nat: "2026-12-05 10:00"\n')
+    assert program.run("campaigns", "schedule", "news", at="2026-12-01T00:00:00Z").exit_code == 0
+    _store_definition(program, "news", at="0001-01-01T00:00:00")
+    dry = program.run("run", "--dry-run", "--format", "json", at="2026-12-05T10:00:00+07:00")
+    assert dry.exit_code == 0, dry.output
+    assert [d["flow"] for d in json.loads(dry.stdout)] == ["welcome"]
+    assert "warning: campaign 'news' is skipped: its scheduled copy is not valid" in dry.stderr
+    once = program.run("run", "--once", at="2026-12-05T10:00:00+07:00")
+    assert once.exit_code == 0, once.output
+    assert [r for r in program.sends() if r[0] == "welcome"] == [("welcome", "welcome", "sent")]
+    assert program.run("explain", "W1", at="2026-12-05T10:00:00+07:00").exit_code == 0
+
+
+def test_a_throttle_beyond_2300_is_refused_and_its_members_skipped(program):
+    """Three members, one every 100 years: the third would be due in 2226 + ... past 2300.
+    `schedule` refuses it; a copy stored anyway skips that member with the reason, and the run
+    sends to the first and records nothing half-done."""
+    program.load("members", [member(f"T{n}", joined_at="2025-01-01T10:00:00+07:00") for n in range(3)],
+                 at="2025-01-01T10:00:00+07:00")
+    write_campaign(program, "slow", 'template: reengagement\nat: "2150-12-05 10:00"\n'
+                                    'throttle: {max: 1, per: 100 years}\nlateness: 100 years\n')
+    preview = program.run("campaigns", "preview", "slow", "--format", "json", at="2026-12-01T00:00:00Z")
+    assert preview.exit_code == 0, preview.output
+    assert json.loads(preview.stdout)["by_time"] == {
+        "2150-12-05 03:00 UTC": 1, "2250-11-11 03:00 UTC": 1, "skipped: throttled beyond 2300-01-01": 1}
+    refused = program.run("campaigns", "schedule", "slow", at="2026-12-01T00:00:00Z")
+    assert refused.exit_code == 1
+    assert ("campaign 'slow': its throttle (1 per 36500 days) puts members of its audience after 2300-01-01; "
+            "raise throttle.max or shorten throttle.per") in refused.output
+    write_campaign(program, "slow", 'template: reengagement\nat: "2150-12-05 10:00"\n'
+                                    'throttle: {max: 2, per: 100 years}\nlateness: 100 years\n')
+    assert program.run("campaigns", "schedule", "slow", at="2026-12-01T00:00:00Z").exit_code == 0
+    _store_definition(program, "slow", throttle={"max": 1, "per": "100 years"})
+    dry = {d["member_id"]: d for d in program.dry("2150-12-05T10:00:00+07:00", "slow")}
+    assert dry["T2"]["reason"] == "throttled beyond 2300-01-01: member 3 of the audience, 1 per 36500 days"
+    once = program.run("run", "--once", at="2150-12-05T10:00:00+07:00")
+    assert once.exit_code == 0, once.output
+    assert sorted(campaign_sends(program, "slow")) == [("slow", "campaign", "sent"), ("slow", "campaign", "skipped")]
+
+
+def test_a_throttle_past_what_dates_can_hold_gives_no_time():
+    from loyalty_mail.campaigns import Campaign
+
+    campaign = Campaign.model_validate({"template": "t", "at": "2200-12-31 20:00",
+                                        "throttle": {"max": 1, "per": "5 years"}})
+    assert campaign.throttled(datetime(2200, 12, 31, tzinfo=timezone.utc), 10_000_000) is None  # OverflowError
+    assert campaign.last_send("UTC", 10_000_000) is None
+    assert campaign.last_send("UTC", 1) == datetime(2200, 12, 31, 20, 0, tzinfo=timezone.utc)
+
+
+def test_a_campaign_whose_template_was_removed_fails_its_sends_and_the_rest_go(program):
+    """Both sends are planned for 08:00 (quiet hours); the campaign's email is then removed. The
+    dry run warns; the run marks its send failed with the reason, never leaving one `sending`,
+    and the welcome email of the same batch goes."""
+    import shutil
+
+    shutil.copytree(program.dir / "templates" / "reengagement", program.dir / "templates" / "flash_sale")
+    program.load("members", [member("W1", joined_at="2026-12-05T22:00:00+07:00")], at="2026-12-05T22:00:00+07:00")
+    write_campaign(program, "flash", 'template: flash_sale\nat: "2026-12-05 22:00"\n')
+    assert program.run("campaigns", "schedule", "flash", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert program.run("run", "--once", at="2026-12-05T22:00:00+07:00").exit_code == 0
+    assert sorted(program.sends()) == [("flash", "campaign", "planned"), ("welcome", "welcome", "planned")]
+    shutil.rmtree(program.dir / "templates" / "flash_sale")
+    dry = program.run("run", "--dry-run", at="2026-12-05T22:30:00+07:00")
+    assert dry.exit_code == 0, dry.output
+    assert ("warning: campaign 'flash' is skipped: no email template 'flash_sale' in templates/ (restore it, or "
+            "`loyalty-mail campaigns cancel flash`)") in dry.stderr
+    once = program.run("run", "--once", at="2026-12-06T08:00:00+07:00")
+    assert once.exit_code == 1 and "1 sends failed" in once.output
+    assert sorted(program.sends()) == [("flash", "campaign", "failed"), ("welcome", "welcome", "sent")]
+
+
+def test_a_campaign_in_the_past_warns_and_its_members_show_as_too_late(program):
+    program.load("members", [member("P1", joined_at="2019-01-01T10:00:00+07:00")], at="2019-01-01T10:00:00+07:00")
+    write_campaign(program, "old", 'template: reengagement\nat: "2020-01-01 09:00"\nlateness: 0 days\n')
+    _, problems = load_campaigns(program.dir)
+    assert [str(p) for p in problems] == [
+        "campaigns/old.yaml:3:11: lateness: must be a positive duration (e.g. 1 day): a member due at the "
+        "campaign's time is sent to until then"]
+    write_campaign(program, "old", 'template: reengagement\nat: "2020-01-01 09:00"\n')
+    warning = ("warning: campaign 'old': its send time 2020-01-01 02:00 UTC plus its lateness (1 day) has passed: "
+               "nobody due by then will get it")
+    check = program.run("check", at="2026-12-01T00:00:00Z")
+    assert check.exit_code == 0 and warning in check.stderr
+    scheduled = program.run("campaigns", "schedule", "old", at="2026-12-01T00:00:00Z")
+    assert scheduled.exit_code == 0 and warning in scheduled.stderr
+    [late] = program.dry("2026-12-01T00:00:00Z", "old")
+    assert (late["member_id"], late["decision"], late["recorded_as"]) == ("P1", "skip", None)
+    assert late["reason"] == "too late: due 2020-01-01 02:00 UTC, more than 1 day ago (the flow's lateness)"
+    assert program.run("run", "--once", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert campaign_sends(program, "old") == []
+
+
+def test_a_campaign_whose_segment_was_deleted_is_reported(program):
+    program.load("members", [member("S1", joined_at="2025-01-01T10:00:00+07:00")], at="2025-01-01T10:00:00+07:00")
+    segment = program.dir / "segments" / "everyone.yaml"
+    segment.write_text("name: everyone\ndescription: every member\npoints: {gte: 0}\n")
+    write_campaign(program, "news", 'template: reengagement\nsegment: everyone\nat: "2026-12-05 10:00"\n')
+    assert program.run("campaigns", "schedule", "news", at="2026-12-01T00:00:00Z").exit_code == 0
+    segment.unlink()
+    (program.dir / "campaigns" / "news.yaml").unlink()
+    warning = ("campaign 'news' is skipped: its segment 'everyone' is no longer in segments/ (restore it, or "
+               "`loyalty-mail campaigns cancel news`)")
+    dry = program.run("run", "--dry-run", at="2026-12-05T10:00:00+07:00")
+    assert dry.exit_code == 0 and f"warning: {warning}" in dry.stderr
+    status = program.run("campaigns", "status", "--format", "json", at="2026-12-05T10:00:00+07:00")
+    assert json.loads(status.stdout)[0]["warning"] == warning
+
+
+def test_an_unquoted_wall_time_is_a_wall_time():
+    """YAML reads `at: 2026-12-05 09:00:00` unquoted as a datetime without an offset."""
+    from loyalty_mail.yaml_source import load_yaml_text
+    from loyalty_mail.campaigns import parse_campaign
+
+    doc = load_yaml_text("template: t\nat: 2026-12-05 09:00:00\nlocal_time: true\n", "campaigns/sale.yaml")
+    campaign, problems = parse_campaign(doc, "sale")
+    assert problems == [] and campaign is not None
+    assert campaign.send_time("America/New_York") == datetime(2026, 12, 5, 14, 0, tzinfo=timezone.utc)
+    doc = load_yaml_text("template: t\nat: 2026-12-05 09:00:00+07:00\nlocal_time: true\n", "campaigns/sale.yaml")
+    assert [p.message for p in parse_campaign(doc, "sale")[1]] == [
+        "local_time: true sends at a wall time in each member's zone: write `at:` without a UTC offset "
+        "(e.g. \"2026-12-05 09:00\")"]

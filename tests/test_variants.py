@@ -241,3 +241,58 @@ def test_bad_variants_are_reported_at_their_line(program):
     result = program.run("check")
     assert result.exit_code == 1
     assert "'welcome' variant 'a' subject:1: syntax error: unexpected end of template" in result.output
+
+
+def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program):
+    path = program.dir / "config.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("frequency_cap: false}", "frequency_cap: false,\n     variants: [{name: a, "
+                                     "subject: A}, {name: b, subject: \"Hi {{ member.nosuch_field }}\"}]}", 1))
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert ("config.yaml:25:59: variant 'b' subject: undefined variable: member has no field 'nosuch_field' "
+            "(member has: attributes, birthday,") in result.output
+    path.write_text(original)
+    folder = program.dir / "campaigns"
+    folder.mkdir()
+    (folder / "sale.yaml").write_text('template: reengagement\nat: "2026-12-05 09:00"\nvariants:\n'
+                                      '  - {name: a, subject: "{{ occurrence.campaign }}"}\n'
+                                      '  - {name: b, subject: "{{ occurrence.threshold }}"}\n')
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert ("campaigns/sale.yaml:5:24: variant 'b' subject: undefined variable: occurrence has no field "
+            "'threshold' (occurrence has: campaign, key, kind, topic; flows with trigger campaign give these "
+            "fields)") in result.output
+    assert "variant 'a'" not in result.output
+    assert program.run("campaigns", "schedule", "sale").exit_code == 1
+
+
+def test_a_winner_must_beat_every_configured_variant_including_one_with_no_sends():
+    rule = WinnerRule(metric="conversion_rate", after="2000 sends", confidence=0.95)
+    a, b = Arm("f", "a", 1000, 1000, 0, 0, 160), Arm("f", "b", 1000, 1000, 0, 0, 80)
+    assert pick_winner([a, b], rule, offered={"a", "b", "c"}) is None   # c has no sends yet
+    won, _ = pick_winner([a, b], rule, offered={"a", "b"})
+    assert won.variant == "a"
+
+
+def test_a_winner_belongs_to_the_test_it_ended(database_url):
+    from datetime import datetime, timezone
+
+    from loyalty_mail import db
+    from loyalty_mail.flows.variants import Winner, choose, record_winner, variant_set, winners
+
+    engine = db.create_db_engine(database_url)
+    first = (VariantSettings(name="a", subject="A"), VariantSettings(name="b", subject="B"))
+    later = (VariantSettings(name="a", subject="A"), VariantSettings(name="b", subject="Other B"))
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert record_winner(engine, Winner("welcome", "b", "conversion_rate", {"variant_set": variant_set(first)}, at))
+    with engine.connect() as conn:
+        decided = winners(conn, at)
+    ids = [f"M{n}" for n in range(40)]
+    assert {choose("welcome", i, first, decided).name for i in ids} == {"b"}
+    assert {choose("welcome", i, later, decided).name for i in ids} == {"a", "b"}  # a new test: by weight
+    assert not record_winner(engine, Winner("welcome", "a", "conversion_rate", {"variant_set": variant_set(first)}, at))
+    assert record_winner(engine, Winner("welcome", "a", "conversion_rate", {"variant_set": variant_set(later)}, at))
+    with engine.connect() as conn:
+        assert winners(conn, at)["welcome"].variant == "a"
+    engine.dispose()

@@ -9,7 +9,7 @@ Members are found and sent to by the same planner and ledger as flows (flows/occ
 
 from .schedule import Scheduled, cancel, schedule, scheduled
 from .schedule import digest as schedule_digest
-from .spec import CAMPAIGNS_DIR, Campaign, Throttle, load_campaigns, parse_campaign, reference_problems
+from .spec import CAMPAIGNS_DIR, SEND_LIMIT, Campaign, Throttle, load_campaigns, parse_campaign, reference_problems
 
-__all__ = ["CAMPAIGNS_DIR", "Campaign", "Scheduled", "Throttle", "cancel", "load_campaigns", "parse_campaign",
+__all__ = ["CAMPAIGNS_DIR", "SEND_LIMIT", "Campaign", "Scheduled", "Throttle", "cancel", "load_campaigns", "parse_campaign",
            "reference_problems", "schedule", "schedule_digest", "scheduled"]

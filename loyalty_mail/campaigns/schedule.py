@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from ..errors import LoyaltyMailError
 from ..models import campaign_schedules_table
 from .spec import Campaign
-
 
 @dataclass(frozen=True)
 class Scheduled:
@@ -65,11 +65,26 @@ def cancel(engine: sa.Engine, name: str, now: datetime) -> bool:
                                  .values(state="cancelled", cancelled_at=now)).rowcount)
 
 
-def scheduled(conn: sa.Connection, at: datetime, *, cancelled: bool = False) -> list[Scheduled]:
-    """Campaigns scheduled by `at` and not cancelled by then (with `cancelled`, every one)."""
+def scheduled(conn: sa.Connection, at: datetime, *, cancelled: bool = False,
+              problems: list[str] | None = None) -> list[Scheduled]:
+    """Campaigns scheduled by `at` and not cancelled by then (with `cancelled`, every one). A
+    stored copy that is no longer a valid campaign (stored before a check was added) is left
+    out with a logged warning, added to `problems` when given."""
     c = campaign_schedules_table
     query = sa.select(c).where(c.c.scheduled_at <= at).order_by(c.c.name)
     if not cancelled:
         query = query.where(sa.or_(c.c.cancelled_at.is_(None), c.c.cancelled_at > at))
-    return [Scheduled(Campaign.from_stored(r.name, dict(r.definition)), r.state, r.digest, r.scheduled_at,
-                      r.cancelled_at) for r in conn.execute(query)]
+    found = []
+    for r in conn.execute(query):
+        try:
+            campaign = Campaign.from_stored(r.name, dict(r.definition))
+        except ValidationError as exc:
+            wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                              for e in exc.errors())
+            message = (f"campaign '{r.name}' is skipped: its scheduled copy is not valid ({wrong}); "
+                       f"fix the file and schedule it again, or cancel it")
+            if problems is not None:
+                problems.append(message)
+            continue
+        found.append(Scheduled(campaign, r.state, r.digest, r.scheduled_at, r.cancelled_at))
+    return found

@@ -28,6 +28,16 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 AT_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 # Every member's wall clock is within these of UTC (Pacific/Kiritimati +14, Etc/GMT+12 -12).
 EARLIEST_ZONE, LATEST_ZONE = timedelta(hours=14), timedelta(hours=12)
+AT_YEARS = (1900, 2200)  # as `--at`: the years segment times and windows can reach
+# Every member's send time, throttle included, is before this (lateness, at most 100 years, is
+# added to it): the planner's dates stay far inside what Python can compute.
+SEND_LIMIT = datetime(2300, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_years(moment: datetime, value: Any) -> datetime:
+    if not AT_YEARS[0] <= moment.year <= AT_YEARS[1]:
+        raise ValueError(f"'{value}' is outside the years {AT_YEARS[0]} to {AT_YEARS[1]}")
+    return moment
 
 
 class Throttle(BaseModel):
@@ -70,14 +80,15 @@ class Campaign(BaseModel):
     @field_validator("at", mode="before")
     @classmethod
     def _moment(cls, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value
+        if isinstance(value, datetime):  # unquoted in YAML; without an offset it is a wall time
+            return _in_years(value, value) if value.tzinfo else _in_years(value, value).isoformat()
         if not isinstance(value, str):
             raise ValueError(f"expected a date and time such as \"2026-12-05 09:00\" (found {value!r})")
         text = value.strip()
         for pattern in AT_FORMATS:
             try:
-                return datetime.strptime(text, pattern).isoformat()  # a wall time: zone decided later
+                # a wall time: zone decided later
+                return _in_years(datetime.strptime(text, pattern), value).isoformat()
             except ValueError:
                 pass
         try:
@@ -85,6 +96,7 @@ class Campaign(BaseModel):
         except ValueError:
             raise ValueError(f"'{value}' is not a date and time (expected \"YYYY-MM-DD HH:MM\", a wall "
                              "time, or an ISO instant such as 2026-12-05T09:00+07:00)") from None
+        _in_years(moment, value)
         return moment if moment.tzinfo else moment.isoformat()
 
     @field_validator("local_time")
@@ -93,6 +105,14 @@ class Campaign(BaseModel):
         if value and isinstance(info.data.get("at"), datetime):
             raise ValueError("true sends at a wall time in each member's zone: write `at:` without a UTC "
                              "offset (e.g. \"2026-12-05 09:00\")")
+        return value
+
+    @field_validator("lateness")
+    @classmethod
+    def _some_lateness(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration (e.g. 1 day): a member due at the campaign's time "
+                             "is sent to until then")
         return value
 
     _variants = field_validator("variants")(check_variants)
@@ -123,6 +143,30 @@ class Campaign(BaseModel):
             return moment, moment
         wall = self.wall_time.replace(tzinfo=timezone.utc)
         return wall - EARLIEST_ZONE, wall + LATEST_ZONE
+
+    def throttled(self, moment: datetime, rank: int) -> datetime | None:
+        """`moment` delayed by the throttle for the `rank`-th member of the audience (from 0);
+        None when that is not before SEND_LIMIT."""
+        if self.throttle is None or rank < self.throttle.max:
+            return moment
+        try:
+            later = moment + self.throttle.per * (rank // self.throttle.max)
+        except OverflowError:
+            return None
+        return later if later < SEND_LIMIT else None
+
+    def last_send(self, program_zone: str, audience: int) -> datetime | None:
+        """The latest send time of any member of an audience of `audience` members, throttle
+        included; None when some member's is not before SEND_LIMIT."""
+        return self.throttled(self.span(program_zone)[1], max(audience - 1, 0))
+
+    def passed(self, last: datetime | None, now: datetime) -> str | None:
+        """A warning when send time `last` plus the lateness is before `now`: nobody due by
+        then would get it; None otherwise."""
+        if last is None or last + self.lateness >= now:
+            return None
+        return (f"campaign '{self.name}': its send time {last:%Y-%m-%d %H:%M} UTC plus its lateness "
+                f"({format_span(self.lateness)}) has passed: nobody due by then will get it")
 
     def describe_at(self, program_zone: str) -> str:
         wall = self.wall_time
@@ -181,10 +225,15 @@ def parse_campaign(doc: YamlDocument, name: str) -> tuple[Campaign | None, list[
         return None, [problem_from(error, doc, Campaign) for error in exc.errors()]
 
 
+def campaign_files(project_dir: Path) -> list[Path]:
+    """Every campaigns/*.yaml (and *.yml) of the program, by name."""
+    directory = project_dir / CAMPAIGNS_DIR
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
+
+
 def load_campaigns(project_dir: Path) -> tuple[dict[str, Campaign], list[Problem]]:
     """Every campaigns/*.yaml of the program, and every problem found in them."""
-    directory = project_dir / CAMPAIGNS_DIR
-    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]) if directory.is_dir() else []
+    files = campaign_files(project_dir)
     campaigns: dict[str, Campaign] = {}
     problems: list[Problem] = []
     for path in files:

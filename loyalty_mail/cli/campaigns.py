@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from .. import campaigns as files
-from ..errors import ConfigError, NotFound
+from ..durations import format_span
+from ..errors import ConfigError, LoyaltyMailError, NotFound
 from ..flows import build_planner, ledger
-from ..flows.runner import check_variant_subjects
+from ..flows.runner import check_variant_subjects, variant_subject_problems
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -29,6 +30,9 @@ def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
     if problems:
         raise ConfigError(problems)
     check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())
+    problems = variant_subject_problems(settings, obj.runtime.renderer())
+    if problems:
+        raise ConfigError(problems)
     return found
 
 
@@ -105,11 +109,12 @@ def campaigns_preview(obj: CliContext, name: str, at: str | None, limit: int, ou
     listed: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for occ in planner.campaign_members(conn, campaign, now):
-            times[f"{occ.due_at:%Y-%m-%d %H:%M} UTC"] += 1
+            times[f"skipped: {occ.skip.split(':')[0]}" if occ.skip else f"{occ.due_at:%Y-%m-%d %H:%M} UTC"] += 1
             if len(listed) < limit:
                 listed.append({"member_id": occ.member_id, "email": occ.email,
                                "timezone": occ.timezone or runtime.settings.program.default_timezone,
-                               "send_at": occ.due_at.isoformat(), "reason": occ.reason})
+                               "send_at": None if occ.skip else occ.due_at.isoformat(),
+                               "reason": occ.skip or occ.reason})
     if output_format == "json":
         print_json({"campaign": name, "members": sum(times.values()), "by_time": dict(sorted(times.items())),
                     "first": listed})
@@ -135,9 +140,21 @@ def campaigns_schedule(obj: CliContext, name: str) -> None:
     """
     campaign = _one(obj, name)
     runtime = obj.runtime
-    outcome = files.schedule(runtime.engine(), campaign, runtime.now())
+    engine, now = runtime.engine(), runtime.now()
+    with engine.connect() as conn:
+        last = build_planner(runtime.settings, engine.dialect.name).campaign_last_send(conn, campaign, now)
+    if last is None:
+        assert campaign.throttle is not None
+        raise LoyaltyMailError(
+            f"campaign '{name}': its throttle ({campaign.throttle.max} per {format_span(campaign.throttle.per)}) "
+            f"puts members of its audience after {files.SEND_LIMIT:%Y-%m-%d}; raise throttle.max or "
+            "shorten throttle.per (`loyalty-mail campaigns preview` shows each member's time)")
+    outcome = files.schedule(engine, campaign, now)
     click.echo(f"campaign {name}: {outcome}; sends at "
                f"{campaign.describe_at(runtime.settings.program.default_timezone)}")
+    warning = campaign.passed(last, now)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @campaigns.command("cancel")
@@ -154,6 +171,12 @@ def campaigns_cancel(obj: CliContext, name: str) -> None:
     engine = runtime.engine()
     now = runtime.now()
     if not files.cancel(engine, name, now):
+        with engine.connect() as conn:
+            done = [row for row in files.scheduled(conn, now, cancelled=True)
+                    if row.campaign.name == name and row.cancelled_at is not None]
+        if done:
+            click.echo(f"campaign {name}: already cancelled (at {done[0].cancelled_at:%Y-%m-%d %H:%M} UTC)")
+            return
         raise NotFound(f"campaign '{name}' is not scheduled (`loyalty-mail campaigns list` shows each state)")
     stopped = ledger.cancel_planned(engine, name, now)
     with engine.connect() as conn:
@@ -175,17 +198,25 @@ def campaigns_status(obj: CliContext, name: str | None, output_format: str) -> N
     """
     runtime = obj.runtime
     zone = runtime.settings.program.default_timezone
-    with runtime.engine().connect() as conn:
-        rows = [row for row in files.scheduled(conn, runtime.now(), cancelled=True)
+    engine = runtime.engine()
+    planner = build_planner(runtime.settings, engine.dialect.name, runtime.renderer().catalog.variants)
+    unreadable: list[str] = []
+    with engine.connect() as conn:
+        rows = [row for row in files.scheduled(conn, runtime.now(), cancelled=True, problems=unreadable)
                 if name is None or row.campaign.name == name]
         counts = {row.campaign.name: ledger.state_counts(conn, row.campaign.name) for row in rows}
-    if name is not None and not rows:
+    for problem in unreadable:
+        if name is None or f"campaign '{name}' " in problem:
+            click.echo(f"warning: {problem}", err=True)
+    if name is not None and not rows and not unreadable:
         raise NotFound(f"campaign '{name}' has not been scheduled (`loyalty-mail campaigns schedule {name}`)")
     states = ("planned", "sent", "held_out", "suppressed", "skipped", "failed", "cancelled")
     table = [{"campaign": row.campaign.name, "state": row.state, "at": row.campaign.describe_at(zone),
               "scheduled_at": row.scheduled_at.isoformat(),
               "cancelled_at": row.cancelled_at.isoformat() if row.cancelled_at else None,
-              **{state: counts[row.campaign.name].get(state, 0) for state in states}} for row in rows]
+              **{state: counts[row.campaign.name].get(state, 0) for state in states},
+              "warning": planner.campaign_problem(row.campaign) if row.state == "scheduled" else None}
+             for row in rows]
     if output_format == "json":
         print_json(table)
     else:

@@ -102,14 +102,16 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
                                  f"{', '.join(f.name for f in settings.flows) or 'none'}; campaigns: "
                                  f"{', '.join(sorted(campaign_names)) or 'none'})", param_hint="--flow")
     engine = runtime.engine()
-    planner = build_planner(settings, engine.dialect.name)
     renderer = runtime.renderer()
+    planner = build_planner(settings, engine.dialect.name, renderer.catalog.variants)
     check_flow_templates(settings, renderer)
     now = resolve_at(runtime, at)
     if dry_run:
         keep = output_format == "json" or out is not None  # the table needs only the counts
         plan = planner.plan_in(engine, now, review=True, flows=list(flows) or None,
                                plan=Plan(now, keep=keep))
+        for warning in plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
         if out is not None:
             written = write_previews(plan, renderer, engine, out)
             click.echo(f"wrote {written} emails to {out}", err=True)
@@ -245,7 +247,7 @@ def daemon(obj: CliContext, interval: float | None, max_ticks: int | None, wake:
     """
     runtime, engine, renderer, transport = _dispatch_parts(obj)
     settings = runtime.settings
-    planner = build_planner(settings, engine.dialect.name)
+    planner = build_planner(settings, engine.dialect.name, renderer.catalog.variants)
     check_flow_templates(settings, renderer)
     lock = PlannerLock(engine)
     schedules = flow_schedules({f.name: f.schedule for f in settings.flows}, settings.program.default_timezone)

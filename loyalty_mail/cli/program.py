@@ -16,7 +16,7 @@ from ..campaigns import load_campaigns, reference_problems
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
 from ..flows.journeys import edits_in_flight
-from ..flows.runner import check_flow_templates, check_variant_subjects
+from ..flows.runner import check_flow_templates, check_variant_subjects, variant_subject_problems
 from ..rendering.checks import check_templates
 from ..overview import Overview
 from ..demo import SECRET_FILE, run_demo
@@ -100,6 +100,14 @@ def check(obj: CliContext, strict: bool) -> None:
     if problems:
         raise ConfigError(problems)
     check_variant_subjects((c.as_flow() for c in found.values()), renderer)
+    problems = variant_subject_problems(settings, renderer)
+    if problems:
+        raise TemplateError(problems)
+    zone, now = settings.program.default_timezone, obj.runtime.now()
+    for campaign in found.values():
+        late = campaign.passed(campaign.last_send(zone, 1), now)  # the throttle's later members aside
+        if late:
+            click.echo(f"warning: {late}", err=True)
     click.echo(f"campaigns: {len(found)} ok ({', '.join(sorted(found)) or 'none'})")
     click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
                f"{report.rendered} sample renders, {len(report.warnings)} warnings)")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from .. import consent
 from ..config import SendingSettings
-from ..errors import TemplateError
+from ..errors import NotFound, TemplateError
 from ..rendering import Renderer
 from ..transports import DeliveryResult, Transport
 from . import ledger
@@ -133,7 +133,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
                 emails.append(renderer.render(template, member, now=now, send_id=send_id,
                                               flow={"name": flow}, occurrence=occurrence,
                                               subject=(occurrence.get("variant") or {}).get("subject")))
-            except TemplateError as exc:
+            except (TemplateError, NotFound) as exc:  # NotFound: the email left templates/
                 outcomes.append(ledger.Outcome(sends[send_id]["id"], "failed", f"template: {exc}"))
                 report.failed += 1
                 report.last_error = f"template: {exc}"

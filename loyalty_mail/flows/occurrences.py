@@ -31,8 +31,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..campaigns.spec import Campaign
+from ..campaigns.spec import SEND_LIMIT, Campaign
 from ..config import FlowSettings, Settings
+from ..durations import format_span
 from ..models import events_table, journey_steps_table, members_table, point_lots_table, sends_table, tier_changes_table
 from ..segments.compiler import month_day_key
 from ..tiers import TierLadder
@@ -454,11 +455,17 @@ def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Wi
         zone = row.timezone or zone_default
         due = spec.send_time(zone if spec.local_time else zone_default)
         when = f"{_fmt(due, zone)} local" if spec.local_time else f"{due:%Y-%m-%d %H:%M} UTC"
+        skip = None
         if throttle is not None and row.rank >= throttle.max:
-            due += throttle.per * (row.rank // throttle.max)
-            when += f", throttled to {_fmt(due, zone)} local"
+            later = spec.throttled(due, row.rank)
+            if later is None:
+                skip = (f"throttled beyond {SEND_LIMIT:%Y-%m-%d}: member {row.rank + 1} of the audience, "
+                        f"{throttle.max} per {format_span(throttle.per)}")
+            else:
+                due = later
+                when += f", throttled to {_fmt(due, zone)} local"
         yield Occurrence(flow=flow, **_member(row), key=CAMPAIGN_KEY, occurred_at=due, due_at=due,
-                         reason=f"campaign {flow.name} at {when}",
+                         reason=f"campaign {flow.name} at {when}", skip=skip,
                          data={"kind": "campaign", "key": CAMPAIGN_KEY, "campaign": flow.name,
                                "topic": spec.topic})
 

@@ -90,6 +90,7 @@ class Plan:
     steps: list[StepRow] = field(default_factory=list)                     # journey rows to record
     positions: list[Position] = field(default_factory=list)                # journeys: where members are
     at_step: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (journey, step number, what)
+    warnings: list[str] = field(default_factory=list)  # scheduled campaigns left out, and why
 
     def add_step(self, row: StepRow) -> None:
         if self.keep:
@@ -205,9 +206,10 @@ class Planner:
     """Plans for one program: flows resolved against segments once, then `plan(conn, now)`."""
 
     def __init__(self, settings: Settings, segments: SegmentCatalog, dialect: str, *,
-                 chunk_size: int = CHUNK) -> None:
+                 chunk_size: int = CHUNK, templates: Collection[str] | None = None) -> None:
         self.settings, self.segments, self.dialect = settings, segments, dialect
         self.chunk_size = chunk_size
+        self.templates = set(templates) if templates is not None else None  # None: not checked
         problems = [f"flow '{f.name}': unknown segment '{f.segment}' (segments: "
                     f"{', '.join(sorted(segments.segments)) or 'none'})"
                     for f in settings.flows if f.segment and f.segment not in segments.segments]
@@ -270,7 +272,9 @@ class Planner:
         wanted = set(flows) if flows is not None else None
         plan = plan if plan is not None else Plan(now)
         every = wanted is None if campaigns is None else campaigns
-        scheduled = self._campaigns(conn, now, preview=plan.keep)
+        expired: set[str] = set()  # named campaigns past their window, shown in a preview
+        scheduled = self._campaigns(conn, now, preview=plan.keep, warnings=plan.warnings,
+                                    named=wanted or set(), expired=expired)
         chosen = sorted([*(f for f in self.flows if wanted is None or f.name in wanted),
                          *(c.as_flow() for c in scheduled.values() if every or c.name in (wanted or ()))],
                         key=lambda f: (-f.priority, f.name))
@@ -284,7 +288,7 @@ class Planner:
         for chunk in _member_chunks(merged, self.chunk_size):
             chunk.sort(key=lambda o: (o.member_ref, -o.flow.priority, o.due_at, o.flow.name, o.key))
             part = Plan(now)
-            self._decide(conn, chunk, part, winners, exempt)
+            self._decide(conn, chunk, part, winners, exempt, expired)
             if on_part is not None:
                 on_part(part)
             plan.absorb(part)
@@ -346,27 +350,69 @@ class Planner:
             raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
         return self._occurrences(conn, campaign.as_flow(), now, None, campaign)
 
-    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool) -> dict[str, campaign_files.Campaign]:
+    def campaign_last_send(self, conn: sa.Connection, campaign: campaign_files.Campaign,
+                           now: datetime) -> datetime | None:
+        """The latest send time of `campaign`'s audience at `now`, throttle included; None when
+        the throttle puts some member at or after SEND_LIMIT (`campaigns schedule` refuses it)."""
+        if campaign.segment and campaign.segment not in self.segments.segments:
+            raise ConfigError(f"campaign '{campaign.name}': unknown segment '{campaign.segment}'")
+        size = 1
+        if campaign.throttle is not None:
+            audience = self._segment_condition(campaign.segment, now) if campaign.segment else None
+            size = triggers.audience_size(conn, audience)
+        return campaign.last_send(self.settings.program.default_timezone, size)
+
+    def campaign_problem(self, campaign: campaign_files.Campaign) -> str | None:
+        """Why a scheduled campaign cannot be planned (its segment or its email has gone), or None."""
+        c = campaign
+        if c.segment and c.segment not in self.segments.segments:
+            return (f"campaign '{c.name}' is skipped: its segment '{c.segment}' is no longer in segments/ "
+                    f"(restore it, or `loyalty-mail campaigns cancel {c.name}`)")
+        missing = [t for t in dict.fromkeys([c.template, *(v.template for v in c.variants if v.template)])
+                   if self.templates is not None and t not in self.templates]
+        if missing:
+            return (f"campaign '{c.name}' is skipped: no email template {', '.join(repr(t) for t in missing)} "
+                    f"in templates/ (restore it, or `loyalty-mail campaigns cancel {c.name}`)")
+        return None
+
+    def _campaigns(self, conn: sa.Connection, now: datetime, *, preview: bool, warnings: list[str] | None = None,
+                   named: Collection[str] = (), expired: set[str] | None = None
+                   ) -> dict[str, campaign_files.Campaign]:
         """Campaigns scheduled at `now` that may have members to plan: from their earliest send
         time (at any time in a preview, which shows who gets it when) until their latest one,
-        throttle and lateness included, has passed. One whose segment has gone is left out."""
+        throttle and lateness included, has passed. One whose segment has gone, or whose times
+        cannot be computed, is left out with a sentence added to `warnings`: one bad campaign
+        never stops the other flows. A preview shows a campaign of `named` past its window too,
+        its members skipped as too late (added to `expired`: a run records nothing for them, as
+        it no longer looks at the campaign)."""
         zone = self.settings.program.default_timezone
+        found: list[str] = []
         chosen = {}
-        for row in campaign_files.scheduled(conn, now):
+        for row in campaign_files.scheduled(conn, now, problems=found):
             c = row.campaign
-            if c.segment and c.segment not in self.segments.segments:
+            problem = self.campaign_problem(c)
+            if problem:
+                found.append(problem)
                 continue
-            first, last = c.span(zone)
-            if now < first and not preview:
+            try:
+                first, last = c.span(zone)
+                if now < first and not preview:
+                    continue
+                if now > last + c.lateness:
+                    final = last if c.throttle is None else self.campaign_last_send(conn, c, now)
+                    if final is not None and now > final + c.lateness:  # None: members beyond are skipped
+                        if not (preview and c.name in named):
+                            continue
+                        if expired is not None:
+                            expired.add(c.name)
+            except OverflowError:
+                message = (f"campaign '{c.name}' is skipped: its send times fall outside the dates that can "
+                           "be computed (check its at:, throttle and lateness)")
+                found.append(message)
                 continue
-            if now > last + c.lateness:
-                if c.throttle is None:
-                    continue
-                audience = self._segment_condition(c.segment, now) if c.segment else None
-                periods = -(-triggers.audience_size(conn, audience) // c.throttle.max)
-                if now > last + c.throttle.per * periods + c.lateness:
-                    continue
             chosen[c.name] = c
+        if warnings is not None:
+            warnings += [w for w in found if w not in warnings]
         return chosen
 
     def _occurrences(self, conn: sa.Connection, flow: FlowSettings, now: datetime,
@@ -449,7 +495,7 @@ class Planner:
     # -- policy ------------------------------------------------------------------------------
 
     def _decide(self, conn: sa.Connection, chunk: list[Occurrence], plan: Plan,
-                winners: dict[str, variants.Winner], exempt: set[str]) -> None:
+                winners: dict[str, variants.Winner], exempt: set[str], expired: Collection[str] = ()) -> None:
         refs = sorted({o.member_ref for o in chunk})
         flows = {o.flow.name for o in chunk}
         recorded = self._recorded(conn, refs, flows, plan.now)
@@ -490,7 +536,8 @@ class Planner:
             if (occ.member_ref, flow.name, occ.key) in recorded:
                 plan.already[flow.name] += 1
                 continue
-            decided = self._policy(occ, plan, suppressed, capped, standing, winners, holdout=True)
+            decided = self._policy(occ, plan, suppressed, capped, standing, winners, holdout=True,
+                                   expired=expired)
             if isinstance(decided, PlannedSend):
                 plan.add_send(decided)
             else:
@@ -523,8 +570,11 @@ class Planner:
         plan.add_step(StepRow(occ.member_ref, flow.name, occ.key, END, state, now, None, reason[:300]))
 
     def _policy(self, occ: Occurrence, plan: Plan, suppressed: dict[str, str], capped: dict[int, int],
-                standing: _Standing, winners: dict[str, variants.Winner], *, holdout: bool) -> PlannedSend | Skip:
-        """One occurrence through the flow's policy (see the module docstring), in order."""
+                standing: _Standing, winners: dict[str, variants.Winner], *, holdout: bool,
+                expired: Collection[str] = ()) -> PlannedSend | Skip:
+        """One occurrence through the flow's policy (see the module docstring), in order; a
+        campaign in `expired` is past its window (a preview shows its members as too late, not
+        recorded)."""
         flow, now = occ.flow, plan.now
         if occ.superseded_by:
             return Skip(occ, f"superseded by {occ.superseded_by} of the same moment", "skipped")
@@ -535,7 +585,8 @@ class Planner:
             return Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC (delay {human(flow.delay)})", None)
         if occ.due_at < now - flow.lateness:
             return Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
-                             f"{human(flow.lateness)} ago (the flow's lateness)", "skipped")
+                             f"{human(flow.lateness)} ago (the flow's lateness)",
+                        None if flow.name in expired else "skipped")
         if not occ.subscribed:
             return Skip(occ, "unsubscribed", "suppressed")
         if occ.email.lower() in suppressed:

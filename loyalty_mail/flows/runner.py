@@ -10,18 +10,22 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .. import tier_review
-from ..config import FlowSettings, Settings
+from ..campaigns.spec import CAMPAIGNS_DIR, campaign_files
+from ..config import CONFIG_FILE, FlowSettings, Settings
+from ..errors import Problem
 from ..members import member_profile
 from ..points.expiry import expire_points
 from ..rendering import Renderer
+from ..rendering.static_check import subject_problems
 from ..segments import load_catalog
+from ..yaml_source import load_yaml_file
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
 from .delivery import TickReport, deliver_due
@@ -31,12 +35,14 @@ from .planner import Plan, Planner
 log = logging.getLogger("loyalty_mail.run")
 
 
-def build_planner(settings: Settings, dialect: str) -> Planner:
+def build_planner(settings: Settings, dialect: str, templates: Collection[str] | None = None) -> Planner:
+    """The planner of `settings`; with `templates` (the emails in templates/), a scheduled
+    campaign whose email is missing is left out with a warning."""
     catalog, problems = load_catalog(settings)
     if problems:
         from ..errors import ConfigError
         raise ConfigError(problems)
-    return Planner(settings, catalog, dialect)
+    return Planner(settings, catalog, dialect, templates=templates)
 
 
 def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
@@ -57,6 +63,20 @@ def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) ->
         for variant in test.variants:
             if variant.subject is not None:
                 renderer.check_subject(variant.subject, f"'{test.name}' variant '{variant.name}' subject")
+
+
+def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
+    """The static pass (fields the context does not have) over every A/B variant's subject, of
+    config.yaml's flows and of campaigns/*.yaml, each at its line in its file."""
+    config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
+    flows = config.value.get("flows") if isinstance(config.value, dict) else None
+    tests = [(("flows", i), f.get("trigger")) for i, f in enumerate(flows if isinstance(flows, list) else [])
+             if isinstance(f, dict)]
+    problems = subject_problems(renderer.text_env, config, tests)
+    for path in campaign_files(settings.project_dir):
+        doc = load_yaml_file(path, display_name=f"{CAMPAIGNS_DIR}/{path.name}", root=settings.project_dir)
+        problems += subject_problems(renderer.text_env, doc, [((), "campaign")])
+    return problems
 
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,
@@ -85,6 +105,8 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
     planner.plan_in(engine, now, flows=flows, members=members, plan=plan, campaigns=campaigns,
                     on_part=lambda part: recorded.update(ledger.record(engine, part, now)))
     report.recorded = dict(recorded)
+    for warning in plan.warnings:
+        log.warning(warning)
     sending = planner.settings.sending
     if sending.dispatchers > 1:
         deliver_in_parallel(engine, planner.settings, now, sending.dispatchers, report, should_stop, clock)

@@ -5,7 +5,9 @@ SHA-256("variant", name, member id) as a number in [0, 1), compared with the cum
 in the order the variants are written. The same member gets the same variant on every run, in
 every process and on every machine; adding members never moves anyone. Once a winner is recorded
 for the name (`variant_winners`, written here only), every member assigned from then on gets it;
-what the ledger already holds is never changed.
+what the ledger already holds is never changed. A winner belongs to the test it ended: its figures
+keep the digest of the variants (`variant_set`: each one's name, template and subject), and once
+the variants change it no longer applies (a new winner of the new test replaces it).
 
 A journey's `send` step calls `choose` with its own name (e.g. `welcome_series.reminder`).
 """
@@ -13,6 +15,7 @@ A journey's `send` step calls `choose` with its own name (e.g. `welcome_series.r
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +48,12 @@ def assign(name: str, member_id: str, variants: Sequence[VariantSettings]) -> Va
     return variants[-1]
 
 
+def variant_set(variants: Sequence[VariantSettings]) -> str:
+    """A digest of what a test compares: each variant's name, template and subject, in order."""
+    shape = [[v.name, v.template, v.subject] for v in variants]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Winner:
     """A recorded end of a test."""
@@ -55,6 +64,13 @@ class Winner:
     figures: dict[str, Any]
     decided_at: datetime
 
+    def ends(self, variants: Sequence[VariantSettings]) -> bool:
+        """Whether this winner ended the test of these variants: its variant is one of them and
+        (when recorded with one) its digest is theirs."""
+        recorded = self.figures.get("variant_set")
+        return (any(v.name == self.variant for v in variants)
+                and (recorded is None or recorded == variant_set(variants)))
+
 
 def choose(name: str, member_id: str, variants: Sequence[VariantSettings],
            winners: dict[str, Winner]) -> VariantSettings | None:
@@ -63,7 +79,7 @@ def choose(name: str, member_id: str, variants: Sequence[VariantSettings],
     if not variants:
         return None
     winner = winners.get(name)
-    if winner is not None:
+    if winner is not None and winner.ends(variants):
         for variant in variants:
             if variant.name == winner.variant:
                 return variant
@@ -78,10 +94,16 @@ def winners(conn: sa.Connection, at: datetime) -> dict[str, Winner]:
 
 
 def record_winner(engine: sa.Engine, winner: Winner) -> bool:
-    """Record the end of a test; False when one was already recorded (by this or another process)."""
-    statement = db.insert_ignoring_duplicates(variant_winners_table, engine.dialect.name)
+    """Record the end of a test; False when one was already recorded (by this or another process).
+    A winner of an earlier test of the same name (another `variant_set`) is replaced."""
+    w = variant_winners_table
+    statement = db.insert_ignoring_duplicates(w, engine.dialect.name)
     with engine.begin() as conn:
-        inserted = conn.execute(statement, [{
-            "flow": winner.flow, "variant": winner.variant, "metric": winner.metric,
-            "figures": winner.figures, "decided_at": winner.decided_at}]).rowcount
-    return bool(inserted)
+        before = conn.execute(sa.select(w.c.id, w.c.figures).where(w.c.flow == winner.flow)
+                              .with_for_update()).first()
+        if before is not None and dict(before.figures or {}).get("variant_set") != winner.figures.get("variant_set"):
+            conn.execute(w.delete().where(w.c.id == before.id))
+        inserted = conn.execute(statement.values(  # RETURNING: psycopg's rowcount says 1 on a conflict
+            flow=winner.flow, variant=winner.variant, metric=winner.metric, figures=winner.figures,
+            decided_at=winner.decided_at).returning(w.c.id)).first()
+    return inserted is not None

@@ -27,12 +27,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
 
 from ..config import Settings
 from ..errors import Location, Problem
+from ..yaml_source import PathKey, YamlDocument
 from .catalog import TEMPLATES_DIR, Variant
 from .context import CONTEXT_NAMES, MEMBER_FIELDS
 
@@ -52,6 +54,7 @@ OCCURRENCE_FIELDS: dict[str, tuple[str, ...]] = {
                   "balance", "tier", "next_tier", "to_next_tier"),
     "points_expiring": ("kind", "key", "points", "expires_at", "expires_on", "before", "could_buy"),
     "confirmation": ("kind", "key"),
+    "campaign": ("kind", "key", "campaign", "topic"),
 }
 OCCURRENCE_KINDS = ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "tier_at_risk",
                     "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",
@@ -254,6 +257,33 @@ class StaticChecker:
 
 _SOURCE_ORDER = {nodes.CondExpr: ("expr1", "test", "expr2"),
                  nodes.For: ("target", "iter", "test", "body", "else_")}
+
+
+def subject_problems(env: jinja2.Environment, doc: YamlDocument,
+                     tests: Iterable[tuple[PathKey, str | None]]) -> list[Problem]:
+    """The static pass over the A/B variants' subjects written in `doc`: for each (path of a flow
+    or campaign in `doc`, its trigger), every `variants[].subject`, with each problem at that
+    subject's line and column in `doc` (a subject that does not parse is the renderer's to report)."""
+    problems: list[Problem] = []
+    for path, trigger in tests:
+        test: Any = doc.value
+        for key in path:
+            if isinstance(test, dict):
+                test = test.get(key)
+            else:
+                test = test[key] if isinstance(test, list) and isinstance(key, int) and key < len(test) else None
+        found = test.get("variants") if isinstance(test, dict) else None
+        for index, variant in enumerate(found if isinstance(found, list) else []):
+            subject = variant.get("subject") if isinstance(variant, dict) else None
+            if not isinstance(subject, str):
+                continue
+            checker = StaticChecker(env)
+            scope = [template_context([trigger] if trigger else None), checker.globals]
+            checker._check_tree(checker._parse(subject), _Source("subject", Columns(env, subject)), scope, [])
+            where = doc.locate((*path, "variants", index, "subject"))
+            problems += [Problem(where, f"variant '{variant.get('name')}' subject: {p.message}")
+                         for p in dict.fromkeys(checker.problems)]
+    return problems
 
 
 def _token_order(tree: nodes.Template) -> dict[int, int]:

@@ -22,6 +22,7 @@ followed by a purchase within the attribution window / sent (figures.py defines 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from statistics import NormalDist
@@ -148,8 +149,13 @@ def variant_report(conn: sa.Connection, since: datetime, until: datetime, window
     return comparison(arms(conn, since, until, window), assignment.winners(conn, until))
 
 
-def pick_winner(tested: list[Arm], rule: WinnerRule) -> tuple[Arm, dict[str, Any]] | None:
-    """The winning arm under `rule` and the figures it won on, or None (see module docstring)."""
+def pick_winner(tested: list[Arm], rule: WinnerRule,
+                offered: Collection[str] | None = None) -> tuple[Arm, dict[str, Any]] | None:
+    """The winning arm under `rule` and the figures it won on, or None (see module docstring).
+    With `offered` (the variants configured), each of them must have sends: a winner beats
+    every other variant."""
+    if offered is not None and not set(offered) <= {a.variant for a in tested if a.sent}:
+        return None
     if len(tested) < 2 or sum(a.sent for a in tested) < rule.after:
         return None
     ranked = sorted(tested, key=lambda a: (-(a.rate(rule.metric) or 0.0), a.variant))
@@ -184,12 +190,13 @@ def settle_winners(engine: sa.Engine, settings: Settings, now: datetime) -> list
         assert test.winner is not None
         offered = {v.name for v in test.variants}
         tested = [a for a in figures.get(test.name, []) if a.variant in offered]
-        if test.name in decided:
+        if test.name in decided and decided[test.name].ends(test.variants):
             continue
-        picked = pick_winner(tested, test.winner)
+        picked = pick_winner(tested, test.winner, offered)
         if picked is None:
             continue
         arm, won_on = picked
+        won_on["variant_set"] = assignment.variant_set(test.variants)
         winner = assignment.Winner(test.name, arm.variant, test.winner.metric, won_on, now)
         if assignment.record_winner(engine, winner):
             recorded.append(winner)
