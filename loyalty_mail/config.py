@@ -16,7 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import babel
@@ -776,6 +776,12 @@ class Settings(_Strict):
     def flow_topic(self, flow: str) -> str | None:
         """The topic of the flow called `flow` (None: no topics, or no such flow)."""
         return next((f.topic for f in self.flows if f.name == flow), None)
+
+    def send_topic(self, flow: str, occurrence: Mapping[str, Any] | None) -> str | None:
+        """The topic of one send: the one its occurrence recorded when planned (a campaign's),
+        else its flow's in config.yaml (None: no topic)."""
+        recorded = (occurrence or {}).get("topic")
+        return recorded if isinstance(recorded, str) else self.flow_topic(flow)
 
     @field_validator("rewards")
     @classmethod

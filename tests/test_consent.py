@@ -259,3 +259,52 @@ def test_the_api_sets_topics_and_logs_them_as_api(project, database_url):
         assert [(e["action"], e["topic"], e["source"], e["occurred_at"]) for e in consent.history(conn, 1)] == [
             ("unsubscribe", "promotions", "api", FIXED_NOW), ("unsubscribe", None, "api", FIXED_NOW)]
     runtime.close()
+
+
+def test_a_campaign_send_keeps_its_topic_to_delivery_unsubscribe_and_report(program):
+    """A campaign's topic is in its sends' occurrences, not in config.yaml: a member who leaves it
+    after the plan gets nothing, one-click leaves only that topic, and reports group by it."""
+    import email
+    import email.policy
+    import re
+
+    from .test_campaigns import write_campaign
+    from .test_tracking import InProcessService
+
+    with_topics(program)
+    program.load("members", [member("C1", joined_at=JOINED), member("C2", joined_at=JOINED)], at=JOINED)
+    write_campaign(program, "sale", 'template: reengagement\nat: "2026-12-05 22:00"\ntopic: promotions\n')
+    assert program.run("campaigns", "schedule", "sale", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert program.run("run", "--once", at="2026-12-05T15:00:00Z").exit_code == 0  # quiet hours: planned
+    assert sorted(program.sends()) == [("sale", "campaign", "planned")] * 2
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        consent.set_topics(conn, {consent.member_ref(conn, "C1"): {"promotions": False}},
+                           {"promotions": True, "statements": True, "surveys": False}, "link",
+                           datetime.fromisoformat("2026-12-05T16:00:00+00:00"))
+    assert program.run("run", "--once", at="2026-12-06T01:30:00Z").exit_code == 0
+    assert sorted(program.sends()) == [("sale", "campaign", "sent"), ("sale", "campaign", "suppressed")]
+
+    [eml] = list((program.dir / "outbox").glob("*.eml"))
+    html = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    unsubscribe = re.search(r'href="https://t\.test\.example(/u/[^"]+)"', html).group(1)
+    service = InProcessService(program)
+    try:
+        assert "Ngừng nhận email Ưu đãi và tin tức" in service.http.get(unsubscribe).text
+        answer = service.http.post(unsubscribe, content="List-Unsubscribe=One-Click",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert (answer.status_code, answer.text) == (200, "unsubscribed")
+    finally:
+        service.stop()
+    with engine.connect() as conn:
+        prefs = consent.preferences(conn, consent.member_ref(conn, "C2"),
+                                    {"promotions": True, "statements": True, "surveys": False})
+    assert prefs.subscribed is True and prefs.topics["promotions"] is False
+    assert log_of(engine, "C2") == [("unsubscribe", "promotions", "one-click")]
+    engine.dispose()
+
+    report = program.run("report", "--since", "2026-12-01", "--until", "2026-12-07", "--by", "topic",
+                         "--format", "json", at="2026-12-07T00:00:00Z")
+    assert report.exit_code == 0, report.output
+    assert [(r["topic"], r["sent"], r["unsubscribed"]) for r in json.loads(report.stdout)["rows"]] == \
+        [("promotions", 1, 1)]

@@ -16,8 +16,8 @@ purchases; formatting lives at the edge (the CLI). Definitions:
 
 `variant` is the A/B variant the send had (variants.py compares them);
 `tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `topic`
-is the topic of the send's flow in config.yaml (so unsubscribes and complaints per topic); `day`,
-`week` (starting Monday) and `month` are UTC dates of the send.
+is the send's topic, a campaign's or its flow's in config.yaml (so unsubscribes and complaints
+per topic); `day`, `week` (starting Monday) and `month` are UTC dates of the send.
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ def _period(column: Any, unit: str, dialect: str) -> Any:
     return sa.func.strftime(formats[unit], column)
 
 
+def send_topic(topics: Mapping[str, str] | None) -> sa.ColumnElement[Any]:
+    """The topic of a send in SQL, as `Settings.send_topic` decides it: the one its occurrence
+    recorded (a campaign's), else its flow's (`topics`: flow -> topic)."""
+    s = sends_table
+    flow_topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
+                  else sa.literal(None, sa.String()))
+    return sa.func.coalesce(s.c.occurrence["topic"].as_string(), flow_topic)
+
+
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
              segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
@@ -71,8 +80,7 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
                  e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
                  else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
                                                           f"+{int(window.total_seconds())} seconds")]
-    topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
-             else sa.literal(None, sa.String()))
+    topic = send_topic(topics)
     return (sa.select(
         s.c.send_id, s.c.flow, s.c.variant, topic.label("topic"), s.c.segment, s.c.state, m.c.tier,
         m.c.locale,

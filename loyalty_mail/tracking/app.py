@@ -139,8 +139,10 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return (send_id, who) if who else None
         return None
 
-    def topic_label(flow: str, locale: str | None) -> str | None:
-        topic = settings.topic(settings.flow_topic(flow))
+    def topic_label(who: dict[str, Any]) -> str | None:
+        """The label of the topic of the send `who` received, in the member's language."""
+        locale = who["locale"]
+        topic = settings.topic(settings.send_topic(who["flow"], who["occurrence"]))
         return topic.label_for(locale or default_locale, default_locale) if topic else None
 
     def posted_form(request: Request, body: bytes | None, send_id: str) -> dict[str, list[str]] | None:
@@ -168,7 +170,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return page.message("unsubscribe", "done")
         preferences_url = f"/p/{signer.sign(TokenClaims('preferences', send_id))}"
         return pages.unsubscribe_page(page, request.url.path, signer.sign_form(send_id, clock()),
-                                      topic_label(who["flow"], who["locale"]), preferences_url)
+                                      topic_label(who), preferences_url)
 
     async def unsubscribe_now(request: Request) -> Response:
         """RFC 8058 one-click (the email's topic, or all email when it has none), or the page's
@@ -178,7 +180,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return Page(None, program).message("unsubscribe", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        topic = settings.flow_topic(who["flow"])
+        topic = settings.send_topic(who["flow"], who["occurrence"])
         body = await _limited_body(request, 10_000)
         form = posted_form(request, body, send_id)
         if form is None:
@@ -191,7 +193,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link",
                                 topic if leave_topic else None, topic_defaults)
         if leave_topic:
-            return page.message("unsubscribe", "left", topic=topic_label(who["flow"], who["locale"]) or "")
+            return page.message("unsubscribe", "left", topic=topic_label(who) or "")
         return page.message("unsubscribe", "done")
 
     async def preferences_page(request: Request) -> Response:
