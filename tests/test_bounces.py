@@ -445,3 +445,51 @@ def test_a_wrong_tls_mode_is_one_clear_error(program, imap, monkeypatch):
     result = program.run("bounces", "poll")
     assert result.exit_code == 1
     assert "sending.bounces.tls: expected true (implicit TLS), starttls or false, found 'maybe'" in result.output
+
+
+def nested(depth: int, *, multipart: bool) -> bytes:
+    """A delivery-status report whose enclosed original is `depth` levels of message/rfc822 (or
+    of multipart/mixed) within each other: what makes the email package recurse past its limit."""
+    inner = b"Subject: x\r\n\r\nbody\r\n"
+    for level in range(depth):
+        if multipart:
+            inner = (f"Content-Type: multipart/mixed; boundary=\"b{level}\"\r\n\r\n--b{level}\r\n".encode()
+                     + inner + f"\r\n--b{level}--\r\n".encode())
+        else:
+            inner = b"Content-Type: message/rfc822\r\n\r\n" + inner
+    return (b"From: MAILER-DAEMON@example.org\r\nTo: bounces@test.example\r\nMessage-ID: <deep@example.org>\r\n"
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n"
+            b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n"
+            b"Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            b"--R\r\n" + inner + b"\r\n--R--\r\n")
+
+
+class Listed:
+    """A mailbox of messages held in memory (the poller's seam, in place of an IMAP session)."""
+
+    def __init__(self, *raws: bytes) -> None:
+        self.raws, self.seen = list(raws), []
+
+    def unseen(self):
+        from loyalty_mail.tracking.mailbox import Fetched
+        return iter([Fetched(str(n + 1), len(raw), raw) for n, raw in enumerate(self.raws)])
+
+    def mark_seen(self, uid: str) -> None:
+        self.seen.append(uid)
+
+
+def test_a_deeply_nested_message_is_unreadable_and_the_poll_goes_on(database_url):
+    from loyalty_mail import db
+    from loyalty_mail.tracking.bounces import SoftBouncePolicy, poll as poll_once
+
+    for multipart in (False, True):
+        with pytest.raises(Unreadable, match=r"Content-Type fields: more than the 100 MIME parts"):
+            read_report(nested(1000, multipart=multipart), NOW)
+        with pytest.raises(Unreadable, match=r"MIME parts nested \d+ deep: more than the 12"):
+            read_report(nested(20, multipart=multipart), NOW)
+    assert read_report(nested(3, multipart=True), NOW).kind == "bounce"
+    engine = db.create_db_engine(database_url)
+    mailbox = Listed(nested(1000, multipart=False), nested(1000, multipart=True), nested(3, multipart=False))
+    outcomes = poll_once(mailbox, engine, SoftBouncePolicy(3, timedelta(days=30)), NOW)
+    engine.dispose()
+    assert [o.outcome for o in outcomes] == ["unreadable", "unreadable", "unmatched"]
