@@ -207,10 +207,11 @@ def test_one_poll_records_bounces_and_complaints_and_leaves_the_rest(program, im
     suppressed = {s["email"]: (s["reason"], s["detail"]) for s in table(program, suppressions_table)}
     assert suppressed == {"m1@example.com": ("hard_bounce", "bounce mailbox bounce"),
                           "m2@example.com": ("spam_complaint", "bounce mailbox spam_complaint")}
-    assert imap.unseen_count() == 3                      # the three left alone stay unseen
+    # the three left alone are set aside: pymap keeps no keywords, so they are flagged \Seen
+    assert imap.unseen_count() == 0
 
     again = poll(program)
-    assert [m["outcome"] for m in again["messages"]] == ["unreadable", "unmatched", "unreadable"]
+    assert again["messages"] == []
     assert len(table(program, tracking_events_table)) == 3 and len(table(program, suppressions_table)) == 2
 
     report = json.loads(program.run("report", "--since", "2026-11-01", "--until", "2026-11-24", "--by", "none",
@@ -467,8 +468,10 @@ def nested(depth: int, *, multipart: bool) -> bytes:
 class Listed:
     """A mailbox of messages held in memory (the poller's seam, in place of an IMAP session)."""
 
+    backlog = 0
+
     def __init__(self, *raws: bytes) -> None:
-        self.raws, self.seen = list(raws), []
+        self.raws, self.seen, self.aside = list(raws), [], []
 
     def unseen(self):
         from loyalty_mail.tracking.mailbox import Fetched
@@ -476,6 +479,10 @@ class Listed:
 
     def mark_seen(self, uid: str) -> None:
         self.seen.append(uid)
+
+    def set_aside(self, uid: str) -> str:
+        self.aside.append(uid)
+        return "$LoyaltyMailIgnored"
 
 
 def test_a_deeply_nested_message_is_unreadable_and_the_poll_goes_on(database_url):
@@ -493,3 +500,37 @@ def test_a_deeply_nested_message_is_unreadable_and_the_poll_goes_on(database_url
     outcomes = poll_once(mailbox, engine, SoftBouncePolicy(3, timedelta(days=30)), NOW)
     engine.dispose()
     assert [o.outcome for o in outcomes] == ["unreadable", "unreadable", "unmatched"]
+    assert mailbox.aside == ["1", "2", "3"]
+
+
+def test_messages_left_alone_are_set_aside_so_a_backlog_never_hides_a_bounce(program, imap, monkeypatch, caplog):
+    """More unseen non-reports than a poll reads: each poll sets its own aside and says how many
+    wait, so the bounce behind them is read by a later poll (and each poll logs one line)."""
+    from loyalty_mail import db
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.tracking.bounces import poll_mailbox
+    from loyalty_mail.tracking.mailbox import keeps_keyword
+
+    configure(program, imap, monkeypatch)
+    ours = send_welcomes(program, "M1")
+    for n in range(3):
+        imap.deliver(f"Subject: out of office {n}\r\nMessage-ID: <ooo{n}@example.org>\r\n\r\nAway.\r\n".encode())
+    imap.deliver(addressed("lhost-postfix-14.eml", ours["m1@example.com"]))
+    settings = load_settings(program.dir, database_url=program.url, environ=dict(os.environ)).sending.bounces
+    engine = db.create_db_engine(program.url)
+    caplog.set_level("WARNING", logger="loyalty_mail.bounces")
+    try:
+        first = poll_mailbox(settings, engine, NOW, limit=2)
+        assert [o.outcome for o in first] == ["unreadable", "unreadable"]
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            f"bounce mailbox: 2 message(s) left alone and set aside (first: message {first[0].uid}, "
+            "not a delivery status or feedback report (Content-Type text/plain))",
+            "bounce mailbox: 2 more unseen message(s) wait for the next poll (this one read 2)"]
+        second = poll_mailbox(settings, engine, NOW, limit=2)
+        assert [(o.outcome, o.kind) for o in second] == [("unreadable", None), ("recorded", "bounce")]
+        assert poll_mailbox(settings, engine, NOW, limit=2) == []
+    finally:
+        engine.dispose()
+    assert keeps_keyword([b"(\\Answered \\Seen \\*)"]) and keeps_keyword([b"(\\Seen $LoyaltyMailIgnored)"])
+    assert not keeps_keyword([b"(\\Answered \\Deleted \\Draft \\Flagged \\Seen)"]) and not keeps_keyword([None])
