@@ -534,3 +534,22 @@ def test_messages_left_alone_are_set_aside_so_a_backlog_never_hides_a_bounce(pro
         engine.dispose()
     assert keeps_keyword([b"(\\Answered \\Seen \\*)"]) and keeps_keyword([b"(\\Seen $LoyaltyMailIgnored)"])
     assert not keeps_keyword([b"(\\Answered \\Deleted \\Draft \\Flagged \\Seen)"]) and not keeps_keyword([None])
+
+
+def test_a_bounce_of_a_bounce_is_not_about_the_original_inside_it():
+    """Only the original the report itself encloses counts: a report about a bounce that enclosed
+    our email must not suppress our member."""
+    first = (SAMPLES / "lhost-postfix-14.eml").read_bytes().replace(
+        b"<20150213024813.E068820C1A@2jo.example.jp>", b"<first-report@2jo.example.jp>").replace(
+        b"<20150213024813.DE9FF20C16@2jo.example.jp>", b"<OurSend01@test.example>")
+    inner = read_report(first, NOW)
+    assert inner.send_ids == ("OurSend01",) and inner.key == "mailbox:<first-report@2jo.example.jp>"
+    second = (b"From: MAILER-DAEMON@example.org\r\nTo: bounces@test.example\r\nMessage-ID: <second@example.org>\r\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n"
+              b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n"
+              b"Final-Recipient: rfc822; mailer-daemon@2jo.example.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+              b"--R\r\nContent-Type: message/rfc822\r\n\r\n" + first + b"\r\n--R--\r\n")
+    outer = read_report(second, NOW)
+    assert outer.kind == "bounce"
+    assert outer.send_ids == ("first-report",)   # the enclosed report's own Message-ID, not its original's
+    assert not set(inner.send_ids) & set(outer.send_ids)

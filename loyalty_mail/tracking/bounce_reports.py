@@ -194,9 +194,14 @@ def _blocks(part: Message) -> list[Message]:
 
 
 def _original_headers(message: Message) -> list[Message]:
-    """The original message's headers, as enclosed in the report (there may be none)."""
+    """The original message's headers, as enclosed in the report (there may be none): only the
+    report's own parts count, never what is enclosed deeper (a bounce of a bounce is not about
+    the message the first bounce enclosed)."""
     found: list[Message] = []
-    for part in message.walk():
+    parts = message.get_payload()
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, Message):
+            continue
         content_type = part.get_content_type()
         if content_type in ("message/rfc822", "message/global"):
             payload = part.get_payload()
