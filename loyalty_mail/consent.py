@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .db import upsert
 from .errors import InputFileError, NotFound
 from .models import consent_log_table, member_topics_table, members_table
 
@@ -85,11 +86,10 @@ def set_topics(conn: sa.Connection, choices: Mapping[int, Mapping[str, bool]], d
                 changed.append((ref, topic, bool(subscribed)))
     if not changed:
         return 0
-    t = member_topics_table.c
-    for ref, topic, _ in changed:
-        conn.execute(member_topics_table.delete().where(t.member_ref == ref, t.topic == topic))
-    conn.execute(member_topics_table.insert(), [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
-                              for ref, topic, subscribed in changed])
+    # An upsert: another transaction may have stored the same member's choice meanwhile.
+    conn.execute(upsert(member_topics_table, conn.dialect.name, ("member_ref", "topic"), ("subscribed", "changed_at")),
+                 [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
+                  for ref, topic, subscribed in changed])
     conn.execute(consent_log_table.insert(), [
         {"member_ref": ref, "topic": topic, "action": "subscribe" if subscribed else "unsubscribe",
          "source": _source(source), "detail": detail and detail[:300], "occurred_at": now}

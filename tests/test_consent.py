@@ -308,3 +308,37 @@ def test_a_campaign_send_keeps_its_topic_to_delivery_unsubscribe_and_report(prog
     assert report.exit_code == 0, report.output
     assert [(r["topic"], r["sent"], r["unsubscribed"]) for r in json.loads(report.stdout)["rows"]] == \
         [("promotions", 1, 1)]
+
+
+def test_two_topic_changes_at_once_never_collide(program):
+    """Two requests leave the same topic at the same moment (a double click, one-click and the
+    page): the second waits for the first and neither fails (on PostgreSQL the second's insert
+    met the first's row)."""
+    import threading
+
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    with_topics(program)
+    engine = engine_of(program)
+    topics = {"promotions": True, "statements": True, "surveys": False}
+    now = datetime.fromisoformat(BOUGHT)
+    with engine.connect() as conn:
+        ref = consent.member_ref(conn, "M1")
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with db.writer(engine).begin() as conn:
+                consent.set_topics(conn, {ref: {"promotions": False}}, topics, "one-click", now)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    with db.writer(engine).begin() as first:
+        assert consent.set_topics(first, {ref: {"promotions": False}}, topics, "link", now) == 1
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(1.0)   # it waits for this transaction (the row, or SQLite's write lock)
+    other.join(30)
+    assert not other.is_alive() and errors == []
+    with engine.connect() as conn:
+        assert consent.preferences(conn, ref, topics).topics["promotions"] is False
+    engine.dispose()
