@@ -260,3 +260,24 @@ def test_double_opt_in(program):
         service.stop()
     assert state(program)[3] == [("await_confirm", None, "import"), ("confirm", None, "link")]
     assert [d["decision"] for d in program.dry("2026-11-23T10:30:00+07:00", "welcome")] == ["send"]
+
+
+def test_a_form_with_too_many_fields_is_a_400_not_a_500(topical):
+    from loyalty_mail.signing import TokenClaims, TokenSigner
+
+    from .flow_program import SECRET
+
+    program, send_id, html = topical
+    unsubscribe, preferences = links(html)
+    confirm = f"/k/{TokenSigner(SECRET).sign(TokenClaims('confirm', send_id))}"
+    body = "&".join(f"topic=t{n}" for n in range(60))
+    service = InProcessService(program)
+    try:
+        for path in (unsubscribe, preferences, confirm):
+            answer = service.http.post(path, content=body,
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert "Biểu mẫu này có quá nhiều trường" in answer.text
+    finally:
+        service.stop()
+    assert state(program)[3] == []

@@ -34,7 +34,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -44,7 +43,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..config import Settings
-from . import store
+from . import forms, store
 from ..consent import PAUSE_DAYS
 from ..errors import LoyaltyMailError
 from ..rendering import Renderer
@@ -145,20 +144,21 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         topic = settings.topic(settings.send_topic(who["flow"], who["occurrence"]))
         return topic.label_for(locale or default_locale, default_locale) if topic else None
 
-    def posted_form(request: Request, body: bytes | None, send_id: str) -> dict[str, list[str]] | None:
-        """The fields of a form posted from one of our pages (signed form token, same origin),
-        or None."""
+    def read_form(request: Request, body: bytes | None) -> dict[str, list[str]] | None:
+        """The fields of the posted body, or None when it is larger than allowed; BadForm when it
+        cannot be read (too many fields)."""
+        return None if body is None else forms.parse_form(request.headers.get("content-type"), body)
+
+    def from_our_page(request: Request, form: dict[str, list[str]] | None, send_id: str) -> bool:
+        """Whether the form was posted from one of our pages: same origin, signed form token."""
         origin = request.headers.get("origin")
-        if origin and origin not in (own_origin, f"{request.url.scheme}://{request.url.netloc}"):
-            return None
-        if body is None:
-            return None
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+        if form is None or origin and origin not in (own_origin, f"{request.url.scheme}://{request.url.netloc}"):
+            return False
         try:
             signer.verify_form((form.get("form") or [""])[0], send_id, clock(), FORM_AGE)
         except BadToken:
-            return None
-        return form
+            return False
+        return True
 
     async def unsubscribe_page(request: Request) -> Response:
         found = await recipient_of(request, "unsubscribe")
@@ -182,8 +182,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         page = Page(who["locale"], program, who["email"])
         topic = settings.send_topic(who["flow"], who["occurrence"])
         body = await _limited_body(request, 10_000)
-        form = posted_form(request, body, send_id)
-        if form is None:
+        try:
+            form = read_form(request, body)
+        except forms.BadForm as exc:
+            return page.message("unsubscribe", exc.key, 400)
+        if form is None or not from_our_page(request, form, send_id):
             if body is None or b"List-Unsubscribe=One-Click" not in body:
                 return page.message("unsubscribe", "expired", 403)
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "one-click",
@@ -219,8 +222,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return Page(None, program).message("preferences", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        form = posted_form(request, await _limited_body(request, 10_000), send_id)
-        if form is None:
+        try:
+            form = read_form(request, await _limited_body(request, 10_000))
+        except forms.BadForm as exc:
+            return page.message("preferences", exc.key, 400)
+        if form is None or not from_our_page(request, form, send_id):
             return page.message("preferences", "expired", 403)
         if (form.get("do") or [""])[0] == "unsubscribe_all":
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link")
@@ -250,7 +256,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return Page(None, program).message("confirm", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        if posted_form(request, await _limited_body(request, 10_000), send_id) is None:
+        try:
+            form = read_form(request, await _limited_body(request, 10_000))
+        except forms.BadForm as exc:
+            return page.message("confirm", exc.key, 400)
+        if not from_our_page(request, form, send_id):
             return page.message("confirm", "expired", 403)
         await run_in_threadpool(store.confirm, engine, who["member_ref"], clock())
         return page.message("confirm", "confirmed")
