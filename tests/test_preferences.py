@@ -281,3 +281,27 @@ def test_a_form_with_too_many_fields_is_a_400_not_a_500(topical):
     finally:
         service.stop()
     assert state(program)[3] == []
+
+
+def test_one_click_sent_as_multipart_form_data_leaves_the_topic(topical):
+    """RFC 8058 lets the provider send `List-Unsubscribe=One-Click` as multipart/form-data."""
+    program, send_id, html = topical
+    unsubscribe, _ = links(html)
+    service = InProcessService(program)
+    try:
+        for body, content_type in ((b"--B\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
+                                    b"One-Clack\r\n--B--\r\n", "multipart/form-data; boundary=B"),
+                                   (b"List-Unsubscribe=One-Click", "multipart/form-data; boundary=B"),
+                                   (b"--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n"
+                                    b"List-Unsubscribe=One-Click\r\n--B--\r\n", "multipart/form-data; boundary=B")):
+            refused = service.http.post(unsubscribe, content=body, headers={"Content-Type": content_type})
+            assert refused.status_code in (400, 403), (body, refused.status_code)
+        assert state(program)[3] == []
+        answer = service.http.post(unsubscribe, files={"List-Unsubscribe": (None, "One-Click")})
+        assert answer.request.headers["content-type"].startswith("multipart/form-data; boundary=")
+        assert (answer.status_code, answer.text) == (200, "unsubscribed")
+    finally:
+        service.stop()
+    subscribed, topics, _, log = state(program)
+    assert subscribed is True and topics["promotions"] is False
+    assert log == [("unsubscribe", "promotions", "one-click")]

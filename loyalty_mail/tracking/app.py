@@ -6,8 +6,9 @@ and a click only ever redirects to the URL inside a token we signed.
     GET  /c/{token}            click: 302 to the signed URL, once the hit is committed (not for HEAD)
     GET  /u/{token}            unsubscribe page (vi/en): leave the email's topic (or all email), with
                                a link to the preferences
-    POST /u/{token}            unsubscribe now: RFC 8058 `List-Unsubscribe=One-Click` leaves the email's
-                               topic (all email when it has none); the page's button (signed form)
+    POST /u/{token}            unsubscribe now: RFC 8058 `List-Unsubscribe=One-Click` (urlencoded or
+                               multipart/form-data) leaves the email's topic (all email when it has
+                               none); the page's button (signed form)
     GET  /p/{token}            the preference centre: topics on and off, pause, unsubscribe from all
     POST /p/{token}            save it (signed form token; then 303 back to the page)
     GET  /k/{token}            double opt-in: a page with a button to confirm the address
@@ -173,21 +174,20 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
                                       topic_label(who), preferences_url)
 
     async def unsubscribe_now(request: Request) -> Response:
-        """RFC 8058 one-click (the email's topic, or all email when it has none), or the page's
-        button."""
+        """RFC 8058 one-click, `List-Unsubscribe=One-Click` urlencoded or as a multipart/form-data
+        field (the email's topic, or all email when it has none), or the page's button."""
         found = await recipient_of(request, "unsubscribe")
         if found is None:
             return Page(None, program).message("unsubscribe", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
         topic = settings.send_topic(who["flow"], who["occurrence"])
-        body = await _limited_body(request, 10_000)
         try:
-            form = read_form(request, body)
+            form = read_form(request, await _limited_body(request, 10_000))
         except forms.BadForm as exc:
             return page.message("unsubscribe", exc.key, 400)
         if form is None or not from_our_page(request, form, send_id):
-            if body is None or b"List-Unsubscribe=One-Click" not in body:
+            if form is None or "One-Click" not in form.get("List-Unsubscribe", []):
                 return page.message("unsubscribe", "expired", 403)
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "one-click",
                                     topic, topic_defaults)
