@@ -104,13 +104,22 @@ def test_preference_centre_forms_are_signed_and_gets_change_nothing(topical):
         assert paused_until is not None and paused_until - datetime.now(timezone.utc) > timedelta(days=29)
         assert log == [("unsubscribe", "promotions", "link"), ("subscribe", "surveys", "link"),
                        ("pause", None, "link")]
-        # a bad pause value is refused
-        assert service.http.post(preferences, data={"form": form, "pause": "365", "do": "save"}).status_code == 400
+        # a bad pause value, or an action the page does not have, is refused and says so
+        for bad in ({"pause": "365", "do": "save"}, {"pause": "keep", "do": "delete_everything"}):
+            refused = service.http.post(preferences, data={"form": form, **bad})
+            assert refused.status_code == 400 and "yêu cầu một lựa chọn mà trang không có" in refused.text
+        assert len(state(program)[3]) == 3
         # unsubscribe from all
         done = service.http.post(preferences, data={"form": form, "do": "unsubscribe_all"})
         assert done.status_code == 200 and "Bạn đã hủy đăng ký" in done.text
         assert state(program)[0] is False and state(program)[3][-1] == ("unsubscribe", None, "link")
         assert "Bạn đã hủy đăng ký" in service.http.get(preferences).text
+        # once unsubscribed from all, a form still open in another tab writes no topic choices
+        late = service.http.post(preferences, data={"form": form, "topic": ["promotions", "surveys"],
+                                                    "pause": "keep", "do": "save"})
+        assert late.status_code == 200 and "Bạn đã hủy đăng ký" in late.text
+        assert state(program)[1] == {"promotions": False, "statements": True, "surveys": True}
+        assert len(state(program)[3]) == 4
         assert service.http.get("/p/preview").status_code == 404
     finally:
         service.stop()

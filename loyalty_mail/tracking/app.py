@@ -228,12 +228,15 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return page.message("preferences", exc.key, 400)
         if form is None or not from_our_page(request, form, send_id):
             return page.message("preferences", "expired", 403)
-        if (form.get("do") or [""])[0] == "unsubscribe_all":
+        action = (form.get("do") or ["save"])[0]
+        pause = (form.get("pause") or ["keep"])[0]
+        if action not in ("save", "unsubscribe_all") or pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
+            return page.message("preferences", "bad_choice", 400)
+        if not who["subscribed"]:  # unsubscribed from all meanwhile: there is nothing to choose
+            return page.message("preferences", "done")
+        if action == "unsubscribe_all":
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link")
             return page.message("preferences", "done")
-        pause = (form.get("pause") or ["keep"])[0]
-        if pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
-            return page.message("preferences", "expired", 400)
         wanted = set(form.get("topic", []))
         chosen = {name: name in wanted for name in topic_defaults}
         await run_in_threadpool(store.save_preferences, engine, who["member_ref"], chosen, pause,
