@@ -186,8 +186,12 @@ def test_only_consent_writes_topics_and_the_log():
                     and isinstance(node.func.value, ast.Name)
                     and node.func.value.id in ("consent_log_table", "member_topics_table")):
                 writers.add((path.name, node.func.value.id, node.func.attr))
-    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "insert"),
-                       ("consent.py", "member_topics_table", "delete")}
+            if (isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute))
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("upsert", "insert_ignoring_duplicates")
+                    and node.args and isinstance(node.args[0], ast.Name)
+                    and node.args[0].id in ("consent_log_table", "member_topics_table")):
+                writers.add((path.name, node.args[0].id, "upsert"))
+    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "upsert")}
 
 
 def test_subscribed_to_in_segments(program):
