@@ -85,6 +85,8 @@ STAGING = sa.Table(
     prefixes=["TEMPORARY"],
 )
 TOPIC_PREFIX = "topic."
+TOPIC_MARGIN = 10  # a `topics` object may name this many more topics than config.yaml has (all reported)
+MAX_NAMED = 5      # unknown topics named in one problem; the rest are counted
 STAGING_COLUMNS = [column.name for column in STAGING.columns]
 MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE, TOPICS = (
     STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes", "joined_at", "joined_on", "timezone",
@@ -210,11 +212,19 @@ class MemberRowValidator:
             wanted = value
         else:
             return [(key, "expected an object of topics, e.g. {\"promotions\": false}")]
+        known = ", ".join(self.topics) or "none"
+        if len(wanted) > len(self.topics) + TOPIC_MARGIN:
+            return [(key, f"an object of {len(wanted):,} topics; config.yaml has {len(self.topics)} "
+                          f"(topics in config.yaml: {known})")]
         problems = []
+        unknown = [str(name) for name in wanted if name not in self.topics]
+        if unknown:
+            shown = ", ".join(f"'{name[:64]}'" for name in unknown[:MAX_NAMED])
+            more = f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""
+            problems.append((key, f"unknown topic{'s' if len(unknown) > 1 else ''} {shown}{more} "
+                                  f"(topics in config.yaml: {known})"))
         for name, choice in wanted.items():
             if name not in self.topics:
-                problems.append((key, f"unknown topic '{name}' (topics in config.yaml: "
-                                      f"{', '.join(self.topics) or 'none'})"))
                 continue
             try:
                 topics[name] = fields.boolean(choice)
