@@ -346,3 +346,32 @@ def test_two_topic_changes_at_once_never_collide(program):
     with engine.connect() as conn:
         assert consent.preferences(conn, ref, topics).topics["promotions"] is False
     engine.dispose()
+
+
+def test_members_consent_says_what_a_subscribed_member_gets_now(program):
+    """Subscribed, yet nothing goes: a suppressed address or a pause; marketing waits for a
+    confirmation. `members consent` says so instead of 'subscribed'."""
+    with_topics(program)
+    program.load("members", [member(m, joined_at=JOINED) for m in ("OK1", "SUP", "PAU")], at=JOINED)
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("program:\n", "program:\n  double_opt_in: true\n", 1))
+    program.load("members", [member("NEW", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        suppression.add(conn, "sup@example.com", "hard_bounce", now, source="bounce")
+        consent.pause(conn, consent.member_ref(conn, "PAU"), 30, "link", now)
+    engine.dispose()
+    said = {}
+    for member_id in ("OK1", "SUP", "PAU", "NEW"):
+        shown = program.run("members", "consent", member_id, "--format", "json")
+        assert shown.exit_code == 0, shown.output
+        said[member_id] = json.loads(shown.stdout)
+        assert said[member_id]["subscribed"] is True
+    assert said["OK1"]["all_email"] == "subscribed"
+    assert said["SUP"]["all_email"] == "nothing: the address is suppressed (hard_bounce)"
+    assert said["SUP"]["suppressed"] == "hard_bounce"
+    assert said["PAU"]["all_email"].startswith("nothing: paused until ")
+    assert said["NEW"]["all_email"].startswith("service email only: marketing waits for the address's confirmation")
+    table = program.run("members", "consent", "SUP")
+    assert "nothing: the address is suppressed (hard_bounce)" in table.output
