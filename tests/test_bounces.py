@@ -553,3 +553,36 @@ def test_a_bounce_of_a_bounce_is_not_about_the_original_inside_it():
     assert outer.kind == "bounce"
     assert outer.send_ids == ("first-report",)   # the enclosed report's own Message-ID, not its original's
     assert not set(inner.send_ids) & set(outer.send_ids)
+
+
+def test_only_reading_the_mailbox_needs_its_password(program, imap, monkeypatch, caplog):
+    """With `sending.bounces` configured and its variable unset, every other command works
+    (`check` warns); `bounces poll` and the daemon's poll say which variable, at its line."""
+    from loyalty_mail import db
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.tracking.bounces import poll_bounces_logged
+
+    configure(program, imap, monkeypatch)
+    monkeypatch.delenv("BOUNCES_IMAP_PASSWORD")
+    send_welcomes(program, "M1")
+    for args in (("report", "--by", "none"), ("members", "consent", "M1"), ("run", "--once")):
+        done = program.run(*args, at="2026-11-23T12:00:00+07:00")
+        assert done.exit_code == 0, (args, done.output)
+    checked = program.run("check")
+    assert checked.exit_code == 0, checked.output
+    assert "warning: the bounce mailbox's password is not set" in checked.output
+    polled = program.run("bounces", "poll")
+    assert polled.exit_code == 1
+    assert "config.yaml:" in polled.output
+    assert ("sending.bounces.password: environment variable BOUNCES_IMAP_PASSWORD is not set "
+            "(export it: reading the bounce mailbox needs it)") in polled.output
+    settings = load_settings(program.dir, database_url=program.url, environ=dict(os.environ)).sending.bounces
+    engine = db.create_db_engine(program.url)
+    caplog.set_level("WARNING", logger="loyalty_mail.bounces")
+    poll_bounces_logged(settings, engine, NOW)   # the daemon's tick goes on
+    engine.dispose()
+    assert "bounce mailbox not read this tick:" in caplog.text and "BOUNCES_IMAP_PASSWORD is not set" in caplog.text
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("${BOUNCES_IMAP_PASSWORD}", "${BOUNCES_IMAP_PASSWORD:-}"))
+    empty = program.run("bounces", "poll")
+    assert empty.exit_code == 1 and "sending.bounces.password is empty" in empty.output

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from ..config import BounceMailboxSettings
+from ..errors import ConfigError
 from .bounce_reports import BounceReport, Unreadable, read_report
 from .mailbox import MAX_BYTES, MAX_MESSAGES, ImapMailbox, Mailbox, MailboxError
 from .store import record_bounce, sent_to
@@ -71,11 +72,11 @@ def poll_mailbox(settings: BounceMailboxSettings, engine: sa.Engine, now: dateti
 
 
 def poll_bounces_logged(settings: BounceMailboxSettings, engine: sa.Engine, now: datetime) -> None:
-    """The daemon's poll: the summary is logged, and a mailbox that cannot be read is logged as a
-    warning (the tick goes on; the next one tries again)."""
+    """The daemon's poll: the summary is logged, and a mailbox that cannot be read (or whose
+    password is not set) is logged as a warning (the tick goes on; the next one tries again)."""
     try:
         outcomes = poll_mailbox(settings, engine, now)
-    except MailboxError as exc:
+    except (MailboxError, ConfigError) as exc:
         log.warning("bounce mailbox not read this tick: %s", exc)
         return
     if outcomes:

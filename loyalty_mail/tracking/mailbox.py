@@ -74,6 +74,7 @@ class ImapMailbox:
 
     def __enter__(self) -> ImapMailbox:
         s = self.settings
+        password = s.require_password()  # ConfigError (before any connection) when it is not set
         timeout = s.timeout.total_seconds()
         try:
             if s.tls is True:
@@ -87,7 +88,7 @@ class ImapMailbox:
             self._close()
             raise MailboxError(f"cannot reach the bounce mailbox {self.where}: {_reason(exc)}") from None
         try:
-            self._imap.login(s.user, s.password or "")
+            self._imap.login(s.user, password)
         except (OSError, imaplib.IMAP4.error) as exc:
             self._close()
             raise MailboxError(f"the bounce mailbox {self.where} refused the login: {_reason(exc)} "
