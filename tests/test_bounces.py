@@ -277,7 +277,8 @@ def test_a_wrong_password_or_an_unset_one_is_a_clear_error_that_never_shows_it(p
     monkeypatch.setenv("BOUNCES_IMAP_PASSWORD", "not-the-password-7f3a")
     wrong = program.run("bounces", "poll")
     assert wrong.exit_code == 1
-    assert f"the bounce mailbox imap://{USER}@127.0.0.1:{imap.port}/{FOLDER} refused the login" in wrong.output
+    assert f"the bounce mailbox imap://{USER}@127.0.0.1:{imap.port}/{FOLDER} refused the login: " \
+           "[AUTHENTICATIONFAILED] Invalid authentication credentials. (check" in wrong.output
     assert "not-the-password-7f3a" not in wrong.output
     monkeypatch.delenv("BOUNCES_IMAP_PASSWORD")
     unset = program.run("bounces", "poll")

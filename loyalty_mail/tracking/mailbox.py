@@ -191,4 +191,7 @@ def _answer(answer: object) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout):
         return "timed out"
+    said = exc.args[0] if len(exc.args) == 1 else None  # imaplib's errors carry the server's bytes
+    if isinstance(said, bytes):
+        return said.decode("utf-8", "replace")[:300] or type(exc).__name__
     return (str(exc) or type(exc).__name__)[:300]
