@@ -146,8 +146,8 @@ def test_left_topics_stay_left_and_the_log_is_complete(program, tmp_path):
                    + json.dumps({"member_id": "M8", "email": "m8@example.com", "topics": {"promotions": "maybe"}}) + "\n")
     result = program.run("members", "import", str(bad))
     assert result.exit_code != 0
-    assert "column 'topic.offers': unknown topic 'offers' (topics in config.yaml: promotions, statements, surveys)" \
-        in result.output
+    assert "bad.jsonl: row 1: topic.offers: unknown topic 'offers' (topics in config.yaml: promotions, statements, " \
+        "surveys)" in result.output
 
     shown = program.run("members", "consent", "M1", "--format", "json")
     assert shown.exit_code == 0, shown.output
@@ -375,3 +375,35 @@ def test_members_consent_says_what_a_subscribed_member_gets_now(program):
     assert said["NEW"]["all_email"].startswith("service email only: marketing waits for the address's confirmation")
     table = program.run("members", "consent", "SUP")
     assert "nothing: the address is suppressed (hard_bounce)" in table.output
+
+
+def test_topic_mistakes_in_a_row_are_row_errors_and_a_csv_header_names_its_file(program, tmp_path):
+    """An unknown `topic.NAME` in a JSON Lines row, or a topic given twice with two values, is that
+    row's error (--skip-invalid imports the rest); in a CSV header it is the file's, named."""
+    with_topics(program)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"member_id": "G1", "email": "g1@example.com", "topic.surveys": True},
+        {"member_id": "B1", "email": "b1@example.com", "topic.nosuch": True},
+        {"member_id": "B2", "email": "b2@example.com", "topics": {"promotions": False}, "topic.promotions": True},
+        {"member_id": "G2", "email": "g2@example.com", "topics": {"promotions": False}, "topic.promotions": "no"})))
+    refused = program.run("members", "import", str(rows))
+    assert refused.exit_code == 1
+    assert "rows.jsonl: row 2: topic.nosuch: unknown topic 'nosuch'" in refused.output
+    assert ("row 3: topic.promotions: topic 'promotions' is false in `topics` or `topic.promotions` and true "
+            "here: give it once") in refused.output
+    skipped = program.run("members", "import", str(rows), "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        got = {m: consent.preferences(conn, consent.member_ref(conn, m), {"promotions": True, "surveys": False}).topics
+               for m in ("G1", "G2")}
+        assert conn.execute(sa.text("SELECT count(*) FROM members WHERE member_id IN ('B1', 'B2')")).scalar() == 0
+    engine.dispose()
+    assert got == {"G1": {"promotions": True, "surveys": True}, "G2": {"promotions": False, "surveys": False}}
+    header = tmp_path / "rows.csv"
+    header.write_text("member_id,email,topic.nosuch\nC1,c1@example.com,yes\n")
+    csv_refused = program.run("members", "import", str(header))
+    assert csv_refused.exit_code == 1
+    assert "rows.csv: row 1: column 'topic.nosuch': unknown topic 'nosuch'" in csv_refused.output
+
