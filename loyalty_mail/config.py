@@ -771,17 +771,20 @@ class Settings(_Strict):
             raise ValueError(f"topic names must be unique; repeated: {', '.join(repeated)}")
         return topics
 
-    @model_validator(mode="after")
-    def _flows_name_topics(self) -> Settings:
+    def flow_topic_problems(self) -> list[tuple[PathKey, str]]:
+        """Each flow naming a topic that is not in `topics`, or none while `topics` is set: the
+        path of its `topic:` (or of the flow) and what is wrong."""
         names = [topic.name for topic in self.topics]
-        for flow in self.flows:
+        found: list[tuple[PathKey, str]] = []
+        for index, flow in enumerate(self.flows):
             if flow.topic is not None and flow.topic not in names:
                 allowed = ", ".join(names) if names else "none: add `topics:` to config.yaml"
-                raise ValueError(f"flow '{flow.name}': unknown topic '{flow.topic}' (topics: {allowed})")
+                found.append((("flows", index, "topic"), f"flow '{flow.name}': unknown topic '{flow.topic}' "
+                                                          f"(topics: {allowed})"))
             if flow.topic is None and names:
-                raise ValueError(f"flow '{flow.name}' names no topic; with `topics:` set every flow "
-                                 f"names one (topic: {names[0]}; topics: {', '.join(names)})")
-        return self
+                found.append((("flows", index), f"flow '{flow.name}' names no topic; with `topics:` set every "
+                                                f"flow names one (topic: {names[0]}; topics: {', '.join(names)})"))
+        return found
 
     def topic(self, name: str | None) -> Topic | None:
         """The topic called `name`, or None."""
@@ -877,6 +880,7 @@ def settings_from_document(
         problems += check(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
+        problems += [Problem(doc.locate(path), message) for path, message in settings.flow_topic_problems()]
     except ValidationError as exc:
         problems += [problem_from(error, doc) for error in exc.errors()]
     if problems:

@@ -407,3 +407,16 @@ def test_topic_mistakes_in_a_row_are_row_errors_and_a_csv_header_names_its_file(
     assert csv_refused.exit_code == 1
     assert "rows.csv: row 1: column 'topic.nosuch': unknown topic 'nosuch'" in csv_refused.output
 
+
+
+def test_a_flow_topic_mistake_is_reported_at_the_flow(tmp_path):
+    (tmp_path / "config.yaml").write_text(
+        "program:\n  name: Test\ntopics: [promotions]\nflows:\n"
+        "  - {name: a, trigger: welcome, template: welcome, topic: promo}\n"
+        "  - name: b\n    trigger: welcome\n    template: welcome\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path, environ={})
+    assert [str(p).split("config.yaml", 1)[1] for p in raised.value.problems] == [
+        ":5:59: flow 'a': unknown topic 'promo' (topics: promotions)",
+        ":6:5: flow 'b' names no topic; with `topics:` set every flow names one (topic: promotions; "
+        "topics: promotions)"]
