@@ -408,7 +408,6 @@ def test_topic_mistakes_in_a_row_are_row_errors_and_a_csv_header_names_its_file(
     assert "rows.csv: row 1: column 'topic.nosuch': unknown topic 'nosuch'" in csv_refused.output
 
 
-
 def test_a_flow_topic_mistake_is_reported_at_the_flow(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "program:\n  name: Test\ntopics: [promotions]\nflows:\n"
