@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
 from .. import consent, suppression, touched
-from ..errors import ColumnRefused, InputFileError
+from ..errors import ColumnRefused
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
 from . import columns, fields
