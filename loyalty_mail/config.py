@@ -16,7 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import babel
@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -51,6 +52,9 @@ CONFIG_FILE = "config.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///loyalty_mail.db"
 DATABASE_URL_ENV = "LOYALTY_MAIL_DATABASE_URL"
 
+# Secrets only some commands use: an unset variable is their error when they need it (see
+# BounceMailboxSettings.require_password), not every command's.
+ON_USE_SECRETS: tuple[PathKey, ...] = (("sending", "bounces", "password"),)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -461,10 +465,20 @@ class BounceMailboxSettings(_Strict):
     soft_bounce_limit: int = Field(default=3, ge=1, le=1000)
     soft_bounce_window: Span = timedelta(days=30)
     timeout: Span = timedelta(minutes=1)
+    _password_problem: Problem | None = PrivateAttr(default=None)  # set by settings_from_document
 
     @property
     def imap_port(self) -> int:
         return self.port or (993 if self.tls is True else 143)
+
+    def require_password(self) -> str:
+        """The password; ConfigError (at its line in config.yaml) when it is unset or empty. Only
+        reading the mailbox needs it: other commands load the settings without it."""
+        if self.password:
+            return self.password
+        raise ConfigError(self._password_problem or Problem(
+            None, "sending.bounces.password is not set: add `password: ${BOUNCES_IMAP_PASSWORD}` and export "
+                  "BOUNCES_IMAP_PASSWORD (the bounce mailbox's password)"))
 
 
 class SendingSettings(_Strict):
@@ -800,23 +814,20 @@ class Settings(_Strict):
             raise ValueError(f"topic names must be unique; repeated: {', '.join(repeated)}")
         return topics
 
-    @model_validator(mode="after")
-    def _flows_name_topics(self) -> Settings:
+    def flow_topic_problems(self) -> list[tuple[PathKey, str]]:
+        """Each flow naming a topic that is not in `topics`, or none while `topics` is set: the
+        path of its `topic:` (or of the flow) and what is wrong."""
         names = [topic.name for topic in self.topics]
-        for flow in self.flows:
+        found: list[tuple[PathKey, str]] = []
+        for index, flow in enumerate(self.flows):
             if flow.topic is not None and flow.topic not in names:
                 allowed = ", ".join(names) if names else "none: add `topics:` to config.yaml"
-                raise ValueError(f"flow '{flow.name}': unknown topic '{flow.topic}' (topics: {allowed})")
+                found.append((("flows", index, "topic"), f"flow '{flow.name}': unknown topic '{flow.topic}' "
+                                                          f"(topics: {allowed})"))
             if flow.topic is None and names and flow.trigger != "confirmation":
-                raise ValueError(f"flow '{flow.name}' names no topic; with `topics:` set every flow "
-                                 f"names one (topic: {names[0]}; topics: {', '.join(names)})")
-            if flow.trigger == "confirmation":
-                if not self.program.double_opt_in:
-                    raise ValueError(f"flow '{flow.name}': a confirmation flow needs program.double_opt_in: true")
-                if flow.message_class != "service":
-                    raise ValueError(f"flow '{flow.name}': a confirmation flow is service email (class: service): "
-                                     "marketing is what the member has not confirmed yet")
-        return self
+                found.append((("flows", index), f"flow '{flow.name}' names no topic; with `topics:` set every "
+                                                f"flow names one (topic: {names[0]}; topics: {', '.join(names)})"))
+        return found
 
     def topic(self, name: str | None) -> Topic | None:
         """The topic called `name`, or None."""
@@ -825,6 +836,12 @@ class Settings(_Strict):
     def flow_topic(self, flow: str) -> str | None:
         """The topic of the flow called `flow` (None: no topics, or no such flow)."""
         return next((f.topic for f in self.flows if f.name == flow), None)
+
+    def send_topic(self, flow: str, occurrence: Mapping[str, Any] | None) -> str | None:
+        """The topic of one send: the one its occurrence recorded when planned (a campaign's),
+        else its flow's in config.yaml (None: no topic)."""
+        recorded = (occurrence or {}).get("topic")
+        return recorded if isinstance(recorded, str) else self.flow_topic(flow)
 
     @field_validator("rewards")
     @classmethod
@@ -844,6 +861,11 @@ class Settings(_Strict):
             if flow.trigger == "reward_available" and not self.rewards:
                 raise ValueError(f"flow '{flow.name}': a reward_available flow needs a `rewards:` "
                                  "catalogue (e.g. [{name: coffee, cost: 500}])")
+            if flow.trigger == "confirmation" and not self.program.double_opt_in:
+                raise ValueError(f"flow '{flow.name}': a confirmation flow needs program.double_opt_in: true")
+            if flow.trigger == "confirmation" and flow.message_class != "service":
+                raise ValueError(f"flow '{flow.name}': a confirmation flow is service email (class: service): "
+                                 "marketing is what the member has not confirmed yet")
         return self
 
     @field_validator("flows")
@@ -896,7 +918,8 @@ def settings_from_document(
         raise ConfigError(Problem(doc.locate(()), "the top level must be a mapping of sections"))
     problems: list[Problem] = []
     problems += _literal_secrets(data, doc)
-    data = _resolve_env(data, (), doc, environ, problems)
+    unset: dict[PathKey, Problem] = {}
+    data = _resolve_env(data, (), doc, environ, problems, unset)
     if environ.get(DATABASE_URL_ENV):
         data = {**data, "database": {**data.get("database", {}), "url": environ[DATABASE_URL_ENV]}}
     if database_url:
@@ -905,11 +928,19 @@ def settings_from_document(
         problems += check(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
+        problems += [Problem(doc.locate(path), message) for path, message in settings.flow_topic_problems()]
     except ValidationError as exc:
         problems += [problem_from(error, doc) for error in exc.errors()]
     if problems:
         problems.sort(key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
         raise ConfigError(problems)
+    bounces = settings.sending.bounces
+    if bounces is not None and not bounces.password:
+        path = ("sending", "bounces", "password")
+        bounces._password_problem = unset.get(path) or Problem(
+            doc.locate(path) if path in doc.positions else doc.locate(path[:-1]),
+            "sending.bounces.password is empty: set the environment variable config.yaml names to the "
+            "bounce mailbox's password")
     return settings
 
 
@@ -921,11 +952,13 @@ def _display_name(path: Path) -> str:
 
 
 def _resolve_env(value: Any, path: PathKey, doc: YamlDocument, environ: dict[str, str],
-                 problems: list[Problem]) -> Any:
+                 problems: list[Problem], unset: dict[PathKey, Problem]) -> Any:
+    """`${VAR}` and `${VAR:-fallback}` replaced from `environ`; an unset variable is a problem, or,
+    for ON_USE_SECRETS, kept in `unset` for the command that needs the value."""
     if isinstance(value, dict):
-        return {k: _resolve_env(v, path + (k,), doc, environ, problems) for k, v in value.items()}
+        return {k: _resolve_env(v, path + (k,), doc, environ, problems, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env(v, path + (i,), doc, environ, problems) for i, v in enumerate(value)]
+        return [_resolve_env(v, path + (i,), doc, environ, problems, unset) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -935,6 +968,10 @@ def _resolve_env(value: Any, path: PathKey, doc: YamlDocument, environ: dict[str
             return environ[name]
         if fallback is not None:
             return fallback
+        if path in ON_USE_SECRETS:
+            unset[path] = Problem(doc.locate(path), f"{format_path(path)}: environment variable {name} is not set "
+                                                    "(export it: reading the bounce mailbox needs it)")
+            return ""
         if is_secret_field(path):  # a secret has no fallback; `:-` with nothing leaves it unset
             older = isinstance(path[-1], int) and path[-1] > 0
             advice = f"set it, or write ${{{name}:-}} to leave {'this older secret out' if older else 'it unset'}"

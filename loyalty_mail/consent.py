@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .db import upsert
 from .errors import InputFileError, NotFound
 from .models import consent_log_table, member_topics_table, members_table
 
@@ -28,7 +29,8 @@ CHUNK = 500
 
 @dataclass(frozen=True)
 class Preferences:
-    """What one member receives: all email or none, each topic, and a pause."""
+    """What one member receives: all email or none, each topic, and a pause; and whether their
+    address still awaits its confirmation (double opt-in)."""
 
     member_ref: int
     email: str
@@ -36,9 +38,25 @@ class Preferences:
     subscribed: bool
     topics: dict[str, bool]
     paused_until: datetime | None
+    unconfirmed_since: datetime | None = None
 
     def paused(self, now: datetime) -> bool:
         return self.paused_until is not None and self.paused_until > now
+
+    def all_email(self, now: datetime, suppressed: str | None) -> str:
+        """What the member gets at `now`, in words; `suppressed`: the address's suppression
+        reason, if it is on the list (suppression.reason_for)."""
+        if not self.subscribed:
+            return "unsubscribed"
+        if suppressed:
+            return f"nothing: the address is suppressed ({suppressed})"
+        if self.paused(now):
+            assert self.paused_until is not None
+            return f"nothing: paused until {self.paused_until:%Y-%m-%d %H:%M} UTC"
+        if self.unconfirmed_since is not None:
+            return (f"service email only: marketing waits for the address's confirmation "
+                    f"(asked {self.unconfirmed_since:%Y-%m-%d %H:%M} UTC)")
+        return "subscribed"
 
 
 def record(conn: sa.Connection, member_refs: Iterable[int], action: str, source: str, now: datetime,
@@ -85,11 +103,10 @@ def set_topics(conn: sa.Connection, choices: Mapping[int, Mapping[str, bool]], d
                 changed.append((ref, topic, bool(subscribed)))
     if not changed:
         return 0
-    t = member_topics_table.c
-    for ref, topic, _ in changed:
-        conn.execute(member_topics_table.delete().where(t.member_ref == ref, t.topic == topic))
-    conn.execute(member_topics_table.insert(), [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
-                              for ref, topic, subscribed in changed])
+    # An upsert: another transaction may have stored the same member's choice meanwhile.
+    conn.execute(upsert(member_topics_table, conn.dialect.name, ("member_ref", "topic"), ("subscribed", "changed_at")),
+                 [{"member_ref": ref, "topic": topic, "subscribed": subscribed, "changed_at": now}
+                  for ref, topic, subscribed in changed])
     conn.execute(consent_log_table.insert(), [
         {"member_ref": ref, "topic": topic, "action": "subscribe" if subscribed else "unsubscribe",
          "source": _source(source), "detail": detail and detail[:300], "occurred_at": now}
@@ -154,13 +171,14 @@ def paused(conn: sa.Connection, refs: list[int], now: datetime) -> dict[int, dat
 def preferences(conn: sa.Connection, member_ref: int, defaults: Mapping[str, bool]) -> Preferences | None:
     """One member's preferences, or None for an unknown member."""
     m = members_table
-    row = conn.execute(sa.select(m.c.email, m.c.locale, m.c.subscribed, m.c.paused_until)
+    row = conn.execute(sa.select(m.c.email, m.c.locale, m.c.subscribed, m.c.paused_until, m.c.unconfirmed_since)
                        .where(m.c.id == member_ref)).first()
     if row is None:
         return None
     stored = _stored(conn, [member_ref])
     topics = {topic: stored.get((member_ref, topic), default) for topic, default in defaults.items()}
-    return Preferences(member_ref, row.email, row.locale, bool(row.subscribed), topics, row.paused_until)
+    return Preferences(member_ref, row.email, row.locale, bool(row.subscribed), topics, row.paused_until,
+                       row.unconfirmed_since)
 
 
 def member_ref(conn: sa.Connection, member_id: str) -> int:

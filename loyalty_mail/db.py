@@ -11,6 +11,7 @@ import json
 import os
 from functools import partial
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -96,6 +97,16 @@ def insert_ignoring_duplicates(table: sa.Table, dialect: str) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     return (postgresql if dialect == "postgresql" else sqlite).insert(table).on_conflict_do_nothing()
+
+
+def upsert(table: sa.Table, dialect: str, keys: Sequence[str], update: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET each of `update` to the new row's value, for this
+    dialect: a row that exists (or was inserted meanwhile by another transaction) is updated."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return statement.on_conflict_do_update(index_elements=list(keys),
+                                           set_={name: statement.excluded[name] for name in update})
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:

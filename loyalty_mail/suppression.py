@@ -81,6 +81,12 @@ def remove(conn: sa.Connection, email: str) -> None:
         raise NotFound(f"{shown(email)} is not on the suppression list")
 
 
+def reason_for(conn: sa.Connection, email: str) -> str | None:
+    """Why an address is on the suppression list, or None when it is not."""
+    s = suppressions_table
+    return conn.execute(sa.select(s.c.reason).where(s.c.email == email.strip().lower())).scalar()
+
+
 def listing(conn: sa.Connection, reason: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     s = suppressions_table
     query = sa.select(s.c.email, s.c.reason, s.c.detail, s.c.created_at).order_by(s.c.created_at.desc(), s.c.email)

@@ -360,3 +360,17 @@ def test_numbers_no_database_stores_are_422_saying_which(client, api_runtime, me
     assert message.endswith("numbers must be finite (no NaN or Infinity) and whole numbers at most "
                             "9,223,372,036,854,775,807 either side of 0, as JSON and the databases require")
     assert _count(api_runtime.engine(), members_table) == 0
+
+
+def test_a_huge_topics_object_is_one_short_error(client, api_runtime):
+    """A `topics` object far larger than config.yaml's topics is one error, not one per key; a few
+    unknown topics are named in one error, the rest counted."""
+    room = api_runtime.settings.api.max_body_bytes // 2
+    many = {f"t{n}": False for n in range(room // 14)}
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "topics": many})
+    assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
+    assert [(e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        ("topics", f"an object of {len(many):,} topics; config.yaml has 0 (topics in config.yaml: none)")]
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "topics": {f"x{n}": True for n in range(7)}})
+    assert [(e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        ("topics", "unknown topics 'x0', 'x1', 'x2', 'x3', 'x4' and 2 more (topics in config.yaml: none)")]

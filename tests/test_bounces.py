@@ -207,10 +207,11 @@ def test_one_poll_records_bounces_and_complaints_and_leaves_the_rest(program, im
     suppressed = {s["email"]: (s["reason"], s["detail"]) for s in table(program, suppressions_table)}
     assert suppressed == {"m1@example.com": ("hard_bounce", "bounce mailbox bounce"),
                           "m2@example.com": ("spam_complaint", "bounce mailbox spam_complaint")}
-    assert imap.unseen_count() == 3                      # the three left alone stay unseen
+    # the three left alone are set aside: pymap keeps no keywords, so they are flagged \Seen
+    assert imap.unseen_count() == 0
 
     again = poll(program)
-    assert [m["outcome"] for m in again["messages"]] == ["unreadable", "unmatched", "unreadable"]
+    assert again["messages"] == []
     assert len(table(program, tracking_events_table)) == 3 and len(table(program, suppressions_table)) == 2
 
     report = json.loads(program.run("report", "--since", "2026-11-01", "--until", "2026-11-24", "--by", "none",
@@ -276,7 +277,8 @@ def test_a_wrong_password_or_an_unset_one_is_a_clear_error_that_never_shows_it(p
     monkeypatch.setenv("BOUNCES_IMAP_PASSWORD", "not-the-password-7f3a")
     wrong = program.run("bounces", "poll")
     assert wrong.exit_code == 1
-    assert f"the bounce mailbox imap://{USER}@127.0.0.1:{imap.port}/{FOLDER} refused the login" in wrong.output
+    assert f"the bounce mailbox imap://{USER}@127.0.0.1:{imap.port}/{FOLDER} refused the login: " \
+           "[AUTHENTICATIONFAILED] Invalid authentication credentials. (check" in wrong.output
     assert "not-the-password-7f3a" not in wrong.output
     monkeypatch.delenv("BOUNCES_IMAP_PASSWORD")
     unset = program.run("bounces", "poll")
@@ -445,3 +447,143 @@ def test_a_wrong_tls_mode_is_one_clear_error(program, imap, monkeypatch):
     result = program.run("bounces", "poll")
     assert result.exit_code == 1
     assert "sending.bounces.tls: expected true (implicit TLS), starttls or false, found 'maybe'" in result.output
+
+
+def nested(depth: int, *, multipart: bool) -> bytes:
+    """A delivery-status report whose enclosed original is `depth` levels of message/rfc822 (or
+    of multipart/mixed) within each other: what makes the email package recurse past its limit."""
+    inner = b"Subject: x\r\n\r\nbody\r\n"
+    for level in range(depth):
+        if multipart:
+            inner = (f"Content-Type: multipart/mixed; boundary=\"b{level}\"\r\n\r\n--b{level}\r\n".encode()
+                     + inner + f"\r\n--b{level}--\r\n".encode())
+        else:
+            inner = b"Content-Type: message/rfc822\r\n\r\n" + inner
+    return (b"From: MAILER-DAEMON@example.org\r\nTo: bounces@test.example\r\nMessage-ID: <deep@example.org>\r\n"
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n"
+            b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n"
+            b"Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            b"--R\r\n" + inner + b"\r\n--R--\r\n")
+
+
+class Listed:
+    """A mailbox of messages held in memory (the poller's seam, in place of an IMAP session)."""
+
+    backlog = 0
+
+    def __init__(self, *raws: bytes) -> None:
+        self.raws, self.seen, self.aside = list(raws), [], []
+
+    def unseen(self):
+        from loyalty_mail.tracking.mailbox import Fetched
+        return iter([Fetched(str(n + 1), len(raw), raw) for n, raw in enumerate(self.raws)])
+
+    def mark_seen(self, uid: str) -> None:
+        self.seen.append(uid)
+
+    def set_aside(self, uid: str) -> str:
+        self.aside.append(uid)
+        return "$LoyaltyMailIgnored"
+
+
+def test_a_deeply_nested_message_is_unreadable_and_the_poll_goes_on(database_url):
+    from loyalty_mail import db
+    from loyalty_mail.tracking.bounces import SoftBouncePolicy, poll as poll_once
+
+    for multipart in (False, True):
+        with pytest.raises(Unreadable, match=r"Content-Type fields: more than the 100 MIME parts"):
+            read_report(nested(1000, multipart=multipart), NOW)
+        with pytest.raises(Unreadable, match=r"MIME parts nested \d+ deep: more than the 12"):
+            read_report(nested(20, multipart=multipart), NOW)
+    assert read_report(nested(3, multipart=True), NOW).kind == "bounce"
+    engine = db.create_db_engine(database_url)
+    mailbox = Listed(nested(1000, multipart=False), nested(1000, multipart=True), nested(3, multipart=False))
+    outcomes = poll_once(mailbox, engine, SoftBouncePolicy(3, timedelta(days=30)), NOW)
+    engine.dispose()
+    assert [o.outcome for o in outcomes] == ["unreadable", "unreadable", "unmatched"]
+    assert mailbox.aside == ["1", "2", "3"]
+
+
+def test_messages_left_alone_are_set_aside_so_a_backlog_never_hides_a_bounce(program, imap, monkeypatch, caplog):
+    """More unseen non-reports than a poll reads: each poll sets its own aside and says how many
+    wait, so the bounce behind them is read by a later poll (and each poll logs one line)."""
+    from loyalty_mail import db
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.tracking.bounces import poll_mailbox
+    from loyalty_mail.tracking.mailbox import keeps_keyword
+
+    configure(program, imap, monkeypatch)
+    ours = send_welcomes(program, "M1")
+    for n in range(3):
+        imap.deliver(f"Subject: out of office {n}\r\nMessage-ID: <ooo{n}@example.org>\r\n\r\nAway.\r\n".encode())
+    imap.deliver(addressed("lhost-postfix-14.eml", ours["m1@example.com"]))
+    settings = load_settings(program.dir, database_url=program.url, environ=dict(os.environ)).sending.bounces
+    engine = db.create_db_engine(program.url)
+    caplog.set_level("WARNING", logger="loyalty_mail.bounces")
+    try:
+        first = poll_mailbox(settings, engine, NOW, limit=2)
+        assert [o.outcome for o in first] == ["unreadable", "unreadable"]
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            f"bounce mailbox: 2 message(s) left alone and set aside (first: message {first[0].uid}, "
+            "not a delivery status or feedback report (Content-Type text/plain))",
+            "bounce mailbox: 2 more unseen message(s) wait for the next poll (this one read 2)"]
+        second = poll_mailbox(settings, engine, NOW, limit=2)
+        assert [(o.outcome, o.kind) for o in second] == [("unreadable", None), ("recorded", "bounce")]
+        assert poll_mailbox(settings, engine, NOW, limit=2) == []
+    finally:
+        engine.dispose()
+    assert keeps_keyword([b"(\\Answered \\Seen \\*)"]) and keeps_keyword([b"(\\Seen $LoyaltyMailIgnored)"])
+    assert not keeps_keyword([b"(\\Answered \\Deleted \\Draft \\Flagged \\Seen)"]) and not keeps_keyword([None])
+
+
+def test_a_bounce_of_a_bounce_is_not_about_the_original_inside_it():
+    """Only the original the report itself encloses counts: a report about a bounce that enclosed
+    our email must not suppress our member."""
+    first = (SAMPLES / "lhost-postfix-14.eml").read_bytes().replace(
+        b"<20150213024813.E068820C1A@2jo.example.jp>", b"<first-report@2jo.example.jp>").replace(
+        b"<20150213024813.DE9FF20C16@2jo.example.jp>", b"<OurSend01@test.example>")
+    inner = read_report(first, NOW)
+    assert inner.send_ids == ("OurSend01",) and inner.key == "mailbox:<first-report@2jo.example.jp>"
+    second = (b"From: MAILER-DAEMON@example.org\r\nTo: bounces@test.example\r\nMessage-ID: <second@example.org>\r\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n"
+              b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n"
+              b"Final-Recipient: rfc822; mailer-daemon@2jo.example.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+              b"--R\r\nContent-Type: message/rfc822\r\n\r\n" + first + b"\r\n--R--\r\n")
+    outer = read_report(second, NOW)
+    assert outer.kind == "bounce"
+    assert outer.send_ids == ("first-report",)   # the enclosed report's own Message-ID, not its original's
+    assert not set(inner.send_ids) & set(outer.send_ids)
+
+
+def test_only_reading_the_mailbox_needs_its_password(program, imap, monkeypatch, caplog):
+    """With `sending.bounces` configured and its variable unset, every other command works
+    (`check` warns); `bounces poll` and the daemon's poll say which variable, at its line."""
+    from loyalty_mail import db
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.tracking.bounces import poll_bounces_logged
+
+    configure(program, imap, monkeypatch)
+    monkeypatch.delenv("BOUNCES_IMAP_PASSWORD")
+    send_welcomes(program, "M1")
+    for args in (("report", "--by", "none"), ("members", "consent", "M1"), ("run", "--once")):
+        done = program.run(*args, at="2026-11-23T12:00:00+07:00")
+        assert done.exit_code == 0, (args, done.output)
+    checked = program.run("check")
+    assert checked.exit_code == 0, checked.output
+    assert "warning: the bounce mailbox's password is not set" in checked.output
+    polled = program.run("bounces", "poll")
+    assert polled.exit_code == 1
+    assert "config.yaml:" in polled.output
+    assert ("sending.bounces.password: environment variable BOUNCES_IMAP_PASSWORD is not set "
+            "(export it: reading the bounce mailbox needs it)") in polled.output
+    settings = load_settings(program.dir, database_url=program.url, environ=dict(os.environ)).sending.bounces
+    engine = db.create_db_engine(program.url)
+    caplog.set_level("WARNING", logger="loyalty_mail.bounces")
+    poll_bounces_logged(settings, engine, NOW)   # the daemon's tick goes on
+    engine.dispose()
+    assert "bounce mailbox not read this tick:" in caplog.text and "BOUNCES_IMAP_PASSWORD is not set" in caplog.text
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("${BOUNCES_IMAP_PASSWORD}", "${BOUNCES_IMAP_PASSWORD:-}"))
+    empty = program.run("bounces", "poll")
+    assert empty.exit_code == 1 and "sending.bounces.password is empty" in empty.output

@@ -146,8 +146,8 @@ def test_left_topics_stay_left_and_the_log_is_complete(program, tmp_path):
                    + json.dumps({"member_id": "M8", "email": "m8@example.com", "topics": {"promotions": "maybe"}}) + "\n")
     result = program.run("members", "import", str(bad))
     assert result.exit_code != 0
-    assert "column 'topic.offers': unknown topic 'offers' (topics in config.yaml: promotions, statements, surveys)" \
-        in result.output
+    assert "bad.jsonl: row 1: topic.offers: unknown topic 'offers' (topics in config.yaml: promotions, statements, " \
+        "surveys)" in result.output
 
     shown = program.run("members", "consent", "M1", "--format", "json")
     assert shown.exit_code == 0, shown.output
@@ -186,8 +186,12 @@ def test_only_consent_writes_topics_and_the_log():
                     and isinstance(node.func.value, ast.Name)
                     and node.func.value.id in ("consent_log_table", "member_topics_table")):
                 writers.add((path.name, node.func.value.id, node.func.attr))
-    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "insert"),
-                       ("consent.py", "member_topics_table", "delete")}
+            if (isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute))
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("upsert", "insert_ignoring_duplicates")
+                    and node.args and isinstance(node.args[0], ast.Name)
+                    and node.args[0].id in ("consent_log_table", "member_topics_table")):
+                writers.add((path.name, node.args[0].id, "upsert"))
+    assert writers == {("consent.py", "consent_log_table", "insert"), ("consent.py", "member_topics_table", "upsert")}
 
 
 def test_subscribed_to_in_segments(program):
@@ -259,3 +263,159 @@ def test_the_api_sets_topics_and_logs_them_as_api(project, database_url):
         assert [(e["action"], e["topic"], e["source"], e["occurred_at"]) for e in consent.history(conn, 1)] == [
             ("unsubscribe", "promotions", "api", FIXED_NOW), ("unsubscribe", None, "api", FIXED_NOW)]
     runtime.close()
+
+
+def test_a_campaign_send_keeps_its_topic_to_delivery_unsubscribe_and_report(program):
+    """A campaign's topic is in its sends' occurrences, not in config.yaml: a member who leaves it
+    after the plan gets nothing, one-click leaves only that topic, and reports group by it."""
+    import email
+    import email.policy
+    import re
+
+    from .test_campaigns import write_campaign
+    from .test_tracking import InProcessService
+
+    with_topics(program)
+    program.load("members", [member("C1", joined_at=JOINED), member("C2", joined_at=JOINED)], at=JOINED)
+    write_campaign(program, "sale", 'template: reengagement\nat: "2026-12-05 22:00"\ntopic: promotions\n')
+    assert program.run("campaigns", "schedule", "sale", at="2026-12-01T00:00:00Z").exit_code == 0
+    assert program.run("run", "--once", at="2026-12-05T15:00:00Z").exit_code == 0  # quiet hours: planned
+    assert sorted(program.sends()) == [("sale", "campaign", "planned")] * 2
+    engine = engine_of(program)
+    with engine.begin() as conn:
+        consent.set_topics(conn, {consent.member_ref(conn, "C1"): {"promotions": False}},
+                           {"promotions": True, "statements": True, "surveys": False}, "link",
+                           datetime.fromisoformat("2026-12-05T16:00:00+00:00"))
+    assert program.run("run", "--once", at="2026-12-06T01:30:00Z").exit_code == 0
+    assert sorted(program.sends()) == [("sale", "campaign", "sent"), ("sale", "campaign", "suppressed")]
+
+    [eml] = list((program.dir / "outbox").glob("*.eml"))
+    html = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    unsubscribe = re.search(r'href="https://t\.test\.example(/u/[^"]+)"', html).group(1)
+    service = InProcessService(program)
+    try:
+        assert "Ngừng nhận email Ưu đãi và tin tức" in service.http.get(unsubscribe).text
+        answer = service.http.post(unsubscribe, content="List-Unsubscribe=One-Click",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert (answer.status_code, answer.text) == (200, "unsubscribed")
+    finally:
+        service.stop()
+    with engine.connect() as conn:
+        prefs = consent.preferences(conn, consent.member_ref(conn, "C2"),
+                                    {"promotions": True, "statements": True, "surveys": False})
+    assert prefs.subscribed is True and prefs.topics["promotions"] is False
+    assert log_of(engine, "C2") == [("unsubscribe", "promotions", "one-click")]
+    engine.dispose()
+
+    report = program.run("report", "--since", "2026-12-01", "--until", "2026-12-07", "--by", "topic",
+                         "--format", "json", at="2026-12-07T00:00:00Z")
+    assert report.exit_code == 0, report.output
+    assert [(r["topic"], r["sent"], r["unsubscribed"]) for r in json.loads(report.stdout)["rows"]] == \
+        [("promotions", 1, 1)]
+
+
+def test_two_topic_changes_at_once_never_collide(program):
+    """Two requests leave the same topic at the same moment (a double click, one-click and the
+    page): the second waits for the first and neither fails (on PostgreSQL the second's insert
+    met the first's row)."""
+    import threading
+
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    with_topics(program)
+    engine = engine_of(program)
+    topics = {"promotions": True, "statements": True, "surveys": False}
+    now = datetime.fromisoformat(BOUGHT)
+    with engine.connect() as conn:
+        ref = consent.member_ref(conn, "M1")
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with db.writer(engine).begin() as conn:
+                consent.set_topics(conn, {ref: {"promotions": False}}, topics, "one-click", now)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    with db.writer(engine).begin() as first:
+        assert consent.set_topics(first, {ref: {"promotions": False}}, topics, "link", now) == 1
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(1.0)   # it waits for this transaction (the row, or SQLite's write lock)
+    other.join(30)
+    assert not other.is_alive() and errors == []
+    with engine.connect() as conn:
+        assert consent.preferences(conn, ref, topics).topics["promotions"] is False
+    engine.dispose()
+
+
+def test_members_consent_says_what_a_subscribed_member_gets_now(program):
+    """Subscribed, yet nothing goes: a suppressed address or a pause; marketing waits for a
+    confirmation. `members consent` says so instead of 'subscribed'."""
+    with_topics(program)
+    program.load("members", [member(m, joined_at=JOINED) for m in ("OK1", "SUP", "PAU")], at=JOINED)
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("program:\n", "program:\n  double_opt_in: true\n", 1))
+    program.load("members", [member("NEW", joined_at=JOINED)], at=JOINED)
+    engine = engine_of(program)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        suppression.add(conn, "sup@example.com", "hard_bounce", now, source="bounce")
+        consent.pause(conn, consent.member_ref(conn, "PAU"), 30, "link", now)
+    engine.dispose()
+    said = {}
+    for member_id in ("OK1", "SUP", "PAU", "NEW"):
+        shown = program.run("members", "consent", member_id, "--format", "json")
+        assert shown.exit_code == 0, shown.output
+        said[member_id] = json.loads(shown.stdout)
+        assert said[member_id]["subscribed"] is True
+    assert said["OK1"]["all_email"] == "subscribed"
+    assert said["SUP"]["all_email"] == "nothing: the address is suppressed (hard_bounce)"
+    assert said["SUP"]["suppressed"] == "hard_bounce"
+    assert said["PAU"]["all_email"].startswith("nothing: paused until ")
+    assert said["NEW"]["all_email"].startswith("service email only: marketing waits for the address's confirmation")
+    table = program.run("members", "consent", "SUP")
+    assert "nothing: the address is suppressed (hard_bounce)" in table.output
+
+
+def test_topic_mistakes_in_a_row_are_row_errors_and_a_csv_header_names_its_file(program, tmp_path):
+    """An unknown `topic.NAME` in a JSON Lines row, or a topic given twice with two values, is that
+    row's error (--skip-invalid imports the rest); in a CSV header it is the file's, named."""
+    with_topics(program)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"member_id": "G1", "email": "g1@example.com", "topic.surveys": True},
+        {"member_id": "B1", "email": "b1@example.com", "topic.nosuch": True},
+        {"member_id": "B2", "email": "b2@example.com", "topics": {"promotions": False}, "topic.promotions": True},
+        {"member_id": "G2", "email": "g2@example.com", "topics": {"promotions": False}, "topic.promotions": "no"})))
+    refused = program.run("members", "import", str(rows))
+    assert refused.exit_code == 1
+    assert "rows.jsonl: row 2: topic.nosuch: unknown topic 'nosuch'" in refused.output
+    assert ("row 3: topic.promotions: topic 'promotions' is false in `topics` or `topic.promotions` and true "
+            "here: give it once") in refused.output
+    skipped = program.run("members", "import", str(rows), "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    engine = engine_of(program)
+    with engine.connect() as conn:
+        got = {m: consent.preferences(conn, consent.member_ref(conn, m), {"promotions": True, "surveys": False}).topics
+               for m in ("G1", "G2")}
+        assert conn.execute(sa.text("SELECT count(*) FROM members WHERE member_id IN ('B1', 'B2')")).scalar() == 0
+    engine.dispose()
+    assert got == {"G1": {"promotions": True, "surveys": True}, "G2": {"promotions": False, "surveys": False}}
+    header = tmp_path / "rows.csv"
+    header.write_text("member_id,email,topic.nosuch\nC1,c1@example.com,yes\n")
+    csv_refused = program.run("members", "import", str(header))
+    assert csv_refused.exit_code == 1
+    assert "rows.csv: row 1: column 'topic.nosuch': unknown topic 'nosuch'" in csv_refused.output
+
+
+def test_a_flow_topic_mistake_is_reported_at_the_flow(tmp_path):
+    (tmp_path / "config.yaml").write_text(
+        "program:\n  name: Test\ntopics: [promotions]\nflows:\n"
+        "  - {name: a, trigger: welcome, template: welcome, topic: promo}\n"
+        "  - name: b\n    trigger: welcome\n    template: welcome\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path, environ={})
+    assert [str(p).split("config.yaml", 1)[1] for p in raised.value.problems] == [
+        ":5:59: flow 'a': unknown topic 'promo' (topics: promotions)",
+        ":6:5: flow 'b' names no topic; with `topics:` set every flow names one (topic: promotions; "
+        "topics: promotions)"]

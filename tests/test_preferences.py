@@ -104,13 +104,22 @@ def test_preference_centre_forms_are_signed_and_gets_change_nothing(topical):
         assert paused_until is not None and paused_until - datetime.now(timezone.utc) > timedelta(days=29)
         assert log == [("unsubscribe", "promotions", "link"), ("subscribe", "surveys", "link"),
                        ("pause", None, "link")]
-        # a bad pause value is refused
-        assert service.http.post(preferences, data={"form": form, "pause": "365", "do": "save"}).status_code == 400
+        # a bad pause value, or an action the page does not have, is refused and says so
+        for bad in ({"pause": "365", "do": "save"}, {"pause": "keep", "do": "delete_everything"}):
+            refused = service.http.post(preferences, data={"form": form, **bad})
+            assert refused.status_code == 400 and "yêu cầu một lựa chọn mà trang không có" in refused.text
+        assert len(state(program)[3]) == 3
         # unsubscribe from all
         done = service.http.post(preferences, data={"form": form, "do": "unsubscribe_all"})
         assert done.status_code == 200 and "Bạn đã hủy đăng ký" in done.text
         assert state(program)[0] is False and state(program)[3][-1] == ("unsubscribe", None, "link")
         assert "Bạn đã hủy đăng ký" in service.http.get(preferences).text
+        # once unsubscribed from all, a form still open in another tab writes no topic choices
+        late = service.http.post(preferences, data={"form": form, "topic": ["promotions", "surveys"],
+                                                    "pause": "keep", "do": "save"})
+        assert late.status_code == 200 and "Bạn đã hủy đăng ký" in late.text
+        assert state(program)[1] == {"promotions": False, "statements": True, "surveys": True}
+        assert len(state(program)[3]) == 4
         assert service.http.get("/p/preview").status_code == 404
     finally:
         service.stop()
@@ -269,3 +278,48 @@ def test_a_confirmation_flow_needs_double_opt_in_and_is_service_email(program, p
     path.write_text(path.read_text().replace("program:\n", "program:\n" + program_line) + f"  - {flow}\n")
     result = program.run("check")
     assert result.exit_code == 1 and error in result.stderr
+
+
+def test_a_form_with_too_many_fields_is_a_400_not_a_500(topical):
+    from loyalty_mail.signing import TokenClaims, TokenSigner
+
+    from .flow_program import SECRET
+
+    program, send_id, html = topical
+    unsubscribe, preferences = links(html)
+    confirm = f"/k/{TokenSigner(SECRET).sign(TokenClaims('confirm', send_id))}"
+    body = "&".join(f"topic=t{n}" for n in range(60))
+    service = InProcessService(program)
+    try:
+        for path in (unsubscribe, preferences, confirm):
+            answer = service.http.post(path, content=body,
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert "Biểu mẫu này có quá nhiều trường" in answer.text
+    finally:
+        service.stop()
+    assert state(program)[3] == []
+
+
+def test_one_click_sent_as_multipart_form_data_leaves_the_topic(topical):
+    """RFC 8058 lets the provider send `List-Unsubscribe=One-Click` as multipart/form-data."""
+    program, send_id, html = topical
+    unsubscribe, _ = links(html)
+    service = InProcessService(program)
+    try:
+        for body, content_type in ((b"--B\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
+                                    b"One-Clack\r\n--B--\r\n", "multipart/form-data; boundary=B"),
+                                   (b"List-Unsubscribe=One-Click", "multipart/form-data; boundary=B"),
+                                   (b"--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n"
+                                    b"List-Unsubscribe=One-Click\r\n--B--\r\n", "multipart/form-data; boundary=B")):
+            refused = service.http.post(unsubscribe, content=body, headers={"Content-Type": content_type})
+            assert refused.status_code in (400, 403), (body, refused.status_code)
+        assert state(program)[3] == []
+        answer = service.http.post(unsubscribe, files={"List-Unsubscribe": (None, "One-Click")})
+        assert answer.request.headers["content-type"].startswith("multipart/form-data; boundary=")
+        assert (answer.status_code, answer.text) == (200, "unsubscribed")
+    finally:
+        service.stop()
+    subscribed, topics, _, log = state(program)
+    assert subscribed is True and topics["promotions"] is False
+    assert log == [("unsubscribe", "promotions", "one-click")]

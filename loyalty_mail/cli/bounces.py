@@ -25,8 +25,9 @@ def bounces_poll(obj: CliContext, dry_run: bool, output_format: str) -> None:
     (RFC 3464) and feedback-loop complaints (ARF, RFC 5965) about our sends are recorded as
     tracking events, hard bounces and complaints are suppressed (soft bounces after
     `soft_bounce_limit`), and each is flagged \\Seen. Messages that are not reports, or are about
-    no send of ours, are listed with the reason and left unseen. The daemon does the same every
-    tick when `sending.bounces` is set.
+    no send of ours, are listed with the reason and set aside (keyword $LoyaltyMailIgnored, or
+    \\Seen where the server keeps no keywords) so that no poll reads them again. At most 500
+    messages are read a poll. The daemon does the same every tick when `sending.bounces` is set.
 
     \b
     Example:

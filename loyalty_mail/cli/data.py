@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .. import consent
+from .. import consent, suppression
 from ..csv_output import csv_writer
 from ..importing import ImportSummary, InputFile, import_file
 from ..members import member_profile
@@ -137,8 +137,10 @@ def members_show(obj: CliContext, member_id: str, output_format: str) -> None:
 @format_option("table", "json", "csv")
 @pass_cli
 def members_consent(obj: CliContext, member_id: str, output_format: str) -> None:
-    """Show a member's consent: what they receive now (all email, each topic, a pause) and the
-    consent log, every change with its time, source and topic, oldest first.
+    """Show a member's consent: what they receive now (all email: subscribed, unsubscribed, nothing
+    while the address is suppressed or email is paused, service email only while the address
+    awaits confirmation; each topic; a pause) and the consent log, every change with its time,
+    source and topic, oldest first.
 
     \b
     Example:
@@ -151,10 +153,13 @@ def members_consent(obj: CliContext, member_id: str, output_format: str) -> None
         ref = consent.member_ref(connection, member_id)
         now_ = consent.preferences(connection, ref, topics)
         log = consent.history(connection, ref)
+        suppressed = suppression.reason_for(connection, now_.email) if now_ else None
     assert now_ is not None
+    receives = now_.all_email(runtime.now(), suppressed)
     columns = ["occurred_at", "action", "topic", "source", "detail"]
     if output_format == "json":
-        print_json({"member_id": member_id, "subscribed": now_.subscribed, "topics": now_.topics,
+        print_json({"member_id": member_id, "subscribed": now_.subscribed, "all_email": receives,
+                    "suppressed": suppressed, "unconfirmed_since": now_.unconfirmed_since, "topics": now_.topics,
                     "paused_until": now_.paused_until if now_.paused(runtime.now()) else None, "log": log})
         return
     if output_format == "csv":
@@ -164,7 +169,7 @@ def members_consent(obj: CliContext, member_id: str, output_format: str) -> None
         writer.writerows([to_jsonable(entry[c]) for c in columns] for entry in log)
         click.echo(buffer.getvalue(), nl=False)
         return
-    state: list[tuple[str, Any]] = [("all email", "subscribed" if now_.subscribed else "unsubscribed")]
+    state: list[tuple[str, Any]] = [("all email", receives)]
     state += [(f"topic {name}", "subscribed" if on else "unsubscribed") for name, on in now_.topics.items()]
     if now_.paused(runtime.now()):
         state.append(("paused until", now_.paused_until))

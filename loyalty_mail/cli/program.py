@@ -77,6 +77,9 @@ def check(obj: CliContext, strict: bool) -> None:
     if not settings.tracking.secret:
         click.echo("warning: tracking.secret is not set: sending (run --once, daemon, worker) and serve "
                    "need it; export LOYALTY_MAIL_SECRET (16 or more random characters)", err=True)
+    if settings.sending.bounces is not None and not settings.sending.bounces.password:
+        click.echo("warning: the bounce mailbox's password is not set: `bounces poll` and the daemon's poll "
+                   "need it; export the variable sending.bounces.password names", err=True)
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
     renderer = obj.runtime.renderer()
     report = check_templates(renderer, obj.runtime.now())

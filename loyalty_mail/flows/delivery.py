@@ -115,7 +115,7 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             send, member = item["send"], item["member"]
             paused = member.get("paused_until") is not None and member["paused_until"] > now
             if not member["subscribed"] or member["suppressed"] or paused or (
-                    send["member_ref"], renderer.settings.flow_topic(send["flow"])) in left:
+                    send["member_ref"], renderer.settings.send_topic(send["flow"], send["occurrence"])) in left:
                 outcomes.append(ledger.Outcome(send["id"], "suppressed", "unsubscribed, suppressed, "
                                                "paused or left the topic after it was planned"))
                 report.suppressed_late += 1

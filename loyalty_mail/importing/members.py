@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
 from .. import consent, suppression, touched
-from ..errors import ColumnRefused, InputFileError
+from ..errors import ColumnRefused
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
 from ..tiers import TierLadder
 from . import columns, fields
@@ -85,6 +85,8 @@ STAGING = sa.Table(
     prefixes=["TEMPORARY"],
 )
 TOPIC_PREFIX = "topic."
+TOPIC_MARGIN = 10  # a `topics` object may name this many more topics than config.yaml has (all reported)
+MAX_NAMED = 5      # unknown topics named in one problem; the rest are counted
 STAGING_COLUMNS = [column.name for column in STAGING.columns]
 MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE, TOPICS = (
     STAGING_COLUMNS.index(c) for c in ("member_id", "email", "attributes", "joined_at", "joined_on", "timezone",
@@ -183,9 +185,7 @@ class MemberRowValidator:
         plan: list[tuple[str, int, Any]] = []
         for key in signature:
             parser = self.parsers.get(key)
-            if key == "topics" or key.startswith(TOPIC_PREFIX):
-                if key != "topics":
-                    self._check_topic(key[len(TOPIC_PREFIX):], f"row {row_no}: column '{key}'")
+            if key == "topics" or key.startswith(TOPIC_PREFIX):  # unknown topics: row problems
                 plan.append((key, TOPICS, fields.boolean))
             elif parser is None:
                 self._check_attribute_key(key, row_no)
@@ -197,10 +197,12 @@ class MemberRowValidator:
         self._plans[signature] = plan
         return plan
 
-    def _check_topic(self, name: str, where: str) -> None:
-        if name not in self.topics:
-            raise InputFileError(f"{where}: unknown topic '{name}' (topics in config.yaml: "
-                                 f"{', '.join(self.topics) or 'none'})")
+    def check_topic_columns(self, header: Iterable[str]) -> None:
+        """ColumnRefused for a CSV header's `topic.NAME` column of a topic config.yaml does not have."""
+        for key in header:
+            if key.startswith(TOPIC_PREFIX) and key[len(TOPIC_PREFIX):] not in self.topics:
+                raise ColumnRefused(f"row 1: column '{key}': unknown topic '{key[len(TOPIC_PREFIX):]}' "
+                                    f"(topics in config.yaml: {', '.join(self.topics) or 'none'})")
 
     def _topic_values(self, key: str, value: Any, topics: dict[str, bool]) -> list[tuple[str, str]]:
         """Read `topic.NAME: yes` or `topics: {NAME: yes, ...}` into `topics`; the problems."""
@@ -210,16 +212,28 @@ class MemberRowValidator:
             wanted = value
         else:
             return [(key, "expected an object of topics, e.g. {\"promotions\": false}")]
+        known = ", ".join(self.topics) or "none"
+        if len(wanted) > len(self.topics) + TOPIC_MARGIN:
+            return [(key, f"an object of {len(wanted):,} topics; config.yaml has {len(self.topics)} "
+                          f"(topics in config.yaml: {known})")]
         problems = []
+        unknown = [str(name) for name in wanted if name not in self.topics]
+        if unknown:
+            shown = ", ".join(f"'{name[:64]}'" for name in unknown[:MAX_NAMED])
+            more = f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""
+            problems.append((key, f"unknown topic{'s' if len(unknown) > 1 else ''} {shown}{more} "
+                                  f"(topics in config.yaml: {known})"))
         for name, choice in wanted.items():
             if name not in self.topics:
-                problems.append((key, f"unknown topic '{name}' (topics in config.yaml: "
-                                      f"{', '.join(self.topics) or 'none'})"))
                 continue
             try:
-                topics[name] = fields.boolean(choice)
+                chosen = fields.boolean(choice)
             except ValueError as exc:
                 problems.append((key if key != "topics" else f"topics.{name}", str(exc)))
+                continue
+            if topics.setdefault(name, chosen) != chosen:
+                problems.append((key, f"topic '{name}' is {str(topics[name]).lower()} in `topics` or "
+                                      f"`{TOPIC_PREFIX}{name}` and {str(chosen).lower()} here: give it once"))
         return problems
 
     def _check_attribute_key(self, key: str, row_no: int) -> None:
@@ -258,6 +272,7 @@ class MemberColumns:
 
     def __call__(self, batch: CsvBatch) -> tuple[list[tuple[Any, ...]], list[SourceRow]]:
         """(staging rows, the source rows that have problems)."""
+        self.validate.check_topic_columns(batch.header)
         plan = self.validate.plan(tuple(batch.header), 1)  # the header is row 1
         staged: list[list[Any] | None] = [None] * len(STAGING_COLUMNS)
         staged[0] = batch.numbers

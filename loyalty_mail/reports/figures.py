@@ -16,9 +16,9 @@ purchases; formatting lives at the edge (the CLI). Definitions:
 
 `variant` is the A/B variant the send had (variants.py compares them);
 `tier` and `locale` are the member's now; `segment` is the segment that targeted the send; `topic`
-is the topic of the send's flow in config.yaml (so unsubscribes and complaints per topic); `step`
-is a journey's step id (the part of the occurrence key after `/`), or the template of a one-email
-flow; `day`, `week` (starting Monday) and `month` are UTC dates of the send.
+is the send's topic, a campaign's or its flow's in config.yaml (so unsubscribes and complaints
+per topic); `step` is a journey's step id (the part of the occurrence key after `/`), or the
+template of a one-email flow; `day`, `week` (starting Monday) and `month` are UTC dates of the send.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ def _step(dialect: str) -> Any:
     return sa.case((slash > 0, sa.func.substr(s.c.occurrence_key, slash + 1)), else_=s.c.template)
 
 
+def send_topic(topics: Mapping[str, str] | None) -> sa.ColumnElement[Any]:
+    """The topic of a send in SQL, as `Settings.send_topic` decides it: the one its occurrence
+    recorded (a campaign's), else its flow's (`topics`: flow -> topic)."""
+    s = sends_table
+    flow_topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
+                  else sa.literal(None, sa.String()))
+    return sa.func.coalesce(s.c.occurrence["topic"].as_string(), flow_topic)
+
+
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
              segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
@@ -82,8 +91,7 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
                  e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
                  else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
                                                           f"+{int(window.total_seconds())} seconds")]
-    topic = (sa.case(dict(topics), value=s.c.flow, else_=sa.null()) if topics
-             else sa.literal(None, sa.String()))
+    topic = send_topic(topics)
     return (sa.select(
         s.c.send_id, s.c.flow, _step(dialect).label("step"), s.c.variant, topic.label("topic"), s.c.segment,
         s.c.state, m.c.tier, m.c.locale,

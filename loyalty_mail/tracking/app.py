@@ -6,8 +6,9 @@ and a click only ever redirects to the URL inside a token we signed.
     GET  /c/{token}            click: 302 to the signed URL, once the hit is committed (not for HEAD)
     GET  /u/{token}            unsubscribe page (vi/en): leave the email's topic (or all email), with
                                a link to the preferences
-    POST /u/{token}            unsubscribe now: RFC 8058 `List-Unsubscribe=One-Click` leaves the email's
-                               topic (all email when it has none); the page's button (signed form)
+    POST /u/{token}            unsubscribe now: RFC 8058 `List-Unsubscribe=One-Click` (urlencoded or
+                               multipart/form-data) leaves the email's topic (all email when it has
+                               none); the page's button (signed form)
     GET  /p/{token}            the preference centre: topics on and off, pause, unsubscribe from all
     POST /p/{token}            save it (signed form token; then 303 back to the page)
     GET  /k/{token}            double opt-in: a page with a button to confirm the address
@@ -34,7 +35,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -44,7 +44,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..config import Settings
-from . import store
+from . import forms, store
 from ..consent import PAUSE_DAYS
 from ..errors import LoyaltyMailError
 from ..rendering import Renderer
@@ -139,24 +139,27 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return (send_id, who) if who else None
         return None
 
-    def topic_label(flow: str, locale: str | None) -> str | None:
-        topic = settings.topic(settings.flow_topic(flow))
+    def topic_label(who: dict[str, Any]) -> str | None:
+        """The label of the topic of the send `who` received, in the member's language."""
+        locale = who["locale"]
+        topic = settings.topic(settings.send_topic(who["flow"], who["occurrence"]))
         return topic.label_for(locale or default_locale, default_locale) if topic else None
 
-    def posted_form(request: Request, body: bytes | None, send_id: str) -> dict[str, list[str]] | None:
-        """The fields of a form posted from one of our pages (signed form token, same origin),
-        or None."""
+    def read_form(request: Request, body: bytes | None) -> dict[str, list[str]] | None:
+        """The fields of the posted body, or None when it is larger than allowed; BadForm when it
+        cannot be read (too many fields)."""
+        return None if body is None else forms.parse_form(request.headers.get("content-type"), body)
+
+    def from_our_page(request: Request, form: dict[str, list[str]] | None, send_id: str) -> bool:
+        """Whether the form was posted from one of our pages: same origin, signed form token."""
         origin = request.headers.get("origin")
-        if origin and origin not in (own_origin, f"{request.url.scheme}://{request.url.netloc}"):
-            return None
-        if body is None:
-            return None
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+        if form is None or origin and origin not in (own_origin, f"{request.url.scheme}://{request.url.netloc}"):
+            return False
         try:
             signer.verify_form((form.get("form") or [""])[0], send_id, clock(), FORM_AGE)
         except BadToken:
-            return None
-        return form
+            return False
+        return True
 
     async def unsubscribe_page(request: Request) -> Response:
         found = await recipient_of(request, "unsubscribe")
@@ -168,21 +171,23 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return page.message("unsubscribe", "done")
         preferences_url = f"/p/{signer.sign(TokenClaims('preferences', send_id))}"
         return pages.unsubscribe_page(page, request.url.path, signer.sign_form(send_id, clock()),
-                                      topic_label(who["flow"], who["locale"]), preferences_url)
+                                      topic_label(who), preferences_url)
 
     async def unsubscribe_now(request: Request) -> Response:
-        """RFC 8058 one-click (the email's topic, or all email when it has none), or the page's
-        button."""
+        """RFC 8058 one-click, `List-Unsubscribe=One-Click` urlencoded or as a multipart/form-data
+        field (the email's topic, or all email when it has none), or the page's button."""
         found = await recipient_of(request, "unsubscribe")
         if found is None:
             return Page(None, program).message("unsubscribe", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        topic = settings.flow_topic(who["flow"])
-        body = await _limited_body(request, 10_000)
-        form = posted_form(request, body, send_id)
-        if form is None:
-            if body is None or b"List-Unsubscribe=One-Click" not in body:
+        topic = settings.send_topic(who["flow"], who["occurrence"])
+        try:
+            form = read_form(request, await _limited_body(request, 10_000))
+        except forms.BadForm as exc:
+            return page.message("unsubscribe", exc.key, 400)
+        if form is None or not from_our_page(request, form, send_id):
+            if form is None or "One-Click" not in form.get("List-Unsubscribe", []):
                 return page.message("unsubscribe", "expired", 403)
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "one-click",
                                     topic, topic_defaults)
@@ -191,7 +196,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
         await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link",
                                 topic if leave_topic else None, topic_defaults)
         if leave_topic:
-            return page.message("unsubscribe", "left", topic=topic_label(who["flow"], who["locale"]) or "")
+            return page.message("unsubscribe", "left", topic=topic_label(who) or "")
         return page.message("unsubscribe", "done")
 
     async def preferences_page(request: Request) -> Response:
@@ -217,15 +222,21 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return Page(None, program).message("preferences", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        form = posted_form(request, await _limited_body(request, 10_000), send_id)
-        if form is None:
+        try:
+            form = read_form(request, await _limited_body(request, 10_000))
+        except forms.BadForm as exc:
+            return page.message("preferences", exc.key, 400)
+        if form is None or not from_our_page(request, form, send_id):
             return page.message("preferences", "expired", 403)
-        if (form.get("do") or [""])[0] == "unsubscribe_all":
+        action = (form.get("do") or ["save"])[0]
+        pause = (form.get("pause") or ["keep"])[0]
+        if action not in ("save", "unsubscribe_all") or pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
+            return page.message("preferences", "bad_choice", 400)
+        if not who["subscribed"]:  # unsubscribed from all meanwhile: there is nothing to choose
+            return page.message("preferences", "done")
+        if action == "unsubscribe_all":
             await run_in_threadpool(store.unsubscribe, engine, send_id, clock(), "link")
             return page.message("preferences", "done")
-        pause = (form.get("pause") or ["keep"])[0]
-        if pause not in ("keep", "resume", *map(str, PAUSE_DAYS)):
-            return page.message("preferences", "expired", 400)
         wanted = set(form.get("topic", []))
         chosen = {name: name in wanted for name in topic_defaults}
         await run_in_threadpool(store.save_preferences, engine, who["member_ref"], chosen, pause,
@@ -248,7 +259,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
             return Page(None, program).message("confirm", "unknown", 404)
         send_id, who = found
         page = Page(who["locale"], program, who["email"])
-        if posted_form(request, await _limited_body(request, 10_000), send_id) is None:
+        try:
+            form = read_form(request, await _limited_body(request, 10_000))
+        except forms.BadForm as exc:
+            return page.message("confirm", exc.key, 400)
+        if not from_our_page(request, form, send_id):
             return page.message("confirm", "expired", 403)
         await run_in_threadpool(store.confirm, engine, who["member_ref"], clock())
         return page.message("confirm", "confirmed")

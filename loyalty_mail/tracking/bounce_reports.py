@@ -35,8 +35,11 @@ from ..message import SEND_ID_HEADER
 
 MAX_KEY = 200                 # tracking_events.provider_event_id
 MAX_FIELD = 500               # a field kept in the event's detail
+MAX_PARTS = 100               # Content-Type fields in one message: its MIME parts, at most
+MAX_DEPTH = 12                # parts within parts (a report, its original, the original's parts)
 COMPLAINT_TYPES = ("abuse", "fraud")
 FAILURE_ACTIONS = ("failed", "delayed")
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MESSAGE_ID = re.compile(r"<([^<>@\s]+)@[^<>\s]+>")
 _SEND_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
@@ -73,12 +76,21 @@ class BounceReport:
 
 def read_report(raw: bytes, received_at: datetime) -> BounceReport:
     """The report in `raw` (a whole RFC 5322 message), or Unreadable. `received_at` is the time
-    used when the message has no usable Date."""
+    used when the message has no usable Date. A message of more than MAX_PARTS parts, or nested
+    deeper than MAX_DEPTH, is Unreadable before the email package recurses into it."""
+    declared = len(_CONTENT_TYPE.findall(raw))
+    if declared > MAX_PARTS:
+        raise Unreadable(f"{declared} Content-Type fields: more than the {MAX_PARTS} MIME parts a report may have")
     try:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        depth = _depth(message)
+        if depth > MAX_DEPTH:
+            raise Unreadable(f"MIME parts nested {depth} deep: more than the {MAX_DEPTH} a report may have")
         return _report(message, raw, received_at)
     except Unreadable:
         raise
+    except RecursionError:
+        raise Unreadable("the message's MIME parts are nested too deeply to read") from None
     except (email.errors.MessageError, LookupError, ValueError, TypeError, AttributeError) as exc:
         # the email package's own failures on a broken message (a bad charset, a mangled header)
         raise Unreadable(f"the message cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from None
@@ -151,6 +163,18 @@ def _feedback(message: Message) -> tuple[str, str | None, dict[str, Any]]:
     return "spam_complaint", None, {k: v for k, v in detail.items() if v}
 
 
+def _depth(message: Message) -> int:
+    """How deep the message's parts are nested (0: a single part), without recursion."""
+    deepest, stack = 0, [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack += [(p, depth + 1) for p in payload if isinstance(p, Message)]
+    return deepest
+
+
 def _part(message: Message, content_type: str) -> Message | None:
     return next((p for p in message.walk() if p.get_content_type() == content_type), None)
 
@@ -170,9 +194,14 @@ def _blocks(part: Message) -> list[Message]:
 
 
 def _original_headers(message: Message) -> list[Message]:
-    """The original message's headers, as enclosed in the report (there may be none)."""
+    """The original message's headers, as enclosed in the report (there may be none): only the
+    report's own parts count, never what is enclosed deeper (a bounce of a bounce is not about
+    the message the first bounce enclosed)."""
     found: list[Message] = []
-    for part in message.walk():
+    parts = message.get_payload()
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, Message):
+            continue
         content_type = part.get_content_type()
         if content_type in ("message/rfc822", "message/global"):
             payload = part.get_payload()

@@ -6,7 +6,8 @@ tracking event and suppress the address as the report implies (store.record_boun
 transaction), and only then flag the message `\\Seen`. A crash between the two leaves the message
 unseen; the next poll reads it again and records nothing new (the event is keyed by the report's
 own Message-ID). A message that is not a report, or is about no send of ours, is reported with
-the reason and left unseen and untouched; one bad message never stops the others.
+the reason and set aside (mailbox.py: a keyword, or `\\Seen`) so that no later poll reads it again;
+one bad message never stops the others, and a poll logs one line for all it left alone.
 
 A dry run is the same pipeline with a read-only mailbox and each transaction rolled back.
 """
@@ -20,8 +21,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from ..config import BounceMailboxSettings
+from ..errors import ConfigError
 from .bounce_reports import BounceReport, Unreadable, read_report
-from .mailbox import MAX_BYTES, ImapMailbox, Mailbox, MailboxError
+from .mailbox import MAX_BYTES, MAX_MESSAGES, ImapMailbox, Mailbox, MailboxError
 from .store import record_bounce, sent_to
 from .webhooks import DeliveryEvent
 
@@ -30,8 +32,8 @@ log = logging.getLogger("loyalty_mail.bounces")
 # Outcomes of one message.
 RECORDED = "recorded"        # stored (and the address suppressed if the report says so)
 ALREADY = "already"          # stored by an earlier poll that stopped before flagging it
-UNMATCHED = "unmatched"      # a report, about no send of ours: left unseen
-UNREADABLE = "unreadable"    # not a report we can read: left unseen
+UNMATCHED = "unmatched"      # a report, about no send of ours: set aside
+UNREADABLE = "unreadable"    # not a report we can read: set aside
 
 
 @dataclass(frozen=True)
@@ -62,19 +64,19 @@ class SoftBouncePolicy:
 
 
 def poll_mailbox(settings: BounceMailboxSettings, engine: sa.Engine, now: datetime, *,
-                 dry_run: bool = False) -> list[Outcome]:
-    """Poll the configured bounce mailbox once (read-only for a dry run); MailboxError when it
-    cannot be reached or read."""
-    with ImapMailbox(settings, readonly=dry_run) as mailbox:
+                 dry_run: bool = False, limit: int = MAX_MESSAGES) -> list[Outcome]:
+    """Poll the configured bounce mailbox once (read-only for a dry run), at most `limit`
+    messages; MailboxError when it cannot be reached or read."""
+    with ImapMailbox(settings, readonly=dry_run, limit=limit) as mailbox:
         return poll(mailbox, engine, SoftBouncePolicy.of(settings), now, dry_run=dry_run)
 
 
 def poll_bounces_logged(settings: BounceMailboxSettings, engine: sa.Engine, now: datetime) -> None:
-    """The daemon's poll: the summary is logged, and a mailbox that cannot be read is logged as a
-    warning (the tick goes on; the next one tries again)."""
+    """The daemon's poll: the summary is logged, and a mailbox that cannot be read (or whose
+    password is not set) is logged as a warning (the tick goes on; the next one tries again)."""
     try:
         outcomes = poll_mailbox(settings, engine, now)
-    except MailboxError as exc:
+    except (MailboxError, ConfigError) as exc:
         log.warning("bounce mailbox not read this tick: %s", exc)
         return
     if outcomes:
@@ -97,6 +99,7 @@ def poll(mailbox: Mailbox, engine: sa.Engine, policy: SoftBouncePolicy, now: dat
          dry_run: bool = False) -> list[Outcome]:
     """Handle every unseen message of `mailbox` (see the module's docstring); one outcome each."""
     outcomes = []
+    left: list[Outcome] = []
     for fetched in mailbox.unseen():
         if fetched.raw is None:
             outcome = Outcome(fetched.uid, UNREADABLE,
@@ -106,8 +109,16 @@ def poll(mailbox: Mailbox, engine: sa.Engine, policy: SoftBouncePolicy, now: dat
         if outcome.outcome in (RECORDED, ALREADY) and not dry_run:
             mailbox.mark_seen(fetched.uid)
         if outcome.outcome in (UNMATCHED, UNREADABLE):
-            log.warning("bounce mailbox message %s left alone: %s", fetched.uid, outcome.reason)
+            if not dry_run:
+                mailbox.set_aside(fetched.uid)
+            left.append(outcome)
         outcomes.append(outcome)
+    if left:
+        log.warning("bounce mailbox: %d message(s) left alone%s (first: message %s, %s)", len(left),
+                    "" if dry_run else " and set aside", left[0].uid, left[0].reason)
+    if mailbox.backlog:
+        log.warning("bounce mailbox: %d more unseen message(s) wait for the next poll (this one read %d)",
+                    mailbox.backlog, len(outcomes))
     return outcomes
 
 

@@ -1,5 +1,7 @@
 """The bounce mailbox over IMAP (the standard library's `imaplib`): list the unseen messages of
-one folder, read them without marking them, and flag the ones handled `\\Seen`. The connection is
+one folder, read them without marking them, flag the ones handled `\\Seen`, and set aside the ones
+left alone (keyword `$LoyaltyMailIgnored`, so that they stay unread for people; `\\Seen` on a server
+that keeps no keywords) so that they are not read again. The connection is
 implicit TLS (`tls: true`), STARTTLS (`tls: starttls`) or plain (`tls: false`); certificates are
 checked against the system's trusted authorities.
 
@@ -23,6 +25,7 @@ from ..config import BounceMailboxSettings
 from ..errors import LoyaltyMailError
 
 MAX_MESSAGES = 500               # read in one poll at most; the next poll takes the rest
+IGNORED = "$LoyaltyMailIgnored"  # the keyword of a message left alone
 MAX_BYTES = 5 * 1024 * 1024      # a bigger message is left alone with the reason
 _SIZE = re.compile(rb"UID (\d+) RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+) UID (\d+)")
 
@@ -43,17 +46,25 @@ class Fetched:
 class Mailbox(Protocol):
     """What the bounce poller needs of a mailbox."""
 
+    backlog: int  # unseen messages past the limit of this poll, for the next one
+
     def unseen(self) -> Iterator[Fetched]: ...
 
     def mark_seen(self, uid: str) -> None: ...
+
+    def set_aside(self, uid: str) -> str: ...
 
 
 class ImapMailbox:
     """One IMAP session on the configured folder; use as a context manager."""
 
-    def __init__(self, settings: BounceMailboxSettings, *, readonly: bool = False) -> None:
+    def __init__(self, settings: BounceMailboxSettings, *, readonly: bool = False,
+                 limit: int = MAX_MESSAGES) -> None:
         self.settings = settings
         self.readonly = readonly
+        self.limit = limit
+        self.backlog = 0
+        self.keywords = False  # whether the folder keeps our keyword
         self._imap: imaplib.IMAP4 | None = None
 
     @property
@@ -63,6 +74,7 @@ class ImapMailbox:
 
     def __enter__(self) -> ImapMailbox:
         s = self.settings
+        password = s.require_password()  # ConfigError (before any connection) when it is not set
         timeout = s.timeout.total_seconds()
         try:
             if s.tls is True:
@@ -76,7 +88,7 @@ class ImapMailbox:
             self._close()
             raise MailboxError(f"cannot reach the bounce mailbox {self.where}: {_reason(exc)}") from None
         try:
-            self._imap.login(s.user, s.password or "")
+            self._imap.login(s.user, password)
         except (OSError, imaplib.IMAP4.error) as exc:
             self._close()
             raise MailboxError(f"the bounce mailbox {self.where} refused the login: {_reason(exc)} "
@@ -86,6 +98,8 @@ class ImapMailbox:
             self._close()
             raise MailboxError(f"the bounce mailbox has no folder '{s.folder}' ({self.where}): "
                                f"{_answer(answer)}")
+        _, flags = self._call(lambda imap: imap.response("PERMANENTFLAGS"))
+        self.keywords = keeps_keyword(flags)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -93,12 +107,14 @@ class ImapMailbox:
         self._close()
 
     def unseen(self) -> Iterator[Fetched]:
-        """The unseen messages, oldest first, at most MAX_MESSAGES of them."""
-        status, answer = self._call(lambda imap: imap.uid("SEARCH", "UNSEEN"))
+        """The unseen messages not set aside, oldest first, at most `limit` of them (`backlog`:
+        how many more there are)."""
+        status, answer = self._call(lambda imap: imap.uid("SEARCH", "UNSEEN", "UNKEYWORD", IGNORED))
         if status != "OK":
             raise MailboxError(f"searching {self.where} failed: {_answer(answer)}")
         uids = (answer[0] or b"").split() if answer else []
-        for uid_bytes in uids[:MAX_MESSAGES]:
+        self.backlog = max(0, len(uids) - self.limit)
+        for uid_bytes in uids[:self.limit]:
             uid = uid_bytes.decode("ascii")
             size = self._size(uid)
             if size > MAX_BYTES:
@@ -114,6 +130,15 @@ class ImapMailbox:
         status, answer = self._call(lambda imap: imap.uid("STORE", uid, "+FLAGS", "(\\Seen)"))
         if status != "OK":
             raise MailboxError(f"flagging message {uid} of {self.where} \\Seen failed: {_answer(answer)}")
+
+    def set_aside(self, uid: str) -> str:
+        """Flag a message left alone so that no poll reads it again: our keyword where the folder
+        keeps keywords (the message stays unread for people), else `\\Seen`. Returns the flag."""
+        flag = IGNORED if self.keywords else "\\Seen"
+        status, answer = self._call(lambda imap: imap.uid("STORE", uid, "+FLAGS", f"({flag})"))
+        if status != "OK":
+            raise MailboxError(f"flagging message {uid} of {self.where} {flag} failed: {_answer(answer)}")
+        return flag
 
     def _size(self, uid: str) -> int:
         status, answer = self._call(lambda imap: imap.uid("FETCH", uid, "(RFC822.SIZE)"))
@@ -144,6 +169,15 @@ class ImapMailbox:
             pass  # the connection is gone either way
 
 
+def keeps_keyword(permanent_flags: object) -> bool:
+    """Whether a folder whose PERMANENTFLAGS answer is this keeps our keyword: it lists it, or
+    `\\*` (new keywords may be created)."""
+    parts = permanent_flags if isinstance(permanent_flags, list) else [permanent_flags]
+    flags = " ".join(p.decode("ascii", "replace") if isinstance(p, bytes) else str(p) for p in parts if p)
+    found = flags.strip("() ").split()
+    return "\\*" in found or IGNORED.lower() in (f.lower() for f in found)
+
+
 def _quoted(folder: str) -> str:
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -157,4 +191,7 @@ def _answer(answer: object) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout):
         return "timed out"
+    said = exc.args[0] if len(exc.args) == 1 else None  # imaplib's errors carry the server's bytes
+    if isinstance(said, bytes):
+        return said.decode("utf-8", "replace")[:300] or type(exc).__name__
     return (str(exc) or type(exc).__name__)[:300]

@@ -431,7 +431,8 @@ def confirm(engine: sa.Engine, member_ref: int, now: datetime) -> bool:
 
 
 def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
-    """Who a send went to: member_ref, email, locale, subscribed, paused_until, and the send's flow."""
+    """Who a send went to: member_ref, email, locale, subscribed, paused_until, and the send's flow
+    and occurrence (see `Settings.send_topic`)."""
     with engine.connect() as conn:
         return _recipient(conn, send_id)
 
@@ -439,7 +440,7 @@ def recipient(engine: sa.Engine, send_id: str) -> dict[str, Any] | None:
 def _recipient(conn: sa.Connection, send_id: str) -> dict[str, Any] | None:
     s, m = sends_table, members_table
     row = conn.execute(sa.select(m.c.id.label("member_ref"), m.c.email, m.c.locale, m.c.subscribed,
-                                 m.c.paused_until, m.c.unconfirmed_since, s.c.flow)
+                                 m.c.paused_until, m.c.unconfirmed_since, s.c.flow, s.c.occurrence)
                        .join(s, s.c.member_ref == m.c.id).where(s.c.send_id == send_id)).mappings().first()
     return dict(row) if row else None
 
