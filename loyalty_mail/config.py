@@ -213,13 +213,7 @@ class TierLevel(_Strict):
 
     def label_for(self, locale: str, default_locale: str) -> str:
         """The tier's display name in the member's language (the name, capitalised, if none)."""
-        if isinstance(self.label, str):
-            return self.label
-        if isinstance(self.label, dict):
-            for key in (locale, locale.split("_")[0], default_locale):
-                if key in self.label:
-                    return self.label[key]
-        return self.name.replace("_", " ").capitalize()
+        return _localized(self.label, locale, default_locale) or self.name.replace("_", " ").capitalize()
 
     def perks_for(self, locale: str, default_locale: str) -> tuple[str, ...]:
         """The perks in the member's language, else the program's default, else any."""
@@ -304,13 +298,7 @@ class Reward(_Strict):
 
     def label_for(self, locale: str, default_locale: str) -> str:
         """The reward's name in the member's language (the name, capitalised, if none)."""
-        if isinstance(self.label, str):
-            return self.label
-        if isinstance(self.label, dict):
-            for key in (locale, locale.split("_")[0], default_locale):
-                if key in self.label:
-                    return self.label[key]
-        return self.name.replace("_", " ").capitalize()
+        return _localized(self.label, locale, default_locale) or self.name.replace("_", " ").capitalize()
 
 
 class SegmentSettings(_Strict):
