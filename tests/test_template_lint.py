@@ -127,9 +127,9 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     key = preview("milestone", "--sample", "--set", "foo=bar")
     assert key.exit_code == 1
     assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: affordable, age, balance, before, "
-            "birthday, days_before, downgrade_to, earned, entry, expired, expires_at, expires_on, grace_until, key, kind, "
-            "measure, month, needed, new_tier, newly, next, next_tier, old_tier, period_end, period_start, points, redeemed, "
-            "review_at, segment, threshold, tier, to_next_tier, to_regain, why, years)") in key.stderr
+            "birthday, campaign, days_before, downgrade_to, earned, entry, expired, expires_at, expires_on, grace_until, "
+            "key, kind, measure, month, needed, new_tier, newly, next, next_tier, old_tier, period_end, period_start, "
+            "points, redeemed, review_at, segment, threshold, tier, to_next_tier, to_regain, topic, why, years)") in key.stderr
     kind = preview("milestone", "--sample", "--set", "kind=holiday")
     assert kind.exit_code == 1
     assert ("unknown kind 'holiday' (kinds: signup, points, anniversary, tier_upgrade, segment_entry, tier_at_risk, "

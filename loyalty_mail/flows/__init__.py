@@ -1,7 +1,12 @@
 """Flows: who is due which email at `now`, and why; the ledger that makes it happen once.
 
     occurrences.py  each trigger as a bounded query: welcome, milestone, tier upgrade, segment entry,
-                    event, and a scheduled campaign's audience
+                    event, expiring points, and a scheduled campaign's audience
+    member_triggers.py  the member-lifecycle triggers: tier reviews, birthdays, rewards,
+                    statements, double opt-in confirmations
+    journey_spec.py a journey's steps as read from config.yaml; journeys.py where members are in
+                    one and the walk to their next step
+    decisions.py    what is decided for one occurrence: a send or a skip
     planner.py      policy (ledger, lateness, suppression, topics, pauses, double opt-in, hold-out,
                     frequency cap, quiet hours);
                     `explain`: every flow's answer for one member, and which reason holds

@@ -30,11 +30,12 @@ from ..config import FlowSettings
 from ..models import events_table, journey_steps_table, members_table, sends_table
 from ..segments.compiler import Context, compile_rule
 from ..segments.spec import Rule
+from .decisions import PlannedSend, Skip
 from .journey_spec import END, EXIT, BranchStep, Journey, SendStep, WaitStep, WaitUntilStep, describe
 from .occurrences import MEMBER_COLUMNS, Occurrence, _member, _stream
 
 if TYPE_CHECKING:
-    from .planner import Plan, PlannedSend, Skip
+    from .planner import Plan
 
 TERMINAL = (END, EXIT)
 
@@ -286,7 +287,6 @@ class Walker:
 
     def _walk(self, occ: Occurrence, instance: str, data: dict[str, Any], cursor: str | None,
               at: datetime, last: str | None, waiting: tuple[datetime, datetime] | None = None) -> None:
-        from .planner import PlannedSend  # planner imports this module
         journey, now, facts = self.journey, self.plan.now, self.facts
         zone_name = occ.timezone or self.zone_default
         zone = ZoneInfo(zone_name)

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .. import campaigns as campaign_files
-from ..config import FlowSettings, QuietHours, Settings, VariantSettings
+from ..config import FlowSettings, QuietHours, Settings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
 from .. import consent
@@ -50,28 +50,12 @@ from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, parse_journey
+from .decisions import PlannedSend, Skip
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
 CHUNK = 500
 MEMBER_TRIGGERS = ("tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement")
-
-
-@dataclass(slots=True)
-class PlannedSend:
-    occurrence: Occurrence
-    scheduled_for: datetime
-    segment: str | None
-    reason: str
-    deferred: str | None = None  # "quiet hours until 08:00 local"
-    variant: VariantSettings | None = None  # the A/B variant this member gets
-
-
-@dataclass(slots=True)
-class Skip:
-    occurrence: Occurrence
-    reason: str
-    record_as: str | None  # ledger state to record, or None to decide again next time
 
 
 @dataclass
