@@ -495,3 +495,62 @@ def test_the_journey_funnel_counts_entries_steps_exits_and_conversions(program):
                         at="2026-11-30T12:00:00+07:00", ).output
     assert "Journey welcome_series: 5 entered, 2 converted (40.0%" in table
     assert table.index("Email performance") < table.index("Journey welcome_series")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_the_journeys_section_of_the_html_report_in_headless_chromium(sqlite_program, tmp_path):
+    """Chromium lays out the Journeys section: the funnel table holds the worked example's figures
+    and the bar chart draws one bar per row, as long as its figure, with every label inside it."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    _funnel_program(sqlite_program)
+    out = tmp_path / "report.html"
+    result = sqlite_program.run("report", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "html",
+                                "--out", str(out), at="2026-11-30T12:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            requests: list[str] = []
+            tab.on("request", lambda r: requests.append(r.url) if not r.url.startswith("file:") else None)
+            tab.goto(out.as_uri())
+            heading = tab.locator("h2#journeys")
+            assert heading.is_visible() and heading.inner_text() == "Journeys"
+            rows = tab.eval_on_selector_all("#journey-welcome_series tr", "rows => rows.map(r => "
+                                            "[...r.children].map(c => c.innerText.trim()))")
+            assert [(r[0], r[2], r[3]) for r in rows[1:]] == [
+                ("", "", "5"), ("1", "send welcome", "5"), ("2", "wait 3 days", "5"), ("3", "branch", "3"),
+                ("4", "send welcome_perks", "1"), ("5", "send welcome_reminder", "2"),
+                ("6", "wait_until purchase", "2"), ("7", "send first_purchase_nudge", "1"),
+                ("", "within the attribution window", "2")]
+            assert rows[-1][4] == "40.0%"
+            outcomes = dict(tab.eval_on_selector_all("#journey-welcome_series-outcomes tr td:first-child",
+                                                     "cells => cells.map(c => [c.innerText, "
+                                                     "c.nextElementSibling.innerText])"))
+            assert outcomes == {"left: exit_when held": "2", "left: unsubscribed or suppressed": "1",
+                                "left: step removed by an edit": "0", "completed ($end)": "1",
+                                "still in progress": "1", "held out (never entered)": "1",
+                                "held out and converted": "1"}
+            chart = tab.locator("figure", has_text="Journey welcome_series: members at each step")
+            box = chart.locator("svg").bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100
+            bars = chart.locator("svg").evaluate("svg => [...svg.querySelectorAll('rect.bar')].map(r => "
+                                                 "[r.getBBox().width, r.querySelector('title').textContent])")
+            assert [title for _, title in bars] == [
+                "entered: 5", "1 send welcome: 5", "2 wait 3 days: 5", "3 branch: 3", "4 send welcome_perks: 1",
+                "5 send welcome_reminder: 2", "6 wait_until purchase: 2", "7 send first_purchase_nudge: 1",
+                "converted: 2"]
+            widths = [width for width, _ in bars]
+            assert widths[0] > 200 and abs(widths[3] / widths[0] - 3 / 5) < 0.01
+            assert abs(widths[4] / widths[0] - 1 / 5) < 0.01
+            left = chart.locator("svg").evaluate("svg => Math.min(...[...svg.querySelectorAll('text')]"
+                                                 ".map(t => t.getBBox().x))")
+            assert left >= 0     # no label cut off at the chart's left edge
+            assert requests == []
+            assert not tab.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+        finally:
+            browser.close()
