@@ -51,10 +51,10 @@ class ReportData:
 
 
 def collect(conn: sa.Connection, *, program: str, currency: str, since: date, until: date, start: datetime,
-            end: datetime, window: timedelta, clv_years: float, generated_at: datetime,
+            end: datetime, window: timedelta, clv_years: float, generated_at: datetime, journeys: dict[str, Journey],
             membership: sa.Table | None = None, segments: list[str] | None = None,
             membership_when: str | None = None, notice: str | None = None,
-            tier_order: list[str] | None = None, journeys: dict[str, Journey] | None = None) -> ReportData:
+            tier_order: list[str] | None = None) -> ReportData:
     """Run every query the page needs over [start, end); tiers are listed in `tier_order`, journey
     steps in the order of `journeys` (as configured)."""
     groups = {name: performance(conn, start, end, [name], window) for name in ("flow", "segment", "tier", "week")}
@@ -72,7 +72,7 @@ def collect(conn: sa.Connection, *, program: str, currency: str, since: date, un
                       notice=notice, segments=list(segments or []),
                       settled_weeks_before=(end - window - timedelta(days=6)).date(),
                       variants=variant_report(conn, start, end, window),
-                      journeys=journey_funnel(conn, start, end, window, journeys or {}))
+                      journeys=journey_funnel(conn, start, end, window, journeys))
 
 
 def _label(value: Any) -> str:
