@@ -233,6 +233,14 @@ def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_e
     assert steps(program)[-2:] == [("$exit", "exited")] * 2
     once(program, "2026-11-30T10:05:00+07:00")
     assert len(sends(program)) == 2
+    # The report's funnel: they left because the step was removed, which comes after the steps now.
+    result = program.run("report", "--format", "json", at="2026-11-30T12:00:00+07:00")
+    (funnel,) = json.loads(result.stdout)["journeys"]
+    assert [(s["number"], s["step"], s["reached"]) for s in funnel["steps"]][:2] == [(1, "welcome", 2),
+                                                                                    (2, "wait_2_days", 0)]
+    assert funnel["steps"][-1] == {"number": None, "step": "wait_3_days", "what": "(no longer in the journey)",
+                                   "reached": 2}
+    assert funnel["entered"] == 2 and funnel["exits"]["step_removed"] == 2 and funnel["exits"]["in_progress"] == 0
 
 
 def test_journey_mistakes_come_with_their_line(program):
@@ -488,6 +496,14 @@ def test_the_journey_funnel_counts_entries_steps_exits_and_conversions(program):
     (funnel,) = json.loads(earlier.stdout)["journeys"]
     assert funnel["entered"] == 4 and funnel["exits"]["in_progress"] == 1 and funnel["exits"]["completed"] == 0
     assert [s["reached"] for s in funnel["steps"]][-1] == 0
+    # A period that begins after the others entered: e alone (the others' later steps are not entries).
+    last_days = program.run("report", "--since", "2026-11-29", "--until", "2026-11-30", "--format", "json",
+                            at="2026-11-30T12:00:00+07:00")
+    (funnel,) = json.loads(last_days.stdout)["journeys"]
+    assert (funnel["entered"], funnel["held_out"], funnel["converted"]) == (1, 0, 0)
+    assert [s["reached"] for s in funnel["steps"]] == [1, 1, 0, 0, 0, 0, 0]
+    assert funnel["exits"] == {"exit_when": 0, "suppressed": 0, "step_removed": 0, "completed": 0,
+                               "in_progress": 1, "held_out": 0}
     # A period after every entry: no journey had activity, so no funnel and no table section.
     later = program.run("report", "--since", "2026-12-01", "--until", "2026-12-02", at="2026-12-02T12:00:00+07:00")
     assert later.exit_code == 0 and "Journey" not in later.output
