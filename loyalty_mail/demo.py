@@ -27,7 +27,7 @@ from .config import Settings
 from .flows.runner import build_planner, check_flow_templates, run_once
 from .overview import Overview, program_overview
 from .rendering import Renderer
-from .reports import page
+from .reports import configured_journeys, page
 from .seeding import DemoProgram, seed_program
 from .seeding.simulation import Activity, Simulation
 from .tiers import TierLadder
@@ -146,7 +146,8 @@ def run_demo(settings: Settings, folder: Path, *, members: int, days: int, seed:
                 conn, program=settings.program.name, currency=settings.program.currency, since=result.first_day,
                 until=result.last_day, start=start, end=end, window=settings.reports.attribution_window,
                 clv_years=float(settings.segments.clv_years), generated_at=end,
-                notice=NOTICE.format(days=days), tier_order=[level.name for level in settings.tiers.levels])
+                notice=NOTICE.format(days=days), tier_order=[level.name for level in settings.tiers.levels],
+                journeys=configured_journeys(settings))
         result.report.write_text(page.render_page(data), encoding="utf-8")
     finally:
         engine.dispose()

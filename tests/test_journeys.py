@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from loyalty_mail.models import journey_steps_table, sends_table, tracking_events_table
+from loyalty_mail.models import journey_steps_table, members_table, sends_table, tracking_events_table
 
 from .flow_program import SECRET, Program, member
 
@@ -233,6 +233,14 @@ def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_e
     assert steps(program)[-2:] == [("$exit", "exited")] * 2
     once(program, "2026-11-30T10:05:00+07:00")
     assert len(sends(program)) == 2
+    # The report's funnel: they left because the step was removed, which comes after the steps now.
+    result = program.run("report", "--format", "json", at="2026-11-30T12:00:00+07:00")
+    (funnel,) = json.loads(result.stdout)["journeys"]
+    assert [(s["number"], s["step"], s["reached"]) for s in funnel["steps"]][:2] == [(1, "welcome", 2),
+                                                                                    (2, "wait_2_days", 0)]
+    assert funnel["steps"][-1] == {"number": None, "step": "wait_3_days", "what": "(no longer in the journey)",
+                                   "reached": 2}
+    assert funnel["entered"] == 2 and funnel["exits"]["step_removed"] == 2 and funnel["exits"]["in_progress"] == 0
 
 
 def test_journey_mistakes_come_with_their_line(program):
@@ -413,3 +421,152 @@ def test_later_steps_of_an_event_journey_still_see_the_event(program):
     # The reminder is decided a day later, from journey_steps: the event comes from the first email.
     assert rows[1].occurrence["event"] == rows[0].occurrence["event"]
     assert rows[1].occurrence["event"]["id"] == "big" and rows[1].occurrence["key"].endswith("/reminder")
+
+
+def _ids(flow: str, percent: int) -> tuple[list[str], str]:
+    """Five member ids outside the flow's hold-out group and one inside it."""
+    from loyalty_mail.flows.planner import in_holdout
+
+    candidates = [f"M{n}" for n in range(1, 200)]
+    held = next(c for c in candidates if in_holdout(flow, c, percent))
+    return [c for c in candidates if not in_holdout(flow, c, percent)][:5], held
+
+
+def _purchase(program: Program, member_id: str, at: str, event_id: str) -> None:
+    program.load("events", [{"member_id": member_id, "type": "purchase", "occurred_at": at, "amount": 200000,
+                             "currency": "VND", "event_id": event_id}], at=at)
+
+
+def _funnel_program(program: Program) -> tuple[list[str], str]:
+    """The worked example of the funnel, on simulated days (see the test below for the story)."""
+    journey(program, SERIES.replace("    priority: 90\n", "    priority: 90\n    holdout: 50\n"))
+    (a, b, c, d, e), h = _ids("welcome_series", 50)
+    program.load("members", [member(m, joined_at=JOINED) for m in (a, b, c, d, h)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    engine = engine_of(program)
+    with engine.begin() as conn:   # b opens the welcome email
+        s, m = sends_table, members_table
+        send_id, sent_at = conn.execute(sa.select(s.c.send_id, s.c.sent_at).join(m, m.c.id == s.c.member_ref)
+                                        .where(s.c.occurrence_key == "welcome/welcome", m.c.member_id == b)).one()
+        conn.execute(tracking_events_table.insert().values(
+            send_id=send_id, kind="open", source="tracker", occurred_at=sent_at, machine=False, bot=False,
+            detail={}))
+    engine.dispose()
+    _purchase(program, a, "2026-11-21T12:00:00+07:00", "pa")
+    once(program, "2026-11-21T12:05:00+07:00")
+    _purchase(program, h, "2026-11-22T12:00:00+07:00", "ph")
+    program.load("members", [member(d, joined_at=JOINED, subscribed=False)], at="2026-11-22T12:00:00+07:00")
+    once(program, "2026-11-23T10:10:00+07:00")
+    _purchase(program, c, "2026-11-25T12:00:00+07:00", "pc")
+    once(program, "2026-11-25T12:05:00+07:00")
+    program.load("members", [member(e, joined_at="2026-11-29T10:00:00+07:00")], at="2026-11-29T10:00:00+07:00")
+    once(program, "2026-11-29T10:05:00+07:00")
+    once(program, "2026-11-30T10:15:00+07:00")
+    return [a, b, c, d, e], h
+
+
+def test_the_journey_funnel_counts_entries_steps_exits_and_conversions(program):
+    """Five members enter, one is held out. a buys on day 1 (exit_when); b opens the welcome email
+    (then-branch), waits for a purchase in vain and gets the nudge (completed); c does not open
+    (else-branch) and buys while waiting (exit_when); d unsubscribes before the reminder (left);
+    e joins on day 9 and is still waiting 3 days. The held-out member buys on day 2."""
+    _funnel_program(program)
+    result = program.run("report", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "json",
+                         at="2026-11-30T12:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    (funnel,) = json.loads(result.stdout)["journeys"]
+    assert funnel["flow"] == "welcome_series"
+    assert (funnel["entered"], funnel["converted"], funnel["conversion_rate"]) == (5, 2, 0.4)   # a, c
+    assert (funnel["held_out"], funnel["held_out_converted"], funnel["held_out_conversion_rate"]) == (1, 1, 1.0)
+    branch = next(s["step"] for s in funnel["steps"] if s["what"] == "branch")
+    assert [(s["number"], s["step"], s["what"], s["reached"]) for s in funnel["steps"]] == [
+        (1, "welcome", "send welcome", 5),
+        (2, "wait_3_days", "wait 3 days", 5),
+        (3, branch, "branch", 3),                                    # b, c, d (a left, e waits)
+        (4, "welcome_perks", "send welcome_perks", 1),                # b
+        (5, "welcome_reminder", "send welcome_reminder", 2),          # c, d (suppressed there)
+        (6, "wait_until_purchase", "wait_until purchase", 2),         # b, c
+        (7, "first_purchase_nudge", "send first_purchase_nudge", 1),  # b, timed out
+    ]
+    assert funnel["exits"] == {"exit_when": 2, "suppressed": 1, "step_removed": 0, "completed": 1,
+                               "in_progress": 1, "held_out": 1}
+    # A period that ends before e joined and before b's timeout: b is still waiting, e not counted.
+    earlier = program.run("report", "--since", "2026-11-01", "--until", "2026-11-26", "--format", "json",
+                          at="2026-11-30T12:00:00+07:00")
+    (funnel,) = json.loads(earlier.stdout)["journeys"]
+    assert funnel["entered"] == 4 and funnel["exits"]["in_progress"] == 1 and funnel["exits"]["completed"] == 0
+    assert [s["reached"] for s in funnel["steps"]][-1] == 0
+    # A period that begins after the others entered: e alone (the others' later steps are not entries).
+    last_days = program.run("report", "--since", "2026-11-29", "--until", "2026-11-30", "--format", "json",
+                            at="2026-11-30T12:00:00+07:00")
+    (funnel,) = json.loads(last_days.stdout)["journeys"]
+    assert (funnel["entered"], funnel["held_out"], funnel["converted"]) == (1, 0, 0)
+    assert [s["reached"] for s in funnel["steps"]] == [1, 1, 0, 0, 0, 0, 0]
+    assert funnel["exits"] == {"exit_when": 0, "suppressed": 0, "step_removed": 0, "completed": 0,
+                               "in_progress": 1, "held_out": 0}
+    # A period after every entry: no journey had activity, so no funnel and no table section.
+    later = program.run("report", "--since", "2026-12-01", "--until", "2026-12-02", at="2026-12-02T12:00:00+07:00")
+    assert later.exit_code == 0 and "Journey" not in later.output
+    table = program.run("report", "--since", "2026-11-01", "--until", "2026-11-30",
+                        at="2026-11-30T12:00:00+07:00", ).output
+    assert "Journey welcome_series: 5 entered, 2 converted (40.0%" in table
+    assert table.index("Email performance") < table.index("Journey welcome_series")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_the_journeys_section_of_the_html_report_in_headless_chromium(sqlite_program, tmp_path):
+    """Chromium lays out the Journeys section: the funnel table holds the worked example's figures
+    and the bar chart draws one bar per row, as long as its figure, with every label inside it."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    _funnel_program(sqlite_program)
+    out = tmp_path / "report.html"
+    result = sqlite_program.run("report", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "html",
+                                "--out", str(out), at="2026-11-30T12:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            requests: list[str] = []
+            tab.on("request", lambda r: requests.append(r.url) if not r.url.startswith("file:") else None)
+            tab.goto(out.as_uri())
+            heading = tab.locator("h2#journeys")
+            assert heading.is_visible() and heading.inner_text() == "Journeys"
+            rows = tab.eval_on_selector_all("#journey-welcome_series tr", "rows => rows.map(r => "
+                                            "[...r.children].map(c => c.innerText.trim()))")
+            assert [(r[0], r[2], r[3]) for r in rows[1:]] == [
+                ("", "", "5"), ("1", "send welcome", "5"), ("2", "wait 3 days", "5"), ("3", "branch", "3"),
+                ("4", "send welcome_perks", "1"), ("5", "send welcome_reminder", "2"),
+                ("6", "wait_until purchase", "2"), ("7", "send first_purchase_nudge", "1"),
+                ("", "within the attribution window", "2")]
+            assert rows[-1][4] == "40.0%"
+            outcomes = dict(tab.eval_on_selector_all("#journey-welcome_series-outcomes tr td:first-child",
+                                                     "cells => cells.map(c => [c.innerText, "
+                                                     "c.nextElementSibling.innerText])"))
+            assert outcomes == {"left: exit_when held": "2", "left: unsubscribed or suppressed": "1",
+                                "left: step removed by an edit": "0", "completed ($end)": "1",
+                                "still in progress": "1", "held out (never entered)": "1",
+                                "held out and converted": "1"}
+            chart = tab.locator("figure", has_text="Journey welcome_series: members at each step")
+            box = chart.locator("svg").bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100
+            bars = chart.locator("svg").evaluate("svg => [...svg.querySelectorAll('rect.bar')].map(r => "
+                                                 "[r.getBBox().width, r.querySelector('title').textContent])")
+            assert [title for _, title in bars] == [
+                "entered: 5", "1 send welcome: 5", "2 wait 3 days: 5", "3 branch: 3", "4 send welcome_perks: 1",
+                "5 send welcome_reminder: 2", "6 wait_until purchase: 2", "7 send first_purchase_nudge: 1",
+                "converted: 2"]
+            widths = [width for width, _ in bars]
+            assert widths[0] > 200 and abs(widths[3] / widths[0] - 3 / 5) < 0.01
+            assert abs(widths[4] / widths[0] - 1 / 5) < 0.01
+            left = chart.locator("svg").evaluate("svg => Math.min(...[...svg.querySelectorAll('text')]"
+                                                 ".map(t => t.getBBox().x))")
+            assert left >= 0     # no label cut off at the chart's left edge
+            assert requests == []
+            assert not tab.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+        finally:
+            browser.close()

@@ -105,7 +105,8 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
                                 since=first, until=last, start=start, end=end, window=window,
                                 clv_years=float(settings.segments.clv_years), generated_at=runtime.now(),
                                 membership=table, segments=names, membership_when=membership,
-                                tier_order=[level.name for level in settings.tiers.levels])
+                                tier_order=[level.name for level in settings.tiers.levels],
+                                journeys=reports.configured_journeys(settings))
             _emit(page.render_page(data), out)
             return
         groups += [f"in_{name}" for name in names]
@@ -114,10 +115,12 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
         tests = variant_report(conn, start, end, window) if "variant" in groups else None
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
         health = reports.program_health(conn, start, end, float(settings.segments.clv_years))
+        funnels = reports.journey_funnel(conn, start, end, window, reports.configured_journeys(settings))
     columns = [*groups, *reports.COLUMNS]
     if output_format == "json":
         payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups,
-                   "membership": membership if names else None, "rows": rows, "lift": lifts, "program": health}
+                   "membership": membership if names else None, "rows": rows, "lift": lifts, "program": health,
+                   "journeys": funnels}
         if tests is not None:
             payload["variants"] = tests
         _emit(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False) + "\n", out)
@@ -133,6 +136,8 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
                        [TABLE_HEADINGS.get(c, c) for c in shown],
                        [[_percent(r[c]) if c.endswith("_rate") else r[c] for c in shown] for r in rows],
                        keys=len(groups), numeric=[TABLE_HEADINGS.get(c, c) for c in TABLE_COLUMNS])
+        if funnels:
+            _print_journeys(funnels)
         if lifts:
             lift_columns = list(lifts[0])
             _print_fitting("Lift against hold-out (conversion within the attribution window, 95% CI)",
@@ -141,6 +146,23 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
         if tests is not None:
             _print_variants(tests)
         print_table("Program health", ["figure", "value"], _health_rows(health))
+
+
+def _print_journeys(funnels: list[dict[str, Any]]) -> None:
+    """Each journey's funnel: members at each step, then how they stand and who converted."""
+    for f in funnels:
+        entered = f["entered"]
+        print_table(f"Journey {f['flow']}: {entered} entered, {f['converted']} converted "
+                    f"({_percent(f['conversion_rate']) or '-'} within the attribution window)",
+                    ["#", "step", "what", "reached", "of entered"],
+                    [[s["number"] or "-", s["step"], s["what"], s["reached"],
+                      charts.percent(s["reached"] / entered) if entered else None] for s in f["steps"]],
+                    numeric=["#", "reached", "of entered"], fold=True)
+        outcomes = [[page.OUTCOMES[name], n] for name, n in f["exits"].items()]
+        if f["held_out"]:
+            outcomes.append(["held out and converted", f["held_out_converted"]])
+        print_table(f"Journey {f['flow']}: how members stand", ["outcome", "members"], outcomes,
+                    numeric=["members"])
 
 
 def _interval(row: dict[str, Any], metric: str) -> str | None:

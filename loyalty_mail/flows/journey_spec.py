@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import time as dtime
 from typing import Any, Union
 
-from ..config import TierSettings
+from ..config import FlowSettings, TierSettings
 from ..durations import Duration, parse_duration
 from ..errors import Problem
 from ..segments.spec import Rule, parse_rule
@@ -35,6 +35,8 @@ MAX_STEPS = 100
 MAX_DEPTH = 5
 KINDS = ("send", "wait", "wait_until", "branch")
 END, EXIT = "$end", "$exit"
+# The detail of a `$exit` row, which says why the member left (reports count exits by it).
+EXIT_WHEN, LEFT = "exit_when matched", "left the journey: "
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,13 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
     if parser.problems:
         return None, parser.problems
     return build(flow, typed, rule), []
+
+
+def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:
+    """The journey of a loaded flow (`flow.is_journey`): its steps as the settings hold them."""
+    raw = {"steps": list(flow.steps or ()), "exit_when": flow.exit_when}
+    return parse_journey(flow.name, raw["steps"], flow.exit_when, YamlDocument(f"flow '{flow.name}'", raw), (),
+                         ladder)
 
 
 def _all(steps: tuple[Step, ...]) -> list[Step]:

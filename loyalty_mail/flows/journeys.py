@@ -31,7 +31,7 @@ from ..models import events_table, journey_steps_table, members_table, sends_tab
 from ..segments.compiler import Context, compile_rule
 from ..segments.spec import Rule
 from .decisions import PlannedSend, Skip
-from .journey_spec import END, EXIT, BranchStep, Journey, SendStep, WaitStep, WaitUntilStep, describe
+from .journey_spec import END, EXIT, EXIT_WHEN, LEFT, BranchStep, Journey, SendStep, WaitStep, WaitUntilStep, describe
 from .occurrences import MEMBER_COLUMNS, Occurrence, _member, _stream
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ class Walker:
                     break
                 self._row(occ, instance, step.id, decided.record_as, at, at, decided.reason)
                 if decided.record_as == "suppressed":
-                    self._row(occ, instance, EXIT, "exited", at, None, f"left the journey: {decided.reason}")
+                    self._row(occ, instance, EXIT, "exited", at, None, f"{LEFT}{decided.reason}")
                     return
                 last, cursor = step.id, journey.after[step.id]
             elif isinstance(step, WaitStep):
@@ -366,7 +366,7 @@ class Walker:
         rule = self.journey.exit_when
         if rule is None or not self._holds(occ, rule):
             return False
-        self._row(occ, instance, EXIT, "exited", self.plan.now, None, "exit_when matched")
+        self._row(occ, instance, EXIT, "exited", self.plan.now, None, EXIT_WHEN)
         return True
 
     def _row(self, occ: Occurrence, instance: str, step: str, outcome: str, reached: datetime,

@@ -49,8 +49,8 @@ from ..segments.explain import why_not
 from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, parse_journey
 from .decisions import PlannedSend, Skip
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, flow_journey
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -212,9 +212,7 @@ class Planner:
         ladder = TierLadder.from_settings(settings.tiers)
         for f in settings.flows:
             if f.is_journey:  # checked at its lines when the settings were loaded
-                raw = {"steps": list(f.steps or ()), "exit_when": f.exit_when}
-                journey, wrong = parse_journey(f.name, raw["steps"], f.exit_when,
-                                               YamlDocument(f"flow '{f.name}'", raw), (), ladder)
+                journey, wrong = flow_journey(f, ladder)
                 if journey is None:
                     raise ConfigError(wrong)
                 self.journeys[f.name] = journey

@@ -45,9 +45,9 @@ def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
 
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-              fmt: Callable[[float], str] = percent, width: int = 640) -> Markup:
+              fmt: Callable[[float], str] = percent, width: int = 640, label_width: int = 150) -> Markup:
     """Horizontal bars: one group per category, one bar per series (None: no bar, shown as '-')."""
-    label_width, bar, gap = 150, 14, 10
+    bar, gap = 14, 10
     group = bar * len(series) + gap
     height = 34 + group * len(categories) + 10
     values = [v for _, vs in series for v in vs if v is not None]

@@ -77,6 +77,16 @@ def send_topic(topics: Mapping[str, str] | None) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(s.c.occurrence["topic"].as_string(), flow_topic)
 
 
+def purchased_within(member_ref: Any, moment: Any, window: timedelta, dialect: str) -> list[sa.ColumnElement[bool]]:
+    """The conditions on `events` of a conversion: a purchase by the member after `moment`, within
+    the attribution window."""
+    e = events_table
+    return [e.c.member_ref == member_ref, e.c.type == "purchase", e.c.occurred_at > moment,
+            e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
+            else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
+                                                     f"+{int(window.total_seconds())} seconds")]
+
+
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
              segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
@@ -86,11 +96,7 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
     s, m, e = sends_table, members_table, events_table
     member_of = ([membership_column(membership, name, s.c.send_id).label(f"in_{name}") for name in segments]
                  if membership is not None else [])
-    moment = sa.func.coalesce(s.c.sent_at, s.c.scheduled_for)
-    purchases = [e.c.member_ref == s.c.member_ref, e.c.type == "purchase", e.c.occurred_at > moment,
-                 e.c.occurred_at <= moment + sa.literal(window, sa.Interval()) if dialect == "postgresql"
-                 else e.c.occurred_at <= sa.func.strftime("%Y-%m-%d %H:%M:%f", moment,
-                                                          f"+{int(window.total_seconds())} seconds")]
+    purchases = purchased_within(s.c.member_ref, sa.func.coalesce(s.c.sent_at, s.c.scheduled_for), window, dialect)
     topic = send_topic(topics)
     return (sa.select(
         s.c.send_id, s.c.flow, _step(dialect).label("step"), s.c.variant, topic.label("topic"), s.c.segment,

@@ -2,7 +2,8 @@
 
 `collect` gathers every figure from figures.py (SQL), `render_page` lays them out with
 `page.html`. The page shows the same numbers as `report --format json`, plus charts: rates by
-flow and segment, lift against hold-out with 95% intervals, members by tier, weekly trends.
+flow and segment, lift against hold-out with 95% intervals, journey funnels, members by tier,
+weekly trends.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import sqlalchemy as sa
 from markupsafe import Markup
 
 from . import charts
+from ..flows.journey_spec import Journey
 from .figures import COLUMNS, lift, performance, program_health
+from .journeys import journey_funnel
 from .variants import variant_report
 
 TEMPLATE = Path(__file__).with_name("page.html")
 RATES = (("open rate", "open_rate"), ("click rate", "click_rate"))
+OUTCOMES = {"exit_when": "left: exit_when held", "suppressed": "left: unsubscribed or suppressed",
+            "step_removed": "left: step removed by an edit", "completed": "completed ($end)",
+            "in_progress": "still in progress", "held_out": "held out (never entered)"}
 
 
 @dataclass
@@ -41,14 +47,16 @@ class ReportData:
     segments: list[str] = field(default_factory=list)
     settled_weeks_before: date | None = None  # weeks starting later still have conversions to come
     variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # variants.comparison
+    journeys: list[dict[str, Any]] = field(default_factory=list)  # journeys.journey_funnel
 
 
 def collect(conn: sa.Connection, *, program: str, currency: str, since: date, until: date, start: datetime,
-            end: datetime, window: timedelta, clv_years: float, generated_at: datetime,
+            end: datetime, window: timedelta, clv_years: float, generated_at: datetime, journeys: dict[str, Journey],
             membership: sa.Table | None = None, segments: list[str] | None = None,
             membership_when: str | None = None, notice: str | None = None,
             tier_order: list[str] | None = None) -> ReportData:
-    """Run every query the page needs over [start, end); tiers are listed in `tier_order`."""
+    """Run every query the page needs over [start, end); tiers are listed in `tier_order`, journey
+    steps in the order of `journeys` (as configured)."""
     groups = {name: performance(conn, start, end, [name], window) for name in ("flow", "segment", "tier", "week")}
     rank = {name: index for index, name in enumerate(tier_order or [])}
     groups["tier"].sort(key=lambda row: rank.get(row["tier"], len(rank)))
@@ -63,7 +71,8 @@ def collect(conn: sa.Connection, *, program: str, currency: str, since: date, un
                       health=health, membership_when=membership_when,
                       notice=notice, segments=list(segments or []),
                       settled_weeks_before=(end - window - timedelta(days=6)).date(),
-                      variants=variant_report(conn, start, end, window))
+                      variants=variant_report(conn, start, end, window),
+                      journeys=journey_funnel(conn, start, end, window, journeys))
 
 
 def _label(value: Any) -> str:
@@ -73,6 +82,19 @@ def _label(value: Any) -> str:
 def _rate_chart(title: str, rows: list[dict[str, Any]], key: str) -> Markup:
     return charts.bar_chart(title, [_label(r[key]) for r in rows],
                             [(name, [r[column] for r in rows]) for name, column in RATES])
+
+
+def funnel_labels(funnel: dict[str, Any]) -> list[str]:
+    """`entered`, then each step as `2 wait 3 days`, then `converted`: the rows of a funnel."""
+    return ["entered", *(f"{s['number'] or '-'} {s['what']}" for s in funnel["steps"]), "converted"]
+
+
+def _funnel_chart(funnel: dict[str, Any]) -> Markup:
+    labels = funnel_labels(funnel)
+    return charts.bar_chart(f"Journey {funnel['flow']}: members at each step", labels,
+                            [("members", [funnel["entered"], *(s["reached"] for s in funnel["steps"]),
+                                          funnel["converted"]])],
+                            fmt=charts.count, label_width=min(max(150, 7 * max(map(len, labels)) + 16), 320))
 
 
 def _charts(data: ReportData) -> dict[str, Markup]:
@@ -98,6 +120,8 @@ def _charts(data: ReportData) -> dict[str, Markup]:
             "Conversion rate difference against the first variant (percentage points, 95% CI)",
             [(f"{r['flow']}: {r['variant']} - {r['against']}", r["difference"], r["low"], r["high"],
               r["verdict"].startswith("no verdict")) for r in differences])
+    for funnel in data.journeys:
+        made[f"journey_{funnel['flow']}"] = _funnel_chart(funnel)
     tiers = data.health["members_by_tier"]
     if tiers:
         made["tiers"] = charts.bar_chart("Members by tier", list(tiers), [("members", list(tiers.values()))],
@@ -143,5 +167,5 @@ def render_page(data: ReportData) -> str:
     environment.filters["label"] = _label
     headline = data.groups["total"][0] if data.groups["total"] else None
     return environment.get_template(TEMPLATE.name).render(
-        data=data, charts=_charts(data), columns=COLUMNS, headline=headline,
+        data=data, charts=_charts(data), columns=COLUMNS, headline=headline, outcome_labels=OUTCOMES,
         table_keys=["flow", "segment", "tier", *(f"in_{name}" for name in data.segments), "week"])

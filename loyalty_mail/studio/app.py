@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from .. import outbox
 from ..errors import LoyaltyMailError, Problem
 from ..members import find_members, member_profile
-from ..reports import FIRST_DAY, LAST_DAY
+from ..reports import FIRST_DAY, LAST_DAY, configured_journeys
 from ..reports import page as report_page
 from ..transports import transport_for
 from ..trial_send import check_locale, check_recipient, sample_member_for, send_test
@@ -186,7 +186,8 @@ class Studio:
                     until=until, start=datetime.combine(since, time(), tzinfo=zone),
                     end=datetime.combine(until + timedelta(days=1), time(), tzinfo=zone),
                     window=settings.reports.attribution_window, clv_years=float(settings.segments.clv_years),
-                    generated_at=self.workspace.now(), tier_order=[level.name for level in settings.tiers.levels])
+                    generated_at=self.workspace.now(), tier_order=[level.name for level in settings.tiers.levels],
+                    journeys=configured_journeys(settings))
             return HTMLResponse(report_page.render_page(data),
                                 headers={"content-security-policy": REPORT_CSP, "cache-control": "no-store"})
 
