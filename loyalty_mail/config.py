@@ -693,6 +693,9 @@ class FlowSettings(_Strict):
             raise ValueError(f"flow '{self.name}': `steps:` needs at least one step")
         if self.exit_when is not None and self.steps is None:
             raise ValueError(f"flow '{self.name}': `exit_when:` belongs to journeys (flows with `steps:`)")
+        if self.steps is not None and (self.variants or self.winner is not None):
+            raise ValueError(f"flow '{self.name}': `variants:` and `winner:` belong to one-email flows and "
+                             "campaigns; a journey's send steps cannot have A/B variants")
         if self.trigger == "reengagement" and not self.segment:
             raise ValueError(f"flow '{self.name}': a reengagement flow needs `segment:` (the segment "
                              "members enter, e.g. lapsed_90_days)")

@@ -268,6 +268,19 @@ def test_journey_mistakes_come_with_their_line(program):
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(("steps", "extra", "error"), [
+    ("[{id: welcome_2, send: welcome_perks}, {send: welcome}, {send: welcome}]", "",
+     "step id 'welcome_2' is both given explicitly and derived from another step"),
+    ("[{send: welcome}, {wait: 1 day}, {send: welcome_reminder}]",
+     "    variants: [{name: a, template: welcome}, {name: b, template: welcome_perks}]\n",
+     "a journey's send steps cannot have A/B variants"),
+])
+def test_a_journey_refuses_ids_that_clash_and_variants(program, steps, extra, error):
+    journey(program, f"  - name: clashing\n    trigger: welcome\n    steps: {steps}\n{extra}")
+    result = program.run("check")
+    assert result.exit_code == 1 and error in result.output, result.output
+
+
 def test_the_series_by_flow_and_step(program):
     journey(program)
     program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)

@@ -137,6 +137,7 @@ class _Parser:
         self.problems: list[Problem] = []
         self.explicit: set[str] = set()
         self.seen: dict[str, int] = {}
+        self.derived: set[str] = set()  # every id given from content (`welcome`, `welcome_2`...)
         self.count = 0
 
     def fail(self, path: PathKey, message: str, key: bool = False) -> None:
@@ -265,7 +266,9 @@ class _Parser:
             return explicit
         base = re.sub(r"[^a-z0-9_]", "_", derived.lower())[:44]
         self.seen[base] = self.seen.get(base, 0) + 1
-        return base if self.seen[base] == 1 else f"{base}_{self.seen[base]}"
+        given = base if self.seen[base] == 1 else f"{base}_{self.seen[base]}"
+        self.derived.add(given)
+        return given
 
 
 def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path: PathKey,
@@ -277,9 +280,8 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
     if exit_when is not None:
         rule, problems = parse_rule(exit_when, doc, path + ("exit_when",), ladder)
         parser.problems += problems
-    derived = [s for s in _all(typed) if s.id in parser.explicit and parser.seen.get(s.id)]
-    for step in derived:
-        parser.fail(path + ("steps",), f"step id '{step.id}' is both given explicitly and derived "
+    for clash in sorted(parser.explicit & parser.derived):
+        parser.fail(path + ("steps",), f"step id '{clash}' is both given explicitly and derived "
                                        "from another step; give that one an id too")
     if parser.problems:
         return None, parser.problems
