@@ -274,8 +274,14 @@ def test_journey_mistakes_come_with_their_line(program):
     ("[{send: welcome}, {wait: 1 day}, {send: welcome_reminder}]",
      "    variants: [{name: a, template: welcome}, {name: b, template: welcome_perks}]\n",
      "a journey's send steps cannot have A/B variants"),
+    ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: clashing, step: welcom}}, "
+     "then: [{send: welcome_perks}]}}]", "",
+     "flow 'clashing': emails: step: 'welcom' is not a step of 'clashing' (steps: branch_"),
+    ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: nosuchflow}}, "
+     "then: [{send: welcome_perks}]}}]", "",
+     "flow 'clashing': emails: flow: no flow 'nosuchflow'"),
 ])
-def test_a_journey_refuses_ids_that_clash_and_variants(program, steps, extra, error):
+def test_a_journey_refuses_clashing_ids_variants_and_unknown_email_steps(program, steps, extra, error):
     journey(program, f"  - name: clashing\n    trigger: welcome\n    steps: {steps}\n{extra}")
     result = program.run("check")
     assert result.exit_code == 1 and error in result.output, result.output

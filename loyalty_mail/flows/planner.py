@@ -42,7 +42,7 @@ from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
 from ..segments.compiler import Context, compile_rule, event_filter
-from ..segments.spec import ValueRule, parse_event_where, references
+from ..segments.spec import EmailRule, ValueRule, parse_event_where, references
 from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
@@ -217,8 +217,28 @@ class Planner:
                     raise ConfigError(wrong)
                 self.journeys[f.name] = journey
                 problems += self._journey_references(journey, segments)
+        problems += self._email_references()
         if problems:
             raise ConfigError(problems)
+
+    def _email_references(self) -> list[str]:
+        """Journeys' `emails:` conditions name a flow that exists and, with `step:`, a step that
+        journey has (a typo would make a branch always take `else`)."""
+        flows = {f.name for f in self.settings.flows}
+        problems = []
+        for journey in self.journeys.values():
+            for rule in journey.rules():
+                for email in _email_rules(rule):
+                    if email.flow is not None and email.flow not in flows:
+                        problems.append(f"flow '{journey.flow}': emails: flow: no flow '{email.flow}' "
+                                        f"(flows: {', '.join(sorted(flows))})")
+                    elif email.step is not None and email.flow is not None:
+                        target = self.journeys.get(email.flow)
+                        steps = sorted(target.by_id) if target is not None else []
+                        if email.step not in steps:
+                            problems.append(f"flow '{journey.flow}': emails: step: '{email.step}' is not a step of "
+                                            f"'{email.flow}' (steps: {', '.join(steps) or 'none: not a journey'})")
+        return list(dict.fromkeys(problems))
 
     @staticmethod
     def _journey_references(journey: Journey, segments: SegmentCatalog) -> list[str]:
@@ -639,6 +659,17 @@ def _step_occurrence(occ: Occurrence, instance: str, step: SendStep, at: datetim
                       occurred_at=at, due_at=at, reason=reason,
                       data={**occ.data, "key": f"{instance}/{step.id}", "step": step.id},
                       template=step.template)
+
+
+def _email_rules(rule: Any) -> Iterator[EmailRule]:
+    """Every `emails:` condition inside a rule."""
+    if isinstance(rule, EmailRule):
+        yield rule
+    for item in getattr(rule, "items", ()):
+        yield from _email_rules(item)
+    inner = getattr(rule, "item", None)
+    if inner is not None:
+        yield from _email_rules(inner)
 
 
 def _member_chunks(occurrences: Iterable[Occurrence], size: int) -> Iterator[list[Occurrence]]:
