@@ -339,3 +339,32 @@ def test_expiry_is_cut_to_a_balance_set_by_a_members_import(run, runtime, projec
     assert state(engine, "A") == (0, "member") and lots(engine, "B") == []
     assert [lot[3] for lot in lots(engine, "A")] == [400]  # derived again: 500 earned, 100 expired
     assert "expired 0 points of 0 members" in run("points", "expire", "--at", "2026-02-02T00:00:00Z").output
+
+
+def test_the_statement_says_what_will_expire_in_the_month_after_it(program):
+    """The monthly statement carries the points of lots expiring in the month it is read."""
+    reminders(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text() + '  - {name: statement, trigger: statement, schedule: "0 9 1 * *", '
+                                       "template: statement, lateness: 3 days}\n")
+    program.load("members", [member("M1"), member("M2")], at="2025-11-01T09:00:00+07:00")
+    program.load("events", [earn("M1", "2025-12-10T10:00:00+07:00", 1500),   # expires 2026-12-10: in December
+                            earn("M1", "2026-01-20T10:00:00+07:00", 300),    # expires 2027-01-20: later
+                            earn("M2", "2025-11-05T10:00:00+07:00", 400)],   # expired on 2026-11-05
+                 at="2026-01-20T11:00:00+07:00")
+    result = program.run("run", "--once", at="2026-12-01T09:30:00+07:00")
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    from loyalty_mail.models import sends_table as s
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(members_table.c.member_id, s.c.occurrence)
+                            .join(members_table, members_table.c.id == s.c.member_ref)
+                            .where(s.c.flow == "statement")).all()
+    engine.dispose()
+    got = {member_id: (data["expired"], data["expiring"], data["expiring_until"][:10]) for member_id, data in rows}
+    assert got == {"M1": (0, 1500, "2027-01-01"), "M2": (400, 0, "2027-01-01")}
+    bodies = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+              for p in (program.dir / "outbox").glob("*.eml")]
+    statements = [b for b in bodies if "Điểm hết hạn" in b]
+    assert len(statements) == 2
+    assert sum("1.500 điểm sẽ hết hạn trước" in b for b in statements) == 1   # M1's; M2 has none expiring

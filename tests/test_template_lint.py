@@ -127,7 +127,8 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     key = preview("milestone", "--sample", "--set", "foo=bar")
     assert key.exit_code == 1
     assert ("Invalid value for --set: unknown occurrence field 'foo' (fields: affordable, age, balance, before, "
-            "birthday, campaign, days_before, downgrade_to, earned, entry, expired, expires_at, expires_on, grace_until, "
+            "birthday, campaign, days_before, downgrade_to, earned, entry, expired, expires_at, expires_on, expiring, "
+            "expiring_until, grace_until, "
             "key, kind, measure, month, needed, new_tier, newly, next, next_tier, old_tier, period_end, period_start, "
             "points, redeemed, review_at, segment, threshold, tier, to_next_tier, to_regain, topic, why, years)") in key.stderr
     kind = preview("milestone", "--sample", "--set", "kind=holiday")

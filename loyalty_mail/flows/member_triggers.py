@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from ..config import FlowSettings, Settings
-from ..models import events_table, members_table, tier_changes_table
+from ..durations import add_months
+from ..models import events_table, members_table, point_lots_table, tier_changes_table
 from ..segments.compiler import month_day_key
 from ..tier_review import needed_to_keep, needed_to_regain
 from ..tiers import TierLadder
@@ -232,7 +233,7 @@ def statement_period(now: datetime, zone: str) -> tuple[datetime, datetime, str]
 def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
                audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
     """One statement per member for the month before `now`: points earned, redeemed and expired
-    in it, and tier progress. Members with no activity in it and no balance are skipped, saying so."""
+    in it, the points that will expire in the month after it, and tier progress. Members with no activity in it and no balance are skipped, saying so."""
     e, m = events_table, members_table
     start, end, month = statement_period(window.now, settings.program.default_timezone)
     due = end + flow.delay
@@ -247,9 +248,16 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
                           expired.label("expired"), sa.func.count().label("events"))
                 .where(e.c.occurred_at >= start, e.c.occurred_at < end)
                 .group_by(e.c.member_ref).subquery())
+    # what will expire in the month the statement is read (program.points.expiry; no lots without it)
+    until = add_months(end, 1)
+    lots = point_lots_table
+    expiring = (sa.select(lots.c.member_ref, sa.func.sum(lots.c.remaining).label("expiring"))
+                .where(lots.c.expires_at >= end, lots.c.expires_at < until)
+                .group_by(lots.c.member_ref).subquery())
     query = (sa.select(*MEMBER_COLUMNS, m.c.points, m.c.tier, m.c.total_spend, activity.c.earned,
-                       activity.c.redeemed, activity.c.expired, activity.c.events)
+                       activity.c.redeemed, activity.c.expired, activity.c.events, expiring.c.expiring)
              .outerjoin(activity, activity.c.member_ref == m.c.id)
+             .outerjoin(expiring, expiring.c.member_ref == m.c.id)
              .where(sa.or_(m.c.joined_at.is_(None), m.c.joined_at < end))
              .order_by(m.c.id))
     if audience is not None:
@@ -268,6 +276,7 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
             data={"kind": "statement", "key": key, "month": month, "period_start": start.isoformat(),
                   "period_end": end.isoformat(), "earned": int(row.earned or 0),
                   "redeemed": int(row.redeemed or 0), "expired": int(row.expired or 0),
+                  "expiring": int(row.expiring or 0), "expiring_until": until.isoformat(),
                   "balance": int(row.points), "tier": row.tier,
                   "next_tier": None if nxt is None else nxt.name,
                   "to_next_tier": None if nxt is None else _text(max(nxt.threshold - standing, Decimal(0)))},

@@ -80,7 +80,8 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "affordable": [r.name for r in renderer.settings.rewards[:1]],
             "next": {"name": "sample_reward", "cost": 2000, "needed": 800}, "month": "2026-01",
             "period_start": "2026-01-01T00:00:00+07:00", "period_end": "2026-02-01T00:00:00+07:00",
-            "earned": 1200, "redeemed": 300, "expired": 0, "next_tier": new, "to_next_tier": "800"}
+            "earned": 1200, "redeemed": 300, "expired": 0, "expiring": 250,
+            "expiring_until": "2026-03-01T00:00:00+07:00", "next_tier": new, "to_next_tier": "800"}
     return [{**base, "kind": kind} for kind in ("signup", "points", "anniversary", "tier_upgrade",
                                                  "segment_entry", "tier_at_risk", "tier_downgrade",
                                                  "birthday", "reward_available", "statement", "points_expiring",

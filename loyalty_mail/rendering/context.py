@@ -137,7 +137,7 @@ def event_view(occurrence: Mapping[str, Any] | None) -> EventView | None:
         properties=dict(stored.get("properties") or {}))
 
 
-OCCURRENCE_TIMES = ("review_at", "grace_until", "expires_at")
+OCCURRENCE_TIMES = ("review_at", "grace_until", "expires_at", "expiring_until")
 OCCURRENCE_DATES = ("birthday", "period_start", "period_end")  # the program's calendar month
 
 

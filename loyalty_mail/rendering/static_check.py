@@ -51,7 +51,7 @@ OCCURRENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "birthday": ("kind", "key", "birthday", "age", "days_before"),
     "reward_available": ("kind", "key", "balance", "newly", "affordable", "next"),
     "statement": ("kind", "key", "month", "period_start", "period_end", "earned", "redeemed", "expired",
-                  "balance", "tier", "next_tier", "to_next_tier"),
+                  "expiring", "expiring_until", "balance", "tier", "next_tier", "to_next_tier"),
     "points_expiring": ("kind", "key", "points", "expires_at", "expires_on", "before", "could_buy"),
     "confirmation": ("kind", "key"),
     "campaign": ("kind", "key", "campaign", "topic"),
