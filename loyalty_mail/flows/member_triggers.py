@@ -14,7 +14,6 @@ per trigger, rows in member order), with these keys:
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -29,7 +28,7 @@ from ..models import events_table, members_table, point_lots_table, tier_changes
 from ..segments.compiler import month_day_key
 from ..tier_review import needed_to_keep, needed_to_regain
 from ..tiers import TierLadder
-from .occurrences import MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream
+from .occurrences import MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, same_date_in
 
 EXPIRED_TYPE = "points_expired"  # events that took expired points off a balance
 
@@ -111,12 +110,6 @@ def tier_downgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings,
 
 # -- birthdays -----------------------------------------------------------------------------------
 
-def _birthday_in(born: date, year: int) -> date:
-    if born.month == 2 and born.day == 29 and not calendar.isleap(year):
-        return date(year, 2, 28)
-    return date(year, born.month, born.day)
-
-
 def birthdays(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
               audience: sa.ColumnElement[bool] | None, zone_default: str, dialect: str) -> Iterator[Occurrence]:
     """Local midnight `days_before` each birthday (29 February: 28 February in other years)."""
@@ -135,7 +128,7 @@ def birthdays(conn: sa.Connection, flow: FlowSettings, settings: Settings, windo
         for year in sorted({first.year, last.year}):
             if year <= row.birthday.year:
                 continue
-            day = _birthday_in(row.birthday, year)
+            day = same_date_in(row.birthday, year)
             due = datetime.combine(day - ahead, time(), tzinfo=zone) + flow.delay
             if not window.since <= due <= window.now:
                 continue

@@ -152,10 +152,12 @@ def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Setting
                 superseded_by=None if winner is None else f"points:{winner}")
 
 
-def _anniversary(joined: date, year: int) -> date:
-    if joined.month == 2 and joined.day == 29 and not calendar.isleap(year):
+def same_date_in(day: date, year: int) -> date:
+    """`day`'s month and day in `year`: an anniversary or a birthday (29 February: 28 February
+    in other years)."""
+    if day.month == 2 and day.day == 29 and not calendar.isleap(year):
         return date(year, 2, 28)
-    return date(year, joined.month, joined.day)
+    return date(year, day.month, day.day)
 
 
 def anniversaries(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
@@ -176,7 +178,7 @@ def anniversaries(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
         for year in sorted({first.year, last.year}):
             if year <= row.joined_on.year:
                 continue
-            day = _anniversary(row.joined_on, year)
+            day = same_date_in(row.joined_on, year)
             due = datetime.combine(day, time(), tzinfo=zone) + flow.delay
             if not window.since <= due <= window.now:
                 continue
