@@ -8,8 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
+
+from loyalty_mail import db
 
 
 def free_port() -> int:
@@ -43,3 +47,15 @@ def stop(process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def api_program(tmp_path: Path, config: str) -> tuple[Path, str, sa.Engine]:
+    """A program folder with this config.yaml and an empty SQLite database with the schema, for
+    a real `loyalty-mail api` process: (folder, database URL, engine)."""
+    project = tmp_path / "program"
+    project.mkdir()
+    (project / "config.yaml").write_text(config, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine)
+    return project, url, engine

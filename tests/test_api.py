@@ -24,7 +24,7 @@ from loyalty_mail.models import events_table, members_table, suppressions_table
 from loyalty_mail.runtime import Runtime
 
 from .conftest import FIXED_NOW, REPO, TEST_CONFIG
-from .processes import free_port, wait_until_answering
+from .processes import api_program, free_port, wait_until_answering
 
 FIXTURES = Path(__file__).parent / "fixtures" / "segment"
 SEGMENT_MAPPING = """\
@@ -300,12 +300,7 @@ def test_junk_payloads_get_a_4xx_with_a_message(client, path, body, deep):
 
 @pytest.mark.slow
 def test_the_api_under_uvicorn(tmp_path):
-    project = tmp_path / "program"
-    project.mkdir()
-    (project / "config.yaml").write_text(TEST_CONFIG, encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    engine = db.create_db_engine(url)
-    db.ensure_schema(engine)
+    project, url, engine = api_program(tmp_path, TEST_CONFIG)
     key = _new_key(engine, "k", "admin")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}

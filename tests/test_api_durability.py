@@ -20,7 +20,7 @@ from loyalty_mail.api import keys
 from loyalty_mail.models import events_table, members_table
 
 from .conftest import FIXED_NOW, REPO, TEST_CONFIG
-from .processes import free_port, stop, wait_until_answering
+from .processes import api_program, free_port, stop, wait_until_answering
 
 EVENTS = 300
 MEMBERS = 20
@@ -87,12 +87,7 @@ class RetryingClient(threading.Thread):
 
 @pytest.mark.slow
 def test_no_acknowledged_event_is_lost_when_the_api_is_killed(tmp_path):
-    project = tmp_path / "program"
-    project.mkdir()
-    (project / "config.yaml").write_text(TEST_CONFIG, encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    engine = db.create_db_engine(url)
-    db.ensure_schema(engine)
+    project, url, engine = api_program(tmp_path, TEST_CONFIG)
     with db.writer(engine).begin() as conn:
         key = keys.create(conn, "shop", "ingest", FIXED_NOW)
     api = Api(project, url)

@@ -28,7 +28,8 @@ from ..models import events_table, members_table, point_lots_table, tier_changes
 from ..segments.compiler import month_day_key
 from ..tier_review import needed_to_keep, needed_to_regain
 from ..tiers import TierLadder
-from .occurrences import MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, same_date_in
+from .occurrences import (MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, point_events_newest_first,
+                          same_date_in)
 
 EXPIRED_TYPE = "points_expired"  # events that took expired points off a balance
 
@@ -175,18 +176,8 @@ def rewards(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
             audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
     """Each point event that took the balance from below a reward's cost to at least it: a member
     who stays above it hears once; one who falls below and comes back hears again."""
-    e, m = events_table, members_table
     costs = sorted({r.cost for r in settings.rewards})
-    recent = sa.select(e.c.member_ref).where(e.c.occurred_at >= window.since, e.c.points.is_not(None),
-                                             e.c.points != 0)
-    query = (sa.select(*MEMBER_COLUMNS, m.c.points.label("balance"), e.c.id.label("event_ref"),
-                       e.c.occurred_at, e.c.points)
-             .join(m, m.c.id == e.c.member_ref)
-             .where(e.c.member_ref.in_(recent), e.c.occurred_at >= window.since,
-                    e.c.points.is_not(None), e.c.points != 0)
-             .order_by(e.c.member_ref, e.c.occurred_at.desc(), e.c.id.desc()))
-    if audience is not None:
-        query = query.where(audience)
+    query = point_events_newest_first(window, audience)
     current, balance = None, 0
     found: list[Occurrence] = []
     for row in _stream(conn, query):

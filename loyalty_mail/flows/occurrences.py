@@ -117,10 +117,10 @@ def welcome(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
                          data={"kind": "signup", "key": "welcome"})
 
 
-def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
-                      audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
-    """Walk each member's point events newest first from today's balance back, so the balance
-    before and after every event is known without reading older history."""
+def point_events_newest_first(window: Window, audience: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
+    """The point events in the window of members with one, each with the member and today's
+    balance, member by member and newest first: walking back from the balance gives the balance
+    before and after each event without reading older history."""
     e, m = events_table, members_table
     recent = sa.select(e.c.member_ref).where(e.c.occurred_at >= window.since, e.c.points.is_not(None),
                                              e.c.points != 0)
@@ -130,8 +130,14 @@ def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Setting
              .where(e.c.member_ref.in_(recent), e.c.occurred_at >= window.since,
                     e.c.points.is_not(None), e.c.points != 0)
              .order_by(e.c.member_ref, e.c.occurred_at.desc(), e.c.id.desc()))
-    if audience is not None:
-        query = query.where(audience)
+    return query if audience is None else query.where(audience)
+
+
+def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
+                      audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
+    """Walk each member's point events newest first from today's balance back, so the balance
+    before and after every event is known without reading older history."""
+    query = point_events_newest_first(window, audience)
     current, balance = None, 0
     for row in _stream(conn, query):
         if row.id != current:
