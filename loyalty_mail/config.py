@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from .durations import Duration, parse_duration, parse_span
+from .durations import Duration, format_span, parse_duration, parse_span
 from .errors import ConfigError, Problem, kind_of, shown
 from .secret_policy import (
     SECRET_FIELDS,
@@ -1021,8 +1021,12 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     if kind == "missing":
         return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
     found = error.get("input")
+    if kind == "model_type":  # pydantic names the class: "a valid dictionary or instance of PointsSettings"
+        allowed = ", ".join(_allowed_keys(loc, model or Settings))
+        message = f"expected a mapping (keys: {allowed})" if allowed else "expected a mapping"
     echo = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
-    suffix = f" (found {shown(found)})" if echo else ""
+    written = format_span(found) if isinstance(found, timedelta) else shown(found)  # a duration, parsed
+    suffix = f" (found {written})" if echo else ""
     return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
 
 

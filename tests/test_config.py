@@ -70,6 +70,25 @@ tiers:
     ]
 
 
+def test_a_section_of_the_wrong_kind_lists_its_keys_and_a_duration_out_of_range_is_shown(tmp_path):
+    found = problems(tmp_path, """\
+program:
+  points:
+rendering: [1]
+segments: {timeout: 2 days}
+tiers:
+  levels: [{name: member, threshold: 0}, {name: gold, threshold: 100}]
+  qualification: {grace: 400 days}
+""")
+    assert found == [
+        "config.yaml:2:10: program.points: expected a mapping (keys: expiry) (found null)",
+        "config.yaml:3:12: rendering: expected a mapping (keys: timeout, max_bytes) (found a list)",
+        "config.yaml:4:21: segments.timeout: Input should be less than or equal to 1 day (found 2 days)",
+        "config.yaml:7:26: tiers.qualification.grace: Input should be less than or equal to 366 days "
+        "(found 400 days)",
+    ]
+
+
 def test_tier_ladder_rules(tmp_path):
     assert problems(tmp_path, "tiers:\n  levels:\n    - {name: silver, threshold: 100}\n") == [
         "config.yaml:3:5: tiers.levels: the first tier ('silver') must have threshold 0"]
