@@ -109,7 +109,7 @@ class Journey:
         return [s for s in self.by_id.values() if isinstance(s, SendStep) and s.variants]
 
 
-def test_name(flow: str, step: str | None = None) -> str:
+def ab_test_name(flow: str, step: str | None = None) -> str:
     """The name of an A/B test: a flow's (or a campaign's) own name, or `<flow>.<step id>` for a
     journey's send step (flow names and step ids have no `.`)."""
     return flow if step is None else f"{flow}.{step}"
@@ -189,7 +189,8 @@ class _Parser:
             self.fail(path, f"a step is a mapping with one of {', '.join(KINDS)} (found {value!r})")
             return None
         kinds = [k for k in value if k in KINDS]
-        allowed = {"send": {"id", "variants", "winner"}, "wait": {"id"}, "wait_until": {"id", "on_timeout"}, "branch": {"id"}}
+        allowed = {"send": {"id", "variants", "winner"}, "wait": {"id"}, "wait_until": {"id", "on_timeout"},
+                   "branch": {"id"}}
         if len(kinds) != 1:
             self.fail(path, f"a step has exactly one of {', '.join(KINDS)} (found "
                             f"{', '.join(map(str, value)) or 'nothing'})")
@@ -264,7 +265,7 @@ class _Parser:
         except ValueError as exc:
             self.fail(path + ("variants",), f"step '{step.id}': variants: {exc}")
             return None
-        name = test_name(self.flow, step.id)
+        name = ab_test_name(self.flow, step.id)
         if len(name) > MAX_TEST_NAME:
             self.fail(path + ("variants",), f"step '{step.id}': its A/B test is named '{name}', longer than "
                                             f"{MAX_TEST_NAME} characters; give the step a shorter id:", key=True)

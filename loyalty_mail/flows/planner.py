@@ -50,7 +50,7 @@ from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .decisions import PlannedSend, Skip
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, flow_journey, test_name
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, ab_test_name, describe, flow_journey
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -631,7 +631,7 @@ class Planner:
         step = journey.by_id.get(str(occ.data.get("step")))
         if not isinstance(step, SendStep):
             return occ.flow.name, ()
-        return test_name(occ.flow.name, step.id), step.variants
+        return ab_test_name(occ.flow.name, step.id), step.variants
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:

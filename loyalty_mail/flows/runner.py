@@ -30,7 +30,7 @@ from ..tiers import TierLadder
 from ..yaml_source import PathKey, load_yaml_file
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
-from .journey_spec import flow_journey, test_name
+from .journey_spec import ab_test_name, flow_journey
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
 from .planner import Plan, Planner
@@ -64,7 +64,7 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
         for step in journey.tests() if journey is not None else ():
             for variant in step.variants:
                 if variant.subject is not None:
-                    renderer.check_subject(variant.subject, f"'{test_name(flow.name, step.id)}' variant "
+                    renderer.check_subject(variant.subject, f"'{ab_test_name(flow.name, step.id)}' variant "
                                                             f"'{variant.name}' subject")
 
 

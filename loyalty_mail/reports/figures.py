@@ -72,7 +72,7 @@ def _step(dialect: str) -> Any:
 
 def _test(dialect: str) -> Any:
     """The A/B test a send belongs to: its flow's (or campaign's) name, or `<flow>.<step id>` for a
-    journey's send (flows/journey_spec.test_name)."""
+    journey's send (flows/journey_spec.ab_test_name)."""
     s = sends_table
     slash = (sa.func.strpos if dialect == "postgresql" else sa.func.instr)(s.c.occurrence_key, "/")
     return sa.case((slash > 0, s.c.flow + "." + sa.func.substr(s.c.occurrence_key, slash + 1)), else_=s.c.flow)

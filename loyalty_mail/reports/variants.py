@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from ..campaigns import scheduled
 from ..config import FlowSettings, Settings, VariantSettings, WinnerRule
 from ..flows import variants as assignment
-from ..flows.journey_spec import Journey, split_test, test_name
+from ..flows.journey_spec import Journey, ab_test_name, split_test
 from .figures import performance
 from .journeys import configured_journeys
 
@@ -178,7 +178,8 @@ def configured_tests(flows: Iterable[FlowSettings], journeys: Mapping[str, Journ
     for flow in flows:
         journey = journeys.get(flow.name) if flow.is_journey else None
         if journey is not None:
-            tests += [Test(test_name(flow.name, step.id), step.variants, step.winner) for step in journey.tests()]
+            tests += [Test(ab_test_name(flow.name, step.id), step.variants, step.winner)
+                      for step in journey.tests()]
         elif flow.variants:
             tests.append(Test(flow.name, flow.variants, flow.winner))
     return tests
