@@ -646,7 +646,8 @@ class FlowSettings(_Strict):
         return self.steps is not None
 
     def templates(self) -> list[str]:
-        """The emails this flow sends: its template, or every `send:` of its steps."""
+        """The emails this flow sends: its template, or every `send:` of its steps (with their
+        A/B variants' templates)."""
         if self.steps is None:
             return [self.template]
         found: list[str] = []
@@ -657,8 +658,11 @@ class FlowSettings(_Strict):
                     continue
                 send = step.get("send")
                 name = send.get("template") if isinstance(send, dict) else send
-                if isinstance(name, str) and name not in found:
-                    found.append(name)
+                tested = step.get("variants") if send is not None else None
+                for name in [name, *(v.get("template") for v in (tested if isinstance(tested, list) else [])
+                                     if isinstance(v, dict))]:
+                    if isinstance(name, str) and name not in found:
+                        found.append(name)
                 branch = step.get("branch")
                 if isinstance(branch, dict):
                     visit(branch.get("then"))
@@ -694,8 +698,8 @@ class FlowSettings(_Strict):
         if self.exit_when is not None and self.steps is None:
             raise ValueError(f"flow '{self.name}': `exit_when:` belongs to journeys (flows with `steps:`)")
         if self.steps is not None and (self.variants or self.winner is not None):
-            raise ValueError(f"flow '{self.name}': `variants:` and `winner:` belong to one-email flows and "
-                             "campaigns; a journey's send steps cannot have A/B variants")
+            raise ValueError(f"flow '{self.name}': a journey tests each email on its own: put `variants:` "
+                             "(and `winner:`) on the send step, e.g. - {send: welcome, variants: [...]}")
         if self.trigger == "reengagement" and not self.segment:
             raise ValueError(f"flow '{self.name}': a reengagement flow needs `segment:` (the segment "
                              "members enter, e.g. lapsed_90_days)")

@@ -273,7 +273,7 @@ def test_journey_mistakes_come_with_their_line(program):
      "step id 'welcome_2' is both given explicitly and derived from another step"),
     ("[{send: welcome}, {wait: 1 day}, {send: welcome_reminder}]",
      "    variants: [{name: a, template: welcome}, {name: b, template: welcome_perks}]\n",
-     "a journey's send steps cannot have A/B variants"),
+     "a journey tests each email on its own: put `variants:` (and `winner:`) on the send step"),
     ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: clashing, step: welcom}}, "
      "then: [{send: welcome_perks}]}}]", "",
      "flow 'clashing': emails: step: 'welcom' is not a step of 'clashing' (steps: branch_"),

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .. import campaigns as campaign_files
-from ..config import FlowSettings, QuietHours, Settings
+from ..config import FlowSettings, QuietHours, Settings, VariantSettings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
 from .. import consent
@@ -50,7 +50,7 @@ from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .decisions import PlannedSend, Skip
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, flow_journey
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, ab_test_name, describe, flow_journey
 from .journeys import ChunkFacts, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -618,8 +618,20 @@ class Planner:
             if until is not None:
                 scheduled = until
                 deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-        variant = variants.choose(flow.name, occ.member_id, flow.variants, winners)
+        name, offered = self._test(occ)
+        variant = variants.choose(name, occ.member_id, offered, winners)
         return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant)
+
+    def _test(self, occ: Occurrence) -> tuple[str, tuple[VariantSettings, ...]]:
+        """The A/B test an occurrence's email belongs to: its flow's, or its journey step's
+        (`<flow>.<step id>`, so each step is assigned independently)."""
+        journey = self.journeys.get(occ.flow.name)
+        if journey is None:
+            return occ.flow.name, occ.flow.variants
+        step = journey.by_id.get(str(occ.data.get("step")))
+        if not isinstance(step, SendStep):
+            return occ.flow.name, ()
+        return ab_test_name(occ.flow.name, step.id), step.variants
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,9 +26,11 @@ from ..points.expiry import expire_points
 from ..rendering import Renderer
 from ..rendering.static_check import subject_problems
 from ..segments import load_catalog
-from ..yaml_source import load_yaml_file
+from ..tiers import TierLadder
+from ..yaml_source import PathKey, load_yaml_file
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
+from .journey_spec import ab_test_name, flow_journey
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
 from .planner import Plan, Planner
@@ -55,6 +58,14 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
         from ..errors import ConfigError
         raise ConfigError(missing)
     check_variant_subjects(settings.flows, renderer)
+    ladder = TierLadder.from_settings(settings.tiers)
+    for flow in settings.flows:
+        journey = flow_journey(flow, ladder)[0] if flow.is_journey else None
+        for step in journey.tests() if journey is not None else ():
+            for variant in step.variants:
+                if variant.subject is not None:
+                    renderer.check_subject(variant.subject, f"'{ab_test_name(flow.name, step.id)}' variant "
+                                                            f"'{variant.name}' subject")
 
 
 def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) -> None:
@@ -65,13 +76,30 @@ def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) ->
                 renderer.check_subject(variant.subject, f"'{test.name}' variant '{variant.name}' subject")
 
 
+def _tested_steps(steps: Any, path: PathKey) -> Iterable[PathKey]:
+    """The path of every send step with `variants:` in a journey's raw `steps:` (nested ones too)."""
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict):
+            continue
+        if "send" in step and "variants" in step:
+            yield path + (index,)
+        branch = step.get("branch")
+        if isinstance(branch, dict):
+            yield from _tested_steps(branch.get("then"), path + (index, "branch", "then"))
+            yield from _tested_steps(branch.get("else"), path + (index, "branch", "else"))
+        yield from _tested_steps(step.get("on_timeout"), path + (index, "on_timeout"))
+
+
 def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
     """The static pass (fields the context does not have) over every A/B variant's subject, of
     config.yaml's flows and of campaigns/*.yaml, each at its line in its file."""
     config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
     flows = config.value.get("flows") if isinstance(config.value, dict) else None
-    tests = [(("flows", i), f.get("trigger")) for i, f in enumerate(flows if isinstance(flows, list) else [])
-             if isinstance(f, dict)]
+    tests: list[tuple[PathKey, str | None]] = []
+    for i, f in enumerate(flows if isinstance(flows, list) else []):
+        if isinstance(f, dict):
+            tests.append((("flows", i), f.get("trigger")))
+            tests += [(path, f.get("trigger")) for path in _tested_steps(f.get("steps"), ("flows", i, "steps"))]
     problems = subject_problems(renderer.text_env, config, tests)
     for path in campaign_files(settings.project_dir):
         doc = load_yaml_file(path, display_name=f"{CAMPAIGNS_DIR}/{path.name}", root=settings.project_dir)
