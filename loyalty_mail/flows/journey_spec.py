@@ -295,6 +295,38 @@ def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None
                          ladder)
 
 
+def sends_without_trigger(journey: Journey) -> list[SendStep]:
+    """The send steps whose email may be decided without the trigger's data.
+
+    A step is decided at entry (with the trigger's occurrence) until the first wait; a later
+    tick reads the trigger's data back from the instance's first email (journeys.in_flight). So
+    a send that some path reaches after a wait (or wait_until) with no email decided at entry
+    before it has only `occurrence.kind`, `key` and `step`, and no `event`; every email after
+    that one too, as the first email then carries none."""
+    lost: dict[str, SendStep] = {}
+
+    def walk(block: tuple[Step, ...], kept: bool, paused: bool) -> tuple[bool, bool]:
+        """(kept, paused) after `block`: an email carrying the data was recorded; a tick ended."""
+        for step in block:
+            if isinstance(step, SendStep):
+                if paused and not kept:
+                    lost.setdefault(step.id, step)
+                else:
+                    kept = True
+            elif isinstance(step, WaitStep):
+                paused = True
+            elif isinstance(step, WaitUntilStep):
+                timed_out = walk(step.on_timeout, kept, True)
+                kept, paused = kept and timed_out[0], True
+            else:
+                then, otherwise = walk(step.then, kept, paused), walk(step.otherwise, kept, paused)
+                kept, paused = then[0] and otherwise[0], then[1] or otherwise[1]
+        return kept, paused
+
+    walk(journey.steps, False, False)
+    return list(lost.values())
+
+
 def _all(steps: tuple[Step, ...]) -> list[Step]:
     out: list[Step] = []
     for step in steps:
