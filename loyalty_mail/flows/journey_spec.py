@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import time as dtime
 from typing import Any, Union
 
+import yaml
+
 from ..config import FlowSettings, TierSettings
 from ..durations import Duration, parse_duration
 from ..errors import Problem
@@ -85,6 +87,7 @@ class Journey:
     then_next: dict[str, str | None] = field(default_factory=dict)  # branch: the condition held
     else_next: dict[str, str | None] = field(default_factory=dict)  # branch: it did not
     timeout_next: dict[str, str | None] = field(default_factory=dict)  # wait_until: timed out
+    exit_text: str = ""   # exit_when as written: `{purchases: {count: {gte: 1}}}`
 
     @property
     def first(self) -> str:
@@ -110,8 +113,8 @@ def describe(step: Step) -> str:
     return "branch"
 
 
-def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None) -> Journey:
-    journey = Journey(flow, steps, exit_when)
+def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "") -> Journey:
+    journey = Journey(flow, steps, exit_when, exit_text=exit_text)
 
     def walk(block: tuple[Step, ...], follow: str | None) -> str | None:
         """Number `block` and link it; returns its first step's id (or `follow` when empty)."""
@@ -285,7 +288,9 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
                                        "from another step; give that one an id too")
     if parser.problems:
         return None, parser.problems
-    return build(flow, typed, rule), []
+    text = yaml.safe_dump(exit_when, default_flow_style=True, width=10_000, sort_keys=False).strip() \
+        if exit_when is not None else ""
+    return build(flow, typed, rule, text), []
 
 
 def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:
