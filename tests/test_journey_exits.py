@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .flow_program import member
-from .test_journeys import JOINED, SERIES, explain, journey, once, sends, steps
+from .test_journeys import JOINED, SERIES, TIMING, explain, journey, once, sends, steps
 
 BOUGHT = "2026-11-21T12:00:00+07:00"
 LATER = "2026-11-21T12:05:00+07:00"
@@ -82,3 +82,37 @@ def test_exit_when_before_a_step_and_leaving_at_a_send(program):
     assert [s for s in sends(program) if s[2] == "suppressed"] == [("welcome/welcome_reminder", "welcome_reminder",
                                                                    "suppressed")]
 
+
+def _sends_announced(program, at: str) -> list[tuple[str, str]]:
+    return sorted((d["occurrence"], d["template"]) for d in program.dry(at) if d["decision"] == "send")
+
+
+def test_after_reordering_steps_the_dry_run_announces_what_the_run_sends(program):
+    """M1 has had the reminder and waits 12 hours; M2 still waits 3 days. Swapping the reminder
+    and the nudge puts the reminder M1 had after M1's position: it is not announced, nor sent,
+    again; M2 gets the nudge, then the reminder."""
+    journey(program, TIMING)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    program.load("members", [member("M2", joined_at="2026-11-21T10:00:00+07:00")], at="2026-11-21T10:00:00+07:00")
+    once(program, "2026-11-20T10:05:00+07:00")
+    once(program, "2026-11-21T10:05:00+07:00")
+    once(program, "2026-11-23T10:06:00+07:00")
+    assert [(k, s) for k, _, s in sends(program)] == [("welcome/welcome", "sent"), ("welcome/welcome", "sent"),
+                                                      ("welcome/welcome_reminder", "sent")]
+    config = program.dir / "config.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("      - send: welcome_reminder\n", "      - send: TMP\n")
+                      .replace("      - send: first_purchase_nudge\n", "      - send: welcome_reminder\n")
+                      .replace("      - send: TMP\n", "      - send: first_purchase_nudge\n"))
+    for at in ("2026-11-23T22:10:00+07:00", "2026-11-24T10:10:00+07:00", "2026-11-24T22:15:00+07:00"):
+        announced = _sends_announced(program, at)
+        before = len(sends(program))
+        once(program, at)
+        done = sorted((k, t) for k, t, _ in sends(program)[before:])
+        assert announced == done, at
+    engine_rows = sends(program)
+    assert sorted((k, t) for k, t, _ in engine_rows) == sorted([
+        ("welcome/welcome", "welcome"), ("welcome/welcome", "welcome"),
+        ("welcome/welcome_reminder", "welcome_reminder"),                                   # M1, once
+        ("welcome/first_purchase_nudge", "first_purchase_nudge"), ("welcome/welcome_reminder", "welcome_reminder")])
+    assert len(engine_rows) == 5

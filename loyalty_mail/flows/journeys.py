@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -311,9 +311,10 @@ class Walker:
     position to `plan`."""
 
     def __init__(self, journey: Journey, facts: ChunkFacts, plan: Plan, decide_send: SendDecision,
-                 zone_default: str) -> None:
+                 zone_default: str, recorded: Collection[tuple[int, str, str]] = ()) -> None:
         self.journey, self.facts, self.plan, self.decide_send = journey, facts, plan, decide_send
         self.zone_default = zone_default
+        self.recorded = recorded   # (member, flow, occurrence key) the ledger holds: sends decided before
 
     def start(self, occ: Occurrence) -> None:
         """A trigger occurrence of an instance not started yet (its policy already passed)."""
@@ -372,6 +373,10 @@ class Walker:
             if at > now:
                 break
             step = journey.by_id[cursor]
+            if isinstance(step, SendStep) and (occ.member_ref, journey.flow, f"{instance}/{step.id}") in self.recorded:
+                # decided before (the steps were reordered since): never again, the member goes on
+                last, cursor = step.id, journey.after[step.id]
+                continue
             if isinstance(step, SendStep):
                 send_occ = Occurrence(
                     flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,

@@ -547,7 +547,7 @@ class Planner:
             flow = occ.flow
             journey = self.journeys.get(flow.name)
             if journey is not None:
-                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone)
+                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone, recorded)
                 if occ.data.get("kind") == "journey":
                     walker.resume(occ)
                 elif (occ.member_ref, flow.name, occ.key) in started:
