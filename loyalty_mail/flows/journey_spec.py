@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import time as dtime
 from typing import Any, Union
 
+import yaml
 from pydantic import ValidationError
 
 from ..config import FlowSettings, TierSettings, VariantSettings, WinnerRule, check_variants
@@ -91,6 +92,7 @@ class Journey:
     then_next: dict[str, str | None] = field(default_factory=dict)  # branch: the condition held
     else_next: dict[str, str | None] = field(default_factory=dict)  # branch: it did not
     timeout_next: dict[str, str | None] = field(default_factory=dict)  # wait_until: timed out
+    exit_text: str = ""   # exit_when as written: `{purchases: {count: {gte: 1}}}`
 
     @property
     def first(self) -> str:
@@ -132,8 +134,8 @@ def describe(step: Step) -> str:
     return "branch"
 
 
-def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None) -> Journey:
-    journey = Journey(flow, steps, exit_when)
+def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "") -> Journey:
+    journey = Journey(flow, steps, exit_when, exit_text=exit_text)
 
     def walk(block: tuple[Step, ...], follow: str | None) -> str | None:
         """Number `block` and link it; returns its first step's id (or `follow` when empty)."""
@@ -362,7 +364,9 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
                                        "from another step; give that one an id too")
     if parser.problems:
         return None, parser.problems
-    return build(flow, typed, rule), []
+    text = yaml.safe_dump(exit_when, default_flow_style=True, width=10_000, sort_keys=False).strip() \
+        if exit_when is not None else ""
+    return build(flow, typed, rule, text), []
 
 
 def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:
@@ -370,6 +374,38 @@ def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None
     raw = {"steps": list(flow.steps or ()), "exit_when": flow.exit_when}
     return parse_journey(flow.name, raw["steps"], flow.exit_when, YamlDocument(f"flow '{flow.name}'", raw), (),
                          ladder)
+
+
+def sends_without_trigger(journey: Journey) -> list[SendStep]:
+    """The send steps whose email may be decided without the trigger's data.
+
+    A step is decided at entry (with the trigger's occurrence) until the first wait; a later
+    tick reads the trigger's data back from the instance's first email (journeys.in_flight). So
+    a send that some path reaches after a wait (or wait_until) with no email decided at entry
+    before it has only `occurrence.kind`, `key` and `step`, and no `event`; every email after
+    that one too, as the first email then carries none."""
+    lost: dict[str, SendStep] = {}
+
+    def walk(block: tuple[Step, ...], kept: bool, paused: bool) -> tuple[bool, bool]:
+        """(kept, paused) after `block`: an email carrying the data was recorded; a tick ended."""
+        for step in block:
+            if isinstance(step, SendStep):
+                if paused and not kept:
+                    lost.setdefault(step.id, step)
+                else:
+                    kept = True
+            elif isinstance(step, WaitStep):
+                paused = True
+            elif isinstance(step, WaitUntilStep):
+                timed_out = walk(step.on_timeout, kept, True)
+                kept, paused = kept and timed_out[0], True
+            else:
+                then, otherwise = walk(step.then, kept, paused), walk(step.otherwise, kept, paused)
+                kept, paused = then[0] and otherwise[0], then[1] or otherwise[1]
+        return kept, paused
+
+    walk(journey.steps, False, False)
+    return list(lost.values())
 
 
 def _all(steps: tuple[Step, ...]) -> list[Step]:

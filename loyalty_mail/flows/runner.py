@@ -24,15 +24,16 @@ from ..errors import Problem
 from ..members import member_profile
 from ..points.expiry import expire_points
 from ..rendering import Renderer
+from ..rendering.checks import untriggered_problems
 from ..rendering.static_check import subject_problems
 from ..segments import load_catalog
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, load_yaml_file
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
-from .journey_spec import ab_test_name, flow_journey
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
+from .journey_spec import Journey, ab_test_name, describe, flow_journey, sends_without_trigger
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -88,6 +89,20 @@ def _tested_steps(steps: Any, path: PathKey) -> Iterable[PathKey]:
             yield from _tested_steps(branch.get("then"), path + (index, "branch", "then"))
             yield from _tested_steps(branch.get("else"), path + (index, "branch", "else"))
         yield from _tested_steps(step.get("on_timeout"), path + (index, "on_timeout"))
+
+
+def journey_trigger_problems(journeys: Iterable[Journey], renderer: Renderer) -> list[Problem]:
+    """Each email a journey sends at a step where the trigger's data is not in its context
+    (after a wait with no email before it: see journey_spec.sends_without_trigger) that uses
+    that data: the expression at its file, line and column, with the journey and the step."""
+    problems: list[Problem] = []
+    for journey in journeys:
+        for step in sends_without_trigger(journey):
+            named = "" if step.id == step.template else f", id {step.id}"
+            where = f"journey {journey.flow} step {journey.number[step.id]} ({describe(step)}{named})"
+            problems += [Problem(p.location, f"{where}: {p.message}")
+                         for p in untriggered_problems(renderer, step.template)]
+    return problems
 
 
 def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
