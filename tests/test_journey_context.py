@@ -98,6 +98,24 @@ def test_a_milestone_journey_that_waits_first_is_told_about_its_threshold(progra
     assert "occurrence has no field 'kind'" not in result.output
 
 
+def test_a_variant_template_after_a_wait_is_checked_too(program):
+    journey(program, """\
+  - name: after_purchase
+    trigger: event
+    event: purchase
+    frequency_cap: false
+    steps:
+      - wait: 1 day
+      - id: thanks
+        send: welcome
+        variants: [{name: a, template: welcome}, {name: b, template: points_receipt}]
+""")
+    result = program.run("check")
+    assert result.exit_code == 1, result.output
+    assert ("templates/points_receipt/en.html:2:31: journey after_purchase step 2 (send welcome, id thanks): "
+            "undefined variable: event has no field 'points'") in result.output
+
+
 def test_what_a_later_step_renders_with_when_an_email_came_first(program):
     """The data a later step's email gets is the first email's (the check above trusts it)."""
     journey(program, """\

@@ -100,8 +100,9 @@ def journey_trigger_problems(journeys: Iterable[Journey], renderer: Renderer) ->
         for step in sends_without_trigger(journey):
             named = "" if step.id == step.template else f", id {step.id}"
             where = f"journey {journey.flow} step {journey.number[step.id]} ({describe(step)}{named})"
+            templates = dict.fromkeys([step.template, *(v.template for v in step.variants if v.template)])
             problems += [Problem(p.location, f"{where}: {p.message}")
-                         for p in untriggered_problems(renderer, step.template)]
+                         for template in templates for p in untriggered_problems(renderer, template)]
     return problems
 
 
