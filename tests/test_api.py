@@ -423,3 +423,18 @@ def test_a_balance_or_spend_past_what_the_columns_hold_is_an_item_error(client, 
     assert _member(api_runtime.engine(), "M1")["points"] == 2**31 - 10
     assert _member(api_runtime.engine(), "M2")["total_spend"] == 0
     assert _count(api_runtime.engine(), events_table) == 0
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/members/M1", b'{"email": "m1@example.com", "email": "other@example.com"}'),
+    ("/v1/events", b'[{"member_id": "M1", "type": "visit", "occurred_at": "2026-11-01T00:00:00Z", '
+                   b'"properties": {"store": "A", "store": "B"}}]'),
+])
+def test_a_key_given_twice_is_422_not_the_last_value(client, api_runtime, path, body):
+    """Which of two values for one key the sender meant cannot be told: nothing is applied."""
+    r = client("PUT" if "members" in path else "POST", path, content=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] in (
+        "the body is ambiguous: the key 'email' appears twice in one object; give each key once",
+        "the body is ambiguous: the key 'store' appears twice in one object; give each key once")
+    assert _count(api_runtime.engine(), members_table) == 0

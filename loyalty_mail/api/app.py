@@ -34,7 +34,7 @@ from ..errors import LoyaltyMailError, NotFound, shown
 from ..flows import build_planner
 from ..flows.planner import FlowExplanation
 from ..importing.fields import YEARS
-from ..importing.readers import PROBLEMS, NumberRefused, SourceRow, load_json
+from ..importing.readers import PROBLEMS, DuplicateKey, NumberRefused, SourceRow, load_json
 from ..members import member_row
 from ..segments import context_for, member_segments
 from . import ingest, keys, segment_spec
@@ -104,9 +104,11 @@ class Api:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return load_json(raw)
+            return load_json(raw, unique_keys=True)
         except NumberRefused as exc:
             raise ApiError(422, f"the body cannot be stored: {exc}") from None
+        except DuplicateKey as exc:
+            raise ApiError(422, f"the body is ambiguous: {exc}") from None
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
