@@ -33,7 +33,8 @@ from ..config import Settings
 from ..errors import LoyaltyMailError, NotFound, shown
 from ..flows import build_planner
 from ..flows.planner import FlowExplanation
-from ..importing.readers import PROBLEMS, NumberRefused, SourceRow, load_json
+from ..importing.fields import YEARS
+from ..importing.readers import PROBLEMS, DuplicateKey, NumberRefused, SourceRow, load_json
 from ..members import member_row
 from ..segments import context_for, member_segments
 from . import ingest, keys, segment_spec
@@ -103,9 +104,11 @@ class Api:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return load_json(raw)
+            return load_json(raw, unique_keys=True)
         except NumberRefused as exc:
             raise ApiError(422, f"the body cannot be stored: {exc}") from None
+        except DuplicateKey as exc:
+            raise ApiError(422, f"the body is ambiguous: {exc}") from None
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -170,12 +173,16 @@ class Api:
     async def get_member(self, member_id: str, at: str | None = None) -> Any:
         now = self.clock()
         if at is not None:
+            plus = " (a '+' in a query string is a space: write it %2B)" if " " in at.strip() else ""
             try:
                 now = datetime.fromisoformat(at)
             except ValueError:
-                raise ApiError(422, f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)") from None
+                raise ApiError(422, f"{shown(at)} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)"
+                               + plus) from None
             if now.tzinfo is None:
-                raise ApiError(422, f"'{at}' has no UTC offset (e.g. 2026-11-23T09:00:00+07:00)")
+                raise ApiError(422, f"{shown(at)} has no UTC offset (e.g. 2026-11-23T09:00:00+07:00)")
+            if not YEARS[0] <= now.year <= YEARS[1]:
+                raise ApiError(422, f"{shown(at)} is outside the years {YEARS[0]} to {YEARS[1]}")
         return await run_in_threadpool(self._member_state, member_id, now)
 
     def _member_state(self, member_id: str, now: datetime) -> dict[str, Any]:

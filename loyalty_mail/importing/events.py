@@ -52,6 +52,8 @@ EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NEEDS_POINTS = {"points_redeemed", "points_earned", "points_expired"}
 SUBTRACTS = ("points_redeemed", "points_expired")
 MEMBERS_PER_PAGE = 2000
+MAX_POINTS = 2**31 - 1  # a balance, as the points columns hold it
+MAX_SPEND = Decimal("1e16")  # a total spend is below this, as the money columns hold it
 
 _metadata = sa.MetaData()
 STAGING = sa.Table(
@@ -287,6 +289,17 @@ class _Applier:
             self.rejects.add(row["row_no"], "points",
                              f"{verb} {points} points but member '{state.member_id}' has "
                              f"{state.points} at {row['occurred_at']:%Y-%m-%d %H:%M} UTC")
+            return None
+        if state.points + delta > MAX_POINTS:
+            column = "points" if row["points"] is not None else "amount"
+            self.rejects.add(row["row_no"], column,
+                             f"adds {delta:,} points to the {state.points:,} of member '{state.member_id}': "
+                             f"a balance is at most {MAX_POINTS:,} points")
+            return None
+        if kind == "purchase" and state.total_spend + amount >= MAX_SPEND:
+            self.rejects.add(row["row_no"], "amount",
+                             f"takes the total spend of member '{state.member_id}' to "
+                             f"{state.total_spend + amount:,}: a total spend is below 10^16")
             return None
         state.points += delta
         state.changed = True
