@@ -14,7 +14,8 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,8 +37,10 @@ from ..flows.planner import FlowExplanation
 from ..importing.readers import PROBLEMS, NumberRefused, SourceRow, load_json
 from ..members import member_row
 from ..segments import context_for, member_segments
+from ..importing.events import OneEvent
 from . import ingest, keys, segment_spec
 from .schemas import EventIn, MemberIn, SegmentMessage, body_schema
+from .writer import GroupWriter
 
 log = logging.getLogger("loyalty_mail.api")
 Clock = Callable[[], datetime]
@@ -90,6 +93,8 @@ class Api:
 
     def __post_init__(self) -> None:
         self.planner = build_planner(self.settings, self.engine.dialect.name)
+        self.writer = GroupWriter(self.engine)
+        self.one_event = OneEvent(self.settings)
 
     # -- request plumbing ------------------------------------------------------------------
 
@@ -114,9 +119,13 @@ class Api:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
 
     async def apply(self, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
+        now = self.clock()
+
+        def work(conn: sa.Connection) -> ingest.Outcome:
+            return ingest.apply_on(conn, self.settings, partial=partial, now=now, one_event=self.one_event, **rows)
+
         try:
-            outcome = await run_in_threadpool(ingest.apply, self.engine, self.settings, partial=partial,
-                                              now=self.clock(), **rows)
+            outcome = await self.writer.run(work)
         except ingest.ItemsRejected as exc:
             bad = len({e.index for e in exc.errors})
             raise ApiError(422, f"{bad} item(s) are invalid; nothing was applied. Fix them, or send "
@@ -285,8 +294,14 @@ def _flow(flow: FlowExplanation) -> dict[str, Any]:
 def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
     """The API for one program and database."""
     api = Api(settings, engine, clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(api.writer.close)  # what was queued is written and answered
+
     app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",
-                  redoc_url=None, default_response_class=AsciiJSON)
+                  redoc_url=None, default_response_class=AsciiJSON, lifespan=lifespan)
     member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
         # method, path, handler, scope, documented body
