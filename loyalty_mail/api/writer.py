@@ -19,7 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -35,9 +35,24 @@ ATTEMPTS = 3  # a unique key raced by another process's transaction: the retry s
 log = logging.getLogger("loyalty_mail.api")
 
 
+class Transaction:
+    """What the requests of one group share: the connection, and what is read once for all of them."""
+
+    def __init__(self, connection: sa.Connection):
+        self.connection = connection
+        self._read: dict[Hashable, Any] = {}
+
+    def read_once(self, key: Hashable, read: Callable[[sa.Connection], T]) -> T:
+        """`read(connection)`, asked once a transaction for each `key` (it must write nothing)."""
+        if key not in self._read:
+            self._read[key] = read(self.connection)
+        value: T = self._read[key]
+        return value
+
+
 @dataclass
 class _Request(Generic[T]):
-    work: Callable[[sa.Connection], T]
+    work: Callable[[Transaction], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     value: Any = None
@@ -45,7 +60,7 @@ class _Request(Generic[T]):
 
 
 class GroupWriter:
-    """Runs `work(connection)` for each request in a shared transaction; see the module docstring."""
+    """Runs `work(transaction)` for each request in a shared transaction; see the module docstring."""
 
     def __init__(self, engine: sa.Engine, max_group: int = MAX_GROUP, idle_s: float = IDLE_S):
         self.engine = db.writer(engine)
@@ -55,7 +70,7 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self.groups = 0  # transactions committed or attempted, for tests and benchmarks
 
-    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+    async def run(self, work: Callable[[Transaction], T]) -> T:
         """`work`'s value once the transaction it ran in has committed; its exception otherwise."""
         loop = asyncio.get_running_loop()
         request: _Request[T] = _Request(work, loop, loop.create_future())
@@ -102,21 +117,23 @@ class GroupWriter:
         self.groups += 1
         try:
             with self.engine.connect() as conn, conn.begin():
+                transaction = Transaction(conn)
                 for request in group:
-                    _run_in_savepoint(conn, request)
+                    _run_in_savepoint(transaction, request)
         except BaseException as exc:  # noqa: BLE001 - the group's transaction failed: each request's answer
             for request in group:
                 if request.error is None:
                     request.error = exc
 
 
-def _run_in_savepoint(conn: sa.Connection, request: _Request[Any]) -> None:
+def _run_in_savepoint(transaction: Transaction, request: _Request[Any]) -> None:
+    conn = transaction.connection
     # Plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles its statements afresh
     # every time, which costs more than the savepoint itself. `work` never ends the transaction.
     for attempt in range(ATTEMPTS):
         conn.exec_driver_sql("SAVEPOINT lm_request")
         try:
-            request.value = request.work(conn)
+            request.value = request.work(transaction)
         except sa.exc.IntegrityError as exc:
             conn.exec_driver_sql("ROLLBACK TO SAVEPOINT lm_request")
             if attempt == ATTEMPTS - 1:

@@ -205,13 +205,12 @@ class OneEvent:
             return summary, rejects
         event = dict(zip(STAGING_COLUMNS, staged))
         event["occurred_at"] = event["occurred_at"].astimezone(timezone.utc)  # as a staged row reads back
-        member = connection.execute(_STATE_BY_MEMBER_ID, {"member_id": event["member_id"]}).first()
-        if member is None:
+        member = connection.execute(_ONE_EVENT_LOOKUP, {"member_id": event["member_id"],
+                                                         "event_id": event["event_id"]}).one()
+        if member.id is None:
             rejects.add(row_no, "member_id", unknown_member(event["member_id"]))
-        if event["event_id"] is not None and connection.execute(
-                _EVENT_EXISTS, {"event_id": event["event_id"]}).first() is not None:
-            summary.skipped = 1
-        if member is not None and not summary.skipped:
+        summary.skipped = int(member.already)
+        if member.id is not None and not summary.skipped:
             program = self.settings.program
             applier = _Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now,
                                rejects, summary, program.default_timezone)
@@ -266,8 +265,12 @@ _UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
 _INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
 _STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
                   _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
-_STATE_BY_MEMBER_ID = sa.select(*_STATE_COLUMNS).where(_m.c.member_id == sa.bindparam("member_id"))
-_EVENT_EXISTS = sa.select(events_table.c.id).where(events_table.c.event_id == sa.bindparam("event_id")).limit(1)
+# One row: the member's state (all None for an unknown member) and whether the event_id is applied.
+_ONE_EVENT_LOOKUP = sa.select(
+    *_STATE_COLUMNS,
+    sa.exists().where(events_table.c.event_id == sa.bindparam("event_id", type_=sa.String)).label("already"),
+).select_from(sa.select(sa.literal(1).label("one")).subquery().outerjoin(
+    _m, _m.c.member_id == sa.bindparam("member_id", type_=sa.String)))
 
 
 class _Applier:
