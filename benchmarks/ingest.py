@@ -232,6 +232,15 @@ def stored_event_ids(url: str) -> set[str]:
     return ids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * share), len(ordered) - 1)] if ordered else float("nan")
@@ -316,10 +325,15 @@ def main() -> None:
         if "single" in parts:
             server, port = start(ours)
             try:
+                cpu_before = cpu_seconds(server.pid)
                 seen = single(port, key, args.seconds, args.concurrency, "s")
+                cpu_used = cpu_seconds(server.pid) - cpu_before
             finally:
                 stop(server)
             report(f"ours, one event a request, {args.concurrency} clients", seen)
+            if cpu_used == cpu_used:  # not NaN: the server's CPU time is known (Linux)
+                print(f"  the API process used {1000 * cpu_used / max(seen.requests, 1):.2f} ms of CPU a request "
+                      f"(the database server's own CPU not included)")
         if "latency" not in parts:
             return
 

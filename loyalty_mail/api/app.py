@@ -328,6 +328,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
 
     app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",
                   redoc_url=None, default_response_class=AsciiJSON, lifespan=lifespan)
+    app.state.writer = api.writer
     member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
         # method, path, handler, scope, documented body

@@ -81,6 +81,10 @@ class GroupWriter:
                 self._thread.start()
         return await request.future
 
+    def queued(self) -> int:
+        """Requests waiting for a transaction (not counting those being written)."""
+        return self._queue.qsize()
+
     def close(self, timeout: float = 30) -> None:
         """Write and answer the requests queued so far, and end the thread (up to `timeout` s)."""
         with self._lock:
