@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from loyalty_mail import db
 from loyalty_mail.api import keys
 from loyalty_mail.api.app import create_app
-from loyalty_mail.models import events_table, members_table, tier_changes_table, touched_members_table
+from loyalty_mail.models import (events_table, members_table, point_lots_table, tier_changes_table,
+                                 touched_members_table)
 from loyalty_mail.runtime import Runtime
 
 from .conftest import FIXED_NOW, TEST_CONFIG
@@ -84,8 +85,12 @@ async def _until(condition: Any) -> None:
 
 
 @pytest.fixture
-def api(project: Path, database_url: str) -> Iterator[Api]:
-    (project / "config.yaml").write_text(TEST_CONFIG, encoding="utf-8")
+def api(project: Path, database_url: str, request: pytest.FixtureRequest) -> Iterator[Api]:
+    config = TEST_CONFIG
+    if getattr(request, "param", None) == "expiring points":
+        config = config.replace("  points_per_currency_unit: 0.001\n",
+                                "  points_per_currency_unit: 0.001\n  points:\n    expiry: {after: 12 months}\n")
+    (project / "config.yaml").write_text(config, encoding="utf-8")
     runtime = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
     api = Api(runtime)
     members = [{"member_id": f"M{n}", "email": f"m{n}@example.com"} for n in (1, 2, 3)]
@@ -168,7 +173,8 @@ def test_one_bad_event_gets_the_batch_path_s_422_word_for_word(api, bad):
     assert api.rows(sa.select(events_table.c.id)) == []
 
 
-def test_one_event_a_request_has_the_batch_path_s_effects(api):
+@pytest.mark.parametrize("api", ["points that last", "expiring points"], indirect=True)
+def test_one_event_a_request_has_the_batch_path_s_effects(api, request):
     def events(member_id: str) -> list[dict[str, Any]]:
         at = "2026-11-2{}T10:00:00+07:00".format
         return [
@@ -189,7 +195,7 @@ def test_one_event_a_request_has_the_batch_path_s_effects(api):
 
     def state(member_id: str) -> Any:
         member = api.member(member_id)
-        e, t = events_table, tier_changes_table
+        e, t, lots = events_table, tier_changes_table, point_lots_table
         return (
             {k: member[k] for k in ("points", "tier", "total_spend", "purchase_count", "last_purchase_at",
                                     "joined_at", "joined_on")},
@@ -198,11 +204,14 @@ def test_one_event_a_request_has_the_batch_path_s_effects(api):
                           e.c.properties).where(e.c.member_ref == member["id"]).order_by(e.c.id))],
             api.rows(sa.select(t.c.from_tier, t.c.to_tier, t.c.changed_at, t.c.reason)
                      .where(t.c.member_ref == member["id"]).order_by(t.c.id)),
+            api.rows(sa.select(*(c for c in lots.c if c.name not in ("id", "member_ref")))
+                     .where(lots.c.member_ref == member["id"]).order_by(lots.c.id)),
         )
 
     one_by_one, batched = state("M1"), state("M2")
     assert one_by_one == batched
     assert one_by_one[0]["points"] == 510 and [c["to_tier"] for c in one_by_one[2]] == ["silver", "member"]
+    assert bool(one_by_one[3]) == ("expiring" in request.node.callspec.params["api"])
 
 
 def test_a_key_revoked_after_it_was_let_in_writes_nothing(api):
