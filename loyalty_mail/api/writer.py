@@ -114,8 +114,7 @@ class GroupWriter:
                 if request is not None:
                     group.append(request)
             self._write(group)
-            for request in group:
-                _answer(request)
+            _answer(group)
 
     def _write(self, group: list[_Request[Any]]) -> None:
         self.groups += 1
@@ -151,16 +150,23 @@ def _run_in_savepoint(transaction: Transaction, request: _Request[Any]) -> None:
             return
 
 
-def _answer(request: _Request[Any]) -> None:
-    def settle() -> None:
+def _answer(group: list[_Request[Any]]) -> None:
+    """Hand each request its answer on its own event loop: one wake-up of each loop a group."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Request[Any]]] = {}
+    for request in group:
+        by_loop.setdefault(request.loop, []).append(request)
+    for loop, requests in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, requests)
+        except RuntimeError:  # that event loop is closed: nobody is waiting for these answers
+            log.debug("%d answers for a closed event loop were dropped", len(requests))
+
+
+def _settle(requests: list[_Request[Any]]) -> None:
+    for request in requests:
         if request.future.done():  # the client went away and its request was cancelled
-            return
+            continue
         if request.error is not None:
             request.future.set_exception(request.error)
         else:
             request.future.set_result(request.value)
-
-    try:
-        request.loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # its event loop is closed: nobody is waiting for the answer
-        log.debug("an answer for a closed event loop was dropped")
