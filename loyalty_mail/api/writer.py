@@ -28,7 +28,10 @@ import sqlalchemy as sa
 from .. import db
 
 T = TypeVar("T")
-MAX_GROUP = 64  # requests in one transaction; more wait for the next
+# Requests in one transaction; more wait for the next. PostgreSQL keeps the ids of at most 64
+# subtransactions (savepoints that wrote) of a transaction in shared memory; past that, other
+# sessions' snapshots look them up on disk.
+MAX_GROUP = 32
 IDLE_S = 5.0
 ATTEMPTS = 3  # a unique key raced by another process's transaction: the retry sees its row
 
@@ -41,6 +44,9 @@ class Transaction:
     def __init__(self, connection: sa.Connection):
         self.connection = connection
         self._read: dict[Hashable, Any] = {}
+        self._savepoint_open = False
+        # PostgreSQL takes the release of one request's savepoint and the next one's in one round trip
+        self._joined = connection.dialect.name == "postgresql"
 
     def read_once(self, key: Hashable, read: Callable[[sa.Connection], T]) -> T:
         """`read(connection)`, asked once a transaction for each `key` (it must write nothing)."""
@@ -48,6 +54,23 @@ class Transaction:
             self._read[key] = read(self.connection)
         value: T = self._read[key]
         return value
+
+
+    # Plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles its statements afresh
+    # every time, which costs more than the savepoint itself. A request's work never ends the
+    # transaction; its savepoint is released with the next one's, or by the COMMIT.
+
+    def _savepoint(self) -> None:
+        if self._savepoint_open and self._joined:
+            self.connection.exec_driver_sql("RELEASE SAVEPOINT lm_request; SAVEPOINT lm_request")
+        else:
+            if self._savepoint_open:
+                self.connection.exec_driver_sql("RELEASE SAVEPOINT lm_request")
+            self.connection.exec_driver_sql("SAVEPOINT lm_request")
+        self._savepoint_open = True
+
+    def _roll_back(self) -> None:
+        self.connection.exec_driver_sql("ROLLBACK TO SAVEPOINT lm_request")
 
 
 @dataclass
@@ -130,23 +153,19 @@ class GroupWriter:
 
 
 def _run_in_savepoint(transaction: Transaction, request: _Request[Any]) -> None:
-    conn = transaction.connection
-    # Plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles its statements afresh
-    # every time, which costs more than the savepoint itself. `work` never ends the transaction.
     for attempt in range(ATTEMPTS):
-        conn.exec_driver_sql("SAVEPOINT lm_request")
+        transaction._savepoint()
         try:
             request.value = request.work(transaction)
         except sa.exc.IntegrityError as exc:
-            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT lm_request")
+            transaction._roll_back()
             if attempt == ATTEMPTS - 1:
                 request.error = exc
         except Exception as exc:  # noqa: BLE001 - this request's answer; the others go on
-            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT lm_request")
+            transaction._roll_back()
             request.error = exc
             return
         else:
-            conn.exec_driver_sql("RELEASE SAVEPOINT lm_request")
             return
 
 
