@@ -1,10 +1,13 @@
-"""Items posted to the API, applied by the file importers themselves, one transaction a request.
+"""Items posted to the API, applied by the file importers themselves.
 
 Each item is a source row numbered by its index in the request, so every rule, field and message
 of `members import` and `events import` holds here unchanged (one definition of a valid member).
-Problems are collected per item; the request's transaction commits before the answer, so every
-2xx is durable. All-or-nothing by default: any bad item rolls everything back. With `partial`,
-the good items are applied and the bad ones returned.
+A request of one event takes the event importer's one-event path (`OneEvent`: the same validator,
+checks and effects without a staging table). Problems are collected per item. `apply_on` works in
+the caller's transaction (the API's group writer gives each request a savepoint and answers after
+the commit, so every 2xx is durable); `apply` in one of its own. All-or-nothing by default: any bad
+item raises ItemsRejected, and the caller rolls back what was written. With `partial`, the good
+items are applied and the bad ones returned.
 """
 
 from __future__ import annotations

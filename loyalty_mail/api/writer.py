@@ -55,7 +55,6 @@ class Transaction:
         value: T = self._read[key]
         return value
 
-
     # Plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles its statements afresh
     # every time, which costs more than the savepoint itself. A request's work never ends the
     # transaction; its savepoint is released with the next one's, or by the COMMIT.
