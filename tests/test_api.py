@@ -149,7 +149,7 @@ def test_an_event_for_an_unknown_member_is_an_item_error(client):
     assert r.status_code == 422
     [error] = r.json()["error"]["errors"]
     assert (error["index"], error["field"]) == (0, "member_id")
-    assert error["message"] == "unknown member 'nobody' (import members first)"
+    assert error["message"] == "unknown member 'nobody' (add the member first: `members import`, or PUT /v1/members/ID)"
 
 
 def test_create_unknown_members_creates_them_from_the_event_email(project, database_url):
@@ -272,6 +272,19 @@ def test_openapi_lists_every_route(client):
     assert {"/v1/members/{member_id}", "/v1/members/batch", "/v1/events", "/v1/segment/identify",
             "/v1/segment/track", "/v1/segment/batch", "/v1/members/{member_id}/unsubscribe"} <= set(paths)
     assert client("GET", "/docs", key=None).status_code == 200
+    # every error is documented with the shape the API answers, not FastAPI's `detail`
+    responses = paths["/v1/events"]["post"]["responses"]
+    assert {"400", "401", "403", "413", "422", "503"} <= set(responses)
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in r.text
+
+
+def test_a_member_id_with_a_slash_is_reached_percent_encoded(client):
+    put = client("PUT", "/v1/members/shop%2F42", json={"email": "s42@example.com"})
+    assert put.status_code == 200, put.text
+    got = client("GET", "/v1/members/shop%2F42")
+    assert got.status_code == 200 and got.json()["member"]["member_id"] == "shop/42"
+    assert client("POST", "/v1/members/shop%2F42/unsubscribe").status_code == 200
 
 
 _json = st.recursive(

@@ -41,7 +41,7 @@ from ..members import member_row
 from ..segments import context_for, member_segments
 from ..importing.events import OneEvent
 from . import ingest, keys, segment_spec
-from .schemas import EventIn, MemberIn, SegmentMessage, body_schema
+from .schemas import ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_schema
 from .writer import GroupWriter, Transaction
 
 log = logging.getLogger("loyalty_mail.api")
@@ -339,10 +339,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
     member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
         # method, path, handler, scope, documented body
-        ("PUT", "/v1/members/{member_id}", api.put_member, "ingest", body_schema(member)),
+        # `:path`: an id with a `/` in it (which imports accept) is sent as %2F and still reached
+        ("PUT", "/v1/members/{member_id:path}", api.put_member, "ingest", body_schema(member)),
         ("POST", "/v1/members/batch", api.members_batch, "ingest", body_schema(member, batch_key="members")),
-        ("GET", "/v1/members/{member_id}", api.get_member, "read", None),
-        ("POST", "/v1/members/{member_id}/unsubscribe", api.unsubscribe, "ingest", None),
+        ("POST", "/v1/members/{member_id:path}/unsubscribe", api.unsubscribe, "ingest", None),
+        ("GET", "/v1/members/{member_id:path}", api.get_member, "read", None),
         ("POST", "/v1/events", api.post_events, "ingest", body_schema(event, one_or_many=True)),
         ("POST", "/v1/segment/identify", api.segment_identify, "ingest", body_schema(message)),
         ("POST", "/v1/segment/track", api.segment_track, "ingest", body_schema(message)),
@@ -354,7 +355,7 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
                      api.segment_batch}
     for method, path, handler, scope, body in routes:
         checked_in_write = handler in through_apply
-        app.add_api_route(path, handler, methods=[method], openapi_extra=body,
+        app.add_api_route(path, handler, methods=[method], openapi_extra=body, responses=ERROR_RESPONSES if scope else None,
                           dependencies=[api.authorized(scope, checked_in_write=checked_in_write)] if scope else [],
                           summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip())
     _handle_errors(app)

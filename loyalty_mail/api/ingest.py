@@ -198,8 +198,12 @@ def _unknown_members(conn: sa.Connection, events: list[SourceRow]) -> list[Sourc
 
 def _errors(rejects: Rejects, rows: list[SourceRow]) -> list[ItemError]:
     items = dict(rows)
-    return [ItemError(index, column, _found(items.get(index, {}), column), allowed_for(column), message)
+    return [ItemError(index, column, _found(items.get(index, {}), column),
+                      UNKNOWN_ALLOWED if message.startswith("unknown member") else allowed_for(column), message)
             for index, problems in rejects.by_row.items() for column, message in problems]
+
+
+UNKNOWN_ALLOWED = "the id of a member already added (or ingest.create_unknown_members: true)"
 
 
 def _found(row: dict[str, Any], column: str) -> Any:

@@ -228,7 +228,7 @@ class OneEvent:
 
 
 def unknown_member(member_id: str) -> str:
-    return f"unknown member '{member_id}' (import members first)"
+    return f"unknown member '{member_id}' (add the member first: `members import`, or PUT /v1/members/ID)"
 
 
 def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: ImportSummary) -> None:
