@@ -10,7 +10,8 @@ Batched: POST /v1/events with 1,000 purchases a request, one request after anoth
 requests to a small Starlette app defined here that applies each event of a batch in its own
 transaction, through the same importer (`api.ingest.apply`), run by uvicorn the same way.
 Single: --concurrency clients (HTTP/1.1 keep-alive) each POSTing one event a request; req/s and
-p50/p99 latency of acknowledged requests, measured by the client. In process: the same requests
+p50/p99 latency of acknowledged requests, measured by the client (httpx in this process, then,
+when it is installed, wrk: a C client that leaves the cores to the server). In process: the same requests
 to the API's ASGI app called directly by --concurrency tasks in this process (no HTTP, no client
 sharing the cores), with this process's CPU time a request. "lost" counts acknowledged
 events whose row is not in the database (must be 0). Event to transport: with `loyalty-mail
@@ -184,6 +185,48 @@ def single(port: int, key: str, seconds: float, concurrency: int, tag: str) -> S
 
     asyncio.run(run())
     return seen
+
+
+WRK_SCRIPT = """
+counter = 0
+thread_no = 0  -- each thread's own, set by setup()
+local threads = {}
+function setup(thread)
+  thread:set("thread_no", #threads + 1)
+  table.insert(threads, thread)
+end
+function request()
+  counter = counter + 1
+  local member = (counter * 7919 + thread_no * 104729) %% %(members)d
+  local body = string.format('{"event_id":"%(tag)s-%%d-%%d","member_id":"M%%06d","type":"purchase",'
+    .. '"occurred_at":"%(now)s","amount":50000,"currency":"VND"}', thread_no, counter, member)
+  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer %(key)s",
+    ["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%%d,"seconds":%%f,"failed":%%d,"p50":%%f,"p99":%%f}\\n',
+    summary.requests, summary.duration / 1e6, e.status + e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def single_wrk(port: int, key: str, seconds: float, concurrency: int, tag: str, url: str) -> dict[str, float]:
+    """The same requests as `single`, sent by wrk (a C client: the cores go to the server, not to
+    the client). Its latencies are of every request; "lost" compares the 200s with the rows whose
+    event id carries this run's tag (a request in flight when wrk stops may be stored unanswered)."""
+    script = Path(tempfile.mkdtemp()) / "single.lua"
+    script.write_text(WRK_SCRIPT % {"members": MEMBERS, "tag": tag, "key": key,
+                                    "now": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    threads = min(2, concurrency)
+    done = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s",
+                           "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    stored = sum(1 for event_id in stored_event_ids(url) if event_id.startswith(f"{tag}-"))
+    figures["acknowledged"] = figures["requests"] - figures["failed"]
+    figures["lost"] = max(0, figures["acknowledged"] - stored)
+    return figures
 
 
 def in_process(project: Path, url: str, key: str, seconds: float, concurrency: int, tag: str) -> tuple[Seen, float]:
@@ -397,6 +440,18 @@ def main() -> None:
             if cpu_used == cpu_used:  # not NaN: the server's CPU time is known (Linux)
                 print(f"  the API process used {1000 * cpu_used / max(seen.requests, 1):.2f} ms of CPU a request "
                       f"(the database server's own CPU not included)")
+            if shutil.which("wrk"):
+                server, port = start(ours)
+                try:
+                    figures = single_wrk(port, key, args.seconds, args.concurrency, "w", url)
+                finally:
+                    stop(server)
+                print(f"{f'ours, one event a request, wrk, {args.concurrency} conns':<42}{figures['requests']:>9,}"
+                      f"{figures['acknowledged']:>9,}{figures['acknowledged'] / figures['seconds']:>10,.0f}"
+                      f"{figures['requests'] / figures['seconds']:>8,.0f}{figures['p50']:>8.1f}{figures['p99']:>9.1f}"
+                      f"{figures['failed']:>8}{figures['lost']:>6}")
+            else:
+                print("  (wrk is not installed: `apt-get install wrk` adds a run with a C client)")
         if "in-process" in parts:
             os.environ["LOYALTY_MAIL_SECRET"] = SECRET
             seen, cpu_used = in_process(project, url, key, args.seconds, args.concurrency, "i")
