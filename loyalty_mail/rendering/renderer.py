@@ -311,7 +311,8 @@ class Renderer:
         job = self._prepare(email, member, now, PREVIEW_SEND_ID, flow, occurrence, False, locale)
         original = self._load(self.html_env, job.compiled.variant.html_path)
         self.limits.start()
-        return inline_css(self._run(original, job.context, job.where, 0, job.compiled.variant))
+        rendered = self._run(original, job.context, job.where, 0, job.compiled.variant)
+        return self._inline_bounded(rendered, Location(job.where, 1), "`check` inlines a sample this way to compare it with the compiled email")
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
@@ -342,7 +343,10 @@ class Renderer:
     def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
                           tracker: LinkTracker, where: str) -> tuple[str, str]:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
-        inlined = self._inline_bounded(rendered, compiled, where)
+        fallback = compiled.fallback
+        assert fallback is not None  # only an email that falls back is inlined per email
+        inlined = self._inline_bounded(rendered, fallback.location,
+                                       f"it is inlined per email because {fallback.reason}")
 
         def track(link: int, value: str) -> str:
             return html_escape.escape(tracker.click_url(link, html_escape.unescape(value).strip()))
@@ -358,8 +362,9 @@ class Renderer:
             finished = _BODY_END.sub(lambda m: pixel + m.group(0), finished, count=1)
         return finished, text
 
-    def _inline_bounded(self, rendered: str, compiled: CompiledVariant, where: str) -> str:
-        """premailer on one rendered email, within what is left of the render's deadline."""
+    def _inline_bounded(self, rendered: str, location: Location, why: str) -> str:
+        """premailer on one rendered email, within what is left of the render's deadline; past it,
+        a RenderLimitError at `location` that says `why` this email is inlined as it is rendered."""
         if self.limits.deadline == math.inf:
             return inline_css(rendered)
         try:
@@ -367,12 +372,10 @@ class Renderer:
                 return inline_css(rendered)
         except watchdog.Overtime:
             styles = sum(len(block) for block in _STYLE_BLOCK.findall(rendered))
-            reason = compiled.fallback.reason if compiled.fallback else "the email asked for it"
-            raise RenderLimitError(Problem(
-                compiled.fallback.location if compiled.fallback else Location(where, 1),
+            raise RenderLimitError(Problem(location, (
                 f"{self.limits.too_slow()}: inlining CSS per email (premailer) did not finish, "
-                f"with {styles:,} characters of stylesheet in a {len(rendered):,}-character email; "
-                f"it is inlined per email because {reason}")) from None
+                f"with {styles:,} characters of stylesheet in a {len(rendered):,}-character email; {why}"))
+            ) from None
 
     def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
              variant: Variant | None = None) -> str:
