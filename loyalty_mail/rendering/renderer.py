@@ -312,7 +312,8 @@ class Renderer:
         original = self._load(self.html_env, job.compiled.variant.html_path)
         self.limits.start()
         rendered = self._run(original, job.context, job.where, 0, job.compiled.variant)
-        return self._inline_bounded(rendered, Location(job.where, 1), "`check` inlines a sample this way to compare it with the compiled email")
+        return self._inline_bounded(rendered, Location(job.where, 1),
+                                    "`check` inlines a sample this way to compare it with the compiled email")
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
