@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--kill-runs", type=int, default=3, help="kill -9 runs (0: none)")
+    parser.add_argument("--repeat", type=int, default=1, help="load runs of our path per kind (p99 varies run to run)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive path")
+    parser.add_argument("--no-webhook", action="store_true", help="skip the webhook batches")
     parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
     parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,8 +248,11 @@ def main() -> None:
 
         print(f"database: {db.display_url(url)}; concurrency {args.concurrency}, {args.seconds:g} s per load run")
         print(f"{'path':<36}{'answered':>10}{'hits/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'rows':>9}{'lost':>6}")
-        for label, command in (("ours (group commit)", ours), ("naive (a transaction per hit)", naive)):
-            for kind, paths in (("pixel", pixels), ("click", clicks)):
+        paths_run = [("ours (group commit)", ours, args.repeat)]
+        if not args.no_naive:
+            paths_run.append(("naive (a transaction per hit)", naive, 1))
+        for label, command, repeat in paths_run:
+            for kind, paths in [(k, p) for k, p in (("pixel", pixels), ("click", clicks)) for _ in range(repeat)]:
                 server, port = start(command)
                 seen = load(port, paths, args.seconds, args.concurrency)
                 server.send_signal(signal.SIGTERM)
@@ -272,6 +278,8 @@ def main() -> None:
             print(f"kill -9 run {run + 1}: killed after {args.seconds / 2:g} s (exit {server.returncode}); "
                   f"{len(seen.answered):,} hits answered, {len(stored):,} rows, {seen.broken} connections cut, "
                   f"lost {lost}")
+        if args.no_webhook:
+            return
         # Webhook batches of 1,000 events, signed, posted one after another.
         import httpx
         port = free_port()

@@ -4,6 +4,7 @@ again when its lease expires. Ledger functions on real databases, and kill -9 of
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -187,3 +188,37 @@ def test_kill_9_of_a_worker_leaves_only_the_window_in_flight_unknown(sqlite_prog
         assert all("not re-sent automatically" in v[2] for v in ledger_rows.values() if v[0] == "unknown")
     finally:
         controller.stop()
+
+
+def test_a_send_handed_back_by_a_stopping_dispatcher_keeps_its_attempts(program, monkeypatch, tmp_path):
+    """SIGTERM mid-batch: the sends not yet rendered are queued again, and their claim is not a
+    delivery attempt; a send stopped more often than `sending.max_attempts` is still delivered."""
+    from loyalty_mail.flows.delivery import TickReport, deliver_due
+    from loyalty_mail.transports import DirectoryTransport
+
+    engine = _recorded(program, 6, monkeypatch)
+    runtime = Runtime.load(program.dir, database_url=program.url)
+    sending = runtime.settings.sending
+    renderer, transport = runtime.renderer(), DirectoryTransport(tmp_path / "outbox")
+    def stop_after(renders: int):  # noqa: ANN202 - should_stop: asked before the batch, then per render
+        asked = itertools.count()
+        return lambda: next(asked) > renders
+
+    report = TickReport(NOW, Plan(NOW))
+    deliver_due(engine, renderer, transport, NOW, report, sending, stop_after(2))
+    rows = _rows(engine)
+    assert sorted(r.state for r in rows.values()) == ["retry"] * 4 + ["sent"] * 2
+    assert {r.attempts for r in rows.values() if r.state == "sent"} == {1}
+    assert {r.attempts for r in rows.values() if r.state == "retry"} == {0}
+    assert all("stopped before rendering" in r.last_error for r in rows.values() if r.state == "retry")
+    assert report.retrying == 4 and report.delivered == 2
+    # Stopped before its first render again and again, more often than max_attempts: never failed.
+    for _ in range(sending.max_attempts + 1):
+        deliver_due(engine, renderer, transport, NOW, TickReport(NOW, Plan(NOW)), sending, stop_after(0))
+    assert sorted((r.state, r.attempts) for r in _rows(engine).values()) == [("retry", 0)] * 4 + [("sent", 1)] * 2
+    report = TickReport(NOW, Plan(NOW))
+    deliver_due(engine, renderer, transport, NOW, report, sending)
+    assert report.delivered == 4
+    assert sorted((r.state, r.attempts) for r in _rows(engine).values()) == [("sent", 1)] * 6
+    runtime.close()
+    engine.dispose()

@@ -4,6 +4,8 @@ line; delivery fails that send with the reason and goes on; a dispatcher stops o
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import signal
 import sqlite3
@@ -188,3 +190,82 @@ def test_a_dispatcher_rendering_slow_templates_stops_on_sigterm(sqlite_program):
     states = [state for state, _ in _rows(program).values()]
     assert "sending" not in states and "unknown" not in states
     assert 1 <= states.count("failed") < len(refs) and states.count("failed") + states.count("retry") == len(refs)
+
+
+PER_EMAIL_STYLE = ("<style>" + "".join(f"ul.perks li.perk {{ padding-left: {i}px }}\n" for i in range(40))
+                   + ".perk:last-child { border-bottom: 0 }</style>")  # :last-child beside a loop: per email
+PERKS = ("{% set n = 20000 if member.member_id == 'HUGE' else 3 %}"
+         '<ul class="perks">{% for i in range(n) %}<li class="perk">{{ i }}</li>{% endfor %}</ul>')
+
+
+def test_css_inlined_per_email_past_the_timeout_fails_that_send_and_the_batch_goes_on(sqlite_program):
+    """The per-email path (premailer on each rendered email) is inside the render's deadline:
+    20,000 list items under 40 matching rules take premailer far longer than 1 s (22 s unbounded),
+    though the document is within max_bytes and Jinja renders it at once."""
+    program = sqlite_program
+    _configure(program, "rendering:\n  timeout: 1 second\n")
+    path = program.dir / "templates/welcome/vi.html"
+    path.write_text(path.read_text().replace("{% block content %}", "{% block content %}" + PER_EMAIL_STYLE + PERKS, 1))
+    program.load("members", [member(ref, joined_at=JOINED) for ref in ("A1", "HUGE", "A2")], at=AT)
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
+                             program.url, "run", "--once", "--at", AT], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "1 sends failed" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = _rows(program)
+    assert {ref: state for ref, (state, _) in rows.items()} == {"A1": "sent", "HUGE": "failed", "A2": "sent"}
+    error = rows["HUGE"][1]
+    assert error.startswith("template: templates/welcome/vi.html:"), error
+    assert ("rendering took longer than rendering.timeout (1 s): inlining CSS per email (premailer) "
+            "did not finish") in error, error
+    assert "-character email; it is inlined per email because" in error
+    sent = list((program.dir / "outbox").glob("*.eml"))
+    assert len(sent) == 2
+    for eml in sent:  # inlined per email, as before
+        html = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_body(("html",))
+        assert 'padding-left:39px">0</li>' in html.get_content()
+
+
+def test_a_deadline_stops_python_that_swallows_exceptions_and_never_fires_after_its_block():
+    from loyalty_mail.rendering import watchdog
+
+    def stubborn() -> int:  # as a library that catches every Exception would
+        count = 0
+        while True:
+            try:
+                count += 1
+            except Exception:  # noqa: BLE001
+                pass
+
+    started = time.monotonic()
+    with pytest.raises(watchdog.Overtime):
+        with watchdog.deadline(started + 0.2):
+            stubborn()
+    assert 0.2 <= time.monotonic() - started < 5
+    for _ in range(20):  # blocks ending just around their deadline: nothing surfaces afterwards
+        try:
+            with watchdog.deadline(time.monotonic() + 0.001):
+                sum(range(20_000))
+        except watchdog.Overtime:
+            pass
+    time.sleep(0.05)
+    assert sum(range(100)) == 4950
+
+
+def test_checks_reference_inlining_is_bounded_too(hostile_program, tmp_path):
+    """An email compiled once can still be slow to inline as `check` does to compare (premailer on
+    each rendered sample): that too stops at rendering.timeout, as an error naming the template."""
+    run, put, _ = hostile_program
+    config = tmp_path / "program" / "config.yaml"
+    config.write_text(config.read_text().replace("max_bytes: 100000", "max_bytes: 1000000"))
+    put(PER_EMAIL_STYLE.replace(".perk:last-child { border-bottom: 0 }", "")
+        + '<ul class="perks">{% for i in range(8000) %}<li class="perk">{{ i }}</li>{% endfor %}</ul>')
+    started = time.monotonic()
+    checked = run("check")
+    assert checked.exit_code == 1, checked.output
+    assert "templates/welcome/en.html:1: rendering took longer than rendering.timeout (1 s): inlining CSS per " \
+           "email (premailer) did not finish" in checked.stderr, checked.stderr
+    assert "`check` inlines a sample this way to compare it with the compiled email" in checked.stderr
+    assert "CSS is inlined per email" not in checked.output   # compiled once: only check's comparison
+    assert time.monotonic() - started < 60

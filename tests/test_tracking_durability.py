@@ -238,3 +238,29 @@ def test_kill_9_under_load_loses_no_answered_hit(project, engine, database_url):
     stored = {r["send_id"] for r in rows(engine, tracking_events_table)}
     lost = sorted(set(answered) - stored)
     assert lost == [], f"{len(lost)} of {len(answered)} answered hits were lost"
+
+
+def test_on_sqlite_hits_are_committed_without_checkpoints_and_checkpointed_apart(tmp_path):
+    """The hit writer's connections never checkpoint the write-ahead log at commit (its fsyncs
+    held up a group of hits every few hundred commits); the service's checkpointer copies it back
+    while it runs and once more at close."""
+    from datetime import timedelta
+
+    from loyalty_mail.tracking.store import Hit, HitWriter
+
+    url = f"sqlite:///{tmp_path / 'hits.db'}"
+    engine = db.create_db_engine(url)
+    db.ensure_schema(engine)
+    writer = HitWriter(engine, 0, timedelta(seconds=5))
+    assert writer.engine is not engine
+    with writer.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+    before = (tmp_path / "hits.db").stat().st_size
+    for n in range(300):
+        writer.add(Hit("open", f"s{n:04d}", datetime(2026, 11, 23, tzinfo=timezone.utc))).result(timeout=10)
+    writer.close()
+    assert len(rows(engine, tracking_events_table)) == 300
+    assert (tmp_path / "hits.db").stat().st_size > before   # copied back from the log, by the service
+    engine.dispose()

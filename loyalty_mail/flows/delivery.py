@@ -125,8 +125,9 @@ def deliver_due(engine: sa.Engine, renderer: Renderer, transport: Transport, now
             jobs.append((send["template"], member, send["send_id"], send["flow"], send["occurrence"]))
         for index, (template, member, send_id, flow, occurrence) in enumerate(jobs):
             if should_stop():  # each render is bounded by rendering.timeout; the rest go back
+                # Never handed to the transport: the claim's attempt is given back.
                 outcomes += [ledger.Outcome(sends[job[2]]["id"], "retry", "queued again: the dispatcher "
-                                            "stopped before rendering it", retry_at=clock())
+                                            "stopped before rendering it", retry_at=clock(), attempt_used=False)
                              for job in jobs[index:]]
                 report.retrying += len(jobs) - index
                 break

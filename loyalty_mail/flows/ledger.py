@@ -257,6 +257,7 @@ class Outcome:
     note: str | None = None
     retry_at: datetime | None = None
     provider_id: str | None = None
+    attempt_used: bool = True       # False: handed back unsent (its dispatcher stopped), not a try
 
 
 def finish(engine: sa.Engine, outcomes: list[Outcome], now: datetime) -> None:
@@ -274,12 +275,13 @@ def _record(conn: sa.Connection, outcomes: list[Outcome], now: datetime) -> None
     conn.execute(
         s.update().where(s.c.id == sa.bindparam("b_id"), s.c.state == "sending")
         .values(state=sa.bindparam("b_state"), last_error=sa.bindparam("b_note"),
+                attempts=s.c.attempts - sa.bindparam("b_refund", type_=sa.Integer()),
                 sent_at=sa.bindparam("b_sent"), provider_id=sa.bindparam("b_provider"),
                 scheduled_for=sa.func.coalesce(sa.bindparam("b_retry", type_=UTCDateTime()),
                                                s.c.scheduled_for)),
         [{"b_id": o.ref, "b_state": o.state, "b_note": (o.note or None) and o.note[:1000],
           "b_sent": now if o.state == "sent" else None, "b_provider": o.provider_id,
-          "b_retry": o.retry_at} for o in outcomes])
+          "b_retry": o.retry_at, "b_refund": 0 if o.attempt_used else 1} for o in outcomes])
 
 
 def retry_delay(attempts: int, base: timedelta, retry_after: float | None, rng: random.Random) -> timedelta:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import decimal
 import html as html_escape
 import itertools
+import math
 from itertools import islice
 import re
 import traceback
@@ -37,11 +38,13 @@ from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatcha
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
+from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .undefined import column_of, missing_name, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 PREVIEW_SEND_ID = "preview"
 _SEPARATOR = "\x1e"  # between subject and preheader; stripped from both
 _OUTPUT_BLOCK = 256  # output pieces joined between two size checks
@@ -308,7 +311,9 @@ class Renderer:
         job = self._prepare(email, member, now, PREVIEW_SEND_ID, flow, occurrence, False, locale)
         original = self._load(self.html_env, job.compiled.variant.html_path)
         self.limits.start()
-        return inline_css(self._run(original, job.context, job.where, 0, job.compiled.variant))
+        rendered = self._run(original, job.context, job.where, 0, job.compiled.variant)
+        return self._inline_bounded(rendered, Location(job.where, 1),
+                                    "`check` inlines a sample this way to compare it with the compiled email")
 
     def _prepare(self, email: str, member: Mapping[str, Any], now: datetime, send_id: str,
                  flow: Mapping[str, Any] | None, occurrence: Mapping[str, Any] | None,
@@ -339,7 +344,10 @@ class Renderer:
     def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
                           tracker: LinkTracker, where: str) -> tuple[str, str]:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
-        inlined = inline_css(rendered)
+        fallback = compiled.fallback
+        assert fallback is not None  # only an email that falls back is inlined per email
+        inlined = self._inline_bounded(rendered, fallback.location,
+                                       f"it is inlined per email because {fallback.reason}")
 
         def track(link: int, value: str) -> str:
             return html_escape.escape(tracker.click_url(link, html_escape.unescape(value).strip()))
@@ -354,6 +362,21 @@ class Renderer:
                      'alt="" style="display:block;border:0;width:1px;height:1px">')
             finished = _BODY_END.sub(lambda m: pixel + m.group(0), finished, count=1)
         return finished, text
+
+    def _inline_bounded(self, rendered: str, location: Location, why: str) -> str:
+        """premailer on one rendered email, within what is left of the render's deadline; past it,
+        a RenderLimitError at `location` that says `why` this email is inlined as it is rendered."""
+        if self.limits.deadline == math.inf:
+            return inline_css(rendered)
+        try:
+            with watchdog.deadline(self.limits.deadline):
+                return inline_css(rendered)
+        except watchdog.Overtime:
+            styles = sum(len(block) for block in _STYLE_BLOCK.findall(rendered))
+            raise RenderLimitError(Problem(location, (
+                f"{self.limits.too_slow()}: inlining CSS per email (premailer) did not finish, "
+                f"with {styles:,} characters of stylesheet in a {len(rendered):,}-character email; {why}"))
+            ) from None
 
     def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
              variant: Variant | None = None) -> str:
