@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from functools import partial
 from pathlib import Path
 from collections.abc import Sequence
@@ -228,3 +229,51 @@ def describe_error(exc: Exception) -> str:
         lines = str(exc.orig).strip().splitlines()
         return f"{type(exc).__name__} ({type(exc.orig).__name__}): {lines[0] if lines else ''}"
     return f"{type(exc).__name__}: {exc}"
+
+
+class WalCheckpointer:
+    """SQLite: a service's group writer (tracking hits, API writes) never copies the write-ahead
+    log back into the database inside a commit.
+
+    By default the connection whose commit takes the log past 1,000 pages does that copy, and its
+    fsyncs, before its commit returns: every few hundred commits one group waited 10-30 ms longer,
+    and the requests queued behind it too. Here the writer's connections have the automatic
+    checkpoint off (`writer`, an engine of their own) and this thread checkpoints (PASSIVE: it
+    never blocks a writer) every `every` seconds, on a connection of the service's engine, and once
+    more at close."""
+
+    def __init__(self, engine: sa.Engine, every: float = 0.25) -> None:
+        self.engine, self.every = engine, every
+        self.writer = create_db_engine(engine.url.render_as_string(hide_password=False))
+        sa.event.listen(self.writer, "connect", _without_automatic_checkpoints)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except sa.exc.SQLAlchemyError as exc:  # the next one copies what this one could not
+            logging.getLogger("loyalty_mail.db").warning("checkpointing the write-ahead log failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.writer.dispose()
+        self.checkpoint()
+
+    @classmethod
+    def for_file(cls, engine: sa.Engine) -> WalCheckpointer | None:
+        """One for a SQLite file's engine; None for other databases (they checkpoint apart)."""
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            return cls(engine)
+        return None
+
+
+def _without_automatic_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")

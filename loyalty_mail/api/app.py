@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -330,7 +331,13 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # What is alive now lives as long as the service: out of the cycle collector's sight, a
+        # full collection walks only what requests left behind, not the whole startup heap (as
+        # in the tracking service, where that stopped the event loop for 140-510 ms).
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
         await run_in_threadpool(api.writer.close)  # what was queued is written and answered
 
     app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",

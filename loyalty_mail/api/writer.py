@@ -85,7 +85,7 @@ class GroupWriter:
     """Runs `work(transaction)` for each request in a shared transaction; see the module docstring."""
 
     def __init__(self, engine: sa.Engine, max_group: int = MAX_GROUP, idle_s: float = IDLE_S):
-        self.engine = db.writer(engine)
+        self.engine = engine
         self.max_group, self.idle_s = max_group, idle_s
         self._queue: queue.SimpleQueue[_Request[Any] | None] = queue.SimpleQueue()  # None: close
         self._lock = threading.Lock()
@@ -99,7 +99,12 @@ class GroupWriter:
         with self._lock:
             self._queue.put(request)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="loyalty-mail-writer", daemon=True)
+                # SQLite: the thread's commits leave the write-ahead log to a checkpoint thread
+                # (db.WalCheckpointer), which lives as long as this thread
+                checkpoints = db.WalCheckpointer.for_file(self.engine)
+                engine = db.writer(self.engine if checkpoints is None else checkpoints.writer)
+                self._thread = threading.Thread(target=self._serve, args=(engine, checkpoints),
+                                                name="loyalty-mail-writer", daemon=True)
                 self._thread.start()
         return await request.future
 
@@ -115,7 +120,14 @@ class GroupWriter:
         if thread is not None:
             thread.join(timeout)
 
-    def _serve(self) -> None:
+    def _serve(self, engine: sa.Engine, checkpoints: db.WalCheckpointer | None) -> None:
+        try:
+            self._take_groups(engine)
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
+
+    def _take_groups(self, engine: sa.Engine) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_s)
@@ -135,13 +147,13 @@ class GroupWriter:
                     break
                 if request is not None:
                     group.append(request)
-            self._write(group)
+            self._write(group, engine)
             _answer(group)
 
-    def _write(self, group: list[_Request[Any]]) -> None:
+    def _write(self, group: list[_Request[Any]], engine: sa.Engine) -> None:
         self.groups += 1
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with engine.connect() as conn, conn.begin():
                 transaction = Transaction(conn)
                 for request in group:
                     _run_in_savepoint(transaction, request)

@@ -91,9 +91,9 @@ class HitWriter:
 
     def __init__(self, engine: sa.Engine, bot_click_seconds: int, write_timeout: timedelta) -> None:
         self.engine = engine
-        self._checkpoints: _Checkpointer | None = None
-        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            self._checkpoints = _Checkpointer(engine)
+        self._checkpoints: db.WalCheckpointer | None = None
+        self._checkpoints = db.WalCheckpointer.for_file(engine)
+        if self._checkpoints is not None:
             self.engine = self._checkpoints.writer
         self.bot_click = timedelta(seconds=bot_click_seconds)
         self.write_timeout = write_timeout.total_seconds()
@@ -235,46 +235,6 @@ class HitWriter:
                          "user_agent": (hit.user_agent or "")[:500] or None, "ip": hit.ip,
                          "machine": machine, "bot": bot})  # detail: the column's default
         conn.execute(tracking_events_table.insert(), rows)
-
-
-class _Checkpointer:
-    """SQLite: the hit writer's commits never copy the write-ahead log back into the database.
-
-    By default the connection whose commit takes the log past 1,000 pages does that copy, and its
-    fsyncs, before its commit returns: every few hundred commits one group of hits waited 10-30 ms
-    longer, and the hits queued behind it too. Here the writer's connections have the automatic
-    checkpoint off (`writer`, an engine of their own) and this thread checkpoints (PASSIVE: it
-    never blocks a writer) every `every` seconds, on a connection of the service's engine, and once
-    more at close."""
-
-    def __init__(self, engine: sa.Engine, every: float = 0.25) -> None:
-        self.engine, self.every = engine, every
-        self.writer = db.create_db_engine(engine.url.render_as_string(hide_password=False))
-        sa.event.listen(self.writer, "connect", _without_automatic_checkpoints)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hit-checkpoints", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.checkpoint()
-
-    def checkpoint(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-        except sa.exc.SQLAlchemyError as exc:  # the next one copies what this one could not
-            log.warning("checkpointing the hits' write-ahead log failed: %s", _fault(exc))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.writer.dispose()
-        self.checkpoint()
-
-
-def _without_automatic_checkpoints(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
 @dataclass(frozen=True)
