@@ -15,6 +15,7 @@ import binascii
 import gc
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial as partial_fn
@@ -46,6 +47,7 @@ from .schemas import ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_sc
 from .writer import GroupWriter, Transaction
 
 log = logging.getLogger("loyalty_mail.api")
+GIL_SWITCH_SECONDS = 0.0005
 Clock = Callable[[], datetime]
 
 
@@ -336,7 +338,13 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
         # in the tracking service, where that stopped the event loop for 140-510 ms).
         gc.collect()
         gc.freeze()
+        # The loop and the writer thread share the GIL, and the writer gives it up for every
+        # statement: at the default 5 ms switch interval a busy loop holds each hand-back for up to
+        # 5 ms, several times a request, and every request waits for its commit.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, GIL_SWITCH_SECONDS))
         yield
+        sys.setswitchinterval(switch)
         gc.unfreeze()
         await run_in_threadpool(api.writer.close)  # what was queued is written and answered
 
