@@ -120,6 +120,49 @@ def test_corpus_templates_ported_to_jinja_match_per_email_inlining():
     assert compiled_count == 8
 
 
+# Structural rules that loops in the corpus templates change (receipt rows, list items), with
+# the cascade's hard cases: a lower specificity than a static rule, !important, a width that
+# premailer also writes as an HTML attribute, rules that a style attribute overrides.
+_DYNAMIC_RULES = ("tr:last-child td { border-bottom: 0; width: 50px }\n"
+                  "td + td { text-align: right; color: #123456 }\n"
+                  "tr ~ tr td { padding-top: 3px !important }\n"
+                  "p:first-child { margin-top: 0 }\n"
+                  "table td:first-child { color: #654321; background-color: #eee }\n"
+                  "li + li, a:last-child { font-weight: bold }\n")
+
+
+def test_corpus_templates_with_structural_rules_next_to_loops_match_per_email_inlining():
+    """Compile once, apply the rules that loops change on each rendered email: the same DOM as
+    rendering, then premailer, for every corpus template with more rules added."""
+    from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined
+    from loyalty_mail.rendering.renderer import LinkTracker, email_environment
+    from loyalty_mail.rendering.text import html_to_text
+
+    env = email_environment(None, autoescape=True)
+    env.undefined = __import__("jinja2").Undefined
+    per_email = 0
+    for path in sorted(CORPUS.glob("*.html")):
+        source = _port_handlebars(path.read_text(encoding="utf-8"))
+        source = re.sub(r"(?i)</head>", f"<style>{_DYNAMIC_RULES}</style></head>", source, count=1)
+        data = _corpus_data(source, path.name)
+        try:
+            compiled = compile_inlined(source, text_of=html_to_text)
+        except NeedsFallback as exc:
+            pytest.fail(f"{path.name}: unexpected fallback: {exc}")
+        per_email += compiled.restyler is not None
+        for rows in (0, 1, 3):
+            items = [{"description": f"Item {n}", "amount": f"${n}"} for n in range(rows)]
+            context = {**data, "receipt_details": items,
+                       "_tracker": LinkTracker(None, "https://t.example", "preview", frozenset(), False),
+                       "tracking": False, "open_pixel_url": lambda: ""}
+            ours = env.from_string(compiled.source).render(context)
+            if compiled.restyler is not None:
+                ours = compiled.restyler.apply(ours)
+            reference = inline_css(env.from_string(source).render(context))
+            assert dom_difference(ours, reference) is None, (path.name, rows)
+    assert per_email >= 2  # the receipts repeat rows in a loop
+
+
 def test_known_premailer_pitfalls_are_avoided(tmp_path):
     page = """---
 subject: "Pitfalls for {{ member.first_name }}"

@@ -27,6 +27,7 @@ import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
 
+from .cascade import Restyler, Unplannable, plan
 from .jinja_source import Construct, constructs
 
 PREMAILER_OPTIONS = dict(
@@ -293,12 +294,14 @@ def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[l
     return varying
 
 
-def check_selectors(protected: Protected, source: str) -> None:
-    """Refuse structural selectors (+, ~, :first-child, :last-child) that can match elements
-    whose siblings a loop, a condition or a macro call changes: evaluated on the placeholder
-    DOM, so a rule that matches nothing, or only fixed markup, keeps compile-once inlining."""
+def check_selectors(protected: Protected, source: str) -> dict[str, int]:
+    """The structural selectors (+, ~, :first-child, :last-child) that can match elements whose
+    siblings a loop, a condition or a macro call changes, with their lines: evaluated on the
+    placeholder DOM, so a rule that matches nothing, or only fixed markup, is inlined once like
+    the others. Those *dynamic* rules are applied per email (`cascade`)."""
     selectors = _style_selectors(protected)
     structural = [(s, groups) for s in selectors if (groups := _sibling_groups(s))]
+    dynamic: dict[str, int] = {}
     if structural:
         tree = lxml.html.document_fromstring(protected.html)
         varying = _varying_parents(tree, protected)
@@ -309,11 +312,11 @@ def check_selectors(protected: Protected, source: str) -> None:
                 except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem
                     continue
                 if set.intersection(*parents) & varying:
-                    raise NeedsFallback(line_of(source, max(source.find(selector), 0)),
-                                        f"the selector '{selector}' depends on an element's siblings, "
-                                        "and a loop, condition or macro call next to it changes them")
+                    dynamic[selector] = line_of(source, max(source.find(selector), 0))
+                    break
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+    return dynamic
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
@@ -459,14 +462,16 @@ class CompiledHtml:
     source: str
     links: int
     text_source: str
+    restyler: Restyler | None = None   # rules applied per email on the rendered DOM
+    dynamic: tuple[tuple[str, int], ...] = ()  # their selectors and lines
 
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
     protected = protect(source)
     check_balanced(protected)
-    check_selectors(protected, source)
-    inlined = inline_css(protected.html)
+    dynamic = check_selectors(protected, source)
+    inlined, restyler = _inline_planned(protected, source, dynamic)
     counts: dict[int, int] = {}
     for match in _TOKEN.finditer(inlined):
         number = int(match.group(1) or match.group(2))
@@ -478,7 +483,30 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     inlined, links = mark_links(inlined, protected)
     text = text_of(inlined)
     inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
-    return CompiledHtml(restore(inlined, protected), links, restore(text, protected))
+    return CompiledHtml(restore(inlined, protected), links, restore(text, protected), restyler,
+                        tuple(dynamic.items()))
+
+
+def _inline_planned(protected: Protected, source: str,
+                    dynamic: dict[str, int]) -> tuple[str, Restyler | None]:
+    """premailer on the placeholder HTML, as `inline_css` runs it, with the elements that dynamic
+    rules could match marked and planned (`cascade.plan`)."""
+    if not dynamic:
+        return inline_css(protected.html), None
+    stripped = protected.html.strip()
+    tree = lxml.etree.fromstring(stripped, lxml.etree.HTMLParser()).getroottree()
+    page = tree.getroot()
+    try:
+        restyler = plan(page, set(dynamic), _IN_TEXT)
+    except Unplannable as exc:
+        selector, line = next(iter(dynamic.items()))
+        raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
+    premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    if restyler is not None:
+        restyler.complete(page)
+    doctype = tree.docinfo.doctype
+    root = tree if stripped.startswith(doctype) else page
+    return lxml.etree.tostring(root, method="html", pretty_print=True, encoding="utf-8").decode("utf-8"), restyler
 
 
 def rewrite_links(document: str, replace: Callable[[int, str], str]) -> tuple[str, int]:

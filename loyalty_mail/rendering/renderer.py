@@ -31,6 +31,7 @@ from ..errors import Location, NotFound, Problem, TemplateError, shown
 from ..signing import TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
+from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
 from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
@@ -66,6 +67,8 @@ class CompiledVariant:
     html: jinja2.Template          # inlined at compile time, or the original file on fallback
     text: jinja2.Template | None   # None: derived from each rendered HTML (fallback only)
     fallback: Fallback | None
+    restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
+    dynamic: tuple[Location, ...] = ()  # where those rules are, for `check` and `templates list`
 
 
 @dataclass
@@ -193,7 +196,8 @@ class Renderer:
             return CompiledVariant(variant, headline, per_email, text_own, fallback)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
-        return CompiledVariant(variant, headline, html, text, None)
+        dynamic = tuple(self._locate_in_chain(variant.html_path, source, line) for _, line in compiled.dynamic)
+        return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic)
 
     def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
         """Map a line of the flattened source back to the file it came from, when it can."""
@@ -280,6 +284,8 @@ class Renderer:
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
+            if compiled.restyler is not None:
+                html = compiled.restyler.apply(html)
             text = self._run(compiled.text, context, job.where, 0, variant) if compiled.text else ""
             text = _track_text(text, job.tracker) if variant.text_path else tidy_text(text)
         else:
