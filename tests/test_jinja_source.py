@@ -135,7 +135,7 @@ def test_a_structural_selector_that_a_loop_or_condition_can_change_is_applied_pe
     compiled = renderer.compiled("odd", "vi")
     assert compiled.fallback is None and compiled.restyler is not None
     assert compiled.restyler.selectors == [selector]
-    assert [(at.file, at.line) for at in compiled.dynamic] == [("templates/odd/vi.html", line)]
+    assert [(rule, at.file, at.line) for rule, at in compiled.dynamic] == [(selector, "templates/odd/vi.html", line)]
     for someone in (member(), member(points=1, tier="member")):
         html = renderer.render("odd", someone, now=NOW, tracked=False).html
         assert dom_difference(html, renderer.reference_html("odd", someone, now=NOW)) is None

@@ -68,7 +68,7 @@ class CompiledVariant:
     text: jinja2.Template | None   # None: derived from each rendered HTML (fallback only)
     fallback: Fallback | None
     restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
-    dynamic: tuple[Location, ...] = ()  # where those rules are, for `check` and `templates list`
+    dynamic: tuple[tuple[str, Location], ...] = ()  # those rules' selectors and places
 
 
 @dataclass
@@ -196,7 +196,8 @@ class Renderer:
             return CompiledVariant(variant, headline, per_email, text_own, fallback)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
-        dynamic = tuple(self._locate_in_chain(variant.html_path, source, line) for _, line in compiled.dynamic)
+        dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
+                        for selector, line in compiled.dynamic)
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic)
 
     def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
