@@ -12,6 +12,8 @@ whose elements match context-dependent selectors, or premailer moving a placehol
 
 from __future__ import annotations
 
+import html
+import html.parser
 import logging
 import re
 from collections.abc import Callable
@@ -28,6 +30,7 @@ import premailer
 from lxml.cssselect import CSSSelector
 
 from .cascade import Restyler, Unplannable, plan
+from .links import Replace, rewrite_tree
 from .jinja_source import Construct, constructs
 
 PREMAILER_OPTIONS = dict(
@@ -49,9 +52,6 @@ _CLOSERS = {end for ends in _OPENERS.values() for end in ends}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
          "track", "wbr", "!doctype"}
 _DATA_ATTRIBUTES = {"class", "id", "style"}
-_HTML_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*|!doctype)\b[^>]*?(/?)>", re.IGNORECASE)
-_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r'(\shref=")([^"]*)(")', re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 
@@ -185,20 +185,42 @@ def _places(html: str) -> dict[int, str]:
     return places
 
 
+class _Structure(html.parser.HTMLParser):
+    """The start tags, end tags and comments of an HTML document in order, as the standard
+    library's tokenizer reads them (quoted `>` in attributes, comments, <style> and <script>)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _VOID:
+            self.events.append(("open", tag))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        pass  # <br/>, <td/>: nothing stays open
+
+    def handle_endtag(self, tag: str) -> None:
+        self.events.append(("close", tag))
+
+    def handle_comment(self, data: str) -> None:
+        self.events.append(("comment", data))
+
+
 def check_balanced(protected: Protected) -> None:
     """Every control block must open and close the same elements in each branch."""
-    stream: list[tuple[int, str, str]] = []  # (offset, kind, name)
-    for match in _HTML_TAG.finditer(protected.html):
-        name = match.group(2).lower()
-        if name in _VOID or match.group(3):
-            continue
-        stream.append((match.start(), "close" if match.group(1) else "open", name))
-    for match in _TOKEN.finditer(protected.html):
-        if match.group(1) is None:
-            continue
-        number = int(match.group(1))
-        stream.append((match.start(), "jinja", f"{protected.keywords[number]}:{number}"))
-    stream.sort()
+    reader = _Structure()
+    reader.feed(protected.html)
+    reader.close()
+    stream: list[tuple[int, str, str]] = []  # (position, kind, name)
+    for position, (kind, name) in enumerate(reader.events):
+        if kind == "comment":
+            match = _IN_TEXT.fullmatch(name)
+            if match is None:
+                continue  # an HTML comment, Outlook's conditional ones included
+            number = int(match.group(1))
+            kind, name = "jinja", f"{protected.keywords[number]}:{number}"
+        stream.append((position, kind, name))
     stack: list[str] = []
     for _offset, kind, name in stream:
         if kind == "open":
@@ -471,75 +493,76 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     protected = protect(source)
     check_balanced(protected)
     dynamic = check_selectors(protected, source)
-    inlined, restyler = _inline_planned(protected, source, dynamic)
-    counts: dict[int, int] = {}
-    for match in _TOKEN.finditer(inlined):
-        number = int(match.group(1) or match.group(2))
-        counts[number] = counts.get(number, 0) + 1
-    for number in protected.originals:
-        if counts.get(number, 0) != 1:
-            raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
-                                "template code (it can only be inlined after rendering)")
-    inlined, links = mark_links(inlined, protected)
-    text = text_of(inlined)
-    inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
-    return CompiledHtml(restore(inlined, protected), links, restore(text, protected), restyler,
-                        tuple(dynamic.items()))
-
-
-def _inline_planned(protected: Protected, source: str,
-                    dynamic: dict[str, int]) -> tuple[str, Restyler | None]:
-    """premailer on the placeholder HTML, as `inline_css` runs it, with the elements that dynamic
-    rules could match marked and planned (`cascade.plan`)."""
-    if not dynamic:
-        return inline_css(protected.html), None
-    stripped = protected.html.strip()
-    tree = lxml.etree.fromstring(stripped, lxml.etree.HTMLParser()).getroottree()
-    page = tree.getroot()
+    tree, page, root = parse_document(protected.html)
     try:
-        restyler = plan(page, set(dynamic), _IN_TEXT)
+        restyler = plan(page, set(dynamic), _IN_TEXT) if dynamic else None
     except Unplannable as exc:
         selector, line = next(iter(dynamic.items()))
         raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
     if restyler is not None:
         restyler.complete(page)
-    doctype = tree.docinfo.doctype
-    root = tree if stripped.startswith(doctype) else page
-    return lxml.etree.tostring(root, method="html", pretty_print=True, encoding="utf-8").decode("utf-8"), restyler
+    links = mark_links(page, protected)
+    inlined = serialize(root)
+    counts: dict[int, int] = {}
+
+    def count(text: str) -> None:
+        for match in _TOKEN.finditer(text):
+            number = int(match.group(1) or match.group(2))
+            if number in links:
+                count(links[number])
+            else:
+                counts[number] = counts.get(number, 0) + 1
+
+    count(inlined)
+    for number in protected.originals:
+        if number not in links and counts.get(number, 0) != 1:
+            raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
+                                "template code (it can only be inlined after rendering)")
+    text = text_of(inlined)
+    inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
+    return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
+                        tuple(dynamic.items()))
 
 
-def rewrite_links(document: str, replace: Callable[[int, str], str]) -> tuple[str, int]:
-    """Call `replace(link_number, href_as_written)` for each trackable <a href> and put its
-    answer in place. Left alone: `data-notrack` links, mailto:/tel:/sms: and #anchors."""
-    links = 0
-
-    def anchor(match: re.Match[str]) -> str:
-        nonlocal links
-        tag = match.group(0)
-        href = _HREF.search(tag)
-        if href is None or re.search(r"\sdata-notrack\b", tag, re.IGNORECASE):
-            return tag
-        if re.match(r"(?i)\s*(mailto|tel|sms):|#", href.group(2)):
-            return tag
-        replacement = replace(links, href.group(2))
-        links += 1
-        return f"{tag[:href.start(2)]}{replacement}{tag[href.end(2):]}"
-
-    return _ANCHOR.sub(anchor, document), links
+def parse_document(document: str) -> tuple[Any, Any, Any]:
+    """(tree, root element, what to serialize) of an HTML document, parsed as premailer parses
+    it; the doctype is written back only if the document had one, as premailer does."""
+    stripped = document.strip()
+    tree = lxml.etree.fromstring(stripped, lxml.etree.HTMLParser()).getroottree()
+    page = tree.getroot()
+    return tree, page, tree if stripped.startswith(tree.docinfo.doctype) else page
 
 
-def mark_links(document: str, protected: Protected) -> tuple[str, int]:
-    """Compile time: wrap each trackable href in the track_link filter, behind a placeholder."""
+def serialize(root: Any) -> str:
+    """A parsed document written as premailer writes its result."""
+    return lxml.etree.tostring(root, method="html", pretty_print=True, encoding="utf-8").decode("utf-8")
+
+
+def inline_and_track(document: str, replace: Replace) -> str:
+    """premailer on a rendered email, then each trackable link's URL replaced (per-email path)."""
+    _, page, root = parse_document(document)
+    premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    rewrite_tree(page, replace)
+    return serialize(root)
+
+
+def mark_links(page: Any, protected: Protected) -> dict[int, str]:
+    """Compile time: wrap each trackable href in the track_link filter, behind a placeholder;
+    the placeholders' numbers and the code they stand for."""
+    marked: dict[int, str] = {}
     next_number = max(protected.originals, default=-1) + 1
 
-    def mark(link: int, value: str) -> str:
+    def mark(link: int, url: str) -> str:
         nonlocal next_number
-        protected.originals[next_number] = TRACK_FILTER % (link, value)
+        # as written in HTML: the filter decodes it again, data printed in it included
+        marked[next_number] = TRACK_FILTER % (link, html.escape(url, quote=True))
         next_number += 1
         return f"JX{next_number - 1}X"
 
-    return rewrite_links(document, mark)
+    rewrite_tree(page, mark)
+    protected.originals.update(marked)
+    return marked
 
 
 def restore(document: str, protected: Protected) -> str:

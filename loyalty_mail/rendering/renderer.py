@@ -34,7 +34,7 @@ from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_ca
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
-from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
+from .inlining import NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
@@ -346,12 +346,7 @@ class Renderer:
     def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
                           tracker: LinkTracker, where: str) -> tuple[str, str]:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
-        inlined = inline_css(rendered)
-
-        def track(link: int, value: str) -> str:
-            return html_escape.escape(tracker.click_url(link, html_escape.unescape(value).strip()))
-
-        finished, _ = rewrite_links(inlined, track)
+        finished = inline_and_track(rendered, lambda link, url: tracker.click_url(link, url.strip()))
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:
