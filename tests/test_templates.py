@@ -365,6 +365,16 @@ def test_links_are_signed_and_the_pixel_added_when_tracked(example):
     assert "/c/" in rendered.text and "senvang.example/account" not in rendered.text
 
 
+def test_only_the_per_send_links_an_email_prints_are_signed(example):
+    assert example.compiled("welcome", "vi").links_used == {"preferences_url", "view_in_browser_url"}
+    assert "confirm_url" in example.compiled("confirm_email", "en").links_used
+    sent = example.render("confirm_email", member(locale="en"), now=NOW, send_id="send-9")
+    confirm = re.search(r'href="(https://[^"]+/k/([^"]+))"', sent.html)
+    assert confirm is not None and confirm.group(1) in sent.text  # the same URL, not a click URL
+    assert TokenSigner(SECRET).verify(confirm.group(2), "confirm").send_id == "send-9"
+    assert sent.unsubscribe_url and "/u/" in sent.unsubscribe_url
+
+
 def test_previews_and_test_sends_carry_no_countable_urls(example):
     for rendered in (example.render("welcome", member(), now=NOW, tracked=False),
                      example.render("welcome", member(), now=NOW, test=True)):

@@ -59,6 +59,7 @@ OPEN_PIXEL = ('{% if tracking %}<img src="{{ open_pixel_url() }}" width="1" heig
               'style="display:block;border:0;width:1px;height:1px">{% endif %}')
 # autoescape: data in an href is escaped as HTML in the text part too, so decoding once gives the same URL
 TRACK_FILTER = "{%% autoescape true %%}{%% filter track_link(%d) %%}%s{%% endfilter %%}{%% endautoescape %%}"
+TRACK_CONSTANT = "{{ '%s' | track_link(%d) }}"
 
 
 class NeedsFallback(Exception):
@@ -556,7 +557,11 @@ def mark_links(page: Any, protected: Protected) -> dict[int, str]:
     def mark(link: int, url: str) -> str:
         nonlocal next_number
         # as written in HTML: the filter decodes it again, data printed in it included
-        marked[next_number] = TRACK_FILTER % (link, html.escape(url, quote=True))
+        written = html.escape(url, quote=True)  # no quote left: a Jinja string literal holds it
+        if _TOKEN.search(url) or any(c in written for c in "\\\r\n"):
+            marked[next_number] = TRACK_FILTER % (link, written)
+        else:  # a URL without template code: the filter on a literal, no block to capture
+            marked[next_number] = TRACK_CONSTANT % (written, link)
         next_number += 1
         return f"JX{next_number - 1}X"
 

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import markupsafe
 
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError, shown
-from ..signing import TokenClaims, TokenSigner, signing_keys
+from ..signing import Kind, TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .cascade import Restyler
@@ -69,6 +70,7 @@ class CompiledVariant:
     fallback: Fallback | None
     restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
     dynamic: tuple[tuple[str, Location], ...] = ()  # those rules' selectors and places
+    links_used: frozenset[str] | None = None  # the link names the templates print (None: unknown)
 
 
 @dataclass
@@ -198,7 +200,9 @@ class Renderer:
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
                         for selector, line in compiled.dynamic)
-        return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic)
+        used = None if text_own else _names_used(self.html_env, compiled.source, compiled.text_source,
+                                                 f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+        return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
     def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
         """Map a line of the flattened source back to the file it came from, when it can."""
@@ -248,15 +252,20 @@ class Renderer:
 
     # -- render ------------------------------------------------------------------------------
 
-    def links_for(self, send_id: str, *, tracked: bool) -> Links:
+    def links_for(self, send_id: str, *, tracked: bool, used: frozenset[str] | None = None) -> Links:
+        """The per-send URLs; with `used` (the names an email's templates print), the others are
+        left empty and unsigned. The unsubscribe URL is always signed: it goes in the headers."""
         base = self.settings.tracking.base_url
         if not tracked or self.signer is None:
             return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview", f"{base}/k/preview")
         sign = self.signer.sign
+
+        def url(name: str, path: str, kind: Kind) -> str:
+            return f"{base}/{path}/{sign(TokenClaims(kind, send_id))}" if used is None or name in used else ""
+
         return Links(f"{base}/u/{sign(TokenClaims('unsubscribe', send_id))}",
-                     f"{base}/p/{sign(TokenClaims('preferences', send_id))}",
-                     f"{base}/v/{sign(TokenClaims('view', send_id))}",
-                     f"{base}/k/{sign(TokenClaims('confirm', send_id))}")
+                     url("preferences_url", "p", "preferences"), url("view_in_browser_url", "v", "view"),
+                     url("confirm_url", "k", "confirm"))
 
     def render(
         self,
@@ -323,7 +332,7 @@ class Renderer:
         compiled = self.compiled(email, locale or member.get("locale"))
         self.limits.start()  # this email's own budget, from here
         variant = compiled.variant
-        links = self.links_for(send_id, tracked=tracked)
+        links = self.links_for(send_id, tracked=tracked, used=compiled.links_used if subject is None else None)
         tracking = self.settings.tracking
         tracker = LinkTracker(self.signer if tracked else None, tracking.base_url, send_id,
                               frozenset({links.unsubscribe_url, links.preferences_url,
@@ -377,6 +386,18 @@ class Renderer:
         except _FAULTS as exc:
             return _error_location(exc)
         return None
+
+
+_LINK_NAMES = frozenset({"preferences_url", "view_in_browser_url", "confirm_url"})
+
+
+def _names_used(env: jinja2.Environment, *sources: str) -> frozenset[str]:
+    """The per-send link names that self-contained sources (no extends, include or import)
+    read, found on Jinja's node tree."""
+    used: set[str] = set()
+    for source in sources:
+        used |= jinja2.meta.find_undeclared_variables(env.parse(source))
+    return frozenset(used & _LINK_NAMES)
 
 
 def _render_shared(template: jinja2.Template, context: dict[str, Any], limits: RenderLimits) -> str:
