@@ -75,3 +75,21 @@ def test_the_page_structure_is_read_by_an_html_tokenizer(tmp_path, markup):
     someone = member(locale="en")
     html = renderer.render("welcome", someone, now=NOW, tracked=False).html
     assert dom_difference(html, renderer.reference_html("welcome", someone, now=NOW)) is None
+
+
+@pytest.mark.parametrize(("expression", "url"), [
+    ("'https://shop.example/a?x=1&y=2'", "https://shop.example/a?x=1&y=2"),
+    ("'https://shop.example/a?x=1&amp;y=2' | safe", "https://shop.example/a?x=1&y=2"),
+    ("'https://shop.example/' ~ member.member_id", "https://shop.example/SV000123"),
+])
+def test_an_href_that_is_one_expression_is_signed_as_the_browser_reads_it(tmp_path, expression, url):
+    source = with_content('<p><a href="{{ ' + expression + ' }}">go</a></p>')
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/en.html": source}))
+    assert renderer.compiled("welcome", "en").fallback is None
+    sent = renderer.render("welcome", member(locale="en"), now=NOW, send_id="send-2")
+    token = re.search(r'<a href="[^"]+/c/([^"]+)">go</a>', sent.html).group(1)
+    assert TokenSigner(SECRET).verify(token, "click").url == url
+    assert f"/c/{token}" in sent.text  # the text part links to the same click URL
+    someone = member(locale="en")
+    preview = renderer.render("welcome", someone, now=NOW, tracked=False).html
+    assert dom_difference(preview, renderer.reference_html("welcome", someone, now=NOW)) is None

@@ -60,6 +60,7 @@ OPEN_PIXEL = ('{% if tracking %}<img src="{{ open_pixel_url() }}" width="1" heig
 # autoescape: data in an href is escaped as HTML in the text part too, so decoding once gives the same URL
 TRACK_FILTER = "{%% autoescape true %%}{%% filter track_link(%d) %%}%s{%% endfilter %%}{%% endautoescape %%}"
 TRACK_CONSTANT = "{{ '%s' | track_link(%d) }}"
+TRACK_VALUE = "{{ (%s) | track_value(%d) }}"  # an href that is one expression
 
 
 class NeedsFallback(Exception):
@@ -82,6 +83,7 @@ class Protected:
     keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
     calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
     macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
+    expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
 
 
 def inline_css(document: str) -> str:
@@ -118,6 +120,8 @@ def protect(source: str) -> Protected:
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.kind == "expression" and construct.tokens:
+            result.expressions[number] = " ".join(value for _, value in construct.tokens)
         if construct.keyword == "macro" and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
@@ -503,7 +507,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
     if restyler is not None:
         restyler.complete(page)
-    links = mark_links(page, protected)
+    links, consumed = mark_links(page, protected)
     inlined = serialize(root)
     counts: dict[int, int] = {}
 
@@ -517,7 +521,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
 
     count(inlined)
     for number in protected.originals:
-        if number not in links and counts.get(number, 0) != 1:
+        if number not in links and counts.get(number, 0) + consumed.count(number) != 1:
             raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
                                 "template code (it can only be inlined after rendering)")
     text = text_of(inlined)
@@ -548,14 +552,22 @@ def inline_and_track(document: str, replace: Replace) -> str:
     return serialize(root)
 
 
-def mark_links(page: Any, protected: Protected) -> dict[int, str]:
+def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[int]]:
     """Compile time: wrap each trackable href in the track_link filter, behind a placeholder;
-    the placeholders' numbers and the code they stand for."""
+    the placeholders' numbers and the code they stand for, and the expressions that became a
+    link's code whole (`href="{{ url }}"`)."""
     marked: dict[int, str] = {}
+    consumed: list[int] = []
     next_number = max(protected.originals, default=-1) + 1
 
     def mark(link: int, url: str) -> str:
         nonlocal next_number
+        whole = _IN_TEXT.fullmatch(url)
+        if whole and int(whole.group(1)) in protected.expressions:  # the href is one expression
+            consumed.append(int(whole.group(1)))
+            marked[next_number] = TRACK_VALUE % (protected.expressions[int(whole.group(1))], link)
+            next_number += 1
+            return f"JX{next_number - 1}X"
         # as written in HTML: the filter decodes it again, data printed in it included
         written = html.escape(url, quote=True)  # no quote left: a Jinja string literal holds it
         if _TOKEN.search(url) or any(c in written for c in "\\\r\n"):
@@ -567,7 +579,7 @@ def mark_links(page: Any, protected: Protected) -> dict[int, str]:
 
     rewrite_tree(page, mark)
     protected.originals.update(marked)
-    return marked
+    return marked, consumed
 
 
 def restore(document: str, protected: Protected) -> str:

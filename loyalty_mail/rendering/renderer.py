@@ -119,11 +119,24 @@ def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
     return markupsafe.Markup(url)  # Markup: an autoescape block does not escape it again
 
 
+@jinja2.pass_context
+def _track_value(context: jinja2.runtime.Context, value: Any, link: int) -> str:
+    """`href="{{ value }}"`: what `_track_link` gives for that href, without capturing it as a
+    block: printed, a str is escaped and `_track_link` decodes it back; markup is decoded once."""
+    text = html_escape.unescape(value.__html__()) if hasattr(value, "__html__") else str(value)
+    tracker: LinkTracker = context["_tracker"]
+    url = tracker.click_url(link, text.strip())
+    if context.environment.autoescape:
+        return markupsafe.escape(url)
+    return markupsafe.Markup(url)
+
+
 def email_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
                       limits: RenderLimits | None = None) -> TemplateSandbox:
     """The sandbox every email runs in, with the click-tracking filter compiled emails call."""
     env = sandboxed_environment(loader, autoescape, limits)
     env.filters["track_link"] = _track_link
+    env.filters["track_value"] = _track_value
     return env
 
 
@@ -430,7 +443,9 @@ _BLANK_LINES = re.compile(r"\n\n\n+")
 
 def tidy_text(text: str) -> str:
     """Derived text after rendering: no indentation, at most one blank line in a row."""
-    return _BLANK_LINES.sub("\n\n", _LINE_INDENT.sub("\n", text)).strip() + "\n"
+    if "\n " in text or "\n\t" in text:  # a plain search first: most lines are not indented
+        text = _LINE_INDENT.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
 
 
 TEXT_LINKS_FROM = 1000  # links of an own .txt part are numbered apart from the HTML part's
