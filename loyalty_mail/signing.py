@@ -80,6 +80,9 @@ class TokenSigner:
     def __init__(self, secrets: Secrets) -> None:
         # keyed HMACs, copied per token: no key setup each time
         self._keyed = [hmac.new(key, digestmod=hashlib.sha256) for key in signing_keys(secrets)]
+        # OpenSSL's keyed state where hmac keeps one: copy, update and digest without hmac.py's
+        # Python wrappers around them (the same tag); hmac.HMAC itself otherwise.
+        self._signing: hmac.HMAC = getattr(self._keyed[0], "_hmac", None) or self._keyed[0]
 
     def _tag(self, payload: bytes, keyed: hmac.HMAC | None = None) -> bytes:
         mac = (keyed or self._keyed[0]).copy()
@@ -95,7 +98,9 @@ class TokenSigner:
         else:
             link = "" if claims.link is None else claims.link
             payload = f"{_CODES[claims.kind]}\n{claims.send_id}\n{link}\n{claims.url or ''}".encode()
-        return f"{_b64(payload)}.{_b64(self._tag(payload))}"
+        mac = self._signing.copy()
+        mac.update(payload)
+        return f"{_b64(payload)}.{_b64(mac.digest()[:_TAG_BYTES])}"
 
     def verify(self, token: str, kind: Kind | None = None) -> TokenClaims:
         """The claims of a token we signed; BadToken for anything else."""

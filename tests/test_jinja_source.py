@@ -72,6 +72,7 @@ def _piece(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         children.map(lambda c: "{% for i in range(2) %}<span>" + c + "</span>{% endfor %}"),
         children.map(lambda c: "<!--[if mso]><td>" + c + "</td><![endif]-->"),
         children.map(lambda c: "<p class=\"note\">" + c + "</p>"),
+        children.map(lambda c: "<span style=\"color: black\" width=\"5\">" + c + "</span>"),
         children.map(lambda c: "{% macro m() %}<i>" + c + "</i>{% endmacro %}{{ m() }}"),
     )
 
@@ -82,7 +83,11 @@ _BODY = st.recursive(_piece(st.just("x")), lambda inner: st.lists(_piece(inner),
 
 _STYLES = st.sampled_from(["", "span + span { color: red }", ".note:last-child { margin: 0 }",
                             "i ~ p { color: blue }", ".random p:first-child { padding: 0 }",
-                            "p + p { color: green }"])
+                            "p + p { color: green }",
+                            # the cascade applied per email: specificity, !important, HTML attributes
+                            "span { color: blue; width: 20px } span + span { color: red; width: 30px }",
+                            ".random span:last-child { text-align: center } span { text-align: left !important }",
+                            "span:first-child { background-color: #abc } i ~ span { height: 4px }"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -124,13 +129,13 @@ PERKS = '<ul>{% for p in tier.perks %}<li class="perk">{{ p }}</li>{% endfor %}<
     ("p { margin: 0 }\np ~ p { color: red }",
      '<div>{% if member.points > 5 %}<p>a</p>{% endif %}<p>b</p></div>', 5, "p ~ p"),
 ])
-def test_a_structural_selector_that_a_loop_or_condition_can_change_falls_back_naming_it(
+def test_a_structural_selector_that_a_loop_or_condition_can_change_is_applied_per_email_naming_it(
         tmp_path, style, body, line, selector):
     renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, body)}))
-    fallback = renderer.compiled("odd", "vi").fallback
-    assert fallback is not None
-    assert (fallback.location.file, fallback.location.line) == ("templates/odd/vi.html", line)
-    assert f"the selector '{selector}' depends on an element's siblings" in fallback.reason
+    compiled = renderer.compiled("odd", "vi")
+    assert compiled.fallback is None and compiled.restyler is not None
+    assert compiled.restyler.selectors == [selector]
+    assert [(rule, at.file, at.line) for rule, at in compiled.dynamic] == [(selector, "templates/odd/vi.html", line)]
     for someone in (member(), member(points=1, tier="member")):
         html = renderer.render("odd", someone, now=NOW, tracked=False).html
         assert dom_difference(html, renderer.reference_html("odd", someone, now=NOW)) is None
@@ -166,9 +171,11 @@ def test_the_per_email_path_skips_rules_nothing_in_the_email_can_match_and_gives
     unused = "\n".join(f".unused-{i} td.cell-{i} {{ color: #{i:06x} }}" for i in range(300))
     style = (unused + "\n.perk { border-bottom: 1px solid #ccc }\n.perk:last-child { border-bottom: 0 }\n"
              "li { color: #111 }\na:hover { color: red }\n@media (max-width: 600px) { .perk { padding: 0 } }")
-    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, PERKS)}))
+    uneven = ('{% if member.points > 5 %}<div class="box">{% endif %}' + PERKS
+              + '{% if member.points > 5 %}</div>{% endif %}')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page(style, uneven)}))
     compiled = renderer.compiled("odd", "vi")
-    assert compiled.fallback is not None  # :last-child next to the loop
+    assert compiled.fallback is not None  # a control block that opens and closes a <div> unevenly
     for someone in (member(), member(points=1, tier="member")):
         html = renderer.render("odd", someone, now=NOW, tracked=False).html
         assert dom_difference(html, renderer.reference_html("odd", someone, now=NOW)) is None

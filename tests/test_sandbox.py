@@ -58,6 +58,35 @@ def test_the_hooks_do_what_they_are_for():
     assert env.from_string("{{ d.name }}").render(d={"name": "Lan"}) == "Lan"
 
 
+@pytest.mark.parametrize("text", ["plain", "<b class=\"x\">Tom & Jerry's</b>", "Nguyễn", ""])
+def test_output_escaping_is_markupsafes(text):
+    from markupsafe import _escape_inner  # what the sandbox escapes a str with: markupsafe>=3.0,<3.1
+
+    env = sandboxed_environment(None, autoescape=True)
+    assert _escape_inner(text) == str(jinja2.utils.markupsafe.escape(text))
+    assert env.from_string("{{ x }}").render(x=text) == str(jinja2.utils.markupsafe.escape(text))
+
+
+def test_macro_internals_the_direct_call_reads_exist_in_jinja():
+    env = sandboxed_environment(None, autoescape=True)
+    macro = env.from_string("{% macro m(a, b) %}{{ a }}{% endmacro %}").module.m
+    assert macro._argument_count == 2 and callable(macro._func)
+    assert not (macro.caller or macro.catch_kwargs or macro.catch_varargs)
+
+
+@pytest.mark.parametrize("autoescape", [True, False])
+def test_macros_called_directly_give_what_jinja_gives(autoescape):
+    source = ("{% macro m(a, b='<d>') %}<i>{{ a }}{{ b }}</i>{% endmacro %}"
+              "{% macro v() %}{{ varargs | join }}{{ kwargs }}{% endmacro %}"
+              "{% macro c(x) %}[{{ caller() }}{{ x }}]{% endmacro %}"
+              "{{ m('<a>', '<b>') }}|{{ m('<a>') }}|{{ m(b='<e>', a=1) }}|{{ v(1, 2, k=3) }}|"
+              "{% call c('<y>') %}<z>{% endcall %}|{{ m('<a>', '<b>') | length }}")
+    ours = sandboxed_environment(None, autoescape=autoescape, limits=RenderLimits(1.0, 10_000))
+    ours.limits.start()
+    plain = jinja2.sandbox.ImmutableSandboxedEnvironment(autoescape=autoescape)
+    assert ours.from_string(source).render() == plain.from_string(source).render()
+
+
 GROWING = {
     "join filter": "{{ (['x' * 90000] * 1000) | join }}",
     "join filter, separator": "{{ ['a', 'b'] | join('-' * 90000 * 0 ~ 'y' * 900000) ~ (['z'] * 2) | join('q' * 900000) }}",

@@ -15,6 +15,7 @@ from ..errors import LoyaltyMailError
 from ..errors import shown as quoted
 from ..members import member_profile
 from ..rendering import Renderer
+from ..rendering.renderer import CompiledVariant
 from ..rendering.checks import sample_members, sample_occurrences
 from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
@@ -44,13 +45,22 @@ def templates_list(obj: CliContext, output_format: str) -> None:
             rows.append({
                 "email": email, "locale": locale, "subject": variant.subject,
                 "text": "own .txt" if variant.text_path else "from HTML",
-                "inlining": "compiled" if compiled.fallback is None else f"per email ({compiled.fallback})",
+                "inlining": _inlining(compiled),
             })
     if output_format == "json":
         print_json(rows)
         return
     print_table("Templates", ["email", "locale", "subject", "text", "inlining"],
                 [list(row.values()) for row in rows])
+
+
+def _inlining(compiled: CompiledVariant) -> str:
+    if compiled.fallback is not None:
+        return f"per email ({compiled.fallback})"
+    if compiled.dynamic:
+        rules = ", ".join(f"'{selector}' ({at})" for selector, at in compiled.dynamic)
+        return f"compiled; applied per email: {rules}"
+    return "compiled"
 
 
 def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:

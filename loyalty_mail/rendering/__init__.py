@@ -3,6 +3,8 @@
     catalog.py     the emails on disk (a folder per email, a file per locale, front matter)
     flatten.py     layouts, includes and macro imports resolved in the source
     inlining.py    premailer once per template, Jinja protected; fallback detection
+    cascade.py     the rules loops change, applied per email as premailer would
+    links.py       trackable links, found with HTML parsers (conditional comments included)
     text.py        HTML -> readable plain text
     formatting.py  Babel filters: money, number, points, date, datetime, localtime
     context.py     what every template sees

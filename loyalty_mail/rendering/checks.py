@@ -11,7 +11,6 @@ service accepts), each with file and line.
 
 from __future__ import annotations
 
-import html as html_escape
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +24,7 @@ from ..program_files import read_program_text
 from ..signing import MAX_TOKEN_LENGTH, TokenClaims, TokenSigner
 from .catalog import TEMPLATES_DIR, Variant
 from .dom import dom_difference
-from .inlining import rewrite_links
+from .links import links_in
 from .limits import RenderLimitError
 from .lint import RenderedLint, is_production, lint_files, template_files
 from .renderer import _TEXT_URL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
@@ -233,13 +232,7 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
 def _check_link_lengths(renderer: Renderer, html_path: str, html: str, text: str, seen: set[str],
                         report: TemplateReport) -> None:
     """Warn once per link whose click URL the tracking service would refuse or could not store."""
-    links: list[tuple[int, str]] = []
-
-    def collect(link: int, value: str) -> str:
-        links.append((link, html_escape.unescape(value).strip()))
-        return value
-
-    rewrite_links(html, collect)
+    links = [(number, url.strip()) for number, url in links_in(html)]
     links += [(TEXT_LINKS_FROM + n, m.group(0)) for n, m in enumerate(_TEXT_URL.finditer(text))]
     for link, url in links:
         if not url.lower().startswith(("http://", "https://")) or url[:200] in seen:

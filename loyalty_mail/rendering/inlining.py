@@ -12,6 +12,8 @@ whose elements match context-dependent selectors, or premailer moving a placehol
 
 from __future__ import annotations
 
+import html
+import html.parser
 import logging
 import re
 from collections.abc import Callable
@@ -27,6 +29,8 @@ import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
 
+from .cascade import Restyler, Unplannable, plan
+from .links import Replace, rewrite_tree
 from .jinja_source import Construct, constructs
 
 PREMAILER_OPTIONS = dict(
@@ -48,9 +52,6 @@ _CLOSERS = {end for ends in _OPENERS.values() for end in ends}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
          "track", "wbr", "!doctype"}
 _DATA_ATTRIBUTES = {"class", "id", "style"}
-_HTML_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*|!doctype)\b[^>]*?(/?)>", re.IGNORECASE)
-_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r'(\shref=")([^"]*)(")', re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 
@@ -58,6 +59,8 @@ OPEN_PIXEL = ('{% if tracking %}<img src="{{ open_pixel_url() }}" width="1" heig
               'style="display:block;border:0;width:1px;height:1px">{% endif %}')
 # autoescape: data in an href is escaped as HTML in the text part too, so decoding once gives the same URL
 TRACK_FILTER = "{%% autoescape true %%}{%% filter track_link(%d) %%}%s{%% endfilter %%}{%% endautoescape %%}"
+TRACK_CONSTANT = "{{ '%s' | track_link(%d) }}"
+TRACK_VALUE = "{{ (%s) | track_value(%d) }}"  # an href that is one expression
 
 
 class NeedsFallback(Exception):
@@ -80,6 +83,7 @@ class Protected:
     keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
     calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
     macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
+    expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
 
 
 def inline_css(document: str) -> str:
@@ -116,6 +120,8 @@ def protect(source: str) -> Protected:
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.kind == "expression" and construct.tokens:
+            result.expressions[number] = " ".join(value for _, value in construct.tokens)
         if construct.keyword == "macro" and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
@@ -184,20 +190,42 @@ def _places(html: str) -> dict[int, str]:
     return places
 
 
+class _Structure(html.parser.HTMLParser):
+    """The start tags, end tags and comments of an HTML document in order, as the standard
+    library's tokenizer reads them (quoted `>` in attributes, comments, <style> and <script>)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _VOID:
+            self.events.append(("open", tag))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        pass  # <br/>, <td/>: nothing stays open
+
+    def handle_endtag(self, tag: str) -> None:
+        self.events.append(("close", tag))
+
+    def handle_comment(self, data: str) -> None:
+        self.events.append(("comment", data))
+
+
 def check_balanced(protected: Protected) -> None:
     """Every control block must open and close the same elements in each branch."""
-    stream: list[tuple[int, str, str]] = []  # (offset, kind, name)
-    for match in _HTML_TAG.finditer(protected.html):
-        name = match.group(2).lower()
-        if name in _VOID or match.group(3):
-            continue
-        stream.append((match.start(), "close" if match.group(1) else "open", name))
-    for match in _TOKEN.finditer(protected.html):
-        if match.group(1) is None:
-            continue
-        number = int(match.group(1))
-        stream.append((match.start(), "jinja", f"{protected.keywords[number]}:{number}"))
-    stream.sort()
+    reader = _Structure()
+    reader.feed(protected.html)
+    reader.close()
+    stream: list[tuple[int, str, str]] = []  # (position, kind, name)
+    for position, (kind, name) in enumerate(reader.events):
+        if kind == "comment":
+            match = _IN_TEXT.fullmatch(name)
+            if match is None:
+                continue  # an HTML comment, Outlook's conditional ones included
+            number = int(match.group(1))
+            kind, name = "jinja", f"{protected.keywords[number]}:{number}"
+        stream.append((position, kind, name))
     stack: list[str] = []
     for _offset, kind, name in stream:
         if kind == "open":
@@ -293,12 +321,14 @@ def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[l
     return varying
 
 
-def check_selectors(protected: Protected, source: str) -> None:
-    """Refuse structural selectors (+, ~, :first-child, :last-child) that can match elements
-    whose siblings a loop, a condition or a macro call changes: evaluated on the placeholder
-    DOM, so a rule that matches nothing, or only fixed markup, keeps compile-once inlining."""
+def check_selectors(protected: Protected, source: str) -> dict[str, int]:
+    """The structural selectors (+, ~, :first-child, :last-child) that can match elements whose
+    siblings a loop, a condition or a macro call changes, with their lines: evaluated on the
+    placeholder DOM, so a rule that matches nothing, or only fixed markup, is inlined once like
+    the others. Those *dynamic* rules are applied per email (`cascade`)."""
     selectors = _style_selectors(protected)
     structural = [(s, groups) for s in selectors if (groups := _sibling_groups(s))]
+    dynamic: dict[str, int] = {}
     if structural:
         tree = lxml.html.document_fromstring(protected.html)
         varying = _varying_parents(tree, protected)
@@ -309,11 +339,11 @@ def check_selectors(protected: Protected, source: str) -> None:
                 except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem
                     continue
                 if set.intersection(*parents) & varying:
-                    raise NeedsFallback(line_of(source, max(source.find(selector), 0)),
-                                        f"the selector '{selector}' depends on an element's siblings, "
-                                        "and a loop, condition or macro call next to it changes them")
+                    dynamic[selector] = line_of(source, max(source.find(selector), 0))
+                    break
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+    return dynamic
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
@@ -459,59 +489,97 @@ class CompiledHtml:
     source: str
     links: int
     text_source: str
+    restyler: Restyler | None = None   # rules applied per email on the rendered DOM
+    dynamic: tuple[tuple[str, int], ...] = ()  # their selectors and lines
 
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
     protected = protect(source)
     check_balanced(protected)
-    check_selectors(protected, source)
-    inlined = inline_css(protected.html)
+    dynamic = check_selectors(protected, source)
+    tree, page, root = parse_document(protected.html)
+    try:
+        restyler = plan(page, set(dynamic), _IN_TEXT) if dynamic else None
+    except Unplannable as exc:
+        selector, line = next(iter(dynamic.items()))
+        raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
+    premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    if restyler is not None:
+        restyler.complete(page)
+    links, consumed = mark_links(page, protected)
+    inlined = serialize(root)
     counts: dict[int, int] = {}
-    for match in _TOKEN.finditer(inlined):
-        number = int(match.group(1) or match.group(2))
-        counts[number] = counts.get(number, 0) + 1
+
+    def count(text: str) -> None:
+        for match in _TOKEN.finditer(text):
+            number = int(match.group(1) or match.group(2))
+            if number in links:
+                count(links[number])
+            else:
+                counts[number] = counts.get(number, 0) + 1
+
+    count(inlined)
     for number in protected.originals:
-        if counts.get(number, 0) != 1:
+        if number not in links and counts.get(number, 0) + consumed.count(number) != 1:
             raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
                                 "template code (it can only be inlined after rendering)")
-    inlined, links = mark_links(inlined, protected)
     text = text_of(inlined)
     inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
-    return CompiledHtml(restore(inlined, protected), links, restore(text, protected))
+    return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
+                        tuple(dynamic.items()))
 
 
-def rewrite_links(document: str, replace: Callable[[int, str], str]) -> tuple[str, int]:
-    """Call `replace(link_number, href_as_written)` for each trackable <a href> and put its
-    answer in place. Left alone: `data-notrack` links, mailto:/tel:/sms: and #anchors."""
-    links = 0
-
-    def anchor(match: re.Match[str]) -> str:
-        nonlocal links
-        tag = match.group(0)
-        href = _HREF.search(tag)
-        if href is None or re.search(r"\sdata-notrack\b", tag, re.IGNORECASE):
-            return tag
-        if re.match(r"(?i)\s*(mailto|tel|sms):|#", href.group(2)):
-            return tag
-        replacement = replace(links, href.group(2))
-        links += 1
-        return f"{tag[:href.start(2)]}{replacement}{tag[href.end(2):]}"
-
-    return _ANCHOR.sub(anchor, document), links
+def parse_document(document: str) -> tuple[Any, Any, Any]:
+    """(tree, root element, what to serialize) of an HTML document, parsed as premailer parses
+    it; the doctype is written back only if the document had one, as premailer does."""
+    stripped = document.strip()
+    tree = lxml.etree.fromstring(stripped, lxml.etree.HTMLParser()).getroottree()
+    page = tree.getroot()
+    return tree, page, tree if stripped.startswith(tree.docinfo.doctype) else page
 
 
-def mark_links(document: str, protected: Protected) -> tuple[str, int]:
-    """Compile time: wrap each trackable href in the track_link filter, behind a placeholder."""
+def serialize(root: Any) -> str:
+    """A parsed document written as premailer writes its result."""
+    return lxml.etree.tostring(root, method="html", pretty_print=True, encoding="utf-8").decode("utf-8")
+
+
+def inline_and_track(document: str, replace: Replace) -> str:
+    """premailer on a rendered email, then each trackable link's URL replaced (per-email path)."""
+    _, page, root = parse_document(document)
+    premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    rewrite_tree(page, replace)
+    return serialize(root)
+
+
+def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[int]]:
+    """Compile time: wrap each trackable href in the track_link filter, behind a placeholder;
+    the placeholders' numbers and the code they stand for, and the expressions that became a
+    link's code whole (`href="{{ url }}"`)."""
+    marked: dict[int, str] = {}
+    consumed: list[int] = []
     next_number = max(protected.originals, default=-1) + 1
 
-    def mark(link: int, value: str) -> str:
+    def mark(link: int, url: str) -> str:
         nonlocal next_number
-        protected.originals[next_number] = TRACK_FILTER % (link, value)
+        whole = _IN_TEXT.fullmatch(url)
+        if whole and int(whole.group(1)) in protected.expressions:  # the href is one expression
+            consumed.append(int(whole.group(1)))
+            marked[next_number] = TRACK_VALUE % (protected.expressions[int(whole.group(1))], link)
+            next_number += 1
+            return f"JX{next_number - 1}X"
+        # as written in HTML: the filter decodes it again, data printed in it included
+        written = html.escape(url, quote=True)  # no quote left: a Jinja string literal holds it
+        if _TOKEN.search(url) or any(c in written for c in "\\\r\n"):
+            marked[next_number] = TRACK_FILTER % (link, written)
+        else:  # a URL without template code: the filter on a literal, no block to capture
+            marked[next_number] = TRACK_CONSTANT % (written, link)
         next_number += 1
         return f"JX{next_number - 1}X"
 
-    return rewrite_links(document, mark)
+    rewrite_tree(page, mark)
+    protected.originals.update(marked)
+    return marked, consumed
 
 
 def restore(document: str, protected: Protected) -> str:

@@ -17,7 +17,7 @@ from itertools import islice
 import re
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -25,16 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import markupsafe
 
 from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError, shown
-from ..signing import TokenClaims, TokenSigner, signing_keys
+from ..signing import Kind, TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
+from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
-from .inlining import NeedsFallback, compile_inlined, inline_css, prune_unmatchable_rules, rewrite_links
+from .inlining import NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
@@ -69,6 +71,9 @@ class CompiledVariant:
     html: jinja2.Template          # inlined at compile time, or the original file on fallback
     text: jinja2.Template | None   # None: derived from each rendered HTML (fallback only)
     fallback: Fallback | None
+    restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
+    dynamic: tuple[tuple[str, Location], ...] = ()  # those rules' selectors and places
+    links_used: frozenset[str] | None = None  # the link names the templates print (None: unknown)
 
 
 @dataclass
@@ -117,11 +122,24 @@ def _track_link(context: jinja2.runtime.Context, value: str, link: int) -> str:
     return markupsafe.Markup(url)  # Markup: an autoescape block does not escape it again
 
 
+@jinja2.pass_context
+def _track_value(context: jinja2.runtime.Context, value: Any, link: int) -> str:
+    """`href="{{ value }}"`: what `_track_link` gives for that href, without capturing it as a
+    block: printed, a str is escaped and `_track_link` decodes it back; markup is decoded once."""
+    text = html_escape.unescape(value.__html__()) if hasattr(value, "__html__") else str(value)
+    tracker: LinkTracker = context["_tracker"]
+    url = tracker.click_url(link, text.strip())
+    if context.environment.autoescape:
+        return markupsafe.escape(url)
+    return markupsafe.Markup(url)
+
+
 def email_environment(loader: jinja2.BaseLoader | None, autoescape: bool,
                       limits: RenderLimits | None = None) -> TemplateSandbox:
     """The sandbox every email runs in, with the click-tracking filter compiled emails call."""
     env = sandboxed_environment(loader, autoescape, limits)
     env.filters["track_link"] = _track_link
+    env.filters["track_value"] = _track_value
     return env
 
 
@@ -196,7 +214,11 @@ class Renderer:
             return CompiledVariant(variant, headline, per_email, text_own, fallback)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
-        return CompiledVariant(variant, headline, html, text, None)
+        dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
+                        for selector, line in compiled.dynamic)
+        used = None if text_own else _names_used(self.html_env, compiled.source, compiled.text_source,
+                                                 f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+        return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
     def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
         """Map a line of the flattened source back to the file it came from, when it can."""
@@ -246,15 +268,20 @@ class Renderer:
 
     # -- render ------------------------------------------------------------------------------
 
-    def links_for(self, send_id: str, *, tracked: bool) -> Links:
+    def links_for(self, send_id: str, *, tracked: bool, used: frozenset[str] | None = None) -> Links:
+        """The per-send URLs; with `used` (the names an email's templates print), the others are
+        left empty and unsigned. The unsubscribe URL is always signed: it goes in the headers."""
         base = self.settings.tracking.base_url
         if not tracked or self.signer is None:
             return Links(f"{base}/u/preview", f"{base}/p/preview", f"{base}/v/preview", f"{base}/k/preview")
         sign = self.signer.sign
+
+        def url(name: str, path: str, kind: Kind) -> str:
+            return f"{base}/{path}/{sign(TokenClaims(kind, send_id))}" if used is None or name in used else ""
+
         return Links(f"{base}/u/{sign(TokenClaims('unsubscribe', send_id))}",
-                     f"{base}/p/{sign(TokenClaims('preferences', send_id))}",
-                     f"{base}/v/{sign(TokenClaims('view', send_id))}",
-                     f"{base}/k/{sign(TokenClaims('confirm', send_id))}")
+                     url("preferences_url", "p", "preferences"), url("view_in_browser_url", "v", "view"),
+                     url("confirm_url", "k", "confirm"))
 
     def render(
         self,
@@ -283,6 +310,8 @@ class Renderer:
         compiled, context, variant = job.compiled, job.context, job.compiled.variant
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
+            if compiled.restyler is not None:
+                html = compiled.restyler.apply(html)
             text = self._run(compiled.text, context, job.where, 0, variant) if compiled.text else ""
             text = _track_text(text, job.tracker) if variant.text_path else tidy_text(text)
         else:
@@ -321,7 +350,7 @@ class Renderer:
         compiled = self.compiled(email, locale or member.get("locale"))
         self.limits.start()  # this email's own budget, from here
         variant = compiled.variant
-        links = self.links_for(send_id, tracked=tracked)
+        links = self.links_for(send_id, tracked=tracked, used=compiled.links_used if subject is None else None)
         tracking = self.settings.tracking
         tracker = LinkTracker(self.signer if tracked else None, tracking.base_url, send_id,
                               frozenset({links.unsubscribe_url, links.preferences_url,
@@ -346,13 +375,9 @@ class Renderer:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
         fallback = compiled.fallback
         assert fallback is not None  # only an email that falls back is inlined per email
-        inlined = self._inline_bounded(rendered, fallback.location,
-                                       f"it is inlined per email because {fallback.reason}")
-
-        def track(link: int, value: str) -> str:
-            return html_escape.escape(tracker.click_url(link, html_escape.unescape(value).strip()))
-
-        finished, _ = rewrite_links(inlined, track)
+        finished = self._inline_bounded(
+            rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
+            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip())))
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:
@@ -363,14 +388,15 @@ class Renderer:
             finished = _BODY_END.sub(lambda m: pixel + m.group(0), finished, count=1)
         return finished, text
 
-    def _inline_bounded(self, rendered: str, location: Location, why: str) -> str:
-        """premailer on one rendered email, within what is left of the render's deadline; past it,
-        a RenderLimitError at `location` that says `why` this email is inlined as it is rendered."""
+    def _inline_bounded(self, rendered: str, location: Location, why: str,
+                        inline: Callable[[str], str] = inline_css) -> str:
+        """premailer on one rendered email (`inline`), within what is left of the render's deadline;
+        past it, a RenderLimitError at `location` that says `why` this email is inlined as it is rendered."""
         if self.limits.deadline == math.inf:
-            return inline_css(rendered)
+            return inline(rendered)
         try:
             with watchdog.deadline(self.limits.deadline):
-                return inline_css(rendered)
+                return inline(rendered)
         except watchdog.Overtime:
             styles = sum(len(block) for block in _STYLE_BLOCK.findall(rendered))
             raise RenderLimitError(Problem(location, (
@@ -398,6 +424,18 @@ class Renderer:
         except _FAULTS as exc:
             return _error_location(exc)
         return None
+
+
+_LINK_NAMES = frozenset({"preferences_url", "view_in_browser_url", "confirm_url"})
+
+
+def _names_used(env: jinja2.Environment, *sources: str) -> frozenset[str]:
+    """The per-send link names that self-contained sources (no extends, include or import)
+    read, found on Jinja's node tree."""
+    used: set[str] = set()
+    for source in sources:
+        used |= jinja2.meta.find_undeclared_variables(env.parse(source))
+    return frozenset(used & _LINK_NAMES)
 
 
 def _render_shared(template: jinja2.Template, context: dict[str, Any], limits: RenderLimits) -> str:
@@ -430,7 +468,9 @@ _BLANK_LINES = re.compile(r"\n\n\n+")
 
 def tidy_text(text: str) -> str:
     """Derived text after rendering: no indentation, at most one blank line in a row."""
-    return _BLANK_LINES.sub("\n\n", _LINE_INDENT.sub("\n", text)).strip() + "\n"
+    if "\n " in text or "\n\t" in text:  # a plain search first: most lines are not indented
+        text = _LINE_INDENT.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
 
 
 TEXT_LINKS_FROM = 1000  # links of an own .txt part are numbered apart from the HTML part's

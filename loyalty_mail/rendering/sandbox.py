@@ -8,11 +8,11 @@ live on the Jinja installed, within the version range pyproject.toml allows.
 
 from __future__ import annotations
 
-import html as html_escape
 from typing import Any
 
 import jinja2
 import markupsafe
+from markupsafe import _escape_inner as _escape_text  # markupsafe 3: str -> escaped str
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -71,8 +71,11 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
       tries the attribute first and takes the key when that raises AttributeError, ~2 us a
       lookup; a dict has no attribute outside `dir(dict)`, so for any other name the key is
       what the sandbox would end up with, and `getattr` returns it directly;
-    - calling a template's macros and our helpers (`call`);
-    - escaping output (`escape_output`, through `_OutputCodeGenerator`)."""
+    - calling a template's macros and our helpers (`call`); a macro given all its arguments by
+      position runs its body directly, as `Macro.__call__` and `Macro._invoke` end up doing
+      (Jinja 3.1: `_func`, `_argument_count`; pinned by tests/test_sandbox.py);
+    - escaping output (`escape_output`, through `_OutputCodeGenerator`; markupsafe 3's
+      `_escape_inner`, pinned by tests/test_sandbox.py)."""
 
     code_generator_class = _OutputCodeGenerator
     intercepted_binops = frozenset({"*", "**", "+", "%"})
@@ -84,9 +87,10 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def escape_output(value: Any) -> str:
-        """What `markupsafe.escape` does for output (& < > " ' as entities; Markup as it is)."""
+        """What `markupsafe.escape` does for output (& < > " ' as entities; Markup as it is),
+        a plain str escaped by markupsafe's own C function without making a Markup of it."""
         if value.__class__ is str:
-            return html_escape.escape(value)
+            return _escape_text(value)
         return markupsafe.escape(value)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -110,6 +114,11 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             kwargs.pop("_loop_vars", None)
             if kind is Helper:
                 return __obj.function(*args, **kwargs)
+            if not kwargs and len(args) == __obj._argument_count and not (
+                    __obj.caller or __obj.catch_kwargs or __obj.catch_varargs):
+                # every argument given by position: what Macro.__call__ ends with (`_invoke`)
+                output = __obj._func(*args)
+                return markupsafe.Markup(output) if __context.eval_ctx.autoescape else output
             return __obj(__context.eval_ctx, *args, **kwargs)
         args = __self.limits.check_call(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
