@@ -193,9 +193,11 @@ def test_a_dispatcher_rendering_slow_templates_stops_on_sigterm(sqlite_program):
 
 
 PER_EMAIL_STYLE = ("<style>" + "".join(f"ul.perks li.perk {{ padding-left: {i}px }}\n" for i in range(40))
-                   + ".perk:last-child { border-bottom: 0 }</style>")  # :last-child beside a loop: per email
+                   + ".odd { border-bottom: 0 }</style>")
+# a class written by data: which rules match is known only per email, so premailer inlines each one
 PERKS = ("{% set n = 20000 if member.member_id == 'HUGE' else 3 %}"
-         '<ul class="perks">{% for i in range(n) %}<li class="perk">{{ i }}</li>{% endfor %}</ul>')
+         '<ul class="perks">{% for i in range(n) %}<li class="perk {{ \'odd\' if i % 2 else \'even\' }}">{{ i }}</li>'
+         "{% endfor %}</ul>")
 
 
 def test_css_inlined_per_email_past_the_timeout_fails_that_send_and_the_batch_goes_on(sqlite_program):
@@ -217,8 +219,7 @@ def test_css_inlined_per_email_past_the_timeout_fails_that_send_and_the_batch_go
     assert {ref: state for ref, (state, _) in rows.items()} == {"A1": "sent", "HUGE": "failed", "A2": "sent"}
     error = rows["HUGE"][1]
     assert error.startswith("template: templates/welcome/vi.html:"), error
-    assert ("rendering took longer than rendering.timeout (1 s): inlining CSS per email (premailer) "
-            "did not finish") in error, error
+    assert "rendering took longer than rendering.timeout (1 s): inlining CSS per email did not finish" in error, error
     assert "-character email; it is inlined per email because" in error
     sent = list((program.dir / "outbox").glob("*.eml"))
     assert len(sent) == 2
@@ -269,3 +270,25 @@ def test_checks_reference_inlining_is_bounded_too(hostile_program, tmp_path):
     assert "`check` inlines a sample this way to compare it with the compiled email" in checked.stderr
     assert "CSS is inlined per email" not in checked.output   # compiled once: only check's comparison
     assert time.monotonic() - started < 60
+
+
+def test_rules_a_loop_changes_past_the_timeout_fail_that_send_and_the_batch_goes_on(sqlite_program):
+    """The per-email restyling (a `:last-child` rule beside a loop, applied to each rendered
+    email) is inside the render's deadline too."""
+    program = sqlite_program
+    _configure(program, "rendering:\n  timeout: 1 second\n")
+    style = ("<style>" + "".join(f"ul.perks li.perk {{ padding-left: {i}px }}\n" for i in range(40))
+             + ".perk:last-child { border-bottom: 0 }</style>")
+    perks = ("{% set n = 20000 if member.member_id == 'HUGE' else 3 %}"
+             '<ul class="perks">{% for i in range(n) %}<li class="perk">{{ i }}</li>{% endfor %}</ul>')
+    path = program.dir / "templates/welcome/vi.html"
+    path.write_text(path.read_text().replace("{% block content %}", "{% block content %}" + style + perks, 1))
+    program.load("members", [member(ref, joined_at=JOINED) for ref in ("A1", "HUGE", "A2")], at=AT)
+    env = {**os.environ, "LOYALTY_MAIL_SECRET": SECRET}
+    result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
+                             program.url, "run", "--once", "--at", AT], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "1 sends failed" in result.stderr, result.stderr
+    rows = _rows(program)
+    assert {ref: state for ref, (state, _) in rows.items()} == {"A1": "sent", "HUGE": "failed", "A2": "sent"}
+    assert "rules that a loop changes are applied to each email" in rows["HUGE"][1], rows["HUGE"][1]

@@ -311,7 +311,8 @@ class Renderer:
         if compiled.fallback is None:
             html = self._run(compiled.html, context, job.where, 0, variant)
             if compiled.restyler is not None:
-                html = compiled.restyler.apply(html)
+                html = self._inline_bounded(html, Location(job.where, 1), "rules that a loop changes are "
+                                            "applied to each email", compiled.restyler.apply)
             text = self._run(compiled.text, context, job.where, 0, variant) if compiled.text else ""
             text = _track_text(text, job.tracker) if variant.text_path else tidy_text(text)
         else:
@@ -390,8 +391,9 @@ class Renderer:
 
     def _inline_bounded(self, rendered: str, location: Location, why: str,
                         inline: Callable[[str], str] = inline_css) -> str:
-        """premailer on one rendered email (`inline`), within what is left of the render's deadline;
-        past it, a RenderLimitError at `location` that says `why` this email is inlined as it is rendered."""
+        """CSS inlined on one rendered email (premailer, or `inline`), within what is left of the
+        render's deadline; past it, a RenderLimitError at `location` that says `why` this email is
+        inlined as it is rendered."""
         if self.limits.deadline == math.inf:
             return inline(rendered)
         try:
@@ -400,7 +402,7 @@ class Renderer:
         except watchdog.Overtime:
             styles = sum(len(block) for block in _STYLE_BLOCK.findall(rendered))
             raise RenderLimitError(Problem(location, (
-                f"{self.limits.too_slow()}: inlining CSS per email (premailer) did not finish, "
+                f"{self.limits.too_slow()}: inlining CSS per email did not finish, "
                 f"with {styles:,} characters of stylesheet in a {len(rendered):,}-character email; {why}"))
             ) from None
 
