@@ -292,11 +292,19 @@ class _Compiler:
                    .where(e.c.member_ref == m.c.id, e.c.occurred_at > m.c.tier_period_start,
                           e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
                    .scalar_subquery())
-        levels = self.ctx.ladder.levels
-        whens = [(m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)) - measure)
-                 for level in levels[1:]]
-        short = sa.case(*whens)
-        return sa.case((m.c.tier_period_start.is_(None), None), (short < 0, 0), else_=short)
+        levels = self.ctx.ladder.levels[1:]
+        if not levels:
+            return sa.null()
+        # The measure appears once: each copy of a correlated subquery is evaluated on its own
+        # (a CASE per tier, and again for the floor at 0, read each member's events six times).
+        threshold = sa.case(*((m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)))
+                              for level in levels))
+        short = threshold - measure
+        floor = sa.func.max if self.ctx.dialect == "sqlite" else sa.func.greatest  # scalar max of two
+        return sa.case((m.c.tier_period_start.is_(None), None),
+                       (m.c.tier.in_([level.name for level in levels]),
+                        floor(short, sa.literal(0), type_=sa.Numeric(18, 2))),
+                       else_=None)
 
     def money(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # SQLite stores whole amounts as integers; divide as real numbers, not integers.

@@ -1,6 +1,7 @@
-"""`within_next` on a time that lies ahead (`tier_review_at`): from the planner's instant up to N
-ahead, both ends included, calendar months; `not:` takes in members without a review; the
-explanation; and mistakes reported at their file, line and column. SQLite and PostgreSQL."""
+"""Segments on tier reviews, on SQLite and PostgreSQL: `within_next` on a time that lies ahead
+(`tier_review_at`), from the planner's instant up to N ahead, both ends included, calendar months,
+`not:` taking in members without a review, its explanation, and mistakes reported at their file,
+line and column; and `needed_to_keep_tier` per tier against tier_review.needed_to_keep."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loyalty_mail import db
 from loyalty_mail.config import load_settings
 from loyalty_mail.importing import import_rows
 from loyalty_mail.models import members_table
+from loyalty_mail.tier_review import needed_to_keep
 from loyalty_mail.segments import context_for, segment_query
 from loyalty_mail.segments.compiler import compile_rule
 from loyalty_mail.segments.explain import why_not
@@ -121,3 +123,50 @@ def test_within_next_mistakes_are_reported_at_their_place(tmp_path: Path):
     assert problems("last_purchase_at: {within_next: 30 days}\n") == [
         "segments/s.yaml:1:20: unknown operator 'within_next' for field 'last_purchase_at' (expected: before, "
         "after, since, within, older_than, between, is_set, is_null)"]
+
+
+def test_needed_to_keep_tier_per_tier_matches_the_review(database_url: str, tmp_path: Path):
+    project = tmp_path / "program"
+    project.mkdir()
+    assert "levels:\n" in TEST_CONFIG
+    (project / "config.yaml").write_text(TEST_CONFIG.replace(
+        "  levels:\n", "  qualification: {period: 12 months, measure: points_earned, grace: 30 days}\n  levels:\n", 1))
+    settings = load_settings(project, environ={}, database_url=database_url)
+    assert settings.tiers.qualification is not None
+    engine = db.create_db_engine(database_url)
+    start = AT - timedelta(days=200)
+    # member id -> (tier, period start, points earned before the period, in it, after AT)
+    people = {"S-short": ("silver", start, 5000, 400, 900), "S-kept": ("silver", start, 0, 1200, 0),
+              "G-none": ("gold", start, 9000, 0, 0), "G-edge": ("gold", start, 0, 4000, 0),
+              "P-some": ("platinum", start, 0, 12500, 0), "S-unknown": ("silver", None, 0, 300, 0),
+              "M-lowest": ("member", None, 0, 50, 0)}
+    import_rows(engine, settings, "members", enumerate(
+        ({"member_id": name, "email": f"m{n}@example.com"} for n, name in enumerate(people)), 1),
+        source="members", now=start - timedelta(days=30))
+    rows = []
+    for name, (_, _, before, during, later) in people.items():
+        for label, at, points in (("before", start - timedelta(days=1), before), ("at", start, 77),
+                                  ("during", start + timedelta(days=10), during), ("now", AT, 5),
+                                  ("later", AT + timedelta(seconds=1), later)):
+            if points:
+                rows.append({"event_id": f"{name}-{label}", "member_id": name, "type": "points_earned",
+                             "occurred_at": at.isoformat(), "points": points})
+    import_rows(engine, settings, "events", enumerate(rows, 1), source="events", now=AT)
+    m = members_table
+    with engine.begin() as connection:
+        for name, (tier, period, *_) in people.items():
+            connection.execute(m.update().where(m.c.member_id == name).values(
+                tier=tier, tier_period_start=period, tier_review_at=period and period + timedelta(days=365)))
+        refs = dict(connection.execute(sa.select(m.c.member_id, m.c.id)).all())
+        expected = {name: needed_to_keep(connection, settings, refs[name], tier, period, AT)
+                    for name, (tier, period, *_) in people.items() if period is not None}
+    # the event at the period's start does not count; the one at AT does; later ones do not
+    assert expected == {"S-short": 595, "S-kept": 0, "G-none": 4995, "G-edge": 995, "P-some": 7495}
+    assert ids(settings, engine, "needed_to_keep_tier: {gte: 995}\n") == {"G-none", "G-edge", "P-some"}
+    assert ids(settings, engine, "needed_to_keep_tier: {eq: 0}\n") == {"S-kept"}
+    assert ids(settings, engine, "needed_to_keep_tier: {lt: 996}\n") == {"S-short", "S-kept", "G-edge"}
+    assert ids(settings, engine, "needed_to_keep_tier: {is_null: true}\n") == {"S-unknown", "M-lowest"}
+    assert ids(settings, engine, "not: {needed_to_keep_tier: {gt: 0}}\n") == {"S-kept", "S-unknown", "M-lowest"}
+    assert ids(settings, engine, "all: [{tier_review_at: {within_next: 200 days}}, "
+                                 "{needed_to_keep_tier: {between: [500, 1000]}}]\n") == {"S-short", "G-edge"}
+    engine.dispose()
