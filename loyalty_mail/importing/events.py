@@ -367,7 +367,9 @@ def record_expiries(connection: sa.Connection, settings: Settings, expiries: Seq
     empty = properties({}) if properties else {}
     insert_events = (f"INSERT INTO events (event_id, member_ref, type, occurred_at, points, properties, created_at) "
                      f"VALUES ({', '.join([marker] * 7)})")
-    update_members = f"UPDATE members SET points = {marker}, tier = {marker}, updated_at = {marker} WHERE id = {marker}"
+    # the tier only where it changed: a column assigned is an index entry rewritten (ix_members_tier)
+    update_points = f"UPDATE members SET points = {marker}, updated_at = {marker} WHERE id = {marker}"
+    update_tiers = f"UPDATE members SET points = {marker}, tier = {marker}, updated_at = {marker} WHERE id = {marker}"
     insert_changes = t.insert().from_select(
         ["member_ref", "from_tier", "to_tier", "changed_at", "reason", "event_ref"],
         sa.select(sa.bindparam("c_ref", type_=sa.Integer()), sa.bindparam("c_from", type_=sa.String()),
@@ -382,13 +384,13 @@ def record_expiries(connection: sa.Connection, settings: Settings, expiries: Seq
         summary.skipped += len(known)
         chunk = [x for x in chunk if x.event_id not in known]
         refs = sorted({x.member_ref for x in chunk})
-        states = {row.id: [row.member_id, row.points, row.tier, row.total_spend] for row in connection.execute(
+        states = {row.id: [row.member_id, row.points, row.tier, row.total_spend, row.tier] for row in connection.execute(
             sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend).where(m.c.id.in_(refs)))}
         events: list[tuple[Any, ...]] = []
         changes: list[dict[str, Any]] = []
         for x in chunk:
             state = states[x.member_ref]
-            member_id, points, tier, spend = state
+            member_id, points, tier, spend, _ = state
             if points < x.points:
                 rejects.add(x.row_no, "points", f"expires {x.points} points but member '{member_id}' has "
                                                 f"{points} at {x.occurred_at:%Y-%m-%d %H:%M} UTC")
@@ -411,10 +413,14 @@ def record_expiries(connection: sa.Connection, settings: Settings, expiries: Seq
             connection.execute(insert_changes, changes)
             summary.tier_changes += len(changes)
         written = sorted({x.member_ref for x in chunk})
-        if written:
-            connection.exec_driver_sql(update_members, [(states[ref][1], states[ref][2], at, ref) for ref in written])
-            summary.updated += len(written)
-            touched_refs.update(written)
+        moved = [ref for ref in written if states[ref][2] != states[ref][4]]
+        if moved:
+            connection.exec_driver_sql(update_tiers, [(states[ref][1], states[ref][2], at, ref) for ref in moved])
+        if len(moved) < len(written):
+            connection.exec_driver_sql(update_points, [(states[ref][1], at, ref) for ref in written
+                                                       if states[ref][2] == states[ref][4]])
+        summary.updated += len(written)
+        touched_refs.update(written)
     rejects.raise_if_any(source)
     touched.enqueue(connection, sorted(touched_refs), now, count=summary.inserted)
     return summary
