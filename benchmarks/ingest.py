@@ -10,7 +10,9 @@ Batched: POST /v1/events with 1,000 purchases a request, one request after anoth
 requests to a small Starlette app defined here that applies each event of a batch in its own
 transaction, through the same importer (`api.ingest.apply`), run by uvicorn the same way.
 Single: --concurrency clients (HTTP/1.1 keep-alive) each POSTing one event a request; req/s and
-p50/p99 latency of acknowledged requests, measured by the client. "lost" counts acknowledged
+p50/p99 latency of acknowledged requests, measured by the client. In process: the same requests
+to the API's ASGI app called directly by --concurrency tasks in this process (no HTTP, no client
+sharing the cores), with this process's CPU time a request. "lost" counts acknowledged
 events whose row is not in the database (must be 0). Event to transport: with `loyalty-mail
 daemon` running (wake on new data, the tick an hour away), purchases that trigger an event flow
 are posted one at a time, 0.25 s apart, each for its own member; the latency runs from just
@@ -184,6 +186,67 @@ def single(port: int, key: str, seconds: float, concurrency: int, tag: str) -> S
     return seen
 
 
+def in_process(project: Path, url: str, key: str, seconds: float, concurrency: int, tag: str) -> tuple[Seen, float]:
+    """The API's ASGI app called directly, no HTTP: `concurrency` tasks on one event loop, each
+    sending one purchase a request, for `seconds`; with the process's CPU seconds a request."""
+    from loyalty_mail.api.app import create_app
+    from loyalty_mail.runtime import Runtime
+
+    runtime = Runtime.load(project, database_url=url)
+    app = create_app(runtime.settings, runtime.engine(), runtime.now)
+    headers = [(b"host", b"api"), (b"authorization", f"Bearer {key}".encode()),
+               (b"content-type", b"application/json")]
+    seen, counter = Seen(), itertools.count()
+
+    async def post(body: bytes) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/events", "raw_path": b"/v1/events", "query_string": b"",
+                 "root_path": "", "headers": [*headers, (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(3600)  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    async def client_loop(stop: float) -> None:
+        while time.perf_counter() < stop:
+            n = next(counter)
+            event_id = f"{tag}-{n}"
+            sent = time.perf_counter()
+            answer = await post(json.dumps(purchase(event_id, (n * 7919) % MEMBERS)).encode())
+            seen.requests += 1
+            if answer == 200:
+                seen.latencies.append(time.perf_counter() - sent)
+                seen.acknowledged.append(event_id)
+            else:
+                seen.refused += 1
+
+    async def run() -> float:
+        await post(json.dumps(purchase(f"{tag}-warm", 0)).encode())
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client_loop(started + seconds) for _ in range(concurrency)))
+        seen.elapsed = time.perf_counter() - started
+        return time.process_time() - cpu
+
+    try:
+        cpu_used = asyncio.run(run())
+    finally:
+        app.state.writer.close()
+        runtime.close()
+    return seen, cpu_used
+
+
 def to_transport(port: int, key: str, outbox: Path, count: int) -> list[float]:
     """Seconds from posting a receipt-triggering purchase to its .eml in the outbox, per event."""
     import httpx
@@ -232,6 +295,15 @@ def stored_event_ids(url: str) -> set[str]:
     return ids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * share), len(ordered) - 1)] if ordered else float("nan")
@@ -243,7 +315,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-events", type=int, default=60, help="receipt purchases timed to the outbox")
     parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
-    parser.add_argument("--only", choices=["batched", "single", "latency"], action="append",
+    parser.add_argument("--only", choices=["batched", "single", "in-process", "latency"], action="append",
                         help="run only these parts (repeatable; default: all)")
     parser.add_argument("--naive-server", nargs=3, metavar=("PORT", "PROJECT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -302,7 +374,7 @@ def main() -> None:
                   f"{len(seen.acknowledged) / seen.elapsed:>10,.0f}{seen.requests / seen.elapsed:>8,.0f}"
                   f"{seen.percentile(0.5):>8.1f}{seen.percentile(0.99):>9.1f}{seen.refused:>8}{lost:>6}")
 
-        parts = set(args.only or ("batched", "single", "latency"))
+        parts = set(args.only or ("batched", "single", "in-process", "latency"))
         for label, command, tag in (("ours, batches of 1,000", ours, "b"),
                                     ("naive, batches of 1,000 (a transaction each)", naive, "n")):
             if "batched" not in parts:
@@ -316,10 +388,20 @@ def main() -> None:
         if "single" in parts:
             server, port = start(ours)
             try:
+                cpu_before = cpu_seconds(server.pid)
                 seen = single(port, key, args.seconds, args.concurrency, "s")
+                cpu_used = cpu_seconds(server.pid) - cpu_before
             finally:
                 stop(server)
             report(f"ours, one event a request, {args.concurrency} clients", seen)
+            if cpu_used == cpu_used:  # not NaN: the server's CPU time is known (Linux)
+                print(f"  the API process used {1000 * cpu_used / max(seen.requests, 1):.2f} ms of CPU a request "
+                      f"(the database server's own CPU not included)")
+        if "in-process" in parts:
+            os.environ["LOYALTY_MAIL_SECRET"] = SECRET
+            seen, cpu_used = in_process(project, url, key, args.seconds, args.concurrency, "i")
+            report(f"in process (no HTTP), {args.concurrency} tasks", seen)
+            print(f"  this process used {1000 * cpu_used / max(seen.requests, 1):.2f} ms of CPU a request")
         if "latency" not in parts:
             return
 

@@ -12,7 +12,7 @@ import os
 import re
 import zoneinfo
 from datetime import time as dtime
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from .durations import Duration, parse_duration, parse_span
+from .durations import Duration, format_span, parse_duration, parse_span
 from .errors import ConfigError, Problem, kind_of, shown
 from .secret_policy import (
     SECRET_FIELDS,
@@ -201,6 +201,10 @@ class ProgramSettings(_Strict):
         return self
 
 
+MAX_POINTS = 2**31 - 1  # the most points a balance holds (the points columns)
+MAX_THRESHOLD = Decimal("1e16")  # no total spend reaches this (the money columns)
+
+
 class TierLevel(_Strict):
     """One rung of the tier ladder."""
 
@@ -247,6 +251,13 @@ class TierQualification(_Strict):
     grace: Span = Field(default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366))
     downgrade: Literal["one_level", "to_qualified"] = "one_level"
 
+    @model_validator(mode="after")
+    def _grace_within_the_period(self) -> TierQualification:
+        if self.grace >= self.period.span():
+            raise ValueError(f"grace ({format_span(self.grace)}) must be shorter than the period ({self.period}): "
+                             "activity in the grace counts towards the period before it, so periods would overlap")
+        return self
+
 
 class TierSettings(_Strict):
     """The ordered tier ladder and what it is measured in."""
@@ -269,6 +280,14 @@ class TierSettings(_Strict):
                              f"{basis}, so the measure must be '{expected}'")
         return q
 
+    @model_validator(mode="after")
+    def _points_thresholds_reachable(self) -> TierSettings:
+        for level in self.levels:
+            if self.basis == "points" and level.threshold > MAX_POINTS:
+                raise ValueError(f"the threshold of '{level.name}' ({shown(level.threshold)}) is above "
+                                 f"{MAX_POINTS:,} points, the most a balance holds")
+        return self
+
     @field_validator("levels")
     @classmethod
     def _ordered(cls, levels: tuple[TierLevel, ...]) -> tuple[TierLevel, ...]:
@@ -281,6 +300,9 @@ class TierSettings(_Strict):
         if duplicates:
             raise ValueError(f"tier names must be unique; repeated: {', '.join(duplicates)}")
         for lower, upper in zip(levels, levels[1:]):
+            if upper.threshold > MAX_THRESHOLD:
+                raise ValueError(f"the threshold of '{upper.name}' ({shown(upper.threshold)}) is above "
+                                 f"{int(MAX_THRESHOLD):,}: no balance or spend reaches it")
             if upper.threshold <= lower.threshold:
                 raise ValueError(
                     f"thresholds must increase: '{upper.name}' ({upper.threshold}) is not above "
@@ -635,10 +657,13 @@ class FlowSettings(_Strict):
         if value is not None:
             from apscheduler.triggers.cron import CronTrigger
             try:
-                CronTrigger.from_crontab(value, timezone="UTC")
+                trigger = CronTrigger.from_crontab(value, timezone="UTC")
             except ValueError as exc:
                 raise ValueError(f"'{value}' is not a crontab schedule (minute hour day month weekday, "
                                  f"e.g. '0 10 * * *' for 10:00 every day): {exc}") from None
+            if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=timezone.utc)) is None:
+                raise ValueError(f"'{value}' never comes (a day no month has, such as 30 February); "
+                                 "'0 9 last * *' is the last day of every month")
         return value
 
     @property
@@ -646,7 +671,8 @@ class FlowSettings(_Strict):
         return self.steps is not None
 
     def templates(self) -> list[str]:
-        """The emails this flow sends: its template, or every `send:` of its steps."""
+        """The emails this flow sends: its template, or every `send:` of its steps (with their
+        A/B variants' templates)."""
         if self.steps is None:
             return [self.template]
         found: list[str] = []
@@ -657,8 +683,11 @@ class FlowSettings(_Strict):
                     continue
                 send = step.get("send")
                 name = send.get("template") if isinstance(send, dict) else send
-                if isinstance(name, str) and name not in found:
-                    found.append(name)
+                tested = step.get("variants") if send is not None else None
+                for name in [name, *(v.get("template") for v in (tested if isinstance(tested, list) else [])
+                                     if isinstance(v, dict))]:
+                    if isinstance(name, str) and name not in found:
+                        found.append(name)
                 branch = step.get("branch")
                 if isinstance(branch, dict):
                     visit(branch.get("then"))
@@ -694,8 +723,8 @@ class FlowSettings(_Strict):
         if self.exit_when is not None and self.steps is None:
             raise ValueError(f"flow '{self.name}': `exit_when:` belongs to journeys (flows with `steps:`)")
         if self.steps is not None and (self.variants or self.winner is not None):
-            raise ValueError(f"flow '{self.name}': `variants:` and `winner:` belong to one-email flows and "
-                             "campaigns; a journey's send steps cannot have A/B variants")
+            raise ValueError(f"flow '{self.name}': a journey tests each email on its own: put `variants:` "
+                             "(and `winner:`) on the send step, e.g. - {send: welcome, variants: [...]}")
         if self.trigger == "reengagement" and not self.segment:
             raise ValueError(f"flow '{self.name}': a reengagement flow needs `segment:` (the segment "
                              "members enter, e.g. lapsed_90_days)")
@@ -820,6 +849,39 @@ class Settings(_Strict):
                                                 f"flow names one (topic: {names[0]}; topics: {', '.join(names)})"))
         return found
 
+    def label_problems(self, reward_index: Mapping[str, int] | None = None) -> list[tuple[PathKey, str]]:
+        """Each per-locale text (labels, perks, descriptions of tiers, rewards and topics) that
+        names a locale the program does not offer, or lacks one it offers: the path and what is
+        wrong. Without this a typo (`vn:`) is never shown, and members of the missing locale get
+        another language's text. `reward_index`: each reward's position in the file (the
+        catalogue is kept sorted by cost)."""
+        locales = self.program.locales
+        offered = ", ".join(locales)
+        found: list[tuple[PathKey, str]] = []
+
+        def check(path: PathKey, what: str, value: object) -> None:
+            if not isinstance(value, dict):
+                return
+            keys = list(value)
+            for key in keys:
+                canonical = normalize_locale(key)
+                if canonical is None or not any(canonical in (loc, loc.split("_")[0]) for loc in locales):
+                    found.append(((*path, key), f"{what}: {shown(key)} is not one of program.locales ({offered})"))
+            for loc in locales:
+                if not any(normalize_locale(key) in (loc, loc.split("_")[0]) for key in keys):
+                    found.append((path, f"{what}: no text for '{loc}' (program.locales: {offered})"))
+
+        for index, level in enumerate(self.tiers.levels):
+            check(("tiers", "levels", index, "label"), f"tier '{level.name}' label", level.label)
+            check(("tiers", "levels", index, "perks"), f"tier '{level.name}' perks", level.perks)
+        for index, reward in enumerate(self.rewards):
+            index = (reward_index or {}).get(reward.name, index)
+            check(("rewards", index, "label"), f"reward '{reward.name}' label", reward.label)
+        for index, topic in enumerate(self.topics):
+            check(("topics", index, "label"), f"topic '{topic.name}' label", topic.label)
+            check(("topics", index, "description"), f"topic '{topic.name}' description", topic.description)
+        return found
+
     def topic(self, name: str | None) -> Topic | None:
         """The topic called `name`, or None."""
         return next((t for t in self.topics if t.name == name), None)
@@ -919,7 +981,9 @@ def settings_from_document(
         problems += check(data, doc)
     try:
         settings = Settings.model_validate({**data, "project_dir": project_dir})
-        problems += [Problem(doc.locate(path), message) for path, message in settings.flow_topic_problems()]
+        written = {str(r.get("name")): i for i, r in enumerate(data.get("rewards") or []) if isinstance(r, dict)}
+        problems += [Problem(doc.locate(path), message)
+                     for path, message in settings.flow_topic_problems() + settings.label_problems(written)]
     except ValidationError as exc:
         problems += [problem_from(error, doc) for error in exc.errors()]
     if problems:
@@ -1021,8 +1085,12 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     if kind == "missing":
         return Problem(doc.locate(loc[:-1]), f"{format_path(loc)}: required key is missing")
     found = error.get("input")
+    if kind == "model_type":  # pydantic names the class: "a valid dictionary or instance of PointsSettings"
+        allowed = ", ".join(_allowed_keys(loc, model or Settings))
+        message = f"expected a mapping (keys: {allowed})" if allowed else "expected a mapping"
     echo = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
-    suffix = f" (found {shown(found)})" if echo else ""
+    written = format_span(found) if isinstance(found, timedelta) else shown(found)  # a duration, parsed
+    suffix = f" (found {written})" if echo else ""
     return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
 
 

@@ -186,7 +186,7 @@ def member_ref(conn: sa.Connection, member_id: str) -> int:
     m = members_table
     ref = conn.execute(sa.select(m.c.id).where(m.c.member_id == member_id)).scalar()
     if ref is None:
-        raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` adds members.")
+        raise NotFound(f"no member with id '{member_id}'. `loyalty-mail members import FILE` or the API's PUT /v1/members/ID adds members.")
     return int(ref)
 
 

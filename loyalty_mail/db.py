@@ -8,6 +8,7 @@ the Alembic migrations, so a database made today can be upgraded tomorrow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import partial
 from pathlib import Path
@@ -147,6 +148,9 @@ def usable_cores() -> int:
 
 
 def _alembic_config(connection: sa.Connection) -> AlembicConfig:
+    # Alembic narrates each step at INFO; callers report before and after themselves, and a
+    # server's log (the API's, the daemon's) should not start with migration chatter.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.attributes["connection"] = connection

@@ -26,7 +26,7 @@ def member_row(connection: sa.Connection, member_id: str) -> dict[str, Any]:
     m = members_table
     row = connection.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
     if row is None:
-        raise NotFound(f"no member with id {shown(member_id)}. `loyalty-mail members import FILE` adds members.")
+        raise NotFound(f"no member with id {shown(member_id)}. `loyalty-mail members import FILE` or the API's PUT /v1/members/ID adds members.")
     return dict(row)
 
 

@@ -44,9 +44,13 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
         rows = [{"member_ref": ref, "touched_at": now} for ref in members]
         if not rows:
             return
-        connection.execute(t.insert(), rows)
+        connection.execute(_INSERT, rows)
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
+        connection.execute(_NOTIFY)
+
+
+_INSERT = touched_members_table.insert()
+_NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, ""))
 
 
 def take(engine: sa.Engine, limit: int = TAKE_AT_MOST) -> list[int]:

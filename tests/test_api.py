@@ -149,7 +149,7 @@ def test_an_event_for_an_unknown_member_is_an_item_error(client):
     assert r.status_code == 422
     [error] = r.json()["error"]["errors"]
     assert (error["index"], error["field"]) == (0, "member_id")
-    assert error["message"] == "unknown member 'nobody' (import members first)"
+    assert error["message"] == "unknown member 'nobody' (add the member first: `members import`, or PUT /v1/members/ID)"
 
 
 def test_create_unknown_members_creates_them_from_the_event_email(project, database_url):
@@ -272,6 +272,19 @@ def test_openapi_lists_every_route(client):
     assert {"/v1/members/{member_id}", "/v1/members/batch", "/v1/events", "/v1/segment/identify",
             "/v1/segment/track", "/v1/segment/batch", "/v1/members/{member_id}/unsubscribe"} <= set(paths)
     assert client("GET", "/docs", key=None).status_code == 200
+    # every error is documented with the shape the API answers, not FastAPI's `detail`
+    responses = paths["/v1/events"]["post"]["responses"]
+    assert {"400", "401", "403", "413", "422", "503"} <= set(responses)
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in r.text
+
+
+def test_a_member_id_with_a_slash_is_reached_percent_encoded(client):
+    put = client("PUT", "/v1/members/shop%2F42", json={"email": "s42@example.com"})
+    assert put.status_code == 200, put.text
+    got = client("GET", "/v1/members/shop%2F42")
+    assert got.status_code == 200 and got.json()["member"]["member_id"] == "shop/42"
+    assert client("POST", "/v1/members/shop%2F42/unsubscribe").status_code == 200
 
 
 _json = st.recursive(
@@ -369,3 +382,72 @@ def test_a_huge_topics_object_is_one_short_error(client, api_runtime):
     r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "topics": {f"x{n}": True for n in range(7)}})
     assert [(e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
         ("topics", "unknown topics 'x0', 'x1', 'x2', 'x3', 'x4' and 2 more (topics in config.yaml: none)")]
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("PUT", "/v1/members/M1", {"email": "m1@example.com", "joined_at": "9999-12-31T23:59:59-14:00"}),
+    ("PUT", "/v1/members/M1", {"email": "m1@example.com", "last_purchase_at": "0001-01-01T00:00:00+14:00"}),
+    ("PUT", "/v1/members/M1", {"email": "m1@example.com", "joined_at": "1899-12-31"}),
+    ("POST", "/v1/events", {"member_id": "M1", "email": "m1@example.com", "type": "visit",
+                            "occurred_at": "9999-06-01T00:00:00Z"}),
+    ("POST", "/v1/segment/track", {"type": "track", "userId": "M1", "event": "Visit",
+                                   "timestamp": "2201-01-01T00:00:00Z"}),
+])
+def test_times_outside_the_years_are_item_errors(client, api_runtime, method, path, body):
+    """A time past what dates hold in UTC is a 422 naming the field, never a 500."""
+    r = client(method, path, json=body)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert "is outside the years 1900 to 2200" in error["message"], error
+    assert _count(api_runtime.engine(), members_table) == 0
+
+
+def test_get_member_at_outside_the_years_is_422(client):
+    assert client("PUT", "/v1/members/M1", json={"email": "m1@example.com"}).status_code == 200
+    r = client("GET", "/v1/members/M1", params={"at": "9999-12-31T23:59:59-12:00"})
+    assert r.status_code == 422 and r.json()["error"]["message"] == (
+        "'9999-12-31T23:59:59-12:00' is outside the years 1900 to 2200"), r.text
+    r = client("GET", "/v1/members/M1?at=2026-11-23T09:00:00+07:00")  # '+' unescaped: a space
+    assert r.status_code == 422 and r.json()["error"]["message"].endswith(
+        "(a '+' in a query string is a space: write it %2B)"), r.text
+
+
+def test_a_balance_or_spend_past_what_the_columns_hold_is_an_item_error(client, api_runtime):
+    """Points add up to at most 2,147,483,647 and a total spend stays below 10^16 (what the
+    columns hold on PostgreSQL): the event that would pass them is refused, nothing applied."""
+    assert client("PUT", "/v1/members/M1", json={"email": "m1@example.com", "points": 2**31 - 10}).status_code == 200
+    at = "2026-11-01T00:00:00Z"
+    r = client("POST", "/v1/events", json=[
+        {"event_id": "e1", "member_id": "M1", "type": "points_earned", "points": 5, "occurred_at": at},
+        {"event_id": "e2", "member_id": "M1", "type": "points_earned", "points": 5, "occurred_at": at}])
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        (1, "points", "adds 5 points to the 2,147,483,643 of member 'M1': a balance is at most 2,147,483,647 points")]
+    r = client("POST", "/v1/events", json={"event_id": "e3", "member_id": "M1", "type": "purchase",
+                                          "amount": "9999999999999999", "occurred_at": at})
+    assert r.status_code == 422 and r.json()["error"]["errors"][0]["field"] == "amount", r.text
+    assert client("PUT", "/v1/members/M2", json={"email": "m2@example.com"}).status_code == 200
+    big = {"member_id": "M2", "type": "purchase", "amount": "9000000000000000", "points": 1, "occurred_at": at}
+    r = client("POST", "/v1/events", json=[{**big, "event_id": "e4"}, {**big, "event_id": "e5"}])
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"], e["message"]) for e in r.json()["error"]["errors"]] == [
+        (1, "amount", "takes the total spend of member 'M2' to 18,000,000,000,000,000.00: a total spend is "
+                      "below 10^16")]
+    assert _member(api_runtime.engine(), "M1")["points"] == 2**31 - 10
+    assert _member(api_runtime.engine(), "M2")["total_spend"] == 0
+    assert _count(api_runtime.engine(), events_table) == 0
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/members/M1", b'{"email": "m1@example.com", "email": "other@example.com"}'),
+    ("/v1/events", b'[{"member_id": "M1", "type": "visit", "occurred_at": "2026-11-01T00:00:00Z", '
+                   b'"properties": {"store": "A", "store": "B"}}]'),
+])
+def test_a_key_given_twice_is_422_not_the_last_value(client, api_runtime, path, body):
+    """Which of two values for one key the sender meant cannot be told: nothing is applied."""
+    r = client("PUT" if "members" in path else "POST", path, content=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] in (
+        "the body is ambiguous: the key 'email' appears twice in one object; give each key once",
+        "the body is ambiguous: the key 'store' appears twice in one object; give each key once")
+    assert _count(api_runtime.engine(), members_table) == 0

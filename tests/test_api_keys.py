@@ -57,6 +57,10 @@ def test_mistakes_are_clear(run):
     run("api-keys", "create", "shop")
     again = run("api-keys", "create", "shop")
     assert again.exit_code == 1 and "already a key named 'shop'" in again.output
+    assert "choose another name, e.g. 'shop-2'" in again.output and "revoke it" not in again.output
+    run("api-keys", "revoke", "shop")   # revoking does not free the name: the list still shows it
+    revoked = run("api-keys", "create", "shop")
+    assert revoked.exit_code == 1 and "already a revoked key named 'shop'" in revoked.output
     bad = run("api-keys", "create", "no spaces")
     assert bad.exit_code == 1 and "is not a key name" in bad.output
     missing = run("api-keys", "revoke", "nobody")

@@ -70,6 +70,25 @@ tiers:
     ]
 
 
+def test_a_section_of_the_wrong_kind_lists_its_keys_and_a_duration_out_of_range_is_shown(tmp_path):
+    found = problems(tmp_path, """\
+program:
+  points:
+rendering: [1]
+segments: {timeout: 2 days}
+tiers:
+  levels: [{name: member, threshold: 0}, {name: gold, threshold: 100}]
+  qualification: {grace: 400 days}
+""")
+    assert found == [
+        "config.yaml:2:10: program.points: expected a mapping (keys: expiry) (found null)",
+        "config.yaml:3:12: rendering: expected a mapping (keys: timeout, max_bytes) (found a list)",
+        "config.yaml:4:21: segments.timeout: Input should be less than or equal to 1 day (found 2 days)",
+        "config.yaml:7:26: tiers.qualification.grace: Input should be less than or equal to 366 days "
+        "(found 400 days)",
+    ]
+
+
 def test_tier_ladder_rules(tmp_path):
     assert problems(tmp_path, "tiers:\n  levels:\n    - {name: silver, threshold: 100}\n") == [
         "config.yaml:3:5: tiers.levels: the first tier ('silver') must have threshold 0"]
@@ -171,3 +190,66 @@ def test_the_example_perks_keep_their_thousands_separators():
     perks = {level.name: level.perks_for("en", "vi") for level in settings.tiers.levels}
     assert perks["member"] == ("1 point per 1,000 VND", "Birthday voucher")
     assert "Free delivery on orders over 300,000 VND" in perks["silver"]
+
+
+PROGRAM = """\
+program:
+  default_locale: vi
+  locales: [vi, en]
+"""
+
+
+def test_per_locale_texts_name_the_program_locales_and_cover_them(tmp_path):
+    """A typo in a locale (`vn:`) is never used, and a missing locale shows members another
+    language: both are errors at the text's line."""
+    found = problems(tmp_path, PROGRAM + """\
+tiers:
+  levels:
+    - {name: member, threshold: 0, label: {vi: Thành viên, en: Member}, perks: {en: [Coffee]}}
+rewards:
+  - {name: spa_day, cost: 10000, label: {vi: Spa, en: Spa}}
+  - {name: coffee, cost: 500, label: {en: A coffee, vn: Cà phê}}
+topics:
+  - {name: news, label: {vi: Tin tức, en: News}, description: {}}
+""")
+    assert found == [
+        "config.yaml:6:80: tier 'member' perks: no text for 'vi' (program.locales: vi, en)",
+        "config.yaml:9:38: reward 'coffee' label: no text for 'vi' (program.locales: vi, en)",
+        "config.yaml:9:57: reward 'coffee' label: 'vn' is not one of program.locales (vi, en)",
+        "config.yaml:11:63: topic 'news' description: no text for 'vi' (program.locales: vi, en)",
+        "config.yaml:11:63: topic 'news' description: no text for 'en' (program.locales: vi, en)",
+    ]
+    settings = load_settings(write(tmp_path, PROGRAM + "rewards:\n  - {name: coffee, cost: 500, label: "
+                                   "{vi: Cà phê, en: A coffee}}\n  - {name: tea, cost: 5, label: Tea}\n"),
+                             environ={})
+    assert [r.label_for("vi", "vi") for r in settings.rewards] == ["Tea", "Cà phê"]
+
+
+def test_a_statement_schedule_that_never_comes_is_an_error(tmp_path):
+    found = problems(tmp_path, """\
+flows:
+  - {name: statement, trigger: statement, template: statement, class: service, schedule: "0 9 30 2 *"}
+""")
+    assert found == ["config.yaml:2:90: flows[0].schedule: '0 9 30 2 *' never comes (a day no month has, such "
+                     "as 30 February); '0 9 last * *' is the last day of every month"]
+
+
+LADDER = "  levels: [{name: member, threshold: 0}, {name: gold, threshold: 10}]\n"
+
+
+@pytest.mark.parametrize("tiers, message", [
+    (LADDER + "  qualification: {period: 1 day, grace: 300 days}\n",
+     "config.yaml:4:18: tiers.qualification: grace (300 days) must be shorter than the period (1 day): activity "
+     "in the grace counts towards the period before it, so periods would overlap"),
+    (LADDER + "  qualification: {period: 2 weeks}\n",
+     "config.yaml:4:18: tiers.qualification: grace (30 days) must be shorter than the period (2 weeks): activity "
+     "in the grace counts towards the period before it, so periods would overlap"),
+    ("  levels: [{name: member, threshold: 0}, {name: gold, threshold: 1e400}]\n",
+     "config.yaml:3:11: tiers.levels: the threshold of 'gold' (1E+400) is above 10,000,000,000,000,000: no "
+     "balance or spend reaches it"),
+    ("  levels: [{name: member, threshold: 0}, {name: gold, threshold: 3000000000}]\n",
+     "config.yaml:2:3: tiers: the threshold of 'gold' (3000000000) is above 2,147,483,647 points, the most a "
+     "balance holds"),
+])
+def test_tier_rules_no_member_can_follow_are_errors(tmp_path, tiers, message):
+    assert problems(tmp_path, "tiers:\n  basis: points\n" + tiers) == [message]

@@ -115,7 +115,7 @@ def test_bad_event_rows_fail_the_import_and_change_nothing(run, runtime, tmp_pat
     result = run("events", "import", str(events))
     assert result.exit_code == 1
     assert result.stderr.splitlines()[:5] == [
-        f"Error: {events}: row 2: member_id: unknown member 'GHOST' (import members first)",
+        f"Error: {events}: row 2: member_id: unknown member 'GHOST' (add the member first: `members import`, or PUT /v1/members/ID)",
         f"{events}: row 3: points: redeems 50 points but member 'M2' has 0 at 2026-04-01 00:00 UTC",
         f"{events}: row 4: currency: 'USD' is not the program currency VND; convert amounts before importing",
         f"{events}: row 5: type: 'Purchase!' is not an event type (lowercase letters, digits and _); "

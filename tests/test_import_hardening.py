@@ -227,3 +227,58 @@ def test_a_header_wider_than_the_limit_is_refused(run, runtime, tmp_path):
     assert from_jsonl.stderr.splitlines()[0] == (
         f"Error: {jsonl_path}: row 1: has 1,002 keys; at most {MAX_COLUMNS} are allowed")
     assert count(runtime, members_table) == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_amounts_are_stored_to_the_cent(run, runtime, tmp_path, fmt):
+    """Money goes to the database as a decimal, never through a float: 99,999,999,999,999.99 is
+    stored as written (on SQLite, whose NUMERIC is a float, amounts this large are out of reach)."""
+    sqlite = runtime.engine().dialect.name == "sqlite"
+    amount, total = ("12345678901.23", "24691357802.46") if sqlite else ("99999999999999.99", "199999999999999.98")
+    members, events = tmp_path / f"members.{fmt}", tmp_path / f"events.{fmt}"
+    if fmt == "csv":
+        members.write_text(f"member_id,email,total_spend\nM1,m1@example.com,{amount}\n")
+        events.write_text(f"event_id,member_id,type,amount,points,occurred_at\nE1,M1,purchase,{amount},1,"
+                          "2026-11-01T00:00:00Z\n")
+    else:
+        members.write_text(json.dumps({"member_id": "M1", "email": "m1@example.com", "total_spend": amount}) + "\n")
+        events.write_text(json.dumps({"event_id": "E1", "member_id": "M1", "type": "purchase", "amount": amount,
+                                      "points": 1, "occurred_at": "2026-11-01T00:00:00Z"}) + "\n")
+    assert run("members", "import", str(members)).exit_code == 0
+    assert run("events", "import", str(events)).exit_code == 0, run
+    with runtime.engine().connect() as connection:
+        spend = connection.execute(sa.select(members_table.c.total_spend)).scalar_one()
+        stored = connection.execute(sa.select(events_table.c.amount)).scalar_one()
+    assert (str(stored), str(spend)) == (amount, total)
+
+
+@pytest.mark.parametrize("fmt, text, row", [
+    ("csv", "member_id,email,joined_at\nM1,m1@example.com,2026-01-01\nM2,m2@example.com,9999-12-31T23:59:59-14:00\n",
+     3),
+    ("csv", "member_id,email,joined_at\nM1,m1@example.com,1899-12-31T23:00:00Z\n", 2),
+    ("jsonl", '{"member_id": "M1", "email": "m1@example.com", "last_purchase_at": "0001-01-01T00:00:00+14:00"}\n', 1),
+])
+def test_member_times_outside_the_years_are_row_errors(run, runtime, tmp_path, fmt, text, row):
+    path = tmp_path / f"members.{fmt}"
+    path.write_text(text)
+    result = run("members", "import", str(path))
+    assert result.exit_code == 1, result.output
+    assert f"row {row}: " in result.stderr and "is outside the years 1900 to 2200" in result.stderr, result.stderr
+    assert count(runtime, members_table) == 0
+
+
+def test_an_event_past_the_years_is_a_row_error_with_expiry(run, runtime, tmp_path):
+    """An event in year 9999 would expire past year 9999: a row error, not an internal error."""
+    (runtime.project_dir / "config.yaml").write_text(
+        (runtime.project_dir / "config.yaml").read_text().replace(
+            "  points_per_currency_unit: 0.001\n", "  points_per_currency_unit: 0.001\n  points:\n"
+                                                 "    expiry: {after: 100 years}\n"))
+    add_member(run, tmp_path)
+    path = tmp_path / "events.csv"
+    path.write_text("member_id,type,points,occurred_at\nM0,points_earned,5,2200-06-01T00:00:00Z\n"
+                    "M0,points_earned,5,9999-06-01T00:00:00Z\n")
+    result = run("events", "import", str(path))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {path}: row 3: occurred_at: '9999-06-01T00:00:00Z' is outside the years 1900 to 2200")
+    assert count(runtime, events_table) == 0

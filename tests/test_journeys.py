@@ -273,7 +273,7 @@ def test_journey_mistakes_come_with_their_line(program):
      "step id 'welcome_2' is both given explicitly and derived from another step"),
     ("[{send: welcome}, {wait: 1 day}, {send: welcome_reminder}]",
      "    variants: [{name: a, template: welcome}, {name: b, template: welcome_perks}]\n",
-     "a journey's send steps cannot have A/B variants"),
+     "a journey tests each email on its own: put `variants:` (and `winner:`) on the send step"),
     ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: clashing, step: welcom}}, "
      "then: [{send: welcome_perks}]}}]", "",
      "flow 'clashing': emails: step: 'welcom' is not a step of 'clashing' (steps: branch_"),
@@ -315,14 +315,14 @@ QUICK = """\
 
 
 @pytest.mark.slow
-def test_killing_the_planning_daemon_between_steps_neither_repeats_nor_skips_one(sqlite_program, tmp_path):
-    """Two real daemons on one SQLite database and a real SMTP server; the one planning is killed
-    with SIGKILL while members are between steps; the other takes over and every member gets each
-    of the three emails once."""
+def test_killing_the_planning_daemon_between_steps_neither_repeats_nor_skips_one(program, tmp_path):
+    """Two real daemons on one database (SQLite, then PostgreSQL) and a real SMTP server; the one
+    planning (holding the file lock, or the advisory lock) is killed with SIGKILL while members are
+    between steps; the other takes over and every member gets each of the three emails once."""
     from .test_delivery import SmtpSink, start_sink
 
     members = 150
-    program = journey(sqlite_program, QUICK)
+    program = journey(program, QUICK)
     sink = SmtpSink()
     controller = start_sink(sink)
     config = (program.dir / "config.yaml").read_text().replace(

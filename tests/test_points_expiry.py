@@ -89,6 +89,7 @@ def test_redemptions_take_the_oldest_lots_first_and_tiers_follow_expiry(run, run
     nothing = run("points", "expire", "--at", "2026-01-11T00:00:00+07:00")
     assert nothing.exit_code == 0, nothing.output
     assert "expired 0 points of 0 members" in nothing.output and expired(engine) == []
+    assert "points expiry at 2026-01-10 17:00 UTC:" in nothing.output   # --at given at +07:00
     assert state(engine, "A") == (1500, "silver")
 
     result = run("points", "expire", "--at", "2026-03-11T00:00:00+07:00")

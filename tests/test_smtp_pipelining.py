@@ -141,3 +141,32 @@ def test_a_connection_lost_after_the_message_was_written_is_not_sent_again_at_on
     assert result.outcome == "retry"
     assert sink.send_ids() == [f"{0:032x}", f"{1:032x}"]
     transport.close()
+
+
+class FailsWhileTakingTheMessage(SmtpSink):
+    """Raises while taking the message to `boom@`: aiosmtpd answers 500 and, unlike RFC 5321
+    asks, keeps the transaction open (the next MAIL FROM would get 503 nested MAIL command)."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if envelope.rcpt_tos == ["boom@example.com"]:
+            raise OSError("the mailbox directory is missing")
+        return await super().handle_DATA(server, session, envelope)
+
+
+class PipeliningFailsWhileTakingTheMessage(PipeliningSink, FailsWhileTakingTheMessage):
+    pass
+
+
+@pytest.mark.parametrize("server", [PipeliningFailsWhileTakingTheMessage, FailsWhileTakingTheMessage],
+                         indirect=True)
+def test_a_message_refused_after_data_leaves_the_connection_ready_for_the_next(server):
+    sink, chunks = server
+    transport = _transport(sink.port)
+    results = transport.send([_email(0, "boom@example.com"), _email(1, "a@example.com")])
+    (later,) = transport.send([_email(2, "b@example.com")])   # the kept connection, a tick later
+    transport.close()
+    assert results[0].outcome == "failed" and results[0].detail.startswith("SMTP 500"), results[0]
+    assert [results[1].outcome, later.outcome] == ["sent", "sent"], (results, later)
+    assert sorted(sink.send_ids()) == [f"{1:032x}", f"{2:032x}"]
+    assert len(sink.sessions) == 1
+    assert sum(c.lower() == b"rset\r\n" for c in chunks) == 1

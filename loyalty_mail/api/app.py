@@ -14,7 +14,9 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial as partial_fn
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,11 +35,14 @@ from ..config import Settings
 from ..errors import LoyaltyMailError, NotFound, shown
 from ..flows import build_planner
 from ..flows.planner import FlowExplanation
-from ..importing.readers import PROBLEMS, NumberRefused, SourceRow, load_json
+from ..importing.fields import YEARS
+from ..importing.readers import PROBLEMS, DuplicateKey, NumberRefused, SourceRow, load_json
 from ..members import member_row
 from ..segments import context_for, member_segments
+from ..importing.events import OneEvent
 from . import ingest, keys, segment_spec
-from .schemas import EventIn, MemberIn, SegmentMessage, body_schema
+from .schemas import ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_schema
+from .writer import GroupWriter, Transaction
 
 log = logging.getLogger("loyalty_mail.api")
 Clock = Callable[[], datetime]
@@ -90,6 +95,11 @@ class Api:
 
     def __post_init__(self) -> None:
         self.planner = build_planner(self.settings, self.engine.dialect.name)
+        self.writer = GroupWriter(self.engine)
+        self.one_event = OneEvent(self.settings)
+        # digest -> holder of the keys found valid so far; only the routes that check the key
+        # again inside their write (`apply`) take a key from here without asking the database
+        self.keys_seen: dict[str, keys.KeyHolder] = {}
 
     # -- request plumbing ------------------------------------------------------------------
 
@@ -103,9 +113,11 @@ class Api:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return load_json(raw)
+            return load_json(raw, unique_keys=True)
         except NumberRefused as exc:
             raise ApiError(422, f"the body cannot be stored: {exc}") from None
+        except DuplicateKey as exc:
+            raise ApiError(422, f"the body is ambiguous: {exc}") from None
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -113,28 +125,50 @@ class Api:
         except RecursionError:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
 
-    async def apply(self, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
+    async def apply(self, request: Request, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
+        """Apply the rows through the writer, in the same transaction as a last look at the
+        request's key: a key revoked since it was let in (see `authorized`) writes nothing."""
+        now = self.clock()
+        key: str = request.state.api_key
+
+        digest = keys.digest(key)
+
+        def work(transaction: Transaction) -> ingest.Outcome:
+            if transaction.read_once(("api key", digest), partial_fn(keys.holder, key=key)) is None:
+                self.keys_seen.pop(digest, None)
+                raise _bad_key()
+            return ingest.apply_on(transaction.connection, self.settings, partial=partial, now=now,
+                                   one_event=self.one_event, **rows)
+
         try:
-            outcome = await run_in_threadpool(ingest.apply, self.engine, self.settings, partial=partial,
-                                              now=self.clock(), **rows)
+            outcome = await self.writer.run(work)
         except ingest.ItemsRejected as exc:
             bad = len({e.index for e in exc.errors})
             raise ApiError(422, f"{bad} item(s) are invalid; nothing was applied. Fix them, or send "
                            "?partial=true to apply the valid ones", [e.as_dict() for e in exc.errors]) from None
         return outcome.as_dict()
 
-    def authorized(self, scope: str) -> Any:
+    def authorized(self, scope: str, *, checked_in_write: bool = False) -> Any:
+        """The dependency that lets a request in by its key. A route whose handler writes through
+        `apply` (`checked_in_write`) takes a key found valid before without a query here: the
+        write looks again, in its own transaction, so that a revoked key still writes nothing (it
+        is then 401 there, after the body is read)."""
         async def check(request: Request, _bearer: Any = Depends(_BEARER)) -> keys.KeyHolder:
             key = _presented_key(request.headers.get("authorization", ""))
             if not key:
                 raise ApiError(401, "no API key: send `Authorization: Bearer KEY` (`loyalty-mail api-keys "
                                "create NAME` makes one)", headers={"WWW-Authenticate": "Bearer"})
-            holder = await run_in_threadpool(self._holder, key)
+            digest = keys.digest(key)
+            holder = self.keys_seen.get(digest) if checked_in_write else None
             if holder is None:
-                raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+                holder = await run_in_threadpool(self._holder, key)
+                if holder is None:
+                    raise _bad_key()
+                self.keys_seen[digest] = holder
             if not holder.allows(scope):
                 raise ApiError(403, f"the key '{holder.name}' has scope {holder.scope}; this needs "
                                f"{scope} (or admin)")
+            request.state.api_key = key
             return holder
         return Depends(check)
 
@@ -154,28 +188,32 @@ class Api:
                     ingest.ItemError(0, "member_id", given, f"'{member_id}' or nothing",
                                      "differs from the member id in the path").as_dict()])
             row = {**row, "member_id": member_id}
-        return await self.apply(partial, members=[(index, row)])
+        return await self.apply(request, partial, members=[(index, row)])
 
     async def members_batch(self, request: Request, partial: bool = False) -> Any:
         body = await self.body(request)
         items = _items(body, "members")
-        return await self.apply(partial, members=[ingest.source_row(i, item) for i, item in enumerate(items)])
+        return await self.apply(request, partial, members=[ingest.source_row(i, item) for i, item in enumerate(items)])
 
     async def post_events(self, request: Request, partial: bool = False) -> Any:
         body = await self.body(request)
         items = body if isinstance(body, list) else [body]
         _check_count(items)
-        return await self.apply(partial, events=[ingest.source_row(i, item) for i, item in enumerate(items)])
+        return await self.apply(request, partial, events=[ingest.source_row(i, item) for i, item in enumerate(items)])
 
     async def get_member(self, member_id: str, at: str | None = None) -> Any:
         now = self.clock()
         if at is not None:
+            plus = " (a '+' in a query string is a space: write it %2B)" if " " in at.strip() else ""
             try:
                 now = datetime.fromisoformat(at)
             except ValueError:
-                raise ApiError(422, f"'{at}' is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)") from None
+                raise ApiError(422, f"{shown(at)} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00+07:00)"
+                               + plus) from None
             if now.tzinfo is None:
-                raise ApiError(422, f"'{at}' has no UTC offset (e.g. 2026-11-23T09:00:00+07:00)")
+                raise ApiError(422, f"{shown(at)} has no UTC offset (e.g. 2026-11-23T09:00:00+07:00)")
+            if not YEARS[0] <= now.year <= YEARS[1]:
+                raise ApiError(422, f"{shown(at)} is outside the years {YEARS[0]} to {YEARS[1]}")
         return await run_in_threadpool(self._member_state, member_id, now)
 
     def _member_state(self, member_id: str, now: datetime) -> dict[str, Any]:
@@ -198,15 +236,15 @@ class Api:
         return {"member_id": member_id, "subscribed": False, "newly_suppressed": newly}
 
     async def segment_identify(self, request: Request, partial: bool = False) -> Any:
-        return await self._segment([await self.body(request)], partial, only="identify")
+        return await self._segment(request, [await self.body(request)], partial, only="identify")
 
     async def segment_track(self, request: Request, partial: bool = False) -> Any:
-        return await self._segment([await self.body(request)], partial, only="track")
+        return await self._segment(request, [await self.body(request)], partial, only="track")
 
     async def segment_batch(self, request: Request, partial: bool = False) -> Any:
-        return await self._segment(_items(await self.body(request), "batch"), partial)
+        return await self._segment(request, _items(await self.body(request), "batch"), partial)
 
-    async def _segment(self, messages: list[Any], partial: bool, only: str | None = None) -> Any:
+    async def _segment(self, request: Request, messages: list[Any], partial: bool, only: str | None = None) -> Any:
         members: list[SourceRow] = []
         events: list[SourceRow] = []
         ignored = 0
@@ -227,7 +265,7 @@ class Api:
             else:
                 events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
-        result = await self.apply(partial, members=members, events=events)
+        result = await self.apply(request, partial, members=members, events=events)
         result["ignored"] = ignored
         return result
 
@@ -236,6 +274,10 @@ class Api:
 
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key from `loyalty-mail api-keys create`")
+
+
+def _bad_key() -> ApiError:
+    return ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _presented_key(header: str) -> str | None:
@@ -285,24 +327,36 @@ def _flow(flow: FlowExplanation) -> dict[str, Any]:
 def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
     """The API for one program and database."""
     api = Api(settings, engine, clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(api.writer.close)  # what was queued is written and answered
+
     app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",
-                  redoc_url=None, default_response_class=AsciiJSON)
+                  redoc_url=None, default_response_class=AsciiJSON, lifespan=lifespan)
+    app.state.writer = api.writer
     member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
         # method, path, handler, scope, documented body
-        ("PUT", "/v1/members/{member_id}", api.put_member, "ingest", body_schema(member)),
+        # `:path`: an id with a `/` in it (which imports accept) is sent as %2F and still reached
+        ("PUT", "/v1/members/{member_id:path}", api.put_member, "ingest", body_schema(member)),
         ("POST", "/v1/members/batch", api.members_batch, "ingest", body_schema(member, batch_key="members")),
-        ("GET", "/v1/members/{member_id}", api.get_member, "read", None),
-        ("POST", "/v1/members/{member_id}/unsubscribe", api.unsubscribe, "ingest", None),
+        ("POST", "/v1/members/{member_id:path}/unsubscribe", api.unsubscribe, "ingest", None),
+        ("GET", "/v1/members/{member_id:path}", api.get_member, "read", None),
         ("POST", "/v1/events", api.post_events, "ingest", body_schema(event, one_or_many=True)),
         ("POST", "/v1/segment/identify", api.segment_identify, "ingest", body_schema(message)),
         ("POST", "/v1/segment/track", api.segment_track, "ingest", body_schema(message)),
         ("POST", "/v1/segment/batch", api.segment_batch, "ingest", body_schema(message, batch_key="batch")),
         ("GET", "/health", api.health, None, None),
     ]
+    # the handlers that write through Api.apply, which looks at the key again in the write
+    through_apply = {api.put_member, api.members_batch, api.post_events, api.segment_identify, api.segment_track,
+                     api.segment_batch}
     for method, path, handler, scope, body in routes:
-        app.add_api_route(path, handler, methods=[method], openapi_extra=body,
-                          dependencies=[api.authorized(scope)] if scope else [],
+        checked_in_write = handler in through_apply
+        app.add_api_route(path, handler, methods=[method], openapi_extra=body, responses=ERROR_RESPONSES if scope else None,
+                          dependencies=[api.authorized(scope, checked_in_write=checked_in_write)] if scope else [],
                           summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip())
     _handle_errors(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)

@@ -1,10 +1,13 @@
-"""Items posted to the API, applied by the file importers themselves, one transaction a request.
+"""Items posted to the API, applied by the file importers themselves.
 
 Each item is a source row numbered by its index in the request, so every rule, field and message
 of `members import` and `events import` holds here unchanged (one definition of a valid member).
-Problems are collected per item; the request's transaction commits before the answer, so every
-2xx is durable. All-or-nothing by default: any bad item rolls everything back. With `partial`,
-the good items are applied and the bad ones returned.
+A request of one event takes the event importer's one-event path (`OneEvent`: the same validator,
+checks and effects without a staging table). Problems are collected per item. `apply_on` works in
+the caller's transaction (the API's group writer gives each request a savepoint and answers after
+the commit, so every 2xx is durable); `apply` in one of its own. All-or-nothing by default: any bad
+item raises ItemsRejected, and the caller rolls back what was written. With `partial`, the good
+items are applied and the bad ones returned.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .. import db
 from ..config import Settings
 from ..errors import InputFileError
 from ..importing.batch import ImportSummary, Rejects
-from ..importing.events import import_events
+from ..importing.events import OneEvent, import_events
 from ..importing.members import MemberRowValidator, import_members
 from ..importing.readers import PROBLEMS, SourceRow, json_row_problems
 from ..models import members_table
@@ -86,15 +89,31 @@ def source_row(index: int, item: Any) -> SourceRow:
 
 def apply(engine: sa.Engine, settings: Settings, *, members: Sequence[SourceRow] = (),
           events: Sequence[SourceRow] = (), partial: bool = False, now: datetime) -> Outcome:
-    """Apply member rows, then event rows, in one transaction (retried on a raced unique key)."""
+    """Apply member rows, then event rows, in one transaction of their own (retried on a raced
+    unique key)."""
     for attempt in range(ATTEMPTS):
         try:
             with db.writer(engine).connect() as conn, conn.begin():
-                return _apply(conn, settings, list(members), list(events), partial, now)
+                return apply_on(conn, settings, members=members, events=events, partial=partial, now=now)
         except sa.exc.IntegrityError:
             if attempt == ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def apply_on(conn: sa.Connection, settings: Settings, *, members: Sequence[SourceRow] = (),
+             events: Sequence[SourceRow] = (), partial: bool = False, now: datetime,
+             one_event: OneEvent | None = None) -> Outcome:
+    """Apply member rows, then event rows, in the caller's transaction. ItemsRejected (when not
+    `partial`) leaves the caller to roll back what was written. A request of one event for a
+    known member takes `one_event` (the same rules and effects without a staging table)."""
+    members, events = list(members), list(events)
+    if (not members and len(events) == 1
+            and not (settings.ingest.create_unknown_members and _unknown_members(conn, events))):
+        index, row = events[0]
+        summary, rejects = (one_event or OneEvent(settings)).apply(conn, index, row, source=SOURCE, now=now)
+        return _outcome(_events_applied(Outcome(), summary), _errors(rejects, events), partial)
+    return _apply(conn, settings, members, events, partial, now)
 
 
 def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], events: list[SourceRow],
@@ -116,14 +135,23 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
                 _count_members(outcome, summary)
                 errors += _errors(rejects, created)
         summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
-        outcome.events_inserted += summary.inserted
-        outcome.events_already += summary.skipped
-        outcome.tier_changes += summary.tier_changes
+        _events_applied(outcome, summary)
         errors += _errors(rejects, events)
+    return _outcome(outcome, errors, partial)
+
+
+def _outcome(outcome: Outcome, errors: list[ItemError], partial: bool) -> Outcome:
     errors.sort(key=lambda e: e.index)
     if errors and not partial:
         raise ItemsRejected(errors)
     outcome.rejected = errors
+    return outcome
+
+
+def _events_applied(outcome: Outcome, summary: ImportSummary) -> Outcome:
+    outcome.events_inserted += summary.inserted
+    outcome.events_already += summary.skipped
+    outcome.tier_changes += summary.tier_changes
     return outcome
 
 
@@ -170,8 +198,12 @@ def _unknown_members(conn: sa.Connection, events: list[SourceRow]) -> list[Sourc
 
 def _errors(rejects: Rejects, rows: list[SourceRow]) -> list[ItemError]:
     items = dict(rows)
-    return [ItemError(index, column, _found(items.get(index, {}), column), allowed_for(column), message)
+    return [ItemError(index, column, _found(items.get(index, {}), column),
+                      UNKNOWN_ALLOWED if message.startswith("unknown member") else allowed_for(column), message)
             for index, problems in rejects.by_row.items() for column, message in problems]
+
+
+UNKNOWN_ALLOWED = "the id of a member already added (or ingest.create_unknown_members: true)"
 
 
 def _found(row: dict[str, Any], column: str) -> Any:

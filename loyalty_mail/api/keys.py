@@ -52,8 +52,11 @@ def create(conn: sa.Connection, name: str, scope: str, now: datetime) -> str:
     if scope not in SCOPES:
         raise InputFileError(f"unknown scope '{scope}' (scopes: {', '.join(SCOPES)})")
     k = api_keys_table
-    if conn.execute(sa.select(k.c.id).where(k.c.name == name)).first() is not None:
-        raise InputFileError(f"there is already a key named '{name}'; revoke it or choose another name")
+    existing = conn.execute(sa.select(k.c.revoked_at).where(k.c.name == name)).first()
+    if existing is not None:  # a revoked key keeps its name: `api-keys list` still shows it
+        state = "a revoked key" if existing.revoked_at is not None else "a key"
+        raise InputFileError(f"there is already {state} named '{name}' (names are never reused); choose "
+                             f"another name, e.g. '{name}-2'")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     conn.execute(k.insert().values(name=name, prefix=key[:SHOWN_CHARS], key_hash=digest(key), scope=scope,
                                    created_at=now))

@@ -104,3 +104,38 @@ def body_schema(schema: dict[str, Any], *, batch_key: str | None = None, one_or_
     else:
         body = schema
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+
+
+class ErrorItem(BaseModel):
+    """One bad item of a request, in the words of the file importers."""
+
+    index: int | None = Field(description="the item's position in the batch (0 for a single item; null "
+                                          "for a query parameter)")
+    field: str = Field(description="the field at fault")
+    found: Any = Field(description="what was sent (shortened when long)")
+    allowed: str = Field(description="what the field allows")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    errors: list[ErrorItem] | None = Field(default=None, description="with 422: one entry per problem")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers, whatever its status."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in {
+        400: "the body is not JSON, or not the JSON this endpoint takes",
+        401: "no API key, or an unknown or revoked one",
+        403: "the key lacks the endpoint's scope",
+        404: "no such member",
+        413: "the body is over api.max_body_bytes (it is not read)",
+        422: "invalid items: one entry per problem; nothing applied unless ?partial=true",
+        503: "the database is unavailable or busy; retry after Retry-After seconds",
+    }.items()}

@@ -40,6 +40,10 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
                      "email": occ.email, "template": occ.template or occ.flow.template, "occurrence": occ.key,
                      "segment": occ.flow.segment, "scheduled_for": None, "reason": skip.reason,
                      "recorded_as": skip.record_as})
+    for leaving in plan.exited:
+        rows.append({"decision": "exit", "flow": leaving.flow, "member_id": leaving.member_id,
+                     "occurrence": leaving.instance, "exit_reason": leaving.reason, "where": leaving.where,
+                     "reason": leaving.summary()})
     for position in plan.positions:
         rows.append({"decision": "position", "flow": position.flow, "member_id": position.member_id,
                      "occurrence": position.instance, "step": position.step, "step_number": position.number,
@@ -48,7 +52,7 @@ def _decisions(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
-def _print_plan(plan: Plan, title: str) -> None:
+def _print_plan(plan: Plan, title: str, exits_title: str = "Journeys: members who exited") -> None:
     counts = plan.counts()
     columns = ["planned", "deferred", "held_out", "skipped", "already"]
     rows = [[flow, plan.segments.get(flow, ""), *[values.get(c, 0) for c in columns]]
@@ -61,6 +65,10 @@ def _print_plan(plan: Plan, title: str) -> None:
         print_table("Journeys: where members are after this plan", ["journey", "step", "members"],
                     [[flow, f"{number} ({what})" if number else what, n]
                      for (flow, number, what), n in sorted(plan.at_step.items())])
+    if plan.exits:
+        print_table(exits_title, ["journey", "reason", "members", "for example"],
+                    [[flow, reason, n, ", ".join(plan.exit_examples.get((flow, reason), []))]
+                     for (flow, reason), n in sorted(plan.exits.items())])
 
 
 @cli.command()
@@ -78,8 +86,9 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
 
     The dry run writes nothing to the database. Its JSON is an array of objects, one per decision,
     with flow, member_id, email, template, occurrence, scheduled_for, reason and decision
-    (send or skip), and one per member in a journey (decision `position`: step, step_number,
-    until); already-recorded occurrences are only counted. --once exits 1 when a send
+    (send or skip), one per member in a journey (decision `position`: step, step_number,
+    until) and one per member leaving one (decision `exit`: exit_reason, where);
+    already-recorded occurrences are only counted. --once exits 1 when a send
     failed for good, and 4 when sends were due and none could be delivered (the reason is shown).
 
     \b
@@ -118,7 +127,8 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         if output_format == "json":
             print_json(_decisions(plan))
         else:
-            _print_plan(plan, f"Dry run at {now.isoformat()}: nothing was sent or recorded")
+            _print_plan(plan, f"Dry run at {now.isoformat()}: nothing was sent or recorded",
+                        "Journeys: members who would exit")
         return
     if renderer.signer is None:
         runtime.signer()  # raises the "set LOYALTY_MAIL_SECRET" error
@@ -134,6 +144,9 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     touched.forget(engine, covered)
     if output_format == "json":
         print_json({"at": now.isoformat(), "counts": report.plan.counts(), "recorded": report.recorded,
+                    "exits": [{"journey": flow, "reason": reason, "members": n,
+                               "examples": report.plan.exit_examples.get((flow, reason), [])}
+                              for (flow, reason), n in sorted(report.plan.exits.items())],
                     "delivered": report.delivered, "failed": report.failed})
     else:
         _print_plan(report.plan, f"Run at {now.isoformat()}")
@@ -184,6 +197,8 @@ def _explained(flow: FlowExplanation) -> list[str]:
              + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
     lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
     lines += [position.summary() for position in flow.journey]
+    lines += [leaving.summary() for leaving in flow.exits]
+    lines += flow.exited
     lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
               for row in flow.recorded]
     if flow.reason:

@@ -16,7 +16,8 @@ from ..campaigns import load_campaigns, reference_problems
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
 from ..flows.journeys import edits_in_flight
-from ..flows.runner import check_flow_templates, check_variant_subjects, variant_subject_problems
+from ..flows.runner import (check_flow_templates, check_variant_subjects, journey_trigger_problems,
+                            variant_subject_problems)
 from ..rendering.checks import check_templates
 from ..overview import Overview
 from ..demo import SECRET_FILE, run_demo
@@ -91,6 +92,9 @@ def check(obj: CliContext, strict: bool) -> None:
         raise TemplateError(report.errors)
     planner = Planner(settings, catalog, "sqlite")  # every flow's segment exists
     check_flow_templates(settings, renderer)
+    problems = journey_trigger_problems(planner.journeys.values(), renderer)
+    if problems:
+        raise TemplateError(problems)
     emails = renderer.catalog.names
     flows = ", ".join(f.name for f in settings.flows) or "none"
     click.echo(f"flows: {len(settings.flows)} ok ({flows})")

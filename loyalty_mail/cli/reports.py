@@ -18,7 +18,7 @@ from ..csv_output import csv_writer
 from ..errors import ConfigError
 from ..errors import shown as quoted
 from ..reports import charts, page
-from ..reports.variants import variant_report
+from ..reports.variants import configured_tests, variant_report
 from ..segments import load_catalog
 from . import cli
 from .common import CliContext, _cell, format_option, pass_cli, print_table, stdout, to_jsonable
@@ -110,12 +110,16 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
             _emit(page.render_page(data), out)
             return
         groups += [f"in_{name}" for name in names]
-        rows = reports.performance(conn, start, end, groups, window, membership=table,
-                                   topics={f.name: f.topic for f in runtime.settings.flows if f.topic})
-        tests = variant_report(conn, start, end, window) if "variant" in groups else None
+        journeys = reports.configured_journeys(settings)
+        rows = reports.in_journey_order(
+            reports.performance(conn, start, end, groups, window, membership=table,
+                                topics={f.name: f.topic for f in runtime.settings.flows if f.topic}),
+            groups, journeys)
+        order = [t.name for t in configured_tests(settings.flows, journeys)]
+        tests = variant_report(conn, start, end, window, order) if "variant" in groups else None
         lifts = [item.as_row() for item in reports.lift(conn, start, end, window)]
         health = reports.program_health(conn, start, end, float(settings.segments.clv_years))
-        funnels = reports.journey_funnel(conn, start, end, window, reports.configured_journeys(settings))
+        funnels = reports.journey_funnel(conn, start, end, window, journeys)
     columns = [*groups, *reports.COLUMNS]
     if output_format == "json":
         payload = {"since": first.isoformat(), "until": last.isoformat(), "by": groups,
@@ -172,19 +176,27 @@ def _interval(row: dict[str, Any], metric: str) -> str | None:
 
 
 def _print_variants(tests: dict[str, list[dict[str, Any]]]) -> None:
-    """Each variant's rates with 95% intervals, the differences with their verdicts, the winners."""
+    """Each variant's rates with 95% intervals, the differences with their verdicts, the winners;
+    a `step` column when a journey's send step is tested."""
+    steps = any(r["step"] for r in (*tests["variants"], *tests["winners"]))
+    test = ["flow", "step"] if steps else ["flow"]
+
+    def named(r: dict[str, Any]) -> list[Any]:
+        return [r["flow"], r["step"] or ""] if steps else [r["flow"]]
+
     print_table("A/B variants (rates with 95% Wilson intervals)",
-                ["flow", "variant", "sent", "open", "click", "conversion", "winner"],
-                [[r["flow"], r["variant"], r["sent"], _interval(r, "open_rate"), _interval(r, "click_rate"),
+                [*test, "variant", "sent", "open", "click", "conversion", "winner"],
+                [[*named(r), r["variant"], r["sent"], _interval(r, "open_rate"), _interval(r, "click_rate"),
                   _interval(r, "conversion_rate"), "yes" if r["winner"] else ""] for r in tests["variants"]])
     if tests["differences"]:
         print_table("Differences against the first variant (95% Newcombe intervals)",
-                    ["flow", "variant", "against", "metric", "difference", "interval", "verdict"],
-                    [[r["flow"], r["variant"], r["against"], r["metric"], charts.points(r["difference"]),
+                    [*test, "variant", "against", "metric", "difference", "interval", "verdict"],
+                    [[*named(r), r["variant"], r["against"], r["metric"], charts.points(r["difference"]),
                       f"{charts.points(r['low'])} to {charts.points(r['high'])}", r["verdict"]]
                      for r in tests["differences"]])
     for w in tests["winners"]:
-        click.echo(f"{w['flow']}: variant {w['variant']} won on {w['metric']} at {w['decided_at']} after "
+        where = f"{w['flow']} step {w['step']}" if w["step"] else w["flow"]
+        click.echo(f"{where}: variant {w['variant']} won on {w['metric']} at {w['decided_at']} after "
                    f"{w['sends']} sends; new members get it")
 
 

@@ -49,7 +49,8 @@ class TickReport:
         return (f"tick at {self.now:%Y-%m-%d %H:%M:%S} UTC: {plan.total('planned') + plan.total('deferred')} "
                 f"planned, {plan.total('held_out')} held out, {plan.total('skipped')} skipped, "
                 f"{self.delivered} delivered, {self.failed} failed, {self.retrying} to retry, "
-                f"{self.unknown} unknown")
+                f"{self.unknown} unknown"
+                + "".join(f"; {n} exited {flow} ({reason})" for (flow, reason), n in sorted(plan.exits.items())))
 
 
 class RateLimiter:

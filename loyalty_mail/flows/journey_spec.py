@@ -1,6 +1,7 @@
 """A journey's `steps:` -> typed steps with stable ids, and the map of where each step leads.
 
     - send: welcome                      an email (or send: {template: welcome})
+      variants: [...]                    an A/B test of this step (as a flow's), optional `winner:`
     - wait: 3 days                       a duration; whole days keep the member's local time of day
     - wait: {until: "10:00"}             the next 10:00 in the member's time zone
     - wait_until: {event: purchase, timeout: 7 days}     (or {segment: NAME, timeout: ...})
@@ -18,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time as dtime
 from typing import Any, Union
 
-from ..config import FlowSettings, TierSettings
+import yaml
+from pydantic import ValidationError
+
+from ..config import FlowSettings, TierSettings, VariantSettings, WinnerRule, check_variants
 from ..durations import Duration, parse_duration
 from ..errors import Problem
 from ..segments.spec import Rule, parse_rule
@@ -33,6 +37,7 @@ STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 MAX_STEPS = 100
 MAX_DEPTH = 5
+MAX_TEST_NAME = 64   # variant_winners.flow
 KINDS = ("send", "wait", "wait_until", "branch")
 END, EXIT = "$end", "$exit"
 # The detail of a `$exit` row, which says why the member left (reports count exits by it).
@@ -43,6 +48,8 @@ EXIT_WHEN, LEFT = "exit_when matched", "left the journey: "
 class SendStep:
     id: str
     template: str
+    variants: tuple[VariantSettings, ...] = ()   # an A/B test of this step, named `<flow>.<id>`
+    winner: WinnerRule | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Journey:
     then_next: dict[str, str | None] = field(default_factory=dict)  # branch: the condition held
     else_next: dict[str, str | None] = field(default_factory=dict)  # branch: it did not
     timeout_next: dict[str, str | None] = field(default_factory=dict)  # wait_until: timed out
+    exit_text: str = ""   # exit_when as written: `{purchases: {count: {gte: 1}}}`
 
     @property
     def first(self) -> str:
@@ -98,6 +106,22 @@ class Journey:
     def templates(self) -> list[str]:
         return [s.template for s in self.by_id.values() if isinstance(s, SendStep)]
 
+    def tests(self) -> list[SendStep]:
+        """The send steps with an A/B test, in reading order."""
+        return [s for s in self.by_id.values() if isinstance(s, SendStep) and s.variants]
+
+
+def ab_test_name(flow: str, step: str | None = None) -> str:
+    """The name of an A/B test: a flow's (or a campaign's) own name, or `<flow>.<step id>` for a
+    journey's send step (flow names and step ids have no `.`)."""
+    return flow if step is None else f"{flow}.{step}"
+
+
+def split_test(name: str) -> tuple[str, str | None]:
+    """(flow, step id or None) of a test name."""
+    flow, _, step = name.partition(".")
+    return flow, step or None
+
 
 def describe(step: Step) -> str:
     """`send welcome`, `wait 3 days`, `wait_until purchase`, `branch`: a step in a few words."""
@@ -110,8 +134,8 @@ def describe(step: Step) -> str:
     return "branch"
 
 
-def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None) -> Journey:
-    journey = Journey(flow, steps, exit_when)
+def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "") -> Journey:
+    journey = Journey(flow, steps, exit_when, exit_text=exit_text)
 
     def walk(block: tuple[Step, ...], follow: str | None) -> str | None:
         """Number `block` and link it; returns its first step's id (or `follow` when empty)."""
@@ -167,7 +191,8 @@ class _Parser:
             self.fail(path, f"a step is a mapping with one of {', '.join(KINDS)} (found {value!r})")
             return None
         kinds = [k for k in value if k in KINDS]
-        allowed = {"send": {"id"}, "wait": {"id"}, "wait_until": {"id", "on_timeout"}, "branch": {"id"}}
+        allowed = {"send": {"id", "variants", "winner"}, "wait": {"id"}, "wait_until": {"id", "on_timeout"},
+                   "branch": {"id"}}
         if len(kinds) != 1:
             self.fail(path, f"a step has exactly one of {', '.join(KINDS)} (found "
                             f"{', '.join(map(str, value)) or 'nothing'})")
@@ -199,7 +224,8 @@ class _Parser:
             if not isinstance(template, str) or not template:
                 self.fail(here, f"send: takes a template name, e.g. send: welcome (found {body!r})")
                 return None
-            return SendStep(self.ident(explicit, template), template)
+            step_id = self.ident(explicit, template)
+            return self.test(value, path, SendStep(step_id, template))
         if kind == "wait":
             if isinstance(body, dict):
                 until = body.get("until")
@@ -216,6 +242,59 @@ class _Parser:
         if kind == "wait_until":
             return self.wait_until(body, value.get("on_timeout", []), path, explicit, depth)
         return self.branch(body, path, explicit, depth)
+
+    def test(self, value: dict[str, Any], path: PathKey, step: SendStep) -> SendStep | None:
+        """A send step's A/B test (`variants:`, optional `winner:`), validated as a flow's."""
+        if "variants" not in value:
+            if "winner" in value:
+                self.fail(path + ("winner",), f"step '{step.id}': winner: needs variants: to choose from", key=True)
+                return None
+            return step
+        found = value["variants"]
+        if not isinstance(found, list):
+            self.fail(path + ("variants",), f"step '{step.id}': variants: takes a list, e.g. [{{name: a, "
+                                            f"subject: Hi}}, {{name: b, template: other}}] (found {found!r})")
+            return None
+        variants = [self.model(VariantSettings, raw, path + ("variants", i), f"variants[{i}]", step.id)
+                    for i, raw in enumerate(found)]
+        winner = (self.model(WinnerRule, value["winner"], path + ("winner",), "winner", step.id)
+                  if value.get("winner") is not None else None)
+        if any(v is None for v in variants) or (winner is None and value.get("winner") is not None):
+            return None
+        typed = tuple(v for v in variants if isinstance(v, VariantSettings))
+        try:
+            check_variants(typed)
+        except ValueError as exc:
+            self.fail(path + ("variants",), f"step '{step.id}': variants: {exc}")
+            return None
+        name = ab_test_name(self.flow, step.id)
+        if len(name) > MAX_TEST_NAME:
+            self.fail(path + ("variants",), f"step '{step.id}': its A/B test is named '{name}', longer than "
+                                            f"{MAX_TEST_NAME} characters; give the step a shorter id:", key=True)
+            return None
+        return replace(step, variants=typed, winner=winner if isinstance(winner, WinnerRule) else None)
+
+    def model(self, model: type[VariantSettings] | type[WinnerRule], raw: Any, path: PathKey, what: str,
+              step: str) -> VariantSettings | WinnerRule | None:
+        """`raw` validated as `model`, or None with each problem at its line."""
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = tuple(error["loc"])
+                where = f"{what}{''.join('.' + str(part) for part in loc)}"
+                if error["type"] == "extra_forbidden":
+                    allowed = ", ".join(model.model_fields)
+                    self.fail(path + loc, f"step '{step}': unknown key '{loc[-1]}' in {what} (allowed: {allowed})",
+                              key=True)
+                    continue
+                message = str(error["msg"]).removeprefix("Value error, ")
+                found = error.get("input")
+                echo = "" if isinstance(found, dict) or error["type"] in ("missing", "value_error") \
+                    else f" (found {found!r})"
+                self.fail(path + (loc[:-1] if error["type"] == "missing" else loc),
+                          f"step '{step}': {where}: {message}{echo}")
+            return None
 
     def wait_until(self, body: Any, on_timeout: Any, path: PathKey, explicit: str | None,
                    depth: int) -> WaitUntilStep | None:
@@ -285,7 +364,9 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
                                        "from another step; give that one an id too")
     if parser.problems:
         return None, parser.problems
-    return build(flow, typed, rule), []
+    text = yaml.safe_dump(exit_when, default_flow_style=True, width=10_000, sort_keys=False).strip() \
+        if exit_when is not None else ""
+    return build(flow, typed, rule, text), []
 
 
 def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:
@@ -293,6 +374,38 @@ def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None
     raw = {"steps": list(flow.steps or ()), "exit_when": flow.exit_when}
     return parse_journey(flow.name, raw["steps"], flow.exit_when, YamlDocument(f"flow '{flow.name}'", raw), (),
                          ladder)
+
+
+def sends_without_trigger(journey: Journey) -> list[SendStep]:
+    """The send steps whose email may be decided without the trigger's data.
+
+    A step is decided at entry (with the trigger's occurrence) until the first wait; a later
+    tick reads the trigger's data back from the instance's first email (journeys.in_flight). So
+    a send that some path reaches after a wait (or wait_until) with no email decided at entry
+    before it has only `occurrence.kind`, `key` and `step`, and no `event`; every email after
+    that one too, as the first email then carries none."""
+    lost: dict[str, SendStep] = {}
+
+    def walk(block: tuple[Step, ...], kept: bool, paused: bool) -> tuple[bool, bool]:
+        """(kept, paused) after `block`: an email carrying the data was recorded; a tick ended."""
+        for step in block:
+            if isinstance(step, SendStep):
+                if paused and not kept:
+                    lost.setdefault(step.id, step)
+                else:
+                    kept = True
+            elif isinstance(step, WaitStep):
+                paused = True
+            elif isinstance(step, WaitUntilStep):
+                timed_out = walk(step.on_timeout, kept, True)
+                kept, paused = kept and timed_out[0], True
+            else:
+                then, otherwise = walk(step.then, kept, paused), walk(step.otherwise, kept, paused)
+                kept, paused = then[0] and otherwise[0], then[1] or otherwise[1]
+        return kept, paused
+
+    walk(journey.steps, False, False)
+    return list(lost.values())
 
 
 def _all(steps: tuple[Step, ...]) -> list[Step]:

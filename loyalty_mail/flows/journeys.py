@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,25 @@ class Position:
             when = f", {verb} {local:%Y-%m-%d %H:%M} {self.zone}"
         note = f"; {self.note}" if self.note else ""
         return f"in {self.flow} at step {self.number} ({self.what}{when}{note})"
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A member leaving a journey in the plan at `now` (a `$exit` row): why and where."""
+
+    member_id: str
+    flow: str
+    instance: str
+    reason: str     # what the counts group by: `exit_when matched`, `step removed by an edit`, `left: unsubscribed`
+    where: str      # `before step 3 (branch)`, `at step wait_3_days (no longer in the journey)`
+    detail: str     # the reason in full: `exit_when {purchases: {count: {gte: 1}}} matched`
+
+    def summary(self) -> str:
+        return f"would exit {self.flow} {self.where}: {self.detail}"
+
+
+def step_removed(step_id: str) -> str:
+    return f"step {step_id} is no longer in the journey"
 
 
 # -- reading journey_steps ------------------------------------------------------------------
@@ -184,6 +203,43 @@ def positions_by_step(conn: sa.Connection, flow: str) -> dict[str, int]:
     return {step: int(count) for step, count in rows}
 
 
+@dataclass(frozen=True)
+class RecordedExit:
+    """A `$exit` row of a member, with the step they stood at before it (`explain`)."""
+
+    flow: str
+    instance: str
+    step: str | None     # the step id they were at, None when they left at entry
+    at: datetime
+    detail: str
+
+    def summary(self, journey: Journey | None) -> str:
+        where = ""
+        if self.step is not None:
+            known = journey is not None and self.step in journey.by_id
+            where = (f" at step {journey.number[self.step]} ({describe(journey.by_id[self.step])})"  # type: ignore[union-attr]
+                     if known else f" at step {self.step}")
+        reason = self.detail
+        if self.detail == EXIT_WHEN and journey is not None and journey.exit_text:
+            reason = f"exit_when {journey.exit_text} matched"
+        return f"exited {self.flow}{where} on {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({reason})"
+
+
+def recorded_exits(conn: sa.Connection, member_ref: int, until: datetime) -> list[RecordedExit]:
+    """The member's exits from journeys recorded by `until`, oldest first."""
+    j = journey_steps_table
+    rows = conn.execute(sa.select(j.c.flow, j.c.instance, j.c.step, j.c.reached_at, j.c.detail)
+                        .where(j.c.member_ref == member_ref, j.c.created_at <= until)
+                        .order_by(j.c.flow, j.c.instance, j.c.id)).all()
+    found, before = [], None
+    for n, row in enumerate(rows):
+        same = n and (rows[n - 1].flow, rows[n - 1].instance) == (row.flow, row.instance)
+        before = rows[n - 1].step if same else None
+        if row.step == EXIT:
+            found.append(RecordedExit(row.flow, row.instance, before, row.reached_at, row.detail or ""))
+    return sorted(found, key=lambda e: e.at)
+
+
 def journeys_recorded(conn: sa.Connection) -> list[str]:
     """Every flow name journey_steps holds rows for."""
     j = journey_steps_table
@@ -255,9 +311,10 @@ class Walker:
     position to `plan`."""
 
     def __init__(self, journey: Journey, facts: ChunkFacts, plan: Plan, decide_send: SendDecision,
-                 zone_default: str) -> None:
+                 zone_default: str, recorded: Collection[tuple[int, str, str]] = ()) -> None:
         self.journey, self.facts, self.plan, self.decide_send = journey, facts, plan, decide_send
         self.zone_default = zone_default
+        self.recorded = recorded   # (member, flow, occurrence key) the ledger holds: sends decided before
 
     def start(self, occ: Occurrence) -> None:
         """A trigger occurrence of an instance not started yet (its policy already passed)."""
@@ -269,10 +326,11 @@ class Walker:
         step_id, reached, ready = data["step"], data["reached_at"], data["ready_at"]
         step = journey.by_id.get(step_id)
         if step is None:
-            if self._exits(occ, occ.key, reached):
+            where = f"at step {step_id} (no longer in the journey)"
+            if self._exits(occ, occ.key, where):
                 return
-            self._row(occ, occ.key, EXIT, "exited", self.plan.now, None,
-                      f"step {step_id} is no longer in the journey")
+            self._exit(occ, occ.key, self.plan.now, step_removed(step_id), "step removed by an edit", where,
+                       f"step {step_id} was removed by an edit")
             return
         given = data.get("trigger") or {}   # the trigger's data, as the first email had it
         if isinstance(step, BranchStep):
@@ -292,7 +350,7 @@ class Walker:
         zone = ZoneInfo(zone_name)
         note = ""
         for _ in range(len(journey.by_id) + 2):
-            if self._exits(occ, instance, at):
+            if self._exits(occ, instance, self._where(cursor, waiting is not None)):
                 return
             if waiting is not None:  # a wait_until reached earlier (or just now): resolve it
                 step = journey.by_id[cursor or ""]
@@ -315,6 +373,10 @@ class Walker:
             if at > now:
                 break
             step = journey.by_id[cursor]
+            if isinstance(step, SendStep) and (occ.member_ref, journey.flow, f"{instance}/{step.id}") in self.recorded:
+                # decided before (the steps were reordered since): never again, the member goes on
+                last, cursor = step.id, journey.after[step.id]
+                continue
             if isinstance(step, SendStep):
                 send_occ = Occurrence(
                     flow=occ.flow, member_ref=occ.member_ref, member_id=occ.member_id, email=occ.email,
@@ -335,7 +397,10 @@ class Walker:
                     break
                 self._row(occ, instance, step.id, decided.record_as, at, at, decided.reason)
                 if decided.record_as == "suppressed":
-                    self._row(occ, instance, EXIT, "exited", at, None, f"{LEFT}{decided.reason}")
+                    kind = decided.reason.split(":")[0].split(" (")[0]
+                    self._exit(occ, instance, at, f"{LEFT}{decided.reason}", f"left: {kind}",
+                               f"at step {journey.number[step.id]} ({describe(step)})",
+                               f"left the journey: {decided.reason}")
                     return
                 last, cursor = step.id, journey.after[step.id]
             elif isinstance(step, WaitStep):
@@ -362,12 +427,26 @@ class Walker:
             return bool(known[id(rule)])
         return self.facts.holds(rule, occ.member_ref)
 
-    def _exits(self, occ: Occurrence, instance: str, at: datetime) -> bool:
+    def _where(self, cursor: str | None, waiting: bool) -> str:
+        """Where a member leaving now stands: before the step `cursor`, or while waiting at it."""
+        if cursor is None:
+            return "before the end"
+        step = self.journey.by_id[cursor]
+        return f"{'while at' if waiting else 'before'} step {self.journey.number[cursor]} ({describe(step)})"
+
+    def _exits(self, occ: Occurrence, instance: str, where: str) -> bool:
         rule = self.journey.exit_when
         if rule is None or not self._holds(occ, rule):
             return False
-        self._row(occ, instance, EXIT, "exited", self.plan.now, None, EXIT_WHEN)
+        self._exit(occ, instance, self.plan.now, EXIT_WHEN, EXIT_WHEN, where,
+                   f"exit_when {self.journey.exit_text} matched")
         return True
+
+    def _exit(self, occ: Occurrence, instance: str, at: datetime, recorded: str, reason: str, where: str,
+              detail: str) -> None:
+        """The `$exit` row (`recorded`: its detail, which reports count by) and the exit shown."""
+        self._row(occ, instance, EXIT, "exited", at, None, recorded)
+        self.plan.add_exit(Exit(occ.member_id, self.journey.flow, instance, reason, where, detail))
 
     def _row(self, occ: Occurrence, instance: str, step: str, outcome: str, reached: datetime,
              ready: datetime | None, detail: str) -> None:

@@ -30,6 +30,7 @@ from ..tier_review import needed_to_keep, needed_to_regain
 from ..tiers import TierLadder
 from .occurrences import (MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, point_events_newest_first,
                           same_date_in)
+from .scheduler import flow_schedules
 
 EXPIRED_TYPE = "points_expired"  # events that took expired points off a balance
 
@@ -296,6 +297,14 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
     start, end, month = statement_period(window.now, settings.program.default_timezone)
     if member.joined_at is not None and member.joined_at >= end:
         return f"not a member before the end of {month}"
-    return f"the statement for {month} is due {_fmt(end + flow.delay, zone)} local, outside {span}"
+    said = f"the statement for {month} was due {_fmt(end + flow.delay, zone)} local, outside {span}"
+    if flow.schedule is None:
+        return said
+    trigger = flow_schedules({flow.name: flow.schedule}, settings.program.default_timezone)[flow.name]
+    upcoming = trigger.get_next_fire_time(None, window.now)
+    if upcoming is None:
+        return said
+    _s, _e, next_month = statement_period(upcoming, settings.program.default_timezone)
+    return f"{said}; the next run of its schedule ('{flow.schedule}') is {_fmt(upcoming, zone)} local (statement for {next_month})"
 
 

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .. import campaigns as campaign_files
-from ..config import FlowSettings, QuietHours, Settings
+from ..config import FlowSettings, QuietHours, Settings, VariantSettings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
 from .. import consent
@@ -50,11 +50,12 @@ from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .decisions import PlannedSend, Skip
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, describe, flow_journey
-from .journeys import ChunkFacts, Position, StepRow, Walker
+from .journey_spec import END, Journey, SendStep, WaitUntilStep, ab_test_name, describe, flow_journey
+from .journeys import ChunkFacts, Exit, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
 CHUNK = 500
+EXAMPLES = 3   # members named for each journey and reason of an exit
 MEMBER_TRIGGERS = ("tier_at_risk", "tier_downgrade", "birthday", "reward_available", "statement")
 
 
@@ -75,6 +76,18 @@ class Plan:
     positions: list[Position] = field(default_factory=list)                # journeys: where members are
     at_step: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (journey, step number, what)
     warnings: list[str] = field(default_factory=list)  # scheduled campaigns left out, and why
+    exits: Counter[tuple[str, str]] = field(default_factory=Counter)      # (journey, reason)
+    exit_examples: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # a few members each
+    exited: list[Exit] = field(default_factory=list)
+
+    def add_exit(self, leaving: Exit) -> None:
+        key = (leaving.flow, leaving.reason)
+        self.exits[key] += 1
+        examples = self.exit_examples.setdefault(key, [])
+        if len(examples) < EXAMPLES:
+            examples.append(leaving.member_id)
+        if self.keep:
+            self.exited.append(leaving)
 
     def add_step(self, row: StepRow) -> None:
         if self.keep:
@@ -112,7 +125,12 @@ class Plan:
         for flow, count in part.already.items():
             self.already[flow] += count
         self.at_step.update(part.at_step)
+        self.exits.update(part.exits)
+        for key, members in part.exit_examples.items():
+            examples = self.exit_examples.setdefault(key, [])
+            examples += members[:EXAMPLES - len(examples)]
         if self.keep:
+            self.exited += part.exited
             self.sends += part.sends
             self.skips += part.skips
             self.steps += part.steps
@@ -145,6 +163,8 @@ class FlowExplanation:
     already: int            # occurrences found that the ledger already held
     reason: str | None      # why the flow produced no occurrence, when it produced none
     journey: list[Position] = field(default_factory=list)   # a journey: where the member is in it
+    exits: list[Exit] = field(default_factory=list)          # a journey: leaving it at `at`
+    exited: list[str] = field(default_factory=list)          # a journey: exits recorded by `at`
 
 
 @dataclass(frozen=True)
@@ -313,6 +333,7 @@ class Planner:
         member = member_row(conn, member_id)
         plan = self.plan(conn, at, member_ref=ref)
         history = ledger.history(conn, ref, at)
+        left = journeys.recorded_exits(conn, ref, at)
         answers = []
         for flow in self.settings.flows:
             due = [s for s in plan.sends if s.occurrence.flow.name == flow.name]
@@ -320,13 +341,15 @@ class Planner:
             already = plan.already.get(flow.name, 0)
             reason = None
             positions = [p for p in plan.positions if p.flow == flow.name]
+            exits = [e for e in plan.exited if e.flow == flow.name]
+            exited = [e.summary(self.journeys.get(flow.name)) for e in left if e.flow == flow.name]
             if not flow.enabled:
                 reason = "flow disabled"
-            elif not (due or skipped or already or positions):
+            elif not (due or skipped or already or positions or exits):
                 reason = self._absent(conn, flow, ref, at)
             answers.append(FlowExplanation(
                 flow.name, flow.trigger, flow.template or "(journey)", due, skipped,
-                [row for row in history if row.flow == flow.name], already, reason, positions))
+                [row for row in history if row.flow == flow.name], already, reason, positions, exits, exited))
         return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers)
 
     def _absent(self, conn: sa.Connection, flow: FlowSettings, member_ref: int, at: datetime) -> str:
@@ -524,7 +547,7 @@ class Planner:
             flow = occ.flow
             journey = self.journeys.get(flow.name)
             if journey is not None:
-                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone)
+                walker = Walker(journey, facts, plan, decide_send, self.settings.program.default_timezone, recorded)
                 if occ.data.get("kind") == "journey":
                     walker.resume(occ)
                 elif (occ.member_ref, flow.name, occ.key) in started:
@@ -618,8 +641,20 @@ class Planner:
             if until is not None:
                 scheduled = until
                 deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
-        variant = variants.choose(flow.name, occ.member_id, flow.variants, winners)
+        name, offered = self._test(occ)
+        variant = variants.choose(name, occ.member_id, offered, winners)
         return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant)
+
+    def _test(self, occ: Occurrence) -> tuple[str, tuple[VariantSettings, ...]]:
+        """The A/B test an occurrence's email belongs to: its flow's, or its journey step's
+        (`<flow>.<step id>`, so each step is assigned independently)."""
+        journey = self.journeys.get(occ.flow.name)
+        if journey is None:
+            return occ.flow.name, occ.flow.variants
+        step = journey.by_id.get(str(occ.data.get("step")))
+        if not isinstance(step, SendStep):
+            return occ.flow.name, ()
+        return ab_test_name(occ.flow.name, step.id), step.variants
 
     def _recorded(self, conn: sa.Connection, refs: list[int], flows: set[str],
                   now: datetime) -> dict[tuple[int, str, str], str]:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,13 +24,16 @@ from ..errors import Problem
 from ..members import member_profile
 from ..points.expiry import expire_points
 from ..rendering import Renderer
+from ..rendering.checks import untriggered_problems
 from ..rendering.static_check import subject_problems
 from ..segments import load_catalog
-from ..yaml_source import load_yaml_file
+from ..tiers import TierLadder
+from ..yaml_source import PathKey, load_yaml_file
 from ..transports import Transport, transport_for  # noqa: F401 - re-exported for the CLI
 from . import ledger
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
+from .journey_spec import Journey, ab_test_name, describe, flow_journey, sends_without_trigger
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -55,6 +59,14 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
         from ..errors import ConfigError
         raise ConfigError(missing)
     check_variant_subjects(settings.flows, renderer)
+    ladder = TierLadder.from_settings(settings.tiers)
+    for flow in settings.flows:
+        journey = flow_journey(flow, ladder)[0] if flow.is_journey else None
+        for step in journey.tests() if journey is not None else ():
+            for variant in step.variants:
+                if variant.subject is not None:
+                    renderer.check_subject(variant.subject, f"'{ab_test_name(flow.name, step.id)}' variant "
+                                                            f"'{variant.name}' subject")
 
 
 def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) -> None:
@@ -65,13 +77,45 @@ def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) ->
                 renderer.check_subject(variant.subject, f"'{test.name}' variant '{variant.name}' subject")
 
 
+def _tested_steps(steps: Any, path: PathKey) -> Iterable[PathKey]:
+    """The path of every send step with `variants:` in a journey's raw `steps:` (nested ones too)."""
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict):
+            continue
+        if "send" in step and "variants" in step:
+            yield path + (index,)
+        branch = step.get("branch")
+        if isinstance(branch, dict):
+            yield from _tested_steps(branch.get("then"), path + (index, "branch", "then"))
+            yield from _tested_steps(branch.get("else"), path + (index, "branch", "else"))
+        yield from _tested_steps(step.get("on_timeout"), path + (index, "on_timeout"))
+
+
+def journey_trigger_problems(journeys: Iterable[Journey], renderer: Renderer) -> list[Problem]:
+    """Each email a journey sends at a step where the trigger's data is not in its context
+    (after a wait with no email before it: see journey_spec.sends_without_trigger) that uses
+    that data: the expression at its file, line and column, with the journey and the step."""
+    problems: list[Problem] = []
+    for journey in journeys:
+        for step in sends_without_trigger(journey):
+            named = "" if step.id == step.template else f", id {step.id}"
+            where = f"journey {journey.flow} step {journey.number[step.id]} ({describe(step)}{named})"
+            templates = dict.fromkeys([step.template, *(v.template for v in step.variants if v.template)])
+            problems += [Problem(p.location, f"{where}: {p.message}")
+                         for template in templates for p in untriggered_problems(renderer, template)]
+    return problems
+
+
 def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
     """The static pass (fields the context does not have) over every A/B variant's subject, of
     config.yaml's flows and of campaigns/*.yaml, each at its line in its file."""
     config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
     flows = config.value.get("flows") if isinstance(config.value, dict) else None
-    tests = [(("flows", i), f.get("trigger")) for i, f in enumerate(flows if isinstance(flows, list) else [])
-             if isinstance(f, dict)]
+    tests: list[tuple[PathKey, str | None]] = []
+    for i, f in enumerate(flows if isinstance(flows, list) else []):
+        if isinstance(f, dict):
+            tests.append((("flows", i), f.get("trigger")))
+            tests += [(path, f.get("trigger")) for path in _tested_steps(f.get("steps"), ("flows", i, "steps"))]
     problems = subject_problems(renderer.text_env, config, tests)
     for path in campaign_files(settings.project_dir):
         doc = load_yaml_file(path, display_name=f"{CAMPAIGNS_DIR}/{path.name}", root=settings.project_dir)

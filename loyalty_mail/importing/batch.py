@@ -144,7 +144,7 @@ def drop_staging(connection: sa.Connection, table: sa.Table) -> None:
 def bind_converters(table: sa.Table, dialect: sa.Dialect) -> dict[int, Callable[[Any], Any]]:
     """{column index: the type's bind processor} for the columns that need converting here."""
     return {i: proc for i, column in enumerate(table.columns)
-            if (proc := column.type.bind_processor(dialect)) is not None}
+            if (proc := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
 
 
 def for_driver(row: list[Any], converters: list[tuple[int, Callable[[Any], Any]]]) -> tuple[Any, ...]:

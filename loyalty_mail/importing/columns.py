@@ -17,7 +17,7 @@ from json.encoder import encode_basestring_ascii
 from operator import methodcaller
 from typing import Any
 
-from .fields import EMAIL_ADDRESS
+from .fields import EMAIL_ADDRESS, YEARS
 
 Cells = Sequence[str]
 FastParser = Callable[[Cells], list[Any]]
@@ -100,6 +100,9 @@ def instants(default_zone: tzinfo) -> FastParser:
 
     def fast(cells: Cells) -> list[datetime]:
         parsed = list(map(datetime.fromisoformat, cells))
+        years = [p.year for p in parsed]
+        if min(years) <= YEARS[0] or max(years) >= YEARS[1]:  # near the edges, the offset decides
+            raise ValueError
         return [p if p.tzinfo is not None else combine(p.date(), p.time(), default_zone) for p in parsed]
     return fast
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 from itertools import groupby
@@ -52,6 +52,8 @@ EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NEEDS_POINTS = {"points_redeemed", "points_earned", "points_expired"}
 SUBTRACTS = ("points_redeemed", "points_expired")
 MEMBERS_PER_PAGE = 2000
+MAX_POINTS = 2**31 - 1  # a balance, as the points columns hold it
+MAX_SPEND = Decimal("1e16")  # a total spend is below this, as the money columns hold it
 
 _metadata = sa.MetaData()
 STAGING = sa.Table(
@@ -182,6 +184,51 @@ def import_events(
     return summary, rejects
 
 
+class OneEvent:
+    """One event applied without a staging table, for a request that carries just that one: the
+    same validator, the same checks in the same order and words, and the same effects (`_Applier`)
+    as import_events with skip_invalid, in a few statements built once. The caller's transaction
+    holds it; nothing is written for a rejected or already applied event."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.validate = EventRowValidator(settings)
+        self.ladder = TierLadder.from_settings(settings.tiers)
+
+    def apply(self, connection: sa.Connection, row_no: int, row: dict[str, Any], *, source: str,
+              now: datetime) -> tuple[ImportSummary, Rejects]:
+        summary, rejects = ImportSummary(source=source, rows_read=1), Rejects()
+        staged, problems = self.validate(row_no, row)
+        if staged is None:
+            rejects.extend(row_no, problems)
+            summary.rejected = 1
+            return summary, rejects
+        event = dict(zip(STAGING_COLUMNS, staged))
+        event["occurred_at"] = event["occurred_at"].astimezone(timezone.utc)  # as a staged row reads back
+        member = connection.execute(_ONE_EVENT_LOOKUP, {"member_id": event["member_id"],
+                                                         "event_id": event["event_id"]}).one()
+        if member.id is None:
+            rejects.add(row_no, "member_id", unknown_member(event["member_id"]))
+        summary.skipped = int(member.already)
+        if member.id is not None and not summary.skipped:
+            program = self.settings.program
+            applier = _Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now,
+                               rejects, summary, program.default_timezone)
+            state = _state(member, program.default_timezone)
+            changes: list[tuple[int, dict[str, Any]]] = []
+            applied = applier.apply_row(state, event, changes, 0)
+            if applied is not None:
+                applier.write([applied], changes, [state])
+                rebuild_lots(connection, self.settings, [state.ref])
+                touched.enqueue(connection, [state.ref], now)
+        summary.rejected = len(rejects)
+        return summary, rejects
+
+
+def unknown_member(member_id: str) -> str:
+    return f"unknown member '{member_id}' (add the member first: `members import`, or PUT /v1/members/ID)"
+
+
 def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: ImportSummary) -> None:
     """Resolve members and find what only the whole file shows: unknown members, duplicates."""
     s, m = STAGING, members_table
@@ -194,7 +241,7 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
         sa.select(s.c.row_no, s.c.member_id).where(s.c.member_ref.is_(None)).order_by(s.c.row_no)
     ).all()
     for row_no, member_id in unknown:
-        rejects.add(row_no, "member_id", f"unknown member '{member_id}' (import members first)")
+        rejects.add(row_no, "member_id", unknown_member(member_id))
     duplicates = later_duplicates(connection, s, "event_id")
     for row_no, event_id, first_row in duplicates:
         rejects.add(row_no, "event_id", f"'{event_id}' already appears in row {first_row}")
@@ -203,6 +250,27 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
     )]
     summary.skipped = len(already)
     delete_rows(connection, s, [r for r, _ in unknown] + [r for r, _, _ in duplicates] + already)
+
+
+_m = members_table
+_UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
+    points=sa.bindparam("b_points"), tier=sa.bindparam("b_tier"),
+    total_spend=sa.bindparam("b_spend", type_=MONEY),
+    purchase_count=sa.bindparam("b_count"),
+    last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
+    joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
+    joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
+    updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
+)
+_INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
+_STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
+                  _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
+# One row: the member's state (all None for an unknown member) and whether the event_id is applied.
+_ONE_EVENT_LOOKUP = sa.select(
+    *_STATE_COLUMNS,
+    sa.exists().where(events_table.c.event_id == sa.bindparam("event_id", type_=sa.String)).label("already"),
+).select_from(sa.select(sa.literal(1).label("one")).subquery().outerjoin(
+    _m, _m.c.member_id == sa.bindparam("member_id", type_=sa.String)))
 
 
 class _Applier:
@@ -218,17 +286,6 @@ class _Applier:
         self.now = now
         self.rejects = rejects
         self.summary = summary
-        m = members_table
-        self.update_member = m.update().where(m.c.id == sa.bindparam("b_id")).values(
-            points=sa.bindparam("b_points"), tier=sa.bindparam("b_tier"),
-            total_spend=sa.bindparam("b_spend", type_=MONEY),
-            purchase_count=sa.bindparam("b_count"),
-            last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
-            joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
-            joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
-            updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
-        )
-        self.insert_events = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
 
     def run(self) -> None:
         last_ref = -1
@@ -248,15 +305,8 @@ class _Applier:
         # a dense page reads its range of members; a sparse one (a day's events) only its members
         wanted = m.c.id.between(first, last) if last - first < 2 * len(refs) else m.c.id.in_(refs)
         states = {
-            row.id: _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend,
-                                 row.purchase_count, row.last_purchase_at, row.joined_at, row.joined_on,
-                                 row.timezone or self.default_zone)
-            for row in self.connection.execute(
-                sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend,
-                          m.c.purchase_count, m.c.last_purchase_at, m.c.joined_at, m.c.joined_on,
-                          m.c.timezone)
-                .where(wanted)
-            )
+            row.id: _state(row, self.default_zone)
+            for row in self.connection.execute(sa.select(*_STATE_COLUMNS).where(wanted))
         }
         staged = self.connection.execute(
             sa.select(s).where(s.c.member_ref.between(first, last))
@@ -267,13 +317,13 @@ class _Applier:
         for ref, group in groupby(staged, key=lambda r: r["member_ref"]):
             state = states[ref]
             for row in group:
-                event = self._apply(state, row, changes, len(events))
+                event = self.apply_row(state, row, changes, len(events))
                 if event is not None:
                     events.append(event)
-        self._write(events, changes, [st for st in states.values() if st.changed])
+        self.write(events, changes, [st for st in states.values() if st.changed])
         rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
 
-    def _apply(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
+    def apply_row(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:
         kind, points, amount = row["type"], row["points"], row["amount"]
         if kind == "purchase" and points is None:
@@ -284,6 +334,17 @@ class _Applier:
             self.rejects.add(row["row_no"], "points",
                              f"{verb} {points} points but member '{state.member_id}' has "
                              f"{state.points} at {row['occurred_at']:%Y-%m-%d %H:%M} UTC")
+            return None
+        if state.points + delta > MAX_POINTS:
+            column = "points" if row["points"] is not None else "amount"
+            self.rejects.add(row["row_no"], column,
+                             f"adds {delta:,} points to the {state.points:,} of member '{state.member_id}': "
+                             f"a balance is at most {MAX_POINTS:,} points")
+            return None
+        if kind == "purchase" and state.total_spend + amount >= MAX_SPEND:
+            self.rejects.add(row["row_no"], "amount",
+                             f"takes the total spend of member '{state.member_id}' to "
+                             f"{state.total_spend + amount:,}: a total spend is below 10^16")
             return None
         state.points += delta
         state.changed = True
@@ -310,11 +371,11 @@ class _Applier:
             "created_at": self.now,
         }
 
-    def _write(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
+    def write(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
                states: list[_MemberState]) -> None:
         ids: list[int] = []
         for start in range(0, len(events), BATCH_ROWS):
-            result = self.connection.execute(self.insert_events, events[start:start + BATCH_ROWS])
+            result = self.connection.execute(_INSERT_EVENTS, events[start:start + BATCH_ROWS])
             ids += result.scalars().all()
         self.summary.inserted += len(events)
         if changes:
@@ -322,13 +383,18 @@ class _Applier:
                                     [{**change, "event_ref": ids[i]} for i, change in changes])
             self.summary.tier_changes += len(changes)
         if states:
-            self.connection.execute(self.update_member, [{
+            self.connection.execute(_UPDATE_MEMBER, [{
                 "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
                 "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
                 "b_joined_on": st.joined_on,
                 "b_now": self.now,
             } for st in states])
             self.summary.updated += len(states)
+
+
+def _state(row: Any, default_zone: str) -> _MemberState:
+    return _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend, row.purchase_count,
+                        row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone)
 
 
 @dataclass(frozen=True)

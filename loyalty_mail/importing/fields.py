@@ -5,7 +5,7 @@ with a message a person can act on. CSV gives text, JSON Lines gives JSON types:
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,6 +17,9 @@ EMAIL_ADDRESS = re.compile(
     r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$"
 )
+# The years an imported time may fall in (as `--at`): expiry, reviews and schedules add up to
+# 100 years to it and stay far inside what dates and the databases hold.
+YEARS = (1900, 2200)
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
@@ -71,6 +74,12 @@ def instant(value: Any, default_zone: tzinfo) -> datetime:
         raise ValueError(f"'{raw}' is not a valid ISO 8601 date or time (e.g. 2026-03-01T09:30:00+07:00)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_zone)
+    try:
+        years = (parsed.year, parsed.astimezone(timezone.utc).year)
+    except OverflowError:
+        years = (parsed.year, 0)
+    if not all(YEARS[0] <= year <= YEARS[1] for year in years):
+        raise ValueError(f"{shown(raw)} is outside the years {YEARS[0]} to {YEARS[1]}")
     return parsed
 
 

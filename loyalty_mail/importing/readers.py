@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InputFileError
+from ..errors import InputFileError, shown
 
 Format = Literal["csv", "jsonl"]
 SourceRow = tuple[int, dict[str, Any]]
@@ -278,10 +278,29 @@ class NumberRefused(ValueError):
     length) that no database stores in a JSON column."""
 
 
-def load_json(text: str | bytes) -> Any:
+class DuplicateKey(ValueError):
+    """A JSON object that gives one key twice (which value is meant cannot be told)."""
+
+
+def load_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     """JSON text as Python values; NumberRefused (saying which number and what is allowed) for a
-    number no database can store, json.JSONDecodeError for text that is not JSON."""
-    return json.loads(text, parse_constant=_not_a_number, parse_float=_finite, parse_int=_bounded)
+    number no database can store, json.JSONDecodeError for text that is not JSON. With
+    `unique_keys`, DuplicateKey for an object that gives a key twice (it costs twice the time to
+    parse, so the file imports leave it: the last value wins there, as in json.loads)."""
+    hook = _unique_keys if unique_keys else None
+    return json.loads(text, parse_constant=_not_a_number, parse_float=_finite, parse_int=_bounded,
+                      object_pairs_hook=hook)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"the key {shown(key)} appears twice in one object; give each key once")
+            seen.add(key)
+    return obj
 
 
 def _refused(literal: str, why: str) -> NumberRefused:

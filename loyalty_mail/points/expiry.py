@@ -44,7 +44,7 @@ class ExpiryReport:
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
-        return (f"points expiry at {self.at:%Y-%m-%d %H:%M} UTC: {verb} {self.points:,} points of "
+        return (f"points expiry at {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC: {verb} {self.points:,} points of "
                 f"{self.members:,} members ({self.events:,} events, {self.tier_changes:,} tier changes)")
 
 

@@ -29,7 +29,7 @@ from .inlining import rewrite_links
 from .limits import RenderLimitError
 from .lint import RenderedLint, is_production, lint_files, template_files
 from .renderer import _TEXT_URL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
-from .static_check import check_static
+from .static_check import check_static, check_untriggered
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
 _SIZER = TokenSigner(b"only-measures-token-lengths")  # a token's length does not depend on the key
@@ -160,10 +160,20 @@ def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
 
 def _check_static(renderer: Renderer) -> list[Problem]:
     variants = [v for email in renderer.catalog.names for v in renderer.catalog.variants[email].values()]
+    return check_static(renderer.html_env, renderer.settings, variants, _raw_sources(renderer, variants))
+
+
+def _raw_sources(renderer: Renderer, variants: list[Variant]) -> dict[str, str]:
     root = renderer.catalog.root
-    raw = {v.html_path: read_program_text(root / v.html_path, root.parent, f"{TEMPLATES_DIR}/{v.html_path}",
-                                          error=TemplateError) for v in variants}
-    return check_static(renderer.html_env, renderer.settings, variants, raw)
+    return {v.html_path: read_program_text(root / v.html_path, root.parent, f"{TEMPLATES_DIR}/{v.html_path}",
+                                           error=TemplateError) for v in variants}
+
+
+def untriggered_problems(renderer: Renderer, email: str) -> list[Problem]:
+    """What `email` (every locale) needs of its trigger's data: its problems when sent where the
+    trigger's data is not in the context (a journey's step after a wait with no email before it)."""
+    variants = list(renderer.catalog.variants.get(email, {}).values())
+    return check_untriggered(renderer.html_env, variants, _raw_sources(renderer, variants))
 
 
 def _rendered_lint(renderer: Renderer, variant: Variant) -> RenderedLint:

@@ -74,6 +74,8 @@ class Record:
     hint: str = ""
 
     def problem(self, attr: str) -> str:
+        if not self.fields:
+            return f"undefined variable: {self.name} has no field '{attr}'{self.hint}"
         close = difflib.get_close_matches(attr, list(self.fields), n=1)
         advice = f"did you mean {close[0]}?" if close else \
             f"{self.name} has: {', '.join(sorted(self.fields))}{self.hint}"
@@ -103,6 +105,21 @@ def template_context(triggers: Iterable[str] | None = None) -> dict[str, Record 
         "occurrence": _record("occurrence", occurrence_fields,
                               f"; flows with trigger {triggers_text} give these fields"),
     })
+    return context
+
+
+UNTRIGGERED = ("kind", "key", "step")   # a journey's email decided where its trigger's data is not there
+
+
+def untriggered_context() -> dict[str, Record | None]:
+    """The context of an email a journey sends at a step that does not see the trigger's data
+    (flows/journey_spec.py, `sends_without_trigger`): `occurrence` has only kind, key and step,
+    and there is no `event`."""
+    context = template_context()
+    why = (": the trigger's data is not there after a wait with no email before it (send one before "
+           "the first wait, or ask `is defined` / `| default`)")
+    context["occurrence"] = _record("occurrence", UNTRIGGERED, why)
+    context["event"] = Record("event", {}, why)
     return context
 
 
@@ -194,9 +211,11 @@ class StaticChecker:
         """Jinja's globals (range, namespace...): all an imported template sees by default."""
         return dict.fromkeys(self.env.globals)
 
-    def check_variant(self, variant: Variant, triggers: Iterable[str] | None, raw: str) -> None:
-        """The email's body (and its layouts, includes, imports), subject and preheader."""
-        context = template_context(triggers)
+    def check_variant(self, variant: Variant, triggers: Iterable[str] | None, raw: str,
+                      context: dict[str, Record | None] | None = None) -> None:
+        """The email's body (and its layouts, includes, imports), subject and preheader, against
+        the context of these triggers' flows (or `context`)."""
+        context = context if context is not None else template_context(triggers)
         scope: list[dict[str, Record | None]] = [context, self.globals]
         self.check_file(variant.html_path, scope, [])
         if variant.text_path:
@@ -546,6 +565,19 @@ def check_static(env: jinja2.Environment, settings: Settings, variants: Iterable
     triggers = triggers_by_email(settings)
     for variant in variants:
         checker.check_variant(variant, triggers.get(variant.email), raw_sources.get(variant.html_path, ""))
+    found = list(dict.fromkeys(checker.problems))
+    return sorted(found, key=lambda p: (p.location.file, p.location.line, p.location.column)
+                  if p.location else ("", 0, 0))
+
+
+def check_untriggered(env: jinja2.Environment, variants: Iterable[Variant],
+                      raw_sources: Mapping[str, str]) -> list[Problem]:
+    """The static pass over these variants against `untriggered_context`: what an email needs of
+    its trigger's data (each problem once, in file order)."""
+    checker = StaticChecker(env)
+    context = untriggered_context()
+    for variant in variants:
+        checker.check_variant(variant, None, raw_sources.get(variant.html_path, ""), context)
     found = list(dict.fromkeys(checker.problems))
     return sorted(found, key=lambda p: (p.location.file, p.location.line, p.location.column)
                   if p.location else ("", 0, 0))

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 from .figures import COLUMNS, FIRST_DAY, GROUPS, LAST_DAY, SMALL_SAMPLE, Lift, lift, per_send, performance, program_health
-from .journeys import configured_journeys, journey_funnel
+from .journeys import configured_journeys, in_journey_order, journey_funnel
 from .membership import WHEN, membership_table
 
 __all__ = ["COLUMNS", "FIRST_DAY", "GROUPS", "LAST_DAY", "SMALL_SAMPLE", "WHEN", "Lift", "configured_journeys",
-           "journey_funnel", "lift", "membership_table", "per_send", "performance", "program_health"]
+           "in_journey_order", "journey_funnel", "lift", "membership_table", "per_send", "performance", "program_health"]

@@ -10,7 +10,9 @@ purchases; formatting lives at the edge (the CLI). Definitions:
     clicks        sent with a click event (human: not a bot click)
     unsubscribed  sent with an unsubscribe event; spam: sent with a spam complaint
     converted     sent followed by a purchase by the member within the attribution window;
-                  revenue is the amount of those purchases
+                  revenue is the amount of those purchases. In a journey a purchase counts for
+                  the last of the journey's emails sent before it (within the window) alone, so
+                  the journey's total counts it once and its steps add up to that total
     rates         open = opens / delivered, click = clicks / delivered, click-to-open =
                   clicks / opens (human figures), unsubscribe and spam = per delivered
 
@@ -68,6 +70,14 @@ def _step(dialect: str) -> Any:
     return sa.case((slash > 0, sa.func.substr(s.c.occurrence_key, slash + 1)), else_=s.c.template)
 
 
+def _test(dialect: str) -> Any:
+    """The A/B test a send belongs to: its flow's (or campaign's) name, or `<flow>.<step id>` for a
+    journey's send (flows/journey_spec.ab_test_name)."""
+    s = sends_table
+    slash = (sa.func.strpos if dialect == "postgresql" else sa.func.instr)(s.c.occurrence_key, "/")
+    return sa.case((slash > 0, s.c.flow + "." + sa.func.substr(s.c.occurrence_key, slash + 1)), else_=s.c.flow)
+
+
 def send_topic(topics: Mapping[str, str] | None) -> sa.ColumnElement[Any]:
     """The topic of a send in SQL, as `Settings.send_topic` decides it: the one its occurrence
     recorded (a campaign's), else its flow's (`topics`: flow -> topic)."""
@@ -87,6 +97,24 @@ def purchased_within(member_ref: Any, moment: Any, window: timedelta, dialect: s
                                                      f"+{int(window.total_seconds())} seconds")]
 
 
+def _followed_in_journey(dialect: str) -> sa.ColumnElement[bool]:
+    """For a purchase (`events`) after a journey's send (`sends`): whether another email of the
+    same journey reached the member between them (sent later, before the purchase). The purchase
+    then belongs to that later email alone: each purchase counts once in a journey, for the last
+    of its emails before it. A one-email flow's send is never followed (every send whose window
+    holds the purchase counts it, as before)."""
+    s, e = sends_table, events_table
+    later = sends_table.alias("later_send")
+    find = sa.func.strpos if dialect == "postgresql" else sa.func.instr
+    moment = sa.func.coalesce(s.c.sent_at, s.c.scheduled_for)
+    then = sa.func.coalesce(later.c.sent_at, later.c.scheduled_for)
+    return sa.and_(find(s.c.occurrence_key, "/") > 0, sa.exists(sa.select(later.c.id).where(
+        later.c.member_ref == s.c.member_ref, later.c.flow == s.c.flow, later.c.state == "sent",
+        find(later.c.occurrence_key, "/") > 0, later.c.id != s.c.id,
+        sa.or_(then > moment, sa.and_(then == moment, later.c.id > s.c.id)), then < e.c.occurred_at)
+        .correlate(s, e)))
+
+
 def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
              states: tuple[str, ...] = ("sent",), membership: sa.Table | None = None,
              segments: tuple[str, ...] = (), topics: Mapping[str, str] | None = None) -> sa.Subquery:
@@ -96,10 +124,11 @@ def per_send(since: datetime, until: datetime, window: timedelta, dialect: str,
     s, m, e = sends_table, members_table, events_table
     member_of = ([membership_column(membership, name, s.c.send_id).label(f"in_{name}") for name in segments]
                  if membership is not None else [])
-    purchases = purchased_within(s.c.member_ref, sa.func.coalesce(s.c.sent_at, s.c.scheduled_for), window, dialect)
+    purchases = [*purchased_within(s.c.member_ref, sa.func.coalesce(s.c.sent_at, s.c.scheduled_for), window, dialect),
+                 ~_followed_in_journey(dialect)]
     topic = send_topic(topics)
     return (sa.select(
-        s.c.send_id, s.c.flow, _step(dialect).label("step"), s.c.variant, topic.label("topic"), s.c.segment,
+        s.c.send_id, s.c.flow, _step(dialect).label("step"), s.c.variant, _test(dialect).label("test"), topic.label("topic"), s.c.segment,
         s.c.state, m.c.tier, m.c.locale,
         _period(s.c.scheduled_for, "day", dialect).label("day"),
         _period(s.c.scheduled_for, "week", dialect).label("week"),

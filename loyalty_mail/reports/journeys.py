@@ -19,6 +19,7 @@ A member who entered a journey twice in the period counts once in each figure th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,3 +124,26 @@ def journey_funnel(conn: sa.Connection, since: datetime, until: datetime, window
             "steps": steps, "exits": {name: int(row[name]) for name in EXITS},
         })
     return funnels
+
+
+def in_journey_order(rows: list[dict[str, Any]], by: Sequence[str], journeys: Mapping[str, Journey]
+                     ) -> list[dict[str, Any]]:
+    """Performance rows grouped by `flow` then `step` (`by` has both, flow first), with each
+    journey's steps in the journey's order (the order config.yaml writes them, branches and
+    on_timeout steps where they stand) instead of by name; steps the journey no longer has come
+    after its steps, by name. The rest keeps the order the rows came in: the groups before `step`
+    as they came, those after it too within one step. A one-email flow's `step` (its template)
+    stays by name."""
+    if "flow" not in by or "step" not in by or by.index("flow") > by.index("step"):
+        return rows
+    before = list(by[:by.index("step")])
+    first: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        first.setdefault(tuple(row[name] for name in before), len(first))
+
+    def key(row: dict[str, Any]) -> tuple[int, int, str]:
+        journey, step = journeys.get(row["flow"]), row["step"]
+        place = 0 if journey is None else journey.number.get(step, len(journey.number) + 1)
+        return first[tuple(row[name] for name in before)], place, "" if step is None else str(step)
+
+    return sorted(rows, key=key)

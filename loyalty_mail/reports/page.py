@@ -118,7 +118,7 @@ def _charts(data: ReportData) -> dict[str, Markup]:
     if differences:
         made["variants"] = charts.interval_chart(
             "Conversion rate difference against the first variant (percentage points, 95% CI)",
-            [(f"{r['flow']}: {r['variant']} - {r['against']}", r["difference"], r["low"], r["high"],
+            [(f"{r['flow']}{' ' + r['step'] if r['step'] else ''}: {r['variant']} - {r['against']}", r["difference"], r["low"], r["high"],
               r["verdict"].startswith("no verdict")) for r in differences])
     for funnel in data.journeys:
         made[f"journey_{funnel['flow']}"] = _funnel_chart(funnel)

@@ -16,13 +16,15 @@ Statistics (README "A/B variants"):
                          every other variant lies above 0; until then it is asked again each tick
 
 Rates: open = human opens / delivered, click = human clicks / delivered, conversion = sends
-followed by a purchase within the attribution window / sent (figures.py defines each count).
+followed by a purchase within the attribution window / sent (figures.py defines each count; in a
+journey a purchase belongs to the last of its emails before it). A test is a flow's or campaign's,
+or a journey send step's (named `<flow>.<step id>`, shown with its flow and `step`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from statistics import NormalDist
@@ -31,9 +33,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..campaigns import scheduled
-from ..config import FlowSettings, Settings, WinnerRule
+from ..config import FlowSettings, Settings, VariantSettings, WinnerRule
 from ..flows import variants as assignment
+from ..flows.journey_spec import Journey, ab_test_name, split_test
 from .figures import performance
+from .journeys import configured_journeys
 
 METRICS = ("open_rate", "click_rate", "conversion_rate")
 MIN_SENDS = 100
@@ -67,7 +71,7 @@ def newcombe(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> tu
 
 @dataclass(frozen=True)
 class Arm:
-    """One variant's counts in one test."""
+    """One variant's counts in one test (`flow`: the test's name, see `arms`)."""
 
     flow: str
     variant: str
@@ -88,12 +92,13 @@ class Arm:
 
 
 def arms(conn: sa.Connection, since: datetime, until: datetime, window: timedelta) -> dict[str, list[Arm]]:
-    """Every test's variants with their counts (sends scheduled in [since, until)), by flow."""
+    """Every test's variants with their counts (sends scheduled in [since, until)), by test name:
+    a flow's (or campaign's) name, or `<flow>.<step id>` for a journey's send step."""
     tests: dict[str, list[Arm]] = {}
-    for row in performance(conn, since, until, ["flow", "variant"], window):
+    for row in performance(conn, since, until, ["test", "variant"], window):
         if row["variant"] is None:
             continue
-        tests.setdefault(row["flow"], []).append(Arm(row["flow"], row["variant"], row["sent"], row["delivered"],
+        tests.setdefault(row["test"], []).append(Arm(row["test"], row["variant"], row["sent"], row["delivered"],
                                                      row["opens_human"], row["clicks_human"], row["converted"]))
     return tests
 
@@ -112,22 +117,27 @@ def verdict(first: Arm, second: Arm, metric: str, low: float, high: float, confi
 
 
 def comparison(tests: dict[str, list[Arm]], winners: dict[str, assignment.Winner],
-               confidence: float = 0.95) -> dict[str, list[dict[str, Any]]]:
+               confidence: float = 0.95, order: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
     """The report's rows: `variants` (each arm's rates with intervals) and `differences` (each
-    variant against the first one, by name, on every metric), and `winners`."""
+    variant against the first one, by name, on every metric), and `winners`; each names its
+    `flow` and, for a journey's send step, its `step` (None for a one-email flow or a campaign).
+    Tests come in `order` (test names; default: by name), the others after it."""
     rows: list[dict[str, Any]] = []
     differences: list[dict[str, Any]] = []
-    for flow, tested in sorted(tests.items()):
-        tested = sorted(tested, key=lambda a: a.variant)
+    rank = {name: n for n, name in enumerate(order or ())}
+    for test in sorted(tests, key=lambda name: (rank.get(name, len(rank)), name)):
+        tested = sorted(tests[test], key=lambda a: a.variant)
+        flow, step = split_test(test)
         for arm in tested:
-            row: dict[str, Any] = {"flow": flow, "variant": arm.variant, "sent": arm.sent, "delivered": arm.delivered,
-                                   "opens": arm.opens, "clicks": arm.clicks, "converted": arm.converted}
+            row: dict[str, Any] = {"flow": flow, "step": step, "variant": arm.variant, "sent": arm.sent,
+                                   "delivered": arm.delivered, "opens": arm.opens, "clicks": arm.clicks,
+                                   "converted": arm.converted}
             for metric in METRICS:
                 x, n = arm.counts(metric)
                 low, high = wilson(x, n, confidence)
                 row[metric] = _round(arm.rate(metric))
                 row[f"{metric}_low"], row[f"{metric}_high"] = (_round(low), _round(high)) if n else (None, None)
-            row["winner"] = flow in winners and winners[flow].variant == arm.variant
+            row["winner"] = test in winners and winners[test].variant == arm.variant
             rows.append(row)
         base = tested[0]
         for arm in tested[1:]:
@@ -136,17 +146,43 @@ def comparison(tests: dict[str, list[Arm]], winners: dict[str, assignment.Winner
                 if not (n1 and n2):
                     continue
                 d, low, high = newcombe(x1, n1, x2, n2, confidence)
-                differences.append({"flow": flow, "variant": arm.variant, "against": base.variant, "metric": metric,
+                differences.append({"flow": flow, "step": step, "variant": arm.variant, "against": base.variant, "metric": metric,
                                     "difference": _round(d), "low": _round(low), "high": _round(high),
                                     "verdict": verdict(base, arm, metric, low, high, confidence)})
-    decided = [{"flow": w.flow, "variant": w.variant, "metric": w.metric,
-                "decided_at": w.decided_at.isoformat(), **w.figures} for _, w in sorted(winners.items())]
+    decided = [{"flow": split_test(w.flow)[0], "step": split_test(w.flow)[1], "variant": w.variant,
+                "metric": w.metric, "decided_at": w.decided_at.isoformat(), **w.figures}
+               for _, w in sorted(winners.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))]
     return {"variants": rows, "differences": differences, "winners": decided}
 
 
-def variant_report(conn: sa.Connection, since: datetime, until: datetime, window: timedelta) -> dict[str, Any]:
-    """`comparison` of the tests that sent in [since, until), with the winners recorded by `until`."""
-    return comparison(arms(conn, since, until, window), assignment.winners(conn, until))
+def variant_report(conn: sa.Connection, since: datetime, until: datetime, window: timedelta,
+                   order: Sequence[str] = ()) -> dict[str, Any]:
+    """`comparison` of the tests that sent in [since, until), with the winners recorded by `until`;
+    `order`: test names in the order to show them (see `configured_tests`)."""
+    return comparison(arms(conn, since, until, window), assignment.winners(conn, until), order=order)
+
+
+@dataclass(frozen=True)
+class Test:
+    """One A/B test as configured: a flow's or campaign's, or a journey send step's."""
+
+    name: str
+    variants: tuple[VariantSettings, ...]
+    winner: WinnerRule | None
+
+
+def configured_tests(flows: Iterable[FlowSettings], journeys: Mapping[str, Journey]) -> list[Test]:
+    """Every test of these flows (campaigns as flows) in config order: a one-email flow's, and
+    each send step's of a journey (`journeys`, by flow name), in the journey's order."""
+    tests = []
+    for flow in flows:
+        journey = journeys.get(flow.name) if flow.is_journey else None
+        if journey is not None:
+            tests += [Test(ab_test_name(flow.name, step.id), step.variants, step.winner)
+                      for step in journey.tests()]
+        elif flow.variants:
+            tests.append(Test(flow.name, flow.variants, flow.winner))
+    return tests
 
 
 def pick_winner(tested: list[Arm], rule: WinnerRule,
@@ -175,12 +211,13 @@ def pick_winner(tested: list[Arm], rule: WinnerRule,
 
 
 def settle_winners(engine: sa.Engine, settings: Settings, now: datetime) -> list[assignment.Winner]:
-    """Record the winner of every test (a flow or scheduled campaign with `winner:`) whose rule
-    is met at `now`; returns the winners recorded now. The daemon and `run --once` call it
+    """Record the winner of every test (a flow, a journey's send step or a scheduled campaign with
+    `winner:`) whose rule is met at `now`; returns the winners recorded now. The daemon and `run --once` call it
     before planning, so members planned after a switch get the winner."""
     with engine.connect() as conn:
-        tests: list[FlowSettings] = [*settings.flows, *(row.campaign.as_flow() for row in scheduled(conn, now))]
-        ruled = [t for t in tests if t.winner is not None and t.variants]
+        flows: list[FlowSettings] = [*settings.flows, *(row.campaign.as_flow() for row in scheduled(conn, now))]
+        ruled = [t for t in configured_tests(flows, configured_journeys(settings))
+                 if t.winner is not None and t.variants]
         if not ruled:
             return []
         decided = assignment.winners(conn, now)

@@ -158,6 +158,10 @@ def _transaction(connection: smtplib.SMTP, email: RenderedEmail, sender: str) ->
     except smtplib.SMTPServerDisconnected as exc:
         raise _LostAfterData(str(exc)) from exc
     if code != 250:
+        # RFC 5321 ends the transaction whatever the answer, but a server that failed while
+        # taking the message (aiosmtpd after its handler raised, answering 500) may keep it
+        # open, and the next MAIL FROM on this connection would get 503 "nested MAIL command".
+        _reset(connection)
         raise smtplib.SMTPDataError(code, answer)
 
 
