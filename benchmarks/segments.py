@@ -14,6 +14,10 @@ member's point lots are what the import keeps (one per purchase, 12 months in th
 zone); lots that expired more than EXPIRED_BEFORE ago are recorded as `points_expired` events
 (so balances and tiers are after those expiries), and the rest, due or not, are in `point_lots`:
 the expiry job at AT has the last EXPIRED_BEFORE of expiries to record (a daemon that was down).
+Members above the lowest tier have a qualification period (the example program's
+`qualification: {period: 12 months}`) starting at the latest anniversary of their joining, and
+their review at its end: the `needed_to_keep_tier` and `tier_review_at` segments read them, and
+their naive path sums each member's points earned since the period started in Python.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from loyalty_mail.points.expiry import expire_points  # noqa: E402
 from loyalty_mail.points.lots import replay  # noqa: E402
 from loyalty_mail.segments import context_for, load_catalog  # noqa: E402
 from loyalty_mail.segments.spec import SegmentParser  # noqa: E402
+from loyalty_mail.tier_review import period_after  # noqa: E402
 from loyalty_mail.tiers import TierLadder  # noqa: E402
 from loyalty_mail.yaml_source import load_yaml_text  # noqa: E402
 from tests.reference import EmailFacts, EventFacts, HitFacts, MemberFacts, evaluate  # noqa: E402
@@ -49,16 +54,22 @@ AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 ZONES = ["Asia/Ho_Chi_Minh"] * 6 + ["Asia/Singapore", "America/New_York", "Europe/London", "Australia/Sydney"]
 TIERS = [("platinum", 25000), ("gold", 8000), ("silver", 2000), ("member", 0)]
 EXPIRED_BEFORE = timedelta(days=30)
-# Segments beyond the example program's, as YAML: points that expire.
-EXTRA = {"points_expiring_soon": "points_expiring: {within: 30 days, gte: 500}\n"}
+# Segments beyond the example program's, as YAML: points that expire, tiers to keep.
+EXTRA = {"points_expiring_soon": "points_expiring: {within: 30 days, gte: 500}\n",
+         "tier_review_soon": "tier_review_at: {within_next: 30 days}\n",
+         "short_of_keeping": "needed_to_keep_tier: {gte: 1000}\n",
+         "tier_at_risk": "all: [{tier_review_at: {within_next: 30 days}}, {needed_to_keep_tier: {gt: 0}}]\n"}
 EXPIRING_WITHIN, EXPIRING_AT_LEAST = timedelta(days=30), 500
+REVIEW_WITHIN, SHORT_AT_LEAST = timedelta(days=30), 1000
 
 
 def generate(members: int, seed: int = 7):
     """Yield (member row, [event rows], [lot rows]) with realistic spreads of recency, frequency
     and spend, and the point lots of the example program's expiry policy."""
-    expiry = load_settings(REPO, environ={}).program.points.expiry
+    settings = load_settings(REPO, environ={})
+    expiry, qualification = settings.program.points.expiry, settings.tiers.qualification
     assert expiry is not None, "the example program's points expire"
+    assert qualification is not None, "the example program's tiers are reviewed"
     rng = random.Random(seed)
     for ref in range(1, members + 1):
         zone = rng.choice(ZONES)
@@ -83,17 +94,24 @@ def generate(members: int, seed: int = 7):
             else:
                 lots.append((ref, lot.earned_at, lot.expires_at, lot.points, lot.remaining))
         tier = next(name for name, threshold in TIERS if points >= threshold)
+        start = review = None
+        if tier != TIERS[-1][0]:  # the period running at AT, from the latest anniversary of joining
+            start = joined
+            while period_after(start, qualification.period) <= AT:
+                start = period_after(start, qualification.period)
+            review = period_after(start, qualification.period)
         row = (ref, f"LM{ref:08d}", f"m{ref}@example.com", rng.choice(["vi", "vi", "en"]), zone, joined,
                joined.astimezone(ZoneInfo(zone)).date(), AT.date().replace(year=rng.randint(1955, 2006),
                                                                               day=1) + timedelta(days=rng.randrange(365)),
                points, tier, spend, purchases, last, rng.choice([None, None] + list(range(11))),
-               rng.random() > 0.03, AT - timedelta(days=rng.uniform(0, 400)) if rng.random() < 0.03 else None)
+               rng.random() > 0.03, AT - timedelta(days=rng.uniform(0, 400)) if rng.random() < 0.03 else None,
+               start, review)
         yield row, events, lots
 
 
 MEMBER_COLUMNS = ["id", "member_id", "email", "locale", "timezone", "joined_at", "joined_on", "birthday", "points",
                   "tier", "total_spend", "purchase_count", "last_purchase_at", "nps_score", "subscribed",
-                  "unsubscribed_at"]
+                  "unsubscribed_at", "tier_period_start", "tier_review_at"]
 EVENT_COLUMNS = ["member_ref", "type", "occurred_at", "amount", "currency", "points"]
 LOT_COLUMNS = ["member_ref", "earned_at", "expires_at", "points", "remaining"]
 
@@ -113,6 +131,7 @@ def load_sqlite(engine: sa.Engine, members: int) -> int:
         for row, events, lots in generate(members):
             m = list(row)
             m[5], m[6], m[7], m[12], m[15] = utc(m[5]), m[6].isoformat(), m[7].isoformat(), utc(m[12]), utc(m[15])
+            m[16], m[17] = utc(m[16]), utc(m[17])
             batch_m.append((*m, "{}", now, now))
             batch_e += [(e[0], e[1], utc(e[2]), e[3], e[4], e[5], "{}", now) for e in events]
             batch_l += [(lot[0], utc(lot[1]), utc(lot[2]), lot[3], lot[4]) for lot in lots]
@@ -188,9 +207,10 @@ def time_naive(engine: sa.Engine, settings, catalog) -> tuple[float, dict[str, t
     from sqlmodel import Session, select
 
     started = time.perf_counter()
-    members, events = [], {}
+    members, events, periods = [], {}, {}
     with Session(engine) as session:
         for m in session.exec(select(Member).execution_options(yield_per=20_000)):
+            periods[m.id] = (m.tier_period_start, m.tier_review_at)
             members.append(MemberFacts(
                 id=m.id, member_id=m.member_id, email=m.email, tier=m.tier, locale=m.locale, timezone=m.timezone,
                 points=m.points, total_spend=Decimal(m.total_spend), purchase_count=m.purchase_count,
@@ -229,6 +249,25 @@ def time_naive(engine: sa.Engine, settings, catalog) -> tuple[float, dict[str, t
         expiring = sum(lot.remaining for lot in lots if AT < lot.expires_at <= AT + EXPIRING_WITHIN)
         count += expiring >= EXPIRING_AT_LEAST
     results["points_expiring_soon"] = (count, time.perf_counter() - started)
+    # Tiers to keep: each reviewed member's points earned since their period started, in Python.
+    thresholds = {level.name: level.threshold for level in TierLadder.from_settings(settings.tiers).levels}
+
+    def needed(m) -> Decimal | None:
+        start = periods[m.id][0]
+        if start is None:
+            return None
+        earned = sum(e.points for e in events.get(m.id, []) if e.points and e.points > 0 and start < e.occurred_at <= AT)
+        return max(thresholds[m.tier] - earned, Decimal(0))
+
+    def soon(m) -> bool:
+        review = periods[m.id][1]
+        return review is not None and AT <= review <= AT + REVIEW_WITHIN
+
+    for name, test in (("tier_review_soon", soon),
+                       ("short_of_keeping", lambda m: (n := needed(m)) is not None and n >= SHORT_AT_LEAST),
+                       ("tier_at_risk", lambda m: soon(m) and (n := needed(m)) is not None and n > 0)):
+        started = time.perf_counter()
+        results[name] = (sum(1 for m in members if test(m)), time.perf_counter() - started)
     return load, results
 
 

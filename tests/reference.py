@@ -217,6 +217,8 @@ def _time(moment: datetime | None, op: Op, ctx: Context) -> bool:
         return op.value.before(ctx.at) <= moment <= ctx.at
     if moment is not None and op.name == "older_than":
         return moment < op.value.before(ctx.at)
+    if moment is not None and op.name == "within_next":
+        return ctx.at <= moment <= op.value.after(ctx.at)
     return _ordered(moment, op, lambda value: _resolve(value, ctx))
 
 

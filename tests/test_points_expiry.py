@@ -369,3 +369,51 @@ def test_the_statement_says_what_will_expire_in_the_month_after_it(program):
     statements = [b for b in bodies if "Điểm hết hạn" in b]
     assert len(statements) == 2
     assert sum("1.500 điểm sẽ hết hạn trước" in b for b in statements) == 1   # M1's; M2 has none expiring
+
+
+def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_rejects_overdrafts(database_url: str,
+                                                                                              tmp_path: Path):
+    """The job's set-based writer, on both databases: two expiries of one member in one call (the
+    second takes the tier down, and the history points at that event), an id already recorded
+    skipped, and an expiry above the balance refused with nothing kept."""
+    from loyalty_mail import db
+    from loyalty_mail.errors import ImportRejected
+    from loyalty_mail.importing import import_rows
+    from loyalty_mail.importing.events import Expiry, record_expiries
+
+    project = tmp_path / "program"
+    project.mkdir()
+    with_expiry(project, "{after: 12 months}")
+    settings = load_settings(project, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    import_rows(engine, settings, "members", enumerate(
+        ({"member_id": i, "email": f"{i.lower()}@example.com"} for i in ("A", "B")), 1), source="members", now=at)
+    import_rows(engine, settings, "events", enumerate(
+        [earn("A", "2025-01-10T10:00:00+07:00", 1200), earn("B", "2025-01-10T10:00:00+07:00", 300),
+         earn("B", "2025-01-11T10:00:00+07:00", 5, event_id="taken")], 1), source="events", now=at)
+    m, e, t = members_table, events_table, tier_changes_table
+    with engine.connect() as connection:
+        refs = dict(connection.execute(sa.select(m.c.member_id, m.c.id)).all())
+    first, second = datetime(2026, 1, 10, 3, tzinfo=UTC), datetime(2026, 1, 11, 3, tzinfo=UTC)
+    with engine.begin() as connection:
+        summary = record_expiries(connection, settings, [
+            Expiry(1, refs["A"], "x/A/1", first, 100), Expiry(2, refs["A"], "x/A/2", second, 200),
+            Expiry(3, refs["B"], "taken", first, 5), Expiry(4, refs["B"], "x/B/1", first, 300)],
+            source="points expiry", now=at)
+    assert (summary.inserted, summary.skipped, summary.tier_changes, summary.updated) == (3, 1, 1, 2)
+    assert state(engine, "A") == (900, "member") and state(engine, "B") == (5, "member")
+    with engine.connect() as connection:
+        moves = connection.execute(sa.select(t.c.from_tier, t.c.to_tier, t.c.changed_at, t.c.reason, e.c.event_id)
+                                   .join(e, e.c.id == t.c.event_ref).where(t.c.member_ref == refs["A"])
+                                   .order_by(t.c.changed_at, t.c.id)).all()
+    assert [tuple(r) for r in moves][-1] == ("silver", "member", second, "points expired (-200 points)", "x/A/2")
+    assert ("A", second, -200) in expired(engine)
+
+    with pytest.raises(ImportRejected) as caught, engine.begin() as connection:
+        record_expiries(connection, settings, [Expiry(1, refs["B"], "x/B/2", second, 6)],
+                        source="points expiry", now=at)
+    assert "points expiry: row 1: points: expires 6 points but member 'B' has 5 at 2026-01-11 03:00 UTC" in str(
+        caught.value)
+    assert state(engine, "B") == (5, "member") and ("B", second, -6) not in expired(engine)
+    engine.dispose()

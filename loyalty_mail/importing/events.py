@@ -161,11 +161,9 @@ def import_events(
     source: str,
     now: datetime,
     skip_invalid: bool = False,
-    rebuild: bool = True,
 ) -> tuple[ImportSummary, Rejects]:
     """Import event rows inside the caller's transaction (see import_members for the contract).
-    `rebuild=False` leaves the point lots to the caller: the expiry job, whose events take
-    exactly the lots that expired, removes those instead of deriving every lot again."""
+    The expiry job records its events with `record_expiries` instead."""
     summary = ImportSummary(source=source)
     rejects = Rejects()
     validate = EventRowValidator(settings)
@@ -175,7 +173,7 @@ def import_events(
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit
-    applied = _Applier(connection, settings if rebuild else None, ladder, rate, now, rejects, summary,
+    applied = _Applier(connection, settings, ladder, rate, now, rejects, summary,
                        settings.program.default_timezone)
     applied.run()
     touched.enqueue(connection, sa.select(STAGING.c.member_ref).distinct(), now, count=summary.inserted)
@@ -278,10 +276,10 @@ _ONE_EVENT_LOOKUP = sa.select(
 class _Applier:
     """Walks the staged events member by member, in time order, and writes their effects."""
 
-    def __init__(self, connection: sa.Connection, lots: Settings | None, ladder: TierLadder, rate: Decimal,
+    def __init__(self, connection: sa.Connection, lots: Settings, ladder: TierLadder, rate: Decimal,
                  now: datetime, rejects: Rejects, summary: ImportSummary, default_zone: str):
         self.connection = connection
-        self.lots = lots  # the settings to rebuild point lots with, or None to leave them
+        self.lots = lots  # the settings to rebuild point lots with
         self.default_zone = default_zone
         self.ladder = ladder
         self.rate = rate
@@ -323,8 +321,7 @@ class _Applier:
                 if event is not None:
                     events.append(event)
         self.write(events, changes, [st for st in states.values() if st.changed])
-        if self.lots is not None:
-            rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
+        rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
 
     def apply_row(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:
@@ -398,6 +395,101 @@ class _Applier:
 def _state(row: Any, default_zone: str) -> _MemberState:
     return _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend, row.purchase_count,
                         row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """One `points_expired` event the expiry job records (points > 0, at most the balance)."""
+
+    row_no: int
+    member_ref: int
+    event_id: str
+    occurred_at: datetime
+    points: int
+
+
+EXPIRY_CHUNK = 2000  # expiries per round of reads and writes (an IN list of event ids, of members)
+
+
+def record_expiries(connection: sa.Connection, settings: Settings, expiries: Sequence[Expiry], *,
+                    source: str, now: datetime) -> ImportSummary:
+    """The expiry job's events, written set-based: the effects of `import_events` on the same
+    rows (the balance falls; the tier follows unless tiers.qualification holds it; each move in
+    tier history, pointing at its event; the members queued for the daemon; an event id already
+    recorded is skipped; an expiry above the balance is rejected and nothing is recorded),
+    without the staging a file needs, because the job's rows are checked already: known
+    members, each member's rows in time order. A round of reads (recorded ids, balances) and
+    executemany writes (events, tier history, members) per chunk, instead of a statement per row.
+    Point lots are the caller's (the job removes the lots it expired)."""
+    summary = ImportSummary(source=source, rows_read=len(expiries))
+    rejects = Rejects()
+    ladder = TierLadder.from_settings(settings.tiers)
+    e, m, t = events_table, members_table, tier_changes_table
+    dialect = connection.dialect
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    instant = UTCDateTime().bind_processor(dialect)
+    properties = e.c.properties.type.bind_processor(dialect)
+    at = instant(now) if instant else now
+    empty = properties({}) if properties else {}
+    insert_events = (f"INSERT INTO events (event_id, member_ref, type, occurred_at, points, properties, created_at) "
+                     f"VALUES ({', '.join([marker] * 7)})")
+    # the tier only where it changed: a column assigned is an index entry rewritten (ix_members_tier)
+    update_points = f"UPDATE members SET points = {marker}, updated_at = {marker} WHERE id = {marker}"
+    update_tiers = f"UPDATE members SET points = {marker}, tier = {marker}, updated_at = {marker} WHERE id = {marker}"
+    insert_changes = t.insert().from_select(
+        ["member_ref", "from_tier", "to_tier", "changed_at", "reason", "event_ref"],
+        sa.select(sa.bindparam("c_ref", type_=sa.Integer()), sa.bindparam("c_from", type_=sa.String()),
+                  sa.bindparam("c_to", type_=sa.String()), sa.bindparam("c_at", type_=UTCDateTime()),
+                  sa.bindparam("c_reason", type_=sa.String()), e.c.id)
+        .where(e.c.event_id == sa.bindparam("c_event", type_=sa.String())))
+    touched_refs: set[int] = set()
+    for start in range(0, len(expiries), EXPIRY_CHUNK):
+        chunk = expiries[start:start + EXPIRY_CHUNK]
+        known = set(connection.execute(
+            sa.select(e.c.event_id).where(e.c.event_id.in_([x.event_id for x in chunk]))).scalars())
+        summary.skipped += len(known)
+        chunk = [x for x in chunk if x.event_id not in known]
+        refs = sorted({x.member_ref for x in chunk})
+        states = {row.id: [row.member_id, row.points, row.tier, row.total_spend, row.tier] for row in connection.execute(
+            sa.select(m.c.id, m.c.member_id, m.c.points, m.c.tier, m.c.total_spend).where(m.c.id.in_(refs)))}
+        events: list[tuple[Any, ...]] = []
+        changes: list[dict[str, Any]] = []
+        for x in chunk:
+            state = states[x.member_ref]
+            member_id, points, tier, spend, _ = state
+            if points < x.points:
+                rejects.add(x.row_no, "points", f"expires {x.points} points but member '{member_id}' has "
+                                                f"{points} at {x.occurred_at:%Y-%m-%d %H:%M} UTC")
+                continue
+            points -= x.points
+            new_tier = tier if ladder.held else ladder.tier_for(points, spend)
+            if new_tier != tier:
+                changes.append({"c_ref": x.member_ref, "c_from": tier, "c_to": new_tier, "c_at": x.occurred_at,
+                                "c_reason": _reason("points_expired", None, None, -x.points),
+                                "c_event": x.event_id})
+            state[1], state[2] = points, new_tier
+            events.append((x.event_id, x.member_ref, "points_expired",
+                           instant(x.occurred_at) if instant else x.occurred_at, -x.points, empty, at))
+        if rejects:
+            break
+        if events:
+            connection.exec_driver_sql(insert_events, events)
+            summary.inserted += len(events)
+        if changes:
+            connection.execute(insert_changes, changes)
+            summary.tier_changes += len(changes)
+        written = sorted({x.member_ref for x in chunk})
+        moved = [ref for ref in written if states[ref][2] != states[ref][4]]
+        if moved:
+            connection.exec_driver_sql(update_tiers, [(states[ref][1], states[ref][2], at, ref) for ref in moved])
+        if len(moved) < len(written):
+            connection.exec_driver_sql(update_points, [(states[ref][1], at, ref) for ref in written
+                                                       if states[ref][2] == states[ref][4]])
+        summary.updated += len(written)
+        touched_refs.update(written)
+    rejects.raise_if_any(source)
+    touched.enqueue(connection, sorted(touched_refs), now, count=summary.inserted)
+    return summary
 
 
 def _reason(kind: str, amount: Decimal | None, currency: str | None, delta: int) -> str:

@@ -1,9 +1,10 @@
 """The expiry job: lots whose expiry has come become `points_expired` events.
 
 At `now`, every open lot with `expires_at <= now` is due. Per member and expiry instant, one
-`points_expired` event is recorded, at that instant, through the event import (so the balance
-falls, the tier follows when tiers are measured in points, tier history is written, and the
-daemon is told). Each event takes exactly the lots that expired (the oldest first, as a replay
+`points_expired` event is recorded, at that instant, by the event import's set-based
+`record_expiries` (so the balance falls, the tier follows when tiers are measured in points, tier
+history is written, and the daemon is told; a chunk of expiries per round of executemany writes,
+never a statement per event). Each event takes exactly the lots that expired (the oldest first, as a replay
 would), so those lots are deleted rather than every member's lots derived again. The job is idempotent: the lots it expired are
 gone, and its `event_id` (`lm-expired/<member>/<instant>`, then `/2`, `/3`... when a history
 imported later leaves more points to expire at an instant already recorded) is never applied
@@ -22,8 +23,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
-from ..importing.events import import_events
-from ..importing.readers import SourceRow
+from ..importing.events import Expiry, record_expiries
 from ..models import events_table, members_table, point_lots_table
 from .store import remove_expired
 
@@ -101,17 +101,18 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
             # Read whole before the import writes: SQLite cannot change a table while a statement
             # reading it is open on the same connection. One row per member and expiry instant.
             due = list(due_expiries(connection, now))
-            rows: list[SourceRow] = [
-                (number, {"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
-                          "type": "points_expired", "occurred_at": d.expires_at.isoformat(), "points": d.points})
-                for number, d in enumerate((d for d in due if d.points > 0), 1)]
-            summary, _ = import_events(connection, settings, iter(rows), source=SOURCE, now=now, rebuild=False)
+            recorded = [d for d in due if d.points > 0]
+            summary = record_expiries(connection, settings, [
+                Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
+                for number, d in enumerate(recorded, 1)], source=SOURCE, now=now)
             remove_expired(connection, settings, now, {d.member_ref for d in due if d.partial})
-            report.members = len({row["member_id"] for _, row in rows})
-            report.points = sum(row["points"] for _, row in rows)
+            report.members = len({d.member_ref for d in recorded})
+            report.points = sum(d.points for d in recorded)
             report.events, report.tier_changes = summary.inserted, summary.tier_changes
             if keep:
-                report.expired = [row for _, row in rows]
+                report.expired = [{"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
+                                   "type": "points_expired", "occurred_at": d.expires_at.isoformat(),
+                                   "points": d.points} for d in recorded]
             if dry_run:
                 transaction.rollback()
             else:

@@ -31,6 +31,7 @@ from sqlalchemy.sql.expression import UnaryExpression
 
 from ..models import (UTCDateTime, events_table, member_topics_table, members_table, point_lots_table, sends_table,
                       tracking_events_table)
+from ..durations import Duration
 from ..tiers import TierLadder
 from .fields import NPS_CATEGORIES
 from .spec import (
@@ -291,11 +292,19 @@ class _Compiler:
                    .where(e.c.member_ref == m.c.id, e.c.occurred_at > m.c.tier_period_start,
                           e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
                    .scalar_subquery())
-        levels = self.ctx.ladder.levels
-        whens = [(m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)) - measure)
-                 for level in levels[1:]]
-        short = sa.case(*whens)
-        return sa.case((m.c.tier_period_start.is_(None), None), (short < 0, 0), else_=short)
+        levels = self.ctx.ladder.levels[1:]
+        if not levels:
+            return sa.null()
+        # The measure appears once: each copy of a correlated subquery is evaluated on its own
+        # (a CASE per tier, and again for the floor at 0, read each member's events six times).
+        threshold = sa.case(*((m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)))
+                              for level in levels))
+        short = threshold - measure
+        floor = sa.func.max if self.ctx.dialect == "sqlite" else sa.func.greatest  # scalar max of two
+        return sa.case((m.c.tier_period_start.is_(None), None),
+                       (m.c.tier.in_([level.name for level in levels]),
+                        floor(short, sa.literal(0), type_=sa.Numeric(18, 2))),
+                       else_=None)
 
     def money(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # SQLite stores whole amounts as integers; divide as real numbers, not integers.
@@ -354,14 +363,21 @@ class _Compiler:
                            column <= sa.literal(ctx.at, UTCDateTime()))
         if op.name == "older_than":
             return column < sa.literal(op.value.before(ctx.at), UTCDateTime())
+        if op.name == "within_next":
+            return self.within_next(column, op.value)
         return _ordered(column, op, lambda v: sa.literal(v.resolve(ctx.at, ctx.zone), UTCDateTime()))
+
+    def within_next(self, column: sa.ColumnElement[Any], ahead: Duration) -> sa.ColumnElement[bool]:
+        """A time that lies ahead (a tier review, the next expiry): `within_next: 30 days` is from
+        `at` up to 30 days after it, both ends included (calendar months and years, as `within`)."""
+        return sa.and_(column >= sa.literal(self.ctx.at, UTCDateTime()),
+                       column <= sa.literal(ahead.after(self.ctx.at), UTCDateTime()))
 
     def expiry_time_op(self, column: sa.ColumnElement[Any], op: Op) -> sa.ColumnElement[bool]:
         """A future instant (the next expiry): `within_next: 30 days` is from now to 30 days ahead."""
         ctx = self.ctx
         if op.name == "within_next":
-            return sa.and_(column >= sa.literal(ctx.at, UTCDateTime()),
-                           column <= sa.literal(op.value.after(ctx.at), UTCDateTime()))
+            return self.within_next(column, op.value)
         return _ordered(column, op, lambda v: sa.literal(v.resolve(ctx.at, ctx.zone), UTCDateTime()))
 
     # -- points that expire ------------------------------------------------------------------
@@ -384,10 +400,13 @@ class _Compiler:
         return self._grouped_membership(query, lots.c.member_ref, sa.func.sum(lots.c.remaining), ops)
 
     def narrow_window(self, op: Op) -> bool:
-        """Does this time condition select only a recent slice (from at most 31 days before `at`)?"""
+        """Does this time condition select only a recent slice (from at most 31 days before `at`),
+        or a near one ahead (up to at most 31 days after it)?"""
         earliest = self.ctx.at - NARROW_WINDOW
         if op.name == "within":
             return op.value.before(self.ctx.at) >= earliest
+        if op.name == "within_next":
+            return op.value.after(self.ctx.at) <= self.ctx.at + NARROW_WINDOW
         if op.name in ("after", "since"):
             return op.value.resolve(self.ctx.at, self.ctx.zone) >= earliest
         if op.name == "between":

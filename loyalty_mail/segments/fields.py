@@ -11,6 +11,8 @@ from dataclasses import dataclass
 TEXT_OPS = ("eq", "ne", "in", "not_in", "contains", "starts_with", "is_set", "is_null")
 NUMBER_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "is_set", "is_null")
 TIME_OPS = ("before", "after", "since", "within", "older_than", "between", "is_set", "is_null")
+# A time that lies ahead (a review, an expiry) also takes within_next: from now up to N ahead.
+FUTURE_TIME_OPS = TIME_OPS + ("within_next",)
 DATE_OPS = ("before", "after", "since", "between", "anniversary", "is_set", "is_null")
 BOOL_OPS = ("eq", "is_set", "is_null")
 TIER_OPS = ("eq", "ne", "in", "not_in", "at_least", "at_most", "above", "below")
@@ -72,8 +74,9 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
        "customer lifetime value: average order value x purchases per year x segments.clv_years"),
     _f("points_to_next_tier", "derived_number", NUMBER_OPS, None,
        "points (or spend, with tiers.basis: spend) still needed for the next tier; null at the top"),
-    _f("tier_review_at", "time", TIME_OPS, "tier_review_at",
-       "when the member's tier is next reviewed (tiers.qualification); null at the lowest tier"),
+    _f("tier_review_at", "time", FUTURE_TIME_OPS, "tier_review_at",
+       "when the member's tier is next reviewed (tiers.qualification); null at the lowest tier; "
+       "within_next: 30 days is from now to 30 days ahead"),
     _f("needed_to_keep_tier", "derived_number", NUMBER_OPS, None,
        "spend (or points earned) still needed by the review to keep the tier; 0 once re-qualified"),
     _f("affordable_rewards", "derived_number", NUMBER_OPS, None,
