@@ -19,6 +19,7 @@ and `Premailer._style_to_basic_html_attributes`; tests pin them to the versions 
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,17 @@ import premailer
 from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
+
+# How premailer is run everywhere: per email, for `check`'s comparison, and as the reference.
+PREMAILER_OPTIONS = dict(
+    strip_important=False,       # keep `!important` in mobile @media rules
+    allow_network=False,         # never fetch a stylesheet named by a template
+    allow_loading_external_files=False,
+    keep_style_tags=False,       # leftover rules (@media, :hover) stay in one <style>
+    exclude_pseudoclasses=True,
+    disable_validation=True,
+    cssutils_logging_level=logging.CRITICAL,
+)
 
 MARK = "data-lm-style"
 BASIC_ATTRIBUTES = ("align", "valign", "bgcolor", "width", "height")
@@ -176,7 +188,6 @@ def restyle(element: Any, plan: ElementPlan, rules: list[Rule], inliner: Any) ->
 
 
 def _options() -> dict[str, Any]:
-    from .inlining import PREMAILER_OPTIONS
     return dict(PREMAILER_OPTIONS)
 
 

@@ -29,19 +29,9 @@ import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
 
-from .cascade import Restyler, Unplannable, plan
+from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan
 from .links import Replace, rewrite_tree
 from .jinja_source import Construct, constructs
-
-PREMAILER_OPTIONS = dict(
-    strip_important=False,       # keep `!important` in mobile @media rules
-    allow_network=False,         # never fetch a stylesheet named by a template
-    allow_loading_external_files=False,
-    keep_style_tags=False,       # leftover rules (@media, :hover) stay in one <style>
-    exclude_pseudoclasses=True,
-    disable_validation=True,
-    cssutils_logging_level=logging.CRITICAL,
-)
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
