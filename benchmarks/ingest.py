@@ -7,8 +7,9 @@ uvicorn process) on 127.0.0.1, then the rows counted in the database.
 
 Batched: POST /v1/events with 1,000 purchases a request, one request after another, for
 --seconds; events/s counts events acknowledged (200). The naive path in the same run: the same
-requests to a small Starlette app defined here that applies each event of a batch in its own
-transaction, through the same importer (`api.ingest.apply`), run by uvicorn the same way.
+requests to a small Starlette app defined here that applies each event as a first version would
+(ORM lookups, one ORM insert, the member's totals and tier, a commit per event), run by uvicorn
+the same way.
 Single: --concurrency clients (HTTP/1.1 keep-alive) each POSTing one event a request; req/s and
 p50/p99 latency of acknowledged requests, measured by the client (httpx in this process, then,
 when it is installed, wrk: a C client that leaves the cores to the server). In process: the same requests
@@ -76,18 +77,46 @@ def wait_for(url: str) -> None:
 
 
 def naive_app(project: str, url: str):  # noqa: ANN201 - a Starlette app
-    """POST /v1/events: each event of the body applied in its own transaction, same importer."""
+    """POST /v1/events as a first version would write it: for each event of the body, an ORM
+    lookup of the member and of the event id, one ORM insert, the member's points, spend, count
+    and tier updated, and a commit."""
+    from decimal import Decimal
+
+    from sqlmodel import Session, select
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
     from loyalty_mail import db
-    from loyalty_mail.api import ingest
     from loyalty_mail.config import load_settings
+    from loyalty_mail.models import Event, Member
+    from loyalty_mail.tiers import TierLadder
 
     settings = load_settings(Path(project), environ={"LOYALTY_MAIL_SECRET": SECRET})
     engine = db.create_db_engine(url)
+    ladder = TierLadder.from_settings(settings.tiers)
+    rate = Decimal(str(settings.program.points_per_currency_unit))
+
+    def apply_one(session: Session, item: dict[str, Any]) -> int:
+        member = session.exec(select(Member).where(Member.member_id == item["member_id"])).first()
+        if member is None or session.exec(select(Event.id).where(Event.event_id == item["event_id"])).first():
+            return 0
+        amount = Decimal(str(item["amount"]))
+        points = int(amount * rate)
+        now = datetime.now(timezone.utc)
+        session.add(Event(event_id=item["event_id"], member_ref=member.id, type=item["type"],
+                          occurred_at=datetime.fromisoformat(item["occurred_at"]), amount=amount,
+                          currency=item.get("currency"), points=points, properties={}, created_at=now))
+        member.points += points
+        member.total_spend += amount
+        member.purchase_count += 1
+        member.last_purchase_at = datetime.fromisoformat(item["occurred_at"])
+        member.tier = ladder.tier_for(member.points, member.total_spend)
+        member.updated_at = now
+        session.add(member)
+        session.commit()
+        return 1
 
     async def events(request: Request) -> JSONResponse:
         body = json.loads(await request.body())
@@ -95,12 +124,8 @@ def naive_app(project: str, url: str):  # noqa: ANN201 - a Starlette app
         inserted = 0
 
         def apply_each() -> int:
-            count = 0
-            for index, item in enumerate(items):
-                outcome = ingest.apply(engine, settings, events=[ingest.source_row(index, item)],
-                                       now=datetime.now(timezone.utc))
-                count += outcome.events_inserted
-            return count
+            with Session(engine) as session:
+                return sum(apply_one(session, item) for item in items)
 
         from starlette.concurrency import run_in_threadpool
         inserted = await run_in_threadpool(apply_each)

@@ -263,6 +263,7 @@ _UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
     updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
 )
 _INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
+_INSERT_PLAIN = events_table.insert()
 _STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
                   _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
 # One row: the member's state (all None for an unknown member) and whether the event_id is applied.
@@ -371,12 +372,29 @@ class _Applier:
             "created_at": self.now,
         }
 
+    def _insert(self, events: list[dict[str, Any]], need_ids: bool) -> list[int]:
+        """Insert `events` in order; their ids when `need_ids`. SQLite's RETURNING with the
+        parameters' order kept inserts one row a statement, so there the rows go in by
+        executemany and their ids are read back: this transaction holds the write lock, so the
+        rows above the largest id before it are its own, in the order inserted."""
+        ids: list[int] = []
+        if self.connection.dialect.name != "sqlite":
+            for start in range(0, len(events), BATCH_ROWS):
+                ids += self.connection.execute(_INSERT_EVENTS, events[start:start + BATCH_ROWS]).scalars().all()
+            return ids
+        e = events_table
+        before = self.connection.execute(sa.select(sa.func.coalesce(sa.func.max(e.c.id), 0))).scalar_one() \
+            if need_ids else 0
+        for start in range(0, len(events), BATCH_ROWS):
+            self.connection.execute(_INSERT_PLAIN, events[start:start + BATCH_ROWS])
+        if need_ids:
+            ids = list(self.connection.execute(sa.select(e.c.id).where(e.c.id > before).order_by(e.c.id)).scalars())
+            assert len(ids) == len(events), "rows of another transaction among this one's"
+        return ids
+
     def write(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
                states: list[_MemberState]) -> None:
-        ids: list[int] = []
-        for start in range(0, len(events), BATCH_ROWS):
-            result = self.connection.execute(_INSERT_EVENTS, events[start:start + BATCH_ROWS])
-            ids += result.scalars().all()
+        ids = self._insert(events, need_ids=bool(changes))
         self.summary.inserted += len(events)
         if changes:
             self.connection.execute(tier_changes_table.insert(),
