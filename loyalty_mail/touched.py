@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,9 +47,27 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
             return
         connection.execute(_INSERT, rows)
     if connection.dialect.name == "postgresql":
-        connection.execute(_NOTIFY)
+        if connection.info.get(_DEFERRED):
+            connection.info[_DUE] = True
+        else:
+            connection.execute(_NOTIFY)
 
 
+@contextmanager
+def one_notify(connection: sa.Connection) -> Iterator[None]:
+    """PostgreSQL: the enqueues inside send one NOTIFY, at the end (a group writer's many
+    requests in one transaction; the listener wakes once per commit anyway)."""
+    connection.info[_DEFERRED] = True
+    try:
+        yield
+        if connection.info.pop(_DUE, False):
+            connection.execute(_NOTIFY)
+    finally:
+        connection.info.pop(_DEFERRED, None)
+        connection.info.pop(_DUE, None)
+
+
+_DEFERRED, _DUE = "loyalty_mail.touched.defer_notify", "loyalty_mail.touched.notify_due"
 _INSERT = touched_members_table.insert()
 _NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, ""))
 

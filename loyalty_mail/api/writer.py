@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from .. import db
+from .. import db, touched
 
 T = TypeVar("T")
 # Requests in one transaction; more wait for the next. PostgreSQL keeps the ids of at most 64
@@ -153,7 +153,7 @@ class GroupWriter:
     def _write(self, group: list[_Request[Any]], engine: sa.Engine) -> None:
         self.groups += 1
         try:
-            with engine.connect() as conn, conn.begin():
+            with engine.connect() as conn, conn.begin(), touched.one_notify(conn):
                 transaction = Transaction(conn)
                 for request in group:
                     _run_in_savepoint(transaction, request)
