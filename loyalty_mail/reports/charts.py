@@ -35,6 +35,18 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> Markup:
                   f'<title>{escape(title)}</title>{"".join(body)}</svg></figure>')
 
 
+def room_for(labels: Sequence[str], least: int = 150, most: int = 320) -> int:
+    """Room for the longest category label at the charts' 12px font (about 7px a character),
+    between `least` and `most`; a longer label is shortened by `_fit`."""
+    return min(max(least, 7 * max(map(len, labels), default=0) + 16), most)
+
+
+def _fit(label: str, width: int) -> str:
+    """`label` cut with an ellipsis to what `width` pixels hold (the full label stays in a title)."""
+    room = max((width - 16) // 7, 4)
+    return label if len(label) <= room else label[:room - 1] + "\u2026"
+
+
 def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
     parts = []
     for index, name in enumerate(names):
@@ -45,8 +57,11 @@ def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
 
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-              fmt: Callable[[float], str] = percent, width: int = 640, label_width: int = 150) -> Markup:
-    """Horizontal bars: one group per category, one bar per series (None: no bar, shown as '-')."""
+              fmt: Callable[[float], str] = percent, width: int = 640, label_width: int | None = None) -> Markup:
+    """Horizontal bars: one group per category, one bar per series (None: no bar, shown as '-').
+    `label_width` defaults to room for the longest category."""
+    if label_width is None:
+        label_width = room_for(categories)
     bar, gap = 14, 10
     group = bar * len(series) + gap
     height = 34 + group * len(categories) + 10
@@ -56,7 +71,8 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[tuple[str,
     body = _legend([name for name, _ in series], label_width, 16)
     for row, category in enumerate(categories):
         y0 = 30 + row * group
-        body.append(f'<text x="{label_width - 8}" y="{y0 + group / 2}" text-anchor="end">{escape(category)}</text>')
+        body.append(f'<text x="{label_width - 8}" y="{y0 + group / 2}" text-anchor="end">{escape(_fit(category, label_width))}'
+                    f'<title>{escape(category)}</title></text>')
         for index, (_, vs) in enumerate(series):
             value = vs[row]
             y = y0 + index * bar
@@ -72,7 +88,7 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[tuple[str,
 def interval_chart(title: str, rows: Sequence[tuple[str, float, float, float, bool]], width: int = 640) -> Markup:
     """One estimate per row with its interval as an error bar, and a line at zero.
     Rows: (label, estimate, low, high, flagged); flagged rows (small samples) are drawn hollow."""
-    label_width, step = 150, 34
+    label_width, step = room_for([r[0] for r in rows]), 34
     height = 40 + step * len(rows)
     low = min([0.0, *(r[2] for r in rows)])
     high = max([0.0, *(r[3] for r in rows)])
@@ -88,7 +104,8 @@ def interval_chart(title: str, rows: Sequence[tuple[str, float, float, float, bo
         y = 24 + row * step
         fill = "#ffffff" if flagged else PALETTE[0]
         body.append(
-            f'<text x="{label_width - 8}" y="{y + 4}" text-anchor="end">{escape(label)}</text>'
+            f'<text x="{label_width - 8}" y="{y + 4}" text-anchor="end">{escape(_fit(label, label_width))}'
+            f'<title>{escape(label)}</title></text>'
             f'<line class="error-bar" x1="{x(lo):.1f}" y1="{y}" x2="{x(hi):.1f}" y2="{y}" stroke="{PALETTE[0]}" '
             f'stroke-width="2"/>'
             f'<line x1="{x(lo):.1f}" y1="{y - 6}" x2="{x(lo):.1f}" y2="{y + 6}" stroke="{PALETTE[0]}" stroke-width="2"/>'

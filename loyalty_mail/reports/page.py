@@ -94,7 +94,7 @@ def _funnel_chart(funnel: dict[str, Any]) -> Markup:
     return charts.bar_chart(f"Journey {funnel['flow']}: members at each step", labels,
                             [("members", [funnel["entered"], *(s["reached"] for s in funnel["steps"]),
                                           funnel["converted"]])],
-                            fmt=charts.count, label_width=min(max(150, 7 * max(map(len, labels)) + 16), 320))
+                            fmt=charts.count)
 
 
 def _charts(data: ReportData) -> dict[str, Markup]:
