@@ -102,7 +102,8 @@ def test_check_warns_when_the_secret_is_not_set(sqlite_program):
     unset = CliRunner(env={"LOYALTY_MAIL_SECRET": ""}).invoke(cli, argv, catch_exceptions=False)
     assert unset.exit_code == 0, unset.output
     warning = ("warning: tracking.secret is not set: sending (run --once, daemon, worker) and serve need it; "
-               "export LOYALTY_MAIL_SECRET (16 or more random characters)\n")
+               "export LOYALTY_MAIL_SECRET (use at least 32 random characters, e.g. from "
+               "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`)\n")
     assert warning in unset.stderr
     set_ = CliRunner(env={"LOYALTY_MAIL_SECRET": SECRET}).invoke(cli, argv, catch_exceptions=False)
     assert set_.exit_code == 0, set_.output

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from .. import db
+from .. import db, secret_policy
 from ..campaigns import load_campaigns, reference_problems
 from ..errors import ConfigError, TemplateError
 from ..flows import Planner
@@ -77,7 +77,7 @@ def check(obj: CliContext, strict: bool) -> None:
                f"database {db.display_url(obj.runtime.database_url)})")
     if not settings.tracking.secret:
         click.echo("warning: tracking.secret is not set: sending (run --once, daemon, worker) and serve "
-                   "need it; export LOYALTY_MAIL_SECRET (16 or more random characters)", err=True)
+                   f"need it; export LOYALTY_MAIL_SECRET ({secret_policy.ADVICE})", err=True)
     if settings.sending.bounces is not None and not settings.sending.bounces.password:
         click.echo("warning: the bounce mailbox's password is not set: `bounces poll` and the daemon's poll "
                    "need it; export the variable sending.bounces.password names", err=True)
