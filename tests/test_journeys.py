@@ -276,7 +276,7 @@ def test_journey_mistakes_come_with_their_line(program):
      "a journey tests each email on its own: put `variants:` (and `winner:`) on the send step"),
     ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: clashing, step: welcom}}, "
      "then: [{send: welcome_perks}]}}]", "",
-     "flow 'clashing': emails: step: 'welcom' is not a step of 'clashing' (steps: branch_"),
+     "flow 'clashing': emails: step: 'welcom' is not a step of 'clashing' (did you mean 'welcome'? steps: branch_"),
     ("[{send: welcome}, {branch: {if: {emails: {action: opened, flow: nosuchflow}}, "
      "then: [{send: welcome_perks}]}}]", "",
      "flow 'clashing': emails: flow: no flow 'nosuchflow'"),

@@ -21,6 +21,7 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import heapq
 from collections import Counter, defaultdict
@@ -256,8 +257,12 @@ class Planner:
                         target = self.journeys.get(email.flow)
                         steps = sorted(target.by_id) if target is not None else []
                         if email.step not in steps:
+                            close = difflib.get_close_matches(email.step, steps, n=1)
+                            hint = f"did you mean '{close[0]}'? " if close else ""
                             problems.append(f"flow '{journey.flow}': emails: step: '{email.step}' is not a step of "
-                                            f"'{email.flow}' (steps: {', '.join(steps) or 'none: not a journey'})")
+                                            f"'{email.flow}' ({hint}steps: {', '.join(steps) or 'none: not a journey'}"
+                                            "; a step without an id: is named after its content, see README "
+                                            "\"Journeys\")")
         return list(dict.fromkeys(problems))
 
     @staticmethod
