@@ -235,3 +235,23 @@ def test_steps_an_edit_removed_come_after_the_journeys_steps(program):
     table = program.run("report", "--since", "2026-11-20", "--until", "2026-11-30", "--by", "flow,step",
                         "--format", "csv", at="2026-11-24T00:00:00+07:00")
     assert [line.split(",")[1] for line in table.output.splitlines()[1:]] == ["welcome_reminder", "welcome"]
+
+
+def test_a_variant_subject_after_a_wait_with_no_email_before_it_is_checked_without_the_trigger(program):
+    """A step decided on a later tick has no `event`: `check` refuses a variant's subject that uses
+    it, at the subject's line, rather than every send of that variant failing at delivery."""
+    journey(program, "  - name: late\n    trigger: welcome\n    steps:\n      - wait: 1 day\n"
+                     "      - id: hello\n        send: welcome\n"
+                     "        variants: [{name: a, subject: \"Hi {{ event.type }}\"}, {name: b, subject: B}]\n")
+    result = program.run("check")
+    assert result.exit_code == 1, result.output
+    line = len((program.dir / "config.yaml").read_text().splitlines())
+    assert f"config.yaml:{line}:" in result.output and "variant 'a' subject: undefined variable: event has no " \
+        "field 'type': the trigger's data is not there after a wait" in result.output, result.output
+    assert "Traceback" not in result.output
+    # Before the wait the trigger's data is there: the same subject is fine.
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("      - wait: 1 day\n", "").replace(
+        "variants:", "variants:").rstrip("\n") + "\n      - wait: 1 day\n")
+    result = program.run("check")
+    assert result.exit_code == 0, result.output

@@ -33,7 +33,7 @@ from ..transports import Transport, transport_for  # noqa: F401 - re-exported fo
 from . import ledger
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
-from .journey_spec import Journey, ab_test_name, describe, flow_journey, sends_without_trigger
+from .journey_spec import Journey, ab_test_name, describe, flow_journey, parse_journey, sends_without_trigger
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -112,11 +112,17 @@ def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Pro
     config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
     flows = config.value.get("flows") if isinstance(config.value, dict) else None
     tests: list[tuple[PathKey, str | None]] = []
+    untriggered: list[PathKey] = []
+    ladder = TierLadder.from_settings(settings.tiers)
     for i, f in enumerate(flows if isinstance(flows, list) else []):
         if isinstance(f, dict):
             tests.append((("flows", i), f.get("trigger")))
             tests += [(path, f.get("trigger")) for path in _tested_steps(f.get("steps"), ("flows", i, "steps"))]
-    problems = subject_problems(renderer.text_env, config, tests)
+            journey = parse_journey(str(f.get("name")), f["steps"], f.get("exit_when"), config, ("flows", i),
+                                    ladder)[0] if f.get("steps") is not None else None
+            if journey is not None:   # steps decided without the trigger's data (sends_without_trigger)
+                untriggered += [journey.paths[step.id] for step in sends_without_trigger(journey)]
+    problems = subject_problems(renderer.text_env, config, tests, untriggered)
     for path in campaign_files(settings.project_dir):
         doc = load_yaml_file(path, display_name=f"{CAMPAIGNS_DIR}/{path.name}", root=settings.project_dir)
         problems += subject_problems(renderer.text_env, doc, [((), "campaign")])
