@@ -161,6 +161,8 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     ("{send: welcome, variants: [{name: a, subject: A}, {name: b, template: nosuch}]}",
      "flow 'bad': no email template 'nosuch' in templates/"),
     ("{send: welcome, winner: {after: 100}}", "flow 'bad': step 'welcome': winner: needs variants: to choose from"),
+    ("{send: welcome, variants: [], winner: {after: 100}}",
+     "flow 'bad': step 'welcome': winner: needs variants: to choose from (variants: is empty)"),
     ("{send: welcome, variants: [{name: a, subject: A}, {name: b, subject: B}], winner: {metric: opens}}",
      "flow 'bad': step 'welcome': winner.metric: Input should be 'conversion_rate', 'click_rate' or 'open_rate' "
      "(found 'opens')"),

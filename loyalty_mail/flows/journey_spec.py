@@ -254,6 +254,10 @@ class _Parser:
 
     def test(self, value: dict[str, Any], path: PathKey, step: SendStep) -> SendStep | None:
         """A send step's A/B test (`variants:`, optional `winner:`), validated as a flow's."""
+        if not value.get("variants") and value.get("variants") is not None and value.get("winner") is not None:
+            self.fail(path + ("winner",), f"step '{step.id}': winner: needs variants: to choose from (variants: "
+                                          "is empty)", key=True)
+            return None
         if "variants" not in value:
             if "winner" in value:
                 self.fail(path + ("winner",), f"step '{step.id}': winner: needs variants: to choose from", key=True)
