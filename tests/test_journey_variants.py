@@ -257,3 +257,17 @@ def test_a_variant_subject_after_a_wait_with_no_email_before_it_is_checked_witho
         "variants:", "variants:").rstrip("\n") + "\n      - wait: 1 day\n")
     result = program.run("check")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("subject", ['"{{ member.first_name "', '"{{ member.first_name | nosuch }}"'])
+def test_a_variant_subject_that_does_not_parse_is_reported_at_its_line_in_config_yaml(program, subject):
+    journey(program, "  - name: bad\n    trigger: welcome\n    steps:\n"
+                     f"      - {{send: welcome, variants: [{{name: a, subject: {subject}}}, {{name: b, subject: B}}]}}\n")
+    result = program.run("check")
+    line = len((program.dir / "config.yaml").read_text().splitlines())
+    assert result.exit_code == 1 and f"config.yaml:{line}:55: variant 'a' subject: syntax error: " in result.output, \
+        result.output
+    assert "Traceback" not in result.output
+    dry = program.run("run", "--dry-run", at=JOINED)   # the run commands say the same
+    assert dry.exit_code == 1 and f"config.yaml:{line}:55: variant 'a' subject: syntax error: " in dry.output, \
+        dry.output

@@ -240,7 +240,7 @@ def test_bad_variants_are_reported_at_their_line(program):
                                      "subject: \"Hi {{ member.first_name\"}, {name: b, subject: B}]}", 1))
     result = program.run("check")
     assert result.exit_code == 1
-    assert "'welcome' variant 'a' subject:1: syntax error: unexpected end of template" in result.output
+    assert "config.yaml:25:36: variant 'a' subject: syntax error: unexpected end of template" in result.output
 
 
 def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program):
