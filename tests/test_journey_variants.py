@@ -271,3 +271,17 @@ def test_a_variant_subject_that_does_not_parse_is_reported_at_its_line_in_config
     dry = program.run("run", "--dry-run", at=JOINED)   # the run commands say the same
     assert dry.exit_code == 1 and f"config.yaml:{line}:55: variant 'a' subject: syntax error: " in dry.output, \
         dry.output
+
+
+def test_explain_names_the_variant_of_a_due_step_and_of_each_recorded_send(program):
+    journey(program, AB_SERIES)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    result = program.run("explain", "M1", "--at", "2026-11-21T10:10:00+07:00")
+    assert result.exit_code == 0, result.output
+    first = assign("series.welcome", "M1", FIRST)
+    reminder = assign("series.reminder", "M1", REMINDER)
+    assert (f"DUE welcome/reminder: series step 3: send welcome_reminder; scheduled for 2026-11-21T10:10:00+07:00; "
+            f"variant {reminder.name} (welcome_reminder)") in result.output, result.output
+    assert (f"recorded welcome/welcome: sent (2026-11-20 03:05 UTC): series step 1: send welcome; variant "
+            f"{first.name} ({first.template or 'welcome'})") in result.output, result.output

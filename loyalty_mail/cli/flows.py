@@ -11,6 +11,7 @@ import click
 
 from ..errors import LoyaltyMailError, NotFound
 from ..flows import FlowExplanation, Plan, build_planner, run_once, write_previews
+from ..flows.decisions import PlannedSend
 from ..flows.runner import check_flow_templates
 from ..transports import transport_for
 from ..flows.leadership import PlannerLock
@@ -194,16 +195,24 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
 
 def _explained(flow: FlowExplanation) -> list[str]:
     lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
-             + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
+             + (f" ({send.deferred})" if send.deferred else "")
+             + (f"; variant {send.variant.name} ({_variant_template(send)})" if send.variant else "")
+             for send in flow.due]
     lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
     lines += [position.summary() for position in flow.journey]
     lines += [leaving.summary() for leaving in flow.exits]
     lines += flow.exited
     lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
-              for row in flow.recorded]
+              + (f"; variant {row.variant} ({row.template})" if row.variant else "") for row in flow.recorded]
     if flow.reason:
         lines.append(flow.reason)
     return lines
+
+
+def _variant_template(send: PlannedSend) -> str | None:
+    """The email of a send's A/B variant: its own template, else the step's or the flow's."""
+    assert send.variant is not None
+    return send.variant.template or send.occurrence.template or send.occurrence.flow.template
 
 
 def _interval_option(func: Any) -> Any:
