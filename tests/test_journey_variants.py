@@ -120,6 +120,11 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     sends, winners = ledger(program)
     assert winners == [] and sends[(late_a[0], "welcome/welcome")] == ("a", "welcome")
     program.load("members", [member(late_a[1], joined_at="2026-11-22T10:00:00+07:00")], at="2026-11-22T10:00:00+07:00")
+    # The dry run shows what the run will do: the winner it would record first, recording nothing.
+    dry = {d["member_id"]: (d["variant"], d["template"]) for d in program.dry("2026-11-22T10:10:00+07:00")
+           if d["decision"] == "send" and d["occurrence"] == "welcome/welcome"}
+    assert dry == {late_a[1]: ("b", "welcome_perks")}
+    assert ledger(program)[1] == []
     result = program.run("run", "--once", at="2026-11-22T10:10:00+07:00")    # 20: b wins
     assert result.exit_code == 0, result.output
     assert "A/B test series.welcome: variant b wins on conversion_rate; new members get it" in result.output

@@ -19,7 +19,8 @@ from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
 from ..tracking.bounces import poll_bounces_logged
 from ..campaigns import load_campaigns
-from ..reports.variants import settle_winners
+from ..flows.variants import write_winner
+from ..reports.variants import due_winners, settle_winners
 from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -118,8 +119,14 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     now = resolve_at(runtime, at)
     if dry_run:
         keep = output_format == "json" or out is not None  # the table needs only the counts
+        def winners_due(conn: Any) -> None:   # as run --once would record them first
+            for winner in due_winners(conn, settings, now):
+                write_winner(conn, winner)
+                click.echo(f"A/B test {winner.flow}: variant {winner.variant} would win on {winner.metric}; "
+                           "new members would get it", err=True)
+
         plan = planner.plan_in(engine, now, review=True, flows=list(flows) or None,
-                               plan=Plan(now, keep=keep))
+                               plan=Plan(now, keep=keep), before=winners_due)
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         if out is not None:
