@@ -124,6 +124,8 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     dry = {d["member_id"]: (d["variant"], d["template"]) for d in program.dry("2026-11-22T10:10:00+07:00")
            if d["decision"] == "send" and d["occurrence"] == "welcome/welcome"}
     assert dry == {late_a[1]: ("b", "welcome_perks")}
+    explained = program.run("explain", late_a[1], "--at", "2026-11-22T10:10:00+07:00")
+    assert "send welcome; scheduled for 2026-11-22T10:10:00+07:00; variant b (welcome_perks)" in explained.output
     assert ledger(program)[1] == []
     result = program.run("run", "--once", at="2026-11-22T10:10:00+07:00")    # 20: b wins
     assert result.exit_code == 0, result.output

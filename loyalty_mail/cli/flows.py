@@ -190,7 +190,10 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
     planner = build_planner(runtime.settings, engine.dialect.name)
     now = resolve_at(runtime, at)
     with engine.connect() as conn:
+        for winner in due_winners(conn, runtime.settings, now):   # as run --once records them, rolled back
+            write_winner(conn, winner)
         answer = planner.explain(conn, member_id, now)
+        conn.rollback()
     member = answer.member
     click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
                f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {now.isoformat()}")
