@@ -120,6 +120,13 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     sends, winners = ledger(program)
     assert winners == [] and sends[(late_a[0], "welcome/welcome")] == ("a", "welcome")
     program.load("members", [member(late_a[1], joined_at="2026-11-22T10:00:00+07:00")], at="2026-11-22T10:00:00+07:00")
+    # The dry run shows what the run will do: the winner it would record first, recording nothing.
+    dry = {d["member_id"]: (d["variant"], d["template"]) for d in program.dry("2026-11-22T10:10:00+07:00")
+           if d["decision"] == "send" and d["occurrence"] == "welcome/welcome"}
+    assert dry == {late_a[1]: ("b", "welcome_perks")}
+    explained = program.run("explain", late_a[1], "--at", "2026-11-22T10:10:00+07:00")
+    assert "send welcome; scheduled for 2026-11-22T10:10:00+07:00; variant b (welcome_perks)" in explained.output
+    assert ledger(program)[1] == []
     result = program.run("run", "--once", at="2026-11-22T10:10:00+07:00")    # 20: b wins
     assert result.exit_code == 0, result.output
     assert "A/B test series.welcome: variant b wins on conversion_rate; new members get it" in result.output
@@ -161,6 +168,8 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     ("{send: welcome, variants: [{name: a, subject: A}, {name: b, template: nosuch}]}",
      "flow 'bad': no email template 'nosuch' in templates/"),
     ("{send: welcome, winner: {after: 100}}", "flow 'bad': step 'welcome': winner: needs variants: to choose from"),
+    ("{send: welcome, variants: [], winner: {after: 100}}",
+     "flow 'bad': step 'welcome': winner: needs variants: to choose from (variants: is empty)"),
     ("{send: welcome, variants: [{name: a, subject: A}, {name: b, subject: B}], winner: {metric: opens}}",
      "flow 'bad': step 'welcome': winner.metric: Input should be 'conversion_rate', 'click_rate' or 'open_rate' "
      "(found 'opens')"),
@@ -235,3 +244,51 @@ def test_steps_an_edit_removed_come_after_the_journeys_steps(program):
     table = program.run("report", "--since", "2026-11-20", "--until", "2026-11-30", "--by", "flow,step",
                         "--format", "csv", at="2026-11-24T00:00:00+07:00")
     assert [line.split(",")[1] for line in table.output.splitlines()[1:]] == ["welcome_reminder", "welcome"]
+
+
+def test_a_variant_subject_after_a_wait_with_no_email_before_it_is_checked_without_the_trigger(program):
+    """A step decided on a later tick has no `event`: `check` refuses a variant's subject that uses
+    it, at the subject's line, rather than every send of that variant failing at delivery."""
+    journey(program, "  - name: late\n    trigger: welcome\n    steps:\n      - wait: 1 day\n"
+                     "      - id: hello\n        send: welcome\n"
+                     "        variants: [{name: a, subject: \"Hi {{ event.type }}\"}, {name: b, subject: B}]\n")
+    result = program.run("check")
+    assert result.exit_code == 1, result.output
+    line = len((program.dir / "config.yaml").read_text().splitlines())
+    assert f"config.yaml:{line}:" in result.output and "variant 'a' subject: undefined variable: event has no " \
+        "field 'type': the trigger's data is not there after a wait" in result.output, result.output
+    assert "Traceback" not in result.output
+    # Before the wait the trigger's data is there: the same subject is fine.
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("      - wait: 1 day\n", "").replace(
+        "variants:", "variants:").rstrip("\n") + "\n      - wait: 1 day\n")
+    result = program.run("check")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("subject", ['"{{ member.first_name "', '"{{ member.first_name | nosuch }}"'])
+def test_a_variant_subject_that_does_not_parse_is_reported_at_its_line_in_config_yaml(program, subject):
+    journey(program, "  - name: bad\n    trigger: welcome\n    steps:\n"
+                     f"      - {{send: welcome, variants: [{{name: a, subject: {subject}}}, {{name: b, subject: B}}]}}\n")
+    result = program.run("check")
+    line = len((program.dir / "config.yaml").read_text().splitlines())
+    assert result.exit_code == 1 and f"config.yaml:{line}:55: variant 'a' subject: syntax error: " in result.output, \
+        result.output
+    assert "Traceback" not in result.output
+    dry = program.run("run", "--dry-run", at=JOINED)   # the run commands say the same
+    assert dry.exit_code == 1 and f"config.yaml:{line}:55: variant 'a' subject: syntax error: " in dry.output, \
+        dry.output
+
+
+def test_explain_names_the_variant_of_a_due_step_and_of_each_recorded_send(program):
+    journey(program, AB_SERIES)
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    result = program.run("explain", "M1", "--at", "2026-11-21T10:10:00+07:00")
+    assert result.exit_code == 0, result.output
+    first = assign("series.welcome", "M1", FIRST)
+    reminder = assign("series.reminder", "M1", REMINDER)
+    assert (f"DUE welcome/reminder: series step 3: send welcome_reminder; scheduled for 2026-11-21T10:10:00+07:00; "
+            f"variant {reminder.name} (welcome_reminder)") in result.output, result.output
+    assert (f"recorded welcome/welcome: sent (2026-11-20 03:05 UTC): series step 1: send welcome; variant "
+            f"{first.name} ({first.template or 'welcome'})") in result.output, result.output

@@ -484,6 +484,38 @@ def _funnel_program(program: Program) -> tuple[list[str], str]:
     return [a, b, c, d, e], h
 
 
+def test_an_entry_email_the_frequency_cap_holds_back_after_a_branch_keeps_the_triggers_data(program):
+    """A journey whose first email comes after a branch: the cap holds it back at entry (another
+    journey's email took the day). Next day it is sent with the trigger's data (the milestone's
+    threshold), not without it: the entry is recorded only once an email carries that data."""
+    journey(program, """\
+  - name: first
+    trigger: milestone
+    thresholds: [1000]
+    priority: 90
+    quiet_hours: false
+    steps:
+      - send: milestone
+  - name: second
+    trigger: milestone
+    thresholds: [1000]
+    priority: 10
+    quiet_hours: false
+    steps:
+      - branch: {if: {points: {gte: 0}}, then: [{id: t, send: milestone}]}
+""")
+    program.load("members", [member("M1", joined_at="2026-11-20T08:00:00+07:00")], at="2026-11-20T08:00:00+07:00")
+    program.load("events", [{"member_id": "M1", "type": "points_earned", "points": 1500, "event_id": "e1",
+                             "occurred_at": "2026-11-20T09:00:00+07:00"}], at="2026-11-20T09:00:00+07:00")
+    once(program, "2026-11-20T10:05:00+07:00")
+    assert [(f, k, s) for f, k, s in program.sends()] == [("first", "points:1000/milestone", "sent")]
+    dry = [d for d in program.dry("2026-11-21T10:10:00+07:00", "second") if d["decision"] == "send"]
+    assert [d["occurrence"] for d in dry] == ["points:1000/t"]
+    result = program.run("run", "--once", at="2026-11-21T10:10:00+07:00")
+    assert result.exit_code == 0, result.output
+    assert program.sends() == [("first", "points:1000/milestone", "sent"), ("second", "points:1000/t", "sent")]
+
+
 def test_the_journey_funnel_counts_entries_steps_exits_and_conversions(program):
     """Five members enter, one is held out. a buys on day 1 (exit_when); b opens the welcome email
     (then-branch), waits for a purchase in vain and gets the nudge (completed); c does not open

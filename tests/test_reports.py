@@ -121,6 +121,8 @@ def test_groups_and_formats_agree(history, run):
     assert outside["rows"] == [] and outside["lift"] == []
     bad = run("report", "--by", "colour")
     assert bad.exit_code == 1 and "unknown group colour" in bad.stderr
+    twice = run("report", "--by", "flow,step,flow")   # one column named twice, in every format
+    assert twice.exit_code == 1 and "group flow given twice" in twice.stderr and "Traceback" not in twice.stderr
 
 
 def test_program_health(history, run):

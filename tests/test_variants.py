@@ -240,7 +240,7 @@ def test_bad_variants_are_reported_at_their_line(program):
                                      "subject: \"Hi {{ member.first_name\"}, {name: b, subject: B}]}", 1))
     result = program.run("check")
     assert result.exit_code == 1
-    assert "'welcome' variant 'a' subject:1: syntax error: unexpected end of template" in result.output
+    assert "config.yaml:25:36: variant 'a' subject: syntax error: unexpected end of template" in result.output
 
 
 def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program):
@@ -265,6 +265,13 @@ def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program
             "fields)") in result.output
     assert "variant 'a'" not in result.output
     assert program.run("campaigns", "schedule", "sale").exit_code == 1
+    (folder / "sale.yaml").write_text('template: reengagement\nat: "2026-12-05 09:00"\nvariants:\n'
+                                      '  - {name: a, subject: "{{ occurrence.campaign | nosuch }}"}\n'
+                                      '  - {name: b, subject: B}\n')
+    for args in (("check",), ("campaigns", "schedule", "sale")):   # a subject that does not parse: its line
+        result = program.run(*args)
+        assert result.exit_code == 1 and ("campaigns/sale.yaml:4:24: variant 'a' subject: syntax error: No filter "
+                                          "named 'nosuch'") in result.output, result.output
 
 
 def test_a_winner_must_beat_every_configured_variant_including_one_with_no_sends():

@@ -29,10 +29,10 @@ def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
                                          {t.name for t in settings.topics})
     if problems:
         raise ConfigError(problems)
-    check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())
-    problems = variant_subject_problems(settings, obj.runtime.renderer())
+    problems = variant_subject_problems(settings, obj.runtime.renderer())   # each at its line, syntax too
     if problems:
         raise ConfigError(problems)
+    check_variant_subjects((c.as_flow() for c in found.values()), obj.runtime.renderer())
     return found
 
 

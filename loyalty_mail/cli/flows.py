@@ -11,6 +11,7 @@ import click
 
 from ..errors import LoyaltyMailError, NotFound
 from ..flows import FlowExplanation, Plan, build_planner, run_once, write_previews
+from ..flows.decisions import PlannedSend
 from ..flows.runner import check_flow_templates
 from ..transports import transport_for
 from ..flows.leadership import PlannerLock
@@ -18,7 +19,8 @@ from ..flows.runner import dispatch_once
 from ..flows.scheduler import flow_schedules, run_daemon
 from ..tracking.bounces import poll_bounces_logged
 from ..campaigns import load_campaigns
-from ..reports.variants import settle_winners
+from ..flows.variants import write_winner
+from ..reports.variants import due_winners, settle_winners
 from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -117,8 +119,14 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
     now = resolve_at(runtime, at)
     if dry_run:
         keep = output_format == "json" or out is not None  # the table needs only the counts
+        def winners_due(conn: Any) -> None:   # as run --once would record them first
+            for winner in due_winners(conn, settings, now):
+                write_winner(conn, winner)
+                click.echo(f"A/B test {winner.flow}: variant {winner.variant} would win on {winner.metric}; "
+                           "new members would get it", err=True)
+
         plan = planner.plan_in(engine, now, review=True, flows=list(flows) or None,
-                               plan=Plan(now, keep=keep))
+                               plan=Plan(now, keep=keep), before=winners_due)
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         if out is not None:
@@ -182,7 +190,10 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
     planner = build_planner(runtime.settings, engine.dialect.name)
     now = resolve_at(runtime, at)
     with engine.connect() as conn:
+        for winner in due_winners(conn, runtime.settings, now):   # as run --once records them, rolled back
+            write_winner(conn, winner)
         answer = planner.explain(conn, member_id, now)
+        conn.rollback()
     member = answer.member
     click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
                f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {now.isoformat()}")
@@ -194,16 +205,24 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
 
 def _explained(flow: FlowExplanation) -> list[str]:
     lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
-             + (f" ({send.deferred})" if send.deferred else "") for send in flow.due]
+             + (f" ({send.deferred})" if send.deferred else "")
+             + (f"; variant {send.variant.name} ({_variant_template(send)})" if send.variant else "")
+             for send in flow.due]
     lines += [f"not sent {skip.occurrence.key}: {skip.reason}" for skip in flow.skipped]
     lines += [position.summary() for position in flow.journey]
     lines += [leaving.summary() for leaving in flow.exits]
     lines += flow.exited
     lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
-              for row in flow.recorded]
+              + (f"; variant {row.variant} ({row.template})" if row.variant else "") for row in flow.recorded]
     if flow.reason:
         lines.append(flow.reason)
     return lines
+
+
+def _variant_template(send: PlannedSend) -> str | None:
+    """The email of a send's A/B variant: its own template, else the step's or the flow's."""
+    assert send.variant is not None
+    return send.variant.template or send.occurrence.template or send.occurrence.flow.template
 
 
 def _interval_option(func: Any) -> Any:

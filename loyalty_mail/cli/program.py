@@ -106,10 +106,10 @@ def check(obj: CliContext, strict: bool) -> None:
                                    {t.name for t in settings.topics})
     if problems:
         raise ConfigError(problems)
-    check_variant_subjects((c.as_flow() for c in found.values()), renderer)
-    problems = variant_subject_problems(settings, renderer)
+    problems = variant_subject_problems(settings, renderer)   # each at its line, syntax errors too
     if problems:
         raise TemplateError(problems)
+    check_variant_subjects((c.as_flow() for c in found.values()), renderer)
     zone, now = settings.program.default_timezone, obj.runtime.now()
     for campaign in found.values():
         late = campaign.passed(campaign.last_send(zone, 1), now)  # the throttle's later members aside

@@ -86,6 +86,10 @@ def report(obj: CliContext, since: str | None, until: str | None, by: str, segme
     if unknown:
         raise click.BadParameter(f"unknown group {', '.join(unknown)} (groups: {', '.join(reports.GROUPS)})",
                                  param_hint="--by")
+    repeated = sorted({g for g in groups if groups.count(g) > 1})
+    if repeated:
+        raise click.BadParameter(f"group {', '.join(repeated)} given twice (e.g. --by flow,step,variant)",
+                                 param_hint="--by")
     if output_format == "html" and out is None and sys.stdout.isatty():
         raise click.UsageError("--format html writes a whole page: add --out FILE (e.g. --out report.html)")
     names = [n.strip() for n in (segment_names or "").split(",") if n.strip()]

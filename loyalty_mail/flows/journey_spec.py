@@ -93,6 +93,7 @@ class Journey:
     else_next: dict[str, str | None] = field(default_factory=dict)  # branch: it did not
     timeout_next: dict[str, str | None] = field(default_factory=dict)  # wait_until: timed out
     exit_text: str = ""   # exit_when as written: `{purchases: {count: {gte: 1}}}`
+    paths: dict[str, PathKey] = field(default_factory=dict)   # where each step is written
 
     @property
     def first(self) -> str:
@@ -134,8 +135,9 @@ def describe(step: Step) -> str:
     return "branch"
 
 
-def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "") -> Journey:
-    journey = Journey(flow, steps, exit_when, exit_text=exit_text)
+def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "",
+          paths: dict[str, PathKey] | None = None) -> Journey:
+    journey = Journey(flow, steps, exit_when, exit_text=exit_text, paths=dict(paths or {}))
 
     def walk(block: tuple[Step, ...], follow: str | None) -> str | None:
         """Number `block` and link it; returns its first step's id (or `follow` when empty)."""
@@ -162,6 +164,7 @@ class _Parser:
         self.explicit: set[str] = set()
         self.seen: dict[str, int] = {}
         self.derived: set[str] = set()  # every id given from content (`welcome`, `welcome_2`...)
+        self.paths: dict[str, PathKey] = {}
         self.count = 0
 
     def fail(self, path: PathKey, message: str, key: bool = False) -> None:
@@ -182,6 +185,12 @@ class _Parser:
         return tuple(out)
 
     def step(self, value: Any, path: PathKey, depth: int) -> Step | None:
+        step = self._step(value, path, depth)
+        if step is not None:
+            self.paths[step.id] = path
+        return step
+
+    def _step(self, value: Any, path: PathKey, depth: int) -> Step | None:
         self.count += 1
         if self.count > MAX_STEPS:
             if self.count == MAX_STEPS + 1:
@@ -245,6 +254,10 @@ class _Parser:
 
     def test(self, value: dict[str, Any], path: PathKey, step: SendStep) -> SendStep | None:
         """A send step's A/B test (`variants:`, optional `winner:`), validated as a flow's."""
+        if not value.get("variants") and value.get("variants") is not None and value.get("winner") is not None:
+            self.fail(path + ("winner",), f"step '{step.id}': winner: needs variants: to choose from (variants: "
+                                          "is empty)", key=True)
+            return None
         if "variants" not in value:
             if "winner" in value:
                 self.fail(path + ("winner",), f"step '{step.id}': winner: needs variants: to choose from", key=True)
@@ -366,7 +379,7 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
         return None, parser.problems
     text = yaml.safe_dump(exit_when, default_flow_style=True, width=10_000, sort_keys=False).strip() \
         if exit_when is not None else ""
-    return build(flow, typed, rule, text), []
+    return build(flow, typed, rule, text, parser.paths), []
 
 
 def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:

@@ -318,7 +318,7 @@ class Walker:
 
     def start(self, occ: Occurrence) -> None:
         """A trigger occurrence of an instance not started yet (its policy already passed)."""
-        self._walk(occ, occ.key, occ.data, self.journey.first, occ.due_at, None)
+        self._walk(occ, occ.key, occ.data, self.journey.first, occ.due_at, None, entering=True)
 
     def resume(self, occ: Occurrence) -> None:
         """An open instance: go on from its latest row."""
@@ -344,8 +344,13 @@ class Walker:
     # ---------------------------------------------------------------------------------------
 
     def _walk(self, occ: Occurrence, instance: str, data: dict[str, Any], cursor: str | None,
-              at: datetime, last: str | None, waiting: tuple[datetime, datetime] | None = None) -> None:
+              at: datetime, last: str | None, waiting: tuple[datetime, datetime] | None = None,
+              entering: bool = False) -> None:
+        """`entering`: the instance starts now. A later tick reads the trigger's data back from its
+        first email; until one is decided (planned, or recorded as skipped) nothing of the entry is
+        recorded when a send is held back (frequency cap, pause), so the trigger enters again."""
         journey, now, facts = self.journey, self.plan.now, self.facts
+        mark, carried = len(self.plan.steps), not entering
         zone_name = occ.timezone or self.zone_default
         zone = ZoneInfo(zone_name)
         note = ""
@@ -386,6 +391,7 @@ class Walker:
                     data={**(data or {"kind": "journey"}), "key": f"{instance}/{step.id}", "step": step.id},
                     template=step.template)
                 decided = self.decide_send(send_occ)
+                carried = carried or isinstance(decided, PlannedSend) or decided.record_as is not None
                 if isinstance(decided, PlannedSend):
                     self.plan.add_send(decided)
                     self._row(occ, instance, step.id, "planned", at, decided.scheduled_for, decided.reason)
@@ -394,6 +400,8 @@ class Walker:
                 self.plan.add_skip(decided)
                 if decided.record_as is None:      # frequency cap: decided again next time
                     note = decided.reason
+                    if not carried:   # no email holds the trigger's data: the entry is not recorded
+                        del self.plan.steps[mark:]
                     break
                 self._row(occ, instance, step.id, decided.record_as, at, at, decided.reason)
                 if decided.record_as == "suppressed":

@@ -140,15 +140,18 @@ class Entry:
     state: str
     scheduled_for: datetime
     reason: str | None
+    variant: str | None = None    # an A/B test's variant, with its template
+    template: str | None = None
 
 
 def history(conn: sa.Connection, member_ref: int, until: datetime) -> list[Entry]:
     """A member's ledger rows recorded by `until` (later ones had not happened then), oldest first."""
     s = sends_table
-    rows = conn.execute(sa.select(s.c.flow, s.c.occurrence_key, s.c.state, s.c.scheduled_for, s.c.reason)
+    rows = conn.execute(sa.select(s.c.flow, s.c.occurrence_key, s.c.state, s.c.scheduled_for, s.c.reason,
+                                  s.c.variant, s.c.template)
                         .where(s.c.member_ref == member_ref, s.c.created_at <= until)
                         .order_by(s.c.scheduled_for, s.c.id))
-    return [Entry(r.flow, r.occurrence_key, r.state, r.scheduled_for, r.reason) for r in rows]
+    return [Entry(r.flow, r.occurrence_key, r.state, r.scheduled_for, r.reason, r.variant, r.template) for r in rows]
 
 
 def expire_leases(engine: sa.Engine, now: datetime, lease: timedelta, max_attempts: int | None = None) -> int:

@@ -273,13 +273,17 @@ class Planner:
                 f"{', '.join(sorted(segments.segments)) or 'none'})"
                 for name in dict.fromkeys(names) if name not in segments.segments]
 
-    def plan_in(self, engine: sa.Engine, now: datetime, *, review: bool = False, **kwargs: Any) -> Plan:
+    def plan_in(self, engine: sa.Engine, now: datetime, *, review: bool = False,
+                before: Callable[[sa.Connection], None] | None = None, **kwargs: Any) -> Plan:
         """`plan` on a connection of its own (nothing it writes is kept). With `review`, the tier
-        review is applied first and rolled back with the rest: the dry run sees its moves."""
+        review is applied first and rolled back with the rest: the dry run sees its moves.
+        `before` writes on that connection first, rolled back too (the dry run's A/B winners)."""
         with engine.connect() as conn:
             if review:
                 tier_review.apply(conn, self.settings, now, members=kwargs.get("members"),
                                   since=now - self.settings.sending.lookback)
+            if before is not None:
+                before(conn)
             plan = self.plan(conn, now, **kwargs)
             conn.rollback()
         return plan

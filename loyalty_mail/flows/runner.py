@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from .. import tier_review
 from ..campaigns.spec import CAMPAIGNS_DIR, campaign_files
 from ..config import CONFIG_FILE, FlowSettings, Settings
-from ..errors import Problem
+from ..errors import Problem, TemplateError
 from ..members import member_profile
 from ..points.expiry import expire_points
 from ..rendering import Renderer
@@ -33,7 +33,7 @@ from ..transports import Transport, transport_for  # noqa: F401 - re-exported fo
 from . import ledger
 from .delivery import TickReport, deliver_due
 from .dispatchers import deliver_in_parallel
-from .journey_spec import Journey, ab_test_name, describe, flow_journey, sends_without_trigger
+from .journey_spec import Journey, ab_test_name, describe, flow_journey, parse_journey, sends_without_trigger
 from .planner import Plan, Planner
 
 log = logging.getLogger("loyalty_mail.run")
@@ -58,15 +58,21 @@ def check_flow_templates(settings: Settings, renderer: Renderer) -> None:
     if missing:
         from ..errors import ConfigError
         raise ConfigError(missing)
-    check_variant_subjects(settings.flows, renderer)
-    ladder = TierLadder.from_settings(settings.tiers)
-    for flow in settings.flows:
-        journey = flow_journey(flow, ladder)[0] if flow.is_journey else None
-        for step in journey.tests() if journey is not None else ():
-            for variant in step.variants:
-                if variant.subject is not None:
-                    renderer.check_subject(variant.subject, f"'{ab_test_name(flow.name, step.id)}' variant "
-                                                            f"'{variant.name}' subject")
+    try:
+        check_variant_subjects(settings.flows, renderer)
+        ladder = TierLadder.from_settings(settings.tiers)
+        for flow in settings.flows:
+            journey = flow_journey(flow, ladder)[0] if flow.is_journey else None
+            for step in journey.tests() if journey is not None else ():
+                for variant in step.variants:
+                    if variant.subject is not None:
+                        renderer.check_subject(variant.subject, f"'{ab_test_name(flow.name, step.id)}' variant "
+                                                                f"'{variant.name}' subject")
+    except TemplateError:   # a subject that does not parse: at its line in config.yaml when found there
+        located = [p for p in config_subject_problems(settings, renderer) if ": syntax error: " in p.message]
+        if not located:
+            raise
+        raise TemplateError(located) from None
 
 
 def check_variant_subjects(tests: Iterable[FlowSettings], renderer: Renderer) -> None:
@@ -109,18 +115,29 @@ def journey_trigger_problems(journeys: Iterable[Journey], renderer: Renderer) ->
 def variant_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
     """The static pass (fields the context does not have) over every A/B variant's subject, of
     config.yaml's flows and of campaigns/*.yaml, each at its line in its file."""
-    config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
-    flows = config.value.get("flows") if isinstance(config.value, dict) else None
-    tests: list[tuple[PathKey, str | None]] = []
-    for i, f in enumerate(flows if isinstance(flows, list) else []):
-        if isinstance(f, dict):
-            tests.append((("flows", i), f.get("trigger")))
-            tests += [(path, f.get("trigger")) for path in _tested_steps(f.get("steps"), ("flows", i, "steps"))]
-    problems = subject_problems(renderer.text_env, config, tests)
+    problems = config_subject_problems(settings, renderer)
     for path in campaign_files(settings.project_dir):
         doc = load_yaml_file(path, display_name=f"{CAMPAIGNS_DIR}/{path.name}", root=settings.project_dir)
         problems += subject_problems(renderer.text_env, doc, [((), "campaign")])
     return problems
+
+
+def config_subject_problems(settings: Settings, renderer: Renderer) -> list[Problem]:
+    """variant_subject_problems of config.yaml's flows and their journeys' send steps."""
+    config = load_yaml_file(settings.project_dir / CONFIG_FILE, display_name=CONFIG_FILE)
+    flows = config.value.get("flows") if isinstance(config.value, dict) else None
+    tests: list[tuple[PathKey, str | None]] = []
+    untriggered: list[PathKey] = []
+    ladder = TierLadder.from_settings(settings.tiers)
+    for i, f in enumerate(flows if isinstance(flows, list) else []):
+        if isinstance(f, dict):
+            tests.append((("flows", i), f.get("trigger")))
+            tests += [(path, f.get("trigger")) for path in _tested_steps(f.get("steps"), ("flows", i, "steps"))]
+            journey = parse_journey(str(f.get("name")), f["steps"], f.get("exit_when"), config, ("flows", i),
+                                    ladder)[0] if f.get("steps") is not None else None
+            if journey is not None:   # steps decided without the trigger's data (sends_without_trigger)
+                untriggered += [journey.paths[step.id] for step in sends_without_trigger(journey)]
+    return subject_problems(renderer.text_env, config, tests, untriggered)
 
 
 def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport: Transport,

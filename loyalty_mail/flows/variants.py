@@ -96,14 +96,19 @@ def winners(conn: sa.Connection, at: datetime) -> dict[str, Winner]:
 def record_winner(engine: sa.Engine, winner: Winner) -> bool:
     """Record the end of a test; False when one was already recorded (by this or another process).
     A winner of an earlier test of the same name (another `variant_set`) is replaced."""
-    w = variant_winners_table
-    statement = db.insert_ignoring_duplicates(w, engine.dialect.name)
     with engine.begin() as conn:
-        before = conn.execute(sa.select(w.c.id, w.c.figures).where(w.c.flow == winner.flow)
-                              .with_for_update()).first()
-        if before is not None and dict(before.figures or {}).get("variant_set") != winner.figures.get("variant_set"):
-            conn.execute(w.delete().where(w.c.id == before.id))
-        inserted = conn.execute(statement.values(  # RETURNING: psycopg's rowcount says 1 on a conflict
-            flow=winner.flow, variant=winner.variant, metric=winner.metric, figures=winner.figures,
-            decided_at=winner.decided_at).returning(w.c.id)).first()
+        return write_winner(conn, winner)
+
+
+def write_winner(conn: sa.Connection, winner: Winner) -> bool:
+    """record_winner on `conn`, in its transaction (a dry run writes there and rolls back)."""
+    w = variant_winners_table
+    statement = db.insert_ignoring_duplicates(w, conn.dialect.name)
+    before = conn.execute(sa.select(w.c.id, w.c.figures).where(w.c.flow == winner.flow)
+                          .with_for_update()).first()
+    if before is not None and dict(before.figures or {}).get("variant_set") != winner.figures.get("variant_set"):
+        conn.execute(w.delete().where(w.c.id == before.id))
+    inserted = conn.execute(statement.values(  # RETURNING: psycopg's rowcount says 1 on a conflict
+        flow=winner.flow, variant=winner.variant, metric=winner.metric, figures=winner.figures,
+        decided_at=winner.decided_at).returning(w.c.id)).first()
     return inserted is not None

@@ -279,10 +279,14 @@ _SOURCE_ORDER = {nodes.CondExpr: ("expr1", "test", "expr2"),
 
 
 def subject_problems(env: jinja2.Environment, doc: YamlDocument,
-                     tests: Iterable[tuple[PathKey, str | None]]) -> list[Problem]:
+                     tests: Iterable[tuple[PathKey, str | None]],
+                     untriggered: Iterable[PathKey] = ()) -> list[Problem]:
     """The static pass over the A/B variants' subjects written in `doc`: for each (path of a flow
     or campaign in `doc`, its trigger), every `variants[].subject`, with each problem at that
-    subject's line and column in `doc` (a subject that does not parse is the renderer's to report)."""
+    subject's line and column in `doc` (a subject that does not parse: its syntax error there).
+    A journey's send step in `untriggered` is checked against `untriggered_context()`: it is
+    decided where the trigger's data is not there."""
+    lost = set(untriggered)
     problems: list[Problem] = []
     for path, trigger in tests:
         test: Any = doc.value
@@ -296,10 +300,17 @@ def subject_problems(env: jinja2.Environment, doc: YamlDocument,
             subject = variant.get("subject") if isinstance(variant, dict) else None
             if not isinstance(subject, str):
                 continue
-            checker = StaticChecker(env)
-            scope = [template_context([trigger] if trigger else None), checker.globals]
-            checker._check_tree(checker._parse(subject), _Source("subject", Columns(env, subject)), scope, [])
             where = doc.locate((*path, "variants", index, "subject"))
+            try:
+                env.from_string(subject)   # an unknown filter or test is found on compiling
+                tree = env.parse(subject)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(Problem(where, f"variant '{variant.get('name')}' subject: syntax error: {exc.message}"))
+                continue
+            checker = StaticChecker(env)
+            context = untriggered_context() if path in lost else template_context([trigger] if trigger else None)
+            scope = [context, checker.globals]
+            checker._check_tree(tree, _Source("subject", Columns(env, subject)), scope, [])
             problems += [Problem(where, f"variant '{variant.get('name')}' subject: {p.message}")
                          for p in dict.fromkeys(checker.problems)]
     return problems

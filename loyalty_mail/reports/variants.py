@@ -215,13 +215,20 @@ def settle_winners(engine: sa.Engine, settings: Settings, now: datetime) -> list
     `winner:`) whose rule is met at `now`; returns the winners recorded now. The daemon and `run --once` call it
     before planning, so members planned after a switch get the winner."""
     with engine.connect() as conn:
-        flows: list[FlowSettings] = [*settings.flows, *(row.campaign.as_flow() for row in scheduled(conn, now))]
-        ruled = [t for t in configured_tests(flows, configured_journeys(settings))
-                 if t.winner is not None and t.variants]
-        if not ruled:
-            return []
-        decided = assignment.winners(conn, now)
-        figures = arms(conn, BEGINNING, now, settings.reports.attribution_window)
+        due = due_winners(conn, settings, now)
+    return [winner for winner in due if assignment.record_winner(engine, winner)]
+
+
+def due_winners(conn: sa.Connection, settings: Settings, now: datetime) -> list[assignment.Winner]:
+    """The winners settle_winners would record at `now`, recording nothing (the dry run writes
+    them with assignment.write_winner on its own connection, which it rolls back)."""
+    flows: list[FlowSettings] = [*settings.flows, *(row.campaign.as_flow() for row in scheduled(conn, now))]
+    ruled = [t for t in configured_tests(flows, configured_journeys(settings))
+             if t.winner is not None and t.variants]
+    if not ruled:
+        return []
+    decided = assignment.winners(conn, now)
+    figures = arms(conn, BEGINNING, now, settings.reports.attribution_window)
     recorded = []
     for test in ruled:
         assert test.winner is not None
@@ -234,9 +241,7 @@ def settle_winners(engine: sa.Engine, settings: Settings, now: datetime) -> list
             continue
         arm, won_on = picked
         won_on["variant_set"] = assignment.variant_set(test.variants)
-        winner = assignment.Winner(test.name, arm.variant, test.winner.metric, won_on, now)
-        if assignment.record_winner(engine, winner):
-            recorded.append(winner)
+        recorded.append(assignment.Winner(test.name, arm.variant, test.winner.metric, won_on, now))
     return recorded
 
 
