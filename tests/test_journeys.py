@@ -243,6 +243,26 @@ def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_e
     assert funnel["entered"] == 2 and funnel["exits"]["step_removed"] == 2 and funnel["exits"]["in_progress"] == 0
 
 
+def test_check_warns_of_members_at_a_step_whose_derived_id_depends_on_its_place(program):
+    journey(program, """\
+  - name: twice
+    trigger: welcome
+    steps:
+      - send: welcome
+      - wait: 1 day
+      - send: welcome_reminder
+      - wait: 1 day
+      - send: welcome_perks
+""")
+    program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
+    once(program, "2026-11-20T10:05:00+07:00")
+    once(program, "2026-11-21T10:05:00+07:00")
+    result = program.run("check", at="2026-11-21T12:00:00+07:00")
+    assert result.exit_code == 0, result.output
+    assert ("journey twice: 1 member is at step wait_1_days_2, whose id is derived from its content and its "
+            "place among like steps") in result.output
+
+
 def test_journey_mistakes_come_with_their_line(program):
     journey(program, """\
   - name: broken

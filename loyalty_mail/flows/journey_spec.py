@@ -94,6 +94,9 @@ class Journey:
     timeout_next: dict[str, str | None] = field(default_factory=dict)  # wait_until: timed out
     exit_text: str = ""   # exit_when as written: `{purchases: {count: {gte: 1}}}`
     paths: dict[str, PathKey] = field(default_factory=dict)   # where each step is written
+    # ids derived from content that a like step shares (`wait_1_days`, `wait_1_days_2`): which is
+    # which depends on their order, so an edit to one can hand its id to the other
+    ordinal: frozenset[str] = frozenset()
 
     @property
     def first(self) -> str:
@@ -136,8 +139,8 @@ def describe(step: Step) -> str:
 
 
 def build(flow: str, steps: tuple[Step, ...], exit_when: Rule | None, exit_text: str = "",
-          paths: dict[str, PathKey] | None = None) -> Journey:
-    journey = Journey(flow, steps, exit_when, exit_text=exit_text, paths=dict(paths or {}))
+          paths: dict[str, PathKey] | None = None, ordinal: frozenset[str] = frozenset()) -> Journey:
+    journey = Journey(flow, steps, exit_when, exit_text=exit_text, paths=dict(paths or {}), ordinal=ordinal)
 
     def walk(block: tuple[Step, ...], follow: str | None) -> str | None:
         """Number `block` and link it; returns its first step's id (or `follow` when empty)."""
@@ -379,7 +382,9 @@ def parse_journey(flow: str, steps: Any, exit_when: Any, doc: YamlDocument, path
         return None, parser.problems
     text = yaml.safe_dump(exit_when, default_flow_style=True, width=10_000, sort_keys=False).strip() \
         if exit_when is not None else ""
-    return build(flow, typed, rule, text, parser.paths), []
+    ordinal = frozenset(base for base, n in parser.seen.items() if n > 1) | frozenset(
+        f"{base}_{k}" for base, n in parser.seen.items() for k in range(2, n + 1))
+    return build(flow, typed, rule, text, parser.paths, ordinal), []
 
 
 def flow_journey(flow: FlowSettings, ladder: TierLadder) -> tuple[Journey | None, list[Problem]]:

@@ -512,6 +512,11 @@ def edits_in_flight(engine: sa.Engine, journeys: dict[str, Journey], disabled: s
             lines.append(f"journey {flow}: {_members(n)} at step {step}, which this edit removes: they will exit")
         if not removed:
             lines.append(f"journey {flow}: {_members(total)} in flight, every one at a step that remains")
+        ordinal = {step: n for step, n in at.items() if step in journey.ordinal}
+        for step, n in sorted(ordinal.items()):
+            lines.append(f"journey {flow}: {_members(n)} at step {step}, whose id is derived from its content "
+                         "and its place among like steps: an edit to a like step can hand that id to another; "
+                         "give these steps an explicit id: before editing them")
     return lines
 
 
