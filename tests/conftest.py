@@ -157,6 +157,11 @@ def run(project: Path, database_url: str) -> Cli:
     return Cli(project, database_url)
 
 
+# For a test of what `check` says of config.yaml and templates: the answer does not depend on the
+# database, so it runs on SQLite alone (the PostgreSQL runs of the planner and ledger are elsewhere).
+CONFIG_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def program(tmp_path: Path, database_url: str):
     """The flow-test program (tests/flow_program.py) on SQLite, then PostgreSQL."""

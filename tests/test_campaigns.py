@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from loyalty_mail.campaigns import load_campaigns
 
+from .conftest import CONFIG_ONLY
 from .flow_program import SECRET, member
 
 LOCAL_NINE = """\
@@ -32,6 +33,7 @@ def campaign_sends(program, name: str) -> list[tuple]:
     return [row for row in program.sends() if row[0] == name]
 
 
+@CONFIG_ONLY
 def test_bad_campaign_files_are_reported_at_their_line_and_column(program):
     write_campaign(program, "bad", "template: reengagement\nat: tomorrow\nlocal_time: true\nsegmnt: lapsed\n")
     write_campaign(program, "no_template", "template: nowhere\nsegment: ghosts\nat: \"2026-12-05 09:00\"\n")

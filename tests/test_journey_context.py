@@ -11,6 +11,7 @@ from loyalty_mail.tiers import TierLadder
 from loyalty_mail.config import TierSettings
 from loyalty_mail.yaml_source import YamlDocument
 
+from .conftest import CONFIG_ONLY
 from .flow_program import member
 from .test_journeys import JOINED, journey, once, sends
 
@@ -59,6 +60,7 @@ EVENT_AFTER_WAIT = """\
 """
 
 
+@CONFIG_ONLY
 def test_check_names_each_expression_that_needs_the_trigger_after_a_wait(program):
     # `welcome` before the wait keeps the event for later steps: nothing to say.
     journey(program, EVENT_AFTER_WAIT)
@@ -82,6 +84,7 @@ def test_check_names_each_expression_that_needs_the_trigger_after_a_wait(program
     assert "welcome_perks" not in result.output and "Traceback" not in result.output
 
 
+@CONFIG_ONLY
 def test_a_milestone_journey_that_waits_first_is_told_about_its_threshold(program):
     journey(program, """\
   - name: milestone_series
@@ -98,6 +101,7 @@ def test_a_milestone_journey_that_waits_first_is_told_about_its_threshold(progra
     assert "occurrence has no field 'kind'" not in result.output
 
 
+@CONFIG_ONLY
 def test_a_variant_template_after_a_wait_is_checked_too(program):
     journey(program, """\
   - name: after_purchase

@@ -19,6 +19,7 @@ from loyalty_mail.config import VariantSettings
 from loyalty_mail.flows.variants import assign
 from loyalty_mail.models import members_table, sends_table, variant_winners_table
 
+from .conftest import CONFIG_ONLY
 from .flow_program import REPO, SECRET, Program, member
 from .test_journeys import TIMING, engine_of, journey, once
 
@@ -179,6 +180,7 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
      "its A/B test is named '" + "bad" * 6 + "." + "s" * 48 + "', longer than 64 characters; give the step a "
      "shorter id"),
 ])
+@CONFIG_ONLY
 def test_a_steps_variants_are_checked_at_their_line(program, step, error):
     name = "bad" * 6 if step.startswith("{id:") else "bad"
     journey(program, f"  - name: {name}\n    trigger: welcome\n    steps:\n      - {step}\n")

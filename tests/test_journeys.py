@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from loyalty_mail.models import journey_steps_table, members_table, sends_table, tracking_events_table
 
+from .conftest import CONFIG_ONLY
 from .flow_program import SECRET, Program, member
 
 SERIES = """\
@@ -301,6 +302,7 @@ def test_journey_mistakes_come_with_their_line(program):
      "then: [{send: welcome_perks}]}}]", "",
      "flow 'clashing': emails: flow: no flow 'nosuchflow'"),
 ])
+@CONFIG_ONLY
 def test_a_journey_refuses_clashing_ids_variants_and_unknown_email_steps(program, steps, extra, error):
     journey(program, f"  - name: clashing\n    trigger: welcome\n    steps: {steps}\n{extra}")
     result = program.run("check")

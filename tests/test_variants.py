@@ -20,6 +20,7 @@ from loyalty_mail.flows.variants import assign
 from loyalty_mail.models import variant_winners_table
 from loyalty_mail.reports.variants import Arm, newcombe, pick_winner, verdict, wilson
 
+from .conftest import CONFIG_ONLY
 from .flow_program import REPO, member
 from .test_reports import PROBE, _chromium
 
@@ -222,6 +223,7 @@ def test_variants_are_recorded_sent_reported_and_a_winner_takes_over(program):
                                                                                    ["welcome", "b", "10"]]
 
 
+@CONFIG_ONLY
 def test_bad_variants_are_reported_at_their_line(program):
     path = program.dir / "config.yaml"
     original = path.read_text()
@@ -243,6 +245,7 @@ def test_bad_variants_are_reported_at_their_line(program):
     assert "config.yaml:25:36: variant 'a' subject: syntax error: unexpected end of template" in result.output
 
 
+@CONFIG_ONLY
 def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program):
     path = program.dir / "config.yaml"
     original = path.read_text()
