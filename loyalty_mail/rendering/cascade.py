@@ -220,14 +220,17 @@ def premailer_rules(page: Any) -> list[Rule]:
     return rules
 
 
-def subject_matches(selector: str, element: Any) -> bool:
-    """Whether `element` has the tag, classes and id of the selector's subject (the compound
-    after its last combinator): every element the selector can match in some email does.
-    True when in doubt."""
+Subject = tuple[str, set[str], "str | None"]  # tag ("*": any), classes, id
+
+
+def subjects(selector: str) -> list[Subject] | None:
+    """The tag, classes and id of each subject (the compound after the last combinator) of a
+    selector list; None when it does not parse (in doubt)."""
     try:
         parsed = cssselect.parse(selector)
     except cssselect.SelectorError:
-        return True
+        return None
+    found: list[Subject] = []
     for one in parsed:
         node: Any = one.parsed_tree
         while isinstance(node, cssselect.parser.CombinedSelector):
@@ -239,13 +242,23 @@ def subject_matches(selector: str, element: Any) -> bool:
             elif isinstance(node, cssselect.parser.Hash):
                 ident = node.id
             elif isinstance(node, cssselect.parser.Element):
-                tag = node.element or "*"
+                tag = (node.element or "*").lower()
                 break
             node = getattr(node, "selector", None)
-        if (tag == "*" or tag == element.tag) and classes <= set((element.get("class") or "").split()) \
-                and (ident is None or ident == element.get("id")):
-            return True
-    return False
+        found.append((tag, classes, ident))
+    return found
+
+
+def subject_matches(selector: str, element: Any) -> bool:
+    """Whether `element` has the tag, classes and id of the selector's subject (the compound
+    after its last combinator): every element the selector can match in some email does.
+    True when in doubt."""
+    found = subjects(selector)
+    if found is None:
+        return True
+    present = set((element.get("class") or "").split())
+    return any((tag == "*" or tag == element.tag) and classes <= present and (ident is None or ident == element.get("id"))
+               for tag, classes, ident in found)
 
 
 class Unplannable(Exception):

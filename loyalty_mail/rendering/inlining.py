@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cssselect
-import cssselect.parser
 import cssutils
 import jinja2
 import lxml.etree
@@ -29,7 +27,7 @@ import lxml.html
 import premailer
 from lxml.cssselect import CSSSelector
 
-from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan
+from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .jinja_source import Construct, constructs
 
@@ -448,28 +446,11 @@ def _may_match(selector: str, present: list[tuple[str, set[str], str | None]]) -
     """Whether some element could be the subject of `selector`; True when in doubt."""
     if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
         return True  # a pseudo-class rule premailer leaves in <style>: kept as written
-    try:
-        parsed = cssselect.parse(selector)
-    except cssselect.SelectorError:
+    found = subjects(selector)
+    if found is None:
         return True
-    for one in parsed:
-        node: Any = one.parsed_tree
-        while isinstance(node, cssselect.parser.CombinedSelector):
-            node = node.subselector
-        tag, classes, ident = "*", set[str](), None
-        while node is not None:
-            if isinstance(node, cssselect.parser.Class):
-                classes.add(node.class_name)
-            elif isinstance(node, cssselect.parser.Hash):
-                ident = node.id
-            elif isinstance(node, cssselect.parser.Element):
-                tag = (node.element or "*").lower()
-                break
-            node = getattr(node, "selector", None)
-        if any((tag == "*" or tag == t) and classes <= c and (ident is None or ident == i)
-               for t, c, i in present):
-            return True
-    return False
+    return any((tag == "*" or tag == t) and classes <= c and (ident is None or ident == i)
+               for tag, classes, ident in found for t, c, i in present)
 
 
 @dataclass(frozen=True)
