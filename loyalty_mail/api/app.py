@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial as partial_fn
@@ -45,9 +43,9 @@ from ..importing.events import OneEvent
 from . import ingest, keys, segment_spec
 from .schemas import ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_schema
 from .writer import GroupWriter, Transaction
+from ..service_tuning import tuned_for_serving
 
 log = logging.getLogger("loyalty_mail.api")
-GIL_SWITCH_SECONDS = 0.0005
 Clock = Callable[[], datetime]
 
 
@@ -333,19 +331,8 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # What is alive now lives as long as the service: out of the cycle collector's sight, a
-        # full collection walks only what requests left behind, not the whole startup heap (as
-        # in the tracking service, where that stopped the event loop for 140-510 ms).
-        gc.collect()
-        gc.freeze()
-        # The loop and the writer thread share the GIL, and the writer gives it up for every
-        # statement: at the default 5 ms switch interval a busy loop holds each hand-back for up to
-        # 5 ms, several times a request, and every request waits for its commit.
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, GIL_SWITCH_SECONDS))
-        yield
-        sys.setswitchinterval(switch)
-        gc.unfreeze()
+        with tuned_for_serving():
+            yield
         await run_in_threadpool(api.writer.close)  # what was queued is written and answered
 
     app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",

@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import gc
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,12 +48,12 @@ from ..consent import PAUSE_DAYS
 from ..errors import LoyaltyMailError
 from ..rendering import Renderer
 from ..signing import BadToken, Kind, TokenClaims, TokenSigner
+from ..service_tuning import tuned_for_serving
 from .pages import NO_CACHE, Page
 from . import pages
 from .webhooks import SendGridWebhook, WebhookRejected
 
 log = logging.getLogger("loyalty_mail.tracking")
-GIL_SWITCH_SECONDS = 0.0005
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 FORM_AGE = timedelta(days=1)  # how long a page's form may be posted after it was shown
 def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], datetime]) -> Starlette:
@@ -76,22 +74,11 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Callable[[], dateti
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
-        # The loop and the writer thread share the GIL, and the writer gives it up on every SQLite
-        # step: at the default 5 ms switch interval a busy loop holds each hand-back for up to 5 ms,
-        # several times a commit, and every request waits for its commit.
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, GIL_SWITCH_SECONDS))
         state["writer"] = store.HitWriter(engine, tracking.bot_click_seconds, tracking.write_timeout)
-        # What is alive now (the modules, the engine, the routes) lives as long as the service: out
-        # of the cycle collector's sight, a full collection walks only what requests left behind
-        # (it walked the whole heap: 140-510 ms with the loop stopped, once or twice in 3 s of load).
-        gc.collect()
-        gc.freeze()
-        log.info("tracking service ready")
-        yield
-        gc.unfreeze()
+        with tuned_for_serving():
+            log.info("tracking service ready")
+            yield
         await run_in_threadpool(state["writer"].close)
-        sys.setswitchinterval(switch)
         log.info("tracking service stopped; %d hits written", state["writer"].written)
 
     async def record(hit: store.Hit) -> None:
