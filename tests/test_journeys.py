@@ -309,6 +309,34 @@ def test_a_journey_refuses_clashing_ids_variants_and_unknown_email_steps(program
     assert result.exit_code == 1 and error in result.output, result.output
 
 
+@CONFIG_ONLY
+def test_an_unknown_step_in_a_branch_is_refused_at_its_line_and_column(program):
+    journey(program, """\
+  - name: clashing
+    trigger: welcome
+    steps:
+      - send: welcome
+      - branch:
+          if: {emails: {action: opened, flow: clashing, step: welcom}}
+          then: [{send: welcome_perks}]
+      - branch:
+          if: {emails: {action: opened, flow: clashin}}
+          then: [{send: welcome_reminder}]
+""")
+    written = (program.dir / "config.yaml").read_text().splitlines()
+    step_line = next(i for i, row in enumerate(written, 1) if "step: welcom}" in row)
+    flow_line = next(i for i, row in enumerate(written, 1) if "flow: clashin}" in row)
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert (f"config.yaml:{step_line}:{written[step_line - 1].index('welcom}') + 1}: flow 'clashing': emails: "
+            "step: 'welcom' is not a step of 'clashing' (did you mean 'welcome'? steps: branch_") in result.output
+    assert ", welcome, welcome_perks, welcome_reminder; a step without an id: is named after its content" \
+        in result.output
+    assert (f"config.yaml:{flow_line}:{written[flow_line - 1].index('clashin}') + 1}: flow 'clashing': emails: "
+            "flow: no flow 'clashin' (did you mean 'clashing'? flows: ") in result.output
+    assert "Traceback" not in result.output
+
+
 def test_the_series_by_flow_and_step(program):
     journey(program)
     program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)

@@ -16,11 +16,13 @@ changing what it says.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import time as dtime
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any, Union
 
 import yaml
@@ -28,8 +30,8 @@ from pydantic import ValidationError
 
 from ..config import FlowSettings, TierSettings, VariantSettings, WinnerRule, check_variants
 from ..durations import Duration, parse_duration
-from ..errors import Problem
-from ..segments.spec import Rule, parse_rule
+from ..errors import Location, Problem
+from ..segments.spec import EmailRule, Rule, parse_rule
 from ..tiers import TierLadder
 from ..yaml_source import PathKey, YamlDocument
 
@@ -437,16 +439,69 @@ def _all(steps: tuple[Step, ...]) -> list[Step]:
     return out
 
 
+def email_rules(rule: Any) -> Iterator[EmailRule]:
+    """Every `emails:` condition inside a rule."""
+    if isinstance(rule, EmailRule):
+        yield rule
+    for item in getattr(rule, "items", ()):
+        yield from email_rules(item)
+    inner = getattr(rule, "item", None)
+    if inner is not None:
+        yield from email_rules(inner)
+
+
+def email_reference_problems(journey: Journey, flows: Collection[str], journeys: Mapping[str, Journey],
+                             unread: Collection[str] = ()) -> list[tuple[Location | None, str]]:
+    """A journey's `emails:` conditions name a flow that exists and, with `step:`, a step that
+    journey has (a typo would make a branch always take `else`): (where, message) for each one
+    that does not. `journeys` are the flows with steps; a journey in `unread` has problems of its
+    own, so its step ids are unknown and not checked against."""
+    problems: list[tuple[Location | None, str]] = []
+    for rule in journey.rules():
+        for email in email_rules(rule):
+            if email.flow is not None and email.flow not in flows:
+                close = difflib.get_close_matches(email.flow, sorted(flows), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                problems.append((email.flow_at or email.location,
+                                 f"flow '{journey.flow}': emails: flow: no flow '{email.flow}' "
+                                 f"({hint}flows: {', '.join(sorted(flows))})"))
+            elif email.step is not None and email.flow is not None and email.flow not in unread:
+                target = journeys.get(email.flow)
+                steps = sorted(target.by_id) if target is not None else []
+                if email.step not in steps:
+                    close = difflib.get_close_matches(email.step, steps, n=1)
+                    hint = f"did you mean '{close[0]}'? " if close else ""
+                    problems.append((email.step_at or email.location,
+                                     f"flow '{journey.flow}': emails: step: '{email.step}' is not a step of "
+                                     f"'{email.flow}' ({hint}steps: {', '.join(steps) or 'none: not a journey'}"
+                                     "; a step without an id: is named after its content, see README "
+                                     "\"Journeys\")"))
+    return list(dict.fromkeys(problems))
+
+
 def journey_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
-    """A config check (see config.load_settings): each journey's steps and rules, at their lines."""
+    """A config check (see config.load_settings): each journey's steps and rules, and the flows
+    and steps its `emails:` conditions name, at their lines."""
     flows = data.get("flows")
     try:
         ladder = TierLadder.from_settings(TierSettings.model_validate(data.get("tiers") or {}))
     except ValueError:
         ladder = TierLadder.from_settings(TierSettings())
     problems: list[Problem] = []
+    journeys: dict[str, Journey] = {}
+    unread: set[str] = set()
+    names = [str(f.get("name")) for f in (flows if isinstance(flows, list) else []) if isinstance(f, dict)]
     for index, flow in enumerate(flows if isinstance(flows, list) else []):
         if isinstance(flow, dict) and flow.get("steps") is not None:
-            problems += parse_journey(str(flow.get("name")), flow["steps"], flow.get("exit_when"),
-                                      doc, ("flows", index), ladder)[1]
+            name = str(flow.get("name"))
+            journey, wrong = parse_journey(name, flow["steps"], flow.get("exit_when"), doc, ("flows", index),
+                                           ladder)
+            problems += wrong
+            if journey is None:
+                unread.add(name)
+            else:
+                journeys[name] = journey
+    for journey in journeys.values():
+        problems += [Problem(where, message)
+                     for where, message in email_reference_problems(journey, names, journeys, unread)]
     return problems

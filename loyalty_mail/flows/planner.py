@@ -21,7 +21,6 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import heapq
 from collections import Counter, defaultdict
@@ -43,7 +42,7 @@ from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
 from ..members import member_row
 from ..segments.compiler import Context, compile_rule, event_filter
-from ..segments.spec import EmailRule, ValueRule, parse_event_where, references
+from ..segments.spec import ValueRule, parse_event_where, references
 from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
@@ -51,7 +50,8 @@ from .. import tier_review
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .decisions import PlannedSend, Skip
-from .journey_spec import END, Journey, SendStep, WaitUntilStep, ab_test_name, describe, flow_journey
+from .journey_spec import (END, Journey, SendStep, WaitUntilStep, ab_test_name, describe, email_reference_problems,
+                           flow_journey)
 from .journeys import ChunkFacts, Exit, Position, StepRow, Walker
 from .occurrences import ACTIVE_STATES, Occurrence, Window
 
@@ -243,27 +243,11 @@ class Planner:
             raise ConfigError(problems)
 
     def _email_references(self) -> list[str]:
-        """Journeys' `emails:` conditions name a flow that exists and, with `step:`, a step that
-        journey has (a typo would make a branch always take `else`)."""
+        """Journeys' `emails:` conditions name a flow that exists and a step that journey has
+        (checked at their lines when the settings were loaded from config.yaml)."""
         flows = {f.name for f in self.settings.flows}
-        problems = []
-        for journey in self.journeys.values():
-            for rule in journey.rules():
-                for email in _email_rules(rule):
-                    if email.flow is not None and email.flow not in flows:
-                        problems.append(f"flow '{journey.flow}': emails: flow: no flow '{email.flow}' "
-                                        f"(flows: {', '.join(sorted(flows))})")
-                    elif email.step is not None and email.flow is not None:
-                        target = self.journeys.get(email.flow)
-                        steps = sorted(target.by_id) if target is not None else []
-                        if email.step not in steps:
-                            close = difflib.get_close_matches(email.step, steps, n=1)
-                            hint = f"did you mean '{close[0]}'? " if close else ""
-                            problems.append(f"flow '{journey.flow}': emails: step: '{email.step}' is not a step of "
-                                            f"'{email.flow}' ({hint}steps: {', '.join(steps) or 'none: not a journey'}"
-                                            "; a step without an id: is named after its content, see README "
-                                            "\"Journeys\")")
-        return list(dict.fromkeys(problems))
+        return list(dict.fromkeys(message for journey in self.journeys.values()
+                                  for _, message in email_reference_problems(journey, flows, self.journeys)))
 
     @staticmethod
     def _journey_references(journey: Journey, segments: SegmentCatalog) -> list[str]:
@@ -703,17 +687,6 @@ def _step_occurrence(occ: Occurrence, instance: str, step: SendStep, at: datetim
                       occurred_at=at, due_at=at, reason=reason,
                       data={**occ.data, "key": f"{instance}/{step.id}", "step": step.id},
                       template=step.template)
-
-
-def _email_rules(rule: Any) -> Iterator[EmailRule]:
-    """Every `emails:` condition inside a rule."""
-    if isinstance(rule, EmailRule):
-        yield rule
-    for item in getattr(rule, "items", ()):
-        yield from _email_rules(item)
-    inner = getattr(rule, "item", None)
-    if inner is not None:
-        yield from _email_rules(inner)
 
 
 def _member_chunks(occurrences: Iterable[Occurrence], size: int) -> Iterator[list[Occurrence]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Union
@@ -101,6 +102,9 @@ class EmailRule:
     include_automated: bool
     location: Location
     step: str | None = None  # a journey's step id: only the emails that step sent
+    # where `flow:` and `step:` are written, for errors found once every journey is read
+    flow_at: Location | None = dataclass_field(default=None, compare=False)
+    step_at: Location | None = dataclass_field(default=None, compare=False)
 
 
 EMAIL_ACTIONS = ("received", "opened", "clicked")
@@ -402,7 +406,8 @@ class SegmentParser:
             raise self.fail(path + ("include_automated",), "include_automated: takes true or false")
         count = self.count(body["count"], path + ("count",)) if "count" in body else (Op("gte", Decimal(1)),)
         within = self._try(lambda: parse_duration(body["within"]), path + ("within",)) if "within" in body else None
-        return EmailRule(action, flow, count, within, automated, self.doc.locate(path), step)
+        return EmailRule(action, flow, count, within, automated, self.doc.locate(path), step,
+                         flow_at=self.doc.locate(path + ("flow",)), step_at=self.doc.locate(path + ("step",)))
 
     def _try(self, parse: Any, path: PathKey) -> Any:
         try:
