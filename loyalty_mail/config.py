@@ -45,6 +45,7 @@ from .secret_policy import (
     literal_secret_problem,
     load_webhook_key,
     repeated_items,
+    source_of,
 )
 from .yaml_source import PathKey, YamlDocument, format_path, load_yaml_file
 
@@ -992,10 +993,11 @@ def settings_from_document(
     bounces = settings.sending.bounces
     if bounces is not None and not bounces.password:
         path = ("sending", "bounces", "password")
+        named = " or ".join(_variables(doc, path))
         bounces._password_problem = unset.get(path) or Problem(
             doc.locate(path) if path in doc.positions else doc.locate(path[:-1]),
-            "sending.bounces.password is empty: set the environment variable config.yaml names to the "
-            "bounce mailbox's password")
+            f"sending.bounces.password is empty: set {named or 'the environment variable'} (the variable "
+            "config.yaml names) to the bounce mailbox's password")
     return settings
 
 
@@ -1091,7 +1093,22 @@ def problem_from(error: Any, doc: YamlDocument, model: type[BaseModel] | None = 
     echo = kind not in ("value_error",) and not isinstance(found, dict) and not is_secret_field(loc)
     written = format_span(found) if isinstance(found, timedelta) else shown(found)  # a duration, parsed
     suffix = f" (found {written})" if echo else ""
-    return Problem(doc.locate(loc), f"{format_path(loc) + ': ' if loc else ''}{message}{suffix}")
+    where = format_path(loc) + (source_of(_variables(doc, loc)) if is_secret_field(loc) else "")
+    return Problem(doc.locate(loc), f"{where + ': ' if loc else ''}{message}{suffix}")
+
+
+def _variables(doc: YamlDocument, path: PathKey) -> list[str]:
+    """The environment variables the value at `path` of `doc`, as written, reads (`${NAME}`)."""
+    raw: Any = doc.value
+    for part in path:
+        if isinstance(raw, dict):
+            raw = raw.get(part)
+        elif isinstance(raw, list) and isinstance(part, int) and 0 <= part < len(raw):
+            raw = raw[part]
+        else:
+            return []
+    written = [raw] if isinstance(raw, str) else [r for r in raw if isinstance(r, str)] if isinstance(raw, list) else []
+    return list(dict.fromkeys(m.group(1) for text in written for m in _ENV_REF.finditer(text)))
 
 
 def _allowed_keys(path: PathKey, root: type[BaseModel]) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -57,6 +57,14 @@ def literal_secret_problem(path: tuple[str, ...], raw: Any) -> str | None:
                 f"`{path[-1]}: ${{{variable}}}` and set {variable} in the service's environment "
                 "(an environment file only the service can read), never the value or a fallback")
     return None
+
+
+def source_of(variables: Sequence[str]) -> str:
+    """` (from environment variable NAME)`, or `` when the value was written in the file: what a
+    message about a secret's value says of where it came from, never the value."""
+    if not variables:
+        return ""
+    return f" (from environment variable{'s' if len(variables) > 1 else ''} {', '.join(variables)})"
 
 
 def check_signing_secret(value: str) -> str:

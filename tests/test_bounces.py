@@ -586,4 +586,5 @@ def test_only_reading_the_mailbox_needs_its_password(program, imap, monkeypatch,
     config = program.dir / "config.yaml"
     config.write_text(config.read_text().replace("${BOUNCES_IMAP_PASSWORD}", "${BOUNCES_IMAP_PASSWORD:-}"))
     empty = program.run("bounces", "poll")
-    assert empty.exit_code == 1 and "sending.bounces.password is empty" in empty.output
+    assert empty.exit_code == 1 and ("sending.bounces.password is empty: set BOUNCES_IMAP_PASSWORD (the variable "
+                                     "config.yaml names) to the bounce mailbox's password") in empty.output

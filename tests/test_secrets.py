@@ -44,7 +44,8 @@ def test_a_bad_secret_is_reported_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as short:
         settings_with(tmp_path, '\n    - "${S}"\n    - "${OLD}"', {"S": NEW, "OLD": "short"})
     assert str(short.value).endswith(
-        "config.yaml:4:7: tracking.secret[1]: the secret is too short (5 characters, at least 16 "
+        "config.yaml:4:7: tracking.secret[1] (from environment variable OLD): the secret is too short (5 "
+        "characters, at least 16 "
         "needed): use at least 32 random characters, e.g. from "
         "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`")
     with pytest.raises(ConfigError) as wrong:

@@ -42,7 +42,7 @@ def public_key(private: object) -> str:
 def test_a_short_secret_is_refused_without_echoing_it(tmp_path):
     found = problems(tmp_path, "tracking:\n  secret: ${SECRET}\n", {"SECRET": "hunter2-Xy"})
     assert len(found) == 1
-    assert found[0].startswith("config.yaml:2:11: tracking.secret: the secret is too short (10 characters, "
+    assert found[0].startswith("config.yaml:2:11: tracking.secret (from environment variable SECRET): the secret is too short (10 characters, "
                                "at least 16 needed): use at least 32 random characters")
     assert "hunter2" not in found[0]
 
@@ -51,7 +51,8 @@ def test_a_short_secret_is_refused_without_echoing_it(tmp_path):
                                   "1234567890123456", "abcdefghijklmnopqrstu", "qwertyqwertyqwer"])
 def test_obviously_weak_secrets_are_refused_with_advice(tmp_path, weak):
     [found] = problems(tmp_path, "tracking:\n  secret: ${SECRET}\n", {"SECRET": weak})
-    assert found.startswith("config.yaml:2:11: tracking.secret: the secret is too easy to guess (")
+    assert found.startswith("config.yaml:2:11: tracking.secret (from environment variable SECRET): the secret "
+                            "is too easy to guess (")
     assert "secrets.token_urlsafe(32)" in found and weak not in found
 
 
@@ -66,6 +67,21 @@ def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path):
     text = "sending:\n  smtp:\n    password: [\"${PW}\"]\n"
     [found] = problems(tmp_path, text, {"PW": "s3cr3t-pw"})
     assert "password" in found and "s3cr3t-pw" not in found
+
+
+@pytest.mark.parametrize("text,environ,where", [
+    ("tracking:\n  secret: ${LOYALTY_MAIL_SECRET}\n", {"LOYALTY_MAIL_SECRET": "hunter2-Xy"},
+     "config.yaml:2:11: tracking.secret (from environment variable LOYALTY_MAIL_SECRET): the secret is too short"),
+    ('tracking:\n  secret:\n    - "${LOYALTY_MAIL_SECRET}"\n    - "${OLD_SECRET}"\n',
+     {"LOYALTY_MAIL_SECRET": STRONG, "OLD_SECRET": "passwordpassword"},
+     "config.yaml:4:7: tracking.secret[1] (from environment variable OLD_SECRET): the secret is too easy to guess"),
+    ("sending:\n  smtp:\n    password: [\"${SMTP_PASSWORD}\"]\n", {"SMTP_PASSWORD": "s3cr3t-pw"},
+     "config.yaml:3:15: sending.smtp.password (from environment variable SMTP_PASSWORD): "),
+])
+def test_a_bad_secret_names_the_environment_variable_it_came_from(tmp_path, text, environ, where):
+    [found] = problems(tmp_path, text, environ)
+    assert found.startswith(where), found
+    assert not any(value in found for value in environ.values())
 
 
 @pytest.mark.parametrize("field,text", [
@@ -128,8 +144,8 @@ def test_a_list_of_secrets_names_each_once_and_has_no_empty_items(tmp_path):
     other = "Hq3-pL8sKd2xV7nBw4Zc"
     found = problems(tmp_path, 'tracking:\n  secret: ["${S}", "${OLD}", "${S2}"]\n',
                      {"S": STRONG, "OLD": other, "S2": STRONG})
-    assert found == ["config.yaml:2:11: tracking.secret: the items [0] and [2] are the same secret (not "
-                     "shown); list each secret once, newest first"]
+    assert found == ["config.yaml:2:11: tracking.secret (from environment variables S, OLD, S2): the items [0] "
+                     "and [2] are the same secret (not shown); list each secret once, newest first"]
     found = problems(tmp_path, 'tracking:\n  secret:\n    - ${S}\n    -\n    - ""\n', {"S": STRONG})
     assert found == [
         "config.yaml:4:6: tracking.secret[1]: an empty item; remove it, or write ${VARIABLE:-} for an "
