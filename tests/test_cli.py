@@ -188,6 +188,26 @@ def test_demo_runs_the_pipeline_over_simulated_days(tmp_path):
     assert len(list((folder / "outbox").glob("*.eml"))) == len(sent)   # same seed, same story
 
 
+def test_demo_without_a_terminal_prints_plain_progress_lines(tmp_path):
+    """In a CI log or a pipe the demo says what it is doing and how far the simulation is, in plain
+    lines on stderr: no bar redrawn with control characters."""
+    from freezegun import freeze_time
+
+    project = tmp_path / "p"
+    CliRunner().invoke(cli, ["init", str(project)])
+    with freeze_time("2026-11-23 03:00:00"):
+        result = CliRunner().invoke(cli, ["--project", str(project), "demo", "--members", "30", "--days", "5"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("demo: seeding 30 members with their history up to ")
+    assert "demo: simulating 5 days, 4 planner ticks a day ..." in lines
+    progress = [line for line in lines if line.startswith("Simulating days: ")]
+    assert [line.split(" (")[0] for line in progress] == [f"Simulating days: {p}%" for p in range(10, 101, 10)]
+    assert progress[-1].startswith("Simulating days: 100% (20/20, ") and progress[-1].endswith(" s)")
+    assert lines[-1].startswith("demo: writing the report to ")
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", result.stderr + result.stdout)
+
+
 def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--version"], capture_output=True, text=True,
                             check=False)
