@@ -82,11 +82,11 @@ def test_a_local_time_campaign_reaches_each_member_at_their_own_nine(program):
         "VN1": "2026-12-05T02:00:00+00:00", "NY1": "2026-12-05T14:00:00+00:00", "OUT": "2026-12-05T02:00:00+00:00"}
     # The dry run before anyone is due says who gets it when.
     early = {d["member_id"]: d for d in program.dry("2026-12-04T00:00:00Z", "december_sale")}
-    assert early["NY1"]["reason"] == "not due until 2026-12-05 14:00 UTC (delay 0 seconds)"
+    assert early["NY1"]["reason"] == "not due until 2026-12-05 09:00 EST (delay 0 seconds)"
 
     at_vn_nine = {d["member_id"]: d for d in program.dry("2026-12-05T02:00:00Z", "december_sale")}
     assert at_vn_nine["VN1"]["decision"] == "send"
-    assert at_vn_nine["VN1"]["reason"] == "campaign december_sale at 2026-12-05 09:00 local"
+    assert at_vn_nine["VN1"]["reason"] == "campaign december_sale at 2026-12-05 09:00 +07"
     assert at_vn_nine["NY1"]["decision"] == "skip" and at_vn_nine["NY1"]["recorded_as"] is None
     assert at_vn_nine["OUT"]["reason"] == "unsubscribed"
 
@@ -327,7 +327,7 @@ def test_a_campaign_in_the_past_warns_and_its_members_show_as_too_late(program):
     assert scheduled.exit_code == 0 and warning in scheduled.stderr
     [late] = program.dry("2026-12-01T00:00:00Z", "old")
     assert (late["member_id"], late["decision"], late["recorded_as"]) == ("P1", "skip", None)
-    assert late["reason"] == "too late: due 2020-01-01 02:00 UTC, more than 1 day ago (the flow's lateness)"
+    assert late["reason"] == "too late: due 2020-01-01 09:00 +07, more than 1 day ago (the flow's lateness)"
     assert program.run("run", "--once", at="2026-12-01T00:00:00Z").exit_code == 0
     assert campaign_sends(program, "old") == []
 

@@ -89,7 +89,7 @@ def test_the_plan_respects_topics_pauses_and_classes(program):
         until = consent.pause(conn, consent.member_ref(conn, "M3"), 30, "manual",
                               datetime.fromisoformat(BOUGHT))
     assert until == datetime.fromisoformat(BOUGHT) + timedelta(days=30)
-    paused = f"paused: email paused until {until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    paused = f"paused: email paused until {until.astimezone(timezone(timedelta(hours=7))):%Y-%m-%d %H:%M} +07"
     program.load("events", [
         {"member_id": m, "type": t, "occurred_at": at, "amount": amount, "currency": "VND", "event_id": f"{m}-{t}"}
         for m in ("M1", "M2", "M3")

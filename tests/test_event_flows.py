@@ -71,7 +71,7 @@ def test_once_per_matching_event_and_a_reimport_sends_nothing_again(program):
     assert set(plan) == {("M1", f"event:{ids['big']}"), ("M1", f"event:{ids['edge']}"),
                          ("M2", f"event:{ids['other']}")}
     assert all(d["decision"] == "send" and d["flow"] == "receipt" for d in plan.values())
-    assert plan[("M1", f"event:{ids['big']}")]["reason"] == "purchase event big on 2026-11-20 10:00 local"
+    assert plan[("M1", f"event:{ids['big']}")]["reason"] == "purchase event big on 2026-11-20 10:00 +07"
 
     once = program.run("run", "--once", at="2026-11-20T10:10:00+07:00")
     assert once.exit_code == 0, once.output
@@ -102,10 +102,10 @@ def test_the_email_carries_the_event(program):
 
 
 @pytest.mark.parametrize(("flow_policy", "at", "expected"), [
-    ("delay: 1 hour", "2026-11-20T10:30:00+07:00", ("skip", "not due until 2026-11-20 04:00 UTC (delay 1 hour)")),
+    ("delay: 1 hour", "2026-11-20T10:30:00+07:00", ("skip", "not due until 2026-11-20 11:00 +07 (delay 1 hour)")),
     ("delay: 1 hour", "2026-11-20T11:00:00+07:00", ("send", None)),
     ("lateness: 1 hour", "2026-11-20T11:30:00+07:00",
-     ("skip", "too late: due 2026-11-20 03:00 UTC, more than 1 hour ago (the flow's lateness)")),
+     ("skip", "too late: due 2026-11-20 10:00 +07, more than 1 hour ago (the flow's lateness)")),
     ("holdout: 100", "2026-11-20T10:30:00+07:00", ("skip", "held out (100% hold-out group)")),
     ("quiet_hours: true", "2026-11-20T22:00:00+07:00", ("send", "quiet hours until 08:00 local (Asia/Ho_Chi_Minh)")),
 ])

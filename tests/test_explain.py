@@ -3,6 +3,7 @@ kind; each flow's precise reason; and explanations at a past instant that ignore
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -122,9 +123,9 @@ def test_explain_names_the_segment_rule_and_the_reentry_cooldown(program):
     assert program.run("run", "--once", at="2026-11-30T10:00:00+07:00").exit_code == 0
     two = program.run("explain", "M2", at="2026-12-05T10:00:00+07:00")
     assert ("winback (reengagement -> reengagement):\n"
-            "  recorded segment:lapsed:1: sent (2026-11-30 03:00 UTC): in segment lapsed (entry 1 of at most 2)\n"
-            "  in segment lapsed, but in the reentry cooldown: last entry 2026-11-30 10:00 local, "
-            "next one possible from 2026-12-30 10:00 local\n") in two.stdout
+            "  recorded segment:lapsed:1: sent (2026-11-30 10:00 +07): in segment lapsed (entry 1 of at most 2)\n"
+            "  in segment lapsed, but in the reentry cooldown: last entry 2026-11-30 10:00 +07, "
+            "next one possible from 2026-12-30 10:00 +07\n") in two.stdout
 
 
 def test_explain_names_each_planner_reason(program):
@@ -134,13 +135,42 @@ def test_explain_names_each_planner_reason(program):
     one = program.run("explain", "M1", at="2026-11-23T10:00:00+07:00")
     assert "welcome (welcome -> welcome):\n  not sent welcome: unsubscribed\n" in one.stdout
     two = program.run("explain", "M2", at="2026-11-23T22:00:00+07:00")
-    assert ("welcome (welcome -> welcome):\n  DUE welcome: joined on 2026-11-23 21:30 local; scheduled for "
-            "2026-11-24T08:00:00+07:00 (quiet hours until 08:00 local (Asia/Ho_Chi_Minh))\n") in two.stdout
-    assert ("milestones (milestone -> milestone):\n  in the flow's window, 2026-11-13 22:00 to 2026-11-23 22:00 "
-            "local: no points threshold (1,000, 5,000) crossed (0 points at its start, 0 at its end); "
+    assert ("welcome (welcome -> welcome):\n  DUE welcome: joined on 2026-11-23 21:30 +07; scheduled for "
+            "2026-11-24 08:00 +07 (quiet hours until 08:00 local (Asia/Ho_Chi_Minh))\n") in two.stdout
+    assert ("milestones (milestone -> milestone):\n  in the flow's window, 2026-11-13 22:00 +07 to 2026-11-23 22:00 "
+            "+07: no points threshold (1,000, 5,000) crossed (0 points at its start, 0 at its end); "
             "no membership anniversary (joined on 2026-11-23)\n") in two.stdout
     assert ("tier_upgrade (tier_upgrade -> tier_upgrade):\n  no upward tier change in the flow's window, "
-            "2026-11-13 22:00 to 2026-11-23 22:00 local (current tier member)\n") in two.stdout
+            "2026-11-13 22:00 +07 to 2026-11-23 22:00 +07 (current tier member)\n") in two.stdout
+
+
+INSTANT = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d)?(?P<zone>[+-]\d\d:\d\d| [A-Z]{2,5}\b| [+-]\d\d\b)?")
+
+
+def test_explain_shows_every_instant_on_the_members_clock_with_its_zone(program):
+    """A member in New York, the program in Ho Chi Minh City, and the command pinned to one
+    instant: the header gives that instant on the member's clock and in UTC; every other instant
+    (the reason, the quiet-hours schedule, the recorded send) is on the member's clock, EST."""
+    program.load("members", [flow_member("NY1", "America/New_York", joined_at="2026-11-23T09:00:00-05:00"),
+                             flow_member("NY2", "America/New_York", joined_at="2026-11-23T21:30:00-05:00")],
+                 at="2026-11-24T03:00:00Z")
+    assert program.run("run", "--once", "--flow", "welcome", at="2026-11-23T15:00:00Z").exit_code == 0
+    result = program.run("explain", "NY1", at="2026-11-24T03:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(
+        "NY1 <ny1@example.com>: tier member, 0 points, subscribed; at 2026-11-23 22:00 EST (2026-11-24 03:00 UTC); "
+        "times on the member's clock (America/New_York)\n")
+    assert ("welcome (welcome -> welcome):\n  recorded welcome: sent (2026-11-23 10:00 EST): joined on "
+            "2026-11-23 09:00 EST\n") in result.stdout
+    assert ("milestones (milestone -> milestone):\n  in the flow's window, 2026-11-13 22:00 EST to "
+            "2026-11-23 22:00 EST: no points threshold") in result.stdout
+    due = program.run("explain", "NY2", at="2026-11-24T03:00:00Z")
+    assert ("welcome (welcome -> welcome):\n  DUE welcome: joined on 2026-11-23 21:30 EST; scheduled for "
+            "2026-11-24 08:00 EST (quiet hours until 08:00 local (America/New_York))\n") in due.stdout
+    for text in (result.stdout, due.stdout):
+        found = list(INSTANT.finditer(text))
+        assert found and all(m.group("zone") in (" EST", " UTC") for m in found), [m.group(0) for m in found]
+        assert " local," not in text and " local:" not in text and "+07" not in text
 
 
 # -- a past instant is replayed as it was -------------------------------------------------------
@@ -158,10 +188,10 @@ def test_a_dry_run_at_a_past_instant_ignores_sends_recorded_later(program):
     after = program.dry("2026-06-01T11:00:00+07:00", "welcome")
     assert after == []
     explained = program.run("explain", "M1", at="2026-06-01T09:30:00+07:00")
-    assert "welcome (welcome -> welcome):\n  DUE welcome: joined on 2026-06-01 09:00 local" in explained.stdout
+    assert "welcome (welcome -> welcome):\n  DUE welcome: joined on 2026-06-01 09:00 +07" in explained.stdout
     assert "recorded welcome" not in explained.stdout
     later = program.run("explain", "M1", at="2026-06-01T11:00:00+07:00")
-    assert "welcome (welcome -> welcome):\n  recorded welcome: sent (2026-06-01 03:00 UTC)" in later.stdout
+    assert "welcome (welcome -> welcome):\n  recorded welcome: sent (2026-06-01 10:00 +07)" in later.stdout
 
 
 def test_a_past_segment_entry_is_not_counted_before_it_was_recorded(program):

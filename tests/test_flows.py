@@ -55,7 +55,7 @@ def test_one_purchase_crossing_two_thresholds_sends_only_the_highest(program):
                              "amount": 6_000_000, "currency": "VND", "event_id": "p1"}], at="2026-11-20T10:00:00+07:00")
     plan = decisions(program.dry("2026-11-20T11:00:00+07:00", "milestones"))
     assert plan[("M1", "points:5000")]["decision"] == "send"
-    assert plan[("M1", "points:5000")]["reason"] == "crossed 5,000 points on 2026-11-20 10:00 local"
+    assert plan[("M1", "points:5000")]["reason"] == "crossed 5,000 points on 2026-11-20 10:00 +07"
     assert plan[("M1", "points:1000")]["decision"] == "skip"
     assert "superseded by points:5000" in plan[("M1", "points:1000")]["reason"]
 
@@ -180,8 +180,8 @@ def test_explain_says_why(program):
     assert one.exit_code == 0
     assert "not sent welcome: unsubscribed" in one.stdout
     two = program.run("explain", "M2", at="2026-11-23T10:00:00+07:00")
-    assert ("welcome (welcome -> welcome):\n  joined 2026-10-01 09:00 local, outside the flow's window, "
-            "2026-11-14 10:00 to 2026-11-23 10:00 local\n") in two.stdout
+    assert ("welcome (welcome -> welcome):\n  joined 2026-10-01 09:00 +07, outside the flow's window, "
+            "2026-11-14 10:00 +07 to 2026-11-23 10:00 +07\n") in two.stdout
     missing = program.run("explain", "NOPE")
     assert missing.exit_code == 1 and "no member with id 'NOPE'" in missing.stderr
 

@@ -55,7 +55,7 @@ def test_dry_run_run_and_explain_show_who_exits_and_why(program):
     assert _table(result.output, "Journeys: members who exited") == _table(
         dry.output, "Journeys: members who would exit")
     assert steps(program)[-3:] == [("$exit", "exited")] * 3
-    assert ("exited welcome_series at step wait_3_days on 2026-11-21 05:05 UTC "
+    assert ("exited welcome_series at step wait_3_days on 2026-11-21 12:05 +07 "
             "(exit_when {purchases: {count: {gte: 1}}} matched)") in explain(program, "M1", "2026-11-22T10:00:00+07:00")
     assert "would exit" not in explain(program, "M1", "2026-11-22T10:00:00+07:00")
     as_json = program.run("run", "--once", "--format", "json", at="2026-11-22T10:00:00+07:00")

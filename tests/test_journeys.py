@@ -102,7 +102,7 @@ def test_a_member_goes_through_the_series_and_times_out_waiting_for_a_purchase(p
     # Nothing is due during the wait; explain and the dry run say where the member is.
     once(program, "2026-11-22T10:00:00+07:00")
     assert len(sends(program)) == 1
-    assert ("in welcome_series at step 2 (wait 3 days, until 2026-11-23 10:05 Asia/Ho_Chi_Minh)"
+    assert ("in welcome_series at step 2 (wait 3 days, until 2026-11-23 10:05 +07)"
             in explain(program, "M1", "2026-11-22T10:00:00+07:00"))
     dry = program.run("run", "--dry-run", at="2026-11-22T10:00:00+07:00")
     assert "welcome_series" in dry.output and "2 (wait 3 days)" in dry.output, dry.output
@@ -111,7 +111,7 @@ def test_a_member_goes_through_the_series_and_times_out_waiting_for_a_purchase(p
     assert sends(program)[1:] == [("welcome/welcome_reminder", "welcome_reminder", "sent")]
     assert steps(program)[2:] == [("branch_" + steps(program)[2][0][7:], "else"),
                                   ("welcome_reminder", "planned"), ("wait_until_purchase", "waiting")]
-    assert ("in welcome_series at step 6 (wait_until purchase, times out 2026-11-30 10:10 Asia/Ho_Chi_Minh)"
+    assert ("in welcome_series at step 6 (wait_until purchase, times out 2026-11-30 10:10 +07)"
             in explain(program, "M1", "2026-11-25T10:00:00+07:00"))
     once(program, "2026-11-30T10:09:00+07:00")
     assert len(sends(program)) == 2
@@ -173,7 +173,7 @@ def test_quiet_hours_and_a_dst_change_inside_waits(program):
     # Three days later at 10:00 local, now EST: 15:00 UTC, not 14:00.
     plan = program.dry("2026-11-02T14:30:00+00:00")
     assert not [d for d in plan if d["decision"] == "send"]
-    assert ("until 2026-11-02 10:00 America/New_York"
+    assert ("until 2026-11-02 10:00 EST"
             in explain(program, "NY", "2026-11-02T14:30:00+00:00"))
     once(program, "2026-11-02T15:00:00+00:00")
     assert [s[1] for s in sends(program)] == ["welcome", "welcome_reminder"]
@@ -452,7 +452,7 @@ def test_a_segment_entry_journey_enters_once_per_entry_and_a_purchase_ends_it(pr
                              "amount": 100000, "currency": "VND", "event_id": "new-L2"}],
                  at="2026-11-21T09:00:00+07:00")
     once(program, "2026-11-21T09:05:00+07:00")
-    assert ("in comeback at step 3 (wait until 10:00, until 2026-11-24 10:00 Asia/Ho_Chi_Minh)"
+    assert ("in comeback at step 3 (wait until 10:00, until 2026-11-24 10:00 +07)"
             in explain(program, "L1", "2026-11-23T15:00:00+07:00"))
     once(program, "2026-11-24T09:59:00+07:00")
     assert len(sends(program)) == 2

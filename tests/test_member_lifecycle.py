@@ -378,8 +378,8 @@ def test_review_periods_are_calendar_months_and_years(start, period, end):
 def test_explain_names_the_next_statement_run_between_statements(life):
     life.load("members", [member("S3", joined_at="2026-01-01T10:00:00+07:00")], at="2026-01-01T10:00:00+07:00")
     explained = life.run("explain", "S3", at="2026-12-10T12:00:00+07:00").stdout
-    assert "the statement for 2026-11 was due 2026-12-01 00:00 local" in explained
-    assert "next run of its schedule ('0 9 1 * *') is 2027-01-01 09:00 local (statement for 2026-12)" in explained
+    assert "the statement for 2026-11 was due 2026-12-01 00:00 +07" in explained
+    assert "next run of its schedule ('0 9 1 * *') is 2027-01-01 09:00 +07 (statement for 2026-12)" in explained
 
 
 def test_a_statement_flow_needs_a_schedule(life):

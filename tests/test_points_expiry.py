@@ -301,7 +301,7 @@ def test_reminders_once_per_offset_and_date_in_the_members_language(program):
     explained = program.run("explain", "M3", at="2026-12-05T10:30:00+07:00")
     assert "\n  no points that will expire (balance 0)\n" in explained.output, explained.output
     explained = program.run("explain", "M1", at="2026-11-05T10:30:00+07:00")
-    assert ("the next points expire on 2026-12-10 10:00 local; no reminder (30 days, 7 days before) falls in "
+    assert ("the next points expire on 2026-12-10 10:00 +07; no reminder (30 days, 7 days before) falls in "
             "the flow's window") in explained.output, explained.output
     # At the tick after the expiry the points are recorded as expired, and nothing more is sent.
     after = program.run("run", "--once", at="2026-12-10T18:30:00+07:00")

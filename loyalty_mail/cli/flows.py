@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import LoyaltyMailError, NotFound
+from ..instants import local_text, with_utc
 from ..flows import FlowExplanation, Plan, build_planner, run_once, write_previews
 from ..flows.decisions import PlannedSend
 from ..flows.runner import check_flow_templates
@@ -195,16 +196,18 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
         answer = planner.explain(conn, member_id, now)
         conn.rollback()
     member = answer.member
+    zone = member["timezone"] or runtime.settings.program.default_timezone
     click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
-               f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {now.isoformat()}")
+               f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {with_utc(now, zone)}; "
+               f"times on the member's clock ({zone})")
     for flow in answer.flows:
         click.echo(f"\n{flow.flow} ({flow.trigger} -> {flow.template}):")
-        for line in _explained(flow):
+        for line in _explained(flow, zone):
             click.echo(f"  {line}")
 
 
-def _explained(flow: FlowExplanation) -> list[str]:
-    lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {send.scheduled_for.isoformat()}"
+def _explained(flow: FlowExplanation, zone: str) -> list[str]:
+    lines = [f"DUE {send.occurrence.key}: {send.reason}; scheduled for {local_text(send.scheduled_for, zone)}"
              + (f" ({send.deferred})" if send.deferred else "")
              + (f"; variant {send.variant.name} ({_variant_template(send)})" if send.variant else "")
              for send in flow.due]
@@ -212,7 +215,7 @@ def _explained(flow: FlowExplanation) -> list[str]:
     lines += [position.summary() for position in flow.journey]
     lines += [leaving.summary() for leaving in flow.exits]
     lines += flow.exited
-    lines += [f"recorded {row.occurrence_key}: {row.state} ({row.scheduled_for:%Y-%m-%d %H:%M} UTC): {row.reason}"
+    lines += [f"recorded {row.occurrence_key}: {row.state} ({local_text(row.scheduled_for, zone)}): {row.reason}"
               + (f"; variant {row.variant} ({row.template})" if row.variant else "") for row in flow.recorded]
     if flow.reason:
         lines.append(flow.reason)

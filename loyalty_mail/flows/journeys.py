@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from ..config import FlowSettings
+from ..instants import local_text
 from ..models import events_table, journey_steps_table, members_table, sends_table
 from ..segments.compiler import Context, compile_rule
 from ..segments.spec import Rule
@@ -71,10 +72,9 @@ class Position:
     def summary(self) -> str:
         when = ""
         if self.until is not None:
-            local = self.until.astimezone(ZoneInfo(self.zone))
             verb = "times out" if self.what.startswith("wait_until") else (
                 "until" if self.what.startswith("wait") else "scheduled for")
-            when = f", {verb} {local:%Y-%m-%d %H:%M} {self.zone}"
+            when = f", {verb} {local_text(self.until, self.zone)}"
         note = f"; {self.note}" if self.note else ""
         return f"in {self.flow} at step {self.number} ({self.what}{when}{note})"
 
@@ -213,7 +213,9 @@ class RecordedExit:
     at: datetime
     detail: str
 
-    def summary(self, journey: Journey | None) -> str:
+    def summary(self, journey: Journey | None, zone: str) -> str:
+        """`exited welcome at step 2 (wait 3 days) on 2026-11-21 12:05 +07 (...)`; the time on the
+        wall clock of `zone`, the member's."""
         where = ""
         if self.step is not None:
             known = journey is not None and self.step in journey.by_id
@@ -222,7 +224,7 @@ class RecordedExit:
         reason = self.detail
         if self.detail == EXIT_WHEN and journey is not None and journey.exit_text:
             reason = f"exit_when {journey.exit_text} matched"
-        return f"exited {self.flow}{where} on {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({reason})"
+        return f"exited {self.flow}{where} on {local_text(self.at, zone)} ({reason})"
 
 
 def recorded_exits(conn: sa.Connection, member_ref: int, until: datetime) -> list[RecordedExit]:

@@ -68,7 +68,7 @@ def tier_at_risk(conn: sa.Connection, flow: FlowSettings, settings: Settings, wi
         key = f"tier_review:{row.tier}:{review.date().isoformat()}"
         yield Occurrence(
             flow=flow, **_member(row), key=key, occurred_at=review - flow.review_notice(), due_at=review - flow.review_notice(),
-            reason=f"tier {row.tier} reviewed on {_fmt(review, zone)} local; {needed:,} "
+            reason=f"tier {row.tier} reviewed on {_fmt(review, zone)}; {needed:,} "
                    f"{'spend' if q.measure == 'spend' else 'points'} still needed to keep it",
             data={"kind": "tier_at_risk", "key": key, "tier": row.tier, "review_at": review.isoformat(),
                   "grace_until": grace_end.isoformat(), "needed": _text(needed), "measure": q.measure,
@@ -104,7 +104,7 @@ def tier_downgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings,
             yield Occurrence(
                 flow=flow, **_member(row), key=key, occurred_at=row.changed_at,
                 due_at=row.changed_at + flow.delay,
-                reason=f"moved down from {row.from_tier} to {row.to_tier} on {_fmt(row.changed_at, zone)} local",
+                reason=f"moved down from {row.from_tier} to {row.to_tier} on {_fmt(row.changed_at, zone)}",
                 data={"kind": "tier_downgrade", "key": key, "old_tier": row.from_tier, "new_tier": row.to_tier,
                       "why": row.change_reason, "to_regain": _text(regain), "measure": measure},
                 superseded_by=None if row is latest else f"tier:{latest.change_id}")
@@ -197,7 +197,7 @@ def rewards(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
         key = f"reward:{row.event_ref}"
         found.append(Occurrence(
             flow=flow, **_member(row), key=key, occurred_at=row.occurred_at, due_at=row.occurred_at + flow.delay,
-            reason=f"{after:,} points on {_fmt(row.occurred_at, zone)} local now afford {', '.join(newly)}",
+            reason=f"{after:,} points on {_fmt(row.occurred_at, zone)} now afford {', '.join(newly)}",
             data={"kind": "reward_available", "key": key, "balance": after, "newly": newly,
                   **reward_standing(settings, after)}))
     yield from reversed(found)
@@ -275,15 +275,15 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
     member = conn.execute(sa.select(m.c.tier, m.c.birthday, m.c.points, m.c.tier_review_at, m.c.tier_period_start,
                                     m.c.timezone, m.c.joined_at).where(m.c.id == member_ref)).one()
     zone = member.timezone or zone_default
-    span = f"the flow's window, {_fmt(window.since, zone)} to {_fmt(window.now, zone)} local"
+    span = f"the flow's window, {_fmt(window.since, zone)} to {_fmt(window.now, zone)}"
     if flow.trigger == "tier_at_risk":
         if member.tier_review_at is None:
             return f"no tier review (tier {member.tier})"
         due = member.tier_review_at - flow.review_notice()
         if not window.since <= due <= window.now:
-            return (f"tier {member.tier} reviewed on {_fmt(member.tier_review_at, zone)} local: the reminder "
-                    f"is due {_fmt(due, zone)} local, outside {span}")
-        return f"tier {member.tier} already re-qualified for the review on {_fmt(member.tier_review_at, zone)} local"
+            return (f"tier {member.tier} reviewed on {_fmt(member.tier_review_at, zone)}: the reminder "
+                    f"is due {_fmt(due, zone)}, outside {span}")
+        return f"tier {member.tier} already re-qualified for the review on {_fmt(member.tier_review_at, zone)}"
     if flow.trigger == "tier_downgrade":
         return f"no downward tier change in {span} (current tier {member.tier})"
     if flow.trigger == "birthday":
@@ -297,7 +297,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
     start, end, month = statement_period(window.now, settings.program.default_timezone)
     if member.joined_at is not None and member.joined_at >= end:
         return f"not a member before the end of {month}"
-    said = f"the statement for {month} was due {_fmt(end + flow.delay, zone)} local, outside {span}"
+    said = f"the statement for {month} was due {_fmt(end + flow.delay, zone)}, outside {span}"
     if flow.schedule is None:
         return said
     trigger = flow_schedules({flow.name: flow.schedule}, settings.program.default_timezone)[flow.name]
@@ -305,6 +305,6 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
     if upcoming is None:
         return said
     _s, _e, next_month = statement_period(upcoming, settings.program.default_timezone)
-    return f"{said}; the next run of its schedule ('{flow.schedule}') is {_fmt(upcoming, zone)} local (statement for {next_month})"
+    return f"{said}; the next run of its schedule ('{flow.schedule}') is {_fmt(upcoming, zone)} (statement for {next_month})"
 
 

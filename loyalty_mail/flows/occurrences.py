@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from ..campaigns.spec import SEND_LIMIT, Campaign
 from ..config import FlowSettings, Settings
 from ..durations import format_span
+from ..instants import local_text
 from ..models import events_table, journey_steps_table, members_table, point_lots_table, sends_table, tier_changes_table
 from ..segments.compiler import month_day_key
 from ..tiers import TierLadder
@@ -98,8 +99,8 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _fmt(moment: datetime, zone: str) -> str:
-    local = moment.astimezone(_zone(zone))
-    return f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:{local.minute:02d}"
+    """`2026-11-24 08:00 +07`: the member's wall clock, with its zone (instants.local_text)."""
+    return local_text(moment, _zone(zone))
 
 
 def welcome(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
@@ -113,7 +114,7 @@ def welcome(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
         zone = row.timezone or zone_default
         yield Occurrence(flow=flow, **_member(row), key="welcome", occurred_at=row.joined_at,
                          due_at=row.joined_at + flow.delay,
-                         reason=f"joined on {_fmt(row.joined_at, zone)} local",
+                         reason=f"joined on {_fmt(row.joined_at, zone)}",
                          data={"kind": "signup", "key": "welcome"})
 
 
@@ -153,7 +154,7 @@ def points_milestones(conn: sa.Connection, flow: FlowSettings, settings: Setting
             yield Occurrence(
                 flow=flow, **_member(row), key=f"points:{threshold}", occurred_at=row.occurred_at,
                 due_at=row.occurred_at + flow.delay,
-                reason=f"crossed {threshold:,} points on {_fmt(row.occurred_at, zone)} local",
+                reason=f"crossed {threshold:,} points on {_fmt(row.occurred_at, zone)}",
                 data={"kind": "points", "key": f"points:{threshold}", "threshold": threshold},
                 superseded_by=None if winner is None else f"points:{winner}")
 
@@ -221,7 +222,7 @@ def tier_upgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings, w
             yield Occurrence(
                 flow=flow, **_member(row), key=f"tier:{row.change_id}", occurred_at=row.changed_at,
                 due_at=row.changed_at + flow.delay,
-                reason=f"moved up from {row.from_tier} to {row.to_tier} on {_fmt(row.changed_at, zone)} local",
+                reason=f"moved up from {row.from_tier} to {row.to_tier} on {_fmt(row.changed_at, zone)}",
                 data={"kind": "tier_upgrade", "key": f"tier:{row.change_id}",
                       "old_tier": start.from_tier if winner else row.from_tier, "new_tier": row.to_tier},
                 superseded_by=None if winner else f"tier:{latest.change_id}")
@@ -273,7 +274,7 @@ def points_expiring(conn: sa.Connection, flow: FlowSettings, settings: Settings,
                 key = f"points_expiring:{day.isoformat()}:{offset.amount}{offset.unit}s"
                 yield Occurrence(
                     flow=flow, **_member(first), key=key, occurred_at=at, due_at=at + flow.delay,
-                    reason=f"{amount:,} points expire on {_fmt(expires_at, zone)} local ({offset} before)",
+                    reason=f"{amount:,} points expire on {_fmt(expires_at, zone)} ({offset} before)",
                     data={"kind": "points_expiring", "key": key, "points": amount,
                           "expires_at": expires_at.isoformat(), "expires_on": day.isoformat(),
                           "before": str(offset)},
@@ -330,7 +331,7 @@ def events(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
         zone = row.timezone or zone_default
         key = f"event:{row.event_ref}"
         yield Occurrence(flow=flow, **_member(row), key=key, occurred_at=row.occurred_at, due_at=due,
-                         reason=f"{row.type} event {row.event_id or row.event_ref} on {_fmt(row.occurred_at, zone)} local",
+                         reason=f"{row.type} event {row.event_id or row.event_ref} on {_fmt(row.occurred_at, zone)}",
                          data={"kind": "event", "key": key, "event": event_view(row)})
 
 
@@ -386,11 +387,11 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
     member = conn.execute(sa.select(m.c.joined_at, m.c.joined_on, m.c.timezone, m.c.points, m.c.tier)
                           .where(m.c.id == member_ref)).one()
     zone = member.timezone or zone_default
-    span = f"the flow's window, {_fmt(window.since, zone)} to {_fmt(window.now, zone)} local"
+    span = f"the flow's window, {_fmt(window.since, zone)} to {_fmt(window.now, zone)}"
     if flow.trigger == "welcome":
         if member.joined_at is None:
             return "no join date"
-        return f"joined {_fmt(member.joined_at, zone)} local, outside {span}"
+        return f"joined {_fmt(member.joined_at, zone)}, outside {span}"
     if flow.trigger == "milestone":
         found = []
         if flow.thresholds:
@@ -414,7 +415,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
         if nearest is None:
             return f"no points that will expire (balance {member.points:,})"
         reminders = ", ".join(str(offset) for offset in flow.before)
-        return (f"the next points expire on {_fmt(nearest, zone)} local; no reminder ({reminders} before) "
+        return (f"the next points expire on {_fmt(nearest, zone)}; no reminder ({reminders} before) "
                 f"falls in {span}")
     if flow.trigger == "event":
         seen = int(conn.execute(sa.select(sa.func.count()).where(
@@ -429,7 +430,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
                         f"flow's reentry max is {flow.reentry.max}")
             if last is not None and last + flow.reentry.cooldown > window.now:
                 return (f"{seen} {flow.event} event(s) in {span}, but in the reentry cooldown: last one "
-                        f"{_fmt(last, zone)} local")
+                        f"{_fmt(last, zone)}")
         return f"{seen} {flow.event} event(s) in {span}, none meeting the flow's where: conditions"
     times, last = _entries(conn, flow, window.now, member_ref)
     if times >= flow.reentry.max:
@@ -437,7 +438,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, window: Window, member_ref: 
                 f"max is {flow.reentry.max}")
     if last is not None and last + flow.reentry.cooldown > window.now:
         return (f"in segment {flow.segment}, but in the reentry cooldown: last entry "
-                f"{_fmt(last, zone)} local, next one possible from {_fmt(last + flow.reentry.cooldown, zone)} local")
+                f"{_fmt(last, zone)}, next one possible from {_fmt(last + flow.reentry.cooldown, zone)}")
     return f"in segment {flow.segment}, yet no entry was found"  # cannot happen: segment_entries yields it
 
 
@@ -462,7 +463,7 @@ def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Wi
     for row in _stream(conn, query):
         zone = row.timezone or zone_default
         due = spec.send_time(zone if spec.local_time else zone_default)
-        when = f"{_fmt(due, zone)} local" if spec.local_time else f"{due:%Y-%m-%d %H:%M} UTC"
+        when = _fmt(due, zone)
         skip = None
         if throttle is not None and row.rank >= throttle.max:
             later = spec.throttled(due, row.rank)
@@ -471,7 +472,7 @@ def campaign(conn: sa.Connection, flow: FlowSettings, spec: Campaign, window: Wi
                         f"{throttle.max} per {format_span(throttle.per)}")
             else:
                 due = later
-                when += f", throttled to {_fmt(due, zone)} local"
+                when += f", throttled to {_fmt(due, zone)}"
         yield Occurrence(flow=flow, **_member(row), key=CAMPAIGN_KEY, occurred_at=due, due_at=due,
                          reason=f"campaign {flow.name} at {when}", skip=skip,
                          data={"kind": "campaign", "key": CAMPAIGN_KEY, "campaign": flow.name,

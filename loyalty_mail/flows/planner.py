@@ -26,7 +26,7 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,6 +37,7 @@ from .. import campaigns as campaign_files
 from ..config import FlowSettings, QuietHours, Settings, VariantSettings
 from ..durations import format_span as human  # `2 days`: a span as config.yaml writes it
 from ..errors import ConfigError
+from ..instants import local_text
 from .. import consent
 from ..models import members_table, sends_table, suppressions_table
 from ..segments import SegmentCatalog, context_for
@@ -327,6 +328,7 @@ class Planner:
         plan = self.plan(conn, at, member_ref=ref)
         history = ledger.history(conn, ref, at)
         left = journeys.recorded_exits(conn, ref, at)
+        zone = member["timezone"] or self.settings.program.default_timezone
         answers = []
         for flow in self.settings.flows:
             due = [s for s in plan.sends if s.occurrence.flow.name == flow.name]
@@ -335,7 +337,7 @@ class Planner:
             reason = None
             positions = [p for p in plan.positions if p.flow == flow.name]
             exits = [e for e in plan.exited if e.flow == flow.name]
-            exited = [e.summary(self.journeys.get(flow.name)) for e in left if e.flow == flow.name]
+            exited = [e.summary(self.journeys.get(flow.name), zone) for e in left if e.flow == flow.name]
             if not flow.enabled:
                 reason = "flow disabled"
             elif not (due or skipped or already or positions or exits):
@@ -571,11 +573,11 @@ class Planner:
         if occ.superseded_by:
             refusal = ("skipped", f"superseded by {occ.superseded_by} of the same moment")
         elif occ.due_at > now:
-            plan.add_skip(Skip(occ, f"not due until {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} "
-                                    f"UTC (delay {human(flow.delay)})", None))
+            plan.add_skip(Skip(occ, f"not due until {self._local(occ, occ.due_at)} (delay {human(flow.delay)})",
+                               None))
             return
         elif occ.due_at < now - flow.lateness:
-            refusal = ("skipped", f"too late: due {occ.due_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            refusal = ("skipped", f"too late: due {self._local(occ, occ.due_at)}, "
                                   f"more than {human(flow.lateness)} ago (the flow's lateness)")
         elif in_holdout(flow.name, occ.member_id, flow.holdout):
             refusal = ("held_out", f"held out of the whole journey ({flow.holdout}% hold-out group)")
@@ -598,11 +600,11 @@ class Planner:
             return Skip(occ, f"superseded by {occ.superseded_by} of the same moment", "skipped")
         if occ.skip:
             return Skip(occ, occ.skip, "skipped")
-        due = occ.due_at.astimezone(timezone.utc)
+        due = self._local(occ, occ.due_at)
         if occ.due_at > now:
-            return Skip(occ, f"not due until {due:%Y-%m-%d %H:%M} UTC (delay {human(flow.delay)})", None)
+            return Skip(occ, f"not due until {due} (delay {human(flow.delay)})", None)
         if occ.due_at < now - flow.lateness:
-            return Skip(occ, f"too late: due {due:%Y-%m-%d %H:%M} UTC, more than "
+            return Skip(occ, f"too late: due {due}, more than "
                              f"{human(flow.lateness)} ago (the flow's lateness)",
                         None if flow.name in expired else "skipped")
         if not occ.subscribed:
@@ -612,8 +614,7 @@ class Planner:
         if flow.topic is not None and (occ.member_ref, flow.topic) in standing.left:
             return Skip(occ, f"topic: not subscribed to {flow.topic}", "suppressed")
         if occ.member_ref in standing.paused:
-            return Skip(occ, f"paused: email paused until {standing.paused[occ.member_ref]:%Y-%m-%d %H:%M} UTC",
-                        None)
+            return Skip(occ, f"paused: email paused until {self._local(occ, standing.paused[occ.member_ref])}", None)
         if flow.message_class == "marketing" and occ.member_ref in standing.unconfirmed:
             return Skip(occ, "not confirmed: double opt-in, marketing waits for the member to confirm "
                              "their address", None)
@@ -637,6 +638,10 @@ class Planner:
         name, offered = self._test(occ)
         variant = variants.choose(name, occ.member_id, offered, winners)
         return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant)
+
+    def _local(self, occ: Occurrence, moment: datetime) -> str:
+        """`moment` on the member's wall clock, with the zone (what every reason shows)."""
+        return local_text(moment, occ.timezone or self.settings.program.default_timezone)
 
     def _test(self, occ: Occurrence) -> tuple[str, tuple[VariantSettings, ...]]:
         """The A/B test an occurrence's email belongs to: its flow's, or its journey step's
