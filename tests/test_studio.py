@@ -429,6 +429,9 @@ def test_flows_dry_run_and_explain(client):
     assert "<td class=\"id\">welcome</td>" in table or "<td class=\"id\">winback</td>" in table or "No flow has anything to do" in table
     page = client.get("/flows?member=ST0003")
     assert "ST0003 &lt;member3@studio.example&gt;" in page.text
+    explained = page.text[page.text.index('id="explained"'):]
+    assert re.search(r"; times on the member's clock \([A-Za-z_]+/[A-Za-z_]+\)</p>", explained), explained[:300]
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d| UTC\)", explained)
     for flow in ("welcome", "milestones", "tier_upgrade", "winback"):
         assert f"<h3>{flow} " in page.text
     for typed in ("ST0003", "MEMBER3@studio.example", "member3@"):  # the email page's member search

@@ -196,7 +196,7 @@ def explain(obj: CliContext, member_id: str, at: str | None) -> None:
         answer = planner.explain(conn, member_id, now)
         conn.rollback()
     member = answer.member
-    zone = member["timezone"] or runtime.settings.program.default_timezone
+    zone = answer.zone
     click.echo(f"{member_id} <{member['email']}>: tier {member['tier']}, {member['points']:,} points, "
                f"{'subscribed' if member['subscribed'] else 'unsubscribed'}; at {with_utc(now, zone)}; "
                f"times on the member's clock ({zone})")

@@ -176,6 +176,7 @@ class Explanation:
     member: dict[str, Any]
     at: datetime
     flows: list[FlowExplanation]
+    zone: str = "UTC"   # the member's time zone (the program's when the member has none)
 
 
 def in_holdout(flow: str, member_id: str, percent: Decimal | float) -> bool:
@@ -345,7 +346,7 @@ class Planner:
             answers.append(FlowExplanation(
                 flow.name, flow.trigger, flow.template or "(journey)", due, skipped,
                 [row for row in history if row.flow == flow.name], already, reason, positions, exits, exited))
-        return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers)
+        return Explanation({k: v for k, v in member.items() if k != "id"}, at, answers, zone)
 
     def _absent(self, conn: sa.Connection, flow: FlowSettings, member_ref: int, at: datetime) -> str:
         if flow.segment:

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import outbox
 from ..errors import LoyaltyMailError, Problem
+from ..instants import local_text
 from ..members import find_members, member_profile
 from ..reports import FIRST_DAY, LAST_DAY, configured_journeys
 from ..reports import page as report_page
@@ -60,6 +61,7 @@ class Studio:
         self.pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.pages.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
+        self.pages.filters["on_clock"] = local_text   # `2026-11-24 08:00 +07`, as `explain` shows instants
 
     def page(self, name: str, state: ProgramState, code: int = 200, **values: Any) -> HTMLResponse:
         """A page showing `state`: the version it names is the one its data came from, so that the
