@@ -77,6 +77,15 @@ class Program:
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
+    def variant_report(self, since: str, until: str, at: str) -> tuple[str, str]:
+        """The A/B test report of a period as `report --by variant` prints it, and as the HTML page
+        (written to r.html in the program's folder)."""
+        table = self.run("report", "--since", since, "--until", until, "--by", "variant", at=at)
+        page = self.run("report", "--since", since, "--until", until, "--format", "html",
+                        "--out", str(self.dir / "r.html"), at=at)
+        assert page.exit_code == 0
+        return table.output, (self.dir / "r.html").read_text()
+
     def sends(self) -> list[tuple]:
         engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:

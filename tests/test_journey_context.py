@@ -12,8 +12,7 @@ from loyalty_mail.config import TierSettings
 from loyalty_mail.yaml_source import YamlDocument
 
 from .conftest import CONFIG_ONLY
-from .flow_program import member
-from .test_journeys import JOINED, journey, once, sends
+from .journey_program import buy_and_tick, check, event_journey, sends
 
 
 def _lost(steps: list) -> list[str]:
@@ -45,33 +44,25 @@ def test_the_sends_that_come_without_the_trigger_data(steps, lost):
     assert _lost(steps) == lost
 
 
-EVENT_AFTER_WAIT = """\
-  - name: after_purchase
-    trigger: event
-    event: purchase
-    frequency_cap: false
-    steps:
+EVENT_AFTER_WAIT = event_journey("""\
       - send: welcome
       - branch:
           if: {emails: {action: opened, flow: after_purchase}}
           then: [{send: welcome_perks}]
       - wait: 1 day
       - {id: receipt_again, send: points_receipt}
-"""
+""")
 
 
 @CONFIG_ONLY
 def test_check_names_each_expression_that_needs_the_trigger_after_a_wait(program):
     # `welcome` before the wait keeps the event for later steps: nothing to say.
-    journey(program, EVENT_AFTER_WAIT)
-    result = program.run("check")
-    assert result.exit_code == 0, result.output
+    check(program, EVENT_AFTER_WAIT, exit_code=0)
     # Without it, the receipt is decided a day later with no event: each use of it is named.
     config = program.dir / "config.yaml"
     config.write_text(config.read_text().replace("      - send: welcome\n", "", 1))
-    result = program.run("check")
-    assert result.exit_code == 1
-    lines = [line.removeprefix("Error: ") for line in result.output.splitlines()]
+    output = check(program, exit_code=1)
+    lines = [line.removeprefix("Error: ") for line in output.splitlines()]
     where = "journey after_purchase step 4 (send points_receipt, id receipt_again)"
     assert (f"templates/points_receipt/en.html:2:31: {where}: undefined variable: event has no field 'points': "
             "the trigger's data is not there after a wait with no email before it (send one before the first "
@@ -80,64 +71,41 @@ def test_check_names_each_expression_that_needs_the_trigger_after_a_wait(program
     row = next(n for n, line in enumerate(text, 1) if "event.amount" in line)
     column = text[row - 1].index("event.amount") + len("event.") + 1
     assert any(line.startswith(f"templates/points_receipt/vi.html:{row}:{column}: {where}: undefined variable: "
-                               "event has no field 'amount'") for line in lines), result.output
-    assert "welcome_perks" not in result.output and "Traceback" not in result.output
+                               "event has no field 'amount'") for line in lines), output
+    assert "welcome_perks" not in output and "Traceback" not in output
 
 
 @CONFIG_ONLY
 def test_a_milestone_journey_that_waits_first_is_told_about_its_threshold(program):
-    journey(program, """\
+    output = check(program, """\
   - name: milestone_series
     trigger: milestone
     thresholds: [1000]
     steps:
       - wait: 2 days
       - send: milestone
-""")
-    result = program.run("check")
-    assert result.exit_code == 1
+""", exit_code=1)
     assert ("journey milestone_series step 2 (send milestone): undefined variable: occurrence has no field "
-            "'threshold'") in result.output
-    assert "occurrence has no field 'kind'" not in result.output
+            "'threshold'") in output
+    assert "occurrence has no field 'kind'" not in output
 
 
 @CONFIG_ONLY
 def test_a_variant_template_after_a_wait_is_checked_too(program):
-    journey(program, """\
-  - name: after_purchase
-    trigger: event
-    event: purchase
-    frequency_cap: false
-    steps:
+    output = check(program, event_journey("""\
       - wait: 1 day
       - id: thanks
         send: welcome
         variants: [{name: a, template: welcome}, {name: b, template: points_receipt}]
-""")
-    result = program.run("check")
-    assert result.exit_code == 1, result.output
+"""), exit_code=1)
     assert ("templates/points_receipt/en.html:2:31: journey after_purchase step 2 (send welcome, id thanks): "
-            "undefined variable: event has no field 'points'") in result.output
+            "undefined variable: event has no field 'points'") in output
 
 
 def test_what_a_later_step_renders_with_when_an_email_came_first(program):
     """The data a later step's email gets is the first email's (the check above trusts it)."""
-    journey(program, """\
-  - name: after_purchase
-    trigger: event
-    event: purchase
-    frequency_cap: false
-    steps:
-      - send: welcome
-      - wait: 1 day
-      - send: points_receipt
-""")
-    assert program.run("check").exit_code == 0
-    program.load("members", [member("E1", joined_at=JOINED)], at=JOINED)
-    program.load("events", [{"member_id": "E1", "type": "purchase", "occurred_at": "2026-11-21T12:00:00+07:00",
-                             "amount": 2500000, "currency": "VND", "event_id": "big"}],
-                 at="2026-11-21T12:00:00+07:00")
-    once(program, "2026-11-21T12:05:00+07:00")
-    once(program, "2026-11-22T12:10:00+07:00")
+    check(program, event_journey("      - send: welcome\n      - wait: 1 day\n      - send: points_receipt\n"),
+          exit_code=0)
+    buy_and_tick(program)
     assert [(k.split("/")[1], state) for k, _, state in sends(program)] == [("welcome", "sent"),
                                                                             ("points_receipt", "sent")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .flow_program import member
-from .test_journeys import JOINED, SERIES, TIMING, explain, journey, once, sends, steps
+from .journey_program import JOINED, SERIES, TIMING, explain, journey, once, sends, steps
 
 BOUGHT = "2026-11-21T12:00:00+07:00"
 LATER = "2026-11-21T12:05:00+07:00"

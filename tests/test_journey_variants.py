@@ -21,7 +21,7 @@ from loyalty_mail.models import members_table, sends_table, variant_winners_tabl
 
 from .conftest import CONFIG_ONLY
 from .flow_program import REPO, SECRET, Program, member
-from .test_journeys import TIMING, engine_of, journey, once
+from .journey_program import TIMING, engine_of, journey, once
 
 AB_SERIES = """\
   - name: series
@@ -152,13 +152,9 @@ def test_a_steps_winner_takes_over_at_its_threshold_and_reports_show_the_steps_v
     assert sum(r["converted"] for (step, _), r in tests.items() if step == "reminder") == 0
     assert [(r["flow"], r["step"]) for r in data["variants"]["variants"]][:2] == [("series", "welcome")] * 2
     assert [(w["flow"], w["step"], w["variant"]) for w in data["variants"]["winners"]] == [("series", "welcome", "b")]
-    table = program.run("report", "--since", "2026-11-20", "--until", "2026-11-22", "--by", "variant",
-                        at="2026-11-23T00:00:00+07:00")
-    assert "series step welcome: variant b won on conversion_rate" in table.output
-    page = program.run("report", "--since", "2026-11-20", "--until", "2026-11-22", "--format", "html",
-                       "--out", str(program.dir / "r.html"), at="2026-11-23T00:00:00+07:00")
-    assert page.exit_code == 0
-    assert "series step welcome: variant <b>b</b> won" in (program.dir / "r.html").read_text()
+    table, html = program.variant_report("2026-11-20", "2026-11-22", at="2026-11-23T00:00:00+07:00")
+    assert "series step welcome: variant b won on conversion_rate" in table
+    assert "series step welcome: variant <b>b</b> won" in html
 
 
 @pytest.mark.parametrize(("step", "error"), [

@@ -16,82 +16,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from loyalty_mail.models import journey_steps_table, members_table, sends_table, tracking_events_table
+from loyalty_mail.models import members_table, sends_table, tracking_events_table
 
 from .conftest import CONFIG_ONLY
 from .flow_program import SECRET, Program, member
-
-SERIES = """\
-  - name: welcome_series
-    trigger: welcome
-    priority: 90
-    frequency_cap: false
-    exit_when: {purchases: {count: {gte: 1}}}
-    steps:
-      - send: welcome
-      - wait: 3 days
-      - branch:
-          if: {emails: {action: opened, flow: welcome_series}}
-          then: [{send: welcome_perks}]
-          else: [{send: welcome_reminder}]
-      - wait_until: {event: purchase, timeout: 7 days}
-        on_timeout: [{send: first_purchase_nudge}]
-"""
-TIMING = """\
-  - name: timing
-    trigger: welcome
-    frequency_cap: false
-    steps:
-      - send: welcome
-      - wait: 3 days
-      - send: welcome_reminder
-      - wait: 12 hours
-      - send: first_purchase_nudge
-"""
-JOINED = "2026-11-20T10:00:00+07:00"
-
-
-def journey(program: Program, flows: str = SERIES) -> Program:
-    path = program.dir / "config.yaml"
-    text = path.read_text()
-    for trigger in ("welcome", "milestone", "tier_upgrade", "reengagement"):
-        text = text.replace(f"trigger: {trigger},", f"trigger: {trigger}, enabled: false,")
-    path.write_text(text + flows)
-    return program
-
-
-def engine_of(program: Program) -> sa.Engine:
-    return sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
-
-
-def sends(program: Program) -> list[tuple[str, str, str]]:
-    engine = engine_of(program)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(sends_table.c.occurrence_key, sends_table.c.template, sends_table.c.state)
-                            .order_by(sends_table.c.id)).all()
-    engine.dispose()
-    return [tuple(r) for r in rows]
-
-
-def steps(program: Program) -> list[tuple[str, str]]:
-    engine = engine_of(program)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(journey_steps_table.c.step, journey_steps_table.c.outcome)
-                            .order_by(journey_steps_table.c.id)).all()
-    engine.dispose()
-    return [tuple(r) for r in rows]
-
-
-def once(program: Program, at: str) -> None:
-    result = program.run("run", "--once", at=at)
-    assert result.exit_code in (0, 4), result.output
-
-
-def explain(program: Program, member_id: str, at: str) -> str:
-    result = program.run("explain", member_id, "--at", at)
-    assert result.exit_code == 0, result.output
-    return result.output
-
+from .journey_program import (JOINED, SERIES, TIMING, buy_and_tick, check, engine_of, event_journey, explain,
+                              journey, once, sends, steps)
 
 def test_a_member_goes_through_the_series_and_times_out_waiting_for_a_purchase(program):
     journey(program)
@@ -226,10 +156,8 @@ def test_check_tells_of_an_edit_that_removes_the_step_members_wait_at_and_they_e
     once(program, "2026-11-20T10:05:00+07:00")
     config = program.dir / "config.yaml"
     config.write_text(config.read_text().replace("      - wait: 3 days\n", "      - wait: 2 days\n"))
-    result = program.run("check", at="2026-11-21T10:00:00+07:00")
-    assert result.exit_code == 0, result.output
     assert ("journey welcome_series: 2 members are at step wait_3_days, which this edit removes: "
-            "they will exit") in result.output
+            "they will exit") in check(program, exit_code=0, at="2026-11-21T10:00:00+07:00")
     once(program, "2026-11-21T10:05:00+07:00")
     assert steps(program)[-2:] == [("$exit", "exited")] * 2
     once(program, "2026-11-30T10:05:00+07:00")
@@ -258,10 +186,8 @@ def test_check_warns_of_members_at_a_step_whose_derived_id_depends_on_its_place(
     program.load("members", [member("M1", joined_at=JOINED)], at=JOINED)
     once(program, "2026-11-20T10:05:00+07:00")
     once(program, "2026-11-21T10:05:00+07:00")
-    result = program.run("check", at="2026-11-21T12:00:00+07:00")
-    assert result.exit_code == 0, result.output
     assert ("journey twice: 1 member is at step wait_1_days_2, whose id is derived from its content and its "
-            "place among like steps") in result.output
+            "place among like steps") in check(program, exit_code=0, at="2026-11-21T12:00:00+07:00")
 
 
 def test_journey_mistakes_come_with_their_line(program):
@@ -279,9 +205,7 @@ def test_journey_mistakes_come_with_their_line(program):
     def line(text: str) -> int:
         return next(i for i, row in enumerate(written, 1) if text in row)
 
-    result = program.run("check")
-    assert result.exit_code == 1
-    output = result.output
+    output = check(program, exit_code=1)
     assert f"config.yaml:{line('wait: soon')}:15: flow 'broken': wait: expected a duration" in output
     assert f"config.yaml:{line('diamond')}:40: field 'tier': at_least: unknown tier 'diamond'" in output
     assert (f"config.yaml:{line('jump:')}:9: flow 'broken': a step has exactly one of send, wait, "
@@ -304,9 +228,8 @@ def test_journey_mistakes_come_with_their_line(program):
 ])
 @CONFIG_ONLY
 def test_a_journey_refuses_clashing_ids_variants_and_unknown_email_steps(program, steps, extra, error):
-    journey(program, f"  - name: clashing\n    trigger: welcome\n    steps: {steps}\n{extra}")
-    result = program.run("check")
-    assert result.exit_code == 1 and error in result.output, result.output
+    output = check(program, f"  - name: clashing\n    trigger: welcome\n    steps: {steps}\n{extra}", exit_code=1)
+    assert error in output, output
 
 
 @CONFIG_ONLY
@@ -326,15 +249,13 @@ def test_an_unknown_step_in_a_branch_is_refused_at_its_line_and_column(program):
     written = (program.dir / "config.yaml").read_text().splitlines()
     step_line = next(i for i, row in enumerate(written, 1) if "step: welcom}" in row)
     flow_line = next(i for i, row in enumerate(written, 1) if "flow: clashin}" in row)
-    result = program.run("check")
-    assert result.exit_code == 1
+    output = check(program, exit_code=1)
     assert (f"config.yaml:{step_line}:{written[step_line - 1].index('welcom}') + 1}: flow 'clashing': emails: "
-            "step: 'welcom' is not a step of 'clashing' (did you mean 'welcome'? steps: branch_") in result.output
-    assert ", welcome, welcome_perks, welcome_reminder; a step without an id: is named after its content" \
-        in result.output
+            "step: 'welcom' is not a step of 'clashing' (did you mean 'welcome'? steps: branch_") in output
+    assert ", welcome, welcome_perks, welcome_reminder; a step without an id: is named after its content" in output
     assert (f"config.yaml:{flow_line}:{written[flow_line - 1].index('clashin}') + 1}: flow 'clashing': emails: "
-            "flow: no flow 'clashin' (did you mean 'clashing'? flows: ") in result.output
-    assert "Traceback" not in result.output
+            "flow: no flow 'clashin' (did you mean 'clashing'? flows: ") in output
+    assert "Traceback" not in output
 
 
 def test_the_series_by_flow_and_step(program):
@@ -465,22 +386,9 @@ def test_a_segment_entry_journey_enters_once_per_entry_and_a_purchase_ends_it(pr
 
 
 def test_later_steps_of_an_event_journey_still_see_the_event(program):
-    journey(program, """\
-  - name: after_purchase
-    trigger: event
-    event: purchase
-    frequency_cap: false
-    steps:
-      - send: points_receipt
-      - wait: 1 day
-      - {id: reminder, send: points_receipt}
-""")
-    program.load("members", [member("E1", joined_at=JOINED)], at=JOINED)
-    program.load("events", [{"member_id": "E1", "type": "purchase", "occurred_at": "2026-11-21T12:00:00+07:00",
-                             "amount": 2500000, "currency": "VND", "event_id": "big"}],
-                 at="2026-11-21T12:00:00+07:00")
-    once(program, "2026-11-21T12:05:00+07:00")
-    once(program, "2026-11-22T12:10:00+07:00")
+    journey(program, event_journey("      - send: points_receipt\n      - wait: 1 day\n"
+                                   "      - {id: reminder, send: points_receipt}\n"))
+    buy_and_tick(program)
     engine = engine_of(program)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(sends_table.c.occurrence_key, sends_table.c.state, sends_table.c.occurrence)
