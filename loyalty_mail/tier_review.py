@@ -253,7 +253,7 @@ def apply(conn: sa.Connection, settings: Settings, now: datetime, *,
 def period_measures(conn: sa.Connection, q: TierQualification, refs: Collection[int],
                     end: datetime) -> dict[int, Decimal]:
     """Each member's measure over their own period: events after members.tier_period_start up to
-    and including `end` (one query for all of `refs`; 0 without a period or events)."""
+    and including `end` (one query a page of members; 0 without a period or events)."""
     e, m = events_table, members_table
     found: dict[int, Decimal] = {}
     ordered = sorted(refs)
@@ -289,16 +289,11 @@ def needed_to_keep_each(conn: sa.Connection, settings: Settings, members: Collec
             for ref, tier in members}
 
 
-def needed_to_regain(conn: sa.Connection, settings: Settings, member_ref: int, tier: str,
-                     now: datetime, points: int, spend: Decimal) -> Decimal:
-    """What the member needs to reach `tier` again: over the period ending now with
-    qualification, else from their points (or spend) today."""
-    return needed_to_regain_each(conn, settings, [(member_ref, tier, points, spend)], now)[member_ref]
-
-
 def needed_to_regain_each(conn: sa.Connection, settings: Settings,
                           members: Collection[tuple[int, str, int, Decimal]], now: datetime) -> dict[int, Decimal]:
-    """`needed_to_regain` for many (member_ref, tier, points, spend) at once (one query a page)."""
+    """What each (member_ref, tier, points, spend) needs to reach `tier` again: over the period
+    ending now with qualification (one query a page of members), else from their points (or
+    spend) today."""
     ladder = TierLadder.from_settings(settings.tiers)
     q = settings.tiers.qualification
     if q is None:
