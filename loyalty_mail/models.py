@@ -135,7 +135,9 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         # Event-window segments ("3+ purchases in 30 days") read only this index.
         sa.Index("ix_events_type_time_member", "type", "occurred_at", "member_ref"),
-        sa.Index("ix_events_member_type_time", "member_ref", "type", "occurred_at"),
+        # Per-member probes; amount and points make it cover a member's spend or points earned
+        # over a period (needed_to_keep_tier, the tier review) without reading the rows.
+        sa.Index("ix_events_member_type_time", "member_ref", "type", "occurred_at", "amount", "points"),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BIG_ID, primary_key=True))

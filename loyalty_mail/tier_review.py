@@ -250,6 +250,24 @@ def apply(conn: sa.Connection, settings: Settings, now: datetime, *,
     return reviewer.report
 
 
+def period_measures(conn: sa.Connection, q: TierQualification, refs: Collection[int],
+                    end: datetime) -> dict[int, Decimal]:
+    """Each member's measure over their own period: events after members.tier_period_start up to
+    and including `end` (one query a page of members; 0 without a period or events)."""
+    e, m = events_table, members_table
+    found: dict[int, Decimal] = {}
+    ordered = sorted(refs)
+    for first in range(0, len(ordered), CHUNK):
+        rows = conn.execute(
+            sa.select(e.c.member_ref, sa.func.coalesce(sa.func.sum(measure_column(q)), 0))
+            .select_from(e.join(m, m.c.id == e.c.member_ref))
+            .where(m.c.id.in_(ordered[first:first + CHUNK]), e.c.occurred_at > m.c.tier_period_start,
+                   e.c.occurred_at <= end)
+            .group_by(e.c.member_ref))
+        found.update((ref, Decimal(str(value))) for ref, value in rows)
+    return {ref: found.get(ref, Decimal(0)) for ref in refs}
+
+
 def needed_to_keep(conn: sa.Connection, settings: Settings, member_ref: int, tier: str,
                    start: datetime, now: datetime) -> Decimal:
     """What the member still needs, from `now`, to keep `tier` at its review (0 when kept)."""
@@ -260,18 +278,34 @@ def needed_to_keep(conn: sa.Connection, settings: Settings, member_ref: int, tie
     return max(ladder.levels[ladder.rank(tier)].threshold - measure, Decimal(0))
 
 
-def needed_to_regain(conn: sa.Connection, settings: Settings, member_ref: int, tier: str,
-                     now: datetime, points: int, spend: Decimal) -> Decimal:
-    """What the member needs to reach `tier` again: over the period ending now with
-    qualification, else from their points (or spend) today."""
+def needed_to_keep_each(conn: sa.Connection, settings: Settings, members: Collection[tuple[int, str]],
+                        now: datetime) -> dict[int, Decimal]:
+    """`needed_to_keep` for many (member_ref, tier) at once, each over their own period."""
+    q = settings.tiers.qualification
+    assert q is not None
     ladder = TierLadder.from_settings(settings.tiers)
-    threshold = ladder.levels[ladder.rank(tier)].threshold
+    measures = period_measures(conn, q, [ref for ref, _ in members], now)
+    return {ref: max(ladder.levels[ladder.rank(tier)].threshold - measures[ref], Decimal(0))
+            for ref, tier in members}
+
+
+def needed_to_regain_each(conn: sa.Connection, settings: Settings,
+                          members: Collection[tuple[int, str, int, Decimal]], now: datetime) -> dict[int, Decimal]:
+    """What each (member_ref, tier, points, spend) needs to reach `tier` again: over the period
+    ending now with qualification (one query a page of members), else from their points (or
+    spend) today."""
+    ladder = TierLadder.from_settings(settings.tiers)
     q = settings.tiers.qualification
     if q is None:
-        have = Decimal(points) if ladder.basis == "points" else Decimal(spend)
+        have = {ref: Decimal(points) if ladder.basis == "points" else Decimal(spend)
+                for ref, _, points, spend in members}
     else:
-        have = measure_between(conn, q, [member_ref], period_before(now, q.period), now)[member_ref]
-    return max(threshold - have, Decimal(0))
+        refs, start = sorted(ref for ref, *_ in members), period_before(now, q.period)
+        have = {}
+        for first in range(0, len(refs), CHUNK):
+            have.update(measure_between(conn, q, refs[first:first + CHUNK], start, now))
+    return {ref: max(ladder.levels[ladder.rank(tier)].threshold - have[ref], Decimal(0))
+            for ref, tier, _, _ in members}
 
 
 def review_in(engine: sa.Engine, settings: Settings, now: datetime, *, dry_run: bool = False) -> ReviewReport:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,7 +27,7 @@ from ..config import FlowSettings, Settings
 from ..durations import add_months
 from ..models import events_table, members_table, point_lots_table, tier_changes_table
 from ..segments.compiler import month_day_key
-from ..tier_review import needed_to_keep, needed_to_regain
+from ..tier_review import CHUNK, needed_to_keep_each, needed_to_regain_each
 from ..tiers import TierLadder
 from .occurrences import (MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, point_events_newest_first,
                           same_date_in)
@@ -56,10 +57,8 @@ def tier_at_risk(conn: sa.Connection, flow: FlowSettings, settings: Settings, wi
              .order_by(m.c.id))
     if audience is not None:
         query = query.where(audience)
-    for row in _stream(conn, query):
-        if row.tier not in ladder.names or row.tier_period_start is None:
-            continue
-        needed = needed_to_keep(conn, settings, row.id, row.tier, row.tier_period_start, window.now)
+    rows = (row for row in _stream(conn, query) if row.tier in ladder.names and row.tier_period_start is not None)
+    for row, needed in _needed_by_page(conn, settings, rows, window.now):
         if needed <= 0:
             continue
         zone = row.timezone or zone_default
@@ -94,10 +93,12 @@ def tier_downgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings,
                 and ladder.rank(row.to_tier) < ladder.rank(row.from_tier):
             groups.setdefault(row.id, []).append(row)
     measure = settings.tiers.qualification.measure if settings.tiers.qualification else settings.tiers.basis
+    regains = needed_to_regain_each(conn, settings, [(moves[-1].id, moves[-1].from_tier, moves[-1].points,
+                                                      moves[-1].total_spend) for moves in groups.values()],
+                                    window.now)
     for moves in groups.values():
         latest = moves[-1]
-        regain = needed_to_regain(conn, settings, latest.id, latest.from_tier, window.now, latest.points,
-                                  latest.total_spend)
+        regain = regains[latest.id]
         for row in moves:
             zone = row.timezone or zone_default
             key = f"tier:{row.change_id}"
@@ -108,6 +109,15 @@ def tier_downgrades(conn: sa.Connection, flow: FlowSettings, settings: Settings,
                 data={"kind": "tier_downgrade", "key": key, "old_tier": row.from_tier, "new_tier": row.to_tier,
                       "why": row.change_reason, "to_regain": _text(regain), "measure": measure},
                 superseded_by=None if row is latest else f"tier:{latest.change_id}")
+
+
+def _needed_by_page(conn: sa.Connection, settings: Settings, rows: Iterator[Any],
+                    now: datetime) -> Iterator[tuple[Any, Decimal]]:
+    """Each row with what the member still needs to keep their tier, a page of members a query."""
+    for page in iter(lambda: list(islice(rows, CHUNK)), []):
+        needed = needed_to_keep_each(conn, settings, [(row.id, row.tier) for row in page], now)
+        for row in page:
+            yield row, needed[row.id]
 
 
 # -- birthdays -----------------------------------------------------------------------------------

@@ -284,12 +284,15 @@ class _Compiler:
         m, e = self.m, events_table
         if self.ctx.qualification is None:
             return sa.null()
+        # The events that count are a WHERE condition, not a CASE inside the sum: a purchase's
+        # type narrows the seek in (member_ref, type, occurred_at, amount, points), which covers
+        # the read (migration 0017).
         if self.ctx.qualification == "spend":
-            counted = sa.case((e.c.type == "purchase", self.money(e.c.amount)), else_=None)
+            counted, counts = self.money(e.c.amount), e.c.type == "purchase"
         else:
-            counted = sa.case((e.c.points > 0, e.c.points), else_=None)
+            counted, counts = e.c.points, e.c.points > 0
         measure = (sa.select(sa.func.coalesce(sa.func.sum(counted), 0))
-                   .where(e.c.member_ref == m.c.id, e.c.occurred_at > m.c.tier_period_start,
+                   .where(e.c.member_ref == m.c.id, counts, e.c.occurred_at > m.c.tier_period_start,
                           e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
                    .scalar_subquery())
         levels = self.ctx.ladder.levels[1:]
