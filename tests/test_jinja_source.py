@@ -196,5 +196,10 @@ def test_pruning_keeps_every_rule_that_could_match_and_drops_only_the_rest():
         assert kept + " {" in pruned
     for dropped in (".gone", "#other"):
         assert dropped not in pruned
-    assert prune_unmatchable_rules(source.replace('class="x"', 'class="{{ c }}"')) is None
+    # a class or id written by data may be any class or id: rules on it are kept
+    by_class = prune_unmatchable_rules(source.replace('class="x"', 'class="{{ c }}"'))
+    assert by_class is not None and ".gone {" in by_class and "#other" not in by_class
+    by_id = prune_unmatchable_rules(source.replace('id="main"', 'id="{{ c }}"'))
+    assert by_id is not None and "#other {" in by_id and ".gone" not in by_id
+    assert prune_unmatchable_rules(source.replace('<td class="x">', '<td {{ c }}>')) is None
     assert prune_unmatchable_rules(source.replace("{{ i }}", "{{ i | safe }}")) is None

@@ -37,6 +37,7 @@ from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
 from .inlining import NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules
+from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
@@ -74,6 +75,7 @@ class CompiledVariant:
     restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
     dynamic: tuple[tuple[str, Location], ...] = ()  # those rules' selectors and places
     links_used: frozenset[str] | None = None  # the link names the templates print (None: unknown)
+    inliner: CompiledInliner | None = None  # fallback: the stylesheets, compiled once, for each email
 
 
 @dataclass
@@ -206,12 +208,14 @@ class Renderer:
             compiled = compile_inlined(source, text_of=html_to_text)
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
-            return CompiledVariant(variant, headline, original, text_own, fallback)
+            return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
         except NeedsFallback as exc:
             fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
             pruned = prune_unmatchable_rules(source)
             per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
-            return CompiledVariant(variant, headline, per_email, text_own, fallback)
+            inliner = CompiledInliner()
+            inliner.prepare(fixed_style_texts(source if pruned is None else pruned))
+            return CompiledVariant(variant, headline, per_email, text_own, fallback, inliner=inliner)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
@@ -375,10 +379,12 @@ class Renderer:
                           tracker: LinkTracker, where: str) -> tuple[str, str]:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
         fallback = compiled.fallback
-        assert fallback is not None  # only an email that falls back is inlined per email
+        inliner = compiled.inliner
+        # only an email that falls back is inlined per email, and it has its inliner
+        assert fallback is not None and inliner is not None
         finished = self._inline_bounded(
             rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
-            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip())))
+            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:

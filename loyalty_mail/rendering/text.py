@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-import lxml.html
 from lxml import etree
 
 _BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
@@ -21,9 +20,14 @@ _PLACEHOLDER = re.compile(r"^JX\d+X$")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 
+_PARSER = etree.HTMLParser()  # lxml.html's tree without its element classes, which cost a third more
+
+
 def html_to_text(document: str) -> str:
     """Readable text of an HTML document (see module docstring)."""
-    root = lxml.html.document_fromstring(document)
+    root = etree.fromstring(document, _PARSER)
+    if root is None:
+        raise etree.ParserError("Document is empty")  # as lxml.html.document_fromstring says
     body = root.find("body")
     parts: list[str] = []
     _walk(body if body is not None else root, parts)

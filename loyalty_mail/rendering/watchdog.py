@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ class _Watchdog:
         self.changed = threading.Condition()
         self.armed: dict[int, tuple[float, int]] = {}   # thread id -> (deadline, token)
         self.fired: set[int] = set()                    # tokens whose thread was sent Overtime
+        self.wakes = math.inf                           # when the thread next looks, unless woken
         threading.Thread(target=self._run, name="render-watchdog", daemon=True).start()
 
     def _run(self) -> None:
@@ -46,7 +48,8 @@ class _Watchdog:
                         self.fired.add(token)
                         _set_async_exc(ctypes.c_ulong(thread), ctypes.py_object(Overtime))
                 waiting = [at for at, token in self.armed.values() if token not in self.fired]
-                self.changed.wait(min(waiting) - now if waiting else None)
+                self.wakes = min(waiting) if waiting else math.inf
+                self.changed.wait(self.wakes - now if waiting else None)
 
 
 _process: dict[str, _Watchdog] = {}   # one thread per process (a forked dispatcher starts its own)
@@ -71,7 +74,8 @@ def deadline(at: float) -> Iterator[None]:
         if thread in dog.armed:
             raise RuntimeError("deadline() blocks do not nest")
         dog.armed[thread] = (at, token)
-        dog.changed.notify()
+        if at < dog.wakes:  # later than the thread's next look: it sees this one then
+            dog.changed.notify()
     try:
         yield
     finally:
