@@ -215,7 +215,13 @@ class Renderer:
             per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
             inliner = CompiledInliner()
             inliner.prepare(fixed_style_texts(source if pruned is None else pruned))
-            return CompiledVariant(variant, headline, per_email, text_own, fallback, inliner=inliner)
+            try:
+                used = None if text_own else _names_used(self.html_env, source,
+                                                         f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+            except jinja2.TemplateSyntaxError:
+                used = None  # the flattened source does not parse: sign every link
+            return CompiledVariant(variant, headline, per_email, text_own, fallback, links_used=used,
+                                   inliner=inliner)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))

@@ -38,6 +38,7 @@ from .cascade import PREMAILER_OPTIONS, subjects
 from .selectors import Chain, Document, chain_of
 
 _KEPT = 32  # distinct `<style>` texts, and sets of them, kept per template
+_SHAPES_KEPT = 256  # page shapes and the styles they get, kept per stylesheet
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,14 @@ class Sheet:
     _by_class: dict[str, list[_Rule]] = field(default_factory=dict)
     _by_id: dict[str, list[_Rule]] = field(default_factory=dict)
     _merged: dict[tuple[str, tuple[int, ...]], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    shapes: dict[tuple[Any, ...], list[tuple[int, str, list[tuple[str, str]]]]] = field(default_factory=dict)
+    named_ids: frozenset[str] = frozenset()   # the ids the rules name
 
     def __post_init__(self) -> None:
+        self.named_ids = frozenset(
+            {rule.needs[1] for rule in self.rules if rule.needs is not None and rule.needs[1] is not None}
+            | {part.ident for rule in self.rules if rule.chain is not None for part in rule.chain.compounds
+               if part.ident is not None})
         for rule in self.rules:
             if rule.needs is None:
                 self._always.append(rule)
@@ -233,22 +240,35 @@ class CompiledInliner:
 
 
 def _apply(page: Any, sheet: Sheet) -> None:
-    document = Document(page)
-    matches: dict[int, tuple[Any, list[_Rule]]] = {}
-    for rule in sheet.candidates(document.classes, document.ids):
-        found = rule.select(page) if rule.chain is None else document.select(rule.chain)
-        for item in found:
-            entry = matches.get(id(item))
-            if entry is None:
-                matches[id(item)] = (item, [rule])
-            else:
-                entry[1].append(rule)
-    for item, matched in matches.values():
-        final, attributes = sheet.styled(item.attrib.get("style", ""), matched)
+    """premailer's matching and merging on `page`; a page of a shape seen before (same
+    elements, classes, ids and style attributes) gets the styles written then."""
+    document = Document(page, sheet.named_ids)
+    written = sheet.shapes.get(document.shape)
+    if written is None:
+        written = _match(document, page, sheet)
+    for position, final, attributes in written:
+        item = document.elements[position]
         if final:
             item.attrib["style"] = final
         for name, value in attributes:
             item.attrib[name] = value
+
+
+def _match(document: Document, page: Any, sheet: Sheet) -> list[tuple[int, str, list[tuple[str, str]]]]:
+    matches: dict[int, list[_Rule]] = {}
+    positions = {id(element): position for position, element in enumerate(document.elements)}
+    candidates = sheet.candidates(document.classes, document.ids)
+    for rule in candidates:
+        found = rule.select(page) if rule.chain is None else document.select(rule.chain)
+        for item in found:
+            matches.setdefault(positions[id(item)], []).append(rule)
+    written = [(position, *sheet.styled(document.elements[position].attrib.get("style", ""), matched))
+               for position, matched in matches.items()]
+    if all(rule.chain is not None for rule in candidates):  # nothing but the shape decides
+        if len(sheet.shapes) >= _SHAPES_KEPT:
+            sheet.shapes.clear()
+        sheet.shapes[document.shape] = written
+    return written
 
 
 _FLOATS: dict[str, str] = {}

@@ -18,6 +18,7 @@ from typing import Any
 
 import cssselect
 import cssselect.parser
+from lxml import etree
 
 _XPATH_SPACE = re.compile(r"[ \t\r\n]+")   # the characters XPath's normalize-space() collapses
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -96,36 +97,65 @@ def _compound(node: Any) -> Compound | None:
 
 
 class Document:
-    """A parsed page indexed once: its elements' classes, ids and tags."""
+    """A parsed page read once: its elements in document order and its shape (each element's
+    tag, class, id and style attributes and where it ends; an id that no selector names only as
+    present), which is all a `Chain` looks at; the index of its classes, ids and tags is built
+    when first needed."""
 
-    def __init__(self, page: Any) -> None:
-        self.classes: set[str] = set()
-        self.ids: set[str] = set()
+    def __init__(self, page: Any, named_ids: frozenset[str] = frozenset()) -> None:
+        self.elements: list[Any] = []
+        shape: list[Any] = []
+        for event, element in etree.iterwalk(page, events=("start", "end")):
+            if not isinstance(element.tag, str):
+                continue
+            if event == "start":
+                self.elements.append(element)
+                attributes = element.attrib
+                ident = attributes.get("id")
+                shape.append((element.tag, attributes.get("class"), ident if ident in named_ids else ident is not None,
+                              attributes.get("style")))
+            else:
+                shape.append(None)
+        self.shape = tuple(shape)
+        self._indexed = False
         self._tokens: dict[Any, frozenset[str]] = {}
         self._by_class: dict[str, list[Any]] = {}
         self._by_id: dict[str, list[Any]] = {}
         self._by_tag: dict[str, list[Any]] = {}
-        self._all: list[Any] = []
-        for element in page.iter():
-            tag = element.tag
-            if not isinstance(tag, str):
-                continue
-            self._all.append(element)
-            self._by_tag.setdefault(tag, []).append(element)
+        self._classes: set[str] = set()
+        self._ids: set[str] = set()
+
+    @property
+    def classes(self) -> set[str]:
+        self._index()
+        return self._classes
+
+    @property
+    def ids(self) -> set[str]:
+        self._index()
+        return self._ids
+
+    def _index(self) -> None:
+        if self._indexed:
+            return
+        self._indexed = True
+        for element in self.elements:
+            self._by_tag.setdefault(element.tag, []).append(element)
             written = element.get("class")
             if written:
                 tokens = frozenset(_XPATH_SPACE.split(written)) - {""}
                 self._tokens[element] = tokens
-                self.classes |= tokens
+                self._classes |= tokens
                 for token in tokens:
                     self._by_class.setdefault(token, []).append(element)
             ident = element.get("id")
             if ident is not None:
-                self.ids.add(ident)
+                self._ids.add(ident)
                 self._by_id.setdefault(ident, []).append(element)
 
     def select(self, chain: Chain) -> list[Any]:
         """The elements `chain` matches, as cssselect's XPath would find them (order aside)."""
+        self._index()
         subject = chain.compounds[-1]
         if subject.ident is not None:
             pool = self._by_id.get(subject.ident, [])
@@ -134,7 +164,7 @@ class Document:
         elif subject.tag is not None:
             pool = self._by_tag.get(subject.tag, [])
         else:
-            pool = self._all
+            pool = self.elements
         last = len(chain.compounds) - 1
         return [element for element in pool if self._matches(chain, last, element)]
 

@@ -32,7 +32,7 @@ def html_to_text(document: str) -> str:
     parts: list[str] = []
     _walk(body if body is not None else root, parts)
     text = "".join(parts)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    lines = [_SPACES.sub(" ", line).strip() if line and not line.isspace() else "" for line in text.split("\n")]
     out: list[str] = []
     for line in lines:
         if line or (out and out[-1]):
