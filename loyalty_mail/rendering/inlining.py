@@ -7,7 +7,8 @@ for click tracking, and swaps the Jinja back. Where the result could differ from
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
 a control block that opens and closes tags unevenly, sibling selectors next to loops, macros
 whose elements match context-dependent selectors, or premailer moving a placeholder) it raises
-`NeedsFallback` with the line and the reason, and the template is inlined per email instead.
+`NeedsFallback` with the line and the reason, and the template is inlined per email instead
+(`replay`: premailer's steps on each rendered email, the stylesheet compiled once).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Protected:
 
 
 def inline_css(document: str) -> str:
-    """premailer with the project's options: the one way CSS is inlined, per email or per template."""
+    """premailer with the project's options: the reference inliner (compile time, `check`'s
+    comparison, the tests); the per-email path (`replay`) writes the same bytes."""
     return premailer.Premailer(document, **PREMAILER_OPTIONS).transform()
 
 

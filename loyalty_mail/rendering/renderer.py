@@ -4,7 +4,8 @@ Compile (once per email and locale): flatten the layout chain, inline CSS with p
 links for tracking, derive the text body, compile both with Jinja's sandbox and StrictUndefined.
 Render (per email): run the compiled templates with the member's context, sign the links.
 A variant that cannot be inlined at compile time (see `inlining.NeedsFallback`) is rendered from
-its original files and inlined per email; `fallback` on the compiled variant says where and why.
+its original files and inlined per email, its stylesheet compiled once (`replay`); `fallback` on
+the compiled variant says where and why.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ _OUTPUT_BLOCK = 256  # output pieces joined between two size checks
 _FAULTS: tuple[type[Exception], ...] = (jinja2.TemplateError, *TEMPLATE_FAULTS)
 
 
+# What a template inlined per email costs, as `check` and `templates list` say it
+PER_EMAIL = ("CSS is inlined per email (slower: each rendered email is parsed and styled again, "
+             "4-5x the CPU time of an email compiled once)")
+
+
 @dataclass(frozen=True)
 class Fallback:
     """Why a variant is inlined per email: the file and line, and the reason."""
@@ -62,7 +68,7 @@ class Fallback:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.location}: CSS is inlined per email (slower): {self.reason}"
+        return f"{self.location}: {PER_EMAIL}: {self.reason}"
 
 
 @dataclass

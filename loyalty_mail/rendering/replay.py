@@ -4,18 +4,21 @@ A template that cannot be inlined at compile time (`inlining.NeedsFallback`) is 
 each render. premailer does that by walking its cssutils sheet again for every email: it
 reformats every rule, matches every selector against the document, parses every matched
 declaration block and merges the styles with cssutils. None of that depends on the member, only
-on the text of the email's `<style>` elements. `CompiledInliner` does it once per distinct set
-of `<style>` texts (a `Sheet`: premailer's own rule list, sorted, each selector compiled to XPath,
-each declaration block parsed, the leftover `<style>` text written) and per email only parses the
-document, evaluates the selectors whose subject's classes and id occur in it, and writes the
-styles, merged once per (style attribute, matching rules) with premailer's `merge_styles`.
+on the text of the email's `<style>` elements. `CompiledInliner` reads each `<style>` text once
+(premailer's own rule list, each selector compiled: `selectors.Chain` for the common shapes,
+XPath for the rest; each declaration block parsed, the leftover `<style>` text written), and
+per email only parses the document, matches the rules whose subject's classes and id occur in
+it, and writes the styles, merged once per (style attribute, matching rules) with premailer's
+`merge_styles`. A page of the same shape as one seen before (elements, classes, the ids the
+rules name, style attributes) gets the styles written then, when only `Chain`s decided them.
 
 The steps, their order and the serialization are premailer 3.10's `Premailer.transform` with
 `cascade.PREMAILER_OPTIONS` (no network, no external files, no base URL, leftover rules kept in
 their `<style>`); premailer's own functions are called for each piece (`_parse_style_rules`,
 `_css_rules_to_string`, `merge_styles`, `_style_to_basic_html_attributes`, `get_or_create_head`).
-A stylesheet premailer would refuse (a selector cssselect cannot read) is handed to premailer as
-is, so the error is premailer's. Tests compare the output with premailer's, byte for byte.
+A stylesheet with a selector cssselect cannot read is handed to premailer as it is, so the
+error is premailer's. Tests compare the output with premailer's, byte for byte, and pin the
+premailer version.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .selectors import Chain, Document, chain_of
 
 _KEPT = 32  # distinct `<style>` texts, and sets of them, kept per template
 _SHAPES_KEPT = 256  # page shapes and the styles they get, kept per stylesheet
+_MERGED_KEPT = 4096  # merged styles, kept per stylesheet
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class Sheet:
                                  remove_unset_properties=True)
             probe = etree.Element("p")
             _attributes_from(probe, final)
+            if len(self._merged) >= _MERGED_KEPT:  # style attributes written by data: bounded
+                self._merged.clear()
             found = self._merged[key] = (final, list(probe.attrib.items()))
         return found
 
@@ -228,7 +234,9 @@ class CompiledInliner:
             del element.attrib[name]
         for element, kept in zip(styles, sheet.leftover):
             if kept is None:
-                element.getparent().remove(element)
+                parent = element.getparent()
+                assert parent is not None  # the HTML parser's root is always <html>
+                parent.remove(element)
             else:
                 element.text = kept
         _apply(page, sheet)

@@ -1,14 +1,15 @@
-"""A deadline for code that has no place to look at a clock: premailer inlining CSS per email.
+"""A deadline for code that has no place to look at a clock: CSS inlined on a rendered email.
 
-Jinja asks `RenderLimits` at every loop and call; premailer (and cssutils under it) loop over
-rules and elements in Python with no hook to ask. Tracing every call (`sys.settrace`) to look at
+Jinja asks `RenderLimits` at every loop and call; the per-email inliner (`replay`), premailer
+(`check`'s reference) and cssutils under them loop over rules and elements with no hook to ask. Tracing every call (`sys.settrace`) to look at
 the clock made inlining 3-6x slower. Instead one watchdog thread per process waits for the earliest
 deadline and, when a guarded block is still running past it, raises `Overtime` in that thread
 (CPython's `PyThreadState_SetAsyncExc`), which the interpreter delivers at its next bytecode. Work
 inside one C call (lxml parsing a document) stops when it returns to Python; its input is bounded
 by `rendering.max_bytes`. `Overtime` is a BaseException, so a library's `except Exception` does not
 swallow it; `deadline` withdraws an exception not yet delivered when the block ends, so it never
-surfaces after the block.
+surfaces after the block. The thread is woken only for a deadline earlier than the one it waits
+for: one email after another, it wakes once per timeout, not once per email.
 """
 
 from __future__ import annotations
