@@ -240,10 +240,10 @@ class CompiledInliner:
             else:
                 element.text = kept
         _apply(page, sheet)
-        for image in page.xpath("//img[@style]"):
-            floating = _float(image.attrib["style"])
-            if floating in ("left", "right"):
-                image.attrib["align"] = floating
+        for image in page.iter("img"):  # premailer's `//img[@style]`
+            style = image.get("style")
+            if style is not None and _float(style) in ("left", "right"):
+                image.attrib["align"] = _float(style)
         return page, root
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import cssselect
 import cssselect.parser
-from lxml import etree
 
 _XPATH_SPACE = re.compile(r"[ \t\r\n]+")   # the characters XPath's normalize-space() collapses
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -97,25 +96,23 @@ def _compound(node: Any) -> Compound | None:
 
 
 class Document:
-    """A parsed page read once: its elements in document order and its shape (each element's
-    tag, class, id and style attributes and where it ends; an id that no selector names only as
-    present), which is all a `Chain` looks at; the index of its classes, ids and tags is built
-    when first needed."""
+    """A parsed page read once: its elements in document order and its shape (each node in
+    document order with its number of children, which fixes the tree; each element's tag,
+    class, id and style attributes, an id that no selector names only as present), which is
+    all a `Chain` looks at; the index of its classes, ids and tags is built when first needed."""
 
     def __init__(self, page: Any, named_ids: frozenset[str] = frozenset()) -> None:
         self.elements: list[Any] = []
         shape: list[Any] = []
-        for event, element in etree.iterwalk(page, events=("start", "end")):
-            if not isinstance(element.tag, str):
-                continue
-            if event == "start":
-                self.elements.append(element)
-                attributes = element.attrib
-                ident = attributes.get("id")
-                shape.append((element.tag, attributes.get("class"), ident if ident in named_ids else ident is not None,
-                              attributes.get("style")))
+        for node in page.iter():  # in document order, with each node's number of children
+            tag = node.tag
+            if isinstance(tag, str):
+                self.elements.append(node)
+                ident = node.get("id")
+                shape.append((tag, node.get("class"), ident if ident in named_ids else ident is not None,
+                              node.get("style"), len(node)))
             else:
-                shape.append(None)
+                shape.append(None)  # a comment or processing instruction: no children
         self.shape = tuple(shape)
         self._indexed = False
         self._tokens: dict[Any, frozenset[str]] = {}

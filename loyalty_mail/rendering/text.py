@@ -41,20 +41,25 @@ def html_to_text(document: str) -> str:
 
 
 def _hidden(element: etree._Element) -> bool:
-    style = (element.get("style") or "").replace(" ", "").lower()
-    return ("display:none" in style or element.get("data-text") == "skip"
-            or element.get("aria-hidden") == "true" and element.tag != "img")
+    style = element.get("style")
+    return (style is not None and "display:none" in style.replace(" ", "").lower()
+            or element.get("data-text") == "skip" or element.get("aria-hidden") == "true" and element.tag != "img")
 
 
 def _walk(element: etree._Element, parts: list[str]) -> None:
+    append = parts.append
     for node in element.iterchildren():
-        if isinstance(node, etree._Comment):
-            if _PLACEHOLDER.match(node.text or ""):
-                parts.append(node.text)
-        elif isinstance(node.tag, str) and node.tag not in _SKIP and not _hidden(node):
-            _element(node, parts)
-        if node.tail:
-            parts.append(node.tail)
+        tag = node.tag
+        if isinstance(tag, str):
+            if tag not in _SKIP and not _hidden(node):
+                _element(node, parts)
+        elif tag is etree.Comment:
+            text = node.text
+            if text and _PLACEHOLDER.match(text):
+                append(text)
+        tail = node.tail
+        if tail:
+            append(tail)
 
 
 def _element(node: etree._Element, parts: list[str]) -> None:
