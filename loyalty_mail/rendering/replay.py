@@ -10,7 +10,7 @@ XPath for the rest; each declaration block parsed, the leftover `<style>` text w
 per email only parses the document, matches the rules whose subject's classes and id occur in
 it, and writes the styles, merged once per (style attribute, matching rules) with premailer's
 `merge_styles`. A page of the same shape as one seen before (elements, classes, the ids the
-rules name, style attributes) gets the styles written then, when only `Chain`s decided them.
+rules name) is matched as that one was, when only `Chain`s decided it.
 
 The steps, their order and the serialization are premailer 3.10's `Premailer.transform` with
 `cascade.PREMAILER_OPTIONS` (no network, no external files, no base URL, leftover rules kept in
@@ -41,11 +41,11 @@ from .cascade import PREMAILER_OPTIONS, subjects
 from .selectors import Chain, Document, chain_of
 
 _KEPT = 32  # distinct `<style>` texts, and sets of them, kept per template
-_SHAPES_KEPT = 256  # page shapes and the styles they get, kept per stylesheet
+_SHAPES_KEPT = 256  # page shapes and the rules matching their elements, kept per stylesheet
 _MERGED_KEPT = 4096  # merged styles, kept per stylesheet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself: one object per rule
 class _Rule:
     """One of premailer's sorted rules: its compiled selector, its pseudo-class bucket, its
     declarations parsed, and what its subject needs (None: evaluate it on every email)."""
@@ -69,8 +69,8 @@ class Sheet:
     _always: list[_Rule] = field(default_factory=list)
     _by_class: dict[str, list[_Rule]] = field(default_factory=dict)
     _by_id: dict[str, list[_Rule]] = field(default_factory=dict)
-    _merged: dict[tuple[str, tuple[int, ...]], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
-    shapes: dict[tuple[Any, ...], list[tuple[int, str, list[tuple[str, str]]]]] = field(default_factory=dict)
+    _merged: dict[tuple[str, tuple[_Rule, ...]], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    shapes: dict[tuple[Any, ...], list[tuple[int, tuple[_Rule, ...]]]] = field(default_factory=dict)
     named_ids: frozenset[str] = frozenset()   # the ids the rules name
 
     def __post_init__(self) -> None:
@@ -97,10 +97,10 @@ class Sheet:
             found.sort(key=lambda rule: rule.number)
         return found
 
-    def styled(self, inline: str, matched: list[_Rule]) -> tuple[str, list[tuple[str, str]]]:
+    def styled(self, inline: str, matched: tuple[_Rule, ...]) -> tuple[str, list[tuple[str, str]]]:
         """The style premailer writes on an element with style attribute `inline` matched by
         `matched` (in rule order), and the HTML attributes it derives from that style."""
-        key = (inline, tuple(rule.number for rule in matched))
+        key = (inline, matched)
         found = self._merged.get(key)
         if found is None:
             final = merge_styles(inline, [rule.pairs for rule in matched], [rule.pseudo for rule in matched],
@@ -249,34 +249,35 @@ class CompiledInliner:
 
 def _apply(page: Any, sheet: Sheet) -> None:
     """premailer's matching and merging on `page`; a page of a shape seen before (same
-    elements, classes, ids and style attributes) gets the styles written then."""
+    elements, classes and named ids) is matched as it was then."""
     document = Document(page, sheet.named_ids)
-    written = sheet.shapes.get(document.shape)
-    if written is None:
-        written = _match(document, page, sheet)
-    for position, final, attributes in written:
-        item = document.elements[position]
+    matches = sheet.shapes.get(document.shape)
+    if matches is None:
+        matches = _match(document, page, sheet)
+    elements = document.elements
+    for position, matched in matches:
+        item = elements[position]
+        final, attributes = sheet.styled(item.get("style", ""), matched)
         if final:
             item.attrib["style"] = final
         for name, value in attributes:
             item.attrib[name] = value
 
 
-def _match(document: Document, page: Any, sheet: Sheet) -> list[tuple[int, str, list[tuple[str, str]]]]:
-    matches: dict[int, list[_Rule]] = {}
+def _match(document: Document, page: Any, sheet: Sheet) -> list[tuple[int, tuple[_Rule, ...]]]:
+    """The elements (by position) that rules match, and those rules in premailer's order."""
+    found: dict[int, list[_Rule]] = {}
     positions = {id(element): position for position, element in enumerate(document.elements)}
     candidates = sheet.candidates(document.classes, document.ids)
     for rule in candidates:
-        found = rule.select(page) if rule.chain is None else document.select(rule.chain)
-        for item in found:
-            matches.setdefault(positions[id(item)], []).append(rule)
-    written = [(position, *sheet.styled(document.elements[position].attrib.get("style", ""), matched))
-               for position, matched in matches.items()]
+        for item in rule.select(page) if rule.chain is None else document.select(rule.chain):
+            found.setdefault(positions[id(item)], []).append(rule)
+    matches = [(position, tuple(rules)) for position, rules in found.items()]
     if all(rule.chain is not None for rule in candidates):  # nothing but the shape decides
         if len(sheet.shapes) >= _SHAPES_KEPT:
             sheet.shapes.clear()
-        sheet.shapes[document.shape] = written
-    return written
+        sheet.shapes[document.shape] = matches
+    return matches
 
 
 _FLOATS: dict[str, str] = {}

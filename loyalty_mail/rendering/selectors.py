@@ -98,8 +98,8 @@ def _compound(node: Any) -> Compound | None:
 class Document:
     """A parsed page read once: its elements in document order and its shape (each node in
     document order with its number of children, which fixes the tree; each element's tag,
-    class, id and style attributes, an id that no selector names only as present), which is
-    all a `Chain` looks at; the index of its classes, ids and tags is built when first needed."""
+    class and id, an id that no selector names only as present), which is all a `Chain` looks
+    at; the index of its classes, ids and tags is built when first needed."""
 
     def __init__(self, page: Any, named_ids: frozenset[str] = frozenset()) -> None:
         self.elements: list[Any] = []
@@ -109,8 +109,7 @@ class Document:
             if isinstance(tag, str):
                 self.elements.append(node)
                 ident = node.get("id")
-                shape.append((tag, node.get("class"), ident if ident in named_ids else ident is not None,
-                              node.get("style"), len(node)))
+                shape.append((tag, node.get("class"), ident if ident in named_ids else ident is not None, len(node)))
             else:
                 shape.append(None)  # a comment or processing instruction: no children
         self.shape = tuple(shape)
