@@ -19,11 +19,24 @@ Foundation for Emails ships) and a `:last-child` rule next to a loop, which is a
 rendered email (the other rules inlined once); the same email without that rule, compiled once;
 and the naive path. The per-email path may be slower than compile-once, never by orders of
 magnitude.
+
+Then the templates that fall back to inlining per email, one per reason (data in a class, in an
+id, in a style; a control block that opens a tag in one branch and closes it in another; a
+`<style>` inside a condition; a macro called where a context selector styles it differently),
+the first with the 1,400-rule framework stylesheet, the others with the layout's own. Each is
+rendered to complete messages three ways, taking turns in rounds: premailer per email (the
+reference inliner), css-inline per email (when the `css_inline` package is importable; it is not
+a dependency) and our path (the stylesheet compiled once, applied to each rendered email:
+`rendering/replay.py`), counted in messages per second of this process's CPU time, so that
+waiting for a core on a shared machine is left out. The `<style>` in a condition also gets the
+rate of compiling each branch once (its gold branch without the condition, compiled once). The
+welcome email compiled once is measured in the same rounds, for ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import re
@@ -33,16 +46,22 @@ import tempfile
 import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import lxml.html
+import premailer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from loyalty_mail.config import load_settings  # noqa: E402
 from loyalty_mail.rendering import Renderer  # noqa: E402
+from loyalty_mail.rendering.dom import dom_difference  # noqa: E402
+from loyalty_mail.rendering.cascade import PREMAILER_OPTIONS  # noqa: E402
+from loyalty_mail.rendering.inlining import parse_document  # noqa: E402
 from loyalty_mail.rendering.text import html_to_text  # noqa: E402
 from loyalty_mail.signing import TokenClaims, TokenSigner  # noqa: E402
 
@@ -218,10 +237,175 @@ def framework_emails(into: Path) -> dict[str, str]:
     return emails
 
 
+FRAMEWORK_SHEET = "\n".join(
+    f".fw-row .fw-col-{i % 12}.fw-{i} td.fw-cell-{i % 40} {{ padding: {i % 20}px; "
+    f"color: #{(i * 2654435761) % 0xFFFFFF:06x} }}" for i in range(FRAMEWORK_RULES))
+
+# One template per reason to fall back: (email, label, style put in the content, markup).
+FALLBACKS = (
+    ("fallback_class", f"data in a class, {FRAMEWORK_RULES:,} rules",
+     f"<style>{FRAMEWORK_SHEET}\n.tier-gold {{ color: #b8860b }} .tier-silver {{ color: #777 }}</style>",
+     '<p class="copy tier-{{ member.tier }}">{{ tier.label }}</p>'),
+    ("fallback_id", "data in an id", "<style>#m-SV0000001 { font-weight: bold } p#intro { margin: 0 }</style>",
+     '<p id="m-{{ member.member_id }}" class="copy">{{ member.member_id }}</p>'),
+    ("fallback_style", "data in a style", "<style>.bar { height: 8px; background-color: #c8102e }</style>",
+     '<table role="presentation" width="100%"><tr><td class="bar" '
+     'style="width: {{ [member.points // 100, 100] | min }}%"></td><td></td></tr></table>'),
+    ("fallback_uneven", "uneven control blocks", "<style>.vip { border: 2px solid #b8860b; padding: 8px }</style>",
+     '{% if member.points > 8000 %}<div class="vip">{% endif %}<p class="copy">{{ tier.label }}</p>'
+     '{% if member.points > 8000 %}</div>{% endif %}'),
+    ("fallback_style_if", "<style> inside a condition", "",
+     "{% if member.tier == 'gold' %}<style>.stat { color: #b8860b } .copy { font-size: 17px }</style>{% endif %}"
+     '<p class="copy">{{ tier.label }}</p>'),
+    ("fallback_macro", "macro call sites", "<style>.box .v { color: #c8102e } .v { font-weight: bold }</style>",
+     '{% macro cell(v) %}<span class="v">{{ v }}</span>{% endmacro %}'
+     '<div class="box">{{ cell(member.points) }}</div><p>{{ cell(member.tier) }}</p>'),
+)
+
+
+def fallback_emails(into: Path) -> dict[str, str]:
+    """The welcome email with each reason to fall back added to its content, and, for the
+    `<style>` in a condition, the same email with the condition always true (one branch)."""
+    welcome = (REPO / "templates" / "welcome" / "vi.html").read_text(encoding="utf-8")
+    emails = {}
+    for email, label, style, markup in FALLBACKS:
+        contents = {email: style + markup}
+        if "<style>" in markup:  # the gold members' branch, as compiling per branch would compile it
+            contents[email + "_branch"] = markup.replace("{% if member.tier == 'gold' %}", "").replace(
+                "{% endif %}", "", 1)
+        for name, content in contents.items():
+            folder = into / "templates" / name
+            folder.mkdir(parents=True)
+            (folder / "vi.html").write_text(
+                welcome.replace("{% block content %}", "{% block content %}" + content, 1), encoding="utf-8")
+        emails[email] = label
+    return emails
+
+
+class PremailerPerEmail:
+    """premailer on each rendered email, where our path applies the compiled stylesheet."""
+
+    def transform(self, document: str) -> tuple[Any, Any]:
+        _, page, root = parse_document(document)
+        premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+        return page, root
+
+
+class CssInlinePerEmail:
+    """css-inline (Rust) on each rendered email, parsed again for the links."""
+
+    def __init__(self, module: Any) -> None:
+        self._inliner = module.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+    def transform(self, document: str) -> tuple[Any, Any]:
+        _, page, root = parse_document(self._inliner.inline(document))
+        return page, root
+
+
+def cpu_seconds(render_one: Callable[[int, dict[str, object]], None], people: list[dict[str, object]]) -> float:
+    """This process's CPU time for rendering each of `people` to a complete message: on a
+    shared machine, time spent waiting for a core is not counted."""
+    gc.collect()  # the previous way's garbage is not collected on this one's time
+    start = time.process_time()
+    for index, member in enumerate(people):
+        render_one(index, member)
+    return time.process_time() - start
+
+
+def fallback_report(renderer: Renderer, emails: dict[str, str], people: list[dict[str, object]],
+                    slow_count: int) -> None:
+    """Messages per CPU second for premailer, css-inline and our path on each fallback
+    template, and the welcome email compiled once, taking turns in rounds."""
+    try:
+        import css_inline  # type: ignore[import-not-found]
+    except ImportError:
+        css_inline = None
+    print("per email (fallback), messages per CPU second; `same DOM`: as render, then premailer")
+    print(f"{'template':<{WIDTH}}{'premailer':>10}{'css-inline':>11}{'ours':>7}{'welcome':>8}"
+          f"{'/prem.':>8}{'/welcome':>9}{'same DOM':>9}")
+
+    def message(email: str) -> Callable[[int, dict[str, object]], None]:
+        def one(index: int, member: dict[str, object]) -> None:
+            renderer.render(email, member, now=NOW, send_id=f"{index:032x}", flow={"name": email},
+                            occurrence=occurrence_for("welcome", member)).to_bytes()
+        return one
+
+    rounds = 5
+    cpu_seconds(message("welcome"), people[:50])  # compiled and warm
+    for email, label in emails.items():
+        compiled = renderer.compiled(email, "vi")
+        assert compiled.fallback is not None, email
+        ways: dict[str, Any] = {"premailer": PremailerPerEmail(), "ours": compiled.inliner}
+        if css_inline is not None:
+            ways["css-inline"] = CssInlinePerEmail(css_inline)
+        same = {}
+        for way, inliner in ways.items():  # each way's email against "render, then premailer"
+            compiled.inliner = inliner
+            html = renderer.render(email, people[0], now=NOW, tracked=False,
+                                   occurrence=occurrence_for("welcome", people[0])).html
+            reference = renderer.reference_html(email, people[0], now=NOW,
+                                                occurrence=occurrence_for("welcome", people[0]))
+            same[way] = "yes" if dom_difference(html, reference) is None else "no"
+        counts = {"premailer": 3 if "rules" in label else slow_count, "css-inline": len(people), "ours": len(people)}
+        spent = dict.fromkeys([*ways, "welcome"], 0.0)
+        done = dict.fromkeys([*ways, "welcome"], 0)
+        for turn in range(rounds):
+            for way, inliner in ways.items():
+                compiled.inliner = inliner
+                share = people[:counts[way]][turn::rounds]
+                spent[way] += cpu_seconds(message(email), share)
+                done[way] += len(share)
+            share = people[turn::rounds]
+            spent["welcome"] += cpu_seconds(message("welcome"), share)
+            done["welcome"] += len(share)
+        compiled.inliner = ways["ours"]
+        rates = {way: done[way] / spent[way] for way in spent}
+        css = f"{rates['css-inline']:>11.0f}" if "css-inline" in rates else f"{'-':>11}"
+        print(f"{label:<{WIDTH}}{rates['premailer']:>10.1f}{css}{rates['ours']:>7.0f}{rates['welcome']:>8.0f}"
+              f"{rates['ours'] / rates['premailer']:>7.1f}x{rates['ours'] / rates['welcome']:>9.2f}"
+              f"{same['ours']:>9}" + (f"  (css-inline: {same['css-inline']})" if "css-inline" in same else ""))
+        branch = email + "_branch"
+        if branch in renderer.catalog.variants:
+            assert renderer.compiled(branch, "vi").fallback is None
+            cpu_seconds(message(branch), people[:50])
+            print(f"{'  each branch compiled once (the gold branch)':<{WIDTH}}{'':>21}"
+                  f"{len(people) / cpu_seconds(message(branch), people):>7.0f}")
+
+
+def other_sections(renderer: Renderer, emails: dict[str, tuple[str, dict[str, object]]], framework: dict[str, str],
+                   people: list[dict[str, object]], args: argparse.Namespace) -> None:
+    """The example templates, the corpus and the framework-sized stylesheet."""
+    start = time.perf_counter()
+    variants = [(template, locale) for template in EXAMPLES for locale in ("vi", "en")]
+    variants += [(email, "vi") for email in emails]
+    for template, locale in variants:
+        renderer.compiled(template, locale)
+    print(f"compile {len(variants)} variants: {time.perf_counter() - start:.2f} s (once per process)")
+    fallbacks = [emails[e][0] for e in emails if renderer.compiled(e, "vi").fallback]
+    if fallbacks:
+        print(f"inlined per email (fallback): {', '.join(fallbacks)}")
+    print(f"{'template':<{WIDTH}}{'emails':>8}{'ours/s':>10}{'KB/msg':>8}{'naive/s':>10}{'speed-up':>10}")
+    report("examples", renderer, {t: t for t in EXAMPLES}, {t: people for t in EXAMPLES}, args.naive)
+    if emails:
+        with_data = {email: [{**member, "attributes": data} for member in people]
+                     for email, (_, data) in emails.items()}
+        report("corpus", renderer, {email: name for email, (name, _) in emails.items()}, with_data,
+               args.naive)
+    compiled = renderer.compiled("framework_per_email", "vi")
+    if compiled.fallback is not None:
+        print(f"per email because: {compiled.fallback}")
+    else:
+        print("applied per email: " + ", ".join(f"'{rule}' ({at})" for rule, at in compiled.dynamic))
+    report("framework", renderer, framework, {e: people[:max(args.members // 10, 200)] for e in framework},
+           max(args.naive // 10, 10))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--naive", type=int, default=300, help="emails per template on the naive path")
+    parser.add_argument("--fallback-only", action="store_true",
+                        help="only the templates inlined per email (and the welcome email, for ratios)")
     parser.add_argument("--corpus", type=Path, default=CORPUS if CORPUS.is_dir() else None,
                         help="a folder of public HTML email templates (default: the public templates in tests/fixtures)")
     args = parser.parse_args()
@@ -232,32 +416,19 @@ def main() -> None:
             shutil.copytree(REPO / "templates", Path(scratch) / "templates")
             shutil.copy(REPO / "config.yaml", Path(scratch) / "config.yaml")
         framework = framework_emails(Path(scratch))
+        per_email = fallback_emails(Path(scratch))
         project = Path(scratch)
         settings = load_settings(project, environ={"LOYALTY_MAIL_SECRET": SECRET})
         renderer = Renderer.for_program(settings, signer=TokenSigner(SECRET))
+        # premailer on the 1,400-rule email takes seconds an email: past the 2 s rendering.timeout
+        renderer.limits.timeout = 600.0
+        if not args.fallback_only:
+            other_sections(renderer, emails, framework, people, args)
         start = time.perf_counter()
-        variants = [(template, locale) for template in EXAMPLES for locale in ("vi", "en")]
-        variants += [(email, "vi") for email in emails]
-        for template, locale in variants:
-            renderer.compiled(template, locale)
-        print(f"compile {len(variants)} variants: {time.perf_counter() - start:.2f} s (once per process)")
-        fallbacks = [emails[e][0] for e in emails if renderer.compiled(e, "vi").fallback]
-        if fallbacks:
-            print(f"inlined per email (fallback): {', '.join(fallbacks)}")
-        print(f"{'template':<{WIDTH}}{'emails':>8}{'ours/s':>10}{'KB/msg':>8}{'naive/s':>10}{'speed-up':>10}")
-        report("examples", renderer, {t: t for t in EXAMPLES}, {t: people for t in EXAMPLES}, args.naive)
-        if emails:
-            with_data = {email: [{**member, "attributes": data} for member in people]
-                         for email, (_, data) in emails.items()}
-            report("corpus", renderer, {email: name for email, (name, _) in emails.items()}, with_data,
-                   args.naive)
-        compiled = renderer.compiled("framework_per_email", "vi")
-        if compiled.fallback is not None:
-            print(f"per email because: {compiled.fallback}")
-        else:
-            print("applied per email: " + ", ".join(f"'{rule}' ({at})" for rule, at in compiled.dynamic))
-        report("framework", renderer, framework, {e: people[:max(args.members // 10, 200)] for e in framework},
-               max(args.naive // 10, 10))
+        for email in per_email:
+            renderer.compiled(email, "vi")
+        print(f"compile {len(per_email)} templates inlined per email: {time.perf_counter() - start:.2f} s")
+        fallback_report(renderer, per_email, people[:max(args.members // 5, 200)], max(args.naive // 5, 10))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,15 @@ def _piece(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         children.map(lambda c: "<p class=\"note\">" + c + "</p>"),
         children.map(lambda c: "<span style=\"color: black\" width=\"5\">" + c + "</span>"),
         children.map(lambda c: "{% macro m() %}<i>" + c + "</i>{% endmacro %}{{ m() }}"),
+        # each reason to inline per email: data in a class, an id or a style, uneven blocks,
+        # a <style> in a condition
+        children.map(lambda c: "<p class=\"{{ 'note' if member.points > 100 else 'plain' }}\">" + c + "</p>"),
+        children.map(lambda c: "<span id=\"{{ 'x' if member.points > 100 else 'y' }}\">" + c + "</span>"),
+        children.map(lambda c: "<b style=\"color: {{ 'red' if member.points > 100 else 'blue' }}\">" + c + "</b>"),
+        children.map(lambda c: "{% if member.points > 100 %}<div class=\"note\">{% endif %}" + c
+                     + "{% if member.points > 100 %}</div>{% endif %}"),
+        children.map(lambda c: "{% if member.points > 100 %}<style>.note { color: #123456 } span { width: 4px }"
+                     "</style>{% endif %}" + c),
     )
 
 
@@ -87,7 +96,9 @@ _STYLES = st.sampled_from(["", "span + span { color: red }", ".note:last-child {
                             # the cascade applied per email: specificity, !important, HTML attributes
                             "span { color: blue; width: 20px } span + span { color: red; width: 30px }",
                             ".random span:last-child { text-align: center } span { text-align: left !important }",
-                            "span:first-child { background-color: #abc } i ~ span { height: 4px }"])
+                            "span:first-child { background-color: #abc } i ~ span { height: 4px }",
+                            # rules that the data in a class or id decides
+                            "#x span { color: teal } .note b { width: 2px } p.plain { text-align: right }"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -96,12 +107,13 @@ def test_random_templates_compile_to_the_same_email_or_say_why_not(body, style):
     styled = f"<style>{style}</style>" if style else ""
     source = with_content(styled + "<div class=\"random\">" + body + "</div>")
     with tempfile.TemporaryDirectory() as folder:
-        fallback, html, reference = compiled_and_reference(Path(folder), source)
-    if fallback is None:
-        assert dom_difference(html, reference) is None
-    else:
-        assert fallback.reason  # a stated reason, with its place
-        assert dom_difference(html, reference) is None  # the per-email path is the reference
+        renderer = renderer_for(program_dir(Path(folder), {"welcome/en.html": source}))
+        fallback = renderer.compiled("welcome", "en").fallback
+        assert fallback is None or fallback.reason  # a stated reason, with its place
+        for someone in (member(locale="en"), member(locale="en", points=50, tier="member"), member(locale="en")):
+            html = renderer.render("welcome", someone, now=NOW, tracked=False).html
+            # compiled once or inlined per email: the same DOM as rendering, then premailer
+            assert dom_difference(html, renderer.reference_html("welcome", someone, now=NOW)) is None
 
 
 @pytest.mark.parametrize("literal", ["'%}'", "'{%'", "\"}}\"", "'#}'"])
@@ -196,5 +208,10 @@ def test_pruning_keeps_every_rule_that_could_match_and_drops_only_the_rest():
         assert kept + " {" in pruned
     for dropped in (".gone", "#other"):
         assert dropped not in pruned
-    assert prune_unmatchable_rules(source.replace('class="x"', 'class="{{ c }}"')) is None
+    # a class or id written by data may be any class or id: rules on it are kept
+    by_class = prune_unmatchable_rules(source.replace('class="x"', 'class="{{ c }}"'))
+    assert by_class is not None and ".gone {" in by_class and "#other" not in by_class
+    by_id = prune_unmatchable_rules(source.replace('id="main"', 'id="{{ c }}"'))
+    assert by_id is not None and "#other {" in by_id and ".gone" not in by_id
+    assert prune_unmatchable_rules(source.replace('<td class="x">', '<td {{ c }}>')) is None
     assert prune_unmatchable_rules(source.replace("{{ i }}", "{{ i | safe }}")) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from urllib.parse import urlparse
 
@@ -161,6 +162,79 @@ def test_corpus_templates_with_structural_rules_next_to_loops_match_per_email_in
             reference = inline_css(env.from_string(source).render(context))
             assert dom_difference(ours, reference) is None, (path.name, rows)
     assert per_email >= 2  # the receipts repeat rows in a loop
+
+
+# Each reason a template is inlined per email, put into a corpus template: (name, edit of the
+# ported source, the data that varies). `A` and `B` stand for classes the template's CSS styles.
+def _fallback_reasons(a: str, b: str) -> list[tuple[str, Callable[[str], str], list[dict[str, object]]]]:
+    def after_body(source: str, old: str, new: str) -> str:
+        body = re.search(r"(?i)<body[^>]*>", source)
+        assert body is not None
+        return source[:body.end()] + source[body.end():].replace(old, new, 1)
+
+    def before(source: str, tag: str, text: str) -> str:
+        return re.sub(f"(?i)</{tag}>", lambda m: text + m.group(0), source, count=1)
+
+    return [
+        ("data in a class", lambda s: after_body(s, 'class="', 'class="{{ extra }} '),
+         [{"extra": ""}, {"extra": a}, {"extra": f"{a} {b}"}, {"extra": a}]),
+        ("data in an id", lambda s: before(after_body(s, "<table", '<table id="{{ block }}"'), "head",
+                                           "<style>#promo td { color: #123456 } table#promo { width: 90% }</style>"),
+         [{"block": "promo"}, {"block": "other"}, {"block": "promo"}]),
+        ("data in a style", lambda s: after_body(s, "<td", '<td style="color: {{ color }}; padding: 3px"'),
+         [{"color": "#111111"}, {"color": "red"}, {"color": "#111111"}]),
+        ("uneven control blocks",
+         lambda s: before(after_body(s, "<table", '{% if wide %}<div class="' + a + '">{% endif %}<table'), "body",
+                          "{% if wide %}</div>{% endif %}"),
+         [{"wide": True}, {"wide": False}, {"wide": True}]),
+        ("a <style> in a condition",
+         lambda s: before(s, "head", "{% if dark %}<style>p { color: #eeeeee } ." + a +
+                          " { background-color: #222222 !important } td + td { width: 7px }</style>{% endif %}"),
+         [{"dark": True}, {"dark": False}, {"dark": True}]),
+        ("macro call sites",
+         lambda s: before(before(s, "body", '{% macro chip(v) %}<span class="' + a + '">{{ v }}</span>{% endmacro %}'
+                                 '<div class="box">{{ chip(1) }}</div><p>{{ chip(2) }}</p>'),
+                          "head", "<style>.box ." + a + " { color: #c0ffee } span." + a + " { width: 5px }</style>"),
+         [{}]),
+    ]
+
+
+def test_corpus_templates_for_every_reason_to_fall_back_inline_per_email_as_premailer_does():
+    """Each corpus template with each reason to fall back put in: the per-email path (the
+    stylesheet compiled once, applied to each rendered email) writes exactly what premailer
+    writes, byte for byte, for each variant of the data, repeated so that cached styles are
+    used again."""
+    from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined, serialize
+    from loyalty_mail.rendering.renderer import LinkTracker, email_environment
+    from loyalty_mail.rendering.replay import CompiledInliner
+    from loyalty_mail.rendering.text import html_to_text
+
+    env = email_environment(None, autoescape=True)
+    env.undefined = __import__("jinja2").Undefined
+    compared = 0
+    for path in sorted(CORPUS.glob("*.html")):
+        source = _port_handlebars(path.read_text(encoding="utf-8"))
+        styled = [name for name in dict.fromkeys(re.findall(r"\.([a-zA-Z][\w-]*)\s*[{,]", source))
+                  if f'class="{name}' in source or f' {name}"' in source] + ["lm-a", "lm-b"]
+        source = re.sub("(?i)</head>", lambda m: "<style>.lm-a { color: #0a0a0a } .lm-b td { padding: 1px } "
+                        "p.lm-a:first-child { margin: 0 } td:last-child { border-bottom: 0 } "
+                        "td + td { text-align: right } p ~ p { margin-top: 2px } "
+                        "table > tbody > tr > td:first-child { color: #010101 }</style>" + m.group(0), source, count=1)
+        for reason, edit, variants in _fallback_reasons(styled[0], styled[1]):
+            changed = edit(source)
+            with pytest.raises(NeedsFallback):
+                compile_inlined(changed, text_of=html_to_text)
+            template, inliner = env.from_string(changed), CompiledInliner()
+            for variant in variants:
+                context = {**_corpus_data(source, path.name), **variant,
+                           "_tracker": LinkTracker(None, "https://t.example", "preview", frozenset(), False),
+                           "tracking": False, "open_pixel_url": lambda: ""}
+                rendered = template.render(context)
+                reference = inline_css(rendered)
+                ours = serialize(inliner.transform(rendered)[1])
+                assert ours == reference, (path.name, reason, variant, dom_difference(ours, reference))
+                compared += 1
+    assert compared == 8 * 17
 
 
 def test_known_premailer_pitfalls_are_avoided(tmp_path):

@@ -27,7 +27,7 @@ from .dom import dom_difference
 from .links import links_in
 from .limits import RenderLimitError
 from .lint import RenderedLint, is_production, lint_files, template_files
-from .renderer import _TEXT_URL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
+from .renderer import _TEXT_URL, PER_EMAIL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
 from .static_check import check_static, check_untriggered
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
@@ -192,7 +192,7 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
         return
     if compiled.fallback is not None:
         report.warnings.append(Problem(compiled.fallback.location,
-                                       f"CSS is inlined per email (slower): {compiled.fallback.reason}"))
+                                       f"{PER_EMAIL}: {compiled.fallback.reason}"))
     report.warnings.extend(lint_files(renderer.html_env, compiled.variant))
     lint = _rendered_lint(renderer, compiled.variant)
     unsubscribe_url = renderer.links_for(PREVIEW_SEND_ID, tracked=False).unsubscribe_url

@@ -7,7 +7,8 @@ for click tracking, and swaps the Jinja back. Where the result could differ from
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
 a control block that opens and closes tags unevenly, sibling selectors next to loops, macros
 whose elements match context-dependent selectors, or premailer moving a placeholder) it raises
-`NeedsFallback` with the line and the reason, and the template is inlined per email instead.
+`NeedsFallback` with the line and the reason, and the template is inlined per email instead
+(`replay`: premailer's steps on each rendered email, the stylesheet compiled once).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lxml.cssselect import CSSSelector
 
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
+from .replay import CompiledInliner
 from .jinja_source import Construct, constructs
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
@@ -75,7 +77,8 @@ class Protected:
 
 
 def inline_css(document: str) -> str:
-    """premailer with the project's options: the one way CSS is inlined, per email or per template."""
+    """premailer with the project's options: the reference inliner (compile time, `check`'s
+    comparison, the tests); the per-email path (`replay`) writes the same bytes."""
     return premailer.Premailer(document, **PREMAILER_OPTIONS).transform()
 
 
@@ -83,10 +86,12 @@ def line_of(source: str, offset: int) -> int:
     return source.count("\n", 0, offset) + 1
 
 
-def protect(source: str) -> Protected:
+def protect(source: str, *, data_attributes: bool = False) -> Protected:
     """Replace each Jinja construct (found by Jinja's lexer) by a placeholder that premailer
     passes through untouched; where each one sits in the HTML (text, an attribute, a comment,
-    a <style>) is read by lxml's HTML parser, Outlook's conditional comments included."""
+    a <style>) is read by lxml's HTML parser, Outlook's conditional comments included. With
+    `data_attributes`, template code in a class, id or style attribute is not a reason to fall
+    back (its placeholder stays in the value)."""
     try:
         found = [c for c in constructs(source) if c.kind != "comment"]
     except jinja2.TemplateSyntaxError as exc:
@@ -103,7 +108,7 @@ def protect(source: str) -> Protected:
         if place == "tag":
             raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
                                 "the element's attributes depend on data")
-        if place.removeprefix("attr:") in _DATA_ATTRIBUTES:
+        if place.removeprefix("attr:") in _DATA_ATTRIBUTES and not data_attributes:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
@@ -413,10 +418,11 @@ def prune_unmatchable_rules(source: str) -> str | None:
     """For the per-email path: the source with the style rules premailer would try on every
     email but that no element of this template can match (judged by the rightmost compound's
     element, classes and id), so a 1,400-rule framework stylesheet costs only the rules the
-    email uses. None when that cannot be judged: template code inside <style> or in a class
-    or id, or markup printed from data (`| safe`)."""
+    email uses. An element whose class or id holds template code may have any class or id.
+    None when that cannot be judged: template code inside <style> or among a tag's attributes,
+    or markup printed from data (`| safe`)."""
     try:
-        protected = protect(source)
+        protected = protect(source, data_attributes=True)
     except NeedsFallback:
         return None
     if any("safe" in protected.originals[n] for n in protected.content_expressions):
@@ -425,8 +431,7 @@ def prune_unmatchable_rules(source: str) -> str | None:
     if not blocks:
         return None
     tree = lxml.html.document_fromstring(protected.html)
-    present = [(e.tag, set((e.get("class") or "").split()), e.get("id")) for e in tree.iter()
-               if isinstance(e.tag, str)]
+    present = [_present(e) for e in tree.iter() if isinstance(e.tag, str)]
     cssutils.log.setLevel(logging.CRITICAL)
     pieces, position, pruned = [], 0, 0
     for block in blocks:
@@ -442,15 +447,25 @@ def prune_unmatchable_rules(source: str) -> str | None:
     return "".join(pieces) if pruned else None
 
 
-def _may_match(selector: str, present: list[tuple[str, set[str], str | None]]) -> bool:
+_Present = tuple[str, "set[str] | None", "str | None", bool]  # tag, classes (None: any), id, any id
+
+
+def _present(element: Any) -> _Present:
+    """What a selector's subject can find on this element of the placeholder DOM."""
+    written, ident = element.get("class"), element.get("id")
+    classes = None if written and _IN_TEXT.search(written) else set((written or "").split())
+    return element.tag, classes, ident, ident is not None and bool(_IN_TEXT.search(ident))
+
+
+def _may_match(selector: str, present: list[_Present]) -> bool:
     """Whether some element could be the subject of `selector`; True when in doubt."""
     if ":" in selector and ":" + selector.split(":", 1)[1] not in _STRUCTURAL_ENDINGS:
         return True  # a pseudo-class rule premailer leaves in <style>: kept as written
     found = subjects(selector)
     if found is None:
         return True
-    return any((tag == "*" or tag == t) and classes <= c and (ident is None or ident == i)
-               for tag, classes, ident in found for t, c, i in present)
+    return any((tag == "*" or tag == t) and (c is None or classes <= c) and (ident is None or any_id or ident == i)
+               for tag, classes, ident in found for t, c, i, any_id in present)
 
 
 @dataclass(frozen=True)
@@ -515,10 +530,10 @@ def serialize(root: Any) -> str:
     return lxml.etree.tostring(root, method="html", pretty_print=True, encoding="utf-8").decode("utf-8")
 
 
-def inline_and_track(document: str, replace: Replace) -> str:
-    """premailer on a rendered email, then each trackable link's URL replaced (per-email path)."""
-    _, page, root = parse_document(document)
-    premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+def inline_and_track(document: str, replace: Replace, inliner: CompiledInliner) -> str:
+    """The CSS inlined on a rendered email as premailer inlines it (`replay`), then each
+    trackable link's URL replaced (per-email path)."""
+    page, root = inliner.transform(document)
     rewrite_tree(page, replace)
     return serialize(root)
 

@@ -4,7 +4,8 @@ Compile (once per email and locale): flatten the layout chain, inline CSS with p
 links for tracking, derive the text body, compile both with Jinja's sandbox and StrictUndefined.
 Render (per email): run the compiled templates with the member's context, sign the links.
 A variant that cannot be inlined at compile time (see `inlining.NeedsFallback`) is rendered from
-its original files and inlined per email; `fallback` on the compiled variant says where and why.
+its original files and inlined per email, its stylesheet compiled once (`replay`); `fallback` on
+the compiled variant says where and why.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
 from .inlining import NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules
+from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text
@@ -53,6 +55,11 @@ _OUTPUT_BLOCK = 256  # output pieces joined between two size checks
 _FAULTS: tuple[type[Exception], ...] = (jinja2.TemplateError, *TEMPLATE_FAULTS)
 
 
+# What a template inlined per email costs, as `check` and `templates list` say it
+PER_EMAIL = ("CSS is inlined per email (slower: each rendered email is parsed and styled again, "
+             "4-5x the CPU time of an email compiled once)")
+
+
 @dataclass(frozen=True)
 class Fallback:
     """Why a variant is inlined per email: the file and line, and the reason."""
@@ -61,7 +68,7 @@ class Fallback:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.location}: CSS is inlined per email (slower): {self.reason}"
+        return f"{self.location}: {PER_EMAIL}: {self.reason}"
 
 
 @dataclass
@@ -74,6 +81,7 @@ class CompiledVariant:
     restyler: Restyler | None = None  # rules a loop or condition changes, applied per email
     dynamic: tuple[tuple[str, Location], ...] = ()  # those rules' selectors and places
     links_used: frozenset[str] | None = None  # the link names the templates print (None: unknown)
+    inliner: CompiledInliner | None = None  # fallback: the stylesheets, compiled once, for each email
 
 
 @dataclass
@@ -206,12 +214,20 @@ class Renderer:
             compiled = compile_inlined(source, text_of=html_to_text)
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
-            return CompiledVariant(variant, headline, original, text_own, fallback)
+            return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
         except NeedsFallback as exc:
             fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
             pruned = prune_unmatchable_rules(source)
             per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
-            return CompiledVariant(variant, headline, per_email, text_own, fallback)
+            inliner = CompiledInliner()
+            inliner.prepare(fixed_style_texts(source if pruned is None else pruned))
+            try:
+                used = None if text_own else _names_used(self.html_env, source,
+                                                         f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+            except jinja2.TemplateSyntaxError:
+                used = None  # the flattened source does not parse: sign every link
+            return CompiledVariant(variant, headline, per_email, text_own, fallback, links_used=used,
+                                   inliner=inliner)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
         dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
@@ -375,10 +391,12 @@ class Renderer:
                           tracker: LinkTracker, where: str) -> tuple[str, str]:
         rendered = self._run(compiled.html, context, where, 0, compiled.variant)
         fallback = compiled.fallback
-        assert fallback is not None  # only an email that falls back is inlined per email
+        inliner = compiled.inliner
+        # only an email that falls back is inlined per email, and it has its inliner
+        assert fallback is not None and inliner is not None
         finished = self._inline_bounded(
             rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
-            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip())))
+            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:

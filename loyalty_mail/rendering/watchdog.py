@@ -1,20 +1,22 @@
-"""A deadline for code that has no place to look at a clock: premailer inlining CSS per email.
+"""A deadline for code that has no place to look at a clock: CSS inlined on a rendered email.
 
-Jinja asks `RenderLimits` at every loop and call; premailer (and cssutils under it) loop over
-rules and elements in Python with no hook to ask. Tracing every call (`sys.settrace`) to look at
+Jinja asks `RenderLimits` at every loop and call; the per-email inliner (`replay`), premailer
+(`check`'s reference) and cssutils under them loop over rules and elements with no hook to ask. Tracing every call (`sys.settrace`) to look at
 the clock made inlining 3-6x slower. Instead one watchdog thread per process waits for the earliest
 deadline and, when a guarded block is still running past it, raises `Overtime` in that thread
 (CPython's `PyThreadState_SetAsyncExc`), which the interpreter delivers at its next bytecode. Work
 inside one C call (lxml parsing a document) stops when it returns to Python; its input is bounded
 by `rendering.max_bytes`. `Overtime` is a BaseException, so a library's `except Exception` does not
 swallow it; `deadline` withdraws an exception not yet delivered when the block ends, so it never
-surfaces after the block.
+surfaces after the block. The thread is woken only for a deadline earlier than the one it waits
+for: one email after another, it wakes once per timeout, not once per email.
 """
 
 from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import os
 import threading
 import time
@@ -35,6 +37,7 @@ class _Watchdog:
         self.changed = threading.Condition()
         self.armed: dict[int, tuple[float, int]] = {}   # thread id -> (deadline, token)
         self.fired: set[int] = set()                    # tokens whose thread was sent Overtime
+        self.wakes = math.inf                           # when the thread next looks, unless woken
         threading.Thread(target=self._run, name="render-watchdog", daemon=True).start()
 
     def _run(self) -> None:
@@ -46,7 +49,8 @@ class _Watchdog:
                         self.fired.add(token)
                         _set_async_exc(ctypes.c_ulong(thread), ctypes.py_object(Overtime))
                 waiting = [at for at, token in self.armed.values() if token not in self.fired]
-                self.changed.wait(min(waiting) - now if waiting else None)
+                self.wakes = min(waiting) if waiting else math.inf
+                self.changed.wait(self.wakes - now if waiting else None)
 
 
 _process: dict[str, _Watchdog] = {}   # one thread per process (a forked dispatcher starts its own)
@@ -71,7 +75,8 @@ def deadline(at: float) -> Iterator[None]:
         if thread in dog.armed:
             raise RuntimeError("deadline() blocks do not nest")
         dog.armed[thread] = (at, token)
-        dog.changed.notify()
+        if at < dog.wakes:  # later than the thread's next look: it sees this one then
+            dog.changed.notify()
     try:
         yield
     finally:

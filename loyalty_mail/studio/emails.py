@@ -114,8 +114,8 @@ def describe_inlining(fallback: Fallback | None) -> str:
     if fallback is None:
         return ("Compiled once: premailer moved the <style> rules onto the elements when the template "
                 "was compiled, so each email only fills in its values.")
-    return (f"Per email (slower): premailer runs on every rendered email, because of "
-            f"{fallback.location}: {fallback.reason}.")
+    return (f"Per email (slower): the stylesheet, compiled once, is applied to every rendered email, which is "
+            f"parsed and written again, because of {fallback.location}: {fallback.reason}.")
 
 
 def _problems(exc: LoyaltyMailError) -> list[Problem]:
