@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from . import pg_arrays
 from .models import UTCDateTime, touched_members_table
 
 CHANNEL = "loyalty_mail_touched"
@@ -41,6 +42,11 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
         connection.execute(t.insert().from_select(
             ["member_ref", "touched_at"],
             sa.select(members.subquery().c[0], sa.literal(now, UTCDateTime()))))
+    elif connection.dialect.name == "postgresql":
+        refs = list(members)
+        if not refs:
+            return
+        pg_arrays.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
     else:
         rows = [{"member_ref": ref, "touched_at": now} for ref in members]
         if not rows:
