@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from . import pg_arrays
+from . import pg_bulk
 from .models import UTCDateTime, touched_members_table
 
 CHANNEL = "loyalty_mail_touched"
@@ -46,7 +46,7 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
         refs = list(members)
         if not refs:
             return
-        pg_arrays.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
+        pg_bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
     else:
         rows = [{"member_ref": ref, "touched_at": now} for ref in members]
         if not rows:

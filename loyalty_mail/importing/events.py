@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
-from .. import pg_arrays, touched
+from .. import pg_bulk, touched
 from ..points.store import rebuild_lots
 from . import fields
 from .members import local_date
@@ -390,7 +390,7 @@ class Applier:
         if self.connection.dialect.name == "postgresql":
             for start in range(0, len(events), BATCH_ROWS):
                 rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
-                ids += pg_arrays.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
+                ids += pg_bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
             return ids
         if self.connection.dialect.name != "sqlite":
             for start in range(0, len(events), BATCH_ROWS):
@@ -415,7 +415,7 @@ class Applier:
                                     [{**change, "event_ref": ids[i]} for i, change in changes])
             self.summary.tier_changes += len(changes)
         if states and self.connection.dialect.name == "postgresql":
-            pg_arrays.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
+            pg_bulk.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
                 (st.ref, st.points, st.tier, st.total_spend, st.purchase_count, st.last_purchase_at,
                  st.joined_at, st.joined_on, self.now) for st in states])
             self.summary.updated += len(states)

@@ -18,9 +18,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
-from .. import touched
+from .. import pg_bulk, touched
 from ..config import Settings
 from ..models import events_table, members_table
 from ..tiers import TierLadder
@@ -58,9 +57,8 @@ class RequestEvents:
                          for row in validated_rows(rows, self.validate, summary, rejects)),
                         key=lambda row: row["row_no"])
         m, e = members_table, events_table
-        members = {row.member_id: row for row in connection.execute(
-            sa.select(*STATE_COLUMNS).where(_among(m.c.member_id, {r["member_id"] for r in staged}, connection)))
-        } if staged else {}
+        members = {row.member_id: row for row in _by_key(connection, m, "member_id", STATE_COLUMNS,
+                                                          {r["member_id"] for r in staged})}
         left_out: set[int] = set()
         for row in staged:
             member = members.get(row["member_id"])
@@ -76,8 +74,7 @@ class RequestEvents:
                 if first != row["row_no"]:
                     rejects.add(row["row_no"], "event_id", f"'{row['event_id']}' already appears in row {first}")
                     left_out.add(row["row_no"])
-        stored = set(connection.execute(sa.select(e.c.event_id).where(_among(e.c.event_id, first_rows, connection)))
-                     .scalars()) if first_rows else set()
+        stored = {row.event_id for row in _by_key(connection, e, "event_id", [e.c.event_id], first_rows)}
         already = [row["row_no"] for row in staged if row["event_id"] in stored]
         summary.skipped = len(already)
         left_out.update(already)
@@ -87,7 +84,8 @@ class RequestEvents:
         if applying:
             program = self.settings.program
             zone = program.default_timezone
-            states = {member.id: member_state(member, zone) for member in members.values() if member.id in refs}
+            wanted = set(refs)
+            states = {member.id: member_state(member, zone) for member in members.values() if member.id in wanted}
             Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now, rejects, summary,
                     zone).apply_page(states, applying)
         touched.enqueue(connection, refs, now, count=summary.inserted)
@@ -95,11 +93,14 @@ class RequestEvents:
         return summary, rejects
 
 
-def _among(column: sa.ColumnElement[Any], values: Collection[str], connection: sa.Connection) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter whatever the count."""
+def _by_key(connection: sa.Connection, table: sa.Table, key: str, columns: Sequence[sa.Column[Any]],
+            keys: Collection[str]) -> Sequence[sa.Row[Any]]:
+    """The rows of `table` whose unique `key` is among `keys` (on PostgreSQL one array parameter)."""
+    if not keys:
+        return []
     if connection.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam("values", list(values), type_=postgresql.ARRAY(sa.String())))
-    return column.in_(list(values))
+        return connection.execute(pg_bulk.by_key(table, key, columns), {"keys": pg_bulk.keys(list(keys))}).all()
+    return connection.execute(sa.select(*columns).where(table.c[key].in_(list(keys)))).all()
 
 
 def _as_stored(dialect: sa.Dialect) -> Callable[[dict[str, Any]], dict[str, Any]]:
