@@ -322,6 +322,12 @@ class Applier:
     def apply_page(self, states: dict[int, _MemberState], staged: Sequence[Any]) -> None:
         """Apply `staged` (rows with the staging columns, in member_ref, occurred_at, row_no
         order) on top of `states` (by member ref), and write their effects."""
+        self.write_all(*self.applied(states, staged))
+
+    def applied(self, states: dict[int, _MemberState], staged: Sequence[Any]) -> tuple[
+            list[dict[str, Any]], list[tuple[int, dict[str, Any]]], list[_MemberState]]:
+        """What `apply_page` writes: the events, the tier changes (each with the index of its
+        event) and the members changed."""
         events: list[dict[str, Any]] = []
         changes: list[tuple[int, dict[str, Any]]] = []  # (index into events, tier change)
         for ref, group in groupby(staged, key=lambda r: r["member_ref"]):
@@ -330,8 +336,13 @@ class Applier:
                 event = self.apply_row(state, row, changes, len(events))
                 if event is not None:
                     events.append(event)
-        self.write(events, changes, [st for st in states.values() if st.changed])
-        rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
+        return events, changes, [st for st in states.values() if st.changed]
+
+    def write_all(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
+                  changed: list[_MemberState]) -> None:
+        """Write what `applied` gave, and rebuild the point lots of the members changed."""
+        self.write(events, changes, changed)
+        rebuild_lots(self.connection, self.lots, sorted(st.ref for st in changed))
 
     def apply_row(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:

@@ -86,16 +86,21 @@ class RequestEvents:
             zone = program.default_timezone
             wanted = set(refs)
             states = {member.id: member_state(member, zone) for member in members.values() if member.id in wanted}
-            Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now, rejects, summary,
-                    zone).apply_page(states, applying)
-        touched.enqueue(connection, refs, now, count=summary.inserted)
+            applier = Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now, rejects,
+                              summary, zone)
+            events, changes, changed = applier.applied(states, applying)
+            # Queued first (as the importer would at the end): on PostgreSQL this insert's foreign
+            # key checks lock the members' rows, and the events' checks then find them locked.
+            # Queued last, every member row was locked twice, its old version and its new one.
+            touched.enqueue(connection, refs, now, count=len(events))
+            applier.write_all(events, changes, changed)
         summary.rejected = len(rejects)
         return summary, rejects
 
 
 def _by_key(connection: sa.Connection, table: sa.Table, key: str, columns: Sequence[sa.Column[Any]],
             keys: Collection[str]) -> Sequence[sa.Row[Any]]:
-    """The rows of `table` whose unique `key` is among `keys` (on PostgreSQL one array parameter)."""
+    """The rows of `table` whose unique `key` is among `keys` (on PostgreSQL one JSON parameter)."""
     if not keys:
         return []
     if connection.dialect.name == "postgresql":
