@@ -42,16 +42,14 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
         connection.execute(t.insert().from_select(
             ["member_ref", "touched_at"],
             sa.select(members.subquery().c[0], sa.literal(now, UTCDateTime()))))
-    elif connection.dialect.name == "postgresql":
+    else:
         refs = list(members)
         if not refs:
             return
-        pg_bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
-    else:
-        rows = [{"member_ref": ref, "touched_at": now} for ref in members]
-        if not rows:
-            return
-        connection.execute(_INSERT, rows)
+        if len(refs) >= pg_bulk.MIN_ROWS and connection.dialect.name == "postgresql":
+            pg_bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
+        else:
+            connection.execute(_INSERT, [{"member_ref": ref, "touched_at": now} for ref in refs])
     if connection.dialect.name == "postgresql":
         if connection.info.get(_DEFERRED):
             connection.info[_DUE] = True

@@ -83,7 +83,7 @@ class RetryingClient(threading.Thread):
                         self.acknowledged += [event["event_id"] for event in events]
                         break
                     if answer is not None and answer.status_code not in (502, 503):
-                        self.failure = f"event {n}: {answer.status_code} {answer.text}"
+                        self.failure = f"event {first}: {answer.status_code} {answer.text}"
                         return
                     self.retries += 1
                     time.sleep(0.02)

@@ -398,7 +398,7 @@ class Applier:
         executemany and their ids are read back: this transaction holds the write lock, so the
         rows above the largest id before it are its own, in the order inserted."""
         ids: list[int] = []
-        if self.connection.dialect.name == "postgresql":
+        if len(events) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
             for start in range(0, len(events), BATCH_ROWS):
                 rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
                 ids += pg_bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
@@ -425,7 +425,7 @@ class Applier:
             self.connection.execute(tier_changes_table.insert(),
                                     [{**change, "event_ref": ids[i]} for i, change in changes])
             self.summary.tier_changes += len(changes)
-        if states and self.connection.dialect.name == "postgresql":
+        if len(states) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
             pg_bulk.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
                 (st.ref, st.points, st.tier, st.total_spend, st.purchase_count, st.last_purchase_at,
                  st.joined_at, st.joined_on, self.now) for st in states])
