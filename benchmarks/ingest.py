@@ -5,7 +5,7 @@ uvicorn process) on 127.0.0.1, then the rows counted in the database.
     python benchmarks/ingest.py --seconds 5 --latency-events 40
     python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1/bench  # an empty db
 
-Batched: POST /v1/events with 1,000 purchases a request, one request after another, for
+Batched: POST /v1/events with --batch purchases a request (1,000), one request after another, for
 --seconds; events/s counts events acknowledged (200). The naive path in the same run: the same
 requests to a small Starlette app defined here that applies each event as a first version would
 (ORM lookups, one ORM insert, the member's totals and tier, a commit per event), run by uvicorn
@@ -158,15 +158,15 @@ class Seen:
         return ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000 if ordered else 0.0
 
 
-def batched(port: int, key: str, seconds: float, tag: str) -> Seen:
-    """Batches of BATCH purchases, one request after another, for `seconds`."""
+def batched(port: int, key: str, seconds: float, tag: str, size: int = BATCH) -> Seen:
+    """Batches of `size` purchases, one request after another, for `seconds`."""
     import httpx
     seen, counter = Seen(), itertools.count()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers) as client:
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
-            ids = [f"{tag}-{next(counter)}" for _ in range(BATCH)]
+            ids = [f"{tag}-{next(counter)}" for _ in range(size)]
             body = json.dumps([purchase(i, n % MEMBERS) for n, i in enumerate(ids)]).encode()
             sent = time.perf_counter()
             answer = client.post("/v1/events", content=body)
@@ -383,6 +383,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-events", type=int, default=60, help="receipt purchases timed to the outbox")
     parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
+    parser.add_argument("--batch", type=int, default=BATCH, help="purchases a request in the batched runs")
     parser.add_argument("--only", choices=["batched", "single", "in-process", "latency"], action="append",
                         help="run only these parts (repeatable; default: all)")
     parser.add_argument("--naive-server", nargs=3, metavar=("PORT", "PROJECT", "URL"), help=argparse.SUPPRESS)
@@ -435,24 +436,28 @@ def main() -> None:
         print(f"{'path':<42}{'requests':>9}{'events':>9}{'events/s':>10}{'req/s':>8}{'p50 ms':>8}"
               f"{'p99 ms':>9}{'non-200':>8}{'lost':>6}")
 
-        def report(label: str, seen: Seen) -> None:
+        def report(label: str, seen: Seen) -> float:
             stored = stored_event_ids(url)
             lost = sum(1 for event_id in seen.acknowledged if event_id not in stored)
             print(f"{label:<42}{seen.requests:>9,}{len(seen.acknowledged):>9,}"
                   f"{len(seen.acknowledged) / seen.elapsed:>10,.0f}{seen.requests / seen.elapsed:>8,.0f}"
                   f"{seen.percentile(0.5):>8.1f}{seen.percentile(0.99):>9.1f}{seen.refused:>8}{lost:>6}")
+            return len(seen.acknowledged) / seen.elapsed
 
         parts = set(args.only or ("batched", "single", "in-process", "latency"))
-        for label, command, tag in (("ours, batches of 1,000", ours, "b"),
-                                    ("naive, batches of 1,000 (a transaction each)", naive, "n")):
+        rates: list[float] = []
+        for label, command, tag in ((f"ours, batches of {args.batch:,}", ours, "b"),
+                                    (f"naive, batches of {args.batch:,} (a transaction each)", naive, "n")):
             if "batched" not in parts:
                 break
             server, port = start(command)
             try:
-                seen = batched(port, key, args.seconds, tag)
+                seen = batched(port, key, args.seconds, tag, args.batch)
             finally:
                 stop(server)
-            report(label, seen)
+            rates.append(report(label, seen))
+        if len(rates) == 2 and rates[1]:
+            print(f"  batched: ours {rates[0] / rates[1]:.1f}x the naive path's events/s")
         if "single" in parts:
             server, port = start(ours)
             try:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from . import pg_bulk
 from .models import UTCDateTime, touched_members_table
 
 CHANNEL = "loyalty_mail_touched"
@@ -42,10 +43,13 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
             ["member_ref", "touched_at"],
             sa.select(members.subquery().c[0], sa.literal(now, UTCDateTime()))))
     else:
-        rows = [{"member_ref": ref, "touched_at": now} for ref in members]
-        if not rows:
+        refs = list(members)
+        if not refs:
             return
-        connection.execute(_INSERT, rows)
+        if len(refs) >= pg_bulk.MIN_ROWS and connection.dialect.name == "postgresql":
+            pg_bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
+        else:
+            connection.execute(_INSERT, [{"member_ref": ref, "touched_at": now} for ref in refs])
     if connection.dialect.name == "postgresql":
         if connection.info.get(_DEFERRED):
             connection.info[_DUE] = True

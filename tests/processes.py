@@ -49,13 +49,13 @@ def stop(process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
         process.wait(timeout=10)
 
 
-def api_program(tmp_path: Path, config: str) -> tuple[Path, str, sa.Engine]:
-    """A program folder with this config.yaml and an empty SQLite database with the schema, for
-    a real `loyalty-mail api` process: (folder, database URL, engine)."""
+def api_program(tmp_path: Path, config: str, url: str | None = None) -> tuple[Path, str, sa.Engine]:
+    """A program folder with this config.yaml and an empty database with the schema (a SQLite
+    file unless `url` names one), for a real `loyalty-mail api` process: (folder, database URL, engine)."""
     project = tmp_path / "program"
     project.mkdir()
     (project / "config.yaml").write_text(config, encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'api.db'}"
+    url = url or f"sqlite:///{tmp_path / 'api.db'}"
     engine = db.create_db_engine(url)
     db.ensure_schema(engine)
     return project, url, engine

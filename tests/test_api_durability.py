@@ -1,5 +1,6 @@
 """The ingest API under kill -9: an event it acknowledged (200) is in the database, and a client
-that retries what was not acknowledged, under the same event_id, gets each event applied once."""
+that retries what was not acknowledged, under the same event_id, gets each event applied once;
+one event a request and batches, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ class Api:
 
 
 class RetryingClient(threading.Thread):
-    """Posts EVENTS purchases one a request; a request not answered 200 is sent again, same body."""
+    """Posts EVENTS purchases, `per_request` a request (one: a JSON object, more: an array); a
+    request not answered 200 is sent again, same body."""
 
-    def __init__(self, port: int, key: str):
+    def __init__(self, port: int, key: str, per_request: int):
         super().__init__(daemon=True)
-        self.port, self.key = port, key
+        self.port, self.key, self.per_request = port, key, per_request
         self.acknowledged: list[str] = []
         self.retries = 0
         self.failure: str | None = None
@@ -64,30 +66,33 @@ class RetryingClient(threading.Thread):
         headers = {"Authorization": f"Bearer {self.key}"}
         deadline = time.monotonic() + 240
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=10) as client:
-            for n in range(EVENTS):
-                event = {"event_id": f"E{n:05d}", "member_id": f"M{n % MEMBERS:03d}", "type": "purchase",
-                         "occurred_at": "2026-11-20T10:00:00+07:00", "amount": 50_000, "currency": "VND"}
+            for first in range(0, EVENTS, self.per_request):
+                events = [{"event_id": f"E{n:05d}", "member_id": f"M{n % MEMBERS:03d}", "type": "purchase",
+                           "occurred_at": "2026-11-20T10:00:00+07:00", "amount": 50_000, "currency": "VND"}
+                          for n in range(first, min(first + self.per_request, EVENTS))]
+                body = events[0] if self.per_request == 1 else events
                 while True:
                     if time.monotonic() > deadline:
-                        self.failure = f"event {n} was never acknowledged"
+                        self.failure = f"event {first} was never acknowledged"
                         return
                     try:
-                        answer = client.post("/v1/events", json=event)
+                        answer = client.post("/v1/events", json=body)
                     except httpx.TransportError:
                         answer = None
                     if answer is not None and answer.status_code == 200:
-                        self.acknowledged.append(event["event_id"])
+                        self.acknowledged += [event["event_id"] for event in events]
                         break
                     if answer is not None and answer.status_code not in (502, 503):
-                        self.failure = f"event {n}: {answer.status_code} {answer.text}"
+                        self.failure = f"event {first}: {answer.status_code} {answer.text}"
                         return
                     self.retries += 1
                     time.sleep(0.02)
 
 
 @pytest.mark.slow
-def test_no_acknowledged_event_is_lost_when_the_api_is_killed(tmp_path):
-    project, url, engine = api_program(tmp_path, TEST_CONFIG)
+@pytest.mark.parametrize("per_request", [1, 10], ids=["one event a request", "batches of 10"])
+def test_no_acknowledged_event_is_lost_when_the_api_is_killed(tmp_path, database_url, per_request):
+    project, url, engine = api_program(tmp_path, TEST_CONFIG, database_url)
     with db.writer(engine).begin() as conn:
         key = keys.create(conn, "shop", "ingest", FIXED_NOW)
     api = Api(project, url)
@@ -96,7 +101,7 @@ def test_no_acknowledged_event_is_lost_when_the_api_is_killed(tmp_path):
         members = {"members": [{"member_id": f"M{n:03d}", "email": f"m{n}@example.com"} for n in range(MEMBERS)]}
         assert httpx.post(f"http://127.0.0.1:{api.port}/v1/members/batch", json=members,
                           headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code == 200
-        client = RetryingClient(api.port, key)
+        client = RetryingClient(api.port, key, per_request)
         client.start()
         kills = 0
         for wanted in (EVENTS // 4, EVENTS // 2):  # kill -9 twice while the client is sending

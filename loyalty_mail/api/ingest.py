@@ -24,6 +24,7 @@ from .. import db
 from ..config import Settings
 from ..errors import InputFileError
 from ..importing.batch import ImportSummary, Rejects
+from ..importing import request_events
 from ..importing.events import OneEvent, import_events
 from ..importing.members import MemberRowValidator, import_members
 from ..importing.readers import PROBLEMS, SourceRow, json_row_problems
@@ -134,7 +135,10 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
                                                   skip_invalid=True, consent_source="api")
                 _count_members(outcome, summary)
                 errors += _errors(rejects, created)
-        summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
+        if len(events) <= request_events.AT_MOST:
+            summary, rejects = request_events.RequestEvents(settings).apply(conn, events, source=SOURCE, now=now)
+        else:
+            summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
         _events_applied(outcome, summary)
         errors += _errors(rejects, events)
     return _outcome(outcome, errors, partial)

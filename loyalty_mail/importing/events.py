@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
-from .. import touched
+from .. import pg_bulk, touched
 from ..points.store import rebuild_lots
 from . import fields
 from .members import local_date
@@ -173,7 +173,7 @@ def import_events(
     _check_whole_file(connection, rejects, summary)
     ladder = TierLadder.from_settings(settings.tiers)
     rate = settings.program.points_per_currency_unit
-    applied = _Applier(connection, settings, ladder, rate, now, rejects, summary,
+    applied = Applier(connection, settings, ladder, rate, now, rejects, summary,
                        settings.program.default_timezone)
     applied.run()
     touched.enqueue(connection, sa.select(STAGING.c.member_ref).distinct(), now, count=summary.inserted)
@@ -186,7 +186,7 @@ def import_events(
 
 class OneEvent:
     """One event applied without a staging table, for a request that carries just that one: the
-    same validator, the same checks in the same order and words, and the same effects (`_Applier`)
+    same validator, the same checks in the same order and words, and the same effects (`Applier`)
     as import_events with skip_invalid, in a few statements built once. The caller's transaction
     holds it; nothing is written for a rejected or already applied event."""
 
@@ -212,9 +212,9 @@ class OneEvent:
         summary.skipped = int(member.already)
         if member.id is not None and not summary.skipped:
             program = self.settings.program
-            applier = _Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now,
+            applier = Applier(connection, self.settings, self.ladder, program.points_per_currency_unit, now,
                                rejects, summary, program.default_timezone)
-            state = _state(member, program.default_timezone)
+            state = member_state(member, program.default_timezone)
             changes: list[tuple[int, dict[str, Any]]] = []
             applied = applier.apply_row(state, event, changes, 0)
             if applied is not None:
@@ -262,19 +262,23 @@ _UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
     joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
     updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
 )
+_MEMBER_COLUMNS = ("id", "points", "tier", "total_spend", "purchase_count", "last_purchase_at", "joined_at",
+                   "joined_on", "updated_at")  # as _UPDATE_MEMBER sets them
+_EVENT_COLUMNS = ("event_id", "member_ref", "type", "occurred_at", "amount", "currency", "points", "properties",
+                  "created_at")  # the keys of an applied event
 _INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
 _INSERT_PLAIN = events_table.insert()
-_STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
+STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
                   _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
 # One row: the member's state (all None for an unknown member) and whether the event_id is applied.
 _ONE_EVENT_LOOKUP = sa.select(
-    *_STATE_COLUMNS,
+    *STATE_COLUMNS,
     sa.exists().where(events_table.c.event_id == sa.bindparam("event_id", type_=sa.String)).label("already"),
 ).select_from(sa.select(sa.literal(1).label("one")).subquery().outerjoin(
     _m, _m.c.member_id == sa.bindparam("member_id", type_=sa.String)))
 
 
-class _Applier:
+class Applier:
     """Walks the staged events member by member, in time order, and writes their effects."""
 
     def __init__(self, connection: sa.Connection, lots: Settings, ladder: TierLadder, rate: Decimal,
@@ -306,13 +310,24 @@ class _Applier:
         # a dense page reads its range of members; a sparse one (a day's events) only its members
         wanted = m.c.id.between(first, last) if last - first < 2 * len(refs) else m.c.id.in_(refs)
         states = {
-            row.id: _state(row, self.default_zone)
-            for row in self.connection.execute(sa.select(*_STATE_COLUMNS).where(wanted))
+            row.id: member_state(row, self.default_zone)
+            for row in self.connection.execute(sa.select(*STATE_COLUMNS).where(wanted))
         }
         staged = self.connection.execute(
             sa.select(s).where(s.c.member_ref.between(first, last))
             .order_by(s.c.member_ref, s.c.occurred_at, s.c.row_no)
         ).mappings().all()
+        self.apply_page(states, staged)
+
+    def apply_page(self, states: dict[int, _MemberState], staged: Sequence[Any]) -> None:
+        """Apply `staged` (rows with the staging columns, in member_ref, occurred_at, row_no
+        order) on top of `states` (by member ref), and write their effects."""
+        self.write_all(*self.applied(states, staged))
+
+    def applied(self, states: dict[int, _MemberState], staged: Sequence[Any]) -> tuple[
+            list[dict[str, Any]], list[tuple[int, dict[str, Any]]], list[_MemberState]]:
+        """What `apply_page` writes: the events, the tier changes (each with the index of its
+        event) and the members changed."""
         events: list[dict[str, Any]] = []
         changes: list[tuple[int, dict[str, Any]]] = []  # (index into events, tier change)
         for ref, group in groupby(staged, key=lambda r: r["member_ref"]):
@@ -321,8 +336,13 @@ class _Applier:
                 event = self.apply_row(state, row, changes, len(events))
                 if event is not None:
                     events.append(event)
-        self.write(events, changes, [st for st in states.values() if st.changed])
-        rebuild_lots(self.connection, self.lots, sorted(st.ref for st in states.values() if st.changed))
+        return events, changes, [st for st in states.values() if st.changed]
+
+    def write_all(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
+                  changed: list[_MemberState]) -> None:
+        """Write what `applied` gave, and rebuild the point lots of the members changed."""
+        self.write(events, changes, changed)
+        rebuild_lots(self.connection, self.lots, sorted(st.ref for st in changed))
 
     def apply_row(self, state: _MemberState, row: Any, changes: list[tuple[int, dict[str, Any]]],
                index: int) -> dict[str, Any] | None:
@@ -378,6 +398,11 @@ class _Applier:
         executemany and their ids are read back: this transaction holds the write lock, so the
         rows above the largest id before it are its own, in the order inserted."""
         ids: list[int] = []
+        if len(events) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
+            for start in range(0, len(events), BATCH_ROWS):
+                rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
+                ids += pg_bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
+            return ids
         if self.connection.dialect.name != "sqlite":
             for start in range(0, len(events), BATCH_ROWS):
                 ids += self.connection.execute(_INSERT_EVENTS, events[start:start + BATCH_ROWS]).scalars().all()
@@ -400,7 +425,12 @@ class _Applier:
             self.connection.execute(tier_changes_table.insert(),
                                     [{**change, "event_ref": ids[i]} for i, change in changes])
             self.summary.tier_changes += len(changes)
-        if states:
+        if len(states) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
+            pg_bulk.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
+                (st.ref, st.points, st.tier, st.total_spend, st.purchase_count, st.last_purchase_at,
+                 st.joined_at, st.joined_on, self.now) for st in states])
+            self.summary.updated += len(states)
+        elif states:
             self.connection.execute(_UPDATE_MEMBER, [{
                 "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
                 "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
@@ -410,7 +440,7 @@ class _Applier:
             self.summary.updated += len(states)
 
 
-def _state(row: Any, default_zone: str) -> _MemberState:
+def member_state(row: Any, default_zone: str) -> _MemberState:
     return _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend, row.purchase_count,
                         row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone)
 
