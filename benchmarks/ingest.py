@@ -379,18 +379,29 @@ def memory_event(n: int, when: str) -> dict[str, Any]:
     return {**event, "type": "purchase", "amount": 120_000, "currency": "VND"}
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of process `pid` in MB (VmRSS of /proc/PID/status)."""
+RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def rss_mb(pid: int) -> tuple[float, ...]:
+    """Resident memory of process `pid` in MB, from /proc/PID/status: VmRSS (all of it), RssAnon
+    (the heap: what the process allocated) and RssFile (mapped files resident: on SQLite mostly
+    the database, read through its memory map: the operating system's page cache, shared and
+    reclaimable)."""
+    found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+        name, _, value = line.partition(":")
+        if name in RSS_FIELDS:
+            found[name] = int(value.split()[0]) / 1024
+    return tuple(found[name] for name in RSS_FIELDS)
 
 
-def memory_run(port: int, pid: int, key: str, total: int, every: int) -> tuple[list[tuple[int, float]], int, float]:
+Sample = tuple[int, tuple[float, ...]]
+
+
+def memory_run(port: int, pid: int, key: str, total: int, every: int) -> tuple[list[Sample], int, float]:
     """Post `total` events (MEMORY_BATCH a request, MEMORY_CLIENTS clients) and read the server's
-    RSS at the start and each time `every` more events are acknowledged. The samples (events
-    acknowledged, MB), the requests refused, and the seconds taken."""
+    memory (RSS_FIELDS) at the start and each time `every` more events are acknowledged. The
+    samples (events acknowledged, MB each), the requests refused, and the seconds taken."""
     import httpx
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -423,10 +434,10 @@ def memory_run(port: int, pid: int, key: str, total: int, every: int) -> tuple[l
     return samples, state["refused"], time.perf_counter() - started
 
 
-def memory_verdict(samples: list[tuple[int, float]], warmup: int, tolerance: float) -> tuple[float, bool]:
-    """Growth (MB) from the first sample at or past `warmup` events to the last, and whether it
-    is within `tolerance`."""
-    after = [mb for events, mb in samples if events >= warmup]
+def memory_verdict(samples: list[Sample], warmup: int, tolerance: float, field: int = 0) -> tuple[float, bool]:
+    """Growth (MB) of RSS_FIELDS[field] from the first sample at or past `warmup` events to the
+    last, and whether it is within `tolerance`."""
+    after = [mb[field] for events, mb in samples if events >= warmup]
     growth = after[-1] - after[0] if after else float("nan")
     return growth, growth <= tolerance
 
@@ -535,12 +546,13 @@ def main() -> None:
             print(f"memory: {samples[-1][0]:,} events in batches of {MEMORY_BATCH} from {MEMORY_CLIENTS} clients "
                   f"in {seconds:.0f} s ({samples[-1][0] / seconds:,.0f} events/s), {refused} requests refused; "
                   f"load average {os.getloadavg()[0]:.2f}")
-            print(f"{'events':>10}{'RSS MB':>9}")
+            print(f"{'events':>10}" + "".join(f"{name + ' MB':>12}" for name in RSS_FIELDS))
             for events, mb in samples:
-                print(f"{events:>10,}{mb:>9.1f}")
-            growth, flat = memory_verdict(samples, args.memory_warmup, MEMORY_TOLERANCE_MB)
-            print(f"growth after {args.memory_warmup:,} events: {growth:+.1f} MB "
-                  f"({'flat' if flat else 'NOT flat'}: tolerance {MEMORY_TOLERANCE_MB:g} MB)")
+                print(f"{events:>10,}" + "".join(f"{value:>12.1f}" for value in mb))
+            for field, name in enumerate(RSS_FIELDS):
+                growth, flat = memory_verdict(samples, args.memory_warmup, MEMORY_TOLERANCE_MB, field)
+                print(f"{name} growth from {args.memory_warmup:,} events to the end: {growth:+.1f} MB "
+                      f"({'flat' if flat else 'NOT flat'}: tolerance {MEMORY_TOLERANCE_MB:g} MB)")
         for label, command, tag in (("ours, batches of 1,000", ours, "b"),
                                     ("naive, batches of 1,000 (a transaction each)", naive, "n")):
             if "batched" not in parts:
