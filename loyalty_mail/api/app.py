@@ -140,31 +140,17 @@ class Api:
         key: str = request.state.api_key
 
         digest = keys.digest(key)
-        events = rows.get("events", [])
 
         def work(transaction: Transaction) -> ingest.Outcome:
             if transaction.read_once(("api key", digest), partial_fn(keys.holder, key=key)) is None:
                 self.keys_seen.pop(digest, None)
                 raise _bad_key()
             conn = transaction.connection
-            try:
-                outcome = ingest.apply_on(conn, self.settings, partial=partial, now=now,
-                                          one_event=self.one_event, **rows)
-            except ingest.ItemsRejected as exc:
-                reused = retries.conflicts(conn, self.one_event.validate, events, id_name=id_name,
-                                           untimed=arrival_timed)
-                if reused:
-                    raise ingest.ItemsRejected(retries.merged(exc.errors, reused)) from None
-                raise
-            if outcome.events_already:  # ids recorded before: retries, or other events under those ids
-                reused = retries.conflicts(conn, self.one_event.validate, events, id_name=id_name,
-                                           untimed=arrival_timed)
-                if reused and not partial:
-                    raise retries.EventIdReused(reused)
-                refused = {e.index for e in outcome.rejected}
-                outcome.events_already -= len({e.index for e in reused} - refused)
-                outcome.rejected = retries.merged(outcome.rejected, reused)
-            return outcome
+            return retries.applied_once(
+                partial_fn(ingest.apply_on, conn, self.settings, partial=partial, now=now, one_event=self.one_event,
+                           **rows),
+                conn, self.one_event.validate, rows.get("events", []), partial=partial, id_name=id_name,
+                untimed=arrival_timed)
 
         try:
             outcome = await self.writer.run(work)

@@ -11,7 +11,7 @@ that differs is one ItemError. Reads only; the caller decides what the answer is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -21,13 +21,38 @@ import sqlalchemy as sa
 from ..importing.events import STAGING_COLUMNS, SUBTRACTS, EventRowValidator
 from ..importing.readers import PROBLEMS, SourceRow
 from ..models import events_table, members_table
-from .ingest import ItemError, ItemsRejected, _found
+from .ingest import ItemError, ItemsRejected, Outcome, _found
 
 COMPARED = ("member_id", "type", "occurred_at", "amount", "points")
 
 
 class EventIdReused(ItemsRejected):
     """Items whose event id is recorded for another event, and no other problem: nothing applied."""
+
+
+def applied_once(apply: Callable[[], Outcome], connection: sa.Connection, validate: EventRowValidator,
+                 events: Sequence[SourceRow], *, partial: bool, id_name: str = "event_id",
+                 untimed: frozenset[int] = frozenset()) -> Outcome:
+    """`apply()`'s outcome (ingest.apply_on in `connection`'s transaction), with each event whose
+    id is recorded for another event made that item's error. Looked for only when the importer
+    skipped ids recorded before, or refused items: a request of new events costs no query more.
+    All or nothing (not `partial`): EventIdReused when those are the only problems, the
+    importer's ItemsRejected with them added otherwise; the caller rolls back."""
+    try:
+        outcome = apply()
+    except ItemsRejected as exc:
+        reused = conflicts(connection, validate, events, id_name=id_name, untimed=untimed)
+        if reused:
+            raise ItemsRejected(merged(exc.errors, reused)) from None
+        raise
+    if outcome.events_already:
+        reused = conflicts(connection, validate, events, id_name=id_name, untimed=untimed)
+        if reused and not partial:
+            raise EventIdReused(reused)
+        refused = {e.index for e in outcome.rejected}
+        outcome.events_already -= len({e.index for e in reused} - refused)
+        outcome.rejected = merged(outcome.rejected, reused)
+    return outcome
 
 
 def conflicts(connection: sa.Connection, validate: EventRowValidator, rows: Sequence[SourceRow], *,
