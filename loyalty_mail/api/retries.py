@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from ..importing.events import STAGING_COLUMNS, SUBTRACTS, EventRowValidator
 from ..importing.readers import PROBLEMS, SourceRow
 from ..models import events_table, members_table
-from .ingest import ItemError, ItemsRejected, Outcome, _found
+from .ingest import MAX_FOUND_CHARS, ItemError, ItemsRejected, Outcome
 
 COMPARED = ("member_id", "type", "occurred_at", "amount", "points")
 
@@ -82,7 +82,7 @@ def conflicts(connection: sa.Connection, validate: EventRowValidator, rows: Sequ
         index, event, row = wanted[stored["event_id"]]
         for field, sent, kept in _differences(event, stored, compare_time=index not in untimed):
             errors.append(ItemError(
-                index, field, _found(row, field), f"{_shown(kept)}, as recorded for {id_name} '{event['event_id']}'",
+                index, field, _found(row.get(field)), f"{_shown(kept)}, as recorded for {id_name} '{event['event_id']}'",
                 f"{id_name} '{event['event_id']}' is recorded with {field} {_shown(kept)}, not {_shown(sent)}: "
                 f"a retry repeats the recorded event; another event needs another {id_name}"))
     errors.sort(key=lambda error: error.index)
@@ -136,3 +136,9 @@ def _shown(value: Any) -> str:
         return f"'{value}'"
     return str(value)
 
+
+def _found(value: Any) -> Any:
+    """What was sent, as an error entry shows it (long text shortened)."""
+    if isinstance(value, str) and len(value) > MAX_FOUND_CHARS:
+        return value[:MAX_FOUND_CHARS] + "..."
+    return value
