@@ -549,6 +549,10 @@ def main() -> None:
             print(f"{'events':>10}" + "".join(f"{name + ' MB':>12}" for name in RSS_FIELDS))
             for events, mb in samples:
                 print(f"{events:>10,}" + "".join(f"{value:>12.1f}" for value in mb))
+            if url.startswith("sqlite:///"):
+                files = [Path(url.removeprefix("sqlite:///") + suffix) for suffix in ("", "-wal", "-shm")]
+                print("  files: " + ", ".join(f"{f.name} {f.stat().st_size / 2**20:,.1f} MB" for f in files
+                                             if f.exists()))
             for field, name in enumerate(RSS_FIELDS):
                 growth, flat = memory_verdict(samples, args.memory_warmup, MEMORY_TOLERANCE_MB, field)
                 print(f"{name} growth from {args.memory_warmup:,} events to the end: {growth:+.1f} MB "
