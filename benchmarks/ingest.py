@@ -384,9 +384,8 @@ RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
 
 def rss_mb(pid: int) -> tuple[float, ...]:
     """Resident memory of process `pid` in MB, from /proc/PID/status: VmRSS (all of it), RssAnon
-    (the heap: what the process allocated) and RssFile (mapped files resident: on SQLite mostly
-    the database, read through its memory map: the operating system's page cache, shared and
-    reclaimable)."""
+    (the heap: what the process allocated) and RssFile (files mapped and resident: libraries, and
+    on SQLite the database through its memory map and the write-ahead log's index, `-shm`)."""
     found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
