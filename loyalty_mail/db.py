@@ -267,8 +267,10 @@ class WalCheckpointer:
     def checkpoint(self) -> None:
         try:
             with self.engine.connect() as conn:
-                _busy, pages, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-                if pages >= self.restart_pages:
+                _busy, pages, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+                # not while a reader holds older frames (copied < pages): a RESTART would keep the
+                # writer out until that reader ends, or for its whole wait
+                if pages >= self.restart_pages and copied == pages:
                     conn.exec_driver_sql(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
                     try:
                         conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()

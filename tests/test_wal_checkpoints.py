@@ -39,3 +39,31 @@ def test_the_log_starts_over_once_it_holds_restart_pages(tmp_path):
     bounded = largest_log(tmp_path / "restarted.db", restart_pages=64)
     assert bounded * 4 < unbounded, (bounded, unbounded)
     assert bounded < 64 * 1024 * 1024
+
+
+def test_a_reader_on_older_frames_does_not_hold_the_writer_up(tmp_path):
+    """While a reader's snapshot keeps frames in the log, the checkpoint does not RESTART (which
+    would keep the writer out for its whole wait): commits go on at their own pace."""
+    path = tmp_path / "read.db"
+    engine = db.create_db_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    checkpoints = db.WalCheckpointer(engine, every=0.01, restart_pages=1)
+    writer = db.writer(checkpoints.writer)
+    slowest = 0.0
+    try:
+        with engine.connect() as reader:
+            reader.exec_driver_sql("SELECT count(*) FROM t").scalar_one()  # its transaction's snapshot, held
+            with writer.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t (v) VALUES ('x')")
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                with writer.begin() as conn:
+                    conn.exec_driver_sql("INSERT INTO t (v) VALUES (?)", [("x" * 3000,) for _ in range(4)])
+                slowest = max(slowest, time.monotonic() - started)
+            reader.rollback()
+    finally:
+        checkpoints.close()
+        engine.dispose()
+    assert slowest < db.RESTART_WAIT_MS / 1000 * 0.75, slowest
