@@ -19,6 +19,11 @@ events whose row is not in the database (must be 0). Event to transport: with `l
 daemon` running (wake on new data, the tick an hour away), purchases that trigger an event flow
 are posted one at a time, 0.25 s apart, each for its own member; the latency runs from just
 before the request to the moment the directory transport's .eml for that member appears.
+Memory (--memory-events N, alone unless --only names other parts): N events in batches of
+MEMORY_BATCH from MEMORY_CLIENTS clients, half to the seeded members and half to members the
+events create (ingest.create_unknown_members, from the event's email: N/4 new members, two
+events each), with the API process's resident memory (VmRSS) read every --memory-every events;
+the verdict compares the end with the end of warm-up (--memory-warmup events).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ program: {name: Bench Rewards, currency: VND, default_locale: en, locales: [en, 
           sender_email: rewards@bench.example}
 tracking: {base_url: "https://t.bench.example", secret: "${LOYALTY_MAIL_SECRET}"}
 sending: {directory: outbox, quiet_hours: null, frequency_cap: null, tick: 1 hour}
+ingest: {create_unknown_members: true}  # only events that carry an email create members
 flows:
   - {name: points_receipt, trigger: event, event: purchase, where: {amount: {gte: 1000000}},
      template: points_receipt, lateness: 1 day}
@@ -354,6 +360,87 @@ def to_transport(port: int, key: str, outbox: Path, count: int) -> list[float]:
         len(posted) - len(arrived.keys() & posted.keys()))
 
 
+MEMORY_BATCH = 500
+MEMORY_CLIENTS = 4
+MEMORY_TOLERANCE_MB = 20.0  # growth from the end of warm-up to the end still called flat
+
+
+def memory_event(n: int, when: str) -> dict[str, Any]:
+    """Event `n` of the memory run: even ones are purchases of the seeded members; odd ones
+    belong to new member N(n // 4) (a signup carrying the email that creates it, then a purchase)."""
+    if n % 2 == 0:
+        return {"event_id": f"mem-{n}", "member_id": f"M{(n // 2 * 7919) % MEMBERS:06d}", "type": "purchase",
+                "occurred_at": when, "amount": 50_000 + n % 1000, "currency": "VND"}
+    new = n // 4
+    event: dict[str, Any] = {"event_id": f"mem-{n}", "member_id": f"N{new:07d}", "occurred_at": when,
+                             "email": f"n{new}@bench.example"}
+    if n % 4 == 1:
+        return {**event, "type": "signup"}
+    return {**event, "type": "purchase", "amount": 120_000, "currency": "VND"}
+
+
+RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def rss_mb(pid: int) -> tuple[float, ...]:
+    """Resident memory of process `pid` in MB, from /proc/PID/status: VmRSS (all of it), RssAnon
+    (the heap: what the process allocated) and RssFile (files mapped and resident: libraries, and
+    on SQLite the database through its memory map and the write-ahead log's index, `-shm`)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in RSS_FIELDS:
+            found[name] = int(value.split()[0]) / 1024
+    return tuple(found[name] for name in RSS_FIELDS)
+
+
+Sample = tuple[int, tuple[float, ...]]
+
+
+def memory_run(port: int, pid: int, key: str, total: int, every: int) -> tuple[list[Sample], int, float]:
+    """Post `total` events (MEMORY_BATCH a request, MEMORY_CLIENTS clients) and read the server's
+    memory (RSS_FIELDS) at the start and each time `every` more events are acknowledged. The
+    samples (events acknowledged, MB each), the requests refused, and the seconds taken."""
+    import httpx
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    batches = iter(range(0, total, MEMORY_BATCH))
+    samples = [(0, rss_mb(pid))]
+    state = {"done": 0, "refused": 0, "next": every}
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for start in batches:
+            body = json.dumps([memory_event(n, when) for n in range(start, min(start + MEMORY_BATCH, total))])
+            answer = await client.post("/v1/events", content=body.encode())
+            if answer.status_code != 200:
+                state["refused"] += 1
+                if state["refused"] == 1:
+                    print(f"  refused: {answer.status_code} {answer.text[:300]}")
+                continue
+            state["done"] += min(MEMORY_BATCH, total - start)
+            if state["done"] >= state["next"]:
+                samples.append((state["done"], rss_mb(pid)))
+                state["next"] += every
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=MEMORY_CLIENTS, max_keepalive_connections=MEMORY_CLIENTS)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300, headers=headers,
+                                     limits=limits) as client:
+            await asyncio.gather(*(client_loop(client) for _ in range(MEMORY_CLIENTS)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return samples, state["refused"], time.perf_counter() - started
+
+
+def memory_verdict(samples: list[Sample], warmup: int, tolerance: float, field: int = 0) -> tuple[float, bool]:
+    """Growth (MB) of RSS_FIELDS[field] from the first sample at or past `warmup` events to the
+    last, and whether it is within `tolerance`."""
+    after = [mb[field] for events, mb in samples if events >= warmup]
+    growth = after[-1] - after[0] if after else float("nan")
+    return growth, growth <= tolerance
+
+
 def stored_event_ids(url: str) -> set[str]:
     import sqlalchemy as sa
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -384,8 +471,12 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=60, help="receipt purchases timed to the outbox")
     parser.add_argument("--database", help="an empty database (default: a SQLite file in a temporary folder)")
     parser.add_argument("--batch", type=int, default=BATCH, help="purchases a request in the batched runs")
-    parser.add_argument("--only", choices=["batched", "single", "in-process", "latency"], action="append",
+    parser.add_argument("--only", choices=["batched", "single", "in-process", "latency", "memory"], action="append",
                         help="run only these parts (repeatable; default: all)")
+    parser.add_argument("--memory-events", type=int, default=0,
+                        help="post this many events and sample the API's resident memory (e.g. 1000000)")
+    parser.add_argument("--memory-every", type=int, default=50_000, help="events between memory samples")
+    parser.add_argument("--memory-warmup", type=int, default=100_000, help="events before the memory baseline")
     parser.add_argument("--naive-server", nargs=3, metavar=("PORT", "PROJECT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
@@ -444,7 +535,29 @@ def main() -> None:
                   f"{seen.percentile(0.5):>8.1f}{seen.percentile(0.99):>9.1f}{seen.refused:>8}{lost:>6}")
             return len(seen.acknowledged) / seen.elapsed
 
-        parts = set(args.only or ("batched", "single", "in-process", "latency"))
+        parts = set(args.only or (("memory",) if args.memory_events else ("batched", "single", "in-process",
+                                                                           "latency")))
+        if "memory" in parts:
+            server, port = start(ours)
+            try:
+                samples, refused, seconds = memory_run(port, server.pid, key, args.memory_events or 1_000_000,
+                                                       args.memory_every)
+            finally:
+                stop(server)
+            print(f"memory: {samples[-1][0]:,} events in batches of {MEMORY_BATCH} from {MEMORY_CLIENTS} clients "
+                  f"in {seconds:.0f} s ({samples[-1][0] / seconds:,.0f} events/s), {refused} requests refused; "
+                  f"load average {os.getloadavg()[0]:.2f}")
+            print(f"{'events':>10}" + "".join(f"{name + ' MB':>12}" for name in RSS_FIELDS))
+            for events, mb in samples:
+                print(f"{events:>10,}" + "".join(f"{value:>12.1f}" for value in mb))
+            if url.startswith("sqlite:///"):
+                files = [Path(url.removeprefix("sqlite:///") + suffix) for suffix in ("", "-wal", "-shm")]
+                print("  files: " + ", ".join(f"{f.name} {f.stat().st_size / 2**20:,.1f} MB" for f in files
+                                             if f.exists()))
+            for field, name in enumerate(RSS_FIELDS):
+                growth, flat = memory_verdict(samples, args.memory_warmup, MEMORY_TOLERANCE_MB, field)
+                print(f"{name} growth from {args.memory_warmup:,} events to the end: {growth:+.1f} MB "
+                      f"({'flat' if flat else 'NOT flat'}: tolerance {MEMORY_TOLERANCE_MB:g} MB)")
         rates: list[float] = []
         for label, command, tag in ((f"ours, batches of {args.batch:,}", ours, "b"),
                                     (f"naive, batches of {args.batch:,} (a transaction each)", naive, "n")):

@@ -26,6 +26,8 @@ from sqlalchemy.engine import make_url
 from .errors import DatabaseError
 
 SQLITE_BUSY_TIMEOUT_S = 30
+WAL_RESTART_PAGES = 16_384  # a service's write-ahead log starts over once it holds 64 MB (4 KB pages)
+RESTART_WAIT_MS = 200  # how long that restart waits for the writer and readers before the next try
 SQLITE_MMAP_BYTES = 1 << 31  # 2 GiB, SQLite's default ceiling; larger files read the rest as usual
 _json_serializer = partial(json.dumps, ensure_ascii=False)
 
@@ -240,10 +242,18 @@ class WalCheckpointer:
     and the requests queued behind it too. Here the writer's connections have the automatic
     checkpoint off (`writer`, an engine of their own) and this thread checkpoints (PASSIVE: it
     never blocks a writer) every `every` seconds, on a connection of the service's engine, and once
-    more at close."""
+    more at close.
 
-    def __init__(self, engine: sa.Engine, every: float = 0.25) -> None:
-        self.engine, self.every = engine, every
+    A passive checkpoint copies the frames committed when it started; SQLite writes the log from
+    its beginning again only when a writer starts after a checkpoint that copied every frame. A
+    writer that never pauses (a steady stream of API batches) always has newer frames, so the log
+    grew without end (2.2 GB within 90 s of steady API batches), and its index (`-shm`, mapped into the process)
+    with it. So once the log holds `restart_pages` pages, the checkpoint is a RESTART: it waits for
+    the writer's transaction (briefly: its own busy timeout is RESTART_WAIT_MS), copies the few
+    frames the passive one left, and the next writer starts the log over."""
+
+    def __init__(self, engine: sa.Engine, every: float = 0.25, restart_pages: int = WAL_RESTART_PAGES) -> None:
+        self.engine, self.every, self.restart_pages = engine, every, restart_pages
         self.writer = create_db_engine(engine.url.render_as_string(hide_password=False))
         sa.event.listen(self.writer, "connect", _without_automatic_checkpoints)
         self._stop = threading.Event()
@@ -257,7 +267,15 @@ class WalCheckpointer:
     def checkpoint(self) -> None:
         try:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                _busy, pages, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+                # not while a reader holds older frames (copied < pages): a RESTART would keep the
+                # writer out until that reader ends, or for its whole wait
+                if pages >= self.restart_pages and copied == pages:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                    try:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+                    finally:
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         except sa.exc.SQLAlchemyError as exc:  # the next one copies what this one could not
             logging.getLogger("loyalty_mail.db").warning("checkpointing the write-ahead log failed: %s", type(exc).__name__)
 

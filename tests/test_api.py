@@ -274,9 +274,22 @@ def test_openapi_lists_every_route(client):
     assert client("GET", "/docs", key=None).status_code == 200
     # every error is documented with the shape the API answers, not FastAPI's `detail`
     responses = paths["/v1/events"]["post"]["responses"]
-    assert {"400", "401", "403", "413", "422", "503"} <= set(responses)
+    assert {"400", "401", "403", "409", "413", "415", "422", "503"} <= set(responses)
     assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert responses["415"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "Content-Type" in responses["415"]["description"]
+    for path, method in (("/v1/members/{member_id}", "put"), ("/v1/members/batch", "post"),
+                         ("/v1/segment/track", "post"), ("/v1/segment/batch", "post")):
+        assert "415" in paths[path][method]["responses"]
+    assert "409" in paths["/v1/segment/track"]["post"]["responses"]
+    assert "409" not in paths["/v1/members/batch"]["post"]["responses"]
+    assert "415" not in paths["/v1/members/{member_id}"]["get"]["responses"]
     assert "HTTPValidationError" not in r.text
+    # Swagger UI's files are served by the API itself
+    page = client("GET", "/docs", key=None).text
+    assert "cdn" not in page and "/docs/assets/swagger-ui-bundle.js" in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert client("GET", f"/docs/assets/{asset}", key=None).status_code == 200
 
 
 def test_a_member_id_with_a_slash_is_reached_percent_encoded(client):
@@ -451,3 +464,106 @@ def test_a_key_given_twice_is_422_not_the_last_value(client, api_runtime, path, 
         "the body is ambiguous: the key 'email' appears twice in one object; give each key once",
         "the body is ambiguous: the key 'store' appears twice in one object; give each key once")
     assert _count(api_runtime.engine(), members_table) == 0
+
+
+def test_an_event_id_sent_again_is_a_retry_only_with_the_same_event(client, api_runtime):
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com"})
+    client("PUT", "/v1/members/M2", json={"email": "b@example.com"})
+    event = {"event_id": "e-1", "member_id": "M1", "type": "purchase", "amount": 2_000_000,
+             "occurred_at": "2026-11-20T10:00:00+07:00"}
+    assert client("POST", "/v1/events", json=event).status_code == 200
+    # the same event, the time written in another zone and the amount with cents: a retry
+    same = {**event, "amount": "2000000.00", "occurred_at": "2026-11-20T03:00:00Z", "note": "retried"}
+    r = client("POST", "/v1/events", json=same)
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == {"inserted": 0, "already_applied": 1}
+
+    r = client("POST", "/v1/events", json={**event, "member_id": "M2", "amount": 1_500_000})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["message"].startswith("the event's event_id is recorded for another event (member_id, amount "
+                                       "differ); nothing was applied")
+    assert [(e["index"], e["field"], e["found"]) for e in error["errors"]] == [(0, "member_id", "M2"),
+                                                                               (0, "amount", 1_500_000)]
+    assert error["errors"][1]["message"] == ("event_id 'e-1' is recorded with amount 2000000.00, not 1500000.00: "
+                                             "a retry repeats the recorded event; another event needs another "
+                                             "event_id")
+    assert error["errors"][0]["allowed"] == "'M1', as recorded for event_id 'e-1'"
+    for change, field in (({"type": "refund"}, "type"), ({"occurred_at": "2026-11-20T10:00:01+07:00"}, "occurred_at"),
+                          ({"points": 5}, "points")):
+        r = client("POST", "/v1/events", json={**event, **change})
+        assert r.status_code == 409 and [e["field"] for e in r.json()["error"]["errors"]] == [field], r.text
+
+    # in a batch: one error entry per field, in the 422's list; ?partial=true applies the others
+    batch = [{**event, "event_id": "e-2"}, {**event, "amount": 1, "type": "refund"}]
+    r = client("POST", "/v1/events", json=batch)
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["error"]["errors"]] == [(1, "type"), (1, "amount")]
+    assert "reuse a recorded event_id for another event" in r.json()["error"]["message"]
+    r = client("POST", "/v1/events?partial=true", json=batch)
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == {"inserted": 1, "already_applied": 0}
+    assert [(e["index"], e["field"]) for e in r.json()["rejected"]] == [(1, "type"), (1, "amount")]
+    # with another problem in the batch, both are listed
+    r = client("POST", "/v1/events", json=[{**event, "event_id": "e-3", "amount": -1}, {**event, "amount": 1}])
+    assert [(e["index"], e["field"]) for e in r.json()["error"]["errors"]] == [(0, "amount"), (1, "amount")]
+    engine = api_runtime.engine()
+    assert _member(engine, "M1")["purchase_count"] == 2 and _member(engine, "M2")["purchase_count"] == 0
+    assert _count(engine, events_table) == 2
+
+
+def test_points_of_a_reused_event_id_are_compared_as_sent(client):
+    client("PUT", "/v1/members/M1", json={"email": "a@example.com", "points": 500})
+    redeemed = {"event_id": "r-1", "member_id": "M1", "type": "points_redeemed", "points": 200,
+                "occurred_at": "2026-11-20T10:00:00Z"}
+    assert client("POST", "/v1/events", json=redeemed).status_code == 200
+    assert client("POST", "/v1/events", json=redeemed).json()["events"]["already_applied"] == 1
+    r = client("POST", "/v1/events", json={**redeemed, "points": 300})
+    assert r.status_code == 409
+    [error] = r.json()["error"]["errors"]
+    assert (error["field"], error["found"], error["allowed"]) == ("points", 300, "200, as recorded for event_id 'r-1'")
+
+
+def test_a_segment_message_id_sent_again_is_a_retry_only_with_the_same_message(client, api_runtime):
+    client("PUT", "/v1/members/U1", json={"email": "u@example.com"})
+    track = {"userId": "U1", "event": "Item Purchased", "messageId": "msg-7", "properties": {"revenue": 12.5},
+             "timestamp": "2026-11-20T10:00:00Z"}
+    assert client("POST", "/v1/segment/track", json=track).status_code == 200
+    assert client("POST", "/v1/segment/track", json=track).json()["events"]["already_applied"] == 1
+    r = client("POST", "/v1/segment/track", json={**track, "properties": {"revenue": 13}})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert "messageId is recorded for another event (amount differs)" in error["message"]
+    assert error["errors"][0]["message"].startswith("messageId 'msg-7' is recorded with amount 12.50, not 13.00")
+    r = client("POST", "/v1/segment/batch", json={"batch": [{**track, "type": "track", "userId": "U2"}]})
+    assert r.status_code == 422 and [e["field"] for e in r.json()["error"]["errors"]] == ["member_id"]
+    # a message without a timestamp happened when it arrived: its retry arrives later, and is a retry
+    untimed = {"userId": "U1", "event": "Item Purchased", "messageId": "msg-8", "properties": {"revenue": 1}}
+    assert client("POST", "/v1/segment/track", json=untimed).status_code == 200
+    r = client("POST", "/v1/segment/track", json=untimed)
+    assert r.status_code == 200 and r.json()["events"]["already_applied"] == 1
+    assert _member(api_runtime.engine(), "U1")["purchase_count"] == 2
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x",
+                                          "application/xml", ""])
+def test_a_body_that_is_not_said_to_be_json_is_415(client, api_runtime, content_type):
+    body = b'{"email": "a@example.com"}'
+    r = client("PUT", "/v1/members/M1", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 415, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith("the body must be JSON sent with `Content-Type: application/json`")
+    if content_type == "application/x-www-form-urlencoded":
+        assert message.endswith("is 'application/x-www-form-urlencoded' (what `curl -d` sends unless given "
+                                "-H 'Content-Type: application/json')")
+    assert _member(api_runtime.engine(), "M1") is None
+    for path in ("/v1/events", "/v1/members/batch", "/v1/segment/track", "/v1/segment/identify", "/v1/segment/batch"):
+        assert client("POST", path, content=body, headers={"Content-Type": content_type}).status_code == 415
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON;charset=UTF-8", "application/vnd.api+json", None])
+def test_json_content_types_and_none_are_read_as_json(client, content_type):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = client("PUT", "/v1/members/M1", content=b'{"email": "a@example.com"}', headers=headers)
+    assert r.status_code == 200, r.text

@@ -3,7 +3,8 @@
 Bodies are read here (never past api.max_body_bytes) and parsed as JSON Lines rows are
 (readers.load_json: a number no database stores is a 422); the importers validate them (ingest.py). Every error is JSON, `{"error": {"status", "message",
 "errors"?}}`, with no traceback: 400 malformed JSON, 401 no valid key, 403 a key without the
-scope, 404, 413 too large, 422 bad items (one entry per problem: index, field, found, allowed,
+scope, 404, 409 an event id recorded with another event, 413 too large, 415 a body that says it
+is not JSON, 422 bad items (one entry per problem: index, field, found, allowed,
 message), 503 the database is busy or down. Anything else is a bug: 500, logged with its
 traceback on the server.
 """
@@ -40,8 +41,9 @@ from ..importing.readers import PROBLEMS, DuplicateKey, NumberRefused, SourceRow
 from ..members import member_row
 from ..segments import context_for, member_segments
 from ..importing.events import OneEvent
-from . import ingest, keys, segment_spec
-from .schemas import ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_schema
+from . import ingest, keys, retries, segment_spec
+from .docs_page import add_docs
+from .schemas import BODY_ERROR_RESPONSES, ERROR_RESPONSES, EVENT_ERROR_RESPONSES, EventIn, MemberIn, SegmentMessage, body_schema
 from .writer import GroupWriter, Transaction
 from ..service_tuning import tuned_for_serving
 
@@ -105,6 +107,7 @@ class Api:
     # -- request plumbing ------------------------------------------------------------------
 
     async def body(self, request: Request) -> Any:
+        _check_json_type(request.headers.get("content-type"))
         limit = self.settings.api.max_body_bytes
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -126,9 +129,13 @@ class Api:
         except RecursionError:
             raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
 
-    async def apply(self, request: Request, partial: bool, **rows: list[SourceRow]) -> dict[str, Any]:
+    async def apply(self, request: Request, partial: bool, *, id_name: str = "event_id",
+                    arrival_timed: frozenset[int] = frozenset(), **rows: list[SourceRow]) -> dict[str, Any]:
         """Apply the rows through the writer, in the same transaction as a last look at the
-        request's key: a key revoked since it was let in (see `authorized`) writes nothing."""
+        request's key: a key revoked since it was let in (see `authorized`) writes nothing. An
+        event whose id is recorded for another event is that item's error (409 for a request of
+        one event; `id_name` is what the client calls the id; the items at `arrival_timed` took the
+        time they arrived for the time they happened, which a retry cannot repeat)."""
         now = self.clock()
         key: str = request.state.api_key
 
@@ -138,11 +145,26 @@ class Api:
             if transaction.read_once(("api key", digest), partial_fn(keys.holder, key=key)) is None:
                 self.keys_seen.pop(digest, None)
                 raise _bad_key()
-            return ingest.apply_on(transaction.connection, self.settings, partial=partial, now=now,
-                                   one_event=self.one_event, **rows)
+            conn = transaction.connection
+            return retries.applied_once(
+                partial_fn(ingest.apply_on, conn, self.settings, partial=partial, now=now, one_event=self.one_event,
+                           **rows),
+                conn, self.one_event.validate, rows.get("events", []), partial=partial, id_name=id_name,
+                untimed=arrival_timed)
 
         try:
             outcome = await self.writer.run(work)
+        except retries.EventIdReused as exc:
+            fields = ", ".join(dict.fromkeys(e.field for e in exc.errors))
+            if sum(len(items) for items in rows.values()) == 1:
+                differ = "differ" if "," in fields else "differs"
+                raise ApiError(409, f"the event's {id_name} is recorded for another event ({fields} {differ}); "
+                               f"nothing was applied. A retry repeats the recorded event; another event needs "
+                               f"another {id_name}", [e.as_dict() for e in exc.errors]) from None
+            bad = len({e.index for e in exc.errors})
+            raise ApiError(422, f"{bad} item(s) reuse a recorded {id_name} for another event; nothing was "
+                           "applied. Fix them, or send ?partial=true to apply the valid ones",
+                           [e.as_dict() for e in exc.errors]) from None
         except ingest.ItemsRejected as exc:
             bad = len({e.index for e in exc.errors})
             raise ApiError(422, f"{bad} item(s) are invalid; nothing was applied. Fix them, or send "
@@ -249,6 +271,7 @@ class Api:
         members: list[SourceRow] = []
         events: list[SourceRow] = []
         ignored = 0
+        untimed: set[int] = set()
         now = self.clock()
         mappings = self.settings.ingest.segment.events
         for index, message in enumerate(messages):
@@ -261,12 +284,15 @@ class Api:
                 members.append((index, segment_spec.identify_row(checked)))
             elif kind == "track":
                 events.append((index, segment_spec.track_row(checked, mappings, now)))
+                if not segment_spec.timed(checked):
+                    untimed.add(index)
             elif kind in segment_spec.IGNORED_TYPES:
                 ignored += 1
             else:
                 events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
-        result = await self.apply(request, partial, members=members, events=events)
+        result = await self.apply(request, partial, id_name="messageId", arrival_timed=frozenset(untimed),
+                                  members=members, events=events)
         result["ignored"] = ignored
         return result
 
@@ -293,6 +319,22 @@ def _presented_key(header: str) -> str | None:
             return None
         return user or None
     return None
+
+
+def _check_json_type(content_type: str | None) -> None:
+    """415 for a body whose Content-Type names something else than JSON (`application/json` or
+    `application/*+json`, any parameters). No Content-Type at all is read as JSON: such a request
+    makes no claim about its body, and one that is not JSON gets the parser's 400."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    said = shown(content_type.strip()) if content_type.strip() else "nothing (an empty Content-Type)"
+    hint = (" (what `curl -d` sends unless given -H 'Content-Type: application/json')"
+            if media == "application/x-www-form-urlencoded" else "")
+    raise ApiError(415, f"the body must be JSON sent with `Content-Type: application/json`; this request's "
+                        f"Content-Type is {said}{hint}")
 
 
 def _items(body: Any, key: str) -> list[Any]:
@@ -335,8 +377,9 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
             yield
         await run_in_threadpool(api.writer.close)  # what was queued is written and answered
 
-    app = FastAPI(title="loyalty-mail API", version="1", docs_url="/docs", openapi_url="/openapi.json",
+    app = FastAPI(title="loyalty-mail API", version="1", docs_url=None, openapi_url="/openapi.json",
                   redoc_url=None, default_response_class=AsciiJSON, lifespan=lifespan)
+    add_docs(app, "/openapi.json", app.title)
     app.state.writer = api.writer
     member, event, message = (m.model_json_schema() for m in (MemberIn, EventIn, SegmentMessage))
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]], str | None, dict[str, Any] | None]] = [
@@ -355,9 +398,12 @@ def create_app(settings: Settings, engine: sa.Engine, clock: Clock) -> FastAPI:
     # the handlers that write through Api.apply, which looks at the key again in the write
     through_apply = {api.put_member, api.members_batch, api.post_events, api.segment_identify, api.segment_track,
                      api.segment_batch}
+    one_event = {api.post_events, api.segment_track}  # may answer 409 (see Api.apply)
     for method, path, handler, scope, body in routes:
         checked_in_write = handler in through_apply
-        app.add_api_route(path, handler, methods=[method], openapi_extra=body, responses=ERROR_RESPONSES if scope else None,
+        responses = {**ERROR_RESPONSES, **(BODY_ERROR_RESPONSES if body else {}),
+                     **(EVENT_ERROR_RESPONSES if handler in one_event else {})} if scope else None
+        app.add_api_route(path, handler, methods=[method], openapi_extra=body, responses=responses,
                           dependencies=[api.authorized(scope, checked_in_write=checked_in_write)] if scope else [],
                           summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip())
     _handle_errors(app)

@@ -120,7 +120,7 @@ class ErrorItem(BaseModel):
 class ErrorDetail(BaseModel):
     status: int
     message: str
-    errors: list[ErrorItem] | None = Field(default=None, description="with 422: one entry per problem")
+    errors: list[ErrorItem] | None = Field(default=None, description="with 409 and 422: one entry per problem")
 
 
 class ErrorBody(BaseModel):
@@ -139,3 +139,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "invalid items: one entry per problem; nothing applied unless ?partial=true",
         503: "the database is unavailable or busy; retry after Retry-After seconds",
     }.items()}
+# what only a route that reads a body answers
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {415: {
+    "model": ErrorBody,
+    "description": "the Content-Type is not application/json (nor application/*+json); a missing one is read as JSON"}}
+# what only a route that takes one event answers
+EVENT_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {409: {
+    "model": ErrorBody,
+    "description": "the event's id (event_id, Segment's messageId) is recorded for another event: one entry per "
+                   "field that differs (in a batch, or with ?partial=true, these entries are items' errors)"}}

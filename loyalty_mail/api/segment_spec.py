@@ -90,8 +90,17 @@ def lookup(message: dict[str, Any], path: str) -> Any:
     return value
 
 
+TIME_KEYS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+
+
+def timed(message: dict[str, Any]) -> bool:
+    """Whether the message says when it happened (else it happened when it arrived: a retry of it
+    arrives at another time)."""
+    return any(message.get(key) not in (None, "") for key in TIME_KEYS)
+
+
 def _when(message: dict[str, Any], now: datetime) -> Any:
-    for key in ("timestamp", "originalTimestamp", "sentAt", "receivedAt"):
+    for key in TIME_KEYS:
         if message.get(key) not in (None, ""):
             return message[key]
     return now.isoformat()  # the spec: a message without a timestamp happened when it arrived
