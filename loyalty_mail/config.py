@@ -835,6 +835,14 @@ class Settings(_Strict):
             raise ValueError(f"topic names must be unique; repeated: {', '.join(repeated)}")
         return topics
 
+    def reward_standing(self, balance: int) -> dict[str, Any]:
+        """Which rewards of the catalogue a balance affords, and the cheapest one it does not yet
+        (with what is missing; none when every reward is affordable)."""
+        affordable = [r.name for r in self.rewards if r.cost <= balance]
+        nxt = next((r for r in self.rewards if r.cost > balance), None)
+        return {"affordable": affordable,
+                "next": None if nxt is None else {"name": nxt.name, "cost": nxt.cost, "needed": nxt.cost - balance}}
+
     def flow_topic_problems(self) -> list[tuple[PathKey, str]]:
         """Each flow naming a topic that is not in `topics`, or none while `topics` is set: the
         path of its `topic:` (or of the flow) and what is wrong."""

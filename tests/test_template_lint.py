@@ -140,6 +140,33 @@ def test_preview_refuses_an_unknown_locale_or_set_key_and_needs_one_member():
     assert neither.exit_code == 1 and "give either --member ID or --sample" in neither.stderr
 
 
+def test_preview_sample_rewards_come_from_the_catalogue():
+    result = preview("reward_available", "--sample", "--locale", "en", "--format", "text")
+    assert result.exit_code == 0, result.output
+    assert "With 1,200 points you can now redeem A free coffee." in result.stdout
+    assert "Next up: 100,000 VND voucher, only 800 points away." in result.stdout
+
+
+def test_preview_set_values_are_typed_and_rewards_follow_the_balance():
+    richer = preview("reward_available", "--sample", "--locale", "en", "--format", "text", "--set", "balance=12000")
+    assert richer.exit_code == 0, richer.output
+    assert "- A free coffee\n\n- 100,000 VND voucher\n\n- A spa day for two" in richer.stdout
+    assert "Next up" not in richer.stdout
+    listed = preview("reward_available", "--sample", "--locale", "en", "--format", "text",
+                     "--set", "affordable=coffee,spa_day", "--set", "next=voucher_100k")
+    assert listed.exit_code == 0, listed.output
+    assert "- A free coffee\n\n- A spa day for two\n" in listed.stdout
+    assert "Next up: 100,000 VND voucher, only 800 points away." in listed.stdout
+    for value, message in [("balance=lots", "balance: 'lots' is not a whole number"),
+                           ("years=2.5", "years: '2.5' is not a whole number"),
+                           ("affordable=coffee,caviar",
+                            "affordable: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)"),
+                           ("next=caviar", "next: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)")]:
+        wrong = preview("reward_available", "--sample", "--set", value)
+        assert wrong.exit_code == 1, value
+        assert f"Invalid value for --set: {message}" in wrong.stderr, wrong.stderr
+
+
 def test_preview_warns_when_years_contradicts_the_join_date():
     wrong = preview("milestone", "--sample", "--locale", "en", "--format", "text",
                     "--set", "kind=anniversary", "--set", "years=3")

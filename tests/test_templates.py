@@ -276,11 +276,15 @@ td.row { padding: 4px }
     ('<td {% if tier.next %}bgcolor="#fff"{% endif %}>x</td>', 6, "inside a tag"),
     ('{% if tier.next %}<div class="box">{% endif %}<p>x</p>{% if tier.next %}</div>{% endif %}', 6,
      "closed outside it"),
+    ('</head><body class="tier-{{ tier.name }}">', 6, "class attribute depends on data"),
 ])
 def test_data_dependent_markup_falls_back_with_line_and_reason(tmp_path, body, line, reason):
     style = ".box { color: blue }"
     page = (f'---\nsubject: "x"\n---\n<html><head><style>{style}</style></head>\n<body>\n'
             f"{body}\n</body></html>\n")
+    if body.startswith("</head>"):  # a condition in <head>, then the body tag itself
+        page = (f'---\nsubject: "x"\n---\n<html><head><style>{style}</style>\n'
+                f'{{% if tier.next %}}<meta name="x" content="y">{{% endif %}}\n{body}\n<p>x</p>\n</body></html>\n')
     renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": page}))
     compiled = renderer.compiled("odd", "vi")
     assert compiled.fallback is not None

@@ -17,6 +17,7 @@ from ..members import member_profile
 from ..rendering import Renderer
 from ..rendering.renderer import CompiledVariant
 from ..rendering.checks import sample_members, sample_occurrences
+from ..rendering.occurrence_values import OccurrenceValueError, occurrence_value, with_standing
 from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
@@ -65,9 +66,10 @@ def _inlining(compiled: CompiledVariant) -> str:
 
 def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:
     """The sample occurrence (a milestone of 5,000 points) with each KEY=VALUE set; a key that
-    no trigger gives, or an unknown kind, is an error."""
+    no trigger gives, an unknown kind or a value the field cannot hold is an error."""
     occurrence: dict[str, object] = dict(sample_occurrences(renderer)[1])
     fields = sorted({name for names in OCCURRENCE_FIELDS.values() for name in names} - {"could_buy"})  # computed
+    given: set[str] = set()
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -78,8 +80,12 @@ def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object
         if key == "kind" and value not in OCCURRENCE_KINDS:
             raise click.BadParameter(f"unknown kind {quoted(value)} (kinds: {', '.join(OCCURRENCE_KINDS)})",
                                      param_hint="--set")
-        occurrence[key] = int(value) if value.isdigit() else value
-    return occurrence
+        try:
+            occurrence[key] = occurrence_value(key, value, renderer.settings)
+        except OccurrenceValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from None
+        given.add(key)
+    return with_standing(occurrence, given, renderer.settings)
 
 
 def _years_warning(member: Mapping[str, Any], occurrence: Mapping[str, object], now: datetime,
@@ -112,7 +118,8 @@ def _years_warning(member: Mapping[str, Any], occurrence: Mapping[str, object], 
               help="Write to this file instead of standard output.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a web browser.")
 @click.option("--set", "occurrence_values", multiple=True, metavar="KEY=VALUE",
-              help="Set a field of the sample occurrence (e.g. kind=anniversary, years=3).")
+              help="Set a field of the sample occurrence (e.g. kind=anniversary, years=3, balance=12000, "
+              "affordable=coffee,spa_day, next=spa_day).")
 @at_option
 @pass_cli
 def preview(obj: CliContext, template: str, member_id: str | None, sample: bool, locale: str | None,

@@ -175,14 +175,6 @@ def confirmations(conn: sa.Connection, flow: FlowSettings, window: Window,
 
 # -- rewards -------------------------------------------------------------------------------------
 
-def reward_standing(settings: Settings, balance: int) -> dict[str, Any]:
-    """Which rewards a balance affords, and the cheapest one it does not yet (with what is missing)."""
-    affordable = [r.name for r in settings.rewards if r.cost <= balance]
-    nxt = next((r for r in settings.rewards if r.cost > balance), None)
-    return {"affordable": affordable,
-            "next": None if nxt is None else {"name": nxt.name, "cost": nxt.cost, "needed": nxt.cost - balance}}
-
-
 def rewards(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
             audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
     """Each point event that took the balance from below a reward's cost to at least it: a member
@@ -209,7 +201,7 @@ def rewards(conn: sa.Connection, flow: FlowSettings, settings: Settings, window:
             flow=flow, **_member(row), key=key, occurred_at=row.occurred_at, due_at=row.occurred_at + flow.delay,
             reason=f"{after:,} points on {_fmt(row.occurred_at, zone)} now afford {', '.join(newly)}",
             data={"kind": "reward_available", "key": key, "balance": after, "newly": newly,
-                  **reward_standing(settings, after)}))
+                  **settings.reward_standing(after)}))
     yield from reversed(found)
 
 
@@ -301,7 +293,7 @@ def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: 
             return "no birthday"
         return f"birthday {member.birthday.isoformat()}: no birthday email due in {span}"
     if flow.trigger == "reward_available":
-        standing = reward_standing(settings, int(member.points))
+        standing = settings.reward_standing(int(member.points))
         return (f"no points event in {span} took the balance to a reward's cost from below it "
                 f"({int(member.points):,} points; affordable: {', '.join(standing['affordable']) or 'none'})")
     start, end, month = statement_period(window.now, settings.program.default_timezone)

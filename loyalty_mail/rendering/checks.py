@@ -75,9 +75,7 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "tier": new, "review_at": "2026-03-01T00:00:00+00:00", "grace_until": "2026-03-31T00:00:00+00:00",
             "needed": "1500", "measure": "points_earned", "threshold": "2000", "downgrade_to": old,
             "why": "not re-qualified", "to_regain": "1500", "birthday": "2026-05-17", "age": 30,
-            "days_before": 0, "balance": 1200, "newly": [r.name for r in renderer.settings.rewards[:1]],
-            "affordable": [r.name for r in renderer.settings.rewards[:1]],
-            "next": {"name": "sample_reward", "cost": 2000, "needed": 800}, "month": "2026-01",
+            "days_before": 0, **_sample_rewards(renderer), "month": "2026-01",
             "period_start": "2026-01-01T00:00:00+07:00", "period_end": "2026-02-01T00:00:00+07:00",
             "earned": 1200, "redeemed": 300, "expired": 0, "expiring": 250,
             "expiring_until": "2026-03-01T00:00:00+07:00", "next_tier": new, "to_next_tier": "800"}
@@ -85,6 +83,19 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
                                                  "segment_entry", "tier_at_risk", "tier_downgrade",
                                                  "birthday", "reward_available", "statement", "points_expiring",
                                                  "confirmation")]
+
+
+def _sample_rewards(renderer: Renderer) -> dict[str, Any]:
+    """A reward_available occurrence's fields as the catalogue gives them: a balance of 1,200
+    points (or the cheapest reward's cost), which rewards it just reached and affords, and the
+    next one. Without a catalogue, a placeholder next reward so that every branch renders."""
+    rewards = renderer.settings.rewards
+    if not rewards:
+        return {"balance": 1200, "newly": [], "affordable": [],
+                "next": {"name": "sample_reward", "cost": 2000, "needed": 800}}
+    balance = max(1200, rewards[0].cost)
+    standing = renderer.settings.reward_standing(balance)
+    return {"balance": balance, "newly": standing["affordable"][-1:], **standing}
 
 
 def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:

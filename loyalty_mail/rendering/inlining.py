@@ -96,7 +96,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         found = [c for c in constructs(source) if c.kind != "comment"]
     except jinja2.TemplateSyntaxError as exc:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
-    places = _places(_with_placeholders(source, found, {}))
+    places = _located(source, found)
     result = Protected(html="")
     forms: dict[int, str] = {}
     for number, construct in enumerate(found):
@@ -124,6 +124,18 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             result.content_expressions.add(number)
     result.html = _with_placeholders(source, found, forms)
     return result
+
+
+def _located(source: str, found: list[Construct]) -> dict[int, str]:
+    """Where each construct sits. A control statement among the text is read again as the HTML
+    comment it becomes, because as text it changes the page: one in <head> starts the body
+    early, and the parser then drops the attributes of the real <body> tag, placeholders and all."""
+    places = _places(_with_placeholders(source, found, {}))
+    forms = {number: f"<!--JX{number}X-->" for number, construct in enumerate(found)
+             if construct.kind == "statement" and places.get(number) == "content"}
+    if not forms:
+        return places
+    return {**_places(_with_placeholders(source, found, forms)), **dict.fromkeys(forms, "content")}
 
 
 def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
