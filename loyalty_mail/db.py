@@ -247,16 +247,18 @@ class WalCheckpointer:
     A passive checkpoint copies the frames committed when it started; SQLite writes the log from
     its beginning again only when a writer starts after a checkpoint that copied every frame. A
     writer that never pauses (a steady stream of API batches) always has newer frames, so the log
-    grew without end (2.2 GB within 90 s of steady API batches), and its index (`-shm`, mapped into the process)
-    with it. So once the log holds `restart_pages` pages, the checkpoint is a RESTART: it waits for
-    the writer's transaction (briefly: its own busy timeout is RESTART_WAIT_MS), copies the few
-    frames the passive one left, and the next writer starts the log over."""
+    grew without end (2.2 GB within 90 s of steady API batches), and its index (`-shm`, mapped
+    into the process) with it. So once the log holds `restart_pages` pages, the writer's thread cuts
+    it back to nothing between two of its transactions (`between_transactions`), and this thread
+    tries a RESTART too when no reader holds older frames."""
 
     def __init__(self, engine: sa.Engine, every: float = 0.25, restart_pages: int = WAL_RESTART_PAGES) -> None:
         self.engine, self.every, self.restart_pages = engine, every, restart_pages
         self.writer = create_db_engine(engine.url.render_as_string(hide_password=False))
         sa.event.listen(self.writer, "connect", _without_automatic_checkpoints)
         self._stop = threading.Event()
+        self._log = Path(f"{engine.url.database}-wal")
+        self._log_limit = restart_pages * 4096
         self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
         self._thread.start()
 
@@ -278,6 +280,28 @@ class WalCheckpointer:
                         conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         except sa.exc.SQLAlchemyError as exc:  # the next one copies what this one could not
             logging.getLogger("loyalty_mail.db").warning("checkpointing the write-ahead log failed: %s", type(exc).__name__)
+
+    def between_transactions(self) -> None:
+        """Called by the writer's thread after each of its commits: once the log's file holds
+        `restart_pages`, copy what is left of it and cut it back to nothing (TRUNCATE) here, where
+        no transaction of this service's writer is in the way (the checkpoint thread's RESTART mostly
+        times out against a writer that starts its next group at once: the log then reached
+        hundreds of MB). It does not wait: while a reader still reads from the log, the writer goes
+        on and tries again after its next commit."""
+        try:
+            if self._log.stat().st_size < self._log_limit:
+                return
+        except OSError:
+            return
+        try:
+            with self.writer.connect() as conn:
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        except sa.exc.SQLAlchemyError as exc:  # the next commit tries again
+            logging.getLogger("loyalty_mail.db").warning("restarting the write-ahead log failed: %s", type(exc).__name__)
 
     def close(self) -> None:
         self._stop.set()

@@ -122,12 +122,12 @@ class GroupWriter:
 
     def _serve(self, engine: sa.Engine, checkpoints: db.WalCheckpointer | None) -> None:
         try:
-            self._take_groups(engine)
+            self._take_groups(engine, checkpoints)
         finally:
             if checkpoints is not None:
                 checkpoints.close()
 
-    def _take_groups(self, engine: sa.Engine) -> None:
+    def _take_groups(self, engine: sa.Engine, checkpoints: db.WalCheckpointer | None) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_s)
@@ -149,6 +149,8 @@ class GroupWriter:
                     group.append(request)
             self._write(group, engine)
             _answer(group)
+            if checkpoints is not None:
+                checkpoints.between_transactions()
 
     def _write(self, group: list[_Request[Any]], engine: sa.Engine) -> None:
         self.groups += 1

@@ -159,6 +159,8 @@ class HitWriter:
             with self._lock:
                 self._writing, self._writing_since, self._state = 0, None, "idle"
             group.done.set_result(None)
+            if self._checkpoints is not None:
+                self._checkpoints.between_transactions()
 
     def _write_isolating(self, hits: list[Hit]) -> None:
         """Commit `hits`; when the database refuses them, split them until each refused hit is
