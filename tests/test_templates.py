@@ -19,6 +19,7 @@ from loyalty_mail.rendering import Renderer
 from loyalty_mail.rendering.checks import (
     check_templates,
     sample_members,
+    sample_occurrence,
     sample_occurrences,
 )
 from loyalty_mail.rendering.dom import dom_difference
@@ -607,3 +608,43 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     assert checked.exit_code == 1
     assert "templates/welcome/en.html:10:39: undefined variable: member has no field 'pionts'" in checked.stderr
     assert "Traceback" not in checked.output
+
+
+@pytest.fixture
+def example_files(tmp_path, monkeypatch):
+    """The example program in a temporary directory, without members (`--sample` needs none)."""
+    from click.testing import CliRunner
+
+    from loyalty_mail.cli import cli
+
+    monkeypatch.delenv("LOYALTY_MAIL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOYALTY_MAIL_SECRET", raising=False)
+    target = tmp_path / "program"
+    assert CliRunner().invoke(cli, ["init", str(target)]).exit_code == 0
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--project", str(target), *args], catch_exceptions=False)
+
+    return target, run
+
+
+def test_each_kind_of_sample_occurrence_keeps_its_own_fields(example):
+    samples = {o["kind"]: o for o in sample_occurrences(example)}
+    assert samples["points"]["threshold"] == 5000 and samples["anniversary"]["years"] == 2
+    assert samples["tier_at_risk"]["threshold"] == "2000" and samples["tier_at_risk"]["tier"] == "silver"
+    assert sample_occurrence(example, "milestone")["kind"] == "points"
+    assert sample_occurrence(example, "tier_at_risk")["kind"] == "tier_at_risk"
+    assert sample_occurrence(example, "welcome_perks")["kind"] == "signup"       # a welcome journey's step
+    assert sample_occurrence(example, "reengagement")["kind"] == "segment_entry"
+
+
+def test_cli_preview_uses_the_sample_occurrence_of_the_emails_trigger(example_files):
+    _, run = example_files
+    milestone = run("preview", "milestone", "--sample", "--locale", "en", "--format", "text")
+    assert milestone.exit_code == 0, milestone.output
+    assert milestone.stdout.startswith("Subject: You crossed 5,000 points!\n")
+    at_risk = run("preview", "tier_at_risk", "--sample", "--locale", "en", "--format", "text")
+    assert at_risk.exit_code == 0, at_risk.output
+    assert at_risk.stdout.startswith("Subject: Keep your Silver status, Lan\n")
+    assert "milestone of 5,000 points" in " ".join(run("preview", "--help").stdout.split())
+
