@@ -648,3 +648,13 @@ def test_cli_preview_uses_the_sample_occurrence_of_the_emails_trigger(example_fi
     assert at_risk.stdout.startswith("Subject: Keep your Silver status, Lan\n")
     assert "milestone of 5,000 points" in " ".join(run("preview", "--help").stdout.split())
 
+
+def test_cli_preview_says_when_the_locale_falls_back(example_files):
+    target, run = example_files
+    (target / "templates/statement/vi.html").unlink()
+    fallback = run("preview", "statement", "--sample", "--locale", "vi", "--format", "text")
+    assert fallback.exit_code == 0, fallback.output
+    assert fallback.stderr == "templates/statement/ has no vi.html: members with locale vi get en.html\n"
+    assert fallback.stdout.startswith("Subject: Your Sen Vàng Rewards statement for ")
+    own = run("preview", "statement", "--sample", "--locale", "en", "--format", "text")
+    assert own.exit_code == 0 and own.stderr == ""

@@ -14,7 +14,7 @@ import click
 from ..errors import LoyaltyMailError
 from ..errors import shown as quoted
 from ..members import member_profile
-from ..rendering import Renderer
+from ..rendering import TEMPLATES_DIR, Renderer
 from ..rendering.renderer import CompiledVariant
 from ..rendering.checks import sample_members, sample_occurrence
 from ..rendering.occurrence_values import OccurrenceValueError, occurrence_value, with_standing
@@ -148,7 +148,10 @@ def preview(obj: CliContext, template: str, member_id: str | None, sample: bool,
     if locale is not None and locale not in locales:
         raise click.BadParameter(f"unknown locale {quoted(locale)} (program.locales: {', '.join(locales)})",
                                  param_hint="--locale")
-    renderer.variant(template, locale)  # unknown template: say so before touching the database
+    variant = renderer.variant(template, locale)  # unknown template: say so before touching the database
+    if locale is not None and variant.locale != locale:  # rendered all the same: a send does the same
+        click.echo(f"{TEMPLATES_DIR}/{template}/ has no {locale}.html: members with locale {locale} get "
+                   f"{variant.locale}.html", err=True)
     occurrence = _occurrence(template, occurrence_values, renderer)
     now = resolve_at(runtime, at)
     member: Mapping[str, Any]
