@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from loyalty_mail.cli import cli
+from loyalty_mail.errors import Location, Problem
 from loyalty_mail.rendering.lint import is_production
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ EXPECTED_WARNINGS = [
     "warning: templates/promo/vi.html:7:13: insecure link http://senvang.vn/sale: use https://",
     "warning: templates/promo/vi.html:7:55: link to a test host in a production program: "
     "https://localhost:8000/try",
-    "warning: templates/promo/:0: missing translation: no en.html, so members with locale en get vi.html",
+    "warning: templates/promo/: missing translation: no en.html, so members with locale en get vi.html",
 ]
 
 
@@ -78,6 +79,12 @@ def test_check_warns_about_what_marketers_need_and_strict_makes_it_fail(tmp_path
     assert strict.exit_code == 1
     assert strict.stderr.splitlines()[-1] == EXPECTED_WARNINGS[-1].replace("warning: ", "")
     assert "Error: templates/bare/vi.html:1: the HTML part is 103 KB" in strict.stderr
+
+
+def test_a_warning_about_a_whole_file_or_folder_has_no_line():
+    assert str(Problem(Location("templates/promo/", 0), "missing translation")) == "templates/promo/: missing translation"
+    assert str(Problem(Location("config.yaml", 0), "x")) == "config.yaml: x"
+    assert str(Problem(Location("config.yaml", 3), "x")) == "config.yaml:3: x"
 
 
 def test_the_example_program_passes_strict():
