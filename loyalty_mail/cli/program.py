@@ -13,7 +13,7 @@ import click
 
 from .. import db, secret_policy
 from ..campaigns import load_campaigns, reference_problems
-from ..errors import ConfigError, TemplateError
+from ..errors import ConfigError, LoyaltyMailError, TemplateError
 from ..flows import Planner
 from ..flows.journeys import edits_in_flight
 from ..flows.runner import (check_flow_templates, check_variant_subjects, journey_trigger_problems,
@@ -84,12 +84,12 @@ def check(obj: CliContext, strict: bool) -> None:
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
     renderer = obj.runtime.renderer()
     report = check_templates(renderer, obj.runtime.now())
-    if strict and report.warnings:
-        raise TemplateError([*report.errors, *report.warnings])
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.errors:
         raise TemplateError(report.errors)
+    if strict and report.warnings:
+        raise LoyaltyMailError(f"{counted(len(report.warnings), 'warning')} (--strict makes warnings errors)")
     planner = Planner(settings, catalog, "sqlite")  # every flow's segment exists
     check_flow_templates(settings, renderer)
     problems = journey_trigger_problems(planner.journeys.values(), renderer)
