@@ -158,12 +158,12 @@ def test_preview_sample_rewards_come_from_the_catalogue():
 def test_preview_set_values_are_typed_and_rewards_follow_the_balance():
     richer = preview("reward_available", "--sample", "--locale", "en", "--format", "text", "--set", "balance=12000")
     assert richer.exit_code == 0, richer.output
-    assert "- A free coffee\n\n- 100,000 VND voucher\n\n- A spa day for two" in richer.stdout
+    assert "\n\n- A free coffee\n- 100,000 VND voucher\n- A spa day for two\n\n" in richer.stdout
     assert "Next up" not in richer.stdout
     listed = preview("reward_available", "--sample", "--locale", "en", "--format", "text",
                      "--set", "affordable=coffee,spa_day", "--set", "next=voucher_100k")
     assert listed.exit_code == 0, listed.output
-    assert "- A free coffee\n\n- A spa day for two\n" in listed.stdout
+    assert "\n\n- A free coffee\n- A spa day for two\n\n" in listed.stdout
     assert "Next up: 100,000 VND voucher, only 800 points away." in listed.stdout
     for value, message in [("balance=lots", "balance: 'lots' is not a whole number"),
                            ("years=2.5", "years: '2.5' is not a whole number"),

@@ -25,6 +25,7 @@ from loyalty_mail.rendering.checks import (
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.inlining import inline_css
 from loyalty_mail.rendering.renderer import tidy_text
+from loyalty_mail.rendering.text import html_to_text
 from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
 from .conftest import FIXTURES
@@ -425,6 +426,21 @@ def test_tidy_text_strips_indentation_and_collapses_blank_lines(text):
     while "\n\n\n" in expected:
         expected = expected.replace("\n\n\n", "\n\n")
     assert tidy_text(text) == expected.strip() + "\n"
+
+
+@pytest.mark.parametrize("items", ["<li>A free coffee</li><li>100,000 VND voucher</li>",
+                                   "\n  <li>A free coffee</li>\n  <li>100,000 VND voucher</li>\n"])
+def test_text_part_puts_list_items_on_consecutive_lines(items):
+    text = html_to_text(f"<body><p>You can redeem:</p><ul>{items}</ul><p>See you soon.</p></body>")
+    assert text == "You can redeem:\n\n- A free coffee\n- 100,000 VND voucher\n\nSee you soon.\n"
+
+
+def test_text_part_of_a_loop_of_list_items_puts_them_on_consecutive_lines(tmp_path):
+    body = ('---\nsubject: "x"\n---\n<p>Perks:</p>\n<ul>{% for p in ["Free delivery", "Early access"] %}'
+            '\n  <li>{{ p }}</li>\n{% endfor %}</ul>\n<p>Thanks.</p>\n')
+    renderer = renderer_for(program_dir(tmp_path, {"perks/vi.html": body, "perks/en.html": body}))
+    text = renderer.render("perks", member(), now=NOW, tracked=False).text
+    assert "Perks:\n\n- Free delivery\n- Early access\n\nThanks." in text
 
 
 # -- tracking -------------------------------------------------------------------------------
