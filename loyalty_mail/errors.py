@@ -74,13 +74,16 @@ def kind_of(value: object) -> str:
 
 @dataclass(frozen=True)
 class Location:
-    """A place in a source file, 1-based, as editors show it."""
+    """A place in a source file, 1-based, as editors show it; line 0 is the file (or folder) as a
+    whole, shown without a line."""
 
     file: str
     line: int
     column: int = 0
 
     def __str__(self) -> str:
+        if not self.line:
+            return self.file
         if self.column:
             return f"{self.file}:{self.line}:{self.column}"
         return f"{self.file}:{self.line}"

@@ -16,7 +16,7 @@ from .errors import LoyaltyMailError, shown
 from .importing.fields import EMAIL_ADDRESS
 from .message import RenderedEmail
 from .rendering import Renderer
-from .rendering.checks import sample_members, sample_occurrences
+from .rendering.checks import sample_members, sample_occurrence
 from .transports.base import DeliveryResult, Transport
 
 
@@ -49,7 +49,7 @@ def send_test(renderer: Renderer, transport: Transport, template: str, member: M
     check_locale(renderer, locale)
     email = renderer.render(template, {**member, "email": to}, now=now, send_id=f"test{uuid.uuid4().hex[:28]}",
                             test=True, locale=locale, flow={"name": "test"},
-                            occurrence=sample_occurrences(renderer)[1])
+                            occurrence=sample_occurrence(renderer, template))
     [result] = transport.send([email])
     if result.outcome != "sent":
         raise LoyaltyMailError(f"the {transport.name} transport did not send it ({result.outcome}): {result.detail}")

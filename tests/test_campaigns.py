@@ -307,7 +307,7 @@ def test_a_campaign_whose_template_was_removed_fails_its_sends_and_the_rest_go(p
     assert ("warning: campaign 'flash' is skipped: no email template 'flash_sale' in templates/ (restore it, or "
             "`loyalty-mail campaigns cancel flash`)") in dry.stderr
     once = program.run("run", "--once", at="2026-12-06T08:00:00+07:00")
-    assert once.exit_code == 1 and "1 sends failed" in once.output
+    assert once.exit_code == 1 and "1 send failed;" in once.output
     assert sorted(program.sends()) == [("flash", "campaign", "failed"), ("welcome", "welcome", "sent")]
 
 

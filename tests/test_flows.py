@@ -167,7 +167,8 @@ def test_dry_run_json_and_preview_folder(program, tmp_path):
     [send] = [d for d in plan if d["decision"] == "send"]
     assert {"flow", "member_id", "email", "template", "occurrence", "scheduled_for", "reason"} <= set(send)
     out = tmp_path / "review"
-    assert program.run("run", "--dry-run", "--out", str(out), at=at).exit_code == 0
+    written = program.run("run", "--dry-run", "--out", str(out), at=at)
+    assert written.exit_code == 0 and f"wrote 1 email to {out}\n" in written.stderr
     eml = (out / "welcome" / "M1-welcome.eml").read_bytes()
     assert "/c/" not in decoded_bodies(eml) and "https://" in decoded_bodies(eml) and b"Subject:" in eml
     assert program.sends() == []

@@ -129,7 +129,7 @@ def test_bad_event_rows_fail_the_import_and_change_nothing(run, runtime, tmp_pat
 
     skipped = run("events", "import", str(events), "--skip-invalid")
     assert skipped.exit_code == 0, skipped.output
-    assert "1 events added, 1 members updated, 5 rejected, 1 tier changes" in skipped.stdout
+    assert "1 event added, 1 member updated, 5 rejected, 1 tier change" in skipped.stdout
     assert members(runtime)["M1"]["points"] == 3000
 
 

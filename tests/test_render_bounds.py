@@ -282,7 +282,7 @@ def _one_of_three_too_slow(program, content: str) -> str:
     result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--project", str(program.dir), "--database",
                              program.url, "run", "--once", "--at", AT], env=env, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode == 1 and "1 sends failed" in result.stderr, result.stderr
+    assert result.returncode == 1 and "1 send failed;" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     rows = _rows(program)
     assert {ref: state for ref, (state, _) in rows.items()} == {"A1": "sent", "HUGE": "failed", "A2": "sent"}

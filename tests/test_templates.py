@@ -19,11 +19,13 @@ from loyalty_mail.rendering import Renderer
 from loyalty_mail.rendering.checks import (
     check_templates,
     sample_members,
+    sample_occurrence,
     sample_occurrences,
 )
 from loyalty_mail.rendering.dom import dom_difference
 from loyalty_mail.rendering.inlining import inline_css
 from loyalty_mail.rendering.renderer import tidy_text
+from loyalty_mail.rendering.text import html_to_text
 from loyalty_mail.signing import BadToken, TokenSigner, coupon_code
 
 from .conftest import FIXTURES
@@ -426,6 +428,21 @@ def test_tidy_text_strips_indentation_and_collapses_blank_lines(text):
     assert tidy_text(text) == expected.strip() + "\n"
 
 
+@pytest.mark.parametrize("items", ["<li>A free coffee</li><li>100,000 VND voucher</li>",
+                                   "\n  <li>A free coffee</li>\n  <li>100,000 VND voucher</li>\n"])
+def test_text_part_puts_list_items_on_consecutive_lines(items):
+    text = html_to_text(f"<body><p>You can redeem:</p><ul>{items}</ul><p>See you soon.</p></body>")
+    assert text == "You can redeem:\n\n- A free coffee\n- 100,000 VND voucher\n\nSee you soon.\n"
+
+
+def test_text_part_of_a_loop_of_list_items_puts_them_on_consecutive_lines(tmp_path):
+    body = ('---\nsubject: "x"\n---\n<p>Perks:</p>\n<ul>{% for p in ["Free delivery", "Early access"] %}'
+            '\n  <li>{{ p }}</li>\n{% endfor %}</ul>\n<p>Thanks.</p>\n')
+    renderer = renderer_for(program_dir(tmp_path, {"perks/vi.html": body, "perks/en.html": body}))
+    text = renderer.render("perks", member(), now=NOW, tracked=False).text
+    assert "Perks:\n\n- Free delivery\n- Early access\n\nThanks." in text
+
+
 # -- tracking -------------------------------------------------------------------------------
 
 def test_links_are_signed_and_the_pixel_added_when_tracked(example):
@@ -607,3 +624,53 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     assert checked.exit_code == 1
     assert "templates/welcome/en.html:10:39: undefined variable: member has no field 'pionts'" in checked.stderr
     assert "Traceback" not in checked.output
+
+
+@pytest.fixture
+def example_files(tmp_path, monkeypatch):
+    """The example program in a temporary directory, without members (`--sample` needs none)."""
+    from click.testing import CliRunner
+
+    from loyalty_mail.cli import cli
+
+    monkeypatch.delenv("LOYALTY_MAIL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOYALTY_MAIL_SECRET", raising=False)
+    target = tmp_path / "program"
+    assert CliRunner().invoke(cli, ["init", str(target)]).exit_code == 0
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--project", str(target), *args], catch_exceptions=False)
+
+    return target, run
+
+
+def test_each_kind_of_sample_occurrence_keeps_its_own_fields(example):
+    samples = {o["kind"]: o for o in sample_occurrences(example)}
+    assert samples["points"]["threshold"] == 5000 and samples["anniversary"]["years"] == 2
+    assert samples["tier_at_risk"]["threshold"] == "2000" and samples["tier_at_risk"]["tier"] == "silver"
+    assert sample_occurrence(example, "milestone")["kind"] == "points"
+    assert sample_occurrence(example, "tier_at_risk")["kind"] == "tier_at_risk"
+    assert sample_occurrence(example, "welcome_perks")["kind"] == "signup"       # a welcome journey's step
+    assert sample_occurrence(example, "reengagement")["kind"] == "segment_entry"
+
+
+def test_cli_preview_uses_the_sample_occurrence_of_the_emails_trigger(example_files):
+    _, run = example_files
+    milestone = run("preview", "milestone", "--sample", "--locale", "en", "--format", "text")
+    assert milestone.exit_code == 0, milestone.output
+    assert milestone.stdout.startswith("Subject: You crossed 5,000 points!\n")
+    at_risk = run("preview", "tier_at_risk", "--sample", "--locale", "en", "--format", "text")
+    assert at_risk.exit_code == 0, at_risk.output
+    assert at_risk.stdout.startswith("Subject: Keep your Silver status, Lan\n")
+    assert "milestone of 5,000 points" in " ".join(run("preview", "--help").stdout.split())
+
+
+def test_cli_preview_says_when_the_locale_falls_back(example_files):
+    target, run = example_files
+    (target / "templates/statement/vi.html").unlink()
+    fallback = run("preview", "statement", "--sample", "--locale", "vi", "--format", "text")
+    assert fallback.exit_code == 0, fallback.output
+    assert fallback.stderr == "templates/statement/ has no vi.html: members with locale vi get en.html\n"
+    assert fallback.stdout.startswith("Subject: Your Sen Vàng Rewards statement for ")
+    own = run("preview", "statement", "--sample", "--locale", "en", "--format", "text")
+    assert own.exit_code == 0 and own.stderr == ""

@@ -15,7 +15,7 @@ from ..flows import build_planner, ledger
 from ..flows.runner import check_variant_subjects, variant_subject_problems
 from ..segments import load_catalog
 from . import cli
-from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
+from .common import CliContext, at_option, counted, format_option, pass_cli, print_json, print_table, resolve_at
 
 
 def _program_campaigns(obj: CliContext) -> dict[str, files.Campaign]:
@@ -119,7 +119,7 @@ def campaigns_preview(obj: CliContext, name: str, at: str | None, limit: int, ou
         print_json({"campaign": name, "members": sum(times.values()), "by_time": dict(sorted(times.items())),
                     "first": listed})
         return
-    print_table(f"Campaign {name}: {sum(times.values())} members", ["send at", "members"],
+    print_table(f"Campaign {name}: {counted(sum(times.values()), 'member')}", ["send at", "members"],
                 sorted(times.items()))
     print_table(None, ["member_id", "email", "timezone", "send at", "why"],
                 [list(r.values()) for r in islice(listed, limit)])

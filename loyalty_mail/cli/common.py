@@ -155,6 +155,11 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun in the right number: `1 email`, `1,200 emails`."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2))
 

@@ -21,6 +21,7 @@ from .common import (
     at_option,
     byte_progress,
     count_progress,
+    counted,
     format_option,
     pass_cli,
     print_json,
@@ -58,11 +59,11 @@ def _print_summary(kind: str, s: ImportSummary, seconds: float) -> None:
     if kind == "members":
         counts = f"{s.inserted:,} inserted, {s.updated:,} updated"
     else:
-        counts = f"{s.inserted:,} events added, {s.updated:,} members updated"
+        counts = f"{counted(s.inserted, 'event')} added, {counted(s.updated, 'member')} updated"
         if s.skipped:
             counts += f", {s.skipped:,} already imported (skipped)"
-    click.echo(f"{s.source}: {s.rows_read:,} rows read, {counts}, {s.rejected:,} rejected, "
-               f"{s.tier_changes:,} tier changes ({seconds:.1f} s{rate}).")
+    click.echo(f"{s.source}: {counted(s.rows_read, 'row')} read, {counts}, {s.rejected:,} rejected, "
+               f"{counted(s.tier_changes, 'tier change')} ({seconds:.1f} s{rate}).")
     if s.rejects_file:
         click.echo(f"Rejected rows and their reasons: {s.rejects_file}")
 
@@ -229,6 +230,7 @@ def seed(obj: CliContext, count: int, seed: int, at: str | None) -> None:
     with count_progress("Seeding", count * 2) as step:
         members_summary, events_summary = seed_program(
             runtime.engine(), runtime.settings, members=count, seed=seed, now=now, on_member=step)
-    click.echo(f"Seeded {members_summary.inserted:,} new and {members_summary.updated:,} existing members, "
-               f"{events_summary.inserted:,} events, {events_summary.tier_changes:,} tier changes "
+    click.echo(f"Seeded {members_summary.inserted:,} new and {members_summary.updated:,} existing "
+               f"{'member' if members_summary.inserted + members_summary.updated == 1 else 'members'}, "
+               f"{counted(events_summary.inserted, 'event')}, {counted(events_summary.tier_changes, 'tier change')} "
                f"({time.perf_counter() - started:.1f} s).")

@@ -24,7 +24,7 @@ from ..flows.variants import write_winner
 from ..reports.variants import due_winners, settle_winners
 from .. import touched
 from . import EXIT_NOTHING_DELIVERED, cli
-from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
+from .common import CliContext, at_option, counted, format_option, pass_cli, print_json, print_table, resolve_at
 
 
 def _decisions(plan: Plan) -> list[dict[str, Any]]:
@@ -132,7 +132,7 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
             click.echo(f"warning: {warning}", err=True)
         if out is not None:
             written = write_previews(plan, renderer, engine, out)
-            click.echo(f"wrote {written} emails to {out}", err=True)
+            click.echo(f"wrote {counted(written, 'email')} to {out}", err=True)
         if output_format == "json":
             print_json(_decisions(plan))
         else:
@@ -165,7 +165,7 @@ def run(obj: CliContext, dry_run: bool, once: bool, at: str | None, flows: tuple
         if report.paused:
             click.echo(report.paused, err=True)
     if report.failed:
-        raise LoyaltyMailError(f"{report.failed} sends failed; `loyalty-mail explain MEMBER_ID` or the "
+        raise LoyaltyMailError(f"{counted(report.failed, 'send')} failed; `loyalty-mail explain MEMBER_ID` or the "
                                "sends table say why")
     if report.nothing_delivered():
         click.echo(f"Error: nothing was delivered: {report.retrying} send(s) were due and the transport "

@@ -13,7 +13,7 @@ import click
 
 from .. import db, secret_policy
 from ..campaigns import load_campaigns, reference_problems
-from ..errors import ConfigError, TemplateError
+from ..errors import ConfigError, LoyaltyMailError, TemplateError
 from ..flows import Planner
 from ..flows.journeys import edits_in_flight
 from ..flows.runner import (check_flow_templates, check_variant_subjects, journey_trigger_problems,
@@ -24,7 +24,7 @@ from ..demo import SECRET_FILE, run_demo
 from ..scaffold import init_program
 from ..segments import load_catalog
 from . import cli
-from .common import CliContext, count_progress, pass_cli, print_table
+from .common import CliContext, count_progress, counted, pass_cli, print_table
 
 DEMO_FOLDER = "demo"
 TICKS_PER_DAY = 4
@@ -84,12 +84,12 @@ def check(obj: CliContext, strict: bool) -> None:
     click.echo(f"segments: {len(catalog.segments)} ok ({', '.join(sorted(catalog.segments)) or 'none'})")
     renderer = obj.runtime.renderer()
     report = check_templates(renderer, obj.runtime.now())
-    if strict and report.warnings:
-        raise TemplateError([*report.errors, *report.warnings])
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.errors:
         raise TemplateError(report.errors)
+    if strict and report.warnings:
+        raise LoyaltyMailError(f"{counted(len(report.warnings), 'warning')} (--strict makes warnings errors)")
     planner = Planner(settings, catalog, "sqlite")  # every flow's segment exists
     check_flow_templates(settings, renderer)
     problems = journey_trigger_problems(planner.journeys.values(), renderer)
@@ -117,7 +117,7 @@ def check(obj: CliContext, strict: bool) -> None:
             click.echo(f"warning: {late}", err=True)
     click.echo(f"campaigns: {len(found)} ok ({', '.join(sorted(found)) or 'none'})")
     click.echo(f"templates: {len(emails)} ok ({', '.join(emails) or 'none'}; "
-               f"{report.rendered} sample renders, {len(report.warnings)} warnings)")
+               f"{counted(report.rendered, 'sample render')}, {counted(len(report.warnings), 'warning')})")
 
 
 @cli.group("db")
@@ -206,7 +206,7 @@ def demo(obj: CliContext, count: int, days: int, seed: int, folder: Path | None)
     did = result.activity
     click.echo(f"Members: {result.overview.members:,} ({did.signups:,} joined during the simulation); simulated "
                f"purchases: {did.purchases + did.converted:,} ({did.converted:,} after an email)")
-    click.echo(f"Planner: {result.ticks:,} ticks; {sum(result.by_flow.values()):,} emails planned, "
+    click.echo(f"Planner: {counted(result.ticks, 'tick')}; {counted(sum(result.by_flow.values()), 'email')} planned, "
                f"{result.held_out:,} held out, {result.skipped:,} skipped with a reason; "
                f"{result.sent:,} written to {result.outbox}")
     print_table("Emails planned by flow", ["flow", "emails"], sorted(result.by_flow.items()), numeric=["emails"])
@@ -228,8 +228,8 @@ def _step(text: str) -> None:
 
 def _print_overview(name: str, currency: str, o: Overview) -> None:
     click.echo()
-    click.echo(f"{name}: {o.members:,} members ({o.subscribed:,} subscribed to email), "
-               f"{o.purchases:,} purchases worth {o.revenue:,.0f} {currency}")
+    click.echo(f"{name}: {counted(o.members, 'member')} ({o.subscribed:,} subscribed to email), "
+               f"{counted(o.purchases, 'purchase')} worth {o.revenue:,.0f} {currency}")
     click.echo(f"Bought in the last 90 days: {o.active_90d:,}; lapsed (no purchase for 90+ days): "
                f"{o.lapsed_90d:,}; never bought: {o.never_purchased:,}")
     click.echo(f"Tier history: {o.tier_upgrades:,} upgrades, {o.tier_downgrades:,} downgrades")

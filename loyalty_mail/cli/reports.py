@@ -21,7 +21,7 @@ from ..reports import charts, page
 from ..reports.variants import configured_tests, variant_report
 from ..segments import load_catalog
 from . import cli
-from .common import CliContext, _cell, format_option, pass_cli, print_table, stdout, to_jsonable
+from .common import CliContext, _cell, counted, format_option, pass_cli, print_table, stdout, to_jsonable
 
 
 def _day(value: str | None, param: str) -> date | None:
@@ -201,7 +201,7 @@ def _print_variants(tests: dict[str, list[dict[str, Any]]]) -> None:
     for w in tests["winners"]:
         where = f"{w['flow']} step {w['step']}" if w["step"] else w["flow"]
         click.echo(f"{where}: variant {w['variant']} won on {w['metric']} at {w['decided_at']} after "
-                   f"{w['sends']} sends; new members get it")
+                   f"{counted(w['sends'], 'send')}; new members get it")
 
 
 PERCENTS = ("absolute_lift", "ci95_low", "ci95_high", "relative_lift")

@@ -14,9 +14,9 @@ import click
 from ..errors import LoyaltyMailError
 from ..errors import shown as quoted
 from ..members import member_profile
-from ..rendering import Renderer
+from ..rendering import TEMPLATES_DIR, Renderer
 from ..rendering.renderer import CompiledVariant
-from ..rendering.checks import sample_members, sample_occurrences
+from ..rendering.checks import sample_members, sample_occurrence
 from ..rendering.occurrence_values import OccurrenceValueError, occurrence_value, with_standing
 from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
@@ -64,10 +64,10 @@ def _inlining(compiled: CompiledVariant) -> str:
     return "compiled"
 
 
-def _occurrence(values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:
-    """The sample occurrence (a milestone of 5,000 points) with each KEY=VALUE set; a key that
-    no trigger gives, an unknown kind or a value the field cannot hold is an error."""
-    occurrence: dict[str, object] = dict(sample_occurrences(renderer)[1])
+def _occurrence(template: str, values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:
+    """The sample occurrence of the trigger of the flow that sends `template` with each KEY=VALUE
+    set; a key that no trigger gives, an unknown kind or a value the field cannot hold is an error."""
+    occurrence: dict[str, object] = sample_occurrence(renderer, template)
     fields = sorted({name for names in OCCURRENCE_FIELDS.values() for name in names} - {"could_buy"})  # computed
     given: set[str] = set()
     for item in values:
@@ -127,10 +127,11 @@ def preview(obj: CliContext, template: str, member_id: str | None, sample: bool,
             at: str | None) -> None:
     """Show the exact email MEMBER would get from TEMPLATE, with untracked links.
 
-    The occurrence (what triggered the email) is a sample: milestone of 5,000 points, tier
-    upgrade from the lowest tier to the next; change it with --set (an unknown field is an
-    error; a number of years that is not the member's warns). --sample renders for the sample
-    member, without a database.
+    The occurrence (what triggered the email) is a sample for the trigger of the flow that
+    sends TEMPLATE: a milestone of 5,000 points, a tier upgrade from the lowest tier to the
+    next, the next tier at risk (its threshold)...; a milestone of 5,000 points for an email
+    no flow sends. Change it with --set (an unknown field is an error; a number of years that
+    is not the member's warns). --sample renders for the sample member, without a database.
 
     \b
     Example:
@@ -147,8 +148,11 @@ def preview(obj: CliContext, template: str, member_id: str | None, sample: bool,
     if locale is not None and locale not in locales:
         raise click.BadParameter(f"unknown locale {quoted(locale)} (program.locales: {', '.join(locales)})",
                                  param_hint="--locale")
-    renderer.variant(template, locale)  # unknown template: say so before touching the database
-    occurrence = _occurrence(occurrence_values, renderer)
+    variant = renderer.variant(template, locale)  # unknown template: say so before touching the database
+    if locale is not None and variant.locale != locale:  # rendered all the same: a send does the same
+        click.echo(f"{TEMPLATES_DIR}/{template}/ has no {locale}.html: members with locale {locale} get "
+                   f"{variant.locale}.html", err=True)
+    occurrence = _occurrence(template, occurrence_values, renderer)
     now = resolve_at(runtime, at)
     member: Mapping[str, Any]
     if sample:

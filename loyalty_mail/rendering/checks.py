@@ -28,7 +28,7 @@ from .links import links_in
 from .limits import RenderLimitError
 from .lint import RenderedLint, is_production, lint_files, template_files
 from .renderer import _TEXT_URL, PER_EMAIL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
-from .static_check import check_static, check_untriggered
+from .static_check import check_static, check_untriggered, triggers_by_email
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
 _SIZER = TokenSigner(b"only-measures-token-lengths")  # a token's length does not depend on the key
@@ -73,16 +73,34 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
                       "amount": "1250000", "currency": renderer.settings.program.currency, "points": 1250,
                       "items": [{"sku": "sample", "quantity": 1}], "properties": {"store": "sample"}},
             "tier": new, "review_at": "2026-03-01T00:00:00+00:00", "grace_until": "2026-03-31T00:00:00+00:00",
-            "needed": "1500", "measure": "points_earned", "threshold": "2000", "downgrade_to": old,
+            "needed": "1500", "measure": "points_earned", "downgrade_to": old,
             "why": "not re-qualified", "to_regain": "1500", "birthday": "2026-05-17", "age": 30,
             "days_before": 0, **_sample_rewards(renderer), "month": "2026-01",
             "period_start": "2026-01-01T00:00:00+07:00", "period_end": "2026-02-01T00:00:00+07:00",
             "earned": 1200, "redeemed": 300, "expired": 0, "expiring": 250,
             "expiring_until": "2026-03-01T00:00:00+07:00", "next_tier": new, "to_next_tier": "800"}
-    return [{**base, "kind": kind} for kind in ("signup", "points", "anniversary", "tier_upgrade",
-                                                 "segment_entry", "tier_at_risk", "tier_downgrade",
-                                                 "birthday", "reward_available", "statement", "points_expiring",
-                                                 "confirmation")]
+    own = {"tier_at_risk": {"threshold": str(int(names[min(1, len(names) - 1)].threshold))}}  # the tier's, as text
+    return [{**base, "kind": kind, **own.get(kind, {})}
+            for kind in ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "tier_at_risk",
+                         "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",
+                         "confirmation")]
+
+
+# The occurrence kind each trigger gives (flows/occurrences.py, flows/member_triggers.py), where
+# the names differ; a milestone gives `points` (or `anniversary`).
+_KIND_OF_TRIGGER = {"welcome": "signup", "milestone": "points", "reengagement": "segment_entry"}
+DEFAULT_SAMPLE_KIND = "points"  # a milestone of 5,000 points: for an email no flow sends
+
+
+def sample_occurrence(renderer: Renderer, email: str) -> dict[str, Any]:
+    """The sample occurrence of the trigger of the first flow that sends `email`, as `preview`
+    and the studio render it; a milestone of 5,000 points when no flow sends it or its trigger
+    has no sample (an `event` trigger's data is `event`, which every sample carries)."""
+    triggers = triggers_by_email(renderer.settings).get(email, [])
+    kinds = [_KIND_OF_TRIGGER.get(trigger, trigger) for trigger in triggers]
+    samples = {occurrence["kind"]: occurrence for occurrence in sample_occurrences(renderer)}
+    kind = next((k for k in kinds if k in samples), DEFAULT_SAMPLE_KIND)
+    return dict(samples[kind])
 
 
 def _sample_rewards(renderer: Renderer) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """HTML email -> readable plain text, for the text/plain part when a template has no .txt twin.
 
 Headings are underlined, paragraphs and table rows become lines, links read `label (url)`,
-list items get bullets, images their alt text; the hidden preheader, <head>, <style> and
+list items get bullets on consecutive lines (a blank line before and after the list, also when
+the items come from a loop of the template), images their alt text; the hidden preheader, <head>, <style> and
 elements marked `data-text="skip"` are left out. Template placeholders that live in HTML
 comments (`<!--JX12X-->`) are kept, so the same converter turns a compiled template into a
 text template.
@@ -16,6 +17,7 @@ from lxml import etree
 _BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
            "blockquote", "section", "header", "footer", "center", "hr"}
 _SKIP = {"head", "style", "script", "title"}
+_LISTS = {"ul", "ol"}
 _PLACEHOLDER = re.compile(r"^JX\d+X$")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
@@ -48,6 +50,7 @@ def _hidden(element: etree._Element) -> bool:
 
 def _walk(element: etree._Element, parts: list[str]) -> None:
     append = parts.append
+    in_list = element.tag in _LISTS  # the white space between items is not a line of its own
     for node in element.iterchildren():
         tag = node.tag
         if isinstance(tag, str):
@@ -58,7 +61,7 @@ def _walk(element: etree._Element, parts: list[str]) -> None:
             if text and _PLACEHOLDER.match(text):
                 append(text)
         tail = node.tail
-        if tail:
+        if tail and not (in_list and tail.isspace()):
             append(tail)
 
 
@@ -83,7 +86,7 @@ def _element(node: etree._Element, parts: list[str]) -> None:
     if tag in ("td", "th"):
         parts.append(" ")
     start = len(parts)
-    if node.text:
+    if node.text and not (tag in _LISTS and node.text.isspace()):
         parts.append(node.text)
     _walk(node, parts)
     if tag == "a":
@@ -91,7 +94,7 @@ def _element(node: etree._Element, parts: list[str]) -> None:
     elif tag in ("h1", "h2"):
         heading = _SPACES.sub(" ", "".join(parts[start:])).strip()
         parts.append("\n" + ("=" if tag == "h1" else "-") * max(len(heading), 3))
-    if block:
+    if block and tag != "li":  # an item ends where the next begins (or the list ends): no blank line
         parts.append("\n")
         if tag in ("p", "h1", "h2", "h3", "table", "ul", "ol", "blockquote"):
             parts.append("\n")

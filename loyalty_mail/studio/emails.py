@@ -16,7 +16,7 @@ from ..errors import LoyaltyMailError, NotFound, Problem, shown
 from ..members import member_profile
 from ..message import RenderedEmail
 from ..rendering import Fallback
-from ..rendering.checks import check_email, missing_translations, sample_occurrences
+from ..rendering.checks import check_email, missing_translations, sample_occurrence
 from ..trial_send import sample_member_for
 from .program import ProgramState
 
@@ -75,7 +75,7 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
         compiled = renderer.compiled(email, locale)
         result.inlining = describe_inlining(compiled.fallback)
         result.rendered = renderer.render(email, result.member, now=now, tracked=False, locale=locale,
-                                          flow=PREVIEW_FLOW, occurrence=sample_occurrences(renderer)[1])
+                                          flow=PREVIEW_FLOW, occurrence=sample_occurrence(renderer, email))
     except LoyaltyMailError as exc:
         result.problems = _problems(exc)
     except (jinja2.TemplateNotFound, OSError):  # removed or renamed since the templates were loaded
