@@ -435,6 +435,12 @@ def test_text_part_puts_list_items_on_consecutive_lines(items):
     assert text == "You can redeem:\n\n- A free coffee\n- 100,000 VND voucher\n\nSee you soon.\n"
 
 
+def test_text_part_keeps_text_written_straight_into_the_body():
+    assert html_to_text("<html><body>Hello Lan,<ul><li>a coffee</li></ul>Thanks</body></html>") == (
+        "Hello Lan,\n\n- a coffee\n\nThanks\n")
+    assert html_to_text("Points: 1,200") == "Points: 1,200\n"
+
+
 def test_text_part_of_a_loop_of_list_items_puts_them_on_consecutive_lines(tmp_path):
     body = ('---\nsubject: "x"\n---\n<p>Perks:</p>\n<ul>{% for p in ["Free delivery", "Early access"] %}'
             '\n  <li>{{ p }}</li>\n{% endfor %}</ul>\n<p>Thanks.</p>\n')

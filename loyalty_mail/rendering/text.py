@@ -31,8 +31,9 @@ def html_to_text(document: str) -> str:
     if root is None:
         raise etree.ParserError("Document is empty")  # as lxml.html.document_fromstring says
     body = root.find("body")
-    parts: list[str] = []
-    _walk(body if body is not None else root, parts)
+    top = body if body is not None else root
+    parts: list[str] = [top.text] if top.text else []  # text before the body's first element
+    _walk(top, parts)
     text = "".join(parts)
     lines = [_SPACES.sub(" ", line).strip() if line and not line.isspace() else "" for line in text.split("\n")]
     out: list[str] = []
