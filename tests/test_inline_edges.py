@@ -93,3 +93,14 @@ def test_a_selector_premailer_cannot_evaluate_is_a_template_error_naming_it(tmp_
     result = CliRunner().invoke(cli, ["--project", str(project), "check"], env={"LOYALTY_MAIL_SECRET": SECRET})
     assert "Internal error" not in result.output and "Traceback" not in result.output
     assert f"templates/odd/en.html:{line}: CSS inlining cannot read the selector '{selector}'" in result.output
+
+
+def test_a_long_descendant_selector_on_a_deeply_nested_page_is_matched_within_the_timeout(tmp_path):
+    # `span` is no ancestor: each of the other compounds can match any of 60 ancestors, and
+    # trying every combination again for each one would take hours, not premailer's milliseconds
+    body = DATA_CLASS + "<div>" * 60 + "<p>deep</p>" + "</div>" * 60
+    compiled, html, reference = emails(tmp_path, page("span div div div div div div p { color: red } "
+                                                      "div div div div div div p { width: 2px }", body))
+    assert compiled.fallback is not None
+    assert html == reference
+    assert '<p style="width:2px" width="2">deep</p>' in html
