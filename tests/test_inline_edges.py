@@ -58,6 +58,12 @@ def test_a_rule_on_the_head_premailer_adds_is_not_pruned(tmp_path):
     ('<div>{% autoescape false %}{{ member.attributes.note }}{% endautoescape %}</div>',
      "`{% autoescape %}` without true"),
     ('{% filter upper %}<p class="a">x</p>{% endfilter %}', "a `{% filter %}` block"),
+    ('{% set b | upper %}<p class="a">x</p>{% endset %}{{ b }}', "a `{% set %}` block with a filter"),
+    ('{% set b %}<p class="a">x</p>{% endset %}{{ b | upper }}', "`| upper` rewrites the markup of `b`"),
+    ('{% macro m() %}<p class="a">x</p>{% endmacro %}{{ m() | replace("a", "b") }}',
+     "`| replace` rewrites the markup of `m`"),
+    ('{% macro m() %}<p class="a">a long line of text</p>{% endmacro %}<div>{{ m() | truncate(12) }}</div>',
+     "`| truncate` rewrites the markup of `m`"),
 ])
 def test_markup_printed_from_data_or_rewritten_by_a_filter_is_styled_after_rendering(tmp_path, body, reason):
     note = "<b>hi</b> https://shop.example/a" if "urlize" not in body else "see https://shop.example/a"
@@ -104,3 +110,26 @@ def test_a_long_descendant_selector_on_a_deeply_nested_page_is_matched_within_th
     assert compiled.fallback is not None
     assert html == reference
     assert '<p style="width:2px" width="2">deep</p>' in html
+
+
+@pytest.mark.parametrize(("body", "style"), [
+    # the block's <p> is printed inside the macro's <div class="box">
+    ('{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}'
+     '{% call box() %}<p class="a">x</p>{% endcall %}', ".box p { color: red } .a { width: 3px }"),
+    # the macro's <div class="box"> is printed where the block is, inside <div class="main">
+    ('<div class="side">{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}</div>'
+     '<div class="main">{% call box() %}<p class="a">x</p>{% endcall %}</div>', ".main .box { color: red }"),
+])
+def test_a_call_block_and_its_macro_are_styled_where_they_are_printed_together(tmp_path, body, style):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None and "`{% call %}` block" in compiled.fallback.reason
+    assert html == reference
+
+
+def test_a_call_block_with_no_context_selector_still_compiles_once(tmp_path):
+    body = ('{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}'
+            '{% call box() %}<p class="a">x</p>{% endcall %}<p>{{ coupon("HELLO") | upper }}</p>'
+            '{% set n = member.points | string | length %}<p>{{ n }}</p>')
+    compiled, html, reference = emails(tmp_path, page(".box { color: red } .a { width: 3px }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None

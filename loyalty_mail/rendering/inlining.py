@@ -100,6 +100,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
     except jinja2.TemplateSyntaxError as exc:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
     places = _places(_with_placeholders(source, found, {}))
+    markup_names = _markup_names(found)
     result = Protected(html="")
     forms: dict[int, str] = {}
     for number, construct in enumerate(found):
@@ -118,7 +119,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
-        how = _prints_markup(construct)
+        how = _prints_markup(construct, markup_names)
         if how and place == "content":
             result.markup[number] = how
         if construct.keyword == "macro" and construct.args:
@@ -135,19 +136,37 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
 _MARKUP_FILTERS = frozenset({"safe", "urlize"})  # filters whose output can hold elements
 
 
-def _prints_markup(construct: Construct) -> str | None:
-    """How a construct can print elements that are not in the source (so premailer can only
-    see them after rendering): `| safe`, `| urlize`, `{% autoescape false %}`, or a
-    `{% filter %}` block that rewrites the markup inside it; None when it cannot."""
+def _markup_names(found: list[Construct]) -> frozenset[str]:
+    """The names whose value is markup written in the source: the macros defined there,
+    `caller`, and the variables a `{% set name %}...{% endset %}` block assigns."""
+    names = {"caller"}
+    for construct in found:
+        if construct.keyword == "macro" and construct.args:
+            names.add(construct.args[0][1])
+        elif construct.keyword == "set" and len(construct.args) == 1 and construct.args[0][0] == "name":
+            names.add(construct.args[0][1])
+    return frozenset(names)
+
+
+def _prints_markup(construct: Construct, markup_names: frozenset[str]) -> str | None:
+    """How a construct can print elements that are not in the source as premailer sees it
+    (so premailer can only style them after rendering): `| safe`, `| urlize`, a filter on
+    markup the source writes (a macro's output, `caller()`, a `{% set %}` block's), `{% autoescape
+    false %}`, or a `{% filter %}` block that rewrites the markup inside it; None when it cannot."""
     tokens = construct.tokens
+    filters = [name for (_, before), (kind, name) in zip(tokens, tokens[1:]) if before == "|" and kind == "name"]
     if construct.kind == "expression":
-        for (_, before), (kind, name) in zip(tokens, tokens[1:]):
-            if before == "|" and kind == "name" and name in _MARKUP_FILTERS:
+        for name in filters:
+            if name in _MARKUP_FILTERS:
                 return f"`| {name}` prints markup"
+        source = next((value for kind, value in tokens if kind == "name" and value in markup_names), None)
+        if filters and source is not None:
+            return f"`| {filters[0]}` rewrites the markup of `{source}`"
     elif construct.keyword == "autoescape" and construct.args != (("name", "true"),):
         return "`{% autoescape %}` without true prints data as markup"
-    elif construct.keyword == "filter":
-        return "a `{% filter %}` block rewrites the markup inside it"
+    elif construct.keyword == "filter" or (construct.keyword == "set" and filters
+                                           and ("operator", "=") not in tokens):  # `{% set b | f %}`
+        return f"a `{{% {construct.keyword} %}}` block with a filter rewrites the markup inside it"
     return None
 
 
@@ -371,7 +390,21 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
                     break
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+    _check_call_blocks(protected, [s for s in selectors if re.search(r"[\s>+~]", s) or _sibling_groups(s)])
     return dynamic
+
+
+def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:
+    """A `{% call %}` block's markup is printed inside the macro, where it calls `caller()`, and
+    the macro's elements where the block is: a selector with a combinator, or one that counts
+    siblings, can style either differently there than premailer sees them in the source."""
+    if not selectors:
+        return
+    for number in sorted(protected.statements):
+        if protected.keywords[number] == "call":
+            raise NeedsFallback(protected.lines[number], f"the selector '{selectors[0]}' can style the "
+                                "markup of this `{% call %}` block and of its macro differently where "
+                                "they are printed together")
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
