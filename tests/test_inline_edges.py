@@ -133,3 +133,25 @@ def test_a_call_block_with_no_context_selector_still_compiles_once(tmp_path):
     compiled, html, reference = emails(tmp_path, page(".box { color: red } .a { width: 3px }", body))
     assert compiled.fallback is None
     assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("body", "style", "name"), [
+    ('<p data-tier="{{ member.tier }}">x</p>', '[data-tier="gold"] { color: red }', "data-tier"),
+    ('<p><a href="{{ unsubscribe_url }}">stop</a></p>', "a[href^=http] { color: #999 }", "href"),
+    ('<p><a href="https://shop.example/{{ member.member_id }}">me</a></p>', 'a[href$="SV000123"] { color: red }',
+     "href"),
+    ('<div lang="{{ locale }}"><p>x</p></div>', "[lang|=en] p { color: red }", "lang"),
+])
+def test_an_attribute_selector_on_an_attribute_written_by_data_is_matched_after_rendering(tmp_path, body, style, name):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None
+    assert f"the {name} attribute depends on data and the selector" in compiled.fallback.reason
+    assert html == reference
+    assert "color:" in html
+
+
+def test_an_attribute_selector_on_fixed_attributes_still_compiles_once(tmp_path):
+    body = '<p lang="vi"><a href="https://shop.example/">shop</a> <a href="{{ unsubscribe_url }}">stop</a></p>'
+    compiled, html, reference = emails(tmp_path, page("[lang|=vi] { color: red } a[title] { color: blue }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None

@@ -5,7 +5,8 @@ premailer on every email costs milliseconds; a send should only run a compiled J
 for statements between elements, a plain token elsewhere), runs premailer once, marks the links
 for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
-a control block that opens and closes tags unevenly, sibling selectors next to loops, macros
+an attribute selector reading an attribute that holds data, a control block that opens and
+closes tags unevenly, sibling selectors next to loops, macros
 whose elements match context-dependent selectors, markup printed from data or rewritten by a
 filter, or premailer moving a placeholder) it raises
 `NeedsFallback` with the line and the reason, and the template is inlined per email instead
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cssselect
+import cssselect.parser
 import cssutils
 import jinja2
 import lxml.etree
@@ -77,6 +79,7 @@ class Protected:
     macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
     expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
     markup: dict[int, str] = field(default_factory=dict)  # code that prints markup not written here: how
+    data_in: dict[str, int] = field(default_factory=dict)  # attribute names holding code -> first line
 
 
 def inline_css(document: str) -> str:
@@ -116,6 +119,8 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
+        if place.startswith("attr:"):
+            result.data_in.setdefault(place.removeprefix("attr:"), line)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
@@ -388,6 +393,7 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
                 if set.intersection(*parents) & varying:
                     dynamic[selector] = line_of(source, max(source.find(selector), 0))
                     break
+    _check_attribute_selectors(protected, selectors)
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
     _check_call_blocks(protected, [s for s in selectors if re.search(r"[\s>+~]", s) or _sibling_groups(s)])
@@ -405,6 +411,38 @@ def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:
             raise NeedsFallback(protected.lines[number], f"the selector '{selectors[0]}' can style the "
                                 "markup of this `{% call %}` block and of its macro differently where "
                                 "they are printed together")
+
+
+def _check_attribute_selectors(protected: Protected, selectors: list[str]) -> None:
+    """A selector that reads an attribute (`a[href^=http]`, `[lang|=vi]`) whose value holds
+    template code matches the rendered value, which only exists after rendering."""
+    for selector in selectors:
+        for name in _attributes_read(selector):
+            if name in protected.data_in:
+                raise NeedsFallback(protected.data_in[name], f"the {name} attribute depends on data and "
+                                    f"the selector '{selector}' reads it, so whether it matches is only "
+                                    "known after rendering")
+
+
+def _attributes_read(selector: str) -> set[str]:
+    """The attribute names a selector's attribute matchers read, lower-cased (as the HTML parser
+    writes them); none when it does not parse (premailer reports that)."""
+    try:
+        parsed = cssselect.parse(selector)
+    except cssselect.SelectorError:
+        return set()
+    found: set[str] = set()
+    nodes: list[Any] = [one.parsed_tree for one in parsed]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, cssselect.parser.Attrib):
+            found.add(node.attrib.lower())
+        for name in ("selector", "subselector"):
+            child = getattr(node, name, None)
+            if child is not None:
+                nodes.append(child)
+        nodes.extend(getattr(node, "selector_list", None) or [])
+    return found
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
