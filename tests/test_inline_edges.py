@@ -155,3 +155,17 @@ def test_an_attribute_selector_on_fixed_attributes_still_compiles_once(tmp_path)
     compiled, html, reference = emails(tmp_path, page("[lang|=vi] { color: red } a[title] { color: blue }", body))
     assert compiled.fallback is None
     assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize("style", [
+    ".perk { color: red } .perk:last-child { border: 0 } li[style] { height: 3px }",
+    ".perk { text-align: center } .perk:last-child { border: 0 } li[align] { height: 3px }",
+])
+def test_rules_kept_for_elements_styled_per_email_are_matched_before_premailer_writes_styles(tmp_path, style):
+    # `.perk:last-child` next to the loop is applied per email; `li[style]` matches no <li> as
+    # written, only premailer gives them a style
+    body = '<ul>{% for p in tier.perks %}<li class="perk">{{ p }}</li>{% endfor %}</ul>'
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.restyler is not None
+    assert dom_difference(html, reference) is None
+    assert "height" not in html
