@@ -6,11 +6,11 @@ for statements between elements, a plain token elsewhere), runs premailer once, 
 for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
 an attribute selector reading an attribute that holds data, a control block that opens and
-closes tags unevenly, sibling selectors next to loops, macros
-whose elements match context-dependent selectors, markup printed from data or rewritten by a
-filter, or premailer moving a placeholder) it raises
-`NeedsFallback` with the line and the reason, and the template is inlined per email instead
-(`replay`: premailer's steps on each rendered email, the stylesheet compiled once).
+closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` blocks whose
+elements match context-dependent selectors, markup printed from data or rewritten by a filter,
+or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
+the stylesheet compiled once).
 """
 
 from __future__ import annotations
