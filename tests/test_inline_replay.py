@@ -85,3 +85,17 @@ def test_the_style_texts_compiled_before_the_first_email_are_those_without_templ
     source = ("<style>p { color: red }</style>\r\n<style>a { color: {{ brand }} }</style>"
               "{% if x %}<style media='all'>b {}\r\n</style>{% endif %}")
     assert fixed_style_texts(source) == ["p { color: red }", "b {}\n"]
+
+
+def test_the_page_shapes_kept_per_stylesheet_are_bounded_by_their_size():
+    from loyalty_mail.rendering.replay import _SHAPE_NODES_KEPT
+
+    style = ".row td { padding: 2px } .v { color: red } td.c:first-child { width: 10px }"
+    inliner = CompiledInliner()
+    for extra in range(15):  # a statement whose rows differ per member: each email a new shape
+        rows = "".join(f'<tr class="row"><td class="c">{i}</td><td class="c v">x</td></tr>' for i in range(1500 + extra))
+        document = f"<html><head><style>{style}</style></head><body><table>{rows}</table></body></html>"
+        assert serialize(inliner.transform(document)[1]) == inline_css(document)
+    sheet = inliner.sheet([style])
+    assert sheet is not None and sheet.shapes
+    assert sum(len(shape) for shape in sheet.shapes) <= _SHAPE_NODES_KEPT

@@ -86,6 +86,7 @@ class Restyler:
     _premailer: Any = field(default=None, repr=False)
     _written: dict[tuple[int, tuple[int, ...]], str] = field(default_factory=dict, repr=False)
     _tags: list[str] = field(default_factory=list, repr=False)
+    _as_written: dict[Any, list[tuple[str, str | None]]] = field(default_factory=dict, repr=False)  # see plan
 
     def __post_init__(self) -> None:
         self._selectors = [CSSSelector(rule.selector) for rule in self.dynamic]
@@ -98,6 +99,12 @@ class Restyler:
         them."""
         hits: dict[str, set[Any]] = {}
         marked = [e for e in page.iter() if isinstance(e.tag, str) and e.get(MARK) is not None]
+        # premailer matched its rules before writing styles: match them on the attributes as
+        # written (`li[style]` does not match an <li> only premailer gave a style), then put
+        # premailer's back
+        inlined = {element: _attributes_of(element) for element in self._as_written}
+        for element, written in self._as_written.items():
+            _set_attributes(element, written)
         for element in marked:
             number = int(element.attrib[MARK])
             mine = []
@@ -111,6 +118,9 @@ class Restyler:
             while len(self._tags) <= number:
                 self._tags.append("")
             self._tags[number] = element.tag
+        for element, values in inlined.items():
+            _set_attributes(element, values)
+        self._as_written = {}
         for element in marked:
             for name in ("style", *BASIC_ATTRIBUTES):
                 element.attrib.pop(name, None)
@@ -278,6 +288,7 @@ def plan(page: Any, dynamic_selectors: set[str], placeholder: re.Pattern[str]) -
     if not dynamic:
         return None
     restyler = Restyler(dynamic, static=[r for r in rules if r not in dynamic])
+    restyler._as_written = {element: _attributes_of(element) for element in page.iter() if isinstance(element.tag, str)}
     for element in page.iter():
         if not isinstance(element.tag, str) or not any(subject_matches(r.selector, element) for r in dynamic):
             continue
@@ -290,6 +301,19 @@ def plan(page: Any, dynamic_selectors: set[str], placeholder: re.Pattern[str]) -
         element.attrib[MARK] = str(len(restyler.plans))
         restyler.plans.append(ElementPlan(style, attributes, ()))
     return restyler
+
+
+def _attributes_of(element: Any) -> list[tuple[str, str | None]]:
+    """The attributes premailer may write on an element (None: absent)."""
+    return [(name, element.get(name)) for name in ("style", *BASIC_ATTRIBUTES)]
+
+
+def _set_attributes(element: Any, values: list[tuple[str, str | None]]) -> None:
+    for name, value in values:
+        if value is None:
+            element.attrib.pop(name, None)
+        else:
+            element.attrib[name] = value
 
 
 def _with_pseudo(rule: Rule) -> str:

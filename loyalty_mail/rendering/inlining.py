@@ -5,10 +5,12 @@ premailer on every email costs milliseconds; a send should only run a compiled J
 for statements between elements, a plain token elsewhere), runs premailer once, marks the links
 for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
-a control block that opens and closes tags unevenly, sibling selectors next to loops, macros
-whose elements match context-dependent selectors, or premailer moving a placeholder) it raises
-`NeedsFallback` with the line and the reason, and the template is inlined per email instead
-(`replay`: premailer's steps on each rendered email, the stylesheet compiled once).
+an attribute selector reading an attribute that holds data, a control block that opens and
+closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` blocks whose
+elements match context-dependent selectors, markup printed from data or rewritten by a filter,
+or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
+the stylesheet compiled once).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cssselect
+import cssselect.parser
 import cssutils
 import jinja2
 import lxml.etree
@@ -74,6 +78,8 @@ class Protected:
     calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
     macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
     expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
+    markup: dict[int, str] = field(default_factory=dict)  # code that prints markup not written here: how
+    data_in: dict[str, int] = field(default_factory=dict)  # attribute names holding code -> first line
 
 
 def inline_css(document: str) -> str:
@@ -97,6 +103,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
     except jinja2.TemplateSyntaxError as exc:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
     places = _located(source, found)
+    markup_names = _markup_names(found)
     result = Protected(html="")
     forms: dict[int, str] = {}
     for number, construct in enumerate(found):
@@ -112,9 +119,14 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
+        if place.startswith("attr:"):
+            result.data_in.setdefault(place.removeprefix("attr:"), line)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
+        how = _prints_markup(construct, markup_names)
+        if how and place == "content":
+            result.markup[number] = how
         if construct.keyword == "macro" and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
@@ -136,6 +148,53 @@ def _located(source: str, found: list[Construct]) -> dict[int, str]:
     if not forms:
         return places
     return {**_places(_with_placeholders(source, found, forms)), **dict.fromkeys(forms, "content")}
+
+
+_MARKUP_FILTERS = frozenset({"safe", "urlize"})  # filters whose output can hold elements
+
+
+def _markup_names(found: list[Construct]) -> frozenset[str]:
+    """The names whose value is markup written in the source: the macros defined there,
+    `caller`, and the variables a `{% set name %}...{% endset %}` block assigns."""
+    names = {"caller"}
+    for construct in found:
+        if construct.keyword == "macro" and construct.args:
+            names.add(construct.args[0][1])
+        elif construct.keyword == "set" and len(construct.args) == 1 and construct.args[0][0] == "name":
+            names.add(construct.args[0][1])
+    return frozenset(names)
+
+
+def _prints_markup(construct: Construct, markup_names: frozenset[str]) -> str | None:
+    """How a construct can print elements that are not in the source as premailer sees it
+    (so premailer can only style them after rendering): `| safe`, `| urlize`, a filter on
+    markup the source writes (a macro's output, `caller()`, a `{% set %}` block's), `{% autoescape
+    false %}`, or a `{% filter %}` block that rewrites the markup inside it; None when it cannot."""
+    tokens = construct.tokens
+    filters = [name for (_, before), (kind, name) in zip(tokens, tokens[1:]) if before == "|" and kind == "name"]
+    if construct.kind == "expression":
+        for name in filters:
+            if name in _MARKUP_FILTERS:
+                return f"`| {name}` prints markup"
+        source = next((value for kind, value in tokens if kind == "name" and value in markup_names), None)
+        if filters and source is not None:
+            return f"`| {filters[0]}` rewrites the markup of `{source}`"
+    elif construct.keyword == "autoescape" and construct.args != (("name", "true"),):
+        return "`{% autoescape %}` without true prints data as markup"
+    elif construct.keyword == "filter" or (construct.keyword == "set" and filters
+                                           and ("operator", "=") not in tokens):  # `{% set b | f %}`
+        return f"a `{{% {construct.keyword} %}}` block with a filter rewrites the markup inside it"
+    return None
+
+
+def printed_markup(protected: Protected) -> NeedsFallback | None:
+    """The first construct that prints markup not written in the source, as a reason to inline
+    per email (premailer must see those elements to style them); None when there is none."""
+    if not protected.markup:
+        return None
+    number = min(protected.markup)
+    return NeedsFallback(protected.lines[number], f"{protected.markup[number]}, whose elements "
+                         "only exist after rendering, so only then can CSS rules style them")
 
 
 def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
@@ -346,9 +405,56 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
                 if set.intersection(*parents) & varying:
                     dynamic[selector] = line_of(source, max(source.find(selector), 0))
                     break
+    _check_attribute_selectors(protected, selectors)
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
+    _check_call_blocks(protected, [s for s in selectors if re.search(r"[\s>+~]", s) or _sibling_groups(s)])
     return dynamic
+
+
+def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:
+    """A `{% call %}` block's markup is printed inside the macro, where it calls `caller()`, and
+    the macro's elements where the block is: a selector with a combinator, or one that counts
+    siblings, can style either differently there than premailer sees them in the source."""
+    if not selectors:
+        return
+    for number in sorted(protected.statements):
+        if protected.keywords[number] == "call":
+            raise NeedsFallback(protected.lines[number], f"the selector '{selectors[0]}' can style the "
+                                "markup of this `{% call %}` block and of its macro differently where "
+                                "they are printed together")
+
+
+def _check_attribute_selectors(protected: Protected, selectors: list[str]) -> None:
+    """A selector that reads an attribute (`a[href^=http]`, `[lang|=vi]`) whose value holds
+    template code matches the rendered value, which only exists after rendering."""
+    for selector in selectors:
+        for name in _attributes_read(selector):
+            if name in protected.data_in:
+                raise NeedsFallback(protected.data_in[name], f"the {name} attribute depends on data and "
+                                    f"the selector '{selector}' reads it, so whether it matches is only "
+                                    "known after rendering")
+
+
+def _attributes_read(selector: str) -> set[str]:
+    """The attribute names a selector's attribute matchers read, lower-cased (as the HTML parser
+    writes them); none when it does not parse (premailer reports that)."""
+    try:
+        parsed = cssselect.parse(selector)
+    except cssselect.SelectorError:
+        return set()
+    found: set[str] = set()
+    nodes: list[Any] = [one.parsed_tree for one in parsed]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, cssselect.parser.Attrib):
+            found.add(node.attrib.lower())
+        for name in ("selector", "subselector"):
+            child = getattr(node, name, None)
+            if child is not None:
+                nodes.append(child)
+        nodes.extend(getattr(node, "selector_list", None) or [])
+    return found
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
@@ -432,31 +538,77 @@ def prune_unmatchable_rules(source: str) -> str | None:
     element, classes and id), so a 1,400-rule framework stylesheet costs only the rules the
     email uses. An element whose class or id holds template code may have any class or id.
     None when that cannot be judged: template code inside <style> or among a tag's attributes,
-    or markup printed from data (`| safe`)."""
+    or markup printed from data (`printed_markup`). Only the `<style>` elements premailer reads
+    are pruned, and only those that lose a rule are written again."""
     try:
         protected = protect(source, data_attributes=True)
     except NeedsFallback:
         return None
-    if any("safe" in protected.originals[n] for n in protected.content_expressions):
+    if printed_markup(protected) is not None:
         return None
-    blocks = list(_STYLE_BLOCK.finditer(source))
+    blocks = _inlined_style_texts(source)
     if not blocks:
         return None
     tree = lxml.html.document_fromstring(protected.html)
-    present = [_present(e) for e in tree.iter() if isinstance(e.tag, str)]
+    # premailer adds a <head> to a page without one
+    present = [_present(e) for e in tree.iter() if isinstance(e.tag, str)] + [("head", set(), None, False)]
     cssutils.log.setLevel(logging.CRITICAL)
-    pieces, position, pruned = [], 0, 0
-    for block in blocks:
-        sheet = cssutils.parseString(block.group(1), validate=False)
+    pieces, position = [], 0
+    for start, end in blocks:
+        sheet = cssutils.parseString(source[start:end], validate=False)
+        pruned = 0
         for rule in list(sheet.cssRules):
             if rule.type == rule.STYLE_RULE and not any(
                     _may_match(s.strip(), present) for s in rule.selectorText.split(",")):
                 sheet.deleteRule(rule)
                 pruned += 1
-        pieces += [source[position:block.start(1)], sheet.cssText.decode("utf-8")]
-        position = block.end(1)
+        if pruned:  # a block left whole keeps its text as written
+            pieces += [source[position:start], sheet.cssText.decode("utf-8")]
+            position = end
+    if not pieces:
+        return None
     pieces.append(source[position:])
-    return "".join(pieces) if pruned else None
+    return "".join(pieces)
+
+
+class _StyleTexts(html.parser.HTMLParser):
+    """Where the text of each `<style>` element premailer inlines lies in an HTML source: not
+    inside a comment (Outlook's conditional ones included), with no `media` or `all`/`screen`,
+    and not `data-premailer="ignore"` (premailer leaves those as written)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self._lines = [0] + [match.end() for match in re.finditer("\n", source)]
+        self._open: int | None = None
+        self.spans: list[tuple[int, int]] = []
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self._lines[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "style":
+            return
+        named = dict(attrs)
+        media = named.get("media")
+        inlined = (not media or media in ("all", "screen")) and named.get(
+            premailer.Premailer.attribute_name) != "ignore"
+        text = self.get_starttag_text() or ""
+        self._open = self._offset() + len(text) if inlined else None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style" and self._open is not None:
+            self.spans.append((self._open, self._offset()))
+        if tag == "style":
+            self._open = None
+
+
+def _inlined_style_texts(source: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets in `source` of the `<style>` texts premailer inlines."""
+    reader = _StyleTexts(source)
+    reader.feed(source)
+    reader.close()
+    return reader.spans
 
 
 _Present = tuple[str, "set[str] | None", "str | None", bool]  # tag, classes (None: any), id, any id
@@ -480,6 +632,30 @@ def _may_match(selector: str, present: list[_Present]) -> bool:
                for tag, classes, ident in found for t, c, i, any_id in present)
 
 
+def unreadable_selector(source: str) -> tuple[str, int] | None:
+    """The first selector of the source's `<style>` texts that premailer (through cssselect)
+    cannot evaluate, read as premailer splits and trims it, with its line; None when there is
+    none (or the text is not CSS at all)."""
+    cssutils.log.setLevel(logging.CRITICAL)
+    inliner = premailer.Premailer(**PREMAILER_OPTIONS)
+    for start, end in _inlined_style_texts(source):
+        try:
+            rules, _ = inliner._parse_style_rules(source[start:end], 0)
+        except Exception:  # noqa: BLE001 - CSS cssutils cannot read: not a selector to name
+            continue
+        for _, selector, _ in rules:
+            bare, _, pseudo = selector.partition(":")
+            if pseudo and ":" + pseudo not in premailer.premailer.FILTER_PSEUDOSELECTORS \
+                    and not pseudo.startswith("nth-child"):
+                selector = bare
+            try:
+                CSSSelector(selector)
+            except cssselect.SelectorError:
+                at = source.find(selector.split(",")[0], start)
+                return selector, line_of(source, at if 0 <= at < end else start)
+    return None
+
+
 @dataclass(frozen=True)
 class CompiledHtml:
     """A Jinja HTML source with CSS inlined and links marked for tracking, plus its link count."""
@@ -494,6 +670,9 @@ class CompiledHtml:
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
     protected = protect(source)
+    markup = printed_markup(protected)
+    if markup is not None:
+        raise markup
     check_balanced(protected)
     dynamic = check_selectors(protected, source)
     tree, page, root = parse_document(protected.html)

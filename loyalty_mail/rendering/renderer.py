@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import cssselect
 import jinja2
 import jinja2.meta
 import markupsafe
@@ -37,7 +38,8 @@ from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_ca
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
-from .inlining import NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules
+from .inlining import (NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules,
+                       unreadable_selector)
 from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
@@ -215,6 +217,8 @@ class Renderer:
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
+        except cssselect.SelectorError as exc:
+            raise self._unreadable_css(variant, source, exc) from None
         except NeedsFallback as exc:
             fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
             pruned = prune_unmatchable_rules(source)
@@ -235,6 +239,16 @@ class Renderer:
         used = None if text_own else _names_used(self.html_env, compiled.source, compiled.text_source,
                                                  f"{variant.subject}{_SEPARATOR}{variant.preheader}")
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
+
+    def _unreadable_css(self, variant: Variant, source: str, exc: cssselect.SelectorError) -> TemplateError:
+        """The error for a stylesheet with a selector premailer cannot evaluate (it stops on it)."""
+        found = unreadable_selector(source)
+        line = found[1] if found else 1
+        what = f"the selector '{found[0]}'" if found else "a selector"
+        return TemplateError(Problem(self._locate_in_chain(variant.html_path, source, line),
+                                     f"CSS inlining cannot read {what} ({exc}): premailer evaluates each "
+                                     "selector between commas as written; fix or remove it, or move the rule "
+                                     "into a <style data-premailer=\"ignore\"> block"))
 
     def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
         """Map a line of the flattened source back to the file it came from, when it can."""
@@ -394,9 +408,12 @@ class Renderer:
         inliner = compiled.inliner
         # only an email that falls back is inlined per email, and it has its inliner
         assert fallback is not None and inliner is not None
-        finished = self._inline_bounded(
-            rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
-            lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
+        try:
+            finished = self._inline_bounded(
+                rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
+                lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
+        except cssselect.SelectorError as exc:  # a <style> printed with data, read only now
+            raise self._unreadable_css(compiled.variant, rendered, exc) from None
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:

@@ -10,7 +10,8 @@ XPath for the rest; each declaration block parsed, the leftover `<style>` text w
 per email only parses the document, matches the rules whose subject's classes and id occur in
 it, and writes the styles, merged once per (style attribute, matching rules) with premailer's
 `merge_styles`. A page of the same shape as one seen before (elements, classes, the ids the
-rules name) is matched as that one was, when only `Chain`s decided it.
+rules name) is matched as that one was, when only `Chain`s decided it; the shapes kept are
+bounded in number and in nodes.
 
 The steps, their order and the serialization are premailer 3.10's `Premailer.transform` with
 `cascade.PREMAILER_OPTIONS` (no network, no external files, no base URL, leftover rules kept in
@@ -42,6 +43,7 @@ from .selectors import Chain, Document, chain_of
 
 _KEPT = 32  # distinct `<style>` texts, and sets of them, kept per template
 _SHAPES_KEPT = 256  # page shapes and the rules matching their elements, kept per stylesheet
+_SHAPE_NODES_KEPT = 50_000  # and their nodes in all: a shape costs a few hundred bytes a node
 _MERGED_KEPT = 4096  # merged styles, kept per stylesheet
 
 
@@ -71,6 +73,7 @@ class Sheet:
     _by_id: dict[str, list[_Rule]] = field(default_factory=dict)
     _merged: dict[tuple[str, tuple[_Rule, ...]], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
     shapes: dict[tuple[Any, ...], list[tuple[int, tuple[_Rule, ...]]]] = field(default_factory=dict)
+    shape_nodes: int = 0   # the nodes of the shapes kept
     named_ids: frozenset[str] = frozenset()   # the ids the rules name
 
     def __post_init__(self) -> None:
@@ -273,10 +276,13 @@ def _match(document: Document, page: Any, sheet: Sheet) -> list[tuple[int, tuple
         for item in rule.select(page) if rule.chain is None else document.select(rule.chain):
             found.setdefault(positions[id(item)], []).append(rule)
     matches = [(position, tuple(rules)) for position, rules in found.items()]
-    if all(rule.chain is not None for rule in candidates):  # nothing but the shape decides
-        if len(sheet.shapes) >= _SHAPES_KEPT:
+    size = len(document.shape)
+    if all(rule.chain is not None for rule in candidates) and size <= _SHAPE_NODES_KEPT:  # the shape decides
+        if len(sheet.shapes) >= _SHAPES_KEPT or sheet.shape_nodes + size > _SHAPE_NODES_KEPT:
             sheet.shapes.clear()
+            sheet.shape_nodes = 0
         sheet.shapes[document.shape] = matches
+        sheet.shape_nodes += size
     return matches
 
 

@@ -162,7 +162,8 @@ class Document:
         else:
             pool = self.elements
         last = len(chain.compounds) - 1
-        return [element for element in pool if self._matches(chain, last, element)]
+        known: dict[tuple[int, Any], bool] = {}
+        return [element for element in pool if self._compute(chain, last, element, known)]
 
     def _is(self, compound: Compound, element: Any) -> bool:
         if compound.tag is not None and element.tag != compound.tag:
@@ -177,7 +178,18 @@ class Document:
             return False
         return True
 
-    def _matches(self, chain: Chain, index: int, element: Any) -> bool:
+    def _matches(self, chain: Chain, index: int, element: Any, known: dict[tuple[int, Any], bool]) -> bool:
+        """Whether `element` matches compounds 0..index with their combinators. `known` holds the
+        answers found during one `select`: a descendant or `~` combinator tries every ancestor or
+        earlier sibling, and without them `span div div div p` on a deep page would retry the same
+        (compound, element) pairs a number of times exponential in the selector's length."""
+        key = (index, element)
+        found = known.get(key)
+        if found is None:
+            found = known[key] = self._compute(chain, index, element, known)
+        return found
+
+    def _compute(self, chain: Chain, index: int, element: Any, known: dict[tuple[int, Any], bool]) -> bool:
         if not self._is(chain.compounds[index], element):
             return False
         if index == 0:
@@ -185,19 +197,19 @@ class Document:
         combinator = chain.combinators[index - 1]
         if combinator == ">":
             parent = element.getparent()
-            return parent is not None and self._matches(chain, index - 1, parent)
+            return parent is not None and self._matches(chain, index - 1, parent, known)
         if combinator == " ":
             ancestor = element.getparent()
             while ancestor is not None:
-                if self._matches(chain, index - 1, ancestor):
+                if self._matches(chain, index - 1, ancestor, known):
                     return True
                 ancestor = ancestor.getparent()
             return False
         sibling = _sibling(element, preceding=True)
         if combinator == "+":
-            return sibling is not None and self._matches(chain, index - 1, sibling)
+            return sibling is not None and self._matches(chain, index - 1, sibling, known)
         while sibling is not None:  # "~"
-            if self._matches(chain, index - 1, sibling):
+            if self._matches(chain, index - 1, sibling, known):
                 return True
             sibling = _sibling(sibling, preceding=True)
         return False

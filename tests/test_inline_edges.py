@@ -1,0 +1,171 @@
+"""Templates at the edges of CSS inlining: `<style>` blocks premailer leaves as written, markup
+printed from data or rewritten by a filter, a `<head>` premailer adds, and selectors premailer
+cannot evaluate. Each email equals rendering the files, then premailer (byte for byte where it
+is inlined per email), or the template gets an error that names its file and line."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from loyalty_mail.cli import cli
+from loyalty_mail.errors import TemplateError
+from loyalty_mail.rendering.dom import dom_difference
+
+from .rendering_program import NOW, SECRET, member, program_dir, renderer_for
+
+DATA_CLASS = '<p class="{{ member.tier }}">x</p>'  # a reason to inline per email
+
+
+def page(style: str, body: str, head: str = "") -> str:
+    return (f'---\nsubject: "x"\n---\n<html><head>{head}<style>{style}</style></head>\n<body>\n'
+            f"{body}\n</body></html>\n")
+
+
+def emails(tmp_path, source: str, someone: dict[str, object] | None = None):
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    someone = someone or member(locale="en")
+    html = renderer.render("odd", someone, now=NOW, tracked=False).html
+    return renderer.compiled("odd", "en"), html, renderer.reference_html("odd", someone, now=NOW)
+
+
+@pytest.mark.parametrize("head", [
+    '<style data-premailer="ignore">.ExternalClass { width: 100% } #outlook a { padding: 0 }</style>',
+    '<style media="print">p { color: black } #outlook a { padding: 0 }</style>',
+    '<!--[if mso]><style>p { color: black } #outlook a { padding: 0 }</style><![endif]-->',
+])
+def test_style_blocks_premailer_leaves_as_written_are_not_pruned_or_rewritten(tmp_path, head):
+    # `td` matches nothing in this template: pruning the inlined stylesheet drops it
+    compiled, html, reference = emails(tmp_path, page(".gold { color: red } td { color: blue }", DATA_CLASS, head))
+    assert compiled.fallback is not None
+    assert html == reference
+    assert "#outlook a { padding: 0 }" in html
+
+
+def test_a_rule_on_the_head_premailer_adds_is_not_pruned(tmp_path):
+    source = ('---\nsubject: "x"\n---\n<html><body><style>head { color: red } td { color: blue }</style>'
+              + DATA_CLASS + "</body></html>\n")
+    compiled, html, reference = emails(tmp_path, source)
+    assert compiled.fallback is not None
+    assert html == reference
+    assert '<head style="color:red">' in html
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('<div>{{ "<b>bold</b>" | safe }}</div>', "`| safe` prints markup"),
+    ('<div>{{ member.attributes.note | safe }}</div>', "`| safe` prints markup"),
+    ('<p>{{ member.attributes.note | urlize }}</p>', "`| urlize` prints markup"),
+    ('<div>{% autoescape false %}{{ member.attributes.note }}{% endautoescape %}</div>',
+     "`{% autoescape %}` without true"),
+    ('{% filter upper %}<p class="a">x</p>{% endfilter %}', "a `{% filter %}` block"),
+    ('{% set b | upper %}<p class="a">x</p>{% endset %}{{ b }}', "a `{% set %}` block with a filter"),
+    ('{% set b %}<p class="a">x</p>{% endset %}{{ b | upper }}', "`| upper` rewrites the markup of `b`"),
+    ('{% macro m() %}<p class="a">x</p>{% endmacro %}{{ m() | replace("a", "b") }}',
+     "`| replace` rewrites the markup of `m`"),
+    ('{% macro m() %}<p class="a">a long line of text</p>{% endmacro %}<div>{{ m() | truncate(12) }}</div>',
+     "`| truncate` rewrites the markup of `m`"),
+])
+def test_markup_printed_from_data_or_rewritten_by_a_filter_is_styled_after_rendering(tmp_path, body, reason):
+    note = "<b>hi</b> https://shop.example/a" if "urlize" not in body else "see https://shop.example/a"
+    compiled, html, reference = emails(tmp_path, page("b, a { color: red } .a { width: 5px }", body),
+                                       member(locale="en", attributes={"note": note}))
+    assert compiled.fallback is not None and reason in compiled.fallback.reason
+    assert compiled.fallback.location.line == 6
+    assert html == reference
+    assert dom_difference(html, reference) is None
+
+
+def test_autoescape_true_and_safe_in_a_link_still_compile_once(tmp_path):
+    body = ('<div>{% autoescape true %}{{ member.attributes.note }}{% endautoescape %}'
+            '<a href="{{ \'https://shop.example/?a=1&amp;b=2\' | safe }}">go</a></div>')
+    compiled, html, reference = emails(tmp_path, page("b, a { color: red }", body),
+                                       member(locale="en", attributes={"note": "<b>x</b>"}))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("style", "body", "selector", "line"), [
+    ("p { color: red }\nli:nth-child { color: blue }", "<ul><li>a</li></ul>", "li:nth-child", 5),
+    ('p { color: red }\n[data-x="a,b"] { color: blue }', '<p data-x="a,b">a</p>', '[data-x="a', 5),
+    ('p { color: red }\n[data-x="a,b"] { color: blue }', DATA_CLASS, '[data-x="a', 5),
+])
+def test_a_selector_premailer_cannot_evaluate_is_a_template_error_naming_it(tmp_path, style, body, selector, line):
+    project = program_dir(tmp_path, {"odd/en.html": page(style, body)})
+    renderer = renderer_for(project)
+    with pytest.raises(TemplateError) as raised:
+        renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+    assert str(raised.value).startswith(f"templates/odd/en.html:{line}: CSS inlining cannot read the selector "
+                                        f"'{selector}'")
+    result = CliRunner().invoke(cli, ["--project", str(project), "check"], env={"LOYALTY_MAIL_SECRET": SECRET})
+    assert "Internal error" not in result.output and "Traceback" not in result.output
+    assert f"templates/odd/en.html:{line}: CSS inlining cannot read the selector '{selector}'" in result.output
+
+
+def test_a_long_descendant_selector_on_a_deeply_nested_page_is_matched_within_the_timeout(tmp_path):
+    # `span` is no ancestor: each of the other compounds can match any of 60 ancestors, and
+    # trying every combination again for each one would take hours, not premailer's milliseconds
+    body = DATA_CLASS + "<div>" * 60 + "<p>deep</p>" + "</div>" * 60
+    compiled, html, reference = emails(tmp_path, page("span div div div div div div p { color: red } "
+                                                      "div div div div div div p { width: 2px }", body))
+    assert compiled.fallback is not None
+    assert html == reference
+    assert '<p style="width:2px" width="2">deep</p>' in html
+
+
+@pytest.mark.parametrize(("body", "style"), [
+    # the block's <p> is printed inside the macro's <div class="box">
+    ('{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}'
+     '{% call box() %}<p class="a">x</p>{% endcall %}', ".box p { color: red } .a { width: 3px }"),
+    # the macro's <div class="box"> is printed where the block is, inside <div class="main">
+    ('<div class="side">{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}</div>'
+     '<div class="main">{% call box() %}<p class="a">x</p>{% endcall %}</div>', ".main .box { color: red }"),
+])
+def test_a_call_block_and_its_macro_are_styled_where_they_are_printed_together(tmp_path, body, style):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None and "`{% call %}` block" in compiled.fallback.reason
+    assert html == reference
+
+
+def test_a_call_block_with_no_context_selector_still_compiles_once(tmp_path):
+    body = ('{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}'
+            '{% call box() %}<p class="a">x</p>{% endcall %}<p>{{ coupon("HELLO") | upper }}</p>'
+            '{% set n = member.points | string | length %}<p>{{ n }}</p>')
+    compiled, html, reference = emails(tmp_path, page(".box { color: red } .a { width: 3px }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("body", "style", "name"), [
+    ('<p data-tier="{{ member.tier }}">x</p>', '[data-tier="gold"] { color: red }', "data-tier"),
+    ('<p><a href="{{ unsubscribe_url }}">stop</a></p>', "a[href^=http] { color: #999 }", "href"),
+    ('<p><a href="https://shop.example/{{ member.member_id }}">me</a></p>', 'a[href$="SV000123"] { color: red }',
+     "href"),
+    ('<div lang="{{ locale }}"><p>x</p></div>', "[lang|=en] p { color: red }", "lang"),
+])
+def test_an_attribute_selector_on_an_attribute_written_by_data_is_matched_after_rendering(tmp_path, body, style, name):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None
+    assert f"the {name} attribute depends on data and the selector" in compiled.fallback.reason
+    assert html == reference
+    assert "color:" in html
+
+
+def test_an_attribute_selector_on_fixed_attributes_still_compiles_once(tmp_path):
+    body = '<p lang="vi"><a href="https://shop.example/">shop</a> <a href="{{ unsubscribe_url }}">stop</a></p>'
+    compiled, html, reference = emails(tmp_path, page("[lang|=vi] { color: red } a[title] { color: blue }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize("style", [
+    ".perk { color: red } .perk:last-child { border: 0 } li[style] { height: 3px }",
+    ".perk { text-align: center } .perk:last-child { border: 0 } li[align] { height: 3px }",
+])
+def test_rules_kept_for_elements_styled_per_email_are_matched_before_premailer_writes_styles(tmp_path, style):
+    # `.perk:last-child` next to the loop is applied per email; `li[style]` matches no <li> as
+    # written, only premailer gives them a style
+    body = '<ul>{% for p in tier.perks %}<li class="perk">{{ p }}</li>{% endfor %}</ul>'
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.restyler is not None
+    assert dom_difference(html, reference) is None
+    assert "height" not in html
