@@ -171,6 +171,36 @@ def test_create_unknown_members_creates_them_from_the_event_email(project, datab
         rt.close()
 
 
+def test_partial_creates_no_member_for_an_event_it_rejects(project, database_url):
+    """With ?partial=true a refused item changes nothing: the member its email would have created
+    is not created, while a good event in the same request still creates its own."""
+    (project / "config.yaml").write_text(TEST_CONFIG + "ingest:\n  create_unknown_members: true\n", encoding="utf-8")
+    rt = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    try:
+        engine = rt.engine()
+        client = Client(create_app(rt.settings, engine, rt.now), _new_key(engine, "k", "ingest"))
+        r = client("POST", "/v1/events?partial=true", json=[
+            {"event_id": "p-1", "member_id": "N1", "email": "n1@example.com", "type": "purchase", "amount": -1,
+             "occurred_at": "2026-11-20T10:00:00Z"},
+            {"event_id": "p-2", "member_id": "N2", "email": "n2@example.com", "type": "points_redeemed",
+             "points": 5, "occurred_at": "2026-11-20T10:00:00Z"},
+            {"event_id": "p-3", "member_id": "N3", "email": "n3@example.com", "type": "purchase", "amount": 5000,
+             "occurred_at": "2026-11-20T10:00:00Z"}])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [(e["index"], e["field"]) for e in body["rejected"]] == [(0, "amount"), (1, "points")]
+        assert body["members"] == {"inserted": 1, "updated": 0} and body["events"]["inserted"] == 1
+        assert _member(engine, "N1") is None and _member(engine, "N2") is None
+        assert _member(engine, "N3")["total_spend"] == 5000
+        r = client("POST", "/v1/events?partial=true", json={
+            "event_id": "p-4", "member_id": "N4", "email": "n4@example.com", "type": "purchase", "amount": -1,
+            "occurred_at": "2026-11-20T10:00:00Z"})
+        assert r.status_code == 200 and r.json()["members"]["inserted"] == 0, r.text
+        assert _member(engine, "N4") is None
+    finally:
+        rt.close()
+
+
 def test_get_member_answers_like_explain(client, api_runtime, project):
     (project / "segments").mkdir(exist_ok=True)
     (project / "segments" / "rich.yaml").write_text("name: rich\npoints: {gte: 5000}\n", encoding="utf-8")
