@@ -384,6 +384,17 @@ def test_unstorable_text_is_a_422_naming_the_field(client):
     assert errors["email"]["found"] == "a\ud800@example.com"  # echoed, escaped as JSON allows
 
 
+def test_a_nul_in_the_path_member_id_is_a_422_not_a_stored_id(client, api_runtime):
+    for path in ("/v1/members/a%00b", "/v1/members/%00"):
+        r = client("PUT", path, json={"email": "a@example.com"})
+        assert r.status_code == 422, r.text
+        [error] = r.json()["error"]["errors"]
+        assert error["field"] == "member_id" and "NUL" in error["message"]
+    assert _count(api_runtime.engine(), members_table) == 0
+    assert client("GET", "/v1/members/a%00b").status_code == 404
+    assert client("POST", "/v1/members/a%00b/unsubscribe").status_code == 404
+
+
 _M1 = '"member_id": "M1", "email": "m1@example.com"'
 _TRACK = '"type": "track", "userId": "M1", "event": "Order Completed", "timestamp": "2026-11-01T00:00:00Z"'
 
