@@ -261,6 +261,13 @@ def test_segment_batch_example(client, api_runtime):
     assert anonymous.status_code == 422 and anonymous.json()["error"]["errors"][0]["field"] == "userId"
 
 
+def test_segment_unknown_message_type_echoes_what_was_sent(client):
+    r = client("POST", "/v1/segment/batch", json={"batch": [{"type": "nonsense", "userId": "M1"}]})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["index"], error["field"], error["found"]) == (0, "type", "nonsense")
+
+
 def test_authentication_and_scopes(client, api_runtime):
     engine = api_runtime.engine()
     reader = _new_key(engine, "reader", "read")

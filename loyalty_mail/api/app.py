@@ -288,7 +288,8 @@ class Api:
             elif kind in segment_spec.IGNORED_TYPES:
                 ignored += 1
             else:
-                events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
+                events.append((index, {"type": kind,
+                                       PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
         result = await self.apply(request, partial, id_name="messageId", arrival_timed=frozenset(untimed),
                                   members=members, events=events)
