@@ -24,7 +24,9 @@ class MemberProfile:
 def member_row(connection: sa.Connection, member_id: str) -> dict[str, Any]:
     """A member's stored row (with its internal `id`) by loyalty id; NotFound names the id."""
     m = members_table
-    row = connection.execute(sa.select(m).where(m.c.member_id == member_id)).mappings().first()
+    # no stored id holds a NUL (the importers refuse one), and PostgreSQL cannot even compare one
+    row = None if "\x00" in member_id else connection.execute(
+        sa.select(m).where(m.c.member_id == member_id)).mappings().first()
     if row is None:
         raise NotFound(f"no member with id {shown(member_id)}. `loyalty-mail members import FILE` or the API's PUT /v1/members/ID adds members.")
     return dict(row)

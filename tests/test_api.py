@@ -171,6 +171,36 @@ def test_create_unknown_members_creates_them_from_the_event_email(project, datab
         rt.close()
 
 
+def test_partial_creates_no_member_for_an_event_it_rejects(project, database_url):
+    """With ?partial=true a refused item changes nothing: the member its email would have created
+    is not created, while a good event in the same request still creates its own."""
+    (project / "config.yaml").write_text(TEST_CONFIG + "ingest:\n  create_unknown_members: true\n", encoding="utf-8")
+    rt = Runtime.load(project, database_url=database_url, clock=lambda: FIXED_NOW)
+    try:
+        engine = rt.engine()
+        client = Client(create_app(rt.settings, engine, rt.now), _new_key(engine, "k", "ingest"))
+        r = client("POST", "/v1/events?partial=true", json=[
+            {"event_id": "p-1", "member_id": "N1", "email": "n1@example.com", "type": "purchase", "amount": -1,
+             "occurred_at": "2026-11-20T10:00:00Z"},
+            {"event_id": "p-2", "member_id": "N2", "email": "n2@example.com", "type": "points_redeemed",
+             "points": 5, "occurred_at": "2026-11-20T10:00:00Z"},
+            {"event_id": "p-3", "member_id": "N3", "email": "n3@example.com", "type": "purchase", "amount": 5000,
+             "occurred_at": "2026-11-20T10:00:00Z"}])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [(e["index"], e["field"]) for e in body["rejected"]] == [(0, "amount"), (1, "points")]
+        assert body["members"] == {"inserted": 1, "updated": 0} and body["events"]["inserted"] == 1
+        assert _member(engine, "N1") is None and _member(engine, "N2") is None
+        assert _member(engine, "N3")["total_spend"] == 5000
+        r = client("POST", "/v1/events?partial=true", json={
+            "event_id": "p-4", "member_id": "N4", "email": "n4@example.com", "type": "purchase", "amount": -1,
+            "occurred_at": "2026-11-20T10:00:00Z"})
+        assert r.status_code == 200 and r.json()["members"]["inserted"] == 0, r.text
+        assert _member(engine, "N4") is None
+    finally:
+        rt.close()
+
+
 def test_get_member_answers_like_explain(client, api_runtime, project):
     (project / "segments").mkdir(exist_ok=True)
     (project / "segments" / "rich.yaml").write_text("name: rich\npoints: {gte: 5000}\n", encoding="utf-8")
@@ -229,6 +259,13 @@ def test_segment_batch_example(client, api_runtime):
         assert conn.execute(sa.select(events_table.c.type)).scalars().all() == ["song_played"]
     anonymous = client("POST", "/v1/segment/identify", json={"anonymousId": "x", "traits": {"email": "a@b.co"}})
     assert anonymous.status_code == 422 and anonymous.json()["error"]["errors"][0]["field"] == "userId"
+
+
+def test_segment_unknown_message_type_echoes_what_was_sent(client):
+    r = client("POST", "/v1/segment/batch", json={"batch": [{"type": "nonsense", "userId": "M1"}]})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["index"], error["field"], error["found"]) == (0, "type", "nonsense")
 
 
 def test_authentication_and_scopes(client, api_runtime):
@@ -352,6 +389,17 @@ def test_unstorable_text_is_a_422_naming_the_field(client):
     errors = {e["field"]: e for e in r.json()["error"]["errors"]}
     assert "NUL" in errors["first_name"]["message"] and "surrogate" in errors["email"]["message"]
     assert errors["email"]["found"] == "a\ud800@example.com"  # echoed, escaped as JSON allows
+
+
+def test_a_nul_in_the_path_member_id_is_a_422_not_a_stored_id(client, api_runtime):
+    for path in ("/v1/members/a%00b", "/v1/members/%00"):
+        r = client("PUT", path, json={"email": "a@example.com"})
+        assert r.status_code == 422, r.text
+        [error] = r.json()["error"]["errors"]
+        assert error["field"] == "member_id" and "NUL" in error["message"]
+    assert _count(api_runtime.engine(), members_table) == 0
+    assert client("GET", "/v1/members/a%00b").status_code == 404
+    assert client("POST", "/v1/members/a%00b/unsubscribe").status_code == 404
 
 
 _M1 = '"member_id": "M1", "email": "m1@example.com"'

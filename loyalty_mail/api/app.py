@@ -203,15 +203,14 @@ class Api:
 
     async def put_member(self, member_id: str, request: Request, partial: bool = False) -> Any:
         item = await self.body(request)
-        index, row = ingest.source_row(0, item)
-        if PROBLEMS not in row:
-            given = row.get("member_id")
+        if isinstance(item, dict) and PROBLEMS not in item:
+            given = item.get("member_id")
             if given is not None and str(given).strip() != member_id.strip():
                 raise ApiError(422, "the body's member_id is not the one in the path", [
                     ingest.ItemError(0, "member_id", given, f"'{member_id}' or nothing",
                                      "differs from the member id in the path").as_dict()])
-            row = {**row, "member_id": member_id}
-        return await self.apply(request, partial, members=[(index, row)])
+            item = {**item, "member_id": member_id}  # checked with the body: a NUL in the path is its problem too
+        return await self.apply(request, partial, members=[ingest.source_row(0, item)])
 
     async def members_batch(self, request: Request, partial: bool = False) -> Any:
         body = await self.body(request)
@@ -289,7 +288,8 @@ class Api:
             elif kind in segment_spec.IGNORED_TYPES:
                 ignored += 1
             else:
-                events.append((index, {PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
+                events.append((index, {"type": kind,
+                                       PROBLEMS: [("type", f"unknown message type {shown(kind)} (identify, track, "
                                                            "page, screen, group, alias)")]}))
         result = await self.apply(request, partial, id_name="messageId", arrival_timed=frozenset(untimed),
                                   members=members, events=events)

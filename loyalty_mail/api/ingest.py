@@ -128,20 +128,61 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
         _count_members(outcome, summary)
         errors += _errors(rejects, checked)
     if events:
-        if settings.ingest.create_unknown_members:
-            created = _unknown_members(conn, events)
-            if created:
-                summary, rejects = import_members(conn, settings, created, source=SOURCE, now=now,
-                                                  skip_invalid=True, consent_source="api")
-                _count_members(outcome, summary)
-                errors += _errors(rejects, created)
-        if len(events) <= request_events.AT_MOST:
-            summary, rejects = request_events.RequestEvents(settings).apply(conn, events, source=SOURCE, now=now)
+        created = _unknown_members(conn, events) if settings.ingest.create_unknown_members else []
+        if created and partial:
+            errors += _events_creating_members(conn, settings, outcome, created, events, now)
         else:
-            summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
-        _events_applied(outcome, summary)
-        errors += _errors(rejects, events)
+            errors += _events_and_their_members(conn, settings, outcome, created, events, now)
     return _outcome(outcome, errors, partial)
+
+
+def _events_and_their_members(conn: sa.Connection, settings: Settings, outcome: Outcome, created: list[SourceRow],
+                              events: list[SourceRow], now: datetime) -> list[ItemError]:
+    """Create the `created` members, then apply the events; counted into `outcome`, problems returned."""
+    errors: list[ItemError] = []
+    if created:
+        summary, rejects = import_members(conn, settings, created, source=SOURCE, now=now,
+                                          skip_invalid=True, consent_source="api")
+        _count_members(outcome, summary)
+        errors += _errors(rejects, created)
+    if len(events) <= request_events.AT_MOST:
+        summary, rejects = request_events.RequestEvents(settings).apply(conn, events, source=SOURCE, now=now)
+    else:
+        summary, rejects = import_events(conn, settings, events, source=SOURCE, now=now, skip_invalid=True)
+    _events_applied(outcome, summary)
+    return errors + _errors(rejects, events)
+
+
+def _events_creating_members(conn: sa.Connection, settings: Settings, outcome: Outcome, created: list[SourceRow],
+                             events: list[SourceRow], now: datetime) -> list[ItemError]:
+    """`_events_and_their_members` for a partial request: a member is created only when one of its
+    events is applied, so a refused item creates no member. When a new member's events are all
+    refused, the work is undone and done again without those items, whose first problems stand."""
+    tried = Outcome()
+    savepoint = conn.begin_nested()
+    errors = _events_and_their_members(conn, settings, tried, created, events, now)
+    refused = {e.index for e in errors}
+    new_ids = {str(row["member_id"]).strip() for _, row in created}
+    applied_for = {str(row.get("member_id")).strip() for index, row in events if index not in refused}
+    unused = new_ids - applied_for
+    if not unused:
+        savepoint.commit()
+        _add(outcome, tried)
+        return errors
+    savepoint.rollback()
+    left_out = {index for index, row in events if str(row.get("member_id")).strip() in unused}
+    kept = [row for row in created if str(row[1]["member_id"]).strip() not in unused]
+    again = _events_and_their_members(conn, settings, outcome, kept,
+                                      [row for row in events if row[0] not in left_out], now)
+    return again + [e for e in errors if e.index in left_out]
+
+
+def _add(outcome: Outcome, more: Outcome) -> None:
+    outcome.members_inserted += more.members_inserted
+    outcome.members_updated += more.members_updated
+    outcome.events_inserted += more.events_inserted
+    outcome.events_already += more.events_already
+    outcome.tier_changes += more.tier_changes
 
 
 def _outcome(outcome: Outcome, errors: list[ItemError], partial: bool) -> Outcome:
