@@ -217,17 +217,23 @@ def premailer_rules(page: Any) -> list[Rule]:
         found.extend(these)
     found.sort(key=lambda rule: rule[0])
     rules = []
-    for specificity, selector, bulk in found:
-        pseudo = ""
-        if ":" in selector:
-            bare, pseudo = re.split(":", selector, maxsplit=1)
-            pseudo = ":" + pseudo
-            if pseudo in premailer.premailer.FILTER_PSEUDOSELECTORS or pseudo.startswith(":nth-child"):
-                pseudo = ""
-            else:
-                selector = bare
+    for specificity, written, bulk in found:
+        selector, pseudo = premailer_split(written)
         rules.append(Rule(specificity, selector, pseudo, tuple(csstext_to_pairs(bulk, validate=False))))
     return rules
+
+
+def premailer_split(selector: str) -> tuple[str, str]:
+    """A rule's selector as premailer matches it, and the pseudo-class it keeps in a `<style>`
+    instead of inlining (`a:hover`); pseudo-classes premailer evaluates (`:first-child`,
+    `:nth-child(...)`) stay in the selector."""
+    if ":" not in selector:
+        return selector, ""
+    bare, pseudo = re.split(":", selector, maxsplit=1)
+    pseudo = ":" + pseudo
+    if pseudo in premailer.premailer.FILTER_PSEUDOSELECTORS or pseudo.startswith(":nth-child"):
+        return selector, ""
+    return bare, pseudo
 
 
 Subject = tuple[str, set[str], "str | None"]  # tag ("*": any), classes, id

@@ -38,7 +38,7 @@ from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
 
-from .cascade import PREMAILER_OPTIONS, subjects
+from .cascade import PREMAILER_OPTIONS, premailer_split, subjects
 from .selectors import Chain, Document, chain_of
 
 _KEPT = 32  # distinct `<style>` texts, and sets of them, kept per template
@@ -138,15 +138,8 @@ def compile_body(body: str | None) -> _Body | None:
     inliner = premailer.Premailer(**PREMAILER_OPTIONS)
     found, rest = inliner._parse_style_rules(body, 0)
     rules = []
-    for specificity, selector, bulk in found:
-        pseudo = ""
-        if ":" in selector:
-            bare, pseudo = re.split(":", selector, maxsplit=1)
-            pseudo = ":" + pseudo
-            if pseudo in premailer.premailer.FILTER_PSEUDOSELECTORS or pseudo.startswith(":nth-child"):
-                pseudo = ""
-            else:
-                selector = bare
+    for specificity, written, bulk in found:
+        selector, pseudo = premailer_split(written)
         try:
             select = CSSSelector(selector)
         except (cssselect.SelectorError, cssselect.ExpressionError, ValueError):
