@@ -223,9 +223,12 @@ class StaticChecker:
         front = Columns(self.env, raw)
         front_end = raw.find("\n---", 3)
         span = raw.count("\n", 0, front_end) + 1 if front_end > 0 else 1
-        for text in (variant.subject, variant.preheader):
+        # Both trees stay alive while either is checked: `front` remembers nodes by id(), and a
+        # freed subject's node ids would be handed to the preheader's nodes (with its locations).
+        trees = [self._parse(text) for text in (variant.subject, variant.preheader)]
+        for tree in trees:
             source = _Source(variant.html_path, front, line_offset=1, search=span)
-            self._check_tree(self._parse(text), source, scope, [])
+            self._check_tree(tree, source, scope, [])
 
     def _parse(self, text: str) -> nodes.Template:
         try:
