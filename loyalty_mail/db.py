@@ -27,7 +27,6 @@ from .errors import DatabaseError
 
 SQLITE_BUSY_TIMEOUT_S = 30
 WAL_RESTART_PAGES = 16_384  # a service's write-ahead log starts over once it holds 64 MB (4 KB pages)
-RESTART_WAIT_MS = 200  # how long that restart waits for the writer and readers before the next try
 SQLITE_MMAP_BYTES = 1 << 31  # 2 GiB, SQLite's default ceiling; larger files read the rest as usual
 _json_serializer = partial(json.dumps, ensure_ascii=False)
 
@@ -249,11 +248,10 @@ class WalCheckpointer:
     writer that never pauses (a steady stream of API batches) always has newer frames, so the log
     grew without end (2.2 GB within 90 s of steady API batches), and its index (`-shm`, mapped
     into the process) with it. So once the log holds `restart_pages` pages, the writer's thread cuts
-    it back to nothing between two of its transactions (`between_transactions`), and this thread
-    tries a RESTART too when no reader holds older frames."""
+    it back to nothing between two of its transactions (`between_transactions`)."""
 
     def __init__(self, engine: sa.Engine, every: float = 0.25, restart_pages: int = WAL_RESTART_PAGES) -> None:
-        self.engine, self.every, self.restart_pages = engine, every, restart_pages
+        self.engine, self.every = engine, every
         self.writer = create_db_engine(engine.url.render_as_string(hide_password=False))
         sa.event.listen(self.writer, "connect", _without_automatic_checkpoints)
         self._stop = threading.Event()
@@ -269,23 +267,15 @@ class WalCheckpointer:
     def checkpoint(self) -> None:
         try:
             with self.engine.connect() as conn:
-                _busy, pages, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-                # not while a reader holds older frames (copied < pages): a RESTART would keep the
-                # writer out until that reader ends, or for its whole wait
-                if pages >= self.restart_pages and copied == pages:
-                    conn.exec_driver_sql(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-                    try:
-                        conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
-                    finally:
-                        conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
         except sa.exc.SQLAlchemyError as exc:  # the next one copies what this one could not
             logging.getLogger("loyalty_mail.db").warning("checkpointing the write-ahead log failed: %s", type(exc).__name__)
 
     def between_transactions(self) -> None:
         """Called by the writer's thread after each of its commits: once the log's file holds
         `restart_pages`, copy what is left of it and cut it back to nothing (TRUNCATE) here, where
-        no transaction of this service's writer is in the way (the checkpoint thread's RESTART mostly
-        times out against a writer that starts its next group at once: the log then reached
+        no transaction of this service's writer is in the way (a RESTART from another connection
+        mostly times out against a writer that starts its next group at once: the log then reached
         hundreds of MB). It does not wait: while a reader still reads from the log, the writer goes
         on and tries again after its next commit."""
         try:

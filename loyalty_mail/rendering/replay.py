@@ -25,6 +25,7 @@ premailer version.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -279,15 +280,9 @@ def _match(document: Document, page: Any, sheet: Sheet) -> list[tuple[int, tuple
     return matches
 
 
-_FLOATS: dict[str, str] = {}
-
-
+@lru_cache(maxsize=4096)
 def _float(style: str) -> str:
-    if style not in _FLOATS:
-        if len(_FLOATS) > 4096:
-            _FLOATS.clear()
-        _FLOATS[style] = cssutils.parseStyle(style).float
-    return _FLOATS[style]
+    return cssutils.parseStyle(style).float
 
 
 _STYLE_TEXT = re.compile(r"<style[^>]*>(.*?)</style\s*>", re.IGNORECASE | re.DOTALL)
