@@ -36,16 +36,20 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: sa.Dialect) -> Any:
         """On SQLite, write SQLAlchemy's own storage format ('YYYY-MM-DD HH:MM:SS.ffffff') in one
-        C call; the generic path formats through a dict and dominates bulk imports."""
+        C call; the generic path formats through a dict and dominates bulk imports. The UTC wall
+        time is the first 26 characters of the UTC time's ISO form (as in `sqlite_texts`), and a
+        time already in UTC is not converted again: each step is as long as the formatting."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
+        utc = timezone.utc
 
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
+            zone = value.tzinfo
+            if zone is None:
                 raise ValueError(f"naive datetime {value!r}: attach a time zone before storing it")
-            return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+            return (value if zone is utc else value.astimezone(utc)).isoformat(" ", "microseconds")[:26]
 
         return process
 

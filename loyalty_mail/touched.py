@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from . import pg_bulk
+from . import bulk
 from .models import UTCDateTime, touched_members_table
 
 CHANNEL = "loyalty_mail_touched"
@@ -46,10 +46,7 @@ def enqueue(connection: sa.Connection, members: sa.Select[Any] | Iterable[int], 
         refs = list(members)
         if not refs:
             return
-        if len(refs) >= pg_bulk.MIN_ROWS and connection.dialect.name == "postgresql":
-            pg_bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
-        else:
-            connection.execute(_INSERT, [{"member_ref": ref, "touched_at": now} for ref in refs])
+        bulk.insert(connection, t, ("member_ref", "touched_at"), [(ref, now) for ref in refs])
     if connection.dialect.name == "postgresql":
         if connection.info.get(_DEFERRED):
             connection.info[_DUE] = True
@@ -72,7 +69,6 @@ def one_notify(connection: sa.Connection) -> Iterator[None]:
 
 
 _DEFERRED, _DUE = "loyalty_mail.touched.defer_notify", "loyalty_mail.touched.notify_due"
-_INSERT = touched_members_table.insert()
 _NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, ""))
 
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from .. import bulk
 from ..csv_output import csv_writer
 from ..errors import ImportRejected, InputFileError, RowError
 from .readers import PROBLEMS, SourceRow
@@ -143,8 +144,7 @@ def drop_staging(connection: sa.Connection, table: sa.Table) -> None:
 
 def bind_converters(table: sa.Table, dialect: sa.Dialect) -> dict[int, Callable[[Any], Any]]:
     """{column index: the type's bind processor} for the columns that need converting here."""
-    return {i: proc for i, column in enumerate(table.columns)
-            if (proc := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+    return dict(bulk.converters(table, _names(table), dialect))
 
 
 def for_driver(row: list[Any], converters: list[tuple[int, Callable[[Any], Any]]]) -> tuple[Any, ...]:
@@ -179,15 +179,17 @@ def insert_in_batches(connection: sa.Connection, table: sa.Table, rows: Iterable
 
 def insert_chunks(connection: sa.Connection, table: sa.Table, chunks: Iterable[list[tuple[Any, ...]]]) -> int:
     """executemany once per chunk of rows already converted for the driver (see bind_converters)."""
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
-           f"VALUES ({', '.join([marker] * len(table.columns))})")
+    sql = bulk.insert_sql(table, _names(table), connection.dialect)
     count = 0
     for chunk in chunks:
         if chunk:
             connection.exec_driver_sql(sql, chunk)
             count += len(chunk)
     return count
+
+
+def _names(table: sa.Table) -> tuple[str, ...]:
+    return tuple(column.name for column in table.columns)
 
 
 def later_duplicates(connection: sa.Connection, table: sa.Table, key: str) -> list[tuple[int, str, int]]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import ROUND_FLOOR, Decimal
-from functools import partial
+from functools import lru_cache, partial
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +31,7 @@ from sqlalchemy.dialects import postgresql
 from ..config import Settings
 from ..models import MONEY, UTCDateTime, events_table, members_table, tier_changes_table
 from ..tiers import TierLadder
-from .. import pg_bulk, touched
+from .. import bulk, touched
 from ..points.store import rebuild_lots
 from . import fields
 from .members import local_date
@@ -151,6 +152,10 @@ class _MemberState:
     joined_on: date | None
     timezone: str
     changed: bool = False
+    read: tuple[str, datetime | None, datetime | None] = field(init=False)  # see Applier._member_updates
+
+    def __post_init__(self) -> None:
+        self.read = (self.tier, self.last_purchase_at, self.joined_at)
 
 
 def import_events(
@@ -253,23 +258,27 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
 
 
 _m = members_table
-_UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
-    points=sa.bindparam("b_points"), tier=sa.bindparam("b_tier"),
-    total_spend=sa.bindparam("b_spend", type_=MONEY),
-    purchase_count=sa.bindparam("b_count"),
-    last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
-    joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
-    joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
-    updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
-)
 _MEMBER_COLUMNS = ("id", "points", "tier", "total_spend", "purchase_count", "last_purchase_at", "joined_at",
-                   "joined_on", "updated_at")  # as _UPDATE_MEMBER sets them
+                   "joined_on", "updated_at")  # as Applier.write sets them
 _EVENT_COLUMNS = ("event_id", "member_ref", "type", "occurred_at", "amount", "currency", "points", "properties",
                   "created_at")  # the keys of an applied event
-_INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
-_INSERT_PLAIN = events_table.insert()
+_MEMBER_INDEXED = (("tier",), ("last_purchase_at",), ("joined_at", "joined_on"))  # see Applier._member_updates
+
+
+@lru_cache(maxsize=8)
+def _member_update(*moved: bool) -> tuple[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
+    """The members' columns set when each group of _MEMBER_INDEXED `moved` or not, and what picks
+    their values from a row of _MEMBER_COLUMNS."""
+    left_out = {c for group, set_it in zip(_MEMBER_INDEXED, moved) if not set_it for c in group}
+    positions = [i for i, c in enumerate(_MEMBER_COLUMNS) if c not in left_out]
+    columns = tuple(_MEMBER_COLUMNS[i] for i in positions)
+    return columns, itemgetter(*positions)
+
+
+_CHANGE_COLUMNS = ("member_ref", "from_tier", "to_tier", "changed_at", "reason", "event_ref")
 STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
                   _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
+_STATE_WIDTH = len(STATE_COLUMNS)
 # One row: the member's state (all None for an unknown member) and whether the event_id is applied.
 _ONE_EVENT_LOOKUP = sa.select(
     *STATE_COLUMNS,
@@ -393,28 +402,14 @@ class Applier:
         }
 
     def _insert(self, events: list[dict[str, Any]], need_ids: bool) -> list[int]:
-        """Insert `events` in order; their ids when `need_ids`. SQLite's RETURNING with the
-        parameters' order kept inserts one row a statement, so there the rows go in by
-        executemany and their ids are read back: this transaction holds the write lock, so the
-        rows above the largest id before it are its own, in the order inserted."""
+        """Insert `events` in order; their ids when `need_ids`."""
         ids: list[int] = []
-        if len(events) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
-            for start in range(0, len(events), BATCH_ROWS):
-                rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
-                ids += pg_bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
-            return ids
-        if self.connection.dialect.name != "sqlite":
-            for start in range(0, len(events), BATCH_ROWS):
-                ids += self.connection.execute(_INSERT_EVENTS, events[start:start + BATCH_ROWS]).scalars().all()
-            return ids
-        e = events_table
-        before = self.connection.execute(sa.select(sa.func.coalesce(sa.func.max(e.c.id), 0))).scalar_one() \
-            if need_ids else 0
         for start in range(0, len(events), BATCH_ROWS):
-            self.connection.execute(_INSERT_PLAIN, events[start:start + BATCH_ROWS])
-        if need_ids:
-            ids = list(self.connection.execute(sa.select(e.c.id).where(e.c.id > before).order_by(e.c.id)).scalars())
-            assert len(ids) == len(events), "rows of another transaction among this one's"
+            rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
+            if need_ids or self.connection.dialect.name == "postgresql":
+                ids += bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
+            else:
+                bulk.insert(self.connection, events_table, _EVENT_COLUMNS, rows)
         return ids
 
     def write(self, events: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any]]],
@@ -422,27 +417,35 @@ class Applier:
         ids = self._insert(events, need_ids=bool(changes))
         self.summary.inserted += len(events)
         if changes:
-            self.connection.execute(tier_changes_table.insert(),
-                                    [{**change, "event_ref": ids[i]} for i, change in changes])
+            bulk.insert(self.connection, tier_changes_table, _CHANGE_COLUMNS,
+                        [(*(change[c] for c in _CHANGE_COLUMNS[:-1]), ids[i]) for i, change in changes])
             self.summary.tier_changes += len(changes)
-        if len(states) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
-            pg_bulk.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
-                (st.ref, st.points, st.tier, st.total_spend, st.purchase_count, st.last_purchase_at,
-                 st.joined_at, st.joined_on, self.now) for st in states])
-            self.summary.updated += len(states)
-        elif states:
-            self.connection.execute(_UPDATE_MEMBER, [{
-                "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
-                "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
-                "b_joined_on": st.joined_on,
-                "b_now": self.now,
-            } for st in states])
-            self.summary.updated += len(states)
+        for columns, rows in self._member_updates(states).items():
+            bulk.update_by_id(self.connection, members_table, columns, rows)
+        self.summary.updated += len(states)
+
+    def _member_updates(self, states: list[_MemberState]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+        """The members' new values, by the columns that take them. On SQLite a column with an
+        index of its own (tier, last_purchase_at, joined_at) is set only where its value changed
+        since it was read: an indexed column assigned is its index entry deleted and inserted
+        again, changed or not. PostgreSQL takes every column, in one statement."""
+        every = self.connection.dialect.name == "postgresql"
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for st in states:
+            tier, last_purchase_at, joined_at = st.read
+            columns, pick = _member_update(every or st.tier != tier,
+                                           every or st.last_purchase_at is not last_purchase_at,
+                                           every or st.joined_at is not joined_at)
+            updates.setdefault(columns, []).append(pick((st.ref, st.points, st.tier, st.total_spend, st.purchase_count,
+                                                         st.last_purchase_at, st.joined_at, st.joined_on, self.now)))
+        return updates
 
 
 def member_state(row: Any, default_zone: str) -> _MemberState:
-    return _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend, row.purchase_count,
-                        row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone)
+    """The state of a member from a row that starts with STATE_COLUMNS."""
+    ref, member_id, points, tier, spend, count, last_purchase_at, joined_at, joined_on, zone = row[:_STATE_WIDTH]
+    return _MemberState(ref, member_id, points, tier, spend, count, last_purchase_at, joined_at, joined_on,
+                        zone or default_zone)
 
 
 @dataclass(frozen=True)
@@ -474,16 +477,15 @@ def record_expiries(connection: sa.Connection, settings: Settings, expiries: Seq
     ladder = TierLadder.from_settings(settings.tiers)
     e, m, t = events_table, members_table, tier_changes_table
     dialect = connection.dialect
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
     instant = UTCDateTime().bind_processor(dialect)
     properties = e.c.properties.type.bind_processor(dialect)
     at = instant(now) if instant else now
     empty = properties({}) if properties else {}
-    insert_events = (f"INSERT INTO events (event_id, member_ref, type, occurred_at, points, properties, created_at) "
-                     f"VALUES ({', '.join([marker] * 7)})")
+    insert_events = bulk.insert_sql(e, ("event_id", "member_ref", "type", "occurred_at", "points", "properties",
+                                        "created_at"), dialect)
     # the tier only where it changed: a column assigned is an index entry rewritten (ix_members_tier)
-    update_points = f"UPDATE members SET points = {marker}, updated_at = {marker} WHERE id = {marker}"
-    update_tiers = f"UPDATE members SET points = {marker}, tier = {marker}, updated_at = {marker} WHERE id = {marker}"
+    update_points = bulk.update_sql(m, ("id", "points", "updated_at"), dialect)
+    update_tiers = bulk.update_sql(m, ("id", "points", "tier", "updated_at"), dialect)
     insert_changes = t.insert().from_select(
         ["member_ref", "from_tier", "to_tier", "changed_at", "reason", "event_ref"],
         sa.select(sa.bindparam("c_ref", type_=sa.Integer()), sa.bindparam("c_from", type_=sa.String()),

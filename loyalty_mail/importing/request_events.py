@@ -13,13 +13,13 @@ and on PostgreSQL its look for applied event ids read the whole events table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from .. import pg_bulk, touched
+from .. import bulk, touched
 from ..config import Settings
 from ..models import events_table, members_table
 from ..tiers import TierLadder
@@ -57,8 +57,8 @@ class RequestEvents:
                          for row in validated_rows(rows, self.validate, summary, rejects)),
                         key=lambda row: row["row_no"])
         m, e = members_table, events_table
-        members = {row.member_id: row for row in _by_key(connection, m, "member_id", STATE_COLUMNS,
-                                                          {r["member_id"] for r in staged})}
+        members = {row.member_id: row for row in bulk.by_key(connection, m, "member_id", STATE_COLUMNS,
+                                                             {r["member_id"] for r in staged})}
         left_out: set[int] = set()
         for row in staged:
             member = members.get(row["member_id"])
@@ -74,7 +74,7 @@ class RequestEvents:
                 if first != row["row_no"]:
                     rejects.add(row["row_no"], "event_id", f"'{row['event_id']}' already appears in row {first}")
                     left_out.add(row["row_no"])
-        stored = {row.event_id for row in _by_key(connection, e, "event_id", [e.c.event_id], first_rows)}
+        stored = {row.event_id for row in bulk.by_key(connection, e, "event_id", [e.c.event_id], first_rows)}
         already = [row["row_no"] for row in staged if row["event_id"] in stored]
         summary.skipped = len(already)
         left_out.update(already)
@@ -96,16 +96,6 @@ class RequestEvents:
             applier.write_all(events, changes, changed)
         summary.rejected = len(rejects)
         return summary, rejects
-
-
-def _by_key(connection: sa.Connection, table: sa.Table, key: str, columns: Sequence[sa.Column[Any]],
-            keys: Collection[str]) -> Sequence[sa.Row[Any]]:
-    """The rows of `table` whose unique `key` is among `keys` (on PostgreSQL one JSON parameter)."""
-    if not keys:
-        return []
-    if connection.dialect.name == "postgresql":
-        return connection.execute(pg_bulk.by_key(table, key, columns), {"keys": pg_bulk.keys(list(keys))}).all()
-    return connection.execute(sa.select(*columns).where(table.c[key].in_(list(keys)))).all()
 
 
 def _as_stored(dialect: sa.Dialect) -> Callable[[dict[str, Any]], dict[str, Any]]:

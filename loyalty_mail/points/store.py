@@ -16,13 +16,14 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from .. import db
+from .. import bulk, db
 from ..config import Settings
 from ..models import events_table, members_table, point_lots_table
 from .lots import replay
 
 PAGE = 2000
 INSERT_ROWS = 5000
+LOT_COLUMNS = ("member_ref", "earned_at", "expires_at", "points", "remaining")
 
 
 @lru_cache(maxsize=512)
@@ -55,20 +56,18 @@ def rebuild_lots(connection: sa.Connection, settings: Settings, refs: Sequence[i
             .where(e.c.member_ref.between(first, last) if dense else e.c.member_ref.in_(page),
                    e.c.points.is_not(None), e.c.points != 0)
             .order_by(e.c.member_ref, e.c.occurred_at, e.c.id))
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[Any, ...]] = []
         for ref, events in groupby(rows, key=lambda row: row.member_ref):
             if ref not in wanted:
                 continue
             for lot in replay(((r.occurred_at, r.type, r.points) for r in events), expiry, _zone(zones[ref])):
-                batch.append({"member_ref": ref, "earned_at": lot.earned_at, "expires_at": lot.expires_at,
-                              "points": lot.points, "remaining": lot.remaining})
+                batch.append((ref, lot.earned_at, lot.expires_at, lot.points, lot.remaining))
             if len(batch) >= INSERT_ROWS:
-                connection.execute(lots.insert(), batch)
+                bulk.insert(connection, lots, LOT_COLUMNS, batch)
                 written += len(batch)
                 batch = []
-        if batch:
-            connection.execute(lots.insert(), batch)
-            written += len(batch)
+        bulk.insert(connection, lots, LOT_COLUMNS, batch)
+        written += len(batch)
     return written
 
 
