@@ -28,14 +28,19 @@ class TierLadder:
     def names(self) -> tuple[str, ...]:
         return tuple(level.name for level in self.levels)
 
+    @cached_property
+    def _steps(self) -> tuple[tuple[Decimal, str], ...]:
+        """(threshold, name) of each level, the last first."""
+        return tuple((level.threshold, level.name) for level in reversed(self.levels))
+
     def tier_for(self, points: int | Decimal, spend: Decimal) -> str:
-        """The tier earned by this many points and this much spend (one of them is the basis)."""
-        value = Decimal(points) if self.basis == "points" else spend
-        chosen = self.levels[0].name
-        for level in self.levels:
-            if value >= level.threshold:
-                chosen = level.name
-        return chosen
+        """The tier earned by this many points and this much spend (one of them is the basis): the
+        last level whose threshold it reaches (a whole number and a Decimal compare exactly)."""
+        value = points if self.basis == "points" else spend
+        for threshold, name in self._steps:
+            if value >= threshold:
+                return name
+        return self.levels[0].name
 
     def qualified_rank(self, value: Decimal) -> int:
         """The rank of the highest tier whose threshold `value` reaches."""

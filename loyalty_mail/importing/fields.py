@@ -20,6 +20,7 @@ EMAIL_ADDRESS = re.compile(
 # The years an imported time may fall in (as `--at`): expiry, reviews and schedules add up to
 # 100 years to it and stay far inside what dates and the databases hold.
 YEARS = (1900, 2200)
+_TOO_LARGE, _CENT = Decimal("1e16"), Decimal("0.01")  # amounts are below the first, to the second
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
@@ -127,9 +128,9 @@ def money(value: Any, *, allow_negative: bool = False) -> Decimal:
         raise ValueError(f"'{raw}' is not a number")
     if amount < 0 and not allow_negative:
         raise ValueError(f"{raw} is negative")
-    if abs(amount) >= Decimal("1e16"):
+    if abs(amount) >= _TOO_LARGE:
         raise ValueError(f"{raw} is too large")
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(_CENT)
 
 
 def boolean(value: Any) -> bool:
