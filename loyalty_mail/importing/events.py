@@ -262,6 +262,7 @@ _MEMBER_COLUMNS = ("id", "points", "tier", "total_spend", "purchase_count", "las
                    "joined_on", "updated_at")  # as Applier.write sets them
 _EVENT_COLUMNS = ("event_id", "member_ref", "type", "occurred_at", "amount", "currency", "points", "properties",
                   "created_at")  # the keys of an applied event
+_event_row = itemgetter(*_EVENT_COLUMNS)  # an applied event's values in _EVENT_COLUMNS order
 _MEMBER_INDEXED = (("tier",), ("last_purchase_at",), ("joined_at", "joined_on"))  # see Applier._member_updates
 
 
@@ -405,7 +406,7 @@ class Applier:
         """Insert `events` in order; their ids when `need_ids`."""
         ids: list[int] = []
         for start in range(0, len(events), BATCH_ROWS):
-            rows = [tuple(event[c] for c in _EVENT_COLUMNS) for event in events[start:start + BATCH_ROWS]]
+            rows = list(map(_event_row, events[start:start + BATCH_ROWS]))
             if need_ids or self.connection.dialect.name == "postgresql":
                 ids += bulk.insert_returning_ids(self.connection, events_table, _EVENT_COLUMNS, rows)
             else:
