@@ -10,7 +10,8 @@ closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` bl
 elements match context-dependent selectors, markup printed from data or rewritten by a filter,
 or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
-the stylesheet compiled once).
+the stylesheet compiled once). Only markup that can be printed is judged: a macro definition
+that nothing printed calls (`jinja_source.without_unused_macros`) is left out first.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from lxml.cssselect import CSSSelector
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
-from .jinja_source import Construct, constructs
+from .jinja_source import Construct, constructs, without_unused_macros
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
@@ -539,7 +540,9 @@ def prune_unmatchable_rules(source: str) -> str | None:
     email uses. An element whose class or id holds template code may have any class or id.
     None when that cannot be judged: template code inside <style> or among a tag's attributes,
     or markup printed from data (`printed_markup`). Only the `<style>` elements premailer reads
-    are pruned, and only those that lose a rule are written again."""
+    are pruned, and only those that lose a rule are written again; a macro nothing calls is
+    left out."""
+    source = without_unused_macros(source)
     try:
         protected = protect(source, data_attributes=True)
     except NeedsFallback:
@@ -668,7 +671,9 @@ class CompiledHtml:
 
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
-    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
+    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining.
+    Only markup that can be printed is looked at: a macro nothing calls is left out."""
+    source = without_unused_macros(source)
     protected = protect(source)
     markup = printed_markup(protected)
     if markup is not None:
