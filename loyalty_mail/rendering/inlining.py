@@ -36,7 +36,7 @@ from lxml.cssselect import CSSSelector
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
-from .jinja_source import Construct, constructs, without_unused_macros
+from .jinja_source import Construct, constructs, names_read, without_unused_macros
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
@@ -688,7 +688,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
         raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
     if restyler is not None:
-        restyler.complete(page)
+        restyler.complete(page, _printed_elsewhere(page, protected, source))
     links, consumed = mark_links(page, protected)
     inlined = serialize(root)
     counts: dict[int, int] = {}
@@ -710,6 +710,25 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
+
+
+def _printed_elsewhere(page: Any, protected: Protected, source: str) -> set[Any] | None:
+    """The elements of the placeholder page that are printed elsewhere than where they are
+    written: inside a macro or a `{% call %}` block; None (any of them) when a block can be
+    printed again (`self.name()`)."""
+    names = names_read(source)
+    if names is None or "self" in names:
+        return None
+    inside: set[Any] = set()
+    depth = 0
+    for node in page.iter():
+        if node.tag is lxml.etree.Comment:
+            match = _TOKEN.fullmatch(f"<!--{node.text}-->")
+            keyword = protected.keywords.get(int(match.group(1)), "") if match and match.group(1) else ""
+            depth += {"macro": 1, "call": 1, "endmacro": -1, "endcall": -1}.get(keyword, 0)
+        elif isinstance(node.tag, str) and depth > 0:
+            inside.add(node)
+    return inside
 
 
 def parse_document(document: str) -> tuple[Any, Any, Any]:

@@ -127,6 +127,15 @@ def unused_macros(source: str) -> list[tuple[int, int]]:
                   for start, end in unused)
 
 
+def names_read(source: str) -> frozenset[str] | None:
+    """Every name the template's code reads (`self` included); None when it does not parse."""
+    try:
+        tree = _LEXER.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+    return frozenset(node.name for node in tree.find_all(nodes.Name) if node.ctx == "load")
+
+
 def _names_and_macros(body: list[nodes.Node]) -> tuple[set[str], list[nodes.Macro]]:
     """The names code read in `body` (macros aside), and the macros defined there."""
     names: set[str] = set()
@@ -148,7 +157,9 @@ def without_unused_macros(source: str) -> str:
     that keeps its line breaks: Jinja prints the same, and every line keeps its number. Compiled
     sources drop comments, so a definition stays where that would let a `-` marker beside it
     strip whitespace that the definition kept from it."""
-    pieces, kept, position = [], [], 0   # kept: without the comments
+    pieces: list[str] = []
+    kept: list[str] = []   # the pieces without the comments
+    position = 0
     for start, end in unused_macros(source):
         before = "".join(kept) + source[position:start]
         after = source[end:]
