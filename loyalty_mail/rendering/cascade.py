@@ -6,7 +6,9 @@ condition removes matches different copies in each email: those *dynamic* rules 
 email here. At compile time every element a dynamic rule could match (same tag, classes and id
 as its subject, structure left aside) is marked, and its plan kept: its own style attribute,
 the HTML attributes premailer may set, and the declarations of the other rules matching it.
-Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect) and each marked
+Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect): on the parents
+of the marked elements alone, each parsed inside its ancestors' start tags, when the rules read
+no further (`Restyler._mark_regions`), else on the whole page; and each marked
 element gets what premailer would give it: every matching rule's declarations merged with
 premailer's own `merge_styles`, in premailer's order (!important, ids, classes, elements,
 stylesheet, rule), its own style attribute last, then the HTML attributes the final style
