@@ -44,6 +44,12 @@ CASES = [
      '<table>{% for p in perks %}<tr><td class="perk">{{ p }}</td></tr>{% endfor %}</table>', False),
     # a recursive loop prints regions inside regions
     (".perk:last-child { border: 0 }", RECURSIVE, True),
+    # ... or among other ancestors, as a `{% set %}` block does
+    (".card > .n > ul li:last-child { border: 0 }",
+     '{% for t in tree recursive %}<div class="n">' + LOOP + "{% if t.children %}{{ loop(t.children) }}{% endif %}"
+     "</div>{% endfor %}", False),
+    (".card > div > ul li:last-child { border: 0 }",
+     "{% set b %}" + LOOP + '{% endset %}<div class="a">{{ b }}</div><p>{{ b }}</p>', False),
 ]
 
 

@@ -712,21 +712,33 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
                         tuple(dynamic.items()))
 
 
+_BLOCK_ENDS = {"macro": "endmacro", "call": "endcall", "for": "endfor", "set": "endset"}
+
+
 def _printed_elsewhere(page: Any, protected: Protected, source: str) -> set[Any] | None:
-    """The elements of the placeholder page that are printed elsewhere than where they are
-    written: inside a macro or a `{% call %}` block; None (any of them) when a block can be
-    printed again (`self.name()`)."""
+    """The elements of the placeholder page that can be printed among other ancestors than
+    where they are written: inside a macro, a `{% call %}` block, a `{% set %}` block or a
+    recursive loop; None (any of them) when a block can be printed again (`self.name()`)."""
     names = names_read(source)
     if names is None or "self" in names:
         return None
     inside: set[Any] = set()
-    depth = 0
+    open_blocks: list[bool] = []   # each block open here: whether its content is printed elsewhere
     for node in page.iter():
         if node.tag is lxml.etree.Comment:
             match = _TOKEN.fullmatch(f"<!--{node.text}-->")
-            keyword = protected.keywords.get(int(match.group(1)), "") if match and match.group(1) else ""
-            depth += {"macro": 1, "call": 1, "endmacro": -1, "endcall": -1}.get(keyword, 0)
-        elif isinstance(node.tag, str) and depth > 0:
+            if not (match and match.group(1)):
+                continue
+            number = int(match.group(1))
+            keyword = protected.keywords.get(number, "")
+            tokens = constructs(protected.originals[number])[0].tokens if keyword in ("for", "set") else ()
+            if keyword in ("macro", "call") or (keyword == "set" and ("operator", "=") not in tokens):
+                open_blocks.append(True)
+            elif keyword == "for":
+                open_blocks.append(("name", "recursive") in tokens)
+            elif keyword in _BLOCK_ENDS.values() and open_blocks:
+                open_blocks.pop()
+        elif isinstance(node.tag, str) and any(open_blocks):
             inside.add(node)
     return inside
 
