@@ -6,7 +6,9 @@ condition removes matches different copies in each email: those *dynamic* rules 
 email here. At compile time every element a dynamic rule could match (same tag, classes and id
 as its subject, structure left aside) is marked, and its plan kept: its own style attribute,
 the HTML attributes premailer may set, and the declarations of the other rules matching it.
-Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect) and each marked
+Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect): on the parents
+of the marked elements alone, each parsed inside its ancestors' start tags, when the rules read
+no further (`Restyler._mark_regions`), else on the whole page; and each marked
 element gets what premailer would give it: every matching rule's declarations merged with
 premailer's own `merge_styles`, in premailer's order (!important, ids, classes, elements,
 stylesheet, rule), its own style attribute last, then the HTML attributes the final style
@@ -21,6 +23,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,8 @@ import premailer
 from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
+
+from .selectors import chain_of
 
 # How premailer is run everywhere: per email, for `check`'s comparison, and as the reference.
 PREMAILER_OPTIONS = dict(
@@ -69,6 +74,9 @@ class ElementPlan:
 
 
 _MARKED = re.compile(r' data-lm-style="(\d+)"')  # the mark as `compile_inlined` writes it
+_REGION = "<!--lm-region "   # a region's start, `<!--lm-region 3-->`; its end, `<!--/lm-region 3-->`
+_REGION_MARKERS = re.compile(r"<!--/?lm-region \d+-->")
+_REGION_CHARACTERS_KEPT = 1_000_000  # region texts and what they come out as, kept per template
 
 
 @dataclass
@@ -87,16 +95,20 @@ class Restyler:
     _written: dict[tuple[int, tuple[int, ...]], str] = field(default_factory=dict, repr=False)
     _tags: list[str] = field(default_factory=list, repr=False)
     _as_written: dict[Any, list[tuple[str, str | None]]] = field(default_factory=dict, repr=False)  # see plan
+    _skeletons: list[str] = field(default_factory=list, repr=False)  # per region: its ancestors' start tags
+    _written_regions: dict[tuple[int, str], str] = field(default_factory=dict, repr=False)
+    _written_size: int = field(default=0, repr=False)  # their characters
 
     def __post_init__(self) -> None:
         self._selectors = [CSSSelector(rule.selector) for rule in self.dynamic]
         self._premailer = premailer.Premailer(**_options())
 
-    def complete(self, page: Any) -> None:
+    def complete(self, page: Any, elsewhere: AbstractSet[Any] | None = None) -> None:
         """After premailer has run on `page`: the other rules matching each marked element,
         matched as premailer matched them (its <style> elements handled); then the element's
         style and HTML attributes are left out of the compiled template, the mark stands for
-        them."""
+        them, and the marked elements are put in regions (see `_mark_regions`; `elsewhere`:
+        the elements printed in other places than where they are written, None: any)."""
         hits: dict[str, set[Any]] = {}
         marked = [e for e in page.iter() if isinstance(e.tag, str) and e.get(MARK) is not None]
         # premailer matched its rules before writing styles: match them on the attributes as
@@ -127,6 +139,104 @@ class Restyler:
             mark = element.attrib.pop(MARK)
             element.attrib[MARK] = mark  # last, so that nothing follows it in the tag
         self.static = []
+        self._mark_regions(page, marked, elsewhere)
+
+    def _mark_regions(self, page: Any, marked: list[Any], elsewhere: AbstractSet[Any] | None) -> None:
+        """Per email, only the elements around the marked ones need parsing, when the dynamic
+        rules look no further than an element's siblings (`+`, `~`, `:first-child`,
+        `:last-child`) and the tag, classes and id of its ancestors: each outermost parent of
+        marked elements becomes a region, written between `<!--lm-region k-->` and
+        `<!--/lm-region k-->`, and its ancestors' start tags are kept (a region is parsed inside
+        them). A region printed in other places than where it is written (`elsewhere`: in a
+        macro, a `{% call %}` block; None: anywhere) has other ancestors there, so it is only
+        made for rules that read siblings alone; and none is made when the page read in regions
+        differs from the page read whole."""
+        reach = [_reach(rule.selector) for rule in self.dynamic]
+        if not marked or None in reach:
+            return
+        parents = list(dict.fromkeys(element.getparent() for element in marked))
+        held = set(parents)
+        if None in held:
+            return
+        regions = [parent for parent in parents if not any(a in held for a in parent.iterancestors())]
+        if any(region.get(MARK) is not None or region.getparent() is None for region in regions):
+            return
+        if "ancestors" in reach and (elsewhere is None or any(
+                region in elsewhere or any(a in elsewhere for a in region.iterancestors()) for region in regions)):
+            return
+        for number, region in enumerate(regions):
+            self._skeletons.append("".join(_start_tag(a) for a in reversed(list(region.iterancestors()))))
+            end = etree.Comment(f"/lm-region {number}")
+            region.addprevious(etree.Comment(f"lm-region {number}"))
+            region.addnext(end)
+            end.tail, region.tail = region.tail, None
+        document = etree.tostring(page, method="html", encoding="unicode")
+        split = self._regions_of(document)
+        whole = _REGION_MARKERS.sub("", document)
+        if split is None or [hit for _, number, text in split[0] for hit in self._region_hits(number, text)] \
+                != self._hits(etree.fromstring(whole, etree.HTMLParser())):
+            self._skeletons = []
+            for comment in list(page.iter(etree.Comment)):
+                if _REGION_MARKERS.fullmatch(f"<!--{comment.text}-->"):
+                    _remove_keeping_tail(comment)
+
+    def _hits(self, page: Any) -> list[tuple[int, tuple[int, ...]]]:
+        """Each marked element of a parsed page, in document order: its number and the dynamic
+        rules (indexes) that match it."""
+        matched = [set(select(page)) for select in self._selectors]
+        return [(int(element.get(MARK)), tuple(i for i, found in enumerate(matched) if element in found))
+                for element in page.iter() if isinstance(element.tag, str) and element.get(MARK) is not None]
+
+    def _region_hits(self, number: int, text: str) -> list[tuple[int, tuple[int, ...]]]:
+        """`_hits` of one region, parsed inside its ancestors' start tags."""
+        return self._hits(etree.fromstring(self._skeletons[number] + text, etree.HTMLParser()))
+
+    def _regions_of(self, document: str) -> tuple[list[tuple[str, int, str]], str] | None:
+        """The document as (text before, region number, region text) pieces and the text after
+        the last region; None when a mark lies outside every region or regions nest (a
+        recursive loop)."""
+        pieces: list[tuple[str, int, str]] = []
+        position = 0
+        while (start := document.find(_REGION, position)) >= 0:
+            close = document.find("-->", start)
+            number = document[start + len(_REGION):close]
+            if not number.isdigit() or int(number) >= len(self._skeletons):
+                return None
+            end_marker = f"<!--/lm-region {number}-->"
+            end = document.find(end_marker, close)
+            before = document[position:start]
+            if end < 0 or document.find(_REGION, close, end) >= 0 or MARK in before or "lm-region" in before:
+                return None
+            pieces.append((before, int(number), document[close + 3:end]))
+            position = end + len(end_marker)
+        rest = document[position:]
+        if MARK in rest or "lm-region" in rest:
+            return None
+        return pieces, rest
+
+    def _styled_region(self, number: int, text: str) -> str | None:
+        """A region's text with each mark replaced by the attributes premailer would write."""
+        key = (number, text)
+        found = self._written_regions.get(key)
+        if found is None:
+            written = [self.attributes(mark, hits) for mark, hits in self._region_hits(number, text)]
+            pieces = iter(written)
+            found, count = _MARKED.subn(lambda _: next(pieces, ""), text)
+            if count != len(written):
+                return None  # the mark also appears where it is not an attribute
+            size = 2 * len(text)
+            if self._written_size + size > _REGION_CHARACTERS_KEPT:
+                self._written_regions.clear()
+                self._written_size = 0
+            if size <= _REGION_CHARACTERS_KEPT // 4:
+                self._written_regions[key] = found
+                self._written_size += size
+        return found
+
+    @property
+    def regions(self) -> int:
+        """How many regions the marked elements are parsed in per email (0: the whole page)."""
+        return len(self._skeletons)
 
     @property
     def selectors(self) -> list[str]:
@@ -145,9 +255,26 @@ class Restyler:
         return self._written[key]
 
     def apply(self, document: str) -> str:
-        """The rendered email with every marked element styled as premailer would style it."""
+        """The rendered email with every marked element styled as premailer would style it:
+        region by region (a region's text seen before comes out as it did), or else the whole
+        page parsed."""
         if MARK not in document:
-            return document
+            return _REGION_MARKERS.sub("", document) if self._skeletons else document
+        if self._skeletons:
+            split = self._regions_of(document)
+            if split is not None:
+                pieces = []
+                for before, number, text in split[0]:
+                    styled = self._styled_region(number, text)
+                    if styled is None:
+                        break
+                    pieces += [before, styled]
+                else:
+                    return "".join(pieces) + split[1]
+            document = _REGION_MARKERS.sub("", document)
+        return self._apply_whole(document)
+
+    def _apply_whole(self, document: str) -> str:
         tree = etree.fromstring(document.strip(), etree.HTMLParser()).getroottree()
         page = tree.getroot()
         matched = [set(select(page)) for select in self._selectors]
@@ -171,6 +298,42 @@ class Restyler:
         doctype = tree.docinfo.doctype
         root = tree if document.strip().startswith(doctype) else page
         return etree.tostring(root, method="html", encoding="unicode")
+
+
+def _reach(selector: str) -> str | None:
+    """How far matching `selector` on an element reads: "siblings" (its subject's run of `+`
+    and `~` compounds: the element's siblings and their subtrees), "ancestors" (then also the
+    tag, classes and id of its ancestors: only ` ` and `>` combinators further left, and no
+    `:first-child`/`:last-child` there), None (further)."""
+    chain = chain_of(selector)
+    if chain is None:
+        return None
+    start = len(chain.compounds) - 1
+    while start > 0 and chain.combinators[start - 1] in ("+", "~"):
+        start -= 1
+    if start == 0:
+        return "siblings"
+    if any(c.first or c.last for c in chain.compounds[:start]) or \
+            any(j not in (" ", ">") for j in chain.combinators[:start - 1]):
+        return None
+    return "ancestors"
+
+
+def _remove_keeping_tail(node: Any) -> None:
+    parent, previous = node.getparent(), node.getprevious()
+    if node.tail:
+        if previous is not None:
+            previous.tail = (previous.tail or "") + node.tail
+        else:
+            parent.text = (parent.text or "") + node.tail
+    parent.remove(node)
+
+
+def _start_tag(element: Any) -> str:
+    """An element's start tag with only its class and id: what `_within_siblings` rules read."""
+    attributes = "".join(f' {name}="{html.escape(element.get(name), quote=True)}"'
+                         for name in ("class", "id") if element.get(name) is not None)
+    return f"<{element.tag}{attributes}>"
 
 
 def restyle(element: Any, plan: ElementPlan, rules: list[Rule], inliner: Any) -> None:

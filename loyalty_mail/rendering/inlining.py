@@ -10,7 +10,8 @@ closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` bl
 elements match context-dependent selectors, markup printed from data or rewritten by a filter,
 or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
-the stylesheet compiled once).
+the stylesheet compiled once). Only markup that can be printed is judged: a macro definition
+that nothing printed calls (`jinja_source.without_unused_macros`) is left out first.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from lxml.cssselect import CSSSelector
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
-from .jinja_source import Construct, constructs
+from .jinja_source import Construct, constructs, names_read, without_unused_macros
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
@@ -539,7 +540,9 @@ def prune_unmatchable_rules(source: str) -> str | None:
     email uses. An element whose class or id holds template code may have any class or id.
     None when that cannot be judged: template code inside <style> or among a tag's attributes,
     or markup printed from data (`printed_markup`). Only the `<style>` elements premailer reads
-    are pruned, and only those that lose a rule are written again."""
+    are pruned, and only those that lose a rule are written again; a macro nothing calls is
+    left out."""
+    source = without_unused_macros(source)
     try:
         protected = protect(source, data_attributes=True)
     except NeedsFallback:
@@ -668,7 +671,9 @@ class CompiledHtml:
 
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
-    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
+    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining.
+    Only markup that can be printed is looked at: a macro nothing calls is left out."""
+    source = without_unused_macros(source)
     protected = protect(source)
     markup = printed_markup(protected)
     if markup is not None:
@@ -683,7 +688,7 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
         raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
     if restyler is not None:
-        restyler.complete(page)
+        restyler.complete(page, _printed_elsewhere(page, protected, source))
     links, consumed = mark_links(page, protected)
     inlined = serialize(root)
     counts: dict[int, int] = {}
@@ -705,6 +710,37 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
+
+
+_BLOCK_ENDS = {"macro": "endmacro", "call": "endcall", "for": "endfor", "set": "endset"}
+
+
+def _printed_elsewhere(page: Any, protected: Protected, source: str) -> set[Any] | None:
+    """The elements of the placeholder page that can be printed among other ancestors than
+    where they are written: inside a macro, a `{% call %}` block, a `{% set %}` block or a
+    recursive loop; None (any of them) when a block can be printed again (`self.name()`)."""
+    names = names_read(source)
+    if names is None or "self" in names:
+        return None
+    inside: set[Any] = set()
+    open_blocks: list[bool] = []   # each block open here: whether its content is printed elsewhere
+    for node in page.iter():
+        if node.tag is lxml.etree.Comment:
+            match = _TOKEN.fullmatch(f"<!--{node.text}-->")
+            if not (match and match.group(1)):
+                continue
+            number = int(match.group(1))
+            keyword = protected.keywords.get(number, "")
+            tokens = constructs(protected.originals[number])[0].tokens if keyword in ("for", "set") else ()
+            if keyword in ("macro", "call") or (keyword == "set" and ("operator", "=") not in tokens):
+                open_blocks.append(True)
+            elif keyword == "for":
+                open_blocks.append(("name", "recursive") in tokens)
+            elif keyword in _BLOCK_ENDS.values() and open_blocks:
+                open_blocks.pop()
+        elif isinstance(node.tag, str) and any(open_blocks):
+            inside.add(node)
+    return inside
 
 
 def parse_document(document: str) -> tuple[Any, Any, Any]:

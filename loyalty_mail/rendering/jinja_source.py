@@ -5,13 +5,18 @@ Compile-time inlining swaps every construct for a placeholder and flattening rea
 string holding `}}` or `%}`, a comment holding either, a `{% raw %}` block. `env.lex()` gives the
 raw tokens without offsets; their values are the source text, except whitespace that a `-` marker
 removed from neighbouring data, so the offsets are recovered by walking the source alongside.
+
+`without_unused_macros` reads the node tree (`env.parse`) for what a template can print: a macro
+that no printed code can name prints nothing, so compile-time inlining need not look at it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import jinja2
+from jinja2 import nodes
 
 _LEXER = jinja2.Environment()  # the renderer's syntax: Jinja's default delimiters, no line statements
 _OPENING = {"variable_begin": "expression", "block_begin": "statement", "comment_begin": "comment",
@@ -79,3 +84,96 @@ def constructs(source: str) -> list[Construct]:
         elif opened is not None and kind != "whitespace":
             tokens.append((kind, value))
     return found
+
+
+def unused_macros(source: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets of each macro definition that nothing printed can call: a
+    macro is used when code that runs names it (a call, a `{% call %}` block, or passed on as
+    a value, which counts as a call), and code runs at the top of the template, in a used
+    macro and in the `{% call %}` blocks of code that runs. The outermost unused definitions
+    only, each with the whitespace its `{%-` removes; none when the source does not parse."""
+    try:
+        tree = _LEXER.parse(source)
+        found = constructs(source)
+    except jinja2.TemplateSyntaxError:
+        return []
+    spans: list[tuple[int, int]] = []
+    stack: list[int] = []
+    for construct in found:
+        if construct.keyword == "macro":
+            stack.append(len(spans))
+            spans.append((construct.start, -1))
+        elif construct.keyword == "endmacro" and stack:
+            index = stack.pop()
+            spans[index] = (spans[index][0], construct.end)
+    macros = list(tree.find_all(nodes.Macro))  # depth first: the order of their tags
+    if len(macros) != len(spans) or stack:
+        return []  # the tags and the tree disagree: keep every macro
+    where = {id(macro): span for macro, span in zip(macros, spans)}
+    named, candidates = _names_and_macros(tree.body)
+    used: set[int] = set()
+    grown = True
+    while grown:
+        grown = False
+        for macro in candidates:
+            if id(macro) not in used and macro.name in named:
+                used.add(id(macro))
+                names, inner = _names_and_macros([*macro.defaults, *macro.body])
+                named |= names
+                candidates = candidates + inner
+                grown = True
+    unused = [where[id(macro)] for macro in candidates if id(macro) not in used]
+    return sorted((len(source[:start].rstrip()) if source.startswith("{%-", start) else start, end)
+                  for start, end in unused)
+
+
+def names_read(source: str) -> frozenset[str] | None:
+    """Every name the template's code reads (`self` included); None when it does not parse."""
+    try:
+        tree = _LEXER.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+    return frozenset(node.name for node in tree.find_all(nodes.Name) if node.ctx == "load")
+
+
+def _names_and_macros(body: list[nodes.Node]) -> tuple[set[str], list[nodes.Macro]]:
+    """The names code read in `body` (macros aside), and the macros defined there."""
+    names: set[str] = set()
+    macros: list[nodes.Macro] = []
+    pending = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, nodes.Macro):
+            macros.append(node)
+            continue
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            names.add(node.name)
+        pending.extend(node.iter_child_nodes())
+    return names, macros
+
+
+def without_unused_macros(source: str) -> str:
+    """`source` with each unused macro definition (`unused_macros`) replaced by a Jinja comment
+    that keeps its line breaks: Jinja prints the same, and every line keeps its number. Compiled
+    sources drop comments, so a definition stays where that would let a `-` marker beside it
+    strip whitespace that the definition kept from it."""
+    pieces: list[str] = []
+    kept: list[str] = []   # the pieces without the comments
+    position = 0
+    for start, end in unused_macros(source):
+        before = "".join(kept) + source[position:start]
+        after = source[end:]
+        if (_STRIPS_AFTER.search(before) and after[:1].isspace()) or \
+                (_STRIPS_BEFORE.match(after) and before[-1:].isspace()):
+            continue
+        pieces += [source[position:start], "{#" + "\n" * source.count("\n", start, end) + "#}"]
+        kept.append(source[position:start])
+        position = end
+    if not pieces:
+        return source
+    pieces.append(source[position:])
+    return "".join(pieces)
+
+
+_STRIPS_AFTER = re.compile(r"-(?:\}\}|%\}|#\})\s*\Z")   # `-}}`: strips the whitespace after it
+_STRIPS_BEFORE = re.compile(r"\s*\{[{%#]-")              # `{{-`: strips the whitespace before it

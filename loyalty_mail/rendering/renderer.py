@@ -43,7 +43,7 @@ from .inlining import (NeedsFallback, compile_inlined, inline_and_track, inline_
 from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
-from .text import html_to_text
+from .text import html_to_text, settle
 from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .undefined import column_of, missing_name, suggestion
@@ -213,7 +213,7 @@ class Renderer:
         text_own = self._load(self.text_env, variant.text_path) if variant.text_path else None
         try:
             source = self._flattener.flatten(variant.html_path)
-            compiled = compile_inlined(source, text_of=html_to_text)
+            compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
@@ -504,10 +504,11 @@ _BLANK_LINES = re.compile(r"\n\n\n+")
 
 
 def tidy_text(text: str) -> str:
-    """Derived text after rendering: no indentation, at most one blank line in a row."""
+    """Derived text after rendering: no indentation but its lists' (`text.settle`), at most one
+    blank line in a row."""
     if "\n " in text or "\n\t" in text:  # a plain search first: most lines are not indented
         text = _LINE_INDENT.sub("\n", text)
-    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
+    return _BLANK_LINES.sub("\n\n", settle(text)).strip() + "\n"
 
 
 TEXT_LINKS_FROM = 1000  # links of an own .txt part are numbered apart from the HTML part's

@@ -1,11 +1,19 @@
 """HTML email -> readable plain text, for the text/plain part when a template has no .txt twin.
 
 Headings are underlined, paragraphs and table rows become lines, links read `label (url)`,
-list items get bullets on consecutive lines (a blank line before and after the list, also when
-the items come from a loop of the template), images their alt text; the hidden preheader, <head>, <style> and
-elements marked `data-text="skip"` are left out. Template placeholders that live in HTML
-comments (`<!--JX12X-->`) are kept, so the same converter turns a compiled template into a
-text template.
+images their alt text; the hidden preheader, <head>, <style> and elements marked
+`data-text="skip"` are left out. A list has a blank line before and after it (also when its
+items come from a loop of the template); each item starts a line with "- " or, in an `<ol>`,
+its number (`start` and `value` honoured), and its paragraphs and line breaks follow on lines
+indented under its text, with no blank line inside an item; a list inside an item is indented
+under it.
+
+Template placeholders that live in HTML comments (`<!--JX12X-->`) are kept, so the same
+converter turns a compiled template into a text template (`template=True`): there an item's
+indentation and where it starts are written as private characters that `settle` turns into
+the final text once the email is rendered (an item line that printed nothing is dropped, an
+item whose first line printed nothing starts on its next one), and an `<ol>` whose items come
+from a loop or a condition is numbered by Jinja as it renders.
 """
 
 from __future__ import annotations
@@ -14,33 +22,54 @@ import re
 
 from lxml import etree
 
-_BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
+_BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
            "blockquote", "section", "header", "footer", "center", "hr"}
 _SKIP = {"head", "style", "script", "title"}
 _LISTS = {"ul", "ol"}
 _PLACEHOLDER = re.compile(r"^JX\d+X$")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
+INDENT = "\ue000"   # one space of an item's indentation, until `settle`
+ITEM = "\ue001"     # where an item's marker ("- ", "2. ") starts, until `settle`
+_BLANK_ITEM_LINE = re.compile(f"\n{INDENT}+[ \t]*(?=\n|\\Z)")
+_EMPTY_FIRST_LINE = re.compile(f"{ITEM}(-|[0-9]+\\.)[ \t]*\n{INDENT}+")  # a marker alone, then its item
+_BLANK_LINES = re.compile(r"\n\n\n+")
+
 
 _PARSER = etree.HTMLParser()  # lxml.html's tree without its element classes, which cost a third more
 
 
-def html_to_text(document: str) -> str:
-    """Readable text of an HTML document (see module docstring)."""
+def html_to_text(document: str, *, template: bool = False) -> str:
+    """Readable text of an HTML document (see module docstring); with `template`, of a compiled
+    template, its lists to be settled after rendering."""
     root = etree.fromstring(document, _PARSER)
     if root is None:
         raise etree.ParserError("Document is empty")  # as lxml.html.document_fromstring says
     body = root.find("body")
     top = body if body is not None else root
     parts: list[str] = [top.text] if top.text else []  # text before the body's first element
-    _walk(top, parts)
+    writer = _Writer(template)
+    writer.walk(top, parts)
     text = "".join(parts)
     lines = [_SPACES.sub(" ", line).strip() if line and not line.isspace() else "" for line in text.split("\n")]
     out: list[str] = []
     for line in lines:
         if line or (out and out[-1]):
             out.append(line)
-    return "\n".join(out).strip() + "\n"
+    text = "\n".join(out).strip() + "\n"
+    return text if template else settle(text)
+
+
+def settle(text: str) -> str:
+    """The lists of a text written by `html_to_text(..., template=True)`, once rendered: item
+    lines that printed nothing dropped, an item whose first line printed nothing started on its
+    next line, the indentation written as spaces; at most one blank line in a row."""
+    if ITEM not in text and INDENT not in text:
+        return text
+    text = _BLANK_ITEM_LINE.sub("", text)
+    text = _EMPTY_FIRST_LINE.sub(lambda m: m.group(1) + " ", text)
+    text = text.replace(ITEM, "").replace(INDENT, " ")
+    return _BLANK_LINES.sub("\n\n", text)
 
 
 def _hidden(element: etree._Element) -> bool:
@@ -49,56 +78,128 @@ def _hidden(element: etree._Element) -> bool:
             or element.get("data-text") == "skip" or element.get("aria-hidden") == "true" and element.tag != "img")
 
 
-def _walk(element: etree._Element, parts: list[str]) -> None:
-    append = parts.append
-    in_list = element.tag in _LISTS  # the white space between items is not a line of its own
-    for node in element.iterchildren():
+def _number(value: str | None) -> int | None:
+    try:
+        return int(value.strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _Writer:
+    """Walks a document into text pieces; `template`: the document is a compiled template."""
+
+    def __init__(self, template: bool) -> None:
+        self.template = template
+        self.counters = 0   # the Jinja counters of ordered lists, named _lm_ol1, _lm_ol2...
+
+    def walk(self, element: etree._Element, parts: list[str]) -> None:
+        append = parts.append
+        in_list = element.tag in _LISTS  # the white space between items is not a line of its own
+        for node in element.iterchildren():
+            tag = node.tag
+            if isinstance(tag, str):
+                if tag not in _SKIP and not _hidden(node):
+                    self.element(node, parts)
+            elif tag is etree.Comment:
+                text = node.text
+                if text and _PLACEHOLDER.match(text):
+                    append(text)
+            tail = node.tail
+            if tail and not (in_list and tail.isspace()):
+                append(tail)
+
+    def element(self, node: etree._Element, parts: list[str]) -> None:
         tag = node.tag
-        if isinstance(tag, str):
-            if tag not in _SKIP and not _hidden(node):
-                _element(node, parts)
-        elif tag is etree.Comment:
-            text = node.text
-            if text and _PLACEHOLDER.match(text):
-                append(text)
-        tail = node.tail
-        if tail and not (in_list and tail.isspace()):
-            append(tail)
-
-
-def _element(node: etree._Element, parts: list[str]) -> None:
-    tag = node.tag
-    if tag == "br":
-        parts.append("\n")
-        return
-    if tag == "img":
-        alt = (node.get("alt") or "").strip()
-        if alt:
-            parts.append(alt)
-        return
-    if tag == "hr":
-        parts.append("\n" + "-" * 40 + "\n")
-        return
-    block = tag in _BLOCKS
-    if block:
-        parts.append("\n")
-    if tag == "li":
-        parts.append("- ")
-    if tag in ("td", "th"):
-        parts.append(" ")
-    start = len(parts)
-    if node.text and not (tag in _LISTS and node.text.isspace()):
-        parts.append(node.text)
-    _walk(node, parts)
-    if tag == "a":
-        _link(node, parts, start)
-    elif tag in ("h1", "h2"):
-        heading = _SPACES.sub(" ", "".join(parts[start:])).strip()
-        parts.append("\n" + ("=" if tag == "h1" else "-") * max(len(heading), 3))
-    if block and tag != "li":  # an item ends where the next begins (or the list ends): no blank line
-        parts.append("\n")
-        if tag in ("p", "h1", "h2", "h3", "table", "ul", "ol", "blockquote"):
+        if tag == "br":
             parts.append("\n")
+            return
+        if tag == "img":
+            alt = (node.get("alt") or "").strip()
+            if alt:
+                parts.append(alt)
+            return
+        if tag == "hr":
+            parts.append("\n" + "-" * 40 + "\n")
+            return
+        if tag in _LISTS:
+            self.list(node, parts)
+            return
+        if tag == "li":  # outside a list
+            parts.append("\n" + self.item(node, "- ", 2) + "\n")
+            return
+        block = tag in _BLOCKS
+        if block:
+            parts.append("\n")
+        if tag in ("td", "th"):
+            parts.append(" ")
+        start = len(parts)
+        if node.text:
+            parts.append(node.text)
+        self.walk(node, parts)
+        if tag == "a":
+            _link(node, parts, start)
+        elif tag in ("h1", "h2"):
+            heading = _SPACES.sub(" ", "".join(parts[start:])).strip()
+            parts.append("\n" + ("=" if tag == "h1" else "-") * max(len(heading), 3))
+        if block:
+            parts.append("\n")
+            if tag in ("p", "h1", "h2", "h3", "table", "blockquote"):
+                parts.append("\n")
+
+    def list(self, node: etree._Element, parts: list[str]) -> None:
+        """A blank line, each item on its own lines (a number or "- " first), a blank line."""
+        ordered = node.tag == "ol"
+        number = (_number(node.get("start")) or 1) - 1
+        counter = ""
+        if ordered and self.template and self._varies(node):
+            self.counters += 1
+            counter = f"_lm_ol{self.counters}"
+            parts.append(f"{{% set {counter} = namespace(n={number}) %}}")
+        parts.append("\n")
+        if node.text and not node.text.isspace():
+            parts.append(node.text)
+        for child in node.iterchildren():
+            tag = child.tag
+            if tag == "li":
+                if not _hidden(child):
+                    value = _number(child.get("value"))
+                    if not ordered:
+                        marker = "- "
+                    elif counter:
+                        step = f"{counter}.n + 1" if value is None else str(value)
+                        marker = f"{{% set {counter}.n = {step} %}}{{{{ {counter}.n }}}}. "
+                    else:
+                        number = number + 1 if value is None else value
+                        marker = f"{number}. "
+                    parts.append("\n" + self.item(child, marker, 3 if counter else len(marker)))
+            elif isinstance(tag, str):
+                if tag not in _SKIP and not _hidden(child):
+                    self.element(child, parts)
+            elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
+                parts.append(child.text)
+            tail = child.tail
+            if tail and not tail.isspace():
+                parts.append(tail)
+        parts.append("\n\n")
+
+    def _varies(self, node: etree._Element) -> bool:
+        """Whether template code among a list's items can change how many there are."""
+        texts = [node.text or ""] + [child.tail or "" for child in node]
+        return any(child.tag is etree.Comment and _PLACEHOLDER.match(child.text or "") for child in node) \
+            or any("JX" in text for text in texts)
+
+    def item(self, node: etree._Element, marker: str, width: int) -> str:
+        """A list item's lines: the marker, then its text; the lines after the first indented by
+        `width` (a blank one is left as indentation alone: `settle` drops it)."""
+        parts: list[str] = [node.text] if node.text else []
+        self.walk(node, parts)
+        lines = [_SPACES.sub(" ", line).strip() for line in "".join(parts).split("\n")]
+        while len(lines) > 1 and not lines[0]:
+            del lines[0]  # an item that starts with a paragraph: its text after the marker
+        while len(lines) > 1 and not lines[-1]:
+            lines.pop()
+        indent = INDENT * width
+        return "\n".join([ITEM + marker + lines[0], *(indent + line for line in lines[1:])])
 
 
 def _link(node: etree._Element, parts: list[str], start: int) -> None:
