@@ -35,6 +35,7 @@ from lxml.cssselect import CSSSelector
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
+from .flatten import Placed, definitions_in_body
 from .jinja_source import Construct, constructs
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
@@ -72,6 +73,7 @@ class Protected:
     html: str
     originals: dict[int, str] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)   # where each construct starts in the source
     statements: set[int] = field(default_factory=set)
     content_expressions: set[int] = field(default_factory=set)
     keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
@@ -119,6 +121,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
+        result.offsets[number] = construct.start
         if place.startswith("attr:"):
             result.data_in.setdefault(place.removeprefix("attr:"), line)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
@@ -541,7 +544,7 @@ def prune_unmatchable_rules(source: str) -> str | None:
     or markup printed from data (`printed_markup`). Only the `<style>` elements premailer reads
     are pruned, and only those that lose a rule are written again."""
     try:
-        protected = protect(source, data_attributes=True)
+        protected = protect(definitions_in_body(source).source, data_attributes=True)
     except NeedsFallback:
         return None
     if printed_markup(protected) is not None:
@@ -668,7 +671,17 @@ class CompiledHtml:
 
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
-    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining."""
+    """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining. The
+    definitions written before the document are styled inside `<body>` and run first."""
+    placed = definitions_in_body(source)
+    try:
+        return _compile_placed(placed, text_of)
+    except NeedsFallback as exc:
+        raise NeedsFallback(placed.original_line(exc.line), exc.reason) from None
+
+
+def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHtml:
+    source = placed.source
     protected = protect(source)
     markup = printed_markup(protected)
     if markup is not None:
@@ -703,8 +716,25 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
                                 "template code (it can only be inlined after rendering)")
     text = text_of(inlined)
     inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
+    if placed.moved is not None:
+        start, end = placed.moved
+        moved = [n for n, offset in protected.offsets.items() if start <= offset < end]
+        first, last = min(moved), max(moved)
+        inlined = _to_front(inlined, f"<!--JX{first}X-->", f"<!--JX{last}X-->", protected.lines[first])
+        text = _to_front(text, f"JX{first}X", f"JX{last}X", protected.lines[first])
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
+
+
+def _to_front(document: str, first: str, last: str, line: int) -> str:
+    """The document with the part from placeholder `first` to placeholder `last` moved to its
+    front: definitions styled inside `<body>`, which Jinja must run before the `<head>`."""
+    start, end = document.find(first), document.find(last)
+    if start < 0 or end < start:
+        raise NeedsFallback(line, "the CSS inliner moved these definitions (they can only be "
+                            "inlined after rendering)")
+    end += len(last)
+    return document[start:end] + document[:start] + document[end:]
 
 
 def parse_document(document: str) -> tuple[Any, Any, Any]:
