@@ -84,18 +84,13 @@ def _macro_spans(tags: Iterable[Construct]) -> list[tuple[str, int, int]]:
             for tag, start, end in _spans(tags, ("macro",)) if tag.keyword == "macro"]
 
 
-def _is_set_block(tag: Construct) -> bool:
-    """`{% set name %}...{% endset %}` (or `{% set name | filter %}`), not `{% set name = value %}`."""
-    return tag.keyword == "set" and ("operator", "=") not in tag.args
-
-
 def _spans(tags: Iterable[Construct], keywords: tuple[str, ...]) -> list[tuple[Construct, int, int]]:
     """(opening tag, start, end) of each outermost block of these kinds (`macro`, `set` blocks,
     `call`) with its end tag; blocks of any of the kinds nest inside one another."""
     spans: list[tuple[Construct, int, int]] = []
     stack: list[Construct] = []
     for tag in tags:
-        if tag.keyword in keywords and (tag.keyword != "set" or _is_set_block(tag)):
+        if tag.keyword in keywords and (tag.keyword != "set" or tag.is_set_block):
             stack.append(tag)
         elif tag.keyword.startswith("end") and tag.keyword[3:] in keywords and stack:
             opening = stack.pop()

@@ -6,9 +6,9 @@ for statements between elements, a plain token elsewhere), runs premailer once, 
 for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
 an attribute selector reading an attribute that holds data, a control block that opens and
-closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` blocks whose
-elements match context-dependent selectors, markup printed from data or rewritten by a filter,
-or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+closes tags unevenly, sibling selectors next to loops, macros, `{% set %}` or `{% call %}` blocks
+whose elements match context-dependent selectors, a `<style>` inside a condition, a loop or such
+a definition, markup printed from data or rewritten by a filter, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
 the stylesheet compiled once).
 """
@@ -41,7 +41,7 @@ from .jinja_source import Construct, constructs
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
             "filter": ("endfilter",), "with": ("endwith",), "block": ("endblock",),
-            "autoescape": ("endautoescape",)}
+            "autoescape": ("endautoescape",), "set": ("endset",)}  # set: a set block (`_opens`)
 _BRANCHES = {"elif", "else"}
 _CLOSERS = {end for ends in _OPENERS.values() for end in ends}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -77,8 +77,8 @@ class Protected:
     statements: set[int] = field(default_factory=set)
     content_expressions: set[int] = field(default_factory=set)
     keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
-    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
-    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
+    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card, `{{ s }}` (a set block) -> s
+    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card, `{% set s %}` -> s
     expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
     markup: dict[int, str] = field(default_factory=dict)  # code that prints markup not written here: how
     data_in: dict[str, int] = field(default_factory=dict)  # attribute names holding code -> first line
@@ -106,6 +106,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
     places = _located(source, found)
     markup_names = _markup_names(found)
+    set_blocks = {c.args[0][1] for c in found if c.is_set_block and c.args and c.args[0][0] == "name"}
     result = Protected(html="")
     forms: dict[int, str] = {}
     for number, construct in enumerate(found):
@@ -125,12 +126,14 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         if place.startswith("attr:"):
             result.data_in.setdefault(place.removeprefix("attr:"), line)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.kind == "expression" and len(construct.tokens) == 1 and construct.tokens[0][1] in set_blocks:
+            result.calls[number] = construct.tokens[0][1]  # prints the set block's markup
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
         how = _prints_markup(construct, markup_names)
         if how and place == "content":
             result.markup[number] = how
-        if construct.keyword == "macro" and construct.args:
+        if (construct.keyword == "macro" or construct.is_set_block) and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
             result.statements.add(number)
@@ -306,7 +309,7 @@ def check_balanced(protected: Protected) -> None:
                 stack.pop()
         else:
             keyword, index = name.split(":")
-            if keyword in _OPENERS:
+            if _opens(protected, int(index)):
                 stack.append(f"jinja:{index}")
             elif keyword in _BRANCHES or keyword in _CLOSERS:
                 while stack and not stack[-1].startswith("jinja:"):
@@ -324,8 +327,17 @@ def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
                          "structure depends on data")
 
 
-_CONTROL = {"for": 1, "if": 1, "endfor": -1, "endif": -1}
-_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall"}
+def _opens(protected: Protected, number: int) -> bool:
+    """Whether statement `number` opens a block (`{% set %}` only in its block form)."""
+    keyword = protected.keywords.get(number, "")
+    return keyword in _OPENERS and (keyword != "set" or number in protected.macro_names)
+
+
+# Blocks whose markup is printed only for some emails, or elsewhere (where a macro is called,
+# where a call block's macro calls `caller()`, where a set block's name is printed), or never
+_PRINTED_ELSEWHERE = {"for", "if", "macro", "call", "set"}
+_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall",
+                   "endset"}
 _STRUCTURAL_ENDINGS = (":first-child", ":last-child")   # the pseudo-classes premailer inlines
 _COMBINATOR = re.compile(r"""\s*([>+~])\s*|\s+(?=[^\s>+~])""")
 
@@ -375,7 +387,8 @@ def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[l
     varying = set()
     for comment in tree.iter(lxml.etree.Comment):
         match = _TOKEN.fullmatch(f"<!--{comment.text}-->")
-        if match and match.group(1) and protected.keywords.get(int(match.group(1))) in _CONTROL_PLACES:
+        number = int(match.group(1)) if match and match.group(1) else -1
+        if protected.keywords.get(number) in _CONTROL_PLACES or number in protected.macro_names:
             parent = comment.getparent()
             if parent is not None:
                 varying.add(parent)
@@ -461,17 +474,29 @@ def _attributes_read(selector: str) -> set[str]:
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
-    """A <style> inside a loop or condition applies only when it is rendered."""
+    """A <style> inside a loop, a condition or a definition (a macro, a call block, a set block)
+    applies only to the emails that print it."""
     for match in _STYLE_BLOCK.finditer(protected.html):
         before = protected.html[:match.start()]
-        depth = 0
+        enclosing: list[str] = []
         for token in _TOKEN.finditer(before):
             if token.group(1):
-                depth += _CONTROL.get(protected.keywords.get(int(token.group(1)), ""), 0)
-        if depth > 0:
+                number = int(token.group(1))
+                keyword = protected.keywords.get(number, "")
+                if keyword in _PRINTED_ELSEWHERE and _opens(protected, number):
+                    enclosing.append(keyword)
+                elif keyword.startswith("end") and keyword[3:] in _PRINTED_ELSEWHERE and enclosing:
+                    enclosing.pop()
+        if enclosing:
+            inside = _INSIDE[enclosing[-1]]
             raise NeedsFallback(line_of(source, max(source.find(match.group(0)[:40]), 0)),
-                                "this <style> is inside a condition or loop, so its rules apply "
-                                "only to some emails")
+                                f"this <style> is inside {inside}, so its rules apply only to the emails "
+                                "that print it")
+
+
+_INSIDE = {"if": "a condition or loop", "for": "a condition or loop", "macro": "a macro (printed where it is "
+           "called)", "call": "a call block (printed where its macro calls caller())",
+           "set": "a set block (printed where its name is)"}
 
 
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
@@ -515,7 +540,7 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
             for mark in sites:
                 if [e in matched for e in tree.xpath(f'//*[@data-jxm="{mark}"]')] != expected:
                     raise NeedsFallback(1, f"the selector '{selector}' styles elements of the macro "
-                                        f"'{name}' differently depending on where it is called")
+                                        f"(or set block) '{name}' differently depending on where it is printed")
 
 
 def _mark(html: str, mark: str) -> str:
@@ -527,9 +552,9 @@ def _macro_regions(protected: Protected) -> list[tuple[int, str, str]]:
     stack: list[int] = []
     for number in sorted(protected.statements):
         keyword = protected.keywords[number]
-        if keyword == "macro":
+        if keyword == "macro" or _opens(protected, number) and keyword == "set":
             stack.append(number)
-        elif keyword == "endmacro" and stack:
+        elif keyword in ("endmacro", "endset") and stack:
             start = stack.pop()
             regions.append((start, f"<!--JX{start}X-->", f"<!--JX{number}X-->"))
     return regions
