@@ -740,7 +740,9 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
             raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
                                 "template code (it can only be inlined after rendering)")
     text = text_of(inlined)
-    inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
+    pixel = max(protected.originals) + 1 if protected.originals else 0
+    protected.originals[pixel] = OPEN_PIXEL
+    inlined = _BODY_END.sub(lambda m: f"JX{pixel}X" + m.group(0), inlined, count=1)
     if placed.moved is not None:
         start, end = placed.moved
         moved = [n for n, offset in protected.offsets.items() if start <= offset < end]
@@ -803,7 +805,7 @@ def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[in
         # as written in HTML: the filter decodes it again, data printed in it included
         written = html.escape(url, quote=True)  # no quote left: a Jinja string literal holds it
         if _TOKEN.search(url) or any(c in written for c in "\\\r\n"):
-            marked[next_number] = TRACK_FILTER % (link, written)
+            marked[next_number] = TRACK_FILTER % (link, as_text(written))
         else:  # a URL without template code: the filter on a literal, no block to capture
             marked[next_number] = TRACK_CONSTANT % (written, link)
         next_number += 1
@@ -814,10 +816,28 @@ def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[in
     return marked, consumed
 
 
+_OPENING = re.compile(r"\{(?=[{%#]|JX\d+X|<!--JX\d+X-->)")
+
+
+def as_text(written: str) -> str:
+    """Text with placeholders, made Jinja source that prints the text as it is: a `{` that would
+    open a Jinja construct (before `{`, `%`, `#` or a placeholder's code, each of which begins
+    with `{`) is printed by an expression. The parser gives `&#123;&#123;` as `{{`, and text an
+    element closes between (`<b>{</b>{`) reads `{{` in the text part."""
+    return _OPENING.sub("{{ '{' }}", written)
+
+
 def restore(document: str, protected: Protected) -> str:
-    """Put the Jinja source back in place of every placeholder (placeholders may nest once)."""
+    """Put the Jinja source back in place of every placeholder (placeholders may nest once); the
+    text around them stays text (`as_text`)."""
     def original(match: re.Match[str]) -> str:
         code = protected.originals[int(match.group(1) or match.group(2))]
         return _TOKEN.sub(original, code)
 
-    return _TOKEN.sub(original, document)
+    pieces, position = [], 0
+    for match in _TOKEN.finditer(document):
+        text = as_text(document[position:match.end()])  # with the placeholder, whose code begins with `{`
+        pieces += [text[:len(text) - len(match.group(0))], original(match)]
+        position = match.end()
+    pieces.append(as_text(document[position:]))
+    return "".join(pieces)
