@@ -37,6 +37,10 @@ def emails(tmp_path, source: str, someone: dict[str, object], **files: str):
     # a `{% set %}` written before <html>, read in <head>
     (FRONT + '{% set title = "Points" %}\n<html><head><title>{{ title }}</title><style>.a { color: red }</style>'
      '</head><body><p class="a">x</p></body></html>\n', "<title>Points</title>"),
+    # an import and a `{% set %}` written between the doctype and <html>
+    (FRONT + '<!DOCTYPE html>\n{% from "_partials/blocks.html" import button %}{% set title = "Points" %}\n'
+     '<html><head><title>{{ title }}</title><style>.a { color: red }</style></head>'
+     '<body><p class="a">x</p>{{ button("https://shop.example/", "Shop") }}</body></html>\n', "<title>Points</title>"),
 ])
 def test_a_definition_written_before_the_head_that_uses_it_still_comes_first(tmp_path, source, shown):
     compiled, html, reference = emails(tmp_path, source, member(locale="en"),
@@ -74,3 +78,17 @@ def test_the_text_part_of_a_template_with_definitions_before_the_document(tmp_pa
     renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
     email = renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
     assert email.text == "Hello Lan, see Points (https://shop.example/p?a=1&b=2)\n"
+
+
+@pytest.mark.parametrize("source", [
+    '<html><head>{% set title = "Points" %}<title>{{ title }}</title></head><body><p>{{ title }}</p></body></html>',
+    '<html><head><title>x</title></head>\n{% set title = "Points" %}\n<body><p>{{ title }}</p></body></html>',
+    '<!DOCTYPE html>\n{% set title = "Points" %}\n<html><body><p>{{ title }}</p></body></html>',
+    '<html><body><span style="display: none">{% set title = "Points" %}hidden</span><p>{{ title }}</p></body></html>',
+])
+def test_a_statement_outside_the_text_still_runs_in_the_text_part(tmp_path, source):
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": FRONT + source + "\n"}))
+    email = renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+    assert renderer.compiled("odd", "en").fallback is None
+    assert email.text == "Points\n"
+    assert dom_difference(email.html, renderer.reference_html("odd", member(locale="en"), now=NOW)) is None

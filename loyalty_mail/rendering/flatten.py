@@ -26,6 +26,7 @@ from .jinja_source import Construct, constructs, string_value
 
 _BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
+_HTML_START = re.compile(r"<html\b", re.IGNORECASE)
 _WITH_CONTEXT = (("name", "with"), ("name", "context"))
 
 
@@ -120,36 +121,51 @@ class Placed:
 
     source: str
     moved: tuple[int, int] | None = None   # (start, end) of the definitions in `source`
+    written_at: int = 0                    # where they began in the source as written
 
     @property
     def original(self) -> str:
-        """The source as written: the definitions first."""
+        """The source as written."""
         if self.moved is None:
             return self.source
-        start, end = self.moved
-        return self.source[start:end] + self.source[:start] + self.source[end:]
+        start, end, at = *self.moved, self.written_at
+        return self.source[:at] + self.source[start:end] + self.source[at:start] + self.source[end:]
 
     def original_line(self, line: int) -> int:
         """The line, in the source as written, of a line of `source`."""
         if self.moved is None:
             return line
         offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
-        start, end = self.moved
-        if offset < start:
-            offset += end - start   # the document, after the definitions
-        elif offset < end:
-            offset -= start         # the definitions, at the front
+        start, end, at = *self.moved, self.written_at
+        if at <= offset < start:
+            offset += end - start            # the document, after the definitions
+        elif start <= offset < end:
+            offset += at - start             # the definitions, where they were written
         return self.original.count("\n", 0, offset) + 1
 
 
+_DOCTYPE = re.compile(r"\s*<!doctype\b[^>]*>", re.IGNORECASE)
+
+
 def definitions_in_body(source: str) -> Placed:
-    """The source with the definitions written before `<html>` (or the doctype) moved just inside
-    `<body>`; the source as it is when there are none, or when something before the document
-    prints (the fallback check reports that), or when the document has no `<body>` of its own."""
+    """The source with the definitions written before `<html>` (before or after the doctype)
+    moved just inside `<body>`; the source as it is when there are none, or when something before
+    the document prints (the fallback check reports that), or when the document has no `<body>`
+    of its own."""
     start, body = _DOCUMENT_START.search(source), _BODY_START.search(source)
-    if not start or not body or not source[:start.start()].strip():
+    if not start or not body:
         return Placed(source)
-    head = source[:start.start()]
+    doctype = _DOCTYPE.match(source, start.start()) if start.group(1).lower() == "!doctype" else None
+    if doctype is not None and not source[:start.start()].strip():
+        html = _HTML_START.search(source, doctype.end())   # definitions between the doctype and <html>
+        if html is None:
+            return Placed(source)
+        at, end = doctype.end(), html.start()
+    else:
+        at, end = 0, start.start()
+    head = source[at:end]
+    if not head.strip():
+        return Placed(source)
     try:
         tags = _tags(head, "")
     except NotFlattenable:
@@ -157,12 +173,13 @@ def definitions_in_body(source: str) -> Placed:
     spans = [(s, e) for _, s, e in _spans(tags, _DEFINITIONS)]
     if _without(head, [(t.start, t.end) for t in tags] + spans).strip():
         return Placed(source)  # real output before the document: leave it to the fallback check
-    rest = source[start.start():]
+    rest = source[end:]
     inside = _BODY_START.search(rest)
     if inside is None:
         return Placed(source)  # the <body> found was inside a macro: the document itself has none
-    at = inside.end()
-    return Placed(rest[:at] + head + rest[at:], (at, at + len(head)))
+    into = at + inside.end()
+    moved = source[:at] + rest[:inside.end()] + head + rest[inside.end():]
+    return Placed(moved, (into, into + len(head)), at)
 
 
 def _top_level_code(child: str, name: str) -> str:

@@ -4,8 +4,8 @@ Headings are underlined, paragraphs and table rows become lines, links read `lab
 list items get bullets on consecutive lines (a blank line before and after the list, also when
 the items come from a loop of the template), images their alt text; the hidden preheader, <head>, <style> and
 elements marked `data-text="skip"` are left out. Template placeholders that live in HTML
-comments (`<!--JX12X-->`) are kept, so the same converter turns a compiled template into a
-text template.
+comments (`<!--JX12X-->`) are kept, also in the parts left out and outside `<body>`, so the same
+converter turns a compiled template into a text template that runs every statement.
 """
 
 from __future__ import annotations
@@ -32,8 +32,18 @@ def html_to_text(document: str) -> str:
         raise etree.ParserError("Document is empty")  # as lxml.html.document_fromstring says
     body = root.find("body")
     top = body if body is not None else root
-    parts: list[str] = [top.text] if top.text else []  # text before the body's first element
+    parts: list[str] = []
+    for node in reversed(list(root.itersiblings(preceding=True))):  # before <html>
+        _placeholders(node, parts)
+    outside = list(root) if body is not None else []
+    at = outside.index(body) if body is not None else 0
+    for node in outside[:at]:  # <head>, and what stands between it and <body>
+        _placeholders(node, parts)
+    if top.text:
+        parts.append(top.text)  # text before the body's first element
     _walk(top, parts)
+    for node in [*outside[at + 1:], *root.itersiblings()]:  # after </body>
+        _placeholders(node, parts)
     text = "".join(parts)
     lines = [_SPACES.sub(" ", line).strip() if line and not line.isspace() else "" for line in text.split("\n")]
     out: list[str] = []
@@ -57,6 +67,8 @@ def _walk(element: etree._Element, parts: list[str]) -> None:
         if isinstance(tag, str):
             if tag not in _SKIP and not _hidden(node):
                 _element(node, parts)
+            else:
+                _placeholders(node, parts)  # its text is left out, not the template code in it
         elif tag is etree.Comment:
             text = node.text
             if text and _PLACEHOLDER.match(text):
@@ -64,6 +76,15 @@ def _walk(element: etree._Element, parts: list[str]) -> None:
         tail = node.tail
         if tail and not (in_list and tail.isspace()):
             append(tail)
+
+
+def _placeholders(node: etree._Element, parts: list[str]) -> None:
+    """The template placeholders in a part of the document the text leaves out (<head>, a hidden
+    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs."""
+    for comment in node.iter(etree.Comment):
+        text = comment.text
+        if text and _PLACEHOLDER.match(text):
+            parts.append(text)
 
 
 def _element(node: etree._Element, parts: list[str]) -> None:
