@@ -6,7 +6,8 @@ condition removes matches different copies in each email: those *dynamic* rules 
 email here. At compile time every element a dynamic rule could match (same tag, classes and id
 as its subject, structure left aside) is marked, and its plan kept: its own style attribute,
 the HTML attributes premailer may set, and the declarations of the other rules matching it.
-Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect) and each marked
+Per email the dynamic rules are matched on the rendered DOM (lxml; the common shapes in Python,
+`selectors`, in time proportional to the page, others by cssselect's XPath) and each marked
 element gets what premailer would give it: every matching rule's declarations merged with
 premailer's own `merge_styles`, in premailer's order (!important, ids, classes, elements,
 stylesheet, rule), its own style attribute last, then the HTML attributes the final style
@@ -31,6 +32,8 @@ import premailer
 from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
+
+from .selectors import Chain, Document, chain_of
 
 # How premailer is run everywhere: per email, for `check`'s comparison, and as the reference.
 PREMAILER_OPTIONS = dict(
@@ -89,7 +92,9 @@ class Restyler:
     _as_written: dict[Any, list[tuple[str, str | None]]] = field(default_factory=dict, repr=False)  # see plan
 
     def __post_init__(self) -> None:
-        self._selectors = [CSSSelector(rule.selector) for rule in self.dynamic]
+        # the common shapes matched in Python (`selectors`): cssselect's XPath for `+` and
+        # `:last-child` costs the square of a loop's rows
+        self._selectors = [chain_of(rule.selector) or CSSSelector(rule.selector) for rule in self.dynamic]
         self._premailer = premailer.Premailer(**_options())
 
     def complete(self, page: Any) -> None:
@@ -150,7 +155,9 @@ class Restyler:
             return document
         tree = etree.fromstring(document.strip(), etree.HTMLParser()).getroottree()
         page = tree.getroot()
-        matched = [set(select(page)) for select in self._selectors]
+        read = Document(page) if any(isinstance(select, Chain) for select in self._selectors) else None
+        matched = [set(read.select(select)) if isinstance(select, Chain) and read is not None
+                   else set(select(page)) for select in self._selectors]
         marked, written = [], []
         for element in page.iter():
             number = element.get(MARK) if isinstance(element.tag, str) else None
