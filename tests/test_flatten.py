@@ -71,6 +71,18 @@ def test_a_childs_code_outside_its_blocks_runs_whole_before_the_layout(tmp_path,
         assert dom_difference(html, reference) is None
 
 
+def test_definitions_on_both_sides_of_the_doctype_keep_the_html_elements_attributes(tmp_path):
+    # the child's code goes before the layout, whose import stands after its doctype
+    layout = ('<!DOCTYPE html>\n{% from "_partials/blocks.html" import button %}\n<html lang="vi" dir="ltr">'
+              '<head><title>{{ title }}</title><style>.a { color: red }</style></head>\n<body>\n'
+              '{% block body %}{% endblock %}{{ button("https://shop.example/", "Shop") }}\n</body></html>\n')
+    child = FRONT + '{% extends "_l/base.html" %}{% set title = "Points" %}{% block body %}<p class="a">x</p>{% endblock %}'
+    compiled, html, reference = emails(tmp_path, child, member(locale="en"), **{"_l/base.html": layout})
+    assert compiled.fallback is None
+    assert '<html lang="vi" dir="ltr">' in html and "<title>Points</title>" in html
+    assert dom_difference(html, reference) is None
+
+
 def test_the_text_part_of_a_template_with_definitions_before_the_document(tmp_path):
     source = (FRONT + MACROS + '{% set title = "Points" %}\n<html><head><title>{{ title }}</title></head>'
               '<body><p>{{ headline() }}, see <a href="https://shop.example/p?a=1&amp;b=2">{{ title }}</a></p>'

@@ -115,71 +115,63 @@ def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
 @dataclass(frozen=True)
 class Placed:
     """A self-contained source as the HTML parser should read it: the definitions written before
-    the document (macros, `{% set %}`s and the statements around them, which print nothing) moved
-    just inside `<body>`, where an HTML parser keeps their markup and styles it like the rest.
-    Jinja must still run them first: `inlining.compile_inlined` puts them back in front."""
+    `<html>` (macros, `{% set %}`s and the statements around them, which print nothing), before
+    and after the doctype, moved just inside `<body>`, where an HTML parser keeps their markup and
+    styles it like the rest. Jinja must still run them first: `inlining.compile_inlined` puts
+    them back in front."""
 
     source: str
     moved: tuple[int, int] | None = None   # (start, end) of the definitions in `source`
-    written_at: int = 0                    # where they began in the source as written
-
-    @property
-    def original(self) -> str:
-        """The source as written."""
-        if self.moved is None:
-            return self.source
-        start, end, at = *self.moved, self.written_at
-        return self.source[:at] + self.source[start:end] + self.source[at:start] + self.source[end:]
+    original: str = ""                     # the source as written, when they were moved
+    pieces: tuple[tuple[int, int, int], ...] = ()  # (start, end) in `source` -> start as written
 
     def original_line(self, line: int) -> int:
         """The line, in the source as written, of a line of `source`."""
-        if self.moved is None:
-            return line
         offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
-        start, end, at = *self.moved, self.written_at
-        if at <= offset < start:
-            offset += end - start            # the document, after the definitions
-        elif start <= offset < end:
-            offset += at - start             # the definitions, where they were written
-        return self.original.count("\n", 0, offset) + 1
+        for start, end, written in self.pieces:
+            if start <= offset < end:
+                return self.original.count("\n", 0, written + offset - start) + 1
+        return line
 
 
-_DOCTYPE = re.compile(r"\s*<!doctype\b[^>]*>", re.IGNORECASE)
+_DOCTYPE = re.compile(r"<!doctype\b[^>]*>", re.IGNORECASE)
+
+
+def _only_definitions(text: str) -> bool:
+    """Whether `text` holds only statements, macro and `{% set %}` blocks, and white space."""
+    try:
+        tags = _tags(text, "")
+    except NotFlattenable:
+        return False
+    spans = [(s, e) for _, s, e in _spans(tags, _DEFINITIONS)]
+    return not _without(text, [(t.start, t.end) for t in tags] + spans).strip()
 
 
 def definitions_in_body(source: str) -> Placed:
-    """The source with the definitions written before `<html>` (before or after the doctype)
+    """The source with the definitions written before `<html>` (before and after the doctype)
     moved just inside `<body>`; the source as it is when there are none, or when something before
     the document prints (the fallback check reports that), or when the document has no `<body>`
     of its own."""
-    start, body = _DOCUMENT_START.search(source), _BODY_START.search(source)
-    if not start or not body:
+    html, body = _HTML_START.search(source), _BODY_START.search(source)
+    if not html or not body:
         return Placed(source)
-    doctype = _DOCTYPE.match(source, start.start()) if start.group(1).lower() == "!doctype" else None
-    if doctype is not None and not source[:start.start()].strip():
-        html = _HTML_START.search(source, doctype.end())   # definitions between the doctype and <html>
-        if html is None:
-            return Placed(source)
-        at, end = doctype.end(), html.start()
-    else:
-        at, end = 0, start.start()
-    head = source[at:end]
-    if not head.strip():
-        return Placed(source)
-    try:
-        tags = _tags(head, "")
-    except NotFlattenable:
-        return Placed(source)
-    spans = [(s, e) for _, s, e in _spans(tags, _DEFINITIONS)]
-    if _without(head, [(t.start, t.end) for t in tags] + spans).strip():
-        return Placed(source)  # real output before the document: leave it to the fallback check
-    rest = source[end:]
+    doctype = _DOCTYPE.search(source, 0, html.start())
+    first_end, second_start = (doctype.start(), doctype.end()) if doctype else (html.start(), html.start())
+    before, after = source[:first_end], source[second_start:html.start()]
+    if not (before + after).strip() or not _only_definitions(before) or not _only_definitions(after):
+        return Placed(source)  # nothing to move, or real output before the document
+    rest = source[html.start():]
     inside = _BODY_START.search(rest)
     if inside is None:
         return Placed(source)  # the <body> found was inside a macro: the document itself has none
-    into = at + inside.end()
-    moved = source[:at] + rest[:inside.end()] + head + rest[inside.end():]
-    return Placed(moved, (into, into + len(head)), at)
+    declaration = source[first_end:second_start]
+    into = len(declaration) + inside.end()
+    moved = declaration + rest[:inside.end()] + before + after + rest[inside.end():]
+    end = into + len(before) + len(after)
+    pieces = ((0, len(declaration), first_end), (len(declaration), into, html.start()),
+              (into, into + len(before), 0), (into + len(before), end, second_start),
+              (end, len(moved), html.start() + inside.end()))
+    return Placed(moved, (into, end), source, pieces)
 
 
 def _top_level_code(child: str, name: str) -> str:
