@@ -212,3 +212,14 @@ def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "loyalty_mail", "--version"], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0 and result.stdout.startswith("loyalty-mail, version ")
+
+
+@pytest.mark.parametrize("where", ["no/such/folder/out.html", "a-file/out.html"])
+def test_an_out_file_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = CliRunner().invoke(cli, ["--project", str(REPO), "preview", "welcome", "--sample", "--out", where],
+                                env={"LOYALTY_MAIL_SECRET": "test-secret-0123456789abcdef"})
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot write {where}: " in result.output
+    assert "Internal error" not in result.output and "Traceback" not in result.output

@@ -93,3 +93,23 @@ def test_an_href_that_is_one_expression_is_signed_as_the_browser_reads_it(tmp_pa
     someone = member(locale="en")
     preview = renderer.render("welcome", someone, now=NOW, tracked=False).html
     assert dom_difference(preview, renderer.reference_html("welcome", someone, now=NOW)) is None
+
+
+BULLETPROOF = (  # Campaign Monitor's bulletproof button: Outlook draws the VML shape, and follows its href
+    '<div><!--[if mso]><v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="https://shop.example/sale?m='
+    '{{ member.member_id }}&amp;c=vml" style="height:40px;width:200px" arcsize="10%" stroke="f" fillcolor="#d62828">'
+    '<w:anchorlock/><center>Shop the sale</center></v:roundrect><![endif]-->'
+    '<!--[if !mso]><!-- --><a href="https://shop.example/sale?m={{ member.member_id }}&amp;c=html">Shop the sale</a>'
+    '<!--<![endif]--></div>')
+
+
+@pytest.mark.parametrize("source", [with_content(BULLETPROOF),  # compiled once
+                                    with_content(BULLETPROOF + '<p class="{{ member.tier }}">per email</p>')])
+def test_the_href_of_an_outlook_vml_button_is_tracked_like_a_link(tmp_path, source):
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/en.html": source}))
+    html = renderer.render("welcome", member(locale="en"), now=NOW).html
+    shape = re.search(r'<v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="([^"]+)"', html)
+    assert shape is not None
+    token = shape.group(1).rsplit("/c/", 1)[1]
+    assert TokenSigner(SECRET).verify(token, "click").url == "https://shop.example/sale?m=SV000123&c=vml"
+    assert links_in(BULLETPROOF.replace("{{ member.member_id }}", "X"))[0] == (0, "https://shop.example/sale?m=X&c=vml")

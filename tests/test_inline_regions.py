@@ -11,7 +11,7 @@ import re
 import pytest
 
 from loyalty_mail.rendering.dom import dom_difference
-from loyalty_mail.rendering.inlining import compile_inlined, inline_css
+from loyalty_mail.rendering.inlining import NeedsFallback, compile_inlined, inline_css
 from loyalty_mail.rendering.renderer import LinkTracker, email_environment
 from loyalty_mail.rendering.text import html_to_text
 
@@ -48,9 +48,12 @@ CASES = [
     (".card > .n > ul li:last-child { border: 0 }",
      '{% for t in tree recursive %}<div class="n">' + LOOP + "{% if t.children %}{{ loop(t.children) }}{% endif %}"
      "</div>{% endfor %}", False),
-    (".card > div > ul li:last-child { border: 0 }",
-     "{% set b %}" + LOOP + '{% endset %}<div class="a">{{ b }}</div><p>{{ b }}</p>', False),
 ]
+
+# a `{% set %}` block printed among other ancestors: its rules are judged where it is printed,
+# and an ancestor chain that differs there sends the template to per-email inlining
+SET_BLOCK_ELSEWHERE = ".card > div > ul li:last-child { border: 0 }", \
+    "{% set b %}" + LOOP + '{% endset %}<div class="a">{{ b }}</div><p>{{ b }}</p>'
 
 
 def render(source: str, perks: list[str]) -> str:
@@ -88,3 +91,9 @@ def test_a_mark_that_is_not_an_attribute_is_left_as_written_on_the_whole_page():
     ours = restyler.apply(rendered)
     assert "lm-region" not in ours and ours.count('data-lm-style="0"') == 2
     assert dom_difference(ours, inline_css(render(source, ["one", "two"]))) is None
+
+
+def test_a_set_block_printed_among_other_ancestors_is_inlined_per_email_naming_it():
+    with pytest.raises(NeedsFallback) as raised:
+        compile_inlined(page(*SET_BLOCK_ELSEWHERE), text_of=html_to_text)
+    assert "'.card > div > ul li:last-child'" in raised.value.reason and "'b'" in raised.value.reason

@@ -163,3 +163,20 @@ def test_a_missing_custom_attribute_at_send_time_names_line_column_and_the_close
         raise AssertionError("the render should fail")
     assert message == ("templates/welcome/en.html:7:36: undefined variable: no field 'vip_cod' in this "
                        "email's data (did you mean vip_code?)")
+
+
+def test_a_file_that_is_not_there_is_named_where_it_is_included_extended_or_imported(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/block.html" import button %}\n'
+                    '{% block content %}\n<p>{% include "_partials/amount.html" %}</p>\n'
+                    '{% include "_partials/optional.html" ignore missing %}\n{% endblock %}\n')
+    target = program(tmp_path, {"welcome/en.html": body, "tier_upgrade/en.html": FRONT + '{% extends "_layouts/eng.html" %}\n'})
+    assert static_problems(target) == [
+        "templates/tier_upgrade/en.html:5:12: templates/_layouts/eng.html does not exist "
+        "(did you mean templates/_layouts/en.html?)",
+        "templates/welcome/en.html:6:9: templates/_partials/block.html does not exist "
+        "(did you mean templates/_partials/blocks.html?)",
+        "templates/welcome/en.html:8:15: templates/_partials/amount.html does not exist "
+        "(did you mean templates/_partials/amounts.html?)"]
+    result = check(target)
+    assert result.exit_code == 1
+    assert "templates/welcome/en.html:8:15: templates/_partials/amount.html does not exist" in result.output

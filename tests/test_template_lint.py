@@ -186,3 +186,13 @@ def test_preview_warns_when_years_contradicts_the_join_date():
     assert wrong.stdout.startswith("Subject: Happy 3-year anniversary, Lan!")
     right = preview("milestone", "--sample", "--set", "kind=anniversary", "--set", "years=1")
     assert right.exit_code == 0 and right.stderr == ""
+
+
+def test_the_size_warning_measures_the_html_part_as_sent_with_its_links_signed(tmp_path):
+    # 94 KB as previewed; each of the 100 links grows by about 130 bytes once signed for the send
+    links = "".join(f'<p><a href="https://senvang.vn/p/{n}?utm_source=email">Item {n}</a></p>' for n in range(100))
+    body = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n<html><body><p>' + "x" * 88_000 + "</p>" + links
+            + '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>\n')
+    result = invoke(program(tmp_path, {"catalogue/vi.html": body, "catalogue/en.html": body}), "check")
+    assert result.exit_code == 0, result.output
+    assert "warning: templates/catalogue/vi.html:1: the HTML part is 104 KB (for SAMPLE000)" in result.stderr

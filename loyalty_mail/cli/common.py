@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import CannotListen
+from ..errors import CannotListen, LoyaltyMailError
 from ..errors import shown as quoted
 from ..runtime import Runtime
 
@@ -47,6 +47,16 @@ class CliContext:
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a command's output to the file `--out` names; a file that cannot be written (no such
+    folder, no permission, a folder of that name) is the user's to fix, not a crash."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise LoyaltyMailError(f"cannot write {path}: {exc.strerror or exc} (does its folder exist, "
+                               "and may it be written?)") from None
 
 
 def stdout() -> Console:

@@ -21,7 +21,8 @@ from ..reports import charts, page
 from ..reports.variants import configured_tests, variant_report
 from ..segments import load_catalog
 from . import cli
-from .common import CliContext, _cell, counted, format_option, pass_cli, print_table, stdout, to_jsonable
+from .common import (CliContext, _cell, counted, format_option, pass_cli, print_table, stdout, to_jsonable,
+                     write_output)
 
 
 def _day(value: str | None, param: str) -> date | None:
@@ -257,5 +258,5 @@ def _emit(text: str, out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
         return
-    out.write_text(text, encoding="utf-8")
+    write_output(out, text.encode("utf-8"))
     click.echo(f"wrote {out}", err=True)

@@ -20,7 +20,8 @@ from ..rendering.checks import sample_members, sample_occurrence
 from ..rendering.occurrence_values import OccurrenceValueError, occurrence_value, with_standing
 from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
-from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
+from .common import (CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at,
+                     write_output)
 
 
 @cli.group()
@@ -172,11 +173,11 @@ def preview(obj: CliContext, template: str, member_id: str | None, sample: bool,
     }[output_format]()
     if open_browser:
         target = out if out and output_format == "html" else Path(tempfile.mkstemp(suffix=".html")[1])
-        target.write_bytes(rendered.html.encode())
+        write_output(target, rendered.html.encode())
         if not webbrowser.open(target.resolve().as_uri()):
             raise LoyaltyMailError(f"no web browser found; the preview is in {target}")
     if out is not None:
-        out.write_bytes(content)
+        write_output(out, content)
         click.echo(f"wrote {out} ({rendered.template}, {rendered.locale}: {rendered.subject})", err=True)
     elif not open_browser:
         click.echo(content.decode("utf-8", errors="replace"), nl=False)

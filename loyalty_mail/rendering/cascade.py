@@ -6,7 +6,8 @@ condition removes matches different copies in each email: those *dynamic* rules 
 email here. At compile time every element a dynamic rule could match (same tag, classes and id
 as its subject, structure left aside) is marked, and its plan kept: its own style attribute,
 the HTML attributes premailer may set, and the declarations of the other rules matching it.
-Per email the dynamic rules are matched on the rendered DOM (lxml + cssselect): on the parents
+Per email the dynamic rules are matched on the rendered DOM (lxml; the common shapes in Python,
+`selectors`, in time proportional to the page, others by cssselect's XPath): on the parents
 of the marked elements alone, each parsed inside its ancestors' start tags, when the rules read
 no further (`Restyler._mark_regions`), else on the whole page; and each marked
 element gets what premailer would give it: every matching rule's declarations merged with
@@ -35,7 +36,7 @@ from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
 
-from .selectors import chain_of
+from .selectors import Chain, Document, chain_of
 
 # How premailer is run everywhere: per email, for `check`'s comparison, and as the reference.
 PREMAILER_OPTIONS = dict(
@@ -100,7 +101,9 @@ class Restyler:
     _written_size: int = field(default=0, repr=False)  # their characters
 
     def __post_init__(self) -> None:
-        self._selectors = [CSSSelector(rule.selector) for rule in self.dynamic]
+        # the common shapes matched in Python (`selectors`): cssselect's XPath for `+` and
+        # `:last-child` costs the square of a loop's rows
+        self._selectors = [chain_of(rule.selector) or CSSSelector(rule.selector) for rule in self.dynamic]
         self._premailer = premailer.Premailer(**_options())
 
     def complete(self, page: Any, elsewhere: AbstractSet[Any] | None = None) -> None:
@@ -183,9 +186,15 @@ class Restyler:
     def _hits(self, page: Any) -> list[tuple[int, tuple[int, ...]]]:
         """Each marked element of a parsed page, in document order: its number and the dynamic
         rules (indexes) that match it."""
-        matched = [set(select(page)) for select in self._selectors]
+        matched = self._matched(page)
         return [(int(element.get(MARK)), tuple(i for i, found in enumerate(matched) if element in found))
                 for element in page.iter() if isinstance(element.tag, str) and element.get(MARK) is not None]
+
+    def _matched(self, page: Any) -> list[set[Any]]:
+        """The elements of `page` each dynamic rule matches."""
+        read = Document(page) if any(isinstance(select, Chain) for select in self._selectors) else None
+        return [set(read.select(select)) if isinstance(select, Chain) and read is not None
+                else set(select(page)) for select in self._selectors]
 
     def _region_hits(self, number: int, text: str) -> list[tuple[int, tuple[int, ...]]]:
         """`_hits` of one region, parsed inside its ancestors' start tags."""
@@ -277,7 +286,7 @@ class Restyler:
     def _apply_whole(self, document: str) -> str:
         tree = etree.fromstring(document.strip(), etree.HTMLParser()).getroottree()
         page = tree.getroot()
-        matched = [set(select(page)) for select in self._selectors]
+        matched = self._matched(page)
         marked, written = [], []
         for element in page.iter():
             number = element.get(MARK) if isinstance(element.tag, str) else None

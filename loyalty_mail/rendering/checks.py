@@ -26,7 +26,7 @@ from .catalog import TEMPLATES_DIR, Variant
 from .dom import dom_difference
 from .links import links_in
 from .limits import RenderLimitError
-from .lint import RenderedLint, is_production, lint_files, template_files
+from .lint import HTML_LIMIT, RenderedLint, is_production, lint_files, template_files
 from .renderer import _TEXT_URL, PER_EMAIL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
 from .static_check import check_static, check_untriggered, triggers_by_email
 
@@ -248,7 +248,9 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
             _check_link_lengths(renderer, compiled.variant.html_path, email_out.html, email_out.text,
                                 seen, report)
             report.warnings.extend(lint.check(email_out.html, email_out.subject, unsubscribe_url,
-                                              str(member["member_id"])))
+                                              str(member["member_id"]),
+                                              _size_as_sent(renderer, email_out.html, email, member, now, flow,
+                                                            occurrence, locale)))
             difference = reference and dom_difference(email_out.html, reference)
             if difference and "dom" not in seen:
                 seen.add("dom")
@@ -256,6 +258,19 @@ def _check_variant(renderer: Renderer, email: str, locale: str, now: datetime,
                     Location(f"{TEMPLATES_DIR}/{compiled.variant.html_path}", 1),
                     f"compile-time CSS inlining differs from inlining after rendering for "
                     f"{member['member_id']} ({difference}); please report this as a bug"))
+
+
+def _size_as_sent(renderer: Renderer, html: str, email: str, member: dict[str, Any], now: datetime,
+                  flow: dict[str, Any], occurrence: dict[str, Any], locale: str) -> int:
+    """The size in bytes of the HTML part as it is sent: its links signed (a click URL is longer
+    than the URL it carries) and the open pixel added. A preview that is well under the limit is
+    measured as it is."""
+    size = len(html.encode())
+    if size <= HTML_LIMIT // 2 or renderer.signer is None:
+        return size
+    sent = renderer.render(email, member, now=now, flow=flow, occurrence=occurrence, locale=locale,
+                           send_id="0" * 32)
+    return len(sent.html.encode())
 
 
 def _check_link_lengths(renderer: Renderer, html_path: str, html: str, text: str, seen: set[str],

@@ -1,11 +1,17 @@
 """Jinja template inheritance resolved at the source level, so CSS can be inlined once.
 
-`flatten(name)` returns one self-contained Jinja source for an email: `{% extends %}` blocks
-substituted into their layout (with `{{ super() }}`), `{% include "x" %}` pasted in place, and
-`{% from "x" import m %}` replaced by the macro definitions it names. What cannot be resolved
-from the source alone (a layout or include chosen by a variable, `import ... as`, `{% raw %}`)
-raises `NotFlattenable` with the file and line, and the template falls back to inlining each
-email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
+`flatten(name)` returns one self-contained Jinja source for an email, in Jinja's order of
+execution: a child's code outside its blocks first (its statements, macros and `{% set %}`
+blocks, with the conditions and loops around them; not its output, which Jinja discards), then
+its layout with the child's blocks substituted (with `{{ super() }}`); `{% include "x" %}` pasted
+in place, and `{% from "x" import m %}` replaced by the macro definitions it names. What cannot
+be resolved from the source alone (a layout or include chosen by a variable, `import ... as`,
+`{% raw %}`) raises `NotFlattenable` with the file and line, and the template falls back to
+inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
+
+`definitions_in_body` gives the HTML parser's view of such a source: the definitions written
+before `<html>` moved just inside `<body>` (their markup is styled there); compile-time inlining
+puts them back in front of the compiled template, where Jinja runs them before the `<head>`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from .jinja_source import Construct, constructs, string_value
 
 _BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
+_HTML_START = re.compile(r"<html\b", re.IGNORECASE)
 _WITH_CONTEXT = (("name", "with"), ("name", "context"))
 
 
@@ -74,18 +81,26 @@ def _blocks(source: str, template: str) -> dict[str, _Block]:
 
 def _macro_spans(tags: Iterable[Construct]) -> list[tuple[str, int, int]]:
     """(name, start, end) of each top-level `{% macro %}...{% endmacro %}`."""
-    spans: list[tuple[str, int, int]] = []
-    depth, start, current = 0, 0, ""
+    return [(tag.args[0][1] if tag.args else "", start, end)
+            for tag, start, end in _spans(tags, ("macro",)) if tag.keyword == "macro"]
+
+
+def _spans(tags: Iterable[Construct], keywords: tuple[str, ...]) -> list[tuple[Construct, int, int]]:
+    """(opening tag, start, end) of each outermost block of these kinds (`macro`, `set` blocks,
+    `call`) with its end tag; blocks of any of the kinds nest inside one another."""
+    spans: list[tuple[Construct, int, int]] = []
+    stack: list[Construct] = []
     for tag in tags:
-        if tag.keyword == "macro":
-            if depth == 0:
-                start, current = tag.start, tag.args[0][1] if tag.args else ""
-            depth += 1
-        elif tag.keyword == "endmacro" and depth:
-            depth -= 1
-            if depth == 0:
-                spans.append((current, start, tag.end))
+        if tag.keyword in keywords and (tag.keyword != "set" or tag.is_set_block):
+            stack.append(tag)
+        elif tag.keyword.startswith("end") and tag.keyword[3:] in keywords and stack:
+            opening = stack.pop()
+            if not stack:
+                spans.append((opening, opening.start, tag.end))
     return spans
+
+
+_DEFINITIONS = ("macro", "set")   # blocks that print nothing where they are written
 
 
 def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
@@ -97,36 +112,88 @@ def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(kept)
 
 
-def _macros_into_body(source: str, template: str) -> str:
-    """Macro definitions written before <html> would be moved by an HTML parser; they print
-    nothing, so move them just inside <body>, where they are styled like the rest."""
-    start, body = _DOCUMENT_START.search(source), _BODY_START.search(source)
-    if not start or not body or not source[:start.start()].strip():
-        return source
-    head = source[:start.start()]
-    tags = _tags(head, template)
-    if _without(head, [(t.start, t.end) for t in tags]
-                + [(s, e) for _, s, e in _macro_spans(tags)]).strip():
-        return source  # real output before the document: leave it to the fallback check
-    rest = source[start.start():]
+@dataclass(frozen=True)
+class Placed:
+    """A self-contained source as the HTML parser should read it: the definitions written before
+    `<html>` (macros, `{% set %}`s and the statements around them, which print nothing), before
+    and after the doctype, moved just inside `<body>`, where an HTML parser keeps their markup and
+    styles it like the rest. Jinja must still run them first: `inlining.compile_inlined` puts
+    them back in front."""
+
+    source: str
+    moved: tuple[int, int] | None = None   # (start, end) of the definitions in `source`
+    original: str = ""                     # the source as written, when they were moved
+    pieces: tuple[tuple[int, int, int], ...] = ()  # (start, end) in `source` -> start as written
+
+    def original_line(self, line: int) -> int:
+        """The line, in the source as written, of a line of `source`."""
+        offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
+        for start, end, written in self.pieces:
+            if start <= offset < end:
+                return self.original.count("\n", 0, written + offset - start) + 1
+        return line
+
+
+_DOCTYPE = re.compile(r"<!doctype\b[^>]*>", re.IGNORECASE)
+
+
+def _only_definitions(text: str) -> bool:
+    """Whether `text` holds only statements, macro and `{% set %}` blocks, and white space."""
+    try:
+        tags = _tags(text, "")
+    except NotFlattenable:
+        return False
+    spans = [(s, e) for _, s, e in _spans(tags, _DEFINITIONS)]
+    return not _without(text, [(t.start, t.end) for t in tags] + spans).strip()
+
+
+def definitions_in_body(source: str) -> Placed:
+    """The source with the definitions written before `<html>` (before and after the doctype)
+    moved just inside `<body>`; the source as it is when there are none, or when something before
+    the document prints (the fallback check reports that), or when the document has no `<body>`
+    of its own."""
+    html, body = _HTML_START.search(source), _BODY_START.search(source)
+    if not html or not body:
+        return Placed(source)
+    doctype = _DOCTYPE.search(source, 0, html.start())
+    first_end, second_start = (doctype.start(), doctype.end()) if doctype else (html.start(), html.start())
+    before, after = source[:first_end], source[second_start:html.start()]
+    if not (before + after).strip() or not _only_definitions(before) or not _only_definitions(after):
+        return Placed(source)  # nothing to move, or real output before the document
+    rest = source[html.start():]
     inside = _BODY_START.search(rest)
     if inside is None:
-        return source  # the <body> found was inside a macro: the document itself has none
-    return rest[:inside.end()] + head + rest[inside.end():]
+        return Placed(source)  # the <body> found was inside a macro: the document itself has none
+    declaration = source[first_end:second_start]
+    into = len(declaration) + inside.end()
+    moved = declaration + rest[:inside.end()] + before + after + rest[inside.end():]
+    end = into + len(before) + len(after)
+    pieces = ((0, len(declaration), first_end), (len(declaration), into, html.start()),
+              (into, into + len(before), 0), (into + len(before), end, second_start),
+              (end, len(moved), html.start() + inside.end()))
+    return Placed(moved, (into, end), source, pieces)
 
 
-def _prelude(child: str, name: str) -> str:
-    """A child's macro definitions and `{% set %}`s outside its blocks (Jinja runs those too)."""
+def _top_level_code(child: str, name: str) -> str:
+    """What Jinja runs of a child template outside its blocks, before its layout: every statement
+    there (conditions, loops, `{% set %}`, `{% from %}`), macro and `{% set %}` blocks whole; not
+    its text, expressions, `{% call %}` blocks or includes, whose output Jinja discards."""
     blocks = _blocks(child, name).values()
     outside = [b for b in blocks if not any(o.start < b.start and b.end <= o.end for o in blocks)]
     tags = [t for t in _tags(child, name) if not any(b.start <= t.start < b.end for b in outside)]
-    kept = [(start, child[start:end]) for _, start, end in _macro_spans(tags)]
-    macros = [(start, end) for _, start, end in _macro_spans(tags)]
+    spans = _spans(tags, ("macro", "set", "call"))
+    pieces, position = [], 0
     for tag in tags:
-        if tag.keyword == "set" and ("operator", "=") in tag.args \
-                and not any(s <= tag.start < e for s, e in macros):
-            kept.append((tag.start, tag.code(child)))
-    return "".join(text for _, text in sorted(kept))
+        if tag.start < position:
+            continue  # inside a span already kept or left out
+        span = next(((opening, end) for opening, start, end in spans if start == tag.start), None)
+        if span is not None:
+            if span[0].keyword != "call":
+                pieces.append(child[tag.start:span[1]])
+            position = span[1]
+        elif tag.keyword not in ("extends", "include"):
+            pieces.append(tag.code(child))
+    return "".join(pieces)
 
 
 def referenced_files(source: str) -> list[str]:
@@ -177,11 +244,8 @@ class Flattener:
         self._load = load
 
     def flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
-        """The self-contained source of template `name`."""
-        source = self._flatten(name, _seen)
-        return _macros_into_body(source, name) if not _seen else source
-
-    def _flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
+        """The self-contained source of template `name`, in Jinja's order of execution: a
+        child's code outside its blocks first, then its layout with the blocks filled in."""
         if name in _seen:
             raise NotFlattenable(name, 1, f"includes itself through {' -> '.join(_seen)}")
         source = self._load(name)
@@ -189,15 +253,13 @@ class Flattener:
         for comment in reversed(comments):  # blanked, keeping the lines of what follows
             source = source[:comment.start] + "\n" * comment.code(source).count("\n") + source[comment.end:]
         self._refuse_runtime_constructs(source, name)
+        written = source
         source = self._paste_includes(source, name, _seen + (name,))
         parent = self._parent(source, name)
         if parent is None:
             return source
         layout = self._substitute_blocks(self.flatten(parent, _seen + (name,)), source, name)
-        # Macro definitions print nothing; inside <body> they are styled like the rest.
-        body = _BODY_START.search(layout)
-        at = body.end() if body else 0
-        return layout[:at] + _prelude(source, name) + layout[at:]
+        return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
 
     def _refuse_runtime_constructs(self, source: str, name: str) -> None:
         for tag in _tags(source, name):

@@ -64,9 +64,26 @@ def points(context: Context, value: Any) -> str:
     return f"{number:,}".replace(",", separator)
 
 
+def _moment(value: Any, name: str, kinds: tuple[type, ...]) -> Any:
+    """The filter's value when it is one of `kinds`; otherwise a TypeError that the template
+    reports at its line (babel would stop on an assertion, naming nothing)."""
+    if isinstance(value, kinds):
+        return value
+    what = "a date or a datetime" if date in kinds else "a datetime"
+    raise TypeError(f"`| {name}` needs {what}, not {type(value).__name__} {str(value)[:60]!r}")
+
+
+def _formatted(name: str, format: str, write: Any, value: Any, locale: babel.Locale) -> str:
+    try:
+        return str(write(value, format=format, locale=locale))
+    except (AttributeError, KeyError) as exc:  # babel on a field the value lacks (a zone on a date...)
+        raise ValueError(f"`| {name}` cannot write {type(value).__name__} values in the format {format!r}") from exc
+
+
 @pass_context
 def localtime(context: Context, value: datetime, zone: str | None = None) -> datetime:
     """An aware UTC datetime in the member's time zone (or the zone given)."""
+    value = _moment(value, "localtime", (datetime,))
     name = zone or context.get("timezone") or "UTC"
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -79,16 +96,18 @@ def format_date(context: Context, value: date | datetime, format: str = "long") 
 
     A datetime is first moved to the member's time zone, so the day is the member's day.
     """
+    value = _moment(value, "date", (date, datetime))
     if isinstance(value, datetime):
         value = localtime(context, value).date()
-    return babel.dates.format_date(value, format=format, locale=_locale(context))
+    return _formatted("date", format, babel.dates.format_date, value, _locale(context))
 
 
 @pass_context
 def format_datetime(context: Context, value: datetime, format: str = "medium") -> str:
     """A moment in the member's time zone, e.g. `23 thg 11, 2026 08:00:00`."""
-    return babel.dates.format_datetime(localtime(context, value), format=format,
-                                       locale=_locale(context))
+    value = _moment(value, "datetime", (datetime,))
+    return _formatted("datetime", format, babel.dates.format_datetime, localtime(context, value),
+                      _locale(context))
 
 
 FILTERS = {

@@ -6,9 +6,9 @@ for statements between elements, a plain token elsewhere), runs premailer once, 
 for click tracking, and swaps the Jinja back. Where the result could differ from "render, then
 inline" (a class, id or style that depends on data, template code inside a tag or a `<style>`,
 an attribute selector reading an attribute that holds data, a control block that opens and
-closes tags unevenly, sibling selectors next to loops, macros or `{% call %}` blocks whose
-elements match context-dependent selectors, markup printed from data or rewritten by a filter,
-or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+closes tags unevenly, sibling selectors next to loops, macros, `{% set %}` or `{% call %}` blocks
+whose elements match context-dependent selectors, a `<style>` inside a condition, a loop or such
+a definition, markup printed from data or rewritten by a filter, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
 the stylesheet compiled once). Only markup that can be printed is judged: a macro definition
 that nothing printed calls (`jinja_source.without_unused_macros`) is left out first.
@@ -36,12 +36,14 @@ from lxml.cssselect import CSSSelector
 from .cascade import PREMAILER_OPTIONS, Restyler, Unplannable, plan, subjects
 from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
+from .text import CODE
+from .flatten import Placed, definitions_in_body
 from .jinja_source import Construct, constructs, names_read, without_unused_macros
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
             "filter": ("endfilter",), "with": ("endwith",), "block": ("endblock",),
-            "autoescape": ("endautoescape",)}
+            "autoescape": ("endautoescape",), "set": ("endset",)}  # set: a set block (`_opens`)
 _BRANCHES = {"elif", "else"}
 _CLOSERS = {end for ends in _OPENERS.values() for end in ends}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -73,11 +75,12 @@ class Protected:
     html: str
     originals: dict[int, str] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)   # where each construct starts in the source
     statements: set[int] = field(default_factory=set)
     content_expressions: set[int] = field(default_factory=set)
     keywords: dict[int, str] = field(default_factory=dict)   # a statement's tag: if, for, macro...
-    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card
-    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card
+    calls: dict[int, str] = field(default_factory=dict)      # `{{ card(x) }}` -> card, `{{ s }}` (a set block) -> s
+    macro_names: dict[int, str] = field(default_factory=dict)  # `{% macro card(v) %}` -> card, `{% set s %}` -> s
     expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
     markup: dict[int, str] = field(default_factory=dict)  # code that prints markup not written here: how
     data_in: dict[str, int] = field(default_factory=dict)  # attribute names holding code -> first line
@@ -105,6 +108,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
     places = _located(source, found)
     markup_names = _markup_names(found)
+    set_blocks = {c.args[0][1] for c in found if c.is_set_block and c.args and c.args[0][0] == "name"}
     result = Protected(html="")
     forms: dict[int, str] = {}
     for number, construct in enumerate(found):
@@ -120,15 +124,18 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
                                 "which CSS rules apply is only known after rendering")
         result.originals[number], result.lines[number] = construct.code(source), line
+        result.offsets[number] = construct.start
         if place.startswith("attr:"):
             result.data_in.setdefault(place.removeprefix("attr:"), line)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
+        if construct.kind == "expression" and len(construct.tokens) == 1 and construct.tokens[0][1] in set_blocks:
+            result.calls[number] = construct.tokens[0][1]  # prints the set block's markup
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
         how = _prints_markup(construct, markup_names)
         if how and place == "content":
             result.markup[number] = how
-        if construct.keyword == "macro" and construct.args:
+        if (construct.keyword == "macro" or construct.is_set_block) and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
             result.statements.add(number)
@@ -304,7 +311,7 @@ def check_balanced(protected: Protected) -> None:
                 stack.pop()
         else:
             keyword, index = name.split(":")
-            if keyword in _OPENERS:
+            if _opens(protected, int(index)):
                 stack.append(f"jinja:{index}")
             elif keyword in _BRANCHES or keyword in _CLOSERS:
                 while stack and not stack[-1].startswith("jinja:"):
@@ -322,8 +329,17 @@ def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
                          "structure depends on data")
 
 
-_CONTROL = {"for": 1, "if": 1, "endfor": -1, "endif": -1}
-_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall"}
+def _opens(protected: Protected, number: int) -> bool:
+    """Whether statement `number` opens a block (`{% set %}` only in its block form)."""
+    keyword = protected.keywords.get(number, "")
+    return keyword in _OPENERS and (keyword != "set" or number in protected.macro_names)
+
+
+# Blocks whose markup is printed only for some emails, or elsewhere (where a macro is called,
+# where a call block's macro calls `caller()`, where a set block's name is printed), or never
+_PRINTED_ELSEWHERE = {"for", "if", "macro", "call", "set"}
+_CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall",
+                   "endset"}
 _STRUCTURAL_ENDINGS = (":first-child", ":last-child")   # the pseudo-classes premailer inlines
 _COMBINATOR = re.compile(r"""\s*([>+~])\s*|\s+(?=[^\s>+~])""")
 
@@ -373,7 +389,8 @@ def _varying_parents(tree: lxml.html.HtmlElement, protected: Protected) -> set[l
     varying = set()
     for comment in tree.iter(lxml.etree.Comment):
         match = _TOKEN.fullmatch(f"<!--{comment.text}-->")
-        if match and match.group(1) and protected.keywords.get(int(match.group(1))) in _CONTROL_PLACES:
+        number = int(match.group(1)) if match and match.group(1) else -1
+        if protected.keywords.get(number) in _CONTROL_PLACES or number in protected.macro_names:
             parent = comment.getparent()
             if parent is not None:
                 varying.add(parent)
@@ -459,17 +476,29 @@ def _attributes_read(selector: str) -> set[str]:
 
 
 def _check_conditional_styles(protected: Protected, source: str) -> None:
-    """A <style> inside a loop or condition applies only when it is rendered."""
+    """A <style> inside a loop, a condition or a definition (a macro, a call block, a set block)
+    applies only to the emails that print it."""
     for match in _STYLE_BLOCK.finditer(protected.html):
         before = protected.html[:match.start()]
-        depth = 0
+        enclosing: list[str] = []
         for token in _TOKEN.finditer(before):
             if token.group(1):
-                depth += _CONTROL.get(protected.keywords.get(int(token.group(1)), ""), 0)
-        if depth > 0:
+                number = int(token.group(1))
+                keyword = protected.keywords.get(number, "")
+                if keyword in _PRINTED_ELSEWHERE and _opens(protected, number):
+                    enclosing.append(keyword)
+                elif keyword.startswith("end") and keyword[3:] in _PRINTED_ELSEWHERE and enclosing:
+                    enclosing.pop()
+        if enclosing:
+            inside = _INSIDE[enclosing[-1]]
             raise NeedsFallback(line_of(source, max(source.find(match.group(0)[:40]), 0)),
-                                "this <style> is inside a condition or loop, so its rules apply "
-                                "only to some emails")
+                                f"this <style> is inside {inside}, so its rules apply only to the emails "
+                                "that print it")
+
+
+_INSIDE = {"if": "a condition or loop", "for": "a condition or loop", "macro": "a macro (printed where it is "
+           "called)", "call": "a call block (printed where its macro calls caller())",
+           "set": "a set block (printed where its name is)"}
 
 
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)")
@@ -513,7 +542,7 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
             for mark in sites:
                 if [e in matched for e in tree.xpath(f'//*[@data-jxm="{mark}"]')] != expected:
                     raise NeedsFallback(1, f"the selector '{selector}' styles elements of the macro "
-                                        f"'{name}' differently depending on where it is called")
+                                        f"(or set block) '{name}' differently depending on where it is printed")
 
 
 def _mark(html: str, mark: str) -> str:
@@ -525,9 +554,9 @@ def _macro_regions(protected: Protected) -> list[tuple[int, str, str]]:
     stack: list[int] = []
     for number in sorted(protected.statements):
         keyword = protected.keywords[number]
-        if keyword == "macro":
+        if keyword == "macro" or _opens(protected, number) and keyword == "set":
             stack.append(number)
-        elif keyword == "endmacro" and stack:
+        elif keyword in ("endmacro", "endset") and stack:
             start = stack.pop()
             regions.append((start, f"<!--JX{start}X-->", f"<!--JX{number}X-->"))
     return regions
@@ -544,7 +573,7 @@ def prune_unmatchable_rules(source: str) -> str | None:
     left out."""
     source = without_unused_macros(source)
     try:
-        protected = protect(source, data_attributes=True)
+        protected = protect(definitions_in_body(source).source, data_attributes=True)
     except NeedsFallback:
         return None
     if printed_markup(protected) is not None:
@@ -672,8 +701,17 @@ class CompiledHtml:
 
 def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHtml:
     """Inline CSS once; raise NeedsFallback where that would not equal per-email inlining.
-    Only markup that can be printed is looked at: a macro nothing calls is left out."""
-    source = without_unused_macros(source)
+    Only markup that can be printed is looked at: a macro nothing calls is left out (its lines
+    kept). The definitions written before the document are styled inside `<body>` and run first."""
+    placed = definitions_in_body(without_unused_macros(source))
+    try:
+        return _compile_placed(placed, text_of)
+    except NeedsFallback as exc:
+        raise NeedsFallback(placed.original_line(exc.line), exc.reason) from None
+
+
+def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHtml:
+    source = placed.source
     protected = protect(source)
     markup = printed_markup(protected)
     if markup is not None:
@@ -706,8 +744,16 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
         if number not in links and counts.get(number, 0) + consumed.count(number) != 1:
             raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
                                 "template code (it can only be inlined after rendering)")
-    text = text_of(inlined)
-    inlined = _BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), inlined, count=1)
+    text = _with_code_placeholders(text_of(inlined), protected)
+    pixel = max(protected.originals) + 1 if protected.originals else 0
+    protected.originals[pixel] = OPEN_PIXEL
+    inlined = _BODY_END.sub(lambda m: f"JX{pixel}X" + m.group(0), inlined, count=1)
+    if placed.moved is not None:
+        start, end = placed.moved
+        moved = [n for n, offset in protected.offsets.items() if start <= offset < end]
+        first, last = min(moved), max(moved)
+        inlined = _to_front(inlined, f"<!--JX{first}X-->", f"<!--JX{last}X-->", protected.lines[first])
+        text = _to_front(text, f"JX{first}X", f"JX{last}X", protected.lines[first])
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
 
@@ -741,6 +787,17 @@ def _printed_elsewhere(page: Any, protected: Protected, source: str) -> set[Any]
         elif isinstance(node.tag, str) and any(open_blocks):
             inside.add(node)
     return inside
+
+
+def _to_front(document: str, first: str, last: str, line: int) -> str:
+    """The document with the part from placeholder `first` to placeholder `last` moved to its
+    front: definitions styled inside `<body>`, which Jinja must run before the `<head>`."""
+    start, end = document.find(first), document.find(last)
+    if start < 0 or end < start:
+        raise NeedsFallback(line, "the CSS inliner moved these definitions (they can only be "
+                            "inlined after rendering)")
+    end += len(last)
+    return document[start:end] + document[:start] + document[end:]
 
 
 def parse_document(document: str) -> tuple[Any, Any, Any]:
@@ -784,7 +841,7 @@ def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[in
         # as written in HTML: the filter decodes it again, data printed in it included
         written = html.escape(url, quote=True)  # no quote left: a Jinja string literal holds it
         if _TOKEN.search(url) or any(c in written for c in "\\\r\n"):
-            marked[next_number] = TRACK_FILTER % (link, written)
+            marked[next_number] = TRACK_FILTER % (link, as_text(written))
         else:  # a URL without template code: the filter on a literal, no block to capture
             marked[next_number] = TRACK_CONSTANT % (written, link)
         next_number += 1
@@ -795,10 +852,39 @@ def mark_links(page: Any, protected: Protected) -> tuple[dict[int, str], list[in
     return marked, consumed
 
 
+_OPENING = re.compile(r"\{(?=[{%#]|JX\d+X|<!--JX\d+X-->)")
+
+
+def as_text(written: str) -> str:
+    """Text with placeholders, made Jinja source that prints the text as it is: a `{` that would
+    open a Jinja construct (before `{`, `%`, `#` or a placeholder's code, each of which begins
+    with `{`) is printed by an expression. The parser gives `&#123;&#123;` as `{{`, and text an
+    element closes between (`<b>{</b>{`) reads `{{` in the text part."""
+    return _OPENING.sub("{{ '{' }}", written)
+
+
+def _with_code_placeholders(text: str, protected: Protected) -> str:
+    """The text template with the Jinja code its converter added (`text.CODE`) kept as code:
+    each becomes a placeholder of its own."""
+    def placeholder(match: re.Match[str]) -> str:
+        number = max(protected.originals, default=-1) + 1
+        protected.originals[number] = match.group(1)
+        return f"JX{number}X"
+
+    return CODE.sub(placeholder, text)
+
+
 def restore(document: str, protected: Protected) -> str:
-    """Put the Jinja source back in place of every placeholder (placeholders may nest once)."""
+    """Put the Jinja source back in place of every placeholder (placeholders may nest once); the
+    text around them stays text (`as_text`)."""
     def original(match: re.Match[str]) -> str:
         code = protected.originals[int(match.group(1) or match.group(2))]
         return _TOKEN.sub(original, code)
 
-    return _TOKEN.sub(original, document)
+    pieces, position = [], 0
+    for match in _TOKEN.finditer(document):
+        text = as_text(document[position:match.end()])  # with the placeholder, whose code begins with `{`
+        pieces += [text[:len(text) - len(match.group(0))], original(match)]
+        position = match.end()
+    pieces.append(as_text(document[position:]))
+    return "".join(pieces)

@@ -45,6 +45,11 @@ class Construct:
         return ""
 
     @property
+    def is_set_block(self) -> bool:
+        """`{% set name %}...{% endset %}` (or `{% set name | filter %}`), not `{% set name = value %}`."""
+        return self.keyword == "set" and ("operator", "=") not in self.args
+
+    @property
     def args(self) -> tuple[tuple[str, str], ...]:
         """A statement's tokens after its tag name."""
         return self.tokens[1:] if self.keyword else ()

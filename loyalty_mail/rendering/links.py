@@ -5,7 +5,9 @@ Outlook's conditional comments (`<!--[if mso]><a href="...">...<![endif]-->`), w
 to lxml and real HTML to Outlook, is read with the standard library's HTML tokenizer and its
 start tags rewritten in place, so a comment that opens a `<table>` another one closes stays
 as written. A trackable link is an `<a>` with an `href` that is not `mailto:`, `tel:`, `sms:` or
-an `#anchor`, and without `data-notrack`; links are numbered in document order.
+an `#anchor`, and without `data-notrack`; in a conditional comment, also a VML shape with an
+`href` (the bulletproof button `<v:roundrect href="...">`, which is what Outlook follows); links
+are numbered in document order.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _rewrite_markup(text: str, replace: Replace, first: int) -> tuple[str, int]:
     pieces, position, number = [], 0, first
     for offset, raw, tag, attrs in _StartTags().read(text):
         values = dict(attrs)
-        if tag != "a" or not trackable(values):
+        if not (tag == "a" or tag.startswith("v:")) or not trackable(values):
             continue
         url = replace(number, values["href"] or "")
         number += 1
@@ -74,7 +76,7 @@ def _rewrite_markup(text: str, replace: Replace, first: int) -> tuple[str, int]:
 
 def _conditional(comment: Any) -> bool:
     text = comment.text or ""
-    return text.startswith("[if") and "<a" in text.lower()
+    return text.startswith("[if") and "href" in text.lower()
 
 
 def rewrite_tree(root: Any, replace: Replace) -> int:

@@ -2,9 +2,9 @@
 
 From the template files (the email, its layouts, includes and imports): an `<img>` without
 `alt`, `| safe` on member data (printed as it is: never escaped), no preheader. From each sample
-render: an HTML part over 100 KB (Gmail clips messages over 102 KB), no unsubscribe link in the
-body, a subject over 80 characters and, in a production program, `http:` links and links to
-`localhost` or an example domain.
+render: an HTML part over 100 KB as sent, its links signed (Gmail clips messages over 102 KB), no
+unsubscribe link in the body, a subject over 80 characters and, in a production program,
+`http:` links and links to `localhost` or an example domain.
 
 A program is in production when `tracking.base_url` is served from a public host: not
 `localhost` or a loopback address, and not a reserved test name (`.localhost`, `.local`,
@@ -121,17 +121,19 @@ class RenderedLint:
     production: bool
     _reported: set[str] = field(default_factory=set)
 
-    def check(self, html: str, subject: str, unsubscribe_url: str, member_id: str) -> list[Problem]:
-        """The warnings this render adds (each kind once per variant; each link once)."""
-        found = self._check(html, subject, unsubscribe_url, member_id)
+    def check(self, html: str, subject: str, unsubscribe_url: str, member_id: str,
+              size: int | None = None) -> list[Problem]:
+        """The warnings this render adds (each kind once per variant; each link once); `size`: the
+        HTML part's bytes as sent, with its links signed (the preview's, when not given)."""
+        found = self._check(html, subject, unsubscribe_url, member_id, len(html.encode()) if size is None else size)
         fresh = [(kind, p) for kind, p in found if kind not in self._reported]
         self._reported.update(kind for kind, _ in fresh)
         return [p for _, p in fresh]
 
-    def _check(self, html: str, subject: str, unsubscribe_url: str, member_id: str) -> list[tuple[str, Problem]]:
+    def _check(self, html: str, subject: str, unsubscribe_url: str, member_id: str,
+               size: int) -> list[tuple[str, Problem]]:
         where = Location(f"{TEMPLATES_DIR}/{self.variant.html_path}", 1)
         problems: list[tuple[str, Problem]] = []
-        size = len(html.encode())
         if size > HTML_LIMIT:
             problems.append(("size", Problem(where, f"the HTML part is {size / 1024:.0f} KB (for {member_id}); "
                                     "Gmail clips messages over 102 KB and hides the rest, unsubscribe "

@@ -1,13 +1,16 @@
 """Typed values for the fields of a sample occurrence (`preview --set KEY=VALUE`): numbers must be
-numbers, reward lists and the next reward name rewards of the catalogue, so that a mistyped value
-is an error about the value, never a template error or a list iterated letter by letter."""
+numbers, times and dates ISO 8601 text, reward lists and the next reward name rewards of the
+catalogue, so that a mistyped value is an error about the value, never a template error or a list
+iterated letter by letter."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..config import Settings
 from ..errors import shown as quoted
+from .context import OCCURRENCE_DATES, OCCURRENCE_TIMES
 
 NUMBER_FIELDS = frozenset({"threshold", "years", "points", "balance", "age", "days_before", "earned", "redeemed",
                            "expired", "expiring", "needed", "to_regain", "to_next_tier"})
@@ -21,7 +24,7 @@ class OccurrenceValueError(ValueError):
 def occurrence_value(key: str, value: str, settings: Settings) -> object:
     """`value` as the field `key` holds it: a whole number, a list of reward names (comma-separated),
     a reward name for `next` (`none` for none, its cost and what is missing filled in later by
-    `with_standing`), or the text as given."""
+    `with_standing`), a time or date checked as ISO 8601, or the text as given."""
     if key in NUMBER_FIELDS:
         try:
             return int(value)
@@ -34,6 +37,13 @@ def occurrence_value(key: str, value: str, settings: Settings) -> object:
         return names
     if key == "next":
         return None if value == "none" else _reward(key, value, settings)
+    if key in OCCURRENCE_TIMES or key in OCCURRENCE_DATES:
+        try:
+            datetime.fromisoformat(value)  # the template sees it as a datetime (or a date)
+        except ValueError:
+            example = "2026-12-31" if key in OCCURRENCE_DATES else "2026-12-31T17:00:00+07:00"
+            raise OccurrenceValueError(f"{key}: {quoted(value)} is not an ISO 8601 "
+                                       f"{'date' if key in OCCURRENCE_DATES else 'time'} (e.g. {example})") from None
     return value
 
 

@@ -46,7 +46,7 @@ from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
 from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
-from .undefined import column_of, missing_name, suggestion
+from .undefined import column_of, missing_name, read_from_none, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -561,6 +561,9 @@ def _describe(exc: BaseException, context: Mapping[str, Any] | None = None) -> s
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, jinja2.UndefinedError):
         name = missing_name(exc)
+        if name and read_from_none(exc):
+            return (f"undefined variable: '{name}' is read from a value that is none for this member (such as "
+                    "tier.next for the highest tier): ask {% if ... %} before reading its fields")
         close = suggestion(name, context) if name and context is not None else None
         if name and close:
             return f"undefined variable: no field '{name}' in this email's data (did you mean {close}?)"

@@ -13,7 +13,9 @@ the records the context documents (`member`, `tier`, `tier.next`, `program`, `fl
 scalars, lists and template-bound names are "any": their attributes are not checked. The operand
 of `is defined`, `is undefined` and `| default` is not checked either: those are how a template
 asks whether something is there. Layouts (`extends`), `include`d files (with the includer's
-names) and `import`ed files (with Jinja's globals only, unless `with context`) are followed.
+names) and `import`ed files (with Jinja's globals only, unless `with context`) are followed; one
+that is not there is a problem where it is named (with the closest file's name), unless the
+include says `ignore missing`.
 
 Columns: Jinja's nodes carry a line but no column. The file is run through Jinja's own lexer
 (`env.lex`), whose tokens, joined, give the source back except for whitespace removed by `-`
@@ -235,6 +237,10 @@ class StaticChecker:
             return self.env.parse(text)
         except jinja2.TemplateSyntaxError:
             return nodes.Template([])  # the sample render reports it with its line
+
+    def missing(self, name: str) -> bool:
+        """Whether no template file has this name."""
+        return self._source_of(name) is None
 
     def _source_of(self, name: str) -> str | None:
         try:
@@ -478,12 +484,13 @@ class _Walk:
         elif isinstance(node, nodes.Block):
             self.nested(["super"]).statements(node.body)
         elif isinstance(node, nodes.Extends):
-            self.template_reference(node.template, [self.visible()])
+            self.template_reference(node, [self.visible()])
         elif isinstance(node, nodes.Include):
-            self.template_reference(node.template, [self.visible()] if node.with_context else [self.checker.globals])
+            self.template_reference(node, [self.visible()] if node.with_context else [self.checker.globals],
+                                    node.ignore_missing)
         elif isinstance(node, (nodes.Import, nodes.FromImport)):
             scopes = [self.visible()] if node.with_context else [self.checker.globals]
-            name = self.template_reference(node.template, scopes)
+            name = self.template_reference(node, scopes)
             if isinstance(node, nodes.Import):
                 self.scopes[-1][node.target] = None
             else:
@@ -495,10 +502,20 @@ class _Walk:
                 else:
                     self.statement(child)
 
-    def template_reference(self, template: nodes.Expr, scopes: list[dict[str, Record | None]]) -> str | None:
-        name = _constant_name(template)
+    def template_reference(self, node: nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport,
+                           scopes: list[dict[str, Record | None]], ignore_missing: bool = False) -> str | None:
+        """Check the file a statement names (a constant name), with `scopes`; a file that is not
+        there is a problem where it is named, unless the include may miss it."""
+        name = _constant_name(node.template)
         if name is None:
-            self.expr(template)
+            self.expr(node.template)
+            return None
+        if self.checker.missing(name):
+            if not ignore_missing:
+                known = self.checker.env.list_templates()
+                close = difflib.get_close_matches(name, known, n=1)
+                advice = f" (did you mean {TEMPLATES_DIR}/{close[0]}?)" if close else ""
+                self.report(node.template, name, f"{TEMPLATES_DIR}/{name} does not exist{advice}")
             return None
         self.checker.check_file(name, scopes, self.stack)
         return name

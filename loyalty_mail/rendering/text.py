@@ -8,8 +8,9 @@ its number (`start` and `value` honoured), and its paragraphs and line breaks fo
 indented under its text, with no blank line inside an item; a list inside an item is indented
 under it.
 
-Template placeholders that live in HTML comments (`<!--JX12X-->`) are kept, so the same
-converter turns a compiled template into a text template (`template=True`): there an item's
+Template placeholders that live in HTML comments (`<!--JX12X-->`) are kept, also in the parts
+left out and outside `<body>`, so the same converter turns a compiled template into a text
+template that runs every statement (`template=True`): there an item's
 indentation and where it starts are written as private characters that `settle` turns into
 the final text once the email is rendered (an item line that printed nothing is dropped, an
 item whose first line printed nothing starts on its next one), and an `<ol>` whose items come
@@ -31,6 +32,7 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 INDENT = "\ue000"   # one space of an item's indentation, until `settle`
 ITEM = "\ue001"     # where an item's marker ("- ", "2. ") starts, until `settle`
+CODE = re.compile("\ue002(.*?)\ue003", re.S)  # Jinja code the text template adds (`_code`)
 _BLANK_ITEM_LINE = re.compile(f"\n{INDENT}+[ \t]*(?=\n|\\Z)")
 _EMPTY_FIRST_LINE = re.compile(f"{ITEM}(-|[0-9]+\\.)[ \t]*\n{INDENT}+")  # a marker alone, then its item
 _BLANK_LINES = re.compile(r"\n\n\n+")
@@ -47,9 +49,19 @@ def html_to_text(document: str, *, template: bool = False) -> str:
         raise etree.ParserError("Document is empty")  # as lxml.html.document_fromstring says
     body = root.find("body")
     top = body if body is not None else root
-    parts: list[str] = [top.text] if top.text else []  # text before the body's first element
+    parts: list[str] = []
+    for node in reversed(list(root.itersiblings(preceding=True))):  # before <html>
+        _placeholders(node, parts)
+    outside = list(root) if body is not None else []
+    at = outside.index(body) if body is not None else 0
+    for node in outside[:at]:  # <head>, and what stands between it and <body>
+        _placeholders(node, parts)
+    if top.text:
+        parts.append(top.text)  # text before the body's first element
     writer = _Writer(template)
     writer.walk(top, parts)
+    for node in [*outside[at + 1:], *root.itersiblings()]:  # after </body>
+        _placeholders(node, parts)
     text = "".join(parts)
     lines = [_SPACES.sub(" ", line).strip() if line and not line.isspace() else "" for line in text.split("\n")]
     out: list[str] = []
@@ -100,6 +112,8 @@ class _Writer:
             if isinstance(tag, str):
                 if tag not in _SKIP and not _hidden(node):
                     self.element(node, parts)
+                else:
+                    _placeholders(node, parts)  # its text is left out, not the template code in it
             elif tag is etree.Comment:
                 text = node.text
                 if text and _PLACEHOLDER.match(text):
@@ -154,20 +168,22 @@ class _Writer:
         if ordered and self.template and self._varies(node):
             self.counters += 1
             counter = f"_lm_ol{self.counters}"
-            parts.append(f"{{% set {counter} = namespace(n={number}) %}}")
+            parts.append(_code(f"{{% set {counter} = namespace(n={number}) %}}"))
         parts.append("\n")
         if node.text and not node.text.isspace():
             parts.append(node.text)
         for child in node.iterchildren():
             tag = child.tag
             if tag == "li":
-                if not _hidden(child):
+                if _hidden(child):
+                    _placeholders(child, parts)
+                else:
                     value = _number(child.get("value"))
                     if not ordered:
                         marker = "- "
                     elif counter:
                         step = f"{counter}.n + 1" if value is None else str(value)
-                        marker = f"{{% set {counter}.n = {step} %}}{{{{ {counter}.n }}}}. "
+                        marker = _code(f"{{% set {counter}.n = {step} %}}{{{{ {counter}.n }}}}") + ". "
                     else:
                         number = number + 1 if value is None else value
                         marker = f"{number}. "
@@ -175,6 +191,8 @@ class _Writer:
             elif isinstance(tag, str):
                 if tag not in _SKIP and not _hidden(child):
                     self.element(child, parts)
+                else:
+                    _placeholders(child, parts)
             elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
                 parts.append(child.text)
             tail = child.tail
@@ -200,6 +218,21 @@ class _Writer:
             lines.pop()
         indent = INDENT * width
         return "\n".join([ITEM + marker + lines[0], *(indent + line for line in lines[1:])])
+
+
+def _code(source: str) -> str:
+    """Jinja code the text template adds, marked so that the compiler keeps it as code (`CODE`)
+    where the text around it is printed as written."""
+    return f"\ue002{source}\ue003"
+
+
+def _placeholders(node: etree._Element, parts: list[str]) -> None:
+    """The template placeholders in a part of the document the text leaves out (<head>, a hidden
+    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs."""
+    for comment in node.iter(etree.Comment):
+        text = comment.text
+        if text and _PLACEHOLDER.match(text):
+            parts.append(text)
 
 
 def _link(node: etree._Element, parts: list[str], start: int) -> None:

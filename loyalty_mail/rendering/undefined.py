@@ -24,6 +24,12 @@ def missing_name(exc: jinja2.UndefinedError) -> str | None:
     return (found.group(1) or found.group(2)) if found else None
 
 
+def read_from_none(exc: jinja2.UndefinedError) -> bool:
+    """Whether the name was read from a value that is none (`tier.next.label` for the highest
+    tier): the name is not misspelled, the value it was read from is empty."""
+    return (exc.message or "").startswith(("'None' has no attribute", "'None' has no element"))
+
+
 def column_of(line: str, name: str) -> int:
     """1-based column of `name` used inside a Jinja expression on `line` (as `.name`, `['name']`
     or a bare name); 0 when it cannot be told apart."""
