@@ -417,3 +417,29 @@ def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_reject
         caught.value)
     assert state(engine, "B") == (5, "member") and ("B", second, -6) not in expired(engine)
     engine.dispose()
+
+
+def test_reminders_fall_on_the_members_own_clock_across_dst_and_month_ends(program):
+    """`before:` is calendar time on the member's clock, as the expiry is: a month before 1 March
+    05:00 in Tokyo is 1 February 05:00 there (not 29 January, a month before the UTC instant, 28
+    February 20:00), and a month before 20 March 00:30 in New York (EDT) is 20 February 00:30 EST,
+    not 23:30 the evening before."""
+    reminders(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("before: [30 days, 7 days]", "before: [1 month]"))
+    program.load("members", [member("TK", "Asia/Tokyo"), member("NY", "America/New_York")],
+                 at="2025-02-01T09:00:00+07:00")
+    program.load("events", [earn("TK", "2025-03-01T05:00:00+09:00", 800),     # expires 2026-02-28 20:00 UTC
+                            earn("NY", "2025-03-20T00:30:00-04:00", 600)],    # expires 2026-03-20 04:30 UTC
+                 at="2025-03-20T10:00:00+07:00")
+
+    def due(at: str) -> list[tuple[str, str]]:
+        return sorted((d["member_id"], d["occurrence"]) for d in program.dry(at) if d["decision"] == "send")
+
+    assert due("2026-02-01T04:59:00+09:00") == []
+    assert due("2026-02-01T05:00:00+09:00") == [("TK", "points_expiring:2026-03-01:1months")]
+    plan = program.dry("2026-02-01T05:00:00+09:00")
+    assert "800 points expire on 2026-03-01 05:00 JST (1 month before)" in plan[0]["reason"]
+    assert due("2026-02-19T23:59:00-05:00") == [("TK", "points_expiring:2026-03-01:1months")]
+    assert due("2026-02-20T00:30:00-05:00") == [("NY", "points_expiring:2026-03-20:1months"),
+                                                ("TK", "points_expiring:2026-03-01:1months")]
