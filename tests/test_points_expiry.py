@@ -443,3 +443,29 @@ def test_reminders_fall_on_the_members_own_clock_across_dst_and_month_ends(progr
     assert due("2026-02-19T23:59:00-05:00") == [("TK", "points_expiring:2026-03-01:1months")]
     assert due("2026-02-20T00:30:00-05:00") == [("NY", "points_expiring:2026-03-20:1months"),
                                                 ("TK", "points_expiring:2026-03-01:1months")]
+
+
+def test_the_dry_run_and_explain_see_the_expiry_that_a_run_records_first(program):
+    """`run --once` records the points that have expired before it plans; `run --dry-run` and
+    `explain` apply the same expiry in the transaction they roll back, so they announce what the
+    run then sends (here the tier downgrade the expiry brings) and record nothing."""
+    reminders(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text() + "  - {name: down, trigger: tier_downgrade, template: tier_downgrade}\n")
+    program.load("members", [member("M1")], at="2025-01-01T09:00:00+07:00")
+    program.load("events", [earn("M1", "2025-01-10T10:00:00+07:00", 1500)], at="2025-01-10T11:00:00+07:00")
+    at = "2026-01-10T11:00:00+07:00"
+    assert [(d["flow"], d["decision"]) for d in program.dry(at)] == [("down", "send")]
+    explained = program.run("explain", "M1", at=at)
+    assert explained.exit_code == 0, explained.output
+    assert "moved down from silver to member on 2026-01-10 10:00 +07; scheduled for" in explained.output
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert expired(engine) == [] and state(engine, "M1") == (1500, "silver")  # nothing was kept
+        assert program.sends() == []
+        once = program.run("run", "--once", at=at)
+        assert once.exit_code == 0, once.output
+        assert [(flow, state_) for flow, _key, state_ in program.sends()] == [("down", "sent")]
+        assert expired(engine) == [("M1", datetime(2026, 1, 10, 3, tzinfo=UTC), -1500)]
+    finally:
+        engine.dispose()

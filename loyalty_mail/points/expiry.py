@@ -9,12 +9,13 @@ would), so those lots are deleted rather than every member's lots derived again.
 gone, and its `event_id` (`lm-expired/<member>/<instant>`, then `/2`, `/3`... when a history
 imported later leaves more points to expire at an instant already recorded) is never applied
 twice, so two runs at once record each expiry once. A dry run is the same job in a transaction
-that is rolled back.
+that is rolled back; so are `run --dry-run` and `explain` (record_due on their connection), which
+see what a tick records before it plans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -66,12 +67,14 @@ class Due:
     partial: bool   # cut to the balance (points set by a members import are in no lot)
 
 
-def due_expiries(connection: sa.Connection, now: datetime) -> Iterator[Due]:
-    """The expiries due at `now`, in member order."""
+def due_expiries(connection: sa.Connection, now: datetime, members: Collection[int] | None = None) -> Iterator[Due]:
+    """The expiries due at `now`, in member order (of these members, by id, when given)."""
     lots, m, e = point_lots_table, members_table, events_table
-    due = (sa.select(lots.c.member_ref, lots.c.expires_at, sa.func.sum(lots.c.remaining).label("points"))
-           .where(lots.c.expires_at <= now)
-           .group_by(lots.c.member_ref, lots.c.expires_at).subquery())
+    due = sa.select(lots.c.member_ref, lots.c.expires_at, sa.func.sum(lots.c.remaining).label("points")).where(
+        lots.c.expires_at <= now)
+    if members is not None:
+        due = due.where(lots.c.member_ref.in_(sorted(members)))
+    due = due.group_by(lots.c.member_ref, lots.c.expires_at).subquery()
     recorded = (sa.select(sa.func.count()).where(e.c.member_ref == due.c.member_ref, e.c.type == "points_expired",
                                                  e.c.occurred_at == due.c.expires_at)
                 .correlate(due).scalar_subquery())
@@ -92,27 +95,13 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
                   keep: bool = False) -> ExpiryReport:
     """Record every expiry due at `now` in one transaction (rolled back when `dry_run`). `keep`
     lists each event in the report (the CLI's output)."""
-    report = ExpiryReport(now, dry_run)
     if settings.program.points.expiry is None:
-        return report
+        return ExpiryReport(now, dry_run)
     with db.writer(engine).connect() as connection:
         transaction = connection.begin()
         try:
-            # Read whole before the import writes: SQLite cannot change a table while a statement
-            # reading it is open on the same connection. One row per member and expiry instant.
-            due = list(due_expiries(connection, now))
-            recorded = [d for d in due if d.points > 0]
-            summary = record_expiries(connection, settings, [
-                Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
-                for number, d in enumerate(recorded, 1)], source=SOURCE, now=now)
-            remove_expired(connection, settings, now, {d.member_ref for d in due if d.partial})
-            report.members = len({d.member_ref for d in recorded})
-            report.points = sum(d.points for d in recorded)
-            report.events, report.tier_changes = summary.inserted, summary.tier_changes
-            if keep:
-                report.expired = [{"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
-                                   "type": "points_expired", "occurred_at": d.expires_at.isoformat(),
-                                   "points": d.points} for d in recorded]
+            report = record_due(connection, settings, now, keep=keep)
+            report.dry_run = dry_run
             if dry_run:
                 transaction.rollback()
             else:
@@ -120,4 +109,29 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
         except BaseException:
             transaction.rollback()
             raise
+    return report
+
+
+def record_due(connection: sa.Connection, settings: Settings, now: datetime, *,
+               members: Collection[int] | None = None, keep: bool = False) -> ExpiryReport:
+    """The job on `connection`, in the caller's transaction: every expiry due at `now` (of these
+    members, by id, when given) recorded, and the lots it used up removed."""
+    report = ExpiryReport(now, False)
+    if settings.program.points.expiry is None:
+        return report
+    # Read whole before the import writes: SQLite cannot change a table while a statement
+    # reading it is open on the same connection. One row per member and expiry instant.
+    due = list(due_expiries(connection, now, members))
+    recorded = [d for d in due if d.points > 0]
+    summary = record_expiries(connection, settings, [
+        Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
+        for number, d in enumerate(recorded, 1)], source=SOURCE, now=now)
+    remove_expired(connection, settings, now, {d.member_ref for d in due if d.partial}, members)
+    report.members = len({d.member_ref for d in recorded})
+    report.points = sum(d.points for d in recorded)
+    report.events, report.tier_changes = summary.inserted, summary.tier_changes
+    if keep:
+        report.expired = [{"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
+                           "type": "points_expired", "occurred_at": d.expires_at.isoformat(),
+                           "points": d.points} for d in recorded]
     return report

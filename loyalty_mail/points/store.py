@@ -72,12 +72,17 @@ def rebuild_lots(connection: sa.Connection, settings: Settings, refs: Sequence[i
     return written
 
 
-def remove_expired(connection: sa.Connection, settings: Settings, now: datetime, partial: Iterable[int]) -> None:
-    """After the expiry job recorded every lot due at `now`: those lots are used up, so they go
-    (one range of the expiry index), and the members whose expiry was cut to their balance
-    (`partial`: points set by a members import are in no lot) get their lots derived again."""
+def remove_expired(connection: sa.Connection, settings: Settings, now: datetime, partial: Iterable[int],
+                   members: Iterable[int] | None = None) -> None:
+    """After the expiry job recorded every lot due at `now` (of these members, by id, when given):
+    those lots are used up, so they go (one range of the expiry index), and the members whose
+    expiry was cut to their balance (`partial`: points set by a members import are in no lot) get
+    their lots derived again."""
     lots = point_lots_table
-    connection.execute(lots.delete().where(lots.c.expires_at <= now))
+    used = lots.delete().where(lots.c.expires_at <= now)
+    if members is not None:
+        used = used.where(lots.c.member_ref.in_(sorted(members)))
+    connection.execute(used)
     rebuild_lots(connection, settings, sorted(partial))
 
 
