@@ -309,6 +309,31 @@ def test_statement_counts_the_month_and_skips_members_with_nothing(life):
     assert "+700" in text and "200" in text and "Tháng 11/2026" in text
 
 
+def test_statement_balance_is_the_balance_at_its_planning_not_one_events_after_it_made(life):
+    """A statement planned at an instant (`--at`, or a tick) shows the balance then, computed back
+    from today's as milestones and rewards are: events after that instant (a history imported
+    ahead of a replay, a point event dated later) neither add to it nor keep a member with nothing
+    then from being skipped."""
+    life.load("members", [member("S1", joined_at="2026-01-01T10:00:00+07:00"),
+                          member("S2", joined_at="2026-01-01T10:00:00+07:00")], at="2026-01-01T10:00:00+07:00")
+    life.load("events", [
+        earn("S1", 700, "2026-11-10T10:00:00+07:00", "b1"),
+        earn("S1", 300, "2026-12-05T10:00:00+07:00", "b2"),     # after the statement's planning
+        earn("S2", 500, "2026-12-10T10:00:00+07:00", "b3"),     # S2's only points: later still
+    ], at="2026-12-10T11:00:00+07:00")
+    plan = decisions(life.dry("2026-12-01T09:00:00+07:00", "statement"), "statement")
+    assert plan[("S1", "statement:2026-11")]["reason"] == "statement for 2026-11: 1 event(s), balance 700 points"
+    assert plan[("S2", "statement:2026-11")]["decision"] == "skip"
+    assert plan[("S2", "statement:2026-11")]["reason"] == "no activity in the period and no balance"
+    out = life.dir / "balance-preview"
+    assert life.run("run", "--dry-run", "--flow", "statement", "--out", str(out),
+                    at="2026-12-01T09:00:00+07:00").exit_code == 0
+    [html] = list((out / "statement").glob("*.html"))
+    text = html.read_text(encoding="utf-8")
+    assert ">700<" in text and "1.000" not in text
+    assert "Còn 300 điểm nữa để lên hạng Silver" in text   # silver at 1,000: from the 700 held then
+
+
 # -- segment fields --------------------------------------------------------------------------------
 
 def test_segment_fields_of_the_review_and_their_explanation(life):
