@@ -671,6 +671,16 @@ def test_cli_preview_uses_the_sample_occurrence_of_the_emails_trigger(example_fi
     assert "milestone of 5,000 points" in " ".join(run("preview", "--help").stdout.split())
 
 
+def test_the_points_expiry_reminder_names_what_the_points_could_buy_in_the_members_language(example_files):
+    """`occurrence.could_buy` in the example emails: each reward by its label in the member's
+    language, never by its identifier (`voucher_100k`)."""
+    _, run = example_files
+    for locale, line in (("en", "✓ A free coffee · 500 points"), ("vi", "✓ Một ly cà phê miễn phí · 500 điểm")):
+        shown = run("preview", "points_expiring", "--sample", "--locale", locale, "--format", "text")
+        assert shown.exit_code == 0, shown.output
+        assert line in shown.stdout and "✓ coffee ·" not in shown.stdout, shown.stdout
+
+
 def test_cli_preview_says_when_the_locale_falls_back(example_files):
     target, run = example_files
     (target / "templates/statement/vi.html").unlink()
