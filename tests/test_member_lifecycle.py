@@ -362,6 +362,10 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
      "flows[2].days_before: Input should be less than or equal to 30"),
     (("{name: reward, trigger: reward_available,", "{name: reward, trigger: reward_available, before: 2 days,"),
      "flow 'reward': `before:` belongs to points_expiring and tier_at_risk flows"),
+    (("period: 12 months, measure: points_earned, grace: 30 days", "period: 28 days, measure: points_earned, grace: 7 days"),
+     "config.yaml:27:52: flows[0].before: flow 'at_risk': a reminder 30 days before the tier review is not shorter "
+     "than tiers.qualification.period (28 days): it would fall when the member reaches the tier or before; give one "
+     "shorter than the period"),
 ])
 def test_configuration_mistakes_name_the_line_and_what_is_allowed(life, change, message):
     config = life.dir / "config.yaml"

@@ -217,6 +217,17 @@ def test_expiry_mistakes_name_the_line(project, monkeypatch, expiry, message):
     ("", "before: [30 days]", "flows: flow 'remind': a points_expiring flow needs program.points.expiry"),
     ("    expiry: {after: 12 months}\n", "", "a points_expiring flow needs `before:`"),
     ("    expiry: {after: 12 months}\n", "before: [30 days, 30 days]", "before: lists the same reminder twice"),
+    ("    expiry: {after: 12 months}\n", "before: [4 weeks, 28 days]", "before: lists the same reminder twice"),
+    ("    expiry: {after: 12 months}\n", "before: [30 days, 13 months]",
+     "config.yaml:18:91: flows[0].before[1]: flow 'remind': a reminder 13 months before the expiry is not shorter than "
+     "program.points.expiry (after: 12 months): it would fall when the points are earned or before; "
+     "give reminders shorter than the expiry (e.g. before: [30 days, 7 days])"),
+    ("    expiry: {after: 12 months}\n", "before: [1 year]", "flows[0].before[0]: flow 'remind': a reminder 1 year "),
+    ("    expiry: {after: 12 months}\n", "before: 400 days", "flows[0].before: flow 'remind': a reminder 400 days "),
+    ("    expiry: {inactivity: 18 months}\n", "before: [2 years]",
+     "not shorter than program.points.expiry (inactivity: 18 months): it would fall at the member's last "
+     "earning or redeeming event or before"),
+    ("    expiry: {after: 2 hours}\n", "before: [1 day]", "a reminder 1 day before the expiry is not shorter"),
 ])
 def test_reminder_flow_mistakes(project, monkeypatch, expiry, flow, message):
     monkeypatch.chdir(project)
@@ -227,6 +238,21 @@ def test_reminder_flow_mistakes(project, monkeypatch, expiry, flow, message):
     with pytest.raises(ConfigError) as caught:
         load_settings(project, environ={})
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("expiry, before", [
+    ("after: 12 months", "[11 months, 335 days, 7 days]"),
+    ("after: 12 months", "[365 days]"),                 # a year may have 366 days
+    ("inactivity: 18 months", "[17 months, 1 year]"),
+    ("after: 30 days", "[4 weeks, 29 days, 24 hours]"),
+])
+def test_reminders_shorter_than_the_expiry_are_taken(project, monkeypatch, expiry, before):
+    monkeypatch.chdir(project)
+    (project / "config.yaml").write_text(
+        TEST_CONFIG.replace("  points_per_currency_unit: 0.001\n",
+                            f"  points_per_currency_unit: 0.001\n  points:\n    expiry: {{{expiry}}}\n")
+        + f"flows:\n  - {{name: remind, trigger: points_expiring, template: points_expiring, before: {before}}}\n")
+    assert [flow.name for flow in load_settings(project, environ={}).flows] == ["remind"]
 
 
 def test_segment_fields_explain_why_a_member_is_out(run, runtime, project, tmp_path):
