@@ -114,6 +114,8 @@ def test_imports_keep_the_tier_and_the_review_moves_members_up(life):
     dry = review(life, "2025-01-15T12:30:00+07:00", "--dry-run")
     assert [(d["member_id"], d["kind"], d["to_tier"]) for d in dry["decisions"]] == [("M1", "up", "silver")]
     assert state(life, "M1")[0] == "member"  # the dry run changed nothing
+    table = life.run("tiers", "review", "--dry-run", at="2025-01-15T12:30:00+07:00")
+    assert table.stdout.endswith("\n1 up, 0 down, 0 kept at a review, 0 periods started\n"), table.stdout
     done = review(life, "2025-01-15T12:30:00+07:00")
     assert "1,200 points earned in the 12 months" in done["decisions"][0]["reason"]
     tier, review_at, history = state(life, "M1")

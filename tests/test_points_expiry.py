@@ -94,7 +94,7 @@ def test_redemptions_take_the_oldest_lots_first_and_tiers_follow_expiry(run, run
 
     result = run("points", "expire", "--at", "2026-03-11T00:00:00+07:00")
     assert result.exit_code == 0, result.output
-    assert "expired 1,500 points of 1 members (1 events, 1 tier changes)" in result.output
+    assert "expired 1,500 points of 1 member (1 event, 1 tier change)" in result.output
     assert expired(engine) == [("A", datetime(2026, 3, 10, 3, tzinfo=UTC), -1500)]
     assert state(engine, "A") == (0, "member") and lots(engine, "A") == []
     t = tier_changes_table
@@ -120,7 +120,7 @@ def test_the_job_twice_records_nothing_new_and_a_dry_run_records_nothing(run, ru
     assert expired(engine) == [] and state(engine, "B") == (1200, "silver") and len(lots(engine, "B")) == 1
 
     first = run("points", "expire", "--at", "2026-03-01T00:00:00Z")
-    assert "expired 1,900 points of 2 members (2 events, 1 tier changes)" in first.output
+    assert "expired 1,900 points of 2 members (2 events, 1 tier change)" in first.output
     again = run("points", "expire", "--at", "2026-03-02T00:00:00Z")
     assert "expired 0 points of 0 members (0 events, 0 tier changes)" in again.output
     assert len(expired(engine)) == 2 and state(engine, "B") == (0, "member")

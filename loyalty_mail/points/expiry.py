@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
+from ..errors import counted
 from ..importing.events import Expiry, record_expiries
 from ..models import events_table, members_table, point_lots_table
 from .store import remove_expired
@@ -45,8 +46,9 @@ class ExpiryReport:
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
-        return (f"points expiry at {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC: {verb} {self.points:,} points of "
-                f"{self.members:,} members ({self.events:,} events, {self.tier_changes:,} tier changes)")
+        return (f"points expiry at {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC: {verb} "
+                f"{counted(self.points, 'point')} of {counted(self.members, 'member')} "
+                f"({counted(self.events, 'event')}, {counted(self.tier_changes, 'tier change')})")
 
 
 def event_id(member_id: str, expires_at: datetime, number: int = 1) -> str:
