@@ -316,7 +316,7 @@ class Reward(_Strict):
     """One reward of the catalogue: what members can redeem their points for."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    cost: int = Field(gt=0, le=1_000_000_000)
+    cost: int = Field(gt=0, le=1_000_000_000, strict=True)  # `cost: true` or "500" is a mistake, not 1 or 500
     label: str | dict[str, str] | None = None
 
     def label_for(self, locale: str, default_locale: str) -> str:
@@ -650,7 +650,7 @@ class FlowSettings(_Strict):
 
     _variants = field_validator("variants")(check_variants)
     # birthday: this many days before the birthday (0: on the day)
-    days_before: int = Field(default=0, ge=0, le=30)
+    days_before: int = Field(default=0, ge=0, le=30, strict=True)
 
     @field_validator("schedule")
     @classmethod
