@@ -124,6 +124,23 @@ def test_imports_keep_the_tier_and_the_review_moves_members_up(life):
     assert review(life, "2025-01-15T12:30:00+07:00")["decisions"] == []  # idempotent
 
 
+def test_explain_moves_a_member_up_only_where_the_run_does(life):
+    """A tick moves up only the members with a qualifying event within `sending.lookback`; older
+    qualifications wait for `tiers review`. `explain` applies the review as the run does, so it
+    announces the upgrade email exactly when the dry run and the run send it."""
+    path = life.dir / "config.yaml"
+    path.write_text(path.read_text() + "  - {name: up, trigger: tier_upgrade, template: tier_upgrade}\n")
+    silver_member(life)   # 1,200 points earned on 15 January 2025
+    at = "2025-01-25T10:00:00+07:00"   # ten days later: beyond the 7 days of sending.lookback
+    assert [d for d in life.dry(at) if d["flow"] == "up"] == []
+    explained = life.run("explain", "M1", at=at)
+    assert "DUE" not in explained.stdout.split("\nup (tier_upgrade")[1], explained.stdout
+    assert "no upward tier change in the flow's window" in explained.stdout
+    review(life, at)   # as the README says: after importing a history, review once
+    assert [d["decision"] for d in life.dry(at) if d["flow"] == "up"] == ["send"]
+    assert "DUE tier:" in life.run("explain", "M1", at=at).stdout.split("\nup (tier_upgrade")[1]
+
+
 @pytest.mark.parametrize(("at", "tier"), [
     ("2026-02-14T05:29:59Z", "silver"),   # review 2026-01-15 05:30 UTC + 30 days' grace: not yet
     ("2026-02-14T05:30:00Z", "member"),   # the grace has ended: one level down

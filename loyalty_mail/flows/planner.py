@@ -331,7 +331,7 @@ class Planner:
         ref = member_row(conn, member_id)["id"]
         # what a run records first, for this member; the caller does not commit
         expiry.record_due(conn, self.settings, at, members=[ref])
-        tier_review.apply(conn, self.settings, at, members=[ref])
+        tier_review.apply(conn, self.settings, at, members=[ref], since=at - self.settings.sending.lookback)
         member = member_row(conn, member_id)
         plan = self.plan(conn, at, member_ref=ref)
         history = ledger.history(conn, ref, at)
