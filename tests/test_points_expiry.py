@@ -495,3 +495,31 @@ def test_the_dry_run_and_explain_see_the_expiry_that_a_run_records_first(program
         assert expired(engine) == [("M1", datetime(2026, 1, 10, 3, tzinfo=UTC), -1500)]
     finally:
         engine.dispose()
+
+
+def test_check_and_the_job_warn_when_the_lots_follow_another_rule(run, runtime, project, tmp_path):
+    """Lots are derived when events are imported: after program.points.expiry changes, the lots
+    already kept follow the old rule until `points rebuild`. `check` and `points expire` say so
+    (the job would take points by the old rule), and stop saying so once they are rebuilt."""
+    with_expiry(project, "{after: 12 months}")
+    members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "A", "B")
+    load(run, tmp_path, "events", [earn("A", "2025-01-10T10:00:00+07:00", 700),
+                                   earn("B", "2025-06-10T10:00:00+07:00", 300)])
+    runtime.engine()
+    advice = "derived under another rule; run `loyalty-mail points rebuild` before points expire again"
+    assert advice not in run("points", "expire", "--dry-run", "--at", "2025-07-01T00:00:00Z").stderr
+    with_expiry(project, "{inactivity: 18 months}")
+    expire = run("points", "expire", "--dry-run", "--at", "2026-03-01T00:00:00Z")
+    assert expire.exit_code == 0, expire.output
+    assert ("warning: the point lots of 2 of the 2 members checked (A, B) do not follow program.points.expiry "
+            f"(inactivity: 18 months): they were {advice}") in expire.stderr
+    checked = run("check")
+    assert checked.exit_code == 0, checked.output
+    assert advice in checked.stderr
+    assert run("points", "rebuild").exit_code == 0
+    assert advice not in run("check").stderr
+    rebuilt = run("points", "expire", "--dry-run", "--at", "2026-03-01T00:00:00Z")
+    assert rebuilt.stderr == "" and "would expire 0 points of 0 members" in rebuilt.output
+    (project / "config.yaml").write_text(TEST_CONFIG)   # expiry turned off: the lots kept are stale too
+    assert "point lots are kept though program.points.expiry is not set" in run("check").stderr
+    assert run("points", "rebuild").exit_code == 0 and "point lots are kept" not in run("check").stderr
