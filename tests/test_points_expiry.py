@@ -523,3 +523,47 @@ def test_check_and_the_job_warn_when_the_lots_follow_another_rule(run, runtime, 
     (project / "config.yaml").write_text(TEST_CONFIG)   # expiry turned off: the lots kept are stale too
     assert "point lots are kept though program.points.expiry is not set" in run("check").stderr
     assert run("points", "rebuild").exit_code == 0 and "point lots are kept" not in run("check").stderr
+
+
+def test_two_expiry_jobs_at_once_record_each_expiry_once_and_both_succeed(database_url: str, tmp_path: Path):
+    """`points expire` by hand while the daemon's tick runs the job: the second waits for the
+    first, then finds nothing left to expire (no duplicate event id, no error), on both databases."""
+    import threading
+
+    from loyalty_mail import db
+    from loyalty_mail.importing import import_rows
+    from loyalty_mail.points.expiry import expire_points, record_due
+
+    project = tmp_path / "program"
+    project.mkdir()
+    with_expiry(project, "{after: 12 months}")
+    settings = load_settings(project, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    import_rows(engine, settings, "members", enumerate(
+        ({"member_id": i, "email": f"{i.lower()}@example.com"} for i in ("A", "B")), 1), source="members", now=at)
+    import_rows(engine, settings, "events", enumerate(
+        [earn("A", "2025-01-10T10:00:00+07:00", 700), earn("B", "2025-02-10T10:00:00+07:00", 300)], 1),
+        source="events", now=at)
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["report"] = expire_points(engine, settings, at)
+        except Exception as exc:  # the failure this test is about: reported, not raised in the thread
+            outcome["error"] = exc
+
+    with db.writer(engine).connect() as connection:
+        transaction = connection.begin()
+        first = record_due(connection, settings, at)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()   # it waits for the first job's transaction
+        transaction.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert (first.events, outcome["report"].events) == (2, 0)   # type: ignore[attr-defined]
+    assert sorted((m, p) for m, _, p in expired(engine)) == [("A", -700), ("B", -300)]
+    engine.dispose()

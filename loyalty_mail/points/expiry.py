@@ -30,6 +30,7 @@ from ..models import events_table, members_table, point_lots_table
 from .store import remove_expired
 
 SOURCE = "points expiry"
+ADVISORY_KEY = 0x4C4D5058  # "LMPX": the expiry job's transaction lock on PostgreSQL
 
 
 @dataclass
@@ -124,6 +125,12 @@ def record_due(connection: sa.Connection, settings: Settings, now: datetime, *,
     # Read whole before the import writes: SQLite cannot change a table while a statement
     # reading it is open on the same connection. One row per member and expiry instant.
     due = list(due_expiries(connection, now, members))
+    if due and connection.dialect.name == "postgresql":
+        # Two jobs at once (`points expire` during a tick): the second waits for the first's
+        # transaction, then reads again and finds what it recorded gone. SQLite's writer lock
+        # (BEGIN IMMEDIATE) does the same there.
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_KEY})
+        due = list(due_expiries(connection, now, members))
     recorded = [d for d in due if d.points > 0]
     summary = record_expiries(connection, settings, [
         Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
