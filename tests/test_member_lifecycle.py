@@ -465,3 +465,46 @@ def test_a_members_import_starts_new_members_at_their_tier_and_then_keeps_it(lif
     review(life, "2026-02-01T10:00:00+07:00")
     tier, review_at, history = state(life, "I1")
     assert tier == "silver" and review_at.isoformat().startswith("2027-01-01T03:00") and history == []
+
+
+def test_two_reviews_at_once_move_each_member_once_and_both_succeed(database_url: str, tmp_path: Path):
+    """`tiers review` by hand while a tick applies the review: the second waits for the first,
+    then finds the moves made (one history row per move, no "database is locked"), on both
+    databases."""
+    import threading
+    from datetime import datetime, timezone
+
+    from loyalty_mail import db, tier_review
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.importing import import_rows
+
+    program = make(tmp_path, database_url)
+    settings = load_settings(program.dir, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    at = datetime(2025, 2, 1, tzinfo=timezone.utc)
+    import_rows(engine, settings, "members", enumerate(
+        (member(f"C{n}", joined_at="2025-01-01T10:00:00+07:00") for n in range(3)), 1), source="members", now=at)
+    import_rows(engine, settings, "events", enumerate(
+        (earn(f"C{n}", 1200, "2025-01-15T12:00:00+07:00", f"c-{n}") for n in range(3)), 1), source="events", now=at)
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["report"] = tier_review.review_in(engine, settings, at)
+        except Exception as exc:  # the failure this test is about: reported, not raised in the thread
+            outcome["error"] = exc
+
+    with db.exclusive(engine, db.REVIEW_LOCK) as conn:   # the tick's review, not committed yet
+        first = tier_review.apply(conn, settings, at)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()   # it waits for the tick's transaction
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert [d.kind for d in first.decisions] == ["up"] * 3
+    assert outcome["report"].decisions == []   # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tier_changes_table)).scalar_one() == 3
+    engine.dispose()

@@ -30,7 +30,6 @@ from ..models import events_table, members_table, point_lots_table
 from .store import remove_expired
 
 SOURCE = "points expiry"
-ADVISORY_KEY = 0x4C4D5058  # "LMPX": the expiry job's transaction lock on PostgreSQL
 
 
 @dataclass
@@ -125,11 +124,11 @@ def record_due(connection: sa.Connection, settings: Settings, now: datetime, *,
     # Read whole before the import writes: SQLite cannot change a table while a statement
     # reading it is open on the same connection. One row per member and expiry instant.
     due = list(due_expiries(connection, now, members))
-    if due and connection.dialect.name == "postgresql":
+    if due and connection.dialect.name != "sqlite":
         # Two jobs at once (`points expire` during a tick): the second waits for the first's
         # transaction, then reads again and finds what it recorded gone. SQLite's writer lock
         # (BEGIN IMMEDIATE) does the same there.
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_KEY})
+        db.serialized(connection, db.EXPIRY_LOCK)
         due = list(due_expiries(connection, now, members))
     recorded = [d for d in due if d.points > 0]
     summary = record_expiries(connection, settings, [
