@@ -239,7 +239,7 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
         total(sa.and_(within, e.c.points > 0), e.c.points).label("earned"),
         total(sa.and_(within, e.c.points < 0, e.c.type != EXPIRED_TYPE), -e.c.points).label("redeemed"),
         total(sa.and_(within, e.c.points < 0, e.c.type == EXPIRED_TYPE), -e.c.points).label("expired"),
-        total(within, 1).label("events"),
+        total(within, sa.literal(1)).label("events"),
         total(sa.and_(later, e.c.points.is_not(None)), e.c.points).label("points_after"),
         total(sa.and_(later, e.c.type == "purchase", e.c.amount.is_not(None)), e.c.amount).label("spend_after"))
         .where(e.c.occurred_at >= start)

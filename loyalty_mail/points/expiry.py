@@ -72,11 +72,10 @@ class Due:
 def due_expiries(connection: sa.Connection, now: datetime, members: Collection[int] | None = None) -> Iterator[Due]:
     """The expiries due at `now`, in member order (of these members, by id, when given)."""
     lots, m, e = point_lots_table, members_table, events_table
-    due = sa.select(lots.c.member_ref, lots.c.expires_at, sa.func.sum(lots.c.remaining).label("points")).where(
-        lots.c.expires_at <= now)
-    if members is not None:
-        due = due.where(lots.c.member_ref.in_(sorted(members)))
-    due = due.group_by(lots.c.member_ref, lots.c.expires_at).subquery()
+    mine = [lots.c.member_ref.in_(sorted(members))] if members is not None else []
+    due = (sa.select(lots.c.member_ref, lots.c.expires_at, sa.func.sum(lots.c.remaining).label("points"))
+           .where(lots.c.expires_at <= now, *mine)
+           .group_by(lots.c.member_ref, lots.c.expires_at).subquery())
     recorded = (sa.select(sa.func.count()).where(e.c.member_ref == due.c.member_ref, e.c.type == "points_expired",
                                                  e.c.occurred_at == due.c.expires_at)
                 .correlate(due).scalar_subquery())
