@@ -316,7 +316,7 @@ class Reward(_Strict):
     """One reward of the catalogue: what members can redeem their points for."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    cost: int = Field(gt=0, le=1_000_000_000)
+    cost: int = Field(gt=0, le=1_000_000_000, strict=True)  # `cost: true` or "500" is a mistake, not 1 or 500
     label: str | dict[str, str] | None = None
 
     def label_for(self, locale: str, default_locale: str) -> str:
@@ -650,7 +650,7 @@ class FlowSettings(_Strict):
 
     _variants = field_validator("variants")(check_variants)
     # birthday: this many days before the birthday (0: on the day)
-    days_before: int = Field(default=0, ge=0, le=30)
+    days_before: int = Field(default=0, ge=0, le=30, strict=True)
 
     @field_validator("schedule")
     @classmethod
@@ -752,7 +752,7 @@ class FlowSettings(_Strict):
                 offset.span() > timedelta(days=366) for offset in self.before)):
             raise ValueError(f"flow '{self.name}': a tier_at_risk flow takes one `before:` of at most a "
                              "year (e.g. before: 30 days)")
-        if len({str(offset) for offset in self.before}) != len(self.before):
+        if len({offset.calendar_key() for offset in self.before}) != len(self.before):
             raise ValueError(f"flow '{self.name}': before: lists the same reminder twice")
         if list(self.thresholds) != sorted(set(self.thresholds)) or any(t <= 0 for t in self.thresholds):
             raise ValueError(f"flow '{self.name}': thresholds must be positive and increasing")
@@ -842,6 +842,36 @@ class Settings(_Strict):
         nxt = next((r for r in self.rewards if r.cost > balance), None)
         return {"affordable": affordable,
                 "next": None if nxt is None else {"name": nxt.name, "cost": nxt.cost, "needed": nxt.cost - balance}}
+
+    def reminder_problems(self) -> list[tuple[PathKey, str]]:
+        """Each `before:` reminder that is not shorter than what it reminds of: a points_expiring
+        flow's than the expiry (program.points.expiry), a tier_at_risk flow's than the
+        qualification period. It would fall when the points were earned (or at the member's last
+        activity, or when they reached the tier) or before, so it could never remind anyone in
+        time. The path of the reminder and what is wrong."""
+        expiry, qualification = self.program.points.expiry, self.tiers.qualification
+        found: list[tuple[PathKey, str]] = []
+        for index, flow in enumerate(self.flows):
+            notice = flow.before[0] if flow.before else Duration(30, "day")   # review_notice()
+            if flow.trigger == "tier_at_risk" and qualification is not None \
+                    and notice.never_shorter_than(qualification.period):
+                found.append((("flows", index, "before", 0) if flow.before else ("flows", index),
+                              f"flow '{flow.name}': a reminder {notice} before the tier review is not "
+                              f"shorter than tiers.qualification.period ({qualification.period}): it would fall "
+                              "when the member reaches the tier or before; give one shorter than the period"))
+            if flow.trigger != "points_expiring" or expiry is None:
+                continue
+            for number, offset in enumerate(flow.before):
+                span = expiry.after or expiry.inactivity
+                assert span is not None
+                if offset.never_shorter_than(span):
+                    policy, falls = (("after", "when the points are earned") if expiry.after else
+                                     ("inactivity", "at the member's last earning or redeeming event"))
+                    found.append((("flows", index, "before", number),
+                                  f"flow '{flow.name}': a reminder {offset} before the expiry is not shorter than "
+                                  f"program.points.expiry ({policy}: {span}): it would fall {falls} or before; "
+                                  "give reminders shorter than the expiry (e.g. before: [30 days, 7 days])"))
+        return found
 
     def flow_topic_problems(self) -> list[tuple[PathKey, str]]:
         """Each flow naming a topic that is not in `topics`, or none while `topics` is set: the
@@ -993,6 +1023,10 @@ def settings_from_document(
         written = {str(r.get("name")): i for i, r in enumerate(data.get("rewards") or []) if isinstance(r, dict)}
         problems += [Problem(doc.locate(path), message)
                      for path, message in settings.flow_topic_problems() + settings.label_problems(written)]
+        for path, message in settings.reminder_problems():
+            if path not in doc.positions and path[:-1] in doc.positions:
+                path = path[:-1]   # one reminder written without a list (`before: 400 days`)
+            problems.append(Problem(doc.locate(path), f"{format_path(path)}: {message}"))
     except ValidationError as exc:
         problems += [problem_from(error, doc) for error in exc.errors()]
     if problems:

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,6 +122,29 @@ def writer(engine: sa.Engine) -> sa.Engine:
     BEGIN (IMMEDIATE), waiting its turn under the busy timeout; a plain BEGIN that reads first would
     get "database is locked" at once when another process has written meanwhile (WAL snapshots)."""
     return engine.execution_options(writer=True)
+
+
+# Jobs that read members' state, then write what follows from it: two at once (a command by hand
+# during a daemon's tick) would both act on what they read. Each holds its lock for its transaction.
+EXPIRY_LOCK = 0x4C4D5058  # "LMPX": the points expiry job
+REVIEW_LOCK = 0x4C4D5452  # "LMTR": the tier review
+
+
+def serialized(connection: sa.Connection, key: int) -> None:
+    """On PostgreSQL, wait for the transaction lock `key` and hold it until this transaction ends,
+    so that a second job reads only once the first has committed. SQLite needs none: a writer
+    transaction (`writer`) holds the database's one write lock from BEGIN."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+@contextmanager
+def exclusive(engine: sa.Engine, key: int) -> Iterator[sa.Connection]:
+    """A writer transaction holding the lock `key` (see `serialized`), committed at the end of the
+    block (rolled back on an error)."""
+    with writer(engine).begin() as connection:
+        serialized(connection, key)
+        yield connection
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

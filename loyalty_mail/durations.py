@@ -69,6 +69,33 @@ class Duration:
         """Whole days for days and weeks; 0 for the other units."""
         return {"day": self.amount, "week": 7 * self.amount}.get(self.unit, 0)
 
+    def calendar_key(self) -> tuple[str, int]:
+        """The same length on any calendar, in one unit per kind: `4 weeks` and `28 days` are
+        ('day', 28), `1 year` and `12 months` ('month', 12), `2 hours` ('second', 7200)."""
+        if self.unit in ("month", "year"):
+            return "month", self.amount * (12 if self.unit == "year" else 1)
+        if self.unit in ("day", "week"):
+            return "day", self.days_exact()
+        return "second", self.amount * _SECONDS[self.unit]
+
+    def never_shorter_than(self, other: Duration) -> bool:
+        """True when this duration is at least as long as `other` whatever the dates (a month is
+        28 to 31 days, a year 365 or 366): `13 months` and `400 days` against `12 months`, not
+        `365 days`, which a leap year makes shorter."""
+        mine, theirs = self.calendar_key(), other.calendar_key()
+        if mine[0] == theirs[0]:
+            return mine[1] >= theirs[1]
+        return _seconds_range(mine)[0] >= _seconds_range(theirs)[1]
+
+
+def _seconds_range(key: tuple[str, int]) -> tuple[int, int]:
+    """The shortest and the longest a `calendar_key` can last, in seconds."""
+    kind, amount = key
+    if kind == "month":
+        years, months = divmod(amount, 12)
+        return (years * 365 + months * 28) * 86400, (years * 366 + months * 31) * 86400
+    return (amount * 86400, amount * 86400) if kind == "day" else (amount, amount)
+
 
 def add_months(instant: datetime, months: int) -> datetime:
     """`instant` moved by whole calendar months; a day past the month's end falls on its last day."""

@@ -25,6 +25,11 @@ from decimal import Decimal
 MAX_SHOWN = 80  # characters of a user's value quoted back in a message
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun in the right number: `1 email`, `1,200 emails`."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def shown(value: object, limit: int = MAX_SHOWN) -> str:
     """A value the user wrote, as a message quotes it: text in single quotes (cut to `limit`
     characters, control characters written as escapes), numbers, dates and times as written,

@@ -316,12 +316,13 @@ def review_in(engine: sa.Engine, settings: Settings, now: datetime, *, dry_run: 
         raise ConfigError("tiers.qualification is not set in config.yaml: tiers follow points (or spend) "
                           "as they change and there is nothing to review. Add e.g. "
                           "`qualification: {period: 12 months, grace: 30 days}` under tiers:")
+    from . import db
+    if not dry_run:   # one review at a time: a second waits, then reads the moves the first made
+        with db.exclusive(engine, db.REVIEW_LOCK) as conn:
+            return apply(conn, settings, now)
     with engine.connect() as conn:
         report = apply(conn, settings, now)
-        if dry_run:
-            conn.rollback()
-        else:
-            conn.commit()
+        conn.rollback()
     return report
 
 

@@ -114,12 +114,31 @@ def test_imports_keep_the_tier_and_the_review_moves_members_up(life):
     dry = review(life, "2025-01-15T12:30:00+07:00", "--dry-run")
     assert [(d["member_id"], d["kind"], d["to_tier"]) for d in dry["decisions"]] == [("M1", "up", "silver")]
     assert state(life, "M1")[0] == "member"  # the dry run changed nothing
+    table = life.run("tiers", "review", "--dry-run", at="2025-01-15T12:30:00+07:00")
+    assert table.stdout.endswith("\n1 up, 0 down, 0 kept at a review, 0 periods started\n"), table.stdout
     done = review(life, "2025-01-15T12:30:00+07:00")
     assert "1,200 points earned in the 12 months" in done["decisions"][0]["reason"]
     tier, review_at, history = state(life, "M1")
     assert tier == "silver" and history == [("member", "silver")]
     assert review_at.isoformat().startswith("2026-01-15T05:30")  # a calendar year after the move
     assert review(life, "2025-01-15T12:30:00+07:00")["decisions"] == []  # idempotent
+
+
+def test_explain_moves_a_member_up_only_where_the_run_does(life):
+    """A tick moves up only the members with a qualifying event within `sending.lookback`; older
+    qualifications wait for `tiers review`. `explain` applies the review as the run does, so it
+    announces the upgrade email exactly when the dry run and the run send it."""
+    path = life.dir / "config.yaml"
+    path.write_text(path.read_text() + "  - {name: up, trigger: tier_upgrade, template: tier_upgrade}\n")
+    silver_member(life)   # 1,200 points earned on 15 January 2025
+    at = "2025-01-25T10:00:00+07:00"   # ten days later: beyond the 7 days of sending.lookback
+    assert [d for d in life.dry(at) if d["flow"] == "up"] == []
+    explained = life.run("explain", "M1", at=at)
+    assert "DUE" not in explained.stdout.split("\nup (tier_upgrade")[1], explained.stdout
+    assert "no upward tier change in the flow's window" in explained.stdout
+    review(life, at)   # as the README says: after importing a history, review once
+    assert [d["decision"] for d in life.dry(at) if d["flow"] == "up"] == ["send"]
+    assert "DUE tier:" in life.run("explain", "M1", at=at).stdout.split("\nup (tier_upgrade")[1]
 
 
 @pytest.mark.parametrize(("at", "tier"), [
@@ -309,6 +328,31 @@ def test_statement_counts_the_month_and_skips_members_with_nothing(life):
     assert "+700" in text and "200" in text and "Tháng 11/2026" in text
 
 
+def test_statement_balance_is_the_balance_at_its_planning_not_one_events_after_it_made(life):
+    """A statement planned at an instant (`--at`, or a tick) shows the balance then, computed back
+    from today's as milestones and rewards are: events after that instant (a history imported
+    ahead of a replay, a point event dated later) neither add to it nor keep a member with nothing
+    then from being skipped."""
+    life.load("members", [member("S1", joined_at="2026-01-01T10:00:00+07:00"),
+                          member("S2", joined_at="2026-01-01T10:00:00+07:00")], at="2026-01-01T10:00:00+07:00")
+    life.load("events", [
+        earn("S1", 700, "2026-11-10T10:00:00+07:00", "b1"),
+        earn("S1", 300, "2026-12-05T10:00:00+07:00", "b2"),     # after the statement's planning
+        earn("S2", 500, "2026-12-10T10:00:00+07:00", "b3"),     # S2's only points: later still
+    ], at="2026-12-10T11:00:00+07:00")
+    plan = decisions(life.dry("2026-12-01T09:00:00+07:00", "statement"), "statement")
+    assert plan[("S1", "statement:2026-11")]["reason"] == "statement for 2026-11: 1 event(s), balance 700 points"
+    assert plan[("S2", "statement:2026-11")]["decision"] == "skip"
+    assert plan[("S2", "statement:2026-11")]["reason"] == "no activity in the period and no balance"
+    out = life.dir / "balance-preview"
+    assert life.run("run", "--dry-run", "--flow", "statement", "--out", str(out),
+                    at="2026-12-01T09:00:00+07:00").exit_code == 0
+    [html] = list((out / "statement").glob("*.html"))
+    text = html.read_text(encoding="utf-8")
+    assert ">700<" in text and "1.000" not in text
+    assert "Còn 300 điểm nữa để lên hạng Silver" in text   # silver at 1,000: from the 700 held then
+
+
 # -- segment fields --------------------------------------------------------------------------------
 
 def test_segment_fields_of_the_review_and_their_explanation(life):
@@ -335,8 +379,16 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
      "tiers.qualification.period: expected whole days, weeks, months or years (e.g. '12 months'), found '36 hours'"),
     (("trigger: birthday, template: birthday, lateness", "trigger: birthday, days_before: 31, template: birthday, lateness"),
      "flows[2].days_before: Input should be less than or equal to 30"),
+    (("{name: coffee, cost: 500,", "{name: coffee, cost: true,"), "rewards[1].cost: Input should be a valid integer"),
+    (("{name: coffee, cost: 500,", '{name: coffee, cost: "500",'), "rewards[1].cost: Input should be a valid integer"),
+    (("trigger: birthday, days_before: 3,", "trigger: birthday, days_before: yes,"),
+     "flows[3].days_before: Input should be a valid integer"),
     (("{name: reward, trigger: reward_available,", "{name: reward, trigger: reward_available, before: 2 days,"),
      "flow 'reward': `before:` belongs to points_expiring and tier_at_risk flows"),
+    (("period: 12 months, measure: points_earned, grace: 30 days", "period: 28 days, measure: points_earned, grace: 7 days"),
+     "config.yaml:27:52: flows[0].before: flow 'at_risk': a reminder 30 days before the tier review is not shorter "
+     "than tiers.qualification.period (28 days): it would fall when the member reaches the tier or before; give one "
+     "shorter than the period"),
 ])
 def test_configuration_mistakes_name_the_line_and_what_is_allowed(life, change, message):
     config = life.dir / "config.yaml"
@@ -413,3 +465,46 @@ def test_a_members_import_starts_new_members_at_their_tier_and_then_keeps_it(lif
     review(life, "2026-02-01T10:00:00+07:00")
     tier, review_at, history = state(life, "I1")
     assert tier == "silver" and review_at.isoformat().startswith("2027-01-01T03:00") and history == []
+
+
+def test_two_reviews_at_once_move_each_member_once_and_both_succeed(database_url: str, tmp_path: Path):
+    """`tiers review` by hand while a tick applies the review: the second waits for the first,
+    then finds the moves made (one history row per move, no "database is locked"), on both
+    databases."""
+    import threading
+    from datetime import datetime, timezone
+
+    from loyalty_mail import db, tier_review
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.importing import import_rows
+
+    program = make(tmp_path, database_url)
+    settings = load_settings(program.dir, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    at = datetime(2025, 2, 1, tzinfo=timezone.utc)
+    import_rows(engine, settings, "members", enumerate(
+        (member(f"C{n}", joined_at="2025-01-01T10:00:00+07:00") for n in range(3)), 1), source="members", now=at)
+    import_rows(engine, settings, "events", enumerate(
+        (earn(f"C{n}", 1200, "2025-01-15T12:00:00+07:00", f"c-{n}") for n in range(3)), 1), source="events", now=at)
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["report"] = tier_review.review_in(engine, settings, at)
+        except Exception as exc:  # the failure this test is about: reported, not raised in the thread
+            outcome["error"] = exc
+
+    with db.exclusive(engine, db.REVIEW_LOCK) as conn:   # the tick's review, not committed yet
+        first = tier_review.apply(conn, settings, at)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()   # it waits for the tick's transaction
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert [d.kind for d in first.decisions] == ["up"] * 3
+    assert outcome["report"].decisions == []   # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tier_changes_table)).scalar_one() == 3
+    engine.dispose()

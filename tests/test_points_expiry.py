@@ -94,7 +94,7 @@ def test_redemptions_take_the_oldest_lots_first_and_tiers_follow_expiry(run, run
 
     result = run("points", "expire", "--at", "2026-03-11T00:00:00+07:00")
     assert result.exit_code == 0, result.output
-    assert "expired 1,500 points of 1 members (1 events, 1 tier changes)" in result.output
+    assert "expired 1,500 points of 1 member (1 event, 1 tier change)" in result.output
     assert expired(engine) == [("A", datetime(2026, 3, 10, 3, tzinfo=UTC), -1500)]
     assert state(engine, "A") == (0, "member") and lots(engine, "A") == []
     t = tier_changes_table
@@ -120,7 +120,7 @@ def test_the_job_twice_records_nothing_new_and_a_dry_run_records_nothing(run, ru
     assert expired(engine) == [] and state(engine, "B") == (1200, "silver") and len(lots(engine, "B")) == 1
 
     first = run("points", "expire", "--at", "2026-03-01T00:00:00Z")
-    assert "expired 1,900 points of 2 members (2 events, 1 tier changes)" in first.output
+    assert "expired 1,900 points of 2 members (2 events, 1 tier change)" in first.output
     again = run("points", "expire", "--at", "2026-03-02T00:00:00Z")
     assert "expired 0 points of 0 members (0 events, 0 tier changes)" in again.output
     assert len(expired(engine)) == 2 and state(engine, "B") == (0, "member")
@@ -217,6 +217,17 @@ def test_expiry_mistakes_name_the_line(project, monkeypatch, expiry, message):
     ("", "before: [30 days]", "flows: flow 'remind': a points_expiring flow needs program.points.expiry"),
     ("    expiry: {after: 12 months}\n", "", "a points_expiring flow needs `before:`"),
     ("    expiry: {after: 12 months}\n", "before: [30 days, 30 days]", "before: lists the same reminder twice"),
+    ("    expiry: {after: 12 months}\n", "before: [4 weeks, 28 days]", "before: lists the same reminder twice"),
+    ("    expiry: {after: 12 months}\n", "before: [30 days, 13 months]",
+     "config.yaml:18:91: flows[0].before[1]: flow 'remind': a reminder 13 months before the expiry is not shorter than "
+     "program.points.expiry (after: 12 months): it would fall when the points are earned or before; "
+     "give reminders shorter than the expiry (e.g. before: [30 days, 7 days])"),
+    ("    expiry: {after: 12 months}\n", "before: [1 year]", "flows[0].before[0]: flow 'remind': a reminder 1 year "),
+    ("    expiry: {after: 12 months}\n", "before: 400 days", "flows[0].before: flow 'remind': a reminder 400 days "),
+    ("    expiry: {inactivity: 18 months}\n", "before: [2 years]",
+     "not shorter than program.points.expiry (inactivity: 18 months): it would fall at the member's last "
+     "earning or redeeming event or before"),
+    ("    expiry: {after: 2 hours}\n", "before: [1 day]", "a reminder 1 day before the expiry is not shorter"),
 ])
 def test_reminder_flow_mistakes(project, monkeypatch, expiry, flow, message):
     monkeypatch.chdir(project)
@@ -227,6 +238,21 @@ def test_reminder_flow_mistakes(project, monkeypatch, expiry, flow, message):
     with pytest.raises(ConfigError) as caught:
         load_settings(project, environ={})
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("expiry, before", [
+    ("after: 12 months", "[11 months, 335 days, 7 days]"),
+    ("after: 12 months", "[365 days]"),                 # a year may have 366 days
+    ("inactivity: 18 months", "[17 months, 1 year]"),
+    ("after: 30 days", "[4 weeks, 29 days, 24 hours]"),
+])
+def test_reminders_shorter_than_the_expiry_are_taken(project, monkeypatch, expiry, before):
+    monkeypatch.chdir(project)
+    (project / "config.yaml").write_text(
+        TEST_CONFIG.replace("  points_per_currency_unit: 0.001\n",
+                            f"  points_per_currency_unit: 0.001\n  points:\n    expiry: {{{expiry}}}\n")
+        + f"flows:\n  - {{name: remind, trigger: points_expiring, template: points_expiring, before: {before}}}\n")
+    assert [flow.name for flow in load_settings(project, environ={}).flows] == ["remind"]
 
 
 def test_segment_fields_explain_why_a_member_is_out(run, runtime, project, tmp_path):
@@ -416,4 +442,128 @@ def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_reject
     assert "points expiry: row 1: points: expires 6 points but member 'B' has 5 at 2026-01-11 03:00 UTC" in str(
         caught.value)
     assert state(engine, "B") == (5, "member") and ("B", second, -6) not in expired(engine)
+    engine.dispose()
+
+
+def test_reminders_fall_on_the_members_own_clock_across_dst_and_month_ends(program):
+    """`before:` is calendar time on the member's clock, as the expiry is: a month before 1 March
+    05:00 in Tokyo is 1 February 05:00 there (not 29 January, a month before the UTC instant, 28
+    February 20:00), and a month before 20 March 00:30 in New York (EDT) is 20 February 00:30 EST,
+    not 23:30 the evening before."""
+    reminders(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text().replace("before: [30 days, 7 days]", "before: [1 month]"))
+    program.load("members", [member("TK", "Asia/Tokyo"), member("NY", "America/New_York")],
+                 at="2025-02-01T09:00:00+07:00")
+    program.load("events", [earn("TK", "2025-03-01T05:00:00+09:00", 800),     # expires 2026-02-28 20:00 UTC
+                            earn("NY", "2025-03-20T00:30:00-04:00", 600)],    # expires 2026-03-20 04:30 UTC
+                 at="2025-03-20T10:00:00+07:00")
+
+    def due(at: str) -> list[tuple[str, str]]:
+        return sorted((d["member_id"], d["occurrence"]) for d in program.dry(at) if d["decision"] == "send")
+
+    assert due("2026-02-01T04:59:00+09:00") == []
+    assert due("2026-02-01T05:00:00+09:00") == [("TK", "points_expiring:2026-03-01:1months")]
+    plan = program.dry("2026-02-01T05:00:00+09:00")
+    assert "800 points expire on 2026-03-01 05:00 JST (1 month before)" in plan[0]["reason"]
+    assert due("2026-02-19T23:59:00-05:00") == [("TK", "points_expiring:2026-03-01:1months")]
+    assert due("2026-02-20T00:30:00-05:00") == [("NY", "points_expiring:2026-03-20:1months"),
+                                                ("TK", "points_expiring:2026-03-01:1months")]
+
+
+def test_the_dry_run_and_explain_see_the_expiry_that_a_run_records_first(program):
+    """`run --once` records the points that have expired before it plans; `run --dry-run` and
+    `explain` apply the same expiry in the transaction they roll back, so they announce what the
+    run then sends (here the tier downgrade the expiry brings) and record nothing."""
+    reminders(program)
+    path = program.dir / "config.yaml"
+    path.write_text(path.read_text() + "  - {name: down, trigger: tier_downgrade, template: tier_downgrade}\n")
+    program.load("members", [member("M1")], at="2025-01-01T09:00:00+07:00")
+    program.load("events", [earn("M1", "2025-01-10T10:00:00+07:00", 1500)], at="2025-01-10T11:00:00+07:00")
+    at = "2026-01-10T11:00:00+07:00"
+    assert [(d["flow"], d["decision"]) for d in program.dry(at)] == [("down", "send")]
+    explained = program.run("explain", "M1", at=at)
+    assert explained.exit_code == 0, explained.output
+    assert "moved down from silver to member on 2026-01-10 10:00 +07; scheduled for" in explained.output
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert expired(engine) == [] and state(engine, "M1") == (1500, "silver")  # nothing was kept
+        assert program.sends() == []
+        once = program.run("run", "--once", at=at)
+        assert once.exit_code == 0, once.output
+        assert [(flow, state_) for flow, _key, state_ in program.sends()] == [("down", "sent")]
+        assert expired(engine) == [("M1", datetime(2026, 1, 10, 3, tzinfo=UTC), -1500)]
+    finally:
+        engine.dispose()
+
+
+def test_check_and_the_job_warn_when_the_lots_follow_another_rule(run, runtime, project, tmp_path):
+    """Lots are derived when events are imported: after program.points.expiry changes, the lots
+    already kept follow the old rule until `points rebuild`. `check` and `points expire` say so
+    (the job would take points by the old rule), and stop saying so once they are rebuilt."""
+    with_expiry(project, "{after: 12 months}")
+    members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "A", "B")
+    load(run, tmp_path, "events", [earn("A", "2025-01-10T10:00:00+07:00", 700),
+                                   earn("B", "2025-06-10T10:00:00+07:00", 300)])
+    runtime.engine()
+    advice = "derived under another rule; run `loyalty-mail points rebuild` before points expire again"
+    assert advice not in run("points", "expire", "--dry-run", "--at", "2025-07-01T00:00:00Z").stderr
+    with_expiry(project, "{inactivity: 18 months}")
+    expire = run("points", "expire", "--dry-run", "--at", "2026-03-01T00:00:00Z")
+    assert expire.exit_code == 0, expire.output
+    assert ("warning: the point lots of 2 of the 2 members checked (A, B) do not follow program.points.expiry "
+            f"(inactivity: 18 months): they were {advice}") in expire.stderr
+    checked = run("check")
+    assert checked.exit_code == 0, checked.output
+    assert advice in checked.stderr
+    assert run("points", "rebuild").exit_code == 0
+    assert advice not in run("check").stderr
+    rebuilt = run("points", "expire", "--dry-run", "--at", "2026-03-01T00:00:00Z")
+    assert rebuilt.stderr == "" and "would expire 0 points of 0 members" in rebuilt.output
+    (project / "config.yaml").write_text(TEST_CONFIG)   # expiry turned off: the lots kept are stale too
+    assert "point lots are kept though program.points.expiry is not set" in run("check").stderr
+    assert run("points", "rebuild").exit_code == 0 and "point lots are kept" not in run("check").stderr
+
+
+def test_two_expiry_jobs_at_once_record_each_expiry_once_and_both_succeed(database_url: str, tmp_path: Path):
+    """`points expire` by hand while the daemon's tick runs the job: the second waits for the
+    first, then finds nothing left to expire (no duplicate event id, no error), on both databases."""
+    import threading
+
+    from loyalty_mail import db
+    from loyalty_mail.importing import import_rows
+    from loyalty_mail.points.expiry import expire_points, record_due
+
+    project = tmp_path / "program"
+    project.mkdir()
+    with_expiry(project, "{after: 12 months}")
+    settings = load_settings(project, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    import_rows(engine, settings, "members", enumerate(
+        ({"member_id": i, "email": f"{i.lower()}@example.com"} for i in ("A", "B")), 1), source="members", now=at)
+    import_rows(engine, settings, "events", enumerate(
+        [earn("A", "2025-01-10T10:00:00+07:00", 700), earn("B", "2025-02-10T10:00:00+07:00", 300)], 1),
+        source="events", now=at)
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["report"] = expire_points(engine, settings, at)
+        except Exception as exc:  # the failure this test is about: reported, not raised in the thread
+            outcome["error"] = exc
+
+    with db.writer(engine).connect() as connection:
+        transaction = connection.begin()
+        first = record_due(connection, settings, at)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()   # it waits for the first job's transaction
+        transaction.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert (first.events, outcome["report"].events) == (2, 0)   # type: ignore[attr-defined]
+    assert sorted((m, p) for m, _, p in expired(engine)) == [("A", -700), ("B", -300)]
     engine.dispose()

@@ -468,6 +468,40 @@ def test_a_broken_segment_file_shows_in_place_and_the_other_flows_are_planned(cl
     assert "<h3>winback " not in page.text
 
 
+def test_flows_plan_as_the_dry_run_does_after_the_expiry_a_run_records(program_dir, database_url):
+    """The Flows page shows what `run --dry-run` would do: the points that have expired by then
+    are taken off first (rolled back), so a member whose only points expired before the month is
+    skipped by the statement, as the dry run and the run skip them."""
+    import json
+
+    from click.testing import CliRunner
+
+    from loyalty_mail.cli import cli
+
+    at = "2026-12-01T09:30:00+07:00"
+    rows = program_dir.parent / "late.jsonl"
+    rows.write_text(json.dumps({"member_id": "ST0000", "type": "points_earned", "points": 800,
+                                "occurred_at": "2025-10-15T10:00:00+07:00", "event_id": "late-1"}) + "\n")
+    runner = CliRunner(env={"LOYALTY_MAIL_SECRET": "studio-test-secret-0123456789"})
+    base = ["--project", str(program_dir), "--database", database_url]
+    imported = runner.invoke(cli, [*base, "events", "import", str(rows)])
+    assert imported.exit_code == 0, imported.output
+    dry = runner.invoke(cli, [*base, "run", "--dry-run", "--flow", "statement", "--format", "json", "--at", at])
+    assert dry.exit_code == 0, dry.output
+    skipped = sorted(d["member_id"] for d in json.loads(dry.stdout)
+                     if d["reason"] == "no activity in the period and no balance")
+    assert "ST0000" in skipped
+    runtime = Runtime.load(program_dir, database_url=database_url)
+    access = Access()
+    app = create_app(Workspace(runtime, at=datetime.fromisoformat(at)), access, hosts=(HOST,))
+    client = StudioClient(app)
+    assert client.get(f"/?token={access.token}").status_code == 303
+    page = client.get("/flows")
+    shown = re.search(r'<td class="id">statement</td><td>no activity in the period and no balance</td>'
+                      r'<td class="n">(\d+)</td>', page.text)
+    assert shown is not None and int(shown.group(1)) == len(skipped), page.text[page.text.index('id="plan"'):][:2000]
+
+
 def test_outbox_and_report(client):
     page = client.get("/outbox")
     assert page.status_code == 200 and "The outbox is empty." in page.text

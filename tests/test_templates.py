@@ -654,6 +654,9 @@ def test_each_kind_of_sample_occurrence_keeps_its_own_fields(example):
     samples = {o["kind"]: o for o in sample_occurrences(example)}
     assert samples["points"]["threshold"] == 5000 and samples["anniversary"]["years"] == 2
     assert samples["tier_at_risk"]["threshold"] == "2000" and samples["tier_at_risk"]["tier"] == "silver"
+    # a downgrade goes down: from the second tier to the lowest, the sample member's own
+    assert (samples["tier_downgrade"]["old_tier"], samples["tier_downgrade"]["new_tier"]) == ("silver", "member")
+    assert (samples["tier_upgrade"]["old_tier"], samples["tier_upgrade"]["new_tier"]) == ("member", "silver")
     assert sample_occurrence(example, "milestone")["kind"] == "points"
     assert sample_occurrence(example, "tier_at_risk")["kind"] == "tier_at_risk"
     assert sample_occurrence(example, "welcome_perks")["kind"] == "signup"       # a welcome journey's step
@@ -668,7 +671,20 @@ def test_cli_preview_uses_the_sample_occurrence_of_the_emails_trigger(example_fi
     at_risk = run("preview", "tier_at_risk", "--sample", "--locale", "en", "--format", "text")
     assert at_risk.exit_code == 0, at_risk.output
     assert at_risk.stdout.startswith("Subject: Keep your Silver status, Lan\n")
+    down = run("preview", "tier_downgrade", "--sample", "--locale", "en", "--format", "text")
+    assert down.exit_code == 0, down.output
+    assert "Your tier has moved from Silver to Member." in down.stdout, down.stdout
     assert "milestone of 5,000 points" in " ".join(run("preview", "--help").stdout.split())
+
+
+def test_the_points_expiry_reminder_names_what_the_points_could_buy_in_the_members_language(example_files):
+    """`occurrence.could_buy` in the example emails: each reward by its label in the member's
+    language, never by its identifier (`voucher_100k`)."""
+    _, run = example_files
+    for locale, line in (("en", "✓ A free coffee · 500 points"), ("vi", "✓ Một ly cà phê miễn phí · 500 điểm")):
+        shown = run("preview", "points_expiring", "--sample", "--locale", locale, "--format", "text")
+        assert shown.exit_code == 0, shown.output
+        assert line in shown.stdout and "✓ coffee ·" not in shown.stdout, shown.stdout
 
 
 def test_cli_preview_says_when_the_locale_falls_back(example_files):

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import CannotListen, LoyaltyMailError
+from ..errors import CannotListen, LoyaltyMailError, counted  # noqa: F401 - the commands' counted()
 from ..errors import shown as quoted
 from ..runtime import Runtime
 
@@ -163,11 +163,6 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return value
-
-
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """A count and its noun in the right number: `1 email`, `1,200 emails`."""
-    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def print_json(value: Any) -> None:

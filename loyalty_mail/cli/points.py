@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..points.expiry import expire_points
-from ..points.store import rebuild_everyone
+from ..points.store import out_of_date, rebuild_everyone
 from . import cli
 from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
 
@@ -39,7 +39,12 @@ def expire(obj: CliContext, at: str | None, dry_run: bool, output_format: str) -
         raise click.ClickException("points do not expire in this program: set program.points.expiry in "
                                    "config.yaml (e.g. expiry: {after: 12 months}) first")
     now = resolve_at(runtime, at)
-    report = expire_points(runtime.engine(), runtime.settings, now, dry_run=dry_run, keep=True)
+    engine = runtime.engine()
+    with engine.connect() as connection:
+        stale = out_of_date(connection, runtime.settings)
+    if stale:
+        click.echo(f"warning: {stale}", err=True)
+    report = expire_points(engine, runtime.settings, now, dry_run=dry_run, keep=True)
     if output_format == "json":
         print_json({"at": now, "dry_run": dry_run, "policy": str(expiry), "members": report.members,
                     "events": report.events, "points": report.points, "tier_changes": report.tier_changes,

@@ -20,6 +20,7 @@ from ..flows.runner import (check_flow_templates, check_variant_subjects, journe
                             variant_subject_problems)
 from ..rendering.checks import check_templates
 from ..overview import Overview
+from ..points.store import lots_warning
 from ..demo import SECRET_FILE, run_demo
 from ..scaffold import init_program
 from ..segments import load_catalog
@@ -101,6 +102,9 @@ def check(obj: CliContext, strict: bool) -> None:
     disabled = {f.name for f in settings.flows if not f.enabled}
     for line in edits_in_flight(obj.runtime.engine(ensure_schema=False), planner.journeys, disabled):
         click.echo(line)
+    stale = lots_warning(obj.runtime.engine(ensure_schema=False), settings)
+    if stale:
+        click.echo(f"warning: {stale}", err=True)
     found, problems = load_campaigns(settings.project_dir)
     problems += reference_problems(found, {f.name for f in settings.flows}, set(catalog.segments), set(emails),
                                    {t.name for t in settings.topics})

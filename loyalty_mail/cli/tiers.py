@@ -6,7 +6,7 @@ import click
 
 from ..tier_review import review_in
 from . import cli
-from .common import CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at
+from .common import CliContext, at_option, counted, format_option, pass_cli, print_json, print_table, resolve_at
 
 
 @cli.group()
@@ -47,4 +47,4 @@ def review(obj: CliContext, at: str | None, dry_run: bool, output_format: str) -
     print_table(f"Tier review at {now.isoformat()}" + (" (dry run: nothing was changed)" if dry_run else ""),
                 ["member", "decision", "from", "to", "at", "reason"], rows)
     click.echo(f"{report.count('up')} up, {report.count('down')} down, {report.count('kept')} kept at a review, "
-               f"{report.started} period(s) started")
+               f"{counted(report.started, 'period')} started")

@@ -226,15 +226,24 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
     due = end + flow.delay
     if not window.since <= due <= window.now:
         return
-    earned = sa.func.coalesce(sa.func.sum(sa.case((e.c.points > 0, e.c.points), else_=0)), 0)
-    redeemed = sa.func.coalesce(sa.func.sum(sa.case(
-        (sa.and_(e.c.points < 0, e.c.type != EXPIRED_TYPE), -e.c.points), else_=0)), 0)
-    expired = sa.func.coalesce(sa.func.sum(sa.case(
-        (sa.and_(e.c.points < 0, e.c.type == EXPIRED_TYPE), -e.c.points), else_=0)), 0)
-    activity = (sa.select(e.c.member_ref, earned.label("earned"), redeemed.label("redeemed"),
-                          expired.label("expired"), sa.func.count().label("events"))
-                .where(e.c.occurred_at >= start, e.c.occurred_at < end)
-                .group_by(e.c.member_ref).subquery())
+    # One pass over the events from the period's start: the period's figures, and what events
+    # after `now` added (the balance and spend then are today's less those, as for milestones).
+    within = e.c.occurred_at < end
+    later = e.c.occurred_at > window.now
+
+    def total(condition: sa.ColumnElement[bool], value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(sa.case((condition, value), else_=0)), 0)
+
+    activity = (sa.select(
+        e.c.member_ref,
+        total(sa.and_(within, e.c.points > 0), e.c.points).label("earned"),
+        total(sa.and_(within, e.c.points < 0, e.c.type != EXPIRED_TYPE), -e.c.points).label("redeemed"),
+        total(sa.and_(within, e.c.points < 0, e.c.type == EXPIRED_TYPE), -e.c.points).label("expired"),
+        total(within, sa.literal(1)).label("events"),
+        total(sa.and_(later, e.c.points.is_not(None)), e.c.points).label("points_after"),
+        total(sa.and_(later, e.c.type == "purchase", e.c.amount.is_not(None)), e.c.amount).label("spend_after"))
+        .where(e.c.occurred_at >= start)
+        .group_by(e.c.member_ref).subquery())
     # what will expire in the month the statement is read (program.points.expiry; no lots without it)
     until = add_months(end, 1)
     lots = point_lots_table
@@ -242,7 +251,8 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
                 .where(lots.c.expires_at >= end, lots.c.expires_at < until)
                 .group_by(lots.c.member_ref).subquery())
     query = (sa.select(*MEMBER_COLUMNS, m.c.points, m.c.tier, m.c.total_spend, activity.c.earned,
-                       activity.c.redeemed, activity.c.expired, activity.c.events, expiring.c.expiring)
+                       activity.c.redeemed, activity.c.expired, activity.c.events, activity.c.points_after,
+                       activity.c.spend_after, expiring.c.expiring)
              .outerjoin(activity, activity.c.member_ref == m.c.id)
              .outerjoin(expiring, expiring.c.member_ref == m.c.id)
              .where(sa.or_(m.c.joined_at.is_(None), m.c.joined_at < end))
@@ -253,18 +263,20 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
     for row in _stream(conn, query):
         key = f"statement:{month}"
         events = int(row.events or 0)
-        skip = None if events or row.points else "no activity in the period and no balance"
+        balance = int(row.points) - int(row.points_after or 0)
+        skip = None if events or balance else "no activity in the period and no balance"
         rank = ladder.rank(row.tier) if row.tier in ladder.names else 0
         nxt = ladder.levels[rank + 1] if rank + 1 < len(ladder.levels) else None
-        standing = Decimal(row.points) if ladder.basis == "points" else Decimal(row.total_spend)
+        standing = Decimal(balance) if ladder.basis == "points" else (
+            Decimal(row.total_spend) - Decimal(row.spend_after or 0))
         yield Occurrence(
             flow=flow, **_member(row), key=key, occurred_at=end, due_at=due,
-            reason=f"statement for {month}: {events} event(s), balance {int(row.points):,} points",
+            reason=f"statement for {month}: {events} event(s), balance {balance:,} points",
             data={"kind": "statement", "key": key, "month": month, "period_start": start.isoformat(),
                   "period_end": end.isoformat(), "earned": int(row.earned or 0),
                   "redeemed": int(row.redeemed or 0), "expired": int(row.expired or 0),
                   "expiring": int(row.expiring or 0), "expiring_until": until.isoformat(),
-                  "balance": int(row.points), "tier": row.tier,
+                  "balance": balance, "tier": row.tier,
                   "next_tier": None if nxt is None else nxt.name,
                   "to_next_tier": None if nxt is None else _text(max(nxt.threshold - standing, Decimal(0)))},
             skip=skip)

@@ -36,6 +36,7 @@ from ..config import FlowSettings, Settings
 from ..durations import format_span
 from ..instants import local_text
 from ..models import events_table, journey_steps_table, members_table, point_lots_table, sends_table, tier_changes_table
+from ..points.lots import reminder_before
 from ..segments.compiler import month_day_key
 from ..tiers import TierLadder
 
@@ -267,7 +268,7 @@ def points_expiring(conn: sa.Connection, flow: FlowSettings, settings: Settings,
             expires_at = first.expires_at
             amount = sum(int(row.remaining) for row in held)
             zone = first.timezone or zone_default
-            due = [(offset, offset.before(expires_at)) for offset in offsets]
+            due = [(offset, reminder_before(expires_at, offset, _zone(zone))) for offset in offsets]
             due = [(offset, at) for offset, at in due if window.since <= at + flow.delay <= window.now]
             nearest = None
             for offset, at in due:  # nearest first: it wins over further ones due at the same time

@@ -48,6 +48,7 @@ from ..tiers import TierLadder
 from ..yaml_source import YamlDocument
 from ..segments.explain import why_not
 from .. import tier_review
+from ..points import expiry
 from . import journeys, ledger, member_triggers, variants
 from . import occurrences as triggers
 from .decisions import PlannedSend, Skip
@@ -261,12 +262,16 @@ class Planner:
 
     def plan_in(self, engine: sa.Engine, now: datetime, *, review: bool = False,
                 before: Callable[[sa.Connection], None] | None = None, **kwargs: Any) -> Plan:
-        """`plan` on a connection of its own (nothing it writes is kept). With `review`, the tier
-        review is applied first and rolled back with the rest: the dry run sees its moves.
+        """`plan` on a connection of its own (nothing it writes is kept). With `review`, what a
+        tick applies before planning (the points expiry, then the tier review) is applied first
+        and rolled back with the rest: the dry run sees the expiries and moves a run records.
         `before` writes on that connection first, rolled back too (the dry run's A/B winners)."""
         with engine.connect() as conn:
             if review:
-                tier_review.apply(conn, self.settings, now, members=kwargs.get("members"),
+                members = kwargs.get("members")
+                if members is None:   # as run_once: a wake-up for some members records no expiry
+                    expiry.record_due(conn, self.settings, now)
+                tier_review.apply(conn, self.settings, now, members=members,
                                   since=now - self.settings.sending.lookback)
             if before is not None:
                 before(conn)
@@ -324,7 +329,9 @@ class Planner:
         reason holds. The same planning as `plan`, for one member, with the ledger as it stood
         at `at`; a flow with no occurrence says which segment rule or trigger condition failed."""
         ref = member_row(conn, member_id)["id"]
-        tier_review.apply(conn, self.settings, at, members=[ref])  # the caller does not commit
+        # what a run records first, for this member; the caller does not commit
+        expiry.record_due(conn, self.settings, at, members=[ref])
+        tier_review.apply(conn, self.settings, at, members=[ref], since=at - self.settings.sending.lookback)
         member = member_row(conn, member_id)
         plan = self.plan(conn, at, member_ref=ref)
         history = ledger.history(conn, ref, at)

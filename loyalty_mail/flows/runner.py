@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import tier_review
+from .. import db, tier_review
 from ..campaigns.spec import CAMPAIGNS_DIR, campaign_files
 from ..config import CONFIG_FILE, FlowSettings, Settings
 from ..errors import Problem, TemplateError
@@ -158,7 +158,7 @@ def run_once(engine: sa.Engine, planner: Planner, renderer: Renderer, transport:
         if expired.events:
             log.info(expired.summary())
     if settings.tiers.qualification is not None:  # moves first, so this tick plans their emails
-        with engine.begin() as conn:
+        with db.exclusive(engine, db.REVIEW_LOCK) as conn:   # after a `tiers review` running meanwhile
             tier_review.apply(conn, settings, now, members=members, since=now - settings.sending.lookback)
     plan = Plan(now, keep=False)  # decisions are recorded chunk by chunk as planning streams on
     report = TickReport(now, plan)

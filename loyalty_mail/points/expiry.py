@@ -9,12 +9,13 @@ would), so those lots are deleted rather than every member's lots derived again.
 gone, and its `event_id` (`lm-expired/<member>/<instant>`, then `/2`, `/3`... when a history
 imported later leaves more points to expire at an instant already recorded) is never applied
 twice, so two runs at once record each expiry once. A dry run is the same job in a transaction
-that is rolled back.
+that is rolled back; so are `run --dry-run` and `explain` (record_due on their connection), which
+see what a tick records before it plans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 
 from .. import db
 from ..config import Settings
+from ..errors import counted
 from ..importing.events import Expiry, record_expiries
 from ..models import events_table, members_table, point_lots_table
 from .store import remove_expired
@@ -44,8 +46,9 @@ class ExpiryReport:
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
-        return (f"points expiry at {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC: {verb} {self.points:,} points of "
-                f"{self.members:,} members ({self.events:,} events, {self.tier_changes:,} tier changes)")
+        return (f"points expiry at {self.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC: {verb} "
+                f"{counted(self.points, 'point')} of {counted(self.members, 'member')} "
+                f"({counted(self.events, 'event')}, {counted(self.tier_changes, 'tier change')})")
 
 
 def event_id(member_id: str, expires_at: datetime, number: int = 1) -> str:
@@ -66,11 +69,12 @@ class Due:
     partial: bool   # cut to the balance (points set by a members import are in no lot)
 
 
-def due_expiries(connection: sa.Connection, now: datetime) -> Iterator[Due]:
-    """The expiries due at `now`, in member order."""
+def due_expiries(connection: sa.Connection, now: datetime, members: Collection[int] | None = None) -> Iterator[Due]:
+    """The expiries due at `now`, in member order (of these members, by id, when given)."""
     lots, m, e = point_lots_table, members_table, events_table
+    mine = [lots.c.member_ref.in_(sorted(members))] if members is not None else []
     due = (sa.select(lots.c.member_ref, lots.c.expires_at, sa.func.sum(lots.c.remaining).label("points"))
-           .where(lots.c.expires_at <= now)
+           .where(lots.c.expires_at <= now, *mine)
            .group_by(lots.c.member_ref, lots.c.expires_at).subquery())
     recorded = (sa.select(sa.func.count()).where(e.c.member_ref == due.c.member_ref, e.c.type == "points_expired",
                                                  e.c.occurred_at == due.c.expires_at)
@@ -92,27 +96,13 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
                   keep: bool = False) -> ExpiryReport:
     """Record every expiry due at `now` in one transaction (rolled back when `dry_run`). `keep`
     lists each event in the report (the CLI's output)."""
-    report = ExpiryReport(now, dry_run)
     if settings.program.points.expiry is None:
-        return report
+        return ExpiryReport(now, dry_run)
     with db.writer(engine).connect() as connection:
         transaction = connection.begin()
         try:
-            # Read whole before the import writes: SQLite cannot change a table while a statement
-            # reading it is open on the same connection. One row per member and expiry instant.
-            due = list(due_expiries(connection, now))
-            recorded = [d for d in due if d.points > 0]
-            summary = record_expiries(connection, settings, [
-                Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
-                for number, d in enumerate(recorded, 1)], source=SOURCE, now=now)
-            remove_expired(connection, settings, now, {d.member_ref for d in due if d.partial})
-            report.members = len({d.member_ref for d in recorded})
-            report.points = sum(d.points for d in recorded)
-            report.events, report.tier_changes = summary.inserted, summary.tier_changes
-            if keep:
-                report.expired = [{"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
-                                   "type": "points_expired", "occurred_at": d.expires_at.isoformat(),
-                                   "points": d.points} for d in recorded]
+            report = record_due(connection, settings, now, keep=keep)
+            report.dry_run = dry_run
             if dry_run:
                 transaction.rollback()
             else:
@@ -120,4 +110,35 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
         except BaseException:
             transaction.rollback()
             raise
+    return report
+
+
+def record_due(connection: sa.Connection, settings: Settings, now: datetime, *,
+               members: Collection[int] | None = None, keep: bool = False) -> ExpiryReport:
+    """The job on `connection`, in the caller's transaction: every expiry due at `now` (of these
+    members, by id, when given) recorded, and the lots it used up removed."""
+    report = ExpiryReport(now, False)
+    if settings.program.points.expiry is None:
+        return report
+    # Read whole before the import writes: SQLite cannot change a table while a statement
+    # reading it is open on the same connection. One row per member and expiry instant.
+    due = list(due_expiries(connection, now, members))
+    if due and connection.dialect.name != "sqlite":
+        # Two jobs at once (`points expire` during a tick): the second waits for the first's
+        # transaction, then reads again and finds what it recorded gone. SQLite's writer lock
+        # (BEGIN IMMEDIATE) does the same there.
+        db.serialized(connection, db.EXPIRY_LOCK)
+        due = list(due_expiries(connection, now, members))
+    recorded = [d for d in due if d.points > 0]
+    summary = record_expiries(connection, settings, [
+        Expiry(number, d.member_ref, event_id(d.member_id, d.expires_at, d.number), d.expires_at, d.points)
+        for number, d in enumerate(recorded, 1)], source=SOURCE, now=now)
+    remove_expired(connection, settings, now, {d.member_ref for d in due if d.partial}, members)
+    report.members = len({d.member_ref for d in recorded})
+    report.points = sum(d.points for d in recorded)
+    report.events, report.tier_changes = summary.inserted, summary.tier_changes
+    if keep:
+        report.expired = [{"event_id": event_id(d.member_id, d.expires_at, d.number), "member_id": d.member_id,
+                           "type": "points_expired", "occurred_at": d.expires_at.isoformat(),
+                           "points": d.points} for d in recorded]
     return report

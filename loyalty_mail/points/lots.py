@@ -42,14 +42,25 @@ def expiry_after(moment: datetime, duration: Duration, zone: ZoneInfo) -> dateti
     years are calendar days in `zone` (a day past a month's end falls on its last day); hours,
     minutes and seconds are elapsed time. A wall time that a DST change skips is read with the
     offset before the change (so it lands just after the gap)."""
+    return _on_wall_clock(moment, duration, zone, 1)
+
+
+def reminder_before(expires_at: datetime, duration: Duration, zone: ZoneInfo) -> datetime:
+    """`expires_at` - `duration` on the member's wall clock, as a UTC instant: a `before:`
+    reminder, read as the expiry is (a month before 1 March 05:00 local is 1 February 05:00
+    local, whatever the date in UTC; local midnight stays local midnight across a DST change)."""
+    return _on_wall_clock(expires_at, duration, zone, -1)
+
+
+def _on_wall_clock(moment: datetime, duration: Duration, zone: ZoneInfo, sign: int) -> datetime:
     if duration.unit in ("second", "minute", "hour"):
-        return (moment + duration.span()).astimezone(timezone.utc)
+        return (moment + sign * duration.span()).astimezone(timezone.utc)
     local = moment.astimezone(zone).replace(tzinfo=None)
     if duration.unit in ("month", "year"):
-        later = add_months(local, duration.amount * (12 if duration.unit == "year" else 1))
+        moved = add_months(local, sign * duration.amount * (12 if duration.unit == "year" else 1))
     else:
-        later = local + timedelta(days=duration.days_exact())
-    return later.replace(tzinfo=zone).astimezone(timezone.utc)
+        moved = local + sign * timedelta(days=duration.days_exact())
+    return moved.replace(tzinfo=zone).astimezone(timezone.utc)
 
 
 def replay(events: Iterable[tuple[datetime, str, int]], expiry: PointsExpiry, zone: ZoneInfo) -> list[Lot]:

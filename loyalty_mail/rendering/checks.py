@@ -79,7 +79,8 @@ def sample_occurrences(renderer: Renderer) -> list[dict[str, Any]]:
             "period_start": "2026-01-01T00:00:00+07:00", "period_end": "2026-02-01T00:00:00+07:00",
             "earned": 1200, "redeemed": 300, "expired": 0, "expiring": 250,
             "expiring_until": "2026-03-01T00:00:00+07:00", "next_tier": new, "to_next_tier": "800"}
-    own = {"tier_at_risk": {"threshold": str(int(names[min(1, len(names) - 1)].threshold))}}  # the tier's, as text
+    own = {"tier_at_risk": {"threshold": str(int(names[min(1, len(names) - 1)].threshold))},  # the tier's, as text
+           "tier_downgrade": {"old_tier": new, "new_tier": old}}  # down, to the sample member's own tier
     return [{**base, "kind": kind, **own.get(kind, {})}
             for kind in ("signup", "points", "anniversary", "tier_upgrade", "segment_entry", "tier_at_risk",
                          "tier_downgrade", "birthday", "reward_available", "statement", "points_expiring",

@@ -56,7 +56,7 @@ def flows_view(workspace: Workspace, state: ProgramState, query: str) -> FlowsVi
             except ConfigError as exc:
                 view.problems += exc.problems
         planner = Planner(settings.model_copy(update={"flows": runnable}), catalog, engine.dialect.name)
-        plan = planner.plan_in(engine, now, plan=Plan(now, keep=False))
+        plan = planner.plan_in(engine, now, review=True, plan=Plan(now, keep=False))  # as run --dry-run
     except LoyaltyMailError as exc:
         view.problems += _problems(exc)
         return view
