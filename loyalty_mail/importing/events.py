@@ -150,6 +150,10 @@ class _MemberState:
     joined_at: datetime | None
     joined_on: date | None
     timezone: str
+    period_start: datetime | None  # the tier period's measures (models.Member.period_spend, ...)
+    period_spend: Decimal
+    period_points_earned: int
+    period_last_event_at: datetime | None
     changed: bool = False
 
 
@@ -260,16 +264,21 @@ _UPDATE_MEMBER = _m.update().where(_m.c.id == sa.bindparam("b_id")).values(
     last_purchase_at=sa.bindparam("b_last", type_=UTCDateTime()),
     joined_at=sa.bindparam("b_joined", type_=UTCDateTime()),
     joined_on=sa.bindparam("b_joined_on", type_=sa.Date()),
+    period_spend=sa.bindparam("b_period_spend", type_=MONEY),
+    period_points_earned=sa.bindparam("b_period_points"),
+    period_last_event_at=sa.bindparam("b_period_last", type_=UTCDateTime()),
     updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
 )
 _MEMBER_COLUMNS = ("id", "points", "tier", "total_spend", "purchase_count", "last_purchase_at", "joined_at",
-                   "joined_on", "updated_at")  # as _UPDATE_MEMBER sets them
+                   "joined_on", "period_spend", "period_points_earned", "period_last_event_at",
+                   "updated_at")  # as _UPDATE_MEMBER sets them
 _EVENT_COLUMNS = ("event_id", "member_ref", "type", "occurred_at", "amount", "currency", "points", "properties",
                   "created_at")  # the keys of an applied event
 _INSERT_EVENTS = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
 _INSERT_PLAIN = events_table.insert()
 STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
-                  _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
+                  _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone, _m.c.tier_period_start,
+                  _m.c.period_spend, _m.c.period_points_earned, _m.c.period_last_event_at)
 # One row: the member's state (all None for an unknown member) and whether the event_id is applied.
 _ONE_EVENT_LOOKUP = sa.select(
     *STATE_COLUMNS,
@@ -377,6 +386,15 @@ class Applier:
         elif kind == "signup" and state.joined_at is None:
             state.joined_at = row["occurred_at"]
             state.joined_on = local_date(state.joined_at, state.timezone)
+        when = row["occurred_at"]
+        if state.period_start is not None and when > state.period_start and (kind == "purchase" or delta > 0):
+            # in the tier period (a time ahead of now too: the segment takes those off at its `at`)
+            if kind == "purchase":
+                state.period_spend += amount
+            if delta > 0:
+                state.period_points_earned += delta
+            if state.period_last_event_at is None or when > state.period_last_event_at:
+                state.period_last_event_at = when
         new_tier = state.tier if self.ladder.held else self.ladder.tier_for(state.points, state.total_spend)
         if new_tier != state.tier:
             changes.append((index, {
@@ -428,13 +446,15 @@ class Applier:
         if len(states) >= pg_bulk.MIN_ROWS and self.connection.dialect.name == "postgresql":
             pg_bulk.update_by_id(self.connection, members_table, _MEMBER_COLUMNS, [
                 (st.ref, st.points, st.tier, st.total_spend, st.purchase_count, st.last_purchase_at,
-                 st.joined_at, st.joined_on, self.now) for st in states])
+                 st.joined_at, st.joined_on, st.period_spend, st.period_points_earned, st.period_last_event_at,
+                 self.now) for st in states])
             self.summary.updated += len(states)
         elif states:
             self.connection.execute(_UPDATE_MEMBER, [{
                 "b_id": st.ref, "b_points": st.points, "b_tier": st.tier, "b_spend": st.total_spend,
                 "b_count": st.purchase_count, "b_last": st.last_purchase_at, "b_joined": st.joined_at,
-                "b_joined_on": st.joined_on,
+                "b_joined_on": st.joined_on, "b_period_spend": st.period_spend,
+                "b_period_points": st.period_points_earned, "b_period_last": st.period_last_event_at,
                 "b_now": self.now,
             } for st in states])
             self.summary.updated += len(states)
@@ -442,7 +462,9 @@ class Applier:
 
 def member_state(row: Any, default_zone: str) -> _MemberState:
     return _MemberState(row.id, row.member_id, row.points, row.tier, row.total_spend, row.purchase_count,
-                        row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone)
+                        row.last_purchase_at, row.joined_at, row.joined_on, row.timezone or default_zone,
+                        row.tier_period_start, row.period_spend, row.period_points_earned,
+                        row.period_last_event_at)
 
 
 @dataclass(frozen=True)
