@@ -74,7 +74,7 @@ def histories(draw):
     at = draw(st.sampled_from(INSTANTS))
     members, events = [], []
     for ref in range(1, draw(st.integers(2, 8)) + 1):
-        start = draw(st.one_of(st.integers(0, 500).map(lambda d: at - timedelta(days=d)), st.none()))
+        start = draw(st.one_of(st.integers(-5, 500).map(lambda d: at - timedelta(days=d)), st.none()))
         review = draw(st.one_of(st.none(), st.integers(-10, 60).map(lambda d: at + timedelta(days=d))))
         members.append((ref, draw(st.sampled_from(TIERS)), start, review))
         for _ in range(draw(st.integers(0, 8))):
@@ -479,9 +479,10 @@ def test_the_demo_seed_and_simulation_keep_the_measures(database_url: str, tmp_p
 @pytest.mark.parametrize("measure", ["points_earned", "spend"])
 def test_each_writer_counts_from_the_period_start(database_url: str, tmp_path: Path, measure: str, writer: str):
     """Each writer counts exactly the events after the period's start: not one at the start, nor
-    before; one at `at` and ones after it are kept on the member and taken off by the segment. On
-    PostgreSQL a request or file of several members writes them with pg_bulk's JSON statements, a
-    request of one event with the one-event path's own statements."""
+    before; one at `at` and ones after it are kept on the member and taken off by the segment,
+    which leaves alone those after `at` but before a period that starts later (M4, a review ahead
+    of a pinned `at`). On PostgreSQL a request or file of several members writes them with
+    pg_bulk's JSON statements, a request of one event with the one-event path's own statements."""
     project = tmp_path / "program"
     project.mkdir()
     (project / "config.yaml").write_text(qualifying(measure))
@@ -489,7 +490,7 @@ def test_each_writer_counts_from_the_period_start(database_url: str, tmp_path: P
     ladder = TierLadder.from_settings(settings_.tiers)
     engine = db.create_db_engine(database_url)
     at = INSTANTS[1]
-    starts = {1: at - timedelta(days=100), 2: at - timedelta(days=10), 3: None}
+    starts = {1: at - timedelta(days=100), 2: at - timedelta(days=10), 3: None, 4: at + timedelta(days=1)}
     import_rows(engine, settings_, "members", enumerate(
         ({"member_id": f"M{n}", "email": f"m{n}@example.com", "points": 10_000,
           "joined_at": (start or at - timedelta(days=30)).isoformat()} for n, start in starts.items()), 1),
@@ -505,20 +506,20 @@ def test_each_writer_counts_from_the_period_start(database_url: str, tmp_path: P
                 ("points_earned", at, {"points": 300}),
                 ("signup", at, {}),
                 ("points_earned", at + timedelta(seconds=1), {"points": 700}),    # ahead of `at`
-                ("purchase", at + timedelta(days=2), {"amount": "999.5"})]):
+                ("purchase", at + timedelta(days=3), {"amount": "999.5"})]):
             rows.append({"event_id": f"M{n}-{k}", "member_id": f"M{n}", "type": kind, "occurred_at": when.isoformat(),
                          **value})
     m = members_table
     if writer == "tier review":  # the review starts the periods at the members' joining
-        rows = [row for row in rows if row["member_id"] != "M3"]  # (M3 would qualify for silver)
+        rows = [row for row in rows if row["member_id"] in ("M1", "M2")]  # (M3 and M4 would qualify for silver)
         import_rows(engine, settings_, "events", enumerate(rows, 1), source="events", now=at)
         with engine.begin() as connection:
             connection.execute(m.update().where(m.c.member_id.in_(["M1", "M2"])).values(tier="silver"))
-            connection.execute(m.update().where(m.c.member_id == "M3").values(tier="member"))
+            connection.execute(m.update().where(m.c.member_id.in_(["M3", "M4"])).values(tier="member"))
             report = tier_review.apply(connection, settings_, at)
         assert report.started == 2 and not report.decisions
     else:
-        set_periods(engine, [(1, "silver", 100), (2, "silver", 10), (3, "member", None)], at)
+        set_periods(engine, [(1, "silver", 100), (2, "silver", 10), (3, "member", None), (4, "silver", -1)], at)
         if writer == "file import":
             import_rows(engine, settings_, "events", enumerate(rows, 1), source="events", now=at)
         elif writer == "one request":
@@ -527,18 +528,21 @@ def test_each_writer_counts_from_the_period_start(database_url: str, tmp_path: P
         else:
             for row in rows:
                 ingest.apply(engine, settings_, events=[ingest.source_row(0, row)], now=at)
-    assert assert_kept(engine) == 2
+    assert assert_kept(engine) == (2 if writer == "tier review" else 3)
     with engine.connect() as connection:
         kept = connection.execute(sa.select(m.c.tier_period_start, m.c.period_spend, m.c.period_points_earned,
                                             m.c.period_last_event_at).order_by(m.c.member_id)).all()
         computed = values(connection, context_for(settings_, SegmentCatalog({}), at, engine.dialect.name))
-    # 12.34 and 999.5 spent; 300 + 700 points earned (and no points for a purchase of less than 1,000)
-    assert [tuple(row) for row in kept] == [
-        (starts[1], Decimal("1011.84"), 1000, at + timedelta(days=2)),
-        (starts[2], Decimal("1011.84"), 1000, at + timedelta(days=2)),
-        (None, 0, 0, None)]
+    # 12.34 and 999.5 spent; 300 + 700 points earned (and no points for a purchase of less than 1,000);
+    # after M4's start, only the purchases
+    periods = [(starts[1], Decimal("1011.84"), 1000, at + timedelta(days=3)),
+               (starts[2], Decimal("1011.84"), 1000, at + timedelta(days=3)), (None, 0, 0, None)]
+    periods.append((None, 0, 0, None) if writer == "tier review" else
+                   (starts[4], Decimal("1011.84"), 0, at + timedelta(days=3)))
+    assert [tuple(row) for row in kept] == periods
     members, events = stored(engine)
     assert computed == plain_values([row[:4] for row in members], events, at, measure, ladder)
+    short = Decimal("987.66") if measure == "spend" else Decimal(700)
     assert sorted(computed.values(), key=str) == sorted(
-        [Decimal("987.66") if measure == "spend" else Decimal(700)] * 2 + [None], key=str)
+        [short, short, None] + [None if writer == "tier review" else Decimal(1000)], key=str)
     engine.dispose()
