@@ -454,15 +454,16 @@ def test_the_demo_seed_and_simulation_keep_the_measures(database_url: str, tmp_p
     ladder = TierLadder.from_settings(settings_.tiers)
     engine = db.create_db_engine(database_url)
     at = INSTANTS[0]
-    seed_program(engine, settings_, members=40, seed=3, now=at)
-    program = DemoProgram(members=40, now=at, currency=settings_.program.currency,
+    seed_program(engine, settings_, members=60, seed=3, now=at)
+    program = DemoProgram(members=60, now=at, currency=settings_.program.currency,
                           points_per_currency_unit=settings_.program.points_per_currency_unit, seed=3)
-    simulation = Simulation(engine, settings_, program, seed=3, next_number=41, window=timedelta(days=7))
-    for day in range(5):
+    simulation = Simulation(engine, settings_, program, seed=3, next_number=61, window=timedelta(days=7))
+    for day in range(14):
         simulation.live(at + timedelta(days=day), at + timedelta(days=day + 1))
     assert simulation.totals.purchases > 0
     assert assert_kept(engine) >= 5
     kept, events = stored(engine)
+    assert any(last is not None and last > at for *_, last in kept)  # simulated purchases in a period
     ctx = context_for(settings_, SegmentCatalog({}), at, engine.dialect.name)  # the simulated days lie ahead
     segment = SegmentParser(load_yaml_text("needed_to_keep_tier: {gte: 1}\n", "s.yaml"), ladder).segment("s")
     assert segment is not None
