@@ -125,6 +125,18 @@ class Member(SQLModel, table=True):
     # Kept by the tier review (tier_review.py); null below the lowest paid tier.
     tier_period_start: datetime | None = _utc()
     tier_review_at: datetime | None = _utc()
+    # The period's measures so far, for `needed_to_keep_tier` without reading events: the amounts
+    # of purchases and the positive points of events after tier_period_start (at any time, also
+    # ahead of a pinned `now`), both measures whichever is configured, and the latest time among
+    # those events (null: none). 0 without a period. Every event writer adds to them; the tier
+    # review counts them afresh when it starts a period (tier_review.period_values).
+    period_spend: Decimal = Field(
+        default=Decimal(0), sa_column=sa.Column(MONEY, nullable=False, server_default="0")
+    )
+    period_points_earned: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False, server_default="0")
+    )
+    period_last_event_at: datetime | None = _utc()
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=sa.Column(JSON_DOC, nullable=False, server_default="{}")
     )

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from .config import Settings, TierQualification
 from .durations import Duration, add_months
-from .models import events_table, members_table, tier_changes_table
+from .models import UTCDateTime, events_table, members_table, tier_changes_table
 from .tiers import TierLadder
 
 CHUNK = 500
@@ -79,6 +79,35 @@ def measure_column(q: TierQualification) -> sa.ColumnElement[Any]:
     return sa.case((e.c.points > 0, e.c.points), else_=None)
 
 
+def period_values(start: sa.ColumnElement[Any]) -> dict[str, sa.ColumnElement[Any]]:
+    """The members columns that keep a period's measures (models.Member.period_spend, ...) as the
+    member's events after `start` give them: scalar subqueries correlated to members, for an
+    UPDATE of members. A null `start` (no period) gives 0, 0 and null."""
+    e, m = events_table, members_table
+    mine = (e.c.member_ref == m.c.id, e.c.occurred_at > start)
+    # to the cent: SQLite sums amounts as floating point, the importers add them as decimals
+    spend = sa.func.coalesce(sa.func.round(sa.func.sum(e.c.amount), 2), 0)
+    return {
+        # a purchase's type narrows the seek in (member_ref, type, occurred_at, amount, points)
+        "period_spend": sa.select(spend).where(*mine, e.c.type == "purchase").scalar_subquery(),
+        "period_points_earned": sa.select(sa.func.coalesce(sa.func.sum(e.c.points), 0))
+        .where(*mine, e.c.points > 0).scalar_subquery(),
+        "period_last_event_at": sa.select(sa.func.max(e.c.occurred_at))
+        .where(*mine, sa.or_(e.c.type == "purchase", e.c.points > 0)).scalar_subquery(),
+    }
+
+
+def recount_periods(conn: sa.Connection, refs: Collection[int]) -> None:
+    """Count these members' period measures afresh from their events after their
+    tier_period_start (as the review does when it starts a period): for a period set by other
+    means, such as a test's or a benchmark's rows written straight into the tables."""
+    m = members_table
+    ordered = sorted(refs)
+    for first in range(0, len(ordered), CHUNK):
+        conn.execute(m.update().where(m.c.id.in_(ordered[first:first + CHUNK]))
+                     .values(**period_values(m.c.tier_period_start)))
+
+
 def measure_between(conn: sa.Connection, q: TierQualification, refs: Collection[int],
                     start: datetime, end: datetime) -> dict[int, Decimal]:
     """Each member's measure over events after `start` up to and including `end`."""
@@ -115,9 +144,11 @@ class _Reviewer:
         self.report.decisions.append(Decision(member_id, kind, old, new, at, measure, reason))
 
     def store(self, ref: int, tier: str, start: datetime | None, review: datetime | None) -> None:
+        """Set the member's tier and period, and count the period's measures afresh."""
         m = members_table
         self.conn.execute(m.update().where(m.c.id == ref).values(
-            tier=tier, tier_period_start=start, tier_review_at=review, updated_at=self.now))
+            tier=tier, tier_period_start=start, tier_review_at=review, updated_at=self.now,
+            **period_values(sa.literal(start, UTCDateTime()))))
 
     # -- up ----------------------------------------------------------------------------------
 

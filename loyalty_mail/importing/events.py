@@ -151,6 +151,10 @@ class _MemberState:
     joined_at: datetime | None
     joined_on: date | None
     timezone: str
+    period_start: datetime | None  # the tier period's measures (models.Member.period_spend, ...)
+    period_spend: Decimal
+    period_points_earned: int
+    period_last_event_at: datetime | None
     changed: bool = False
     read: tuple[str, datetime | None, datetime | None] = field(init=False)  # see Applier._member_updates
 
@@ -259,7 +263,8 @@ def _check_whole_file(connection: sa.Connection, rejects: Rejects, summary: Impo
 
 _m = members_table
 _MEMBER_COLUMNS = ("id", "points", "tier", "total_spend", "purchase_count", "last_purchase_at", "joined_at",
-                   "joined_on", "updated_at")  # as Applier.write sets them
+                   "joined_on", "period_spend", "period_points_earned", "period_last_event_at",
+                   "updated_at")  # as Applier.write sets them
 _EVENT_COLUMNS = ("event_id", "member_ref", "type", "occurred_at", "amount", "currency", "points", "properties",
                   "created_at")  # the keys of an applied event
 _event_row = itemgetter(*_EVENT_COLUMNS)  # an applied event's values in _EVENT_COLUMNS order
@@ -278,7 +283,8 @@ def _member_update(*moved: bool) -> tuple[tuple[str, ...], Callable[[tuple[Any, 
 
 _CHANGE_COLUMNS = ("member_ref", "from_tier", "to_tier", "changed_at", "reason", "event_ref")
 STATE_COLUMNS = (_m.c.id, _m.c.member_id, _m.c.points, _m.c.tier, _m.c.total_spend, _m.c.purchase_count,
-                  _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone)
+                  _m.c.last_purchase_at, _m.c.joined_at, _m.c.joined_on, _m.c.timezone, _m.c.tier_period_start,
+                  _m.c.period_spend, _m.c.period_points_earned, _m.c.period_last_event_at)
 _STATE_WIDTH = len(STATE_COLUMNS)
 # One row: the member's state (all None for an unknown member) and whether the event_id is applied.
 _ONE_EVENT_LOOKUP = sa.select(
@@ -387,6 +393,15 @@ class Applier:
         elif kind == "signup" and state.joined_at is None:
             state.joined_at = row["occurred_at"]
             state.joined_on = local_date(state.joined_at, state.timezone)
+        when = row["occurred_at"]
+        if state.period_start is not None and when > state.period_start and (kind == "purchase" or delta > 0):
+            # in the tier period (a time ahead of now too: the segment takes those off at its `at`)
+            if kind == "purchase":
+                state.period_spend += amount
+            if delta > 0:
+                state.period_points_earned += delta
+            if state.period_last_event_at is None or when > state.period_last_event_at:
+                state.period_last_event_at = when
         new_tier = state.tier if self.ladder.held else self.ladder.tier_for(state.points, state.total_spend)
         if new_tier != state.tier:
             changes.append((index, {
@@ -438,15 +453,18 @@ class Applier:
                                            every or st.last_purchase_at is not last_purchase_at,
                                            every or st.joined_at is not joined_at)
             updates.setdefault(columns, []).append(pick((st.ref, st.points, st.tier, st.total_spend, st.purchase_count,
-                                                         st.last_purchase_at, st.joined_at, st.joined_on, self.now)))
+                                                         st.last_purchase_at, st.joined_at, st.joined_on, st.period_spend,
+                                                         st.period_points_earned, st.period_last_event_at, self.now)))
         return updates
 
 
 def member_state(row: Any, default_zone: str) -> _MemberState:
     """The state of a member from a row that starts with STATE_COLUMNS."""
-    ref, member_id, points, tier, spend, count, last_purchase_at, joined_at, joined_on, zone = row[:_STATE_WIDTH]
+    (ref, member_id, points, tier, spend, count, last_purchase_at, joined_at, joined_on, zone,
+     period_start, period_spend, period_points_earned, period_last_event_at) = row[:_STATE_WIDTH]
     return _MemberState(ref, member_id, points, tier, spend, count, last_purchase_at, joined_at, joined_on,
-                        zone or default_zone)
+                        zone or default_zone, period_start, period_spend, period_points_earned,
+                        period_last_event_at)
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,9 @@ class Simulation:
         if self._snapshot_at is None or now - self._snapshot_at >= timedelta(days=1):
             m = members_table
             with self.engine.connect() as conn:
+                # in a fixed order: the same seed gives the same purchases on any database
                 self._snapshot = conn.execute(sa.select(m.c.member_id, m.c.purchase_count, m.c.joined_at,
-                                                        m.c.last_purchase_at)).all()
+                                                        m.c.last_purchase_at).order_by(m.c.id)).all()
             self._snapshot_at = now
         return self._snapshot
 

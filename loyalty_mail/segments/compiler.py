@@ -282,27 +282,29 @@ class _Compiler:
         """The tier's threshold less the measure since the period started (never below 0); null
         without tiers.qualification, at the lowest tier, or before the period is known."""
         m, e = self.m, events_table
-        if self.ctx.qualification is None:
-            return sa.null()
-        # The events that count are a WHERE condition, not a CASE inside the sum: a purchase's
-        # type narrows the seek in (member_ref, type, occurred_at, amount, points), which covers
-        # the read (migration 0017).
-        if self.ctx.qualification == "spend":
-            counted, counts = self.money(e.c.amount), e.c.type == "purchase"
-        else:
-            counted, counts = e.c.points, e.c.points > 0
-        measure = (sa.select(sa.func.coalesce(sa.func.sum(counted), 0))
-                   .where(e.c.member_ref == m.c.id, counts, e.c.occurred_at > m.c.tier_period_start,
-                          e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
-                   .scalar_subquery())
         levels = self.ctx.ladder.levels[1:]
-        if not levels:
+        if self.ctx.qualification is None or not levels:
             return sa.null()
-        # The measure appears once: each copy of a correlated subquery is evaluated on its own
-        # (a CASE per tier, and again for the floor at 0, read each member's events six times).
+        at = sa.literal(self.ctx.at, UTCDateTime())
+        # The member keeps the measure over every event after the period's start (models.Member);
+        # the events after `at` have not happened yet at `at` and are taken off, read only for the
+        # members with one (period_last_event_at > at): a column read a member, not an index seek.
+        # A purchase's type narrows the seek in (member_ref, type, occurred_at, amount, points).
+        if self.ctx.qualification == "spend":
+            kept, counted, counts = self.money(m.c.period_spend), self.money(e.c.amount), e.c.type == "purchase"
+        else:
+            kept, counted, counts = m.c.period_points_earned, e.c.points, e.c.points > 0
+        ahead = (sa.select(sa.func.coalesce(sa.func.sum(counted), 0))
+                 .where(e.c.member_ref == m.c.id, counts, e.c.occurred_at > at,
+                        e.c.occurred_at > m.c.tier_period_start)
+                 .scalar_subquery())
+        measure = kept - sa.case((m.c.period_last_event_at > at, ahead), else_=0)
+        # The measure appears once: each copy of a correlated subquery is evaluated on its own.
         threshold = sa.case(*((m.c.tier == level.name, sa.literal(level.threshold, sa.Numeric(18, 2)))
                               for level in levels))
         short = threshold - measure
+        if self.ctx.dialect == "sqlite" and self.ctx.qualification == "spend":
+            short = sa.func.round(short, 2)  # amounts are floating point there: to the cent
         floor = sa.func.max if self.ctx.dialect == "sqlite" else sa.func.greatest  # scalar max of two
         return sa.case((m.c.tier_period_start.is_(None), None),
                        (m.c.tier.in_([level.name for level in levels]),
