@@ -75,13 +75,12 @@ def html_to_text(document: str, *, template: bool = False) -> str:
 def settle(text: str) -> str:
     """The lists of a text written by `html_to_text(..., template=True)`, once rendered: item
     lines that printed nothing dropped, an item whose first line printed nothing started on its
-    next line, the indentation written as spaces; at most one blank line in a row."""
-    if ITEM not in text and INDENT not in text:
-        return text
-    text = _BLANK_ITEM_LINE.sub("", text)
-    text = _EMPTY_FIRST_LINE.sub(lambda m: m.group(1) + " ", text)
-    text = text.replace(ITEM, "").replace(INDENT, " ")
-    return _BLANK_LINES.sub("\n\n", text)
+    next line, the indentation written as spaces."""
+    if INDENT in text:
+        text = _BLANK_ITEM_LINE.sub("", text)
+        text = _EMPTY_FIRST_LINE.sub(r"\1 ", text).replace(INDENT, " ")
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.replace(ITEM, "") if ITEM in text else text
 
 
 def _hidden(element: etree._Element) -> bool:
