@@ -48,7 +48,7 @@ from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .undefined import column_of, missing_name, read_from_none, suggestion
 
-_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
+_TEXT_URL = re.compile(r"https?://[^\s<>()\"']*[^\s<>()\"'.,;:!?]")  # a sentence's stop after it is not the URL's
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 PREVIEW_SEND_ID = "preview"
