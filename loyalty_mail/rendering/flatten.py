@@ -125,9 +125,12 @@ class Placed:
     original: str = ""                     # the source as written, when they were moved
     pieces: tuple[tuple[int, int, int], ...] = ()  # (start, end) in `source` -> start as written
 
-    def original_line(self, line: int) -> int:
-        """The line, in the source as written, of a line of `source`."""
-        offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
+    def original_line(self, line: int, offset: int | None = None) -> int:
+        """The line, in the source as written, of a line of `source` (or, more precisely, of an
+        offset in it: a line may hold the end of the document's `<body>` tag and the first of
+        the definitions moved after it)."""
+        if offset is None:
+            offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
         for start, end, written in self.pieces:
             if start <= offset < end:
                 return self.original.count("\n", 0, written + offset - start) + 1
@@ -197,12 +200,13 @@ def _top_level_code(child: str, name: str) -> str:
 
 
 def referenced_files(source: str) -> list[str]:
-    """The files a source extends or includes by a plain quoted name, in order."""
+    """The files a source extends, includes or imports macros from by a plain quoted name, in order."""
     try:
         found = constructs(source)
     except jinja2.TemplateSyntaxError:
         return []
-    names = [string_value(c.args[0]) for c in found if c.keyword in ("extends", "include") and c.args]
+    names = [string_value(c.args[0]) for c in found
+             if c.keyword in ("extends", "include", "from", "import") and c.args]
     return [n for n in names if n]
 
 
