@@ -5,9 +5,9 @@ execution: a child's code outside its blocks first (its statements, macros and `
 blocks, with the conditions and loops around them; not its output, which Jinja discards), then
 its layout with the child's blocks substituted (with `{{ super() }}`); `{% include "x" %}` pasted
 in place, and `{% from "x" import m %}` replaced by the macro definitions it names. What cannot
-be resolved from the source alone (a layout or include chosen by a variable, `import ... as`,
-`{% raw %}`) raises `NotFlattenable` with the file and line, and the template falls back to
-inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
+be resolved from the source alone (a layout or include chosen by a variable, a layout chosen by
+a condition, `import ... as`, `{% raw %}`) raises `NotFlattenable` with the file and line, and
+the template falls back to inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
 
 `definitions_in_body` gives the HTML parser's view of such a source: the definitions written
 before `<html>` moved just inside `<body>` (their markup is styled there); compile-time inlining
@@ -101,6 +101,7 @@ def _spans(tags: Iterable[Construct], keywords: tuple[str, ...]) -> list[tuple[C
 
 
 _DEFINITIONS = ("macro", "set")   # blocks that print nothing where they are written
+_BLOCK_STATEMENTS = frozenset({"if", "for", "with", "macro", "call", "filter", "set", "block", "autoescape"})
 
 
 def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
@@ -266,8 +267,18 @@ class Flattener:
         return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
 
     def _refuse_runtime_constructs(self, source: str, name: str) -> None:
+        depth, layouts = 0, 0  # blocks open around a tag; extends tags seen
         for tag in _tags(source, name):
             line = _line(source, tag.start)
+            if tag.keyword in _BLOCK_STATEMENTS and (tag.keyword != "set" or tag.is_set_block):
+                depth += 1
+            elif tag.keyword.startswith("end") and tag.keyword[3:] in _BLOCK_STATEMENTS:
+                depth -= 1
+            if tag.keyword == "extends":
+                layouts += 1
+                if depth or layouts > 1:
+                    raise NotFlattenable(name, line, "the layout is chosen at render time (an extends "
+                                         "inside a condition, or more than one)")
             if tag.kind == "raw":
                 raise NotFlattenable(name, line, "{% raw %} blocks are not inlined at compile time")
             if tag.keyword == "import":
