@@ -104,3 +104,17 @@ def test_a_statement_outside_the_text_still_runs_in_the_text_part(tmp_path, sour
     assert renderer.compiled("odd", "en").fallback is None
     assert email.text == "Points\n"
     assert dom_difference(email.html, renderer.reference_html("odd", member(locale="en"), now=NOW)) is None
+
+
+def test_a_layout_chosen_by_a_condition_is_the_one_each_member_gets(tmp_path):
+    layouts = {f"_l/{name}.html": f'<html><head><style>p {{ color: {color} }}</style></head><body><h1>{name}</h1>'
+               '{% block body %}{% endblock %}</body></html>\n' for name, color in (("a", "red"), ("b", "blue"))}
+    source = (FRONT + '{% if member.points > 1000 %}{% extends "_l/a.html" %}{% else %}{% extends "_l/b.html" %}'
+              '{% endif %}\n{% block body %}<p>x</p>{% endblock %}\n')
+    for points, shown in ((8450, "<h1>a</h1>"), (50, "<h1>b</h1>")):
+        compiled, html, reference = emails(tmp_path / str(points), source, member(locale="en", points=points),
+                                           **layouts)
+        assert compiled.fallback is not None and "the layout is chosen at render time" in compiled.fallback.reason
+        assert str(compiled.fallback.location) == "templates/odd/en.html:5"
+        assert shown in html
+        assert dom_difference(html, reference) is None

@@ -67,3 +67,26 @@ def test_a_set_block_printed_where_nothing_styles_it_differently_still_compiles_
     compiled = compare(tmp_path, page(".a { color: red } .side p { width: 1px }",
                                       '{% set s %}<p class="a">aside</p>{% endset %}<div>{{ s }}</div>'))
     assert compiled.fallback is None
+
+
+def test_a_macro_styled_differently_where_it_is_called_is_reported_at_its_definition(tmp_path):
+    source = ('---\nsubject: "x"\npreheader: "p"\n---\n{% extends "_layouts/en.html" %}\n'
+              '{% from "_partials/cards.html" import card %}\n{% block content %}\n'
+              '<style>.side .card { color: red }</style>\n<div class="side">{{ card("a") }}</div>\n'
+              '{{ card("b") }}\n{% endblock %}\n')
+    cards = '{# cards #}\n{% macro card(t) %}\n<p class="card">{{ t }}</p>\n{% endmacro %}\n'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source, "_partials/cards.html": cards}))
+    fallback = renderer.compiled("odd", "en").fallback
+    assert fallback is not None and "'.side .card'" in fallback.reason and "'card'" in fallback.reason
+    assert str(fallback.location) == "templates/_partials/cards.html:2"
+
+
+def test_a_reason_found_in_a_childs_macro_names_the_macros_line(tmp_path):
+    # the child's code outside its blocks runs before its layout: it is styled at the start of <body>
+    source = ('---\nsubject: "x"\npreheader: "p"\n---\n{% extends "_layouts/en.html" %}'
+              '{% macro note() %}<p class="a">{{ member.attributes.note | safe }}</p>{% endmacro %}\n'
+              '{% block content %}\n{{ note() }}\n{% endblock %}\n')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    fallback = renderer.compiled("odd", "en").fallback
+    assert fallback is not None and "`| safe` prints markup" in fallback.reason
+    assert str(fallback.location) == "templates/odd/en.html:5"

@@ -196,3 +196,18 @@ def test_the_size_warning_measures_the_html_part_as_sent_with_its_links_signed(t
     result = invoke(program(tmp_path, {"catalogue/vi.html": body, "catalogue/en.html": body}), "check")
     assert result.exit_code == 0, result.output
     assert "warning: templates/catalogue/vi.html:1: the HTML part is 104 KB (for SAMPLE000)" in result.stderr
+
+
+def test_member_data_inside_autoescape_false_is_printed_unescaped_like_safe(tmp_path):
+    body = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/vi.html" %}\n{% block content %}\n'
+            '<p>{% autoescape false %}{{ program.name }}\n{{ member.first_name }}{% endautoescape %}</p>\n'
+            '<p>{% autoescape true %}{{ member.first_name }}{% endautoescape %}'
+            '{{ event.properties.note | default("") | safe }}</p>\n{% endblock %}\n')
+    result = invoke(program(tmp_path, {"note/vi.html": body, "note/en.html": body}), "check")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "unescaped" in line and "note/vi" in line]
+    assert warnings == [
+        "warning: templates/note/vi.html:9:108: `| safe` on member data prints it unescaped: a name like "
+        "<b>Lan</b> becomes markup; remove `| safe`",
+        "warning: templates/note/vi.html:7:7: `{% autoescape false %}` prints member data unescaped (line 8): "
+        "a name like <b>Lan</b> becomes markup; print member data outside the block"]

@@ -192,3 +192,16 @@ def test_corpus_templates_have_the_same_links_in_both_parts(tmp_path):
             rendered = renderer.render(email, member(attributes=attributes), now=NOW, tracked=tracked,
                                        send_id="send-1" if tracked else None)
             assert_same_links(rendered.html, rendered.text, f"{name} tracked={tracked}")
+
+
+def test_a_link_written_in_a_sentence_of_an_own_text_part_leaves_the_punctuation_after_it(tmp_path):
+    text = ("The sale is on: https://shop.example/sale.\nQuestions? See https://help.example/faq, or write.\n"
+            "Or (https://shop.example/x) and \"https://shop.example/q?a=1&b=2\"! Also https://shop.example/p?id=7;\n")
+    renderer = renderer_for(program_dir(tmp_path, {"welcome/en.txt": text}))
+    rendered = renderer.render("welcome", member(locale="en"), now=NOW, send_id="s")
+    signed = re.findall(r"https://t\.senvang\.example/c/([\w-]+\.[\w-]+)", rendered.text)  # body.tag
+    assert [TokenSigner(SECRET).verify(token, "click").url for token in signed] == [
+        "https://shop.example/sale", "https://help.example/faq", "https://shop.example/x",
+        "https://shop.example/q?a=1&b=2", "https://shop.example/p?id=7"]
+    assert re.sub(r"https://t\.senvang\.example/c/[\w-]+\.[\w-]+", "URL", rendered.text) == (
+        "The sale is on: URL.\nQuestions? See URL, or write.\nOr (URL) and \"URL\"! Also URL;\n")

@@ -5,9 +5,9 @@ execution: a child's code outside its blocks first (its statements, macros and `
 blocks, with the conditions and loops around them; not its output, which Jinja discards), then
 its layout with the child's blocks substituted (with `{{ super() }}`); `{% include "x" %}` pasted
 in place, and `{% from "x" import m %}` replaced by the macro definitions it names. What cannot
-be resolved from the source alone (a layout or include chosen by a variable, `import ... as`,
-`{% raw %}`) raises `NotFlattenable` with the file and line, and the template falls back to
-inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
+be resolved from the source alone (a layout or include chosen by a variable, a layout chosen by
+a condition, `import ... as`, `{% raw %}`) raises `NotFlattenable` with the file and line, and
+the template falls back to inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
 
 `definitions_in_body` gives the HTML parser's view of such a source: the definitions written
 before `<html>` moved just inside `<body>` (their markup is styled there); compile-time inlining
@@ -101,6 +101,7 @@ def _spans(tags: Iterable[Construct], keywords: tuple[str, ...]) -> list[tuple[C
 
 
 _DEFINITIONS = ("macro", "set")   # blocks that print nothing where they are written
+_BLOCK_STATEMENTS = frozenset({"if", "for", "with", "macro", "call", "filter", "set", "block", "autoescape"})
 
 
 def _without(source: str, spans: Iterable[tuple[int, int]]) -> str:
@@ -125,9 +126,12 @@ class Placed:
     original: str = ""                     # the source as written, when they were moved
     pieces: tuple[tuple[int, int, int], ...] = ()  # (start, end) in `source` -> start as written
 
-    def original_line(self, line: int) -> int:
-        """The line, in the source as written, of a line of `source`."""
-        offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
+    def original_line(self, line: int, offset: int | None = None) -> int:
+        """The line, in the source as written, of a line of `source` (or, more precisely, of an
+        offset in it: a line may hold the end of the document's `<body>` tag and the first of
+        the definitions moved after it)."""
+        if offset is None:
+            offset = sum(len(text) + 1 for text in self.source.split("\n")[:line - 1])
         for start, end, written in self.pieces:
             if start <= offset < end:
                 return self.original.count("\n", 0, written + offset - start) + 1
@@ -197,12 +201,13 @@ def _top_level_code(child: str, name: str) -> str:
 
 
 def referenced_files(source: str) -> list[str]:
-    """The files a source extends or includes by a plain quoted name, in order."""
+    """The files a source extends, includes or imports macros from by a plain quoted name, in order."""
     try:
         found = constructs(source)
     except jinja2.TemplateSyntaxError:
         return []
-    names = [string_value(c.args[0]) for c in found if c.keyword in ("extends", "include") and c.args]
+    names = [string_value(c.args[0]) for c in found
+             if c.keyword in ("extends", "include", "from", "import") and c.args]
     return [n for n in names if n]
 
 
@@ -262,8 +267,18 @@ class Flattener:
         return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
 
     def _refuse_runtime_constructs(self, source: str, name: str) -> None:
+        depth, layouts = 0, 0  # blocks open around a tag; extends tags seen
         for tag in _tags(source, name):
             line = _line(source, tag.start)
+            if tag.keyword in _BLOCK_STATEMENTS and (tag.keyword != "set" or tag.is_set_block):
+                depth += 1
+            elif tag.keyword.startswith("end") and tag.keyword[3:] in _BLOCK_STATEMENTS:
+                depth -= 1
+            if tag.keyword == "extends":
+                layouts += 1
+                if depth or layouts > 1:
+                    raise NotFlattenable(name, line, "the layout is chosen at render time (an extends "
+                                         "inside a condition, or more than one)")
             if tag.kind == "raw":
                 raise NotFlattenable(name, line, "{% raw %} blocks are not inlined at compile time")
             if tag.keyword == "import":

@@ -63,9 +63,10 @@ TRACK_VALUE = "{{ (%s) | track_value(%d) }}"  # an href that is one expression
 class NeedsFallback(Exception):
     """Compile-time inlining would not match rendering then inlining; says where and why."""
 
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, offset: int | None = None, code: str | None = None) -> None:
         super().__init__(f"line {line}: {reason}")
         self.line, self.reason = line, reason
+        self.offset, self.code = offset, code  # where the template code it is about starts, and that code
 
 
 @dataclass
@@ -114,15 +115,15 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
     for number, construct in enumerate(found):
         line, place = construct.line, places.get(number, "tag")
         if place == "raw:style":
-            raise NeedsFallback(line, "template code inside <style>: the CSS depends on data")
+            raise NeedsFallback(line, "template code inside <style>: the CSS depends on data", construct.start)
         if place == "raw:script":
-            raise NeedsFallback(line, "template code inside <script>")
+            raise NeedsFallback(line, "template code inside <script>", construct.start)
         if place == "tag":
             raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
-                                "the element's attributes depend on data")
+                                "the element's attributes depend on data", construct.start)
         if place.removeprefix("attr:") in _DATA_ATTRIBUTES and not data_attributes:
             raise NeedsFallback(line, f"the {place.removeprefix('attr:')} attribute depends on data, so "
-                                "which CSS rules apply is only known after rendering")
+                                "which CSS rules apply is only known after rendering", construct.start)
         result.originals[number], result.lines[number] = construct.code(source), line
         result.offsets[number] = construct.start
         if place.startswith("attr:"):
@@ -202,7 +203,7 @@ def printed_markup(protected: Protected) -> NeedsFallback | None:
         return None
     number = min(protected.markup)
     return NeedsFallback(protected.lines[number], f"{protected.markup[number]}, whose elements "
-                         "only exist after rendering, so only then can CSS rules style them")
+                         "only exist after rendering, so only then can CSS rules style them", protected.offsets[number])
 
 
 def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
@@ -317,7 +318,7 @@ def check_balanced(protected: Protected) -> None:
                 while stack and not stack[-1].startswith("jinja:"):
                     raise NeedsFallback(protected.lines[int(index)],
                                         f"<{stack[-1]}> is opened in this control block but "
-                                        "closed outside it, so the page structure depends on data")
+                                        "closed outside it, so the page structure depends on data", protected.offsets[int(index)])
                 if keyword in _CLOSERS and stack:
                     stack.pop()
 
@@ -326,7 +327,7 @@ def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
     number = int(entry.split(":")[1])
     return NeedsFallback(protected.lines[number],
                          "this control block closes an element opened before it, so the page "
-                         "structure depends on data")
+                         "structure depends on data", protected.offsets[number])
 
 
 def _opens(protected: Protected, number: int) -> bool:
@@ -440,7 +441,7 @@ def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:
         if protected.keywords[number] == "call":
             raise NeedsFallback(protected.lines[number], f"the selector '{selectors[0]}' can style the "
                                 "markup of this `{% call %}` block and of its macro differently where "
-                                "they are printed together")
+                                "they are printed together", protected.offsets[number])
 
 
 def _check_attribute_selectors(protected: Protected, selectors: list[str]) -> None:
@@ -511,11 +512,13 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
     if not selectors:
         return
     bodies: dict[str, tuple[int, int]] = {}
+    defined: dict[str, int] = {}  # the statement of each definition
     for number, start_token, end_token in _macro_regions(protected):
         name = protected.macro_names.get(number)
         if name:
             bodies[name] = (protected.html.index(start_token) + len(start_token),
                             protected.html.index(end_token))
+            defined[name] = number
     if not bodies:
         return
     document, site = protected.html, 0
@@ -541,8 +544,9 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
             expected = [e in matched for e in tree.xpath(f'//*[@data-jxm="{name}-def"]')]
             for mark in sites:
                 if [e in matched for e in tree.xpath(f'//*[@data-jxm="{mark}"]')] != expected:
-                    raise NeedsFallback(1, f"the selector '{selector}' styles elements of the macro "
-                                        f"(or set block) '{name}' differently depending on where it is printed")
+                    raise NeedsFallback(protected.lines[defined[name]], f"the selector '{selector}' styles elements "
+                                        f"of the macro (or set block) '{name}' differently depending on where it "
+                                        "is printed", protected.offsets[defined[name]])
 
 
 def _mark(html: str, mark: str) -> str:
@@ -707,7 +711,9 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     try:
         return _compile_placed(placed, text_of)
     except NeedsFallback as exc:
-        raise NeedsFallback(placed.original_line(exc.line), exc.reason) from None
+        code = None if exc.offset is None else next(
+            (c.code(placed.source) for c in constructs(placed.source) if c.start == exc.offset), None)
+        raise NeedsFallback(placed.original_line(exc.line, exc.offset), exc.reason, code=code) from None
 
 
 def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHtml:
@@ -743,7 +749,7 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
     for number in protected.originals:
         if number not in links and counts.get(number, 0) + consumed.count(number) != 1:
             raise NeedsFallback(protected.lines[number], "the CSS inliner moved or dropped this "
-                                "template code (it can only be inlined after rendering)")
+                                "template code (it can only be inlined after rendering)", protected.offsets.get(number))
     text = _with_code_placeholders(text_of(inlined), protected)
     pixel = max(protected.originals) + 1 if protected.originals else 0
     protected.originals[pixel] = OPEN_PIXEL

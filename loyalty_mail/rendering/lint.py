@@ -1,10 +1,10 @@
 """What `check` warns a marketer about (`check --strict` makes each an error).
 
 From the template files (the email, its layouts, includes and imports): an `<img>` without
-`alt`, `| safe` on member data (printed as it is: never escaped), no preheader. From each sample
-render: an HTML part over 100 KB as sent, its links signed (Gmail clips messages over 102 KB), no
-unsubscribe link in the body, a subject over 80 characters and, in a production program,
-`http:` links and links to `localhost` or an example domain.
+`alt`, member data printed unescaped (`| safe`, `{% autoescape false %}`), no preheader. From
+each sample render: an HTML part over 100 KB as sent, its links signed (Gmail clips messages
+over 102 KB), no unsubscribe link in the body, a subject over 80 characters and, in a production
+program, `http:` links and links to `localhost` or an example domain.
 
 A program is in production when `tracking.base_url` is served from a public host: not
 `localhost` or a loopback address, and not a reserved test name (`.localhost`, `.local`,
@@ -70,8 +70,8 @@ def template_files(env: jinja2.Environment, name: str) -> list[str]:
 
 
 def lint_files(env: jinja2.Environment, variant: Variant) -> list[Problem]:
-    """Warnings read from the variant's files: images without alt, `| safe` on member data,
-    no preheader."""
+    """Warnings read from the variant's files: images without alt, member data printed
+    unescaped (`| safe`, `{% autoescape false %}`), no preheader."""
     problems: list[Problem] = []
     if not variant.preheader.strip():
         problems.append(Problem(Location(f"{TEMPLATES_DIR}/{variant.html_path}", variant.subject_line),
@@ -87,14 +87,31 @@ def lint_files(env: jinja2.Environment, variant: Variant) -> list[Problem]:
         problems.extend(_images_without_alt(source, where))
         columns = Columns(env, source)
         for node in tree.find_all(nodes.Filter):
-            if node.name == "safe" and node.node is not None and any(
-                    n.name == "member" for n in [node.node, *node.node.find_all(nodes.Name)]
-                    if isinstance(n, nodes.Name)):
+            if node.name == "safe" and node.node is not None and _reads_member_data(node.node):
                 line, column = columns.find(node, node.lineno, "safe")
                 problems.append(Problem(Location(where, line, column),
                                         "`| safe` on member data prints it unescaped: a name like "
                                         "<b>Lan</b> becomes markup; remove `| safe`"))
+        for block in tree.find_all(nodes.ScopedEvalContextModifier):
+            if not any(option.key == "autoescape" and not (isinstance(option.value, nodes.Const) and option.value.value)
+                       for option in block.options):
+                continue
+            printed = [expression for output in block.find_all(nodes.Output) for expression in output.nodes
+                       if not isinstance(expression, nodes.TemplateData) and _reads_member_data(expression)]
+            if printed:
+                line, column = columns.find(block, block.lineno, "autoescape")
+                problems.append(Problem(Location(where, line, column),
+                                        "`{% autoescape false %}` prints member data unescaped (line "
+                                        f"{printed[0].lineno}): a name like <b>Lan</b> becomes markup; print "
+                                        "member data outside the block"))
     return problems
+
+
+_MEMBER_DATA = frozenset({"member", "event"})  # what members and their events' senders wrote
+
+
+def _reads_member_data(node: nodes.Node) -> bool:
+    return any(isinstance(n, nodes.Name) and n.name in _MEMBER_DATA for n in [node, *node.find_all(nodes.Name)])
 
 
 def _images_without_alt(source: str, where: str) -> list[Problem]:

@@ -48,7 +48,7 @@ from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .undefined import column_of, missing_name, read_from_none, suggestion
 
-_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
+_TEXT_URL = re.compile(r"https?://[^\s<>()\"']*[^\s<>()\"'.,;:!?]")  # a sentence's stop after it is not the URL's
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 PREVIEW_SEND_ID = "preview"
@@ -220,7 +220,7 @@ class Renderer:
         except cssselect.SelectorError as exc:
             raise self._unreadable_css(variant, source, exc) from None
         except NeedsFallback as exc:
-            fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line), exc.reason)
+            fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line, exc.code), exc.reason)
             pruned = prune_unmatchable_rules(source)
             per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
             inliner = CompiledInliner()
@@ -250,18 +250,22 @@ class Renderer:
                                      "selector between commas as written; fix or remove it, or move the rule "
                                      "into a <style data-premailer=\"ignore\"> block"))
 
-    def _locate_in_chain(self, name: str, flattened: str, line: int) -> Location:
-        """Map a line of the flattened source back to the file it came from, when it can."""
+    def _locate_in_chain(self, name: str, flattened: str, line: int, code: str | None = None) -> Location:
+        """Map a line of the flattened source back to the file it came from, when it can: the line
+        written as it is in a file of the chain, else the first line of a file there that holds
+        `code` (the template code it is about; flattening may join pieces of several lines)."""
         wanted = flattened.splitlines()[line - 1].strip() if 0 < line <= flattened.count("\n") + 1 else ""
         chain = [name]
+        holding: Location | None = None
         for candidate in chain:
             source = self._source(candidate)
-            chain.extend(referenced_files(source))
-            if wanted:
-                for number, text in enumerate(source.splitlines(), start=1):
-                    if text.strip() == wanted:
-                        return Location(f"{TEMPLATES_DIR}/{candidate}", number)
-        return Location(f"{TEMPLATES_DIR}/{name}", line)
+            chain.extend(file for file in referenced_files(source) if file not in chain)
+            for number, text in enumerate(source.splitlines(), start=1):
+                if wanted and text.strip() == wanted:
+                    return Location(f"{TEMPLATES_DIR}/{candidate}", number)
+                if code and holding is None and code in text:
+                    holding = Location(f"{TEMPLATES_DIR}/{candidate}", number)
+        return holding or Location(f"{TEMPLATES_DIR}/{name}", line)
 
     def _load(self, env: jinja2.Environment, name: str) -> jinja2.Template:
         try:
