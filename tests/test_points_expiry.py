@@ -9,6 +9,7 @@ import email.policy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -397,15 +398,11 @@ def test_the_statement_says_what_will_expire_in_the_month_after_it(program):
     assert sum("1.500 điểm sẽ hết hạn trước" in b for b in statements) == 1   # M1's; M2 has none expiring
 
 
-def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_rejects_overdrafts(database_url: str,
-                                                                                              tmp_path: Path):
-    """The job's set-based writer, on both databases: two expiries of one member in one call (the
-    second takes the tier down, and the history points at that event), an id already recorded
-    skipped, and an expiry above the balance refused with nothing kept."""
+def _members_a_and_b(tmp_path: Path, database_url: str) -> tuple[Any, Any, datetime]:
+    """A program whose lots expire 12 months after they are earned, with members A and B; its
+    settings, engine and the instant they were imported at."""
     from loyalty_mail import db
-    from loyalty_mail.errors import ImportRejected
     from loyalty_mail.importing import import_rows
-    from loyalty_mail.importing.events import Expiry, record_expiries
 
     project = tmp_path / "program"
     project.mkdir()
@@ -415,6 +412,19 @@ def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_reject
     at = datetime(2026, 3, 1, tzinfo=UTC)
     import_rows(engine, settings, "members", enumerate(
         ({"member_id": i, "email": f"{i.lower()}@example.com"} for i in ("A", "B")), 1), source="members", now=at)
+    return settings, engine, at
+
+
+def test_record_expiries_moves_tiers_links_history_skips_recorded_ids_and_rejects_overdrafts(database_url: str,
+                                                                                              tmp_path: Path):
+    """The job's set-based writer, on both databases: two expiries of one member in one call (the
+    second takes the tier down, and the history points at that event), an id already recorded
+    skipped, and an expiry above the balance refused with nothing kept."""
+    from loyalty_mail.errors import ImportRejected
+    from loyalty_mail.importing import import_rows
+    from loyalty_mail.importing.events import Expiry, record_expiries
+
+    settings, engine, at = _members_a_and_b(tmp_path, database_url)
     import_rows(engine, settings, "events", enumerate(
         [earn("A", "2025-01-10T10:00:00+07:00", 1200), earn("B", "2025-01-10T10:00:00+07:00", 300),
          earn("B", "2025-01-11T10:00:00+07:00", 5, event_id="taken")], 1), source="events", now=at)
@@ -534,14 +544,7 @@ def test_two_expiry_jobs_at_once_record_each_expiry_once_and_both_succeed(databa
     from loyalty_mail.importing import import_rows
     from loyalty_mail.points.expiry import expire_points, record_due
 
-    project = tmp_path / "program"
-    project.mkdir()
-    with_expiry(project, "{after: 12 months}")
-    settings = load_settings(project, environ={}, database_url=database_url)
-    engine = db.create_db_engine(database_url)
-    at = datetime(2026, 3, 1, tzinfo=UTC)
-    import_rows(engine, settings, "members", enumerate(
-        ({"member_id": i, "email": f"{i.lower()}@example.com"} for i in ("A", "B")), 1), source="members", now=at)
+    settings, engine, at = _members_a_and_b(tmp_path, database_url)
     import_rows(engine, settings, "events", enumerate(
         [earn("A", "2025-01-10T10:00:00+07:00", 700), earn("B", "2025-02-10T10:00:00+07:00", 300)], 1),
         source="events", now=at)
