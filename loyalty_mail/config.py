@@ -873,6 +873,33 @@ class Settings(_Strict):
                                   "give reminders shorter than the expiry (e.g. before: [30 days, 7 days])"))
         return found
 
+    def statement_schedule_problems(self) -> list[tuple[PathKey, str]]:
+        """Each statement flow whose `schedule:` does not run within its lateness after some
+        month's statement is due (the month's start, plus `delay`, in the program's time zone):
+        the daemon would plan that statement too late, so it would never go out. Checked over
+        the months of 2026: the path of the schedule and what is wrong."""
+        from apscheduler.triggers.cron import CronTrigger
+        zone = zoneinfo.ZoneInfo(self.program.default_timezone)
+        found: list[tuple[PathKey, str]] = []
+        for index, flow in enumerate(self.flows):
+            if flow.trigger != "statement" or not flow.schedule:
+                continue
+            trigger = CronTrigger.from_crontab(flow.schedule, timezone=zone)
+            for month in range(1, 13):
+                due = datetime(2026, month, 1, tzinfo=zone) + flow.delay
+                first = trigger.get_next_fire_time(None, due)
+                if first is not None and first <= due + flow.lateness:
+                    continue
+                covered = datetime(2025 + (month > 1), (month - 2) % 12 + 1, 1)
+                runs = f"runs first on {first:%Y-%m-%d %H:%M}" if first is not None else "never runs"
+                found.append((("flows", index, "schedule"),
+                              f"flow '{flow.name}': schedule '{flow.schedule}' {runs} for the statement of "
+                              f"{covered:%B}, more than its lateness ({format_span(flow.lateness)}) after it was "
+                              f"due at {due:%Y-%m-%d %H:%M}: no statement would go out; run it within the "
+                              "lateness, e.g. \"0 9 1 * *\""))
+                break
+        return found
+
     def flow_topic_problems(self) -> list[tuple[PathKey, str]]:
         """Each flow naming a topic that is not in `topics`, or none while `topics` is set: the
         path of its `topic:` (or of the flow) and what is wrong."""
@@ -1023,7 +1050,7 @@ def settings_from_document(
         written = {str(r.get("name")): i for i, r in enumerate(data.get("rewards") or []) if isinstance(r, dict)}
         problems += [Problem(doc.locate(path), message)
                      for path, message in settings.flow_topic_problems() + settings.label_problems(written)]
-        for path, message in settings.reminder_problems():
+        for path, message in settings.reminder_problems() + settings.statement_schedule_problems():
             if path not in doc.positions and path[:-1] in doc.positions:
                 path = path[:-1]   # one reminder written without a list (`before: 400 days`)
             problems.append(Problem(doc.locate(path), f"{format_path(path)}: {message}"))

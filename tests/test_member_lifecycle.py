@@ -385,6 +385,13 @@ def test_segment_fields_of_the_review_and_their_explanation(life):
      "flows[3].days_before: Input should be a valid integer"),
     (("{name: reward, trigger: reward_available,", "{name: reward, trigger: reward_available, before: 2 days,"),
      "flow 'reward': `before:` belongs to points_expiring and tier_at_risk flows"),
+    (('schedule: "0 9 1 * *"', 'schedule: "0 9 15 * *"'),
+     "config.yaml:32:53: flows[5].schedule: flow 'statement': schedule '0 9 15 * *' runs first on 2026-01-15 09:00 "
+     "for the statement of December, more than its lateness (2 days) after it was due at 2026-01-01 00:00: no "
+     "statement would go out; run it within the lateness, e.g. \"0 9 1 * *\""),
+    (('schedule: "0 9 1 * *"', 'schedule: "0 9 29 * *"'), "runs first on 2026-01-29 09:00 for the statement of December"),
+    (('schedule: "0 9 1 * *"', 'schedule: "0 9 1 1 *"'),
+     "schedule '0 9 1 1 *' runs first on 2027-01-01 09:00 for the statement of January"),
     (("period: 12 months, measure: points_earned, grace: 30 days", "period: 28 days, measure: points_earned, grace: 7 days"),
      "config.yaml:27:52: flows[0].before: flow 'at_risk': a reminder 30 days before the tier review is not shorter "
      "than tiers.qualification.period (28 days): it would fall when the member reaches the tier or before; give one "
@@ -395,6 +402,14 @@ def test_configuration_mistakes_name_the_line_and_what_is_allowed(life, change, 
     config.write_text(config.read_text().replace(*change))
     result = life.run("check")
     assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("schedule", ["0 9 1 * *", "0 9 * * *", "30 23 1 * *", "0 9 2 * *", "0 0 1 * *"])
+def test_statement_schedules_within_the_lateness_of_the_month_are_taken(life, schedule):
+    config = life.dir / "config.yaml"
+    config.write_text(config.read_text().replace('schedule: "0 9 1 * *"', f'schedule: "{schedule}"'))
+    result = life.run("check")
+    assert result.exit_code == 0, result.output
 
 
 def test_tier_at_risk_needs_qualification_and_tiers_review_says_how_to_turn_it_on(life):

@@ -101,7 +101,7 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
     with db.writer(engine).connect() as connection:
         transaction = connection.begin()
         try:
-            report = record_due(connection, settings, now, keep=keep)
+            report = record_due(connection, settings, now, keep=keep, first=True)
             report.dry_run = dry_run
             if dry_run:
                 transaction.rollback()
@@ -114,19 +114,23 @@ def expire_points(engine: sa.Engine, settings: Settings, now: datetime, *, dry_r
 
 
 def record_due(connection: sa.Connection, settings: Settings, now: datetime, *,
-               members: Collection[int] | None = None, keep: bool = False) -> ExpiryReport:
+               members: Collection[int] | None = None, keep: bool = False, first: bool = False) -> ExpiryReport:
     """The job on `connection`, in the caller's transaction: every expiry due at `now` (of these
-    members, by id, when given) recorded, and the lots it used up removed."""
+    members, by id, when given) recorded, and the lots it used up removed. `first`: take the
+    job's lock before reading (the job that commits)."""
     report = ExpiryReport(now, False)
     if settings.program.points.expiry is None:
         return report
     # Read whole before the import writes: SQLite cannot change a table while a statement
     # reading it is open on the same connection. One row per member and expiry instant.
+    # Two jobs at once (`points expire` during a tick): the second waits for the first's
+    # transaction, then reads what it left (SQLite's writer lock, BEGIN IMMEDIATE, does the same
+    # there). The job that commits (`first`) takes the lock before it reads; a dry run or explain
+    # only when something is due, then reads again, so that they never wait on each other.
+    if first:
+        db.serialized(connection, db.EXPIRY_LOCK)
     due = list(due_expiries(connection, now, members))
-    if due and connection.dialect.name != "sqlite":
-        # Two jobs at once (`points expire` during a tick): the second waits for the first's
-        # transaction, then reads again and finds what it recorded gone. SQLite's writer lock
-        # (BEGIN IMMEDIATE) does the same there.
+    if due and not first and connection.dialect.name != "sqlite":
         db.serialized(connection, db.EXPIRY_LOCK)
         due = list(due_expiries(connection, now, members))
     recorded = [d for d in due if d.points > 0]
