@@ -20,7 +20,8 @@ def _element(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.sampled_from(["", ' class="a"', ' class="b c"', ' class=" a\tb "', ' class="A"', ' class=""']),
         st.sampled_from(["", ' id="x"', ' id="y"']),
         st.sampled_from(["", ' style="color: black"', ' style="width: 3px; float: left"', ' width="9"',
-                         ' bgcolor="#fff"', ' href="tel:1"']),
+                         ' bgcolor="#fff"', ' href="tel:1"', ' href="https://x.example/a-b"', ' lang="en-GB"',
+                         ' data-x=""', ' title=" a  b\tc "']),
     ).map("".join)
     return st.tuples(st.sampled_from(_TAGS), attributes, children).map(
         lambda t: f"<{t[0]}{t[1]}/>" if t[0] == "img" else f"<{t[0]}{t[1]}>{t[2]}</{t[0]}>")
@@ -33,7 +34,10 @@ _COMPOUND = st.sampled_from(["p", "td", "span", "a", "img", "li", "div", ".a", "
                              ".b.c", "span#y", "TD", "*", "div.a#x"])
 _SELECTOR = st.tuples(st.lists(st.tuples(_COMPOUND, st.sampled_from([" ", " > ", " + ", " ~ "])), max_size=2),
                       _COMPOUND, st.sampled_from(["", "", "", ":first-child", ":last-child", ":hover", "[href]",
-                                                  ":nth-child(2)", "::before"])).map(
+                                                  ":nth-child(2)", "::before", '[href^="tel"]', "[href$=a-b]",
+                                                  "[lang|=en]", "[title~=b]", "[title~='']", "[data-x]",
+                                                  '[data-x=""]', "[width=9]", "[href!=tel:1]", "[href!='']",
+                                                  "[title^='']", "[HREF]", "[lang=EN-GB i]"])).map(
     lambda t: "".join(c + j for c, j in t[0]) + t[1] + t[2])
 _DECLARATIONS = st.lists(st.sampled_from([
     "color: red", "color: blue !important", "width: 10px", "height: 2px", "text-align: center",
@@ -74,8 +78,8 @@ def test_premailer_is_the_version_whose_transform_the_replay_follows():
 
 @pytest.mark.parametrize(("selector", "handled"), [
     ("td", True), ("p.a.b#x", True), ("div > p + span ~ a", True), ("li:first-child", True),
-    ("td:last-child", True), ("a[href]", False), ("p:nth-child(2)", False), ("svg|rect", False),
-    ("*.a", True), ("p::before", False),
+    ("td:last-child", True), ("a[href]", True), ("a[href^=tel] + p[lang|=en]", True), ("a[x|href]", False),
+    ("[lang=en i]", False), ("p:nth-child(2)", False), ("svg|rect", False), ("*.a", True), ("p::before", False),
 ])
 def test_selectors_matched_in_python_are_the_plain_shapes(selector, handled):
     assert (chain_of(selector) is not None) is handled

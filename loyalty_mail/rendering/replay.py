@@ -76,8 +76,11 @@ class Sheet:
     shapes: dict[tuple[Any, ...], list[tuple[int, tuple[_Rule, ...]]]] = field(default_factory=dict)
     shape_nodes: int = 0   # the nodes of the shapes kept
     named_ids: frozenset[str] = frozenset()   # the ids the rules name
+    named_attributes: tuple[str, ...] = ()    # the attributes the rules read
 
     def __post_init__(self) -> None:
+        self.named_attributes = tuple(sorted({name for rule in self.rules if rule.chain is not None
+                                              for part in rule.chain.compounds for name, _, _ in part.attributes}))
         self.named_ids = frozenset(
             {rule.needs[1] for rule in self.rules if rule.needs is not None and rule.needs[1] is not None}
             | {part.ident for rule in self.rules if rule.chain is not None for part in rule.chain.compounds
@@ -247,7 +250,7 @@ class CompiledInliner:
 def _apply(page: Any, sheet: Sheet) -> None:
     """premailer's matching and merging on `page`; a page of a shape seen before (same
     elements, classes and named ids) is matched as it was then."""
-    document = Document(page, sheet.named_ids)
+    document = Document(page, sheet.named_ids, sheet.named_attributes)
     matches = sheet.shapes.get(document.shape)
     if matches is None:
         matches = _match(document, page, sheet)

@@ -2,12 +2,14 @@
 
 Evaluating a compiled XPath costs tens of microseconds a call whatever the document, and an
 email's stylesheet has dozens of rules that can match. Most are compounds of a tag, classes and
-an id, joined by the four combinators, sometimes with `:first-child` or `:last-child`: for those
-`chain_of` gives a `Chain`, and `Document.select` finds its subjects from an index of the page's
-classes, ids and tags, then checks the rest right to left. Each piece has cssselect 1.x's
-meaning (its `GenericTranslator`, as lxml's `CSSSelector` uses it): names compared exactly
-(no lower-casing), classes as tokens of `normalize-space(@class)`, ids by equality, siblings
-counted among elements only. Any other shape gives None and stays with XPath.
+an id, joined by the four combinators, sometimes with `:first-child`, `:last-child` or an
+attribute selector (`a[x-apple-data-detectors]`, `a[href^=tel]`): for those `chain_of` gives a
+`Chain`, and `Document.select` finds its subjects from an index of the page's classes, ids and
+tags, then checks the rest right to left. Each piece has cssselect 1.x's meaning (its
+`GenericTranslator`, as lxml's `CSSSelector` uses it): names compared exactly (no lower-casing),
+classes as tokens of `normalize-space(@class)`, ids by equality, attributes as its
+`xpath_attrib_*` tests them, siblings counted among elements only. Any other shape gives None
+and stays with XPath.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Compound:
     ident: str | None
     first: bool                # :first-child
     last: bool                 # :last-child
+    attributes: tuple[tuple[str, str, str | None], ...] = ()  # [name OPERATOR value], as written
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ def _compound(node: Any) -> Compound | None:
     classes: set[str] = set()
     ident: str | None = None
     first = last = False
+    attributes: list[tuple[str, str, str | None]] = []
     while not isinstance(node, cssselect.parser.Element):
         if isinstance(node, cssselect.parser.Class):
             if not node.class_name or _XPATH_SPACE.search(node.class_name):
@@ -84,6 +88,10 @@ def _compound(node: Any) -> Compound | None:
             first = True
         elif isinstance(node, cssselect.parser.Pseudo) and node.ident == "last-child":
             last = True
+        elif isinstance(node, cssselect.parser.Attrib) and node.namespace is None \
+                and not getattr(node, "flag", None) and node.operator in _ATTRIBUTE_OPERATORS \
+                and _NAME.fullmatch(node.attrib):
+            attributes.append((node.attrib, node.operator, None if node.value is None else str(node.value.value)))
         else:
             return None
         node = node.selector
@@ -92,16 +100,47 @@ def _compound(node: Any) -> Compound | None:
     tag = node.element
     if tag is not None and not _NAME.fullmatch(tag):
         return None
-    return Compound(tag, frozenset(classes), ident, first, last)
+    return Compound(tag, frozenset(classes), ident, first, last, tuple(reversed(attributes)))
+
+
+_ATTRIBUTE_OPERATORS = frozenset({"exists", "=", "~=", "|=", "^=", "$=", "*=", "!="})
+_NON_WHITESPACE = re.compile(r"[^ \t\r\n\f]+")   # cssselect's test of a `~=` value
+
+
+def attribute_matches(value: str | None, operator: str, wanted: str | None) -> bool:
+    """Whether an attribute's value (None: absent) passes `[name OPERATOR wanted]` as cssselect's
+    XPath decides it (`GenericTranslator.xpath_attrib_*`: an empty value never starts, ends or
+    holds anything, `!=` with a value is also true of an absent attribute)."""
+    if operator == "exists":
+        return value is not None
+    if operator == "!=":
+        return (value is None or value != wanted) if wanted else (value is not None and value != wanted)
+    if value is None or wanted is None:
+        return False
+    if operator == "=":
+        return value == wanted
+    if operator == "|=":
+        return value == wanted or value.startswith(wanted + "-")
+    if not wanted:
+        return False
+    if operator == "~=":
+        return bool(_NON_WHITESPACE.fullmatch(wanted)) and wanted in _XPATH_SPACE.split(value)
+    if operator == "^=":
+        return value.startswith(wanted)
+    if operator == "$=":
+        return value.endswith(wanted)
+    return wanted in value  # *=
 
 
 class Document:
     """A parsed page read once: its elements in document order and its shape (each node in
     document order with its number of children, which fixes the tree; each element's tag,
-    class and id, an id that no selector names only as present), which is all a `Chain` looks
-    at; the index of its classes, ids and tags is built when first needed."""
+    class and id, an id that no selector names only as present, and the attributes the
+    selectors read), which is all a `Chain` looks at; the index of its classes, ids and tags is
+    built when first needed."""
 
-    def __init__(self, page: Any, named_ids: frozenset[str] = frozenset()) -> None:
+    def __init__(self, page: Any, named_ids: frozenset[str] = frozenset(),
+                 named_attributes: tuple[str, ...] = ()) -> None:
         self.elements: list[Any] = []
         shape: list[Any] = []
         for node in page.iter():  # in document order, with each node's number of children
@@ -109,7 +148,11 @@ class Document:
             if isinstance(tag, str):
                 self.elements.append(node)
                 ident = node.get("id")
-                shape.append((tag, node.get("class"), ident if ident in named_ids else ident is not None, len(node)))
+                entry: tuple[Any, ...] = (tag, node.get("class"), ident if ident in named_ids else ident is not None,
+                                          len(node))
+                if named_attributes:
+                    entry += tuple(node.get(name) for name in named_attributes)
+                shape.append(entry)
             else:
                 shape.append(None)  # a comment or processing instruction: no children
         self.shape = tuple(shape)
@@ -172,6 +215,9 @@ class Document:
             return False
         if compound.classes and not compound.classes <= self._tokens.get(element, frozenset()):
             return False
+        for name, operator, wanted in compound.attributes:
+            if not attribute_matches(element.get(name), operator, wanted):
+                return False
         if compound.first and _sibling(element, preceding=True) is not None:
             return False
         if compound.last and _sibling(element, preceding=False) is not None:
