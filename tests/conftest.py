@@ -10,6 +10,8 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,15 @@ from click.testing import CliRunner, Result
 
 from loyalty_mail import db
 from loyalty_mail.cli import cli
+from loyalty_mail.models import members_table
 from loyalty_mail.runtime import Runtime
+
+
+def blank_member_row() -> dict[str, Any]:
+    """A members row naming every column (executemany takes its columns from the first row):
+    None, or 0 for the tier period's measures, which cannot be null."""
+    return {column.name: None for column in members_table.columns} | {"period_spend": Decimal(0),
+                                                                       "period_points_earned": 0}
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_MAIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

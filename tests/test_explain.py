@@ -13,11 +13,13 @@ from loyalty_mail.models import events_table, members_table, sends_table
 from loyalty_mail.segments import context_for, load_catalog
 from loyalty_mail.segments.explain import why_not
 
+from .conftest import blank_member_row
+
 from .flow_program import member as flow_member
 
 AT = datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)  # 10:00 in Ho Chi Minh City
 
-MEMBER = {column.name: None for column in members_table.columns} | {
+MEMBER = blank_member_row() | {
     "id": 1, "member_id": "M01", "email": "m1@example.com", "tier": "silver", "points": 1500,
     "total_spend": Decimal(2_000_000), "purchase_count": 2, "nps_score": 8, "subscribed": True,
     "joined_at": datetime(2025, 6, 1, 3, 0, tzinfo=timezone.utc), "joined_on": date(2025, 6, 1),

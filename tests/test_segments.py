@@ -16,7 +16,7 @@ from loyalty_mail.segments.spec import SegmentParser
 from loyalty_mail.tiers import TierLadder
 from loyalty_mail.yaml_source import load_yaml_text
 
-from .conftest import REPO
+from .conftest import blank_member_row, REPO
 
 AT = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)  # 10:00 in Ho Chi Minh City, 22:00 the day before in New York
 
@@ -115,7 +115,7 @@ def test_check_reports_every_problem_in_every_file_at_once(run, project, monkeyp
 
 def member(ref: int, **values) -> dict:
     # Every row carries every column: executemany takes its columns from the first row.
-    base = {column.name: None for column in members_table.columns}
+    base = blank_member_row()
     base.update({"id": ref, "member_id": f"M{ref:02d}", "email": f"m{ref}@example.com", "tier": "member",
                  "points": 0, "total_spend": Decimal(0), "purchase_count": 0, "subscribed": True,
                  "attributes": {}, "created_at": AT, "updated_at": AT})

@@ -24,7 +24,7 @@ from loyalty_mail.segments import context_for, count_members, load_catalog, segm
 from loyalty_mail.segments.deadline import time_limit
 from loyalty_mail.segments.spec import rule_size, segments_used
 
-from .conftest import FIXED_NOW, Cli
+from .conftest import blank_member_row, FIXED_NOW, Cli
 
 DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
 
@@ -277,7 +277,7 @@ def test_a_segment_used_twice_keeps_its_meaning(database_url, tmp_path, project)
 
 
 def member(ref: int, **values: object) -> dict:
-    base: dict = {column.name: None for column in members_table.columns}
+    base: dict = blank_member_row()
     base.update({"id": ref, "member_id": f"M{ref:05d}", "email": f"m{ref}@example.com", "tier": "member",
                  "points": ref % 7000, "total_spend": Decimal(0), "purchase_count": 0, "subscribed": True,
                  "attributes": {}, "created_at": FIXED_NOW, "updated_at": FIXED_NOW})
