@@ -387,6 +387,9 @@ def main() -> None:
             before, after = db.upgrade(engine)
             print(f"SQLite: reusing {path}" + (f" (migrated {before} -> {after} in "
                                                f"{time.perf_counter() - started:.1f} s)" if before != after else ""))
+            if before != after:  # as after loading: the planner's statistics
+                with engine.connect() as connection:
+                    connection.exec_driver_sql("ANALYZE")
         else:
             db.ensure_schema(engine)
             started = time.perf_counter()
@@ -421,6 +424,9 @@ def postgres_figures(admin_url: str, members: int, settings, catalog, keep: bool
         before, after = db.upgrade(engine)
         print(f"PostgreSQL: reusing database {name}" + (f" (migrated {before} -> {after} in "
                                                         f"{time.perf_counter() - started:.1f} s)" if before != after else ""))
+        if before != after:  # as after loading (autovacuum would, later): statistics, visibility map
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql("VACUUM ANALYZE")
     else:
         db.ensure_schema(engine)
         started = time.perf_counter()

@@ -87,6 +87,12 @@ class Member(SQLModel, table=True):
         sa.Index("ix_members_joined_at", "joined_at"),
         sa.Index("ix_members_email", "email"),
         sa.Index("ix_members_tier_review_at", "tier_review_at"),
+        # needed_to_keep_tier reads the members with a period from this index alone (its
+        # condition, tier_period_start IS NOT NULL, comes first), not from their wide rows.
+        sa.Index("ix_members_period", "tier_period_start", "tier", "period_spend", "period_points_earned",
+                 "period_last_event_at", postgresql_include=["id"],
+                 sqlite_where=sa.text("tier_period_start IS NOT NULL"),
+                 postgresql_where=sa.text("tier_period_start IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

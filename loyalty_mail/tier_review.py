@@ -99,8 +99,8 @@ def period_values(start: sa.ColumnElement[Any]) -> dict[str, sa.ColumnElement[An
 
 def recount_periods(conn: sa.Connection, refs: Collection[int]) -> None:
     """Count these members' period measures afresh from their events after their
-    tier_period_start (as the review does when it starts a period): for a period set by other
-    means, such as a test's or a benchmark's rows written straight into the tables."""
+    tier_period_start (as the review does when it starts a period): for periods or events
+    written into the tables by other means than loyalty-mail's writers."""
     m = members_table
     ordered = sorted(refs)
     for first in range(0, len(ordered), CHUNK):

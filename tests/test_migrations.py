@@ -166,3 +166,28 @@ def test_postgres_sessions_run_without_jit_and_without_stale_generic_plans(postg
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
     engine.dispose()
+
+
+def test_needed_to_keep_tier_reads_the_members_with_a_period_from_their_index(database_url, project):
+    """`needed_to_keep_tier` reads the measures kept on the member from ix_members_period, not the
+    rows of every member (nor, without events after the instant, any event)."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from loyalty_mail.config import load_settings
+    from loyalty_mail.models import members_table
+    from loyalty_mail.segments import context_for, segment_query
+    from loyalty_mail.segments.spec import SegmentCatalog, SegmentParser
+    from loyalty_mail.tiers import TierLadder
+    from loyalty_mail.yaml_source import load_yaml_text
+
+    settings = load_settings(project, environ={})
+    engine = db.create_db_engine(database_url)
+    segment = SegmentParser(load_yaml_text("needed_to_keep_tier: {gte: 1000}\n", "s.yaml"),
+                            TierLadder.from_settings(settings.tiers)).segment("s")
+    ctx = dataclasses.replace(context_for(settings, SegmentCatalog({}), datetime(2026, 11, 23, tzinfo=timezone.utc),
+                                          engine.dialect.name), qualification="points_earned")
+    query = segment_query(segment.rule, ctx, members_table.c.id)
+    plan = query_plan(engine, query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    engine.dispose()
+    assert "ix_members_period" in plan, plan

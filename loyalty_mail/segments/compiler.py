@@ -230,6 +230,10 @@ class _Compiler:
         column = self.column_for(spec.name)
         if spec.name == "clv":
             return sa.and_(*self.clv_floor(op), compare(column, op, self.ctx.dialect))
+        if spec.name == "needed_to_keep_tier" and op.name != "is_null":
+            # the value is null without a period: this condition first lets the members with a
+            # period be read from ix_members_period alone
+            return sa.and_(self.m.c.tier_period_start.is_not(None), compare(column, op, self.ctx.dialect))
         return compare(column, op, self.ctx.dialect)
 
     def clv_floor(self, op: Op) -> list[sa.ColumnElement[bool]]:
