@@ -24,8 +24,7 @@ MEMBER = blank_member_row() | {
     "total_spend": Decimal(2_000_000), "purchase_count": 2, "nps_score": 8, "subscribed": True,
     "joined_at": datetime(2025, 6, 1, 3, 0, tzinfo=timezone.utc), "joined_on": date(2025, 6, 1),
     "birthday": date(1990, 5, 1), "last_purchase_at": datetime(2026, 11, 20, 3, 0, tzinfo=timezone.utc),
-    "attributes": {"store": "Q1"}, "created_at": AT, "updated_at": AT, "period_spend": Decimal(0),
-    "period_points_earned": 0}
+    "attributes": {"store": "Q1"}, "created_at": AT, "updated_at": AT}
 EVENTS = [{"member_ref": 1, "type": "purchase", "occurred_at": when, "amount": Decimal(1_000_000),
            "currency": "VND", "points": 1000, "properties": {"store": store}, "created_at": AT}
           for when, store in ((datetime(2026, 11, 20, 3, 0, tzinfo=timezone.utc), "Q1"),

@@ -118,8 +118,7 @@ def member(ref: int, **values) -> dict:
     base = blank_member_row()
     base.update({"id": ref, "member_id": f"M{ref:02d}", "email": f"m{ref}@example.com", "tier": "member",
                  "points": 0, "total_spend": Decimal(0), "purchase_count": 0, "subscribed": True,
-                 "attributes": {}, "created_at": AT, "updated_at": AT, "period_spend": Decimal(0),
-                 "period_points_earned": 0})
+                 "attributes": {}, "created_at": AT, "updated_at": AT})
     base.update(values)
     if base.get("joined_at") is not None and "joined_on" not in values:
         from zoneinfo import ZoneInfo

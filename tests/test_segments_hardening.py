@@ -280,8 +280,7 @@ def member(ref: int, **values: object) -> dict:
     base: dict = blank_member_row()
     base.update({"id": ref, "member_id": f"M{ref:05d}", "email": f"m{ref}@example.com", "tier": "member",
                  "points": ref % 7000, "total_spend": Decimal(0), "purchase_count": 0, "subscribed": True,
-                 "attributes": {}, "created_at": FIXED_NOW, "updated_at": FIXED_NOW, "period_spend": Decimal(0),
-                 "period_points_earned": 0})
+                 "attributes": {}, "created_at": FIXED_NOW, "updated_at": FIXED_NOW})
     base.update(values)
     return base
 
