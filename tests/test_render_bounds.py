@@ -192,10 +192,10 @@ def test_a_dispatcher_rendering_slow_templates_stops_on_sigterm(sqlite_program):
     assert 1 <= states.count("failed") < len(refs) and states.count("failed") + states.count("retry") == len(refs)
 
 
-PER_EMAIL_STYLE = ("<style>" + "".join(f"ul.perks li.perk {{ padding-left: {i}px }}\n" for i in range(40))
+PER_EMAIL_STYLE = ("<style>" + "".join(f"ul.perks li.perk {{ padding-left: {i}px }}\n" for i in range(200))
                    + ".odd { border-bottom: 0 }</style>")
 # a class written by data: which rules match is known only per email, so the CSS is inlined on each one
-PERKS = ("{% set n = 99000 if member.member_id == 'HUGE' else 3 %}"
+PERKS = ("{% set n = 20000 if member.member_id == 'HUGE' else 3 %}"
          '<ul class="perks">{% for i in range(n) %}<li class="perk {{ \'odd\' if i % 2 else \'even\' }}">{{ i }}</li>'
          "{% endfor %}</ul>")
 
