@@ -9,6 +9,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -135,6 +136,15 @@ def expected(rule: dict, member: tuple, value: Decimal | None, at: datetime) -> 
         soon = review is not None and at <= review <= at + timedelta(days=30)
         return soon and expected(rule["all"][1], member, value, at)
     return member[1] == "gold" or expected(rule["any"][1], member, value, at)
+
+
+def qualifying_program(tmp_path: Path, database_url: str, measure: str) -> tuple[Any, TierLadder, sa.Engine]:
+    """A program whose tiers are kept by `measure` over the period: its settings, ladder and engine."""
+    project = tmp_path / "program"
+    project.mkdir()
+    (project / "config.yaml").write_text(qualifying(measure))
+    settings_ = load_settings(project, environ={})
+    return settings_, TierLadder.from_settings(settings_.tiers), db.create_db_engine(database_url)
 
 
 def insert(engine: sa.Engine, members: list[tuple], events: list[tuple]) -> None:
@@ -305,12 +315,7 @@ def assert_kept(engine: sa.Engine) -> int:
 @pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("measure", ["points_earned", "spend"])
 def test_needed_to_keep_tier_through_the_writers(database_url: str, tmp_path: Path, measure: str, writer: str):
-    project = tmp_path / "program"
-    project.mkdir()
-    (project / "config.yaml").write_text(qualifying(measure))
-    settings_ = load_settings(project, environ={})
-    ladder = TierLadder.from_settings(settings_.tiers)
-    engine = db.create_db_engine(database_url)
+    settings_, ladder, engine = qualifying_program(tmp_path, database_url, measure)
     seen = {"examples": 0, "partial": 0, "counted": 0, "ahead": 0}
 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -447,12 +452,7 @@ def test_the_demo_seed_and_simulation_keep_the_measures(database_url: str, tmp_p
     from loyalty_mail.seeding import DemoProgram, seed_program
     from loyalty_mail.seeding.simulation import Simulation
 
-    project = tmp_path / "program"
-    project.mkdir()
-    (project / "config.yaml").write_text(qualifying("points_earned"))
-    settings_ = load_settings(project, environ={})
-    ladder = TierLadder.from_settings(settings_.tiers)
-    engine = db.create_db_engine(database_url)
+    settings_, ladder, engine = qualifying_program(tmp_path, database_url, "points_earned")
     at = INSTANTS[0]
     seed_program(engine, settings_, members=60, seed=3, now=at)
     program = DemoProgram(members=60, now=at, currency=settings_.program.currency,
@@ -484,12 +484,7 @@ def test_each_writer_counts_from_the_period_start(database_url: str, tmp_path: P
     which leaves alone those after `at` but before a period that starts later (M4, a review ahead
     of a pinned `at`). On PostgreSQL a request or file of several members writes them with
     pg_bulk's JSON statements, a request of one event with the one-event path's own statements."""
-    project = tmp_path / "program"
-    project.mkdir()
-    (project / "config.yaml").write_text(qualifying(measure))
-    settings_ = load_settings(project, environ={})
-    ladder = TierLadder.from_settings(settings_.tiers)
-    engine = db.create_db_engine(database_url)
+    settings_, ladder, engine = qualifying_program(tmp_path, database_url, measure)
     at = INSTANTS[1]
     starts = {1: at - timedelta(days=100), 2: at - timedelta(days=10), 3: None, 4: at + timedelta(days=1)}
     import_rows(engine, settings_, "members", enumerate(
