@@ -4,9 +4,11 @@
 execution: a child's code outside its blocks first (its statements, macros and `{% set %}`
 blocks, with the conditions and loops around them; not its output, which Jinja discards), then
 its layout with the child's blocks substituted (with `{{ super() }}`); `{% include "x" %}` pasted
-in place, and `{% from "x" import m %}` replaced by the macro definitions it names. What cannot
-be resolved from the source alone (a layout or include chosen by a variable, a layout chosen by
-a condition, `import ... as`, `{% raw %}`) raises `NotFlattenable` with the file and line, and
+in place (in a `{% with %}` scope when it assigns names, which Jinja keeps inside the include), and
+`{% from "x" import m %}` replaced by the last definition of each macro it names, with the
+definitions of its own file that the macro reads put inside it. What cannot
+be resolved from the source alone (a layout or include chosen by a variable, an include `without
+context`, a layout chosen by a condition, `import ... as`, `{% raw %}`) raises `NotFlattenable` with the file and line, and
 the template falls back to inlining each email after rendering. Tags are read with Jinja's own lexer (`jinja_source`).
 
 `definitions_in_body` gives the HTML parser's view of such a source: the definitions written
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from .jinja_source import Construct, constructs, string_value
+from .jinja_source import Construct, constructs, names_read, string_value
 
 _BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
@@ -223,8 +225,17 @@ def _file_argument(tag: Construct, *rest: tuple[str, str]) -> str | None:
     return string_value(tag.args[0])
 
 
-def _include_file(tag: Construct) -> str | None:
-    return _file_argument(tag) or _file_argument(tag, *_WITH_CONTEXT)
+_IGNORE_MISSING = (("name", "ignore"), ("name", "missing"))
+
+
+def _include_file(tag: Construct) -> tuple[str, bool] | None:
+    """`{% include "x" [ignore missing] [with context] %}` -> ("x", whether missing is ignored)."""
+    for ignore in (False, True):
+        for rest in ((), _WITH_CONTEXT):
+            name = _file_argument(tag, *(_IGNORE_MISSING if ignore else ()), *rest)
+            if name:
+                return name, ignore
+    return None
 
 
 def _from_import(tag: Construct) -> tuple[str, set[str]] | None:
@@ -242,11 +253,61 @@ def _from_import(tag: Construct) -> tuple[str, set[str]] | None:
     return library, {value for _, value in names[::2]}
 
 
-class Flattener:
-    """Resolves inheritance, includes and macro imports; `load(name)` gives a template's source."""
+def _definitions(source: str, name: str) -> list[tuple[str, Construct, int, str]]:
+    """(name, opening tag, end, kind) of each macro and `{% set %}` at the top level of a source,
+    in order; kind is "macro" or "set"."""
+    found: list[tuple[str, Construct, int, str]] = []
+    depth, position = 0, 0
+    tags = _tags(source, name)
+    spans = {start: (opening, end) for opening, start, end in _spans(tags, ("macro", "set", "call"))}
+    for tag in tags:
+        if tag.start < position:
+            continue
+        if tag.start in spans:
+            opening, end = spans[tag.start]
+            position = end
+            if depth == 0 and opening.keyword in ("macro", "set") and opening.args:
+                found.append((opening.args[0][1], opening, end, opening.keyword))
+        elif tag.keyword == "set":  # `{% set a = ... %}`: the blocks are spans
+            targets = tag.args[:tag.args.index(("operator", "="))]
+            for kind, value in () if depth or ("operator", ".") in targets else targets:
+                if kind == "name":
+                    found.append((value, tag, tag.end, "set"))
+        elif tag.keyword in _BLOCK_STATEMENTS:
+            depth += 1
+        elif tag.keyword.startswith("end") and tag.keyword[3:] in _BLOCK_STATEMENTS:
+            depth -= 1
+    return found
 
-    def __init__(self, load: Callable[[str], str]) -> None:
+
+def _helpers(source: str, definitions: list[tuple[str, Construct, int, str]], macro: str,
+             tag: Construct, end: int) -> list[str]:
+    """The definitions of `source` (in order) that the macro at `tag` reads, directly or through
+    one another; not those of its own name or of its parameters, which it sees as its own."""
+    try:
+        signature = jinja2.Environment().parse(source[tag.start:end]).body[0]
+    except jinja2.TemplateSyntaxError:
+        return []
+    own = {macro} | {arg.name for arg in getattr(signature, "args", [])}
+    defined = {n for n, _, _, _ in definitions} - own
+    needed: set[str] = set()
+    reading = names_read(source[tag.start:end]) or frozenset()
+    while reading & defined - needed:
+        new = reading & defined - needed
+        needed |= new
+        reading = frozenset().union(*(names_read(source[t.start:e]) or frozenset()
+                                      for n, t, e, _ in definitions if n in new))
+    kept = {t.start: source[t.start:e] for n, t, e, _ in definitions if n in needed}
+    return list(kept.values())
+
+
+class Flattener:
+    """Resolves inheritance, includes and macro imports; `load(name)` gives a template's source,
+    `exists(name)` whether there is one (for `ignore missing`)."""
+
+    def __init__(self, load: Callable[[str], str], exists: Callable[[str], bool] | None = None) -> None:
         self._load = load
+        self._exists = exists or (lambda name: True)
 
     def flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
         """The self-contained source of template `name`, in Jinja's order of execution: a
@@ -289,7 +350,7 @@ class Flattener:
                                      "(extends needs a quoted file name)")
             if tag.keyword == "include" and _include_file(tag) is None:
                 raise NotFlattenable(name, line, "the included file is chosen at render time, "
-                                     "or the include is `ignore missing`/`without context`")
+                                     "or the include is `without context`")
             if tag.keyword == "from" and _from_import(tag) is None:
                 raise NotFlattenable(name, line, "the macro file is chosen at render time, or a "
                                      "macro is imported under another name")
@@ -306,7 +367,7 @@ class Flattener:
             if tag.keyword == "include":
                 included = _include_file(tag)
                 assert included is not None  # checked by _refuse_runtime_constructs
-                replacement = self.flatten(included, seen)
+                replacement = self._included(*included, seen)
             elif tag.keyword == "from":
                 imported = _from_import(tag)
                 assert imported is not None
@@ -319,16 +380,33 @@ class Flattener:
         pieces.append(source[position:])
         return "".join(pieces)
 
+    def _included(self, included: str, ignore_missing: bool, seen: tuple[str, ...]) -> str:
+        """An included file's source, in a `{% with %}` scope when it assigns names: Jinja runs
+        an include in a scope of its own, so its `{% set %}`s and macros stay inside it."""
+        if ignore_missing and not self._exists(included):
+            return ""
+        source = self.flatten(included, seen)
+        if any(tag.keyword in ("set", "macro") for tag in _tags(source, included)):
+            return "{% with %}" + source + "{% endwith %}"
+        return source
+
     def _macros(self, library: str, wanted: set[str], seen: tuple[str, ...], name: str,
                 line: int) -> str:
+        """The definitions of the macros `wanted` from `library`: the last definition of each, as
+        the library's module holds it. A macro that reads names its file defines (another macro,
+        a `{% set %}`) gets those definitions at the start of its body, where only it sees them:
+        Jinja runs an imported macro with its own file's names, not the importer's."""
         source = self.flatten(library, seen)
+        definitions = _definitions(source, library)
+        macros = {n: (tag, end) for n, tag, end, kind in definitions if kind == "macro"}
+        missing = wanted - macros.keys()
+        if missing:
+            raise NotFlattenable(name, line, f"{library} defines no macro {', '.join(sorted(missing))}")
         chunks: list[str] = []
-        for macro, start, end in _macro_spans(_tags(source, library)):
-            if macro in wanted:
-                chunks.append(source[start:end])
-                wanted.discard(macro)
-        if wanted:
-            raise NotFlattenable(name, line, f"{library} defines no macro {', '.join(sorted(wanted))}")
+        for macro in sorted(wanted, key=lambda n: macros[n][0].start):
+            tag, end = macros[macro]
+            helpers = _helpers(source, definitions, macro, tag, end)
+            chunks.append(source[tag.start:tag.end] + "".join(helpers) + source[tag.end:end])
         return "".join(chunks)
 
     def _substitute_blocks(self, layout: str, child: str, name: str) -> str:

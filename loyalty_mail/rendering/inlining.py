@@ -118,6 +118,9 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data", construct.start)
         if place == "raw:script":
             raise NeedsFallback(line, "template code inside <script>", construct.start)
+        if place == "after":
+            raise NeedsFallback(line, "template code after </html>, outside the document the CSS inliner "
+                                "reads (move it before </body>)", construct.start)
         if place == "tag":
             raise NeedsFallback(line, "template code inside a tag, outside an attribute value: "
                                 "the element's attributes depend on data", construct.start)
@@ -233,7 +236,7 @@ _IN_NAME = re.compile(r"jx(\d+)x", re.IGNORECASE)  # attribute names come back l
 
 def _places(html: str) -> dict[int, str]:
     """Where the HTML parser puts each `JXnX`: content, comment, raw:style (and script, title,
-    textarea), attr:NAME, or tag (among attribute names); a placeholder the parser dropped is
+    textarea), attr:NAME, tag (among attribute names), or after (the document's end); a placeholder the parser dropped is
     not in the answer."""
     places: dict[int, str] = {}
 
@@ -246,8 +249,10 @@ def _places(html: str) -> dict[int, str]:
     except (lxml.etree.ParserError, ValueError):
         return places
     root = tree.getroottree().getroot()
-    for outside in [*root.itersiblings(preceding=True), *root.itersiblings()]:
+    for outside in root.itersiblings(preceding=True):
         mark(outside.text, "comment" if outside.tag is lxml.etree.Comment else "tag")
+    for outside in root.itersiblings():
+        mark(outside.text, "comment" if outside.tag is lxml.etree.Comment else "after")
     for element in root.iter():
         if element.tag is lxml.etree.Comment:
             mark(element.text, "comment")

@@ -185,9 +185,16 @@ class Renderer:
         except jinja2.TemplateNotFound:
             raise NotFound(f"template {TEMPLATES_DIR}/{name} does not exist") from None
 
+    def _exists(self, name: str) -> bool:
+        try:
+            self._source(name)
+        except NotFound:
+            return False
+        return True
+
     @cached_property
     def _flattener(self) -> Flattener:
-        return Flattener(self._source)
+        return Flattener(self._source, self._exists)
 
     # -- compile -----------------------------------------------------------------------------
 
