@@ -347,7 +347,6 @@ _PRINTED_ELSEWHERE = {"for", "if", "macro", "call", "set"}
 _CONTROL_PLACES = {"for", "endfor", "if", "elif", "else", "endif", "macro", "endmacro", "call", "endcall",
                    "endset"}
 _STRUCTURAL_ENDINGS = (":first-child", ":last-child")   # the pseudo-classes premailer inlines
-_COMBINATOR = re.compile(r"""\s*([>+~])\s*|\s+(?=[^\s>+~])""")
 
 
 def _style_selectors(protected: Protected) -> list[str]:
@@ -367,12 +366,44 @@ def _style_selectors(protected: Protected) -> list[str]:
     return found
 
 
+def _compounds(selector: str) -> tuple[list[str], list[str]]:
+    """A selector's compounds as written, and the combinator between each two (" ", >, + or ~),
+    read with cssselect's tokenizer: spaces and combinator characters inside an attribute's
+    quoted value or brackets, or in a pseudo-class's parentheses, do not split it. No compounds
+    for a selector cssselect cannot read."""
+    try:
+        tokens = list(cssselect.parser.tokenize(selector))
+    except cssselect.SelectorError:
+        return [], []
+    compounds: list[str] = []
+    combinators: list[str] = []
+    depth, start, between = 0, 0, ""   # brackets open; where the compound starts; combinator seen
+    for token in tokens:
+        if token.type == "EOF" or (depth == 0 and (token.type == "S" or token.value in (">", "+", "~"))):
+            if start < token.pos:
+                if compounds:
+                    combinators.append(between or " ")
+                compounds.append(selector[start:token.pos])
+                between = ""
+            if token.type == "DELIM":
+                between = token.value or ""
+            start = token.pos + len(token.value or "")
+        elif token.value in ("[", "("):
+            depth += 1
+        elif token.value in ("]", ")"):
+            depth -= 1
+    return compounds, combinators
+
+
+def _has_combinator(selector: str) -> bool:
+    return len(_compounds(selector)[0]) > 1
+
+
 def _sibling_groups(selector: str) -> list[list[str]]:
     """The parts of a selector whose match depends on position among siblings: each run of
     compounds joined by + or ~ (they must share a parent), and each compound ending in
     :first-child/:last-child on its own; compounds given without that pseudo-class."""
-    parts = _COMBINATOR.split(selector)
-    compounds, combinators = parts[0::2], [c or " " for c in parts[1::2]]
+    compounds, combinators = _compounds(selector)
     groups: list[list[str]] = []
     run: list[str] = []
     for index, compound in enumerate(compounds):
@@ -431,8 +462,8 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
                     break
     _check_attribute_selectors(protected, selectors)
     _check_conditional_styles(protected, source)
-    _check_macro_call_sites(protected, [s for s in selectors if re.search(r"[\s>+~]", s)])
-    _check_call_blocks(protected, [s for s in selectors if re.search(r"[\s>+~]", s) or _sibling_groups(s)])
+    _check_macro_call_sites(protected, [s for s in selectors if _has_combinator(s)])
+    _check_call_blocks(protected, [s for s in selectors if _has_combinator(s) or _sibling_groups(s)])
     return dynamic
 
 
