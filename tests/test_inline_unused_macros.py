@@ -102,7 +102,9 @@ def test_a_minus_marker_beside_an_unused_macro_keeps_it_and_the_whitespace():
     spaced = '<p>a {% macro m() %}\n<b>x</b>\n{% endmacro %} {{- 1 }}</p>'
     assert without_unused_macros(spaced) == spaced
     plain = '<p>a {% macro m() %}\n<b>x</b>\n{% endmacro %} b {%- if 1 %}{% endif %}</p>'
-    assert without_unused_macros(plain) == '<p>a {#\n\n#} b {%- if 1 %}{% endif %}</p>'
+    blank = '{#' + ' ' * 13 + '\n' + ' ' * 8 + '\n' + ' ' * 12 + '#}'
+    assert without_unused_macros(plain) == f'<p>a {blank} b {{%- if 1 %}}{{% endif %}}</p>'
+    assert len(without_unused_macros(plain)) == len(plain)
 
 
 def test_unused_macros_follows_calls_through_macros_and_call_blocks():

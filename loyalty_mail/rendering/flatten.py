@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import jinja2
 
 from .jinja_source import Construct, constructs, names_read, string_value
+from .origins import Traced, join
 
 _BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _DOCUMENT_START = re.compile(r"<(!doctype|html)\b", re.IGNORECASE)
@@ -53,19 +54,19 @@ def _line(source: str, offset: int) -> int:
     return source.count("\n", 0, offset) + 1
 
 
-def _read(source: str, template: str) -> list[Construct]:
+def _read(source: str | Traced, template: str) -> list[Construct]:
     try:
-        return constructs(source)
+        return constructs(str(source))
     except jinja2.TemplateSyntaxError as exc:
         raise NotFlattenable(template, exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
 
 
-def _tags(source: str, template: str) -> list[Construct]:
+def _tags(source: str | Traced, template: str) -> list[Construct]:
     """The statements and raw blocks of a source, in order."""
     return [c for c in _read(source, template) if c.kind in ("statement", "raw")]
 
 
-def _blocks(source: str, template: str) -> dict[str, _Block]:
+def _blocks(source: str | Traced, template: str) -> dict[str, _Block]:
     """Every `{% block %}` of a source by name (nested ones included)."""
     stack: list[tuple[str, int, int]] = []
     found: dict[str, _Block] = {}
@@ -75,7 +76,7 @@ def _blocks(source: str, template: str) -> dict[str, _Block]:
             stack.append((name, tag.start, tag.end))
         elif tag.keyword == "endblock":
             if not stack:
-                raise NotFlattenable(template, _line(source, tag.start), "endblock without block")
+                raise NotFlattenable(template, _line(str(source), tag.start), "endblock without block")
             name, start, body_start = stack.pop()
             found[name] = _Block(name, start, body_start, tag.start, tag.end)
     return found
@@ -139,6 +140,13 @@ class Placed:
                 return self.original.count("\n", 0, written + offset - start) + 1
         return line
 
+    def original_offset(self, offset: int) -> int:
+        """The offset, in the source as written, of an offset of `source`."""
+        for start, end, written in self.pieces:
+            if start <= offset < end:
+                return written + offset - start
+        return offset
+
 
 _DOCTYPE = re.compile(r"<!doctype\b[^>]*>", re.IGNORECASE)
 
@@ -180,7 +188,7 @@ def definitions_in_body(source: str) -> Placed:
     return Placed(moved, (into, end), source, pieces)
 
 
-def _top_level_code(child: str, name: str) -> str:
+def _top_level_code(child: Traced, name: str) -> Traced:
     """What Jinja runs of a child template outside its blocks, before its layout: every statement
     there (conditions, loops, `{% set %}`, `{% from %}`), macro and `{% set %}` blocks whole; not
     its text, expressions, `{% call %}` blocks or includes, whose output Jinja discards."""
@@ -198,8 +206,8 @@ def _top_level_code(child: str, name: str) -> str:
                 pieces.append(child[tag.start:span[1]])
             position = span[1]
         elif tag.keyword not in ("extends", "include"):
-            pieces.append(tag.code(child))
-    return "".join(pieces)
+            pieces.append(child[tag.start:tag.end])
+    return join(pieces)
 
 
 def referenced_files(source: str) -> list[str]:
@@ -253,7 +261,7 @@ def _from_import(tag: Construct) -> tuple[str, set[str]] | None:
     return library, {value for _, value in names[::2]}
 
 
-def _definitions(source: str, name: str) -> list[tuple[str, Construct, int, str]]:
+def _definitions(source: Traced, name: str) -> list[tuple[str, Construct, int, str]]:
     """(name, opening tag, end, kind) of each macro and `{% set %}` at the top level of a source,
     in order; kind is "macro" or "set"."""
     found: list[tuple[str, Construct, int, str]] = []
@@ -280,22 +288,23 @@ def _definitions(source: str, name: str) -> list[tuple[str, Construct, int, str]
     return found
 
 
-def _helpers(source: str, definitions: list[tuple[str, Construct, int, str]], macro: str,
-             tag: Construct, end: int) -> list[str]:
+def _helpers(source: Traced, definitions: list[tuple[str, Construct, int, str]], macro: str,
+             tag: Construct, end: int) -> list[Traced]:
     """The definitions of `source` (in order) that the macro at `tag` reads, directly or through
     one another; not those of its own name or of its parameters, which it sees as its own."""
+    text = str(source)
     try:
-        signature = jinja2.Environment().parse(source[tag.start:end]).body[0]
+        signature = jinja2.Environment().parse(text[tag.start:end]).body[0]
     except jinja2.TemplateSyntaxError:
         return []
     own = {macro} | {arg.name for arg in getattr(signature, "args", [])}
     defined = {n for n, _, _, _ in definitions} - own
     needed: set[str] = set()
-    reading = names_read(source[tag.start:end]) or frozenset()
+    reading = names_read(text[tag.start:end]) or frozenset()
     while reading & defined - needed:
         new = reading & defined - needed
         needed |= new
-        reading = frozenset().union(*(names_read(source[t.start:e]) or frozenset()
+        reading = frozenset().union(*(names_read(text[t.start:e]) or frozenset()
                                       for n, t, e, _ in definitions if n in new))
     kept = {t.start: source[t.start:e] for n, t, e, _ in definitions if n in needed}
     return list(kept.values())
@@ -308,24 +317,51 @@ class Flattener:
     def __init__(self, load: Callable[[str], str], exists: Callable[[str], bool] | None = None) -> None:
         self._load = load
         self._exists = exists or (lambda name: True)
+        self._written: dict[str, str] = {}
 
-    def flatten(self, name: str, _seen: tuple[str, ...] = ()) -> str:
+    def flatten(self, name: str) -> str:
         """The self-contained source of template `name`, in Jinja's order of execution: a
         child's code outside its blocks first, then its layout with the blocks filled in."""
+        return self.traced(name).text
+
+    def traced(self, name: str, _seen: tuple[str, ...] = ()) -> Traced:
+        """`flatten(name)`, each character traced to the file and offset it was written at
+        (`location`)."""
         if name in _seen:
             raise NotFlattenable(name, 1, f"includes itself through {' -> '.join(_seen)}")
-        source = self._load(name)
+        text = self._written[name] = self._load(name)
+        source = Traced.of(text, name)
         comments = [c for c in _read(source, name) if c.kind == "comment"]
         for comment in reversed(comments):  # blanked, keeping the lines of what follows
-            source = source[:comment.start] + "\n" * comment.code(source).count("\n") + source[comment.end:]
-        self._refuse_runtime_constructs(source, name)
+            blank = Traced.of("\n" * text.count("\n", comment.start, comment.end), name, comment.start, added=True)
+            source = join((source[:comment.start], blank, source[comment.end:]))
+        self._refuse_runtime_constructs(str(source), name)
         written = source
         source = self._paste_includes(source, name, _seen + (name,))
-        parent = self._parent(source, name)
+        parent = self._parent(str(source), name)
         if parent is None:
             return source
-        layout = self._substitute_blocks(self.flatten(parent, _seen + (name,)), source, name)
+        layout = self._substitute_blocks(self.traced(parent, _seen + (name,)), source, name)
         return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
+
+    def location(self, traced: Traced, offset: int) -> tuple[str, int, int] | None:
+        """(file, line, column), 1-based, where the character at `offset` of a source from
+        `traced` was written; None when it was not written in a file flattened here."""
+        origin = traced.origin(offset)
+        if origin is None or origin[0] not in self._written:
+            return None
+        file, at = origin
+        text = self._written[file]
+        return file, text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+
+    def line_location(self, traced: Traced, line: int) -> tuple[str, int, int] | None:
+        """`location` of the first character of a line (its first one not a space or tab)."""
+        lines = traced.text.split("\n")
+        if not 0 < line <= len(lines):
+            return None
+        start = sum(len(text) + 1 for text in lines[:line - 1])
+        indent = len(lines[line - 1]) - len(lines[line - 1].lstrip(" \t"))
+        return self.location(traced, start + indent if indent < len(lines[line - 1]) else start)
 
     def _refuse_runtime_constructs(self, source: str, name: str) -> None:
         depth, layouts = 0, 0  # blocks open around a tag; extends tags seen
@@ -361,55 +397,60 @@ class Flattener:
                 return _file_argument(tag)  # checked by _refuse_runtime_constructs
         return None
 
-    def _paste_includes(self, source: str, name: str, seen: tuple[str, ...]) -> str:
+    def _paste_includes(self, source: Traced, name: str, seen: tuple[str, ...]) -> Traced:
         pieces, position = [], 0
         for tag in _tags(source, name):
             if tag.keyword == "include":
                 included = _include_file(tag)
                 assert included is not None  # checked by _refuse_runtime_constructs
-                replacement = self._included(*included, seen)
+                replacement = self._included(*included, seen, source[tag.start:tag.end])
             elif tag.keyword == "from":
                 imported = _from_import(tag)
                 assert imported is not None
-                replacement = self._macros(imported[0], imported[1], seen, name, _line(source, tag.start))
+                where = self.location(source, tag.start)
+                replacement = self._macros(imported[0], imported[1], seen, name, where[1] if where else 1)
             else:
                 continue
             pieces.append(source[position:tag.start])
             pieces.append(replacement)
             position = tag.end
         pieces.append(source[position:])
-        return "".join(pieces)
+        return join(pieces)
 
-    def _included(self, included: str, ignore_missing: bool, seen: tuple[str, ...]) -> str:
+    def _included(self, included: str, ignore_missing: bool, seen: tuple[str, ...], tag: Traced) -> Traced:
         """An included file's source, in a `{% with %}` scope when it assigns names: Jinja runs
         an include in a scope of its own, so its `{% set %}`s and macros stay inside it."""
         if ignore_missing and not self._exists(included):
-            return ""
-        source = self.flatten(included, seen)
+            return tag[:0]
+        source = self.traced(included, seen)
         if any(tag.keyword in ("set", "macro") for tag in _tags(source, included)):
-            return "{% with %}" + source + "{% endwith %}"
+            opening, closing = "{% with %}", "{% endwith %}"
+            origin = tag.origin(0)
+            if origin is None:
+                return join((Traced(opening), source, Traced(closing)))
+            return join((Traced.of(opening, *origin, added=True), source, Traced.of(closing, *origin, added=True)))
         return source
 
     def _macros(self, library: str, wanted: set[str], seen: tuple[str, ...], name: str,
-                line: int) -> str:
+                line: int) -> Traced:
         """The definitions of the macros `wanted` from `library`: the last definition of each, as
         the library's module holds it. A macro that reads names its file defines (another macro,
         a `{% set %}`) gets those definitions at the start of its body, where only it sees them:
         Jinja runs an imported macro with its own file's names, not the importer's."""
-        source = self.flatten(library, seen)
+        source = self.traced(library, seen)
         definitions = _definitions(source, library)
         macros = {n: (tag, end) for n, tag, end, kind in definitions if kind == "macro"}
         missing = wanted - macros.keys()
         if missing:
             raise NotFlattenable(name, line, f"{library} defines no macro {', '.join(sorted(missing))}")
-        chunks: list[str] = []
+        chunks: list[Traced] = []
         for macro in sorted(wanted, key=lambda n: macros[n][0].start):
             tag, end = macros[macro]
             helpers = _helpers(source, definitions, macro, tag, end)
-            chunks.append(source[tag.start:tag.end] + "".join(helpers) + source[tag.end:end])
-        return "".join(chunks)
+            chunks += [source[tag.start:tag.end], *helpers, source[tag.end:end]]
+        return join(chunks)
 
-    def _substitute_blocks(self, layout: str, child: str, name: str) -> str:
+    def _substitute_blocks(self, layout: Traced, child: Traced, name: str) -> Traced:
         overrides = _blocks(child, name)
         result = layout
         # Outer blocks first: a child's outer block brings its own nested blocks along.
@@ -422,6 +463,6 @@ class Flattener:
             parent_body = result[theirs.body_start:theirs.body_end]
             supers = [c for c in _read(body, name) if c.kind == "expression" and _is_super(c)]
             for call in reversed(supers):
-                body = body[:call.start] + parent_body + body[call.end:]
-            result = result[:theirs.body_start] + body + result[theirs.body_end:]
+                body = join((body[:call.start], parent_body, body[call.end:]))
+            result = join((result[:theirs.body_start], body, result[theirs.body_end:]))
         return result

@@ -85,6 +85,7 @@ class Protected:
     expressions: dict[int, str] = field(default_factory=dict)  # `{{ a.b | f }}` -> `a . b | f`
     markup: dict[int, str] = field(default_factory=dict)  # code that prints markup not written here: how
     data_in: dict[str, int] = field(default_factory=dict)  # attribute names holding code -> first line
+    data_at: dict[str, int] = field(default_factory=dict)  # and -> where that code starts in the source
 
 
 def inline_css(document: str) -> str:
@@ -95,6 +96,12 @@ def inline_css(document: str) -> str:
 
 def line_of(source: str, offset: int) -> int:
     return source.count("\n", 0, offset) + 1
+
+
+def _offset_of(source: str, text: str) -> int | None:
+    """Where `text` is first written in `source`; None when it is not."""
+    at = source.find(text)
+    return at if at >= 0 else None
 
 
 def protect(source: str, *, data_attributes: bool = False) -> Protected:
@@ -131,6 +138,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         result.offsets[number] = construct.start
         if place.startswith("attr:"):
             result.data_in.setdefault(place.removeprefix("attr:"), line)
+            result.data_at.setdefault(place.removeprefix("attr:"), construct.start)
         result.keywords[number], result.calls[number] = construct.keyword, construct.called
         if construct.kind == "expression" and len(construct.tokens) == 1 and construct.tokens[0][1] in set_blocks:
             result.calls[number] = construct.tokens[0][1]  # prints the set block's markup
@@ -488,7 +496,7 @@ def _check_attribute_selectors(protected: Protected, selectors: list[str]) -> No
             if name in protected.data_in:
                 raise NeedsFallback(protected.data_in[name], f"the {name} attribute depends on data and "
                                     f"the selector '{selector}' reads it, so whether it matches is only "
-                                    "known after rendering")
+                                    "known after rendering", protected.data_at.get(name))
 
 
 def _attributes_read(selector: str) -> set[str]:
@@ -528,9 +536,9 @@ def _check_conditional_styles(protected: Protected, source: str) -> None:
                     enclosing.pop()
         if enclosing:
             inside = _INSIDE[enclosing[-1]]
-            raise NeedsFallback(line_of(source, max(source.find(match.group(0)[:40]), 0)),
-                                f"this <style> is inside {inside}, so its rules apply only to the emails "
-                                "that print it")
+            at = _offset_of(source, match.group(0)[:40])
+            raise NeedsFallback(line_of(source, at or 0), f"this <style> is inside {inside}, so its rules "
+                                "apply only to the emails that print it", at)
 
 
 _INSIDE = {"if": "a condition or loop", "for": "a condition or loop", "macro": "a macro (printed where it is "
@@ -749,7 +757,8 @@ def compile_inlined(source: str, *, text_of: Callable[[str], str]) -> CompiledHt
     except NeedsFallback as exc:
         code = None if exc.offset is None else next(
             (c.code(placed.source) for c in constructs(placed.source) if c.start == exc.offset), None)
-        raise NeedsFallback(placed.original_line(exc.line, exc.offset), exc.reason, code=code) from None
+        offset = None if exc.offset is None else placed.original_offset(exc.offset)
+        raise NeedsFallback(placed.original_line(exc.line, exc.offset), exc.reason, offset, code) from None
 
 
 def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHtml:
@@ -765,7 +774,8 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
         restyler = plan(page, set(dynamic), _IN_TEXT) if dynamic else None
     except Unplannable as exc:
         selector, line = next(iter(dynamic.items()))
-        raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
+        raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}",
+                            _offset_of(source, selector)) from None
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
     if restyler is not None:
         restyler.complete(page, _printed_elsewhere(page, protected, source))

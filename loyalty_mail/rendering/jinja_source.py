@@ -159,7 +159,8 @@ def _names_and_macros(body: list[nodes.Node]) -> tuple[set[str], list[nodes.Macr
 
 def without_unused_macros(source: str) -> str:
     """`source` with each unused macro definition (`unused_macros`) replaced by a Jinja comment
-    that keeps its line breaks: Jinja prints the same, and every line keeps its number. Compiled
+    of the same length and line breaks: Jinja prints the same, and every line and offset stays
+    where it was (a reason to fall back is traced to its file through them). Compiled
     sources drop comments, so a definition stays where that would let a `-` marker beside it
     strip whitespace that the definition kept from it."""
     pieces: list[str] = []
@@ -171,7 +172,7 @@ def without_unused_macros(source: str) -> str:
         if (_STRIPS_AFTER.search(before) and after[:1].isspace()) or \
                 (_STRIPS_BEFORE.match(after) and before[-1:].isspace()):
             continue
-        pieces += [source[position:start], "{#" + "\n" * source.count("\n", start, end) + "#}"]
+        pieces += [source[position:start], "{#" + _NOT_NEWLINE.sub(" ", source[start + 2:end - 2]) + "#}"]
         kept.append(source[position:start])
         position = end
     if not pieces:
@@ -180,5 +181,6 @@ def without_unused_macros(source: str) -> str:
     return "".join(pieces)
 
 
+_NOT_NEWLINE = re.compile(r"[^\n]")
 _STRIPS_AFTER = re.compile(r"-(?:\}\}|%\}|#\})\s*\Z")   # `-}}`: strips the whitespace after it
 _STRIPS_BEFORE = re.compile(r"\s*\{[{%#]-")              # `{{-`: strips the whitespace before it

@@ -38,6 +38,7 @@ from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_ca
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, NotFlattenable, referenced_files
+from .origins import Traced
 from .inlining import (NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules,
                        unreadable_selector)
 from .replay import CompiledInliner, fixed_style_texts
@@ -219,15 +220,16 @@ class Renderer:
         original = self._load(self.html_env, variant.html_path)
         text_own = self._load(self.text_env, variant.text_path) if variant.text_path else None
         try:
-            source = self._flattener.flatten(variant.html_path)
+            traced = self._flattener.traced(variant.html_path)
+            source = traced.text
             compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
         except cssselect.SelectorError as exc:
-            raise self._unreadable_css(variant, source, exc) from None
+            raise self._unreadable_css(variant, traced, exc) from None
         except NeedsFallback as exc:
-            fallback = Fallback(self._locate_in_chain(variant.html_path, source, exc.line, exc.code), exc.reason)
+            fallback = Fallback(self._written_at(variant.html_path, traced, exc.line, exc.offset), exc.reason)
             pruned = prune_unmatchable_rules(source)
             per_email = original if pruned is None else self._from_string(self.html_env, pruned, where, 1)
             inliner = CompiledInliner()
@@ -241,26 +243,29 @@ class Renderer:
                                    inliner=inliner)
         html = self._from_string(self.html_env, compiled.source, where, 1)
         text = text_own or self._from_string(self.text_env, compiled.text_source, where, 1)
-        dynamic = tuple((selector, self._locate_in_chain(variant.html_path, source, line))
+        dynamic = tuple((selector, self._written_at(variant.html_path, traced, line, source.find(selector)))
                         for selector, line in compiled.dynamic)
         used = None if text_own else _names_used(self.html_env, compiled.source, compiled.text_source,
                                                  f"{variant.subject}{_SEPARATOR}{variant.preheader}")
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
-    def _unreadable_css(self, variant: Variant, source: str, exc: cssselect.SelectorError) -> TemplateError:
-        """The error for a stylesheet with a selector premailer cannot evaluate (it stops on it)."""
-        found = unreadable_selector(source)
+    def _unreadable_css(self, variant: Variant, source: Traced | str, exc: cssselect.SelectorError) -> TemplateError:
+        """The error for a stylesheet with a selector premailer cannot evaluate (it stops on it),
+        in the flattened source (traced to its files) or in a rendered email."""
+        found = unreadable_selector(str(source))
         line = found[1] if found else 1
         what = f"the selector '{found[0]}'" if found else "a selector"
-        return TemplateError(Problem(self._locate_in_chain(variant.html_path, source, line),
+        where = self._written_at(variant.html_path, source, line) if isinstance(source, Traced) \
+            else self._locate_in_chain(variant.html_path, source, line)
+        return TemplateError(Problem(where,
                                      f"CSS inlining cannot read {what} ({exc}): premailer evaluates each "
                                      "selector between commas as written; fix or remove it, or move the rule "
                                      "into a <style data-premailer=\"ignore\"> block"))
 
     def _locate_in_chain(self, name: str, flattened: str, line: int, code: str | None = None) -> Location:
-        """Map a line of the flattened source back to the file it came from, when it can: the line
+        """Map a line of a rendered email back to the file it came from, when it can: the line
         written as it is in a file of the chain, else the first line of a file there that holds
-        `code` (the template code it is about; flattening may join pieces of several lines)."""
+        `code`."""
         wanted = flattened.splitlines()[line - 1].strip() if 0 < line <= flattened.count("\n") + 1 else ""
         chain = [name]
         holding: Location | None = None
@@ -273,6 +278,18 @@ class Renderer:
                 if code and holding is None and code in text:
                     holding = Location(f"{TEMPLATES_DIR}/{candidate}", number)
         return holding or Location(f"{TEMPLATES_DIR}/{name}", line)
+
+    def _written_at(self, name: str, traced: Traced, line: int, offset: int | None = None) -> Location:
+        """The file and line where an offset of the flattened source was written (or, without
+        one, the first character of a line of it); the email's file as a whole when unknown."""
+        found = None
+        if offset is not None and offset >= 0:
+            found = self._flattener.location(traced, offset)
+        if found is None:
+            found = self._flattener.line_location(traced, line)
+        if found is None:
+            return Location(f"{TEMPLATES_DIR}/{name}", 0)
+        return Location(f"{TEMPLATES_DIR}/{found[0]}", found[1])
 
     def _load(self, env: jinja2.Environment, name: str) -> jinja2.Template:
         try:
