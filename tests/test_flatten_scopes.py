@@ -106,3 +106,10 @@ def test_a_statement_after_the_document_is_reported_as_such(tmp_path):
     if compiled.fallback is not None:
         assert "after </html>" in compiled.fallback.reason
         assert str(compiled.fallback.location) == "templates/odd/en.html:8"
+
+
+def test_each_definition_of_a_macro_defined_twice_is_styled_where_it_is_called(tmp_path):
+    body = ('{% macro m() %}<p class="x">one</p>{% endmacro %}<div class="side">{{ m() }}</div>'
+            '{% macro m() %}<span>two</span>{% endmacro %}<div>{{ m() }}</div>')
+    compiled, html = compare(tmp_path, page(body, style=".side p { color: red }"))
+    assert '<p class="x" style="color:red">one</p>' in html and "<span>two</span>" in html

@@ -555,42 +555,51 @@ def _check_macro_call_sites(protected: Protected, selectors: list[str]) -> None:
     paste each macro's body at its call sites and compare which of those selectors match."""
     if not selectors:
         return
-    bodies: dict[str, tuple[int, int]] = {}
-    defined: dict[str, int] = {}  # the statement of each definition
+    bodies: dict[int, tuple[int, int]] = {}  # each definition's statement -> its body in the HTML
     for number, start_token, end_token in _macro_regions(protected):
-        name = protected.macro_names.get(number)
-        if name:
-            bodies[name] = (protected.html.index(start_token) + len(start_token),
-                            protected.html.index(end_token))
-            defined[name] = number
+        if protected.macro_names.get(number):
+            bodies[number] = (protected.html.index(start_token) + len(start_token), protected.html.index(end_token))
     if not bodies:
         return
-    document, site = protected.html, 0
-    marks: dict[str, list[str]] = {}
-    for name, (start, end) in sorted(bodies.items(), key=lambda item: -item[1][0]):
-        body = document[start:end]
-        document = document[:start] + _mark(body, f"{name}-def") + document[end:]
-    for number in protected.content_expressions:
+    document = _marked_definitions(protected.html, bodies)
+    sites: dict[int, list[str]] = {}   # each definition -> the marks of the places it is printed
+    for site, number in enumerate(sorted(protected.content_expressions)):
         called = protected.calls.get(number, "")
-        if called in bodies:
-            start, end = bodies[called]
-            mark = f"{called}-{site}"
-            site += 1
-            marks.setdefault(called, []).append(mark)
-            document = document.replace(f"JX{number}X", _mark(protected.html[start:end], mark), 1)
+        definitions = [d for d in bodies if protected.macro_names[d] == called]
+        if not definitions:
+            continue
+        at = protected.html.find(f"JX{number}X")
+        # the definition in effect where it is called: the last one written before the call
+        definition = max((d for d in definitions if bodies[d][0] < at), key=lambda d: bodies[d][0],
+                         default=min(definitions, key=lambda d: bodies[d][0]))
+        start, end = bodies[definition]
+        sites.setdefault(definition, []).append(f"site-{site}")
+        document = document.replace(f"JX{number}X", _mark(protected.html[start:end], f"site-{site}"), 1)
     tree = lxml.html.document_fromstring(document)
     for selector in selectors:
         try:
             matched = set(CSSSelector(selector)(tree))
         except Exception:  # noqa: BLE001 - an unparseable selector is premailer's problem, not ours
             continue
-        for name, sites in marks.items():
-            expected = [e in matched for e in tree.xpath(f'//*[@data-jxm="{name}-def"]')]
-            for mark in sites:
+        for definition, marks in sites.items():
+            expected = [e in matched for e in tree.xpath(f'//*[@data-jxm="def-{definition}"]')]
+            for mark in marks:
                 if [e in matched for e in tree.xpath(f'//*[@data-jxm="{mark}"]')] != expected:
-                    raise NeedsFallback(protected.lines[defined[name]], f"the selector '{selector}' styles elements "
-                                        f"of the macro (or set block) '{name}' differently depending on where it "
-                                        "is printed", protected.offsets[defined[name]])
+                    raise NeedsFallback(protected.lines[definition], f"the selector '{selector}' styles elements of "
+                                        f"the macro (or set block) '{protected.macro_names[definition]}' differently "
+                                        "depending on where it is printed", protected.offsets[definition])
+
+
+def _marked_definitions(html: str, bodies: dict[int, tuple[int, int]]) -> str:
+    """The HTML with each start tag in a definition's body marked `def-N` (N: the innermost
+    definition around it)."""
+    edges = sorted({0, len(html), *(edge for body in bodies.values() for edge in body)})
+    pieces = []
+    for start, end in zip(edges, edges[1:]):
+        around = [d for d, (s, e) in bodies.items() if s <= start and end <= e]
+        innermost = max(around, key=lambda d: bodies[d][0], default=None)
+        pieces.append(html[start:end] if innermost is None else _mark(html[start:end], f"def-{innermost}"))
+    return "".join(pieces)
 
 
 def _mark(html: str, mark: str) -> str:
