@@ -91,6 +91,7 @@ def test_an_included_file_cannot_assign_into_the_template_that_includes_it(tmp_p
 def test_an_include_of_a_missing_file_marked_ignore_missing_prints_nothing(tmp_path):
     compiled, html = compare(tmp_path, page('{% include "_l/none.html" ignore missing %}<p class="a">x</p>'))
     assert compiled.fallback is None
+    assert '<body>\n<p class="a" style="color:red">x</p>' in html
 
 
 def test_an_include_without_context_falls_back_saying_so(tmp_path):
@@ -111,5 +112,5 @@ def test_a_statement_after_the_document_is_reported_as_such(tmp_path):
 def test_each_definition_of_a_macro_defined_twice_is_styled_where_it_is_called(tmp_path):
     body = ('{% macro m() %}<p class="x">one</p>{% endmacro %}<div class="side">{{ m() }}</div>'
             '{% macro m() %}<span>two</span>{% endmacro %}<div>{{ m() }}</div>')
-    compiled, html = compare(tmp_path, page(body, style=".side p { color: red }"))
+    _, html = compare(tmp_path, page(body, style=".side p { color: red }"))
     assert '<p class="x" style="color:red">one</p>' in html and "<span>two</span>" in html

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import html.parser
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -595,7 +596,7 @@ def _marked_definitions(html: str, bodies: dict[int, tuple[int, int]]) -> str:
     definition around it)."""
     edges = sorted({0, len(html), *(edge for body in bodies.values() for edge in body)})
     pieces = []
-    for start, end in zip(edges, edges[1:]):
+    for start, end in itertools.pairwise(edges):
         around = [d for d, (s, e) in bodies.items() if s <= start and end <= e]
         innermost = max(around, key=lambda d: bodies[d][0], default=None)
         pieces.append(html[start:end] if innermost is None else _mark(html[start:end], f"def-{innermost}"))
