@@ -216,3 +216,20 @@ def test_markup_printed_into_an_attribute_value_is_styled_after_rendering(tmp_pa
     assert compiled.fallback is not None and "into the title attribute" in compiled.fallback.reason
     assert dom_difference(html, reference) is None
     assert 'style="color:red"' in html
+
+
+def test_text_after_a_style_premailer_removes_and_before_a_statement_is_inlined_after_rendering(tmp_path):
+    body = "<style>b { color: blue }</style>after{% if member.points > 100 %}y{% endif %}<p>z</p>"
+    for someone in (member(locale="en"), member(locale="en", points=50, tier="member")):
+        compiled, html, reference = emails(tmp_path / str(someone["tier"]), page("p { color: red }", body), someone)
+        assert compiled.fallback is not None and "removes the <style> before this template code" \
+            in compiled.fallback.reason
+        assert dom_difference(html, reference) is None
+
+
+def test_a_style_premailer_keeps_before_a_statement_still_compiles_once(tmp_path):
+    body = ("<style>@media (max-width: 600px) { b { color: blue } }</style>after"
+            "{% if member.points > 100 %}y{% endif %}<p>z</p>")
+    compiled, html, reference = emails(tmp_path, page("p { color: red }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None

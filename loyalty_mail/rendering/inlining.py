@@ -821,7 +821,13 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
     except Unplannable as exc:
         selector, line = next(iter(dynamic.items()))
         raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}") from None
+    before_code = _styles_before_code(page, protected)
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    for style, number in before_code:
+        if style.getparent() is None:
+            raise NeedsFallback(protected.lines[number], "the CSS inliner removes the <style> before this "
+                                "template code with the text that follows it as far as the next tag, and "
+                                "which text that is is only known after rendering", protected.offsets[number])
     if restyler is not None:
         restyler.complete(page, _printed_elsewhere(page, protected, source))
     links, consumed = mark_links(page, protected)
@@ -853,6 +859,23 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
         text = _to_front(text, f"JX{first}X", f"JX{last}X", protected.lines[first])
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
+
+
+def _styles_before_code(page: Any, protected: Protected) -> list[tuple[Any, int]]:
+    """The `<style>` elements premailer reads that a statement follows, before any tag (text
+    between them aside), with that statement: premailer removes a `<style>` it leaves nothing
+    in together with the text after it, which in an email reaches up to the next tag."""
+    found = []
+    for style in page.iter("style"):
+        media = style.get("media")
+        if (media and media not in ("all", "screen")) or style.get(premailer.Premailer.attribute_name) == "ignore":
+            continue
+        after = style.getnext()
+        match = _TOKEN.fullmatch(f"<!--{after.text}-->") if after is not None and after.tag is lxml.etree.Comment \
+            else None
+        if match and match.group(1):
+            found.append((style, int(match.group(1))))
+    return found
 
 
 _BLOCK_ENDS = {"macro": "endmacro", "call": "endcall", "for": "endfor", "set": "endset"}
