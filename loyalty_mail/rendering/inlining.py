@@ -8,7 +8,9 @@ inline" (a class, id or style that depends on data, template code inside a tag o
 an attribute selector reading an attribute that holds data, a control block that opens and
 closes tags unevenly, sibling selectors next to loops, macros, `{% set %}` or `{% call %}` blocks
 whose elements match context-dependent selectors, a `<style>` inside a condition, a loop or such
-a definition, markup printed from data or rewritten by a filter, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+a definition, markup printed from data or rewritten by a filter, held in a `{% set %}` variable or
+passed to a macro, a block whose tags the HTML parser puts in different elements, a statement
+right after a `<style>` premailer removes with the text after it, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
 the stylesheet compiled once). Only markup that can be printed is judged: a macro definition
 that nothing printed calls (`jinja_source.without_unused_macros`) is left out first.
