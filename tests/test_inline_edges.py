@@ -169,3 +169,67 @@ def test_rules_kept_for_elements_styled_per_email_are_matched_before_premailer_w
     assert compiled.restyler is not None
     assert dom_difference(html, reference) is None
     assert "height" not in html
+
+
+@pytest.mark.parametrize(("body", "style"), [
+    # the inner <p> closes the outer one where the HTML parser reads the block, not where Jinja skips it
+    ('<p class="a">a{% if member.points > 100 %}<p>b</p>{% endif %}<span>c</span></p>', ".a span { color: red }"),
+    ('<p class="a">{% for p in tier.perks %}<p>{{ p }}</p>{% endfor %}<span>c</span></p>', ".a span { color: red }"),
+])
+def test_a_block_whose_tags_the_html_parser_puts_in_different_elements_is_styled_after_rendering(
+        tmp_path, body, style):
+    for someone in (member(locale="en"), member(locale="en", points=50, tier="member")):
+        compiled, html, reference = emails(tmp_path / str(someone["tier"]), page(style, body), someone)
+        assert compiled.fallback is not None and "this block's tags stand in different elements" \
+            in compiled.fallback.reason
+        assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("{% set frag = '<b>x</b>' | safe %}<div class=\"box\">{{ frag }}</div>", "`frag` holds markup"),
+    ('{% macro m() %}<b>x</b>{% endmacro %}{% set held = m() %}<div class="box">{{ held }}</div>',
+     "`held` holds markup"),
+    ('{% macro m() %}<b>x</b>{% endmacro %}{% set held = m() %}{% set again = held %}'
+     '<div class="box">{{ again }}</div>', "`again` holds markup"),
+    ('{% macro card(x) %}<div class="box">{{ x }}</div>{% endmacro %}{% macro bold() %}<b>x</b>{% endmacro %}'
+     '{{ card(bold()) }}', "markup (`bold`) is passed to a macro that prints it"),
+])
+def test_markup_held_in_a_variable_or_passed_to_a_macro_is_styled_where_it_is_printed(tmp_path, body, reason):
+    compiled, html, reference = emails(tmp_path, page(".box b { color: red }", body))
+    assert compiled.fallback is not None and reason in compiled.fallback.reason
+    assert dom_difference(html, reference) is None
+    assert '<b style="color:red">x</b>' in html
+
+
+def test_a_macro_given_data_and_a_value_set_from_data_still_compile_once(tmp_path):
+    body = ('{% macro card(x) %}<div class="box">{{ x }}</div>{% endmacro %}{{ card(member.first_name) }}'
+            '{% set name = member.first_name | upper %}<b>{{ name }}</b>')
+    compiled, html, reference = emails(tmp_path, page(".box b { color: red }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+def test_markup_printed_into_an_attribute_value_is_styled_after_rendering(tmp_path):
+    body = '<p title="{{ member.attributes.note | safe }}">t</p>'
+    compiled, html, reference = emails(tmp_path, page("[lang] { color: red }", body),
+                                       member(locale="en", attributes={"note": 'x" lang="en'}))
+    assert compiled.fallback is not None and "into the title attribute" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None
+    assert 'style="color:red"' in html
+
+
+def test_text_after_a_style_premailer_removes_and_before_a_statement_is_inlined_after_rendering(tmp_path):
+    body = "<style>b { color: blue }</style>after{% if member.points > 100 %}y{% endif %}<p>z</p>"
+    for someone in (member(locale="en"), member(locale="en", points=50, tier="member")):
+        compiled, html, reference = emails(tmp_path / str(someone["tier"]), page("p { color: red }", body), someone)
+        assert compiled.fallback is not None and "removes the <style> before this template code" \
+            in compiled.fallback.reason
+        assert dom_difference(html, reference) is None
+
+
+def test_a_style_premailer_keeps_before_a_statement_still_compiles_once(tmp_path):
+    body = ("<style>@media (max-width: 600px) { b { color: blue } }</style>after"
+            "{% if member.points > 100 %}y{% endif %}<p>z</p>")
+    compiled, html, reference = emails(tmp_path, page("p { color: red }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None

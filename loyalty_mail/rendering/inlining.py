@@ -8,7 +8,9 @@ inline" (a class, id or style that depends on data, template code inside a tag o
 an attribute selector reading an attribute that holds data, a control block that opens and
 closes tags unevenly, sibling selectors next to loops, macros, `{% set %}` or `{% call %}` blocks
 whose elements match context-dependent selectors, a `<style>` inside a condition, a loop or such
-a definition, markup printed from data or rewritten by a filter, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
+a definition, markup printed from data or rewritten by a filter, held in a `{% set %}` variable or
+passed to a macro, a block whose tags the HTML parser puts in different elements, a statement
+right after a `<style>` premailer removes with the text after it, or premailer moving a placeholder) it raises `NeedsFallback` with the line and the reason, and
 the template is inlined per email instead (`replay`: premailer's steps on each rendered email,
 the stylesheet compiled once). Only markup that can be printed is judged: a macro definition
 that nothing printed calls (`jinja_source.without_unused_macros`) is left out first.
@@ -39,7 +41,7 @@ from .links import Replace, rewrite_tree
 from .replay import CompiledInliner
 from .text import CODE
 from .flatten import Placed, definitions_in_body
-from .jinja_source import Construct, constructs, names_read, without_unused_macros
+from .jinja_source import Construct, constructs, names_read, string_value, without_unused_macros
 
 _TOKEN = re.compile(r"<!--JX(\d+)X-->|JX(\d+)X")
 _OPENERS = {"if": ("endif",), "for": ("endfor",), "macro": ("endmacro",), "call": ("endcall",),
@@ -117,6 +119,7 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
         raise NeedsFallback(exc.lineno or 1, f"Jinja cannot read this source: {exc.message}") from None
     places = _located(source, found)
     markup_names = _markup_names(found)
+    held = _markup_held(found, markup_names)
     set_blocks = {c.args[0][1] for c in found if c.is_set_block and c.args and c.args[0][0] == "name"}
     result = Protected(html="")
     forms: dict[int, str] = {}
@@ -145,9 +148,13 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             result.calls[number] = construct.tokens[0][1]  # prints the set block's markup
         if construct.kind == "expression" and construct.tokens:
             result.expressions[number] = " ".join(value for _, value in construct.tokens)
-        how = _prints_markup(construct, markup_names)
+        how = _prints_markup(construct, markup_names, held)
         if how and place == "content":
-            result.markup[number] = how
+            result.markup[number] = f"{how}, whose elements only exist after rendering, so only then can CSS " \
+                                    "rules style them"
+        elif how and place.startswith("attr:") and not _inert_in_attribute(construct):
+            result.markup[number] = f"{how} into the {place.removeprefix('attr:')} attribute, where a quote " \
+                                    "in it ends the value and the rest becomes attributes CSS rules can read"
         if (construct.keyword == "macro" or construct.is_set_block) and construct.args:
             result.macro_names[number] = construct.args[0][1]
         if place == "content" and construct.kind == "statement":
@@ -186,10 +193,45 @@ def _markup_names(found: list[Construct]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _prints_markup(construct: Construct, markup_names: frozenset[str]) -> str | None:
+def _names(tokens: tuple[tuple[str, str], ...]) -> list[str]:
+    """The variable names code reads: name tokens not after `.` (`member.frag` reads `member`)."""
+    return [value for index, (kind, value) in enumerate(tokens)
+            if kind == "name" and (index == 0 or tokens[index - 1] != ("operator", "."))]
+
+
+def _markup_held(found: list[Construct], markup_names: frozenset[str]) -> frozenset[str]:
+    """The names `{% set name = ... %}` gives markup: a value through `| safe` or `| urlize`, a
+    macro's output, `caller()`, a `{% set %}` block's markup, or another such name."""
+    held: set[str] = set()
+    assignments = [c.args for c in found if c.keyword == "set" and ("operator", "=") in c.args]
+    grown = True
+    while grown:
+        grown = False
+        for args in assignments:
+            split = args.index(("operator", "="))
+            targets, value = set(_names(args[:split])) - held, args[split + 1:]
+            filters = {name for (_, before), (kind, name) in zip(value, value[1:]) if before == "|" and kind == "name"}
+            if targets and (filters & _MARKUP_FILTERS or set(_names(value)) & (markup_names | held)):
+                held |= targets
+                grown = True
+    return frozenset(held)
+
+
+def _inert_in_attribute(construct: Construct) -> bool:
+    """`'text' | safe` in an attribute value, its text holding no quote, angle bracket or space:
+    printed as written, as premailer reads the placeholder."""
+    tokens = construct.tokens
+    value = string_value(tokens[0]) if len(tokens) == 3 and tokens[1:] == (("operator", "|"), ("name", "safe")) \
+        else None
+    return value is not None and not any(c in value for c in "\"'<>`") and not any(c.isspace() for c in value)
+
+
+def _prints_markup(construct: Construct, markup_names: frozenset[str],
+                   held: frozenset[str] = frozenset()) -> str | None:
     """How a construct can print elements that are not in the source as premailer sees it
     (so premailer can only style them after rendering): `| safe`, `| urlize`, a filter on
-    markup the source writes (a macro's output, `caller()`, a `{% set %}` block's), `{% autoescape
+    markup the source writes (a macro's output, `caller()`, a `{% set %}` block's), a name
+    `{% set %}` gave markup (`held`), markup passed to a macro (printed inside it), `{% autoescape
     false %}`, or a `{% filter %}` block that rewrites the markup inside it; None when it cannot."""
     tokens = construct.tokens
     filters = [name for (_, before), (kind, name) in zip(tokens, tokens[1:]) if before == "|" and kind == "name"]
@@ -197,9 +239,18 @@ def _prints_markup(construct: Construct, markup_names: frozenset[str]) -> str | 
         for name in filters:
             if name in _MARKUP_FILTERS:
                 return f"`| {name}` prints markup"
-        source = next((value for kind, value in tokens if kind == "name" and value in markup_names), None)
+        read = _names(tokens)
+        source = next((value for value in read if value in markup_names), None)
         if filters and source is not None:
             return f"`| {filters[0]}` rewrites the markup of `{source}`"
+        variable = next((value for value in read if value in held), None)
+        if variable is not None:
+            return f"`{variable}` holds markup (a `{{% set %}}` of a macro's output or of `| safe`) and is printed here"
+        passed = _markup_argument(tokens, markup_names | held)
+        if passed is not None:
+            return f"markup (`{passed}`) is passed to a macro that prints it"
+    elif construct.keyword == "call" and (passed := _markup_argument(construct.args, markup_names | held)):
+        return f"markup (`{passed}`) is passed to a macro that prints it"
     elif construct.keyword == "autoescape" and construct.args != (("name", "true"),):
         return "`{% autoescape %}` without true prints data as markup"
     elif construct.keyword == "filter" or (construct.keyword == "set" and filters
@@ -208,14 +259,21 @@ def _prints_markup(construct: Construct, markup_names: frozenset[str]) -> str | 
     return None
 
 
+def _markup_argument(tokens: tuple[tuple[str, str], ...], markup: frozenset[str]) -> str | None:
+    """The first name holding markup among the arguments of a call (after its first `(`)."""
+    if ("operator", "(") not in tokens:
+        return None
+    arguments = tokens[tokens.index(("operator", "(")) + 1:]
+    return next((name for name in _names(arguments) if name in markup), None)
+
+
 def printed_markup(protected: Protected) -> NeedsFallback | None:
     """The first construct that prints markup not written in the source, as a reason to inline
     per email (premailer must see those elements to style them); None when there is none."""
     if not protected.markup:
         return None
     number = min(protected.markup)
-    return NeedsFallback(protected.lines[number], f"{protected.markup[number]}, whose elements "
-                         "only exist after rendering, so only then can CSS rules style them", protected.offsets[number])
+    return NeedsFallback(protected.lines[number], protected.markup[number], protected.offsets[number])
 
 
 def _with_placeholders(source: str, found: list[Construct], forms: dict[int, str]) -> str:
@@ -335,6 +393,40 @@ def check_balanced(protected: Protected) -> None:
                                         "closed outside it, so the page structure depends on data", protected.offsets[int(index)])
                 if keyword in _CLOSERS and stack:
                     stack.pop()
+
+
+def check_block_places(page: Any, protected: Protected) -> None:
+    """The tags of one block (`{% if %}`, its branches and `{% endif %}`; a loop, a macro, a set
+    block...) must stand among the same siblings of the page premailer styles: one in another
+    element (a `<p>` inside the block closes the `<p>` around it, as the HTML parser reads it) or
+    in an Outlook conditional comment while another is outside it gives premailer a page that
+    Jinja never prints."""
+    where: dict[int, Any] = {}
+    for node in page.iter():
+        if node.tag is lxml.etree.Comment:
+            match = _TOKEN.fullmatch(f"<!--{node.text}-->")
+            if match and match.group(1):
+                where[int(match.group(1))] = node.getparent()
+            for inside in _IN_TEXT.finditer(node.text or ""):
+                where.setdefault(int(inside.group(1)), node)   # in an HTML comment
+        elif isinstance(node.tag, str):
+            for name, value in node.attrib.items():
+                for inside in _IN_TEXT.finditer(value):
+                    where[int(inside.group(1))] = (node, name)
+    stack: list[list[int]] = []
+    for number in sorted(protected.keywords):
+        keyword = protected.keywords[number]
+        if _opens(protected, number):
+            stack.append([number])
+        elif keyword in _BRANCHES and stack:
+            stack[-1].append(number)
+        elif keyword in _CLOSERS and stack:
+            tags = stack.pop() + [number]
+            places = [where[n] for n in tags if n in where]
+            if any(place is not places[0] and place != places[0] for place in places):
+                raise NeedsFallback(protected.lines[tags[0]], "this block's tags stand in different elements "
+                                    "(or in and out of an HTML comment) as the HTML parser reads the page, so "
+                                    "its structure depends on data", protected.offsets[tags[0]])
 
 
 def _unbalanced(protected: Protected, entry: str) -> NeedsFallback:
@@ -780,13 +872,20 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
     check_balanced(protected)
     dynamic = check_selectors(protected, source)
     tree, page, root = parse_document(protected.html)
+    check_block_places(page, protected)
     try:
         restyler = plan(page, set(dynamic), _IN_TEXT) if dynamic else None
     except Unplannable as exc:
         selector, line = next(iter(dynamic.items()))
         raise NeedsFallback(line, f"the selector '{selector}' is applied per email, and {exc.reason}",
                             _offset_of(source, selector)) from None
+    before_code = _styles_before_code(page, protected)
     premailer.Premailer(page, **PREMAILER_OPTIONS).transform()
+    for style, number in before_code:
+        if style.getparent() is None:
+            raise NeedsFallback(protected.lines[number], "the CSS inliner removes the <style> before this "
+                                "template code with the text that follows it as far as the next tag, and "
+                                "which text that is is only known after rendering", protected.offsets[number])
     if restyler is not None:
         restyler.complete(page, _printed_elsewhere(page, protected, source))
     links, consumed = mark_links(page, protected)
@@ -818,6 +917,23 @@ def _compile_placed(placed: Placed, text_of: Callable[[str], str]) -> CompiledHt
         text = _to_front(text, f"JX{first}X", f"JX{last}X", protected.lines[first])
     return CompiledHtml(restore(inlined, protected), len(links), restore(text, protected), restyler,
                         tuple(dynamic.items()))
+
+
+def _styles_before_code(page: Any, protected: Protected) -> list[tuple[Any, int]]:
+    """The `<style>` elements premailer reads that a statement follows, before any tag (text
+    between them aside), with that statement: premailer removes a `<style>` it leaves nothing
+    in together with the text after it, which in an email reaches up to the next tag."""
+    found = []
+    for style in page.iter("style"):
+        media = style.get("media")
+        if (media and media not in ("all", "screen")) or style.get(premailer.Premailer.attribute_name) == "ignore":
+            continue
+        after = style.getnext()
+        match = _TOKEN.fullmatch(f"<!--{after.text}-->") if after is not None and after.tag is lxml.etree.Comment \
+            else None
+        if match and match.group(1):
+            found.append((style, int(match.group(1))))
+    return found
 
 
 _BLOCK_ENDS = {"macro": "endmacro", "call": "endcall", "for": "endfor", "set": "endset"}
