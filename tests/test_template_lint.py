@@ -211,3 +211,34 @@ def test_member_data_inside_autoescape_false_is_printed_unescaped_like_safe(tmp_
         "<b>Lan</b> becomes markup; remove `| safe`",
         "warning: templates/note/vi.html:7:7: `{% autoescape false %}` prints member data unescaped (line 8): "
         "a name like <b>Lan</b> becomes markup; print member data outside the block"]
+
+
+OUTLOOK_AND_BACKGROUNDS = (
+    '<html><body>\n'
+    '<!--[if mso]><a href="http://shop.senvang.vn/mso">Shop</a>'
+    '<v:roundrect href="https://localhost/vml"></v:roundrect><v:fill src="http://cdn.senvang.vn/fill.png"/>'
+    '<![endif]-->\n'
+    '<table background="http://cdn.senvang.vn/bg.png"><tr><td>x</td></tr></table>\n'
+    '<p><a href="http://shop.senvang.vn/p?a=1&amp;b=2">Shop</a></p>\n'
+    '<!--[if mso]><a href="https://t.senvang.vn/u/x">Unsubscribe</a><![endif]-->\n'
+    '</body></html>\n')
+
+
+def test_links_in_outlook_comments_and_backgrounds_are_linted_where_they_are_written():
+    from loyalty_mail.rendering.catalog import Variant
+    from loyalty_mail.rendering.lint import RenderedLint
+
+    variant = Variant("promo", "vi", "promo/vi.html", None, "Hi", "A note", 2)
+    source = "---\nsubject: Hi\n---\n" + OUTLOOK_AND_BACKGROUNDS
+    lint = RenderedLint(variant, ["promo/vi.html"], {"promo/vi.html": source}, "https://t.senvang.vn", True)
+    found = [str(p) for p in lint.check(OUTLOOK_AND_BACKGROUNDS, "Hi", "https://t.senvang.vn/u/x", "SAMPLE000")]
+    assert found == [
+        # Outlook reads only its conditional comment: the other clients see no unsubscribe link
+        "templates/promo/vi.html:1: no unsubscribe link in the body: add <a href=\"{{ unsubscribe_url }}\">"
+        "Unsubscribe</a> (a layout's footer is a good place)",
+        "templates/promo/vi.html:5:23: insecure link http://shop.senvang.vn/mso: use https://",
+        "templates/promo/vi.html:5:78: link to a test host in a production program: https://localhost/vml",
+        "templates/promo/vi.html:5:128: insecure link http://cdn.senvang.vn/fill.png: use https://",
+        "templates/promo/vi.html:6:20: insecure link http://cdn.senvang.vn/bg.png: use https://",
+        "templates/promo/vi.html:7:13: insecure link http://shop.senvang.vn/p?a=1&b=2: use https://",
+    ]
