@@ -180,3 +180,18 @@ def test_a_file_that_is_not_there_is_named_where_it_is_included_extended_or_impo
     result = check(target)
     assert result.exit_code == 1
     assert "templates/welcome/en.html:8:15: templates/_partials/amount.html does not exist" in result.output
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_keep_front_matter_lines_and_columns(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/bom.html" import note %}\n'
+                    '{% block content %}\n<p>{%- if true -%}\n   {{ note() }} {{ tier.lable }}{%- endif %}</p>\n'
+                    '{% endblock %}\n')
+    target = program(tmp_path, {})
+    for name, text in {"welcome/en.html": body,
+                       "_partials/bom.html": "{% macro note() %}<p>{{ nope }}</p>{% endmacro %}\n"}.items():
+        (target / "templates" / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    result = check(target)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        "Error: templates/_partials/bom.html:1:25: undefined variable 'nope' (did you mean note?)",
+        "templates/welcome/en.html:9:25: undefined variable: tier has no field 'lable' (did you mean label?)"]
