@@ -172,7 +172,13 @@ def test_preview_set_values_are_typed_and_rewards_follow_the_balance():
                            ("years=2.5", "years: '2.5' is not a whole number"),
                            ("affordable=coffee,caviar",
                             "affordable: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)"),
-                           ("next=caviar", "next: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)")]:
+                           ("next=caviar", "next: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)"),
+                           ("threshold=-5", "threshold: '-5' is below 0 (a whole number, 0 or more)"),
+                           ("new_tier=diamond", "new_tier: unknown tier 'diamond' (tiers: member, silver, gold, platinum)"),
+                           ("next_tier=diamond",
+                            "next_tier: unknown tier 'diamond' (tiers: member, silver, gold, platinum, or none at the top)"),
+                           ("measure=visits", "measure: 'visits' is not a measure (measures: spend, points_earned)"),
+                           ("month=2026-13", "month: '2026-13' is not a month written YYYY-MM (e.g. 2026-11)")]:
         wrong = preview("reward_available", "--sample", "--set", value)
         assert wrong.exit_code == 1, value
         assert f"Invalid value for --set: {message}" in wrong.stderr, wrong.stderr
