@@ -247,6 +247,8 @@ class StaticChecker:
             return self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
             return None
+        except jinja2.TemplateSyntaxError:
+            return ""  # the syntax check and the renderer report it
 
     def tree(self, name: str) -> nodes.Template | None:
         """A file's tree, parsed once; None when it is missing or does not parse (the syntax
