@@ -195,3 +195,12 @@ def test_a_byte_order_mark_and_crlf_line_ends_keep_front_matter_lines_and_column
     assert result.stderr.splitlines()[-2:] == [
         "Error: templates/_partials/bom.html:1:25: undefined variable 'nope' (did you mean note?)",
         "templates/welcome/en.html:9:25: undefined variable: tier has no field 'lable' (did you mean label?)"]
+
+
+def test_a_misspelled_beginning_of_a_longer_name_gets_did_you_mean(tmp_path):
+    body = FRONT + '<html><body>\n<p>{{ member.frist }} {{ member.birth }} {{ tier.lab }}</p>\n</body></html>\n'
+    target = program(tmp_path, {"welcome/en.html": body})
+    assert static_problems(target) == [
+        "templates/welcome/en.html:6:14: undefined variable: member has no field 'frist' (did you mean first_name?)",
+        "templates/welcome/en.html:6:33: undefined variable: member has no field 'birth' (did you mean birthday?)",
+        "templates/welcome/en.html:6:50: undefined variable: tier has no field 'lab' (did you mean label?)"]
