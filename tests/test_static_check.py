@@ -204,3 +204,13 @@ def test_a_misspelled_beginning_of_a_longer_name_gets_did_you_mean(tmp_path):
         "templates/welcome/en.html:6:14: undefined variable: member has no field 'frist' (did you mean first_name?)",
         "templates/welcome/en.html:6:33: undefined variable: member has no field 'birth' (did you mean birthday?)",
         "templates/welcome/en.html:6:50: undefined variable: tier has no field 'lab' (did you mean label?)"]
+
+
+def test_a_file_named_outside_the_templates_folder_is_refused_where_it_is_named(tmp_path):
+    body = FRONT + ('<html><body>\n<p>{% include "../config.yaml" %}</p>\n'
+                    '{% from "_partials/../../segments/vip.yaml" import x %}\n</body></html>\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    advice = 'layouts, partials and macros are files inside templates/, named from there ("_partials/blocks.html")'
+    assert static_problems(target) == [
+        f"templates/welcome/en.html:6:15: '../config.yaml' leads outside templates/: {advice}",
+        f"templates/welcome/en.html:7:9: '_partials/../../segments/vip.yaml' leads outside templates/: {advice}"]

@@ -523,6 +523,10 @@ class _Walk:
         if name is None:
             self.expr(node.template)
             return None
+        if ".." in name.replace("\\", "/").split("/"):
+            self.report(node.template, name, f"{name!r} leads outside {TEMPLATES_DIR}/: layouts, partials and "
+                        f"macros are files inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")")
+            return None
         if self.checker.missing(name):
             if not ignore_missing:
                 known = self.checker.env.list_templates()
