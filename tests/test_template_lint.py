@@ -248,3 +248,12 @@ def test_links_in_outlook_comments_and_backgrounds_are_linted_where_they_are_wri
         "templates/promo/vi.html:6:20: insecure link http://cdn.senvang.vn/bg.png: use https://",
         "templates/promo/vi.html:7:13: insecure link http://shop.senvang.vn/p?a=1&b=2: use https://",
     ]
+
+
+def test_check_renders_an_email_file_in_a_locale_outside_program_locales(tmp_path):
+    # members with locale fr get welcome/fr.html, so check renders it like the others
+    broken = ('---\nsubject: "Salut"\npreheader: "Une note"\n---\n{% extends "_layouts/en.html" %}\n'
+              '{% block content %}\n<p>{{ member.points / 0 }}</p>\n{% endblock %}\n')
+    result = invoke(program(tmp_path, {"welcome/fr.html": broken}), "check")
+    assert result.exit_code == 1, result.output
+    assert "Error: templates/welcome/fr.html:7: ZeroDivisionError: division by zero" in result.stderr
