@@ -14,11 +14,15 @@ from pathlib import Path
 from .errors import ConfigError, Location, Problem
 
 MAX_FILE_BYTES = 1_000_000
+BOM = "\ufeff"
 
 
 def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = MAX_FILE_BYTES,
                       error: type[ConfigError] = ConfigError) -> str:
     """The UTF-8 text of `path`, a regular file under `root` reached through no symbolic link.
+
+    A byte order mark at the start (some Windows editors write one) is left out, so that front
+    matter is found and columns are the file's own.
 
     Raises `error` (ConfigError or a subclass) naming `display` for anything else: a missing file,
     a link, a directory or other non-regular file, a file over `max_bytes`, text that is not UTF-8.
@@ -60,7 +64,7 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
     if len(data) > max_bytes:
         raise fail(f"is larger than {max_bytes:,} bytes, the limit for program files")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(BOM)  # an editor's byte order mark is not text
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})", line) from None

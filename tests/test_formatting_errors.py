@@ -1,5 +1,6 @@
 """The date filters given something that is not a date (a custom attribute or an event property
-kept as text, a `preview --set` value), or a format that asks a date for a time zone: a template
+kept as text, a `preview --set` value), or a format that asks a date for a time zone, and the number
+filters given text or an unknown currency, `truncate` a length shorter than its ending: a template
 error at the template's line that says what the filter needs, never an internal error."""
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def page(body: str) -> str:
     ("member.attributes.since | datetime", "`| datetime` needs a datetime, not str '2024-01-01'"),
     ("(member.attributes.since | localtime).year", "`| localtime` needs a datetime, not str '2024-01-01'"),
     ("member.joined_on | date('d MMM yyyy zzzz')", "`| date` cannot write date values in the format 'd MMM yyyy zzzz'"),
+    ("member.attributes.since | money", "`| money` needs a number, not str '2024-01-01'"),
+    ("1250000 | money('dong')", "`| money` takes an ISO 4217 currency code such as VND or USD, not 'dong'"),
+    ("'many' | number", "`| number` needs a number, not str 'many'"),
+    ("'Hello' | truncate(-1)", "`| truncate` needs a length of at least 3 (the length of its ending '...'), not -1"),
+    ("'Hello' | truncate(4, leeway=-2)", "`| truncate` needs a leeway of 0 or more, not -2"),
 ])
 def test_a_date_filter_on_a_value_it_cannot_write_is_a_template_error_at_its_line(tmp_path, expression, message):
     renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": page("{{ " + expression + " }}")}))

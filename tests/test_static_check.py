@@ -180,3 +180,37 @@ def test_a_file_that_is_not_there_is_named_where_it_is_included_extended_or_impo
     result = check(target)
     assert result.exit_code == 1
     assert "templates/welcome/en.html:8:15: templates/_partials/amount.html does not exist" in result.output
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_keep_front_matter_lines_and_columns(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/bom.html" import note %}\n'
+                    '{% block content %}\n<p>{%- if true -%}\n   {{ note() }} {{ tier.lable }}{%- endif %}</p>\n'
+                    '{% endblock %}\n')
+    target = program(tmp_path, {})
+    for name, text in {"welcome/en.html": body,
+                       "_partials/bom.html": "{% macro note() %}<p>{{ nope }}</p>{% endmacro %}\n"}.items():
+        (target / "templates" / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    result = check(target)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        "Error: templates/_partials/bom.html:1:25: undefined variable 'nope' (did you mean note?)",
+        "templates/welcome/en.html:9:25: undefined variable: tier has no field 'lable' (did you mean label?)"]
+
+
+def test_a_misspelled_beginning_of_a_longer_name_gets_did_you_mean(tmp_path):
+    body = FRONT + '<html><body>\n<p>{{ member.frist }} {{ member.birth }} {{ tier.lab }}</p>\n</body></html>\n'
+    target = program(tmp_path, {"welcome/en.html": body})
+    assert static_problems(target) == [
+        "templates/welcome/en.html:6:14: undefined variable: member has no field 'frist' (did you mean first_name?)",
+        "templates/welcome/en.html:6:33: undefined variable: member has no field 'birth' (did you mean birthday?)",
+        "templates/welcome/en.html:6:50: undefined variable: tier has no field 'lab' (did you mean label?)"]
+
+
+def test_a_file_named_outside_the_templates_folder_is_refused_where_it_is_named(tmp_path):
+    body = FRONT + ('<html><body>\n<p>{% include "../config.yaml" %}</p>\n'
+                    '{% from "_partials/../../segments/vip.yaml" import x %}\n</body></html>\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    advice = 'layouts, partials and macros are files inside templates/, named from there ("_partials/blocks.html")'
+    assert static_problems(target) == [
+        f"templates/welcome/en.html:6:15: '../config.yaml' leads outside templates/: {advice}",
+        f"templates/welcome/en.html:7:9: '_partials/../../segments/vip.yaml' leads outside templates/: {advice}"]

@@ -172,7 +172,13 @@ def test_preview_set_values_are_typed_and_rewards_follow_the_balance():
                            ("years=2.5", "years: '2.5' is not a whole number"),
                            ("affordable=coffee,caviar",
                             "affordable: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)"),
-                           ("next=caviar", "next: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)")]:
+                           ("next=caviar", "next: unknown reward 'caviar' (rewards: coffee, voucher_100k, spa_day)"),
+                           ("threshold=-5", "threshold: '-5' is below 0 (a whole number, 0 or more)"),
+                           ("new_tier=diamond", "new_tier: unknown tier 'diamond' (tiers: member, silver, gold, platinum)"),
+                           ("next_tier=diamond",
+                            "next_tier: unknown tier 'diamond' (tiers: member, silver, gold, platinum, or none at the top)"),
+                           ("measure=visits", "measure: 'visits' is not a measure (measures: spend, points_earned)"),
+                           ("month=2026-13", "month: '2026-13' is not a month written YYYY-MM (e.g. 2026-11)")]:
         wrong = preview("reward_available", "--sample", "--set", value)
         assert wrong.exit_code == 1, value
         assert f"Invalid value for --set: {message}" in wrong.stderr, wrong.stderr
@@ -211,3 +217,43 @@ def test_member_data_inside_autoescape_false_is_printed_unescaped_like_safe(tmp_
         "<b>Lan</b> becomes markup; remove `| safe`",
         "warning: templates/note/vi.html:7:7: `{% autoescape false %}` prints member data unescaped (line 8): "
         "a name like <b>Lan</b> becomes markup; print member data outside the block"]
+
+
+OUTLOOK_AND_BACKGROUNDS = (
+    '<html><body>\n'
+    '<!--[if mso]><a href="http://shop.senvang.vn/mso">Shop</a>'
+    '<v:roundrect href="https://localhost/vml"></v:roundrect><v:fill src="http://cdn.senvang.vn/fill.png"/>'
+    '<![endif]-->\n'
+    '<table background="http://cdn.senvang.vn/bg.png"><tr><td>x</td></tr></table>\n'
+    '<p><a href="http://shop.senvang.vn/p?a=1&amp;b=2">Shop</a></p>\n'
+    '<!--[if mso]><a href="https://t.senvang.vn/u/x">Unsubscribe</a><![endif]-->\n'
+    '</body></html>\n')
+
+
+def test_links_in_outlook_comments_and_backgrounds_are_linted_where_they_are_written():
+    from loyalty_mail.rendering.catalog import Variant
+    from loyalty_mail.rendering.lint import RenderedLint
+
+    variant = Variant("promo", "vi", "promo/vi.html", None, "Hi", "A note", 2)
+    source = "---\nsubject: Hi\n---\n" + OUTLOOK_AND_BACKGROUNDS
+    lint = RenderedLint(variant, ["promo/vi.html"], {"promo/vi.html": source}, "https://t.senvang.vn", True)
+    found = [str(p) for p in lint.check(OUTLOOK_AND_BACKGROUNDS, "Hi", "https://t.senvang.vn/u/x", "SAMPLE000")]
+    assert found == [
+        # Outlook reads only its conditional comment: the other clients see no unsubscribe link
+        "templates/promo/vi.html:1: no unsubscribe link in the body: add <a href=\"{{ unsubscribe_url }}\">"
+        "Unsubscribe</a> (a layout's footer is a good place)",
+        "templates/promo/vi.html:5:23: insecure link http://shop.senvang.vn/mso: use https://",
+        "templates/promo/vi.html:5:78: link to a test host in a production program: https://localhost/vml",
+        "templates/promo/vi.html:5:128: insecure link http://cdn.senvang.vn/fill.png: use https://",
+        "templates/promo/vi.html:6:20: insecure link http://cdn.senvang.vn/bg.png: use https://",
+        "templates/promo/vi.html:7:13: insecure link http://shop.senvang.vn/p?a=1&b=2: use https://",
+    ]
+
+
+def test_check_renders_an_email_file_in_a_locale_outside_program_locales(tmp_path):
+    # members with locale fr get welcome/fr.html, so check renders it like the others
+    broken = ('---\nsubject: "Salut"\npreheader: "Une note"\n---\n{% extends "_layouts/en.html" %}\n'
+              '{% block content %}\n<p>{{ member.points / 0 }}</p>\n{% endblock %}\n')
+    result = invoke(program(tmp_path, {"welcome/fr.html": broken}), "check")
+    assert result.exit_code == 1, result.output
+    assert "Error: templates/welcome/fr.html:7: ZeroDivisionError: division by zero" in result.stderr

@@ -696,3 +696,16 @@ def test_cli_preview_says_when_the_locale_falls_back(example_files):
     assert fallback.stdout.startswith("Subject: Your Sen Vàng Rewards statement for ")
     own = run("preview", "statement", "--sample", "--locale", "en", "--format", "text")
     assert own.exit_code == 0 and own.stderr == ""
+
+
+def test_templates_list_says_once_why_an_email_is_inlined_per_email(example_files):
+    target, run = example_files
+    (target / "templates" / "welcome" / "en.html").write_text(
+        '---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/en.html" %}\n{% block content %}\n'
+        '<p>{{ member.first_name | safe }}</p>\n{% endblock %}\n', encoding="utf-8")
+    result = run("templates", "list", "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+    row = next(r for r in json.loads(result.stdout) if (r["email"], r["locale"]) == ("welcome", "en"))
+    assert row["inlining"] == ("per email (templates/welcome/en.html:7: `| safe` prints markup, whose elements only "
+                               "exist after rendering, so only then can CSS rules style them)")

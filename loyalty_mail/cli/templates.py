@@ -58,7 +58,7 @@ def templates_list(obj: CliContext, output_format: str) -> None:
 
 def _inlining(compiled: CompiledVariant) -> str:
     if compiled.fallback is not None:
-        return f"per email ({compiled.fallback})"
+        return f"per email ({compiled.fallback.location}: {compiled.fallback.reason})"
     if compiled.dynamic:
         rules = ", ".join(f"'{selector}' ({at})" for selector, at in compiled.dynamic)
         return f"compiled; applied per email: {rules}"

@@ -24,6 +24,7 @@ from jinja2.loaders import split_template_path
 from ..errors import ConfigError, Location, Problem, TemplateError
 from ..program_files import read_program_text
 from ..yaml_source import load_yaml_text
+from .nesting import nesting_problem
 
 TEMPLATES_DIR = "templates"
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n", re.DOTALL | re.MULTILINE)
@@ -75,7 +76,8 @@ def strip_front_matter(source: str) -> tuple[str, str | None]:
 class FrontMatterLoader(jinja2.FileSystemLoader):
     """A file loader that hides front matter from Jinja, keeping line numbers. It reads only
     regular files inside the program (the templates folder's parent), never through a symbolic
-    link (TemplateError)."""
+    link (TemplateError); a file nested too deeply for Jinja's parser (`nesting`) is a syntax
+    error at its line."""
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
@@ -84,6 +86,9 @@ class FrontMatterLoader(jinja2.FileSystemLoader):
         if not path.exists() and not path.is_symlink():
             raise jinja2.TemplateNotFound(template)
         source = read_program_text(path, root.parent, f"{TEMPLATES_DIR}/{template}", error=TemplateError)
+        too_deep = nesting_problem(environment, source)
+        if too_deep is not None:
+            raise jinja2.TemplateSyntaxError(too_deep[1], too_deep[0], template, str(path))
         mtime = os.lstat(path).st_mtime
 
         def uptodate() -> bool:

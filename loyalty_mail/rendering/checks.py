@@ -127,7 +127,9 @@ def check_templates(renderer: Renderer, now: datetime) -> TemplateReport:
         return report
     locales = renderer.settings.program.locales
     for email in renderer.catalog.names:
-        for locale in locales:
+        # a file in a locale outside program.locales is still what members with that locale get
+        extra = sorted(set(renderer.catalog.variants[email]) - set(locales))
+        for locale in [*locales, *extra]:
             if locale in renderer.catalog.variants[email]:
                 _check_variant(renderer, email, locale, now, report)
             else:

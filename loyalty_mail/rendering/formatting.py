@@ -1,7 +1,10 @@
 """Locale-aware filters for templates, formatted by Babel: money, numbers, points, dates, zones.
 
 Each filter takes the member's locale from the template context (`locale`), so a template writes
-`{{ member.total_spend | money }}` and a Vietnamese member reads `1.250.000 ₫`.
+`{{ member.total_spend | money }}` and a Vietnamese member reads `1.250.000 ₫`. A value or an
+argument a filter cannot take (text that is not a number, a currency code Babel does not know, a
+`truncate` length shorter than its ending) is a TypeError or ValueError that says so, which the
+template reports at its line.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from zoneinfo import ZoneInfo
 import babel
 import babel.dates
 import babel.numbers
-from jinja2 import pass_context
+from jinja2 import filters as jinja_filters
+from jinja2 import pass_context, pass_environment
+from jinja2.environment import Environment
 from jinja2.runtime import Context
 
 
@@ -32,15 +37,33 @@ def _locale(context: Context) -> babel.Locale:
 def money(context: Context, amount: Any, currency: str | None = None) -> str:
     """`1250000 | money` -> `1.250.000 ₫` (vi) or `₫1,250,000` (en); currency defaults to the program's."""
     code = currency or context["program"]["currency"]
-    return babel.numbers.format_currency(Decimal(str(amount)), code, locale=_locale(context))
+    if not isinstance(code, str) or not babel.numbers.is_currency(code):
+        raise ValueError(f"`| money` takes an ISO 4217 currency code such as VND or USD, not {str(code)[:60]!r}")
+    return babel.numbers.format_currency(_decimal(amount, "money"), code, locale=_locale(context))
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    """A number the filter can write; otherwise a TypeError that names the filter and the value."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return value
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            number = Decimal(str(value).strip())
+        except ArithmeticError:
+            pass
+        else:
+            if number.is_finite():
+                return number
+    raise TypeError(f"`| {name}` needs a number, not {type(value).__name__} {str(value)[:60]!r}")
 
 
 @pass_context
 def number(context: Context, value: Any, digits: int | None = None) -> str:
     """`12500 | number` -> `12.500` (vi) or `12,500` (en)."""
+    number = _decimal(value, "number")
     if digits is not None:
-        value = round(Decimal(str(value)), digits)
-    return babel.numbers.format_decimal(value, locale=_locale(context))
+        number = round(number, digits)
+    return babel.numbers.format_decimal(number, locale=_locale(context))
 
 
 @lru_cache(maxsize=64)
@@ -110,7 +133,20 @@ def format_datetime(context: Context, value: datetime, format: str = "medium") -
                       _locale(context))
 
 
+@pass_environment
+def truncate(environment: Environment, text: str, length: int = 255, killwords: bool = False, end: str = "...",
+             leeway: int | None = None) -> str:
+    """Jinja's `truncate`, its length and leeway checked (Jinja only asserts them)."""
+    if not isinstance(length, int) or length < len(end):
+        raise ValueError(f"`| truncate` needs a length of at least {len(end)} (the length of its ending "
+                         f"{end!r}), not {length!r}")
+    if leeway is not None and (not isinstance(leeway, int) or leeway < 0):
+        raise ValueError(f"`| truncate` needs a leeway of 0 or more, not {leeway!r}")
+    return jinja_filters.do_truncate(environment, text, length, killwords, end, leeway)
+
+
 FILTERS = {
+    "truncate": truncate,
     "money": money,
     "number": number,
     "points": points,

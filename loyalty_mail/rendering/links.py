@@ -94,6 +94,27 @@ def rewrite_tree(root: Any, replace: Replace) -> int:
     return number
 
 
+_SOURCES = ("href", "src", "background")  # the attributes that point a client at a URL
+
+
+def urls_in(document: str) -> list[tuple[str, bool]]:
+    """Every URL a document points a mail client at, in document order, whether tracked or not:
+    (URL as the browser reads it, whether it is only inside an Outlook conditional comment). An
+    `href`, `src` or `background` of any element, in conditional comments too (`<v:fill src>`,
+    `<v:roundrect href>`, a `background` on a cell)."""
+    found: list[tuple[str, bool]] = []
+    root = lxml.html.document_fromstring(document)
+    for node in root.iter():
+        if node.tag is lxml.etree.Comment:
+            text = node.text or ""
+            if text.startswith("[if"):
+                found += [(value.strip(), True) for _, _, _, attrs in _StartTags().read(text)
+                          for name, value in attrs if name in _SOURCES and value and value.strip()]
+        elif isinstance(node.tag, str):
+            found += [(node.get(name, "").strip(), False) for name in _SOURCES if node.get(name, "").strip()]
+    return found
+
+
 def links_in(document: str) -> list[tuple[int, str]]:
     """The trackable links of an HTML document: (number, URL as the browser reads it)."""
     found: list[tuple[int, str]] = []

@@ -4,7 +4,9 @@ From the template files (the email, its layouts, includes and imports): an `<img
 `alt`, member data printed unescaped (`| safe`, `{% autoescape false %}`), no preheader. From
 each sample render: an HTML part over 100 KB as sent, its links signed (Gmail clips messages
 over 102 KB), no unsubscribe link in the body, a subject over 80 characters and, in a production
-program, `http:` links and links to `localhost` or an example domain.
+program, `http:` links and links to `localhost` or an example domain: every URL the email points
+at, images and `background=` included, and those in Outlook's conditional comments (which link
+tracking rewrites too).
 
 A program is in production when `tracking.base_url` is served from a public host: not
 `localhost` or a loopback address, and not a reserved test name (`.localhost`, `.local`,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from urllib.parse import urlsplit
 
 import jinja2
@@ -26,6 +29,7 @@ from lxml import etree
 
 from ..errors import Location, Problem
 from .catalog import TEMPLATES_DIR, Variant
+from .links import urls_in
 from .static_check import Columns
 
 HTML_LIMIT = 100 * 1024        # Gmail clips an HTML part over 102 KB ("[Message clipped]")
@@ -159,13 +163,13 @@ class RenderedLint:
             problems.append(("subject", Problem(Location(where.file, self.variant.subject_line),
                                     f"the subject is {len(subject)} characters (for {member_id}); "
                                     f"inboxes cut it after about {SUBJECT_LIMIT}: \"{subject}\"")))
-        links = _links(html)
-        if unsubscribe_url not in links:
+        found = _urls(html)
+        if unsubscribe_url not in {url for url, hidden in found if not hidden}:
             problems.append(("unsubscribe", Problem(where, "no unsubscribe link in the body: add "
                                     "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> (a layout's footer "
                                     "is a good place)")))
         if self.production:
-            for url in links:
+            for url in dict.fromkeys(url for url, _ in found):
                 problems.extend((str(p), p) for p in self._link_problems(url))
         return problems
 
@@ -179,22 +183,21 @@ class RenderedLint:
             yield Problem(self._locate(url), f"link to a test host in a production program: {url}")
 
     def _locate(self, url: str) -> Location:
-        """The first line, in the variant's files, that holds the link's scheme and host."""
+        """The first line, in the variant's files, that holds the URL as written (else its scheme
+        and host)."""
         parts = urlsplit(url)
-        needle = f"{parts.scheme}://{parts.netloc}"
-        for name in self.files:
-            for number, text in enumerate(self.sources.get(name, "").splitlines(), start=1):
-                if needle in text:
-                    return Location(f"{TEMPLATES_DIR}/{name}", number, text.index(needle) + 1)
+        for needle in dict.fromkeys((url, html_escape(url, quote=True), f"{parts.scheme}://{parts.netloc}")):
+            for name in self.files:
+                for number, text in enumerate(self.sources.get(name, "").splitlines(), start=1):
+                    if needle in text:
+                        return Location(f"{TEMPLATES_DIR}/{name}", number, text.index(needle) + 1)
         return Location(f"{TEMPLATES_DIR}/{self.variant.html_path}", 1)
 
 
-def _links(html: str) -> list[str]:
-    """Every `href` of a link and `src` of an image, in document order."""
+def _urls(document: str) -> list[tuple[str, bool]]:
+    """Every URL the email points at (`links.urls_in`): links, images, backgrounds, and those in
+    Outlook's conditional comments (True: only there)."""
     try:
-        document = lxml.html.document_fromstring(html)
+        return urls_in(document)
     except (etree.ParserError, ValueError):
         return []
-    found = [a.get("href", "").strip() for a in document.iter("a")]
-    found += [img.get("src", "").strip() for img in document.iter("img")]
-    return [url for url in found if url]

@@ -1,10 +1,12 @@
 """Typed values for the fields of a sample occurrence (`preview --set KEY=VALUE`): numbers must be
-numbers, times and dates ISO 8601 text, reward lists and the next reward name rewards of the
+numbers (none below 0), times and dates ISO 8601 text, a month `YYYY-MM`, tiers tiers of the
+ladder, a measure `spend` or `points_earned`, reward lists and the next reward name rewards of the
 catalogue, so that a mistyped value is an error about the value, never a template error or a list
 iterated letter by letter."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +17,9 @@ from .context import OCCURRENCE_DATES, OCCURRENCE_TIMES
 NUMBER_FIELDS = frozenset({"threshold", "years", "points", "balance", "age", "days_before", "earned", "redeemed",
                            "expired", "expiring", "needed", "to_regain", "to_next_tier"})
 REWARD_LIST_FIELDS = frozenset({"newly", "affordable"})
+TIER_FIELDS = frozenset({"old_tier", "new_tier", "tier", "downgrade_to", "next_tier"})
+MEASURES = ("spend", "points_earned")
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
 class OccurrenceValueError(ValueError):
@@ -22,14 +27,29 @@ class OccurrenceValueError(ValueError):
 
 
 def occurrence_value(key: str, value: str, settings: Settings) -> object:
-    """`value` as the field `key` holds it: a whole number, a list of reward names (comma-separated),
+    """`value` as the field `key` holds it: a whole number (0 or more), a tier of the ladder, a list of reward names (comma-separated),
     a reward name for `next` (`none` for none, its cost and what is missing filled in later by
     `with_standing`), a time or date checked as ISO 8601, or the text as given."""
     if key in NUMBER_FIELDS:
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise OccurrenceValueError(f"{key}: {quoted(value)} is not a whole number") from None
+        if number < 0:
+            raise OccurrenceValueError(f"{key}: {quoted(value)} is below 0 (a whole number, 0 or more)")
+        return number
+    if key in TIER_FIELDS:
+        tiers = [level.name for level in settings.tiers.levels]
+        if key == "next_tier" and value == "none":  # a statement at the top of the ladder
+            return None
+        if value not in tiers:
+            extra = ", or none at the top" if key == "next_tier" else ""
+            raise OccurrenceValueError(f"{key}: unknown tier {quoted(value)} (tiers: {', '.join(tiers)}{extra})")
+        return value
+    if key == "measure" and value not in MEASURES:
+        raise OccurrenceValueError(f"measure: {quoted(value)} is not a measure (measures: {', '.join(MEASURES)})")
+    if key == "month" and not _MONTH.fullmatch(value):
+        raise OccurrenceValueError(f"month: {quoted(value)} is not a month written YYYY-MM (e.g. 2026-11)")
     if key in REWARD_LIST_FIELDS:
         names = [name.strip() for name in value.split(",") if name.strip()]
         for name in names:

@@ -78,10 +78,21 @@ class Record:
     def problem(self, attr: str) -> str:
         if not self.fields:
             return f"undefined variable: {self.name} has no field '{attr}'{self.hint}"
-        close = difflib.get_close_matches(attr, list(self.fields), n=1)
+        close = closest(attr, list(self.fields))
         advice = f"did you mean {close[0]}?" if close else \
             f"{self.name} has: {', '.join(sorted(self.fields))}{self.hint}"
         return f"undefined variable: {self.name} has no field '{attr}' ({advice})"
+
+
+def closest(word: str, names: list[str]) -> list[str]:
+    """The documented name `word` most likely misspells (none, or one): the closest whole name,
+    else the name whose beginning it misspells (`frist` -> first_name, `tel` -> telephone)."""
+    close = difflib.get_close_matches(word, names, n=1)
+    if close or len(word) < 3:
+        return close
+    starts = {name[:len(word)]: name for name in sorted(names, key=len, reverse=True) if len(name) > len(word)}
+    close = difflib.get_close_matches(word, list(starts), n=1, cutoff=0.75)
+    return [starts[close[0]]] if close else []
 
 
 def _record(name: str, names: Iterable[str], hint: str = "", **nested: Record | None) -> Record:
@@ -247,6 +258,8 @@ class StaticChecker:
             return self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
             return None
+        except jinja2.TemplateSyntaxError:
+            return ""  # the syntax check and the renderer report it
 
     def tree(self, name: str) -> nodes.Template | None:
         """A file's tree, parsed once; None when it is missing or does not parse (the syntax
@@ -510,6 +523,10 @@ class _Walk:
         if name is None:
             self.expr(node.template)
             return None
+        if ".." in name.replace("\\", "/").split("/"):
+            self.report(node.template, name, f"{name!r} leads outside {TEMPLATES_DIR}/: layouts, partials and "
+                        f"macros are files inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")")
+            return None
         if self.checker.missing(name):
             if not ignore_missing:
                 known = self.checker.env.list_templates()
@@ -574,7 +591,7 @@ class _Walk:
         if node.name in visible:
             return visible[node.name]
         candidates = [n for n in visible if not n.startswith("_")]
-        close = difflib.get_close_matches(node.name, candidates, n=1)
+        close = closest(node.name, candidates)
         advice = f" (did you mean {close[0]}?)" if close else " (see \"Template context\" in the README)"
         self.report(node, node.name, f"undefined variable '{node.name}'{advice}")
         return None
