@@ -96,8 +96,9 @@ MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE, TOPICS = (
 class MemberRowValidator:
     """Turns one source row into a staging row, or into a list of (column, problem)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, now: datetime):
         zone = self.zone = ZoneInfo(settings.program.default_timezone)
+        latest = fields.latest_birthday(now)
         self.topics = tuple(topic.name for topic in settings.topics)
         self.parsers: dict[str, Callable[[Any], Any]] = {
             "member_id": fields.member_id,
@@ -107,7 +108,7 @@ class MemberRowValidator:
             "locale": fields.locale,
             "timezone": fields.timezone_name,
             "joined_at": partial(fields.instant, default_zone=zone),
-            "birthday": fields.calendar_date,
+            "birthday": partial(fields.birthday, latest=latest),
             "points": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
             "total_spend": fields.money,
             "purchase_count": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
@@ -123,7 +124,7 @@ class MemberRowValidator:
             "locale": columns.by_distinct(fields.locale),
             "timezone": columns.by_distinct(fields.timezone_name),
             "joined_at": columns.instants(zone),
-            "birthday": columns.dates,
+            "birthday": columns.dates_between(fields.FIRST_BIRTHDAY, latest),
             "points": columns.whole_numbers(0, MAX_INT),
             "total_spend": columns.amounts,
             "purchase_count": columns.whole_numbers(0, MAX_INT),
@@ -366,7 +367,7 @@ def import_members(
         summary.rows_read, rejects = rows.rows_read, rows.rejects
     else:
         rejects = Rejects()
-        staging = MemberStaging(settings, connection.dialect)
+        staging = MemberStaging(settings, connection.dialect, now)
         insert_chunks(connection, STAGING, _staging_chunks(staging, rows, summary, rejects))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
@@ -391,8 +392,8 @@ class MemberStaging:
     """Source rows to staging rows ready for the driver: CSV batches a column at a time, other
     rows one by one. Rows with problems go to the given Rejects."""
 
-    def __init__(self, settings: Settings, dialect: sa.Dialect):
-        self.validate = MemberRowValidator(settings)
+    def __init__(self, settings: Settings, dialect: sa.Dialect, now: datetime):
+        self.validate = MemberRowValidator(settings, now)
         self.by_column = MemberColumns(self.validate, dialect)
         self.converters = list(self.by_column.converters.items())
 
