@@ -8,6 +8,8 @@ topics (config.yaml `topics`): false always leaves the topic; true never undoes 
 choice to leave it. Every change is in the consent log.
 Columns that are not member fields become custom attributes, merged into the existing ones.
 Points (or spend) that move a member to another tier record the change in the tier history.
+A row that changes a member's time zone derives their point lots again (they expire on the
+member's clock).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..config import Settings
 from .. import consent, suppression, touched
 from ..errors import ColumnRefused
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
+from ..points.store import rebuild_lots
 from ..tiers import TierLadder
 from . import columns, fields
 from .batch import (
@@ -378,8 +381,10 @@ def import_members(
     delete_rows(connection, STAGING, (row for row, _, _ in duplicates))
     summary.rejected = len(rejects)
 
+    rezoned = _rezoned(connection, settings)
     _apply(connection, TierLadder.from_settings(settings.tiers), now, summary, consent_source,
            settings.program.double_opt_in)
+    rebuild_lots(connection, settings, rezoned)
     _apply_topics(connection, {t.name: t.default for t in settings.topics}, now, consent_source)
     touched.enqueue(connection, sa.select(members_table.c.id).where(
         members_table.c.member_id.in_(sa.select(STAGING.c.member_id))), now,
@@ -429,6 +434,20 @@ def _staging_chunks(staging: MemberStaging, rows: Iterable[SourceRow | CsvBatch]
                 yield chunk
                 chunk = []
     yield chunk
+
+
+def _rezoned(connection: sa.Connection, settings: Settings) -> list[int]:
+    """The known members whose time zone the staged rows change (a blank keeps it), ascending:
+    their point lots expire on their own clock, so they are derived again once the import has
+    set the new zone (nothing to do when points do not expire)."""
+    if settings.program.points.expiry is None:
+        return []
+    m, s = members_table, STAGING
+    default = settings.program.default_timezone
+    return list(connection.execute(
+        sa.select(m.c.id).join(s, m.c.member_id == s.c.member_id)
+        .where(s.c.timezone.is_not(None), sa.func.coalesce(m.c.timezone, default) != s.c.timezone)
+        .order_by(m.c.id)).scalars())
 
 
 def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary,
