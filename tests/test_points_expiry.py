@@ -167,6 +167,29 @@ def test_a_members_import_that_changes_the_time_zone_derives_the_lots_on_the_new
     assert expired(engine) == [("STAY", datetime(2026, 7, 15, 4, 0, tzinfo=UTC), -100)]
 
 
+def test_a_redemption_dated_before_a_recorded_expiry_is_refused_saying_the_balance_then_and_why(
+        run, runtime, project, tmp_path):
+    """1,000 points earned, expiring on 2026-01-10 and recorded as expired; a redemption dated
+    2026-01-05 (when the member held 1,000) imported afterwards is refused: the message gives the
+    balance at its date, the balance now, the expiry that took the points, and the row."""
+    with_expiry(project, "{after: 12 months}")
+    members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "A")
+    load(run, tmp_path, "events", [earn("A", "2025-01-10T10:00:00+07:00", 1000),
+                                   earn("A", "2025-12-01T10:00:00+07:00", 100)])
+    assert "expired 1,000 points" in run("points", "expire", "--at", "2026-01-11T00:00:00+07:00").output
+    path = tmp_path / "late.jsonl"
+    path.write_text(json.dumps(earn("A", "2026-01-10T09:00:00+07:00", 5, "x")) + "\n"
+                    + json.dumps(redeem("A", "2026-01-05T10:00:00+07:00", 600)) + "\n")
+    result = run("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {path}: row 2: points: redeems 600 points dated 2026-01-05 03:00 UTC; member 'A' had 1,100 then "
+        "and has 100 now: 1,000 points expired after that date and the expiry is recorded (from 2026-01-10 03:00 "
+        "UTC), and a redemption is taken from the balance held now. Credit the points back with a points_earned "
+        "event before importing it if the redemption stands")
+    assert state(runtime.engine(), "A")[0] == 100
+
+
 def test_a_lot_earned_on_29_february(run, runtime, project, tmp_path):
     with_expiry(project, "{after: 1 year}")
     members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "LEAP")
