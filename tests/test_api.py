@@ -615,3 +615,15 @@ def test_json_content_types_and_none_are_read_as_json(client, content_type):
     headers = {} if content_type is None else {"Content-Type": content_type}
     r = client("PUT", "/v1/members/M1", content=b'{"email": "a@example.com"}', headers=headers)
     assert r.status_code == 200, r.text
+
+
+def test_a_birthday_out_of_bounds_is_422_in_the_importers_words(client):
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "birthday": "0001-01-01"})
+    assert r.status_code == 422
+    [error] = r.json()["error"]["errors"]
+    assert (error["field"], error["found"]) == ("birthday", "0001-01-01")
+    assert error["message"] == "0001-01-01 is before 1900-01-01: leave the cell blank when the birthday is not known"
+    r = client("PUT", "/v1/members/M1", json={"email": "a@example.com", "birthday": "2026-11-25"})
+    assert r.status_code == 422
+    assert r.json()["error"]["errors"][0]["message"] == "2026-11-25 is in the future (the import is on 2026-11-23)"
+    assert client("PUT", "/v1/members/M1", json={"email": "a@example.com", "birthday": "2026-11-23"}).status_code == 200

@@ -139,7 +139,8 @@ def test_a_bad_request_in_a_group_is_its_own_answer_and_the_others_commit(api):
     answers = api.post_in_one_group(*requests)
     assert [a.status_code for a in answers] == [200, 422, 200, 422, 422, 200, 200]
     assert answers[1].json()["error"]["errors"][0]["message"] == (
-        "redeems 500 points but member 'M2' has 0 at 2026-11-20 03:00 UTC")
+        "redeems 500 points dated 2026-11-20 03:00 UTC; member 'M2' had 0 then and has 0 now: a balance never "
+        "goes below 0")
     assert answers[3].json()["error"]["errors"][0]["message"] == "unknown member 'nobody' (add the member first: `members import`, or PUT /v1/members/ID)"
     assert [e["index"] for e in answers[4].json()["error"]["errors"]] == [1]
     assert [e["index"] for e in answers[5].json()["rejected"]] == [1]

@@ -14,10 +14,12 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from loyalty_mail.cli import cli
 from loyalty_mail.flows import in_holdout
+from loyalty_mail.models import members_table, sends_table
 
 from .flow_program import SECRET, member
 
@@ -47,6 +49,31 @@ def test_welcome_at_the_edge_of_quiet_hours(program, joined_local, deferred_unti
     assert (send["deferred"] is None) == (deferred_until is None)
     if deferred_until:
         assert send["deferred"] == "quiet hours until 08:00 local (Asia/Ho_Chi_Minh)"
+
+
+def test_quiet_hours_that_would_hold_an_email_past_the_flows_lateness_skip_it_as_too_late(program):
+    """A welcome with a lateness of 6 hours, due at 21:30 local: quiet hours would hold it until
+    08:00, 10.5 hours later, so it is skipped as too late (recorded, and said by the dry run and
+    explain); one due at 02:00 (6 hours before their end) still waits for 08:00."""
+    config = program.dir / "config.yaml"
+    config.write_text(config.read_text().replace("priority: 100, lateness: 2 days", "priority: 100, lateness: 6 hours"))
+    program.load("members", [member("LATE", joined_at="2026-11-23T21:30:00+07:00"),
+                             member("WAIT", joined_at="2026-11-24T02:00:00+07:00")], at="2026-11-24T02:00:00+07:00")
+    plan = decisions(program.dry("2026-11-24T02:00:00+07:00", "welcome"))
+    late, wait = plan[("LATE", "welcome")], plan[("WAIT", "welcome")]
+    reason = ("too late: due 2026-11-23 21:30 +07, and quiet hours hold it until 2026-11-24 08:00 +07, "
+              "more than 6 hours after (the flow's lateness)")
+    assert (late["decision"], late["reason"], late["recorded_as"]) == ("skip", reason, "skipped")
+    assert wait["decision"] == "send" and wait["deferred"] == "quiet hours until 08:00 local (Asia/Ho_Chi_Minh)"
+    assert reason in program.run("explain", "LATE", at="2026-11-24T02:00:00+07:00").stdout
+    assert program.run("run", "--once", at="2026-11-24T02:00:00+07:00").exit_code == 0
+    engine = sa.create_engine(program.url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        recorded = {(r.member_id, r.state): r.reason for r in conn.execute(
+            sa.select(members_table.c.member_id, sends_table.c.state, sends_table.c.reason)
+            .join(members_table, members_table.c.id == sends_table.c.member_ref))}
+    engine.dispose()
+    assert recorded.get(("LATE", "skipped")) == reason and ("WAIT", "planned") in recorded
 
 
 def test_one_purchase_crossing_two_thresholds_sends_only_the_highest(program):

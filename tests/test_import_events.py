@@ -116,7 +116,8 @@ def test_bad_event_rows_fail_the_import_and_change_nothing(run, runtime, tmp_pat
     assert result.exit_code == 1
     assert result.stderr.splitlines()[:5] == [
         f"Error: {events}: row 2: member_id: unknown member 'GHOST' (add the member first: `members import`, or PUT /v1/members/ID)",
-        f"{events}: row 3: points: redeems 50 points but member 'M2' has 0 at 2026-04-01 00:00 UTC",
+        f"{events}: row 3: points: redeems 50 points dated 2026-04-01 00:00 UTC; member 'M2' had 0 then and has 0 "
+        "now: a balance never goes below 0",
         f"{events}: row 4: currency: 'USD' is not the program currency VND; convert amounts before importing",
         f"{events}: row 5: type: 'Purchase!' is not an event type (lowercase letters, digits and _); "
         "occurred_at: 'yesterday' is not a valid ISO 8601 date or time (e.g. 2026-03-01T09:30:00+07:00)",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import sqlalchemy as sa
+from freezegun import freeze_time
 
 from loyalty_mail.models import members_table, tier_changes_table
 from loyalty_mail.runtime import Runtime
@@ -202,3 +203,36 @@ def test_a_file_of_known_and_new_members_updates_some_and_inserts_the_rest(runti
     with runtime.engine().connect() as connection:
         points = dict(connection.execute(sa.select(members_table.c.member_id, members_table.c.points)).all())
     assert points == {"K1": 10, "K2": 25, "K3": 30}
+
+
+def test_a_birthday_before_1900_or_after_the_day_of_the_import_is_an_error_of_its_row(run, runtime, tmp_path):
+    """0001-01-01 (a placeholder for "unknown") and a date not yet come are refused with the row and
+    the field, in the column-wise CSV path and in JSON Lines alike; the bounds themselves are taken.
+    The import is on 2026-11-24 at 01:00 UTC: already 24 November from UTC+1 on, 15:00 in UTC+14."""
+    rows = [("B1", "0001-01-01"), ("B2", "1899-12-31"), ("B3", "1900-01-01"), ("B4", "2026-11-24"),
+            ("B5", "2026-11-25"), ("B6", "3026-01-01")]
+    path = tmp_path / "birthdays.csv"
+    path.write_text("member_id,email,birthday\n" + "".join(f"{m},{m.lower()}@example.com,{b}\n" for m, b in rows))
+    jsonl = tmp_path / "birthdays.jsonl"
+    jsonl.write_text("".join(json.dumps({"member_id": m, "email": f"{m.lower()}@example.com", "birthday": b}) + "\n"
+                             for m, b in rows))
+    for source, first_row in ((path, 2), (jsonl, 1)):
+        with freeze_time("2026-11-24T01:00:00Z"):
+            result = run("members", "import", str(source))
+        assert result.exit_code == 1
+        assert result.stderr.splitlines()[:4] == [
+            f"Error: {source}: row {first_row}: birthday: 0001-01-01 is before 1900-01-01: leave the cell blank "
+            "when the birthday is not known",
+            f"{source}: row {first_row + 1}: birthday: 1899-12-31 is before 1900-01-01: leave the cell blank "
+            "when the birthday is not known",
+            f"{source}: row {first_row + 4}: birthday: 2026-11-25 is in the future (the import is on 2026-11-24)",
+            f"{source}: row {first_row + 5}: birthday: 3026-01-01 is in the future (the import is on 2026-11-24)",
+        ]
+    assert count_members(runtime) == 0
+    with freeze_time("2026-11-24T01:00:00Z"):
+        result = run("members", "import", str(path), "--skip-invalid", "--rejects", str(tmp_path / "r.csv"))
+    assert result.exit_code == 0, result.output
+    with runtime.engine().connect() as connection:
+        kept = connection.execute(sa.select(members_table.c.member_id, members_table.c.birthday)
+                                  .order_by(members_table.c.member_id)).all()
+    assert [(m, b.isoformat()) for m, b in kept] == [("B3", "1900-01-01"), ("B4", "2026-11-24")]

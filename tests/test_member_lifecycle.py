@@ -353,6 +353,21 @@ def test_statement_balance_is_the_balance_at_its_planning_not_one_events_after_i
     assert "Còn 300 điểm nữa để lên hạng Silver" in text   # silver at 1,000: from the 700 held then
 
 
+def test_statement_way_to_the_next_tier_is_the_period_measure_the_review_moves_up_on(life):
+    """With tiers kept by points earned in the period, a balance of 1,500 is not 'silver now': the
+    review moves up on the 300 earned in the 12 months to the statement, so silver is 700 away."""
+    silver_member(life, "S1")                                          # 1,200 earned on 2025-01-15
+    review(life, "2025-01-16T10:00:00+07:00")                          # silver until the review
+    life.load("events", [earn("S1", 300, "2026-11-10T10:00:00+07:00", "q1")], at="2026-11-10T10:00:00+07:00")
+    out = life.dir / "measure-preview"
+    assert life.run("run", "--dry-run", "--flow", "statement", "--out", str(out),
+                    at="2026-12-01T09:00:00+07:00").exit_code == 0
+    [html] = list((out / "statement").glob("*.html"))
+    text = html.read_text(encoding="utf-8")
+    assert ">1.500<" in text                                           # the balance is still shown
+    assert "Còn 700 điểm nữa để lên hạng Silver" in text
+
+
 # -- segment fields --------------------------------------------------------------------------------
 
 def test_segment_fields_of_the_review_and_their_explanation(life):

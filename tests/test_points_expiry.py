@@ -145,6 +145,51 @@ def test_expiry_at_local_midnight_across_a_dst_change(run, runtime, project, tmp
                                ("NY", datetime(2026, 7, 15, 4, 0, tzinfo=UTC), -800)]
 
 
+def test_a_members_import_that_changes_the_time_zone_derives_the_lots_on_the_new_clock(run, runtime, project,
+                                                                                       tmp_path):
+    """Earned at midnight in New York (05:00 UTC in winter), 6 months: 04:00 UTC there (EDT), but
+    05:00 UTC on the clock of Ho Chi Minh City (12:00 local, no DST) once the member moves, as
+    `points rebuild` would make it; a row that leaves the zone blank changes nothing."""
+    with_expiry(project, "{after: 6 months}")
+    members_in(run, tmp_path, "America/New_York", "NY", "STAY")
+    load(run, tmp_path, "events", [earn("NY", "2026-01-15T00:00:00-05:00", 800),
+                                   earn("STAY", "2026-01-15T00:00:00-05:00", 100)])
+    engine = runtime.engine()
+    assert lots(engine, "NY")[0][1] == datetime(2026, 7, 15, 4, 0, tzinfo=UTC)
+    load(run, tmp_path, "members", [{"member_id": "NY", "email": "ny@example.com", "timezone": "Asia/Ho_Chi_Minh"},
+                                    {"member_id": "STAY", "email": "stay@example.com", "timezone": ""}])
+    moved = lots(engine, "NY")
+    assert moved == [(datetime(2026, 1, 15, 5, 0, tzinfo=UTC), datetime(2026, 7, 15, 5, 0, tzinfo=UTC), 800, 800)]
+    assert lots(engine, "STAY")[0][1] == datetime(2026, 7, 15, 4, 0, tzinfo=UTC)
+    assert run("points", "rebuild").exit_code == 0
+    assert lots(engine, "NY") == moved
+    assert "expired 100 points of 1 member" in run("points", "expire", "--at", "2026-07-15T04:30:00Z").output
+    assert expired(engine) == [("STAY", datetime(2026, 7, 15, 4, 0, tzinfo=UTC), -100)]
+
+
+def test_a_redemption_dated_before_a_recorded_expiry_is_refused_saying_the_balance_then_and_why(
+        run, runtime, project, tmp_path):
+    """1,000 points earned, expiring on 2026-01-10 and recorded as expired; a redemption dated
+    2026-01-05 (when the member held 1,000) imported afterwards is refused: the message gives the
+    balance at its date, the balance now, the expiry that took the points, and the row."""
+    with_expiry(project, "{after: 12 months}")
+    members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "A")
+    load(run, tmp_path, "events", [earn("A", "2025-01-10T10:00:00+07:00", 1000),
+                                   earn("A", "2025-12-01T10:00:00+07:00", 100)])
+    assert "expired 1,000 points" in run("points", "expire", "--at", "2026-01-11T00:00:00+07:00").output
+    path = tmp_path / "late.jsonl"
+    path.write_text(json.dumps(earn("A", "2026-01-10T09:00:00+07:00", 5, "x")) + "\n"
+                    + json.dumps(redeem("A", "2026-01-05T10:00:00+07:00", 600)) + "\n")
+    result = run("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {path}: row 2: points: redeems 600 points dated 2026-01-05 03:00 UTC; member 'A' had 1,100 then "
+        "and has 100 now: 1,000 points expired after that date and the expiry is recorded (from 2026-01-10 03:00 "
+        "UTC), and a redemption is taken from the balance held now. Credit the points back with a points_earned "
+        "event before importing it if the redemption stands")
+    assert state(runtime.engine(), "A")[0] == 100
+
+
 def test_a_lot_earned_on_29_february(run, runtime, project, tmp_path):
     with_expiry(project, "{after: 1 year}")
     members_in(run, tmp_path, "Asia/Ho_Chi_Minh", "LEAP")

@@ -122,7 +122,7 @@ def _apply(conn: sa.Connection, settings: Settings, members: list[SourceRow], ev
     outcome = Outcome()
     errors: list[ItemError] = []
     if members:
-        checked = _attribute_names_checked(settings, members)
+        checked = _attribute_names_checked(settings, members, now)
         summary, rejects = import_members(conn, settings, checked, source=SOURCE, now=now, skip_invalid=True,
                                           consent_source="api")
         _count_members(outcome, summary)
@@ -210,10 +210,10 @@ _COLUMN = re.compile(r"column '([^']*)'")
 _ROW = re.compile(r"^row \d+: ")
 
 
-def _attribute_names_checked(settings: Settings, rows: list[SourceRow]) -> list[SourceRow]:
+def _attribute_names_checked(settings: Settings, rows: list[SourceRow], now: datetime) -> list[SourceRow]:
     """A field the member importer refuses for the whole file (a computed column, a name no
     attribute may have) is a problem of its item here."""
-    validate = MemberRowValidator(settings)
+    validate = MemberRowValidator(settings, now)
     checked = []
     for index, row in rows:
         if PROBLEMS not in row:

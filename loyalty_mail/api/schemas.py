@@ -18,7 +18,7 @@ ALLOWED = {
     "locale": "a locale such as en, vi, en_US, vi_VN",
     "timezone": "an IANA time zone such as Asia/Ho_Chi_Minh",
     "joined_at": "an ISO 8601 date or time, e.g. 2026-03-01T09:30:00+07:00",
-    "birthday": "a date, YYYY-MM-DD",
+    "birthday": "a date, YYYY-MM-DD, from 1900-01-01 up to today",
     "points": "a whole number from 0 to 2147483647",
     "total_spend": "an amount of at least 0, below 10^16",
     "purchase_count": "a whole number from 0 to 2147483647",

@@ -27,7 +27,7 @@ from ..config import FlowSettings, Settings
 from ..durations import add_months
 from ..models import events_table, members_table, point_lots_table, tier_changes_table
 from ..segments.compiler import month_day_key
-from ..tier_review import CHUNK, needed_to_keep_each, needed_to_regain_each
+from ..tier_review import CHUNK, measure_between, needed_to_keep_each, needed_to_regain_each, period_before
 from ..tiers import TierLadder
 from .occurrences import (MEMBER_COLUMNS, Occurrence, Window, _fmt, _member, _stream, point_events_newest_first,
                           same_date_in)
@@ -220,7 +220,8 @@ def statement_period(now: datetime, zone: str) -> tuple[datetime, datetime, str]
 def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window,
                audience: sa.ColumnElement[bool] | None, zone_default: str) -> Iterator[Occurrence]:
     """One statement per member for the month before `now`: points earned, redeemed and expired
-    in it, the points that will expire in the month after it, and tier progress. Members with no activity in it and no balance are skipped, saying so."""
+    in it, the points that will expire in the month after it, and tier progress (with
+    tiers.qualification, the period's measure the review moves members up on, not the balance). Members with no activity in it and no balance are skipped, saying so."""
     e, m = events_table, members_table
     start, end, month = statement_period(window.now, settings.program.default_timezone)
     due = end + flow.delay
@@ -260,15 +261,21 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
     if audience is not None:
         query = query.where(audience)
     ladder = TierLadder.from_settings(settings.tiers)
-    for row in _stream(conn, query):
+    q = settings.tiers.qualification
+    measure = q.measure if q is not None else ladder.basis
+    for row, period_measure in _standing_by_page(conn, settings, _stream(conn, query), window.now):
         key = f"statement:{month}"
         events = int(row.events or 0)
         balance = int(row.points) - int(row.points_after or 0)
         skip = None if events or balance else "no activity in the period and no balance"
         rank = ladder.rank(row.tier) if row.tier in ladder.names else 0
         nxt = ladder.levels[rank + 1] if rank + 1 < len(ladder.levels) else None
-        standing = Decimal(balance) if ladder.basis == "points" else (
-            Decimal(row.total_spend) - Decimal(row.spend_after or 0))
+        if period_measure is not None:  # tiers kept by a period's measure: as the review moves up
+            standing = period_measure
+        elif ladder.basis == "points":
+            standing = Decimal(balance)
+        else:
+            standing = Decimal(row.total_spend) - Decimal(row.spend_after or 0)
         yield Occurrence(
             flow=flow, **_member(row), key=key, occurred_at=end, due_at=due,
             reason=f"statement for {month}: {events} event(s), balance {balance:,} points",
@@ -276,10 +283,26 @@ def statements(conn: sa.Connection, flow: FlowSettings, settings: Settings, wind
                   "period_end": end.isoformat(), "earned": int(row.earned or 0),
                   "redeemed": int(row.redeemed or 0), "expired": int(row.expired or 0),
                   "expiring": int(row.expiring or 0), "expiring_until": until.isoformat(),
-                  "balance": balance, "tier": row.tier,
+                  "balance": balance, "tier": row.tier, "measure": measure,
                   "next_tier": None if nxt is None else nxt.name,
                   "to_next_tier": None if nxt is None else _text(max(nxt.threshold - standing, Decimal(0)))},
             skip=skip)
+
+
+def _standing_by_page(conn: sa.Connection, settings: Settings, rows: Iterator[Any],
+                      now: datetime) -> Iterator[tuple[Any, Decimal | None]]:
+    """Each row with the member's measure over the period ending `now` when tiers are kept by one
+    (tiers.qualification: what the review moves members up on), a page of members a query; else
+    None (the tier follows the points or spend held)."""
+    q = settings.tiers.qualification
+    if q is None:
+        yield from ((row, None) for row in rows)
+        return
+    start = period_before(now, q.period)
+    for page in iter(lambda: list(islice(rows, CHUNK)), []):
+        measures = measure_between(conn, q, [row.id for row in page], start, now)
+        for row in page:
+            yield row, measures[row.id]
 
 
 def absent(conn: sa.Connection, flow: FlowSettings, settings: Settings, window: Window, member_ref: int,

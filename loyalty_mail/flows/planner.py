@@ -16,7 +16,9 @@ occurrence a flow's trigger produced (flows of higher priority first, per member
     held out            in the flow's deterministic hold-out group (recorded, not sent)
     frequency cap       too many marketing emails in the period (not recorded; retried later);
                         service flows (`class: service`) are outside it
-    quiet hours         planned, scheduled for the end of the member's quiet hours
+    quiet hours         planned, scheduled for the end of the member's quiet hours; skipped as
+                        too late (recorded) when that end is more than the flow's lateness
+                        after the occurrence was due
 """
 
 from __future__ import annotations
@@ -628,6 +630,17 @@ class Planner:
                              "their address", None)
         if holdout and in_holdout(flow.name, occ.member_id, flow.holdout):
             return Skip(occ, f"held out ({flow.holdout}% hold-out group)", "held_out")
+        scheduled, deferred = now, None
+        quiet = self.settings.sending.quiet_hours
+        if quiet and flow.quiet_hours:
+            until = quiet_until(now, ZoneInfo(occ.timezone or self.settings.program.default_timezone), quiet)
+            if until is not None and until > occ.due_at + flow.lateness:
+                return Skip(occ, f"too late: due {due}, and quiet hours hold it until {self._local(occ, until)}, "
+                                 f"more than {human(flow.lateness)} after (the flow's lateness)",
+                            None if flow.name in expired else "skipped")
+            if until is not None:
+                scheduled = until
+                deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
         cap = self.settings.sending.frequency_cap
         if cap and flow.frequency_cap:
             sent = capped.get(occ.member_ref, 0)
@@ -635,14 +648,6 @@ class Planner:
                 return Skip(occ, f"frequency cap: {sent} marketing emails within {human(cap.per)} "
                                  f"(max {cap.max})", None)
             capped[occ.member_ref] = sent + 1
-        scheduled, deferred = now, None
-        quiet = self.settings.sending.quiet_hours
-        if quiet and flow.quiet_hours:
-            zone = ZoneInfo(occ.timezone or self.settings.program.default_timezone)
-            until = quiet_until(now, zone, quiet)
-            if until is not None:
-                scheduled = until
-                deferred = f"quiet hours until {until:%H:%M} local ({until.tzinfo})"
         name, offered = self._test(occ)
         variant = variants.choose(name, occ.member_id, offered, winners)
         return PlannedSend(occ, scheduled, flow.segment, occ.reason, deferred, variant)

@@ -90,7 +90,7 @@ def import_file(
     options["before_commit"] = write_rejects
     try:
         if kind in _BY_COLUMN and partitioned.worth_it(engine, input_file, workers):
-            stager = partial(MemberStaging, settings, engine.dialect)
+            stager = partial(MemberStaging, settings, engine.dialect, now)
             with partitioned.staged_by_workers(input_file, stager, MEMBERS_STAGING, workers, on_bytes) as parts:
                 summary, _ = import_rows(engine, settings, kind, parts, **options)
         else:

@@ -107,9 +107,14 @@ def instants(default_zone: tzinfo) -> FastParser:
     return fast
 
 
-def dates(cells: Cells) -> list[date]:
-    """fields.calendar_date."""
-    return list(map(date.fromisoformat, cells))
+def dates_between(first: date, last: date) -> FastParser:
+    """fields.birthday: dates from `first` to `last`."""
+    def fast(cells: Cells) -> list[date]:
+        parsed = list(map(date.fromisoformat, cells))
+        if parsed and (min(parsed) < first or max(parsed) > last):
+            raise ValueError("a date out of range")
+        return parsed
+    return fast
 
 
 def by_distinct(parse: Callable[[str], Any]) -> FastParser:

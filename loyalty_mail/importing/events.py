@@ -367,10 +367,7 @@ class Applier:
             points = int((amount * self.rate).to_integral_value(rounding=ROUND_FLOOR))
         delta = -points if kind in SUBTRACTS else (points or 0)
         if state.points + delta < 0:
-            verb = "expires" if kind == "points_expired" else "redeems"
-            self.rejects.add(row["row_no"], "points",
-                             f"{verb} {points} points but member '{state.member_id}' has "
-                             f"{state.points} at {row['occurred_at']:%Y-%m-%d %H:%M} UTC")
+            self.rejects.add(row["row_no"], "points", self._overdraft(state, kind, points, row["occurred_at"]))
             return None
         if state.points + delta > MAX_POINTS:
             column = "points" if row["points"] is not None else "amount"
@@ -416,6 +413,29 @@ class Applier:
             "points": delta if delta else None, "properties": row["properties"] or {},
             "created_at": self.now,
         }
+
+    def _overdraft(self, state: _MemberState, kind: str, points: int, when: datetime) -> str:
+        """Why an event taking `points` is refused: a balance is never taken below 0, and it is the
+        balance held now (with the file's earlier rows) that it is taken from, whatever the
+        event's date. The balance at its date is today's less what later events did (as for
+        milestones); when expiries recorded since took points the member held then, say so."""
+        e = events_table
+        later = self.connection.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(e.c.points), 0),
+                      sa.func.coalesce(sa.func.sum(sa.case((e.c.type == "points_expired", -e.c.points), else_=0)), 0),
+                      sa.func.min(sa.case((e.c.type == "points_expired", e.c.occurred_at), else_=None)))
+            .where(e.c.member_ref == state.ref, e.c.occurred_at > when, e.c.points.is_not(None))).one()
+        then = state.points - int(later[0])
+        verb = "expires" if kind == "points_expired" else "redeems"
+        said = (f"{verb} {points:,} points dated {when:%Y-%m-%d %H:%M} UTC; member '{state.member_id}' "
+                f"had {then:,} then and has {state.points:,} now")
+        expired_since, first_expiry = int(later[1]), later[2]
+        if then >= points and expired_since:
+            return (f"{said}: {expired_since:,} points expired after that date and the expiry is recorded "
+                    f"(from {first_expiry.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC), and a redemption is taken from the "
+                    "balance held now. Credit the points back with a points_earned event before importing it "
+                    "if the redemption stands")
+        return f"{said}: a balance never goes below 0"
 
     def _insert(self, events: list[dict[str, Any]], need_ids: bool) -> list[int]:
         """Insert `events` in order; their ids when `need_ids`."""

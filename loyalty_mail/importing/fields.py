@@ -5,7 +5,7 @@ with a message a person can act on. CSV gives text, JSON Lines gives JSON types:
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -20,6 +20,10 @@ EMAIL_ADDRESS = re.compile(
 # The years an imported time may fall in (as `--at`): expiry, reviews and schedules add up to
 # 100 years to it and stay far inside what dates and the databases hold.
 YEARS = (1900, 2200)
+# A birthday is from this day up to the day of the import: earlier is no one's (0001-01-01 is a
+# placeholder for "unknown"), later has not happened yet.
+FIRST_BIRTHDAY = date(1900, 1, 1)
+AHEAD_OF_UTC = timedelta(hours=14)  # the zone furthest ahead: a birthday today there is not refused
 _TOO_LARGE, _CENT = Decimal("1e16"), Decimal("0.01")  # amounts are below the first, to the second
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
@@ -90,6 +94,22 @@ def calendar_date(value: Any) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise ValueError(f"'{raw}' is not a valid date (YYYY-MM-DD)") from None
+
+
+def latest_birthday(now: datetime) -> date:
+    """The latest birthday an import at `now` takes: today's date in the zone furthest ahead."""
+    return (now.astimezone(timezone.utc) + AHEAD_OF_UTC).date()
+
+
+def birthday(value: Any, *, latest: date) -> date:
+    """A date of birth from FIRST_BIRTHDAY up to `latest` (see latest_birthday)."""
+    day = calendar_date(value)
+    if day < FIRST_BIRTHDAY:
+        raise ValueError(f"{day.isoformat()} is before {FIRST_BIRTHDAY.isoformat()}: leave the cell blank when "
+                         "the birthday is not known")
+    if day > latest:
+        raise ValueError(f"{day.isoformat()} is in the future (the import is on {latest.isoformat()})")
+    return day
 
 
 def whole_number(value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:

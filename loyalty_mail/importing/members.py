@@ -8,6 +8,8 @@ topics (config.yaml `topics`): false always leaves the topic; true never undoes 
 choice to leave it. Every change is in the consent log.
 Columns that are not member fields become custom attributes, merged into the existing ones.
 Points (or spend) that move a member to another tier record the change in the tier history.
+A row that changes a member's time zone derives their point lots again (they expire on the
+member's clock).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..config import Settings
 from .. import consent, suppression, touched
 from ..errors import ColumnRefused
 from ..models import MONEY, UTCDateTime, members_table, tier_changes_table
+from ..points.store import rebuild_lots
 from ..tiers import TierLadder
 from . import columns, fields
 from .batch import (
@@ -96,8 +99,9 @@ MEMBER_ID, EMAIL, ATTRIBUTES, JOINED_AT, JOINED_ON, TIMEZONE, TOPICS = (
 class MemberRowValidator:
     """Turns one source row into a staging row, or into a list of (column, problem)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, now: datetime):
         zone = self.zone = ZoneInfo(settings.program.default_timezone)
+        latest = fields.latest_birthday(now)
         self.topics = tuple(topic.name for topic in settings.topics)
         self.parsers: dict[str, Callable[[Any], Any]] = {
             "member_id": fields.member_id,
@@ -107,7 +111,7 @@ class MemberRowValidator:
             "locale": fields.locale,
             "timezone": fields.timezone_name,
             "joined_at": partial(fields.instant, default_zone=zone),
-            "birthday": fields.calendar_date,
+            "birthday": partial(fields.birthday, latest=latest),
             "points": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
             "total_spend": fields.money,
             "purchase_count": partial(fields.whole_number, minimum=0, maximum=MAX_INT),
@@ -123,7 +127,7 @@ class MemberRowValidator:
             "locale": columns.by_distinct(fields.locale),
             "timezone": columns.by_distinct(fields.timezone_name),
             "joined_at": columns.instants(zone),
-            "birthday": columns.dates,
+            "birthday": columns.dates_between(fields.FIRST_BIRTHDAY, latest),
             "points": columns.whole_numbers(0, MAX_INT),
             "total_spend": columns.amounts,
             "purchase_count": columns.whole_numbers(0, MAX_INT),
@@ -366,7 +370,7 @@ def import_members(
         summary.rows_read, rejects = rows.rows_read, rows.rejects
     else:
         rejects = Rejects()
-        staging = MemberStaging(settings, connection.dialect)
+        staging = MemberStaging(settings, connection.dialect, now)
         insert_chunks(connection, STAGING, _staging_chunks(staging, rows, summary, rejects))
     index_staging(connection, STAGING, "member_id")
     duplicates = later_duplicates(connection, STAGING, "member_id")
@@ -377,8 +381,10 @@ def import_members(
     delete_rows(connection, STAGING, (row for row, _, _ in duplicates))
     summary.rejected = len(rejects)
 
+    rezoned = _rezoned(connection, settings)
     _apply(connection, TierLadder.from_settings(settings.tiers), now, summary, consent_source,
            settings.program.double_opt_in)
+    rebuild_lots(connection, settings, rezoned)
     _apply_topics(connection, {t.name: t.default for t in settings.topics}, now, consent_source)
     touched.enqueue(connection, sa.select(members_table.c.id).where(
         members_table.c.member_id.in_(sa.select(STAGING.c.member_id))), now,
@@ -391,8 +397,8 @@ class MemberStaging:
     """Source rows to staging rows ready for the driver: CSV batches a column at a time, other
     rows one by one. Rows with problems go to the given Rejects."""
 
-    def __init__(self, settings: Settings, dialect: sa.Dialect):
-        self.validate = MemberRowValidator(settings)
+    def __init__(self, settings: Settings, dialect: sa.Dialect, now: datetime):
+        self.validate = MemberRowValidator(settings, now)
         self.by_column = MemberColumns(self.validate, dialect)
         self.converters = list(self.by_column.converters.items())
 
@@ -428,6 +434,20 @@ def _staging_chunks(staging: MemberStaging, rows: Iterable[SourceRow | CsvBatch]
                 yield chunk
                 chunk = []
     yield chunk
+
+
+def _rezoned(connection: sa.Connection, settings: Settings) -> list[int]:
+    """The known members whose time zone the staged rows change (a blank keeps it), ascending:
+    their point lots expire on their own clock, so they are derived again once the import has
+    set the new zone (nothing to do when points do not expire)."""
+    if settings.program.points.expiry is None:
+        return []
+    m, s = members_table, STAGING
+    default = settings.program.default_timezone
+    return list(connection.execute(
+        sa.select(m.c.id).join(s, m.c.member_id == s.c.member_id)
+        .where(s.c.timezone.is_not(None), sa.func.coalesce(m.c.timezone, default) != s.c.timezone)
+        .order_by(m.c.id)).scalars())
 
 
 def _apply(connection: sa.Connection, ladder: TierLadder, now: datetime, summary: ImportSummary,
