@@ -22,7 +22,8 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
     """The UTF-8 text of `path`, a regular file under `root` reached through no symbolic link.
 
     A byte order mark at the start (some Windows editors write one) is left out, so that front
-    matter is found and columns are the file's own.
+    matter is found and columns are the file's own; Windows line ends (CRLF) are read as the
+    newlines Jinja and YAML make of them, so the HTML parser and the template agree on offsets.
 
     Raises `error` (ConfigError or a subclass) naming `display` for anything else: a missing file,
     a link, a directory or other non-regular file, a file over `max_bytes`, text that is not UTF-8.
@@ -64,7 +65,8 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
     if len(data) > max_bytes:
         raise fail(f"is larger than {max_bytes:,} bytes, the limit for program files")
     try:
-        return data.decode("utf-8").removeprefix(BOM)  # an editor's byte order mark is not text
+        text = data.decode("utf-8").removeprefix(BOM)  # an editor's byte order mark is not text
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})", line) from None
+    return text.replace("\r\n", "\n")  # Jinja and YAML read a Windows line end as one newline

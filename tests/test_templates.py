@@ -272,6 +272,18 @@ td.row { padding: 4px }
     assert dom_difference(html, renderer.reference_html("pitfalls", member(), now=NOW)) is None
 
 
+def test_a_template_saved_with_windows_line_ends_compiles_as_with_unix_ones(tmp_path):
+    page = ('---\nsubject: "x"\n---\n<html><head><style>p { color: red }</style></head><body>\n'
+            '<p>{{ 1 }}</p>\n<p>{% if tier.next %}\n{{ member.first_name }}{% endif %}</p>\n</body></html>\n')
+    project = program_dir(tmp_path, {"crlf/vi.html": page, "lf/vi.html": page})
+    (project / "templates" / "crlf" / "vi.html").write_bytes(page.replace("\n", "\r\n").encode())
+    renderer = renderer_for(project)
+    assert renderer.compiled("crlf", "vi").fallback is None
+    rendered = renderer.render("crlf", member(), now=NOW, tracked=False)
+    assert rendered.html == renderer.render("lf", member(), now=NOW, tracked=False).html
+    assert dom_difference(rendered.html, renderer.reference_html("crlf", member(), now=NOW)) is None
+
+
 @pytest.mark.parametrize(("body", "line", "reason"), [
     ('<p class="{{ tier.name }}">x</p>', 6, "class attribute depends on data"),
     ('<p id="m-{{ member.member_id }}">x</p>', 6, "id attribute depends on data"),
