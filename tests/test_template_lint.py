@@ -257,3 +257,22 @@ def test_check_renders_an_email_file_in_a_locale_outside_program_locales(tmp_pat
     result = invoke(program(tmp_path, {"welcome/fr.html": broken}), "check")
     assert result.exit_code == 1, result.output
     assert "Error: templates/welcome/fr.html:7: ZeroDivisionError: division by zero" in result.stderr
+
+
+def test_a_test_host_link_is_warned_about_once_where_it_is_written(tmp_path):
+    layout = ('<html><body><p><a href="https://shop.example/">Shop</a></p>{% block content %}{% endblock %}'
+              '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>\n')
+    email = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/shop.html" %}\n'
+             '{% block content %}\n<p><a href="https://shop.example/sale">Sale</a></p>\n'
+             '<p><a href="https://shop.example/me?m={{ member.member_id }}">Me</a></p>\n{% endblock %}\n')
+    target = program(tmp_path, {"_layouts/shop.html": layout, "promo/vi.html": email, "promo/en.html": email})
+    result = invoke(target, "check")
+    warnings = [line for line in result.stderr.splitlines() if "test host" in line]
+    assert warnings == [
+        "warning: templates/_layouts/shop.html:1:25: link to a test host in a production program: https://shop.example/",
+        "warning: templates/promo/vi.html:7:13: link to a test host in a production program: https://shop.example/sale",
+        "warning: templates/promo/vi.html:8:13: link to a test host in a production program: "
+        "https://shop.example/me?m=SAMPLE000",
+        "warning: templates/promo/en.html:7:13: link to a test host in a production program: https://shop.example/sale",
+        "warning: templates/promo/en.html:8:13: link to a test host in a production program: "
+        "https://shop.example/me?m=SAMPLE000"], result.stderr

@@ -16,6 +16,9 @@ links to example domains are what a program under construction is expected to ha
 
 from __future__ import annotations
 
+import os
+import re
+
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -168,9 +171,10 @@ class RenderedLint:
             problems.append(("unsubscribe", Problem(where, "no unsubscribe link in the body: add "
                                     "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> (a layout's footer "
                                     "is a good place)")))
-        if self.production:
+        if self.production:  # one warning per place a link is written, whatever data it holds
             for url in dict.fromkeys(url for url, _ in found):
-                problems.extend((str(p), p) for p in self._link_problems(url))
+                problems.extend((f"{p.location}: {p.message.partition(' ')[0]}", p)
+                                for p in self._link_problems(url))
         return problems
 
     def _link_problems(self, url: str) -> Iterable[Problem]:
@@ -183,15 +187,23 @@ class RenderedLint:
             yield Problem(self._locate(url), f"link to a test host in a production program: {url}")
 
     def _locate(self, url: str) -> Location:
-        """The first line, in the variant's files, that holds the URL as written (else its scheme
-        and host)."""
+        """The first line, in the variant's files, that holds the whole URL as written; for a URL
+        that data completes, where the longest beginning of it is written."""
         parts = urlsplit(url)
-        for needle in dict.fromkeys((url, html_escape(url, quote=True), f"{parts.scheme}://{parts.netloc}")):
+        for needle in dict.fromkeys((url, html_escape(url, quote=True))):
+            whole = re.compile(re.escape(needle) + r"(?![^\s\"'<>`])")
             for name in self.files:
                 for number, text in enumerate(self.sources.get(name, "").splitlines(), start=1):
-                    if needle in text:
-                        return Location(f"{TEMPLATES_DIR}/{name}", number, text.index(needle) + 1)
-        return Location(f"{TEMPLATES_DIR}/{self.variant.html_path}", 1)
+                    if match := whole.search(text):
+                        return Location(f"{TEMPLATES_DIR}/{name}", number, match.start() + 1)
+        origin, best, length = f"{parts.scheme}://{parts.netloc}", None, 0
+        for name in self.files:
+            for number, text in enumerate(self.sources.get(name, "").splitlines(), start=1):
+                for match in re.finditer(re.escape(origin), text):
+                    shared = len(os.path.commonprefix([text[match.start():], url]))
+                    if shared > length:
+                        best, length = Location(f"{TEMPLATES_DIR}/{name}", number, match.start() + 1), shared
+        return best or Location(f"{TEMPLATES_DIR}/{self.variant.html_path}", 1)
 
 
 def _urls(document: str) -> list[tuple[str, bool]]:
