@@ -47,6 +47,7 @@ from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
 from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
+from .syntax import syntax_message
 from .undefined import column_of, missing_name, read_from_none, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']*[^\s<>()\"'.,;:!?]")  # a sentence's stop after it is not the URL's
@@ -296,7 +297,7 @@ class Renderer:
             return env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1),
-                                        f"syntax error: {exc.message}")) from None
+                                        f"syntax error: {syntax_message(env, exc)}")) from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),
                                         f"template {exc.name} not found")) from None
