@@ -214,3 +214,14 @@ def test_a_file_named_outside_the_templates_folder_is_refused_where_it_is_named(
     assert static_problems(target) == [
         f"templates/welcome/en.html:6:15: '../config.yaml' leads outside templates/: {advice}",
         f"templates/welcome/en.html:7:9: '_partials/../../segments/vip.yaml' leads outside templates/: {advice}"]
+
+
+def test_a_block_no_layout_of_the_chain_defines_fails_the_check_where_it_is_named(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% block contnet %}<p>Hi</p>{% endblock %}\n'
+                    '{% block footer %}{{ super() }}{% block note %}{% endblock %}{% endblock %}\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    result = check(target)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: templates/welcome/en.html:6:10: block 'contnet' is not a block of templates/_layouts/en.html "
+        "(did you mean content?)")

@@ -39,6 +39,7 @@ from ..errors import Location, Problem
 from ..yaml_source import PathKey, YamlDocument
 from .catalog import TEMPLATES_DIR, Variant
 from .context import CONTEXT_NAMES, MEMBER_FIELDS
+from .layout_blocks import overriding_blocks, parent_name, rendered_block_names, self_references
 
 # What each trigger puts in `occurrence` (flows/occurrences.py); a template no flow uses may
 # be sent by any of them (preview, send-test).
@@ -280,8 +281,29 @@ class StaticChecker:
             return
         if name not in self._orders:
             self._orders[name] = _token_order(tree)
-        self._check_tree(tree, _Source(name, self._columns[name], order=self._orders[name]), scope,
-                         [*stack, name])
+        source = _Source(name, self._columns[name], order=self._orders[name])
+        self._check_tree(tree, source, scope, [*stack, name])
+        self._check_blocks(tree, source)
+
+    def _check_blocks(self, tree: nodes.Template, source: _Source) -> None:
+        """A block of a template that extends a layout must be a block of that layout's chain."""
+        layout = parent_name(tree)
+        names = self_references(tree)
+        parent, seen = layout, set()
+        while parent is not None:
+            parent_tree = self.tree(parent)
+            if parent_tree is None or parent in seen:
+                return  # a missing layout is reported where it is named
+            seen.add(parent)
+            names |= rendered_block_names(parent_tree)
+            parent = parent_name(parent_tree)
+        for block in overriding_blocks(tree) if layout is not None else ():
+            if block.name not in names:
+                close = closest(block.name, sorted(names))
+                advice = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(names)) or 'none'}"
+                self.problems.append(Problem(
+                    source.location(block, block.name),
+                    f"block '{block.name}' is not a block of {TEMPLATES_DIR}/{layout} ({advice})"))
 
     def _check_tree(self, tree: nodes.Template, source: _Source, scope: list[dict[str, Record | None]],
                     stack: list[str]) -> None:
