@@ -15,7 +15,10 @@ of `is defined`, `is undefined` and `| default` is not checked either: those are
 asks whether something is there. Layouts (`extends`), `include`d files (with the includer's
 names) and `import`ed files (with Jinja's globals only, unless `with context`) are followed; one
 that is not there is a problem where it is named (with the closest file's name), unless the
-include says `ignore missing`.
+include says `ignore missing`. A block of a template that extends a layout must be a block of
+its layout chain (Jinja ignores any other: the email would go out without it), and a call of a
+macro the file defines or imports must give its required arguments and no keyword it has no
+parameter for (`layout_blocks.py`, `macro_calls.py`).
 
 Columns: Jinja's nodes carry a line but no column. The file is run through Jinja's own lexer
 (`env.lex`), whose tokens, joined, give the source back except for whitespace removed by `-`
