@@ -214,3 +214,36 @@ def test_a_file_named_outside_the_templates_folder_is_refused_where_it_is_named(
     assert static_problems(target) == [
         f"templates/welcome/en.html:6:15: '../config.yaml' leads outside templates/: {advice}",
         f"templates/welcome/en.html:7:9: '_partials/../../segments/vip.yaml' leads outside templates/: {advice}"]
+
+
+def test_a_block_no_layout_of_the_chain_defines_fails_the_check_where_it_is_named(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% block contnet %}<p>Hi</p>{% endblock %}\n'
+                    '{% block footer %}{{ super() }}{% block note %}{% endblock %}{% endblock %}\n')
+    target = program(tmp_path, {"welcome/en.html": body})
+    result = check(target)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: templates/welcome/en.html:6:10: block 'contnet' is not a block of templates/_layouts/en.html "
+        "(did you mean content?)")
+
+
+def test_a_macro_call_missing_a_required_or_naming_an_unknown_argument_fails_where_it_is_called(tmp_path):
+    partial = ('{# blocks #}\n\n{% macro button(url, label) %}<a href="{{ url }}">{{ label }}</a>{% endmacro %}\n'
+               '{% macro chip(text, tone="dark") %}<b>{{ text }}{{ kwargs }}</b>{% endmacro %}\n')
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/calls.html" import button %}\n'
+                    '{% import "_partials/calls.html" as calls %}\n'
+                    '{% macro row(label, value=1) %}{{ label }}{{ value }}{% endmacro %}\n'
+                    '{% block content %}{{ button("https://x.example/y") }}\n'
+                    '{{ calls.button(url="x", lable="y") }}{{ calls.chip("a", size=2) }}{{ row(label="x") }}'
+                    '{{ row() }}\n{% endblock %}\n')
+    target = program(tmp_path, {"_partials/calls.html": partial, "welcome/en.html": body})
+    defined = "(defined at templates/_partials/calls.html:3: button(url, label))"
+    assert static_problems(target) == [
+        f"templates/welcome/en.html:9:23: button() needs 'label' {defined}",
+        f"templates/welcome/en.html:10:10: button() has no parameter 'lable', did you mean label? {defined}",
+        f"templates/welcome/en.html:10:10: button() needs 'label' {defined}",
+        "templates/welcome/en.html:10:91: row() needs 'label' "
+        "(defined at templates/welcome/en.html:8: row(label, value=...))"]
+    result = check(target)
+    assert result.exit_code == 1
+    assert f"Error: templates/welcome/en.html:9:23: button() needs 'label' {defined}" in result.stderr

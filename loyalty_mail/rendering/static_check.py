@@ -15,7 +15,10 @@ of `is defined`, `is undefined` and `| default` is not checked either: those are
 asks whether something is there. Layouts (`extends`), `include`d files (with the includer's
 names) and `import`ed files (with Jinja's globals only, unless `with context`) are followed; one
 that is not there is a problem where it is named (with the closest file's name), unless the
-include says `ignore missing`.
+include says `ignore missing`. A block of a template that extends a layout must be a block of
+its layout chain (Jinja ignores any other: the email would go out without it), and a call of a
+macro the file defines or imports must give its required arguments and no keyword it has no
+parameter for (`layout_blocks.py`, `macro_calls.py`).
 
 Columns: Jinja's nodes carry a line but no column. The file is run through Jinja's own lexer
 (`env.lex`), whose tokens, joined, give the source back except for whitespace removed by `-`
@@ -39,6 +42,13 @@ from ..errors import Location, Problem
 from ..yaml_source import PathKey, YamlDocument
 from .catalog import TEMPLATES_DIR, Variant
 from .context import CONTEXT_NAMES, MEMBER_FIELDS
+from .layout_blocks import (
+    overriding_blocks,
+    parent_name,
+    rendered_block_names,
+    self_references,
+)
+from .macro_calls import Signature
 
 # What each trigger puts in `occurrence` (flows/occurrences.py); a template no flow uses may
 # be sent by any of them (preview, send-test).
@@ -280,13 +290,40 @@ class StaticChecker:
             return
         if name not in self._orders:
             self._orders[name] = _token_order(tree)
-        self._check_tree(tree, _Source(name, self._columns[name], order=self._orders[name]), scope,
-                         [*stack, name])
+        source = _Source(name, self._columns[name], order=self._orders[name])
+        self._check_tree(tree, source, scope, [*stack, name])
+        self._check_blocks(tree, source)
+
+    def _check_blocks(self, tree: nodes.Template, source: _Source) -> None:
+        """A block of a template that extends a layout must be a block of that layout's chain."""
+        layout = parent_name(tree)
+        names = self_references(tree)
+        parent, seen = layout, set()
+        while parent is not None:
+            parent_tree = self.tree(parent)
+            if parent_tree is None or parent in seen:
+                return  # a missing layout is reported where it is named
+            seen.add(parent)
+            names |= rendered_block_names(parent_tree)
+            parent = parent_name(parent_tree)
+        for block in overriding_blocks(tree) if layout is not None else ():
+            if block.name not in names:
+                close = closest(block.name, sorted(names))
+                advice = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(names)) or 'none'}"
+                self.problems.append(Problem(
+                    source.location(block, block.name),
+                    f"block '{block.name}' is not a block of {TEMPLATES_DIR}/{layout} ({advice})"))
 
     def _check_tree(self, tree: nodes.Template, source: _Source, scope: list[dict[str, Record | None]],
                     stack: list[str]) -> None:
         top = _bound_at_top(tree) | {"self": None}
         _Walk(self, source, [*scope, top], stack).statements(tree.body)
+
+    def signatures(self, name: str) -> dict[str, Signature]:
+        """The macros a template defines at its top level, by name."""
+        tree = self.tree(name)
+        return {node.name: Signature.of(node, name) for node in (tree.body if tree is not None else ())
+                if isinstance(node, nodes.Macro)}
 
     def exported(self, name: str) -> set[str] | None:
         """The top-level names (macros, sets) a template exports to `import`, or None if unknown."""
@@ -429,13 +466,18 @@ def _constant_name(node: nodes.Node) -> str | None:
     return None
 
 
+_Macros = dict[str, tuple[dict[str, Any], "Signature | dict[str, Signature]"]]
+
+
 class _Walk:
     """One walk over one file's tree, with the stack of scopes visible at each node."""
 
     def __init__(self, checker: StaticChecker, source: _Source, scopes: list[dict[str, Record | None]],
-                 stack: list[str], guarded: frozenset[str] = frozenset()) -> None:
+                 stack: list[str], guarded: frozenset[str] = frozenset(), macros: _Macros | None = None) -> None:
         self.checker, self.source, self.scopes, self.stack = checker, source, scopes, stack
         self.guarded = guarded  # paths an enclosing `{% if X is defined %}` asked about
+        # name -> (the scope that bound it, the macro or imported module's macros it names)
+        self.macros: _Macros = macros if macros is not None else {}
 
     def report(self, node: nodes.Node, token: str, message: str) -> None:
         self.checker.problems.append(Problem(self.source.location(node, token), message))
@@ -447,7 +489,17 @@ class _Walk:
         return names
 
     def nested(self, names: Iterable[str]) -> _Walk:
-        return _Walk(self.checker, self.source, [*self.scopes, dict.fromkeys(names)], self.stack, self.guarded)
+        return _Walk(self.checker, self.source, [*self.scopes, dict.fromkeys(names)], self.stack, self.guarded,
+                     self.macros)
+
+    def bind_macro(self, name: str, macro: Signature | dict[str, Signature]) -> None:
+        self.macros[name] = (self.scopes[-1], macro)
+
+    def bound_macro(self, name: str) -> Signature | dict[str, Signature] | None:
+        """The macro (or imported module's macros) `name` names here, if that binding is visible."""
+        scope = next((s for s in reversed(self.scopes) if name in s), None)
+        bound = self.macros.get(name)
+        return bound[1] if bound is not None and bound[0] is scope else None
 
     # -- statements ----------------------------------------------------------------------
 
@@ -470,11 +522,15 @@ class _Walk:
                 if node.filter is not None:
                     self.expr(node.filter)
                 self.statements(node.body)
-            self.scopes[-1].update(dict.fromkeys(_targets(node.target)))
+            for target in _targets(node.target):
+                self.scopes[-1][target] = None
+                if self.bound_macro(target) is not None:
+                    del self.macros[target]
         elif isinstance(node, nodes.Macro):
             for default in node.defaults:
                 self.expr(default)
             self.scopes[-1][node.name] = None
+            self.bind_macro(node.name, Signature.of(node, self.source.name))
             self.nested([a.name for a in node.args] + ["varargs", "kwargs", "caller"]).statements(node.body)
         elif isinstance(node, nodes.CallBlock):
             self.expr(node.call)
@@ -490,7 +546,7 @@ class _Walk:
             tests = [node.test, *node.test.find_all(nodes.Test)]
             asked = {_path(t.node) for t in tests if isinstance(t, nodes.Test) and t.name == "defined"}
             guarded = _Walk(self.checker, self.source, self.scopes, self.stack,
-                            self.guarded | {p for p in asked if p})
+                            self.guarded | {p for p in asked if p}, self.macros)
             guarded.statements(node.body)
             self.statements(node.elif_)
             self.statements(node.else_)
@@ -506,6 +562,8 @@ class _Walk:
             name = self.template_reference(node, scopes)
             if isinstance(node, nodes.Import):
                 self.scopes[-1][node.target] = None
+                if name is not None:
+                    self.bind_macro(node.target, self.checker.signatures(name))
             else:
                 self.from_import(node, name)
         else:
@@ -542,6 +600,9 @@ class _Walk:
         for item in node.names:
             imported, bound = (item, item) if isinstance(item, str) else item
             self.scopes[-1][bound] = None
+            macro = self.checker.signatures(module).get(imported) if module else None
+            if macro is not None:
+                self.bind_macro(bound, macro)
             if exported is not None and imported not in exported:
                 close = difflib.get_close_matches(imported, sorted(exported), n=1)
                 advice = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(exported)) or 'nothing'}"
@@ -572,9 +633,24 @@ class _Walk:
                 if argument is not None:
                     self.expr(argument)
             return None
+        if isinstance(node, nodes.Call):
+            self.call(node)
         for child in node.iter_child_nodes():
             self.expr(child)
         return None
+
+    def call(self, node: nodes.Call) -> None:
+        """A call of a macro this file defines or imports, against the macro's parameters."""
+        callee, token = node.node, None
+        macro: Signature | dict[str, Signature] | None = None
+        if isinstance(callee, nodes.Name):
+            macro, token = self.bound_macro(callee.name), callee.name
+        elif isinstance(callee, nodes.Getattr) and isinstance(callee.node, nodes.Name):
+            module = self.bound_macro(callee.node.name)
+            macro, token = (module.get(callee.attr) if isinstance(module, dict) else None), callee.attr
+        if isinstance(macro, Signature) and token is not None:
+            for message in macro.problems(node, closest):
+                self.report(callee, token, message)
 
     def presence(self, node: nodes.Node) -> None:
         """Check only the base of a path whose presence is asked: `member.nickname is defined`."""
