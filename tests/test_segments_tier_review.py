@@ -171,3 +171,49 @@ def test_needed_to_keep_tier_per_tier_matches_the_review(database_url: str, tmp_
     assert ids(settings, engine, "all: [{tier_review_at: {within_next: 200 days}}, "
                                  "{needed_to_keep_tier: {between: [500, 1000]}}]\n") == {"S-short", "G-edge"}
     engine.dispose()
+
+
+def test_points_to_next_tier_counts_the_period_measure_with_qualification(database_url: str, tmp_path: Path):
+    """With tiers.qualification the way to the next tier is what the review moves members up on,
+    the points earned over the period ending at the segment's instant, not the balance held."""
+    project = tmp_path / "program"
+    project.mkdir()
+    (project / "config.yaml").write_text(TEST_CONFIG.replace(
+        "  levels:\n", "  qualification: {period: 12 months, measure: points_earned, grace: 30 days}\n  levels:\n", 1))
+    settings = load_settings(project, environ={}, database_url=database_url)
+    engine = db.create_db_engine(database_url)
+    start = datetime(2025, 1, 31, 3, 0, tzinfo=UTC)  # AT less the 12 months
+    # member id -> events (label, when, points): balance and points earned in the period differ
+    people = {
+        "hoarder": [("old", start - timedelta(days=90), 900), ("start", start, 40), ("in", AT, 50)],
+        "earner": [("in", start + timedelta(seconds=1), 800), ("spent", AT - timedelta(days=1), -700),
+                   ("later", AT + timedelta(seconds=1), 5000)],
+        "silver": [("in", AT - timedelta(days=3), 4600)],
+        "top": [("in", AT - timedelta(days=3), 100)],
+    }
+    import_rows(engine, settings, "members", enumerate(
+        ({"member_id": name, "email": f"m{n}@example.com"} for n, name in enumerate(people)), 1),
+        source="members", now=start - timedelta(days=100))
+    rows = [{"event_id": f"{name}-{label}", "member_id": name, "occurred_at": when.isoformat(), "points": abs(points),
+             "type": "points_earned" if points > 0 else "points_redeemed"}
+            for name, events in people.items() for label, when, points in events]
+    import_rows(engine, settings, "events", enumerate(rows, 1), source="events", now=AT)
+    m = members_table
+    with engine.begin() as connection:
+        connection.execute(m.update().where(m.c.member_id == "silver").values(tier="silver"))
+        connection.execute(m.update().where(m.c.member_id == "top").values(tier="platinum"))
+        held = dict(connection.execute(sa.select(m.c.member_id, m.c.points)).all())
+        tiers = dict(connection.execute(sa.select(m.c.member_id, m.c.tier)).all())
+    assert tiers == {"hoarder": "member", "earner": "member", "silver": "silver", "top": "platinum"}
+    assert (held["hoarder"], held["earner"]) == (990, 5100)  # the balance alone: hoarder close, earner past it
+    # earned in the period: hoarder 50 (the event at its start does not count), earner 800
+    # (the redemption takes nothing off, the event after AT is not yet), silver 4600
+    assert ids(settings, engine, "points_to_next_tier: {lte: 500}\n") == {"earner", "silver"}
+    assert ids(settings, engine, "points_to_next_tier: {eq: 950}\n") == {"hoarder"}
+    assert ids(settings, engine, "points_to_next_tier: {eq: 200}\n") == {"earner"}
+    assert ids(settings, engine, "points_to_next_tier: {eq: 400}\n") == {"silver"}
+    assert ids(settings, engine, "points_to_next_tier: {is_null: true}\n") == {"top"}
+    # a later instant counts the event after AT
+    later = AT + timedelta(days=1)
+    assert ids(settings, engine, "points_to_next_tier: {lt: 0}\n", at=later) == {"earner"}
+    engine.dispose()

@@ -48,6 +48,7 @@ def context_for(settings: Settings, catalog: SegmentCatalog, at: datetime, diale
                    catalog=catalog, dialect=dialect, timeout=settings.segments.timeout.total_seconds(),
                    topics=tuple((topic.name, topic.default) for topic in settings.topics),
                    qualification=settings.tiers.qualification.measure if settings.tiers.qualification else None,
+                   qualification_period=settings.tiers.qualification.period if settings.tiers.qualification else None,
                    reward_costs=tuple(reward.cost for reward in settings.rewards))
 
 

@@ -71,6 +71,7 @@ class Context:
     timeout: float | None = None  # seconds one segment query may run (segments.timeout); not its meaning
     topics: tuple[tuple[str, bool], ...] = ()  # (topic, default) from config.yaml, for subscribed_to
     qualification: str | None = None  # tiers.qualification.measure: spend | points_earned (None: no reviews)
+    qualification_period: Duration | None = None  # tiers.qualification.period: the measure's rolling window
     reward_costs: tuple[int, ...] = ()  # the costs of the rewards catalogue
     # Only these members are asked about (a journey's chunk, or a query of the member ids in a
     # journey): per-member aggregates over events and sends, and shared segments, are computed for
@@ -269,10 +270,7 @@ class _Compiler:
                     .where(lots.c.member_ref == m.c.id, lots.c.expires_at > sa.literal(self.ctx.at, UTCDateTime()))
                     .correlate(m).scalar_subquery())
         if name == "points_to_next_tier":
-            value = m.c.points if self.ctx.ladder.basis == "points" else self.money(m.c.total_spend)
-            whens = [(m.c.tier == level.name, sa.literal(upper.threshold, sa.Numeric(18, 2)) - value)
-                     for level, upper in zip(self.ctx.ladder.levels, self.ctx.ladder.levels[1:])]
-            return sa.case(*whens)
+            return self.to_next_tier()
         if name == "needed_to_keep_tier":
             return self.needed_to_keep_tier()
         if name == "affordable_rewards":
@@ -281,6 +279,40 @@ class _Compiler:
             return sum((sa.case((m.c.points >= sa.literal(cost), 1), else_=0) for cost in self.ctx.reward_costs),
                        start=sa.literal(0))
         return m.c[name]
+
+    def to_next_tier(self) -> sa.ColumnElement[Any]:
+        """The next tier's threshold less what moves the member up: with tiers.qualification the
+        measure over the period ending `at` (as the review's upgrades and the statements count
+        it), else the points or spend held; null at the top tier."""
+        m, levels = self.m, self.ctx.ladder.levels
+        below_top = [level.name for level in levels[:-1]]
+        if not below_top:
+            return sa.null()
+        if self.ctx.qualification is None or self.ctx.qualification_period is None:
+            value = m.c.points if self.ctx.ladder.basis == "points" else self.money(m.c.total_spend)
+        else:
+            value = self.measure_over_period(self.ctx.qualification_period)
+        threshold = sa.case(*((m.c.tier == level.name, sa.literal(upper.threshold, sa.Numeric(18, 2)))
+                              for level, upper in zip(levels, levels[1:])))
+        # The measure appears once, and is read only for members below the top tier.
+        return sa.case((m.c.tier.in_(below_top), threshold - value))
+
+    def measure_over_period(self, period: Duration) -> sa.ColumnElement[Any]:
+        """The member's spend (or points earned) after `at` less `period` up to and including
+        `at`: one seek a member in events (member_ref, type, occurred_at, amount, points)."""
+        m, e = self.m, events_table
+        if self.ctx.qualification == "spend":
+            counted, counts = self.money(e.c.amount), e.c.type == "purchase"
+        else:
+            counted, counts = e.c.points, e.c.points > 0
+        total: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.sum(counted), 0)
+        if self.ctx.dialect == "sqlite" and self.ctx.qualification == "spend":
+            total = sa.func.round(total, 2)  # amounts are floating point there: to the cent
+        return (sa.select(total)
+                .where(e.c.member_ref == m.c.id, counts,
+                       e.c.occurred_at > sa.literal(period.before(self.ctx.at), UTCDateTime()),
+                       e.c.occurred_at <= sa.literal(self.ctx.at, UTCDateTime()))
+                .correlate(m).scalar_subquery())
 
     def needed_to_keep_tier(self) -> sa.ColumnElement[Any]:
         """The tier's threshold less the measure since the period started (never below 0); null

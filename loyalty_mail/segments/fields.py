@@ -73,7 +73,8 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     _f("clv", "derived_number", NUMBER_OPS, None,
        "customer lifetime value: average order value x purchases per year x segments.clv_years"),
     _f("points_to_next_tier", "derived_number", NUMBER_OPS, None,
-       "points (or spend, with tiers.basis: spend) still needed for the next tier; null at the top"),
+       "points (or spend, with tiers.basis: spend) still needed for the next tier; with "
+       "tiers.qualification, the spend (or points earned) over the period ending now; null at the top"),
     _f("tier_review_at", "time", FUTURE_TIME_OPS, "tier_review_at",
        "when the member's tier is next reviewed (tiers.qualification); null at the lowest tier; "
        "within_next: 30 days is from now to 30 days ahead"),
