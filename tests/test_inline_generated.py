@@ -23,11 +23,19 @@ from .rendering_program import NOW, member, program_dir, renderer_for
 EXAMPLES = int(os.environ.get("LOYALTY_MAIL_HYPOTHESIS_EXAMPLES", "180"))
 CONDITION = "member.points > 100"
 
-# The macro library. Every macro is imported, the ones `outer` calls included: an imported macro
-# that calls a macro of its own file that was not imported is left out of the generator.
-MACROS = ('{% macro card(x) %}<div class="card"><span>{{ x }}</span></div>{% endmacro %}\n'
-          '{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}\n'
-          '{% macro outer(v) %}<p class="o">{{ card(v) }}</p>{% endmacro %}\n')
+# The macro library. `outer` calls a helper of its own file that is not imported; the helper is
+# sometimes named `local`, like a macro the email defines, which must not replace it.
+HELPERS = ("local", "helper")
+
+
+def macro_library(helper: str) -> str:
+    """The macro library whose not-imported helper macro is named `helper`."""
+    return ('{% macro ' + helper + '(y) %}<u class="h">{{ y }}</u>{% endmacro %}\n'
+            '{% macro card(x) %}<div class="card"><span>{{ x }}</span></div>{% endmacro %}\n'
+            '{% macro box() %}<div class="box">{{ caller() }}</div>{% endmacro %}\n'
+            '{% macro outer(v) %}<p class="o">{{ card(v) }}{{ ' + helper + '(v) }}</p>{% endmacro %}\n')
+
+
 FROM_IMPORT = '{% from "_gen/macros.html" import card, box, outer %}'
 IMPORT_AS = '{% import "_gen/macros.html" as lib %}'
 
@@ -38,6 +46,8 @@ _LEAVES = [
     "<br>", '<img src="https://shop.example/i.png" alt="">',
     '<a href="https://shop.example/?a=1&amp;b=2">go</a>', "<b>{{ tier.name }}</b>",
     "<a href=\"{{ 'https://shop.example/?a=1&amp;b=2' | safe }}\">s</a>",
+    # names an include, a macro library or an earlier construct may (not) have assigned
+    "<i>{{ label if label is defined else 'unset' }}</i>", "{{ local('q') if local is defined else '-' }}",
 ]
 # Constructs whose email is inlined per email, drawn less often
 _RARE_LEAVES = [
@@ -60,6 +70,7 @@ _RARE_LEAVES = [
 _RAW = "{% raw %}{{ y }} {% if %}{% endraw %}"
 _SET_LEAVES = [
     "{% set label = '%}' %}<span>{{ label }}</span>",
+    "{% set label = tier.name ~ '!' %}",
     "{% set n = member.points | string | length %}<b>{{ n }}</b>",
 ]
 _RARE_SET_LEAVES = [
@@ -71,7 +82,7 @@ _RARE_SET_LEAVES = [
 def _containers(children: st.SearchStrategy[str], *, with_set: bool) -> list[st.SearchStrategy[str]]:
     wrap = [
         ('<p class="note">', "</p>"), ('<div class="box">', "</div>"), ("<span>", "</span>"),
-        ('<p title="a b">', "</p>"), ("<i>", "</i>"),
+        ('<p title="a b">', "</p>"), ('<p title="x + y">', "</p>"), ("<i>", "</i>"),
         ("<table><tr><td>", "</td></tr></table>"),
         ("<!--[if mso]><table><tr><td>", "</td></tr></table><![endif]-->"),
         ("{% call box() %}", "{% endcall %}"),
@@ -102,12 +113,12 @@ def _body(*, with_set: bool, raw: bool) -> st.SearchStrategy[str]:
                         max_leaves=6)
 
 
-# Whole selectors only: a sibling combinator next to an attribute value holding a space is
-# left out of the generator.
 _SELECTORS = [".note", "p", "span", ".box p", ".card span", ".main .card", "div > i", "p + p", "span + span",
               "p ~ p", ".card + p", "li:first-child", "li:last-child", "span:first-child", "p:last-child",
               '[title="a b"]', "p[title]", "a[href]", "b", ".n", "td", ".o span", ".foot", "i", "em",
-              "[lang]", "div b"]
+              "[lang]", "div b",
+              '[title="a b"] + p', 'p[title="a b"] ~ p', 'span ~ [title="a b"]', '[title="x + y"] + .note',
+              '[title="a b"] + [title="x + y"]', 'p ~ p[title="x + y"] span']
 _DECLARATIONS = ["color: red", "width: 10px", "text-align: center", "background-color: #abc", "padding: 1px"]
 _CSS = st.lists(st.tuples(st.lists(st.sampled_from(_SELECTORS), min_size=1, max_size=2).map(", ".join),
                           st.sampled_from(_DECLARATIONS)).map(lambda t: f"{t[0]} {{ {t[1]} }}"),
@@ -117,11 +128,12 @@ _CSS = st.lists(st.tuples(st.lists(st.sampled_from(_SELECTORS), min_size=1, max_
 @st.composite
 def programs(draw: st.DrawFn) -> dict[str, str]:
     """The files of one random program: an email extending a layout, importing macros, and
-    including a snippet (which assigns no names: those would leak into the includer)."""
+    including a snippet whose assignments stay inside it."""
     raw = draw(st.integers(0, 9)) == 9      # `{% raw %}`: inlined per email
     import_as = draw(st.integers(0, 9)) == 9  # `import ... as`: inlined per email
     body = draw(_body(with_set=True, raw=raw))
-    snippet = draw(_body(with_set=False, raw=False).filter(lambda b: "_gen/snippet" not in b))
+    snippet = draw(_body(with_set=True, raw=False).filter(lambda b: "_gen/snippet" not in b))
+    helper = draw(st.sampled_from(HELPERS))
     footer = draw(st.sampled_from(["", "{% block footer %}{{ super() }}<p>more</p>{% endblock %}",
                                    "{% block footer %}<p class=\"foot\">mine</p>{% endblock %}"]))
     layout_extra = draw(st.sampled_from(["", "<p>end</p>", "{% include \"_gen/snippet.html\" %}"]))
@@ -136,7 +148,7 @@ def programs(draw: st.DrawFn) -> dict[str, str]:
               '{% block footer %}<p class="foot">f</p>{% endblock %}' + layout_extra + "</body></html>\n")
     email = ('---\nsubject: "x"\n---\n{% extends "_gen/layout.html" %}\n' + imports + "\n"
              "{% block content %}" + body + "{% endblock %}\n" + footer + "\n")
-    return {"_gen/layout.html": layout, "_gen/macros.html": MACROS,
+    return {"_gen/layout.html": layout, "_gen/macros.html": macro_library(helper),
             "_gen/snippet.html": imports + "\n" + snippet, "gen/en.html": email}
 
 
