@@ -17,7 +17,7 @@ MAX_STATEMENTS = 16
 MAX_BRACKETS = 24
 MAX_CHAIN = 100
 
-_ENDED = frozenset({"for", "if", "macro", "call", "filter", "with", "block", "autoescape", "trans"})
+ENDED_TAGS = frozenset({"for", "if", "macro", "call", "filter", "with", "block", "autoescape", "trans"})
 _OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
 _OPERATORS = frozenset({"+", "-", "*", "/", "//", "%", "**", "~", "|", ".", "==", "!=", "<", "<=", ">", ">="})
 _WORD_OPERATORS = frozenset({"and", "or", "not", "in", "is", "if", "else"})
@@ -38,12 +38,12 @@ def nesting_problem(env: jinja2.Environment, source: str) -> tuple[int, str] | N
                 after_begin, brackets, chain = True, 0, [0]
                 continue
             if after_begin and kind == "name":
-                if value in _ENDED:
+                if value in ENDED_TAGS:
                     statements.append(line)
                     if len(statements) > MAX_STATEMENTS:
                         return line, (f"statements nested more than {MAX_STATEMENTS} deep ({{% {value} %}} inside "
                                       f"{MAX_STATEMENTS} others): move the inner part into a macro or flatten it")
-                elif value.startswith("end") and value[3:] in _ENDED and statements:
+                elif value.startswith("end") and value[3:] in ENDED_TAGS and statements:
                     statements.pop()
             after_begin = False
             if kind == "variable_begin":

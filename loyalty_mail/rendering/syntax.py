@@ -8,9 +8,11 @@ import re
 
 import jinja2
 
+from .nesting import ENDED_TAGS
+
 _UNKNOWN = re.compile(r"No (filter|test) named '([^']+)'")
 _INNERMOST = re.compile(r"innermost block that needs to be closed is '(\w+)'")
-_BLOCKS = frozenset({"for", "if", "macro", "call", "filter", "set", "block", "with", "autoescape", "trans"})
+_BLOCKS = ENDED_TAGS | {"set"}  # a set block ends too; `set x = ...` does not (see _is_set_block)
 
 
 def syntax_message(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> str:
