@@ -118,7 +118,9 @@ def test_an_imported_macro_sees_no_context_unless_imported_with_context(tmp_path
                     '{% block content %}{{ hello() }}{% endblock %}\n')
     target = program(tmp_path, {"_partials/hello.html": partial, "welcome/en.html": body})
     assert static_problems(target) == [
-        "templates/_partials/hello.html:1:23: undefined variable 'member' (see \"Template context\" in the README)"]
+        "templates/_partials/hello.html:1:23: undefined variable 'member': templates/_partials/hello.html is "
+        "imported or included without context, so it sees only its own arguments and names; pass member as an "
+        "argument, or add `with context` where it is imported"]
     with_context = body.replace("import hello %}", "import hello with context %}")
     target = program(tmp_path / "again", {"_partials/hello.html": partial, "welcome/en.html": with_context})
     assert static_problems(target) == []
@@ -247,3 +249,20 @@ def test_a_macro_call_missing_a_required_or_naming_an_unknown_argument_fails_whe
     result = check(target)
     assert result.exit_code == 1
     assert f"Error: templates/welcome/en.html:9:23: button() needs 'label' {defined}" in result.stderr
+
+
+def test_a_call_block_around_a_macro_that_never_calls_caller_fails_where_it_is_called(tmp_path):
+    partial = ('{% macro button(url, label) %}<a href="{{ url }}">{{ label }}</a>{% endmacro %}\n'
+               '{% macro card(title) %}<div><b>{{ title }}</b>{{ caller() }}</div>{% endmacro %}\n'
+               '{% macro loose() %}<i>{{ kwargs }}</i>{% endmacro %}\n'
+               '{% macro named(caller) %}{{ caller() }}{% endmacro %}\n')
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n'
+                    '{% from "_partials/calls.html" import button, card, loose, named %}\n'
+                    '{% block content %}{% call button("https://x.example/", "Go") %}lost{% endcall %}\n'
+                    '{% call card("Perks") %}kept{% endcall %}{% call loose() %}x{% endcall %}'
+                    '{% call named() %}y{% endcall %}\n{% endblock %}\n')
+    target = program(tmp_path, {"_partials/calls.html": partial, "welcome/en.html": body})
+    assert static_problems(target) == [
+        "templates/welcome/en.html:7:28: button() never calls caller(), so it cannot take the body of a "
+        "{% call %} block: print it with {{ button(...) }}, or add {{ caller() }} to the macro "
+        "(defined at templates/_partials/calls.html:1: button(url, label))"]

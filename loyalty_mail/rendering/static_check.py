@@ -228,6 +228,7 @@ class StaticChecker:
     _trees: dict[str, nodes.Template | None] = field(default_factory=dict)
     _modules: dict[str, set[str] | None] = field(default_factory=dict)
     _orders: dict[str, dict[int, int]] = field(default_factory=dict)
+    context_names: frozenset[str] = frozenset()  # the email's context, for files that do not see it
 
     @property
     def globals(self) -> dict[str, Record | None]:
@@ -239,6 +240,7 @@ class StaticChecker:
         """The email's body (and its layouts, includes, imports), subject and preheader, against
         the context of these triggers' flows (or `context`)."""
         context = context if context is not None else template_context(triggers)
+        self.context_names = frozenset(context)
         scope: list[dict[str, Record | None]] = [context, self.globals]
         self.check_file(variant.html_path, scope, [])
         if variant.text_path:
@@ -533,7 +535,9 @@ class _Walk:
             self.bind_macro(node.name, Signature.of(node, self.source.name))
             self.nested([a.name for a in node.args] + ["varargs", "kwargs", "caller"]).statements(node.body)
         elif isinstance(node, nodes.CallBlock):
-            self.expr(node.call)
+            self.call(node.call, call_block=True)
+            for part in node.call.iter_child_nodes():
+                self.expr(part)
             for default in node.defaults:
                 self.expr(default)
             self.nested([a.name for a in node.args] + ["varargs", "kwargs", "caller"]).statements(node.body)
@@ -639,8 +643,9 @@ class _Walk:
             self.expr(child)
         return None
 
-    def call(self, node: nodes.Call) -> None:
-        """A call of a macro this file defines or imports, against the macro's parameters."""
+    def call(self, node: nodes.Call, call_block: bool = False) -> None:
+        """A call of a macro this file defines or imports (as `{% call %}`: `call_block`), against
+        the macro's parameters."""
         callee, token = node.node, None
         macro: Signature | dict[str, Signature] | None = None
         if isinstance(callee, nodes.Name):
@@ -649,7 +654,7 @@ class _Walk:
             module = self.bound_macro(callee.node.name)
             macro, token = (module.get(callee.attr) if isinstance(module, dict) else None), callee.attr
         if isinstance(macro, Signature) and token is not None:
-            for message in macro.problems(node, closest):
+            for message in macro.problems(node, closest, call_block):
                 self.report(callee, token, message)
 
     def presence(self, node: nodes.Node) -> None:
@@ -666,6 +671,12 @@ class _Walk:
         visible = self.visible()
         if node.name in visible:
             return visible[node.name]
+        if node.name in self.checker.context_names:  # the email has it; this file was not given it
+            self.report(node, node.name, (
+                f"undefined variable '{node.name}': {TEMPLATES_DIR}/{self.source.name} is imported or included "
+                f"without context, so it sees only its own arguments and names; pass {node.name} as an argument, "
+                "or add `with context` where it is imported"))
+            return None
         candidates = [n for n in visible if not n.startswith("_")]
         close = closest(node.name, candidates)
         advice = f" (did you mean {close[0]}?)" if close else " (see \"Template context\" in the README)"
