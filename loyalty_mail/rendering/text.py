@@ -1,20 +1,24 @@
 """HTML email -> readable plain text, for the text/plain part when a template has no .txt twin.
 
-Headings are underlined, paragraphs and table rows become lines, links read `label (url)`,
-images their alt text; the hidden preheader, <head>, <style> and elements marked
+Headings are underlined, paragraphs and the rows of layout tables become lines, links read
+`label (url)`, images their alt text; the hidden preheader, <head>, <style> and elements marked
 `data-text="skip"` are left out. A list has a blank line before and after it (also when its
 items come from a loop of the template); each item starts a line with "- " or, in an `<ol>`,
 its number (`start` and `value` honoured), and its paragraphs and line breaks follow on lines
 indented under its text, with no blank line inside an item; a list inside an item is indented
-under it.
+under it. A data table (`_data_table`: not a layout table, and one with a caption, a header
+or a row of two cells with text) has a blank line before and after it and each row on one line,
+its cells joined by `CELL_SEPARATOR` (" | "), empty cells left out and a row with none dropped;
+a cell's paragraphs and line breaks run on with a space.
 
 Template placeholders that live in HTML comments (`<!--JX12X-->`) are kept, also in the parts
 left out and outside `<body>`, so the same converter turns a compiled template into a text
-template that runs every statement (`template=True`): there an item's
-indentation and where it starts are written as private characters that `settle` turns into
-the final text once the email is rendered (an item line that printed nothing is dropped, an
-item whose first line printed nothing starts on its next one), and an `<ol>` whose items come
-from a loop or a condition is numbered by Jinja as it renders.
+template that runs every statement (`template=True`): there an item's indentation and where
+it starts, and where a row's cells start, are written as private characters that `settle` turns
+into the final text once the email is rendered (an item line that printed nothing is dropped,
+an item whose first line printed nothing starts on its next one, a row's cells are joined and
+its empty ones dropped), and an `<ol>` whose items come from a loop or a condition is numbered
+by Jinja as it renders.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ _BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", 
            "blockquote", "section", "header", "footer", "center", "hr"}
 _SKIP = {"head", "style", "script", "title"}
 _LISTS = {"ul", "ol"}
+_CELLS = {"td", "th"}
 _PLACEHOLDER = re.compile(r"^JX\d+X$")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 INDENT = "\ue000"   # one space of an item's indentation, until `settle`
 ITEM = "\ue001"     # where an item's marker ("- ", "2. ") starts, until `settle`
 CODE = re.compile("\ue002(.*?)\ue003", re.S)  # Jinja code the text template adds (`_code`)
+CELL = "\ue004"     # where a cell of a data table's row starts, until `settle`
+CELL_SEPARATOR = " | "
 _BLANK_ITEM_LINE = re.compile(f"\n{INDENT}+[ \t]*(?=\n|\\Z)")
 _EMPTY_FIRST_LINE = re.compile(f"{ITEM}(-|[0-9]+\\.)[ \t]*\n{INDENT}+")  # a marker alone, then its item
 _BLANK_LINES = re.compile(r"\n\n\n+")
@@ -69,18 +76,35 @@ def html_to_text(document: str, *, template: bool = False) -> str:
         if line or (out and out[-1]):
             out.append(line)
     text = "\n".join(out).strip() + "\n"
-    return text if template else settle(text)
+    return text if template else settle(text).strip("\n") + "\n"
 
 
 def settle(text: str) -> str:
-    """The lists of a text written by `html_to_text(..., template=True)`, once rendered: item
-    lines that printed nothing dropped, an item whose first line printed nothing started on its
-    next line, the indentation written as spaces."""
+    """The lists and data tables of a text written by `html_to_text(..., template=True)`, once
+    rendered: item lines that printed nothing dropped, an item whose first line printed nothing
+    started on its next line, the indentation written as spaces; a row's cells joined by
+    `CELL_SEPARATOR`, its empty cells left out, a row with no text dropped."""
+    if CELL in text:
+        text = _ROW.sub(_row, text)
+        text = _BLANK_LINES.sub("\n\n", text)
     if INDENT in text:
         text = _BLANK_ITEM_LINE.sub("", text)
         text = _EMPTY_FIRST_LINE.sub(r"\1 ", text).replace(INDENT, " ")
         text = _BLANK_LINES.sub("\n\n", text)
     return text.replace(ITEM, "") if ITEM in text else text
+
+
+_ROW = re.compile(f"^[^\n{CELL}]*{CELL}[^\n]*(?:\n|\\Z)", re.MULTILINE)  # a line with cells, its line end
+
+
+def _row(match: re.Match[str]) -> str:
+    line = match.group(0)
+    end = "\n" if line.endswith("\n") else ""
+    before, *cells = line.rstrip("\n").split(CELL)  # before: indentation, a list's marker
+    joined = CELL_SEPARATOR.join(text for text in (_SPACES.sub(" ", cell).strip() for cell in cells) if text)
+    if not joined:
+        return before.rstrip() + end if before.strip() else ""
+    return (before.rstrip() + " " if before.strip(INDENT + " \t") else before.strip(" \t")) + joined + end
 
 
 def _hidden(element: etree._Element) -> bool:
@@ -102,6 +126,7 @@ class _Writer:
     def __init__(self, template: bool) -> None:
         self.template = template
         self.counters = 0   # the Jinja counters of ordered lists, named _lm_ol1, _lm_ol2...
+        self.cells = 0      # how many cells of data tables the walk is in
 
     def walk(self, element: etree._Element, parts: list[str]) -> None:
         append = parts.append
@@ -132,10 +157,14 @@ class _Writer:
                 parts.append(alt)
             return
         if tag == "hr":
-            parts.append("\n" + "-" * 40 + "\n")
+            if not self.cells:
+                parts.append("\n" + "-" * 40 + "\n")
             return
         if tag in _LISTS:
             self.list(node, parts)
+            return
+        if tag == "table" and _data_table(node):
+            self.table(node, parts)
             return
         if tag == "li":  # outside a list
             parts.append("\n" + self.item(node, "- ", 2) + "\n")
@@ -151,13 +180,75 @@ class _Writer:
         self.walk(node, parts)
         if tag == "a":
             _link(node, parts, start)
-        elif tag in ("h1", "h2"):
+        elif tag in ("h1", "h2") and not self.cells:
             heading = _SPACES.sub(" ", "".join(parts[start:])).strip()
             parts.append("\n" + ("=" if tag == "h1" else "-") * max(len(heading), 3))
         if block:
             parts.append("\n")
             if tag in ("p", "h1", "h2", "h3", "table", "blockquote"):
                 parts.append("\n")
+
+    def table(self, node: etree._Element, parts: list[str]) -> None:
+        """A data table: a blank line, its caption and each row on a line of their own (a row's
+        cells marked for `settle` to join), a blank line."""
+        parts.append("\n")
+        self.rows(node, parts)
+        parts.append("\n\n")
+
+    def rows(self, node: etree._Element, parts: list[str]) -> None:
+        """The rows of a data table or of its <thead>, <tbody> or <tfoot>."""
+        if node.text and not node.text.isspace():
+            parts.append(node.text)
+        for child in node.iterchildren():
+            tag = child.tag
+            if isinstance(tag, str):
+                if tag in _SKIP or _hidden(child):
+                    _placeholders(child, parts)
+                elif tag in ("thead", "tbody", "tfoot"):
+                    self.rows(child, parts)
+                elif tag == "tr":
+                    parts.append("\n")
+                    self.row(child, parts)
+                elif tag == "caption":
+                    parts.append("\n" + self.cell(child))
+                else:
+                    self.element(child, parts)
+            elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
+                parts.append(child.text)
+            tail = child.tail
+            if tail and not tail.isspace():
+                parts.append(tail)
+
+    def row(self, node: etree._Element, parts: list[str]) -> None:
+        """A row of a data table on one line, each cell's text after a `CELL` mark."""
+        if node.text and not node.text.isspace():
+            parts.append(node.text)
+        for child in node.iterchildren():
+            tag = child.tag
+            if isinstance(tag, str):
+                if tag in _SKIP or _hidden(child):
+                    _placeholders(child, parts)
+                else:
+                    parts.append((CELL if tag in _CELLS else "") + self.cell(child))
+            elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
+                parts.append(child.text)
+            tail = child.tail
+            if tail and not tail.isspace():
+                parts.append(tail)
+
+    def cell(self, node: etree._Element) -> str:
+        """The text of a data table's cell on one line: its paragraphs, line breaks and list
+        items run on with a space, headings not underlined."""
+        parts: list[str] = [node.text] if node.text else []
+        self.cells += 1
+        try:
+            self.walk(node, parts)
+        finally:
+            self.cells -= 1
+        text = "".join(parts)
+        for mark in (INDENT, ITEM):
+            text = text.replace(mark, "")
+        return text.replace("\n", " ")
 
     def list(self, node: etree._Element, parts: list[str]) -> None:
         """A blank line, each item on its own lines (a number or "- " first), a blank line."""
@@ -223,6 +314,25 @@ def _code(source: str) -> str:
     """Jinja code the text template adds, marked so that the compiler keeps it as code (`CODE`)
     where the text around it is printed as written."""
     return f"\ue002{source}\ue003"
+
+
+def _data_table(table: etree._Element) -> bool:
+    """Whether a table holds data, its rows to be read as lines: not a layout table (a table with
+    role="presentation" or "none", or one with a table inside it), and one with a <caption> or a
+    <thead>, or with a row where two cells have text (images alone are not text; in a compiled
+    template a placeholder that prints a value is)."""
+    if (table.get("role") or "").strip().lower() in ("presentation", "none"):
+        return False
+    if next(table.iterdescendants("table"), None) is not None:
+        return False
+    if next(table.iterdescendants("caption", "thead"), None) is not None:
+        return True
+    return any(sum(1 for cell in row if cell.tag in _CELLS and _has_text(cell)) >= 2
+               for row in table.iterdescendants("tr"))
+
+
+def _has_text(node: etree._Element) -> bool:
+    return any(not text.isspace() for text in node.itertext() if text)
 
 
 def _placeholders(node: etree._Element, parts: list[str]) -> None:
