@@ -721,3 +721,26 @@ def test_templates_list_says_once_why_an_email_is_inlined_per_email(example_file
     row = next(r for r in json.loads(result.stdout) if (r["email"], r["locale"]) == ("welcome", "en"))
     assert row["inlining"] == ("per email (templates/welcome/en.html:7: `| safe` prints markup, whose elements only "
                                "exist after rendering, so only then can CSS rules style them)")
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_templates_list_gives_each_email_one_line_that_fits_the_terminal(example_files, monkeypatch, columns):
+    target, run = example_files
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for locale in ("en", "vi"):
+        (target / "templates" / "welcome" / f"{locale}.html").write_text(
+            '---\nsubject: "[b]VIP[/b] Hi {{ member.first_name }}, a long subject that goes on and on"\n---\n'
+            '{% extends "_layouts/en.html" %}\n{% block content %}\n<p>{{ member.first_name | safe }}</p>\n'
+            "{% endblock %}\n", encoding="utf-8")
+    result = run("templates", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines), result.stdout
+    welcome = [line for line in lines if line.startswith("welcome ")]
+    assert len(welcome) == 2 and all("[b]VIP[/b] Hi" in line for line in welcome), result.stdout
+    assert welcome[0].endswith("per email (1)") and welcome[1].endswith("per email (2)")
+    assert sum(1 for line in lines if line.startswith("birthday ")) == 2
+    notes = [line for line in lines if line.startswith("(")]  # each wrapped, indented under its number
+    assert [note[:51] for note in notes] == ["(1) inlined per email: templates/welcome/en.html:6:",
+                                             "(2) inlined per email: templates/welcome/vi.html:6:"]
+    assert ("{{ member.first_name }}, a long subject that goes on and on" in result.stdout) == (columns > 80)

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import CannotListen, LoyaltyMailError, counted  # noqa: F401 - the commands' counted()
 from ..errors import shown as quoted
@@ -170,16 +172,25 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                *, numeric: Sequence[str] = (), fold: bool = False) -> None:
-    """A table on stdout; `fold` wraps a cell that does not fit onto more lines instead of
-    cutting it short with an ellipsis."""
+                *, numeric: Sequence[str] = (), fold: bool = False, one_line: Sequence[str] = ()) -> None:
+    """A table on stdout, its cells printed as written (a `[` in them is not markup); `fold`
+    wraps a cell that does not fit onto more lines instead of cutting it short with an ellipsis;
+    a cell of a `one_line` column is never wrapped: what does not fit is cut with an ellipsis."""
+    console = stdout()
+    cells = [[_cell(v) for v in row] for row in rows]
+    natural = [max([cell_len(column), *(cell_len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
+    others = sum(width for column, width in zip(columns, natural, strict=True) if column not in one_line)
+    room = console.width - others - 3 * (len(columns) - 1)  # " │ " between columns
+    shared = max(room // max(len(one_line), 1), 8)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in columns:
+    for column, width in zip(columns, natural, strict=True):
+        cut = column in one_line
         table.add_column(column, justify="right" if column in numeric else "left",
-                         overflow="fold" if fold else "ellipsis")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    stdout().print(table)
+                         overflow="fold" if fold and not cut else "ellipsis", no_wrap=cut,
+                         width=max(min(width, shared), cell_len(column)) if cut else None)
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
 
 
 def _cell(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import textwrap
 import webbrowser
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from ..errors import LoyaltyMailError
 from ..errors import shown as quoted
@@ -21,7 +23,7 @@ from ..rendering.occurrence_values import OccurrenceValueError, occurrence_value
 from ..rendering.static_check import OCCURRENCE_FIELDS, OCCURRENCE_KINDS
 from . import cli
 from .common import (CliContext, at_option, format_option, pass_cli, print_json, print_table, resolve_at,
-                     write_output)
+                     stdout, write_output)
 
 
 @cli.group()
@@ -41,9 +43,11 @@ def templates_list(obj: CliContext, output_format: str) -> None:
     """
     renderer = obj.runtime.renderer()
     rows = []
+    compiled_variants = []
     for email in renderer.catalog.names:
         for locale, variant in sorted(renderer.catalog.variants[email].items()):
             compiled = renderer.compiled(email, locale)
+            compiled_variants.append(compiled)
             rows.append({
                 "email": email, "locale": locale, "subject": variant.subject,
                 "text": "own .txt" if variant.text_path else "from HTML",
@@ -52,17 +56,41 @@ def templates_list(obj: CliContext, output_format: str) -> None:
     if output_format == "json":
         print_json(rows)
         return
-    print_table("Templates", ["email", "locale", "subject", "text", "inlining"],
-                [list(row.values()) for row in rows])
+    notes: list[str] = []   # why an email is not simply compiled, each said once below the table
+    table = []
+    for row, compiled in zip(rows, compiled_variants, strict=True):
+        inlining, note = _inlining_in_short(compiled)
+        if note is not None:
+            if note not in notes:
+                notes.append(note)
+            inlining += f" ({notes.index(note) + 1})"
+        table.append([row["email"], row["locale"], " ".join(str(row["subject"]).split()), row["text"], inlining])
+    print_table("Templates", ["email", "locale", "subject", "text", "inlining"], table, one_line=["subject"])
+    console = stdout()
+    for number, note in enumerate(notes, 1):  # wrapped to the terminal, indented under its number
+        console.print(Text(textwrap.fill(note, width=max(console.width, 40), initial_indent=f"({number}) ",
+                                         subsequent_indent="    ", break_on_hyphens=False)))
 
 
 def _inlining(compiled: CompiledVariant) -> str:
     if compiled.fallback is not None:
         return f"per email ({compiled.fallback.location}: {compiled.fallback.reason})"
     if compiled.dynamic:
-        rules = ", ".join(f"'{selector}' ({at})" for selector, at in compiled.dynamic)
-        return f"compiled; applied per email: {rules}"
+        return f"compiled; applied per email: {_rules(compiled)}"
     return "compiled"
+
+
+def _inlining_in_short(compiled: CompiledVariant) -> tuple[str, str | None]:
+    """How an email's CSS is inlined, in a word for the table, and the note that says why."""
+    if compiled.fallback is not None:
+        return "per email", f"inlined per email: {compiled.fallback.location}: {compiled.fallback.reason}"
+    if compiled.dynamic:
+        return "compiled", f"rules applied per email: {_rules(compiled)}"
+    return "compiled", None
+
+
+def _rules(compiled: CompiledVariant) -> str:
+    return ", ".join(f"'{selector}' ({at})" for selector, at in compiled.dynamic)
 
 
 def _occurrence(template: str, values: tuple[str, ...], renderer: Renderer) -> dict[str, object]:
