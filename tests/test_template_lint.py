@@ -276,3 +276,22 @@ def test_a_test_host_link_is_warned_about_once_where_it_is_written(tmp_path):
         "warning: templates/promo/en.html:7:13: link to a test host in a production program: https://shop.example/sale",
         "warning: templates/promo/en.html:8:13: link to a test host in a production program: "
         "https://shop.example/me?m=SAMPLE000"], result.stderr
+
+
+def test_a_link_escaped_twice_is_a_warning_where_it_is_written_in_any_program(tmp_path):
+    # `&amp;` in a Jinja string is escaped again when printed: the href holds `&amp;` as text
+    source = ('---\nsubject: "Sale"\npreheader: "Double points"\n---\n{% extends "_layouts/vi.html" %}\n'
+              '{% from "_partials/blocks.html" import button %}\n{% block content %}\n'
+              "{{ button('https://shop.senvang.vn/sale?utm_source=email&amp;member=' ~ member.member_id, 'Shop') }}\n"
+              '<p><a href="https://shop.senvang.vn/p?a=1&amp;b=2">Written as HTML</a></p>\n'
+              '{% endblock %}\n')
+    for base_url in ("https://t.senvang.vn", "https://t.senvang.example"):
+        result = invoke(program(tmp_path / base_url[8:], {"sale/vi.html": source, "sale/en.html": source},
+                                base_url=base_url), "check")
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if "&amp;" in line]
+        assert warnings == [
+            f"warning: templates/sale/{locale}.html:8:12: the link https://shop.senvang.vn/sale?utm_source=email"
+            "&amp;member=SAMPLE000 holds `&amp;` as text (it was escaped twice: `&amp;` written in a Jinja "
+            "string is escaped again when printed); write `&` in Jinja strings, `&amp;` only in an href "
+            "written as HTML" for locale in ("vi", "en")], result.stderr

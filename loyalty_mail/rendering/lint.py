@@ -3,7 +3,8 @@
 From the template files (the email, its layouts, includes and imports): an `<img>` without
 `alt`, member data printed unescaped (`| safe`, `{% autoescape false %}`), no preheader. From
 each sample render: an HTML part over 100 KB as sent, its links signed (Gmail clips messages
-over 102 KB), no unsubscribe link in the body, a subject over 80 characters and, in a production
+over 102 KB), no unsubscribe link in the body, a link holding `&amp;` as text (escaped twice:
+`&amp;` in a Jinja string is escaped again when printed), a subject over 80 characters and, in a production
 program, `http:` links and links to `localhost` or an example domain: every URL the email points
 at, images and `background=` included, and those in Outlook's conditional comments (which link
 tracking rewrites too).
@@ -40,6 +41,8 @@ SUBJECT_LIMIT = 80             # characters; longer subjects are cut in most inb
 _TEST_SUFFIXES = (".localhost", ".local", ".test", ".example", ".invalid", ".example.com",
                   ".example.net", ".example.org")
 _TEST_HOSTS = frozenset({"localhost", "example.com", "example.net", "example.org"})
+# a URL whose `&` reached the page as `&amp;amp;`: `'?a=1&amp;b=2'` in a Jinja string, escaped again
+_ESCAPED_TWICE = re.compile(r"&(amp|#0*38|#x0*26);", re.I)
 
 
 def is_test_host(host: str) -> bool:
@@ -171,8 +174,14 @@ class RenderedLint:
             problems.append(("unsubscribe", Problem(where, "no unsubscribe link in the body: add "
                                     "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> (a layout's footer "
                                     "is a good place)")))
-        if self.production:  # one warning per place a link is written, whatever data it holds
-            for url in dict.fromkeys(url for url, _ in found):
+        for url in dict.fromkeys(url for url, _ in found):  # one warning per place a link is written
+            if _ESCAPED_TWICE.search(url):
+                where_written = self._locate(url)
+                problems.append((f"{where_written}: escaped twice", Problem(
+                    where_written, f"the link {url} holds `&amp;` as text (it was escaped twice: `&amp;` "
+                    "written in a Jinja string is escaped again when printed); write `&` in Jinja strings, "
+                    "`&amp;` only in an href written as HTML")))
+            if self.production:
                 problems.extend((f"{p.location}: {p.message.partition(' ')[0]}", p)
                                 for p in self._link_problems(url))
         return problems
