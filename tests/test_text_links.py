@@ -127,6 +127,33 @@ def test_member_data_in_a_link_is_not_decoded_in_the_text_part(tmp_path, paragra
     assert f"({wanted})" in preview.text
 
 
+LINES_OF_THEIR_OWN = """---
+subject: "Gold offers"
+---
+<html><head><style>.offer {{ color: #333 }}</style></head><body>
+<table><tr><td class="{paragraph}">
+  <a href="https://shop.example/">
+    {{{{ program.name }}}}
+  </a>
+</td></tr></table>
+<p class="{paragraph}">Shop our <a href="https://shop.example/gold">
+  gold offers</a> now, or <a href="https://shop.example/all">see
+  everything
+  </a>.</p>
+</body></html>
+"""
+
+
+@pytest.mark.parametrize("paragraph", ["offer", "{{ tier.name }}"], ids=["compiled", "per-email"])
+def test_a_link_whose_tags_stand_on_lines_of_their_own_reads_label_then_url_on_one_line(tmp_path, paragraph):
+    renderer = renderer_for(program_dir(tmp_path, {"shop/vi.html": LINES_OF_THEIR_OWN.format(paragraph=paragraph)}))
+    assert (renderer.compiled("shop", "vi").fallback is None) == (paragraph == "offer")
+    text = renderer.render("shop", member(), now=NOW, tracked=False).text
+    assert text == ("Sen Vàng Rewards (https://shop.example/)\n\n"
+                    "Shop our gold offers (https://shop.example/gold) now, or see\n"
+                    "everything (https://shop.example/all).\n")
+
+
 # -- the two parts carry the same links, on every template we have -------------------------
 
 def _example_emails() -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """HTML email -> readable plain text, for the text/plain part when a template has no .txt twin.
 
 Headings are underlined, paragraphs and the rows of layout tables become lines, links read
-`label (url)`, images their alt text; the hidden preheader, <head>, <style> and elements marked
+`label (url)` (on the label's line, also when the source writes `<a href>` and `</a>` on lines of
+their own), images their alt text; the hidden preheader, <head>, <style> and elements marked
 `data-text="skip"` are left out. A list has a blank line before and after it (also when its
 items come from a loop of the template); each item starts a line with "- " or, in an `<ol>`,
 its number (`start` and `value` honoured), and its paragraphs and line breaks follow on lines
@@ -354,6 +355,30 @@ def _link(node: etree._Element, parts: list[str], start: int) -> None:
     if label == href:
         return
     if label:
+        _trim_label(parts, start)
         parts.append(f" ({href})")
     else:
         parts.append(href)
+
+
+_HTML_SPACE = " \t\n\r\f"
+
+
+def _trim_label(parts: list[str], start: int) -> None:
+    """A link's label without the line breaks the source writes around it (`<a href="...">` and
+    `</a>` on lines of their own): its `(url)` follows the label on its line, and a label that
+    starts on the next line in the source starts after a space."""
+    end = len(parts)
+    while end > start and not parts[end - 1].strip(_HTML_SPACE):
+        end -= 1
+        parts[end] = ""
+    if end > start:
+        parts[end - 1] = parts[end - 1].rstrip(_HTML_SPACE)
+    first = start
+    while first < end and not parts[first]:
+        first += 1
+    if first < end:
+        text = parts[first]
+        body = text.lstrip(_HTML_SPACE)
+        if "\n" in text[:len(text) - len(body)]:
+            parts[first] = " " + body
