@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import typing
 
+import pytest
+
 from pydantic import BaseModel
 
 from loyalty_mail.config import Settings
@@ -60,3 +62,26 @@ def test_every_template_name_and_filter_is_documented():
     section = README.split("### Template context", 1)[1].split("\n### ", 1)[0]
     missing = [name for name in (*CONTEXT_NAMES, *MEMBER_FIELDS, *FILTERS) if f"`{name}" not in section]
     assert missing == []
+
+
+FALLBACK_CONSTRUCTS = [
+    ('{% import "_partials/blocks.html" as blocks %}{{ blocks.button("https://shop.example/", "Shop") }}',
+     '`{% import "_partials/blocks.html" as blocks %}`'),
+    ('{% from "_partials/blocks.html" import button as b %}{{ b("https://shop.example/", "Shop") }}',
+     "a macro imported under another name (`import button as b`)"),
+    ('{% raw %}{{ x }}{% endraw %}', "`{% raw %}` block"),
+    ('{% include "_partials/amounts.html" without context %}', "an include `without context`"),
+    ('{% include "_partials/" ~ locale ~ ".html" ignore missing %}', "include or\n   macro file chosen at render time"),
+]
+
+
+@pytest.mark.parametrize(("code", "documented"), FALLBACK_CONSTRUCTS)
+def test_every_construct_inlined_per_email_is_in_the_fallback_list(tmp_path, code, documented):
+    from .rendering_program import program_dir, renderer_for
+
+    source = ('---\nsubject: "x"\npreheader: "p"\n---\n<html><head><style>.a { color: red }</style></head>'
+              f'<body><p class="a">x</p>{code}</body></html>\n')
+    compiled = renderer_for(program_dir(tmp_path, {"odd/en.html": source})).compiled("odd", "en")
+    assert compiled.fallback is not None
+    fallback = README.split("4. **Fallback.**", 1)[1].split("\n5. ", 1)[0]
+    assert documented in fallback
