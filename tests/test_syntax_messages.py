@@ -5,7 +5,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from loyalty_mail.rendering.syntax import syntax_message
+from loyalty_mail.rendering.syntax import syntax_column, syntax_message
 
 
 def _message(source: str, **filters: object) -> str:
@@ -29,3 +29,42 @@ def test_an_unclosed_block_at_the_end_of_the_file_names_its_line():
 def test_an_unknown_filter_gets_did_you_mean():
     message = _message("{{ 3 | point }}", points=str)
     assert message.startswith("no filter named 'point' (did you mean points?)")
+
+
+def _column(source: str, **filters: object) -> tuple[int, int]:
+    env = jinja2.Environment(loader=jinja2.DictLoader({"t.html": source}))
+    env.filters.update(filters)
+    with pytest.raises(jinja2.TemplateSyntaxError) as caught:
+        env.get_template("t.html")
+    return caught.value.lineno or 0, syntax_column(env, caught.value)
+
+
+@pytest.mark.parametrize(("source", "place"), [
+    ("<p>{{ a | points }}</p>\n<p>{{ a | upper | point }}</p>\n", (2, 19)),     # the unknown filter
+    ("{{ a|point(2) }}\n", (1, 6)),
+    ("{% filter point %}x{% endfilter %}\n", (1, 11)),
+    ("{{ a is nmber }} {{ b is not nmber }}\n", (1, 9)),                          # the first unknown test
+    ("<p>\n{% if a %}\n  {%- endblock %}\n", (3, 7)),                              # the tag Jinja did not expect
+    ("{% frobnicate %}\n", (1, 4)),
+    ("{{ x ! }}\n", (1, 0)),                                                        # a lexer error: no column
+])
+def test_a_syntax_error_about_a_filter_test_or_tag_has_its_column(source, place):
+    assert _column(source, points=str) == place
+
+
+def test_check_and_preview_give_the_column_of_an_unknown_filter(tmp_path):
+    from click.testing import CliRunner
+
+    from loyalty_mail.cli import cli
+
+    from .rendering_program import ROOT, program_dir
+
+    welcome = (ROOT / "templates" / "welcome" / "en.html").read_text(encoding="utf-8")
+    project = program_dir(tmp_path, {"welcome/en.html": welcome.replace("member.points | points", "member.points | point")})
+    (project / "segments").mkdir()
+    expected = ("Error: templates/welcome/en.html:10:48: syntax error: no filter named 'point' (did you mean points?); "
+                "the filters are listed in the README's \"Template context\"")
+    for args in (["check"], ["preview", "welcome", "--sample", "--locale", "en"]):
+        result = CliRunner().invoke(cli, ["--project", str(project), *args], catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert expected in result.stderr.splitlines(), result.stderr

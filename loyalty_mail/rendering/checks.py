@@ -29,7 +29,7 @@ from .limits import RenderLimitError
 from .lint import HTML_LIMIT, RenderedLint, is_production, lint_files, template_files
 from .renderer import _TEXT_URL, PER_EMAIL, PREVIEW_SEND_ID, TEXT_LINKS_FROM, Renderer
 from .static_check import check_static, check_untriggered, triggers_by_email
-from .syntax import syntax_message
+from .syntax import syntax_column, syntax_message
 
 URL_LIMIT = int(getattr(tracking_events_table.c.url.type, "length"))  # what the tracking store keeps
 _SIZER = TokenSigner(b"only-measures-token-lengths")  # a token's length does not depend on the key
@@ -186,7 +186,8 @@ def _check_syntax(renderer: Renderer, report: TemplateReport) -> None:
         try:
             env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            report.errors.append(Problem(Location(f"{TEMPLATES_DIR}/{name}", exc.lineno or 1),
+            report.errors.append(Problem(Location(f"{TEMPLATES_DIR}/{name}", exc.lineno or 1,
+                                                  syntax_column(env, exc)),
                                          f"syntax error: {syntax_message(env, exc)}"))
 
 

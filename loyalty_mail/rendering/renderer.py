@@ -47,7 +47,7 @@ from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
 from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
-from .syntax import syntax_message
+from .syntax import syntax_column, syntax_message
 from .undefined import column_of, missing_name, read_from_none, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']*[^\s<>()\"'.,;:!?]")  # a sentence's stop after it is not the URL's
@@ -296,7 +296,8 @@ class Renderer:
         try:
             return env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1),
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1,
+                                                 syntax_column(env, exc)),
                                         f"syntax error: {syntax_message(env, exc)}")) from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),

@@ -1,5 +1,6 @@
 """Jinja's syntax errors made useful to a template's author: the line where a block that is
-never closed was opened, and "did you mean" for an unknown filter or test."""
+never closed was opened, "did you mean" for an unknown filter or test, and the column of the
+unknown filter, test or tag (Jinja gives only the line)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import jinja2
 from .nesting import ENDED_TAGS
 
 _UNKNOWN = re.compile(r"No (filter|test) named '([^']+)'")
+_UNKNOWN_TAG = re.compile(r"unknown tag '([^']+)'")
 _INNERMOST = re.compile(r"innermost block that needs to be closed is '(\w+)'")
 _BLOCKS = ENDED_TAGS | {"set"}  # a set block ends too; `set x = ...` does not (see _is_set_block)
 
@@ -28,6 +30,49 @@ def syntax_message(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> 
         if opened is not None:
             return f"{message} (the '{innermost.group(1)}' opened at line {opened} is not closed)"
     return message
+
+
+def syntax_column(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> int:
+    """The column of the unknown filter, test or tag `exc` is about, on its line; 0 otherwise."""
+    message = exc.message or ""
+    before: tuple[str, ...]
+    if unknown := _UNKNOWN.search(message):
+        kind, name = unknown.groups()
+        before = ("|", "filter") if kind == "filter" else ("is", "not")
+    elif tag := _UNKNOWN_TAG.search(message):
+        name, before = tag.group(1), ("block_begin",)
+    else:
+        return 0
+    source = _source(env, exc)
+    if source is None or not exc.lineno:
+        return 0
+    previous = ""
+    for line, column, kind, value in _placed(env, source):
+        if line == exc.lineno and kind == "name" and value == name and previous in before:
+            return column
+        if line > exc.lineno:
+            break
+        previous = value if kind in ("name", "operator") else kind
+    return 0
+
+
+def _placed(env: jinja2.Environment, source: str) -> list[tuple[int, int, str, str]]:
+    """(line, column, kind, value) of each token but white space, up to the lexer's own error."""
+    found: list[tuple[int, int, str, str]] = []
+    position, line, line_start = 0, 1, 0
+    try:
+        for _, kind, value in env.lex(source):
+            while not source.startswith(value, position) and position < len(source) and source[position].isspace():
+                position += 1  # white space a `-` marker removed from the token
+            end = position + len(value)
+            if kind != "whitespace":
+                line = source.count("\n", 0, position) + 1
+                line_start = source.rfind("\n", 0, position) + 1
+                found.append((line, position - line_start + 1, kind, value))
+            position = end
+    except jinja2.TemplateSyntaxError:
+        pass
+    return found
 
 
 def _source(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> str | None:
