@@ -266,3 +266,23 @@ def test_a_call_block_around_a_macro_that_never_calls_caller_fails_where_it_is_c
         "templates/welcome/en.html:7:28: button() never calls caller(), so it cannot take the body of a "
         "{% call %} block: print it with {{ button(...) }}, or add {{ caller() }} to the macro "
         "(defined at templates/_partials/calls.html:1: button(url, label))"]
+
+
+def test_an_unknown_filter_or_test_in_a_branch_no_sample_takes_fails_where_it_is_written(tmp_path):
+    # Jinja refuses an unknown filter at the top level when it loads the file, but one inside a
+    # condition only when a render reaches it: no sample member has 100 million points
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% from "_partials/big.html" import big %}{% block content %}\n'
+                    '<p>{% if member.points > 100000000 %}{{ member.points | point }}{% endif %}</p>\n'
+                    '<p>{% if tier.next %}{% if tier.next.threshold is nmber %}x{% endif %}{% endif %}</p>\n'
+                    '{% endblock %}\n')
+    macros = '{% macro big(n) %}{% if n > 100000000 %}{{ n | uper }}{% endif %}{% endmacro %}\n'
+    target = program(tmp_path, {"welcome/en.html": body, "_partials/big.html": macros})
+    result = check(target)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-3:] == [
+        "Error: templates/_partials/big.html:1:48: no filter named 'uper' (did you mean upper?); the filters are "
+        "listed in the README's \"Template context\"",
+        "templates/welcome/en.html:7:57: no filter named 'point' (did you mean points?); the filters are listed "
+        "in the README's \"Template context\"",
+        "templates/welcome/en.html:8:51: no test named 'nmber' (did you mean number?); the tests are listed in "
+        "the README's \"Template context\""]

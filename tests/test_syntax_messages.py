@@ -68,3 +68,20 @@ def test_check_and_preview_give_the_column_of_an_unknown_filter(tmp_path):
         result = CliRunner().invoke(cli, ["--project", str(project), *args], catch_exceptions=False)
         assert result.exit_code == 1, result.output
         assert expected in result.stderr.splitlines(), result.stderr
+
+
+def test_an_unknown_filter_a_render_reaches_inside_a_condition_has_its_column_and_did_you_mean(tmp_path):
+    from loyalty_mail.rendering.renderer import TemplateError
+
+    from .rendering_program import NOW, member, program_dir, renderer_for
+
+    source = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/en.html" %}\n{% block content %}\n'
+              '<p>{% if member.points > 10 %}{{ member.points | point }}{% endif %}</p>\n{% endblock %}\n')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    for render in (renderer.render, renderer.reference_html):
+        with pytest.raises(TemplateError) as caught:
+            render("odd", member(locale="en"), now=NOW, tracked=False) if render == renderer.render \
+                else render("odd", member(locale="en"), now=NOW)
+        assert [str(p) for p in caught.value.problems] == [
+            "templates/odd/en.html:7:50: no filter named 'point' (did you mean points?); the filters are listed "
+            "in the README's \"Template context\""]

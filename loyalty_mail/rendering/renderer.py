@@ -47,7 +47,7 @@ from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
 from . import watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
-from .syntax import syntax_column, syntax_message
+from .syntax import syntax_column, syntax_message, unknown_message
 from .undefined import column_of, missing_name, read_from_none, suggestion
 
 _TEXT_URL = re.compile(r"https?://[^\s<>()\"']*[^\s<>()\"'.,;:!?]")  # a sentence's stop after it is not the URL's
@@ -480,7 +480,7 @@ class Renderer:
             if location is None and variant is not None:
                 location = self._relocate(variant, context) or Location(where, 1)
             error = RenderLimitError if isinstance(exc, RenderLimitExceeded) else TemplateError
-            raise error(Problem(location, _describe(exc, context))) from None
+            raise error(Problem(location, _describe(exc, context, template.environment))) from None
 
     def _relocate(self, variant: Variant, context: dict[str, Any]) -> Location | None:
         """Render the original files to find which file and line fail (compiled sources have no
@@ -560,7 +560,17 @@ def _error_location(exc: BaseException) -> Location | None:
 
 
 def _undefined_column(exc: BaseException, path: Path, lineno: int) -> int:
+    """The column of the undefined name, or of the unknown filter or test, `exc` is about."""
     name = missing_name(exc) if isinstance(exc, jinja2.UndefinedError) else None
+    unknown = _UNKNOWN_AT_RUNTIME.match(exc.message or "") if isinstance(exc, jinja2.TemplateRuntimeError) else None
+    if unknown is not None:
+        try:
+            line = path.read_text(encoding="utf-8", errors="replace").splitlines()[lineno - 1]
+        except (OSError, IndexError):
+            return 0
+        before = r"(?:\||\bfilter)" if unknown.group(1) == "filter" else r"\bis(?:\s+not)?"
+        found = re.search(rf"{before}\s*({re.escape(unknown.group(2))})\b", line)
+        return found.start(1) + 1 if found else 0
     if name is None:
         return 0
     try:
@@ -578,7 +588,11 @@ def _display(filename: str) -> str:
     return filename
 
 
-def _describe(exc: BaseException, context: Mapping[str, Any] | None = None) -> str:
+_UNKNOWN_AT_RUNTIME = re.compile(r"^No (filter|test) named '([^']+)'")  # inside a condition, Jinja says so late
+
+
+def _describe(exc: BaseException, context: Mapping[str, Any] | None = None,
+              env: jinja2.Environment | None = None) -> str:
     if isinstance(exc, RenderLimitExceeded):
         return str(exc.message)
     if isinstance(exc, RecursionError):
@@ -603,5 +617,7 @@ def _describe(exc: BaseException, context: Mapping[str, Any] | None = None) -> s
         return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
     if isinstance(exc, jinja2.sandbox.SecurityError):
         return f"not allowed in the template sandbox: {exc.message}"
+    if env is not None and (unknown := _UNKNOWN_AT_RUNTIME.match(exc.message or "")):
+        return unknown_message(env, *unknown.groups())
     return f"{type(exc).__name__}: {exc.message}"
 

@@ -18,7 +18,9 @@ that is not there is a problem where it is named (with the closest file's name),
 include says `ignore missing`. A block of a template that extends a layout must be a block of
 its layout chain (Jinja ignores any other: the email would go out without it), and a call of a
 macro the file defines or imports must give its required arguments and no keyword it has no
-parameter for (`layout_blocks.py`, `macro_calls.py`).
+parameter for (`layout_blocks.py`, `macro_calls.py`). Every filter and test must be one Jinja has,
+also in a branch no sample takes (Jinja reports an unknown one inside a condition only when a
+render reaches it).
 
 Columns: Jinja's nodes carry a line but no column. The file is run through Jinja's own lexer
 (`env.lex`), whose tokens, joined, give the source back except for whitespace removed by `-`
@@ -49,6 +51,7 @@ from .layout_blocks import (
     self_references,
 )
 from .macro_calls import Signature
+from .syntax import unknown_message
 
 # What each trigger puts in `occurrence` (flows/occurrences.py); a template no flow uses may
 # be sent by any of them (preview, send-test).
@@ -295,6 +298,16 @@ class StaticChecker:
         source = _Source(name, self._columns[name], order=self._orders[name])
         self._check_tree(tree, source, scope, [*stack, name])
         self._check_blocks(tree, source)
+        self._check_filters(tree, source)
+
+    def _check_filters(self, tree: nodes.Template, source: _Source) -> None:
+        """Every filter and test is one Jinja has: an unknown one inside a condition only fails
+        when a render takes that branch (Jinja defers it), so a sample may never see it."""
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            kind, known = ("filter", self.env.filters) if isinstance(node, nodes.Filter) else ("test", self.env.tests)
+            if node.name not in known:
+                self.problems.append(Problem(source.location(node, node.name),
+                                             unknown_message(self.env, kind, node.name)))
 
     def _check_blocks(self, tree: nodes.Template, source: _Source) -> None:
         """A block of a template that extends a layout must be a block of that layout's chain."""

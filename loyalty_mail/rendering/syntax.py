@@ -21,15 +21,19 @@ def syntax_message(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> 
     """`exc`'s message with what helps to fix it."""
     message = exc.message or "cannot be read"
     if unknown := _UNKNOWN.search(message):
-        kind, name = unknown.groups()
-        close = difflib.get_close_matches(name, list(env.filters if kind == "filter" else env.tests), 1, 0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        return f"no {kind} named '{name}'{hint}; the {kind}s are listed in the README's \"Template context\""
+        return unknown_message(env, *unknown.groups())
     if (innermost := _INNERMOST.search(message)) and (source := _source(env, exc)) is not None:
         opened = _unclosed(env, source, innermost.group(1), exc.lineno)
         if opened is not None:
             return f"{message} (the '{innermost.group(1)}' opened at line {opened} is not closed)"
     return message
+
+
+def unknown_message(env: jinja2.Environment, kind: str, name: str) -> str:
+    """What to say about a filter or test (`kind`) that `env` does not have."""
+    close = difflib.get_close_matches(name, list(env.filters if kind == "filter" else env.tests), 1, 0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"no {kind} named '{name}'{hint}; the {kind}s are listed in the README's \"Template context\""
 
 
 def syntax_column(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> int:
