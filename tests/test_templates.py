@@ -380,6 +380,37 @@ def test_front_matter_problems_name_file_and_line(tmp_path):
     assert "templates/worse/vi.html:1:1: missing front matter" in message
 
 
+@pytest.mark.parametrize(("front", "expected"), [
+    ("subject: {{ member.first_name }}, welcome\n",
+     "templates/bad/vi.html:2:10: the subject starts with `{`, which YAML reads as a mapping: quote it, "
+     "subject: \"{{ member.first_name }}, welcome\""),
+    ('subject: "Sale"\npreheader: Sale #1 starts today\n',
+     "templates/bad/vi.html:3:12: the preheader holds ` #`, where YAML starts a comment (the rest would be "
+     "dropped): quote it, preheader: \"Sale #1 starts today\""),
+    ('subject: Spring sale: "{{ member.first_name }}"\n',
+     "templates/bad/vi.html:2:10: the subject holds `: `, which YAML reads as a key: quote it, "
+     "subject: 'Spring sale: \"{{ member.first_name }}\"'"),
+])
+def test_an_unquoted_subject_or_preheader_yaml_would_misread_says_to_quote_it(tmp_path, front, expected):
+    with pytest.raises(TemplateError) as info:
+        renderer_for(program_dir(tmp_path, {"bad/vi.html": f"---\n{front}---\n<p>x</p>\n"}))
+    assert [str(p) for p in info.value.problems] == [expected]
+
+
+@pytest.mark.parametrize("front", ["subject: Sale 1 today\n", "subject: 'Sale #1: today'\n", "subject: Sale#1\n",
+                                   'subject: "{{ member.first_name }}: #1"\n', "subject: >\n  Sale: #1\n"])
+def test_a_subject_yaml_reads_as_written_needs_no_quotes(tmp_path, front):
+    renderer_for(program_dir(tmp_path, {"fine/vi.html": f"---\n{front}---\n<p>x</p>\n"}))
+
+
+def test_a_front_matter_never_closed_says_so(tmp_path):
+    with pytest.raises(TemplateError) as info:
+        renderer_for(program_dir(tmp_path, {"open/vi.html": '---\nsubject: "x"\n<p>x</p>\n'}))
+    assert [str(p) for p in info.value.problems] == [
+        "templates/open/vi.html:1:1: the front matter opened here is not closed: add a line --- after its "
+        "`subject:` (and `preheader:`) lines, before the body"]
+
+
 def test_check_reports_syntax_error_and_missing_translation(tmp_path):
     renderer = renderer_for(program_dir(tmp_path, {"broken/vi.html": '---\nsubject: "x"\n---\n<p>{% if %}</p>\n',
                                                     "solo/vi.html": '---\nsubject: "x"\n---\n<p>hi</p>\n'}))

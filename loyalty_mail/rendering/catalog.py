@@ -30,6 +30,7 @@ TEMPLATES_DIR = "templates"
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n", re.DOTALL | re.MULTILINE)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 FRONT_MATTER_KEYS = ("subject", "preheader")
+_OPENED = re.compile(r"---[ \t]*\r?\n")  # a front matter begun, closed or not
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,29 @@ def load_catalog(root: Path) -> Catalog:
     return Catalog(root, variants)
 
 
+_UNQUOTED = re.compile(r"^(subject|preheader):[ \t]+([^\s\"'|>].*?)[ \t]*\r?$")
+_YAML_READS = ((lambda v: v.startswith(("{", "[")), "starts with `{`, which YAML reads as a mapping"),
+               (lambda v: ": " in v, "holds `: `, which YAML reads as a key"),
+               (lambda v: " #" in v, "holds ` #`, where YAML starts a comment (the rest would be dropped)"))
+
+
+def _unquoted_values(front: str, where: str) -> list[Problem]:
+    """A `subject:` or `preheader:` written without quotes that YAML would misread, with how to
+    write it (`subject: {{ member.first_name }}` is a mapping, `Sale #1` is `Sale`)."""
+    problems = []
+    for number, text in enumerate(front.split("\n"), start=2):  # the front matter starts on line 2
+        if (match := _UNQUOTED.match(text)) is None:
+            continue
+        key, value = match.groups()
+        for misread, why in _YAML_READS:
+            if misread(value):
+                quoted = "'" + value.replace("'", "''") + "'" if '"' in value else f'"{value}"'
+                problems.append(Problem(Location(where, number, match.start(2) + 1),
+                                        f"the {key} {why}: quote it, {key}: {quoted}"))
+                break
+    return problems
+
+
 def _variant(path: Path, root: Path, email: str, locale: str, relative: str, where: str,
              problems: list[Problem]) -> Variant | None:
     try:
@@ -132,8 +156,15 @@ def _variant(path: Path, root: Path, email: str, locale: str, relative: str, whe
         return None
     _, front = strip_front_matter(source)
     if front is None:
-        problems.append(Problem(Location(where, 1, 1), "missing front matter: start the file with "
-                                "---, a `subject:` line (and optionally `preheader:`), then ---"))
+        if _OPENED.match(source.lstrip("\ufeff")):
+            problems.append(Problem(Location(where, 1, 1), "the front matter opened here is not closed: add "
+                                    "a line --- after its `subject:` (and `preheader:`) lines, before the body"))
+        else:
+            problems.append(Problem(Location(where, 1, 1), "missing front matter: start the file with "
+                                    "---, a `subject:` line (and optionally `preheader:`), then ---"))
+        return None
+    if unquoted := _unquoted_values(front, where):
+        problems.extend(unquoted)
         return None
     try:
         doc = load_yaml_text("\n" + front, where)  # the front matter starts on line 2
