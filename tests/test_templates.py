@@ -662,7 +662,7 @@ def test_cli_preview_and_check_mistakes_are_exit_1_with_a_message(example_progra
     target, run = example_program
     unknown = run("preview", "welcom", "--member", "X")
     assert unknown.exit_code == 1
-    assert ("no email template 'welcom' in templates/ (emails: birthday, confirm_email, first_purchase_nudge, milestone, "
+    assert ("no email template 'welcom' in templates/ (did you mean welcome? emails: birthday, confirm_email, first_purchase_nudge, milestone, "
             "points_expiring, points_receipt, reengagement, reward_available, statement, tier_at_risk, tier_downgrade, "
             "tier_upgrade, welcome, welcome_perks, welcome_reminder, winback_last_chance)") in unknown.stderr
     nobody = run("preview", "welcome", "--member", "NOPE")

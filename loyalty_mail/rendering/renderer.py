@@ -11,6 +11,7 @@ the compiled variant says where and why.
 from __future__ import annotations
 
 import decimal
+import difflib
 import html as html_escape
 import itertools
 import math
@@ -203,7 +204,9 @@ class Renderer:
     def variant(self, email: str, locale: str | None = None) -> Variant:
         if email not in self.catalog.variants:
             known = ", ".join(self.catalog.names) or "none"
-            raise NotFound(f"no email template {shown(email)} in {TEMPLATES_DIR}/ (emails: {known})")
+            close = difflib.get_close_matches(email, self.catalog.names, 1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise NotFound(f"no email template {shown(email)} in {TEMPLATES_DIR}/ ({hint}emails: {known})")
         return self.catalog.select(email, locale, self.settings.program.default_locale)
 
     def compiled(self, email: str, locale: str | None = None) -> CompiledVariant:
