@@ -286,3 +286,14 @@ def test_an_unknown_filter_or_test_in_a_branch_no_sample_takes_fails_where_it_is
         "in the README's \"Template context\"",
         "templates/welcome/en.html:8:51: no test named 'nmber' (did you mean number?); the tests are listed in "
         "the README's \"Template context\""]
+
+
+def test_a_macro_a_module_imported_as_a_name_lacks_fails_where_it_is_called(tmp_path):
+    body = FRONT + ('{% extends "_layouts/en.html" %}\n{% import "_partials/blocks.html" as blocks %}\n'
+                    '{% block content %}\n'
+                    '{% if member.points > 100000000 %}{{ blocks.buton("https://shop.example/", "Shop") }}{% endif %}\n'
+                    '{{ blocks.perk_list(tier.perks) }}{% if blocks.hero is defined %}{{ blocks.hero() }}{% endif %}\n'
+                    '{% endblock %}\n')
+    assert static_problems(program(tmp_path, {"welcome/en.html": body})) == [
+        "templates/welcome/en.html:8:45: undefined variable: templates/_partials/blocks.html (imported as blocks) "
+        "has no macro 'buton' (did you mean button?)"]

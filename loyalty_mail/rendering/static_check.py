@@ -87,14 +87,15 @@ class Record:
     name: str
     fields: Mapping[str, Record | None]   # None: any value (attributes not checked)
     hint: str = ""
+    kind: str = "field"   # what its keys are: an imported module's are macros
 
     def problem(self, attr: str) -> str:
         if not self.fields:
-            return f"undefined variable: {self.name} has no field '{attr}'{self.hint}"
+            return f"undefined variable: {self.name} has no {self.kind} '{attr}'{self.hint}"
         close = closest(attr, list(self.fields))
         advice = f"did you mean {close[0]}?" if close else \
             f"{self.name} has: {', '.join(sorted(self.fields))}{self.hint}"
-        return f"undefined variable: {self.name} has no field '{attr}' ({advice})"
+        return f"undefined variable: {self.name} has no {self.kind} '{attr}' ({advice})"
 
 
 def closest(word: str, names: list[str]) -> list[str]:
@@ -578,7 +579,10 @@ class _Walk:
             scopes = [self.visible()] if node.with_context else [self.checker.globals]
             name = self.template_reference(node, scopes)
             if isinstance(node, nodes.Import):
-                self.scopes[-1][node.target] = None
+                exported = self.checker.exported(name) if name is not None else None
+                # `{% import "file" as m %}`: m.NAME must be a macro (or a name) the file defines
+                self.scopes[-1][node.target] = None if exported is None else Record(
+                    f"{TEMPLATES_DIR}/{name} (imported as {node.target})", dict.fromkeys(exported), kind="macro")
                 if name is not None:
                     self.bind_macro(node.target, self.checker.signatures(name))
             else:
