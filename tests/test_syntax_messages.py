@@ -46,7 +46,10 @@ def _column(source: str, **filters: object) -> tuple[int, int]:
     ("{{ a is nmber }} {{ b is not nmber }}\n", (1, 9)),                          # the first unknown test
     ("<p>\n{% if a %}\n  {%- endblock %}\n", (3, 7)),                              # the tag Jinja did not expect
     ("{% frobnicate %}\n", (1, 4)),
-    ("{{ x ! }}\n", (1, 0)),                                                        # a lexer error: no column
+    ("<p>\n  {{ x ! }}\n", (2, 8)),                                                # the lexer's, at its offset
+    ('{% raw %}{{ x }}{% endraw %}{{ "a }}\n', (1, 32)),                         # a string never closed
+    ("<p>{{ x }}\n{{/if}}</p>\n", (2, 3)),                                        # Handlebars' closing tag
+    ("<p>{{ a / b }}</p>{{ c + }}\n", (1, 0)),                                      # nothing to point at
 ])
 def test_a_syntax_error_about_a_filter_test_or_tag_has_its_column(source, place):
     assert _column(source, points=str) == place
@@ -85,3 +88,16 @@ def test_an_unknown_filter_a_render_reaches_inside_a_condition_has_its_column_an
         assert [str(p) for p in caught.value.problems] == [
             "templates/odd/en.html:7:50: no filter named 'point' (did you mean points?); the filters are listed "
             "in the README's \"Template context\""]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("<p>\n  {{#each user.deals}}<b>{{ this }}</b>{{/each}}</p>\n",
+     "unexpected character '#' (`{{#if x}}` and `{{#each xs}}` are Handlebars: Jinja writes `{% if x %}` and "
+     "`{% for x in xs %}`)"),
+    ("<p>{{ x }}{{/if}}</p>\n",
+     "unexpected character '/' (`{{/if}}` and `{{/each}}` are Handlebars: Jinja writes `{% endif %}` and "
+     "`{% endfor %}`)"),
+    ("<p>{{ x ! }}</p>\n", "unexpected character '!'"),
+])
+def test_handlebars_pasted_into_a_template_says_what_jinja_writes(source, expected):
+    assert _message(source) == expected

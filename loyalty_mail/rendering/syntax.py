@@ -13,6 +13,12 @@ from .nesting import ENDED_TAGS
 
 _UNKNOWN = re.compile(r"No (filter|test) named '([^']+)'")
 _UNKNOWN_TAG = re.compile(r"unknown tag '([^']+)'")
+_UNEXPECTED_AT = re.compile(r"^unexpected char '(.+)' at (\d+)$")  # the lexer's: an offset in the source
+_UNEXPECTED = re.compile(r"^unexpected '([/>])'$")  # the parser's, on an operator: `{{/if}}`, `{{> x}}`
+_HANDLEBARS = {"#": "`{{#if x}}` and `{{#each xs}}` are Handlebars: Jinja writes `{% if x %}` and `{% for x in xs %}`",
+               "/": "`{{/if}}` and `{{/each}}` are Handlebars: Jinja writes `{% endif %}` and `{% endfor %}`",
+               "^": "`{{^x}}` is Mustache: Jinja writes `{% if not x %}`",
+               ">": "`{{> partial}}` is Handlebars: Jinja writes `{% include \"_partials/partial.html\" %}`"}
 _INNERMOST = re.compile(r"innermost block that needs to be closed is '(\w+)'")
 _BLOCKS = ENDED_TAGS | {"set"}  # a set block ends too; `set x = ...` does not (see _is_set_block)
 
@@ -22,6 +28,14 @@ def syntax_message(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> 
     message = exc.message or "cannot be read"
     if unknown := _UNKNOWN.search(message):
         return unknown_message(env, *unknown.groups())
+    if (unexpected := _UNEXPECTED_AT.match(message)) and (source := _source(env, exc)) is not None:
+        char, offset = unexpected.group(1), int(unexpected.group(2))
+        after_braces = source[:offset].rstrip().endswith("{{")
+        advice = f" ({_HANDLEBARS[char]})" if after_braces and char in _HANDLEBARS else ""
+        return f"unexpected character '{char}'{advice}"
+    if (unexpected := _UNEXPECTED.match(message)) and _handlebars_column(env, exc):
+        char = unexpected.group(1)
+        return f"unexpected character '{char}' ({_HANDLEBARS[char]})"
     if (innermost := _INNERMOST.search(message)) and (source := _source(env, exc)) is not None:
         opened = _unclosed(env, source, innermost.group(1), exc.lineno)
         if opened is not None:
@@ -40,6 +54,14 @@ def syntax_column(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> i
     """The column of the unknown filter, test or tag `exc` is about, on its line; 0 otherwise."""
     message = exc.message or ""
     before: tuple[str, ...]
+    if unexpected := _UNEXPECTED_AT.match(message):
+        source = _source(env, exc)
+        offset = int(unexpected.group(2))
+        if source is None or offset > len(source):
+            return 0
+        return offset - (source.rfind("\n", 0, offset) + 1) + 1
+    if _UNEXPECTED.match(message):
+        return _handlebars_column(env, exc)
     if unknown := _UNKNOWN.search(message):
         kind, name = unknown.groups()
         before = ("|", "filter") if kind == "filter" else ("is", "not")
@@ -58,6 +80,19 @@ def syntax_column(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> i
             break
         previous = value if kind in ("name", "operator") else kind
     return 0
+
+
+def _handlebars_column(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> int:
+    """For "unexpected '/'" (or '>'): the column of that character right after `{{` on the
+    error's line (Handlebars' `{{/if}}`, `{{> partial}}`); 0 when it is not there."""
+    unexpected = _UNEXPECTED.match(exc.message or "")
+    source = _source(env, exc)
+    if unexpected is None or source is None or not exc.lineno:
+        return 0
+    lines = source.split("\n")
+    text = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ""
+    found = re.search(r"\{\{-?\s*" + re.escape(unexpected.group(1)), text)
+    return found.end() if found else 0
 
 
 def _placed(env: jinja2.Environment, source: str) -> list[tuple[int, int, str, str]]:
