@@ -85,3 +85,11 @@ def test_every_construct_inlined_per_email_is_in_the_fallback_list(tmp_path, cod
     assert compiled.fallback is not None
     fallback = README.split("4. **Fallback.**", 1)[1].split("\n5. ", 1)[0]
     assert documented in fallback
+
+
+def test_the_templates_readme_shows_a_preview_that_needs_no_database():
+    # a program just made by `init` has no members: `--sample` is the preview that works there
+    guide = (REPO / "templates" / "README.md").read_text(encoding="utf-8")
+    assert "preview TEMPLATE --sample\n--locale en" in guide
+    preview = next(line for line in README.splitlines() if line.startswith("| `loyalty-mail preview"))
+    assert "in `program.default_locale` unless `--locale` says otherwise" in preview
