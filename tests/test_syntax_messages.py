@@ -101,3 +101,17 @@ def test_an_unknown_filter_a_render_reaches_inside_a_condition_has_its_column_an
 ])
 def test_handlebars_pasted_into_a_template_says_what_jinja_writes(source, expected):
     assert _message(source) == expected
+
+
+def test_an_unknown_filter_in_a_subject_gets_did_you_mean(tmp_path):
+    from loyalty_mail.rendering.renderer import TemplateError
+
+    from .rendering_program import program_dir, renderer_for
+
+    source = '---\nsubject: "You have {{ member.points | pionts }} points"\npreheader: "A note"\n---\n<p>x</p>\n'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    with pytest.raises(TemplateError) as caught:
+        renderer.compiled("odd", "en")
+    assert [str(p) for p in caught.value.problems] == [
+        "templates/odd/en.html:2: syntax error: no filter named 'pionts' (did you mean points?); the filters are "
+        "listed in the README's \"Template context\""]

@@ -238,6 +238,12 @@ def test_bad_variants_are_reported_at_their_line(program):
     result = program.run("check")
     assert result.exit_code == 1
     assert "config.yaml:25:36: variant 'a' subject: syntax error: unexpected end of template" in result.output
+    path.write_text(original.replace("frequency_cap: false}", "frequency_cap: false,\n     variants: [{name: a, "
+                                     "subject: \"{{ member.points | pionts }}\"}, {name: b, subject: B}]}", 1))
+    result = program.run("check")
+    assert result.exit_code == 1
+    assert ("config.yaml:25:36: variant 'a' subject: syntax error: no filter named 'pionts' (did you mean points?); "
+            "the filters are listed in the README's \"Template context\"") in result.output
 
 
 @CONFIG_ONLY
@@ -268,8 +274,8 @@ def test_a_variant_subject_with_an_unknown_field_is_reported_at_its_line(program
                                       '  - {name: b, subject: B}\n')
     for args in (("check",), ("campaigns", "schedule", "sale")):   # a subject that does not parse: its line
         result = program.run(*args)
-        assert result.exit_code == 1 and ("campaigns/sale.yaml:4:24: variant 'a' subject: syntax error: No filter "
-                                          "named 'nosuch'") in result.output, result.output
+        assert result.exit_code == 1 and ("campaigns/sale.yaml:4:24: variant 'a' subject: syntax error: no filter "
+                                          "named 'nosuch'; the filters are listed") in result.output, result.output
 
 
 def test_a_winner_must_beat_every_configured_variant_including_one_with_no_sends():

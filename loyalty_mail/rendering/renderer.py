@@ -327,7 +327,7 @@ class Renderer:
             return env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             at = line if line > 1 else (exc.lineno or 1)
-            raise TemplateError(Problem(Location(where, at), f"syntax error: {exc.message}")) from None
+            raise TemplateError(Problem(Location(where, at), f"syntax error: {syntax_message(env, exc)}")) from None
 
     # -- render ------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from .layout_blocks import (
     self_references,
 )
 from .macro_calls import Signature
-from .syntax import unknown_message
+from .syntax import syntax_message, unknown_message
 
 # What each trigger puts in `occurrence` (flows/occurrences.py); a template no flow uses may
 # be sent by any of them (preview, send-test).
@@ -380,7 +380,8 @@ def subject_problems(env: jinja2.Environment, doc: YamlDocument,
                 env.from_string(subject)   # an unknown filter or test is found on compiling
                 tree = env.parse(subject)
             except jinja2.TemplateSyntaxError as exc:
-                problems.append(Problem(where, f"variant '{variant.get('name')}' subject: syntax error: {exc.message}"))
+                problems.append(Problem(where, f"variant '{variant.get('name')}' subject: syntax error: "
+                                               f"{syntax_message(env, exc)}"))
                 continue
             checker = StaticChecker(env)
             context = untriggered_context() if path in lost else template_context([trigger] if trigger else None)
