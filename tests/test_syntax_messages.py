@@ -115,3 +115,10 @@ def test_an_unknown_filter_in_a_subject_gets_did_you_mean(tmp_path):
     assert [str(p) for p in caught.value.problems] == [
         "templates/odd/en.html:2: syntax error: no filter named 'pionts' (did you mean points?); the filters are "
         "listed in the README's \"Template context\""]
+
+
+def test_an_argument_by_position_after_one_by_name_says_which_comes_first():
+    message = _message("{% macro button(url, label) %}{% endmacro %}\n{{ button(url='https://x.example/', 'Shop') }}\n")
+    assert message == ("invalid syntax for function call expression: arguments given by position come first, then "
+                       "those given by name (`button('https://shop.example/', label='Shop')`, not "
+                       "`button(url='https://shop.example/', 'Shop')`)")

@@ -36,6 +36,9 @@ def syntax_message(env: jinja2.Environment, exc: jinja2.TemplateSyntaxError) -> 
     if (unexpected := _UNEXPECTED.match(message)) and _handlebars_column(env, exc):
         char = unexpected.group(1)
         return f"unexpected character '{char}' ({_HANDLEBARS[char]})"
+    if message == "invalid syntax for function call expression":
+        return (f"{message}: arguments given by position come first, then those given by name "
+                "(`button('https://shop.example/', label='Shop')`, not `button(url='https://shop.example/', 'Shop')`)")
     if (innermost := _INNERMOST.search(message)) and (source := _source(env, exc)) is not None:
         opened = _unclosed(env, source, innermost.group(1), exc.lineno)
         if opened is not None:
