@@ -122,3 +122,36 @@ def test_an_argument_by_position_after_one_by_name_says_which_comes_first():
     assert message == ("invalid syntax for function call expression: arguments given by position come first, then "
                        "those given by name (`button('https://shop.example/', label='Shop')`, not "
                        "`button(url='https://shop.example/', 'Shop')`)")
+
+
+@pytest.mark.parametrize(("front", "expected"), [
+    ('subject: "Hi"\npreheader: "You have {{ member.points | money(\'XYZ\') }}"\n',
+     "templates/odd/en.html:3: ValueError: `| money` takes an ISO 4217 currency code such as VND or USD, not 'XYZ'"),
+    ('subject: "Hi {{ member.points | money(\'XYZ\') }}"\npreheader: "A note"\n',
+     "templates/odd/en.html:2: ValueError: `| money` takes an ISO 4217 currency code such as VND or USD, not 'XYZ'"),
+    ('preheader: "Hi {{ member.frist_name }}"\nsubject: "Hi"\n',
+     "templates/odd/en.html:2: undefined variable: no field 'frist_name' in this email's data (did you mean "
+     "first_name?)"),
+])
+def test_a_fault_in_the_preheader_is_at_the_preheader_line_not_the_subject_line(tmp_path, front, expected):
+    from loyalty_mail.rendering.renderer import TemplateError
+
+    from .rendering_program import NOW, member, program_dir, renderer_for
+
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": f"---\n{front}---\n<p>x</p>\n"}))
+    with pytest.raises(TemplateError) as caught:
+        renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+def test_a_syntax_error_in_the_preheader_is_at_the_preheader_line(tmp_path):
+    from loyalty_mail.rendering.renderer import TemplateError
+
+    from .rendering_program import program_dir, renderer_for
+
+    source = '---\nsubject: "Hi"\npreheader: "You have {{ member.points | pionts }}"\n---\n<p>x</p>\n'
+    with pytest.raises(TemplateError) as caught:
+        renderer_for(program_dir(tmp_path, {"odd/en.html": source})).compiled("odd", "en")
+    assert [str(p) for p in caught.value.problems] == [
+        "templates/odd/en.html:3: syntax error: no filter named 'pionts' (did you mean points?); the filters are "
+        "listed in the README's \"Template context\""]

@@ -44,6 +44,7 @@ class Variant:
     subject: str
     preheader: str
     subject_line: int
+    preheader_line: int = 0  # 0: no preheader
 
 
 @dataclass(frozen=True)
@@ -191,4 +192,5 @@ def _variant(path: Path, root: Path, email: str, locale: str, relative: str, whe
         text_path=f"{email}/{text_file.name}" if text_file.exists() else None,
         subject=subject, preheader=str(preheader),
         subject_line=doc.locate(("subject",)).line if doc.locate(("subject",)) else 2,
+        preheader_line=doc.locate(("preheader",)).line if "preheader" in data and doc.locate(("preheader",)) else 0,
     )

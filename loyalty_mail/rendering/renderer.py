@@ -219,8 +219,8 @@ class Renderer:
 
     def _compile(self, variant: Variant) -> CompiledVariant:
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
-        headline = self._from_string(self.text_env, f"{variant.subject}{_SEPARATOR}{variant.preheader}",
-                                     where, variant.subject_line)
+        headline = self._from_string(self.text_env, _headline(variant.subject, variant.preheader),
+                                     where, variant.subject_line, place=lambda inner: _headline_line(variant, inner))
         original = self._load(self.html_env, variant.html_path)
         text_own = self._load(self.text_env, variant.text_path) if variant.text_path else None
         try:
@@ -240,7 +240,7 @@ class Renderer:
             inliner.prepare(fixed_style_texts(source if pruned is None else pruned))
             try:
                 used = None if text_own else _names_used(self.html_env, source,
-                                                         f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+                                                         _headline(variant.subject, variant.preheader))
             except jinja2.TemplateSyntaxError:
                 used = None  # the flattened source does not parse: sign every link
             return CompiledVariant(variant, headline, per_email, text_own, fallback, links_used=used,
@@ -250,7 +250,7 @@ class Renderer:
         dynamic = tuple((selector, self._written_at(variant.html_path, traced, line, source.find(selector)))
                         for selector, line in compiled.dynamic)
         used = None if text_own else _names_used(self.html_env, compiled.source, compiled.text_source,
-                                                 f"{variant.subject}{_SEPARATOR}{variant.preheader}")
+                                                 _headline(variant.subject, variant.preheader))
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
     def _unreadable_css(self, variant: Variant, source: Traced | str, exc: cssselect.SelectorError) -> TemplateError:
@@ -314,7 +314,7 @@ class Renderer:
         variant = compiled.variant
         key = (variant.email, variant.locale, subject)
         if key not in self._subjects:
-            self._subjects[key] = self._from_string(self.text_env, f"{subject}{_SEPARATOR}{variant.preheader}",
+            self._subjects[key] = self._from_string(self.text_env, _headline(subject, variant.preheader),
                                                     f"{where} (variant subject)", 1)
         return self._subjects[key]
 
@@ -322,11 +322,14 @@ class Renderer:
         """Raise TemplateError (naming `where`) when an A/B variant's subject does not parse."""
         self._from_string(self.text_env, subject, where, 1)
 
-    def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int) -> jinja2.Template:
+    def _from_string(self, env: jinja2.Environment, source: str, where: str, line: int,
+                     place: Callable[[int | None], int] | None = None) -> jinja2.Template:
+        """`source` compiled; a syntax error at `line` of `where` (or where `place` puts the
+        source's line), else at the source's own line."""
         try:
             return env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            at = line if line > 1 else (exc.lineno or 1)
+            at = place(exc.lineno) if place is not None else line if line > 1 else (exc.lineno or 1)
             raise TemplateError(Problem(Location(where, at), f"syntax error: {syntax_message(env, exc)}")) from None
 
     # -- render ------------------------------------------------------------------------------
@@ -428,7 +431,8 @@ class Renderer:
         context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
         headline = self._run(self._headline(compiled, subject, where), context, where,
-                             variant.subject_line if subject is None else 1)
+                             variant.subject_line if subject is None else 1,
+                             place=(lambda inner: _headline_line(variant, inner)) if subject is None else None)
         subject, preheader = headline.split(_SEPARATOR)
         context["subject"] = " ".join(subject.split())
         context["preheader"] = " ".join(preheader.split())
@@ -475,10 +479,14 @@ class Renderer:
             ) from None
 
     def _run(self, template: jinja2.Template, context: dict[str, Any], where: str, line: int,
-             variant: Variant | None = None) -> str:
+             variant: Variant | None = None, place: Callable[[int | None], int] | None = None) -> str:
+        """`template` rendered; a fault is located in its file, else at `line` of `where` (or
+        where `place` puts the template's own line: the subject's or the preheader's)."""
         try:
             return _render_shared(template, context, self.limits)
         except _FAULTS as exc:
+            if place is not None:
+                line = place(_source_line(exc))
             location = _error_location(exc) or (Location(where, line) if line else None)
             if location is None and variant is not None:
                 location = self._relocate(variant, context) or Location(where, 1)
@@ -550,6 +558,27 @@ TEXT_LINKS_FROM = 1000  # links of an own .txt part are numbered apart from the 
 def _track_text(text: str, tracker: LinkTracker) -> str:
     numbers = itertools.count(TEXT_LINKS_FROM)
     return _TEXT_URL.sub(lambda m: tracker.click_url(next(numbers), m.group(0)), text)
+
+
+def _headline(subject: str, preheader: str) -> str:
+    """The subject and preheader as one template, the preheader on a line of its own (the line
+    break is white space, which both lose)."""
+    return f"{subject}{_SEPARATOR}\n{preheader}"
+
+
+def _headline_line(variant: Variant, inner: int | None) -> int:
+    """The file's line of line `inner` of `_headline`: the subject's, or the preheader's."""
+    if inner is not None and variant.preheader_line and inner > variant.subject.count("\n") + 1:
+        return variant.preheader_line
+    return variant.subject_line
+
+
+def _source_line(exc: BaseException) -> int | None:
+    """The line, in a template compiled from a string, where `exc` was raised."""
+    for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        if frame.f_code.co_filename == "<template>":
+            return lineno
+    return None
 
 
 def _error_location(exc: BaseException) -> Location | None:
