@@ -276,3 +276,11 @@ def test_a_test_host_link_is_warned_about_once_where_it_is_written(tmp_path):
         "warning: templates/promo/en.html:7:13: link to a test host in a production program: https://shop.example/sale",
         "warning: templates/promo/en.html:8:13: link to a test host in a production program: "
         "https://shop.example/me?m=SAMPLE000"], result.stderr
+
+
+def test_check_reads_an_email_whose_include_ignore_missing_names_no_file(tmp_path):
+    email = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/en.html" %}\n'
+             '{% block content %}{% include "_partials/seasonal.html" ignore missing %}<p>Hi</p>{% endblock %}\n')
+    target = program(tmp_path, {"note/en.html": email, "note/vi.html": email.replace("/en.html", "/vi.html")})
+    result = invoke(target, "check", "--strict")
+    assert result.exit_code == 0, result.output
