@@ -233,3 +233,33 @@ def test_a_style_premailer_keeps_before_a_statement_still_compiles_once(tmp_path
     compiled, html, reference = emails(tmp_path, page("p { color: red }", body))
     assert compiled.fallback is None
     assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("body", "style"), [
+    ('{% block b %}<p>x</p>{% endblock %}<div class="other">{{ self.b() }}</div>', ".other p { color: red }"),
+    ('{% block b %}<p>x</p>{% endblock %}{{ self.b() }}', "p + p { color: red }"),
+    ('{% block b %}<p>x</p>{% endblock %}{{ self.b() }}', "p:first-child { color: red }"),
+])
+def test_a_block_printed_again_with_self_is_styled_where_it_is_printed(tmp_path, body, style):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None and "self.<block>()" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None
+
+
+def test_a_block_printed_again_with_no_context_selector_still_compiles_once(tmp_path):
+    body = '<title>{% block t %}Hi{% endblock %}</title><h1 class="a">{{ self.t() }}</h1>'
+    compiled, html, reference = emails(tmp_path, page(".a { color: red }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+def test_a_block_or_set_in_the_title_is_run_by_the_text_part_without_printing_it(tmp_path):
+    source = ('---\nsubject: "x"\n---\n<html><head><title>{% set who = member.first_name %}'
+              '{% block title %}Gold &amp; more{% endblock %}</title><style>.a { color: red }</style></head>\n'
+              '<body><h1 class="a">{{ self.title() }}, {{ who }}</h1></body></html>\n')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    assert renderer.compiled("odd", "en").fallback is None
+    rendered = renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+    assert dom_difference(rendered.html, renderer.reference_html("odd", member(locale="en"), now=NOW)) is None
+    assert rendered.text.startswith("Gold & more, Lan\n====")
+    assert "Gold & more" not in rendered.text[len("Gold & more"):]

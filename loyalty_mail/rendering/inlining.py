@@ -564,8 +564,27 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
     _check_attribute_selectors(protected, selectors)
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if _has_combinator(s)])
-    _check_call_blocks(protected, [s for s in selectors if _has_combinator(s) or _sibling_groups(s)])
+    placed = [s for s in selectors if _has_combinator(s) or _sibling_groups(s)]
+    _check_call_blocks(protected, placed)
+    _check_blocks_printed_again(protected, source, placed)
     return dynamic
+
+
+def _check_blocks_printed_again(protected: Protected, source: str, selectors: list[str]) -> None:
+    """`{{ self.name() }}` prints a block's markup again, among other ancestors and siblings than
+    where the block is written: a selector with a combinator, or one that counts siblings, can
+    style it (and the elements around it) differently there than premailer sees in the source."""
+    if not selectors:
+        return
+    names = names_read(source)
+    if names is not None and "self" not in names:
+        return
+    reading = [n for n in sorted(protected.originals) if "self" in (names_read(protected.originals[n]) or ())]
+    number = reading[0] if reading else None
+    raise NeedsFallback(protected.lines[number] if number is not None else 1,
+                        f"a block printed again with `self.<block>()` can be styled differently by the "
+                        f"selector '{selectors[0]}' where it is printed again",
+                        protected.offsets.get(number) if number is not None else None)
 
 
 def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:

@@ -33,6 +33,8 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 INDENT = "\ue000"   # one space of an item's indentation, until `settle`
 ITEM = "\ue001"     # where an item's marker ("- ", "2. ") starts, until `settle`
 CODE = re.compile("\ue002(.*?)\ue003", re.S)  # Jinja code the text template adds (`_code`)
+LEFT_OUT = re.compile("\ue004.*?\ue005", re.S)  # run by the text template, not printed (`settle`)
+_IN_TEXT = re.compile(r"JX\d+X")
 _BLANK_ITEM_LINE = re.compile(f"\n{INDENT}+[ \t]*(?=\n|\\Z)")
 _EMPTY_FIRST_LINE = re.compile(f"{ITEM}(-|[0-9]+\\.)[ \t]*\n{INDENT}+")  # a marker alone, then its item
 _BLANK_LINES = re.compile(r"\n\n\n+")
@@ -80,6 +82,8 @@ def settle(text: str) -> str:
         text = _BLANK_ITEM_LINE.sub("", text)
         text = _EMPTY_FIRST_LINE.sub(r"\1 ", text).replace(INDENT, " ")
         text = _BLANK_LINES.sub("\n\n", text)
+    if "\ue004" in text:
+        text = LEFT_OUT.sub("", text)
     return text.replace(ITEM, "") if ITEM in text else text
 
 
@@ -227,10 +231,15 @@ def _code(source: str) -> str:
 
 def _placeholders(node: etree._Element, parts: list[str]) -> None:
     """The template placeholders in a part of the document the text leaves out (<head>, a hidden
-    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs."""
-    for comment in node.iter(etree.Comment):
-        text = comment.text
-        if text and _PLACEHOLDER.match(text):
+    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs.
+    The code in a `<title>` is its text, not comments: that text is run and its output dropped
+    when the text is settled, so a `{% block %}` there is defined for `self.name()`."""
+    for found in node.iter(etree.Comment, "title"):
+        text = found.text
+        if found.tag == "title":
+            if text and _IN_TEXT.search(text):
+                parts.append(f"\ue004{text}\ue005")
+        elif text and _PLACEHOLDER.match(text):
             parts.append(text)
 
 
