@@ -272,11 +272,14 @@ td.row { padding: 4px }
     assert dom_difference(html, renderer.reference_html("pitfalls", member(), now=NOW)) is None
 
 
-def test_a_template_saved_with_windows_line_ends_compiles_as_with_unix_ones(tmp_path):
+@pytest.mark.parametrize("line_end", ["\r\n", "\r", "\r\r\n"])  # Windows, old Mac, converted twice
+def test_a_template_saved_with_windows_line_ends_compiles_as_with_unix_ones(tmp_path, line_end):
     page = ('---\nsubject: "x"\n---\n<html><head><style>p { color: red }</style></head><body>\n'
             '<p>{{ 1 }}</p>\n<p>{% if tier.next %}\n{{ member.first_name }}{% endif %}</p>\n</body></html>\n')
     project = program_dir(tmp_path, {"crlf/vi.html": page, "lf/vi.html": page})
-    (project / "templates" / "crlf" / "vi.html").write_bytes(page.replace("\n", "\r\n").encode())
+    (project / "templates" / "crlf" / "vi.html").write_bytes(page.replace("\n", line_end).encode())
+    if line_end == "\r\r\n":  # two line ends each
+        (project / "templates" / "lf" / "vi.html").write_text(page.replace("\n", "\n\n"), encoding="utf-8")
     renderer = renderer_for(project)
     assert renderer.compiled("crlf", "vi").fallback is None
     rendered = renderer.render("crlf", member(), now=NOW, tracked=False)
