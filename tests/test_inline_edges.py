@@ -263,3 +263,22 @@ def test_a_block_or_set_in_the_title_is_run_by_the_text_part_without_printing_it
     assert dom_difference(rendered.html, renderer.reference_html("odd", member(locale="en"), now=NOW)) is None
     assert rendered.text.startswith("Gold & more, Lan\n====")
     assert "Gold & more" not in rendered.text[len("Gold & more"):]
+
+
+def test_markup_nested_past_the_html_parsers_limit_is_an_error_at_its_line(tmp_path):
+    body = "<p>top</p>\n" + "<div>" * 300 + "deep" + "</div>" * 300 + '\n<a href="{{ unsubscribe_url }}">u</a>'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": page("p { color: red }", body)}))
+    with pytest.raises(TemplateError) as raised:
+        renderer.compiled("odd", "en")
+    assert str(raised.value).startswith("templates/odd/en.html:7: elements nested more than 255 deep")
+    assert "drops the rest of the email" in str(raised.value)
+
+
+def test_markup_rendered_past_the_html_parsers_limit_is_an_error_when_inlined_per_email(tmp_path):
+    body = ('{% macro nest(n) %}<div>{% if n %}{{ nest(n - 1) }}{% endif %}</div>{% endmacro %}'
+            + DATA_CLASS + '{{ nest(300) }}<a href="{{ unsubscribe_url }}">u</a>')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": page("p { color: red }", body)}))
+    assert renderer.compiled("odd", "en").fallback is not None
+    with pytest.raises(TemplateError, match=r"^templates/odd/en.html: as rendered \(line \d+ of the email\), "
+                                            "elements nested more than 255 deep"):
+        renderer.render("odd", member(locale="en"), now=NOW, tracked=False)

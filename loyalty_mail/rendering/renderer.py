@@ -45,7 +45,7 @@ from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
-from . import watchdog
+from . import depth, watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .syntax import syntax_message
 from .undefined import column_of, missing_name, read_from_none, suggestion
@@ -223,6 +223,11 @@ class Renderer:
         try:
             traced = self._flattener.traced(variant.html_path)
             source = traced.text
+            try:
+                depth.parse(source)
+            except depth.NestedTooDeep as exc:
+                raise TemplateError(Problem(self._written_at(variant.html_path, traced, exc.line,
+                                                             exc.offset_in(source)), depth.message())) from None
             compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
@@ -443,6 +448,9 @@ class Renderer:
                 lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
         except cssselect.SelectorError as exc:  # a <style> printed with data, read only now
             raise self._unreadable_css(compiled.variant, rendered, exc) from None
+        except depth.NestedTooDeep as exc:
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{compiled.variant.html_path}", 0),
+                                        f"as rendered (line {exc.line} of the email), {depth.message()}")) from None
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:

@@ -39,6 +39,7 @@ from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
 
+from . import depth
 from .cascade import PREMAILER_OPTIONS, premailer_split, subjects
 from .selectors import Chain, Document, chain_of
 
@@ -209,7 +210,7 @@ class CompiledInliner:
 
     def transform(self, document: str) -> tuple[Any, Any]:
         stripped = document.strip()
-        tree = etree.fromstring(stripped, etree.HTMLParser()).getroottree()
+        tree = depth.parse(stripped).getroottree()
         page = tree.getroot()
         root = tree if stripped.startswith(tree.docinfo.doctype) else page
         premailer.premailer.get_or_create_head(tree)
