@@ -88,6 +88,11 @@ def test_autoescape_true_and_safe_in_a_link_still_compile_once(tmp_path):
     ("p { color: red }\nli:nth-child { color: blue }", "<ul><li>a</li></ul>", "li:nth-child", 5),
     ('p { color: red }\n[data-x="a,b"] { color: blue }', '<p data-x="a,b">a</p>', '[data-x="a', 5),
     ('p { color: red }\n[data-x="a,b"] { color: blue }', DATA_CLASS, '[data-x="a', 5),
+    # a selector of thousands of parts, which the selector library reads by recursing once per part
+    ("p { color: red }\n" + "div " * 3000 + "p { color: blue }", "<p>a</p>",
+     "div " * 15 + "... (12,001 characters)", 5),
+    ("p { color: red }\n" + "div " * 3000 + "p { color: blue }", DATA_CLASS,
+     "div " * 15 + "... (12,001 characters)", 5),
 ])
 def test_a_selector_premailer_cannot_evaluate_is_a_template_error_naming_it(tmp_path, style, body, selector, line):
     project = program_dir(tmp_path, {"odd/en.html": page(style, body)})

@@ -851,7 +851,7 @@ def unreadable_selector(source: str) -> tuple[str, int] | None:
                 selector = bare
             try:
                 CSSSelector(selector)
-            except cssselect.SelectorError:
+            except (cssselect.SelectorError, RecursionError):  # the library recurses once per part
                 at = source.find(selector.split(",")[0], start)
                 return selector, line_of(source, at if 0 <= at < end else start)
     return None

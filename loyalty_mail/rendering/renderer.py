@@ -232,7 +232,7 @@ class Renderer:
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
-        except cssselect.SelectorError as exc:
+        except (cssselect.SelectorError, RecursionError) as exc:  # RecursionError: a selector too long
             raise self._unreadable_css(variant, traced, exc) from None
         except NeedsFallback as exc:
             fallback = Fallback(self._written_at(variant.html_path, traced, exc.line, exc.offset), exc.reason)
@@ -255,16 +255,22 @@ class Renderer:
                                                  f"{variant.subject}{_SEPARATOR}{variant.preheader}")
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
-    def _unreadable_css(self, variant: Variant, source: Traced | str, exc: cssselect.SelectorError) -> TemplateError:
+    def _unreadable_css(self, variant: Variant, source: Traced | str,
+                        exc: cssselect.SelectorError | RecursionError) -> TemplateError:
         """The error for a stylesheet with a selector premailer cannot evaluate (it stops on it),
         in the flattened source (traced to its files) or in a rendered email."""
         found = unreadable_selector(str(source))
         line = found[1] if found else 1
-        what = f"the selector '{found[0]}'" if found else "a selector"
+        what = "a selector"
+        if found is not None:
+            selector = found[0] if len(found[0]) <= 80 else f"{found[0][:60]}... ({len(found[0]):,} characters)"
+            what = f"the selector '{selector}'"
         where = self._written_at(variant.html_path, source, line) if isinstance(source, Traced) \
             else self._locate_in_chain(variant.html_path, source, line)
+        why = "it has too many parts: the selector library nests once per part" \
+            if isinstance(exc, RecursionError) else str(exc)
         return TemplateError(Problem(where,
-                                     f"CSS inlining cannot read {what} ({exc}): premailer evaluates each "
+                                     f"CSS inlining cannot read {what} ({why}): premailer evaluates each "
                                      "selector between commas as written; fix or remove it, or move the rule "
                                      "into a <style data-premailer=\"ignore\"> block"))
 
@@ -446,7 +452,7 @@ class Renderer:
             finished = self._inline_bounded(
                 rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
                 lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
-        except cssselect.SelectorError as exc:  # a <style> printed with data, read only now
+        except (cssselect.SelectorError, RecursionError) as exc:  # a <style> printed with data, read only now
             raise self._unreadable_css(compiled.variant, rendered, exc) from None
         except depth.NestedTooDeep as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{compiled.variant.html_path}", 0),

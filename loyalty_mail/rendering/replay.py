@@ -147,8 +147,8 @@ def compile_body(body: str | None) -> _Body | None:
         selector, pseudo = premailer_split(written)
         try:
             select = CSSSelector(selector)
-        except (cssselect.SelectorError, cssselect.ExpressionError, ValueError):
-            return None
+        except (cssselect.SelectorError, cssselect.ExpressionError, ValueError, RecursionError):
+            return None  # RecursionError: a selector of too many parts
         rules.append((specificity[:4], specificity[5], selector, select, pseudo,
                       csstext_to_pairs(bulk, validate=False)))
     return _Body(rules, inliner._css_rules_to_string(rest) if rest else None)
