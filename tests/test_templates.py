@@ -374,6 +374,18 @@ def test_sandbox_refuses_python_internals(tmp_path):
     assert "templates/evil/vi.html:5" in str(info.value)
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ("{% raw %}<p>x</p>\n", "templates/odd/vi.html:4: syntax error: Missing end of raw directive"),
+    ("{% extends none %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
+    ("{% from none import x %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
+])
+def test_a_file_named_by_something_other_than_text_or_left_open_is_an_error_at_its_line(tmp_path, body, message):
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": '---\nsubject: "x"\n---\n' + body}))
+    with pytest.raises(TemplateError) as info:
+        renderer.render("odd", member(), now=NOW, tracked=False)
+    assert str(info.value).startswith(message)
+
+
 def test_front_matter_problems_name_file_and_line(tmp_path):
     with pytest.raises(TemplateError) as info:
         renderer_for(program_dir(tmp_path, {"bad/vi.html": '---\nsubjekt: "x"\n---\n<p>x</p>\n',

@@ -307,7 +307,9 @@ class Renderer:
         try:
             return env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1),
+            # the lexer names the file by its path (an unclosed `{% raw %}`), the parser by its name
+            shown = exc.name if exc.name and not Path(exc.name).is_absolute() else name
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{shown}", exc.lineno or 1),
                                         f"syntax error: {syntax_message(env, exc)}")) from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{name}", 1),
