@@ -378,8 +378,12 @@ def test_sandbox_refuses_python_internals(tmp_path):
     ("{% raw %}<p>x</p>\n", "templates/odd/vi.html:4: syntax error: Missing end of raw directive"),
     ("{% extends none %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
     ("{% from none import x %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
+    ('{% include "../config.yaml" %}\n', "templates/odd/vi.html:4: '../config.yaml' leads outside templates/"),
+    ('{% extends "/etc/passwd" %}\n', "templates/odd/vi.html:4: '/etc/passwd' leads outside templates/"),
+    ('<p>x</p>\n{% from "_partials/nope.html" import x %}\n', "templates/odd/vi.html:5: templates/_partials/nope.html "
+     "does not exist"),
 ])
-def test_a_file_named_by_something_other_than_text_or_left_open_is_an_error_at_its_line(tmp_path, body, message):
+def test_a_missing_file_a_name_that_is_not_text_or_an_open_raw_block_is_an_error_at_its_line(tmp_path, body, message):
     renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": '---\nsubject: "x"\n---\n' + body}))
     with pytest.raises(TemplateError) as info:
         renderer.render("odd", member(), now=NOW, tracked=False)

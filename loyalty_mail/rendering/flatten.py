@@ -33,6 +33,15 @@ _HTML_START = re.compile(r"<html\b", re.IGNORECASE)
 _WITH_CONTEXT = (("name", "with"), ("name", "context"))
 
 
+class MissingFile(Exception):
+    """A file that a template extends, includes or imports from by a quoted name does not exist
+    (or its name leads outside the templates folder); carries where it is named."""
+
+    def __init__(self, template: str, line: int, missing: str) -> None:
+        super().__init__(f"{template}:{line}: {missing} does not exist")
+        self.template, self.line, self.missing = template, line, missing
+
+
 class NotFlattenable(Exception):
     """A construct that only Jinja's runtime can resolve; carries where it is and why."""
 
@@ -350,6 +359,9 @@ class Flattener:
         parent = self._parent(str(source), name)
         if parent is None:
             return source
+        if not self._exists(parent):
+            extends = next(t for t in _tags(source, name) if t.keyword == "extends")
+            self._missing(source, extends, name, parent)
         layout = self._substitute_blocks(self.traced(parent, _seen + (name,)), source, name)
         return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
 
@@ -406,16 +418,24 @@ class Flattener:
                 return _file_argument(tag)  # checked by _refuse_runtime_constructs
         return None
 
+    def _missing(self, source: Traced, tag: Construct, name: str, missing: str) -> None:
+        where = self.location(source, tag.start)
+        raise MissingFile(where[0] if where else name, where[1] if where else 1, missing)
+
     def _paste_includes(self, source: Traced, name: str, seen: tuple[str, ...]) -> Traced:
         pieces, position = [], 0
         for tag in _tags(source, name):
             if tag.keyword == "include":
                 included = _include_file(tag)
                 assert included is not None  # checked by _refuse_runtime_constructs
+                if not included[1] and not self._exists(included[0]):
+                    self._missing(source, tag, name, included[0])
                 replacement = self._included(*included, seen, source[tag.start:tag.end])
             elif tag.keyword == "from":
                 imported = _from_import(tag)
                 assert imported is not None
+                if not self._exists(imported[0]):
+                    self._missing(source, tag, name, imported[0])
                 where = self.location(source, tag.start)
                 replacement = self._macros(imported[0], imported[1], seen, name, where[1] if where else 1)
             else:

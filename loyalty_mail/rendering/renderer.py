@@ -37,7 +37,7 @@ from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
-from .flatten import Flattener, NotFlattenable, referenced_files
+from .flatten import Flattener, MissingFile, NotFlattenable, referenced_files
 from .origins import Traced
 from .inlining import (NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules,
                        unreadable_selector)
@@ -229,6 +229,12 @@ class Renderer:
                 raise TemplateError(Problem(self._written_at(variant.html_path, traced, exc.line,
                                                              exc.offset_in(source)), depth.message())) from None
             compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
+        except MissingFile as exc:
+            outside = ".." in exc.missing.replace("\\", "/").split("/") or exc.missing.startswith("/")
+            why = f"'{exc.missing}' leads outside {TEMPLATES_DIR}/: layouts, partials and macros are files " \
+                f"inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")" if outside \
+                else f"{TEMPLATES_DIR}/{exc.missing} does not exist"
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), why)) from None
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
