@@ -390,6 +390,16 @@ def test_a_missing_file_a_name_that_is_not_text_or_an_open_raw_block_is_an_error
     assert str(info.value).startswith(message)
 
 
+def test_an_infinite_or_nan_constant_jinja_folds_renders_or_is_an_error_at_its_line(tmp_path):
+    renderer = renderer_for(program_dir(tmp_path, {
+        "odd/vi.html": '---\nsubject: "x"\n---\n<p>{{ 1e400 }} {{ [-1e400] }}</p>\n',
+        "nan/vi.html": '---\nsubject: "x"\n---\n{{ "nan" | float | number }}\n'}))
+    assert "<p>inf [-inf]</p>" in renderer.render("odd", member(), now=NOW, tracked=False).html
+    with pytest.raises(TemplateError, match=r"^templates/nan/vi.html:4: TypeError: `\| number` needs a number, "
+                                            "not float 'nan'"):
+        renderer.render("nan", member(), now=NOW, tracked=False)
+
+
 def test_front_matter_problems_name_file_and_line(tmp_path):
     with pytest.raises(TemplateError) as info:
         renderer_for(program_dir(tmp_path, {"bad/vi.html": '---\nsubjekt: "x"\n---\n<p>x</p>\n',
