@@ -287,3 +287,13 @@ def test_markup_rendered_past_the_html_parsers_limit_is_an_error_when_inlined_pe
     with pytest.raises(TemplateError, match=r"^templates/odd/en.html: as rendered \(line \d+ of the email\), "
                                             "elements nested more than 255 deep"):
         renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+
+
+@pytest.mark.parametrize("tag", ["xmp", "iframe", "noembed", "noframes"])
+def test_template_code_in_an_element_whose_text_premailer_writes_back_escaped_is_inlined_after_rendering(
+        tmp_path, tag):
+    body = f"<{tag}>{{{{ member.first_name }}}}</{tag}><p>x</p>"
+    compiled, html, reference = emails(tmp_path, page("p { color: red }", body),
+                                       member(locale="en", first_name="<b>Ann</b>"))
+    assert compiled.fallback is not None and f"inside <{tag}>" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None

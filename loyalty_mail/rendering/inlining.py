@@ -129,6 +129,9 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data", construct.start)
         if place == "raw:script":
             raise NeedsFallback(line, "template code inside <script>", construct.start)
+        if place.removeprefix("raw:") in _REWRITTEN_RAW:
+            raise NeedsFallback(line, f"template code inside <{place.removeprefix('raw:')}>, whose text the CSS "
+                                "inliner writes back escaped", construct.start)
         if place == "after":
             raise NeedsFallback(line, "template code after </html>, outside the document the CSS inliner "
                                 "reads (move it before </body>)", construct.start)
@@ -296,7 +299,10 @@ def _without_comments(text: str) -> str:
     return text
 
 
-_RAW_TEXT = {"style", "script", "title", "textarea"}
+# elements whose text the HTML parser reads as written; of those, the ones lxml writes back
+# escaped, so premailer rewrites what Jinja prints into them (`&lt;` becomes `&amp;lt;`)
+_REWRITTEN_RAW = {"xmp", "iframe", "noembed", "noframes", "plaintext"}
+_RAW_TEXT = {"style", "script", "title", "textarea", *_REWRITTEN_RAW}
 _IN_TEXT = re.compile(r"JX(\d+)X")
 _IN_NAME = re.compile(r"jx(\d+)x", re.IGNORECASE)  # attribute names come back lower-cased
 
