@@ -583,6 +583,15 @@ def test_message_is_complete_rfc5322_with_one_click_unsubscribe(example):
     assert not parsed.defects and not text.defects and not html.defects
 
 
+def test_control_characters_in_member_data_leave_the_subject_and_preheader_one_clean_line(tmp_path):
+    source = '---\nsubject: "Hi {{ member.first_name }}"\npreheader: "For {{ member.first_name }}"\n---\n<p>x</p>\n'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": source}))
+    for name in ("Lan\x1eAnh", "Lan\x00\x07Anh\x7f"):  # the first is the headline's own separator
+        rendered = renderer.render("odd", member(first_name=name), now=NOW, tracked=False)
+        assert (rendered.subject, rendered.preheader) == ("Hi Lan Anh", "For Lan Anh")
+        assert b"Subject: Hi Lan Anh\r\n" in rendered.to_bytes()
+
+
 @pytest.mark.parametrize(("locale", "encoding"), [("en", "quoted-printable"), ("vi", "base64")])
 def test_text_part_is_readable_when_ascii_and_compact_when_not(example, locale, encoding):
     rendered = example.render("welcome", member(locale=locale), now=NOW, send_id="abc123")

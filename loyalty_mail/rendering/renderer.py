@@ -55,6 +55,7 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 PREVIEW_SEND_ID = "preview"
 _SEPARATOR = "\x1e"  # between subject and preheader; stripped from both
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OUTPUT_BLOCK = 256  # output pieces joined between two size checks
 _FAULTS: tuple[type[Exception], ...] = (jinja2.TemplateError, *TEMPLATE_FAULTS)
 
@@ -333,6 +334,13 @@ class Renderer:
                                                     f"{where} (variant subject)", 1)
         return self._subjects[key]
 
+    def _part(self, text: str, where: str, line: int) -> jinja2.Template:
+        """A subject or preheader as a template of its own."""
+        key = ("", "", text)
+        if key not in self._subjects:
+            self._subjects[key] = self._from_string(self.text_env, text, where, line)
+        return self._subjects[key]
+
     def check_subject(self, subject: str, where: str) -> None:
         """Raise TemplateError (naming `where`) when an A/B variant's subject does not parse."""
         self._from_string(self.text_env, subject, where, 1)
@@ -442,11 +450,14 @@ class Renderer:
         context["tracking"] = tracked and tracking.open_pixel
         context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
-        headline = self._run(self._headline(compiled, subject, where), context, where,
-                             variant.subject_line if subject is None else 1)
-        subject, preheader = headline.split(_SEPARATOR)
-        context["subject"] = " ".join(subject.split())
-        context["preheader"] = " ".join(preheader.split())
+        line = variant.subject_line if subject is None else 1
+        headline = self._run(self._headline(compiled, subject, where), context, where, line)
+        parts = headline.split(_SEPARATOR)
+        if len(parts) != 2:  # the data printed holds the separator: each rendered on its own
+            parts = [self._run(self._part(text, where, line), context, where, line)
+                     for text in (variant.subject if subject is None else subject, variant.preheader)]
+        # control characters (a NUL, a bell) have no place in a header or an inbox's line
+        context["subject"], context["preheader"] = (" ".join(_CONTROL.sub(" ", part).split()) for part in parts)
         return _Job(compiled, context, tracker, links, where)
 
     def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
