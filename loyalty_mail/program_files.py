@@ -22,8 +22,9 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
     """The UTF-8 text of `path`, a regular file under `root` reached through no symbolic link.
 
     A byte order mark at the start (some Windows editors write one) is left out, so that front
-    matter is found and columns are the file's own; Windows line ends (CRLF) are read as the
-    newlines Jinja and YAML make of them, so the HTML parser and the template agree on offsets.
+    matter is found and columns are the file's own; Windows line ends (CRLF), and a CR alone, are
+    read as the newlines Jinja and YAML make of them, so the HTML parser and the template agree on
+    offsets.
 
     Raises `error` (ConfigError or a subclass) naming `display` for anything else: a missing file,
     a link, a directory or other non-regular file, a file over `max_bytes`, text that is not UTF-8.
@@ -69,4 +70,6 @@ def read_program_text(path: Path, root: Path, display: str, *, max_bytes: int = 
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})", line) from None
-    return text.replace("\r\n", "\n")  # Jinja and YAML read a Windows line end as one newline
+    # Jinja and YAML read a Windows line end (CRLF) as one newline, and a CR alone (old Mac files,
+    # or CR CR LF from converting line ends twice) as another
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text

@@ -118,3 +118,54 @@ def test_a_layout_chosen_by_a_condition_is_the_one_each_member_gets(tmp_path):
         assert str(compiled.fallback.location) == "templates/odd/en.html:5"
         assert shown in html
         assert dom_difference(html, reference) is None
+
+
+def _fanning_includes(levels: int) -> dict[str, str]:
+    """_f/i1.html includes _f/i2.html ten times, which includes _f/i3.html ten times..."""
+    files = {f"_f/i{k}.html": f'{{% include "_f/i{k + 1}.html" %}}' * 10 for k in range(1, levels)}
+    files[f"_f/i{levels}.html"] = "<p>{{ member.first_name }}</p>"
+    return files
+
+
+def test_includes_that_multiply_are_included_as_the_email_is_rendered(tmp_path):
+    source = FRONT + '<html><head><style>p { color: red }</style></head><body>{% include "_f/i1.html" %}</body></html>'
+    compiled, html, reference = emails(tmp_path, source, member(locale="en"), **_fanning_includes(4))
+    assert compiled.fallback is not None and "more than 1,000 included files" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None
+    assert html.count('<p style="color:red">Lan</p>') == 1000
+
+
+def test_check_reads_a_file_included_at_many_places_a_bounded_number_of_times(tmp_path, monkeypatch):
+    from loyalty_mail.rendering.checks import _check_static
+    from loyalty_mail.rendering.static_check import StaticChecker
+
+    source = FRONT + '<html><body>{% include "_f/i1.html" %}</body></html>'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source, **_fanning_includes(5)}))
+    checked: list[str] = []
+    original = StaticChecker.check_file
+    monkeypatch.setattr(StaticChecker, "check_file",
+                        lambda self, name, *rest: checked.append(name) or original(self, name, *rest))
+    assert [p for p in _check_static(renderer) if "odd" in str(p)] == []
+    assert 0 < checked.count("_f/i5.html") < 1_000  # 10,000 includes of it, in each of the check's passes
+
+
+def test_blocks_nested_in_a_childs_block_are_not_looked_for_in_the_layout_one_by_one(tmp_path, monkeypatch):
+    from loyalty_mail.rendering import flatten
+
+    nested = "".join(f"{{% block b{i} %}}<p>{i}</p>{{% endblock %}}" for i in range(300))
+    source = FRONT + '{% extends "_l/base.html" %}{% set title = "t" %}{% block body %}' + nested + '{% endblock %}'
+    calls: list[str] = []
+    original = flatten._blocks
+    monkeypatch.setattr(flatten, "_blocks", lambda source, name: calls.append(name) or original(source, name))
+    compiled, html, reference = emails(tmp_path, source, member(locale="en"), **{"_l/base.html": LAYOUT})
+    assert compiled.fallback is None and dom_difference(html, reference) is None
+    assert len(calls) < 10
+
+
+def test_a_child_replacing_hundreds_of_layout_blocks_is_flattened_as_it_is_rendered(tmp_path):
+    blocks = "".join(f"{{% block b{i} %}}<i>{i}</i>{{% endblock %}}" for i in range(250))
+    layout = LAYOUT.replace("{% block body %}{% endblock %}", blocks)
+    source = FRONT + '{% extends "_l/base.html" %}{% set title = "t" %}' + blocks.replace("<i>", "<p>").replace("</i>", "</p>")
+    compiled, html, reference = emails(tmp_path, source, member(locale="en"), **{"_l/base.html": layout})
+    assert compiled.fallback is not None and "more than 200 blocks" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None and "<p>249</p>" in html

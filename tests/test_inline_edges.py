@@ -88,6 +88,11 @@ def test_autoescape_true_and_safe_in_a_link_still_compile_once(tmp_path):
     ("p { color: red }\nli:nth-child { color: blue }", "<ul><li>a</li></ul>", "li:nth-child", 5),
     ('p { color: red }\n[data-x="a,b"] { color: blue }', '<p data-x="a,b">a</p>', '[data-x="a', 5),
     ('p { color: red }\n[data-x="a,b"] { color: blue }', DATA_CLASS, '[data-x="a', 5),
+    # a selector of thousands of parts, which the selector library reads by recursing once per part
+    ("p { color: red }\n" + "div " * 3000 + "p { color: blue }", "<p>a</p>",
+     "div " * 15 + "... (12,001 characters)", 5),
+    ("p { color: red }\n" + "div " * 3000 + "p { color: blue }", DATA_CLASS,
+     "div " * 15 + "... (12,001 characters)", 5),
 ])
 def test_a_selector_premailer_cannot_evaluate_is_a_template_error_naming_it(tmp_path, style, body, selector, line):
     project = program_dir(tmp_path, {"odd/en.html": page(style, body)})
@@ -232,4 +237,63 @@ def test_a_style_premailer_keeps_before_a_statement_still_compiles_once(tmp_path
             "{% if member.points > 100 %}y{% endif %}<p>z</p>")
     compiled, html, reference = emails(tmp_path, page("p { color: red }", body))
     assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+@pytest.mark.parametrize(("body", "style"), [
+    ('{% block b %}<p>x</p>{% endblock %}<div class="other">{{ self.b() }}</div>', ".other p { color: red }"),
+    ('{% block b %}<p>x</p>{% endblock %}{{ self.b() }}', "p + p { color: red }"),
+    ('{% block b %}<p>x</p>{% endblock %}{{ self.b() }}', "p:first-child { color: red }"),
+])
+def test_a_block_printed_again_with_self_is_styled_where_it_is_printed(tmp_path, body, style):
+    compiled, html, reference = emails(tmp_path, page(style, body))
+    assert compiled.fallback is not None and "self.<block>()" in compiled.fallback.reason
+    assert dom_difference(html, reference) is None
+
+
+def test_a_block_printed_again_with_no_context_selector_still_compiles_once(tmp_path):
+    body = '<title>{% block t %}Hi{% endblock %}</title><h1 class="a">{{ self.t() }}</h1>'
+    compiled, html, reference = emails(tmp_path, page(".a { color: red }", body))
+    assert compiled.fallback is None
+    assert dom_difference(html, reference) is None
+
+
+def test_a_block_or_set_in_the_title_is_run_by_the_text_part_without_printing_it(tmp_path):
+    source = ('---\nsubject: "x"\n---\n<html><head><title>{% set who = member.first_name %}'
+              '{% block title %}Gold &amp; more{% endblock %}</title><style>.a { color: red }</style></head>\n'
+              '<body><h1 class="a">{{ self.title() }}, {{ who }}</h1></body></html>\n')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": source}))
+    assert renderer.compiled("odd", "en").fallback is None
+    rendered = renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+    assert dom_difference(rendered.html, renderer.reference_html("odd", member(locale="en"), now=NOW)) is None
+    assert rendered.text.startswith("Gold & more, Lan\n====")
+    assert "Gold & more" not in rendered.text[len("Gold & more"):]
+
+
+def test_markup_nested_past_the_html_parsers_limit_is_an_error_at_its_line(tmp_path):
+    body = "<p>top</p>\n" + "<div>" * 300 + "deep" + "</div>" * 300 + '\n<a href="{{ unsubscribe_url }}">u</a>'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": page("p { color: red }", body)}))
+    with pytest.raises(TemplateError) as raised:
+        renderer.compiled("odd", "en")
+    assert str(raised.value).startswith("templates/odd/en.html:7: elements nested more than 255 deep")
+    assert "drops the rest of the email" in str(raised.value)
+
+
+def test_markup_rendered_past_the_html_parsers_limit_is_an_error_when_inlined_per_email(tmp_path):
+    body = ('{% macro nest(n) %}<div>{% if n %}{{ nest(n - 1) }}{% endif %}</div>{% endmacro %}'
+            + DATA_CLASS + '{{ nest(300) }}<a href="{{ unsubscribe_url }}">u</a>')
+    renderer = renderer_for(program_dir(tmp_path, {"odd/en.html": page("p { color: red }", body)}))
+    assert renderer.compiled("odd", "en").fallback is not None
+    with pytest.raises(TemplateError, match=r"^templates/odd/en.html: as rendered \(line \d+ of the email\), "
+                                            "elements nested more than 255 deep"):
+        renderer.render("odd", member(locale="en"), now=NOW, tracked=False)
+
+
+@pytest.mark.parametrize("tag", ["xmp", "iframe", "noembed", "noframes"])
+def test_template_code_in_an_element_whose_text_premailer_writes_back_escaped_is_inlined_after_rendering(
+        tmp_path, tag):
+    body = f"<{tag}>{{{{ member.first_name }}}}</{tag}><p>x</p>"
+    compiled, html, reference = emails(tmp_path, page("p { color: red }", body),
+                                       member(locale="en", first_name="<b>Ann</b>"))
+    assert compiled.fallback is not None and f"inside <{tag}>" in compiled.fallback.reason
     assert dom_difference(html, reference) is None

@@ -295,3 +295,11 @@ def test_a_link_escaped_twice_is_a_warning_where_it_is_written_in_any_program(tm
             "&amp;member=SAMPLE000 holds `&amp;` as text (it was escaped twice: `&amp;` written in a Jinja "
             "string is escaped again when printed); write `&` in Jinja strings, `&amp;` only in an href "
             "written as HTML" for locale in ("vi", "en")], result.stderr
+
+
+def test_check_reads_an_email_whose_include_ignore_missing_names_no_file(tmp_path):
+    email = ('---\nsubject: "Hi"\npreheader: "A note"\n---\n{% extends "_layouts/en.html" %}\n'
+             '{% block content %}{% include "_partials/seasonal.html" ignore missing %}<p>Hi</p>{% endblock %}\n')
+    target = program(tmp_path, {"note/en.html": email, "note/vi.html": email.replace("/en.html", "/vi.html")})
+    result = invoke(target, "check", "--strict")
+    assert result.exit_code == 0, result.output

@@ -272,11 +272,14 @@ td.row { padding: 4px }
     assert dom_difference(html, renderer.reference_html("pitfalls", member(), now=NOW)) is None
 
 
-def test_a_template_saved_with_windows_line_ends_compiles_as_with_unix_ones(tmp_path):
+@pytest.mark.parametrize("line_end", ["\r\n", "\r", "\r\r\n"])  # Windows, old Mac, converted twice
+def test_a_template_saved_with_windows_line_ends_compiles_as_with_unix_ones(tmp_path, line_end):
     page = ('---\nsubject: "x"\n---\n<html><head><style>p { color: red }</style></head><body>\n'
             '<p>{{ 1 }}</p>\n<p>{% if tier.next %}\n{{ member.first_name }}{% endif %}</p>\n</body></html>\n')
     project = program_dir(tmp_path, {"crlf/vi.html": page, "lf/vi.html": page})
-    (project / "templates" / "crlf" / "vi.html").write_bytes(page.replace("\n", "\r\n").encode())
+    (project / "templates" / "crlf" / "vi.html").write_bytes(page.replace("\n", line_end).encode())
+    if line_end == "\r\r\n":  # two line ends each
+        (project / "templates" / "lf" / "vi.html").write_text(page.replace("\n", "\n\n"), encoding="utf-8")
     renderer = renderer_for(project)
     assert renderer.compiled("crlf", "vi").fallback is None
     rendered = renderer.render("crlf", member(), now=NOW, tracked=False)
@@ -369,6 +372,32 @@ def test_sandbox_refuses_python_internals(tmp_path):
         renderer.render("evil", member(), now=NOW, tracked=False)
     assert "not allowed in the template sandbox" in str(info.value)
     assert "templates/evil/vi.html:5" in str(info.value)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("{% raw %}<p>x</p>\n", "templates/odd/vi.html:4: syntax error: Missing end of raw directive"),
+    ("{% extends none %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
+    ("{% from none import x %}<p>x</p>\n", "templates/odd/vi.html:4: TemplateNotFound: None (a file name is text"),
+    ('{% include "../config.yaml" %}\n', "templates/odd/vi.html:4: '../config.yaml' leads outside templates/"),
+    ('{% extends "/etc/passwd" %}\n', "templates/odd/vi.html:4: '/etc/passwd' leads outside templates/"),
+    ('<p>x</p>\n{% from "_partials/nope.html" import x %}\n', "templates/odd/vi.html:5: templates/_partials/nope.html "
+     "does not exist"),
+])
+def test_a_missing_file_a_name_that_is_not_text_or_an_open_raw_block_is_an_error_at_its_line(tmp_path, body, message):
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": '---\nsubject: "x"\n---\n' + body}))
+    with pytest.raises(TemplateError) as info:
+        renderer.render("odd", member(), now=NOW, tracked=False)
+    assert str(info.value).startswith(message)
+
+
+def test_an_infinite_or_nan_constant_jinja_folds_renders_or_is_an_error_at_its_line(tmp_path):
+    renderer = renderer_for(program_dir(tmp_path, {
+        "odd/vi.html": '---\nsubject: "x"\n---\n<p>{{ 1e400 }} {{ [-1e400] }}</p>\n',
+        "nan/vi.html": '---\nsubject: "x"\n---\n{{ "nan" | float | number }}\n'}))
+    assert "<p>inf [-inf]</p>" in renderer.render("odd", member(), now=NOW, tracked=False).html
+    with pytest.raises(TemplateError, match=r"^templates/nan/vi.html:4: TypeError: `\| number` needs a number, "
+                                            "not float 'nan'"):
+        renderer.render("nan", member(), now=NOW, tracked=False)
 
 
 def test_front_matter_problems_name_file_and_line(tmp_path):
@@ -583,6 +612,15 @@ def test_message_is_complete_rfc5322_with_one_click_unsubscribe(example):
     assert text.get_content().replace("\r\n", "\n") == rendered.text
     assert html.get_content() == rendered.html
     assert not parsed.defects and not text.defects and not html.defects
+
+
+def test_control_characters_in_member_data_leave_the_subject_and_preheader_one_clean_line(tmp_path):
+    source = '---\nsubject: "Hi {{ member.first_name }}"\npreheader: "For {{ member.first_name }}"\n---\n<p>x</p>\n'
+    renderer = renderer_for(program_dir(tmp_path, {"odd/vi.html": source}))
+    for name in ("Lan\x1eAnh", "Lan\x00\x07Anh\x7f"):  # the first is the headline's own separator
+        rendered = renderer.render("odd", member(first_name=name), now=NOW, tracked=False)
+        assert (rendered.subject, rendered.preheader) == ("Hi Lan Anh", "For Lan Anh")
+        assert b"Subject: Hi Lan Anh\r\n" in rendered.to_bytes()
 
 
 @pytest.mark.parametrize(("locale", "encoding"), [("en", "quoted-printable"), ("vi", "base64")])

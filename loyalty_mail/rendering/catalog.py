@@ -83,6 +83,8 @@ class FrontMatterLoader(jinja2.FileSystemLoader):
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
+        if not isinstance(template, str):  # `{% extends none %}`, `{% include 5 %}`
+            raise jinja2.TemplateNotFound(f"{template!r} (a file name is text, such as \"_layouts/en.html\")")
         root = Path(self.searchpath[0])
         path = root.joinpath(*split_template_path(template))
         if not path.exists() and not path.is_symlink():

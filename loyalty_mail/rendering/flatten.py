@@ -33,6 +33,15 @@ _HTML_START = re.compile(r"<html\b", re.IGNORECASE)
 _WITH_CONTEXT = (("name", "with"), ("name", "context"))
 
 
+class MissingFile(Exception):
+    """A file that a template extends, includes or imports from by a quoted name does not exist
+    (or its name leads outside the templates folder); carries where it is named."""
+
+    def __init__(self, template: str, line: int, missing: str) -> None:
+        super().__init__(f"{template}:{line}: {missing} does not exist")
+        self.template, self.line, self.missing = template, line, missing
+
+
 class NotFlattenable(Exception):
     """A construct that only Jinja's runtime can resolve; carries where it is and why."""
 
@@ -310,14 +319,21 @@ def _helpers(source: Traced, definitions: list[tuple[str, Construct, int, str]],
     return list(kept.values())
 
 
+MAX_PASTED = 1_000  # included files pasted into one email: includes inside includes multiply
+MAX_BLOCKS = 200    # a layout's blocks a child replaces (each replacement reads the page again)
+
+
 class Flattener:
     """Resolves inheritance, includes and macro imports; `load(name)` gives a template's source,
-    `exists(name)` whether there is one (for `ignore missing`)."""
+    `exists(name)` whether there is one (for `ignore missing`). An email that pastes more than
+    MAX_PASTED included files (ten includes of a file that includes ten more...) is not
+    flattened: Jinja renders it within the render's limits."""
 
     def __init__(self, load: Callable[[str], str], exists: Callable[[str], bool] | None = None) -> None:
         self._load = load
         self._exists = exists or (lambda name: True)
         self._written: dict[str, str] = {}
+        self._pasted = 0
 
     def flatten(self, name: str) -> str:
         """The self-contained source of template `name`, in Jinja's order of execution: a
@@ -329,6 +345,8 @@ class Flattener:
         (`location`)."""
         if name in _seen:
             raise NotFlattenable(name, 1, f"includes itself through {' -> '.join(_seen)}")
+        if not _seen:
+            self._pasted = 0
         text = self._written[name] = self._load(name)
         source = Traced.of(text, name)
         comments = [c for c in _read(source, name) if c.kind == "comment"]
@@ -341,6 +359,9 @@ class Flattener:
         parent = self._parent(str(source), name)
         if parent is None:
             return source
+        if not self._exists(parent):
+            extends = next(t for t in _tags(source, name) if t.keyword == "extends")
+            self._missing(source, extends, name, parent)
         layout = self._substitute_blocks(self.traced(parent, _seen + (name,)), source, name)
         return self._paste_includes(_top_level_code(written, name), name, _seen + (name,)) + layout
 
@@ -397,16 +418,24 @@ class Flattener:
                 return _file_argument(tag)  # checked by _refuse_runtime_constructs
         return None
 
+    def _missing(self, source: Traced, tag: Construct, name: str, missing: str) -> None:
+        where = self.location(source, tag.start)
+        raise MissingFile(where[0] if where else name, where[1] if where else 1, missing)
+
     def _paste_includes(self, source: Traced, name: str, seen: tuple[str, ...]) -> Traced:
         pieces, position = [], 0
         for tag in _tags(source, name):
             if tag.keyword == "include":
                 included = _include_file(tag)
                 assert included is not None  # checked by _refuse_runtime_constructs
+                if not included[1] and not self._exists(included[0]):
+                    self._missing(source, tag, name, included[0])
                 replacement = self._included(*included, seen, source[tag.start:tag.end])
             elif tag.keyword == "from":
                 imported = _from_import(tag)
                 assert imported is not None
+                if not self._exists(imported[0]):
+                    self._missing(source, tag, name, imported[0])
                 where = self.location(source, tag.start)
                 replacement = self._macros(imported[0], imported[1], seen, name, where[1] if where else 1)
             else:
@@ -422,6 +451,14 @@ class Flattener:
         an include in a scope of its own, so its `{% set %}`s and macros stay inside it."""
         if ignore_missing and not self._exists(included):
             return tag[:0]
+        self._pasted += 1
+        if self._pasted > MAX_PASTED:
+            origin = tag.origin(0)
+            written = self._written.get(origin[0], "") if origin else ""
+            raise NotFlattenable(origin[0] if origin else seen[-1],
+                                 written.count("\n", 0, origin[1]) + 1 if origin else 1,
+                                 f"more than {MAX_PASTED:,} included files in one email (includes inside "
+                                 "includes multiply), so they are included as it is rendered")
         source = self.traced(included, seen)
         if any(tag.keyword in ("set", "macro") for tag in _tags(source, included)):
             opening, closing = "{% with %}", "{% endwith %}"
@@ -452,9 +489,17 @@ class Flattener:
 
     def _substitute_blocks(self, layout: Traced, child: Traced, name: str) -> Traced:
         overrides = _blocks(child, name)
+        # Jinja ignores child blocks the layout does not have (a block nested in another block
+        # comes along with it)
+        defined = _blocks(layout, name).keys()
+        replacing = sorted((n for n in overrides if n in defined), key=lambda n: overrides[n].start)
+        if len(replacing) > MAX_BLOCKS:
+            block = overrides[replacing[MAX_BLOCKS]]
+            raise NotFlattenable(name, _line(str(child), block.start), f"more than {MAX_BLOCKS} blocks of "
+                                 "the layout replaced, so they are replaced as the email is rendered")
         result = layout
         # Outer blocks first: a child's outer block brings its own nested blocks along.
-        for block_name in sorted(overrides, key=lambda n: overrides[n].start):
+        for block_name in replacing:
             mine = overrides[block_name]
             body = child[mine.body_start:mine.body_end]
             theirs = _blocks(result, name).get(block_name)

@@ -129,6 +129,9 @@ def protect(source: str, *, data_attributes: bool = False) -> Protected:
             raise NeedsFallback(line, "template code inside <style>: the CSS depends on data", construct.start)
         if place == "raw:script":
             raise NeedsFallback(line, "template code inside <script>", construct.start)
+        if place.removeprefix("raw:") in _REWRITTEN_RAW:
+            raise NeedsFallback(line, f"template code inside <{place.removeprefix('raw:')}>, whose text the CSS "
+                                "inliner writes back escaped", construct.start)
         if place == "after":
             raise NeedsFallback(line, "template code after </html>, outside the document the CSS inliner "
                                 "reads (move it before </body>)", construct.start)
@@ -296,7 +299,10 @@ def _without_comments(text: str) -> str:
     return text
 
 
-_RAW_TEXT = {"style", "script", "title", "textarea"}
+# elements whose text the HTML parser reads as written; of those, the ones lxml writes back
+# escaped, so premailer rewrites what Jinja prints into them (`&lt;` becomes `&amp;lt;`)
+_REWRITTEN_RAW = {"xmp", "iframe", "noembed", "noframes", "plaintext"}
+_RAW_TEXT = {"style", "script", "title", "textarea", *_REWRITTEN_RAW}
 _IN_TEXT = re.compile(r"JX(\d+)X")
 _IN_NAME = re.compile(r"jx(\d+)x", re.IGNORECASE)  # attribute names come back lower-cased
 
@@ -564,8 +570,27 @@ def check_selectors(protected: Protected, source: str) -> dict[str, int]:
     _check_attribute_selectors(protected, selectors)
     _check_conditional_styles(protected, source)
     _check_macro_call_sites(protected, [s for s in selectors if _has_combinator(s)])
-    _check_call_blocks(protected, [s for s in selectors if _has_combinator(s) or _sibling_groups(s)])
+    placed = [s for s in selectors if _has_combinator(s) or _sibling_groups(s)]
+    _check_call_blocks(protected, placed)
+    _check_blocks_printed_again(protected, source, placed)
     return dynamic
+
+
+def _check_blocks_printed_again(protected: Protected, source: str, selectors: list[str]) -> None:
+    """`{{ self.name() }}` prints a block's markup again, among other ancestors and siblings than
+    where the block is written: a selector with a combinator, or one that counts siblings, can
+    style it (and the elements around it) differently there than premailer sees in the source."""
+    if not selectors:
+        return
+    names = names_read(source)
+    if names is not None and "self" not in names:
+        return
+    reading = [n for n in sorted(protected.originals) if "self" in (names_read(protected.originals[n]) or ())]
+    number = reading[0] if reading else None
+    raise NeedsFallback(protected.lines[number] if number is not None else 1,
+                        f"a block printed again with `self.<block>()` can be styled differently by the "
+                        f"selector '{selectors[0]}' where it is printed again",
+                        protected.offsets.get(number) if number is not None else None)
 
 
 def _check_call_blocks(protected: Protected, selectors: list[str]) -> None:
@@ -832,7 +857,7 @@ def unreadable_selector(source: str) -> tuple[str, int] | None:
                 selector = bare
             try:
                 CSSSelector(selector)
-            except cssselect.SelectorError:
+            except (cssselect.SelectorError, RecursionError):  # the library recurses once per part
                 at = source.find(selector.split(",")[0], start)
                 return selector, line_of(source, at if 0 <= at < end else start)
     return None

@@ -63,13 +63,17 @@ def is_production(base_url: str) -> bool:
 
 
 def template_files(env: jinja2.Environment, name: str) -> list[str]:
-    """The file and every file it extends, includes or imports by a constant name."""
+    """The file and every file it extends, includes or imports by a constant name that exists
+    (`{% include "x" ignore missing %}` may name one that does not)."""
     found, pending = [name], [name]
     while pending:
         current = pending.pop()
         try:
             tree = env.parse(env.loader.get_source(env, current)[0], current)  # type: ignore[union-attr]
-        except (jinja2.TemplateNotFound, jinja2.TemplateSyntaxError):
+        except jinja2.TemplateNotFound:
+            found.remove(current)
+            continue
+        except jinja2.TemplateSyntaxError:
             continue
         for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
             target = getattr(node, "template", None)  # every one of the four has it

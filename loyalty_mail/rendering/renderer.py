@@ -38,7 +38,7 @@ from ..tiers import TierLadder
 from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
-from .flatten import Flattener, NotFlattenable, referenced_files
+from .flatten import Flattener, MissingFile, NotFlattenable, referenced_files
 from .origins import Traced
 from .inlining import (NeedsFallback, compile_inlined, inline_and_track, inline_css, prune_unmatchable_rules,
                        unreadable_selector)
@@ -46,7 +46,7 @@ from .replay import CompiledInliner, fixed_style_texts
 from .limits import TEMPLATE_FAULTS, RenderLimitError, RenderLimitExceeded, RenderLimits
 from ..message import Address, RenderedEmail
 from .text import html_to_text, settle
-from . import watchdog
+from . import depth, watchdog
 from .sandbox import TemplateSandbox, sandboxed_environment
 from .syntax import syntax_column, syntax_message, unknown_message
 from .undefined import column_of, missing_name, read_from_none, suggestion
@@ -56,6 +56,7 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 PREVIEW_SEND_ID = "preview"
 _SEPARATOR = "\x1e"  # between subject and preheader; stripped from both
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OUTPUT_BLOCK = 256  # output pieces joined between two size checks
 _FAULTS: tuple[type[Exception], ...] = (jinja2.TemplateError, *TEMPLATE_FAULTS)
 
@@ -226,11 +227,22 @@ class Renderer:
         try:
             traced = self._flattener.traced(variant.html_path)
             source = traced.text
+            try:
+                depth.parse(source)
+            except depth.NestedTooDeep as exc:
+                raise TemplateError(Problem(self._written_at(variant.html_path, traced, exc.line,
+                                                             exc.offset_in(source)), depth.message())) from None
             compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
+        except MissingFile as exc:
+            outside = ".." in exc.missing.replace("\\", "/").split("/") or exc.missing.startswith("/")
+            why = f"'{exc.missing}' leads outside {TEMPLATES_DIR}/: layouts, partials and macros are files " \
+                f"inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")" if outside \
+                else f"{TEMPLATES_DIR}/{exc.missing} does not exist"
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), why)) from None
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)
             return CompiledVariant(variant, headline, original, text_own, fallback, inliner=CompiledInliner())
-        except cssselect.SelectorError as exc:
+        except (cssselect.SelectorError, RecursionError) as exc:  # RecursionError: a selector too long
             raise self._unreadable_css(variant, traced, exc) from None
         except NeedsFallback as exc:
             fallback = Fallback(self._written_at(variant.html_path, traced, exc.line, exc.offset), exc.reason)
@@ -253,16 +265,22 @@ class Renderer:
                                                  _headline(variant.subject, variant.preheader))
         return CompiledVariant(variant, headline, html, text, None, compiled.restyler, dynamic, used)
 
-    def _unreadable_css(self, variant: Variant, source: Traced | str, exc: cssselect.SelectorError) -> TemplateError:
+    def _unreadable_css(self, variant: Variant, source: Traced | str,
+                        exc: cssselect.SelectorError | RecursionError) -> TemplateError:
         """The error for a stylesheet with a selector premailer cannot evaluate (it stops on it),
         in the flattened source (traced to its files) or in a rendered email."""
         found = unreadable_selector(str(source))
         line = found[1] if found else 1
-        what = f"the selector '{found[0]}'" if found else "a selector"
+        what = "a selector"
+        if found is not None:
+            selector = found[0] if len(found[0]) <= 80 else f"{found[0][:60]}... ({len(found[0]):,} characters)"
+            what = f"the selector '{selector}'"
         where = self._written_at(variant.html_path, source, line) if isinstance(source, Traced) \
             else self._locate_in_chain(variant.html_path, source, line)
+        why = "it has too many parts: the selector library nests once per part" \
+            if isinstance(exc, RecursionError) else str(exc)
         return TemplateError(Problem(where,
-                                     f"CSS inlining cannot read {what} ({exc}): premailer evaluates each "
+                                     f"CSS inlining cannot read {what} ({why}): premailer evaluates each "
                                      "selector between commas as written; fix or remove it, or move the rule "
                                      "into a <style data-premailer=\"ignore\"> block"))
 
@@ -299,7 +317,9 @@ class Renderer:
         try:
             return env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.name or name}", exc.lineno or 1,
+            # the lexer names the file by its path (an unclosed `{% raw %}`), the parser by its name
+            shown = exc.name if exc.name and not Path(exc.name).is_absolute() else name
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{shown}", exc.lineno or 1,
                                                  syntax_column(env, exc)),
                                         f"syntax error: {syntax_message(env, exc)}")) from None
         except jinja2.TemplateNotFound as exc:
@@ -316,6 +336,13 @@ class Renderer:
         if key not in self._subjects:
             self._subjects[key] = self._from_string(self.text_env, _headline(subject, variant.preheader),
                                                     f"{where} (variant subject)", 1)
+        return self._subjects[key]
+
+    def _part(self, text: str, where: str, line: int) -> jinja2.Template:
+        """A subject or preheader as a template of its own."""
+        key = ("", "", text)
+        if key not in self._subjects:
+            self._subjects[key] = self._from_string(self.text_env, text, where, line)
         return self._subjects[key]
 
     def check_subject(self, subject: str, where: str) -> None:
@@ -430,12 +457,16 @@ class Renderer:
         context["tracking"] = tracked and tracking.open_pixel
         context["open_pixel_url"] = Helper(tracker.open_pixel_url)
         where = f"{TEMPLATES_DIR}/{variant.html_path}"
-        headline = self._run(self._headline(compiled, subject, where), context, where,
-                             variant.subject_line if subject is None else 1,
-                             place=(lambda inner: _headline_line(variant, inner)) if subject is None else None)
-        subject, preheader = headline.split(_SEPARATOR)
-        context["subject"] = " ".join(subject.split())
-        context["preheader"] = " ".join(preheader.split())
+        line = variant.subject_line if subject is None else 1
+        place = (lambda inner: _headline_line(variant, inner)) if subject is None else None
+        headline = self._run(self._headline(compiled, subject, where), context, where, line, place=place)
+        parts = headline.split(_SEPARATOR)
+        if len(parts) != 2:  # the data printed holds the separator: each rendered on its own
+            parts = [self._run(self._part(text, where, at), context, where, at)
+                     for text, at in ((variant.subject if subject is None else subject, line),
+                                      (variant.preheader, variant.preheader_line or line))]
+        # control characters (a NUL, a bell) have no place in a header or an inbox's line
+        context["subject"], context["preheader"] = (" ".join(_CONTROL.sub(" ", part).split()) for part in parts)
         return _Job(compiled, context, tracker, links, where)
 
     def _render_per_email(self, compiled: CompiledVariant, context: dict[str, Any],
@@ -449,8 +480,11 @@ class Renderer:
             finished = self._inline_bounded(
                 rendered, fallback.location, f"it is inlined per email because {fallback.reason}",
                 lambda page: inline_and_track(page, lambda link, url: tracker.click_url(link, url.strip()), inliner))
-        except cssselect.SelectorError as exc:  # a <style> printed with data, read only now
+        except (cssselect.SelectorError, RecursionError) as exc:  # a <style> printed with data, read only now
             raise self._unreadable_css(compiled.variant, rendered, exc) from None
+        except depth.NestedTooDeep as exc:
+            raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{compiled.variant.html_path}", 0),
+                                        f"as rendered (line {exc.line} of the email), {depth.message()}")) from None
         if compiled.text:
             text = _track_text(self._run(compiled.text, context, where, 0, compiled.variant), tracker)
         else:

@@ -39,6 +39,7 @@ from lxml import etree
 from lxml.cssselect import CSSSelector
 from premailer.merge_style import csstext_to_pairs, merge_styles
 
+from . import depth
 from .cascade import PREMAILER_OPTIONS, premailer_split, subjects
 from .selectors import Chain, Document, chain_of
 
@@ -146,8 +147,8 @@ def compile_body(body: str | None) -> _Body | None:
         selector, pseudo = premailer_split(written)
         try:
             select = CSSSelector(selector)
-        except (cssselect.SelectorError, cssselect.ExpressionError, ValueError):
-            return None
+        except (cssselect.SelectorError, cssselect.ExpressionError, ValueError, RecursionError):
+            return None  # RecursionError: a selector of too many parts
         rules.append((specificity[:4], specificity[5], selector, select, pseudo,
                       csstext_to_pairs(bulk, validate=False)))
     return _Body(rules, inliner._css_rules_to_string(rest) if rest else None)
@@ -209,7 +210,7 @@ class CompiledInliner:
 
     def transform(self, document: str) -> tuple[Any, Any]:
         stripped = document.strip()
-        tree = etree.fromstring(stripped, etree.HTMLParser()).getroottree()
+        tree = depth.parse(stripped).getroottree()
         page = tree.getroot()
         root = tree if stripped.startswith(tree.docinfo.doctype) else page
         premailer.premailer.get_or_create_head(tree)

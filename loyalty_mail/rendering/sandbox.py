@@ -50,6 +50,12 @@ class _OutputCodeGenerator(CodeGenerator):
             return None
         return super().visit(node, *args, **kwargs)
 
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        # Jinja writes a constant it folded (`{{ 1e400 }}`, `{{ "nan" | float }}`) with repr(),
+        # which for an infinite float or NaN is a name the compiled module must define
+        self.writeline("inf, nan = float('inf'), float('nan')")
+        super().visit_Template(node, frame)
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.limits.checked_text(")
         super().visit_Concat(node, frame)

@@ -222,6 +222,9 @@ class _Source:
         return Location(f"{TEMPLATES_DIR}/{self.name}", line, column)
 
 
+MAX_CHECKS_PER_FILE = 50
+
+
 @dataclass
 class StaticChecker:
     """Checks the templates of one program against the context; collects problems."""
@@ -232,6 +235,7 @@ class StaticChecker:
     _trees: dict[str, nodes.Template | None] = field(default_factory=dict)
     _modules: dict[str, set[str] | None] = field(default_factory=dict)
     _orders: dict[str, dict[int, int]] = field(default_factory=dict)
+    _times_checked: dict[str, int] = field(default_factory=dict)  # in the variant being checked
     context_names: frozenset[str] = frozenset()  # the email's context, for files that do not see it
 
     @property
@@ -245,6 +249,7 @@ class StaticChecker:
         the context of these triggers' flows (or `context`)."""
         context = context if context is not None else template_context(triggers)
         self.context_names = frozenset(context)
+        self._times_checked = {}
         scope: list[dict[str, Record | None]] = [context, self.globals]
         self.check_file(variant.html_path, scope, [])
         if variant.text_path:
@@ -291,9 +296,13 @@ class StaticChecker:
         return self._trees[name]
 
     def check_file(self, name: str, scope: list[dict[str, Record | None]], stack: list[str]) -> None:
+        """Check a file with the names its includer sees. A file included at many places is
+        checked at its first MAX_CHECKS_PER_FILE of them: includes inside includes multiply
+        (ten of a file that includes ten more...)."""
         tree = self.tree(name)
-        if tree is None or name in stack:
+        if tree is None or name in stack or self._times_checked.get(name, 0) >= MAX_CHECKS_PER_FILE:
             return
+        self._times_checked[name] = self._times_checked.get(name, 0) + 1
         if name not in self._orders:
             self._orders[name] = _token_order(tree)
         source = _Source(name, self._columns[name], order=self._orders[name])

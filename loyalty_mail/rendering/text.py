@@ -41,6 +41,9 @@ ITEM = "\ue001"     # where an item's marker ("- ", "2. ") starts, until `settle
 CODE = re.compile("\ue002(.*?)\ue003", re.S)  # Jinja code the text template adds (`_code`)
 CELL = "\ue004"     # where a cell of a data table's row starts, until `settle`
 CELL_SEPARATOR = " | "
+LEFT_OUT_START, LEFT_OUT_END = "\ue005", "\ue006"  # text the text template runs but does not print
+LEFT_OUT = re.compile(f"{LEFT_OUT_START}.*?{LEFT_OUT_END}", re.S)
+_IN_TEXT = re.compile(r"JX\d+X")
 _BLANK_ITEM_LINE = re.compile(f"\n{INDENT}+[ \t]*(?=\n|\\Z)")
 _EMPTY_FIRST_LINE = re.compile(f"{ITEM}(-|[0-9]+\\.)[ \t]*\n{INDENT}+")  # a marker alone, then its item
 _BLANK_LINES = re.compile(r"\n\n\n+")
@@ -84,7 +87,10 @@ def settle(text: str) -> str:
     """The lists and data tables of a text written by `html_to_text(..., template=True)`, once
     rendered: item lines that printed nothing dropped, an item whose first line printed nothing
     started on its next line, the indentation written as spaces; a row's cells joined by
-    `CELL_SEPARATOR`, its empty cells left out, a row with no text dropped."""
+    `CELL_SEPARATOR`, its empty cells left out, a row with no text dropped; what was run only
+    for its effects (a `<title>`'s code) left out."""
+    if LEFT_OUT_START in text:
+        text = LEFT_OUT.sub("", text)
     if CELL in text:
         text = _ROW.sub(_row, text)
         text = _BLANK_LINES.sub("\n\n", text)
@@ -338,10 +344,15 @@ def _has_text(node: etree._Element) -> bool:
 
 def _placeholders(node: etree._Element, parts: list[str]) -> None:
     """The template placeholders in a part of the document the text leaves out (<head>, a hidden
-    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs."""
-    for comment in node.iter(etree.Comment):
-        text = comment.text
-        if text and _PLACEHOLDER.match(text):
+    element, what stands outside <body>): a statement there (`{% set %}`, `{% if %}`) still runs.
+    The code in a `<title>` is its text, not comments: that text is run and its output dropped
+    when the text is settled, so a `{% block %}` there is defined for `self.name()`."""
+    for found in node.iter(etree.Comment, "title"):
+        text = found.text
+        if found.tag == "title":
+            if text and _IN_TEXT.search(text):
+                parts.append(f"{LEFT_OUT_START}{text}{LEFT_OUT_END}")
+        elif text and _PLACEHOLDER.match(text):
             parts.append(text)
 
 
