@@ -107,8 +107,9 @@ _ROW = re.compile(f"^[^\n{CELL}]*{CELL}[^\n]*(?:\n|\\Z)", re.MULTILINE)  # a lin
 def _row(match: re.Match[str]) -> str:
     line = match.group(0)
     end = "\n" if line.endswith("\n") else ""
-    before, *cells = line.rstrip("\n").split(CELL)  # before: indentation, a list's marker
-    joined = CELL_SEPARATOR.join(text for text in (_SPACES.sub(" ", cell).strip() for cell in cells) if text)
+    before, _, cells = line.rstrip("\n").partition(CELL)  # before: indentation, a list's marker
+    # one substitution a row, not one a cell: rows of receipts come by the dozen
+    joined = CELL_SEPARATOR.join(filter(None, map(str.strip, _SPACES.sub(" ", cells).split(CELL))))
     if not joined:
         return before.rstrip() + end if before.strip() else ""
     return (before.rstrip() + " " if before.strip(INDENT + " \t") else before.strip(" \t")) + joined + end
