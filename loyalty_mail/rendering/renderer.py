@@ -683,6 +683,8 @@ def _describe(exc: BaseException, context: Mapping[str, Any] | None = None,
         return f"undefined variable: {exc.message} (see \"Template context\" in the README)"
     if isinstance(exc, jinja2.sandbox.SecurityError):
         return f"not allowed in the template sandbox: {exc.message}"
+    if isinstance(exc, jinja2.TemplateNotFound) and " " not in str(exc.name):  # removed since it was compiled
+        return f"{TEMPLATES_DIR}/{exc.name} does not exist"
     if env is not None and (unknown := _UNKNOWN_AT_RUNTIME.match(exc.message or "")):
         return unknown_message(env, *unknown.groups())
     return f"{type(exc).__name__}: {exc.message}"

@@ -85,7 +85,8 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
         return result
     try:  # after a failed render too: the static check names the column, and suggests a name
         report = check_email(state.renderer(), email, locale, now)
-    except LoyaltyMailError:
+    except LoyaltyMailError as exc:  # a file the compiled email was made from is gone, say
+        result.problems = result.problems or _problems(exc)
         return result
     except (jinja2.TemplateNotFound, OSError):
         result.problems = [*result.problems, CHANGED]
@@ -101,12 +102,19 @@ def _each_once(problems: list[Problem], errors: list[Problem]) -> tuple[list[Pro
     of the preview is not repeated among `check`'s errors."""
     static = {(e.location.file, e.location.line): e for e in errors
               if e.location and e.location.column and e.message.startswith("undefined variable")}
+    placed = {(e.location.file, e.location.line, e.message): e for e in errors if e.location and e.location.column}
 
     def rendered_twin(p: Problem) -> bool:
-        return (p.location is not None and not p.location.column and p.message.startswith("undefined variable")
-                and (p.location.file, p.location.line) in static)
+        if p.location is None or p.location.column:
+            return False
+        return ((p.location.file, p.location.line) in static and p.message.startswith("undefined variable")
+                or (p.location.file, p.location.line, p.message) in placed)  # the same finding, with its column
 
-    shown = [static[(p.location.file, p.location.line)] if p.location and rendered_twin(p) else p for p in problems]
+    def twin(p: Problem) -> Problem:
+        assert p.location is not None
+        return placed.get((p.location.file, p.location.line, p.message)) or static[(p.location.file, p.location.line)]
+
+    shown = [twin(p) if rendered_twin(p) else p for p in problems]
     return list(dict.fromkeys(shown)), [e for e in errors if e not in shown and not rendered_twin(e)]
 
 
