@@ -67,6 +67,14 @@ class Catalog:
         return options[sorted(options)[0]]
 
 
+def outside_templates(name: str) -> str | None:
+    """Why a layout, include or macro file name is refused, when it leads outside templates/."""
+    if ".." in name.replace("\\", "/").split("/") or name.startswith("/"):
+        return (f"{name!r} leads outside {TEMPLATES_DIR}/: layouts, partials and macros are files inside "
+                f"{TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")")
+    return None
+
+
 def strip_front_matter(source: str) -> tuple[str, str | None]:
     """(body with the front matter replaced by blank lines, front matter text or None)."""
     match = _FRONT_MATTER.match(source)

@@ -35,7 +35,7 @@ from ..config import Settings
 from ..errors import Location, NotFound, Problem, TemplateError, shown
 from ..signing import Kind, TokenClaims, TokenSigner, signing_keys
 from ..tiers import TierLadder
-from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog
+from .catalog import TEMPLATES_DIR, Catalog, FrontMatterLoader, Variant, load_catalog, outside_templates
 from .cascade import Restyler
 from .context import ContextBuilder, Helper, Links
 from .flatten import Flattener, MissingFile, NotFlattenable, referenced_files
@@ -234,10 +234,7 @@ class Renderer:
                                                              exc.offset_in(source)), depth.message())) from None
             compiled = compile_inlined(source, text_of=lambda page: html_to_text(page, template=True))
         except MissingFile as exc:
-            outside = ".." in exc.missing.replace("\\", "/").split("/") or exc.missing.startswith("/")
-            why = f"'{exc.missing}' leads outside {TEMPLATES_DIR}/: layouts, partials and macros are files " \
-                f"inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")" if outside \
-                else f"{TEMPLATES_DIR}/{exc.missing} does not exist"
+            why = outside_templates(exc.missing) or f"{TEMPLATES_DIR}/{exc.missing} does not exist"
             raise TemplateError(Problem(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), why)) from None
         except NotFlattenable as exc:
             fallback = Fallback(Location(f"{TEMPLATES_DIR}/{exc.template}", exc.line), exc.reason)

@@ -42,7 +42,7 @@ from jinja2 import nodes
 from ..config import Settings
 from ..errors import Location, Problem
 from ..yaml_source import PathKey, YamlDocument
-from .catalog import TEMPLATES_DIR, Variant
+from .catalog import TEMPLATES_DIR, Variant, outside_templates
 from .context import CONTEXT_NAMES, MEMBER_FIELDS
 from .layout_blocks import (
     overriding_blocks,
@@ -612,9 +612,9 @@ class _Walk:
         if name is None:
             self.expr(node.template)
             return None
-        if ".." in name.replace("\\", "/").split("/"):
-            self.report(node.template, name, f"{name!r} leads outside {TEMPLATES_DIR}/: layouts, partials and "
-                        f"macros are files inside {TEMPLATES_DIR}/, named from there (\"_partials/blocks.html\")")
+        outside = outside_templates(name)
+        if outside is not None:
+            self.report(node.template, name, outside)
             return None
         if self.checker.missing(name):
             if not ignore_missing:

@@ -25,6 +25,7 @@ by Jinja as it renders.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -205,44 +206,23 @@ class _Writer:
 
     def rows(self, node: etree._Element, parts: list[str]) -> None:
         """The rows of a data table or of its <thead>, <tbody> or <tfoot>."""
-        if node.text and not node.text.isspace():
-            parts.append(node.text)
-        for child in node.iterchildren():
-            tag = child.tag
-            if isinstance(tag, str):
-                if tag in _SKIP or _hidden(child):
-                    _placeholders(child, parts)
-                elif tag in ("thead", "tbody", "tfoot"):
-                    self.rows(child, parts)
-                elif tag == "tr":
-                    parts.append("\n")
-                    self.row(child, parts)
-                elif tag == "caption":
-                    parts.append("\n" + self.cell(child))
-                else:
-                    self.element(child, parts)
-            elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
-                parts.append(child.text)
-            tail = child.tail
-            if tail and not tail.isspace():
-                parts.append(tail)
+        def child(element: etree._Element) -> None:
+            tag = element.tag
+            if tag in ("thead", "tbody", "tfoot"):
+                self.rows(element, parts)
+            elif tag == "tr":
+                parts.append("\n")
+                self.row(element, parts)
+            elif tag == "caption":
+                parts.append("\n" + self.cell(element))
+            else:
+                self.element(element, parts)
+        _table_children(node, parts, child)
 
     def row(self, node: etree._Element, parts: list[str]) -> None:
         """A row of a data table on one line, each cell's text after a `CELL` mark."""
-        if node.text and not node.text.isspace():
-            parts.append(node.text)
-        for child in node.iterchildren():
-            tag = child.tag
-            if isinstance(tag, str):
-                if tag in _SKIP or _hidden(child):
-                    _placeholders(child, parts)
-                else:
-                    parts.append((CELL if tag in _CELLS else "") + self.cell(child))
-            elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
-                parts.append(child.text)
-            tail = child.tail
-            if tail and not tail.isspace():
-                parts.append(tail)
+        _table_children(node, parts,
+                        lambda cell: parts.append((CELL if cell.tag in _CELLS else "") + self.cell(cell)))
 
     def cell(self, node: etree._Element) -> str:
         """The text of a data table's cell on one line: its paragraphs, line breaks and list
@@ -322,6 +302,26 @@ def _code(source: str) -> str:
     """Jinja code the text template adds, marked so that the compiler keeps it as code (`CODE`)
     where the text around it is printed as written."""
     return f"\ue002{source}\ue003"
+
+
+def _table_children(node: etree._Element, parts: list[str], element: Callable[[etree._Element], None]) -> None:
+    """A data table's part (the table, a row group, a row): its text, each child element shown
+    by `element` (left out but for its placeholders when it is skipped or hidden), the
+    placeholders between them, the text after each."""
+    if node.text and not node.text.isspace():
+        parts.append(node.text)
+    for child in node.iterchildren():
+        tag = child.tag
+        if isinstance(tag, str):
+            if tag in _SKIP or _hidden(child):
+                _placeholders(child, parts)
+            else:
+                element(child)
+        elif tag is etree.Comment and child.text and _PLACEHOLDER.match(child.text):
+            parts.append(child.text)
+        tail = child.tail
+        if tail and not tail.isspace():
+            parts.append(tail)
 
 
 def _data_table(table: etree._Element) -> bool:

@@ -85,7 +85,7 @@ def preview(state: ProgramState, engine: sa.Engine, email: str, locale: str, mem
         return result
     try:  # after a failed render too: the static check names the column, and suggests a name
         report = check_email(state.renderer(), email, locale, now)
-    except LoyaltyMailError as exc:  # a file the compiled email was made from is gone, say
+    except LoyaltyMailError as exc:  # such as a file the cached compiled email was made from, now gone
         result.problems = result.problems or _problems(exc)
         return result
     except (jinja2.TemplateNotFound, OSError):
@@ -100,22 +100,18 @@ def _each_once(problems: list[Problem], errors: list[Problem]) -> tuple[list[Pro
     """Each fault once. An undefined variable is found by the static check (with its column) and
     again by rendering (the line only): the static finding stands for both. What is shown in place
     of the preview is not repeated among `check`'s errors."""
-    static = {(e.location.file, e.location.line): e for e in errors
-              if e.location and e.location.column and e.message.startswith("undefined variable")}
-    placed = {(e.location.file, e.location.line, e.message): e for e in errors if e.location and e.location.column}
-
-    def rendered_twin(p: Problem) -> bool:
+    def twin_of(p: Problem) -> Problem | None:
+        """The static finding (with its column) on the line of a rendered one (without), with the
+        same message or both about an undefined variable."""
         if p.location is None or p.location.column:
-            return False
-        return ((p.location.file, p.location.line) in static and p.message.startswith("undefined variable")
-                or (p.location.file, p.location.line, p.message) in placed)  # the same finding, with its column
+            return None
+        return next((e for e in errors if e.location and e.location.column
+                     and (e.location.file, e.location.line) == (p.location.file, p.location.line)
+                     and (e.message == p.message or e.message.startswith("undefined variable")
+                          and p.message.startswith("undefined variable"))), None)
 
-    def twin(p: Problem) -> Problem:
-        assert p.location is not None
-        return placed.get((p.location.file, p.location.line, p.message)) or static[(p.location.file, p.location.line)]
-
-    shown = [twin(p) if rendered_twin(p) else p for p in problems]
-    return list(dict.fromkeys(shown)), [e for e in errors if e not in shown and not rendered_twin(e)]
+    shown = [twin_of(p) or p for p in problems]
+    return list(dict.fromkeys(shown)), [e for e in errors if e not in shown and twin_of(e) is None]
 
 
 def describe_inlining(fallback: Fallback | None) -> str:
